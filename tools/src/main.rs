@@ -1,1 +1,113 @@
-fn main() {}
+//! `percpu-lab`: runs the percpu-lab guest kernel on the emulated multicore ARM64
+//! machine and reports what happened.
+//!
+//! Exit codes (DESIGN.md): 0 ran with no findings, 1 findings, 2 bad input or usage,
+//! 3 guest fault (panic, unhandled exception, watchdog).
+
+mod bench;
+mod kernel;
+mod report;
+mod run;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// What a command ended with, mapped onto the documented exit codes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Clean,
+    Findings,
+    GuestFault,
+}
+
+impl Verdict {
+    fn exit_code(self) -> ExitCode {
+        ExitCode::from(match self {
+            Verdict::Clean => 0,
+            Verdict::Findings => 1,
+            Verdict::GuestFault => 3,
+        })
+    }
+}
+
+/// Bad input from the user: printed as one line, exit code 2.
+#[derive(Debug)]
+pub struct BadInput(pub String);
+
+impl<E: std::fmt::Display> From<E> for BadInput {
+    fn from(e: E) -> Self {
+        BadInput(e.to_string())
+    }
+}
+
+#[derive(Parser)]
+#[command(name = "percpu-lab", version, about = "Study kernel per-CPU allocator concurrency on emulated multicore ARM64")]
+struct Cli {
+    /// More log output on stderr (-v info, -vv debug, -vvv trace).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Boot the guest kernel on the emulated machine and run one scenario.
+    Run(run::RunArgs),
+    /// List the scenarios the guest kernel implements.
+    Scenarios {
+        /// Guest kernel ELF (default: the built-in guest).
+        #[arg(long)]
+        kernel: Option<PathBuf>,
+    },
+    /// Measure emulation speed (guest MIPS per core count, against raw Unicorn).
+    Bench(bench::BenchArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // clap prints help/version to stdout (exit 0) and usage errors to stderr (exit 2).
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        }
+    };
+    init_logging(cli.verbose);
+    let result = match cli.command {
+        Command::Run(args) => run::run(&args),
+        Command::Scenarios { kernel } => list_scenarios(kernel.as_deref()),
+        Command::Bench(args) => bench::bench(&args),
+    };
+    match result {
+        Ok(verdict) => verdict.exit_code(),
+        Err(BadInput(message)) => {
+            eprintln!("percpu-lab: error: {message}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn init_logging(verbosity: u8) {
+    let level = match verbosity {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PERCPU_LAB_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+}
+
+fn list_scenarios(kernel_path: Option<&std::path::Path>) -> Result<Verdict, BadInput> {
+    let kernel = kernel::load(kernel_path)?;
+    let scenarios = kernel::scenarios(&kernel)?;
+    let width = scenarios.iter().map(|s| s.name.len()).max().unwrap_or(0);
+    for scenario in &scenarios {
+        println!("{:width$}  {}", scenario.name, scenario.summary);
+    }
+    Ok(Verdict::Clean)
+}

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Sets percpu-lab up on a Debian machine and runs the default job.
+#
+#   ./setup.sh          install what is missing, build guest + host, run the default job
+#   ./setup.sh --deps   only install what is missing (used by ./test.sh and CI)
+#
+# Idempotent: packages already present are not touched, and apt is only asked
+# when something is missing.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+# cmake, libclang-dev: build Unicorn and its bindings.
+# rustc-web, rust-web-src: Debian's rustc + library source, which can build `core`
+#   for the bare-metal guest (-Zbuild-std); the rustup toolchain cannot.
+# lld, llvm: link the guest and make its flat Image (llvm-objcopy).
+# qemu-system-arm: the independent peer the guest is cross-checked against.
+packages=(cmake libclang-dev rustc-web rust-web-src lld llvm qemu-system-arm)
+
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+    echo "setup: installing ${missing[*]}"
+    as_root=()
+    [ "$(id -u)" -eq 0 ] || as_root=(sudo)
+    "${as_root[@]}" apt-get update -q
+    DEBIAN_FRONTEND=noninteractive "${as_root[@]}" apt-get install -y -q "${missing[@]}"
+fi
+
+if ! command -v cargo >/dev/null; then
+    echo "setup: no cargo on PATH; install Rust (rustup) first" >&2
+    exit 1
+fi
+
+[ "${1:-}" = "--deps" ] && exit 0
+
+# Building the host tool builds the guest kernel too (tools/build.rs) and embeds it.
+cargo build --release -p tools
+exec target/release/percpu-lab run

@@ -1,0 +1,102 @@
+//! `percpu-lab bench`: emulation speed. Host time is read here, outside the machine,
+//! and never feeds back into a run.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use emu::{KernelImage, Machine, MachineConfig, RunEnd, SchedulerKind};
+use serde_json::json;
+
+use crate::report::ReportFormat;
+use crate::run::{DEFAULT_MAX_INSNS, DEFAULT_QUANTUM};
+use crate::{kernel, BadInput, Verdict};
+
+const CORE_COUNTS: [usize; 4] = [1, 2, 4, 8];
+/// Each figure repeats its run until at least this much host time has passed.
+const MIN_MEASURE: Duration = Duration::from_millis(1500);
+const SMOKE_BOOTARGS: &str = "scenario=smoke seed=0 variant=fine";
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// Guest kernel ELF (default: the built-in guest).
+    #[arg(long)]
+    pub kernel: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
+    pub report: ReportFormat,
+}
+
+/// Guest instructions and the host time they took, summed over repeats.
+#[derive(Default)]
+struct Measurement {
+    insns: u64,
+    elapsed: Duration,
+}
+
+impl Measurement {
+    fn mips(&self) -> f64 {
+        self.insns as f64 / self.elapsed.as_secs_f64() / 1e6
+    }
+
+    fn repeat(mut once: impl FnMut() -> Result<u64, BadInput>) -> Result<Measurement, BadInput> {
+        let mut total = Measurement::default();
+        while total.elapsed < MIN_MEASURE {
+            let start = Instant::now();
+            total.insns += once()?;
+            total.elapsed += start.elapsed();
+        }
+        Ok(total)
+    }
+}
+
+fn smoke_on(kernel: &KernelImage, cpus: usize) -> Result<u64, BadInput> {
+    let config = MachineConfig {
+        cpus,
+        sched: SchedulerKind::RoundRobin,
+        seed: 0,
+        quantum: DEFAULT_QUANTUM,
+        max_insns: DEFAULT_MAX_INSNS,
+        bootargs: SMOKE_BOOTARGS.to_string(),
+        ..MachineConfig::default()
+    };
+    let outcome = Machine::new(config, kernel)?.run(&mut |_, _| {});
+    match outcome.end {
+        RunEnd::PoweredOff { status: 0, .. } => Ok(outcome.total_insns),
+        other => Err(BadInput(format!("smoke on {cpus} cpus did not pass under bench: {other:?}"))),
+    }
+}
+
+pub fn bench(args: &BenchArgs) -> Result<Verdict, BadInput> {
+    let kernel = kernel::load(args.kernel.as_deref())?;
+    let mut per_cores = Vec::new();
+    for cpus in CORE_COUNTS {
+        per_cores.push((cpus, Measurement::repeat(|| smoke_on(&kernel, cpus))?));
+    }
+    // The same guest code on one bare Unicorn instance, without our hooks.
+    let one_cpu_insns = smoke_on(&kernel, 1)?;
+    let raw = Measurement::repeat(|| {
+        Ok(emu::bench::raw_single_instance(&kernel, SMOKE_BOOTARGS, one_cpu_insns)?.insns)
+    })?;
+    let four = &per_cores.iter().find(|(cpus, _)| *cpus == 4).expect("4 is measured").1;
+    let ratio = four.mips() / raw.mips();
+
+    match args.report {
+        ReportFormat::Text => {
+            println!("guest MIPS on `smoke` (round-robin, quantum {DEFAULT_QUANTUM}):");
+            for (cpus, m) in &per_cores {
+                println!("  {cpus} cpu(s): {:8.1} MIPS aggregate ({} insns in {:.2?})", m.mips(), m.insns, m.elapsed);
+            }
+            println!("  raw Unicorn, 1 instance, no hooks: {:8.1} MIPS", raw.mips());
+            println!("  4-cpu aggregate / raw single instance: {ratio:.2} (goal >= 0.60)");
+        }
+        ReportFormat::Json => {
+            let cores: Vec<_> = per_cores
+                .iter()
+                .map(|(cpus, m)| json!({"cpus": cpus, "mips": m.mips(), "insns": m.insns}))
+                .collect();
+            println!("{}", json!({"smoke": cores, "raw_single_instance_mips": raw.mips(), "ratio_4cpu_to_raw": ratio}));
+        }
+    }
+    Ok(Verdict::Clean)
+}

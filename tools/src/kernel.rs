@@ -1,0 +1,55 @@
+//! The guest kernel to run: the built-in one (embedded at build time by build.rs) or
+//! a user-supplied ELF, and the scenario table it exports.
+
+use std::path::Path;
+
+use emu::KernelImage;
+
+use crate::BadInput;
+
+/// The guest built from `guest/` by `tools/build.rs`.
+static BUILT_IN_GUEST: &[u8] = include_bytes!(env!("PERCPU_GUEST_ELF"));
+
+/// The symbol under which a percpu-lab guest lists its scenarios as
+/// `name<TAB>summary<LF>` lines (docs/machine.md).
+const SCENARIO_TABLE_SYMBOL: &str = "PERCPU_LAB_SCENARIOS";
+
+pub struct Scenario {
+    pub name: String,
+    pub summary: String,
+}
+
+pub fn load(path: Option<&Path>) -> Result<KernelImage, BadInput> {
+    match path {
+        Some(path) => Ok(KernelImage::from_path(path)?),
+        None => KernelImage::from_bytes(BUILT_IN_GUEST.to_vec())
+            .map_err(|e| BadInput(format!("the built-in guest is unusable ({e}); rebuild with ./setup.sh"))),
+    }
+}
+
+pub fn scenarios(kernel: &KernelImage) -> Result<Vec<Scenario>, BadInput> {
+    let table = kernel.symbol_bytes(SCENARIO_TABLE_SYMBOL).ok_or_else(|| {
+        BadInput(format!("the kernel exports no {SCENARIO_TABLE_SYMBOL} table: not a percpu-lab guest"))
+    })?;
+    let text = std::str::from_utf8(table)
+        .map_err(|_| BadInput(format!("the kernel's {SCENARIO_TABLE_SYMBOL} table is not UTF-8")))?;
+    Ok(text
+        .lines()
+        .filter(|line| !line.trim().is_empty())
+        .map(|line| {
+            let (name, summary) = line.split_once('\t').unwrap_or((line, ""));
+            Scenario { name: name.trim().to_string(), summary: summary.trim().to_string() }
+        })
+        .collect())
+}
+
+/// Checks `name` against the kernel's table before boot, so a typo is a usage
+/// error and not a guest that silently runs something else.
+pub fn check_scenario(kernel: &KernelImage, name: &str) -> Result<(), BadInput> {
+    let scenarios = scenarios(kernel)?;
+    if scenarios.iter().any(|s| s.name == name) {
+        return Ok(());
+    }
+    let known: Vec<&str> = scenarios.iter().map(|s| s.name.as_str()).collect();
+    Err(BadInput(format!("unknown scenario '{name}' (this kernel has: {})", known.join(", "))))
+}

@@ -1,0 +1,97 @@
+//! How a run is reported: text for people, one JSON object for tools (DESIGN.md).
+
+use clap::ValueEnum;
+use emu::{CpuReport, KernelImage, RunEnd, RunOutcome};
+use serde_json::{json, Value};
+
+use crate::run::RunArgs;
+use crate::Verdict;
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum ReportFormat {
+    Text,
+    Json,
+}
+
+/// A run that powered off with status 0 is clean; every other end is the guest's
+/// fault (panic, failed check, unhandled exception, watchdog, hang).
+pub fn verdict(outcome: &RunOutcome) -> Verdict {
+    match outcome.end {
+        RunEnd::PoweredOff { status: 0, .. } => Verdict::Clean,
+        _ => Verdict::GuestFault,
+    }
+}
+
+pub fn print(args: &RunArgs, kernel: &KernelImage, outcome: &RunOutcome) {
+    match args.report {
+        ReportFormat::Text => print_text(kernel, outcome),
+        ReportFormat::Json => println!("{}", json_report(args, kernel, outcome)),
+    }
+}
+
+fn describe_end(end: &RunEnd) -> String {
+    match end {
+        RunEnd::PoweredOff { cpu, status: 0 } => format!("powered off by cpu{cpu}"),
+        RunEnd::PoweredOff { cpu, status } => format!("guest failure: cpu{cpu} powered off with status {status}"),
+        RunEnd::Reset { cpu, status } => format!("guest reset by cpu{cpu} (status {status})"),
+        RunEnd::Fault { cpu, pc, what } => format!("guest fault on cpu{cpu} at pc {pc:#x}: {what}"),
+        RunEnd::Watchdog { limit } => format!("watchdog: no power-off within {limit} instructions"),
+        RunEnd::Hang => "hang: every CPU waits for an interrupt that can never come".to_string(),
+    }
+}
+
+fn symbolized(kernel: &KernelImage, pc: u64) -> String {
+    match kernel.symbolize(pc) {
+        Some(symbol) => format!("{pc:#x} <{symbol}>"),
+        None => format!("{pc:#x}"),
+    }
+}
+
+fn print_text(kernel: &KernelImage, outcome: &RunOutcome) {
+    println!("== {}", describe_end(&outcome.end));
+    println!("== {} instructions in {} slices", outcome.total_insns, outcome.slices);
+    let faulted = verdict(outcome) == Verdict::GuestFault;
+    for cpu in &outcome.cpus {
+        println!(
+            "cpu{}: {:?}, {} instructions, {} irqs, pc {}",
+            cpu.cpu,
+            cpu.state,
+            cpu.insns,
+            cpu.irqs,
+            symbolized(kernel, cpu.pc)
+        );
+        // Backtraces are what a failure report is for; a clean run does not need them.
+        if faulted {
+            for (depth, &ret) in cpu.backtrace.iter().enumerate() {
+                println!("    #{depth} {}", symbolized(kernel, ret));
+            }
+        }
+    }
+}
+
+fn cpu_json(kernel: &KernelImage, cpu: &CpuReport) -> Value {
+    json!({
+        "cpu": cpu.cpu,
+        "state": format!("{:?}", cpu.state),
+        "insns": cpu.insns,
+        "irqs": cpu.irqs,
+        "pc": cpu.pc,
+        "symbol": kernel.symbolize(cpu.pc),
+        "backtrace": cpu.backtrace.iter().map(|&ret| symbolized(kernel, ret)).collect::<Vec<_>>(),
+    })
+}
+
+fn json_report(args: &RunArgs, kernel: &KernelImage, outcome: &RunOutcome) -> Value {
+    json!({
+        "findings": [],
+        "end": { "summary": describe_end(&outcome.end), "guest_fault": verdict(outcome) == Verdict::GuestFault },
+        "config": { "cpus": args.cpus, "scenario": args.scenario, "seed": args.seed,
+                    "sched": format!("{:?}", args.sched).to_lowercase(), "quantum": args.quantum,
+                    "variant": format!("{:?}", args.variant).to_lowercase() },
+        "stats": {
+            "total_insns": outcome.total_insns,
+            "slices": outcome.slices,
+            "cpus": outcome.cpus.iter().map(|cpu| cpu_json(kernel, cpu)).collect::<Vec<_>>(),
+        },
+    })
+}

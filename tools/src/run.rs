@@ -1,0 +1,107 @@
+//! `percpu-lab run`: boot the guest with one scenario and report how it ended.
+
+use std::path::PathBuf;
+
+use clap::{Args, ValueEnum};
+use emu::{Machine, MachineConfig, SchedulerKind};
+
+use crate::report::{self, ReportFormat};
+use crate::{kernel, BadInput, Verdict};
+
+/// Instructions a CPU runs before the scheduler picks again (slices end at the
+/// first translation-block boundary past this budget).
+pub const DEFAULT_QUANTUM: u64 = 2_000;
+/// Total guest instructions (all CPUs) after which the watchdog ends the run.
+pub const DEFAULT_MAX_INSNS: u64 = 2_000_000_000;
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum Variant {
+    /// The final patch: pcpu_alloc_mutex + irq-safe pcpu_lock.
+    Fine,
+    /// The patch's first version: free_percpu with spin_lock_irq.
+    Irq,
+    /// Before the patch: one pcpu_mutex around alloc and free.
+    Mutex,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum Sched {
+    /// CPUs take turns in order.
+    Rr,
+    /// A seeded random CPU and slice length each time.
+    Random,
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// Number of emulated CPUs (1 to 8: GICv2's limit).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=8))]
+    pub cpus: u64,
+    /// Allocator locking variant, passed to the guest at boot.
+    #[arg(long, value_enum, default_value_t = Variant::Fine)]
+    pub variant: Variant,
+    /// Guest workload (see `percpu-lab scenarios`).
+    #[arg(long, default_value = "smoke")]
+    pub scenario: String,
+    /// Seed for the guest workload and the random scheduler.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Host scheduling strategy.
+    #[arg(long, value_enum, default_value_t = Sched::Random)]
+    pub sched: Sched,
+    /// Instructions per scheduling slice.
+    #[arg(long, default_value_t = DEFAULT_QUANTUM, value_parser = clap::value_parser!(u64).range(1..))]
+    pub quantum: u64,
+    /// Watchdog: end the run as a guest fault after this many instructions (all CPUs).
+    #[arg(long, default_value_t = DEFAULT_MAX_INSNS, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_insns: u64,
+    /// Guest kernel ELF (default: the built-in guest).
+    #[arg(long)]
+    pub kernel: Option<PathBuf>,
+    /// Report format on stdout; with `json`, the guest console goes to stderr.
+    #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
+    pub report: ReportFormat,
+}
+
+impl RunArgs {
+    fn bootargs(&self) -> String {
+        let variant = self.variant.to_possible_value().expect("no skipped variants");
+        format!("scenario={} seed={} variant={}", self.scenario, self.seed, variant.get_name())
+    }
+
+    pub fn machine_config(&self) -> MachineConfig {
+        MachineConfig {
+            cpus: self.cpus as usize,
+            sched: match self.sched {
+                Sched::Rr => SchedulerKind::RoundRobin,
+                Sched::Random => SchedulerKind::Random,
+            },
+            seed: self.seed,
+            quantum: self.quantum,
+            max_insns: self.max_insns,
+            bootargs: self.bootargs(),
+            ..MachineConfig::default()
+        }
+    }
+}
+
+pub fn run(args: &RunArgs) -> Result<Verdict, BadInput> {
+    let kernel = kernel::load(args.kernel.as_deref())?;
+    kernel::check_scenario(&kernel, &args.scenario)?;
+    let config = args.machine_config();
+    tracing::info!(bootargs = %config.bootargs, cpus = config.cpus, "booting");
+    let mut machine = Machine::new(config, &kernel)?;
+
+    let console_to_stderr = matches!(args.report, ReportFormat::Json);
+    let mut console = |cpu: usize, line: &str| {
+        if console_to_stderr {
+            eprintln!("[cpu{cpu}] {line}");
+        } else {
+            println!("[cpu{cpu}] {line}");
+        }
+    };
+    let outcome = machine.run(&mut console);
+    let verdict = report::verdict(&outcome);
+    report::print(args, &kernel, &outcome);
+    Ok(verdict)
+}

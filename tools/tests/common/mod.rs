@@ -1,0 +1,54 @@
+//! Helpers shared by the CLI integration tests: they run the real `percpu-lab`
+//! binary with the built-in guest, as a user would.
+
+#![allow(dead_code)] // each test file uses a different subset
+
+use std::process::{Command, Output};
+
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+pub fn percpu_lab(args: &[&str]) -> Run {
+    let Output { status, stdout, stderr } = Command::new(env!("CARGO_BIN_EXE_percpu-lab"))
+        .args(args)
+        .output()
+        .expect("the percpu-lab binary runs");
+    Run {
+        code: status.code().expect("percpu-lab was not killed by a signal"),
+        stdout: String::from_utf8(stdout).expect("stdout is UTF-8"),
+        stderr: String::from_utf8(stderr).expect("stderr is UTF-8"),
+    }
+}
+
+impl Run {
+    /// The guest console lines, without the host's `[cpuN] ` prefix, from whichever
+    /// stream carried the console.
+    pub fn console_lines(&self, cpu: usize) -> Vec<String> {
+        let prefix = format!("[cpu{cpu}] ");
+        self.stdout
+            .lines()
+            .chain(self.stderr.lines())
+            .filter_map(|line| line.strip_prefix(&prefix).map(str::to_string))
+            .collect()
+    }
+
+    pub fn all_console_lines(&self) -> Vec<String> {
+        self.stdout
+            .lines()
+            .chain(self.stderr.lines())
+            .filter(|line| line.starts_with("[cpu"))
+            .filter_map(|line| line.split_once("] ").map(|(_, rest)| rest.to_string()))
+            .collect()
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("stdout is not one JSON object ({e}): {}", self.stdout))
+    }
+
+    pub fn describe(&self) -> String {
+        format!("exit {}\n--- stdout\n{}\n--- stderr\n{}", self.code, self.stdout, self.stderr)
+    }
+}
