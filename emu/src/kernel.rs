@@ -1,0 +1,228 @@
+//! The guest kernel ELF: loadable segments (by physical address), entry point and the
+//! symbol table used to name PCs and to read exported data such as
+//! `PERCPU_LAB_SCENARIOS`.
+
+use std::fmt;
+use std::path::Path;
+
+use goblin::elf::{header, program_header::PT_LOAD, sym::STT_FUNC, sym::STT_OBJECT, Elf};
+
+use crate::memory::{GuestMemory, OutOfRam};
+
+/// Why a file cannot be used as the guest kernel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KernelError {
+    Unreadable { path: String, reason: String },
+    NotElf,
+    Not64Bit,
+    NotLittleEndian,
+    WrongMachine { machine: String },
+    NoLoadableSegment,
+    SegmentOutsideRam { paddr: u64, size: u64 },
+    Malformed(String),
+}
+
+impl fmt::Display for KernelError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Unreadable { path, reason } => write!(f, "cannot read kernel {path}: {reason}"),
+            Self::NotElf => write!(f, "kernel is not an ELF file"),
+            Self::Not64Bit => write!(f, "kernel is a 32-bit ELF; an AArch64 (64-bit) kernel is needed"),
+            Self::NotLittleEndian => write!(f, "kernel is a big-endian ELF; a little-endian AArch64 kernel is needed"),
+            Self::WrongMachine { machine } => write!(f, "kernel is built for {machine}, not AArch64"),
+            Self::NoLoadableSegment => write!(f, "kernel has no loadable (PT_LOAD) segment"),
+            Self::SegmentOutsideRam { paddr, size } => write!(
+                f,
+                "kernel segment at physical {paddr:#x} ({size:#x} bytes) lies outside guest RAM"
+            ),
+            Self::Malformed(why) => write!(f, "kernel ELF is malformed: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for KernelError {}
+
+/// One PT_LOAD segment.
+#[derive(Debug, Clone, Copy)]
+struct Segment {
+    vaddr: u64,
+    paddr: u64,
+    file_offset: u64,
+    file_size: u64,
+    mem_size: u64,
+}
+
+#[derive(Debug, Clone)]
+struct Symbol {
+    addr: u64,
+    size: u64,
+    name: String,
+    raw_name: String,
+}
+
+/// A parsed, validated guest kernel.
+#[derive(Debug, Clone)]
+pub struct KernelImage {
+    bytes: Vec<u8>,
+    segments: Vec<Segment>,
+    entry: u64,
+    /// Function and object symbols, sorted by address.
+    symbols: Vec<Symbol>,
+}
+
+impl KernelImage {
+    pub fn from_path(path: &Path) -> Result<Self, KernelError> {
+        let bytes = std::fs::read(path).map_err(|e| KernelError::Unreadable {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        Self::from_bytes(bytes)
+    }
+
+    pub fn from_bytes(bytes: Vec<u8>) -> Result<Self, KernelError> {
+        check_ident(&bytes)?;
+        let elf = Elf::parse(&bytes).map_err(|e| KernelError::Malformed(e.to_string()))?;
+        if elf.header.e_machine != header::EM_AARCH64 {
+            return Err(KernelError::WrongMachine { machine: machine_name(elf.header.e_machine) });
+        }
+        let segments: Vec<Segment> = elf
+            .program_headers
+            .iter()
+            .filter(|ph| ph.p_type == PT_LOAD && ph.p_memsz > 0)
+            .map(|ph| Segment {
+                vaddr: ph.p_vaddr,
+                paddr: ph.p_paddr,
+                file_offset: ph.p_offset,
+                file_size: ph.p_filesz,
+                mem_size: ph.p_memsz,
+            })
+            .collect();
+        if segments.is_empty() {
+            return Err(KernelError::NoLoadableSegment);
+        }
+        for s in &segments {
+            let in_file = s.file_offset.checked_add(s.file_size).is_some_and(|end| end <= bytes.len() as u64);
+            if !in_file || s.file_size > s.mem_size {
+                return Err(KernelError::Malformed(format!("segment at {:#x} exceeds the file", s.paddr)));
+            }
+        }
+        let mut symbols: Vec<Symbol> = elf
+            .syms
+            .iter()
+            .filter(|s| matches!(s.st_type(), STT_FUNC | STT_OBJECT) && s.st_value != 0)
+            .filter_map(|s| {
+                let raw = elf.strtab.get_at(s.st_name)?;
+                Some(Symbol {
+                    addr: s.st_value,
+                    size: s.st_size,
+                    name: format!("{:#}", rustc_demangle::demangle(raw)),
+                    raw_name: raw.to_string(),
+                })
+            })
+            .collect();
+        symbols.sort_by_key(|s| (s.addr, std::cmp::Reverse(s.size)));
+        let image = Self { entry: elf.entry, bytes: Vec::new(), segments, symbols };
+        Ok(Self { bytes, ..image })
+    }
+
+    /// Physical address the boot CPU starts at (the ELF entry, moved to its physical
+    /// address when it is given as a link-time virtual address).
+    pub fn entry(&self) -> u64 {
+        self.to_physical(self.entry).unwrap_or(self.entry)
+    }
+
+    /// Copies every segment into guest memory at its physical address (and zeroes its
+    /// tail past the file contents).
+    pub fn load_into(&self, mem: &mut dyn GuestMemory) -> Result<(), KernelError> {
+        for s in &self.segments {
+            let outside = |_: OutOfRam| KernelError::SegmentOutsideRam { paddr: s.paddr, size: s.mem_size };
+            let data = &self.bytes[s.file_offset as usize..(s.file_offset + s.file_size) as usize];
+            mem.write(s.paddr, data).map_err(outside)?;
+            let bss = vec![0; (s.mem_size - s.file_size) as usize];
+            mem.write(s.paddr + s.file_size, &bss).map_err(outside)?;
+        }
+        Ok(())
+    }
+
+    /// Checks every segment lies in `[base, base+size)` without touching memory.
+    pub fn check_fits(&self, base: u64, size: u64) -> Result<(), KernelError> {
+        for s in &self.segments {
+            let fits = s.paddr >= base && s.paddr.checked_add(s.mem_size).is_some_and(|e| e <= base + size);
+            if !fits {
+                return Err(KernelError::SegmentOutsideRam { paddr: s.paddr, size: s.mem_size });
+            }
+        }
+        Ok(())
+    }
+
+    /// Physical end of the highest segment.
+    pub fn physical_end(&self) -> u64 {
+        self.segments.iter().map(|s| s.paddr + s.mem_size).max().unwrap_or(0)
+    }
+
+    /// `name+0xoff` for the function or object containing `pc` (a link address, or a
+    /// physical address inside a segment, as seen before the guest turns its MMU on).
+    pub fn symbolize(&self, pc: u64) -> Option<String> {
+        let lookup = |addr: u64| {
+            let idx = self.symbols.partition_point(|s| s.addr <= addr).checked_sub(1)?;
+            let sym = &self.symbols[idx];
+            let off = addr - sym.addr;
+            (off < sym.size.max(1)).then(|| format!("{}+{:#x}", sym.name, off))
+        };
+        lookup(pc).or_else(|| lookup(self.physical_to_link(pc)?))
+    }
+
+    /// The contents of a data symbol as stored in the ELF file (by raw or demangled name).
+    pub fn symbol_bytes(&self, name: &str) -> Option<&[u8]> {
+        let sym = self.find(name)?;
+        let seg = self.segments.iter().find(|s| sym.addr >= s.vaddr && sym.addr + sym.size <= s.vaddr + s.file_size)?;
+        let start = (seg.file_offset + (sym.addr - seg.vaddr)) as usize;
+        self.bytes.get(start..start + sym.size as usize)
+    }
+
+    pub fn symbol_address(&self, name: &str) -> Option<u64> {
+        self.find(name).map(|s| s.addr)
+    }
+
+    fn find(&self, name: &str) -> Option<&Symbol> {
+        self.symbols.iter().find(|s| s.raw_name == name || s.name == name)
+    }
+
+    fn to_physical(&self, vaddr: u64) -> Option<u64> {
+        let s = self.segments.iter().find(|s| vaddr >= s.vaddr && vaddr < s.vaddr + s.mem_size)?;
+        Some(s.paddr + (vaddr - s.vaddr))
+    }
+
+    fn physical_to_link(&self, paddr: u64) -> Option<u64> {
+        let s = self.segments.iter().find(|s| s.paddr != s.vaddr && paddr >= s.paddr && paddr < s.paddr + s.mem_size)?;
+        Some(s.vaddr + (paddr - s.paddr))
+    }
+}
+
+/// Checks the identification bytes first so that each wrong kind of file gets its own
+/// error rather than a parser message.
+fn check_ident(bytes: &[u8]) -> Result<(), KernelError> {
+    if bytes.len() < header::SIZEOF_IDENT || &bytes[..4] != header::ELFMAG {
+        return Err(KernelError::NotElf);
+    }
+    if bytes[header::EI_CLASS] != header::ELFCLASS64 {
+        return Err(KernelError::Not64Bit);
+    }
+    if bytes[header::EI_DATA] != header::ELFDATA2LSB {
+        return Err(KernelError::NotLittleEndian);
+    }
+    Ok(())
+}
+
+fn machine_name(machine: u16) -> String {
+    match machine {
+        header::EM_X86_64 => "x86-64".into(),
+        header::EM_386 => "i386".into(),
+        header::EM_ARM => "32-bit ARM".into(),
+        header::EM_RISCV => "RISC-V".into(),
+        header::EM_PPC64 => "PowerPC64".into(),
+        header::EM_S390 => "s390".into(),
+        header::EM_MIPS => "MIPS".into(),
+        other => format!("{} (e_machine {other})", header::machine_to_str(other)),
+    }
+}

@@ -1,0 +1,724 @@
+//! The machine: one Unicorn instance per core over shared RAM, devices, and the run
+//! loop that hands out slices, delivers interrupts and ends the run.
+
+use std::cell::{Cell, RefCell};
+use std::fmt;
+use std::rc::Rc;
+
+use unicorn_engine::{Arch, Arm64CpuModel, Arm64Insn, Mode, Prot, RegisterARM64, RegisterARM64CP, Unicorn};
+
+use crate::exception::{self, Kind, Synchronous, PSTATE_EL1H_MASKED, PSTATE_I};
+use crate::fdt::{self, BoardDescription};
+use crate::gic::{self, Gic};
+use crate::insn;
+use crate::kernel::{KernelError, KernelImage};
+use crate::memory::{GuestMemory, GuestRam, OutOfRam, RAM_BASE};
+use crate::psci;
+use crate::sched::{make_scheduler, SchedView, Scheduler, SchedulerKind};
+use crate::timer::{VirtualClock, VirtualTimer, CNTFRQ_HZ, VTIMER_INTID};
+use crate::uart::{Uart, UART_BASE, UART_SIZE};
+use crate::unwind;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MachineConfig {
+    pub cpus: usize,
+    pub ram_size: u64,
+    pub sched: SchedulerKind,
+    pub seed: u64,
+    /// Slice length in instructions (the random scheduler varies it around this).
+    pub quantum: u64,
+    /// Watchdog: instructions over all CPUs before the run is stopped.
+    pub max_insns: u64,
+    pub bootargs: String,
+}
+
+impl Default for MachineConfig {
+    fn default() -> Self {
+        Self {
+            cpus: 4,
+            ram_size: 128 << 20,
+            sched: SchedulerKind::RoundRobin,
+            seed: 0,
+            quantum: 10_000,
+            max_insns: 2_000_000_000,
+            bootargs: "scenario=smoke".into(),
+        }
+    }
+}
+
+/// Why a machine could not be built.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EmuError {
+    Config(String),
+    Kernel(KernelError),
+    Unicorn { during: &'static str, error: String },
+}
+
+impl fmt::Display for EmuError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Config(why) => write!(f, "invalid machine configuration: {why}"),
+            Self::Kernel(e) => e.fmt(f),
+            Self::Unicorn { during, error } => write!(f, "emulator error while {during}: {error}"),
+        }
+    }
+}
+
+impl std::error::Error for EmuError {}
+
+impl From<KernelError> for EmuError {
+    fn from(e: KernelError) -> Self {
+        Self::Kernel(e)
+    }
+}
+
+fn uc_err(during: &'static str) -> impl Fn(unicorn_engine::uc_error) -> EmuError {
+    move |e| EmuError::Unicorn { during, error: format!("{e:?}") }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CpuState {
+    /// Not started yet, or stopped with PSCI CPU_OFF.
+    Off,
+    Running,
+    /// In WFI until an interrupt is pending for it.
+    WaitingForInterrupt,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunEnd {
+    PoweredOff { cpu: usize, status: u64 },
+    Reset { cpu: usize, status: u64 },
+    /// Something the guest could not take: an emulator error (such as a fetch from
+    /// unmapped memory) or an exception with no vector table.
+    Fault { cpu: usize, pc: u64, what: String },
+    Watchdog { limit: u64 },
+    /// No CPU can run and nothing will wake one.
+    Hang,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CpuReport {
+    pub cpu: usize,
+    pub state: CpuState,
+    pub pc: u64,
+    pub insns: u64,
+    pub irqs: u64,
+    /// Return addresses from the frame-pointer chain, innermost first.
+    pub backtrace: Vec<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunOutcome {
+    pub end: RunEnd,
+    pub cpus: Vec<CpuReport>,
+    pub total_insns: u64,
+    pub slices: u64,
+}
+
+/// Which hooks a core gets: all of them, or only what counting and stopping need
+/// (to measure Unicorn's own speed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Hooks {
+    Full,
+    CountOnly,
+}
+
+/// Per-core state written by the hooks during a slice (`Cell`s: hooks run inside
+/// `emu_start`, while the machine is borrowed by the run loop).
+#[derive(Debug, Default)]
+struct SliceCounter {
+    /// Instructions of every block entered this slice (the current block counted whole).
+    executed: Cell<u64>,
+    budget: Cell<u64>,
+    stop_requested: Cell<bool>,
+    block_start: Cell<u64>,
+    block_size: Cell<u32>,
+    /// Exception number from the INTR hook.
+    exception: Cell<Option<u32>>,
+    /// The guest issued an inner-shareable TLBI: other cores must flush their TLBs.
+    tlb_broadcast: Cell<bool>,
+    /// The guest invalidated the instruction cache: other cores drop translated code.
+    code_broadcast: Cell<bool>,
+}
+
+impl SliceCounter {
+    fn start(&self, budget: u64) {
+        self.executed.set(0);
+        self.budget.set(budget.max(1));
+        self.stop_requested.set(false);
+        self.block_start.set(u64::MAX);
+        self.block_size.set(0);
+        self.exception.set(None);
+    }
+
+    /// Instructions retired when the slice stopped at `pc` in the middle of (or at the
+    /// end of) the last block entered; `pc` itself not counted.
+    fn retired_before(&self, pc: u64) -> u64 {
+        let (start, size) = (self.block_start.get(), self.block_size.get() as u64);
+        if start != u64::MAX && pc >= start && pc <= start + size {
+            self.executed.get() - size / 4 + (pc - start) / 4
+        } else {
+            self.executed.get()
+        }
+    }
+
+    /// Shortens the slice so that it ends about `insns` instructions from now.
+    fn shorten_to(&self, insns: u64) {
+        self.budget.set(self.budget.get().min(self.executed.get() + insns.max(1)));
+    }
+}
+
+/// Devices and time, shared by every core's hooks.
+struct Board {
+    gic: Gic,
+    uart: Uart,
+    timers: Vec<VirtualTimer>,
+    clock: VirtualClock,
+    /// Cores running during the current slice (the clock's divisor).
+    running: u64,
+}
+
+impl Board {
+    fn now_during(&self, counter: &SliceCounter) -> u64 {
+        self.clock.now_during_slice(counter.executed.get(), self.running)
+    }
+
+    fn update_timer_lines(&mut self) {
+        let now = self.clock.now();
+        for (cpu, t) in self.timers.iter().enumerate() {
+            self.gic.set_ppi_level(cpu, VTIMER_INTID, t.irq_level(now));
+        }
+    }
+
+    fn next_deadline(&self) -> Option<u64> {
+        let now = self.clock.now();
+        self.timers.iter().filter_map(|t| t.deadline(now)).min()
+    }
+}
+
+struct Core {
+    uc: Unicorn<'static, ()>,
+    state: CpuState,
+    pc: u64,
+    insns: u64,
+    irqs: u64,
+    counter: Rc<SliceCounter>,
+}
+
+/// How one slice ended.
+enum SliceEnd {
+    Budget,
+    Wfi,
+    Exception(u32),
+    Error(String),
+}
+
+pub struct Machine {
+    // Field order matters: the Unicorn instances map `ram` and must be dropped first.
+    cores: Vec<Core>,
+    board: Rc<RefCell<Board>>,
+    scheduler: Box<dyn Scheduler>,
+    config: MachineConfig,
+    kernel: KernelImage,
+    total_insns: u64,
+    slices: u64,
+    end: Option<RunEnd>,
+    ram: GuestRam,
+}
+
+// System register encodings (op0, op1, CRn, CRm, op2).
+type SysReg = (u32, u32, u32, u32, u32);
+const MPIDR_EL1: SysReg = (3, 0, 0, 0, 5);
+const CNTFRQ_EL0: SysReg = (3, 3, 14, 0, 0);
+const CNTPCT_EL0: SysReg = (3, 3, 14, 0, 1);
+const CNTVCT_EL0: SysReg = (3, 3, 14, 0, 2);
+const CNTV_TVAL_EL0: SysReg = (3, 3, 14, 3, 0);
+const CNTV_CTL_EL0: SysReg = (3, 3, 14, 3, 1);
+const CNTV_CVAL_EL0: SysReg = (3, 3, 14, 3, 2);
+const SCTLR_EL1: RegisterARM64CP = RegisterARM64CP::new().op0(3).op1(0).crn(1).crm(0).op2(0);
+
+fn sysreg(cp: &RegisterARM64CP) -> SysReg {
+    (cp.op0, cp.op1, cp.crn, cp.crm, cp.op2)
+}
+
+impl Machine {
+    pub fn new(config: MachineConfig, kernel: &KernelImage) -> Result<Self, EmuError> {
+        Self::with_hooks(config, kernel, Hooks::Full)
+    }
+
+    pub(crate) fn with_hooks(config: MachineConfig, kernel: &KernelImage, hooks: Hooks) -> Result<Self, EmuError> {
+        if !(1..=gic::MAX_CPUS).contains(&config.cpus) {
+            return Err(EmuError::Config(format!("{} CPUs requested; GICv2 supports 1 to 8", config.cpus)));
+        }
+        if config.ram_size < (16 << 20) || config.ram_size > (8 << 30) || config.ram_size % (1 << 20) != 0 {
+            return Err(EmuError::Config(format!(
+                "RAM size {:#x} must be a whole number of MiB between 16 MiB and 8 GiB",
+                config.ram_size
+            )));
+        }
+        let mut ram = GuestRam::new(RAM_BASE, config.ram_size)
+            .ok_or_else(|| EmuError::Config("cannot allocate guest RAM".into()))?;
+        kernel.check_fits(RAM_BASE, config.ram_size)?;
+        kernel.load_into(&mut ram)?;
+        let dtb = fdt::build(&BoardDescription {
+            cpus: config.cpus,
+            ram_base: RAM_BASE,
+            ram_size: config.ram_size,
+            bootargs: &config.bootargs,
+        })
+        .map_err(|e| EmuError::Config(format!("cannot build the device tree: {e:?}")))?;
+        let dtb_addr = fdt::dtb_address(RAM_BASE, config.ram_size);
+        if kernel.physical_end() > dtb_addr {
+            return Err(EmuError::Config(format!(
+                "the kernel ends at {:#x}, past the device tree at {dtb_addr:#x}",
+                kernel.physical_end()
+            )));
+        }
+        ram.write(dtb_addr, &dtb)
+            .map_err(|e: OutOfRam| EmuError::Config(format!("device tree does not fit: {e}")))?;
+
+        let board = Rc::new(RefCell::new(Board {
+            gic: Gic::new(config.cpus),
+            uart: Uart::new(config.cpus),
+            timers: vec![VirtualTimer::default(); config.cpus],
+            clock: VirtualClock::default(),
+            running: 1,
+        }));
+        let cores = (0..config.cpus)
+            .map(|cpu| Self::make_core(cpu, &ram, &board, hooks))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut machine = Self {
+            cores,
+            board,
+            scheduler: make_scheduler(config.sched, config.seed, config.quantum),
+            kernel: kernel.clone(),
+            config,
+            total_insns: 0,
+            slices: 0,
+            end: None,
+            ram,
+        };
+        machine.power_on(0, kernel.entry(), dtb_addr)?;
+        Ok(machine)
+    }
+
+    fn make_core(cpu: usize, ram: &GuestRam, board: &Rc<RefCell<Board>>, hooks: Hooks) -> Result<Core, EmuError> {
+        let mut uc = Unicorn::new(Arch::ARM64, Mode::ARM).map_err(uc_err("creating a core"))?;
+        // QEMU's cross-check runs on cortex-a72: same instruction set here.
+        uc.ctl_set_cpu_model(Arm64CpuModel::A72 as i32).map_err(uc_err("selecting the CPU model"))?;
+        // SAFETY: `ram` outlives every core (see `Machine`'s field order) and is only
+        // accessed by the host between slices.
+        unsafe { uc.mem_map_ptr(ram.base(), ram.size(), Prot::ALL, ram.host_ptr().cast()) }
+            .map_err(uc_err("mapping guest RAM"))?;
+        let counter = Rc::new(SliceCounter::default());
+        install_counting_hooks(&mut uc, &counter)?;
+        install_devices(&mut uc, cpu, board)?;
+        if hooks == Hooks::Full {
+            install_sysreg_hooks(&mut uc, cpu, board, &counter)?;
+        }
+        Ok(Core { uc, state: CpuState::Off, pc: 0, insns: 0, irqs: 0, counter })
+    }
+
+    /// Starts `cpu` at `entry` (EL1h, DAIF masked, MMU off) with `x0` = `context`.
+    fn power_on(&mut self, cpu: usize, entry: u64, context: u64) -> Result<(), EmuError> {
+        let core = &mut self.cores[cpu];
+        let uc = &mut core.uc;
+        let err = uc_err("starting a core");
+        uc.reg_write(RegisterARM64::PSTATE, PSTATE_EL1H_MASKED).map_err(&err)?;
+        let mut sctlr = SCTLR_EL1;
+        uc.reg_read_arm64_coproc(&mut sctlr).map_err(&err)?;
+        // MMU, data and instruction caches off, as after reset (also rebuilds hflags).
+        uc.reg_write_arm64_coproc(&sctlr.val(sctlr.val & !0b1_0000_0000_0101)).map_err(&err)?;
+        uc.reg_write(RegisterARM64::X0, context).map_err(&err)?;
+        uc.reg_write(RegisterARM64::PC, entry).map_err(&err)?;
+        uc.ctl_flush_tlb().map_err(&err)?;
+        core.pc = entry;
+        core.state = CpuState::Running;
+        Ok(())
+    }
+
+    pub fn config(&self) -> &MachineConfig {
+        &self.config
+    }
+
+    /// Guest physical memory, e.g. to inspect it after a run.
+    pub fn memory(&self) -> &dyn GuestMemory {
+        &self.ram
+    }
+
+    /// Runs until the machine ends; each finished console line goes to `console` with
+    /// the CPU that printed it.
+    pub fn run(&mut self, console: &mut dyn FnMut(usize, &str)) -> RunOutcome {
+        let end = loop {
+            if let Some(end) = self.end.clone() {
+                break end;
+            }
+            self.end = self.step();
+            self.emit_console(console);
+        };
+        self.board.borrow_mut().uart.flush_partial();
+        self.emit_console(console);
+        RunOutcome { end, cpus: self.reports(), total_insns: self.total_insns, slices: self.slices }
+    }
+
+    fn emit_console(&mut self, console: &mut dyn FnMut(usize, &str)) {
+        let lines = self.board.borrow_mut().uart.take_lines();
+        for (cpu, line) in lines {
+            console(cpu, &line);
+        }
+    }
+
+    /// Decides and runs one slice. Returns how the run ended, if it did.
+    fn step(&mut self) -> Option<RunEnd> {
+        if self.total_insns >= self.config.max_insns {
+            return Some(RunEnd::Watchdog { limit: self.config.max_insns });
+        }
+        self.board.borrow_mut().update_timer_lines();
+        for (cpu, core) in self.cores.iter_mut().enumerate() {
+            if core.state == CpuState::WaitingForInterrupt && self.board.borrow().gic.irq_line(cpu) {
+                core.state = CpuState::Running;
+            }
+        }
+        let runnable: Vec<usize> = (0..self.cores.len()).filter(|&c| self.cores[c].state == CpuState::Running).collect();
+        if runnable.is_empty() {
+            let waiting = self.cores.iter().any(|c| c.state == CpuState::WaitingForInterrupt);
+            let mut board = self.board.borrow_mut();
+            return match board.next_deadline() {
+                Some(deadline) if waiting => {
+                    board.clock.skip_to(deadline);
+                    None
+                }
+                _ => Some(RunEnd::Hang),
+            };
+        }
+        let view = SchedView { runnable: &runnable, total_insns: self.total_insns, slices: self.slices };
+        let slice = self.scheduler.next(&view);
+        let cpu = slice.cpu;
+        let running = runnable.len() as u64;
+
+        if let Err(end) = self.deliver_irq(cpu) {
+            return Some(end);
+        }
+        let mut budget = slice.insns.min(self.config.max_insns - self.total_insns);
+        {
+            let mut board = self.board.borrow_mut();
+            board.running = running;
+            if let Some(deadline) = board.next_deadline() {
+                budget = budget.min((deadline - board.clock.now()) * running);
+            }
+        }
+        let (retired, end) = self.run_slice(cpu, budget);
+        self.cores[cpu].insns += retired;
+        self.total_insns += retired;
+        self.slices += 1;
+        self.board.borrow_mut().clock.advance(retired, running);
+        self.broadcast_maintenance(cpu);
+        self.finish_slice(cpu, end)
+    }
+
+    /// Takes a pending IRQ on `cpu` if its PSTATE.I allows.
+    fn deliver_irq(&mut self, cpu: usize) -> Result<(), RunEnd> {
+        if !self.board.borrow().gic.irq_line(cpu) {
+            return Ok(());
+        }
+        let core = &mut self.cores[cpu];
+        let pstate = core.uc.reg_read(RegisterARM64::PSTATE).unwrap_or(PSTATE_I);
+        if pstate & PSTATE_I != 0 {
+            return Ok(());
+        }
+        match exception::enter(&mut core.uc, Kind::Irq, core.pc) {
+            Ok(pc) => {
+                core.pc = pc;
+                core.irqs += 1;
+                Ok(())
+            }
+            Err(_) => Err(RunEnd::Fault { cpu, pc: core.pc, what: "IRQ with no vector table (VBAR_EL1 = 0)".into() }),
+        }
+    }
+
+    fn run_slice(&mut self, cpu: usize, budget: u64) -> (u64, SliceEnd) {
+        let core = &mut self.cores[cpu];
+        core.counter.start(budget);
+        let result = core.uc.emu_start(core.pc, 0, 0, 0);
+        core.pc = core.uc.pc_read().unwrap_or(core.pc);
+        let counter = &core.counter;
+        if let Err(e) = result {
+            return (counter.retired_before(core.pc), SliceEnd::Error(format!("{e:?}")));
+        }
+        if let Some(intno) = counter.exception.take() {
+            return (counter.retired_before(core.pc), SliceEnd::Exception(intno));
+        }
+        // WFI returns from emu_start with the PC past it, at the end of its block.
+        let block_end = counter.block_start.get().wrapping_add(counter.block_size.get() as u64);
+        if !counter.stop_requested.get() || block_end == core.pc {
+            let last = read_insn(&mut core.uc, core.pc.wrapping_sub(4));
+            if block_end == core.pc && last.is_some_and(insn::is_wfi) {
+                return (counter.executed.get(), SliceEnd::Wfi);
+            }
+        }
+        (counter.executed.get(), SliceEnd::Budget)
+    }
+
+    /// Applies a core's inner-shareable maintenance to every other core.
+    fn broadcast_maintenance(&mut self, cpu: usize) {
+        let counter = self.cores[cpu].counter.clone();
+        let tlb = counter.tlb_broadcast.replace(false);
+        let code = counter.code_broadcast.replace(false);
+        if !(tlb || code) {
+            return;
+        }
+        for (other, core) in self.cores.iter_mut().enumerate() {
+            if other != cpu {
+                if tlb {
+                    core.uc.ctl_flush_tlb().expect("TLB flush");
+                }
+                if code {
+                    core.uc.ctl_flush_tb().expect("translation cache flush");
+                }
+            }
+        }
+    }
+
+    fn finish_slice(&mut self, cpu: usize, end: SliceEnd) -> Option<RunEnd> {
+        let pc = self.cores[cpu].pc;
+        let fault = |what: String| Some(RunEnd::Fault { cpu, pc, what });
+        match end {
+            SliceEnd::Budget => None,
+            SliceEnd::Wfi => {
+                self.cores[cpu].state = CpuState::WaitingForInterrupt;
+                None
+            }
+            SliceEnd::Error(e) => fault(format!("emulator stopped: {e}")),
+            SliceEnd::Exception(intno) => {
+                let exc = match self.classify(cpu, intno) {
+                    Ok(Some(exc)) => exc,
+                    Ok(None) => return self.psci_call(cpu),
+                    Err(what) => return fault(what),
+                };
+                let core = &mut self.cores[cpu];
+                // SVC's preferred return address is the next instruction (Unicorn's PC
+                // is already past it); for the others, the instruction itself.
+                match exception::enter(&mut core.uc, Kind::Sync(exc), pc) {
+                    Ok(vector) => {
+                        core.pc = vector;
+                        None
+                    }
+                    Err(_) => fault(format!("{} with no vector table (VBAR_EL1 = 0)", exc.name())),
+                }
+            }
+        }
+    }
+
+    /// Turns Unicorn's exception number into the exception to enter, or `None` for a
+    /// PSCI call (HVC, which Unicorn reports like an undefined instruction).
+    fn classify(&mut self, cpu: usize, intno: u32) -> Result<Option<Synchronous>, String> {
+        const EXCP_UDEF: u32 = 1;
+        const EXCP_SWI: u32 = 2;
+        const EXCP_PREFETCH_ABORT: u32 = 3;
+        const EXCP_DATA_ABORT: u32 = 4;
+        const EXCP_BKPT: u32 = 7;
+        let core = &mut self.cores[cpu];
+        let pc = core.pc;
+        let word_at = |uc: &mut Unicorn<'static, ()>, addr| read_insn(uc, addr).unwrap_or(0);
+        if intno == EXCP_UDEF && insn::is_hvc(word_at(&mut core.uc, pc)) {
+            return Ok(None);
+        }
+        Ok(Some(match intno {
+            EXCP_UDEF => Synchronous::Undefined,
+            EXCP_SWI => Synchronous::Svc { imm: insn::imm16(word_at(&mut core.uc, pc - 4)) },
+            EXCP_BKPT => Synchronous::Brk { imm: insn::imm16(word_at(&mut core.uc, pc)) },
+            EXCP_PREFETCH_ABORT => Synchronous::InstructionAbort { far: pc },
+            EXCP_DATA_ABORT => {
+                let word = word_at(&mut core.uc, pc);
+                let access = insn::decode_mem_access(word);
+                let uc = &core.uc;
+                let far = access.map_or(0, |a| a.address(|r| read_xreg(uc, r)));
+                Synchronous::DataAbort { far, is_write: access.is_some_and(|a| a.is_write) }
+            }
+            other => return Err(format!("unexpected exception number {other}")),
+        }))
+    }
+
+    /// Carries out the PSCI call of the HVC at `cpu`'s PC.
+    fn psci_call(&mut self, cpu: usize) -> Option<RunEnd> {
+        let reg = |m: &Self, r| m.cores[cpu].uc.reg_read(r).unwrap_or(0);
+        let function = reg(self, RegisterARM64::X0) as u32;
+        let (x1, x2, x3) = (reg(self, RegisterARM64::X1), reg(self, RegisterARM64::X2), reg(self, RegisterARM64::X3));
+        // The HVC itself retires; the caller continues after it.
+        let core = &mut self.cores[cpu];
+        core.insns += 1;
+        self.total_insns += 1;
+        core.pc += 4;
+        let result: u64 = match function {
+            psci::PSCI_VERSION => psci::VERSION_0_2,
+            psci::MIGRATE_INFO_TYPE => psci::TOS_NOT_PRESENT,
+            psci::SYSTEM_OFF => return Some(RunEnd::PoweredOff { cpu, status: x1 }),
+            psci::SYSTEM_RESET => return Some(RunEnd::Reset { cpu, status: x1 }),
+            psci::CPU_OFF => {
+                self.cores[cpu].state = CpuState::Off;
+                return None;
+            }
+            psci::CPU_ON => match psci::cpu_of_mpidr(x1, self.cores.len()) {
+                None => psci::INVALID_PARAMETERS as u64,
+                Some(target) if self.cores[target].state != CpuState::Off => psci::ALREADY_ON as u64,
+                Some(target) => match self.power_on(target, x2, x3) {
+                    Ok(()) => psci::SUCCESS as u64,
+                    Err(e) => {
+                        return Some(RunEnd::Fault { cpu: target, pc: x2, what: format!("CPU_ON failed: {e}") })
+                    }
+                },
+            },
+            _ => psci::NOT_SUPPORTED as u64,
+        };
+        let core = &mut self.cores[cpu];
+        core.uc.reg_write(RegisterARM64::X0, result).expect("x0 write");
+        None
+    }
+
+    fn reports(&mut self) -> Vec<CpuReport> {
+        self.cores
+            .iter_mut()
+            .enumerate()
+            .map(|(cpu, core)| {
+                let fp = core.uc.reg_read(RegisterARM64::X29).unwrap_or(0);
+                let backtrace = unwind::frame_pointer_chain(&unwind::CoreView::new(&mut core.uc), fp);
+                CpuReport { cpu, state: core.state, pc: core.pc, insns: core.insns, irqs: core.irqs, backtrace }
+            })
+            .collect()
+    }
+
+    /// The kernel this machine runs (for symbolising reports).
+    pub fn kernel(&self) -> &KernelImage {
+        &self.kernel
+    }
+}
+
+/// Reads the instruction word at virtual address `pc` through the core's MMU.
+fn read_insn<D>(uc: &mut Unicorn<'_, D>, pc: u64) -> Option<u32> {
+    let mut word = [0; 4];
+    uc.vmem_read(pc, Prot::EXEC, &mut word).ok()?;
+    Some(u32::from_le_bytes(word))
+}
+
+/// General register `n` (31 = SP, as a load/store base).
+fn read_xreg<D>(uc: &Unicorn<'_, D>, n: u32) -> u64 {
+    let reg = match n {
+        0..=28 => RegisterARM64::X0 as i32 + n as i32,
+        29 => RegisterARM64::X29 as i32,
+        30 => RegisterARM64::X30 as i32,
+        _ => RegisterARM64::SP as i32,
+    };
+    uc.reg_read(reg).unwrap_or(0)
+}
+
+fn install_counting_hooks(uc: &mut Unicorn<'static, ()>, counter: &Rc<SliceCounter>) -> Result<(), EmuError> {
+    let c = counter.clone();
+    // Counting per block is nearly free; a per-instruction count hook is not.
+    uc.add_block_hook(1, 0, move |uc, addr, size| {
+        c.block_start.set(addr);
+        c.block_size.set(size);
+        let executed = c.executed.get() + size as u64 / 4;
+        c.executed.set(executed);
+        // The stop takes effect at the next block boundary: this block runs whole.
+        if executed >= c.budget.get() && !c.stop_requested.replace(true) {
+            let _ = uc.emu_stop();
+        }
+    })
+    .map_err(uc_err("adding the block hook"))?;
+    let c = counter.clone();
+    uc.add_intr_hook(move |uc, intno| {
+        c.exception.set(Some(intno));
+        c.stop_requested.set(true);
+        let _ = uc.emu_stop();
+    })
+    .map_err(uc_err("adding the exception hook"))?;
+    Ok(())
+}
+
+fn install_devices(uc: &mut Unicorn<'static, ()>, cpu: usize, board: &Rc<RefCell<Board>>) -> Result<(), EmuError> {
+    let (b1, b2) = (board.clone(), board.clone());
+    uc.mmio_map(
+        gic::DIST_BASE,
+        gic::REGION_SIZE,
+        Some(move |_: &mut Unicorn<'_, ()>, off, size| b1.borrow().gic.dist_read(cpu, off, size)),
+        Some(move |_: &mut Unicorn<'_, ()>, off, size, value| b2.borrow_mut().gic.dist_write(cpu, off, size, value)),
+    )
+    .map_err(uc_err("mapping the GIC distributor"))?;
+    let (b1, b2) = (board.clone(), board.clone());
+    uc.mmio_map(
+        gic::CPU_IF_BASE,
+        gic::REGION_SIZE,
+        Some(move |_: &mut Unicorn<'_, ()>, off, _| b1.borrow_mut().gic.cpu_read(cpu, off)),
+        Some(move |_: &mut Unicorn<'_, ()>, off, _, value| b2.borrow_mut().gic.cpu_write(cpu, off, value)),
+    )
+    .map_err(uc_err("mapping the GIC CPU interface"))?;
+    let (b1, b2) = (board.clone(), board.clone());
+    uc.mmio_map(
+        UART_BASE,
+        UART_SIZE,
+        Some(move |_: &mut Unicorn<'_, ()>, off, _| b1.borrow().uart.read(off)),
+        Some(move |_: &mut Unicorn<'_, ()>, off, _, value| b2.borrow_mut().uart.write(cpu, off, value)),
+    )
+    .map_err(uc_err("mapping the UART"))?;
+    Ok(())
+}
+
+/// MRS/MSR hooks for the registers the host models (the timer, MPIDR), and the SYS hook
+/// that turns broadcast TLB and I-cache maintenance into flushes of every core.
+fn install_sysreg_hooks(
+    uc: &mut Unicorn<'static, ()>,
+    cpu: usize,
+    board: &Rc<RefCell<Board>>,
+    counter: &Rc<SliceCounter>,
+) -> Result<(), EmuError> {
+    let (b, c) = (board.clone(), counter.clone());
+    uc.add_insn_sys_hook_arm64(Arm64Insn::UC_ARM64_INS_MRS, 1, 0, move |uc, rt, cp| {
+        let board = b.borrow();
+        let value = match sysreg(cp) {
+            MPIDR_EL1 => psci::mpidr_register(cpu),
+            CNTFRQ_EL0 => CNTFRQ_HZ,
+            CNTVCT_EL0 | CNTPCT_EL0 => board.now_during(&c),
+            CNTV_CTL_EL0 => board.timers[cpu].ctl(board.now_during(&c)),
+            CNTV_CVAL_EL0 => board.timers[cpu].cval(),
+            CNTV_TVAL_EL0 => board.timers[cpu].tval(board.now_during(&c)),
+            _ => return false,
+        };
+        let _ = uc.reg_write(rt, value);
+        true
+    })
+    .map_err(uc_err("adding the MRS hook"))?;
+    let (b, c) = (board.clone(), counter.clone());
+    uc.add_insn_sys_hook_arm64(Arm64Insn::UC_ARM64_INS_MSR, 1, 0, move |_, _, cp| {
+        let mut board = b.borrow_mut();
+        let now = board.now_during(&c);
+        let timer = &mut board.timers[cpu];
+        match sysreg(cp) {
+            CNTV_CTL_EL0 => timer.set_ctl(cp.val),
+            CNTV_CVAL_EL0 => timer.set_cval(cp.val),
+            CNTV_TVAL_EL0 => timer.set_tval(now, cp.val),
+            _ => return false,
+        }
+        // End the slice by the deadline so the interrupt is not late by a whole quantum.
+        if let Some(deadline) = board.timers[cpu].deadline(now) {
+            c.shorten_to((deadline - now) * board.running);
+        } else if board.timers[cpu].irq_level(now) {
+            c.shorten_to(1);
+        }
+        true
+    })
+    .map_err(uc_err("adding the MSR hook"))?;
+    let c = counter.clone();
+    uc.add_insn_sys_hook_arm64(Arm64Insn::UC_ARM64_INS_SYS, 1, 0, move |_, _, cp| {
+        match (cp.op1, cp.crn, cp.crm, cp.op2) {
+            // TLBI …IS / …OS (EL1): CRm 1, 2 (ranges) and 3.
+            (0, 8, 1..=3, _) => c.tlb_broadcast.set(true),
+            // IC IALLUIS, IC IVAU.
+            (0, 7, 1, 0) | (3, 7, 5, 1) => c.code_broadcast.set(true),
+            _ => {}
+        }
+        false // the instruction still does its local part
+    })
+    .map_err(uc_err("adding the SYS hook"))?;
+    Ok(())
+}

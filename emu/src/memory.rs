@@ -1,0 +1,141 @@
+//! Guest physical memory: one host allocation shared by every core's Unicorn instance,
+//! and the narrow [`GuestMemory`] trait everything else on the host uses to touch it.
+
+use std::alloc::{self, Layout};
+use std::fmt;
+use std::ptr::NonNull;
+
+/// Guest physical address of the first byte of RAM (QEMU `virt`).
+pub const RAM_BASE: u64 = 0x4000_0000;
+
+/// Unicorn maps memory in whole pages; the host allocation is aligned to match.
+const PAGE_SIZE: usize = 4096;
+
+/// An access that does not fall entirely inside guest memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutOfRam {
+    pub addr: u64,
+    pub len: u64,
+}
+
+impl fmt::Display for OutOfRam {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "guest access of {} bytes at {:#x} is outside memory", self.len, self.addr)
+    }
+}
+
+impl std::error::Error for OutOfRam {}
+
+/// Byte-level access to guest memory at guest addresses (physical for [`GuestRam`],
+/// virtual for a core's view through its MMU).
+pub trait GuestMemory {
+    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), OutOfRam>;
+    fn write(&mut self, addr: u64, data: &[u8]) -> Result<(), OutOfRam>;
+
+    fn read_u32(&self, addr: u64) -> Result<u32, OutOfRam> {
+        let mut b = [0; 4];
+        self.read(addr, &mut b)?;
+        Ok(u32::from_le_bytes(b))
+    }
+    fn read_u64(&self, addr: u64) -> Result<u64, OutOfRam> {
+        let mut b = [0; 8];
+        self.read(addr, &mut b)?;
+        Ok(u64::from_le_bytes(b))
+    }
+    fn write_u32(&mut self, addr: u64, value: u32) -> Result<(), OutOfRam> {
+        self.write(addr, &value.to_le_bytes())
+    }
+    fn write_u64(&mut self, addr: u64, value: u64) -> Result<(), OutOfRam> {
+        self.write(addr, &value.to_le_bytes())
+    }
+}
+
+/// Guest RAM: a zeroed, page-aligned host allocation. Unicorn instances map it with
+/// `mem_map_ptr`; they must be dropped before it (see `Machine`'s field order).
+pub struct GuestRam {
+    base: u64,
+    ptr: NonNull<u8>,
+    layout: Layout,
+}
+
+impl GuestRam {
+    /// `size` is rounded up to whole pages. Returns `None` for an empty or impossible size.
+    pub fn new(base: u64, size: u64) -> Option<Self> {
+        let size = usize::try_from(size).ok()?.checked_next_multiple_of(PAGE_SIZE)?;
+        if size == 0 {
+            return None;
+        }
+        let layout = Layout::from_size_align(size, PAGE_SIZE).ok()?;
+        // SAFETY: the layout has a non-zero size.
+        let ptr = NonNull::new(unsafe { alloc::alloc_zeroed(layout) })?;
+        Some(Self { base, ptr, layout })
+    }
+
+    pub fn base(&self) -> u64 {
+        self.base
+    }
+
+    pub fn size(&self) -> u64 {
+        self.layout.size() as u64
+    }
+
+    pub fn contains(&self, addr: u64, len: u64) -> bool {
+        addr >= self.base
+            && addr
+                .checked_add(len)
+                .is_some_and(|end| end <= self.base + self.size())
+    }
+
+    /// The host pointer handed to Unicorn's `mem_map_ptr`.
+    pub(crate) fn host_ptr(&self) -> *mut u8 {
+        self.ptr.as_ptr()
+    }
+
+    fn offset(&self, addr: u64, len: usize) -> Result<usize, OutOfRam> {
+        if self.contains(addr, len as u64) {
+            Ok((addr - self.base) as usize)
+        } else {
+            Err(OutOfRam { addr, len: len as u64 })
+        }
+    }
+}
+
+impl GuestMemory for GuestRam {
+    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), OutOfRam> {
+        let off = self.offset(addr, buf.len())?;
+        // SAFETY: `offset` checked the range lies inside the allocation; guest code only
+        // runs inside `emu_start`, never while the host holds this borrow.
+        unsafe { std::ptr::copy_nonoverlapping(self.ptr.as_ptr().add(off), buf.as_mut_ptr(), buf.len()) };
+        Ok(())
+    }
+
+    fn write(&mut self, addr: u64, data: &[u8]) -> Result<(), OutOfRam> {
+        let off = self.offset(addr, data.len())?;
+        // SAFETY: as in `read`.
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.ptr.as_ptr().add(off), data.len()) };
+        Ok(())
+    }
+}
+
+impl Drop for GuestRam {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `new` with this layout.
+        unsafe { alloc::dealloc(self.ptr.as_ptr(), self.layout) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_back_what_was_written_and_rejects_the_outside() {
+        let mut ram = GuestRam::new(RAM_BASE, 8192).unwrap();
+        ram.write_u64(RAM_BASE + 8, 0x1122_3344_5566_7788).unwrap();
+        assert_eq!(ram.read_u32(RAM_BASE + 8).unwrap(), 0x5566_7788);
+        assert_eq!(ram.read_u64(RAM_BASE + 8).unwrap(), 0x1122_3344_5566_7788);
+        assert_eq!(ram.read_u32(RAM_BASE + 8190), Err(OutOfRam { addr: RAM_BASE + 8190, len: 4 }));
+        assert!(ram.write(RAM_BASE - 1, &[0]).is_err());
+        assert!(ram.read_u64(u64::MAX - 3).is_err());
+    }
+}
