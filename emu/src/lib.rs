@@ -13,6 +13,7 @@ pub mod machine;
 pub mod memory;
 pub mod psci;
 pub mod sched;
+mod syshook;
 pub mod timer;
 pub mod uart;
 pub mod unwind;

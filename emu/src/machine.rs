@@ -14,6 +14,7 @@ use crate::insn;
 use crate::kernel::{KernelError, KernelImage};
 use crate::memory::{GuestMemory, GuestRam, OutOfRam, RAM_BASE};
 use crate::psci;
+use crate::syshook::{self, SysHook};
 use crate::sched::{make_scheduler, SchedView, Scheduler, SchedulerKind};
 use crate::timer::{VirtualClock, VirtualTimer, CNTFRQ_HZ, VTIMER_INTID};
 use crate::uart::{Uart, UART_BASE, UART_SIZE};
@@ -204,6 +205,8 @@ struct Core {
     insns: u64,
     irqs: u64,
     counter: Rc<SliceCounter>,
+    /// Declared after `uc`: the engine refers to these until it is dropped.
+    _sys_hooks: Vec<Box<SysHook>>,
 }
 
 /// How one slice ended.
@@ -311,13 +314,15 @@ impl Machine {
         // accessed by the host between slices.
         unsafe { uc.mem_map_ptr(ram.base(), ram.size(), Prot::ALL, ram.host_ptr().cast()) }
             .map_err(uc_err("mapping guest RAM"))?;
+        declare_lower_els_aarch64(&mut uc)?;
         let counter = Rc::new(SliceCounter::default());
         install_counting_hooks(&mut uc, &counter)?;
         install_devices(&mut uc, cpu, board)?;
-        if hooks == Hooks::Full {
-            install_sysreg_hooks(&mut uc, cpu, board, &counter)?;
-        }
-        Ok(Core { uc, state: CpuState::Off, pc: 0, insns: 0, irqs: 0, counter })
+        let sys_hooks = match hooks {
+            Hooks::Full => install_sysreg_hooks(&mut uc, cpu, board, &counter)?,
+            Hooks::CountOnly => Vec::new(),
+        };
+        Ok(Core { uc, state: CpuState::Off, pc: 0, insns: 0, irqs: 0, counter, _sys_hooks: sys_hooks })
     }
 
     /// Starts `cpu` at `entry` (EL1h, DAIF masked, MMU off) with `x0` = `context`.
@@ -449,11 +454,11 @@ impl Machine {
         if let Some(intno) = counter.exception.take() {
             return (counter.retired_before(core.pc), SliceEnd::Exception(intno));
         }
-        // WFI returns from emu_start with the PC past it, at the end of its block.
+        // WFI returns from emu_start by itself, with the PC past it at the end of the
+        // last block that ran.
         let block_end = counter.block_start.get().wrapping_add(counter.block_size.get() as u64);
-        if !counter.stop_requested.get() || block_end == core.pc {
-            let last = read_insn(&mut core.uc, core.pc.wrapping_sub(4));
-            if block_end == core.pc && last.is_some_and(insn::is_wfi) {
+        if !counter.stop_requested.get() && block_end == core.pc {
+            if read_insn(&mut core.uc, core.pc.wrapping_sub(4)).is_some_and(insn::is_wfi) {
                 return (counter.executed.get(), SliceEnd::Wfi);
             }
         }
@@ -594,6 +599,20 @@ impl Machine {
     }
 }
 
+/// Unicorn's cortex-a72 has EL2 and EL3 whose SCR_EL3.RW and HCR_EL2.RW reset to 0,
+/// which declares EL1 AArch32: every ERET to EL1 was then an illegal return that set
+/// PSTATE.IL. Firmware would set both bits before entering the kernel; so do we.
+fn declare_lower_els_aarch64(uc: &mut Unicorn<'static, ()>) -> Result<(), EmuError> {
+    const SCR_EL3: RegisterARM64CP = RegisterARM64CP::new().op0(3).op1(6).crn(1).crm(1).op2(0);
+    const HCR_EL2: RegisterARM64CP = RegisterARM64CP::new().op0(3).op1(4).crn(1).crm(1).op2(0);
+    for (reg, rw_bit) in [(SCR_EL3, 1u64 << 10), (HCR_EL2, 1u64 << 31)] {
+        let mut current = reg;
+        uc.reg_read_arm64_coproc(&mut current).map_err(uc_err("reading SCR_EL3/HCR_EL2"))?;
+        uc.reg_write_arm64_coproc(&reg.val(current.val | rw_bit)).map_err(uc_err("setting SCR_EL3/HCR_EL2.RW"))?;
+    }
+    Ok(())
+}
+
 /// Reads the instruction word at virtual address `pc` through the core's MMU.
 fn read_insn<D>(uc: &mut Unicorn<'_, D>, pc: u64) -> Option<u32> {
     let mut word = [0; 4];
@@ -614,16 +633,19 @@ fn read_xreg<D>(uc: &Unicorn<'_, D>, n: u32) -> u64 {
 
 fn install_counting_hooks(uc: &mut Unicorn<'static, ()>, counter: &Rc<SliceCounter>) -> Result<(), EmuError> {
     let c = counter.clone();
-    // Counting per block is nearly free; a per-instruction count hook is not.
+    // Counting per block is nearly free; a per-instruction count hook is not. A stop
+    // requested here takes effect before the block runs (measured), so the budget
+    // is checked on entry to each block and a block is counted only when it runs.
     uc.add_block_hook(1, 0, move |uc, addr, size| {
+        if c.executed.get() >= c.budget.get() {
+            if !c.stop_requested.replace(true) {
+                let _ = uc.emu_stop();
+            }
+            return;
+        }
         c.block_start.set(addr);
         c.block_size.set(size);
-        let executed = c.executed.get() + size as u64 / 4;
-        c.executed.set(executed);
-        // The stop takes effect at the next block boundary: this block runs whole.
-        if executed >= c.budget.get() && !c.stop_requested.replace(true) {
-            let _ = uc.emu_stop();
-        }
+        c.executed.set(c.executed.get() + size as u64 / 4);
     })
     .map_err(uc_err("adding the block hook"))?;
     let c = counter.clone();
@@ -671,11 +693,11 @@ fn install_sysreg_hooks(
     cpu: usize,
     board: &Rc<RefCell<Board>>,
     counter: &Rc<SliceCounter>,
-) -> Result<(), EmuError> {
+) -> Result<Vec<Box<SysHook>>, EmuError> {
     let (b, c) = (board.clone(), counter.clone());
-    uc.add_insn_sys_hook_arm64(Arm64Insn::UC_ARM64_INS_MRS, 1, 0, move |uc, rt, cp| {
+    let mrs = syshook::add(uc, Arm64Insn::UC_ARM64_INS_MRS, move |access| {
         let board = b.borrow();
-        let value = match sysreg(cp) {
+        let value = match sysreg(access.cp) {
             MPIDR_EL1 => psci::mpidr_register(cpu),
             CNTFRQ_EL0 => CNTFRQ_HZ,
             CNTVCT_EL0 | CNTPCT_EL0 => board.now_during(&c),
@@ -684,12 +706,13 @@ fn install_sysreg_hooks(
             CNTV_TVAL_EL0 => board.timers[cpu].tval(board.now_during(&c)),
             _ => return false,
         };
-        let _ = uc.reg_write(rt, value);
+        access.set_result(value);
         true
     })
     .map_err(uc_err("adding the MRS hook"))?;
     let (b, c) = (board.clone(), counter.clone());
-    uc.add_insn_sys_hook_arm64(Arm64Insn::UC_ARM64_INS_MSR, 1, 0, move |_, _, cp| {
+    let msr = syshook::add(uc, Arm64Insn::UC_ARM64_INS_MSR, move |access| {
+        let cp = access.cp;
         let mut board = b.borrow_mut();
         let now = board.now_during(&c);
         let timer = &mut board.timers[cpu];
@@ -709,7 +732,8 @@ fn install_sysreg_hooks(
     })
     .map_err(uc_err("adding the MSR hook"))?;
     let c = counter.clone();
-    uc.add_insn_sys_hook_arm64(Arm64Insn::UC_ARM64_INS_SYS, 1, 0, move |_, _, cp| {
+    let sys = syshook::add(uc, Arm64Insn::UC_ARM64_INS_SYS, move |access| {
+        let cp = access.cp;
         match (cp.op1, cp.crn, cp.crm, cp.op2) {
             // TLBI …IS / …OS (EL1): CRm 1, 2 (ranges) and 3.
             (0, 8, 1..=3, _) => c.tlb_broadcast.set(true),
@@ -720,5 +744,5 @@ fn install_sysreg_hooks(
         false // the instruction still does its local part
     })
     .map_err(uc_err("adding the SYS hook"))?;
-    Ok(())
+    Ok(vec![mrs, msr, sys])
 }

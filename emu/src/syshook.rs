@@ -1,0 +1,76 @@
+//! MRS/MSR/SYS hooks registered through Unicorn's C API directly: the Rust binding's
+//! proxy returns a Rust `bool` where C expects a `uint32_t`, so the upper bits of
+//! "do not skip" are garbage and instructions the hook declined were skipped anyway
+//! (observed: `msr vbar_el1` had no effect). This proxy returns a proper `u32`.
+
+use std::ffi::c_void;
+
+use unicorn_engine::{uc_error, uc_hook, uc_hook_add, uc_reg_write, Arm64Insn, HookType, RegisterARM64, RegisterARM64CP, Unicorn};
+
+/// One trapped system instruction.
+pub struct SysAccess<'a> {
+    uc: *mut unicorn_engine::uc_engine,
+    rt: RegisterARM64,
+    /// The register's encoding; for MSR and SYS, `val` is the value of Xt.
+    pub cp: &'a RegisterARM64CP,
+}
+
+impl SysAccess<'_> {
+    /// Sets Xt (the result of an MRS the hook emulates).
+    pub fn set_result(&mut self, value: u64) {
+        if self.rt == RegisterARM64::XZR {
+            return;
+        }
+        // SAFETY: `uc` is the engine calling this hook; the value outlives the call.
+        unsafe { uc_reg_write(self.uc, self.rt as i32, (&raw const value).cast()) };
+    }
+}
+
+type Callback = Box<dyn FnMut(&mut SysAccess<'_>) -> bool>;
+
+/// A registered hook; must live as long as the engine it was added to.
+pub struct SysHook {
+    callback: Callback,
+}
+
+unsafe extern "C" fn proxy(
+    uc: *mut unicorn_engine::uc_engine,
+    rt: RegisterARM64,
+    cp: *const RegisterARM64CP,
+    user_data: *mut c_void,
+) -> u32 {
+    // SAFETY: `user_data` is the `SysHook` boxed by `add`, alive while the engine is;
+    // `cp` points to the register description for the duration of the call.
+    let hook = unsafe { &mut *user_data.cast::<SysHook>() };
+    let mut access = SysAccess { uc, rt, cp: unsafe { &*cp } };
+    (hook.callback)(&mut access) as u32
+}
+
+/// Adds a hook for every `insn` (MRS, MSR, SYS); the callback returns `true` to skip
+/// the instruction (it emulated it).
+pub fn add<D>(
+    uc: &mut Unicorn<'_, D>,
+    insn: Arm64Insn,
+    callback: impl FnMut(&mut SysAccess<'_>) -> bool + 'static,
+) -> Result<Box<SysHook>, uc_error> {
+    let mut hook = Box::new(SysHook { callback: Box::new(callback) });
+    let mut handle: uc_hook = Default::default();
+    // SAFETY: the proxy matches `uc_cb_insn_sys_t`; the boxed hook does not move and
+    // the caller keeps it alive as long as the engine.
+    let err = unsafe {
+        uc_hook_add(
+            uc.get_handle(),
+            &mut handle,
+            HookType::INSN.0 as i32,
+            proxy as *mut c_void,
+            (&raw mut *hook).cast(),
+            1,
+            0,
+            insn as i32,
+        )
+    };
+    match err {
+        uc_error::OK => Ok(hook),
+        e => Err(e),
+    }
+}
