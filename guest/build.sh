@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Builds the release guest kernel.
+#
+#   guest/build.sh OUT_DIR
+#
+# writes OUT_DIR/percpu-guest.elf (with symbols and debug info) and OUT_DIR/Image
+# (the flat arm64 Image). Uses CARGO_TARGET_DIR if set, else <repo>/target/guest.
+set -euo pipefail
+
+if [ $# -ne 1 ]; then
+    echo "usage: guest/build.sh OUT_DIR" >&2
+    exit 2
+fi
+guest_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+repo="$(dirname "$guest_dir")"
+mkdir -p "$1"
+out="$(cd "$1" && pwd)"
+
+rustc=/usr/bin/rustc
+cargo=/usr/bin/cargo
+rust_src=/usr/lib/rustlib/src/rust/library/core
+for need in "$rustc" "$cargo" "$rust_src" "$(command -v ld.lld || true)" "$(command -v llvm-objcopy || true)"; do
+    if [ -z "$need" ] || [ ! -e "$need" ]; then
+        echo "guest/build.sh: the guest toolchain (Debian rustc-web, rust-web-src, lld, llvm) is missing; run ./setup.sh --deps" >&2
+        exit 1
+    fi
+done
+
+# An outer cargo (tools/build.rs) may leave its own settings in the environment;
+# the guest's flags come only from guest/.cargo/config.toml.
+unset RUSTFLAGS CARGO_ENCODED_RUSTFLAGS RUSTDOCFLAGS CARGO_ENCODED_RUSTDOCFLAGS \
+      RUSTC_WRAPPER RUSTC_WORKSPACE_WRAPPER CARGO_BUILD_TARGET CARGO_BUILD_RUSTFLAGS \
+      CARGO_MAKEFLAGS MAKEFLAGS MFLAGS CARGO_PRIMARY_PACKAGE CARGO_MANIFEST_DIR \
+      CARGO_PKG_NAME TARGET HOST OUT_DIR PROFILE OPT_LEVEL DEBUG RUSTC_LINKER \
+      CARGO_BUILD_TARGET_DIR CARGO_PROFILE_RELEASE_DEBUG CARGO_PROFILE_RELEASE_LTO
+while IFS= read -r name; do unset "$name"; done < <(env | sed -n 's/^\(CARGO_TARGET_[A-Z0-9_]*\)=.*/\1/p' | grep -v '^CARGO_TARGET_DIR$' || true)
+
+target_dir="${CARGO_TARGET_DIR:-$repo/target/guest}"
+target=aarch64-unknown-none-softfloat
+
+cd "$guest_dir"
+RUSTC="$rustc" RUSTC_BOOTSTRAP=1 "$cargo" build --release --target "$target" \
+    --target-dir "$target_dir" -Zbuild-std=core,compiler_builtins \
+    -Zbuild-std-features=compiler-builtins-mem
+
+elf="$target_dir/$target/release/percpu-guest"
+cp "$elf" "$out/percpu-guest.elf.tmp"
+mv "$out/percpu-guest.elf.tmp" "$out/percpu-guest.elf"
+llvm-objcopy -O binary "$out/percpu-guest.elf" "$out/Image.tmp"
+mv "$out/Image.tmp" "$out/Image"

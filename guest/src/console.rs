@@ -1,0 +1,123 @@
+//! The PL011 console: whole lines under one spinlock.
+//!
+//! `println!` formats into a buffer on the caller's stack first and only then takes
+//! `CONSOLE_LOCK` (irqsave) to push the bytes, so lines from different CPUs never
+//! interleave and the lock is held for the UART writes alone.
+
+use core::fmt::{self, Write};
+
+use crate::sync::SpinLock;
+
+const UART_BASE: usize = 0x0900_0000;
+const UARTDR: usize = 0x00;
+const UARTFR: usize = 0x18;
+const UARTFR_TXFF: u32 = 1 << 5;
+
+/// Longest line kept; longer lines are cut (and marked with `...`).
+const LINE_MAX: usize = 240;
+
+/// CONSOLE_LOCK: serialises whole lines on the UART. Taken irqsave (lines are printed
+/// from IRQ handlers and the panic path too).
+static CONSOLE_LOCK: SpinLock<()> = SpinLock::new("console_lock", ());
+
+/// A line being formatted.
+pub struct LineBuffer {
+    bytes: [u8; LINE_MAX],
+    len: usize,
+    truncated: bool,
+}
+
+impl LineBuffer {
+    pub const fn new() -> Self {
+        LineBuffer {
+            bytes: [0; LINE_MAX],
+            len: 0,
+            truncated: false,
+        }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
+
+impl Write for LineBuffer {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        for &b in s.as_bytes() {
+            if self.len == LINE_MAX {
+                self.truncated = true;
+                break;
+            }
+            self.bytes[self.len] = b;
+            self.len += 1;
+        }
+        Ok(())
+    }
+}
+
+fn put_byte(b: u8) {
+    let fr = (UART_BASE + UARTFR) as *const u32;
+    let dr = (UART_BASE + UARTDR) as *mut u32;
+    // SAFETY: the PL011 registers are identity-mapped device memory.
+    unsafe {
+        while fr.read_volatile() & UARTFR_TXFF != 0 {
+            core::hint::spin_loop();
+        }
+        dr.write_volatile(b as u32);
+    }
+}
+
+fn put_line(line: &LineBuffer) {
+    for &b in line.as_bytes() {
+        put_byte(b);
+    }
+    if line.truncated {
+        for &b in b"..." {
+            put_byte(b);
+        }
+    }
+    put_byte(b'\n');
+}
+
+/// Prints one line.
+///
+/// CONTEXT: any, IRQ handlers included; takes and releases CONSOLE_LOCK (irqsave);
+/// does not sleep. Must not be called with CONSOLE_LOCK held.
+pub fn print_line(args: fmt::Arguments) {
+    let mut line = LineBuffer::new();
+    let _ = line.write_fmt(args);
+    let _guard = CONSOLE_LOCK.lock_irqsave();
+    put_line(&line);
+}
+
+/// How many times the panic path waits for another CPU to finish its line.
+const PANIC_LOCK_SPINS: usize = 1_000_000;
+
+/// Prints a line on the way down: takes CONSOLE_LOCK if it can get it soon, and
+/// prints anyway otherwise (this CPU may be the holder).
+///
+/// CONTEXT: panic and fatal-exception paths only; IRQs masked.
+pub fn print_line_dying(args: fmt::Arguments) {
+    let mut line = LineBuffer::new();
+    let _ = line.write_fmt(args);
+    if CONSOLE_LOCK.raw().held_by_this_cpu() {
+        put_line(&line);
+        return;
+    }
+    for _ in 0..PANIC_LOCK_SPINS {
+        if let Some(_guard) = CONSOLE_LOCK.try_lock() {
+            put_line(&line);
+            return;
+        }
+        core::hint::spin_loop();
+    }
+    put_line(&line);
+}
+
+/// `println!("...")`: one whole line on the console.
+#[macro_export]
+macro_rules! println {
+    ($($arg:tt)*) => {
+        $crate::console::print_line(format_args!($($arg)*))
+    };
+}

@@ -1,0 +1,127 @@
+//! percpu-lab's guest: a small arm64 kernel for QEMU's `virt` board and for the
+//! emulated copy of it in `emu/` (docs/machine.md is the contract).
+//!
+//! Synchronization rules — every lock in the kernel, what it protects, how taken:
+//! - `console_lock` (console.rs, spinlock, irqsave): the UART, one whole line at a time.
+//! - `run_queue` (sched.rs, one per CPU, spinlock, IRQs masked): that CPU's queue of
+//!   runnable threads and their queue links/`queued` flags.
+//! - `wait_queue` locks (sched.rs `WaitQueue`, spinlock, irqsave): the waiters of
+//!   one wait queue and their wait links; the condition is checked under it.
+//! - `mutex.wait_lock` (mutex.rs, one per mutex, spinlock, irqsave): the mutex's
+//!   FIFO of sleeping waiters and handoff of `owner`.
+//! - `ipi_mailbox` (smp.rs, one per CPU, spinlock, irqsave): call-function requests
+//!   queued for that CPU.
+//! - `worker_pool` (workqueue.rs, one per CPU, spinlock, irqsave): that CPU's list
+//!   of pending work items.
+//! - `zone_lock` (page_alloc.rs, spinlock, irqsave): the physical page bitmap and
+//!   free count.
+//! - `shrinker_list` (page_alloc.rs, mutex): the registered shrinkers; held while
+//!   direct reclaim calls them.
+//! - `fs_reclaim` (page_alloc.rs, pseudo-lock: `fs_reclaim_acquire/release`):
+//!   marks direct reclaim for lock checkers.
+//! - `vmap_lock` (mmu.rs, spinlock, irqsave): the vmalloc area's page tables.
+//! - scenario locks (`smoke_counter`, `smoke_mutex`) are documented in scenarios.rs.
+//!
+//! Lock order (outer first): fs_reclaim -> shrinker_list; mutex.wait_lock /
+//! wait_queue -> run_queue; vmap_lock -> zone_lock; console_lock is innermost.
+
+#![no_std]
+#![no_main]
+
+mod arch;
+mod bootinfo;
+mod config;
+mod console;
+mod exceptions;
+mod fdt;
+mod gic;
+mod head;
+mod irq;
+mod mmu;
+mod mutex;
+mod page_alloc;
+mod panic;
+mod percpu;
+mod psci;
+mod scenarios;
+mod sched;
+mod smp;
+mod sync;
+mod workqueue;
+
+use crate::bootinfo::boot_info;
+use crate::percpu::this_cpu;
+
+extern "C" {
+    /// End of the kernel image, BSS included (link.ld).
+    static _end: u8;
+}
+
+/// Bring-up shared by every CPU once its stack and vectors are set.
+///
+/// CONTEXT: bring-up, IRQs masked, no lock held.
+fn bring_up_this_cpu(id: usize) {
+    mmu::enable_this_cpu();
+    gic::init_this_cpu(id, boot_info().cpu_mpidr[id]);
+    sched::init_this_cpu();
+    irq::arm_tick();
+    smp::mark_online();
+    println!("cpu{}: online", id);
+}
+
+/// The boot CPU's Rust entry, with the device tree's address.
+///
+/// CONTEXT: boot CPU, MMU off, IRQs masked, alone.
+#[no_mangle]
+extern "C" fn kernel_main(dtb: usize) -> ! {
+    percpu::init_this_cpu(0);
+    if let Err(error) = bootinfo::parse(dtb, arch::mpidr_affinity()) {
+        panic!("cannot read the device tree at 0x{:x}: {:?}", dtb, error);
+    }
+    let info = boot_info();
+    mmu::build_tables(info.ram_base, info.ram_size);
+    gic::init_distributor();
+    bring_up_this_cpu(0);
+    println!(
+        "cpu0: percpu-lab guest: scenario={} seed={} variant={} cpus={}",
+        info.scenario.as_str(),
+        info.seed,
+        info.variant.name(),
+        info.cpu_count
+    );
+    if let Some(word) = info.unknown_arg {
+        println!("cpu0: ignoring bootarg '{}'", word.as_str());
+    }
+    if let Some(inject) = info.inject {
+        println!("cpu0: inject={}", inject.as_str());
+    }
+    if info.cpus_ignored != 0 {
+        println!(
+            "cpu0: ignoring {} CPUs beyond {}",
+            info.cpus_ignored,
+            config::MAX_CPUS
+        );
+    }
+    // The device tree has been read in full; its memory becomes free RAM now.
+    // SAFETY: taking the address of a linker symbol.
+    let kernel_end = unsafe { &_end as *const u8 as usize };
+    page_alloc::init(kernel_end, (info.ram_base + info.ram_size) as usize);
+
+    smp::bring_up_secondaries();
+    sync::local_irq_enable();
+    workqueue::init(smp::online_cpus());
+    scenarios::start();
+    sched::idle_loop()
+}
+
+/// A secondary CPU's Rust entry (PSCI CPU_ON context = its logical number).
+///
+/// CONTEXT: that CPU, MMU off, IRQs masked.
+#[no_mangle]
+extern "C" fn secondary_main(id: usize) -> ! {
+    percpu::init_this_cpu(id);
+    bring_up_this_cpu(id);
+    debug_assert_eq!(this_cpu().id, id);
+    sync::local_irq_enable();
+    sched::idle_loop()
+}

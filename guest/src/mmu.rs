@@ -1,0 +1,302 @@
+//! Kernel page tables: an identity map in the TTBR0 half and a vmalloc-style area
+//! in the TTBR1 half mapped with 4 KiB pages.
+//!
+//! Both halves use a 4 KiB granule and 39-bit virtual addresses (T0SZ = T1SZ = 25),
+//! so a walk starts at level 1:
+//! - TTBR0: level-1 1 GiB blocks, identity. The first GiB (the board's devices) is
+//!   Device-nGnRE, execute-never; the GiBs covering RAM are Normal write-back.
+//!   Everything else faults.
+//! - TTBR1: the vmalloc area is the first GiB of the upper half,
+//!   `VMALLOC_START..VMALLOC_END`, one level-2 table (static) pointing at level-3
+//!   tables allocated on demand from the page allocator.
+//!
+//! Synchronization rules: the identity map is written once by the boot CPU before
+//! any other CPU runs and never changes. `VMAP_LOCK` (spinlock, irqsave) protects
+//! every level-2/level-3 entry of the vmalloc area; lock order VMAP_LOCK ->
+//! ZONE_LOCK (it allocates level-3 tables). TLB maintenance for a changed entry is
+//! done before VMAP_LOCK is released, except through `clear_pte`, whose caller owes
+//! a `flush_tlb_kernel_range`.
+
+use core::cell::UnsafeCell;
+
+use crate::arch::{self, read_sysreg, write_sysreg};
+use crate::config::PAGE_SIZE;
+use crate::page_alloc::{self, Gfp};
+use crate::sync::SpinLock;
+
+/// First address of the vmalloc area.
+pub const VMALLOC_START: usize = 0xffff_ff80_0000_0000;
+/// One past the last address of the vmalloc area (1 GiB).
+pub const VMALLOC_END: usize = VMALLOC_START + (1 << 30);
+
+const ENTRIES: usize = 512;
+const GIB: u64 = 1 << 30;
+
+// Descriptor bits.
+const VALID: u64 = 1 << 0;
+const TABLE_OR_PAGE: u64 = 1 << 1;
+const ATTR_DEVICE: u64 = 0 << 2; // MAIR index 0
+const ATTR_NORMAL: u64 = 1 << 2; // MAIR index 1
+const SH_INNER: u64 = 3 << 8;
+const AF: u64 = 1 << 10;
+const PXN: u64 = 1 << 53;
+const UXN: u64 = 1 << 54;
+const OUTPUT_MASK: u64 = 0x0000_ffff_ffff_f000;
+
+/// MAIR_EL1: index 0 = Device-nGnRE, index 1 = Normal, inner/outer write-back RW-allocate.
+const MAIR: u64 = 0x04 | (0xff << 8);
+
+/// Attributes of a vmalloc-area page.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum PageKind {
+    /// Kernel data: Normal write-back, read-write, never executable.
+    Data,
+}
+
+#[repr(C, align(4096))]
+struct Table(UnsafeCell<[u64; ENTRIES]>);
+// SAFETY: the identity tables are written only during single-CPU boot; the vmalloc
+// tables only under VMAP_LOCK.
+unsafe impl Sync for Table {}
+
+impl Table {
+    const fn new() -> Self {
+        Table(UnsafeCell::new([0; ENTRIES]))
+    }
+    fn base(&self) -> u64 {
+        self.0.get() as u64
+    }
+}
+
+static IDENTITY_L1: Table = Table::new();
+static KERNEL_L1: Table = Table::new();
+static VMALLOC_L2: Table = Table::new();
+
+/// VMAP_LOCK: protects the vmalloc area's level-2/level-3 entries.
+static VMAP_LOCK: SpinLock<()> = SpinLock::new("vmap_lock", ());
+
+/// Builds the kernel page tables for RAM at `ram_base..ram_base + ram_size`.
+///
+/// CONTEXT: boot CPU, once, before any other CPU starts and before the MMU is on.
+pub fn build_tables(ram_base: u64, ram_size: u64) {
+    // SAFETY: single CPU at boot; nothing walks these tables yet.
+    let identity = unsafe { &mut *IDENTITY_L1.0.get() };
+    identity[0] = VALID | ATTR_DEVICE | AF | PXN | UXN;
+    let first = ram_base / GIB;
+    let last = (ram_base + ram_size - 1) / GIB;
+    for gib in first..=last {
+        identity[gib as usize] = (gib * GIB) | VALID | ATTR_NORMAL | SH_INNER | AF | UXN;
+    }
+    // SAFETY: as above.
+    let kernel = unsafe { &mut *KERNEL_L1.0.get() };
+    kernel[l1_index(VMALLOC_START)] = VMALLOC_L2.base() | VALID | TABLE_OR_PAGE;
+    arch::dsb_sy_isb();
+}
+
+/// Turns the MMU and caches on for this CPU with the kernel tables.
+///
+/// CONTEXT: each CPU once at bring-up, after `build_tables`; IRQs masked; the code
+/// runs identity-mapped so execution continues across the switch.
+pub fn enable_this_cpu() {
+    let pa_range = read_sysreg!("id_aa64mmfr0_el1") & 0xf;
+    let tcr: u64 = 25            // T0SZ: 39-bit lower half
+        | (1 << 8) | (1 << 10)   // IRGN0/ORGN0: write-back write-allocate
+        | (3 << 12)              // SH0: inner shareable
+        | (25 << 16)             // T1SZ: 39-bit upper half
+        | (1 << 24) | (1 << 26)  // IRGN1/ORGN1
+        | (3 << 28)              // SH1
+        | (2 << 30)              // TG1: 4 KiB (TG0 = 0 is 4 KiB too)
+        | (pa_range.min(5) << 32); // IPS: what the CPU supports
+    let sctlr = read_sysreg!("sctlr_el1");
+    // M (MMU), C (data cache), I (instruction cache) on; WXN off.
+    let sctlr = (sctlr | 1 | (1 << 2) | (1 << 12)) & !(1 << 19);
+    // SAFETY: the tables map this code identically, so turning translation on does
+    // not move the running code; the TLB is clean of stale entries first.
+    unsafe {
+        write_sysreg!("mair_el1", MAIR);
+        write_sysreg!("tcr_el1", tcr);
+        write_sysreg!("ttbr0_el1", IDENTITY_L1.base());
+        write_sysreg!("ttbr1_el1", KERNEL_L1.base());
+        arch::isb();
+        core::arch::asm!(
+            "tlbi vmalle1",
+            "dsb nsh",
+            "isb",
+            options(nostack, preserves_flags)
+        );
+        write_sysreg!("sctlr_el1", sctlr);
+        arch::isb();
+    }
+}
+
+fn l1_index(va: usize) -> usize {
+    (va >> 30) & (ENTRIES - 1)
+}
+fn l2_index(va: usize) -> usize {
+    (va >> 21) & (ENTRIES - 1)
+}
+fn l3_index(va: usize) -> usize {
+    (va >> 12) & (ENTRIES - 1)
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum MapError {
+    /// The address is outside the vmalloc area or not page-aligned.
+    BadAddress,
+    /// No page for a level-3 table.
+    NoMemory,
+}
+
+fn check_va(va: usize) -> Result<(), MapError> {
+    if !(VMALLOC_START..VMALLOC_END).contains(&va) || va % PAGE_SIZE != 0 {
+        return Err(MapError::BadAddress);
+    }
+    Ok(())
+}
+
+/// The level-3 entry for `va`, allocating its table if `create`.
+///
+/// CONTEXT: VMAP_LOCK held.
+fn pte_slot(va: usize, create: bool) -> Result<Option<*mut u64>, MapError> {
+    lockdep_assert_vmap_held();
+    // SAFETY: VMAP_LOCK held; VMALLOC_L2 is only touched under it.
+    let l2 = unsafe { &mut *VMALLOC_L2.0.get() };
+    let entry = &mut l2[l2_index(va)];
+    if *entry & VALID == 0 {
+        if !create {
+            return Ok(None);
+        }
+        let table = page_alloc::alloc_pages(0, Gfp::Atomic).ok_or(MapError::NoMemory)?;
+        // SAFETY: a fresh page from the allocator, identity-mapped, ours alone.
+        unsafe { core::ptr::write_bytes(table as *mut u8, 0, PAGE_SIZE) };
+        arch::dsb_ishst();
+        *entry = table as u64 | VALID | TABLE_OR_PAGE;
+        arch::dsb_ishst();
+    }
+    let l3 = (*entry & OUTPUT_MASK) as *mut u64;
+    // SAFETY: the table is a whole page of 512 entries.
+    Ok(Some(unsafe { l3.add(l3_index(va)) }))
+}
+
+fn lockdep_assert_vmap_held() {
+    crate::sync::lockdep_assert_held(VMAP_LOCK.raw());
+}
+
+fn page_descriptor(pa: usize, kind: PageKind) -> u64 {
+    match kind {
+        PageKind::Data => {
+            pa as u64 | VALID | TABLE_OR_PAGE | ATTR_NORMAL | SH_INNER | AF | PXN | UXN
+        }
+    }
+}
+
+/// Invalidates the TLB entries for kernel pages `start..end` on every CPU.
+///
+/// CONTEXT: any; does not sleep.
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn flush_tlb_kernel_range(start: usize, end: usize) {
+    arch::dsb_ishst();
+    let mut va = start & !(PAGE_SIZE - 1);
+    while va < end {
+        // SAFETY: TLB invalidation by VA, all ASIDs, inner shareable: only drops
+        // cached translations.
+        unsafe {
+            core::arch::asm!("tlbi vaae1is, {}", in(reg) (va >> 12) as u64, options(nostack, preserves_flags))
+        };
+        va += PAGE_SIZE;
+    }
+    // SAFETY: barriers only.
+    unsafe { core::arch::asm!("dsb ish", "isb", options(nostack, preserves_flags)) };
+}
+
+/// Maps the page at physical `pa` at `va` in the vmalloc area. Replacing a live
+/// mapping to a different page goes through break-before-make: the old entry is
+/// invalidated and flushed from every TLB before the new one is written.
+///
+/// CONTEXT: any, IRQ handlers included; takes VMAP_LOCK (irqsave) and may take
+/// ZONE_LOCK (atomic allocation of a level-3 table); does not sleep.
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn vmap_page(va: usize, pa: usize) -> bool {
+    map_page(va, pa, PageKind::Data).is_ok()
+}
+
+/// As `vmap_page`, with the error.
+///
+/// CONTEXT: as vmap_page.
+pub fn map_page(va: usize, pa: usize, kind: PageKind) -> Result<(), MapError> {
+    check_va(va)?;
+    if pa % PAGE_SIZE != 0 {
+        return Err(MapError::BadAddress);
+    }
+    let _guard = VMAP_LOCK.lock_irqsave();
+    let slot = pte_slot(va, true)?.expect("created");
+    let new = page_descriptor(pa, kind);
+    // SAFETY: `slot` is an entry of a live level-3 table, guarded by VMAP_LOCK.
+    unsafe {
+        let old = slot.read_volatile();
+        if old == new {
+            return Ok(());
+        }
+        if old & VALID != 0 {
+            slot.write_volatile(0);
+            flush_tlb_kernel_range(va, va + PAGE_SIZE);
+        }
+        slot.write_volatile(new);
+    }
+    arch::dsb_ishst();
+    arch::isb();
+    Ok(())
+}
+
+/// Removes the mapping at `va` (if any) and flushes it from every TLB.
+///
+/// CONTEXT: as vmap_page.
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn vunmap_page(va: usize) {
+    if clear_pte(va) {
+        flush_tlb_kernel_range(va, va + PAGE_SIZE);
+    }
+}
+
+/// Removes the mapping at `va` without TLB maintenance; returns whether there was
+/// one. The caller must `flush_tlb_kernel_range` over it before the page is reused
+/// (this lets callers batch one flush for many pages).
+///
+/// CONTEXT: as vmap_page.
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn vunmap_page_noflush(va: usize) -> bool {
+    clear_pte(va)
+}
+
+fn clear_pte(va: usize) -> bool {
+    if check_va(va).is_err() {
+        return false;
+    }
+    let _guard = VMAP_LOCK.lock_irqsave();
+    match pte_slot(va, false) {
+        // SAFETY: live level-3 entry under VMAP_LOCK.
+        Ok(Some(slot)) => unsafe {
+            let was_valid = slot.read_volatile() & VALID != 0;
+            slot.write_volatile(0);
+            arch::dsb_ishst();
+            was_valid
+        },
+        _ => false,
+    }
+}
+
+/// The physical page mapped at `va` in the vmalloc area, if any.
+///
+/// CONTEXT: any; takes VMAP_LOCK (irqsave).
+pub fn translate(va: usize) -> Option<usize> {
+    check_va(va & !(PAGE_SIZE - 1)).ok()?;
+    let _guard = VMAP_LOCK.lock_irqsave();
+    let slot = pte_slot(va & !(PAGE_SIZE - 1), false).ok()??;
+    // SAFETY: live level-3 entry under VMAP_LOCK.
+    let entry = unsafe { slot.read_volatile() };
+    (entry & VALID != 0).then(|| (entry & OUTPUT_MASK) as usize + (va & (PAGE_SIZE - 1)))
+}

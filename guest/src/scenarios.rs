@@ -1,0 +1,343 @@
+//! The workloads selected by `scenario=` in the bootargs.
+//!
+//! `PERCPU_LAB_SCENARIOS` lists them for the host (`name<TAB>summary<LF>` per line);
+//! the kernel itself looks names up in the same table, so the two cannot drift.
+//! Every line a scenario prints has content that depends only on the bootargs and
+//! the CPU count, never on timing or interleaving.
+
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering::*};
+
+use crate::arch;
+use crate::bootinfo::boot_info;
+use crate::config::{MAX_CPUS, TICK_COUNTS};
+use crate::irq;
+use crate::mutex::Mutex;
+use crate::page_alloc::{self, Gfp, Shrinker};
+use crate::percpu::{cpu_id, timer_irqs};
+use crate::println;
+use crate::sched::{self, Completion, WaitQueue};
+use crate::smp::{online_cpus, smp_call_function_single};
+use crate::sync::{self, SpinLock};
+use crate::workqueue::{self, Work};
+
+const TABLE: &str =
+    "smoke\tevery CPU boots, locks, sends IPIs, uses a mutex and a workqueue, powers off\n\
+panic\tCPU 1 (or the only CPU) panics on purpose after boot\n\
+fault\tCPU 1 (or the only CPU) loads from an unmapped address\n\
+hang\tevery CPU spins forever with IRQs on (for the host's watchdog)\n\
+irqmask\ta masked timer IRQ is not taken until IRQs are unmasked\n";
+
+const fn table_bytes<const N: usize>() -> [u8; N] {
+    let mut out = [0u8; N];
+    let bytes = TABLE.as_bytes();
+    let mut i = 0;
+    while i < N {
+        out[i] = bytes[i];
+        i += 1;
+    }
+    out
+}
+
+/// The scenario table the host reads from the ELF.
+#[no_mangle]
+#[used]
+pub static PERCPU_LAB_SCENARIOS: [u8; TABLE.len()] = table_bytes::<{ TABLE.len() }>();
+
+fn is_listed(name: &str) -> bool {
+    // Read through the exported table so the symbol is what the kernel uses.
+    let table = core::str::from_utf8(&PERCPU_LAB_SCENARIOS).unwrap_or("");
+    table
+        .lines()
+        .any(|line| line.split('\t').next() == Some(name))
+}
+
+/// Starts the scenario named in the bootargs as a thread on CPU 0.
+///
+/// CONTEXT: boot CPU after bring-up; may sleep.
+pub fn start() {
+    let name = boot_info().scenario.as_str();
+    if !is_listed(name) {
+        panic!("unknown scenario '{}'", name);
+    }
+    let main: fn(usize) = match name {
+        "smoke" => smoke_main,
+        "panic" => panic_main,
+        "fault" => fault_main,
+        "hang" => hang_main,
+        "irqmask" => irqmask_main,
+        _ => unreachable!("listed but not dispatched: {}", name),
+    };
+    if sched::spawn_on(0, name, main, 0).is_none() {
+        panic!("no memory for the scenario thread");
+    }
+}
+
+/// The CPU that misbehaves in the panic and fault scenarios.
+fn victim_cpu() -> usize {
+    if online_cpus() > 1 {
+        1
+    } else {
+        0
+    }
+}
+
+fn spawn_or_panic(cpu: usize, name: &str, entry: fn(usize), arg: usize) {
+    if sched::spawn_on(cpu, name, entry, arg).is_none() {
+        panic!("no memory for thread {} on cpu{}", name, cpu);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// panic, fault, hang
+
+fn panic_main(_: usize) {
+    spawn_or_panic(
+        victim_cpu(),
+        "panicker",
+        |cpu| panic!("cpu{}: panic scenario, on purpose", cpu),
+        victim_cpu(),
+    );
+}
+
+/// An address no page table maps (TTBR0 level-1 slot 64).
+const UNMAPPED_ADDRESS: usize = 0x10_0000_0000;
+
+fn fault_main(_: usize) {
+    spawn_or_panic(
+        victim_cpu(),
+        "faulter",
+        |cpu| {
+            println!("cpu{}: loading from unmapped 0x{:x}", cpu, UNMAPPED_ADDRESS);
+            // SAFETY: deliberately unsound: the load must fault.
+            let value = unsafe { (UNMAPPED_ADDRESS as *const u64).read_volatile() };
+            panic!("load from an unmapped address returned 0x{:x}", value);
+        },
+        victim_cpu(),
+    );
+}
+
+fn hang_main(_: usize) {
+    for cpu in 0..online_cpus() {
+        spawn_or_panic(
+            cpu,
+            "hang",
+            |cpu| {
+                println!("cpu{}: spinning forever", cpu);
+                loop {
+                    core::hint::spin_loop();
+                }
+            },
+            cpu,
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------
+// irqmask
+
+fn irqmask_main(_: usize) {
+    let flags = sync::local_irq_save();
+    let before = timer_irqs();
+    let deadline = arch::counter() + 1_000;
+    irq::arm_timer_at(deadline);
+    while arch::counter() < deadline + 20 * TICK_COUNTS {
+        core::hint::spin_loop();
+    }
+    if timer_irqs() != before {
+        panic!("irqmask: a timer IRQ was taken with IRQs masked");
+    }
+    if !irq::timer_condition_met() {
+        panic!("irqmask: the timer did not fire at its deadline");
+    }
+    sync::local_irq_restore(flags);
+    // Unmasked: the pending IRQ must be taken at once (the emulator delivers at its
+    // next slice boundary, a few thousand instructions).
+    let unmasked_at = arch::counter();
+    while timer_irqs() == before {
+        if arch::counter() - unmasked_at > 10 * TICK_COUNTS {
+            panic!("irqmask: the pending timer IRQ was not taken after unmasking");
+        }
+        core::hint::spin_loop();
+    }
+    println!("cpu0: irqmask: ok");
+    crate::psci::system_off(0);
+}
+
+// ---------------------------------------------------------------------------
+// smoke
+
+const SPIN_ROUNDS: u64 = 2_000;
+const MUTEX_ROUNDS: u64 = 50;
+
+/// SMOKE_COUNTER_LOCK: protects the shared spinlock counter (taken in all three
+/// IRQ flavours to exercise them).
+static SMOKE_COUNTER_LOCK: SpinLock<u64> = SpinLock::new("smoke_counter", 0);
+/// SMOKE_MUTEX: protects the shared mutex counter; held across a yield so that
+/// other threads really sleep on it.
+static SMOKE_MUTEX: Mutex<u64> = Mutex::new("smoke_mutex", 0);
+/// Call-function IPIs received, per receiving CPU (bit per sender).
+static IPI_SEEN: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+static SMOKE_DONE: Completion = Completion::new();
+static WORK_DONE: Completion = Completion::new();
+
+/// A barrier for the smoke threads: each phase starts when all have arrived.
+static BARRIER_ARRIVED: AtomicUsize = AtomicUsize::new(0);
+static BARRIER_WAIT: WaitQueue = WaitQueue::new("smoke_barrier");
+
+fn barrier(generation: usize) {
+    let cpus = online_cpus();
+    BARRIER_ARRIVED.fetch_add(1, AcqRel);
+    BARRIER_WAIT.wake_all();
+    BARRIER_WAIT.wait_until(|| BARRIER_ARRIVED.load(Acquire) >= generation * cpus);
+}
+
+static SMOKE_WORK: [Work; MAX_CPUS] = [const { Work::new(smoke_work) }; MAX_CPUS];
+
+fn smoke_work(work: &'static Work) {
+    let index = SMOKE_WORK
+        .iter()
+        .position(|w| core::ptr::eq(w, work))
+        .expect("a smoke work item");
+    if index != cpu_id() {
+        panic!("work item for cpu{} ran on cpu{}", index, cpu_id());
+    }
+    println!("cpu{}: work item ran", cpu_id());
+    WORK_DONE.complete();
+}
+
+fn record_ipi(sender: usize) {
+    IPI_SEEN[cpu_id()].fetch_or(1 << sender, AcqRel);
+}
+
+static SHRINKER_CALLS: AtomicUsize = AtomicUsize::new(0);
+static SMOKE_SHRINKER: Shrinker = Shrinker {
+    name: "smoke",
+    scan: |_| {
+        SHRINKER_CALLS.fetch_add(1, Relaxed);
+        0
+    },
+};
+
+fn smoke_thread(cpu: usize) {
+    let cpus = online_cpus();
+    println!("cpu{}: smoke thread running", cpu);
+
+    for round in 0..SPIN_ROUNDS {
+        let mut counter = match round % 3 {
+            0 => SMOKE_COUNTER_LOCK.lock(),
+            1 => SMOKE_COUNTER_LOCK.lock_irq(),
+            _ => SMOKE_COUNTER_LOCK.lock_irqsave(),
+        };
+        sync::lockdep_assert_held(counter.raw());
+        *counter += 1;
+    }
+    barrier(1);
+
+    for target in (0..cpus).filter(|&t| t != cpu) {
+        smp_call_function_single(target, record_ipi, cpu);
+    }
+    barrier(2);
+    let expected = ((1u64 << cpus) - 1) & !(1 << cpu);
+    if IPI_SEEN[cpu].load(Acquire) != expected {
+        panic!(
+            "cpu{}: call-function IPIs seen 0x{:x}, expected 0x{:x}",
+            cpu,
+            IPI_SEEN[cpu].load(Acquire),
+            expected
+        );
+    }
+    println!("cpu{}: received an IPI from every other CPU", cpu);
+
+    for _ in 0..MUTEX_ROUNDS {
+        let mut counter = SMOKE_MUTEX.lock();
+        crate::mutex::lockdep_assert_mutex_held(SMOKE_MUTEX.raw());
+        let seen = *counter;
+        sched::yield_now();
+        *counter = seen + 1;
+    }
+    println!("cpu{}: mutex rounds done", cpu);
+
+    // The tick reaches every CPU.
+    let ticks = timer_irqs();
+    while timer_irqs() == ticks {
+        sched::yield_now();
+    }
+    println!("cpu{}: timer tick seen", cpu);
+
+    workqueue::queue_work_on(cpu, &SMOKE_WORK[cpu]);
+    SMOKE_DONE.complete();
+}
+
+fn smoke_main(_: usize) {
+    let cpus = online_cpus();
+    println!("cpu0: smoke: {} cpus online", cpus);
+    for cpu in 0..cpus {
+        spawn_or_panic(cpu, "smoke", smoke_thread, cpu);
+    }
+    SMOKE_DONE.wait_n(cpus);
+    WORK_DONE.wait_n(cpus);
+
+    let spins = *SMOKE_COUNTER_LOCK.lock_irqsave();
+    if spins != SPIN_ROUNDS * cpus as u64 {
+        panic!(
+            "smoke: spinlock counter {} != {}",
+            spins,
+            SPIN_ROUNDS * cpus as u64
+        );
+    }
+    println!("cpu0: smoke: spinlock counter exact");
+    let mutexed = *SMOKE_MUTEX.lock();
+    if mutexed != MUTEX_ROUNDS * cpus as u64 {
+        panic!(
+            "smoke: mutex counter {} != {}",
+            mutexed,
+            MUTEX_ROUNDS * cpus as u64
+        );
+    }
+    println!("cpu0: smoke: mutex counter exact");
+
+    smoke_page_allocator();
+    println!("cpu0: smoke: done");
+    crate::psci::system_off(0);
+}
+
+/// Pages come and go, the vmalloc area maps and unmaps, and a sleeping allocation
+/// under the watermark calls the shrinkers.
+fn smoke_page_allocator() {
+    let before = page_alloc::free_page_count();
+    let page = page_alloc::alloc_pages(0, Gfp::Kernel).expect("a page");
+    let va = crate::mmu::VMALLOC_START + 0x1000;
+    crate::mmu::map_page(va, page, crate::mmu::PageKind::Data).expect("vmalloc map");
+    // SAFETY: `va` maps `page`, which we own.
+    unsafe { (va as *mut u64).write_volatile(0x5eed) };
+    // SAFETY: identity view of the same page.
+    if unsafe { (page as *const u64).read_volatile() } != 0x5eed
+        || crate::mmu::translate(va) != Some(page)
+    {
+        panic!("smoke: vmalloc mapping does not reach its page");
+    }
+    crate::mmu::vunmap_page(va);
+    page_alloc::free_pages(page, 0);
+    if crate::mmu::translate(va).is_some() {
+        panic!("smoke: vmalloc page still mapped after unmap");
+    }
+
+    page_alloc::register_shrinker(&SMOKE_SHRINKER);
+    page_alloc::set_low_watermark(page_alloc::free_page_count() + 1);
+    let page = page_alloc::alloc_pages(0, Gfp::Kernel).expect("a page under pressure");
+    page_alloc::free_pages(page, 0);
+    page_alloc::set_low_watermark(32);
+    page_alloc::unregister_shrinker(&SMOKE_SHRINKER);
+    if SHRINKER_CALLS.load(Relaxed) == 0 || page_alloc::reclaim_runs() == 0 {
+        panic!("smoke: direct reclaim did not call the shrinker");
+    }
+    if page_alloc::free_page_count() + 1 < before {
+        // The vmalloc area keeps its level-3 table; nothing else may leak.
+        panic!(
+            "smoke: pages leaked: {} free before, {} after",
+            before,
+            page_alloc::free_page_count()
+        );
+    }
+    println!("cpu0: smoke: page allocator, vmalloc map and reclaim ok");
+}

@@ -1,0 +1,397 @@
+//! Spinlocks, IRQ masking and preemption control.
+//!
+//! The primitives are `#[no_mangle] #[inline(never)]` functions with stable names so
+//! the host can probe them by symbol (docs/machine.md lists them). Rust code uses
+//! them through `SpinLock<T>` and its guards.
+//!
+//! A spinlock is a ticket lock on LDAXR/STLXR loops (the Cortex-A72 has no LSE).
+//! Holding one disables preemption; the `_irq`/`_irqsave` forms also mask IRQs on
+//! this CPU so an IRQ handler cannot spin on a lock its own CPU holds.
+
+use core::cell::UnsafeCell;
+use core::ops::{Deref, DerefMut};
+use core::sync::atomic::{AtomicU32, Ordering::*};
+
+use crate::arch::{self, DAIF_IRQ};
+use crate::percpu::this_cpu;
+
+/// The lock word the primitives operate on. `repr(C)` with a fixed layout the host
+/// may read: +0 next ticket, +4 ticket being served, +8 owner (CPU number + 1, 0 =
+/// free), +16 name pointer, +24 name length.
+#[repr(C)]
+pub struct RawSpinLock {
+    next: AtomicU32,
+    serving: AtomicU32,
+    owner: AtomicU32,
+    _reserved: u32,
+    name_ptr: *const u8,
+    name_len: usize,
+}
+
+// SAFETY: all mutable state is atomic; the name is an immutable &'static str.
+unsafe impl Sync for RawSpinLock {}
+unsafe impl Send for RawSpinLock {}
+
+impl RawSpinLock {
+    pub const fn new(name: &'static str) -> Self {
+        RawSpinLock {
+            next: AtomicU32::new(0),
+            serving: AtomicU32::new(0),
+            owner: AtomicU32::new(0),
+            _reserved: 0,
+            name_ptr: name.as_ptr(),
+            name_len: name.len(),
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        // SAFETY: built from a &'static str in `new`.
+        unsafe {
+            core::str::from_utf8_unchecked(core::slice::from_raw_parts(
+                self.name_ptr,
+                self.name_len,
+            ))
+        }
+    }
+
+    /// Whether the running CPU holds this lock.
+    pub fn held_by_this_cpu(&self) -> bool {
+        self.owner.load(Relaxed) == this_cpu().id as u32 + 1
+    }
+
+    fn acquire(&self) {
+        let ticket = self.next.fetch_add(1, Acquire);
+        while self.serving.load(Acquire) != ticket {
+            core::hint::spin_loop();
+        }
+        self.owner.store(this_cpu().id as u32 + 1, Relaxed);
+    }
+
+    fn try_acquire(&self) -> bool {
+        let serving = self.serving.load(Acquire);
+        let got = self
+            .next
+            .compare_exchange(serving, serving.wrapping_add(1), Acquire, Relaxed)
+            .is_ok();
+        if got {
+            self.owner.store(this_cpu().id as u32 + 1, Relaxed);
+        }
+        got
+    }
+
+    fn release(&self) {
+        if !self.held_by_this_cpu() {
+            panic!("spin_unlock of {} not held by this CPU", self.name());
+        }
+        self.owner.store(0, Relaxed);
+        let serving = self.serving.load(Relaxed);
+        self.serving.store(serving.wrapping_add(1), Release);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// IRQ masking on this CPU.
+
+/// Whether IRQs are unmasked on this CPU.
+///
+/// CONTEXT: any.
+pub fn irqs_enabled() -> bool {
+    arch::daif() & DAIF_IRQ == 0
+}
+
+/// Masks IRQs on this CPU.
+///
+/// CONTEXT: any; does not sleep.
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn local_irq_disable() {
+    // SAFETY: masking IRQs is always safe.
+    unsafe { arch::set_daif(arch::daif() | DAIF_IRQ) };
+}
+
+/// Unmasks IRQs on this CPU.
+///
+/// CONTEXT: not in hard-IRQ context; IRQ handlers may run from here on.
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn local_irq_enable() {
+    // SAFETY: kernel code outside IRQ handlers is always ready for an IRQ.
+    unsafe { arch::set_daif(arch::daif() & !DAIF_IRQ) };
+}
+
+/// Masks IRQs and returns the previous DAIF value for `local_irq_restore`.
+///
+/// CONTEXT: any; does not sleep.
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn local_irq_save() -> u64 {
+    let flags = arch::daif();
+    // SAFETY: masking IRQs is always safe.
+    unsafe { arch::set_daif(flags | DAIF_IRQ) };
+    flags
+}
+
+/// Puts the IRQ mask back as `local_irq_save` found it.
+///
+/// CONTEXT: `flags` from local_irq_save on this CPU, in the same context.
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn local_irq_restore(flags: u64) {
+    let now = arch::daif();
+    // SAFETY: restores a state this context had before.
+    unsafe { arch::set_daif((now & !DAIF_IRQ) | (flags & DAIF_IRQ)) };
+}
+
+// ---------------------------------------------------------------------------
+// Preemption.
+
+/// Forbids switching the running thread out until the matching `preempt_enable`.
+///
+/// CONTEXT: any; does not sleep.
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn preempt_disable() {
+    this_cpu().preempt_count.fetch_add(1, Relaxed);
+}
+
+/// Undoes one `preempt_disable`; reschedules here if that was the last one and a
+/// reschedule is pending.
+///
+/// CONTEXT: after preempt_disable on this CPU. May switch threads when the count
+/// reaches zero with IRQs on outside IRQ context.
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn preempt_enable() {
+    let previous = this_cpu().preempt_count.fetch_sub(1, Relaxed);
+    if previous == 0 {
+        panic!("preempt_enable without preempt_disable");
+    }
+    if previous == 1 {
+        crate::sched::preempt_if_needed();
+    }
+}
+
+/// Whether the running context may not sleep: a spinlock or preempt_disable is
+/// held, IRQs are masked, or this is an IRQ handler.
+///
+/// CONTEXT: any.
+pub fn in_atomic() -> bool {
+    let cpu = this_cpu();
+    cpu.preempt_count.load(Relaxed) != 0 || cpu.hardirq_depth.load(Relaxed) != 0 || !irqs_enabled()
+}
+
+/// Marks a point that may sleep. Sleeping from atomic context is a kernel bug: this
+/// prints a `BUG:` line (the host also probes this symbol) but carries on, as Linux
+/// does; `schedule()` itself refuses to switch from atomic context.
+///
+/// CONTEXT: must be sleepable: no spinlock held, IRQs on, not in an IRQ handler.
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn might_sleep() {
+    if in_atomic() && !crate::panic::panicking() {
+        crate::println!(
+            "cpu{}: BUG: sleeping function called from invalid context",
+            this_cpu().id
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Spinlock primitives (stable symbols).
+
+/// Takes `lock`, spinning; disables preemption while held.
+///
+/// CONTEXT: any; does not sleep. If the lock is also taken from IRQ handlers, the
+/// caller must have IRQs masked (use the _irq/_irqsave forms).
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn spin_lock(lock: &RawSpinLock) {
+    preempt_disable();
+    lock.acquire();
+}
+
+/// Releases `lock`.
+///
+/// CONTEXT: `lock` held by this CPU.
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn spin_unlock(lock: &RawSpinLock) {
+    lock.release();
+    preempt_enable();
+}
+
+/// Takes `lock` if it is free; returns whether it did.
+///
+/// CONTEXT: any; does not sleep.
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn spin_trylock(lock: &RawSpinLock) -> bool {
+    preempt_disable();
+    let got = lock.try_acquire();
+    if !got {
+        preempt_enable();
+    }
+    got
+}
+
+/// Masks IRQs, then takes `lock`.
+///
+/// CONTEXT: IRQs on (spin_unlock_irq will unconditionally unmask them); not in an
+/// IRQ handler.
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn spin_lock_irq(lock: &RawSpinLock) {
+    local_irq_disable();
+    spin_lock(lock);
+}
+
+/// Releases `lock` and unmasks IRQs.
+///
+/// CONTEXT: `lock` held by this CPU, taken with spin_lock_irq.
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn spin_unlock_irq(lock: &RawSpinLock) {
+    lock.release();
+    local_irq_enable();
+    preempt_enable();
+}
+
+/// Masks IRQs, takes `lock`, returns the previous IRQ state.
+///
+/// CONTEXT: any, IRQ handlers included; does not sleep.
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn spin_lock_irqsave(lock: &RawSpinLock) -> u64 {
+    let flags = local_irq_save();
+    spin_lock(lock);
+    flags
+}
+
+/// Releases `lock` and restores the IRQ state saved by spin_lock_irqsave.
+///
+/// CONTEXT: `lock` held by this CPU, taken with spin_lock_irqsave returning `flags`.
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn spin_unlock_irqrestore(lock: &RawSpinLock, flags: u64) {
+    lock.release();
+    local_irq_restore(flags);
+    preempt_enable();
+}
+
+/// Panics unless the running CPU holds `lock`. The host hooks this symbol too.
+///
+/// CONTEXT: any.
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn lockdep_assert_held(lock: &RawSpinLock) {
+    if !lock.held_by_this_cpu() {
+        panic!(
+            "lockdep_assert_held: {} is not held by this CPU",
+            lock.name()
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Typed wrapper.
+
+/// Data protected by a spinlock.
+pub struct SpinLock<T> {
+    raw: RawSpinLock,
+    data: UnsafeCell<T>,
+}
+
+// SAFETY: the data is only reached through a guard, i.e. with the lock held.
+unsafe impl<T: Send> Sync for SpinLock<T> {}
+unsafe impl<T: Send> Send for SpinLock<T> {}
+
+impl<T> SpinLock<T> {
+    pub const fn new(name: &'static str, data: T) -> Self {
+        SpinLock {
+            raw: RawSpinLock::new(name),
+            data: UnsafeCell::new(data),
+        }
+    }
+
+    pub fn raw(&self) -> &RawSpinLock {
+        &self.raw
+    }
+
+    /// CONTEXT: see spin_lock.
+    pub fn lock(&self) -> SpinGuard<'_, T> {
+        spin_lock(&self.raw);
+        SpinGuard {
+            lock: self,
+            irq: IrqMode::Keep,
+        }
+    }
+
+    /// CONTEXT: see spin_trylock.
+    pub fn try_lock(&self) -> Option<SpinGuard<'_, T>> {
+        spin_trylock(&self.raw).then_some(SpinGuard {
+            lock: self,
+            irq: IrqMode::Keep,
+        })
+    }
+
+    /// CONTEXT: see spin_lock_irq.
+    pub fn lock_irq(&self) -> SpinGuard<'_, T> {
+        spin_lock_irq(&self.raw);
+        SpinGuard {
+            lock: self,
+            irq: IrqMode::Enable,
+        }
+    }
+
+    /// CONTEXT: see spin_lock_irqsave.
+    pub fn lock_irqsave(&self) -> SpinGuard<'_, T> {
+        let flags = spin_lock_irqsave(&self.raw);
+        SpinGuard {
+            lock: self,
+            irq: IrqMode::Restore(flags),
+        }
+    }
+}
+
+enum IrqMode {
+    Keep,
+    Enable,
+    Restore(u64),
+}
+
+/// Proof that the lock is held; releases it (the matching way) on drop.
+pub struct SpinGuard<'a, T> {
+    lock: &'a SpinLock<T>,
+    irq: IrqMode,
+}
+
+impl<T> SpinGuard<'_, T> {
+    pub fn raw(&self) -> &RawSpinLock {
+        &self.lock.raw
+    }
+}
+
+impl<T> Deref for SpinGuard<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        // SAFETY: the guard holds the lock.
+        unsafe { &*self.lock.data.get() }
+    }
+}
+
+impl<T> DerefMut for SpinGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: the guard holds the lock.
+        unsafe { &mut *self.lock.data.get() }
+    }
+}
+
+impl<T> Drop for SpinGuard<'_, T> {
+    fn drop(&mut self) {
+        match self.irq {
+            IrqMode::Keep => spin_unlock(&self.lock.raw),
+            IrqMode::Enable => spin_unlock_irq(&self.lock.raw),
+            IrqMode::Restore(flags) => spin_unlock_irqrestore(&self.lock.raw, flags),
+        }
+    }
+}

@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Boots the guest on the reference board (QEMU virt, GICv2, Cortex-A72) and checks
+# every scenario's outcome from its console output (QEMU ignores the SYSTEM_OFF
+# status, so the lines are the verdict).
+#
+#   guest/test-qemu.sh [IMAGE]     (default: builds into target/guest first)
+set -euo pipefail
+guest_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+repo="$(dirname "$guest_dir")"
+if [ $# -ge 1 ]; then
+    image="$1"
+else
+    "$guest_dir/build.sh" "$repo/target/guest" >/dev/null
+    image="$repo/target/guest/Image"
+fi
+command -v qemu-system-aarch64 >/dev/null || { echo "test-qemu: qemu-system-aarch64 missing; run ./setup.sh --deps" >&2; exit 1; }
+
+failures=0
+run() { # cpus bootargs seconds -> console output
+    timeout "$3" qemu-system-aarch64 -M virt,gic-version=2 -cpu cortex-a72 -smp "$1" \
+        -m 128M -nographic -no-reboot -kernel "$image" -append "$2" 2>&1 || true
+}
+expect() { # description output pattern...
+    local what="$1" out="$2"
+    shift 2
+    for pattern in "$@"; do
+        if ! grep -qE -- "$pattern" <<<"$out"; then
+            echo "FAIL $what: no line matching '$pattern'"
+            echo "$out" | sed 's/^/    /'
+            failures=$((failures + 1))
+            return
+        fi
+    done
+    echo "ok   $what"
+}
+reject() { # description output pattern
+    if grep -qE -- "$3" <<<"$2"; then
+        echo "FAIL $1: unexpected '$3'"
+        failures=$((failures + 1))
+    fi
+}
+
+for cpus in 1 2 4 8; do
+    out="$(run "$cpus" "scenario=smoke seed=$cpus" 60)"
+    patterns=("^cpu0: smoke: $cpus cpus online$" "^cpu0: smoke: done$")
+    for ((c = 0; c < cpus; c++)); do
+        patterns+=("^cpu$c: online$" "^cpu$c: work item ran$" "^cpu$c: received an IPI from every other CPU$")
+    done
+    expect "smoke on $cpus cpus" "$out" "${patterns[@]}"
+    reject "smoke on $cpus cpus" "$out" "PANIC|BUG"
+    # The same lines, order aside, on a second run.
+    again="$(run "$cpus" "scenario=smoke seed=$cpus" 60)"
+    if [ "$(sort <<<"$out")" != "$(sort <<<"$again")" ]; then
+        echo "FAIL smoke on $cpus cpus: two runs print different line sets"
+        failures=$((failures + 1))
+    fi
+done
+
+expect "panic" "$(run 4 scenario=panic 30)" "^PANIC: cpu1: panic scenario, on purpose at src/scenarios.rs:[0-9]+$"
+expect "panic on 1 cpu" "$(run 1 scenario=panic 30)" "^PANIC: cpu0: panic scenario"
+expect "fault" "$(run 4 scenario=fault 30)" \
+    "^cpu1: unexpected exception: sync data abort ESR=0x96[0-9a-f]+ FAR=0x1000000000 " \
+    "^PANIC: unhandled exception: sync data abort at src/exceptions.rs:[0-9]+$"
+expect "irqmask" "$(run 4 scenario=irqmask 30)" "^cpu0: irqmask: ok$"
+expect "unknown scenario" "$(run 2 scenario=nosuch 30)" "^PANIC: unknown scenario 'nosuch'"
+hang="$(run 4 scenario=hang 5)"
+expect "hang (runs until killed)" "$hang" "^cpu3: spinning forever$"
+reject "hang" "$hang" "PANIC"
+
+if [ "$failures" -ne 0 ]; then
+    echo "$failures failure(s)"
+    exit 1
+fi
+echo "all QEMU checks passed"
