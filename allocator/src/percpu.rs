@@ -35,6 +35,7 @@
 //! every function that expects a lock asserts it through the platform too.
 
 use core::ptr::NonNull;
+use core::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::area_map::{AreaMap, DFL_MAP_ALLOC};
 use crate::chunk::{Backing, Geometry};
@@ -195,6 +196,9 @@ pub struct Percpu<P: Platform> {
     lock: P::SpinLock,
     geo: Geometry,
     index: Shared<Index>,
+    /// Failed allocations; counted outside the locks so that failure paths
+    /// keep the seed's exact lock calls.
+    alloc_failures: AtomicUsize,
 }
 
 // SAFETY: the shared state is reached only under the locks (see the
@@ -273,6 +277,7 @@ impl<P: Platform> Percpu<P> {
             lock,
             geo,
             index: Shared::new(index),
+            alloc_failures: AtomicUsize::new(0),
         })
     }
 
@@ -530,10 +535,10 @@ impl<P: Platform> Percpu<P> {
             }
             None => None,
         };
-        if result.is_none() {
-            index.stats.alloc_failures += 1;
-        }
         self.unlock_pcpu_mutex(alloc, idx);
+        if result.is_none() {
+            self.alloc_failures.fetch_add(1, Ordering::Relaxed);
+        }
         result
     }
 
@@ -545,22 +550,19 @@ impl<P: Platform> Percpu<P> {
         let mut alloc = self.lock_alloc_mutex();
         let idx = self.lock_irq();
 
-        let (chunk, off, idx) = match self.find_area_fine(idx, size, align, reserved) {
+        let (chunk, off, mut idx) = match self.find_area_fine(idx, size, align, reserved) {
             Ok(found) => found,
-            Err(Some(mut idx)) => {
-                self.index.get(&mut idx).stats.alloc_failures += 1;
-                self.unlock_irq(idx);
+            Err(still_locked) => {
+                // fail_unlock / fail_unlock_mutex
+                if let Some(idx) = still_locked {
+                    self.unlock_irq(idx);
+                }
                 self.unlock_alloc_mutex(alloc);
-                return None;
-            }
-            Err(None) => {
-                let mut idx = self.lock_irq();
-                self.index.get(&mut idx).stats.alloc_failures += 1;
-                self.unlock_irq(idx);
-                self.unlock_alloc_mutex(alloc);
+                self.alloc_failures.fetch_add(1, Ordering::Relaxed);
                 return None;
             }
         };
+        self.index.get(&mut idx).stats.allocs += 1;
 
         // area_found: populate, map and clear the area without pcpu_lock.
         self.unlock_irq(idx);
@@ -568,19 +570,15 @@ impl<P: Platform> Percpu<P> {
             let mut idx = self.lock_irq();
             let index = self.index.get(&mut idx);
             index.free_area(chunk, off);
-            index.stats.alloc_failures += 1;
+            index.stats.allocs -= 1;
             self.unlock_irq(idx);
             self.unlock_alloc_mutex(alloc);
+            self.alloc_failures.fetch_add(1, Ordering::Relaxed);
             return None;
         }
-        let ptr = self.addr_to_ptr(chunk.base() + off);
-
-        let mut idx = self.lock_irq();
-        self.index.get(&mut idx).stats.allocs += 1;
-        self.unlock_irq(idx);
 
         self.unlock_alloc_mutex(alloc);
-        Some(ptr)
+        Some(self.addr_to_ptr(chunk.base() + off))
     }
 
     /// The search part of the patched `pcpu_alloc`: find or make room for
@@ -810,6 +808,7 @@ impl<P: Platform> Percpu<P> {
     pub fn stats(&self) -> Stats {
         let mut stats = Stats::default();
         self.with_index(|index| stats = index.stats);
+        stats.alloc_failures = self.alloc_failures.load(Ordering::Relaxed) as u64;
         stats
     }
 
