@@ -1,0 +1,639 @@
+//! Record encoding and decoding inside one chunk (layout: [`crate::format`]).
+//!
+//! Writer and reader share [`ChunkState`]; both update it through the same methods so
+//! the two sides cannot drift apart.
+
+use crate::event::{
+    BarrierOption, CpuId, Event, EventKind, IrqMaskCause, LockFlavor, LockRef, StrId, TaskId,
+    TlbiOp,
+};
+use crate::format::{tag, MAX_CPUS, MAX_STRING_LEN};
+use crate::varint::{put_uleb, uleb_len, zigzag, ByteCursor, VarintError};
+
+const MRU_SLOTS: usize = 3;
+const LITERAL_LOCK: u8 = 3;
+
+/// Per-CPU decoding state, reset at every chunk start.
+#[derive(Clone)]
+struct CpuState {
+    task: TaskId,
+    time: u64,
+    pc: u64,
+    caller: u64,
+    page_pa: u64,
+    pt_pa: u64,
+    percpu_addr: u64,
+    pc_by_tag: Box<[u64; 256]>,
+    caller_by_tag: Box<[u64; 256]>,
+    locks: [Option<LockRef>; MRU_SLOTS],
+}
+
+impl CpuState {
+    fn new() -> Self {
+        CpuState {
+            task: TaskId(0),
+            time: 0,
+            pc: 0,
+            caller: 0,
+            page_pa: 0,
+            pt_pa: 0,
+            percpu_addr: 0,
+            pc_by_tag: Box::new([0; 256]),
+            caller_by_tag: Box::new([0; 256]),
+            locks: [None; MRU_SLOTS],
+        }
+    }
+
+    fn touch_lock(&mut self, slot: usize, lock: LockRef) {
+        self.locks.copy_within(0..slot, 1);
+        self.locks[0] = Some(lock);
+    }
+}
+
+/// Decoding state of one chunk.
+pub(crate) struct ChunkState {
+    cpus: Vec<Option<CpuState>>,
+    current: usize,
+}
+
+/// How one address-like value (pc, caller) is coded: the mode and the delta to write.
+fn choose_addr_mode(value: u64, prev: u64, for_tag: u64) -> (u8, Option<u64>) {
+    if value == for_tag {
+        return (0, None);
+    }
+    if value == prev {
+        return (1, None);
+    }
+    let from_tag = zigzag(value.wrapping_sub(for_tag) as i64);
+    let from_prev = zigzag(value.wrapping_sub(prev) as i64);
+    if uleb_len(from_tag) <= uleb_len(from_prev) {
+        (2, Some(from_tag))
+    } else {
+        (3, Some(from_prev))
+    }
+}
+
+fn read_addr(cursor: &mut ByteCursor, mode: u8, prev: u64, for_tag: u64) -> Result<u64, Malformed> {
+    Ok(match mode {
+        0 => for_tag,
+        1 => prev,
+        2 => for_tag.wrapping_add(cursor.zigzag().map_err(Malformed::varint)? as u64),
+        _ => prev.wrapping_add(cursor.zigzag().map_err(Malformed::varint)? as u64),
+    })
+}
+
+fn put_zz_delta(out: &mut Vec<u8>, value: u64, base: u64) {
+    put_uleb(out, zigzag(value.wrapping_sub(base) as i64));
+}
+
+/// A record that does not decode: why, and where in the payload it starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Malformed {
+    pub reason: &'static str,
+}
+
+impl Malformed {
+    fn new(reason: &'static str) -> Self {
+        Malformed { reason }
+    }
+
+    fn varint(err: VarintError) -> Self {
+        match err {
+            VarintError::Truncated => Malformed::new("record runs past the chunk"),
+            VarintError::Overflow => Malformed::new("integer overflows 64 bits"),
+        }
+    }
+}
+
+fn flavor_code(flavor: LockFlavor) -> u8 {
+    LockFlavor::ALL.iter().position(|&f| f == flavor).unwrap() as u8
+}
+
+fn tlbi_code(op: TlbiOp) -> u8 {
+    match op {
+        TlbiOp::Vmalle1 => 0,
+        TlbiOp::Vae1 => 1,
+        TlbiOp::Vale1 => 2,
+        TlbiOp::Vaae1 => 3,
+        TlbiOp::Vaale1 => 4,
+        TlbiOp::Aside1 => 5,
+        TlbiOp::Other(_) => 6,
+    }
+}
+
+fn cause_code(cause: IrqMaskCause) -> u8 {
+    match cause {
+        IrqMaskCause::Instruction => 0,
+        IrqMaskCause::ExceptionEntry => 1,
+        IrqMaskCause::Eret => 2,
+    }
+}
+
+/// The kind-specific part of an event as the encoder lays it out: tag, flags bits 4–7,
+/// the lock it names (coded into bits 4–5 and possibly a literal) and body integers.
+struct Layout {
+    tag: u8,
+    kind_bits: u8,
+    lock: Option<LockRef>,
+    body: Body,
+}
+
+/// Body integers in order; deltas are resolved by the encoder against the CPU state.
+#[derive(Default)]
+struct Body {
+    fields: [Field; 4],
+    len: usize,
+}
+
+#[derive(Clone, Copy)]
+enum Field {
+    Uleb(u64),
+    PagePa(u64),
+    PtPa(u64),
+    PercpuAddr(u64),
+}
+
+impl Default for Field {
+    fn default() -> Self {
+        Field::Uleb(0)
+    }
+}
+
+impl Body {
+    fn of(fields: &[Field]) -> Body {
+        let mut body = Body {
+            len: fields.len(),
+            ..Body::default()
+        };
+        body.fields[..fields.len()].copy_from_slice(fields);
+        body
+    }
+}
+
+fn layout(kind: &EventKind) -> Layout {
+    use Field::{PagePa, PercpuAddr, PtPa, Uleb};
+    let plain = |tag, body| Layout { tag, kind_bits: 0, lock: None, body };
+    let lock_op = |op: u8, flavor, lock, kind_bits| Layout {
+        tag: tag::LOCK_BASE + 8 * op + flavor_code(flavor),
+        kind_bits,
+        lock: Some(lock),
+        body: Body::default(),
+    };
+    match *kind {
+        EventKind::LockAttempt { lock, flavor } => lock_op(tag::LOCK_OP_ATTEMPT, flavor, lock, 0),
+        EventKind::LockAcquired { lock, flavor } => {
+            lock_op(tag::LOCK_OP_ACQUIRED, flavor, lock, 0)
+        }
+        EventKind::LockRelease { lock, flavor } => lock_op(tag::LOCK_OP_RELEASE, flavor, lock, 0),
+        EventKind::Trylock { lock, flavor, acquired } => {
+            lock_op(tag::LOCK_OP_TRYLOCK, flavor, lock, u8::from(acquired) << 2)
+        }
+        EventKind::AssertHeld { lock } => Layout {
+            tag: tag::ASSERT_HELD,
+            kind_bits: 0,
+            lock: Some(lock),
+            body: Body::default(),
+        },
+        EventKind::IrqMask { old, new, cause } => Layout {
+            tag: tag::IRQ_MASK,
+            kind_bits: u8::from(old) | u8::from(new) << 1 | cause_code(cause) << 2,
+            lock: None,
+            body: Body::default(),
+        },
+        EventKind::HardIrqEnter { intid } => {
+            plain(tag::HARDIRQ_ENTER, Body::of(&[Uleb(intid.into())]))
+        }
+        EventKind::HardIrqExit { intid } => plain(tag::HARDIRQ_EXIT, Body::of(&[Uleb(intid.into())])),
+        EventKind::ContextSwitch { from, to } => plain(
+            tag::CONTEXT_SWITCH,
+            Body::of(&[Uleb(from.0.into()), Uleb(to.0.into())]),
+        ),
+        EventKind::Sleep => plain(tag::SLEEP, Body::default()),
+        EventKind::Wake { task } => plain(tag::WAKE, Body::of(&[Uleb(task.0.into())])),
+        EventKind::MightSleep => plain(tag::MIGHT_SLEEP, Body::default()),
+        EventKind::PageAlloc { order, gfp, pa } => plain(
+            tag::PAGE_ALLOC,
+            Body::of(&[Uleb(order.into()), Uleb(gfp.into()), PagePa(pa)]),
+        ),
+        EventKind::PageFree { pa, order } => {
+            plain(tag::PAGE_FREE, Body::of(&[PagePa(pa), Uleb(order.into())]))
+        }
+        EventKind::ReclaimEnter => plain(tag::RECLAIM_ENTER, Body::default()),
+        EventKind::ReclaimExit => plain(tag::RECLAIM_EXIT, Body::default()),
+        EventKind::PercpuAlloc { size, align, addr } => plain(
+            tag::PERCPU_ALLOC,
+            Body::of(&[Uleb(size), Uleb(align), PercpuAddr(addr)]),
+        ),
+        EventKind::PercpuFree { addr } => plain(tag::PERCPU_FREE, Body::of(&[PercpuAddr(addr)])),
+        EventKind::PageTableWrite { desc_pa, old, new } => plain(
+            tag::PT_WRITE,
+            Body::of(&[PtPa(desc_pa), Uleb(old), Uleb(new)]),
+        ),
+        EventKind::Tlbi { op, broadcast, operand } => {
+            let raw = match op {
+                TlbiOp::Other(encoding) => Body::of(&[Uleb(encoding.into()), Uleb(operand)]),
+                _ => Body::of(&[Uleb(operand)]),
+            };
+            Layout {
+                tag: tag::TLBI,
+                kind_bits: tlbi_code(op) | u8::from(broadcast) << 3,
+                lock: None,
+                body: raw,
+            }
+        }
+        EventKind::Dsb { option } => Layout {
+            tag: tag::DSB,
+            kind_bits: option.0,
+            lock: None,
+            body: Body::default(),
+        },
+        EventKind::Dmb { option } => Layout {
+            tag: tag::DMB,
+            kind_bits: option.0,
+            lock: None,
+            body: Body::default(),
+        },
+        EventKind::Isb => plain(tag::ISB, Body::default()),
+        EventKind::SchedDecision { cpu, slice } => {
+            plain(tag::SCHED, Body::of(&[Uleb(cpu.0.into()), Uleb(slice)]))
+        }
+        EventKind::IrqInject { cpu, intid } => plain(
+            tag::IRQ_INJECT,
+            Body::of(&[Uleb(cpu.0.into()), Uleb(intid.into())]),
+        ),
+        EventKind::Marker { label, value } => {
+            plain(tag::MARKER, Body::of(&[Uleb(label.0.into()), Uleb(value)]))
+        }
+        EventKind::Unknown { tag } => plain(tag, Body::default()),
+    }
+}
+
+/// Why the encoder refused an event (mapped to `WriteError` by the writer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum EncodeRefusal {
+    TimeWentBackwards { previous: u64 },
+    CpuOutOfRange,
+    NotAnExtensionTag { tag: u8 },
+    FieldOutOfRange { field: &'static str },
+}
+
+impl ChunkState {
+    pub fn new() -> Self {
+        ChunkState { cpus: Vec::new(), current: 0 }
+    }
+
+    fn cpu_state(&mut self, cpu: usize) -> &mut CpuState {
+        if self.cpus.len() <= cpu {
+            self.cpus.resize(cpu + 1, None);
+        }
+        self.cpus[cpu].get_or_insert_with(CpuState::new)
+    }
+
+    /// Appends `event` (and any CPU/task switch records it needs) to `out`. On refusal
+    /// nothing is appended and the state is unchanged.
+    pub fn encode(&mut self, event: &Event, out: &mut Vec<u8>) -> Result<(), EncodeRefusal> {
+        let cpu = usize::from(event.cpu.0);
+        if event.cpu.0 >= MAX_CPUS {
+            return Err(EncodeRefusal::CpuOutOfRange);
+        }
+        let layout = layout(&event.kind);
+        match event.kind {
+            EventKind::Unknown { tag } if tag < tag::FIRST_SIZED => {
+                return Err(EncodeRefusal::NotAnExtensionTag { tag });
+            }
+            EventKind::Dsb { option } | EventKind::Dmb { option } if option.0 > 0xf => {
+                return Err(EncodeRefusal::FieldOutOfRange { field: "barrier option" });
+            }
+            _ => {}
+        }
+        let previous = self.cpu_state(cpu).time;
+        if event.time < previous {
+            return Err(EncodeRefusal::TimeWentBackwards { previous });
+        }
+
+        if self.current != cpu {
+            out.push(tag::SET_CPU);
+            put_uleb(out, cpu as u64);
+            self.current = cpu;
+        }
+        let state = self.cpu_state(cpu);
+        if state.task != event.task {
+            out.push(tag::SET_TASK);
+            put_uleb(out, event.task.0.into());
+            state.task = event.task;
+        }
+
+        let t = usize::from(layout.tag);
+        let (pc_mode, pc_delta) = choose_addr_mode(event.pc, state.pc, state.pc_by_tag[t]);
+        let (caller_mode, caller_delta) =
+            choose_addr_mode(event.caller, state.caller, state.caller_by_tag[t]);
+        let (lock_mode, lock_literal) = match layout.lock {
+            None => (0, None),
+            Some(lock) => match state.locks.iter().position(|slot| *slot == Some(lock)) {
+                Some(slot) => {
+                    state.touch_lock(slot, lock);
+                    (slot as u8, None)
+                }
+                None => {
+                    let base = state.locks[0].map_or(0, |l| l.addr);
+                    state.touch_lock(MRU_SLOTS - 1, lock);
+                    (LITERAL_LOCK, Some((lock, base)))
+                }
+            },
+        };
+        let kind_bits = layout.kind_bits | lock_mode;
+        out.push(layout.tag);
+        out.push(pc_mode | caller_mode << 2 | kind_bits << 4);
+        put_uleb(out, event.time - state.time);
+        for delta in [pc_delta, caller_delta].into_iter().flatten() {
+            put_uleb(out, delta);
+        }
+        if let Some((lock, base)) = lock_literal {
+            put_zz_delta(out, lock.addr, base);
+            put_uleb(out, lock.class.0.into());
+        }
+        if layout.tag >= tag::FIRST_SIZED {
+            put_uleb(out, 0); // an extension kind we only know by tag: empty body
+        }
+        for field in &layout.body.fields[..layout.body.len] {
+            match *field {
+                Field::Uleb(value) => put_uleb(out, value),
+                Field::PagePa(pa) => {
+                    put_zz_delta(out, pa, state.page_pa);
+                    state.page_pa = pa;
+                }
+                Field::PtPa(pa) => {
+                    put_zz_delta(out, pa, state.pt_pa);
+                    state.pt_pa = pa;
+                }
+                Field::PercpuAddr(addr) => {
+                    put_zz_delta(out, addr, state.percpu_addr);
+                    state.percpu_addr = addr;
+                }
+            }
+        }
+        if let EventKind::ContextSwitch { to, .. } = event.kind {
+            state.task = to;
+        }
+        state.time = event.time;
+        state.pc = event.pc;
+        state.caller = event.caller;
+        state.pc_by_tag[t] = event.pc;
+        state.caller_by_tag[t] = event.caller;
+        Ok(())
+    }
+
+    /// Decodes the next record. Returns `Ok(None)` for records that are not events
+    /// (CPU/task switches, string definitions, which are appended to `strings`).
+    pub fn decode(
+        &mut self,
+        cursor: &mut ByteCursor,
+        strings: &mut Vec<Box<str>>,
+    ) -> Result<Option<Event>, Malformed> {
+        let uleb = |cursor: &mut ByteCursor| cursor.uleb().map_err(Malformed::varint);
+        let record_tag = cursor.u8().map_err(Malformed::varint)?;
+        match record_tag {
+            tag::DEFINE_STRING => {
+                let len = uleb(cursor)?;
+                if len > MAX_STRING_LEN as u64 {
+                    return Err(Malformed::new("string too long"));
+                }
+                let bytes = cursor.take(len as usize).map_err(Malformed::varint)?;
+                let text = std::str::from_utf8(bytes)
+                    .map_err(|_| Malformed::new("string is not UTF-8"))?;
+                if strings.len() >= u32::MAX as usize {
+                    return Err(Malformed::new("too many strings"));
+                }
+                strings.push(text.into());
+                return Ok(None);
+            }
+            tag::SET_CPU => {
+                let cpu = uleb(cursor)?;
+                if cpu >= u64::from(MAX_CPUS) {
+                    return Err(Malformed::new("CPU number out of range"));
+                }
+                self.current = cpu as usize;
+                return Ok(None);
+            }
+            tag::SET_TASK => {
+                let task = u32::try_from(uleb(cursor)?)
+                    .map_err(|_| Malformed::new("task id out of range"))?;
+                let current = self.current;
+                self.cpu_state(current).task = TaskId(task);
+                return Ok(None);
+            }
+            t if t < tag::FIRST_EVENT => return Err(Malformed::new("invalid record tag")),
+            _ => {}
+        }
+
+        let cpu_index = self.current;
+        let string_count = strings.len();
+        let state = self.cpu_state(cpu_index);
+        let t = usize::from(record_tag);
+        let flags = cursor.u8().map_err(Malformed::varint)?;
+        let kind_bits = flags >> 4;
+        let time = state
+            .time
+            .checked_add(uleb(cursor)?)
+            .ok_or(Malformed::new("time overflows"))?;
+        let pc = read_addr(cursor, flags & 3, state.pc, state.pc_by_tag[t])?;
+        let caller = read_addr(cursor, (flags >> 2) & 3, state.caller, state.caller_by_tag[t])?;
+
+        let string = |id: u64| -> Result<StrId, Malformed> {
+            if id < string_count as u64 {
+                Ok(StrId(id as u32))
+            } else {
+                Err(Malformed::new("undefined string id"))
+            }
+        };
+        let u32_field = |cursor: &mut ByteCursor, what| {
+            u32::try_from(uleb(cursor)?).map_err(|_| Malformed::new(what))
+        };
+        let u16_field = |cursor: &mut ByteCursor, what| {
+            u16::try_from(uleb(cursor)?).map_err(|_| Malformed::new(what))
+        };
+        let u8_field = |cursor: &mut ByteCursor, what| {
+            u8::try_from(uleb(cursor)?).map_err(|_| Malformed::new(what))
+        };
+        let delta_from = |cursor: &mut ByteCursor, base: u64| -> Result<u64, Malformed> {
+            Ok(base.wrapping_add(cursor.zigzag().map_err(Malformed::varint)? as u64))
+        };
+        let no_bits = |kind| {
+            if kind_bits == 0 {
+                Ok(kind)
+            } else {
+                Err(Malformed::new("reserved flag bits set"))
+            }
+        };
+        let read_lock = |cursor: &mut ByteCursor, state: &mut CpuState| {
+            let mode = kind_bits & 3;
+            if mode == LITERAL_LOCK {
+                let base = state.locks[0].map_or(0, |l| l.addr);
+                let addr = delta_from(cursor, base)?;
+                let class = string(uleb(cursor)?)?;
+                let lock = LockRef { addr, class };
+                state.touch_lock(MRU_SLOTS - 1, lock);
+                Ok(lock)
+            } else {
+                let slot = usize::from(mode);
+                let lock = state.locks[slot].ok_or(Malformed::new("lock slot is empty"))?;
+                state.touch_lock(slot, lock);
+                Ok(lock)
+            }
+        };
+
+        let kind = match record_tag {
+            tag::IRQ_MASK => {
+                let cause = match kind_bits >> 2 {
+                    0 => IrqMaskCause::Instruction,
+                    1 => IrqMaskCause::ExceptionEntry,
+                    2 => IrqMaskCause::Eret,
+                    _ => return Err(Malformed::new("invalid IRQ mask cause")),
+                };
+                EventKind::IrqMask { old: kind_bits & 1 != 0, new: kind_bits & 2 != 0, cause }
+            }
+            tag::HARDIRQ_ENTER => no_bits(EventKind::HardIrqEnter {
+                intid: u32_field(cursor, "interrupt number out of range")?,
+            })?,
+            tag::HARDIRQ_EXIT => no_bits(EventKind::HardIrqExit {
+                intid: u32_field(cursor, "interrupt number out of range")?,
+            })?,
+            tag::CONTEXT_SWITCH => {
+                let from = TaskId(u32_field(cursor, "task id out of range")?);
+                let to = TaskId(u32_field(cursor, "task id out of range")?);
+                no_bits(EventKind::ContextSwitch { from, to })?
+            }
+            tag::SLEEP => no_bits(EventKind::Sleep)?,
+            tag::WAKE => no_bits(EventKind::Wake {
+                task: TaskId(u32_field(cursor, "task id out of range")?),
+            })?,
+            tag::MIGHT_SLEEP => no_bits(EventKind::MightSleep)?,
+            tag::PAGE_ALLOC => {
+                let order = u8_field(cursor, "page order out of range")?;
+                let gfp = u32_field(cursor, "gfp flags out of range")?;
+                let pa = delta_from(cursor, state.page_pa)?;
+                state.page_pa = pa;
+                no_bits(EventKind::PageAlloc { order, gfp, pa })?
+            }
+            tag::PAGE_FREE => {
+                let pa = delta_from(cursor, state.page_pa)?;
+                state.page_pa = pa;
+                let order = u8_field(cursor, "page order out of range")?;
+                no_bits(EventKind::PageFree { pa, order })?
+            }
+            tag::RECLAIM_ENTER => no_bits(EventKind::ReclaimEnter)?,
+            tag::RECLAIM_EXIT => no_bits(EventKind::ReclaimExit)?,
+            tag::PERCPU_ALLOC => {
+                let size = uleb(cursor)?;
+                let align = uleb(cursor)?;
+                let addr = delta_from(cursor, state.percpu_addr)?;
+                state.percpu_addr = addr;
+                no_bits(EventKind::PercpuAlloc { size, align, addr })?
+            }
+            tag::PERCPU_FREE => {
+                let addr = delta_from(cursor, state.percpu_addr)?;
+                state.percpu_addr = addr;
+                no_bits(EventKind::PercpuFree { addr })?
+            }
+            tag::PT_WRITE => {
+                let desc_pa = delta_from(cursor, state.pt_pa)?;
+                state.pt_pa = desc_pa;
+                let old = uleb(cursor)?;
+                let new = uleb(cursor)?;
+                no_bits(EventKind::PageTableWrite { desc_pa, old, new })?
+            }
+            tag::TLBI => {
+                let op = match kind_bits & 7 {
+                    0 => TlbiOp::Vmalle1,
+                    1 => TlbiOp::Vae1,
+                    2 => TlbiOp::Vale1,
+                    3 => TlbiOp::Vaae1,
+                    4 => TlbiOp::Vaale1,
+                    5 => TlbiOp::Aside1,
+                    6 => TlbiOp::Other(u16_field(cursor, "TLBI encoding out of range")?),
+                    _ => return Err(Malformed::new("invalid TLBI op")),
+                };
+                let operand = uleb(cursor)?;
+                EventKind::Tlbi { op, broadcast: kind_bits & 8 != 0, operand }
+            }
+            tag::DSB => EventKind::Dsb { option: BarrierOption(kind_bits) },
+            tag::DMB => EventKind::Dmb { option: BarrierOption(kind_bits) },
+            tag::ISB => no_bits(EventKind::Isb)?,
+            tag::SCHED => {
+                let cpu = CpuId(u16_field(cursor, "CPU number out of range")?);
+                let slice = uleb(cursor)?;
+                no_bits(EventKind::SchedDecision { cpu, slice })?
+            }
+            tag::IRQ_INJECT => {
+                let cpu = CpuId(u16_field(cursor, "CPU number out of range")?);
+                let intid = u32_field(cursor, "interrupt number out of range")?;
+                no_bits(EventKind::IrqInject { cpu, intid })?
+            }
+            tag::MARKER => {
+                let label = string(uleb(cursor)?)?;
+                let value = uleb(cursor)?;
+                no_bits(EventKind::Marker { label, value })?
+            }
+            tag::ASSERT_HELD => {
+                if kind_bits >> 2 != 0 {
+                    return Err(Malformed::new("reserved flag bits set"));
+                }
+                EventKind::AssertHeld { lock: read_lock(cursor, state)? }
+            }
+            t if (tag::LOCK_BASE..tag::LOCK_BASE + 8 * tag::LOCK_OPS).contains(&t) => {
+                let op = (t - tag::LOCK_BASE) / 8;
+                let flavor = *LockFlavor::ALL
+                    .get(usize::from((t - tag::LOCK_BASE) % 8))
+                    .ok_or(Malformed::new("invalid lock flavor"))?;
+                let acquired = kind_bits & 4 != 0;
+                if kind_bits & 8 != 0 || (acquired && op != tag::LOCK_OP_TRYLOCK) {
+                    return Err(Malformed::new("reserved flag bits set"));
+                }
+                let lock = read_lock(cursor, state)?;
+                match op {
+                    tag::LOCK_OP_ATTEMPT => EventKind::LockAttempt { lock, flavor },
+                    tag::LOCK_OP_ACQUIRED => EventKind::LockAcquired { lock, flavor },
+                    tag::LOCK_OP_RELEASE => EventKind::LockRelease { lock, flavor },
+                    _ => EventKind::Trylock { lock, flavor, acquired },
+                }
+            }
+            t if t >= tag::FIRST_SIZED => {
+                let len = uleb(cursor)?;
+                let len = usize::try_from(len).map_err(|_| Malformed::new("body too long"))?;
+                cursor.take(len).map_err(Malformed::varint)?;
+                EventKind::Unknown { tag: t }
+            }
+            _ => return Err(Malformed::new("invalid record tag")),
+        };
+
+        if let EventKind::ContextSwitch { to, .. } = kind {
+            // The running task after a switch is `to` (the task field stays `from`).
+            let event_task = state.task;
+            state.task = to;
+            return Ok(Some(self.finish(cpu_index, record_tag, event_task, time, pc, caller, kind)));
+        }
+        let task = state.task;
+        Ok(Some(self.finish(cpu_index, record_tag, task, time, pc, caller, kind)))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn finish(
+        &mut self,
+        cpu: usize,
+        record_tag: u8,
+        task: TaskId,
+        time: u64,
+        pc: u64,
+        caller: u64,
+        kind: EventKind,
+    ) -> Event {
+        let state = self.cpu_state(cpu);
+        let t = usize::from(record_tag);
+        state.time = time;
+        state.pc = pc;
+        state.caller = caller;
+        state.pc_by_tag[t] = pc;
+        state.caller_by_tag[t] = caller;
+        Event { time, cpu: CpuId(cpu as u16), task, pc, caller, kind }
+    }
+}

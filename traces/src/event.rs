@@ -1,0 +1,273 @@
+//! The event model: what the host records about the guest.
+//!
+//! Every [`Event`] carries where and when it happened (CPU, running task, PC, caller PC,
+//! virtual time) and an [`EventKind`] with the kind-specific payload. Strings (lock class
+//! names, marker labels) are [`StrId`]s into the trace's string table, so an `Event` is a
+//! small `Copy` value that decodes without allocating.
+//!
+//! Conventions the probes follow and the analyses rely on:
+//! - A blocking lock operation is `LockAttempt` then `LockAcquired` (possibly much later,
+//!   after spinning or sleeping); a trylock is a single `Trylock` whose `acquired` tells
+//!   whether the lock is now held.
+//! - `_irqsave`/`_irqrestore` are the `SpinIrqSave` flavor of acquire and release; the DAIF
+//!   changes they make are separate `IrqMask` events.
+//! - After a `ContextSwitch` the CPU's running task is `to`.
+
+use std::fmt;
+
+/// A guest CPU (core) number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct CpuId(pub u16);
+
+/// A guest task (kernel thread) id as the guest numbers them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct TaskId(pub u32);
+
+/// An index into the trace's string table (dense, assigned in order of definition).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct StrId(pub u32);
+
+/// One recorded event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Event {
+    /// Virtual time: the machine's instruction count when the event happened. Never
+    /// decreases along one CPU's events.
+    pub time: u64,
+    pub cpu: CpuId,
+    /// The task running on `cpu` (for a context switch: the task switched away from).
+    pub task: TaskId,
+    /// Where it happened (for probes on a function: that function's hooked address).
+    pub pc: u64,
+    /// The return address into the caller (the call site), 0 when there is none.
+    pub caller: u64,
+    pub kind: EventKind,
+}
+
+/// A lock as the validator keys it: its address and its class.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct LockRef {
+    pub addr: u64,
+    /// A static lock's symbol, or a dynamic lock's init site (e.g. `"chunk->lock@alloc.rs:40"`).
+    pub class: StrId,
+}
+
+/// Which lock API was used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LockFlavor {
+    /// `spin_lock` / `spin_unlock`.
+    Spin,
+    /// `spin_lock_irq` / `spin_unlock_irq`.
+    SpinIrq,
+    /// `spin_lock_irqsave` / `spin_unlock_irqrestore`.
+    SpinIrqSave,
+    /// A sleeping mutex.
+    Mutex,
+    /// A lockdep-style pseudo-lock with no memory of its own (e.g. `fs_reclaim`).
+    Pseudo,
+}
+
+impl LockFlavor {
+    pub const ALL: [LockFlavor; 5] = [
+        LockFlavor::Spin,
+        LockFlavor::SpinIrq,
+        LockFlavor::SpinIrqSave,
+        LockFlavor::Mutex,
+        LockFlavor::Pseudo,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            LockFlavor::Spin => "spin",
+            LockFlavor::SpinIrq => "spin_irq",
+            LockFlavor::SpinIrqSave => "spin_irqsave",
+            LockFlavor::Mutex => "mutex",
+            LockFlavor::Pseudo => "pseudo",
+        }
+    }
+}
+
+/// What changed DAIF.I.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum IrqMaskCause {
+    /// `msr daifset/daifclr`, `msr daif, xN`.
+    Instruction,
+    /// Taking an exception masks IRQs.
+    ExceptionEntry,
+    /// `eret` restores SPSR's I bit.
+    Eret,
+}
+
+/// The operation of a `tlbi` instruction (EL1 forms, stage 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TlbiOp {
+    /// All entries of the current VMID.
+    Vmalle1,
+    /// By VA and ASID, all levels.
+    Vae1,
+    /// By VA and ASID, last level only.
+    Vale1,
+    /// By VA, all ASIDs, all levels.
+    Vaae1,
+    /// By VA, all ASIDs, last level only.
+    Vaale1,
+    /// By ASID.
+    Aside1,
+    /// Any other TLBI: its system-instruction encoding `op1:CRm:op2` (10 bits used).
+    Other(u16),
+}
+
+/// A barrier domain/type: the 4-bit `CRm` option field of `dsb`/`dmb`
+/// (e.g. `0b1111` = SY, `0b1011` = ISH, `0b1010` = ISHST).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct BarrierOption(pub u8);
+
+impl BarrierOption {
+    pub const OSHLD: BarrierOption = BarrierOption(0b0001);
+    pub const OSHST: BarrierOption = BarrierOption(0b0010);
+    pub const OSH: BarrierOption = BarrierOption(0b0011);
+    pub const NSHLD: BarrierOption = BarrierOption(0b0101);
+    pub const NSHST: BarrierOption = BarrierOption(0b0110);
+    pub const NSH: BarrierOption = BarrierOption(0b0111);
+    pub const ISHLD: BarrierOption = BarrierOption(0b1001);
+    pub const ISHST: BarrierOption = BarrierOption(0b1010);
+    pub const ISH: BarrierOption = BarrierOption(0b1011);
+    pub const LD: BarrierOption = BarrierOption(0b1101);
+    pub const ST: BarrierOption = BarrierOption(0b1110);
+    pub const SY: BarrierOption = BarrierOption(0b1111);
+
+    /// The assembler's name for the option, or `#imm` for the reserved encodings.
+    pub fn name(self) -> String {
+        let known = match self.0 {
+            0b0001 => "oshld",
+            0b0010 => "oshst",
+            0b0011 => "osh",
+            0b0101 => "nshld",
+            0b0110 => "nshst",
+            0b0111 => "nsh",
+            0b1001 => "ishld",
+            0b1010 => "ishst",
+            0b1011 => "ish",
+            0b1101 => "ld",
+            0b1110 => "st",
+            0b1111 => "sy",
+            other => return format!("#{other}"),
+        };
+        known.to_string()
+    }
+}
+
+/// What happened. Adding a kind: see `format` (new kinds use the sized tag range so
+/// older readers skip them as [`EventKind::Unknown`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    /// About to acquire (may spin or sleep before `LockAcquired`).
+    LockAttempt { lock: LockRef, flavor: LockFlavor },
+    LockAcquired { lock: LockRef, flavor: LockFlavor },
+    LockRelease { lock: LockRef, flavor: LockFlavor },
+    /// A trylock and whether it took the lock.
+    Trylock { lock: LockRef, flavor: LockFlavor, acquired: bool },
+    /// `lockdep_assert_held(lock)`.
+    AssertHeld { lock: LockRef },
+    /// DAIF.I changed from `old` to `new` (`true` = IRQs masked).
+    IrqMask { old: bool, new: bool, cause: IrqMaskCause },
+    HardIrqEnter { intid: u32 },
+    HardIrqExit { intid: u32 },
+    ContextSwitch { from: TaskId, to: TaskId },
+    /// The running task blocks.
+    Sleep,
+    /// The running task makes `task` runnable.
+    Wake { task: TaskId },
+    /// A `might_sleep()` point.
+    MightSleep,
+    /// Page allocator: `order`, GFP-like `flags`, resulting physical address (0 = failed).
+    PageAlloc { order: u8, gfp: u32, pa: u64 },
+    PageFree { pa: u64, order: u8 },
+    ReclaimEnter,
+    ReclaimExit,
+    /// Per-CPU allocation; `addr` 0 = failed.
+    PercpuAlloc { size: u64, align: u64, addr: u64 },
+    PercpuFree { addr: u64 },
+    /// A store to a page-table descriptor at physical address `desc_pa`.
+    PageTableWrite { desc_pa: u64, old: u64, new: u64 },
+    /// `tlbi <op>[is], <operand>`; `broadcast` is the inner-shareable (`…is`) form.
+    Tlbi { op: TlbiOp, broadcast: bool, operand: u64 },
+    Dsb { option: BarrierOption },
+    Dmb { option: BarrierOption },
+    Isb,
+    /// The host scheduler runs `cpu` for up to `slice` instructions.
+    SchedDecision { cpu: CpuId, slice: u64 },
+    /// The host raises interrupt `intid` on `cpu`.
+    IrqInject { cpu: CpuId, intid: u32 },
+    /// Free-form marker: a label and a value.
+    Marker { label: StrId, value: u64 },
+    /// A kind this reader does not know (written by a newer writer); its payload was
+    /// skipped. `tag` is its record tag (0x80..=0xff).
+    Unknown { tag: u8 },
+}
+
+impl EventKind {
+    /// A short stable name (for reports and exporters).
+    pub fn name(&self) -> &'static str {
+        match self {
+            EventKind::LockAttempt { .. } => "lock-attempt",
+            EventKind::LockAcquired { .. } => "lock-acquired",
+            EventKind::LockRelease { .. } => "lock-release",
+            EventKind::Trylock { .. } => "trylock",
+            EventKind::AssertHeld { .. } => "assert-held",
+            EventKind::IrqMask { .. } => "irq-mask",
+            EventKind::HardIrqEnter { .. } => "hardirq-enter",
+            EventKind::HardIrqExit { .. } => "hardirq-exit",
+            EventKind::ContextSwitch { .. } => "context-switch",
+            EventKind::Sleep => "sleep",
+            EventKind::Wake { .. } => "wake",
+            EventKind::MightSleep => "might-sleep",
+            EventKind::PageAlloc { .. } => "page-alloc",
+            EventKind::PageFree { .. } => "page-free",
+            EventKind::ReclaimEnter => "reclaim-enter",
+            EventKind::ReclaimExit => "reclaim-exit",
+            EventKind::PercpuAlloc { .. } => "percpu-alloc",
+            EventKind::PercpuFree { .. } => "percpu-free",
+            EventKind::PageTableWrite { .. } => "pt-write",
+            EventKind::Tlbi { .. } => "tlbi",
+            EventKind::Dsb { .. } => "dsb",
+            EventKind::Dmb { .. } => "dmb",
+            EventKind::Isb => "isb",
+            EventKind::SchedDecision { .. } => "sched",
+            EventKind::IrqInject { .. } => "irq-inject",
+            EventKind::Marker { .. } => "marker",
+            EventKind::Unknown { .. } => "unknown",
+        }
+    }
+
+    /// The lock this event is about, if any.
+    pub fn lock(&self) -> Option<LockRef> {
+        match *self {
+            EventKind::LockAttempt { lock, .. }
+            | EventKind::LockAcquired { lock, .. }
+            | EventKind::LockRelease { lock, .. }
+            | EventKind::Trylock { lock, .. }
+            | EventKind::AssertHeld { lock } => Some(lock),
+            _ => None,
+        }
+    }
+
+    /// Every string id the payload refers to (at most one today).
+    pub fn string_ref(&self) -> Option<StrId> {
+        match *self {
+            EventKind::Marker { label, .. } => Some(label),
+            _ => self.lock().map(|lock| lock.class),
+        }
+    }
+}
+
+impl fmt::Display for CpuId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "cpu{}", self.0)
+    }
+}
+
+impl fmt::Display for TaskId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "task{}", self.0)
+    }
+}

@@ -1,0 +1,194 @@
+//! The binary trace format, byte by byte (format version 1.0).
+//!
+//! All fixed-width integers are little-endian. `uleb` is unsigned LEB128 and `zz` is a
+//! zigzag-mapped signed value stored as `uleb` (see [`crate::varint`]). `str` is
+//! `uleb length` followed by that many bytes of UTF-8. CRC-32 is the IEEE/zlib CRC
+//! (reflected polynomial `0xEDB88320`, initial value and final xor `0xFFFFFFFF`).
+//!
+//! ```text
+//! file    = header frame* trailer?
+//! ```
+//!
+//! # Header
+//!
+//! | offset | size | field |
+//! | --- | --- | --- |
+//! | 0 | 8 | magic `89 50 43 50 55 54 52 0A` (`\x89PCPUTR\n`) |
+//! | 8 | 2 | format major version (u16) — a reader refuses any major it does not know |
+//! | 10 | 2 | format minor version (u16) — a newer minor only adds things older readers skip |
+//! | 12 | 4 | `body_len` (u32), at most [`MAX_HEADER_BODY`] |
+//! | 16 | 4 | CRC-32 of the body |
+//! | 20 | `body_len` | body |
+//!
+//! The body is, in order: 32 bytes SHA-256 of the guest ELF file; `uleb cpus`;
+//! `str variant`; `str scenario`; `uleb seed`; `str scheduler`; `uleb quantum`;
+//! `uleb n` then `n` pairs `str key, str value` of further configuration, keys unique and
+//! in ascending byte order. Bytes after that inside the body are reserved for later minor
+//! versions and ignored.
+//!
+//! # Frames
+//!
+//! After the header come frames, each a 13-byte frame header and a payload:
+//!
+//! | offset | size | field |
+//! | --- | --- | --- |
+//! | 0 | 1 | frame kind: [`FRAME_CHUNK`] (`'C'`) or [`FRAME_TRAILER`] (`'T'`) |
+//! | 1 | 4 | `payload_len` (u32), at most [`MAX_PAYLOAD`] |
+//! | 5 | 4 | `event_count` (u32): event records in the payload (0 for the trailer) |
+//! | 9 | 4 | CRC-32 of frame bytes 0..9 followed by the payload |
+//! | 13 | `payload_len` | payload |
+//!
+//! The writer emits a frame in one piece when its chunk is full (or on request), so a
+//! killed writer leaves whole frames plus at most one partial one. The trailer, written by
+//! a clean finish, is the last frame; its payload is `uleb total_events`,
+//! `uleb chunk_count`, `uleb string_count`. A reader keeps every event of every frame
+//! before the first frame that is truncated, fails its CRC or does not decode, and
+//! reports what it dropped.
+//!
+//! # Chunk payload: records
+//!
+//! A chunk payload is a sequence of records. Decoding state is reset at the start of every
+//! chunk, so a chunk decodes on its own given the strings defined before it. The state is:
+//! the current CPU (initially 0) and, per CPU, all initially 0: running task, time, pc,
+//! caller, last page PA, last page-table descriptor PA, last per-CPU address, a table
+//! "last pc / last caller seen with record tag t" for each of the 256 tags, and a
+//! three-slot most-recently-used list of locks (initially empty). CPU numbers are below
+//! [`MAX_CPUS`].
+//!
+//! Each record starts with a tag byte:
+//!
+//! | tag | record |
+//! | --- | --- |
+//! | `0x00` | invalid |
+//! | `0x01` | define string: `str`; it gets the next string id (0, 1, 2, … in file order) |
+//! | `0x02` | set current CPU: `uleb cpu` |
+//! | `0x03` | set running task of the current CPU: `uleb task` (u32) |
+//! | `0x04..=0x0f` | reserved (invalid in 1.x) |
+//! | `0x10..=0x7f` | an event of a kind every 1.x reader knows (table below); unlisted tags are invalid |
+//! | `0x80..=0xff` | an event of a kind added later: common part, `uleb body_len`, body |
+//!
+//! An event record (tag ≥ `0x10`) is `tag`, `flags`, `uleb time_delta`, the pc, the
+//! caller, then the kind's body. Its CPU is the current CPU and its task that CPU's
+//! running task. `time = cpu.time + time_delta`.
+//!
+//! `flags` bits 0–1 choose how the pc is coded and bits 2–3 how the caller is coded, both
+//! with the same four modes, where `prev` is the value of this CPU's previous event in the
+//! chunk and `for_tag` the value of this CPU's last event with the same tag (0 if none):
+//!
+//! | mode | value | bytes that follow |
+//! | --- | --- | --- |
+//! | 0 | `for_tag` | none |
+//! | 1 | `prev` | none |
+//! | 2 | `for_tag + d` (wrapping) | `zz d` |
+//! | 3 | `prev + d` (wrapping) | `zz d` |
+//!
+//! (the pc's bytes, if any, come before the caller's). Bits 4–7 are kind-specific and
+//! must be 0 where the table says nothing. After the record the CPU's time, pc and caller
+//! and the tag's `for_tag` values are updated.
+//!
+//! A lock reference (`lock` below) is coded by flags bits 4–5: 0, 1 or 2 name the lock in
+//! that slot of the CPU's MRU list (slot 0 = most recent; naming an empty slot is
+//! invalid); 3 means a literal follows: `zz (addr − slot0.addr)` (slot0.addr = 0 when
+//! empty) then `uleb class` (a string id). The lock then moves to (or enters at) slot 0,
+//! pushing the others down; the third slot falls off. Two locks are the same slot only if
+//! both address and class match.
+//!
+//! | tag | kind | flags bits 4–7 | body |
+//! | --- | --- | --- | --- |
+//! | `0x10` | IRQ mask | bit 4 old I, bit 5 new I, bits 6–7 cause (0 instruction, 1 exception entry, 2 eret) | — |
+//! | `0x11` | hard-IRQ entry | — | `uleb intid` |
+//! | `0x12` | hard-IRQ exit | — | `uleb intid` |
+//! | `0x13` | context switch | — | `uleb from`, `uleb to`; afterwards the CPU's running task is `to` |
+//! | `0x14` | sleep | — | — |
+//! | `0x15` | wake | — | `uleb task` |
+//! | `0x16` | might-sleep | — | — |
+//! | `0x17` | page alloc | — | `uleb order`, `uleb gfp`, `zz (pa − cpu.page_pa)`; then `cpu.page_pa = pa` |
+//! | `0x18` | page free | — | `zz (pa − cpu.page_pa)`, `uleb order`; then `cpu.page_pa = pa` |
+//! | `0x19` | reclaim entry | — | — |
+//! | `0x1a` | reclaim exit | — | — |
+//! | `0x1b` | per-CPU alloc | — | `uleb size`, `uleb align`, `zz (addr − cpu.percpu_addr)`; then `cpu.percpu_addr = addr` |
+//! | `0x1c` | per-CPU free | — | `zz (addr − cpu.percpu_addr)`; then `cpu.percpu_addr = addr` |
+//! | `0x1d` | page-table write | — | `zz (desc_pa − cpu.pt_pa)`, `uleb old`, `uleb new`; then `cpu.pt_pa = desc_pa` |
+//! | `0x1e` | TLBI | bits 4–6 op (0 vmalle1, 1 vae1, 2 vale1, 3 vaae1, 4 vaale1, 5 aside1, 6 other), bit 7 inner-shareable | op 6 only: `uleb encoding` (u16); then `uleb operand` |
+//! | `0x1f` | DSB | bits 4–7 the CRm option | — |
+//! | `0x20` | DMB | bits 4–7 the CRm option | — |
+//! | `0x21` | ISB | — | — |
+//! | `0x22` | scheduler decision | — | `uleb cpu` (u16), `uleb slice` |
+//! | `0x23` | interrupt injection | — | `uleb cpu` (u16), `uleb intid` (u32) |
+//! | `0x24` | assert-held | bits 4–5 lock | `lock` literal if any |
+//! | `0x25` | marker | — | `uleb label` (string id), `uleb value` |
+//! | `0x40 + 8·op + flavor` | lock operation | bits 4–5 lock; bit 6 trylock result (op 3 only) | `lock` literal if any |
+//!
+//! Lock `op`: 0 attempt, 1 acquired, 2 release, 3 trylock. `flavor`: 0 spin, 1 spin_irq,
+//! 2 spin_irqsave, 3 mutex, 4 pseudo-lock. Ops 4–7 and flavors 5–7 are invalid in 1.x.
+//! Every string id a record uses must already be defined.
+//!
+//! # Extending
+//!
+//! A new event kind takes an unused tag in `0x80..=0xff` and a new minor version: its
+//! record is the common part (tag, flags with bits 4–7 its own, time, pc, caller), then
+//! `uleb body_len` and the body. An older reader decodes the common part (so time and pc
+//! deltas stay in step), skips the body and yields [`crate::EventKind::Unknown`]. Such a
+//! record must not touch any other decoding state. Changing anything else needs a new
+//! major version.
+
+/// First bytes of every trace file.
+pub const MAGIC: [u8; 8] = *b"\x89PCPUTR\n";
+/// The format major version this crate writes and reads.
+pub const VERSION_MAJOR: u16 = 1;
+/// The format minor version this crate writes (it reads any minor of its major).
+pub const VERSION_MINOR: u16 = 0;
+/// Size of the fixed part of the header (before the body).
+pub const HEADER_FIXED_LEN: usize = 20;
+/// Largest header body a reader accepts.
+pub const MAX_HEADER_BODY: u32 = 1 << 20;
+/// Size of a frame header.
+pub const FRAME_HEADER_LEN: usize = 13;
+/// Largest frame payload a reader accepts (a larger length means corruption).
+pub const MAX_PAYLOAD: u32 = 16 << 20;
+/// Frame kind of an event chunk.
+pub const FRAME_CHUNK: u8 = b'C';
+/// Frame kind of the trailer.
+pub const FRAME_TRAILER: u8 = b'T';
+/// CPU numbers in a trace are below this.
+pub const MAX_CPUS: u16 = 1024;
+/// Longest string the writer defines (bytes).
+pub const MAX_STRING_LEN: usize = 64 << 10;
+
+pub(crate) mod tag {
+    pub const DEFINE_STRING: u8 = 0x01;
+    pub const SET_CPU: u8 = 0x02;
+    pub const SET_TASK: u8 = 0x03;
+    /// Smallest event tag.
+    pub const FIRST_EVENT: u8 = 0x10;
+    pub const IRQ_MASK: u8 = 0x10;
+    pub const HARDIRQ_ENTER: u8 = 0x11;
+    pub const HARDIRQ_EXIT: u8 = 0x12;
+    pub const CONTEXT_SWITCH: u8 = 0x13;
+    pub const SLEEP: u8 = 0x14;
+    pub const WAKE: u8 = 0x15;
+    pub const MIGHT_SLEEP: u8 = 0x16;
+    pub const PAGE_ALLOC: u8 = 0x17;
+    pub const PAGE_FREE: u8 = 0x18;
+    pub const RECLAIM_ENTER: u8 = 0x19;
+    pub const RECLAIM_EXIT: u8 = 0x1a;
+    pub const PERCPU_ALLOC: u8 = 0x1b;
+    pub const PERCPU_FREE: u8 = 0x1c;
+    pub const PT_WRITE: u8 = 0x1d;
+    pub const TLBI: u8 = 0x1e;
+    pub const DSB: u8 = 0x1f;
+    pub const DMB: u8 = 0x20;
+    pub const ISB: u8 = 0x21;
+    pub const SCHED: u8 = 0x22;
+    pub const IRQ_INJECT: u8 = 0x23;
+    pub const ASSERT_HELD: u8 = 0x24;
+    pub const MARKER: u8 = 0x25;
+    pub const LOCK_BASE: u8 = 0x40;
+    pub const LOCK_OP_ATTEMPT: u8 = 0;
+    pub const LOCK_OP_ACQUIRED: u8 = 1;
+    pub const LOCK_OP_RELEASE: u8 = 2;
+    pub const LOCK_OP_TRYLOCK: u8 = 3;
+    pub const LOCK_OPS: u8 = 4;
+    /// Smallest tag of the sized (skippable) range.
+    pub const FIRST_SIZED: u8 = 0x80;
+}
