@@ -12,7 +12,11 @@ pub struct RawRun {
     pub end: RunEnd,
 }
 
-pub fn raw_single_instance(kernel: &KernelImage, bootargs: &str, insns: u64) -> Result<RawRun, EmuError> {
+pub fn raw_single_instance(
+    kernel: &KernelImage,
+    bootargs: &str,
+    insns: u64,
+) -> Result<RawRun, EmuError> {
     let config = MachineConfig {
         cpus: 1,
         quantum: insns,
@@ -22,5 +26,8 @@ pub fn raw_single_instance(kernel: &KernelImage, bootargs: &str, insns: u64) -> 
     };
     let mut machine = Machine::with_hooks(config, kernel, Hooks::CountOnly)?;
     let outcome = machine.run(&mut |_, _| {});
-    Ok(RawRun { insns: outcome.total_insns, end: outcome.end })
+    Ok(RawRun {
+        insns: outcome.total_insns,
+        end: outcome.end,
+    })
 }

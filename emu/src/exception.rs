@@ -34,7 +34,10 @@ impl Synchronous {
             Self::Svc { imm } => (0x15, imm as u64),
             Self::Brk { imm } => (0x3c, imm as u64),
             Self::InstructionAbort { .. } => (0x20 | same_el, TRANSLATION_FAULT_L3),
-            Self::DataAbort { is_write, .. } => (0x24 | same_el, TRANSLATION_FAULT_L3 | (is_write as u64) << 6),
+            Self::DataAbort { is_write, .. } => (
+                0x24 | same_el,
+                TRANSLATION_FAULT_L3 | (is_write as u64) << 6,
+            ),
         };
         (ec << 26) | IL | iss
     }
@@ -102,7 +105,8 @@ pub fn enter<D>(uc: &mut Unicorn<'_, D>, kind: Kind, return_pc: u64) -> Result<u
     }
     write(uc, RegisterARM64::PSTATE, PSTATE_EL1H_MASKED);
     // A CP_REG write also rebuilds Unicorn's cached hflags after the PSTATE change.
-    uc.reg_write_arm64_coproc(&SPSR_EL1.val(old_pstate)).expect("SPSR_EL1 write");
+    uc.reg_write_arm64_coproc(&SPSR_EL1.val(old_pstate))
+        .expect("SPSR_EL1 write");
     let pc = vbar + vector;
     write(uc, RegisterARM64::PC, pc);
     Ok(pc)

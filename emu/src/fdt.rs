@@ -81,7 +81,10 @@ pub fn build(board: &BoardDescription<'_>) -> Result<Vec<u8>, vm_fdt::Error> {
     let timer = fdt.begin_node("timer")?;
     fdt.property_string("compatible", "arm,armv8-timer")?;
     // Secure, non-secure physical, virtual, hypervisor: PPIs 13, 14, 11, 10.
-    let ppis: Vec<u32> = [13, 14, 11, 10].iter().flat_map(|&p| [GIC_PPI, p, ppi_flags]).collect();
+    let ppis: Vec<u32> = [13, 14, 11, 10]
+        .iter()
+        .flat_map(|&p| [GIC_PPI, p, ppi_flags])
+        .collect();
     fdt.property_array_u32("interrupts", &ppis)?;
     fdt.property_null("always-on")?;
     fdt.end_node(timer)?;
@@ -95,7 +98,10 @@ pub fn build(board: &BoardDescription<'_>) -> Result<Vec<u8>, vm_fdt::Error> {
     fdt.end_node(clock)?;
 
     let uart = fdt.begin_node(&format!("pl011@{UART_BASE:x}"))?;
-    fdt.property_string_list("compatible", vec!["arm,pl011".into(), "arm,primecell".into()])?;
+    fdt.property_string_list(
+        "compatible",
+        vec!["arm,pl011".into(), "arm,primecell".into()],
+    )?;
     fdt.property_array_u64("reg", &[UART_BASE, UART_SIZE])?;
     fdt.property_array_u32("interrupts", &[GIC_SPI, 1, IRQ_LEVEL_HIGH])?;
     fdt.property_array_u32("clocks", &[CLOCK_PHANDLE, CLOCK_PHANDLE])?;
@@ -129,9 +135,16 @@ mod tests {
         let psci = fdt.find_compatible(&["arm,psci-0.2"]).unwrap();
         assert_eq!(psci.property("method").unwrap().as_str(), Some("hvc"));
         let uart = fdt.find_compatible(&["arm,pl011"]).unwrap();
-        assert_eq!(uart.reg().unwrap().next().unwrap().starting_address as u64, UART_BASE);
+        assert_eq!(
+            uart.reg().unwrap().next().unwrap().starting_address as u64,
+            UART_BASE
+        );
         let gic = fdt.find_compatible(&["arm,cortex-a15-gic"]).unwrap();
-        let regs: Vec<u64> = gic.reg().unwrap().map(|r| r.starting_address as u64).collect();
+        let regs: Vec<u64> = gic
+            .reg()
+            .unwrap()
+            .map(|r| r.starting_address as u64)
+            .collect();
         assert_eq!(regs, [DIST_BASE, CPU_IF_BASE]);
         assert_eq!(dtb_address(0x4000_0000, 128 << 20), 0x4400_0000);
     }

@@ -69,7 +69,11 @@ impl Gic {
     pub fn set_ppi_level(&mut self, cpu: usize, intid: u32, high: bool) {
         let bit = 1u32 << intid;
         let c = &mut self.cpus[cpu];
-        c.ppi_level = if high { c.ppi_level | bit } else { c.ppi_level & !bit };
+        c.ppi_level = if high {
+            c.ppi_level | bit
+        } else {
+            c.ppi_level & !bit
+        };
     }
 
     /// Whether `cpu`'s IRQ line is asserted: an enabled, pending, inactive interrupt
@@ -81,10 +85,17 @@ impl Gic {
     /// Highest-priority deliverable interrupt for `cpu`: (INTID, source CPU for SGIs).
     fn best_pending(&self, cpu: usize) -> Option<(u32, u32)> {
         let c = &self.cpus[cpu];
-        let running = c.active.iter().map(|&(_, p)| p as u16).min().unwrap_or(IDLE_PRIORITY);
+        let running = c
+            .active
+            .iter()
+            .map(|&(_, p)| p as u16)
+            .min()
+            .unwrap_or(IDLE_PRIORITY);
         let mut best: Option<(u8, u32, u32)> = None;
         for intid in 0..NR_IRQS as u32 {
-            let Some(source) = self.pending_source(cpu, intid) else { continue };
+            let Some(source) = self.pending_source(cpu, intid) else {
+                continue;
+            };
             if !self.enabled(cpu, intid) || c.active.iter().any(|&(a, _)| a == intid) {
                 continue;
             }
@@ -133,7 +144,9 @@ impl Gic {
         if !(self.dist_enabled && self.cpus[cpu].enabled) {
             return SPURIOUS;
         }
-        let Some((intid, source)) = self.best_pending(cpu) else { return SPURIOUS };
+        let Some((intid, source)) = self.best_pending(cpu) else {
+            return SPURIOUS;
+        };
         let prio = self.priority(cpu, intid);
         let i = intid as usize;
         let c = &mut self.cpus[cpu];
@@ -205,17 +218,33 @@ impl Gic {
                 .filter(|&i| self.pending_source(cpu, i).is_some())
                 .fold(0, |acc, i| acc | 1 << i),
             0x204 | 0x284 => self.spi_pending,
-            0x300 | 0x380 => c.active.iter().filter(|&&(a, _)| a < 32).fold(0, |acc, &(a, _)| acc | 1 << a),
-            0x400..=0x7fc if offset < 0x400 + NR_IRQS as u64 => {
-                bytes(&|i| if i < PRIVATE { c.private_priority[i] } else { self.spi_priority[i - PRIVATE] })
+            0x300 | 0x380 => c
+                .active
+                .iter()
+                .filter(|&&(a, _)| a < 32)
+                .fold(0, |acc, &(a, _)| acc | 1 << a),
+            0x400..=0x7fc if offset < 0x400 + NR_IRQS as u64 => bytes(&|i| {
+                if i < PRIVATE {
+                    c.private_priority[i]
+                } else {
+                    self.spi_priority[i - PRIVATE]
+                }
+            }),
+            0x800..=0xbfc if offset < 0x800 + NR_IRQS as u64 => bytes(&|i| {
+                if i < PRIVATE {
+                    1 << cpu
+                } else {
+                    self.spi_targets[i - PRIVATE]
+                }
+            }),
+            0xc00..=0xcfc if offset < 0xc00 + NR_IRQS as u64 / 4 => {
+                self.config[((offset - 0xc00) / 4) as usize]
             }
-            0x800..=0xbfc if offset < 0x800 + NR_IRQS as u64 => {
-                bytes(&|i| if i < PRIVATE { 1 << cpu } else { self.spi_targets[i - PRIVATE] })
-            }
-            0xc00..=0xcfc if offset < 0xc00 + NR_IRQS as u64 / 4 => self.config[((offset - 0xc00) / 4) as usize],
             0xf10..=0xf1c | 0xf20..=0xf2c => {
                 let first = ((offset & 0xf) as usize / 4) * 4;
-                (0..4).fold(0, |acc, k| acc | (c.sgi_sources[first + k] as u32) << (8 * k))
+                (0..4).fold(0, |acc, k| {
+                    acc | (c.sgi_sources[first + k] as u32) << (8 * k)
+                })
             }
             0xfe8 => 0x2b, // PIDR2: architecture version 2
             _ => 0,
@@ -235,7 +264,11 @@ impl Gic {
             0x280 => self.cpus[cpu].ppi_pending &= !value,
             0x284 => self.spi_pending &= !value,
             0x400..=0xbff => {
-                let (base, targets) = if offset < 0x800 { (0x400, false) } else { (0x800, true) };
+                let (base, targets) = if offset < 0x800 {
+                    (0x400, false)
+                } else {
+                    (0x800, true)
+                };
                 for k in 0..size {
                     let i = (offset - base) as usize + k;
                     let byte = (value >> (8 * k)) as u8;
@@ -263,8 +296,15 @@ impl Gic {
             0x04 => c.pmr as u32,
             0x08 => c.bpr,
             0x0c => self.acknowledge(cpu),
-            0x14 => c.active.iter().map(|&(_, p)| p as u32).min().unwrap_or(0xff),
-            0x18 => self.best_pending(cpu).map_or(SPURIOUS, |(i, s)| i | s << 10),
+            0x14 => c
+                .active
+                .iter()
+                .map(|&(_, p)| p as u32)
+                .min()
+                .unwrap_or(0xff),
+            0x18 => self
+                .best_pending(cpu)
+                .map_or(SPURIOUS, |(i, s)| i | s << 10),
             0xfc => 0x0202_043b,
             _ => 0,
         }) as u64

@@ -28,7 +28,11 @@ pub struct MemAccess {
 pub enum Offset {
     Imm(i64),
     /// Register `reg` (31 = XZR), extended by `option` and shifted left by `shift`.
-    Reg { reg: u32, option: u32, shift: u32 },
+    Reg {
+        reg: u32,
+        option: u32,
+        shift: u32,
+    },
 }
 
 fn sign_extend(value: u32, bits: u32) -> i64 {
@@ -48,34 +52,74 @@ pub fn decode_mem_access(word: u32) -> Option<MemAccess> {
     if word & 0x3b00_0000 == 0x3900_0000 {
         // Unsigned immediate offset.
         let imm = ((word >> 10) & 0xfff) as i64;
-        return Some(MemAccess { base, offset: Offset::Imm(imm << simd_scale), is_write: single_is_write });
+        return Some(MemAccess {
+            base,
+            offset: Offset::Imm(imm << simd_scale),
+            is_write: single_is_write,
+        });
     }
     if word & 0x3b20_0c00 == 0x3820_0800 {
         // Register offset.
         let shift = if word & (1 << 12) != 0 { simd_scale } else { 0 };
-        let offset = Offset::Reg { reg: (word >> 16) & 31, option: (word >> 13) & 7, shift };
-        return Some(MemAccess { base, offset, is_write: single_is_write });
+        let offset = Offset::Reg {
+            reg: (word >> 16) & 31,
+            option: (word >> 13) & 7,
+            shift,
+        };
+        return Some(MemAccess {
+            base,
+            offset,
+            is_write: single_is_write,
+        });
     }
     if word & 0x3b20_0000 == 0x3800_0000 {
         // Unscaled, post-index, unprivileged, pre-index (bits 11:10 = 00, 01, 10, 11).
         let post_index = (word >> 10) & 3 == 1;
-        let imm = if post_index { 0 } else { sign_extend((word >> 12) & 0x1ff, 9) };
-        return Some(MemAccess { base, offset: Offset::Imm(imm), is_write: single_is_write });
+        let imm = if post_index {
+            0
+        } else {
+            sign_extend((word >> 12) & 0x1ff, 9)
+        };
+        return Some(MemAccess {
+            base,
+            offset: Offset::Imm(imm),
+            is_write: single_is_write,
+        });
     }
     if word & 0x3b20_0c00 == 0x3820_0000 {
         // LSE atomics: read and write at the base address.
-        return Some(MemAccess { base, offset: Offset::Imm(0), is_write: true });
+        return Some(MemAccess {
+            base,
+            offset: Offset::Imm(0),
+            is_write: true,
+        });
     }
     if word & 0x3a00_0000 == 0x2800_0000 {
         // Load/store pair: bits 24:23 = 01 post-index, else offset/pre-index.
         let post_index = (word >> 23) & 3 == 1;
-        let scale = if simd { 2 + (word >> 30) } else { 2 + (word >> 31) };
-        let imm = if post_index { 0 } else { sign_extend((word >> 15) & 0x7f, 7) << scale };
-        return Some(MemAccess { base, offset: Offset::Imm(imm), is_write: word & (1 << 22) == 0 });
+        let scale = if simd {
+            2 + (word >> 30)
+        } else {
+            2 + (word >> 31)
+        };
+        let imm = if post_index {
+            0
+        } else {
+            sign_extend((word >> 15) & 0x7f, 7) << scale
+        };
+        return Some(MemAccess {
+            base,
+            offset: Offset::Imm(imm),
+            is_write: word & (1 << 22) == 0,
+        });
     }
     if word & 0x3f00_0000 == 0x0800_0000 {
         // Exclusive and acquire/release: address is the base register.
-        return Some(MemAccess { base, offset: Offset::Imm(0), is_write: word & (1 << 22) == 0 });
+        return Some(MemAccess {
+            base,
+            offset: Offset::Imm(0),
+            is_write: word & (1 << 22) == 0,
+        });
     }
     None
 }
@@ -87,7 +131,11 @@ impl MemAccess {
         let base = reg(self.base);
         match self.offset {
             Offset::Imm(imm) => base.wrapping_add(imm as u64),
-            Offset::Reg { reg: r, option, shift } => {
+            Offset::Reg {
+                reg: r,
+                option,
+                shift,
+            } => {
                 let raw = if r == 31 { 0 } else { reg(r) };
                 let extended = match option {
                     0b010 => raw as u32 as u64,

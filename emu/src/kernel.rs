@@ -27,9 +27,17 @@ impl fmt::Display for KernelError {
         match self {
             Self::Unreadable { path, reason } => write!(f, "cannot read kernel {path}: {reason}"),
             Self::NotElf => write!(f, "kernel is not an ELF file"),
-            Self::Not64Bit => write!(f, "kernel is a 32-bit ELF; an AArch64 (64-bit) kernel is needed"),
-            Self::NotLittleEndian => write!(f, "kernel is a big-endian ELF; a little-endian AArch64 kernel is needed"),
-            Self::WrongMachine { machine } => write!(f, "kernel is built for {machine}, not AArch64"),
+            Self::Not64Bit => write!(
+                f,
+                "kernel is a 32-bit ELF; an AArch64 (64-bit) kernel is needed"
+            ),
+            Self::NotLittleEndian => write!(
+                f,
+                "kernel is a big-endian ELF; a little-endian AArch64 kernel is needed"
+            ),
+            Self::WrongMachine { machine } => {
+                write!(f, "kernel is built for {machine}, not AArch64")
+            }
             Self::NoLoadableSegment => write!(f, "kernel has no loadable (PT_LOAD) segment"),
             Self::SegmentOutsideRam { paddr, size } => write!(
                 f,
@@ -83,7 +91,9 @@ impl KernelImage {
         check_ident(&bytes)?;
         let elf = Elf::parse(&bytes).map_err(|e| KernelError::Malformed(e.to_string()))?;
         if elf.header.e_machine != header::EM_AARCH64 {
-            return Err(KernelError::WrongMachine { machine: machine_name(elf.header.e_machine) });
+            return Err(KernelError::WrongMachine {
+                machine: machine_name(elf.header.e_machine),
+            });
         }
         let segments: Vec<Segment> = elf
             .program_headers
@@ -101,9 +111,15 @@ impl KernelImage {
             return Err(KernelError::NoLoadableSegment);
         }
         for s in &segments {
-            let in_file = s.file_offset.checked_add(s.file_size).is_some_and(|end| end <= bytes.len() as u64);
+            let in_file = s
+                .file_offset
+                .checked_add(s.file_size)
+                .is_some_and(|end| end <= bytes.len() as u64);
             if !in_file || s.file_size > s.mem_size {
-                return Err(KernelError::Malformed(format!("segment at {:#x} exceeds the file", s.paddr)));
+                return Err(KernelError::Malformed(format!(
+                    "segment at {:#x} exceeds the file",
+                    s.paddr
+                )));
             }
         }
         let mut symbols: Vec<Symbol> = elf
@@ -121,7 +137,12 @@ impl KernelImage {
             })
             .collect();
         symbols.sort_by_key(|s| (s.addr, std::cmp::Reverse(s.size)));
-        let image = Self { entry: elf.entry, bytes: Vec::new(), segments, symbols };
+        let image = Self {
+            entry: elf.entry,
+            bytes: Vec::new(),
+            segments,
+            symbols,
+        };
         Ok(Self { bytes, ..image })
     }
 
@@ -135,7 +156,10 @@ impl KernelImage {
     /// tail past the file contents).
     pub fn load_into(&self, mem: &mut dyn GuestMemory) -> Result<(), KernelError> {
         for s in &self.segments {
-            let outside = |_: OutOfRam| KernelError::SegmentOutsideRam { paddr: s.paddr, size: s.mem_size };
+            let outside = |_: OutOfRam| KernelError::SegmentOutsideRam {
+                paddr: s.paddr,
+                size: s.mem_size,
+            };
             let data = &self.bytes[s.file_offset as usize..(s.file_offset + s.file_size) as usize];
             mem.write(s.paddr, data).map_err(outside)?;
             let bss = vec![0; (s.mem_size - s.file_size) as usize];
@@ -147,9 +171,15 @@ impl KernelImage {
     /// Checks every segment lies in `[base, base+size)` without touching memory.
     pub fn check_fits(&self, base: u64, size: u64) -> Result<(), KernelError> {
         for s in &self.segments {
-            let fits = s.paddr >= base && s.paddr.checked_add(s.mem_size).is_some_and(|e| e <= base + size);
+            let fits = s.paddr >= base
+                && s.paddr
+                    .checked_add(s.mem_size)
+                    .is_some_and(|e| e <= base + size);
             if !fits {
-                return Err(KernelError::SegmentOutsideRam { paddr: s.paddr, size: s.mem_size });
+                return Err(KernelError::SegmentOutsideRam {
+                    paddr: s.paddr,
+                    size: s.mem_size,
+                });
             }
         }
         Ok(())
@@ -157,14 +187,21 @@ impl KernelImage {
 
     /// Physical end of the highest segment.
     pub fn physical_end(&self) -> u64 {
-        self.segments.iter().map(|s| s.paddr + s.mem_size).max().unwrap_or(0)
+        self.segments
+            .iter()
+            .map(|s| s.paddr + s.mem_size)
+            .max()
+            .unwrap_or(0)
     }
 
     /// `name+0xoff` for the function or object containing `pc` (a link address, or a
     /// physical address inside a segment, as seen before the guest turns its MMU on).
     pub fn symbolize(&self, pc: u64) -> Option<String> {
         let lookup = |addr: u64| {
-            let idx = self.symbols.partition_point(|s| s.addr <= addr).checked_sub(1)?;
+            let idx = self
+                .symbols
+                .partition_point(|s| s.addr <= addr)
+                .checked_sub(1)?;
             let sym = &self.symbols[idx];
             let off = addr - sym.addr;
             (off < sym.size.max(1)).then(|| format!("{}+{:#x}", sym.name, off))
@@ -175,7 +212,10 @@ impl KernelImage {
     /// The contents of a data symbol as stored in the ELF file (by raw or demangled name).
     pub fn symbol_bytes(&self, name: &str) -> Option<&[u8]> {
         let sym = self.find(name)?;
-        let seg = self.segments.iter().find(|s| sym.addr >= s.vaddr && sym.addr + sym.size <= s.vaddr + s.file_size)?;
+        let seg = self
+            .segments
+            .iter()
+            .find(|s| sym.addr >= s.vaddr && sym.addr + sym.size <= s.vaddr + s.file_size)?;
         let start = (seg.file_offset + (sym.addr - seg.vaddr)) as usize;
         self.bytes.get(start..start + sym.size as usize)
     }
@@ -185,16 +225,24 @@ impl KernelImage {
     }
 
     fn find(&self, name: &str) -> Option<&Symbol> {
-        self.symbols.iter().find(|s| s.raw_name == name || s.name == name)
+        self.symbols
+            .iter()
+            .find(|s| s.raw_name == name || s.name == name)
     }
 
     fn to_physical(&self, vaddr: u64) -> Option<u64> {
-        let s = self.segments.iter().find(|s| vaddr >= s.vaddr && vaddr < s.vaddr + s.mem_size)?;
+        let s = self
+            .segments
+            .iter()
+            .find(|s| vaddr >= s.vaddr && vaddr < s.vaddr + s.mem_size)?;
         Some(s.paddr + (vaddr - s.vaddr))
     }
 
     fn physical_to_link(&self, paddr: u64) -> Option<u64> {
-        let s = self.segments.iter().find(|s| s.paddr != s.vaddr && paddr >= s.paddr && paddr < s.paddr + s.mem_size)?;
+        let s = self
+            .segments
+            .iter()
+            .find(|s| s.paddr != s.vaddr && paddr >= s.paddr && paddr < s.paddr + s.mem_size)?;
         Some(s.vaddr + (paddr - s.paddr))
     }
 }

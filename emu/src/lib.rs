@@ -21,4 +21,4 @@ pub mod unwind;
 pub use kernel::{KernelError, KernelImage};
 pub use machine::{CpuReport, CpuState, EmuError, Machine, MachineConfig, RunEnd, RunOutcome};
 pub use memory::{GuestMemory, GuestRam, OutOfRam, RAM_BASE};
-pub use sched::{SchedulerKind, Slice, SchedView, Scheduler};
+pub use sched::{SchedView, Scheduler, SchedulerKind, Slice};

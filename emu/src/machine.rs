@@ -5,7 +5,9 @@ use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::rc::Rc;
 
-use unicorn_engine::{Arch, Arm64CpuModel, Arm64Insn, Mode, Prot, RegisterARM64, RegisterARM64CP, Unicorn};
+use unicorn_engine::{
+    Arch, Arm64CpuModel, Arm64Insn, Mode, Prot, RegisterARM64, RegisterARM64CP, Unicorn,
+};
 
 use crate::exception::{self, Kind, Synchronous, PSTATE_EL1H_MASKED, PSTATE_I};
 use crate::fdt::{self, BoardDescription};
@@ -14,8 +16,8 @@ use crate::insn;
 use crate::kernel::{KernelError, KernelImage};
 use crate::memory::{GuestMemory, GuestRam, OutOfRam, RAM_BASE};
 use crate::psci;
-use crate::syshook::{self, SysHook};
 use crate::sched::{make_scheduler, SchedView, Scheduler, SchedulerKind};
+use crate::syshook::{self, SysHook};
 use crate::timer::{VirtualClock, VirtualTimer, CNTFRQ_HZ, VTIMER_INTID};
 use crate::uart::{Uart, UART_BASE, UART_SIZE};
 use crate::unwind;
@@ -74,7 +76,10 @@ impl From<KernelError> for EmuError {
 }
 
 fn uc_err(during: &'static str) -> impl Fn(unicorn_engine::uc_error) -> EmuError {
-    move |e| EmuError::Unicorn { during, error: format!("{e:?}") }
+    move |e| EmuError::Unicorn {
+        during,
+        error: format!("{e:?}"),
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,12 +93,24 @@ pub enum CpuState {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RunEnd {
-    PoweredOff { cpu: usize, status: u64 },
-    Reset { cpu: usize, status: u64 },
+    PoweredOff {
+        cpu: usize,
+        status: u64,
+    },
+    Reset {
+        cpu: usize,
+        status: u64,
+    },
     /// Something the guest could not take: an emulator error (such as a fetch from
     /// unmapped memory) or an exception with no vector table.
-    Fault { cpu: usize, pc: u64, what: String },
-    Watchdog { limit: u64 },
+    Fault {
+        cpu: usize,
+        pc: u64,
+        what: String,
+    },
+    Watchdog {
+        limit: u64,
+    },
     /// No CPU can run and nothing will wake one.
     Hang,
 }
@@ -166,7 +183,8 @@ impl SliceCounter {
 
     /// Shortens the slice so that it ends about `insns` instructions from now.
     fn shorten_to(&self, insns: u64) {
-        self.budget.set(self.budget.get().min(self.executed.get() + insns.max(1)));
+        self.budget
+            .set(self.budget.get().min(self.executed.get() + insns.max(1)));
     }
 }
 
@@ -182,7 +200,8 @@ struct Board {
 
 impl Board {
     fn now_during(&self, counter: &SliceCounter) -> u64 {
-        self.clock.now_during_slice(counter.executed.get(), self.running)
+        self.clock
+            .now_during_slice(counter.executed.get(), self.running)
     }
 
     fn update_timer_lines(&mut self) {
@@ -206,7 +225,7 @@ struct Core {
     irqs: u64,
     counter: Rc<SliceCounter>,
     /// Declared after `uc`: the engine refers to these until it is dropped.
-    _sys_hooks: Vec<Box<SysHook>>,
+    _sys_hooks: Vec<SysHook>,
 }
 
 /// How one slice ended.
@@ -250,11 +269,21 @@ impl Machine {
         Self::with_hooks(config, kernel, Hooks::Full)
     }
 
-    pub(crate) fn with_hooks(config: MachineConfig, kernel: &KernelImage, hooks: Hooks) -> Result<Self, EmuError> {
+    pub(crate) fn with_hooks(
+        config: MachineConfig,
+        kernel: &KernelImage,
+        hooks: Hooks,
+    ) -> Result<Self, EmuError> {
         if !(1..=gic::MAX_CPUS).contains(&config.cpus) {
-            return Err(EmuError::Config(format!("{} CPUs requested; GICv2 supports 1 to 8", config.cpus)));
+            return Err(EmuError::Config(format!(
+                "{} CPUs requested; GICv2 supports 1 to 8",
+                config.cpus
+            )));
         }
-        if config.ram_size < (16 << 20) || config.ram_size > (8 << 30) || config.ram_size % (1 << 20) != 0 {
+        if config.ram_size < (16 << 20)
+            || config.ram_size > (8 << 30)
+            || !config.ram_size.is_multiple_of(1 << 20)
+        {
             return Err(EmuError::Config(format!(
                 "RAM size {:#x} must be a whole number of MiB between 16 MiB and 8 GiB",
                 config.ram_size
@@ -306,10 +335,16 @@ impl Machine {
         Ok(machine)
     }
 
-    fn make_core(cpu: usize, ram: &GuestRam, board: &Rc<RefCell<Board>>, hooks: Hooks) -> Result<Core, EmuError> {
+    fn make_core(
+        cpu: usize,
+        ram: &GuestRam,
+        board: &Rc<RefCell<Board>>,
+        hooks: Hooks,
+    ) -> Result<Core, EmuError> {
         let mut uc = Unicorn::new(Arch::ARM64, Mode::ARM).map_err(uc_err("creating a core"))?;
         // QEMU's cross-check runs on cortex-a72: same instruction set here.
-        uc.ctl_set_cpu_model(Arm64CpuModel::A72 as i32).map_err(uc_err("selecting the CPU model"))?;
+        uc.ctl_set_cpu_model(Arm64CpuModel::A72 as i32)
+            .map_err(uc_err("selecting the CPU model"))?;
         // SAFETY: `ram` outlives every core (see `Machine`'s field order) and is only
         // accessed by the host between slices.
         unsafe { uc.mem_map_ptr(ram.base(), ram.size(), Prot::ALL, ram.host_ptr().cast()) }
@@ -322,7 +357,15 @@ impl Machine {
             Hooks::Full => install_sysreg_hooks(&mut uc, cpu, board, &counter)?,
             Hooks::CountOnly => Vec::new(),
         };
-        Ok(Core { uc, state: CpuState::Off, pc: 0, insns: 0, irqs: 0, counter, _sys_hooks: sys_hooks })
+        Ok(Core {
+            uc,
+            state: CpuState::Off,
+            pc: 0,
+            insns: 0,
+            irqs: 0,
+            counter,
+            _sys_hooks: sys_hooks,
+        })
     }
 
     /// Starts `cpu` at `entry` (EL1h, DAIF masked, MMU off) with `x0` = `context`.
@@ -330,11 +373,13 @@ impl Machine {
         let core = &mut self.cores[cpu];
         let uc = &mut core.uc;
         let err = uc_err("starting a core");
-        uc.reg_write(RegisterARM64::PSTATE, PSTATE_EL1H_MASKED).map_err(&err)?;
+        uc.reg_write(RegisterARM64::PSTATE, PSTATE_EL1H_MASKED)
+            .map_err(&err)?;
         let mut sctlr = SCTLR_EL1;
         uc.reg_read_arm64_coproc(&mut sctlr).map_err(&err)?;
         // MMU, data and instruction caches off, as after reset (also rebuilds hflags).
-        uc.reg_write_arm64_coproc(&sctlr.val(sctlr.val & !0b1_0000_0000_0101)).map_err(&err)?;
+        uc.reg_write_arm64_coproc(&sctlr.val(sctlr.val & !0b1_0000_0000_0101))
+            .map_err(&err)?;
         uc.reg_write(RegisterARM64::X0, context).map_err(&err)?;
         uc.reg_write(RegisterARM64::PC, entry).map_err(&err)?;
         uc.ctl_flush_tlb().map_err(&err)?;
@@ -364,7 +409,12 @@ impl Machine {
         };
         self.board.borrow_mut().uart.flush_partial();
         self.emit_console(console);
-        RunOutcome { end, cpus: self.reports(), total_insns: self.total_insns, slices: self.slices }
+        RunOutcome {
+            end,
+            cpus: self.reports(),
+            total_insns: self.total_insns,
+            slices: self.slices,
+        }
     }
 
     fn emit_console(&mut self, console: &mut dyn FnMut(usize, &str)) {
@@ -377,17 +427,25 @@ impl Machine {
     /// Decides and runs one slice. Returns how the run ended, if it did.
     fn step(&mut self) -> Option<RunEnd> {
         if self.total_insns >= self.config.max_insns {
-            return Some(RunEnd::Watchdog { limit: self.config.max_insns });
+            return Some(RunEnd::Watchdog {
+                limit: self.config.max_insns,
+            });
         }
         self.board.borrow_mut().update_timer_lines();
         for (cpu, core) in self.cores.iter_mut().enumerate() {
-            if core.state == CpuState::WaitingForInterrupt && self.board.borrow().gic.irq_line(cpu) {
+            if core.state == CpuState::WaitingForInterrupt && self.board.borrow().gic.irq_line(cpu)
+            {
                 core.state = CpuState::Running;
             }
         }
-        let runnable: Vec<usize> = (0..self.cores.len()).filter(|&c| self.cores[c].state == CpuState::Running).collect();
+        let runnable: Vec<usize> = (0..self.cores.len())
+            .filter(|&c| self.cores[c].state == CpuState::Running)
+            .collect();
         if runnable.is_empty() {
-            let waiting = self.cores.iter().any(|c| c.state == CpuState::WaitingForInterrupt);
+            let waiting = self
+                .cores
+                .iter()
+                .any(|c| c.state == CpuState::WaitingForInterrupt);
             let mut board = self.board.borrow_mut();
             return match board.next_deadline() {
                 Some(deadline) if waiting => {
@@ -397,7 +455,11 @@ impl Machine {
                 _ => Some(RunEnd::Hang),
             };
         }
-        let view = SchedView { runnable: &runnable, total_insns: self.total_insns, slices: self.slices };
+        let view = SchedView {
+            runnable: &runnable,
+            total_insns: self.total_insns,
+            slices: self.slices,
+        };
         let slice = self.scheduler.next(&view);
         let cpu = slice.cpu;
         let running = runnable.len() as u64;
@@ -438,7 +500,11 @@ impl Machine {
                 core.irqs += 1;
                 Ok(())
             }
-            Err(_) => Err(RunEnd::Fault { cpu, pc: core.pc, what: "IRQ with no vector table (VBAR_EL1 = 0)".into() }),
+            Err(_) => Err(RunEnd::Fault {
+                cpu,
+                pc: core.pc,
+                what: "IRQ with no vector table (VBAR_EL1 = 0)".into(),
+            }),
         }
     }
 
@@ -449,18 +515,25 @@ impl Machine {
         core.pc = core.uc.pc_read().unwrap_or(core.pc);
         let counter = &core.counter;
         if let Err(e) = result {
-            return (counter.retired_before(core.pc), SliceEnd::Error(format!("{e:?}")));
+            return (
+                counter.retired_before(core.pc),
+                SliceEnd::Error(format!("{e:?}")),
+            );
         }
         if let Some(intno) = counter.exception.take() {
             return (counter.retired_before(core.pc), SliceEnd::Exception(intno));
         }
         // WFI returns from emu_start by itself, with the PC past it at the end of the
         // last block that ran.
-        let block_end = counter.block_start.get().wrapping_add(counter.block_size.get() as u64);
-        if !counter.stop_requested.get() && block_end == core.pc {
-            if read_insn(&mut core.uc, core.pc.wrapping_sub(4)).is_some_and(insn::is_wfi) {
-                return (counter.executed.get(), SliceEnd::Wfi);
-            }
+        let block_end = counter
+            .block_start
+            .get()
+            .wrapping_add(counter.block_size.get() as u64);
+        if !counter.stop_requested.get()
+            && block_end == core.pc
+            && read_insn(&mut core.uc, core.pc.wrapping_sub(4)).is_some_and(insn::is_wfi)
+        {
+            return (counter.executed.get(), SliceEnd::Wfi);
         }
         (counter.executed.get(), SliceEnd::Budget)
     }
@@ -509,7 +582,10 @@ impl Machine {
                         core.pc = vector;
                         None
                     }
-                    Err(_) => fault(format!("{} with no vector table (VBAR_EL1 = 0)", exc.name())),
+                    Err(_) => fault(format!(
+                        "{} with no vector table (VBAR_EL1 = 0)",
+                        exc.name()
+                    )),
                 }
             }
         }
@@ -531,15 +607,22 @@ impl Machine {
         }
         Ok(Some(match intno {
             EXCP_UDEF => Synchronous::Undefined,
-            EXCP_SWI => Synchronous::Svc { imm: insn::imm16(word_at(&mut core.uc, pc - 4)) },
-            EXCP_BKPT => Synchronous::Brk { imm: insn::imm16(word_at(&mut core.uc, pc)) },
+            EXCP_SWI => Synchronous::Svc {
+                imm: insn::imm16(word_at(&mut core.uc, pc - 4)),
+            },
+            EXCP_BKPT => Synchronous::Brk {
+                imm: insn::imm16(word_at(&mut core.uc, pc)),
+            },
             EXCP_PREFETCH_ABORT => Synchronous::InstructionAbort { far: pc },
             EXCP_DATA_ABORT => {
                 let word = word_at(&mut core.uc, pc);
                 let access = insn::decode_mem_access(word);
                 let uc = &core.uc;
                 let far = access.map_or(0, |a| a.address(|r| read_xreg(uc, r)));
-                Synchronous::DataAbort { far, is_write: access.is_some_and(|a| a.is_write) }
+                Synchronous::DataAbort {
+                    far,
+                    is_write: access.is_some_and(|a| a.is_write),
+                }
             }
             other => return Err(format!("unexpected exception number {other}")),
         }))
@@ -549,7 +632,11 @@ impl Machine {
     fn psci_call(&mut self, cpu: usize) -> Option<RunEnd> {
         let reg = |m: &Self, r| m.cores[cpu].uc.reg_read(r).unwrap_or(0);
         let function = reg(self, RegisterARM64::X0) as u32;
-        let (x1, x2, x3) = (reg(self, RegisterARM64::X1), reg(self, RegisterARM64::X2), reg(self, RegisterARM64::X3));
+        let (x1, x2, x3) = (
+            reg(self, RegisterARM64::X1),
+            reg(self, RegisterARM64::X2),
+            reg(self, RegisterARM64::X3),
+        );
         // The HVC itself retires; the caller continues after it.
         let core = &mut self.cores[cpu];
         core.insns += 1;
@@ -566,18 +653,26 @@ impl Machine {
             }
             psci::CPU_ON => match psci::cpu_of_mpidr(x1, self.cores.len()) {
                 None => psci::INVALID_PARAMETERS as u64,
-                Some(target) if self.cores[target].state != CpuState::Off => psci::ALREADY_ON as u64,
+                Some(target) if self.cores[target].state != CpuState::Off => {
+                    psci::ALREADY_ON as u64
+                }
                 Some(target) => match self.power_on(target, x2, x3) {
                     Ok(()) => psci::SUCCESS as u64,
                     Err(e) => {
-                        return Some(RunEnd::Fault { cpu: target, pc: x2, what: format!("CPU_ON failed: {e}") })
+                        return Some(RunEnd::Fault {
+                            cpu: target,
+                            pc: x2,
+                            what: format!("CPU_ON failed: {e}"),
+                        })
                     }
                 },
             },
             _ => psci::NOT_SUPPORTED as u64,
         };
         let core = &mut self.cores[cpu];
-        core.uc.reg_write(RegisterARM64::X0, result).expect("x0 write");
+        core.uc
+            .reg_write(RegisterARM64::X0, result)
+            .expect("x0 write");
         None
     }
 
@@ -587,8 +682,16 @@ impl Machine {
             .enumerate()
             .map(|(cpu, core)| {
                 let fp = core.uc.reg_read(RegisterARM64::X29).unwrap_or(0);
-                let backtrace = unwind::frame_pointer_chain(&unwind::CoreView::new(&mut core.uc), fp);
-                CpuReport { cpu, state: core.state, pc: core.pc, insns: core.insns, irqs: core.irqs, backtrace }
+                let backtrace =
+                    unwind::frame_pointer_chain(&unwind::CoreView::new(&mut core.uc), fp);
+                CpuReport {
+                    cpu,
+                    state: core.state,
+                    pc: core.pc,
+                    insns: core.insns,
+                    irqs: core.irqs,
+                    backtrace,
+                }
             })
             .collect()
     }
@@ -607,8 +710,10 @@ fn declare_lower_els_aarch64(uc: &mut Unicorn<'static, ()>) -> Result<(), EmuErr
     const HCR_EL2: RegisterARM64CP = RegisterARM64CP::new().op0(3).op1(4).crn(1).crm(1).op2(0);
     for (reg, rw_bit) in [(SCR_EL3, 1u64 << 10), (HCR_EL2, 1u64 << 31)] {
         let mut current = reg;
-        uc.reg_read_arm64_coproc(&mut current).map_err(uc_err("reading SCR_EL3/HCR_EL2"))?;
-        uc.reg_write_arm64_coproc(&reg.val(current.val | rw_bit)).map_err(uc_err("setting SCR_EL3/HCR_EL2.RW"))?;
+        uc.reg_read_arm64_coproc(&mut current)
+            .map_err(uc_err("reading SCR_EL3/HCR_EL2"))?;
+        uc.reg_write_arm64_coproc(&reg.val(current.val | rw_bit))
+            .map_err(uc_err("setting SCR_EL3/HCR_EL2.RW"))?;
     }
     Ok(())
 }
@@ -631,7 +736,10 @@ fn read_xreg<D>(uc: &Unicorn<'_, D>, n: u32) -> u64 {
     uc.reg_read(reg).unwrap_or(0)
 }
 
-fn install_counting_hooks(uc: &mut Unicorn<'static, ()>, counter: &Rc<SliceCounter>) -> Result<(), EmuError> {
+fn install_counting_hooks(
+    uc: &mut Unicorn<'static, ()>,
+    counter: &Rc<SliceCounter>,
+) -> Result<(), EmuError> {
     let c = counter.clone();
     // Counting per block is nearly free; a per-instruction count hook is not. A stop
     // requested here takes effect before the block runs (measured), so the budget
@@ -658,13 +766,19 @@ fn install_counting_hooks(uc: &mut Unicorn<'static, ()>, counter: &Rc<SliceCount
     Ok(())
 }
 
-fn install_devices(uc: &mut Unicorn<'static, ()>, cpu: usize, board: &Rc<RefCell<Board>>) -> Result<(), EmuError> {
+fn install_devices(
+    uc: &mut Unicorn<'static, ()>,
+    cpu: usize,
+    board: &Rc<RefCell<Board>>,
+) -> Result<(), EmuError> {
     let (b1, b2) = (board.clone(), board.clone());
     uc.mmio_map(
         gic::DIST_BASE,
         gic::REGION_SIZE,
         Some(move |_: &mut Unicorn<'_, ()>, off, size| b1.borrow().gic.dist_read(cpu, off, size)),
-        Some(move |_: &mut Unicorn<'_, ()>, off, size, value| b2.borrow_mut().gic.dist_write(cpu, off, size, value)),
+        Some(move |_: &mut Unicorn<'_, ()>, off, size, value| {
+            b2.borrow_mut().gic.dist_write(cpu, off, size, value)
+        }),
     )
     .map_err(uc_err("mapping the GIC distributor"))?;
     let (b1, b2) = (board.clone(), board.clone());
@@ -672,7 +786,9 @@ fn install_devices(uc: &mut Unicorn<'static, ()>, cpu: usize, board: &Rc<RefCell
         gic::CPU_IF_BASE,
         gic::REGION_SIZE,
         Some(move |_: &mut Unicorn<'_, ()>, off, _| b1.borrow_mut().gic.cpu_read(cpu, off)),
-        Some(move |_: &mut Unicorn<'_, ()>, off, _, value| b2.borrow_mut().gic.cpu_write(cpu, off, value)),
+        Some(move |_: &mut Unicorn<'_, ()>, off, _, value| {
+            b2.borrow_mut().gic.cpu_write(cpu, off, value)
+        }),
     )
     .map_err(uc_err("mapping the GIC CPU interface"))?;
     let (b1, b2) = (board.clone(), board.clone());
@@ -680,7 +796,9 @@ fn install_devices(uc: &mut Unicorn<'static, ()>, cpu: usize, board: &Rc<RefCell
         UART_BASE,
         UART_SIZE,
         Some(move |_: &mut Unicorn<'_, ()>, off, _| b1.borrow().uart.read(off)),
-        Some(move |_: &mut Unicorn<'_, ()>, off, _, value| b2.borrow_mut().uart.write(cpu, off, value)),
+        Some(move |_: &mut Unicorn<'_, ()>, off, _, value| {
+            b2.borrow_mut().uart.write(cpu, off, value)
+        }),
     )
     .map_err(uc_err("mapping the UART"))?;
     Ok(())
@@ -693,7 +811,7 @@ fn install_sysreg_hooks(
     cpu: usize,
     board: &Rc<RefCell<Board>>,
     counter: &Rc<SliceCounter>,
-) -> Result<Vec<Box<SysHook>>, EmuError> {
+) -> Result<Vec<SysHook>, EmuError> {
     let (b, c) = (board.clone(), counter.clone());
     let mrs = syshook::add(uc, Arm64Insn::UC_ARM64_INS_MRS, move |access| {
         let board = b.borrow();

@@ -20,7 +20,11 @@ pub struct OutOfRam {
 
 impl fmt::Display for OutOfRam {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "guest access of {} bytes at {:#x} is outside memory", self.len, self.addr)
+        write!(
+            f,
+            "guest access of {} bytes at {:#x} is outside memory",
+            self.len, self.addr
+        )
     }
 }
 
@@ -61,7 +65,9 @@ pub struct GuestRam {
 impl GuestRam {
     /// `size` is rounded up to whole pages. Returns `None` for an empty or impossible size.
     pub fn new(base: u64, size: u64) -> Option<Self> {
-        let size = usize::try_from(size).ok()?.checked_next_multiple_of(PAGE_SIZE)?;
+        let size = usize::try_from(size)
+            .ok()?
+            .checked_next_multiple_of(PAGE_SIZE)?;
         if size == 0 {
             return None;
         }
@@ -95,7 +101,10 @@ impl GuestRam {
         if self.contains(addr, len as u64) {
             Ok((addr - self.base) as usize)
         } else {
-            Err(OutOfRam { addr, len: len as u64 })
+            Err(OutOfRam {
+                addr,
+                len: len as u64,
+            })
         }
     }
 }
@@ -105,14 +114,18 @@ impl GuestMemory for GuestRam {
         let off = self.offset(addr, buf.len())?;
         // SAFETY: `offset` checked the range lies inside the allocation; guest code only
         // runs inside `emu_start`, never while the host holds this borrow.
-        unsafe { std::ptr::copy_nonoverlapping(self.ptr.as_ptr().add(off), buf.as_mut_ptr(), buf.len()) };
+        unsafe {
+            std::ptr::copy_nonoverlapping(self.ptr.as_ptr().add(off), buf.as_mut_ptr(), buf.len())
+        };
         Ok(())
     }
 
     fn write(&mut self, addr: u64, data: &[u8]) -> Result<(), OutOfRam> {
         let off = self.offset(addr, data.len())?;
         // SAFETY: as in `read`.
-        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.ptr.as_ptr().add(off), data.len()) };
+        unsafe {
+            std::ptr::copy_nonoverlapping(data.as_ptr(), self.ptr.as_ptr().add(off), data.len())
+        };
         Ok(())
     }
 }
@@ -134,7 +147,13 @@ mod tests {
         ram.write_u64(RAM_BASE + 8, 0x1122_3344_5566_7788).unwrap();
         assert_eq!(ram.read_u32(RAM_BASE + 8).unwrap(), 0x5566_7788);
         assert_eq!(ram.read_u64(RAM_BASE + 8).unwrap(), 0x1122_3344_5566_7788);
-        assert_eq!(ram.read_u32(RAM_BASE + 8190), Err(OutOfRam { addr: RAM_BASE + 8190, len: 4 }));
+        assert_eq!(
+            ram.read_u32(RAM_BASE + 8190),
+            Err(OutOfRam {
+                addr: RAM_BASE + 8190,
+                len: 4
+            })
+        );
         assert!(ram.write(RAM_BASE - 1, &[0]).is_err());
         assert!(ram.read_u64(u64::MAX - 3).is_err());
     }

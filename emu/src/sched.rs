@@ -49,18 +49,29 @@ pub struct RoundRobin {
 
 impl RoundRobin {
     pub fn new(quantum: u64) -> Self {
-        Self { quantum: quantum.max(1), last: None }
+        Self {
+            quantum: quantum.max(1),
+            last: None,
+        }
     }
 }
 
 impl Scheduler for RoundRobin {
     fn next(&mut self, view: &SchedView<'_>) -> Slice {
         let cpu = match self.last {
-            Some(last) => view.runnable.iter().copied().find(|&c| c > last).unwrap_or(view.runnable[0]),
+            Some(last) => view
+                .runnable
+                .iter()
+                .copied()
+                .find(|&c| c > last)
+                .unwrap_or(view.runnable[0]),
             None => view.runnable[0],
         };
         self.last = Some(cpu);
-        Slice { cpu, insns: self.quantum }
+        Slice {
+            cpu,
+            insns: self.quantum,
+        }
     }
 }
 
@@ -74,7 +85,10 @@ pub struct SeededRandom {
 
 impl SeededRandom {
     pub fn new(seed: u64, quantum: u64) -> Self {
-        Self { quantum: quantum.max(1), rng: Xoshiro256::seed_from(seed) }
+        Self {
+            quantum: quantum.max(1),
+            rng: Xoshiro256::seed_from(seed),
+        }
     }
 }
 
@@ -104,7 +118,9 @@ impl Xoshiro256 {
             z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
             z ^ (z >> 31)
         };
-        Self { s: [next(), next(), next(), next()] }
+        Self {
+            s: [next(), next(), next(), next()],
+        }
     }
 
     pub fn next_u64(&mut self) -> u64 {
@@ -131,7 +147,11 @@ mod tests {
     use super::*;
 
     fn view(runnable: &[usize]) -> SchedView<'_> {
-        SchedView { runnable, total_insns: 0, slices: 0 }
+        SchedView {
+            runnable,
+            total_insns: 0,
+            slices: 0,
+        }
     }
 
     #[test]
@@ -147,7 +167,9 @@ mod tests {
     fn random_is_reproducible_per_seed_and_differs_across_seeds() {
         let picks = |seed| {
             let mut s = SeededRandom::new(seed, 1000);
-            (0..64).map(|_| s.next(&view(&[0, 1, 2, 3]))).collect::<Vec<_>>()
+            (0..64)
+                .map(|_| s.next(&view(&[0, 1, 2, 3])))
+                .collect::<Vec<_>>()
         };
         assert_eq!(picks(7), picks(7));
         assert_ne!(picks(7), picks(8));

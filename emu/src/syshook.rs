@@ -5,7 +5,10 @@
 
 use std::ffi::c_void;
 
-use unicorn_engine::{uc_error, uc_hook, uc_hook_add, uc_reg_write, Arm64Insn, HookType, RegisterARM64, RegisterARM64CP, Unicorn};
+use unicorn_engine::{
+    uc_error, uc_hook, uc_hook_add, uc_reg_write, Arm64Insn, HookType, RegisterARM64,
+    RegisterARM64CP, Unicorn,
+};
 
 /// One trapped system instruction.
 pub struct SysAccess<'a> {
@@ -28,9 +31,10 @@ impl SysAccess<'_> {
 
 type Callback = Box<dyn FnMut(&mut SysAccess<'_>) -> bool>;
 
-/// A registered hook; must live as long as the engine it was added to.
+/// A registered hook; must live as long as the engine it was added to. The callback
+/// is boxed twice so that the engine holds a thin, stable pointer to it.
 pub struct SysHook {
-    callback: Callback,
+    _callback: Box<Callback>,
 }
 
 unsafe extern "C" fn proxy(
@@ -39,11 +43,15 @@ unsafe extern "C" fn proxy(
     cp: *const RegisterARM64CP,
     user_data: *mut c_void,
 ) -> u32 {
-    // SAFETY: `user_data` is the `SysHook` boxed by `add`, alive while the engine is;
+    // SAFETY: `user_data` is the callback boxed by `add`, alive while the engine is;
     // `cp` points to the register description for the duration of the call.
-    let hook = unsafe { &mut *user_data.cast::<SysHook>() };
-    let mut access = SysAccess { uc, rt, cp: unsafe { &*cp } };
-    (hook.callback)(&mut access) as u32
+    let callback = unsafe { &mut *user_data.cast::<Callback>() };
+    let mut access = SysAccess {
+        uc,
+        rt,
+        cp: unsafe { &*cp },
+    };
+    callback(&mut access) as u32
 }
 
 /// Adds a hook for every `insn` (MRS, MSR, SYS); the callback returns `true` to skip
@@ -52,25 +60,27 @@ pub fn add<D>(
     uc: &mut Unicorn<'_, D>,
     insn: Arm64Insn,
     callback: impl FnMut(&mut SysAccess<'_>) -> bool + 'static,
-) -> Result<Box<SysHook>, uc_error> {
-    let mut hook = Box::new(SysHook { callback: Box::new(callback) });
+) -> Result<SysHook, uc_error> {
+    let mut callback: Box<Callback> = Box::new(Box::new(callback));
     let mut handle: uc_hook = Default::default();
-    // SAFETY: the proxy matches `uc_cb_insn_sys_t`; the boxed hook does not move and
-    // the caller keeps it alive as long as the engine.
+    // SAFETY: the proxy matches `uc_cb_insn_sys_t`; the boxed callback does not move
+    // and the caller keeps it alive as long as the engine.
     let err = unsafe {
         uc_hook_add(
             uc.get_handle(),
             &mut handle,
             HookType::INSN.0 as i32,
             proxy as *mut c_void,
-            (&raw mut *hook).cast(),
+            (&raw mut *callback).cast(),
             1,
             0,
             insn as i32,
         )
     };
     match err {
-        uc_error::OK => Ok(hook),
+        uc_error::OK => Ok(SysHook {
+            _callback: callback,
+        }),
         e => Err(e),
     }
 }

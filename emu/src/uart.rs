@@ -28,13 +28,19 @@ pub struct Uart {
 
 impl Uart {
     pub fn new(ncpus: usize) -> Self {
-        Self { partial: vec![Vec::new(); ncpus], finished: Vec::new() }
+        Self {
+            partial: vec![Vec::new(); ncpus],
+            finished: Vec::new(),
+        }
     }
 
     pub fn read(&self, offset: u64) -> u64 {
         match offset {
             UARTFR => FR_IDLE,
-            _ => PERIPH_ID.iter().find(|&&(o, _)| o == offset).map_or(0, |&(_, v)| v),
+            _ => PERIPH_ID
+                .iter()
+                .find(|&&(o, _)| o == offset)
+                .map_or(0, |&(_, v)| v),
         }
     }
 
@@ -45,7 +51,8 @@ impl Uart {
         match value as u8 {
             b'\n' => {
                 let line = std::mem::take(&mut self.partial[cpu]);
-                self.finished.push((cpu, String::from_utf8_lossy(&line).into_owned()));
+                self.finished
+                    .push((cpu, String::from_utf8_lossy(&line).into_owned()));
             }
             b'\r' => {}
             byte => self.partial[cpu].push(byte),

@@ -21,11 +21,16 @@ impl<'a> CoreView<'a> {
 impl GuestMemory for CoreView<'_> {
     fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), OutOfRam> {
         let len = buf.len() as u64;
-        self.uc.vmem_read(addr, Prot::READ, buf).map_err(|_| OutOfRam { addr, len })
+        self.uc
+            .vmem_read(addr, Prot::READ, buf)
+            .map_err(|_| OutOfRam { addr, len })
     }
 
     fn write(&mut self, addr: u64, data: &[u8]) -> Result<(), OutOfRam> {
-        let outside = |_| OutOfRam { addr, len: data.len() as u64 };
+        let outside = |_| OutOfRam {
+            addr,
+            len: data.len() as u64,
+        };
         let pa = self.uc.vmem_translate(addr, Prot::WRITE).map_err(outside)?;
         self.uc.mem_write(pa, data).map_err(outside)
     }
@@ -37,8 +42,10 @@ impl GuestMemory for CoreView<'_> {
 pub fn frame_pointer_chain(mem: &dyn GuestMemory, mut fp: u64) -> Vec<u64> {
     let mut trace = Vec::new();
     let mut seen = Vec::new();
-    while fp != 0 && fp % 8 == 0 && trace.len() < MAX_FRAMES && !seen.contains(&fp) {
-        let (Ok(next), Ok(ret)) = (mem.read_u64(fp), mem.read_u64(fp + 8)) else { break };
+    while fp != 0 && fp.is_multiple_of(8) && trace.len() < MAX_FRAMES && !seen.contains(&fp) {
+        let (Ok(next), Ok(ret)) = (mem.read_u64(fp), mem.read_u64(fp + 8)) else {
+            break;
+        };
         if ret == 0 {
             break;
         }
@@ -58,13 +65,23 @@ mod tests {
     fn walks_frame_records_and_stops_at_the_end_or_a_loop() {
         let mut ram = GuestRam::new(RAM_BASE, 4096).unwrap();
         let (a, b, c) = (RAM_BASE + 0x100, RAM_BASE + 0x200, RAM_BASE + 0x300);
-        for (fp, next, ret) in [(a, b, 0x4008_0010), (b, c, 0x4008_0020), (c, 0, 0x4008_0030)] {
+        for (fp, next, ret) in [
+            (a, b, 0x4008_0010),
+            (b, c, 0x4008_0020),
+            (c, 0, 0x4008_0030),
+        ] {
             ram.write_u64(fp, next).unwrap();
             ram.write_u64(fp + 8, ret).unwrap();
         }
-        assert_eq!(frame_pointer_chain(&ram, a), [0x4008_0010, 0x4008_0020, 0x4008_0030]);
+        assert_eq!(
+            frame_pointer_chain(&ram, a),
+            [0x4008_0010, 0x4008_0020, 0x4008_0030]
+        );
         ram.write_u64(c, a).unwrap(); // a cycle
         assert_eq!(frame_pointer_chain(&ram, a).len(), 3);
-        assert_eq!(frame_pointer_chain(&ram, RAM_BASE + 0x10_0000), Vec::<u64>::new());
+        assert_eq!(
+            frame_pointer_chain(&ram, RAM_BASE + 0x10_0000),
+            Vec::<u64>::new()
+        );
     }
 }

@@ -6,7 +6,12 @@ use common::*;
 use emu::{CpuState, MachineConfig, RunEnd, SchedulerKind};
 
 fn one_cpu() -> MachineConfig {
-    MachineConfig { cpus: 1, quantum: 1000, max_insns: 10_000_000, ..MachineConfig::default() }
+    MachineConfig {
+        cpus: 1,
+        quantum: 1000,
+        max_insns: 10_000_000,
+        ..MachineConfig::default()
+    }
 }
 
 const VECTORS: u64 = LOAD + 0x800;
@@ -51,7 +56,11 @@ fn synchronous_exceptions_fill_elr_spsr_esr_and_eret_returns() {
     let mem = machine.memory();
     let record = |i: u64| {
         let at = DATA + 24 * i;
-        [mem.read_u64(at).unwrap(), mem.read_u64(at + 8).unwrap(), mem.read_u64(at + 16).unwrap()]
+        [
+            mem.read_u64(at).unwrap(),
+            mem.read_u64(at + 8).unwrap(),
+            mem.read_u64(at + 16).unwrap(),
+        ]
     };
     // EC 0x15 SVC / 0x3c BRK / 0x00 unknown, IL set; SPSR = EL1h with DAIF masked.
     assert_eq!(record(0), [0x5600_0042, svc_at + 4, 0x3c5]);
@@ -67,23 +76,41 @@ fn irq_waits_while_masked_and_is_taken_at_the_next_slice_after_unmasking() {
     a.mov64(20, DATA).mov64(1, 0).mov64(2, 0);
     a.mov64(3, (2 << 24) | 3).emit(str_w(3, 21, 0xf00)); // SGI 3 to self, IRQs masked
     let masked_loop = a.here();
-    a.emit(add(1, 1, 1)).emit(cmp(1, 2000)).b_cond(1, masked_loop);
+    a.emit(add(1, 1, 1))
+        .emit(cmp(1, 2000))
+        .b_cond(1, masked_loop);
     a.emit(IRQ_ON);
     let spin = a.here();
     a.emit(add(2, 2, 1)).b(spin);
     // Current EL with SPx, IRQ: acknowledge, record, power off with x1.
     a.align_to(VECTORS + 0x280);
-    a.emit(ldr_w(4, 22, 0x0c)).emit(str_x(4, 20, 0)).emit(str_x(2, 20, 8));
+    a.emit(ldr_w(4, 22, 0x0c))
+        .emit(str_x(4, 20, 0))
+        .emit(str_x(2, 20, 8));
     a.emit(mrs(12, SPSR_EL1)).emit(str_x(12, 20, 16));
     a.system_off_with(1);
 
     let (outcome, machine, _) = run(one_cpu(), &a.kernel());
-    assert_eq!(outcome.end, RunEnd::PoweredOff { cpu: 0, status: 2000 }, "taken only after the masked loop");
+    assert_eq!(
+        outcome.end,
+        RunEnd::PoweredOff {
+            cpu: 0,
+            status: 2000
+        },
+        "taken only after the masked loop"
+    );
     let mem = machine.memory();
     assert_eq!(mem.read_u64(DATA).unwrap(), 3, "IAR: SGI 3 from CPU 0");
     let spun = mem.read_u64(DATA + 8).unwrap();
-    assert!(spun <= 1000, "taken at the slice boundary after unmasking, not later ({spun} iterations)");
-    assert_eq!(mem.read_u64(DATA + 16).unwrap() & 0x3cf, 0x345, "interrupted EL1h with I clear");
+    assert!(
+        spun <= 1000,
+        "taken at the slice boundary after unmasking, not later ({spun} iterations)"
+    );
+    assert_eq!(
+        mem.read_u64(DATA + 16).unwrap() & 0x3cf,
+        0x345,
+        "interrupted EL1h with I clear"
+    );
     assert_eq!(outcome.cpus[0].irqs, 1);
 }
 
@@ -92,20 +119,37 @@ fn psci_cpu_on_starts_a_second_core_with_its_context() {
     let mut a = Asm::default();
     let secondary = LOAD + 0x400;
     a.mov64(20, DATA);
-    a.psci(0xc400_0003, &[1, secondary, 0x1234]).emit(str_x(0, 20, 0)); // CPU_ON result
+    a.psci(0xc400_0003, &[1, secondary, 0x1234])
+        .emit(str_x(0, 20, 0)); // CPU_ON result
     let wait = a.here();
     a.emit(ldr_x(5, 20) | (2 << 10)).cbz(true, 5, wait); // ldr x5, [x20, #16]
     a.system_off_with(5);
     a.align_to(secondary);
-    a.mov64(20, DATA).emit(mrs(6, MPIDR_EL1)).emit(str_x(6, 20, 8)).emit(str_x(0, 20, 16));
+    a.mov64(20, DATA)
+        .emit(mrs(6, MPIDR_EL1))
+        .emit(str_x(6, 20, 8))
+        .emit(str_x(0, 20, 16));
     let park = a.here();
     a.emit(WFI).b(park);
 
-    let config = MachineConfig { cpus: 2, ..one_cpu() };
+    let config = MachineConfig {
+        cpus: 2,
+        ..one_cpu()
+    };
     let (outcome, machine, _) = run(config, &a.kernel());
-    assert_eq!(outcome.end, RunEnd::PoweredOff { cpu: 0, status: 0x1234 });
+    assert_eq!(
+        outcome.end,
+        RunEnd::PoweredOff {
+            cpu: 0,
+            status: 0x1234
+        }
+    );
     assert_eq!(machine.memory().read_u64(DATA).unwrap(), 0, "PSCI SUCCESS");
-    assert_eq!(machine.memory().read_u64(DATA + 8).unwrap(), 0x8000_0001, "MPIDR of CPU 1");
+    assert_eq!(
+        machine.memory().read_u64(DATA + 8).unwrap(),
+        0x8000_0001,
+        "MPIDR of CPU 1"
+    );
     assert_eq!(outcome.cpus[1].state, CpuState::WaitingForInterrupt);
 }
 
@@ -132,12 +176,22 @@ fn timer_program(ticks: u32, idle: bool) -> Asm {
 fn timer_fires_at_the_programmed_virtual_time() {
     for idle in [true, false] {
         let (outcome, machine, _) = run(one_cpu(), &timer_program(50_000, idle).kernel());
-        assert_eq!(outcome.end, RunEnd::PoweredOff { cpu: 0, status: 27 }, "PPI 27 (idle: {idle})");
+        assert_eq!(
+            outcome.end,
+            RunEnd::PoweredOff { cpu: 0, status: 27 },
+            "PPI 27 (idle: {idle})"
+        );
         let mem = machine.memory();
         let elapsed = mem.read_u64(DATA + 8).unwrap() - mem.read_u64(DATA).unwrap();
-        assert!((50_000..50_020).contains(&elapsed), "fired after {elapsed} ticks (idle: {idle})");
+        assert!(
+            (50_000..50_020).contains(&elapsed),
+            "fired after {elapsed} ticks (idle: {idle})"
+        );
         if idle {
-            assert!(outcome.total_insns < 1000, "idle time skipped, not emulated");
+            assert!(
+                outcome.total_insns < 1000,
+                "idle time skipped, not emulated"
+            );
         }
     }
 }
@@ -164,7 +218,9 @@ fn interleaving_program(cpus: u64, per_cpu: u32) -> Asm {
     a.align_to(secondary);
     a.emit(orr(19, 0)).b(common);
     a.align_to(common);
-    a.mov64(20, DATA).mov64(21, DATA + 0x1000).mov64(22, per_cpu as u64);
+    a.mov64(20, DATA)
+        .mov64(21, DATA + 0x1000)
+        .mov64(22, per_cpu as u64);
     let again = a.here();
     a.emit(0x885f_fe83); // ldaxr w3, [x20]
     a.emit(0x1100_0464); // add w4, w3, #1
@@ -176,7 +232,9 @@ fn interleaving_program(cpus: u64, per_cpu: u32) -> Asm {
     let park = LOAD + 0x700;
     a.cbnz(true, 19, park);
     let wait = a.here();
-    a.emit(ldr_w(3, 20, 0)).emit(cmp(3, (cpus as u32) * per_cpu)).b_cond(1, wait);
+    a.emit(ldr_w(3, 20, 0))
+        .emit(cmp(3, (cpus as u32) * per_cpu))
+        .b_cond(1, wait);
     a.system_off_with(31);
     a.align_to(park);
     a.emit(WFI).b(park);
@@ -184,13 +242,23 @@ fn interleaving_program(cpus: u64, per_cpu: u32) -> Asm {
 }
 
 fn interleaving(seed: u64) -> (Vec<u8>, Vec<u64>) {
-    let config = MachineConfig { cpus: 4, sched: SchedulerKind::Random, seed, quantum: 100, ..one_cpu() };
+    let config = MachineConfig {
+        cpus: 4,
+        sched: SchedulerKind::Random,
+        seed,
+        quantum: 100,
+        ..one_cpu()
+    };
     let (outcome, machine, _) = run(config, &interleaving_program(4, 200).kernel());
     assert_eq!(outcome.end, RunEnd::PoweredOff { cpu: 0, status: 0 });
     let mut log = vec![0; 800];
     machine.memory().read(DATA + 0x1000, &mut log).unwrap();
     for cpu in 0..4 {
-        assert_eq!(log.iter().filter(|&&c| c == cpu).count(), 200, "no lost update");
+        assert_eq!(
+            log.iter().filter(|&&c| c == cpu).count(),
+            200,
+            "no lost update"
+        );
     }
     (log, outcome.cpus.iter().map(|c| c.insns).collect())
 }
@@ -221,11 +289,20 @@ fn console_lines_arrive_whole_per_cpu() {
     let park = a.here();
     a.emit(WFI).b(park);
 
-    let config = MachineConfig { cpus: 2, sched: SchedulerKind::Random, quantum: 3, ..one_cpu() };
+    let config = MachineConfig {
+        cpus: 2,
+        sched: SchedulerKind::Random,
+        quantum: 3,
+        ..one_cpu()
+    };
     let (outcome, _, mut lines) = run(config, &a.kernel());
     assert_eq!(outcome.end, RunEnd::PoweredOff { cpu: 0, status: 0 });
     lines.sort();
-    let expected = [(0, "hello from cpu 0"), (1, "hello from cpu 1"), (1, "unfinished")];
+    let expected = [
+        (0, "hello from cpu 0"),
+        (1, "hello from cpu 1"),
+        (1, "unfinished"),
+    ];
     assert_eq!(lines, expected.map(|(c, s)| (c, s.to_string())));
 }
 
@@ -234,7 +311,10 @@ fn watchdog_stops_a_runaway_guest() {
     let mut a = Asm::default();
     let spin = a.here();
     a.emit(add(1, 1, 1)).b(spin);
-    let config = MachineConfig { max_insns: 10_000, ..one_cpu() };
+    let config = MachineConfig {
+        max_insns: 10_000,
+        ..one_cpu()
+    };
     let (outcome, ..) = run(config, &a.kernel());
     assert_eq!(outcome.end, RunEnd::Watchdog { limit: 10_000 });
     assert_eq!(outcome.total_insns, 10_000);
@@ -250,7 +330,13 @@ fn instruction_counts_are_exact_whatever_the_quantum() {
     a.emit(sub(1, 1, 1)).emit(NOP).cbnz(true, 1, top);
     a.system_off_with(1);
     for quantum in [1, 7, 1000, 1 << 30] {
-        let (outcome, ..) = run(MachineConfig { quantum, ..one_cpu() }, &a.kernel());
+        let (outcome, ..) = run(
+            MachineConfig {
+                quantum,
+                ..one_cpu()
+            },
+            &a.kernel(),
+        );
         assert_eq!(outcome.end, RunEnd::PoweredOff { cpu: 0, status: 0 });
         assert_eq!(outcome.cpus[0].insns, 3 + 3000 + 4, "quantum {quantum}");
     }
@@ -262,7 +348,11 @@ fn faults_the_guest_cannot_take_end_the_run() {
     a.mov64(0, 0x1000).emit(0xd61f_0000); // br x0: fetch from unmapped memory
     let (outcome, ..) = run(one_cpu(), &a.kernel());
     match outcome.end {
-        RunEnd::Fault { cpu: 0, pc: 0x1000, what } => assert!(what.contains("FETCH_UNMAPPED"), "{what}"),
+        RunEnd::Fault {
+            cpu: 0,
+            pc: 0x1000,
+            what,
+        } => assert!(what.contains("FETCH_UNMAPPED"), "{what}"),
         other => panic!("{other:?}"),
     }
     let mut a = Asm::default();
@@ -296,7 +386,11 @@ fn data_abort_reports_the_faulting_address() {
     let (outcome, machine, _) = run(one_cpu(), &a.kernel());
     assert_eq!(outcome.end, RunEnd::PoweredOff { cpu: 0, status: 0 });
     let mem = machine.memory();
-    assert_eq!(mem.read_u64(DATA + 0x100).unwrap() >> 26, 0x25, "data abort, same EL");
+    assert_eq!(
+        mem.read_u64(DATA + 0x100).unwrap() >> 26,
+        0x25,
+        "data abort, same EL"
+    );
     assert_eq!(mem.read_u64(DATA + 0x108).unwrap(), DATA + 1);
     assert_eq!(mem.read_u64(DATA + 0x110).unwrap(), load_at);
 }
@@ -305,8 +399,13 @@ fn data_abort_reports_the_faulting_address() {
 fn reports_carry_a_frame_pointer_backtrace() {
     // Build frame records by hand: x29 -> {fp1, ret0}, fp1 -> {0, ret1}; then hang.
     let mut a = Asm::default();
-    a.mov64(29, DATA + 0x10).mov64(1, DATA + 0x20).mov64(2, 0x4008_1234).mov64(3, 0x4008_5678);
-    a.emit(str_x(1, 29, 0)).emit(str_x(2, 29, 8)).emit(str_x(3, 1, 8));
+    a.mov64(29, DATA + 0x10)
+        .mov64(1, DATA + 0x20)
+        .mov64(2, 0x4008_1234)
+        .mov64(3, 0x4008_5678);
+    a.emit(str_x(1, 29, 0))
+        .emit(str_x(2, 29, 8))
+        .emit(str_x(3, 1, 8));
     a.emit(WFI);
     let (outcome, ..) = run(one_cpu(), &a.kernel());
     assert_eq!(outcome.end, RunEnd::Hang);

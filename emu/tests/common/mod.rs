@@ -11,15 +11,17 @@ pub const DATA: u64 = 0x4100_0000;
 pub const EM_AARCH64: u16 = 183;
 pub const EM_X86_64: u16 = 62;
 
+fn pad_to_8(out: &mut Vec<u8>) {
+    out.resize(out.len().next_multiple_of(8), 0);
+}
+
 /// An ELF64 with one PT_LOAD holding `code` at `paddr` (= vaddr), entry at its start,
 /// and a symbol table with `symbols` (name, address, size; functions).
 pub fn elf(code: &[u8], paddr: u64, machine: u16, symbols: &[(&str, u64, u64)]) -> Vec<u8> {
     let code_off = 0x100usize;
     let mut out = vec![0u8; code_off];
     out.extend_from_slice(code);
-    while out.len() % 8 != 0 {
-        out.push(0);
-    }
+    pad_to_8(&mut out);
     // .strtab
     let strtab_off = out.len();
     let mut strtab = vec![0u8];
@@ -30,9 +32,7 @@ pub fn elf(code: &[u8], paddr: u64, machine: u16, symbols: &[(&str, u64, u64)]) 
         strtab.push(0);
     }
     out.extend_from_slice(&strtab);
-    while out.len() % 8 != 0 {
-        out.push(0);
-    }
+    pad_to_8(&mut out);
     // .symtab: a null symbol, then global functions in section 1 (none: use ABS).
     let symtab_off = out.len();
     out.extend_from_slice(&[0u8; 24]);
@@ -48,9 +48,7 @@ pub fn elf(code: &[u8], paddr: u64, machine: u16, symbols: &[(&str, u64, u64)]) 
     let shstrtab_off = out.len();
     let shstrtab = b"\0.symtab\0.strtab\0.shstrtab\0";
     out.extend_from_slice(shstrtab);
-    while out.len() % 8 != 0 {
-        out.push(0);
-    }
+    pad_to_8(&mut out);
     let shoff = out.len();
     let section = |name: u32, kind: u32, off: usize, size: usize, link: u32, entsize: u64| {
         let mut s = Vec::new();
@@ -89,7 +87,7 @@ pub fn elf(code: &[u8], paddr: u64, machine: u16, symbols: &[(&str, u64, u64)]) 
     h[58..60].copy_from_slice(&64u16.to_le_bytes());
     h[60..62].copy_from_slice(&4u16.to_le_bytes()); // shnum
     h[62..64].copy_from_slice(&3u16.to_le_bytes()); // shstrndx
-    // Program header: PT_LOAD, RWX.
+                                                    // Program header: PT_LOAD, RWX.
     let p = &mut out[64..120];
     p[..4].copy_from_slice(&1u32.to_le_bytes());
     p[4..8].copy_from_slice(&7u32.to_le_bytes());
@@ -228,7 +226,15 @@ pub const CNTVCT_EL0: Sys = (3, 3, 14, 0, 2);
 pub const CNTV_TVAL_EL0: Sys = (3, 3, 14, 3, 0);
 pub const CNTV_CTL_EL0: Sys = (3, 3, 14, 3, 1);
 pub const fn mrs(rt: u32, (op0, op1, crn, crm, op2): Sys) -> u32 {
-    0xd520_0000 | 1 << 21 | (op0 - 2) << 19 | op1 << 16 | crn << 12 | crm << 8 | op2 << 5 | rt | 0x0010_0000
+    0xd520_0000
+        | 1 << 21
+        | (op0 - 2) << 19
+        | op1 << 16
+        | crn << 12
+        | crm << 8
+        | op2 << 5
+        | rt
+        | 0x0010_0000
 }
 pub const fn msr((op0, op1, crn, crm, op2): Sys, rt: u32) -> u32 {
     0xd500_0000 | op0 << 19 | op1 << 16 | crn << 12 | crm << 8 | op2 << 5 | rt
@@ -258,7 +264,10 @@ pub const fn strb(rt: u32, rn: u32) -> u32 {
     0x3900_0000 | rn << 5 | rt
 }
 
-pub fn run(config: MachineConfig, kernel: &KernelImage) -> (RunOutcome, Machine, Vec<(usize, String)>) {
+pub fn run(
+    config: MachineConfig,
+    kernel: &KernelImage,
+) -> (RunOutcome, Machine, Vec<(usize, String)>) {
     let mut machine = Machine::new(config, kernel).unwrap();
     let mut lines = Vec::new();
     let outcome = machine.run(&mut |cpu, line| lines.push((cpu, line.to_string())));

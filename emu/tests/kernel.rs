@@ -1,0 +1,114 @@
+//! Loading the guest ELF: each way a file can be unusable gets its own one-line error,
+//! and symbols name PCs and export data.
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+use emu::{KernelError, KernelImage, Machine, MachineConfig};
+
+fn valid() -> Vec<u8> {
+    elf(&[0x1f, 0x20, 0x03, 0xd5], LOAD, EM_AARCH64, &[])
+}
+
+#[test]
+fn unreadable_file() {
+    let err = KernelImage::from_path(Path::new("/nonexistent/percpu-guest.elf")).unwrap_err();
+    assert!(matches!(err, KernelError::Unreadable { .. }));
+    let text = err.to_string();
+    assert!(
+        text.contains("/nonexistent/percpu-guest.elf") && !text.contains('\n'),
+        "{text}"
+    );
+}
+
+#[test]
+fn not_an_elf() {
+    let err = KernelImage::from_bytes(b"#!/bin/sh\necho hi\n".to_vec()).unwrap_err();
+    assert_eq!(err, KernelError::NotElf);
+    assert_eq!(
+        KernelImage::from_bytes(Vec::new()).unwrap_err(),
+        KernelError::NotElf
+    );
+}
+
+#[test]
+fn thirty_two_bit() {
+    let mut bytes = valid();
+    bytes[4] = 1; // ELFCLASS32
+    assert_eq!(
+        KernelImage::from_bytes(bytes).unwrap_err(),
+        KernelError::Not64Bit
+    );
+}
+
+#[test]
+fn big_endian() {
+    let mut bytes = valid();
+    bytes[5] = 2; // ELFDATA2MSB
+    assert_eq!(
+        KernelImage::from_bytes(bytes).unwrap_err(),
+        KernelError::NotLittleEndian
+    );
+}
+
+#[test]
+fn wrong_architecture_is_named() {
+    let err = KernelImage::from_bytes(elf(&[0x90], LOAD, EM_X86_64, &[])).unwrap_err();
+    assert_eq!(err.to_string(), "kernel is built for x86-64, not AArch64");
+}
+
+#[test]
+fn no_loadable_segment() {
+    let mut bytes = valid();
+    bytes[64..68].copy_from_slice(&4u32.to_le_bytes()); // PT_LOAD -> PT_NOTE
+    assert_eq!(
+        KernelImage::from_bytes(bytes).unwrap_err(),
+        KernelError::NoLoadableSegment
+    );
+}
+
+#[test]
+fn segment_outside_ram() {
+    let kernel = KernelImage::from_bytes(elf(&[0; 4], 0x1000, EM_AARCH64, &[])).unwrap();
+    let err = Machine::new(MachineConfig::default(), &kernel)
+        .err()
+        .unwrap();
+    assert_eq!(
+        err.to_string(),
+        "kernel segment at physical 0x1000 (0x4 bytes) lies outside guest RAM"
+    );
+}
+
+#[test]
+fn symbols_name_pcs_and_export_bytes() {
+    let mut code = vec![0u8; 0x40];
+    let scenarios = b"smoke\tevery core boots\nstorm\tall cores alloc and free\n";
+    code.extend_from_slice(scenarios);
+    let mangled = "_ZN12percpu_guest4boot10start_core17h0123456789abcdefE";
+    let symbols = [
+        ("primary_entry", LOAD, 0x20),
+        (mangled, LOAD + 0x20, 0x20),
+        ("PERCPU_LAB_SCENARIOS", LOAD + 0x40, scenarios.len() as u64),
+    ];
+    let kernel = KernelImage::from_bytes(elf(&code, LOAD, EM_AARCH64, &symbols)).unwrap();
+    assert_eq!(
+        kernel.symbolize(LOAD + 0x1c).as_deref(),
+        Some("primary_entry+0x1c")
+    );
+    assert_eq!(
+        kernel.symbolize(LOAD + 0x24).as_deref(),
+        Some("percpu_guest::boot::start_core+0x4")
+    );
+    assert_eq!(kernel.symbolize(LOAD - 4), None);
+    assert_eq!(
+        kernel.symbol_bytes("PERCPU_LAB_SCENARIOS"),
+        Some(&scenarios[..])
+    );
+    assert_eq!(
+        kernel.symbol_address("percpu_guest::boot::start_core"),
+        Some(LOAD + 0x20)
+    );
+    assert_eq!(kernel.entry(), LOAD);
+}
