@@ -66,7 +66,10 @@ fn allocations_are_zeroed_aligned_and_per_cpu() {
             pcpu.free(ptr);
         }
         // Everything is back: the first chunk is as at boot.
-        assert_eq!(chunk_kinds(&pcpu)[0], (ChunkKind::First, MIN_UNIT_SIZE - (16 << 10)));
+        assert_eq!(
+            chunk_kinds(&pcpu)[0],
+            (ChunkKind::First, MIN_UNIT_SIZE - (16 << 10))
+        );
         let stats = pcpu.stats();
         assert_eq!((stats.allocs, stats.frees), (5, 5));
         assert!(mock.violations().is_empty(), "{:?}", mock.violations());
@@ -80,7 +83,10 @@ fn illegal_requests_are_refused() {
     assert!(pcpu.alloc(MIN_UNIT_SIZE + 1, 4).is_none());
     assert!(pcpu.alloc(8, 3).is_none());
     assert!(pcpu.alloc(8, 2 * PAGE_SIZE).is_none());
-    assert!(pcpu.alloc(MIN_UNIT_SIZE, PAGE_SIZE).is_some(), "a whole unit fits a new chunk");
+    assert!(
+        pcpu.alloc(MIN_UNIT_SIZE, PAGE_SIZE).is_some(),
+        "a whole unit fits a new chunk"
+    );
 }
 
 #[test]
@@ -92,7 +98,10 @@ fn reserved_allocations_come_from_the_reserved_area() {
         let r = pcpu.alloc_reserved(1024, 16).unwrap();
         assert!(r.0 >= static_end && r.0 + 1024 <= reserved_end);
         let d = pcpu.alloc(1024, 16).unwrap();
-        assert!(d.0 >= reserved_end, "dynamic allocations stay out of the reserved area");
+        assert!(
+            d.0 >= reserved_end,
+            "dynamic allocations stay out of the reserved area"
+        );
         // The reserved area is small and never grows.
         assert!(pcpu.alloc_reserved(8 << 10, 4).is_none());
         pcpu.free(r);
@@ -136,7 +145,11 @@ fn full_chunks_make_new_ones_and_reclaim_keeps_one_free() {
             pcpu.free(p);
         }
         // Freeing the second fully free chunk woke the reclaimer.
-        assert!(mock.work_scheduled.load(std::sync::atomic::Ordering::SeqCst) >= 1);
+        assert!(
+            mock.work_scheduled
+                .load(std::sync::atomic::Ordering::SeqCst)
+                >= 1
+        );
         assert!(mock.run_pending_work(&pcpu));
         let dynamic: Vec<_> = chunk_kinds(&pcpu)
             .into_iter()
@@ -275,7 +288,10 @@ fn reclaim_depopulates_with_the_configured_flushes() {
             .filter(|e| !matches!(e, Event::Lock(..) | Event::MemAlloc(_)))
             .collect();
         let unit = MIN_UNIT_SIZE;
-        let first_unmap = mem.iter().position(|e| matches!(e, Event::Unmap(..))).unwrap();
+        let first_unmap = mem
+            .iter()
+            .position(|e| matches!(e, Event::Unmap(..)))
+            .unwrap();
         let base = match mem[first_unmap] {
             Event::Unmap(addr, _) => addr,
             _ => unreachable!(),
@@ -331,10 +347,16 @@ fn failed_populate_gives_back_only_its_own_pages() {
         let pages = mock.live_pages();
         let mem = mock.live_mem_allocs();
         // `b` shares a's page and needs two more; only one more frame exists.
-        mock.page_budget.store(1, std::sync::atomic::Ordering::SeqCst);
+        mock.page_budget
+            .store(1, std::sync::atomic::Ordering::SeqCst);
         assert!(pcpu.alloc(2 * PAGE_SIZE, 8).is_none());
-        mock.page_budget.store(-1, std::sync::atomic::Ordering::SeqCst);
-        assert_eq!(mock.live_pages(), pages, "{variant:?}: the failed call's frame is back");
+        mock.page_budget
+            .store(-1, std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(
+            mock.live_pages(),
+            pages,
+            "{variant:?}: the failed call's frame is back"
+        );
         assert_eq!(mock.live_mem_allocs(), mem);
         check_fill(&pcpu, a, PAGE_SIZE - 64, 7).expect("the neighbour keeps its page");
         assert!(mock.is_mapped(pcpu.per_cpu_ptr(a, 1) as usize, PAGE_SIZE - 64));
@@ -364,6 +386,10 @@ fn failed_metadata_allocation_fails_the_alloc_cleanly() {
         assert_eq!(pcpu.stats().alloc_failures, 2);
         pcpu.free(a);
         pcpu.free(b);
-        assert!(mock.violations().is_empty(), "{variant:?}: {:?}", mock.violations());
+        assert!(
+            mock.violations().is_empty(),
+            "{variant:?}: {:?}",
+            mock.violations()
+        );
     }
 }
