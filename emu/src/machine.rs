@@ -252,6 +252,7 @@ pub struct Machine {
 // System register encodings (op0, op1, CRn, CRm, op2).
 type SysReg = (u32, u32, u32, u32, u32);
 const MPIDR_EL1: SysReg = (3, 0, 0, 0, 5);
+const DAIF: SysReg = (3, 3, 4, 2, 1);
 const CNTFRQ_EL0: SysReg = (3, 3, 14, 0, 0);
 const CNTPCT_EL0: SysReg = (3, 3, 14, 0, 1);
 const CNTVCT_EL0: SysReg = (3, 3, 14, 0, 2);
@@ -832,6 +833,13 @@ fn install_sysreg_hooks(
     let msr = syshook::add(uc, Arm64Insn::UC_ARM64_INS_MSR, move |access| {
         let cp = access.cp;
         let mut board = b.borrow_mut();
+        if sysreg(cp) == DAIF {
+            // Unmasking with an IRQ pending: end the slice so it is taken promptly.
+            if cp.val & PSTATE_I == 0 && board.gic.irq_line(cpu) {
+                c.shorten_to(1);
+            }
+            return false;
+        }
         let now = board.now_during(&c);
         let timer = &mut board.timers[cpu];
         match sysreg(cp) {

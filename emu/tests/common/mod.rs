@@ -273,3 +273,18 @@ pub fn run(
     let outcome = machine.run(&mut |cpu, line| lines.push((cpu, line.to_string())));
     (outcome, machine, lines)
 }
+
+pub const ISB: u32 = 0xd503_3fdf;
+pub const DSB_ISH: u32 = 0xd503_3b9f;
+pub const TLBI_VMALLE1IS: u32 = 0xd508_831f;
+pub const TLBI_VMALLE1: u32 = 0xd508_871f;
+pub const MAIR_EL1: Sys = (3, 0, 10, 2, 0);
+pub const TCR_EL1: Sys = (3, 0, 2, 0, 2);
+pub const TTBR0_EL1: Sys = (3, 0, 2, 0, 0);
+
+impl Asm {
+    /// A 64-bit data word.
+    pub fn quad(&mut self, value: u64) -> &mut Self {
+        self.emit(value as u32).emit((value >> 32) as u32)
+    }
+}
