@@ -529,7 +529,6 @@ mod tests {
                 map.free(off);
             }
             assert_eq!(map.entries(), &[8192]);
-            drop(map);
         }
     }
 }

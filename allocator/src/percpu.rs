@@ -290,7 +290,7 @@ impl<P: Platform> Percpu<P> {
     }
 
     fn unlock_alloc_mutex(&self, held: AllocLocked) {
-        drop(held);
+        held.release();
         self.platform.mutex_unlock(&self.mutex);
     }
 
@@ -302,7 +302,8 @@ impl<P: Platform> Percpu<P> {
     }
 
     fn unlock_pcpu_mutex(&self, alloc: AllocLocked, idx: IndexLocked) {
-        drop((alloc, idx));
+        alloc.release();
+        idx.release();
         self.platform.mutex_unlock(&self.mutex);
     }
 
@@ -313,7 +314,7 @@ impl<P: Platform> Percpu<P> {
     }
 
     fn unlock_irq(&self, held: IndexLocked) {
-        drop(held);
+        held.release();
         self.platform.spin_unlock_irq(&self.lock);
     }
 
@@ -324,7 +325,7 @@ impl<P: Platform> Percpu<P> {
     }
 
     fn unlock_irqrestore(&self, held: IndexLocked, flags: P::IrqFlags) {
-        drop(held);
+        held.release();
         self.platform.spin_unlock_irqrestore(&self.lock, flags);
     }
 

@@ -37,6 +37,9 @@ pub(crate) struct AllocLocked {
 }
 
 impl IndexLocked {
+    /// Give up the witness; called right before the unlock.
+    pub(crate) fn release(self) {}
+
     /// # Safety
     /// Call only right after acquiring the lock that protects the index for
     /// the running variant (or during init, before the allocator is shared).
@@ -48,6 +51,9 @@ impl IndexLocked {
 }
 
 impl AllocLocked {
+    /// Give up the witness; called right before the unlock.
+    pub(crate) fn release(self) {}
+
     /// # Safety
     /// Call only right after acquiring the alloc mutex for the running variant
     /// (or during init, before the allocator is shared).
@@ -222,7 +228,7 @@ impl ChunkPtr {
     }
 
     /// The chunk's page part (rule A).
-    pub(crate) fn pages<'w>(self, _held: &'w mut AllocLocked) -> &'w mut ChunkPages {
+    pub(crate) fn pages(self, _held: &mut AllocLocked) -> &mut ChunkPages {
         // SAFETY: rule A: the witness proves the alloc mutex is held and is
         // borrowed mutably for the reference's life; only the page field is
         // projected, so concurrent users of the index part (free under
