@@ -114,6 +114,16 @@ pub fn print_line_dying(args: fmt::Arguments) {
     put_line(&line);
 }
 
+/// Writes `text` straight to the UART, no lock, no formatting: for a panic inside
+/// the panic path, where nothing else can be trusted.
+///
+/// CONTEXT: fatal paths only.
+pub fn print_raw(text: &str) {
+    for &b in text.as_bytes() {
+        put_byte(b);
+    }
+}
+
 /// `println!("...")`: one whole line on the console.
 #[macro_export]
 macro_rules! println {

@@ -47,6 +47,7 @@ mod scenarios;
 mod sched;
 mod smp;
 mod sync;
+mod vmalloc;
 mod workqueue;
 
 use crate::bootinfo::boot_info;

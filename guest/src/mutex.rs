@@ -174,7 +174,8 @@ pub extern "C" fn lockdep_assert_mutex_held(mutex: &RawMutex) {
     }
 }
 
-/// Data protected by a sleeping mutex.
+/// Data protected by a sleeping mutex (the mutex first, so a static's symbol names it).
+#[repr(C)]
 pub struct Mutex<T> {
     raw: RawMutex,
     data: UnsafeCell<T>,

@@ -204,6 +204,32 @@ pub extern "Rust" fn free_pages(address: usize, order: usize) {
     zone.free += count;
 }
 
+fn order_for(size: usize) -> usize {
+    size.div_ceil(PAGE_SIZE)
+        .max(1)
+        .next_power_of_two()
+        .trailing_zeros() as usize
+}
+
+/// Allocates `size` bytes of zeroed kernel memory, page-aligned (so 16-aligned),
+/// in whole pages from the page allocator (the kernel has no small-object heap).
+///
+/// CONTEXT: as alloc_pages for `gfp`.
+pub fn kzalloc(size: usize, gfp: Gfp) -> Option<core::ptr::NonNull<u8>> {
+    let order = order_for(size);
+    let address = alloc_pages(order, gfp)?;
+    // SAFETY: fresh identity-mapped pages, ours alone.
+    unsafe { core::ptr::write_bytes(address as *mut u8, 0, PAGE_SIZE << order) };
+    core::ptr::NonNull::new(address as *mut u8)
+}
+
+/// Frees memory from kzalloc of the same `size`.
+///
+/// CONTEXT: any, IRQs off or locks held included; does not sleep.
+pub fn kfree(ptr: core::ptr::NonNull<u8>, size: usize) {
+    free_pages(ptr.as_ptr() as usize, order_for(size));
+}
+
 /// Marks the start of a reclaim section for lock checkers (the `fs_reclaim`
 /// pseudo-lock). The host probes this symbol.
 ///

@@ -23,7 +23,10 @@ fn on_panic(info: &PanicInfo) -> ! {
     match PANIC_OWNER.compare_exchange(0, me, AcqRel, Acquire) {
         Ok(_) => {}
         // A panic while printing the first one: give up on printing.
-        Err(owner) if owner == me => crate::psci::system_off(1),
+        Err(owner) if owner == me => {
+            crate::console::print_raw("\nPANIC: nested panic while panicking\n");
+            crate::psci::system_off(1)
+        }
         // Another CPU is already reporting; let it finish and power off.
         Err(_) => loop {
             crate::arch::wait_for_interrupt();

@@ -301,26 +301,49 @@ fn smoke_main(_: usize) {
     crate::psci::system_off(0);
 }
 
-/// Pages come and go, the vmalloc area maps and unmaps, and a sleeping allocation
-/// under the watermark calls the shrinkers.
+/// Pages come and go, a vmalloc range is reserved, mapped, used, unmapped,
+/// flushed and released, and a sleeping allocation under the watermark calls the
+/// shrinkers.
 fn smoke_page_allocator() {
+    use crate::config::PAGE_SIZE;
+    use crate::vmalloc;
+
     let before = page_alloc::free_page_count();
-    let page = page_alloc::alloc_pages(0, Gfp::Kernel).expect("a page");
-    let va = crate::mmu::VMALLOC_START + 0x1000;
-    crate::mmu::map_page(va, page, crate::mmu::PageKind::Data).expect("vmalloc map");
-    // SAFETY: `va` maps `page`, which we own.
-    unsafe { (va as *mut u64).write_volatile(0x5eed) };
-    // SAFETY: identity view of the same page.
-    if unsafe { (page as *const u64).read_volatile() } != 0x5eed
-        || crate::mmu::translate(va) != Some(page)
-    {
-        panic!("smoke: vmalloc mapping does not reach its page");
+    let pages = [
+        page_alloc::alloc_pages(0, Gfp::Kernel).expect("a page"),
+        page_alloc::alloc_pages(0, Gfp::Kernel).expect("a page"),
+    ];
+    let area = vmalloc::vm_reserve(2 * PAGE_SIZE).expect("vmalloc space");
+    vmalloc::map_pages(area, &pages).expect("vmalloc map");
+    for (index, &page) in pages.iter().enumerate() {
+        let va = area + index * PAGE_SIZE;
+        // SAFETY: `va` maps `page`, which we own.
+        unsafe { (va as *mut u64).write_volatile(0x5eed + index as u64) };
+        // SAFETY: the identity view of the same page.
+        let seen = unsafe { (page as *const u64).read_volatile() };
+        if seen != 0x5eed + index as u64 || crate::mmu::translate(va) != Some(page) {
+            panic!("smoke: vmalloc page {} does not reach its frame", index);
+        }
     }
-    crate::mmu::vunmap_page(va);
-    page_alloc::free_pages(page, 0);
-    if crate::mmu::translate(va).is_some() {
+    vmalloc::unmap_range_noflush(area, 2 * PAGE_SIZE);
+    crate::mmu::flush_tlb_kernel_range(area, area + 2 * PAGE_SIZE);
+    if crate::mmu::translate(area).is_some() {
         panic!("smoke: vmalloc page still mapped after unmap");
     }
+    vmalloc::vm_release(area, 2 * PAGE_SIZE);
+    for page in pages {
+        page_alloc::free_pages(page, 0);
+    }
+
+    let buffer = page_alloc::kzalloc(3 * PAGE_SIZE, Gfp::Kernel).expect("kzalloc");
+    // SAFETY: kzalloc returned at least 3 zeroed pages.
+    if unsafe { core::slice::from_raw_parts(buffer.as_ptr(), 3 * PAGE_SIZE) }
+        .iter()
+        .any(|&b| b != 0)
+    {
+        panic!("smoke: kzalloc memory is not zeroed");
+    }
+    page_alloc::kfree(buffer, 3 * PAGE_SIZE);
 
     page_alloc::register_shrinker(&SMOKE_SHRINKER);
     page_alloc::set_low_watermark(page_alloc::free_page_count() + 1);
@@ -331,13 +354,13 @@ fn smoke_page_allocator() {
     if SHRINKER_CALLS.load(Relaxed) == 0 || page_alloc::reclaim_runs() == 0 {
         panic!("smoke: direct reclaim did not call the shrinker");
     }
+    // The vmalloc area keeps its level-3 table; nothing else may leak.
     if page_alloc::free_page_count() + 1 < before {
-        // The vmalloc area keeps its level-3 table; nothing else may leak.
         panic!(
             "smoke: pages leaked: {} free before, {} after",
             before,
             page_alloc::free_page_count()
         );
     }
-    println!("cpu0: smoke: page allocator, vmalloc map and reclaim ok");
+    println!("cpu0: smoke: page allocator, vmalloc area and reclaim ok");
 }

@@ -295,7 +295,8 @@ pub extern "C" fn lockdep_assert_held(lock: &RawSpinLock) {
 // ---------------------------------------------------------------------------
 // Typed wrapper.
 
-/// Data protected by a spinlock.
+/// Data protected by a spinlock (the lock word first, so a static's symbol names it).
+#[repr(C)]
 pub struct SpinLock<T> {
     raw: RawSpinLock,
     data: UnsafeCell<T>,
@@ -328,7 +329,9 @@ impl<T> SpinLock<T> {
 
     /// CONTEXT: see spin_trylock.
     pub fn try_lock(&self) -> Option<SpinGuard<'_, T>> {
-        spin_trylock(&self.raw).then_some(SpinGuard {
+        // `then`, not `then_some`: a guard built for a failed attempt would
+        // "release" a lock this CPU does not hold when dropped.
+        spin_trylock(&self.raw).then(|| SpinGuard {
             lock: self,
             irq: IrqMode::Keep,
         })
