@@ -42,6 +42,8 @@ impl AreaMap {
     /// # Safety
     /// `storage` must be valid for reads and writes of `alloc` `i32`s, owned
     /// by this map alone until it is replaced or dropped by the owner.
+    ///
+    /// CONTEXT: chunk creation (the chunk is not shared yet); never sleeps.
     pub unsafe fn from_raw(storage: NonNull<i32>, alloc: usize, initial: &[i32]) -> AreaMap {
         assert!(!initial.is_empty() && initial.len() <= alloc);
         let mut map = AreaMap {
@@ -63,44 +65,58 @@ impl AreaMap {
         map
     }
 
+    /// CONTEXT: pcpu_lock (or pcpu_mutex), held by whoever reached this map through the index; never sleeps.
     fn entries_mut(&mut self) -> &mut [i32] {
         // SAFETY: `from_raw`'s contract: `alloc` entries, exclusively ours.
         unsafe { core::slice::from_raw_parts_mut(self.map.as_ptr(), self.used) }
     }
 
     /// The used entries.
+    ///
+    /// CONTEXT: pcpu_lock (or pcpu_mutex), held by whoever reached this map through the index; never sleeps.
     pub fn entries(&self) -> &[i32] {
         // SAFETY: as `entries_mut`; `used <= alloc`.
         unsafe { core::slice::from_raw_parts(self.map.as_ptr(), self.used) }
     }
 
+    /// CONTEXT: pcpu_lock (or pcpu_mutex), held by whoever reached this map through the index; never sleeps.
     fn storage(&mut self) -> &mut [i32] {
         // SAFETY: as `entries_mut`.
         unsafe { core::slice::from_raw_parts_mut(self.map.as_ptr(), self.alloc) }
     }
 
     /// Number of entries in use (`map_used`).
+    ///
+    /// CONTEXT: pcpu_lock (or pcpu_mutex), held by whoever reached this map through the index; never sleeps.
     pub fn used(&self) -> usize {
         self.used
     }
 
     /// The entry storage (to free it with the chunk).
+    ///
+    /// CONTEXT: pcpu_lock (or pcpu_mutex), held by whoever reached this map through the index; never sleeps.
     pub fn storage_ptr(&self) -> NonNull<i32> {
         self.map
     }
 
     /// Number of entries the storage holds (`map_alloc`).
+    ///
+    /// CONTEXT: pcpu_lock (or pcpu_mutex), held by whoever reached this map through the index; never sleeps.
     pub fn capacity(&self) -> usize {
         self.alloc
     }
 
     /// Whether an allocation can proceed without extending the map: one
     /// allocation splits a block into at most three.
+    ///
+    /// CONTEXT: pcpu_lock (or pcpu_mutex), held by whoever reached this map through the index; never sleeps.
     pub fn has_room_for_alloc(&self) -> bool {
         self.alloc >= self.used + 2
     }
 
     /// The capacity `pcpu_extend_area_map` would grow the map to.
+    ///
+    /// CONTEXT: pcpu_lock (or pcpu_mutex), held by whoever reached this map through the index; never sleeps.
     pub fn extended_capacity(&self) -> usize {
         let mut new_alloc = DFL_MAP_ALLOC;
         while new_alloc < self.used + 2 {
@@ -114,6 +130,8 @@ impl AreaMap {
     ///
     /// # Safety
     /// As for [`AreaMap::from_raw`] for the new storage.
+    ///
+    /// CONTEXT: pcpu_lock (or pcpu_mutex), held by whoever reached this map through the index; never sleeps.
     pub unsafe fn replace_storage(
         &mut self,
         storage: NonNull<i32>,
@@ -136,6 +154,8 @@ impl AreaMap {
 
     /// `pcpu_split_block`: split block `i` into `head` free bytes, the block,
     /// and `tail` free bytes (either may be zero).
+    ///
+    /// CONTEXT: pcpu_lock (or pcpu_mutex), held by whoever reached this map through the index; never sleeps.
     fn split_block(&mut self, i: usize, head: usize, tail: usize) {
         let extra = usize::from(head != 0) + usize::from(tail != 0);
         assert!(
@@ -162,6 +182,8 @@ impl AreaMap {
     /// two) first-fit. Returns the offset, or `None` after a full scan (which
     /// also makes `contig_hint` exact). The map must have room for two more
     /// entries.
+    ///
+    /// CONTEXT: pcpu_lock (or pcpu_mutex), held by whoever reached this map through the index; never sleeps.
     pub fn alloc(&mut self, size: usize, align: usize) -> Option<usize> {
         debug_assert!(size > 0 && align.is_power_of_two());
         let mut max_contig = 0usize;
@@ -234,6 +256,8 @@ impl AreaMap {
     /// `pcpu_free_area`: free the block that starts at `freeme` and merge it
     /// with free neighbours. Panics (the seed's `BUG_ON`) if no allocated block
     /// starts there.
+    ///
+    /// CONTEXT: pcpu_lock (or pcpu_mutex), held by whoever reached this map through the index; never sleeps.
     pub fn free(&mut self, freeme: usize) {
         let mut off = 0usize;
         let mut i = 0usize;
@@ -275,6 +299,8 @@ impl AreaMap {
 
     /// Largest free block, computed by a scan (for checks; the allocator uses
     /// `contig_hint`).
+    ///
+    /// CONTEXT: pcpu_lock (or pcpu_mutex), held by whoever reached this map through the index; never sleeps.
     pub fn largest_free(&self) -> usize {
         self.entries()
             .iter()
@@ -285,6 +311,8 @@ impl AreaMap {
     }
 
     /// Total bytes covered by the map.
+    ///
+    /// CONTEXT: pcpu_lock (or pcpu_mutex), held by whoever reached this map through the index; never sleeps.
     pub fn span(&self) -> usize {
         self.entries()
             .iter()

@@ -24,6 +24,8 @@ pub(crate) struct Geometry {
 impl Geometry {
     /// Bytes of metadata for one chunk: the `Chunk` and, unless it shares
     /// another chunk's, its page storage (`pcpu_chunk_struct_size`).
+    ///
+    /// CONTEXT: as its caller: the allocator mutex held, or the chunk privately owned; no spinlock.
     fn chunk_struct_size(&self, with_pages: bool) -> usize {
         let header = core::mem::size_of::<Chunk>().next_multiple_of(16);
         if with_pages {
@@ -34,12 +36,16 @@ impl Geometry {
     }
 
     /// `pcpu_chunk_addr`: address of page `page` of `cpu`'s unit.
+    ///
+    /// CONTEXT: as its caller: the allocator mutex held, or the chunk privately owned; no spinlock.
     fn page_addr(&self, base: usize, cpu: usize, page: usize) -> usize {
         base + cpu * self.unit_size + page * PAGE_SIZE
     }
 }
 
 /// Pages `[start, end)` that hold bytes `[off, off + size)` of a unit.
+///
+/// CONTEXT: as its caller: the allocator mutex held, or the chunk privately owned; no spinlock.
 fn page_range(off: usize, size: usize) -> (usize, usize) {
     (off / PAGE_SIZE, (off + size).div_ceil(PAGE_SIZE))
 }
@@ -56,6 +62,8 @@ impl<P: Platform> Backing<'_, P> {
     /// storage; it starts as `initial`. `shares_pages_of` names the chunk
     /// whose page array this one uses (the first chunks share one, as in the
     /// seed; both are only used under the alloc mutex, rule A).
+    ///
+    /// CONTEXT: as its caller: the allocator mutex held, or the chunk privately owned; no spinlock.
     fn new_chunk(
         &self,
         base: usize,
@@ -210,6 +218,8 @@ impl<P: Platform> Backing<'_, P> {
 
     /// Free the frames of pages in `[start, end)` that are not populated
     /// (those a failed populate allocated).
+    ///
+    /// CONTEXT: as its caller: the allocator mutex held, or the chunk privately owned; no spinlock.
     fn release_unpopulated(&self, pages: &mut ChunkPages, start: usize, end: usize) {
         for page in start..end {
             if pages.is_populated(page) {
@@ -226,6 +236,8 @@ impl<P: Platform> Backing<'_, P> {
     }
 
     /// Runs of unpopulated pages in `[start, end)`.
+    ///
+    /// CONTEXT: as its caller: the allocator mutex held, or the chunk privately owned; no spinlock.
     fn unpopulated_runs<'p>(
         pages: &'p mut ChunkPages,
         start: usize,

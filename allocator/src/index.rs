@@ -21,6 +21,8 @@ const SLOT_BASE_SHIFT: u32 = 5;
 const MIN_USEFUL: usize = 4;
 
 /// `__pcpu_size_to_slot`: slot of a free size, ignoring the fully-free slot.
+///
+/// CONTEXT: any (pure arithmetic).
 pub fn raw_size_to_slot(size: usize) -> usize {
     let highbit = usize::BITS - size.leading_zeros(); // fls()
     (highbit as isize - SLOT_BASE_SHIFT as isize + 2).max(1) as usize
@@ -28,11 +30,15 @@ pub fn raw_size_to_slot(size: usize) -> usize {
 
 /// Number of slots for a unit size: one per size class plus the last one for
 /// fully free chunks.
+///
+/// CONTEXT: any (pure arithmetic).
 pub fn nr_slots(unit_size: usize) -> usize {
     raw_size_to_slot(unit_size) + 2
 }
 
 /// `pcpu_size_to_slot`: a free size equal to the unit goes to the last slot.
+///
+/// CONTEXT: any (pure arithmetic).
 pub fn size_to_slot(size: usize, unit_size: usize) -> usize {
     if size == unit_size {
         nr_slots(unit_size) - 1
@@ -43,6 +49,8 @@ pub fn size_to_slot(size: usize, unit_size: usize) -> usize {
 
 /// `pcpu_chunk_slot`: chunks that cannot serve even the smallest
 /// allocation go to slot 0.
+///
+/// CONTEXT: any (pure arithmetic).
 pub fn chunk_slot(free_size: usize, contig_hint: usize, unit_size: usize) -> usize {
     if free_size < MIN_USEFUL || contig_hint < MIN_USEFUL {
         0
@@ -86,6 +94,8 @@ impl Index {
     /// # Safety
     /// `by_addr` must be writable storage for `cap` chunk pointers, owned by
     /// the index for its whole life.
+    ///
+    /// CONTEXT: pcpu_lock (or pcpu_mutex): `&mut Index` exists only under it; never sleeps.
     #[allow(clippy::too_many_arguments)]
     pub(crate) unsafe fn new(
         unit_size: usize,
@@ -118,17 +128,21 @@ impl Index {
         }
     }
 
+    /// CONTEXT: pcpu_lock (or pcpu_mutex): `&mut Index` exists only under it; never sleeps.
     pub(crate) fn nr_slots(&self) -> usize {
         self.nr_slots
     }
 
     /// The area map, `free_size` and `contig_hint` of `chunk`.
+    ///
+    /// CONTEXT: pcpu_lock (or pcpu_mutex): `&mut Index` exists only under it; never sleeps.
     pub(crate) fn areas(&mut self, chunk: ChunkPtr) -> &mut crate::area_map::AreaMap {
         // SAFETY: rule I: `&mut self` proves pcpu_lock; the reference borrows
         // self, so no second one to the same chunk can coexist.
         unsafe { &mut chunk.index_part().areas }
     }
 
+    /// CONTEXT: pcpu_lock (or pcpu_mutex): `&mut Index` exists only under it; never sleeps.
     fn slot_of(&mut self, chunk: ChunkPtr) -> usize {
         let unit = self.unit_size;
         let areas = self.areas(chunk);
@@ -136,25 +150,32 @@ impl Index {
     }
 
     /// The slot `chunk` belongs on according to its current state.
+    ///
+    /// CONTEXT: pcpu_lock (or pcpu_mutex): `&mut Index` exists only under it; never sleeps.
     pub(crate) fn current_slot(&mut self, chunk: ChunkPtr) -> usize {
         self.slot_of(chunk)
     }
 
     /// The slot list `chunk` is on, if any.
+    ///
+    /// CONTEXT: pcpu_lock (or pcpu_mutex): `&mut Index` exists only under it; never sleeps.
     pub(crate) fn listed_slot(&mut self, chunk: ChunkPtr) -> Option<usize> {
         // SAFETY: rule I, as in `areas`.
         unsafe { chunk.index_part().slot }
     }
 
+    /// CONTEXT: pcpu_lock (or pcpu_mutex): `&mut Index` exists only under it; never sleeps.
     pub(crate) fn first_in_slot(&self, slot: usize) -> Option<ChunkPtr> {
         self.slots[slot].first
     }
 
+    /// CONTEXT: pcpu_lock (or pcpu_mutex): `&mut Index` exists only under it; never sleeps.
     pub(crate) fn next_in_slot(&mut self, chunk: ChunkPtr) -> Option<ChunkPtr> {
         // SAFETY: rule I, as in `areas`.
         unsafe { chunk.index_part().next }
     }
 
+    /// CONTEXT: pcpu_lock (or pcpu_mutex): `&mut Index` exists only under it; never sleeps.
     fn unlink(&mut self, chunk: ChunkPtr) {
         // SAFETY: rule I; each index_part reference below is dropped before
         // the next is made.
@@ -179,6 +200,7 @@ impl Index {
         }
     }
 
+    /// CONTEXT: pcpu_lock (or pcpu_mutex): `&mut Index` exists only under it; never sleeps.
     fn push_front(&mut self, slot: usize, chunk: ChunkPtr) {
         let old_first = self.slots[slot].first;
         // SAFETY: rule I; one index_part reference at a time.
@@ -196,6 +218,7 @@ impl Index {
         self.slots[slot].first = Some(chunk);
     }
 
+    /// CONTEXT: pcpu_lock (or pcpu_mutex): `&mut Index` exists only under it; never sleeps.
     fn push_back(&mut self, slot: usize, chunk: ChunkPtr) {
         let old_last = self.slots[slot].last;
         // SAFETY: rule I; one index_part reference at a time.
@@ -257,11 +280,13 @@ impl Index {
         self.relocate(chunk, Some(oslot));
     }
 
+    /// CONTEXT: pcpu_lock (or pcpu_mutex): `&mut Index` exists only under it; never sleeps.
     fn by_addr(&self) -> &[ChunkPtr] {
         // SAFETY: `new`'s contract; `len <= cap`.
         unsafe { core::slice::from_raw_parts(self.by_addr.as_ptr(), self.by_addr_len) }
     }
 
+    /// CONTEXT: pcpu_lock (or pcpu_mutex): `&mut Index` exists only under it; never sleeps.
     fn by_addr_storage(&mut self) -> &mut [ChunkPtr] {
         // SAFETY: `new`'s contract; the first `len` entries are initialised and
         // `insert` writes before it reads beyond them.
@@ -269,11 +294,15 @@ impl Index {
     }
 
     /// Whether the address tree can take another chunk.
+    ///
+    /// CONTEXT: pcpu_lock (or pcpu_mutex): `&mut Index` exists only under it; never sleeps.
     pub(crate) fn has_room_for_chunk(&self) -> bool {
         self.by_addr_len < self.by_addr_cap
     }
 
     /// Number of chunks other than the first ones.
+    ///
+    /// CONTEXT: pcpu_lock (or pcpu_mutex): `&mut Index` exists only under it; never sleeps.
     pub(crate) fn nr_dynamic_chunks(&self) -> usize {
         self.by_addr_len
     }
@@ -295,6 +324,7 @@ impl Index {
         self.by_addr_len += 1;
     }
 
+    /// CONTEXT: pcpu_lock (or pcpu_mutex): `&mut Index` exists only under it; never sleeps.
     fn addr_remove(&mut self, chunk: ChunkPtr) {
         let pos = self
             .by_addr()
@@ -325,12 +355,16 @@ impl Index {
     }
 
     /// The chunks in the address tree, in address order.
+    ///
+    /// CONTEXT: pcpu_lock (or pcpu_mutex): `&mut Index` exists only under it; never sleeps.
     pub(crate) fn dynamic_chunks(&self) -> &[ChunkPtr] {
         self.by_addr()
     }
 
     /// Whether a fully free chunk other than `chunk` is on the last slot (the
     /// test `free_percpu` uses to decide whether to wake the reclaimer).
+    ///
+    /// CONTEXT: pcpu_lock (or pcpu_mutex): `&mut Index` exists only under it; never sleeps.
     pub(crate) fn other_free_chunk_than(&mut self, chunk: ChunkPtr) -> bool {
         let mut pos = self.first_in_slot(self.nr_slots - 1);
         while let Some(c) = pos {
@@ -375,6 +409,7 @@ pub(crate) struct ReclaimList {
 impl Iterator for ReclaimList {
     type Item = Unlinked;
 
+    /// CONTEXT: pcpu_lock (or pcpu_mutex): `&mut Index` exists only under it; never sleeps.
     fn next(&mut self) -> Option<Unlinked> {
         let chunk = self.head?;
         // SAFETY: rule U: `unlink_reclaimable` removed the chunk from every

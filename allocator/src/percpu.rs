@@ -61,6 +61,8 @@ pub enum Variant {
 
 impl Variant {
     /// Parse `mutex`, `irq` or `fine` (the guest's `variant=` boot argument).
+    ///
+    /// CONTEXT: any.
     pub fn from_name(name: &str) -> Option<Variant> {
         match name {
             "mutex" => Some(Variant::Mutex),
@@ -71,6 +73,8 @@ impl Variant {
     }
 
     /// The name [`Variant::from_name`] accepts.
+    ///
+    /// CONTEXT: any.
     pub fn name(self) -> &'static str {
         match self {
             Variant::Mutex => "mutex",
@@ -108,6 +112,8 @@ pub struct Config {
 impl Config {
     /// A configuration with the seed's defaults for everything but the
     /// variant and the static size.
+    ///
+    /// CONTEXT: any.
     pub fn new(variant: Variant, static_size: usize) -> Config {
         Config {
             variant,
@@ -283,47 +289,71 @@ impl<P: Platform> Percpu<P> {
 
     // ---- locks: the only places that call the platform's lock methods ----
 
+    /// `mutex_lock(&pcpu_alloc_mutex)`.
+    ///
+    /// CONTEXT: process context, no spinlock; may sleep.
     fn lock_alloc_mutex(&self) -> AllocLocked {
         self.platform.mutex_lock(&self.mutex);
         // SAFETY: just acquired.
         unsafe { AllocLocked::assume_held() }
     }
 
+    /// `mutex_unlock(&pcpu_alloc_mutex)`.
+    ///
+    /// CONTEXT: pcpu_alloc_mutex.
     fn unlock_alloc_mutex(&self, held: AllocLocked) {
         held.release();
         self.platform.mutex_unlock(&self.mutex);
     }
 
-    /// The mutex variant's `pcpu_mutex` covers both the index and the pages.
+    /// `mutex_lock(&pcpu_mutex)`: in the mutex variant it covers both the
+    /// index and the pages.
+    ///
+    /// CONTEXT: process context, no spinlock; may sleep.
     fn lock_pcpu_mutex(&self) -> (AllocLocked, IndexLocked) {
         self.platform.mutex_lock(&self.mutex);
         // SAFETY: just acquired; in this variant the mutex protects both.
         unsafe { (AllocLocked::assume_held(), IndexLocked::assume_held()) }
     }
 
+    /// `mutex_unlock(&pcpu_mutex)`.
+    ///
+    /// CONTEXT: pcpu_mutex.
     fn unlock_pcpu_mutex(&self, alloc: AllocLocked, idx: IndexLocked) {
         alloc.release();
         idx.release();
         self.platform.mutex_unlock(&self.mutex);
     }
 
+    /// `spin_lock_irq(&pcpu_lock)`.
+    ///
+    /// CONTEXT: IRQs on; disables them.
     fn lock_irq(&self) -> IndexLocked {
         self.platform.spin_lock_irq(&self.lock);
         // SAFETY: just acquired.
         unsafe { IndexLocked::assume_held() }
     }
 
+    /// `spin_unlock_irq(&pcpu_lock)`.
+    ///
+    /// CONTEXT: pcpu_lock; enables IRQs.
     fn unlock_irq(&self, held: IndexLocked) {
         held.release();
         self.platform.spin_unlock_irq(&self.lock);
     }
 
+    /// `spin_lock_irqsave(&pcpu_lock, flags)`.
+    ///
+    /// CONTEXT: any, including hard-IRQ.
     fn lock_irqsave(&self) -> (IndexLocked, P::IrqFlags) {
         let flags = self.platform.spin_lock_irqsave(&self.lock);
         // SAFETY: just acquired.
         (unsafe { IndexLocked::assume_held() }, flags)
     }
 
+    /// `spin_unlock_irqrestore(&pcpu_lock, flags)`.
+    ///
+    /// CONTEXT: pcpu_lock; restores the saved IRQ state.
     fn unlock_irqrestore(&self, held: IndexLocked, flags: P::IrqFlags) {
         held.release();
         self.platform.spin_unlock_irqrestore(&self.lock, flags);
@@ -331,6 +361,8 @@ impl<P: Platform> Percpu<P> {
 
     /// Assert (through the platform) that the index lock of this variant is
     /// held.
+    ///
+    /// CONTEXT: any.
     fn assert_index_locked(&self) {
         match self.variant {
             Variant::Mutex => self.platform.mutex_assert_held(&self.mutex),
@@ -339,12 +371,15 @@ impl<P: Platform> Percpu<P> {
     }
 
     /// Assert that the alloc mutex of this variant is held.
+    ///
+    /// CONTEXT: any.
     pub(crate) fn assert_alloc_locked(&self) {
         self.platform.mutex_assert_held(&self.mutex);
     }
 
     // ---- chunk memory, with the CONTEXT checks ----
 
+    /// The chunk memory operations. CONTEXT: any (they state their own).
     fn backing(&self) -> Backing<'_, P> {
         Backing {
             platform: &self.platform,
@@ -392,27 +427,27 @@ impl<P: Platform> Percpu<P> {
 
     // ---- public interface ----
 
-    /// The platform the allocator runs on.
+    /// The platform the allocator runs on. CONTEXT: any.
     pub fn platform(&self) -> &P {
         &self.platform
     }
 
-    /// The locking variant chosen at init.
+    /// The locking variant chosen at init. CONTEXT: any.
     pub fn variant(&self) -> Variant {
         self.variant
     }
 
-    /// Unit size in bytes (`pcpu_unit_size`).
+    /// Unit size in bytes (`pcpu_unit_size`). CONTEXT: any.
     pub fn unit_size(&self) -> usize {
         self.geo.unit_size
     }
 
-    /// Number of CPUs (units per chunk).
+    /// Number of CPUs (units per chunk). CONTEXT: any.
     pub fn nr_cpus(&self) -> usize {
         self.geo.nr_cpus
     }
 
-    /// Base of the first chunk (`pcpu_base_addr`).
+    /// Base of the first chunk (`pcpu_base_addr`). CONTEXT: any.
     pub fn base_addr(&self) -> usize {
         self.geo.base_addr
     }
@@ -420,6 +455,8 @@ impl<P: Platform> Percpu<P> {
     /// `__per_cpu_offset[cpu]`: add to a [`PcpuPtr`] (or a static per-CPU
     /// variable's link address) to reach `cpu`'s copy. The guest loads this
     /// into `TPIDR_EL1`.
+    ///
+    /// CONTEXT: any.
     pub fn per_cpu_offset(&self, cpu: usize) -> usize {
         assert!(cpu < self.geo.nr_cpus, "no CPU {cpu}");
         self.geo
@@ -429,10 +466,12 @@ impl<P: Platform> Percpu<P> {
     }
 
     /// `per_cpu_ptr(ptr, cpu)`: address of `cpu`'s copy of `ptr`.
+    /// CONTEXT: any.
     pub fn per_cpu_ptr(&self, ptr: PcpuPtr, cpu: usize) -> *mut u8 {
         ptr.0.wrapping_add(self.per_cpu_offset(cpu)) as *mut u8
     }
 
+    /// `__addr_to_pcpu_ptr`. CONTEXT: any.
     fn addr_to_ptr(&self, addr: usize) -> PcpuPtr {
         PcpuPtr(
             addr.wrapping_sub(self.geo.base_addr)
@@ -440,6 +479,7 @@ impl<P: Platform> Percpu<P> {
         )
     }
 
+    /// `__pcpu_ptr_to_addr`. CONTEXT: any.
     fn ptr_to_addr(&self, ptr: PcpuPtr) -> usize {
         ptr.0
             .wrapping_sub(self.geo.per_cpu_start)
@@ -847,6 +887,8 @@ impl<P: Platform> Percpu<P> {
     }
 
     /// Run `f` on the index under the variant's index lock (irqsave form).
+    ///
+    /// CONTEXT: as [`Percpu::free`].
     fn with_index(&self, f: impl FnOnce(&mut Index)) {
         match self.variant {
             Variant::Mutex => {

@@ -38,11 +38,15 @@ pub(crate) struct AllocLocked {
 
 impl IndexLocked {
     /// Give up the witness; called right before the unlock.
+    ///
+    /// CONTEXT: the lock is held; the caller unlocks right after.
     pub(crate) fn release(self) {}
 
     /// # Safety
     /// Call only right after acquiring the lock that protects the index for
     /// the running variant (or during init, before the allocator is shared).
+    ///
+    /// CONTEXT: right after the lock call (or at init).
     pub(crate) unsafe fn assume_held() -> Self {
         IndexLocked {
             _not_send: PhantomData,
@@ -52,11 +56,15 @@ impl IndexLocked {
 
 impl AllocLocked {
     /// Give up the witness; called right before the unlock.
+    ///
+    /// CONTEXT: the lock is held; the caller unlocks right after.
     pub(crate) fn release(self) {}
 
     /// # Safety
     /// Call only right after acquiring the alloc mutex for the running variant
     /// (or during init, before the allocator is shared).
+    ///
+    /// CONTEXT: right after the lock call (or at init).
     pub(crate) unsafe fn assume_held() -> Self {
         AllocLocked {
             _not_send: PhantomData,
@@ -74,12 +82,14 @@ pub(crate) struct Shared<T> {
 unsafe impl<T: Send> Sync for Shared<T> {}
 
 impl<T> Shared<T> {
+    /// CONTEXT: init, or the caller owns the chunk.
     pub(crate) fn new(value: T) -> Self {
         Shared {
             cell: UnsafeCell::new(value),
         }
     }
 
+    /// CONTEXT: the lock of the part it touches (see the rules above); never sleeps.
     pub(crate) fn get<'w>(&'w self, _held: &'w mut IndexLocked) -> &'w mut T {
         // SAFETY: rule I: the witness proves the lock is held and is borrowed
         // mutably for as long as the reference lives, so no second reference
@@ -110,6 +120,8 @@ pub(crate) struct ChunkPages {
 
 impl ChunkPages {
     /// Bytes of storage needed for `nr_cpus` units of `unit_pages` pages.
+    ///
+    /// CONTEXT: any (pure arithmetic).
     pub(crate) fn storage_size(nr_cpus: usize, unit_pages: usize) -> usize {
         nr_cpus * unit_pages * core::mem::size_of::<Page>()
             + unit_pages.div_ceil(64) * core::mem::size_of::<u64>()
@@ -118,6 +130,8 @@ impl ChunkPages {
     /// # Safety
     /// `storage` must be zeroed, 8-byte aligned, `storage_size` bytes long and
     /// live as long as the chunk; only this `ChunkPages` may use it.
+    ///
+    /// CONTEXT: chunk creation; the chunk is not shared yet.
     pub(crate) unsafe fn from_raw(storage: NonNull<u8>, nr_cpus: usize, unit_pages: usize) -> Self {
         let frames = storage.cast::<Page>();
         // SAFETY: within the storage, by `storage_size`.
@@ -130,6 +144,7 @@ impl ChunkPages {
         }
     }
 
+    /// CONTEXT: the lock of the part it touches (see the rules above); never sleeps.
     fn frames(&mut self) -> &mut [Page] {
         // SAFETY: `from_raw` contract.
         unsafe {
@@ -137,6 +152,7 @@ impl ChunkPages {
         }
     }
 
+    /// CONTEXT: the lock of the part it touches (see the rules above); never sleeps.
     fn bitmap(&mut self) -> &mut [u64] {
         // SAFETY: `from_raw` contract.
         unsafe {
@@ -144,26 +160,32 @@ impl ChunkPages {
         }
     }
 
+    /// CONTEXT: the lock of the part it touches (see the rules above); never sleeps.
     pub(crate) fn frame(&mut self, cpu: usize, page: usize) -> Page {
         let unit_pages = self.unit_pages;
         self.frames()[cpu * unit_pages + page]
     }
 
+    /// CONTEXT: the lock of the part it touches (see the rules above); never sleeps.
     pub(crate) fn set_frame(&mut self, cpu: usize, page: usize, frame: Page) {
         let unit_pages = self.unit_pages;
         self.frames()[cpu * unit_pages + page] = frame;
     }
 
     /// The frames of `cpu`'s unit for pages `[start, end)`.
+    ///
+    /// CONTEXT: the lock of the part it touches (see the rules above); never sleeps.
     pub(crate) fn frames_of(&mut self, cpu: usize, start: usize, end: usize) -> &[Page] {
         let unit_pages = self.unit_pages;
         &self.frames()[cpu * unit_pages + start..cpu * unit_pages + end]
     }
 
+    /// CONTEXT: the lock of the part it touches (see the rules above); never sleeps.
     pub(crate) fn is_populated(&mut self, page: usize) -> bool {
         self.bitmap()[page / 64] & (1 << (page % 64)) != 0
     }
 
+    /// CONTEXT: the lock of the part it touches (see the rules above); never sleeps.
     pub(crate) fn set_populated(&mut self, page: usize, populated: bool) {
         let bit = 1u64 << (page % 64);
         let word = &mut self.bitmap()[page / 64];
@@ -174,6 +196,7 @@ impl ChunkPages {
         }
     }
 
+    /// CONTEXT: the lock of the part it touches (see the rules above); never sleeps.
     pub(crate) fn populated_count(&mut self) -> usize {
         self.bitmap().iter().map(|w| w.count_ones() as usize).sum()
     }
@@ -200,15 +223,19 @@ pub(crate) struct ChunkPtr(NonNull<Chunk>);
 unsafe impl Send for ChunkPtr {}
 
 impl ChunkPtr {
+    /// CONTEXT: init, or the caller owns the chunk.
     pub(crate) fn new(chunk: NonNull<Chunk>) -> Self {
         ChunkPtr(chunk)
     }
 
+    /// CONTEXT: any.
     pub(crate) fn as_non_null(self) -> NonNull<Chunk> {
         self.0
     }
 
     /// The chunk's base address (rule B).
+    ///
+    /// CONTEXT: any; the chunk is alive (rule B).
     pub(crate) fn base(self) -> usize {
         // SAFETY: rule B: `base` is written once before the chunk is
         // published and never again; the chunk is alive while reachable.
@@ -221,6 +248,8 @@ impl ChunkPtr {
     /// Rule I: the caller holds `&mut Index` (hence the index lock) for the
     /// whole life of the returned reference and makes no other reference to
     /// the same chunk's index part meanwhile.
+    ///
+    /// CONTEXT: the lock of the part it touches (see the rules above); never sleeps.
     pub(crate) unsafe fn index_part<'a>(self) -> &'a mut ChunkIndex {
         // SAFETY: caller's contract; the projection touches only this field,
         // so it never aliases the page part used under the alloc mutex.
@@ -228,6 +257,8 @@ impl ChunkPtr {
     }
 
     /// The chunk's page part (rule A).
+    ///
+    /// CONTEXT: the lock of the part it touches (see the rules above); never sleeps.
     pub(crate) fn pages(self, _held: &mut AllocLocked) -> &mut ChunkPages {
         // SAFETY: rule A: the witness proves the alloc mutex is held and is
         // borrowed mutably for the reference's life; only the page field is
@@ -244,19 +275,24 @@ impl Unlinked {
     /// # Safety
     /// `chunk` must have just been removed from the slot lists and the address
     /// tree with both locks held, so nothing else can reach it.
+    ///
+    /// CONTEXT: init, or the caller owns the chunk.
     pub(crate) unsafe fn new(chunk: ChunkPtr) -> Self {
         Unlinked(chunk)
     }
 
+    /// CONTEXT: the lock of the part it touches (see the rules above); never sleeps.
     pub(crate) fn chunk(&self) -> ChunkPtr {
         self.0
     }
 
+    /// CONTEXT: the lock of the part it touches (see the rules above); never sleeps.
     pub(crate) fn pages(&mut self) -> &mut ChunkPages {
         // SAFETY: rule U: this handle is the chunk's only owner.
         unsafe { &mut *addr_of_mut!((*self.0 .0.as_ptr()).pages) }
     }
 
+    /// CONTEXT: the lock of the part it touches (see the rules above); never sleeps.
     pub(crate) fn index_part(&mut self) -> &mut ChunkIndex {
         // SAFETY: rule U.
         unsafe { &mut *addr_of_mut!((*self.0 .0.as_ptr()).index) }
