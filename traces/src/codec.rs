@@ -172,7 +172,12 @@ impl Body {
 
 fn layout(kind: &EventKind) -> Layout {
     use Field::{PagePa, PercpuAddr, PtPa, Uleb};
-    let plain = |tag, body| Layout { tag, kind_bits: 0, lock: None, body };
+    let plain = |tag, body| Layout {
+        tag,
+        kind_bits: 0,
+        lock: None,
+        body,
+    };
     let lock_op = |op: u8, flavor, lock, kind_bits| Layout {
         tag: tag::LOCK_BASE + 8 * op + flavor_code(flavor),
         kind_bits,
@@ -181,13 +186,13 @@ fn layout(kind: &EventKind) -> Layout {
     };
     match *kind {
         EventKind::LockAttempt { lock, flavor } => lock_op(tag::LOCK_OP_ATTEMPT, flavor, lock, 0),
-        EventKind::LockAcquired { lock, flavor } => {
-            lock_op(tag::LOCK_OP_ACQUIRED, flavor, lock, 0)
-        }
+        EventKind::LockAcquired { lock, flavor } => lock_op(tag::LOCK_OP_ACQUIRED, flavor, lock, 0),
         EventKind::LockRelease { lock, flavor } => lock_op(tag::LOCK_OP_RELEASE, flavor, lock, 0),
-        EventKind::Trylock { lock, flavor, acquired } => {
-            lock_op(tag::LOCK_OP_TRYLOCK, flavor, lock, u8::from(acquired) << 2)
-        }
+        EventKind::Trylock {
+            lock,
+            flavor,
+            acquired,
+        } => lock_op(tag::LOCK_OP_TRYLOCK, flavor, lock, u8::from(acquired) << 2),
         EventKind::AssertHeld { lock } => Layout {
             tag: tag::ASSERT_HELD,
             kind_bits: 0,
@@ -203,7 +208,9 @@ fn layout(kind: &EventKind) -> Layout {
         EventKind::HardIrqEnter { intid } => {
             plain(tag::HARDIRQ_ENTER, Body::of(&[Uleb(intid.into())]))
         }
-        EventKind::HardIrqExit { intid } => plain(tag::HARDIRQ_EXIT, Body::of(&[Uleb(intid.into())])),
+        EventKind::HardIrqExit { intid } => {
+            plain(tag::HARDIRQ_EXIT, Body::of(&[Uleb(intid.into())]))
+        }
         EventKind::ContextSwitch { from, to } => plain(
             tag::CONTEXT_SWITCH,
             Body::of(&[Uleb(from.0.into()), Uleb(to.0.into())]),
@@ -229,7 +236,11 @@ fn layout(kind: &EventKind) -> Layout {
             tag::PT_WRITE,
             Body::of(&[PtPa(desc_pa), Uleb(old), Uleb(new)]),
         ),
-        EventKind::Tlbi { op, broadcast, operand } => {
+        EventKind::Tlbi {
+            op,
+            broadcast,
+            operand,
+        } => {
             let raw = match op {
                 TlbiOp::Other(encoding) => Body::of(&[Uleb(encoding.into()), Uleb(operand)]),
                 _ => Body::of(&[Uleb(operand)]),
@@ -279,7 +290,10 @@ pub(crate) enum EncodeRefusal {
 
 impl ChunkState {
     pub fn new() -> Self {
-        ChunkState { cpus: Vec::new(), current: 0 }
+        ChunkState {
+            cpus: Vec::new(),
+            current: 0,
+        }
     }
 
     fn cpu_state(&mut self, cpu: usize) -> &mut CpuState {
@@ -302,7 +316,9 @@ impl ChunkState {
                 return Err(EncodeRefusal::NotAnExtensionTag { tag });
             }
             EventKind::Dsb { option } | EventKind::Dmb { option } if option.0 > 0xf => {
-                return Err(EncodeRefusal::FieldOutOfRange { field: "barrier option" });
+                return Err(EncodeRefusal::FieldOutOfRange {
+                    field: "barrier option",
+                });
             }
             _ => {}
         }
@@ -437,7 +453,12 @@ impl ChunkState {
             .checked_add(uleb(cursor)?)
             .ok_or(Malformed::new("time overflows"))?;
         let pc = read_addr(cursor, flags & 3, state.pc, state.pc_by_tag[t])?;
-        let caller = read_addr(cursor, (flags >> 2) & 3, state.caller, state.caller_by_tag[t])?;
+        let caller = read_addr(
+            cursor,
+            (flags >> 2) & 3,
+            state.caller,
+            state.caller_by_tag[t],
+        )?;
 
         let string = |id: u64| -> Result<StrId, Malformed> {
             if id < string_count as u64 {
@@ -490,7 +511,11 @@ impl ChunkState {
                     2 => IrqMaskCause::Eret,
                     _ => return Err(Malformed::new("invalid IRQ mask cause")),
                 };
-                EventKind::IrqMask { old: kind_bits & 1 != 0, new: kind_bits & 2 != 0, cause }
+                EventKind::IrqMask {
+                    old: kind_bits & 1 != 0,
+                    new: kind_bits & 2 != 0,
+                    cause,
+                }
             }
             tag::HARDIRQ_ENTER => no_bits(EventKind::HardIrqEnter {
                 intid: u32_field(cursor, "interrupt number out of range")?,
@@ -554,10 +579,18 @@ impl ChunkState {
                     _ => return Err(Malformed::new("invalid TLBI op")),
                 };
                 let operand = uleb(cursor)?;
-                EventKind::Tlbi { op, broadcast: kind_bits & 8 != 0, operand }
+                EventKind::Tlbi {
+                    op,
+                    broadcast: kind_bits & 8 != 0,
+                    operand,
+                }
             }
-            tag::DSB => EventKind::Dsb { option: BarrierOption(kind_bits) },
-            tag::DMB => EventKind::Dmb { option: BarrierOption(kind_bits) },
+            tag::DSB => EventKind::Dsb {
+                option: BarrierOption(kind_bits),
+            },
+            tag::DMB => EventKind::Dmb {
+                option: BarrierOption(kind_bits),
+            },
             tag::ISB => no_bits(EventKind::Isb)?,
             tag::SCHED => {
                 let cpu = CpuId(u16_field(cursor, "CPU number out of range")?);
@@ -578,7 +611,9 @@ impl ChunkState {
                 if kind_bits >> 2 != 0 {
                     return Err(Malformed::new("reserved flag bits set"));
                 }
-                EventKind::AssertHeld { lock: read_lock(cursor, state)? }
+                EventKind::AssertHeld {
+                    lock: read_lock(cursor, state)?,
+                }
             }
             t if (tag::LOCK_BASE..tag::LOCK_BASE + 8 * tag::LOCK_OPS).contains(&t) => {
                 let op = (t - tag::LOCK_BASE) / 8;
@@ -594,7 +629,11 @@ impl ChunkState {
                     tag::LOCK_OP_ATTEMPT => EventKind::LockAttempt { lock, flavor },
                     tag::LOCK_OP_ACQUIRED => EventKind::LockAcquired { lock, flavor },
                     tag::LOCK_OP_RELEASE => EventKind::LockRelease { lock, flavor },
-                    _ => EventKind::Trylock { lock, flavor, acquired },
+                    _ => EventKind::Trylock {
+                        lock,
+                        flavor,
+                        acquired,
+                    },
                 }
             }
             t if t >= tag::FIRST_SIZED => {
@@ -610,10 +649,14 @@ impl ChunkState {
             // The running task after a switch is `to` (the task field stays `from`).
             let event_task = state.task;
             state.task = to;
-            return Ok(Some(self.finish(cpu_index, record_tag, event_task, time, pc, caller, kind)));
+            return Ok(Some(self.finish(
+                cpu_index, record_tag, event_task, time, pc, caller, kind,
+            )));
         }
         let task = state.task;
-        Ok(Some(self.finish(cpu_index, record_tag, task, time, pc, caller, kind)))
+        Ok(Some(self.finish(
+            cpu_index, record_tag, task, time, pc, caller, kind,
+        )))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -634,6 +677,13 @@ impl ChunkState {
         state.caller = caller;
         state.pc_by_tag[t] = pc;
         state.caller_by_tag[t] = caller;
-        Event { time, cpu: CpuId(cpu as u16), task, pc, caller, kind }
+        Event {
+            time,
+            cpu: CpuId(cpu as u16),
+            task,
+            pc,
+            caller,
+            kind,
+        }
     }
 }

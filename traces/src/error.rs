@@ -9,13 +9,23 @@ use crate::event::{CpuId, StrId};
 pub enum OpenError {
     Io(io::Error),
     /// The file does not start with the trace magic.
-    BadMagic { found: Vec<u8> },
+    BadMagic {
+        found: Vec<u8>,
+    },
     /// A format major version this reader does not know.
-    UnsupportedVersion { major: u16, minor: u16 },
+    UnsupportedVersion {
+        major: u16,
+        minor: u16,
+    },
     /// The file ends inside the header.
-    HeaderTruncated { len: u64, needed: u64 },
+    HeaderTruncated {
+        len: u64,
+        needed: u64,
+    },
     /// The header's length or CRC is wrong, or its body does not parse.
-    HeaderCorrupt { reason: &'static str },
+    HeaderCorrupt {
+        reason: &'static str,
+    },
 }
 
 impl fmt::Display for OpenError {
@@ -63,22 +73,38 @@ impl From<io::Error> for OpenError {
 pub enum WriteError {
     Io(io::Error),
     /// The event's time is before the previous event of the same CPU.
-    TimeWentBackwards { cpu: CpuId, previous: u64, time: u64 },
+    TimeWentBackwards {
+        cpu: CpuId,
+        previous: u64,
+        time: u64,
+    },
     /// The event names a string id that was never interned.
-    UndefinedString { id: StrId },
+    UndefinedString {
+        id: StrId,
+    },
     /// CPU number at or above [`crate::format::MAX_CPUS`].
-    CpuOutOfRange { cpu: CpuId },
+    CpuOutOfRange {
+        cpu: CpuId,
+    },
     /// `EventKind::Unknown` with a tag outside the sized range.
-    NotAnExtensionTag { tag: u8 },
+    NotAnExtensionTag {
+        tag: u8,
+    },
     /// A barrier option or TLBI encoding that does not fit its field.
-    FieldOutOfRange { field: &'static str },
+    FieldOutOfRange {
+        field: &'static str,
+    },
 }
 
 impl fmt::Display for WriteError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             WriteError::Io(err) => write!(f, "cannot write trace: {err}"),
-            WriteError::TimeWentBackwards { cpu, previous, time } => write!(
+            WriteError::TimeWentBackwards {
+                cpu,
+                previous,
+                time,
+            } => write!(
                 f,
                 "event time went backwards on {cpu}: {time} after {previous}"
             ),
@@ -91,7 +117,10 @@ impl fmt::Display for WriteError {
                 crate::format::MAX_CPUS
             ),
             WriteError::NotAnExtensionTag { tag } => {
-                write!(f, "unknown event tag {tag:#04x} is not in the sized range 0x80..=0xff")
+                write!(
+                    f,
+                    "unknown event tag {tag:#04x} is not in the sized range 0x80..=0xff"
+                )
             }
             WriteError::FieldOutOfRange { field } => write!(f, "event field {field} out of range"),
         }
@@ -124,7 +153,10 @@ pub enum DamageCause {
     BadFrameHeader { reason: &'static str },
     /// A chunk whose CRC is right but whose records do not decode (a writer bug or a
     /// newer major version's record).
-    Malformed { offset_in_payload: usize, reason: &'static str },
+    Malformed {
+        offset_in_payload: usize,
+        reason: &'static str,
+    },
     /// The file ends after whole chunks but without the trailer (writer killed?).
     MissingTrailer,
     /// Bytes after the trailer.
@@ -202,7 +234,10 @@ impl fmt::Display for Damage {
             DamageCause::BadFrameHeader { reason } => {
                 damaged(f, &format!("bad frame header ({reason})"))
             }
-            DamageCause::Malformed { offset_in_payload, reason } => damaged(
+            DamageCause::Malformed {
+                offset_in_payload,
+                reason,
+            } => damaged(
                 f,
                 &format!("undecodable record at payload byte {offset_in_payload} ({reason})"),
             ),

@@ -161,48 +161,112 @@ impl BarrierOption {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EventKind {
     /// About to acquire (may spin or sleep before `LockAcquired`).
-    LockAttempt { lock: LockRef, flavor: LockFlavor },
-    LockAcquired { lock: LockRef, flavor: LockFlavor },
-    LockRelease { lock: LockRef, flavor: LockFlavor },
+    LockAttempt {
+        lock: LockRef,
+        flavor: LockFlavor,
+    },
+    LockAcquired {
+        lock: LockRef,
+        flavor: LockFlavor,
+    },
+    LockRelease {
+        lock: LockRef,
+        flavor: LockFlavor,
+    },
     /// A trylock and whether it took the lock.
-    Trylock { lock: LockRef, flavor: LockFlavor, acquired: bool },
+    Trylock {
+        lock: LockRef,
+        flavor: LockFlavor,
+        acquired: bool,
+    },
     /// `lockdep_assert_held(lock)`.
-    AssertHeld { lock: LockRef },
+    AssertHeld {
+        lock: LockRef,
+    },
     /// DAIF.I changed from `old` to `new` (`true` = IRQs masked).
-    IrqMask { old: bool, new: bool, cause: IrqMaskCause },
-    HardIrqEnter { intid: u32 },
-    HardIrqExit { intid: u32 },
-    ContextSwitch { from: TaskId, to: TaskId },
+    IrqMask {
+        old: bool,
+        new: bool,
+        cause: IrqMaskCause,
+    },
+    HardIrqEnter {
+        intid: u32,
+    },
+    HardIrqExit {
+        intid: u32,
+    },
+    ContextSwitch {
+        from: TaskId,
+        to: TaskId,
+    },
     /// The running task blocks.
     Sleep,
     /// The running task makes `task` runnable.
-    Wake { task: TaskId },
+    Wake {
+        task: TaskId,
+    },
     /// A `might_sleep()` point.
     MightSleep,
     /// Page allocator: `order`, GFP-like `flags`, resulting physical address (0 = failed).
-    PageAlloc { order: u8, gfp: u32, pa: u64 },
-    PageFree { pa: u64, order: u8 },
+    PageAlloc {
+        order: u8,
+        gfp: u32,
+        pa: u64,
+    },
+    PageFree {
+        pa: u64,
+        order: u8,
+    },
     ReclaimEnter,
     ReclaimExit,
     /// Per-CPU allocation; `addr` 0 = failed.
-    PercpuAlloc { size: u64, align: u64, addr: u64 },
-    PercpuFree { addr: u64 },
+    PercpuAlloc {
+        size: u64,
+        align: u64,
+        addr: u64,
+    },
+    PercpuFree {
+        addr: u64,
+    },
     /// A store to a page-table descriptor at physical address `desc_pa`.
-    PageTableWrite { desc_pa: u64, old: u64, new: u64 },
+    PageTableWrite {
+        desc_pa: u64,
+        old: u64,
+        new: u64,
+    },
     /// `tlbi <op>[is], <operand>`; `broadcast` is the inner-shareable (`…is`) form.
-    Tlbi { op: TlbiOp, broadcast: bool, operand: u64 },
-    Dsb { option: BarrierOption },
-    Dmb { option: BarrierOption },
+    Tlbi {
+        op: TlbiOp,
+        broadcast: bool,
+        operand: u64,
+    },
+    Dsb {
+        option: BarrierOption,
+    },
+    Dmb {
+        option: BarrierOption,
+    },
     Isb,
     /// The host scheduler runs `cpu` for up to `slice` instructions.
-    SchedDecision { cpu: CpuId, slice: u64 },
+    SchedDecision {
+        cpu: CpuId,
+        slice: u64,
+    },
     /// The host raises interrupt `intid` on `cpu`.
-    IrqInject { cpu: CpuId, intid: u32 },
+    IrqInject {
+        cpu: CpuId,
+        intid: u32,
+    },
     /// Free-form marker: a label and a value.
-    Marker { label: StrId, value: u64 },
+    Marker {
+        label: StrId,
+        value: u64,
+    },
     /// A kind this reader does not know (written by a newer writer); its payload was
     /// skipped. `tag` is its record tag (0x80..=0xff).
-    Unknown { tag: u8 },
+    Unknown {
+        tag: u8,
+    },
 }
 
 impl EventKind {

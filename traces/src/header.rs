@@ -94,7 +94,9 @@ pub(crate) struct FixedHeader {
 pub(crate) fn parse_fixed(bytes: &[u8]) -> Result<FixedHeader, OpenError> {
     let magic_len = bytes.len().min(MAGIC.len());
     if bytes[..magic_len] != MAGIC[..magic_len] {
-        return Err(OpenError::BadMagic { found: bytes[..magic_len].to_vec() });
+        return Err(OpenError::BadMagic {
+            found: bytes[..magic_len].to_vec(),
+        });
     }
     if bytes.len() < HEADER_FIXED_LEN {
         return Err(OpenError::HeaderTruncated {
@@ -110,15 +112,24 @@ pub(crate) fn parse_fixed(bytes: &[u8]) -> Result<FixedHeader, OpenError> {
     }
     let body_len = u32_at(12);
     if body_len > MAX_HEADER_BODY {
-        return Err(OpenError::HeaderCorrupt { reason: "header length too large" });
+        return Err(OpenError::HeaderCorrupt {
+            reason: "header length too large",
+        });
     }
-    Ok(FixedHeader { major, minor, body_len: body_len as usize, body_crc: u32_at(16) })
+    Ok(FixedHeader {
+        major,
+        minor,
+        body_len: body_len as usize,
+        body_crc: u32_at(16),
+    })
 }
 
 /// Checks the body's CRC and parses it.
 pub(crate) fn parse_body(fixed: &FixedHeader, body: &[u8]) -> Result<Header, OpenError> {
     if crc32fast::hash(body) != fixed.body_crc {
-        return Err(OpenError::HeaderCorrupt { reason: "CRC mismatch" });
+        return Err(OpenError::HeaderCorrupt {
+            reason: "CRC mismatch",
+        });
     }
     let corrupt = |reason| OpenError::HeaderCorrupt { reason };
     let mut cursor = ByteCursor::new(body);
@@ -149,7 +160,16 @@ pub(crate) fn parse_body(fixed: &FixedHeader, body: &[u8]) -> Result<Header, Ope
         }
         extra.insert(key, value);
     }
-    let config = TraceConfig { guest_elf, cpus, variant, scenario, seed, scheduler, quantum, extra };
+    let config = TraceConfig {
+        guest_elf,
+        cpus,
+        variant,
+        scenario,
+        seed,
+        scheduler,
+        quantum,
+        extra,
+    };
     Ok(Header {
         major: fixed.major,
         minor: fixed.minor,
@@ -162,9 +182,11 @@ pub(crate) fn parse_body(fixed: &FixedHeader, body: &[u8]) -> Result<Header, Ope
 pub fn parse_header(bytes: &[u8]) -> Result<Header, OpenError> {
     let fixed = parse_fixed(bytes)?;
     let end = HEADER_FIXED_LEN + fixed.body_len;
-    let body = bytes.get(HEADER_FIXED_LEN..end).ok_or(OpenError::HeaderTruncated {
-        len: bytes.len() as u64,
-        needed: end as u64,
-    })?;
+    let body = bytes
+        .get(HEADER_FIXED_LEN..end)
+        .ok_or(OpenError::HeaderTruncated {
+            len: bytes.len() as u64,
+            needed: end as u64,
+        })?;
     parse_body(&fixed, body)
 }

@@ -43,7 +43,10 @@ impl<'a> ByteSource for SliceSource<'a> {
         let end = self.pos.saturating_add(len).min(self.bytes.len());
         let bytes = &self.bytes[self.pos..end];
         self.pos = end;
-        Taken { bytes, complete: bytes.len() == len }
+        Taken {
+            bytes,
+            complete: bytes.len() == len,
+        }
     }
 
     fn position(&self) -> u64 {
@@ -89,7 +92,10 @@ impl<R: Read> StreamSource<R> {
 impl<R: Read> ByteSource for StreamSource<R> {
     fn take(&mut self, len: usize) -> Taken<'_> {
         let filled = self.fill(len);
-        Taken { bytes: &self.buf[..filled], complete: filled == len }
+        Taken {
+            bytes: &self.buf[..filled],
+            complete: filled == len,
+        }
     }
 
     fn position(&self) -> u64 {
@@ -128,7 +134,10 @@ impl StringTable {
 
     /// All strings with their ids, in id order.
     pub fn iter(&self) -> impl Iterator<Item = (StrId, &str)> {
-        self.strings.iter().enumerate().map(|(i, text)| (StrId(i as u32), &**text))
+        self.strings
+            .iter()
+            .enumerate()
+            .map(|(i, text)| (StrId(i as u32), &**text))
     }
 }
 
@@ -166,7 +175,12 @@ impl<'a> TraceReader<SliceSource<'a>> {
 impl<R: Read> TraceReader<StreamSource<R>> {
     /// Opens a trace from a reader.
     pub fn from_reader(reader: R) -> Result<Self, OpenError> {
-        Self::open(StreamSource { reader, buf: Vec::new(), pos: 0, error: None })
+        Self::open(StreamSource {
+            reader,
+            buf: Vec::new(),
+            pos: 0,
+            error: None,
+        })
     }
 }
 
@@ -283,11 +297,15 @@ impl<S: ByteSource> TraceReader<S> {
         let crc = u32::from_le_bytes(head[9..13].try_into().unwrap());
         let claimed = Some(u64::from(event_count));
         if kind != FRAME_CHUNK && kind != FRAME_TRAILER {
-            let cause = DamageCause::BadFrameHeader { reason: "unknown frame kind" };
+            let cause = DamageCause::BadFrameHeader {
+                reason: "unknown frame kind",
+            };
             return self.stop(frame_start, cause, None);
         }
         if payload_len > MAX_PAYLOAD {
-            let cause = DamageCause::BadFrameHeader { reason: "frame length too large" };
+            let cause = DamageCause::BadFrameHeader {
+                reason: "frame length too large",
+            };
             return self.stop(frame_start, cause, None);
         }
         let payload = self.source.take(payload_len as usize);
@@ -328,7 +346,10 @@ impl<S: ByteSource> TraceReader<S> {
                 self.events_kept += u64::from(event_count);
             }
             Err((offset_in_payload, reason)) => {
-                let cause = DamageCause::Malformed { offset_in_payload, reason };
+                let cause = DamageCause::Malformed {
+                    offset_in_payload,
+                    reason,
+                };
                 self.stop(frame_start, cause, claimed)
             }
         }
@@ -389,7 +410,12 @@ fn decode_chunk(
         }
     }
     if events.len() as u64 != u64::from(event_count) {
-        return fail(payload.len(), "event count differs from the frame header", strings, events);
+        return fail(
+            payload.len(),
+            "event count differs from the frame header",
+            strings,
+            events,
+        );
     }
     Ok(())
 }

@@ -75,7 +75,10 @@ impl<'a> ByteCursor<'a> {
 
     pub fn take(&mut self, len: usize) -> Result<&'a [u8], VarintError> {
         let end = self.pos.checked_add(len).ok_or(VarintError::Truncated)?;
-        let slice = self.bytes.get(self.pos..end).ok_or(VarintError::Truncated)?;
+        let slice = self
+            .bytes
+            .get(self.pos..end)
+            .ok_or(VarintError::Truncated)?;
         self.pos = end;
         Ok(slice)
     }
@@ -113,7 +116,10 @@ mod tests {
             (127, &[0x7f]),
             (128, &[0x80, 0x01]),
             (300, &[0xac, 0x02]),
-            (u64::MAX, &[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01]),
+            (
+                u64::MAX,
+                &[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01],
+            ),
         ];
         for &(value, bytes) in cases {
             let mut out = Vec::new();
@@ -130,11 +136,21 @@ mod tests {
 
     #[test]
     fn rejects_overflow_and_truncation() {
-        let eleven = [0x80u8; 10].iter().chain(&[0x01]).copied().collect::<Vec<_>>();
+        let eleven = [0x80u8; 10]
+            .iter()
+            .chain(&[0x01])
+            .copied()
+            .collect::<Vec<_>>();
         assert_eq!(ByteCursor::new(&eleven).uleb(), Err(VarintError::Overflow));
         let top_too_big = [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02];
-        assert_eq!(ByteCursor::new(&top_too_big).uleb(), Err(VarintError::Overflow));
-        assert_eq!(ByteCursor::new(&[0x80, 0x80]).uleb(), Err(VarintError::Truncated));
+        assert_eq!(
+            ByteCursor::new(&top_too_big).uleb(),
+            Err(VarintError::Overflow)
+        );
+        assert_eq!(
+            ByteCursor::new(&[0x80, 0x80]).uleb(),
+            Err(VarintError::Truncated)
+        );
     }
 
     proptest! {

@@ -20,7 +20,9 @@ pub struct WriterOptions {
 
 impl Default for WriterOptions {
     fn default() -> Self {
-        WriterOptions { chunk_bytes: 64 << 10 }
+        WriterOptions {
+            chunk_bytes: 64 << 10,
+        }
     }
 }
 
@@ -51,7 +53,11 @@ pub struct TraceWriter<W: Write> {
 
 impl<W: Write> TraceWriter<W> {
     /// Writes the header for `config` and returns a writer for the events.
-    pub fn new(mut out: W, config: &TraceConfig, options: WriterOptions) -> Result<Self, WriteError> {
+    pub fn new(
+        mut out: W,
+        config: &TraceConfig,
+        options: WriterOptions,
+    ) -> Result<Self, WriteError> {
         let header = encode_header(config);
         out.write_all(&header)?;
         out.flush()?;
@@ -63,7 +69,10 @@ impl<W: Write> TraceWriter<W> {
             payload_events: 0,
             state: ChunkState::new(),
             string_ids: HashMap::new(),
-            totals: WriteSummary { bytes: header.len() as u64, ..WriteSummary::default() },
+            totals: WriteSummary {
+                bytes: header.len() as u64,
+                ..WriteSummary::default()
+            },
         })
     }
 
@@ -93,16 +102,18 @@ impl<W: Write> TraceWriter<W> {
                 return Err(WriteError::UndefinedString { id });
             }
         }
-        self.state.encode(event, &mut self.payload).map_err(|refusal| match refusal {
-            EncodeRefusal::TimeWentBackwards { previous } => WriteError::TimeWentBackwards {
-                cpu: event.cpu,
-                previous,
-                time: event.time,
-            },
-            EncodeRefusal::CpuOutOfRange => WriteError::CpuOutOfRange { cpu: event.cpu },
-            EncodeRefusal::NotAnExtensionTag { tag } => WriteError::NotAnExtensionTag { tag },
-            EncodeRefusal::FieldOutOfRange { field } => WriteError::FieldOutOfRange { field },
-        })?;
+        self.state
+            .encode(event, &mut self.payload)
+            .map_err(|refusal| match refusal {
+                EncodeRefusal::TimeWentBackwards { previous } => WriteError::TimeWentBackwards {
+                    cpu: event.cpu,
+                    previous,
+                    time: event.time,
+                },
+                EncodeRefusal::CpuOutOfRange => WriteError::CpuOutOfRange { cpu: event.cpu },
+                EncodeRefusal::NotAnExtensionTag { tag } => WriteError::NotAnExtensionTag { tag },
+                EncodeRefusal::FieldOutOfRange { field } => WriteError::FieldOutOfRange { field },
+            })?;
         self.payload_events += 1;
         if self.payload.len() >= self.chunk_bytes {
             self.flush_chunk()?;
