@@ -32,11 +32,15 @@ pub const DAIF_IRQ: u64 = 1 << 7;
 
 /// This CPU's affinity fields (Aff3..Aff0) from MPIDR_EL1, the value PSCI and the
 /// device tree use to name a CPU.
+///
+/// CONTEXT: any.
 pub fn mpidr_affinity() -> u64 {
     read_sysreg!("mpidr_el1") & 0xff_00ff_ffff
 }
 
 /// The virtual counter (CNTVCT_EL0); `isb` first so the read is not hoisted.
+///
+/// CONTEXT: any.
 pub fn counter() -> u64 {
     // SAFETY: `isb` only orders instruction execution.
     unsafe { asm!("isb", options(nomem, nostack, preserves_flags)) };
@@ -44,6 +48,8 @@ pub fn counter() -> u64 {
 }
 
 /// Current DAIF value (only the I bit matters to the kernel).
+///
+/// CONTEXT: any.
 pub fn daif() -> u64 {
     read_sysreg!("daif")
 }
@@ -53,6 +59,8 @@ pub fn daif() -> u64 {
 ///
 /// # Safety
 /// Unmasking IRQs lets the IRQ handler run here; the caller must be ready for it.
+///
+/// CONTEXT: any; see Safety.
 pub unsafe fn set_daif(value: u64) {
     // The compiler must not move memory accesses across an IRQ mask change.
     asm!("msr daif, {}", in(reg) value, options(nostack, preserves_flags));
@@ -60,24 +68,32 @@ pub unsafe fn set_daif(value: u64) {
 
 /// Waits for an interrupt. Wakes even when IRQs are masked at PSTATE (the IRQ then
 /// stays pending), which is what lets the idle loop check-then-sleep race-free.
+///
+/// CONTEXT: idle loop (IRQs may be masked: a pending IRQ still ends it).
 pub fn wait_for_interrupt() {
     // SAFETY: WFI has no architectural side effect beyond suspending execution.
     unsafe { asm!("wfi", options(nomem, nostack, preserves_flags)) };
 }
 
 /// Full-system data barrier, then instruction barrier.
+///
+/// CONTEXT: any.
 pub fn dsb_sy_isb() {
     // SAFETY: barriers only order memory accesses and instruction fetch.
     unsafe { asm!("dsb sy", "isb", options(nostack, preserves_flags)) };
 }
 
 /// Inner-shareable store barrier (before publishing page-table entries).
+///
+/// CONTEXT: any.
 pub fn dsb_ishst() {
     // SAFETY: as above.
     unsafe { asm!("dsb ishst", options(nostack, preserves_flags)) };
 }
 
 /// Instruction synchronisation barrier.
+///
+/// CONTEXT: any.
 pub fn isb() {
     // SAFETY: as above.
     unsafe { asm!("isb", options(nostack, preserves_flags)) };

@@ -18,6 +18,7 @@ pub struct Word {
 }
 
 impl Word {
+    /// CONTEXT: any (const).
     const fn empty() -> Self {
         Word {
             bytes: [0; WORD_MAX],
@@ -25,6 +26,7 @@ impl Word {
         }
     }
 
+    /// CONTEXT: boot CPU while parsing the device tree.
     fn from(s: &str) -> Self {
         let mut word = Word::empty();
         word.len = s.len().min(WORD_MAX);
@@ -32,6 +34,7 @@ impl Word {
         word
     }
 
+    /// CONTEXT: any.
     pub fn as_str(&self) -> &str {
         core::str::from_utf8(&self.bytes[..self.len]).unwrap_or("?")
     }
@@ -46,6 +49,7 @@ pub enum Variant {
 }
 
 impl Variant {
+    /// CONTEXT: any.
     pub fn name(self) -> &'static str {
         match self {
             Variant::Fine => "fine",
@@ -97,6 +101,7 @@ pub fn boot_info() -> &'static BootInfo {
     unsafe { &*BOOT_INFO.0.get() }
 }
 
+/// CONTEXT: any; pure.
 fn parse_u64(text: &str) -> Option<u64> {
     match text.strip_prefix("0x") {
         Some(hex) => u64::from_str_radix(hex, 16).ok(),
@@ -104,6 +109,7 @@ fn parse_u64(text: &str) -> Option<u64> {
     }
 }
 
+/// CONTEXT: boot CPU inside `parse`, alone.
 fn apply_bootargs(info: &mut BootInfo, args: &str) {
     for word in args.split_ascii_whitespace() {
         let (key, value) = word.split_once('=').unwrap_or((word, ""));

@@ -28,6 +28,7 @@ pub struct LineBuffer {
 }
 
 impl LineBuffer {
+    /// CONTEXT: any (const).
     pub const fn new() -> Self {
         LineBuffer {
             bytes: [0; LINE_MAX],
@@ -36,12 +37,14 @@ impl LineBuffer {
         }
     }
 
+    /// CONTEXT: any.
     fn as_bytes(&self) -> &[u8] {
         &self.bytes[..self.len]
     }
 }
 
 impl Write for LineBuffer {
+    /// CONTEXT: any; the buffer is the caller's own.
     fn write_str(&mut self, s: &str) -> fmt::Result {
         for &b in s.as_bytes() {
             if self.len == LINE_MAX {
@@ -55,6 +58,7 @@ impl Write for LineBuffer {
     }
 }
 
+/// CONTEXT: CONSOLE_LOCK held, or the fatal paths (print_line_dying, print_raw).
 fn put_byte(b: u8) {
     let fr = (UART_BASE + UARTFR) as *const u32;
     let dr = (UART_BASE + UARTDR) as *mut u32;
@@ -67,6 +71,7 @@ fn put_byte(b: u8) {
     }
 }
 
+/// CONTEXT: CONSOLE_LOCK held, or print_line_dying giving up on it.
 fn put_line(line: &LineBuffer) {
     for &b in line.as_bytes() {
         put_byte(b);

@@ -142,6 +142,7 @@ const KIND_NAMES: [&str; 16] = [
 const KIND_EL1H_SYNC: u64 = 4;
 const KIND_EL1H_IRQ: u64 = 5;
 
+/// CONTEXT: any; pure.
 fn exception_class_name(esr: u64) -> &'static str {
     match esr >> 26 {
         0x00 => "unknown/undefined instruction",
@@ -168,6 +169,7 @@ extern "C" fn exception_dispatch(frame: &mut TrapFrame) {
     }
 }
 
+/// CONTEXT: exception entry, IRQs masked; never returns (panics).
 fn unexpected_exception(frame: &TrapFrame) -> ! {
     let kind = KIND_NAMES[(frame.kind & 15) as usize];
     let class = if frame.kind == KIND_EL1H_SYNC {

@@ -26,11 +26,13 @@ pub enum FdtError {
     Malformed,
 }
 
+/// CONTEXT: any; pure.
 fn be32(bytes: &[u8], at: usize) -> Result<u32, FdtError> {
     let word = bytes.get(at..at + 4).ok_or(FdtError::Malformed)?;
     Ok(u32::from_be_bytes([word[0], word[1], word[2], word[3]]))
 }
 
+/// CONTEXT: any; pure.
 fn c_string(bytes: &[u8], at: usize) -> Result<&str, FdtError> {
     let tail = bytes.get(at..).ok_or(FdtError::Malformed)?;
     let len = tail
@@ -41,6 +43,8 @@ fn c_string(bytes: &[u8], at: usize) -> Result<&str, FdtError> {
 }
 
 /// Reads big-endian cells `cells` wide from `bytes` at `*at`, advancing `*at`.
+///
+/// CONTEXT: any; pure.
 pub fn read_cells(bytes: &[u8], at: &mut usize, cells: u32) -> Option<u64> {
     let mut value = 0u64;
     for _ in 0..cells {
@@ -55,6 +59,8 @@ pub fn read_cells(bytes: &[u8], at: &mut usize, cells: u32) -> Option<u64> {
 ///
 /// # Safety
 /// `base` must point at a device tree that stays untouched while the slice lives.
+///
+/// CONTEXT: boot only, before the page allocator may reuse the blob.
 pub unsafe fn blob_at(base: usize) -> Result<&'static [u8], FdtError> {
     let header = core::slice::from_raw_parts(base as *const u8, 8);
     if be32(header, 0)? != FDT_MAGIC {

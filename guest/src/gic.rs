@@ -38,11 +38,13 @@ pub const PPI_VIRTUAL_TIMER: u32 = 27;
 /// CPU-interface mask (bit per interface) of each logical CPU; set by the CPU itself.
 static CPU_INTERFACE_MASK: [AtomicU8; MAX_CPUS] = [const { AtomicU8::new(0) }; MAX_CPUS];
 
+/// CONTEXT: any; device register access, no lock needed (banked or boot-only state).
 fn read(base: usize, offset: usize) -> u32 {
     // SAFETY: GIC registers, identity-mapped as device memory.
     unsafe { ((base + offset) as *const u32).read_volatile() }
 }
 
+/// CONTEXT: any; as `read`.
 fn write(base: usize, offset: usize, value: u32) {
     // SAFETY: as above.
     unsafe { ((base + offset) as *mut u32).write_volatile(value) }

@@ -83,6 +83,8 @@ boot_cpu_setup:
 );
 
 /// Physical address of the secondary entry point handed to PSCI CPU_ON.
+///
+/// CONTEXT: any.
 pub fn secondary_entry_address() -> u64 {
     extern "C" {
         fn secondary_entry();

@@ -34,6 +34,7 @@ pub fn timer_condition_met() -> bool {
     arch::read_sysreg!("cntv_ctl_el0") & (1 << 2) != 0
 }
 
+/// CONTEXT: hard-IRQ on this CPU, IRQs masked.
 fn on_timer_tick() {
     let cpu = this_cpu();
     cpu.timer_irqs.fetch_add(1, Relaxed);

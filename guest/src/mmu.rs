@@ -60,9 +60,11 @@ struct Table(UnsafeCell<[u64; ENTRIES]>);
 unsafe impl Sync for Table {}
 
 impl Table {
+    /// CONTEXT: any (const).
     const fn new() -> Self {
         Table(UnsafeCell::new([0; ENTRIES]))
     }
+    /// CONTEXT: any.
     fn base(&self) -> u64 {
         self.0.get() as u64
     }
@@ -129,12 +131,15 @@ pub fn enable_this_cpu() {
     }
 }
 
+/// CONTEXT: any; pure.
 fn l1_index(va: usize) -> usize {
     (va >> 30) & (ENTRIES - 1)
 }
+/// CONTEXT: any; pure.
 fn l2_index(va: usize) -> usize {
     (va >> 21) & (ENTRIES - 1)
 }
+/// CONTEXT: any; pure.
 fn l3_index(va: usize) -> usize {
     (va >> 12) & (ENTRIES - 1)
 }
@@ -147,6 +152,7 @@ pub enum MapError {
     NoMemory,
 }
 
+/// CONTEXT: any; pure.
 fn check_va(va: usize) -> Result<(), MapError> {
     if !(VMALLOC_START..VMALLOC_END).contains(&va) || va % PAGE_SIZE != 0 {
         return Err(MapError::BadAddress);
@@ -178,10 +184,12 @@ fn pte_slot(va: usize, create: bool) -> Result<Option<*mut u64>, MapError> {
     Ok(Some(unsafe { l3.add(l3_index(va)) }))
 }
 
+/// CONTEXT: VMAP_LOCK held (asserted).
 fn lockdep_assert_vmap_held() {
     crate::sync::lockdep_assert_held(VMAP_LOCK.raw());
 }
 
+/// CONTEXT: any; pure.
 fn page_descriptor(pa: usize, kind: PageKind) -> u64 {
     match kind {
         PageKind::Data => {
@@ -272,6 +280,7 @@ pub extern "C" fn vunmap_page_noflush(va: usize) -> bool {
     clear_pte(va)
 }
 
+/// CONTEXT: any; takes VMAP_LOCK (irqsave); does not sleep.
 fn clear_pte(va: usize) -> bool {
     if check_va(va).is_err() {
         return false;

@@ -32,6 +32,7 @@ unsafe impl Sync for RawMutex {}
 unsafe impl Send for RawMutex {}
 
 impl RawMutex {
+    /// CONTEXT: any (const).
     pub const fn new(name: &'static str) -> Self {
         RawMutex {
             owner: AtomicPtr::new(null_mut()),
@@ -43,6 +44,7 @@ impl RawMutex {
         }
     }
 
+    /// CONTEXT: any.
     pub fn name(&self) -> &'static str {
         // SAFETY: built from a &'static str in `new`.
         unsafe {
@@ -54,12 +56,15 @@ impl RawMutex {
     }
 
     /// Whether the running thread owns the mutex.
+    ///
+    /// CONTEXT: thread context.
     pub fn is_owned_by_current(&self) -> bool {
         self.owner.load(Relaxed) == current_thread_ptr()
     }
 
     /// CONTEXT: wait_lock held.
     unsafe fn enqueue(&self, thread: *mut Thread) {
+        sync::lockdep_assert_held(&self.wait_lock);
         *(*thread).wait_next.get() = null_mut();
         *(*thread).waiting.get() = true;
         let tail = *self.tail.get();
@@ -73,6 +78,7 @@ impl RawMutex {
 
     /// CONTEXT: wait_lock held.
     unsafe fn dequeue(&self) -> *mut Thread {
+        sync::lockdep_assert_held(&self.wait_lock);
         let thread = *self.head.get();
         if !thread.is_null() {
             *self.head.get() = *(*thread).wait_next.get();
@@ -186,6 +192,7 @@ unsafe impl<T: Send> Sync for Mutex<T> {}
 unsafe impl<T: Send> Send for Mutex<T> {}
 
 impl<T> Mutex<T> {
+    /// CONTEXT: any (const).
     pub const fn new(name: &'static str, data: T) -> Self {
         Mutex {
             raw: RawMutex::new(name),
@@ -193,6 +200,7 @@ impl<T> Mutex<T> {
         }
     }
 
+    /// CONTEXT: any.
     pub fn raw(&self) -> &RawMutex {
         &self.raw
     }
@@ -210,6 +218,7 @@ pub struct MutexGuard<'a, T> {
 
 impl<T> Deref for MutexGuard<'_, T> {
     type Target = T;
+    /// CONTEXT: the guard's owner (mutex held).
     fn deref(&self) -> &T {
         // SAFETY: the guard owns the mutex.
         unsafe { &*self.mutex.data.get() }
@@ -217,6 +226,7 @@ impl<T> Deref for MutexGuard<'_, T> {
 }
 
 impl<T> DerefMut for MutexGuard<'_, T> {
+    /// CONTEXT: the guard's owner (mutex held).
     fn deref_mut(&mut self) -> &mut T {
         // SAFETY: the guard owns the mutex.
         unsafe { &mut *self.mutex.data.get() }
@@ -224,6 +234,7 @@ impl<T> DerefMut for MutexGuard<'_, T> {
 }
 
 impl<T> Drop for MutexGuard<'_, T> {
+    /// CONTEXT: the guard's owner; releases the mutex (see mutex_unlock).
     fn drop(&mut self) {
         mutex_unlock(&self.mutex.raw);
     }

@@ -72,12 +72,15 @@ static SHRINKER_LIST: Mutex<[Option<&'static Shrinker>; MAX_SHRINKERS]> =
     Mutex::new("shrinker_list", [None; MAX_SHRINKERS]);
 
 impl Zone {
+    /// CONTEXT: ZONE_LOCK held.
     fn is_free(&self, index: usize) -> bool {
         // SAFETY: index < pages; the bitmap covers `pages` bits.
         unsafe { *self.bitmap.add(index / 64) & (1 << (index % 64)) == 0 }
     }
 
+    /// CONTEXT: ZONE_LOCK held.
     fn mark(&mut self, first: usize, count: usize, used: bool) {
+        sync::lockdep_assert_held(ZONE_LOCK.raw());
         for index in first..first + count {
             // SAFETY: as above.
             unsafe {
@@ -91,7 +94,9 @@ impl Zone {
         }
     }
 
+    /// CONTEXT: ZONE_LOCK held.
     fn find_block(&self, count: usize) -> Option<usize> {
+        sync::lockdep_assert_held(ZONE_LOCK.raw());
         let aligned_start = |index: usize| index.next_multiple_of(count);
         let mut index = aligned_start(self.hint % self.pages.max(1));
         let mut scanned = 0;
@@ -154,6 +159,7 @@ pub fn reclaim_runs() -> usize {
     RECLAIM_RUNS.load(Relaxed)
 }
 
+/// CONTEXT: any; takes ZONE_LOCK (irqsave); does not sleep.
 fn take_block(order: usize) -> Option<usize> {
     let count = 1 << order;
     let mut zone = ZONE_LOCK.lock_irqsave();
@@ -204,6 +210,7 @@ pub extern "Rust" fn free_pages(address: usize, order: usize) {
     zone.free += count;
 }
 
+/// CONTEXT: any; pure.
 fn order_for(size: usize) -> usize {
     size.div_ceil(PAGE_SIZE)
         .max(1)

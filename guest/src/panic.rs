@@ -16,6 +16,7 @@ pub fn panicking() -> bool {
     PANIC_OWNER.load(Relaxed) != 0
 }
 
+/// CONTEXT: any; masks IRQs, takes CONSOLE_LOCK if it can; never returns.
 #[panic_handler]
 fn on_panic(info: &PanicInfo) -> ! {
     crate::sync::local_irq_disable();
@@ -41,5 +42,39 @@ fn on_panic(info: &PanicInfo) -> ! {
         )),
         None => crate::console::print_line_dying(format_args!("PANIC: {}", info.message())),
     }
+    print_backtrace(me as usize - 1);
     crate::psci::system_off(1)
+}
+
+/// Frames printed at most (a corrupt chain must not loop forever).
+const MAX_FRAMES: usize = 32;
+
+/// Prints the return addresses of the frame-record chain from here, through any
+/// exception frames (whose records hold the interrupted PC), to the thread's first
+/// frame (x29 = 0). Checks each record lies above the previous one in RAM.
+///
+/// CONTEXT: panic path only, IRQs masked.
+fn print_backtrace(cpu: usize) {
+    let info = crate::bootinfo::boot_info();
+    let ram = info.ram_base as usize..(info.ram_base + info.ram_size) as usize;
+    let mut fp: usize;
+    // SAFETY: reads the frame pointer register only.
+    unsafe {
+        core::arch::asm!("mov {}, x29", out(reg) fp, options(nomem, nostack, preserves_flags))
+    };
+    for _ in 0..MAX_FRAMES {
+        if fp == 0 || fp % 16 != 0 || !ram.contains(&fp) {
+            break;
+        }
+        // SAFETY: a 16-aligned address in identity-mapped RAM on this CPU's stack.
+        let (next, pc) = unsafe { (*(fp as *const usize), *((fp + 8) as *const usize)) };
+        if pc == 0 {
+            break;
+        }
+        crate::console::print_line_dying(format_args!("cpu{}:   at 0x{:x}", cpu, pc));
+        if next <= fp {
+            break;
+        }
+        fp = next;
+    }
 }

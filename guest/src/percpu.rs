@@ -35,6 +35,7 @@ pub struct PerCpu {
 }
 
 impl PerCpu {
+    /// CONTEXT: any (const).
     const fn new(id: usize) -> Self {
         PerCpu {
             id,

@@ -3,6 +3,7 @@
 const PSCI_CPU_ON: u64 = 0xC400_0003;
 const PSCI_SYSTEM_OFF: u64 = 0x8400_0008;
 
+/// CONTEXT: any; does not sleep.
 fn hvc_call(function: u64, arg1: u64, arg2: u64, arg3: u64) -> i64 {
     let result: u64;
     // SAFETY: PSCI calls are handled by the hypervisor/firmware; the registers

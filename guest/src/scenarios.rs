@@ -27,6 +27,7 @@ fault\tCPU 1 (or the only CPU) loads from an unmapped address\n\
 hang\tevery CPU spins forever with IRQs on (for the host's watchdog)\n\
 irqmask\ta masked timer IRQ is not taken until IRQs are unmasked\n";
 
+/// CONTEXT: compile time.
 const fn table_bytes<const N: usize>() -> [u8; N] {
     let mut out = [0u8; N];
     let bytes = TABLE.as_bytes();
@@ -43,6 +44,7 @@ const fn table_bytes<const N: usize>() -> [u8; N] {
 #[used]
 pub static PERCPU_LAB_SCENARIOS: [u8; TABLE.len()] = table_bytes::<{ TABLE.len() }>();
 
+/// CONTEXT: any.
 fn is_listed(name: &str) -> bool {
     // Read through the exported table so the symbol is what the kernel uses.
     let table = core::str::from_utf8(&PERCPU_LAB_SCENARIOS).unwrap_or("");
@@ -73,6 +75,8 @@ pub fn start() {
 }
 
 /// The CPU that misbehaves in the panic and fault scenarios.
+///
+/// CONTEXT: any, after bring-up.
 fn victim_cpu() -> usize {
     if online_cpus() > 1 {
         1
@@ -81,6 +85,7 @@ fn victim_cpu() -> usize {
     }
 }
 
+/// CONTEXT: may sleep (see sched::spawn_on).
 fn spawn_or_panic(cpu: usize, name: &str, entry: fn(usize), arg: usize) {
     if sched::spawn_on(cpu, name, entry, arg).is_none() {
         panic!("no memory for thread {} on cpu{}", name, cpu);
@@ -90,6 +95,7 @@ fn spawn_or_panic(cpu: usize, name: &str, entry: fn(usize), arg: usize) {
 // ---------------------------------------------------------------------------
 // panic, fault, hang
 
+/// CONTEXT: scenario thread on CPU 0; may sleep.
 fn panic_main(_: usize) {
     spawn_or_panic(
         victim_cpu(),
@@ -102,6 +108,7 @@ fn panic_main(_: usize) {
 /// An address no page table maps (TTBR0 level-1 slot 64).
 const UNMAPPED_ADDRESS: usize = 0x10_0000_0000;
 
+/// CONTEXT: scenario thread on CPU 0; may sleep.
 fn fault_main(_: usize) {
     spawn_or_panic(
         victim_cpu(),
@@ -116,6 +123,7 @@ fn fault_main(_: usize) {
     );
 }
 
+/// CONTEXT: scenario thread on CPU 0; may sleep.
 fn hang_main(_: usize) {
     for cpu in 0..online_cpus() {
         spawn_or_panic(
@@ -135,6 +143,7 @@ fn hang_main(_: usize) {
 // ---------------------------------------------------------------------------
 // irqmask
 
+/// CONTEXT: scenario thread on CPU 0, IRQs on at entry; masks them itself.
 fn irqmask_main(_: usize) {
     let flags = sync::local_irq_save();
     let before = timer_irqs();
@@ -184,6 +193,7 @@ static WORK_DONE: Completion = Completion::new();
 static BARRIER_ARRIVED: AtomicUsize = AtomicUsize::new(0);
 static BARRIER_WAIT: WaitQueue = WaitQueue::new("smoke_barrier");
 
+/// CONTEXT: smoke thread; may sleep; takes the smoke_barrier wait-queue lock.
 fn barrier(generation: usize) {
     let cpus = online_cpus();
     BARRIER_ARRIVED.fetch_add(1, AcqRel);
@@ -193,6 +203,7 @@ fn barrier(generation: usize) {
 
 static SMOKE_WORK: [Work; MAX_CPUS] = [const { Work::new(smoke_work) }; MAX_CPUS];
 
+/// CONTEXT: the kworker of its CPU; may sleep.
 fn smoke_work(work: &'static Work) {
     let index = SMOKE_WORK
         .iter()
@@ -205,6 +216,7 @@ fn smoke_work(work: &'static Work) {
     WORK_DONE.complete();
 }
 
+/// CONTEXT: hard-IRQ (call-function IPI) on the receiving CPU.
 fn record_ipi(sender: usize) {
     IPI_SEEN[cpu_id()].fetch_or(1 << sender, AcqRel);
 }
@@ -218,6 +230,7 @@ static SMOKE_SHRINKER: Shrinker = Shrinker {
     },
 };
 
+/// CONTEXT: smoke thread on CPU `cpu`; may sleep; takes smoke_counter (all three ways) and smoke_mutex.
 fn smoke_thread(cpu: usize) {
     let cpus = online_cpus();
     println!("cpu{}: smoke thread running", cpu);
@@ -268,6 +281,7 @@ fn smoke_thread(cpu: usize) {
     SMOKE_DONE.complete();
 }
 
+/// CONTEXT: scenario thread on CPU 0; may sleep.
 fn smoke_main(_: usize) {
     let cpus = online_cpus();
     println!("cpu0: smoke: {} cpus online", cpus);
@@ -304,6 +318,8 @@ fn smoke_main(_: usize) {
 /// Pages come and go, a vmalloc range is reserved, mapped, used, unmapped,
 /// flushed and released, and a sleeping allocation under the watermark calls the
 /// shrinkers.
+///
+/// CONTEXT: scenario thread; may sleep (Gfp::Kernel, shrinker_list).
 fn smoke_page_allocator() {
     use crate::config::PAGE_SIZE;
     use crate::vmalloc;

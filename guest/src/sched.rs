@@ -66,6 +66,7 @@ unsafe impl Sync for Thread {}
 unsafe impl Send for Thread {}
 
 impl Thread {
+    /// CONTEXT: any (const).
     const fn idle() -> Self {
         Thread {
             context: UnsafeCell::new(Context {
@@ -88,16 +89,19 @@ impl Thread {
         }
     }
 
+    /// CONTEXT: any.
     pub fn name(&self) -> &str {
         let len = self.name.iter().position(|&b| b == 0).unwrap_or(NAME_MAX);
         core::str::from_utf8(&self.name[..len]).unwrap_or("?")
     }
 
+    /// CONTEXT: any.
     fn is_idle(&self) -> bool {
         self.stack_base == 0
     }
 }
 
+/// CONTEXT: never called (idle threads start as the boot context).
 fn idle_entry_unused(_: usize) {}
 
 struct IdleThreads([Thread; MAX_CPUS]);
@@ -119,6 +123,7 @@ struct RunList {
 unsafe impl Send for RunList {}
 
 impl RunQueue {
+    /// CONTEXT: any (const).
     pub const fn new() -> Self {
         RunQueue {
             list: SpinLock::new(
@@ -158,6 +163,7 @@ impl RunList {
         thread
     }
 
+    /// CONTEXT: run_queue lock held (through the guard).
     fn is_empty(&self) -> bool {
         self.head.is_null()
     }
@@ -212,6 +218,7 @@ pub fn current() -> &'static Thread {
     unsafe { &*this_cpu().current.load(Relaxed) }
 }
 
+/// CONTEXT: any, after init_this_cpu.
 fn current_ptr() -> *mut Thread {
     this_cpu().current.load(Relaxed)
 }
@@ -281,6 +288,8 @@ pub fn spawn_on(
 }
 
 /// Queues `thread` on its CPU and makes that CPU reschedule.
+///
+/// CONTEXT: any; takes the target's run_queue lock (irqsave).
 fn enqueue_and_kick(thread: *mut Thread) {
     // SAFETY: `cpu` is immutable after creation.
     let target = unsafe { (*thread).cpu };
@@ -296,6 +305,7 @@ fn enqueue_and_kick(thread: *mut Thread) {
     kick_cpu(target);
 }
 
+/// CONTEXT: any; does not sleep.
 fn kick_cpu(target: usize) {
     if target == this_cpu().id {
         this_cpu().need_resched.store(true, Relaxed);
@@ -391,6 +401,7 @@ pub fn yield_now() {
     schedule();
 }
 
+/// CONTEXT: schedule / preemption points; masks IRQs and takes this CPU's run_queue lock itself, releases it before the switch.
 fn switch_threads(preempted: bool) {
     let flags = local_irq_save();
     let cpu = this_cpu();
@@ -480,6 +491,7 @@ pub fn idle_loop() -> ! {
     }
 }
 
+/// CONTEXT: any; takes this CPU's run_queue lock (irqsave).
 fn run_queue_is_empty() -> bool {
     this_cpu().rq.list.lock_irqsave().is_empty()
 }
@@ -502,6 +514,7 @@ struct WaitList {
 unsafe impl Send for WaitList {}
 
 impl WaitQueue {
+    /// CONTEXT: any (const).
     pub const fn new(name: &'static str) -> Self {
         WaitQueue {
             list: SpinLock::new(name, WaitList { head: null_mut() }),
@@ -582,6 +595,7 @@ pub struct Completion {
 }
 
 impl Completion {
+    /// CONTEXT: any (const).
     pub const fn new() -> Self {
         Completion {
             count: AtomicU32::new(0),
@@ -618,6 +632,8 @@ impl Completion {
 }
 
 /// The running thread's identity for mutex ownership.
+///
+/// CONTEXT: any, after init_this_cpu.
 pub fn current_thread_ptr() -> *mut Thread {
     current_ptr()
 }

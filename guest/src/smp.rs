@@ -33,6 +33,7 @@ pub struct IpiMailbox {
 }
 
 impl IpiMailbox {
+    /// CONTEXT: any (const).
     pub const fn new() -> Self {
         IpiMailbox {
             queue: SpinLock::new(

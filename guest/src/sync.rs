@@ -33,6 +33,7 @@ unsafe impl Sync for RawSpinLock {}
 unsafe impl Send for RawSpinLock {}
 
 impl RawSpinLock {
+    /// CONTEXT: any (const).
     pub const fn new(name: &'static str) -> Self {
         RawSpinLock {
             next: AtomicU32::new(0),
@@ -44,6 +45,7 @@ impl RawSpinLock {
         }
     }
 
+    /// CONTEXT: any.
     pub fn name(&self) -> &'static str {
         // SAFETY: built from a &'static str in `new`.
         unsafe {
@@ -55,10 +57,13 @@ impl RawSpinLock {
     }
 
     /// Whether the running CPU holds this lock.
+    ///
+    /// CONTEXT: any.
     pub fn held_by_this_cpu(&self) -> bool {
         self.owner.load(Relaxed) == this_cpu().id as u32 + 1
     }
 
+    /// CONTEXT: preemption disabled by the caller (spin_lock); spins, does not sleep.
     fn acquire(&self) {
         let ticket = self.next.fetch_add(1, Acquire);
         while self.serving.load(Acquire) != ticket {
@@ -67,6 +72,7 @@ impl RawSpinLock {
         self.owner.store(this_cpu().id as u32 + 1, Relaxed);
     }
 
+    /// CONTEXT: preemption disabled by the caller (spin_trylock).
     fn try_acquire(&self) -> bool {
         let serving = self.serving.load(Acquire);
         let got = self
@@ -79,6 +85,7 @@ impl RawSpinLock {
         got
     }
 
+    /// CONTEXT: lock held by this CPU (checked).
     fn release(&self) {
         if !self.held_by_this_cpu() {
             panic!("spin_unlock of {} not held by this CPU", self.name());
@@ -307,6 +314,7 @@ unsafe impl<T: Send> Sync for SpinLock<T> {}
 unsafe impl<T: Send> Send for SpinLock<T> {}
 
 impl<T> SpinLock<T> {
+    /// CONTEXT: any (const).
     pub const fn new(name: &'static str, data: T) -> Self {
         SpinLock {
             raw: RawSpinLock::new(name),
@@ -314,6 +322,7 @@ impl<T> SpinLock<T> {
         }
     }
 
+    /// CONTEXT: any.
     pub fn raw(&self) -> &RawSpinLock {
         &self.raw
     }
@@ -369,6 +378,7 @@ pub struct SpinGuard<'a, T> {
 }
 
 impl<T> SpinGuard<'_, T> {
+    /// CONTEXT: any.
     pub fn raw(&self) -> &RawSpinLock {
         &self.lock.raw
     }
@@ -376,6 +386,7 @@ impl<T> SpinGuard<'_, T> {
 
 impl<T> Deref for SpinGuard<'_, T> {
     type Target = T;
+    /// CONTEXT: the guard's CPU (lock held).
     fn deref(&self) -> &T {
         // SAFETY: the guard holds the lock.
         unsafe { &*self.lock.data.get() }
@@ -383,6 +394,7 @@ impl<T> Deref for SpinGuard<'_, T> {
 }
 
 impl<T> DerefMut for SpinGuard<'_, T> {
+    /// CONTEXT: the guard's CPU (lock held).
     fn deref_mut(&mut self) -> &mut T {
         // SAFETY: the guard holds the lock.
         unsafe { &mut *self.lock.data.get() }
@@ -390,6 +402,7 @@ impl<T> DerefMut for SpinGuard<'_, T> {
 }
 
 impl<T> Drop for SpinGuard<'_, T> {
+    /// CONTEXT: the guard's CPU; releases the lock the way it was taken.
     fn drop(&mut self) {
         match self.irq {
             IrqMode::Keep => spin_unlock(&self.lock.raw),

@@ -33,11 +33,14 @@ static VM_AREA_LOCK: SpinLock<Reserved> = SpinLock::new(
 );
 
 impl Reserved {
+    /// CONTEXT: VM_AREA_LOCK held.
     fn is_reserved(&self, page: usize) -> bool {
         self.bits[page / 64] & (1 << (page % 64)) != 0
     }
 
+    /// CONTEXT: VM_AREA_LOCK held.
     fn set(&mut self, first: usize, count: usize, reserved: bool) {
+        crate::sync::lockdep_assert_held(VM_AREA_LOCK.raw());
         for page in first..first + count {
             if reserved {
                 self.bits[page / 64] |= 1 << (page % 64);
@@ -48,7 +51,10 @@ impl Reserved {
     }
 
     /// First free run of `count` pages at or after the hint, wrapping once.
+    ///
+    /// CONTEXT: VM_AREA_LOCK held.
     fn find(&self, count: usize) -> Option<usize> {
+        crate::sync::lockdep_assert_held(VM_AREA_LOCK.raw());
         let mut start = self.hint;
         let mut wrapped = false;
         loop {

@@ -26,6 +26,7 @@ pub struct Work {
 unsafe impl Sync for Work {}
 
 impl Work {
+    /// CONTEXT: any (const).
     pub const fn new(func: fn(&'static Work)) -> Self {
         Work {
             func,
@@ -103,6 +104,7 @@ pub extern "Rust" fn queue_work_on(cpu: usize, work: &'static Work) -> bool {
     true
 }
 
+/// CONTEXT: the pool's kworker; takes worker_pool (irqsave); does not sleep.
 fn take_next(pool: &WorkerPool) -> Option<&'static Work> {
     let mut list = pool.list.lock_irqsave();
     let work = list.head;
