@@ -393,3 +393,41 @@ fn failed_metadata_allocation_fails_the_alloc_cleanly() {
         );
     }
 }
+
+#[test]
+fn failed_mapping_is_unmapped_with_flushes_before_its_pages_are_freed() {
+    use std::sync::atomic::Ordering::SeqCst;
+    for variant in ALL {
+        let (mock, pcpu) = setup_with(variant, 2, |_| {});
+        fill_chunks(&pcpu, 0);
+        let a = pcpu.alloc(100, 8).unwrap();
+        fill(&pcpu, a, 100, 3);
+        let pages = mock.live_pages();
+        // Pages 1 and 2 map for CPU 0, then mapping fails for CPU 1.
+        mock.map_budget.store(1, SeqCst);
+        mock.record(true);
+        assert!(pcpu.alloc(2 * PAGE_SIZE, PAGE_SIZE).is_none());
+        mock.record(false);
+        mock.map_budget.store(-1, SeqCst);
+        let mem: Vec<Event> = mock
+            .events()
+            .into_iter()
+            .filter(|e| !matches!(e, Event::Lock(..) | Event::MemAlloc(_) | Event::AllocPage))
+            .collect();
+        let base = pcpu.per_cpu_ptr(a, 0) as usize;
+        let unit = MIN_UNIT_SIZE;
+        let (start, end) = (base + PAGE_SIZE, base + unit + 3 * PAGE_SIZE);
+        let mut expected = vec![
+            Event::Map(base + PAGE_SIZE, 2 * PAGE_SIZE),
+            Event::FlushCacheVunmap(start, end),
+            Event::Unmap(base + PAGE_SIZE, 2 * PAGE_SIZE),
+            Event::Unmap(base + unit + PAGE_SIZE, 2 * PAGE_SIZE),
+            Event::FlushTlb(start, end),
+        ];
+        expected.extend(std::iter::repeat_n(Event::FreePage, 2 * 2));
+        assert_eq!(mem, expected, "{variant:?}");
+        assert_eq!(mock.live_pages(), pages);
+        check_fill(&pcpu, a, 100, 3).unwrap();
+        assert!(mock.violations().is_empty(), "{:?}", mock.violations());
+    }
+}

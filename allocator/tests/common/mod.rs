@@ -147,6 +147,8 @@ pub struct Mock {
     pub page_budget: AtomicI64,
     /// Metadata allocations still allowed; negative: unlimited.
     pub mem_budget: AtomicI64,
+    /// `map_pages` calls still allowed to succeed; negative: unlimited.
+    pub map_budget: AtomicI64,
     /// Called (outside the mock's own locks) at every `mem_alloc`.
     mem_alloc_hook: Mutex<Option<MemAllocHook>>,
 }
@@ -163,6 +165,7 @@ impl Mock {
             work_scheduled: AtomicU64::new(0),
             page_budget: AtomicI64::new(-1),
             mem_budget: AtomicI64::new(-1),
+            map_budget: AtomicI64::new(-1),
             mem_alloc_hook: Mutex::new(None),
         })
     }
@@ -445,6 +448,9 @@ impl Platform for Host {
 
     fn map_pages(&self, addr: usize, pages: &[Page]) -> Result<(), MapError> {
         self.might_sleep("map_pages");
+        if !Mock::take_budget(&self.map_budget) {
+            return Err(MapError);
+        }
         self.event(Event::Map(addr, pages.len() * PAGE_SIZE));
         let mut memory = self.memory.lock().unwrap();
         let in_area = memory
