@@ -5,7 +5,9 @@
 use std::fmt;
 use std::path::Path;
 
-use goblin::elf::{header, program_header::PT_LOAD, sym::STT_FUNC, sym::STT_OBJECT, Elf};
+use goblin::elf::{
+    header, program_header::PT_LOAD, sym::STT_FUNC, sym::STT_NOTYPE, sym::STT_OBJECT, Elf,
+};
 
 use crate::memory::{GuestMemory, OutOfRam};
 
@@ -125,9 +127,15 @@ impl KernelImage {
         let mut symbols: Vec<Symbol> = elf
             .syms
             .iter()
-            .filter(|s| matches!(s.st_type(), STT_FUNC | STT_OBJECT) && s.st_value != 0)
+            // Untyped symbols are assembly labels (exception entry, context switch).
+            .filter(|s| {
+                matches!(s.st_type(), STT_FUNC | STT_OBJECT | STT_NOTYPE) && s.st_value != 0
+            })
             .filter_map(|s| {
                 let raw = elf.strtab.get_at(s.st_name)?;
+                if raw.is_empty() || raw.starts_with('$') || raw.starts_with(".L") {
+                    return None; // mapping symbols ($x, $d) and local temporaries
+                }
                 Some(Symbol {
                     addr: s.st_value,
                     size: s.st_size,
@@ -136,7 +144,8 @@ impl KernelImage {
                 })
             })
             .collect();
-        symbols.sort_by_key(|s| (s.addr, std::cmp::Reverse(s.size)));
+        // At one address the sized symbol sorts last, so that lookups prefer it.
+        symbols.sort_by_key(|s| (s.addr, s.size));
         let image = Self {
             entry: elf.entry,
             bytes: Vec::new(),
@@ -204,7 +213,16 @@ impl KernelImage {
                 .checked_sub(1)?;
             let sym = &self.symbols[idx];
             let off = addr - sym.addr;
-            (off < sym.size.max(1)).then(|| format!("{}+{:#x}", sym.name, off))
+            // A label without a size extends to the next symbol.
+            let inside = if sym.size > 0 {
+                off < sym.size
+            } else {
+                self.symbols
+                    .get(idx + 1)
+                    .is_none_or(|next| addr < next.addr)
+                    && self.in_segment(addr)
+            };
+            inside.then(|| format!("{}+{:#x}", sym.name, off))
         };
         lookup(pc).or_else(|| lookup(self.physical_to_link(pc)?))
     }
@@ -228,6 +246,12 @@ impl KernelImage {
         self.symbols
             .iter()
             .find(|s| s.raw_name == name || s.name == name)
+    }
+
+    fn in_segment(&self, vaddr: u64) -> bool {
+        self.segments
+            .iter()
+            .any(|s| vaddr >= s.vaddr && vaddr < s.vaddr + s.mem_size)
     }
 
     fn to_physical(&self, vaddr: u64) -> Option<u64> {

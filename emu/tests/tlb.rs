@@ -22,9 +22,13 @@ const PAGE_ATTRS: u64 = 0x707;
 /// no TTBR1 walks; then SCTLR_EL1.M. Clobbers x3.
 fn enable_mmu(a: &mut Asm) {
     a.mov64(3, 0xff00).emit(msr(MAIR_EL1, 3));
-    a.mov64(3, 25 | (1 << 8) | (1 << 10) | (3 << 12) | (1 << 23)).emit(msr(TCR_EL1, 3));
+    a.mov64(3, 25 | (1 << 8) | (1 << 10) | (3 << 12) | (1 << 23))
+        .emit(msr(TCR_EL1, 3));
     a.mov64(3, L1).emit(msr(TTBR0_EL1, 3)).emit(ISB);
-    a.emit(mrs(3, SCTLR_EL1)).emit(0xb240_0063).emit(msr(SCTLR_EL1, 3)).emit(ISB); // orr x3, x3, #1
+    a.emit(mrs(3, SCTLR_EL1))
+        .emit(0xb240_0063)
+        .emit(msr(SCTLR_EL1, 3))
+        .emit(ISB); // orr x3, x3, #1
 }
 
 /// Spins until the word at `flag` is non-zero (clobbers x4, x5).
@@ -46,9 +50,16 @@ fn program(invalidate: u32) -> Asm {
     enable_mmu(&mut a);
     a.psci(0xc400_0003, &[1, secondary, 0]);
     wait_flag(&mut a, FLAGS); // CPU 1 has used the old mapping
-    // Break before make, then the new page.
-    a.mov64(6, L3_TEST).emit(str_x(31, 6, 0)).emit(DSB_ISH).emit(invalidate).emit(DSB_ISH);
-    a.mov64(7, PAGE_B | PAGE_ATTRS).emit(str_x(7, 6, 0)).emit(DSB_ISH).emit(ISB);
+                              // Break before make, then the new page.
+    a.mov64(6, L3_TEST)
+        .emit(str_x(31, 6, 0))
+        .emit(DSB_ISH)
+        .emit(invalidate)
+        .emit(DSB_ISH);
+    a.mov64(7, PAGE_B | PAGE_ATTRS)
+        .emit(str_x(7, 6, 0))
+        .emit(DSB_ISH)
+        .emit(ISB);
     set_flag(&mut a, FLAGS + 8);
     wait_flag(&mut a, FLAGS + 16);
     a.mov64(4, FLAGS + 24).emit(ldr_x(8, 4));
@@ -59,7 +70,9 @@ fn program(invalidate: u32) -> Asm {
     a.mov64(9, TEST_VA).emit(ldr_x(10, 9)); // caches the translation to page A
     set_flag(&mut a, FLAGS);
     wait_flag(&mut a, FLAGS + 8);
-    a.emit(ldr_x(10, 9)).mov64(4, FLAGS + 24).emit(str_x(10, 4, 0));
+    a.emit(ldr_x(10, 9))
+        .mov64(4, FLAGS + 24)
+        .emit(str_x(10, 4, 0));
     set_flag(&mut a, FLAGS + 16);
     let park = a.here();
     a.emit(WFI).b(park);
@@ -78,17 +91,34 @@ fn program(invalidate: u32) -> Asm {
 }
 
 fn value_seen_by_cpu1(invalidate: u32) -> RunEnd {
-    let config = MachineConfig { cpus: 2, quantum: 500, max_insns: 10_000_000, ..MachineConfig::default() };
+    let config = MachineConfig {
+        cpus: 2,
+        quantum: 500,
+        max_insns: 10_000_000,
+        ..MachineConfig::default()
+    };
     run(config, &program(invalidate).kernel()).0.end
 }
 
 #[test]
 fn inner_shareable_tlbi_reaches_the_other_core() {
-    assert_eq!(value_seen_by_cpu1(TLBI_VMALLE1IS), RunEnd::PoweredOff { cpu: 0, status: 0xbbbb });
+    assert_eq!(
+        value_seen_by_cpu1(TLBI_VMALLE1IS),
+        RunEnd::PoweredOff {
+            cpu: 0,
+            status: 0xbbbb
+        }
+    );
 }
 
 #[test]
 fn local_tlbi_leaves_the_other_core_stale() {
     // The test above can fail: without the broadcast CPU 1 keeps the old page.
-    assert_eq!(value_seen_by_cpu1(TLBI_VMALLE1), RunEnd::PoweredOff { cpu: 0, status: 0xaaaa });
+    assert_eq!(
+        value_seen_by_cpu1(TLBI_VMALLE1),
+        RunEnd::PoweredOff {
+            cpu: 0,
+            status: 0xaaaa
+        }
+    );
 }

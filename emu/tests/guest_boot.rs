@@ -1,0 +1,94 @@
+//! Boots the real guest kernel when it has been built (`guest/build.sh target/guest`,
+//! or `PERCPU_GUEST_ELF=path`); without it these tests only say so and pass.
+
+use std::path::PathBuf;
+
+use emu::{KernelImage, Machine, MachineConfig, RunEnd, RunOutcome, SchedulerKind};
+
+fn guest() -> Option<KernelImage> {
+    let path = std::env::var_os("PERCPU_GUEST_ELF")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/guest/percpu-guest.elf")
+        });
+    if !path.exists() {
+        eprintln!("no guest kernel at {}: skipped", path.display());
+        return None;
+    }
+    Some(KernelImage::from_path(&path).expect("the built guest loads"))
+}
+
+fn boot(
+    kernel: &KernelImage,
+    cpus: usize,
+    sched: SchedulerKind,
+    seed: u64,
+) -> (RunOutcome, Vec<(usize, String)>) {
+    let config = MachineConfig {
+        cpus,
+        sched,
+        seed,
+        max_insns: 500_000_000,
+        bootargs: format!("scenario=smoke seed={seed}"),
+        ..MachineConfig::default()
+    };
+    let mut machine = Machine::new(config, kernel).unwrap();
+    let mut lines = Vec::new();
+    let outcome = machine.run(&mut |cpu, line| lines.push((cpu, line.to_string())));
+    if !matches!(outcome.end, RunEnd::PoweredOff { status: 0, .. }) {
+        for (cpu, line) in &lines {
+            eprintln!("[cpu{cpu}] {line}");
+        }
+        for c in &outcome.cpus {
+            let name = |pc| kernel.symbolize(pc).unwrap_or_else(|| format!("{pc:#x}"));
+            let trace: Vec<String> = c.backtrace.iter().map(|&pc| name(pc)).collect();
+            eprintln!(
+                "cpu{} {:?} pc {} insns {} irqs {} <- {}",
+                c.cpu,
+                c.state,
+                name(c.pc),
+                c.insns,
+                c.irqs,
+                trace.join(" <- ")
+            );
+        }
+    }
+    (outcome, lines)
+}
+
+#[test]
+fn smoke_boots_on_1_2_4_and_8_cpus() {
+    let Some(kernel) = guest() else { return };
+    for cpus in [1, 2, 4, 8] {
+        let (outcome, lines) = boot(&kernel, cpus, SchedulerKind::RoundRobin, 0);
+        assert!(
+            matches!(outcome.end, RunEnd::PoweredOff { status: 0, .. }),
+            "{cpus} CPUs: {:?}",
+            outcome.end
+        );
+        for cpu in 0..cpus {
+            assert!(
+                lines.iter().any(|(c, _)| *c == cpu),
+                "CPU {cpu} of {cpus} printed nothing"
+            );
+        }
+    }
+}
+
+#[test]
+fn smoke_is_reproducible_per_seed() {
+    let Some(kernel) = guest() else { return };
+    let counts = |seed| {
+        let (outcome, lines) = boot(&kernel, 4, SchedulerKind::Random, seed);
+        assert!(
+            matches!(outcome.end, RunEnd::PoweredOff { status: 0, .. }),
+            "{:?}",
+            outcome.end
+        );
+        (
+            outcome.cpus.iter().map(|c| c.insns).collect::<Vec<_>>(),
+            lines,
+        )
+    };
+    assert_eq!(counts(5), counts(5));
+}
