@@ -43,6 +43,7 @@ mod page_alloc;
 mod panic;
 mod percpu;
 mod psci;
+mod rand;
 mod scenarios;
 mod sched;
 mod smp;

@@ -15,6 +15,7 @@ use crate::mutex::Mutex;
 use crate::page_alloc::{self, Gfp, Shrinker};
 use crate::percpu::{cpu_id, timer_irqs};
 use crate::println;
+use crate::rand::Rng;
 use crate::sched::{self, Completion, WaitQueue};
 use crate::smp::{online_cpus, smp_call_function_single};
 use crate::sync::{self, SpinLock};
@@ -235,6 +236,9 @@ fn smoke_thread(cpu: usize) {
     let cpus = online_cpus();
     println!("cpu{}: smoke thread running", cpu);
 
+    // The seed varies how long locks are held and who yields inside the mutex,
+    // which varies the interleaving but never what is printed.
+    let mut rng = Rng::new(0x5307e, cpu);
     for round in 0..SPIN_ROUNDS {
         let mut counter = match round % 3 {
             0 => SMOKE_COUNTER_LOCK.lock(),
@@ -243,6 +247,9 @@ fn smoke_thread(cpu: usize) {
         };
         sync::lockdep_assert_held(counter.raw());
         *counter += 1;
+        for _ in 0..rng.below(8) {
+            core::hint::spin_loop();
+        }
     }
     barrier(1);
 
@@ -265,7 +272,9 @@ fn smoke_thread(cpu: usize) {
         let mut counter = SMOKE_MUTEX.lock();
         crate::mutex::lockdep_assert_mutex_held(SMOKE_MUTEX.raw());
         let seen = *counter;
-        sched::yield_now();
+        if rng.below(2) == 0 {
+            sched::yield_now();
+        }
         *counter = seen + 1;
     }
     println!("cpu{}: mutex rounds done", cpu);

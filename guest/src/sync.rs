@@ -4,6 +4,11 @@
 //! the host can probe them by symbol (docs/machine.md lists them). Rust code uses
 //! them through `SpinLock<T>` and its guards.
 //!
+//! Every acquisition of a spinlock goes through `spin_lock` or a successful
+//! `spin_trylock`, and every release through `spin_unlock`: the `_irq`/`_irqsave`
+//! forms mask IRQs with `local_irq_*` and then call those. A host probe on the
+//! three plain primitives sees every lock operation; the outer forms say how.
+//!
 //! A spinlock is a ticket lock on LDAXR/STLXR loops (the Cortex-A72 has no LSE).
 //! Holding one disables preemption; the `_irq`/`_irqsave` forms also mask IRQs on
 //! this CPU so an IRQ handler cannot spin on a lock its own CPU holds.
@@ -258,9 +263,10 @@ pub extern "C" fn spin_lock_irq(lock: &RawSpinLock) {
 #[no_mangle]
 #[inline(never)]
 pub extern "C" fn spin_unlock_irq(lock: &RawSpinLock) {
-    lock.release();
+    // spin_unlock cannot reschedule with IRQs still masked; check once they are on.
+    spin_unlock(lock);
     local_irq_enable();
-    preempt_enable();
+    crate::sched::preempt_if_needed();
 }
 
 /// Masks IRQs, takes `lock`, returns the previous IRQ state.
@@ -280,9 +286,9 @@ pub extern "C" fn spin_lock_irqsave(lock: &RawSpinLock) -> u64 {
 #[no_mangle]
 #[inline(never)]
 pub extern "C" fn spin_unlock_irqrestore(lock: &RawSpinLock, flags: u64) {
-    lock.release();
+    spin_unlock(lock);
     local_irq_restore(flags);
-    preempt_enable();
+    crate::sched::preempt_if_needed();
 }
 
 /// Panics unless the running CPU holds `lock`. The host hooks this symbol too.
