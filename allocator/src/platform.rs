@@ -42,8 +42,10 @@ impl Gfp {
 }
 
 /// One page frame handed out by [`Platform::alloc_page`]; the guest stores
-/// the physical address here. Zero is never a valid frame.
+/// the physical address here. Zero is never a valid frame. Transparent, so a
+/// `&[Page]` may be viewed as a `&[u64]` of addresses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[repr(transparent)]
 pub struct Page(pub u64);
 
 /// Mapping pages into a virtual area failed (page-table memory ran out).
