@@ -104,8 +104,10 @@ pub struct Config {
     pub per_cpu_start: usize,
     /// Capacity of the address tree: chunks beyond the first one(s).
     pub max_chunks: usize,
-    /// Flush the TLB when reclaim depopulates a chunk. The seed passes
-    /// `flush = false` there; Linux added the flush in 2021.
+    /// Flush the cache and TLB when reclaim depopulates a chunk. The seed
+    /// passes `flush = false` there and leaves the TLB to `free_vm_area`
+    /// ([`Platform::vm_release`] must then flush); Linux added the flush here
+    /// in 2021.
     pub flush_tlb_on_reclaim: bool,
 }
 

@@ -142,8 +142,10 @@ pub trait Platform {
     /// CONTEXT: process context, allocator mutex held, no spinlock; may sleep.
     fn vm_reserve(&self, size: usize) -> Option<usize>;
     /// Give back an area from [`Platform::vm_reserve`] (`free_vm_area`). The
-    /// allocator has already unmapped every page in it. Whether the platform
-    /// flushes the TLB here is its choice (Linux 2.6.30 did so lazily).
+    /// allocator has already unmapped every page in it, but with the seed's
+    /// reclaim (`Config::flush_tlb_on_reclaim == false`) it has not flushed the
+    /// TLB: then the platform must flush the range before it can be reserved
+    /// again, as Linux's `free_vm_area` did (lazily, before reuse).
     ///
     /// CONTEXT: process context, no allocator lock held; may sleep.
     fn vm_release(&self, addr: usize, size: usize);

@@ -431,3 +431,62 @@ fn failed_mapping_is_unmapped_with_flushes_before_its_pages_are_freed() {
         assert!(mock.violations().is_empty(), "{:?}", mock.violations());
     }
 }
+
+#[test]
+fn explicit_geometry_is_honoured() {
+    let (mock, pcpu) = setup_with(Variant::Fine, 1, |c| {
+        c.unit_size = Some(2 * MIN_UNIT_SIZE);
+        c.dyn_size = Some(4096);
+    });
+    assert_eq!(pcpu.unit_size(), 2 * MIN_UNIT_SIZE);
+    // Static 8 KiB + reserved 8 KiB + dynamic 4 KiB: five pages populated.
+    assert_eq!(mock.live_pages(), 5);
+    let mut first = Vec::new();
+    pcpu.for_each_chunk(|c| first.push((c.kind, c.map.to_vec())));
+    assert_eq!(first[0], (ChunkKind::First, vec![-(16 << 10), 4096]));
+    // Too big for the first chunk's dynamic part: a new 128 KiB chunk.
+    let p = pcpu.alloc(8192, 8).unwrap();
+    assert_eq!(pcpu.stats().chunks_created, 1);
+    assert!(p.0 > 0x1000_0000 + 2 * MIN_UNIT_SIZE || p.0 < 0x1000_0000);
+    assert!(is_zeroed(&pcpu, p, 8192));
+}
+
+#[test]
+fn bad_configurations_are_refused() {
+    use allocator::{Config, InitError, Percpu};
+    let mock = common::Mock::new(2);
+    let host = common::Host(mock);
+    let bad = |c: Config| Percpu::new(host.clone(), c, &[]).err();
+    let base = Config::new(Variant::Fine, 4096);
+    assert!(matches!(
+        bad(Config {
+            static_size: 0,
+            ..base
+        }),
+        Some(InitError::BadConfig(_))
+    ));
+    assert!(matches!(
+        bad(Config {
+            unit_size: Some(MIN_UNIT_SIZE / 2),
+            ..base
+        }),
+        Some(InitError::BadConfig(_))
+    ));
+    assert!(matches!(
+        bad(Config {
+            unit_size: Some(MIN_UNIT_SIZE + 100),
+            ..base
+        }),
+        Some(InitError::BadConfig(_))
+    ));
+    assert!(matches!(
+        bad(Config {
+            // The first chunk does not fit the unit.
+            reserved_size: MIN_UNIT_SIZE,
+            unit_size: Some(MIN_UNIT_SIZE),
+            ..base
+        }),
+        Some(InitError::BadConfig(_))
+    ));
+    assert!(Percpu::new(host.clone(), base, &[0u8; 4097]).is_err());
+}
