@@ -111,9 +111,19 @@ extern "C" fn kernel_main(dtb: usize) -> ! {
 
     smp::bring_up_secondaries();
     sync::local_irq_enable();
+    // Whatever may sleep runs in a thread: the boot context is CPU 0's idle thread.
+    if sched::spawn_on(0, "kinit", kernel_init, 0).is_none() {
+        panic!("no memory for the kinit thread");
+    }
+    sched::idle_loop()
+}
+
+/// Starts the workqueue and the scenario, then exits.
+///
+/// CONTEXT: the kinit thread on CPU 0; may sleep.
+fn kernel_init(_: usize) {
     workqueue::init(smp::online_cpus());
     scenarios::start();
-    sched::idle_loop()
 }
 
 /// A secondary CPU's Rust entry (PSCI CPU_ON context = its logical number).

@@ -56,7 +56,7 @@ fn is_listed(name: &str) -> bool {
 
 /// Starts the scenario named in the bootargs as a thread on CPU 0.
 ///
-/// CONTEXT: boot CPU after bring-up; may sleep.
+/// CONTEXT: the kinit thread after bring-up; may sleep.
 pub fn start() {
     let name = boot_info().scenario.as_str();
     if !is_listed(name) {

@@ -59,7 +59,12 @@ pub struct Thread {
     /// Physical base of the stack allocation (0 for idle threads).
     stack_base: usize,
     pub id: usize,
+    /// STACK_CANARY while the stack has not grown into this struct (it sits at the
+    /// bottom of the thread's stack allocation; this field is hit first).
+    canary: u64,
 }
+
+const STACK_CANARY: u64 = 0x57ac_c0de_57ac_c0de;
 
 // SAFETY: the UnsafeCell fields follow the synchronization rules above.
 unsafe impl Sync for Thread {}
@@ -86,6 +91,7 @@ impl Thread {
             arg: 0,
             stack_base: 0,
             id: 0,
+            canary: STACK_CANARY,
         }
     }
 
@@ -279,6 +285,7 @@ pub fn spawn_on(
             arg,
             stack_base: base,
             id: NEXT_THREAD_ID.fetch_add(1, Relaxed),
+            canary: STACK_CANARY,
         });
     }
     enqueue_and_kick(thread);
@@ -363,6 +370,10 @@ pub extern "C" fn schedule() {
     if cpu.preempt_count.load(Relaxed) != 0 || cpu.hardirq_depth.load(Relaxed) != 0 {
         panic!("scheduling while atomic: {}", current().name());
     }
+    // The idle thread is what runs when nothing else can: it must never block.
+    if current().is_idle() && current().state.load(Relaxed) != RUNNING {
+        panic!("cpu{}: the idle thread tried to sleep", cpu.id);
+    }
     switch_threads(false);
 }
 
@@ -406,6 +417,10 @@ fn switch_threads(preempted: bool) {
     let flags = local_irq_save();
     let cpu = this_cpu();
     let prev = current_ptr();
+    // SAFETY: prev is the running thread.
+    if unsafe { (*prev).canary } != STACK_CANARY {
+        panic!("stack overflow in thread {}", current().name());
+    }
     let next = {
         let mut rq = cpu.rq.list.lock();
         cpu.need_resched.store(false, Relaxed);
@@ -443,6 +458,9 @@ fn finish_switch(last: *mut Thread) {
     // queued again, so nobody else refers to it.
     unsafe {
         if (*last).state.load(Acquire) == DEAD {
+            if *(*last).queued.get() {
+                panic!("thread {} exited while queued to run", (*last).name());
+            }
             let order = THREAD_STACK_PAGES.trailing_zeros() as usize;
             page_alloc::free_pages((*last).stack_base, order);
         }
