@@ -48,7 +48,10 @@ fn main() {
             c.irqs
         );
         for &ret in &c.backtrace {
-            println!("    <- {}", name(ret));
+            let caller = kernel
+                .symbolize_return(ret)
+                .unwrap_or_else(|| format!("{ret:#x}"));
+            println!("    <- {caller}");
         }
     }
     println!(

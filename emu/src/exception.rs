@@ -16,35 +16,44 @@ const SPSR_EL1: RegisterARM64CP = RegisterARM64CP::new().op0(3).op1(0).crn(4).cr
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Synchronous {
     Undefined,
-    Svc { imm: u32 },
-    Brk { imm: u32 },
-    InstructionAbort { far: u64 },
-    DataAbort { far: u64, is_write: bool },
+    Svc {
+        imm: u32,
+    },
+    Brk {
+        imm: u32,
+    },
+    /// `status`: the fault status code (IFSC/DFSC).
+    InstructionAbort {
+        far: u64,
+        status: u64,
+    },
+    DataAbort {
+        far: u64,
+        is_write: bool,
+        status: u64,
+    },
 }
 
 impl Synchronous {
-    /// ESR_EL1 for this exception taken from exception level `from_el`. Aborts report a
-    /// level 3 translation fault: Unicorn does not tell which kind of fault it was.
+    /// ESR_EL1 for this exception taken from exception level `from_el`.
     pub fn esr(&self, from_el: u64) -> u64 {
         const IL: u64 = 1 << 25;
-        const TRANSLATION_FAULT_L3: u64 = 0b000111;
         let same_el = (from_el == 1) as u64;
         let (ec, iss) = match *self {
             Self::Undefined => (0x00, 0),
             Self::Svc { imm } => (0x15, imm as u64),
             Self::Brk { imm } => (0x3c, imm as u64),
-            Self::InstructionAbort { .. } => (0x20 | same_el, TRANSLATION_FAULT_L3),
-            Self::DataAbort { is_write, .. } => (
-                0x24 | same_el,
-                TRANSLATION_FAULT_L3 | (is_write as u64) << 6,
-            ),
+            Self::InstructionAbort { status, .. } => (0x20 | same_el, status),
+            Self::DataAbort {
+                is_write, status, ..
+            } => (0x24 | same_el, status | (is_write as u64) << 6),
         };
         (ec << 26) | IL | iss
     }
 
     pub fn far(&self) -> Option<u64> {
         match *self {
-            Self::InstructionAbort { far } | Self::DataAbort { far, .. } => Some(far),
+            Self::InstructionAbort { far, .. } | Self::DataAbort { far, .. } => Some(far),
             _ => None,
         }
     }

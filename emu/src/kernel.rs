@@ -227,6 +227,16 @@ impl KernelImage {
         lookup(pc).or_else(|| lookup(self.physical_to_link(pc)?))
     }
 
+    /// Names a return address from a backtrace by the function that made the call:
+    /// looks up `ret - 1` (a call that ends a function returns to the next one) and
+    /// prints the offset of `ret` itself, as Linux's `%pB` does.
+    pub fn symbolize_return(&self, ret: u64) -> Option<String> {
+        let call = self.symbolize(ret.checked_sub(1)?)?;
+        let (name, off) = call.rsplit_once("+0x")?;
+        let off = u64::from_str_radix(off, 16).ok()? + 1;
+        Some(format!("{name}+{off:#x}"))
+    }
+
     /// The contents of a data symbol as stored in the ELF file (by raw or demangled name).
     pub fn symbol_bytes(&self, name: &str) -> Option<&[u8]> {
         let sym = self.find(name)?;

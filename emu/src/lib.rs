@@ -11,6 +11,7 @@ pub mod insn;
 pub mod kernel;
 pub mod machine;
 pub mod memory;
+pub mod mmu;
 pub mod psci;
 pub mod sched;
 mod syshook;

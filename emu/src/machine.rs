@@ -15,6 +15,7 @@ use crate::gic::{self, Gic};
 use crate::insn;
 use crate::kernel::{KernelError, KernelImage};
 use crate::memory::{GuestMemory, GuestRam, OutOfRam, RAM_BASE};
+use crate::mmu::{self, Access, TranslationRegs};
 use crate::psci;
 use crate::sched::{make_scheduler, SchedView, Scheduler, SchedulerKind};
 use crate::syshook::{self, SysHook};
@@ -260,6 +261,7 @@ const CNTV_TVAL_EL0: SysReg = (3, 3, 14, 3, 0);
 const CNTV_CTL_EL0: SysReg = (3, 3, 14, 3, 1);
 const CNTV_CVAL_EL0: SysReg = (3, 3, 14, 3, 2);
 const SCTLR_EL1: RegisterARM64CP = RegisterARM64CP::new().op0(3).op1(0).crn(1).crm(0).op2(0);
+const TCR_EL1: RegisterARM64CP = RegisterARM64CP::new().op0(3).op1(0).crn(2).crm(0).op2(2);
 
 fn sysreg(cp: &RegisterARM64CP) -> SysReg {
     (cp.op0, cp.op1, cp.crn, cp.crm, cp.op2)
@@ -614,15 +616,33 @@ impl Machine {
             EXCP_BKPT => Synchronous::Brk {
                 imm: insn::imm16(word_at(&mut core.uc, pc)),
             },
-            EXCP_PREFETCH_ABORT => Synchronous::InstructionAbort { far: pc },
+            EXCP_PREFETCH_ABORT => {
+                let status =
+                    mmu::fault_status(&self.ram, &translation_regs(&core.uc), pc, Access::Fetch);
+                // No fault in the tables: call it a level 3 translation fault.
+                Synchronous::InstructionAbort {
+                    far: pc,
+                    status: status.unwrap_or(0b00_0111),
+                }
+            }
             EXCP_DATA_ABORT => {
                 let word = word_at(&mut core.uc, pc);
                 let access = insn::decode_mem_access(word);
                 let uc = &core.uc;
                 let far = access.map_or(0, |a| a.address(|r| read_xreg(uc, r)));
+                let is_write = access.is_some_and(|a| a.is_write);
+                let kind = if is_write {
+                    Access::Write
+                } else {
+                    Access::Read
+                };
+                // The tables allow the access: what is left is an alignment fault.
+                let status = mmu::fault_status(&self.ram, &translation_regs(uc), far, kind)
+                    .unwrap_or(mmu::ALIGNMENT_FAULT);
                 Synchronous::DataAbort {
                     far,
-                    is_write: access.is_some_and(|a| a.is_write),
+                    is_write,
+                    status,
                 }
             }
             other => return Err(format!("unexpected exception number {other}")),
@@ -724,6 +744,19 @@ fn read_insn<D>(uc: &mut Unicorn<'_, D>, pc: u64) -> Option<u32> {
     let mut word = [0; 4];
     uc.vmem_read(pc, Prot::EXEC, &mut word).ok()?;
     Some(u32::from_le_bytes(word))
+}
+
+fn translation_regs<D>(uc: &Unicorn<'_, D>) -> TranslationRegs {
+    let cp = |reg: RegisterARM64CP| {
+        let mut reg = reg;
+        uc.reg_read_arm64_coproc(&mut reg).map_or(0, |()| reg.val)
+    };
+    TranslationRegs {
+        sctlr: cp(SCTLR_EL1),
+        tcr: cp(TCR_EL1),
+        ttbr0: uc.reg_read(RegisterARM64::TTBR0_EL1).unwrap_or(0),
+        ttbr1: uc.reg_read(RegisterARM64::TTBR1_EL1).unwrap_or(0),
+    }
 }
 
 /// General register `n` (31 = SP, as a load/store base).

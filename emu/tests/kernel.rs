@@ -102,6 +102,15 @@ fn symbols_name_pcs_and_export_bytes() {
         Some("percpu_guest::boot::start_core+0x4")
     );
     assert_eq!(kernel.symbolize(LOAD - 4), None);
+    // A call ending primary_entry returns to the next function's first instruction.
+    assert_eq!(
+        kernel.symbolize(LOAD + 0x20).as_deref(),
+        Some("percpu_guest::boot::start_core+0x0")
+    );
+    assert_eq!(
+        kernel.symbolize_return(LOAD + 0x20).as_deref(),
+        Some("primary_entry+0x20")
+    );
     assert_eq!(
         kernel.symbol_bytes("PERCPU_LAB_SCENARIOS"),
         Some(&scenarios[..])
