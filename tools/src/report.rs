@@ -47,6 +47,13 @@ fn symbolized(kernel: &KernelImage, pc: u64) -> String {
     }
 }
 
+/// A return address names the instruction after the call; when the call is a
+/// function's last instruction (a call to a `noreturn` function such as `panic`),
+/// that is already the next function. Symbolise the call itself instead.
+fn symbolized_return(kernel: &KernelImage, ret: u64) -> String {
+    symbolized(kernel, ret.saturating_sub(4))
+}
+
 fn print_text(kernel: &KernelImage, outcome: &RunOutcome) {
     println!("== {}", describe_end(&outcome.end));
     println!("== {} instructions in {} slices", outcome.total_insns, outcome.slices);
@@ -63,7 +70,7 @@ fn print_text(kernel: &KernelImage, outcome: &RunOutcome) {
         // Backtraces are what a failure report is for; a clean run does not need them.
         if faulted {
             for (depth, &ret) in cpu.backtrace.iter().enumerate() {
-                println!("    #{depth} {}", symbolized(kernel, ret));
+                println!("    #{depth} {}", symbolized_return(kernel, ret));
             }
         }
     }
@@ -77,7 +84,7 @@ fn cpu_json(kernel: &KernelImage, cpu: &CpuReport) -> Value {
         "irqs": cpu.irqs,
         "pc": cpu.pc,
         "symbol": kernel.symbolize(cpu.pc),
-        "backtrace": cpu.backtrace.iter().map(|&ret| symbolized(kernel, ret)).collect::<Vec<_>>(),
+        "backtrace": cpu.backtrace.iter().map(|&ret| symbolized_return(kernel, ret)).collect::<Vec<_>>(),
     })
 }
 

@@ -64,7 +64,8 @@ fn bad_flags() {
     assert_bad_input(&["run", "--cpus", "9"], "--cpus");
     assert_bad_input(&["run", "--sched", "fifo"], "--sched");
     assert_bad_input(&["run", "--variant", "rcu"], "--variant");
-    assert_bad_input(&["run", "--seed", "-1"], "--seed");
+    assert_bad_input(&["run", "--seed", "-1"], "-1");
+    assert_bad_input(&["run", "--seed", "lots"], "--seed");
     assert_bad_input(&["run", "--quantum", "0"], "--quantum");
     assert_bad_input(&["run", "--no-such-flag"], "--no-such-flag");
     assert_bad_input(&["frobnicate"], "frobnicate");
