@@ -47,11 +47,12 @@ fn symbolized(kernel: &KernelImage, pc: u64) -> String {
     }
 }
 
-/// A return address names the instruction after the call; when the call is a
-/// function's last instruction (a call to a `noreturn` function such as `panic`),
-/// that is already the next function. Symbolise the call itself instead.
+/// Return addresses are named by the call that made them (`%pB` style).
 fn symbolized_return(kernel: &KernelImage, ret: u64) -> String {
-    symbolized(kernel, ret.saturating_sub(4))
+    match kernel.symbolize_return(ret) {
+        Some(symbol) => format!("{ret:#x} <{symbol}>"),
+        None => format!("{ret:#x}"),
+    }
 }
 
 fn print_text(kernel: &KernelImage, outcome: &RunOutcome) {
