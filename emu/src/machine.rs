@@ -478,7 +478,11 @@ impl Machine {
                 budget = budget.min((deadline - board.clock.now()) * running);
             }
         }
-        let (retired, end) = self.run_slice(cpu, budget);
+        let (retired, mut end) = self.run_slice(cpu, budget);
+        if retired == 0 && matches!(end, SliceEnd::Budget) {
+            // Nothing ran and nothing said why: stop rather than spin on empty slices.
+            end = SliceEnd::Error("no instruction executed".into());
+        }
         self.cores[cpu].insns += retired;
         self.total_insns += retired;
         self.slices += 1;

@@ -411,3 +411,12 @@ fn reports_carry_a_frame_pointer_backtrace() {
     assert_eq!(outcome.end, RunEnd::Hang);
     assert_eq!(outcome.cpus[0].backtrace, [0x4008_1234, 0x4008_5678]);
 }
+
+#[test]
+fn a_jump_to_address_zero_is_a_fault_not_a_stall() {
+    let mut a = Asm::default();
+    a.mov64(0, 0).emit(0xd61f_0000); // br x0
+    let config = MachineConfig { max_insns: 1_000_000, ..one_cpu() };
+    let (outcome, ..) = run(config, &a.kernel());
+    assert!(matches!(outcome.end, RunEnd::Fault { cpu: 0, pc: 0, .. }), "{:?}", outcome.end);
+}
