@@ -1,0 +1,190 @@
+//! The byte layout documented in `traces::format`, written out by hand: the reader
+//! decodes it, and the writer produces exactly these bytes.
+
+mod common;
+
+use traces::varint::{put_uleb, zigzag};
+use traces::{
+    read_trace, CpuId, ElfHash, Event, EventKind, IrqMaskCause, LockFlavor, LockRef, StrId, TaskId,
+    TraceConfig, TraceWriter, WriterOptions,
+};
+
+fn uleb(value: u64) -> Vec<u8> {
+    let mut out = Vec::new();
+    put_uleb(&mut out, value);
+    out
+}
+
+fn zz(delta: i64) -> Vec<u8> {
+    uleb(zigzag(delta))
+}
+
+fn config() -> TraceConfig {
+    TraceConfig {
+        guest_elf: ElfHash([0xab; 32]),
+        cpus: 2,
+        variant: "fine".into(),
+        scenario: "smoke".into(),
+        seed: 3,
+        scheduler: "rr".into(),
+        quantum: 1000,
+        extra: [("inject".to_string(), "skip-tlb-flush".to_string())].into(),
+    }
+}
+
+fn hand_header() -> Vec<u8> {
+    let mut body = vec![0xab; 32];
+    body.push(2); // cpus
+    body.extend(b"\x04fine\x05smoke");
+    body.push(3); // seed
+    body.extend(b"\x02rr");
+    body.extend([0xe8, 0x07]); // quantum 1000
+    body.push(1); // one extra pair
+    body.extend(b"\x06inject\x0eskip-tlb-flush");
+    let mut out = b"\x89PCPUTR\n".to_vec();
+    out.extend([1, 0, 0, 0]); // version 1.0
+    out.extend((body.len() as u32).to_le_bytes());
+    out.extend(crc32fast::hash(&body).to_le_bytes());
+    out.extend(body);
+    out
+}
+
+const LOCK_ADDR: u64 = 0x4010_0000;
+const PERCPU_ADDR: u64 = 0xffff_8000_2000_0040;
+
+/// The records, each as documented, with the events they stand for.
+fn records() -> Vec<(Vec<u8>, Option<Event>)> {
+    let lock = LockRef {
+        addr: LOCK_ADDR,
+        class: StrId(0),
+    };
+    let flavor = LockFlavor::SpinIrqSave;
+    let event = |time, pc, caller, kind| Event {
+        time,
+        cpu: CpuId(1),
+        task: TaskId(5),
+        pc,
+        caller,
+        kind,
+    };
+    let cat = |parts: &[&[u8]]| parts.concat();
+    vec![
+        (cat(&[b"\x01\x09pcpu_lock"]), None),
+        (vec![0x02, 0x01], None), // current CPU 1
+        (vec![0x03, 0x05], None), // its task 5
+        (
+            // lock acquired (op 1), spin_irqsave (flavor 2): tag 0x40 + 8 + 2; pc and caller
+            // mode 2 (delta from the tag's last value, 0), lock mode 3 (literal).
+            cat(&[
+                &[0x4a, 0x3a, 100],
+                &zz(0x1000),
+                &zz(0x2000),
+                &zz(LOCK_ADDR as i64),
+                &[0],
+            ]),
+            Some(event(
+                100,
+                0x1000,
+                0x2000,
+                EventKind::LockAcquired { lock, flavor },
+            )),
+        ),
+        (
+            // release: pc mode 3 (+0x10 from the previous pc), caller mode 1, lock slot 0.
+            cat(&[&[0x52, 0x07, 20], &zz(0x10)]),
+            Some(event(
+                120,
+                0x1010,
+                0x2000,
+                EventKind::LockRelease { lock, flavor },
+            )),
+        ),
+        (
+            // IRQ mask: pc mode 1, caller mode 0 (the tag's last caller: 0);
+            // bits 4-7: old 1, new 0, cause 2 (eret).
+            vec![0x10, 0x91, 0],
+            Some(event(
+                120,
+                0x1010,
+                0,
+                EventKind::IrqMask {
+                    old: true,
+                    new: false,
+                    cause: IrqMaskCause::Eret,
+                },
+            )),
+        ),
+        (
+            cat(&[&[0x1b, 0x01, 7, 64, 8], &zz(PERCPU_ADDR as i64)]),
+            Some(event(
+                127,
+                0x1010,
+                0,
+                EventKind::PercpuAlloc {
+                    size: 64,
+                    align: 8,
+                    addr: PERCPU_ADDR,
+                },
+            )),
+        ),
+    ]
+}
+
+/// A kind from a later minor version (tag 0x90, own flag bits 5, body 01 02 03) and an
+/// event after it, to show the deltas stay in step.
+fn future_records() -> Vec<(Vec<u8>, Option<Event>)> {
+    let event = |time, pc, kind| Event {
+        time,
+        cpu: CpuId(1),
+        task: TaskId(5),
+        pc,
+        caller: 0,
+        kind,
+    };
+    vec![
+        (
+            vec![0x90, 0x51, 1, 3, 1, 2, 3],
+            Some(event(128, 0x1010, EventKind::Unknown { tag: 0x90 })),
+        ),
+        (
+            vec![0x21, 0x03, 2, 8],
+            Some(event(130, 0x1014, EventKind::Isb)),
+        ),
+    ]
+}
+
+fn hand_file(records: &[(Vec<u8>, Option<Event>)]) -> (Vec<u8>, Vec<Event>) {
+    let payload: Vec<u8> = records
+        .iter()
+        .flat_map(|(bytes, _)| bytes.clone())
+        .collect();
+    let events: Vec<Event> = records.iter().filter_map(|(_, event)| *event).collect();
+    let mut file = hand_header();
+    file.extend(common::frame(b'C', events.len() as u32, &payload));
+    file.extend(common::frame(b'T', 0, &[events.len() as u8, 1, 1]));
+    (file, events)
+}
+
+#[test]
+fn the_writer_produces_the_documented_bytes() {
+    let (expected, events) = hand_file(&records());
+    let mut writer = TraceWriter::new(Vec::new(), &config(), WriterOptions::default()).unwrap();
+    assert_eq!(writer.intern("pcpu_lock").unwrap(), StrId(0));
+    for event in &events {
+        writer.write(event).unwrap();
+    }
+    let (bytes, _) = writer.finish().unwrap();
+    assert_eq!(bytes, expected);
+}
+
+#[test]
+fn the_reader_decodes_the_documented_bytes_and_skips_future_kinds() {
+    let mut all = records();
+    all.extend(future_records());
+    let (file, events) = hand_file(&all);
+    let trace = read_trace(&file).unwrap();
+    assert_eq!(trace.header.config, config());
+    assert!(trace.damage.is_none(), "{:?}", trace.damage);
+    assert_eq!(trace.strings.get(StrId(0)), Some("pcpu_lock"));
+    assert_eq!(trace.events, events);
+}
