@@ -15,14 +15,21 @@ const ITERATIONS: u32 = 10_000_000;
 
 /// x0 = ITERATIONS; loop { 8 x add x1, x1, #1; subs x0, x0, #1; b.ne loop }; end.
 fn program() -> (Vec<u8>, u64, u64) {
-    let mut words = vec![0xd280_0000 | ((ITERATIONS & 0xffff) << 5), 0xf2a0_0000 | ((ITERATIONS >> 16) << 5)];
+    let mut words = vec![
+        0xd280_0000 | ((ITERATIONS & 0xffff) << 5),
+        0xf2a0_0000 | ((ITERATIONS >> 16) << 5),
+    ];
     words.extend([0x9100_0421; 8]);
     words.push(0xf100_0400); // subs x0, x0, #1
     words.push(0x5400_0000 | ((-9i32 as u32 & 0x7ffff) << 5) | 1); // b.ne loop
     let end = BASE + 4 * words.len() as u64;
     words.push(0xd503_201f);
     let insns = 2 + 10 * ITERATIONS as u64;
-    (words.iter().flat_map(|w| w.to_le_bytes()).collect(), end, insns)
+    (
+        words.iter().flat_map(|w| w.to_le_bytes()).collect(),
+        end,
+        insns,
+    )
 }
 
 fn measure(name: &str, setup: impl FnOnce(&mut Unicorn<'static, ()>), count: usize) {
@@ -45,12 +52,17 @@ fn main() {
     measure(
         "block hook counting",
         move |uc| {
-            uc.add_block_hook(1, 0, move |_, _, size| e.set(e.get() + size as u64 / 4)).unwrap();
+            uc.add_block_hook(1, 0, move |_, _, size| e.set(e.get() + size as u64 / 4))
+                .unwrap();
         },
         0,
     );
     assert_eq!(executed.get(), insns, "the block hook counts exactly");
-    measure("emu_start count (per-instruction hook)", |_| {}, insns as usize + 10);
+    measure(
+        "emu_start count (per-instruction hook)",
+        |_| {},
+        insns as usize + 10,
+    );
     measure(
         "empty code hook",
         |uc| {

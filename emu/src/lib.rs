@@ -20,6 +20,8 @@ pub mod uart;
 pub mod unwind;
 
 pub use kernel::{KernelError, KernelImage};
-pub use machine::{CpuReport, CpuState, EmuError, Machine, MachineConfig, RunEnd, RunOutcome};
+pub use machine::{
+    CpuReport, CpuState, EmuError, Machine, MachineConfig, RunEnd, RunOutcome, TakenException,
+};
 pub use memory::{GuestMemory, GuestRam, OutOfRam, RAM_BASE};
 pub use sched::{SchedView, Scheduler, SchedulerKind, Slice};

@@ -125,6 +125,20 @@ pub struct CpuReport {
     pub irqs: u64,
     /// Return addresses from the frame-pointer chain, innermost first.
     pub backtrace: Vec<u64>,
+    /// The last synchronous exception this CPU took (what an "unexpected exception"
+    /// panic is about).
+    pub last_exception: Option<TakenException>,
+}
+
+/// A synchronous exception the host entered on a CPU.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TakenException {
+    /// "SVC", "BRK", "undefined instruction", "data abort", "instruction abort".
+    pub kind: &'static str,
+    pub esr: u64,
+    pub far: Option<u64>,
+    /// Preferred return address (ELR_EL1).
+    pub elr: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -224,6 +238,7 @@ struct Core {
     pc: u64,
     insns: u64,
     irqs: u64,
+    last_exception: Option<TakenException>,
     counter: Rc<SliceCounter>,
     /// Declared after `uc`: the engine refers to these until it is dropped.
     _sys_hooks: Vec<SysHook>,
@@ -366,6 +381,7 @@ impl Machine {
             pc: 0,
             insns: 0,
             irqs: 0,
+            last_exception: None,
             counter,
             _sys_hooks: sys_hooks,
         })
@@ -587,6 +603,12 @@ impl Machine {
                 match exception::enter(&mut core.uc, Kind::Sync(exc), pc) {
                     Ok(vector) => {
                         core.pc = vector;
+                        core.last_exception = Some(TakenException {
+                            kind: exc.name(),
+                            esr: core.uc.reg_read(RegisterARM64::ESR_EL1).unwrap_or(0),
+                            far: exc.far(),
+                            elr: pc,
+                        });
                         None
                     }
                     Err(_) => fault(format!(
@@ -716,6 +738,7 @@ impl Machine {
                     insns: core.insns,
                     irqs: core.irqs,
                     backtrace,
+                    last_exception: core.last_exception.clone(),
                 }
             })
             .collect()

@@ -393,6 +393,11 @@ fn data_abort_reports_the_faulting_address() {
     );
     assert_eq!(mem.read_u64(DATA + 0x108).unwrap(), DATA + 1);
     assert_eq!(mem.read_u64(DATA + 0x110).unwrap(), load_at);
+    let taken = outcome.cpus[0].last_exception.clone().unwrap();
+    assert_eq!(
+        (taken.kind, taken.esr, taken.far, taken.elr),
+        ("data abort", 0x9600_0021, Some(DATA + 1), load_at)
+    );
 }
 
 #[test]
@@ -416,7 +421,14 @@ fn reports_carry_a_frame_pointer_backtrace() {
 fn a_jump_to_address_zero_is_a_fault_not_a_stall() {
     let mut a = Asm::default();
     a.mov64(0, 0).emit(0xd61f_0000); // br x0
-    let config = MachineConfig { max_insns: 1_000_000, ..one_cpu() };
+    let config = MachineConfig {
+        max_insns: 1_000_000,
+        ..one_cpu()
+    };
     let (outcome, ..) = run(config, &a.kernel());
-    assert!(matches!(outcome.end, RunEnd::Fault { cpu: 0, pc: 0, .. }), "{:?}", outcome.end);
+    assert!(
+        matches!(outcome.end, RunEnd::Fault { cpu: 0, pc: 0, .. }),
+        "{:?}",
+        outcome.end
+    );
 }
