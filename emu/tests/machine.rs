@@ -432,3 +432,61 @@ fn a_jump_to_address_zero_is_a_fault_not_a_stall() {
         outcome.end
     );
 }
+
+#[test]
+fn exception_from_sp_el0_switches_to_sp_el1_and_eret_switches_back() {
+    const SP_EL1_TOP: u64 = DATA + 0x8000;
+    const SP_EL0_TOP: u64 = DATA + 0x4000;
+    let mut a = Asm::default();
+    set_vbar(&mut a);
+    a.mov64(20, DATA);
+    a.mov64(0, SP_EL1_TOP).emit(0x9100_001f); // mov sp, x0 (EL1h: SP_EL1)
+    a.emit(0xd500_40bf); // msr spsel, #0: EL1t
+    a.mov64(0, SP_EL0_TOP).emit(0x9100_001f); // mov sp, x0 (now SP_EL0)
+    a.emit(svc(1));
+    a.emit(0x9100_03e1).emit(str_x(1, 20, 16)); // mov x1, sp: SP after ERET
+    a.system_off_with(31);
+    // Current EL with SP_EL0, synchronous.
+    a.align_to(VECTORS);
+    a.emit(0x9100_03e2).emit(str_x(2, 20, 0)); // mov x2, sp: SP in the handler
+    a.emit(mrs(3, SPSR_EL1)).emit(str_x(3, 20, 8)).emit(ERET);
+
+    let (outcome, machine, _) = run(one_cpu(), &a.kernel());
+    assert_eq!(outcome.end, RunEnd::PoweredOff { cpu: 0, status: 0 });
+    let mem = machine.memory();
+    assert_eq!(
+        mem.read_u64(DATA).unwrap(),
+        SP_EL1_TOP,
+        "handler runs on SP_EL1"
+    );
+    assert_eq!(mem.read_u64(DATA + 8).unwrap(), 0x3c4, "SPSR says EL1t");
+    assert_eq!(
+        mem.read_u64(DATA + 16).unwrap(),
+        SP_EL0_TOP,
+        "back on SP_EL0"
+    );
+}
+
+#[test]
+fn invalid_configurations_are_one_line_errors() {
+    let kernel = Asm::default().emit(NOP).kernel();
+    for cpus in [0, 9] {
+        let err = emu::Machine::new(MachineConfig { cpus, ..one_cpu() }, &kernel)
+            .err()
+            .unwrap();
+        assert!(
+            err.to_string().contains("1 to 8") && !err.to_string().contains('\n'),
+            "{err}"
+        );
+    }
+    let err = emu::Machine::new(
+        MachineConfig {
+            ram_size: 1000,
+            ..one_cpu()
+        },
+        &kernel,
+    )
+    .err()
+    .unwrap();
+    assert!(err.to_string().contains("RAM size"), "{err}");
+}
