@@ -2,6 +2,35 @@
 //! over shared guest RAM, taking turns on one host thread under a deterministic
 //! scheduler, with the devices of QEMU's `virt` board (PL011, GICv2, generic timer,
 //! PSCI) modelled on the host. See `docs/machine.md` for the contract with the guest.
+//!
+//! # How a run goes
+//! [`Machine::run`] repeats: update timer interrupt levels, wake CPUs in WFI with an
+//! interrupt pending, let the [`Scheduler`] pick a runnable CPU and a slice length,
+//! take a pending IRQ if that CPU's PSTATE.I allows, run the slice, account its
+//! instructions (virtual time advances by them), apply broadcast TLB maintenance to
+//! the other instances, then handle how the slice ended (budget, WFI, exception,
+//! PSCI call, emulator error). Nothing reads host time or host randomness.
+//!
+//! # Unicorn 2.1.4 (unicorn-engine 2.1.5) as measured for this crate
+//! - Exceptions reach the INTR hook and are never vectored. PC when the hook runs:
+//!   SVC (2) past the SVC; HVC and UDF (both 1), BRK (7), data abort (4) at the
+//!   instruction. WFI is not an exception: `emu_start` returns with the PC past it,
+//!   and the next `emu_start` simply continues (WFE and YIELD are NOPs).
+//! - `emu_stop` from a block hook takes effect before that block runs, so the block
+//!   hook checks the budget on entry and counts a block only when it runs: per-CPU
+//!   counts are exact for any quantum. On a tight loop the block hook runs at ~950
+//!   MIPS where `emu_start`'s `count` gives ~220 and an empty code hook ~100
+//!   (`cargo run -p emu --release --example hookcost`).
+//! - The binding's MRS/MSR/SYS hook proxy returns a Rust `bool` where C reads a
+//!   `uint32_t`: declined instructions were skipped anyway. [`syshook`] registers
+//!   these hooks through the C API instead.
+//! - The cortex-a72 model has EL2/EL3 with SCR_EL3.RW = HCR_EL2.RW = 0, which makes
+//!   every ERET to EL1 illegal (PSTATE.IL): the machine sets both bits at reset.
+//! - Unicorn's SP register is the live stack pointer; writing PSTATE does not switch
+//!   banks, so exception entry from EL1t banks SP_EL0 and loads SP_EL1 by hand.
+//! - QEMU 5.0 ignores SCTLR_EL1.A for ordinary loads; exclusives still fault when
+//!   unaligned. ESR/FAR are never filled in: the host decodes the faulting load/store
+//!   for FAR and walks the page tables for the fault status code ([`mmu`]).
 
 pub mod bench;
 pub mod exception;
