@@ -22,7 +22,7 @@
 //!   MIPS where `emu_start`'s `count` gives ~220 and an empty code hook ~100
 //!   (`cargo run -p emu --release --example hookcost`).
 //! - The binding's MRS/MSR/SYS hook proxy returns a Rust `bool` where C reads a
-//!   `uint32_t`: declined instructions were skipped anyway. [`syshook`] registers
+//!   `uint32_t`: declined instructions were skipped anyway. The `syshook` module registers
 //!   these hooks through the C API instead.
 //! - The cortex-a72 model has EL2/EL3 with SCR_EL3.RW = HCR_EL2.RW = 0, which makes
 //!   every ERET to EL1 illegal (PSTATE.IL): the machine sets both bits at reset.
