@@ -7,17 +7,33 @@ use std::process::Command;
 
 fn main() {
     let tools_dir = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets this"));
-    let repo = tools_dir.parent().expect("tools/ lives in the repository root");
+    let repo = tools_dir
+        .parent()
+        .expect("tools/ lives in the repository root");
     let out = repo.join("target").join("guest");
 
-    for input in ["guest/src", "guest/Cargo.toml", "guest/Cargo.lock", "guest/build.sh", "guest/.cargo",
-                  "guest/link.ld", "allocator/src", "allocator/Cargo.toml"] {
+    for input in [
+        "guest/src",
+        "guest/Cargo.toml",
+        "guest/Cargo.lock",
+        "guest/build.sh",
+        "guest/.cargo",
+        "guest/link.ld",
+        "allocator/src",
+        "allocator/Cargo.toml",
+    ] {
         println!("cargo:rerun-if-changed={}", repo.join(input).display());
     }
 
     build_guest(repo, &out);
-    println!("cargo:rustc-env=PERCPU_GUEST_ELF={}", out.join("percpu-guest.elf").display());
-    println!("cargo:rustc-env=PERCPU_GUEST_IMAGE={}", out.join("Image").display());
+    println!(
+        "cargo:rustc-env=PERCPU_GUEST_ELF={}",
+        out.join("percpu-guest.elf").display()
+    );
+    println!(
+        "cargo:rustc-env=PERCPU_GUEST_IMAGE={}",
+        out.join("Image").display()
+    );
 }
 
 /// Runs the guest's own build script with a clean environment: the variables an
@@ -25,7 +41,10 @@ fn main() {
 /// flags) would otherwise leak into the guest's cross build.
 fn build_guest(repo: &Path, out: &Path) {
     let mut cmd = Command::new("bash");
-    cmd.arg(repo.join("guest/build.sh")).arg(out).current_dir(repo).env_clear();
+    cmd.arg(repo.join("guest/build.sh"))
+        .arg(out)
+        .current_dir(repo)
+        .env_clear();
     for keep in ["PATH", "HOME", "CARGO_HOME", "LANG", "TMPDIR"] {
         if let Some(value) = std::env::var_os(keep) {
             cmd.env(keep, value);

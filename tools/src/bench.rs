@@ -63,7 +63,9 @@ fn smoke_on(kernel: &KernelImage, cpus: usize) -> Result<u64, BadInput> {
     let outcome = Machine::new(config, kernel)?.run(&mut |_, _| {});
     match outcome.end {
         RunEnd::PoweredOff { status: 0, .. } => Ok(outcome.total_insns),
-        other => Err(BadInput(format!("smoke on {cpus} cpus did not pass under bench: {other:?}"))),
+        other => Err(BadInput(format!(
+            "smoke on {cpus} cpus did not pass under bench: {other:?}"
+        ))),
     }
 }
 
@@ -78,16 +80,28 @@ pub fn bench(args: &BenchArgs) -> Result<Verdict, BadInput> {
     let raw = Measurement::repeat(|| {
         Ok(emu::bench::raw_single_instance(&kernel, SMOKE_BOOTARGS, one_cpu_insns)?.insns)
     })?;
-    let four = &per_cores.iter().find(|(cpus, _)| *cpus == 4).expect("4 is measured").1;
+    let four = &per_cores
+        .iter()
+        .find(|(cpus, _)| *cpus == 4)
+        .expect("4 is measured")
+        .1;
     let ratio = four.mips() / raw.mips();
 
     match args.report {
         ReportFormat::Text => {
             println!("guest MIPS on `smoke` (round-robin, quantum {DEFAULT_QUANTUM}):");
             for (cpus, m) in &per_cores {
-                println!("  {cpus} cpu(s): {:8.1} MIPS aggregate ({} insns in {:.2?})", m.mips(), m.insns, m.elapsed);
+                println!(
+                    "  {cpus} cpu(s): {:8.1} MIPS aggregate ({} insns in {:.2?})",
+                    m.mips(),
+                    m.insns,
+                    m.elapsed
+                );
             }
-            println!("  raw Unicorn, 1 instance, no hooks: {:8.1} MIPS", raw.mips());
+            println!(
+                "  raw Unicorn, 1 instance, no hooks: {:8.1} MIPS",
+                raw.mips()
+            );
             println!("  4-cpu aggregate / raw single instance: {ratio:.2} (goal >= 0.60)");
         }
         ReportFormat::Json => {
@@ -95,7 +109,10 @@ pub fn bench(args: &BenchArgs) -> Result<Verdict, BadInput> {
                 .iter()
                 .map(|(cpus, m)| json!({"cpus": cpus, "mips": m.mips(), "insns": m.insns}))
                 .collect();
-            println!("{}", json!({"smoke": cores, "raw_single_instance_mips": raw.mips(), "ratio_4cpu_to_raw": ratio}));
+            println!(
+                "{}",
+                json!({"smoke": cores, "raw_single_instance_mips": raw.mips(), "ratio_4cpu_to_raw": ratio})
+            );
         }
     }
     Ok(Verdict::Clean)

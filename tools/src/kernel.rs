@@ -22,23 +22,34 @@ pub struct Scenario {
 pub fn load(path: Option<&Path>) -> Result<KernelImage, BadInput> {
     match path {
         Some(path) => Ok(KernelImage::from_path(path)?),
-        None => KernelImage::from_bytes(BUILT_IN_GUEST.to_vec())
-            .map_err(|e| BadInput(format!("the built-in guest is unusable ({e}); rebuild with ./setup.sh"))),
+        None => KernelImage::from_bytes(BUILT_IN_GUEST.to_vec()).map_err(|e| {
+            BadInput(format!(
+                "the built-in guest is unusable ({e}); rebuild with ./setup.sh"
+            ))
+        }),
     }
 }
 
 pub fn scenarios(kernel: &KernelImage) -> Result<Vec<Scenario>, BadInput> {
     let table = kernel.symbol_bytes(SCENARIO_TABLE_SYMBOL).ok_or_else(|| {
-        BadInput(format!("the kernel exports no {SCENARIO_TABLE_SYMBOL} table: not a percpu-lab guest"))
+        BadInput(format!(
+            "the kernel exports no {SCENARIO_TABLE_SYMBOL} table: not a percpu-lab guest"
+        ))
     })?;
-    let text = std::str::from_utf8(table)
-        .map_err(|_| BadInput(format!("the kernel's {SCENARIO_TABLE_SYMBOL} table is not UTF-8")))?;
+    let text = std::str::from_utf8(table).map_err(|_| {
+        BadInput(format!(
+            "the kernel's {SCENARIO_TABLE_SYMBOL} table is not UTF-8"
+        ))
+    })?;
     Ok(text
         .lines()
         .filter(|line| !line.trim().is_empty())
         .map(|line| {
             let (name, summary) = line.split_once('\t').unwrap_or((line, ""));
-            Scenario { name: name.trim().to_string(), summary: summary.trim().to_string() }
+            Scenario {
+                name: name.trim().to_string(),
+                summary: summary.trim().to_string(),
+            }
         })
         .collect())
 }
@@ -51,5 +62,8 @@ pub fn check_scenario(kernel: &KernelImage, name: &str) -> Result<(), BadInput> 
         return Ok(());
     }
     let known: Vec<&str> = scenarios.iter().map(|s| s.name.as_str()).collect();
-    Err(BadInput(format!("unknown scenario '{name}' (this kernel has: {})", known.join(", "))))
+    Err(BadInput(format!(
+        "unknown scenario '{name}' (this kernel has: {})",
+        known.join(", ")
+    )))
 }

@@ -43,7 +43,11 @@ impl<E: std::fmt::Display> From<E> for BadInput {
 }
 
 #[derive(Parser)]
-#[command(name = "percpu-lab", version, about = "Study kernel per-CPU allocator concurrency on emulated multicore ARM64")]
+#[command(
+    name = "percpu-lab",
+    version,
+    about = "Study kernel per-CPU allocator concurrency on emulated multicore ARM64"
+)]
 struct Cli {
     /// More log output on stderr (-v info, -vv debug, -vvv trace).
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
@@ -99,7 +103,11 @@ fn init_logging(verbosity: u8) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("PERCPU_LAB_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
 }
 
 fn list_scenarios(kernel_path: Option<&std::path::Path>) -> Result<Verdict, BadInput> {

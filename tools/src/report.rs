@@ -32,7 +32,9 @@ pub fn print(args: &RunArgs, kernel: &KernelImage, outcome: &RunOutcome) {
 fn describe_end(end: &RunEnd) -> String {
     match end {
         RunEnd::PoweredOff { cpu, status: 0 } => format!("powered off by cpu{cpu}"),
-        RunEnd::PoweredOff { cpu, status } => format!("guest failure: cpu{cpu} powered off with status {status}"),
+        RunEnd::PoweredOff { cpu, status } => {
+            format!("guest failure: cpu{cpu} powered off with status {status}")
+        }
         RunEnd::Reset { cpu, status } => format!("guest reset by cpu{cpu} (status {status})"),
         RunEnd::Fault { cpu, pc, what } => format!("guest fault on cpu{cpu} at pc {pc:#x}: {what}"),
         RunEnd::Watchdog { limit } => format!("watchdog: no power-off within {limit} instructions"),
@@ -57,7 +59,10 @@ fn symbolized_return(kernel: &KernelImage, ret: u64) -> String {
 
 fn print_text(kernel: &KernelImage, outcome: &RunOutcome) {
     println!("== {}", describe_end(&outcome.end));
-    println!("== {} instructions in {} slices", outcome.total_insns, outcome.slices);
+    println!(
+        "== {} instructions in {} slices",
+        outcome.total_insns, outcome.slices
+    );
     let faulted = verdict(outcome) == Verdict::GuestFault;
     for cpu in &outcome.cpus {
         println!(

@@ -65,8 +65,16 @@ pub struct RunArgs {
 
 impl RunArgs {
     fn bootargs(&self) -> String {
-        let variant = self.variant.to_possible_value().expect("no skipped variants");
-        format!("scenario={} seed={} variant={}", self.scenario, self.seed, variant.get_name())
+        let variant = self
+            .variant
+            .to_possible_value()
+            .expect("no skipped variants");
+        format!(
+            "scenario={} seed={} variant={}",
+            self.scenario,
+            self.seed,
+            variant.get_name()
+        )
     }
 
     pub fn machine_config(&self) -> MachineConfig {

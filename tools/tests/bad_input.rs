@@ -6,13 +6,23 @@ use common::percpu_lab;
 fn assert_bad_input(args: &[&str], expect_in_message: &str) {
     let run = percpu_lab(args);
     assert_eq!(run.code, 2, "{args:?}: {}", run.describe());
-    assert!(!run.stderr.contains("panicked"), "{args:?} panicked: {}", run.describe());
     assert!(
-        run.stderr.to_lowercase().contains(&expect_in_message.to_lowercase()),
+        !run.stderr.contains("panicked"),
+        "{args:?} panicked: {}",
+        run.describe()
+    );
+    assert!(
+        run.stderr
+            .to_lowercase()
+            .contains(&expect_in_message.to_lowercase()),
         "{args:?}: expected {expect_in_message:?} in: {}",
         run.describe()
     );
-    assert!(run.stdout.is_empty(), "{args:?} printed on stdout: {}", run.describe());
+    assert!(
+        run.stdout.is_empty(),
+        "{args:?} printed on stdout: {}",
+        run.describe()
+    );
 }
 
 fn temp_file(name: &str, contents: &[u8]) -> std::path::PathBuf {
@@ -27,12 +37,20 @@ fn assert_one_line_kernel_error(path: &std::path::Path, expect: &str) {
     let path = path.to_str().unwrap();
     assert_bad_input(&["run", "--kernel", path], expect);
     let run = percpu_lab(&["run", "--kernel", path]);
-    assert_eq!(run.stderr.trim_end().lines().count(), 1, "not one line: {}", run.describe());
+    assert_eq!(
+        run.stderr.trim_end().lines().count(),
+        1,
+        "not one line: {}",
+        run.describe()
+    );
 }
 
 #[test]
 fn missing_kernel() {
-    assert_one_line_kernel_error(std::path::Path::new("/nonexistent/kernel.elf"), "/nonexistent/kernel.elf");
+    assert_one_line_kernel_error(
+        std::path::Path::new("/nonexistent/kernel.elf"),
+        "/nonexistent/kernel.elf",
+    );
 }
 
 #[test]

@@ -12,8 +12,23 @@ const QEMU_TIME_LIMIT: Duration = Duration::from_secs(120);
 /// Boots the flat Image under qemu-system-aarch64 and returns its console lines.
 fn qemu_console(cpus: usize, bootargs: &str) -> Vec<String> {
     let mut child = Command::new("qemu-system-aarch64")
-        .args(["-M", "virt,gic-version=2", "-cpu", "cortex-a72", "-smp", &cpus.to_string()])
-        .args(["-nographic", "-monitor", "none", "-kernel", env!("PERCPU_GUEST_IMAGE"), "-append", bootargs])
+        .args([
+            "-M",
+            "virt,gic-version=2",
+            "-cpu",
+            "cortex-a72",
+            "-smp",
+            &cpus.to_string(),
+        ])
+        .args([
+            "-nographic",
+            "-monitor",
+            "none",
+            "-kernel",
+            env!("PERCPU_GUEST_IMAGE"),
+            "-append",
+            bootargs,
+        ])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -31,8 +46,17 @@ fn qemu_console(cpus: usize, bootargs: &str) -> Vec<String> {
         std::thread::sleep(Duration::from_millis(50));
     }
     let mut output = String::new();
-    child.stdout.take().unwrap().read_to_string(&mut output).unwrap();
-    output.lines().map(|l| l.trim_end_matches('\r').to_string()).filter(|l| !l.is_empty()).collect()
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut output)
+        .unwrap();
+    output
+        .lines()
+        .map(|l| l.trim_end_matches('\r').to_string())
+        .filter(|l| !l.is_empty())
+        .collect()
 }
 
 #[test]

@@ -9,10 +9,22 @@ fn smoke_boots_and_powers_off_on_1_2_4_8_cpus() {
         let run = percpu_lab(&["run", "--scenario", "smoke", "--cpus", &cpus.to_string()]);
         assert_eq!(run.code, 0, "{cpus} cpus: {}", run.describe());
         for cpu in 0..cpus {
-            assert!(!run.console_lines(cpu).is_empty(), "cpu{cpu} of {cpus} printed nothing: {}", run.describe());
+            assert!(
+                !run.console_lines(cpu).is_empty(),
+                "cpu{cpu} of {cpus} printed nothing: {}",
+                run.describe()
+            );
         }
-        assert!(run.console_lines(cpus).is_empty(), "a CPU beyond {cpus} printed: {}", run.describe());
-        assert!(run.stdout.contains("powered off by cpu0"), "{}", run.describe());
+        assert!(
+            run.console_lines(cpus).is_empty(),
+            "a CPU beyond {cpus} printed: {}",
+            run.describe()
+        );
+        assert!(
+            run.stdout.contains("powered off by cpu0"),
+            "{}",
+            run.describe()
+        );
     }
 }
 
@@ -21,12 +33,26 @@ fn default_job_is_smoke_on_four_cpus() {
     let run = percpu_lab(&["run"]);
     assert_eq!(run.code, 0, "{}", run.describe());
     for cpu in 0..4 {
-        assert!(!run.console_lines(cpu).is_empty(), "cpu{cpu} printed nothing: {}", run.describe());
+        assert!(
+            !run.console_lines(cpu).is_empty(),
+            "cpu{cpu} printed nothing: {}",
+            run.describe()
+        );
     }
 }
 
 fn json_run(seed: &str) -> common::Run {
-    percpu_lab(&["run", "--scenario", "smoke", "--sched", "random", "--seed", seed, "--report", "json"])
+    percpu_lab(&[
+        "run",
+        "--scenario",
+        "smoke",
+        "--sched",
+        "random",
+        "--seed",
+        seed,
+        "--report",
+        "json",
+    ])
 }
 
 fn per_cpu_insns(run: &common::Run) -> Vec<u64> {
@@ -48,7 +74,10 @@ fn same_seed_gives_identical_output_and_instruction_counts() {
     assert_eq!(first.stderr, second.stderr, "console output differs");
     let insns = per_cpu_insns(&first);
     assert_eq!(insns.len(), 4);
-    assert!(insns.iter().all(|&n| n > 0), "a CPU ran no instruction: {insns:?}");
+    assert!(
+        insns.iter().all(|&n| n > 0),
+        "a CPU ran no instruction: {insns:?}"
+    );
 }
 
 #[test]
@@ -57,8 +86,12 @@ fn different_seeds_give_different_interleavings() {
     let b = json_run("2");
     assert_eq!(a.code, 0, "{}", a.describe());
     assert_eq!(b.code, 0, "{}", b.describe());
-    let interleaving_differs = per_cpu_insns(&a) != per_cpu_insns(&b) || a.all_console_lines() != b.all_console_lines();
-    assert!(interleaving_differs, "seeds 1 and 2 ran the same interleaving");
+    let interleaving_differs =
+        per_cpu_insns(&a) != per_cpu_insns(&b) || a.all_console_lines() != b.all_console_lines();
+    assert!(
+        interleaving_differs,
+        "seeds 1 and 2 ran the same interleaving"
+    );
 }
 
 #[test]
@@ -68,7 +101,13 @@ fn timer_irq_is_taken_only_while_unmasked() {
     for sched in ["rr", "random"] {
         let run = percpu_lab(&["run", "--scenario", "irqmask", "--sched", sched]);
         assert_eq!(run.code, 0, "{}", run.describe());
-        assert!(run.all_console_lines().iter().any(|l| l.contains("irqmask: ok")), "{}", run.describe());
+        assert!(
+            run.all_console_lines()
+                .iter()
+                .any(|l| l.contains("irqmask: ok")),
+            "{}",
+            run.describe()
+        );
     }
 }
 
@@ -76,17 +115,35 @@ fn timer_irq_is_taken_only_while_unmasked() {
 fn guest_panic_exits_3_with_symbolised_pc() {
     let run = percpu_lab(&["run", "--scenario", "panic"]);
     assert_eq!(run.code, 3, "{}", run.describe());
-    assert!(run.all_console_lines().iter().any(|l| l.starts_with("PANIC: ")), "{}", run.describe());
+    assert!(
+        run.all_console_lines()
+            .iter()
+            .any(|l| l.starts_with("PANIC: ")),
+        "{}",
+        run.describe()
+    );
     // Some CPU's PC or backtrace is shown as `0x… <symbol+0x…>` naming the panic path.
     assert!(run.stdout.contains("panic"), "{}", run.describe());
-    assert!(run.stdout.lines().any(|l| l.contains(" <") && l.contains("+0x")), "no symbolised PC: {}", run.describe());
+    assert!(
+        run.stdout
+            .lines()
+            .any(|l| l.contains(" <") && l.contains("+0x")),
+        "no symbolised PC: {}",
+        run.describe()
+    );
 }
 
 #[test]
 fn unexpected_exception_exits_3() {
     let run = percpu_lab(&["run", "--scenario", "fault"]);
     assert_eq!(run.code, 3, "{}", run.describe());
-    assert!(run.stdout.lines().any(|l| l.contains(" <") && l.contains("+0x")), "no symbolised PC: {}", run.describe());
+    assert!(
+        run.stdout
+            .lines()
+            .any(|l| l.contains(" <") && l.contains("+0x")),
+        "no symbolised PC: {}",
+        run.describe()
+    );
 }
 
 #[test]
@@ -94,7 +151,16 @@ fn watchdog_ends_a_hung_guest_with_exit_3() {
     let run = percpu_lab(&["run", "--scenario", "hang", "--max-insns", "5000000"]);
     assert_eq!(run.code, 3, "{}", run.describe());
     assert!(run.stdout.contains("watchdog"), "{}", run.describe());
-    let report = percpu_lab(&["run", "--scenario", "hang", "--max-insns", "5000000", "--report", "json"]).json();
+    let report = percpu_lab(&[
+        "run",
+        "--scenario",
+        "hang",
+        "--max-insns",
+        "5000000",
+        "--report",
+        "json",
+    ])
+    .json();
     assert_eq!(report["end"]["guest_fault"], true);
     assert!(report["stats"]["total_insns"].as_u64().unwrap() >= 5_000_000);
 }
@@ -104,6 +170,12 @@ fn scenarios_lists_the_kernels_table() {
     let run = percpu_lab(&["scenarios"]);
     assert_eq!(run.code, 0, "{}", run.describe());
     for name in ["smoke", "panic", "fault", "hang", "irqmask"] {
-        assert!(run.stdout.lines().any(|l| l.split_whitespace().next() == Some(name)), "{name} missing: {}", run.describe());
+        assert!(
+            run.stdout
+                .lines()
+                .any(|l| l.split_whitespace().next() == Some(name)),
+            "{name} missing: {}",
+            run.describe()
+        );
     }
 }
