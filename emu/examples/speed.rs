@@ -36,8 +36,9 @@ fn main() {
     let raw = emu::bench::raw_single_instance(&kernel, "scenario=smoke", raw_insns).unwrap();
     let s = t.elapsed().as_secs_f64();
     println!(
-        "raw: {:?} {} insns {:.1} MIPS",
+        "raw: {:?} at {:?}, {} insns {:.1} MIPS",
         raw.end,
+        kernel.symbolize(raw.pc),
         raw.insns,
         raw.insns as f64 / s / 1e6
     );

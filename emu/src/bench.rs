@@ -10,6 +10,8 @@ use crate::machine::{EmuError, Hooks, Machine, MachineConfig, RunEnd};
 pub struct RawRun {
     pub insns: u64,
     pub end: RunEnd,
+    /// Where the CPU was when the run ended.
+    pub pc: u64,
 }
 
 pub fn raw_single_instance(
@@ -29,5 +31,6 @@ pub fn raw_single_instance(
     Ok(RawRun {
         insns: outcome.total_insns,
         end: outcome.end,
+        pc: outcome.cpus[0].pc,
     })
 }

@@ -92,3 +92,16 @@ fn smoke_is_reproducible_per_seed() {
     };
     assert_eq!(counts(5), counts(5));
 }
+
+#[test]
+fn the_guest_exports_its_scenarios() {
+    let Some(kernel) = guest() else { return };
+    let table = kernel
+        .symbol_bytes("PERCPU_LAB_SCENARIOS")
+        .expect("exported");
+    let text = std::str::from_utf8(table).expect("UTF-8");
+    assert!(text.lines().any(|l| l.starts_with("smoke\t")), "{text:?}");
+    assert!(kernel
+        .symbolize(kernel.entry())
+        .is_some_and(|s| s.ends_with("+0x0")));
+}
