@@ -39,18 +39,22 @@ impl Measurement {
         self.insns as f64 / self.elapsed.as_secs_f64() / 1e6
     }
 
-    fn repeat(mut once: impl FnMut() -> Result<u64, BadInput>) -> Result<Measurement, BadInput> {
+    /// Repeats `once` (which times its own emulation, leaving out machine set-up)
+    /// until enough host time has been measured.
+    fn repeat(
+        mut once: impl FnMut() -> Result<Measurement, BadInput>,
+    ) -> Result<Measurement, BadInput> {
         let mut total = Measurement::default();
         while total.elapsed < MIN_MEASURE {
-            let start = Instant::now();
-            total.insns += once()?;
-            total.elapsed += start.elapsed();
+            let run = once()?;
+            total.insns += run.insns;
+            total.elapsed += run.elapsed;
         }
         Ok(total)
     }
 }
 
-fn smoke_on(kernel: &KernelImage, cpus: usize) -> Result<u64, BadInput> {
+fn smoke_on(kernel: &KernelImage, cpus: usize) -> Result<Measurement, BadInput> {
     let config = MachineConfig {
         cpus,
         sched: SchedulerKind::RoundRobin,
@@ -60,9 +64,15 @@ fn smoke_on(kernel: &KernelImage, cpus: usize) -> Result<u64, BadInput> {
         bootargs: SMOKE_BOOTARGS.to_string(),
         ..MachineConfig::default()
     };
-    let outcome = Machine::new(config, kernel)?.run(&mut |_, _| {});
+    let mut machine = Machine::new(config, kernel)?;
+    let start = Instant::now();
+    let outcome = machine.run(&mut |_, _| {});
+    let elapsed = start.elapsed();
     match outcome.end {
-        RunEnd::PoweredOff { status: 0, .. } => Ok(outcome.total_insns),
+        RunEnd::PoweredOff { status: 0, .. } => Ok(Measurement {
+            insns: outcome.total_insns,
+            elapsed,
+        }),
         other => Err(BadInput(format!(
             "smoke on {cpus} cpus did not pass under bench: {other:?}"
         ))),
@@ -76,9 +86,14 @@ pub fn bench(args: &BenchArgs) -> Result<Verdict, BadInput> {
         per_cores.push((cpus, Measurement::repeat(|| smoke_on(&kernel, cpus))?));
     }
     // The same guest code on one bare Unicorn instance, without our hooks.
-    let one_cpu_insns = smoke_on(&kernel, 1)?;
+    let one_cpu_insns = smoke_on(&kernel, 1)?.insns;
     let raw = Measurement::repeat(|| {
-        Ok(emu::bench::raw_single_instance(&kernel, SMOKE_BOOTARGS, one_cpu_insns)?.insns)
+        let start = Instant::now();
+        let insns = emu::bench::raw_single_instance(&kernel, SMOKE_BOOTARGS, one_cpu_insns)?.insns;
+        Ok(Measurement {
+            insns,
+            elapsed: start.elapsed(),
+        })
     })?;
     let four = &per_cores
         .iter()
