@@ -8,7 +8,7 @@ use std::io::BufWriter;
 
 use traces::{
     read_trace, BarrierOption, CpuId, ElfHash, Event, EventKind, IrqMaskCause, LockFlavor, LockRef,
-    TaskId, TlbiOp, TraceConfig, TraceWriter, WriterOptions,
+    StringTable, TaskId, TlbiOp, TraceConfig, TraceWriter, WriterOptions,
 };
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -29,19 +29,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let out = BufWriter::new(File::create(&path)?);
     let mut writer = TraceWriter::new(out, &config, WriterOptions { chunk_bytes })?;
+    let mut strings = StringTable::new();
     let lock = LockRef {
         addr: 0xffff_8000_1080_1040,
-        class: writer.intern("pcpu_lock")?,
+        class: strings.intern("pcpu_lock"),
     };
     let mutex = LockRef {
         addr: 0xffff_8000_1080_1000,
-        class: writer.intern("pcpu_alloc_mutex")?,
+        class: strings.intern("pcpu_alloc_mutex"),
     };
     let fs_reclaim = LockRef {
         addr: 0,
-        class: writer.intern("fs_reclaim")?,
+        class: strings.intern("fs_reclaim"),
     };
-    let label = writer.intern("phase")?;
+    let label = strings.intern("phase");
     let kinds = [
         EventKind::SchedDecision {
             cpu: CpuId(0),
@@ -163,14 +164,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for (i, kind) in kinds.into_iter().enumerate() {
         let i = i as u64;
         let cpu = CpuId(u16::from(i >= 19));
-        writer.write(&Event {
+        let event = Event {
             time: 100 + 37 * i,
             cpu,
             task,
             pc: 0xffff_8000_1001_0000 + 16 * i,
             caller: 0xffff_8000_1003_0000 + 4 * (i % 5),
             kind,
-        })?;
+        };
+        writer.write(&event, &strings)?;
         if let EventKind::ContextSwitch { to, .. } = kind {
             task = to;
         }
@@ -181,23 +183,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let bytes = std::fs::read(&path)?;
     let trace = read_trace(&bytes)?;
     for event in &trace.events {
-        let lock = event.kind.lock().map(|lock| {
-            format!(
-                " {}@{:#x}",
-                trace.strings.get(lock.class).unwrap_or("?"),
-                lock.addr
-            )
-        });
-        println!(
-            "{:>6} {} {} pc={:#x} caller={:#x} {}{}",
-            event.time,
-            event.cpu,
-            event.task,
-            event.pc,
-            event.caller,
-            event.kind.name(),
-            lock.unwrap_or_default()
-        );
+        println!("{}", event.display(&trace.strings));
     }
     if let Some(damage) = trace.damage {
         println!("warning: {damage}");

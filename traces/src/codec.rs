@@ -8,6 +8,7 @@ use crate::event::{
     TlbiOp,
 };
 use crate::format::{tag, MAX_CPUS, MAX_STRING_LEN};
+use crate::strings::StringTable;
 use crate::varint::{put_uleb, uleb_len, zigzag, ByteCursor, VarintError};
 
 const MRU_SLOTS: usize = 3;
@@ -404,7 +405,7 @@ impl ChunkState {
     pub fn decode(
         &mut self,
         cursor: &mut ByteCursor,
-        strings: &mut Vec<Box<str>>,
+        strings: &mut StringTable,
     ) -> Result<Option<Event>, Malformed> {
         let uleb = |cursor: &mut ByteCursor| cursor.uleb().map_err(Malformed::varint);
         let record_tag = cursor.u8().map_err(Malformed::varint)?;

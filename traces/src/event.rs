@@ -15,6 +15,8 @@
 
 use std::fmt;
 
+use crate::strings::StringTable;
+
 /// A guest CPU (core) number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct CpuId(pub u16);
@@ -333,5 +335,123 @@ impl fmt::Display for CpuId {
 impl fmt::Display for TaskId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "task{}", self.0)
+    }
+}
+
+impl TlbiOp {
+    /// The mnemonic, with `is` appended for the broadcast form (`vaae1is`).
+    pub fn mnemonic(self, broadcast: bool) -> String {
+        let base = match self {
+            TlbiOp::Vmalle1 => "vmalle1",
+            TlbiOp::Vae1 => "vae1",
+            TlbiOp::Vale1 => "vale1",
+            TlbiOp::Vaae1 => "vaae1",
+            TlbiOp::Vaale1 => "vaale1",
+            TlbiOp::Aside1 => "aside1",
+            TlbiOp::Other(encoding) => return format!("sys#{encoding:#x}"),
+        };
+        format!("{base}{}", if broadcast { "is" } else { "" })
+    }
+}
+
+impl IrqMaskCause {
+    pub fn name(self) -> &'static str {
+        match self {
+            IrqMaskCause::Instruction => "instruction",
+            IrqMaskCause::ExceptionEntry => "exception entry",
+            IrqMaskCause::Eret => "eret",
+        }
+    }
+}
+
+impl Event {
+    /// One line describing the event, with strings looked up in `strings`, e.g.
+    /// `t=322 cpu0 task2 pc=0x1060 caller=0x2004 lock-acquired pcpu_lock@0x80801040 (spin_irqsave)`.
+    pub fn display<'a>(&'a self, strings: &'a StringTable) -> EventDisplay<'a> {
+        EventDisplay {
+            event: self,
+            strings,
+        }
+    }
+}
+
+/// See [`Event::display`].
+pub struct EventDisplay<'a> {
+    event: &'a Event,
+    strings: &'a StringTable,
+}
+
+impl fmt::Display for EventDisplay<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Event {
+            time,
+            cpu,
+            task,
+            pc,
+            caller,
+            kind,
+        } = self.event;
+        let text = |id: StrId| self.strings.get(id).unwrap_or("<undefined string>");
+        let lock = |lock: &LockRef| format!("{}@{:#x}", text(lock.class), lock.addr);
+        write!(
+            f,
+            "t={time} {cpu} {task} pc={pc:#x} caller={caller:#x} {}",
+            kind.name()
+        )?;
+        match kind {
+            EventKind::LockAttempt { lock: l, flavor }
+            | EventKind::LockAcquired { lock: l, flavor }
+            | EventKind::LockRelease { lock: l, flavor } => {
+                write!(f, " {} ({})", lock(l), flavor.name())
+            }
+            EventKind::Trylock {
+                lock: l,
+                flavor,
+                acquired,
+            } => {
+                let result = if *acquired { "acquired" } else { "failed" };
+                write!(f, " {} ({}) {result}", lock(l), flavor.name())
+            }
+            EventKind::AssertHeld { lock: l } => write!(f, " {}", lock(l)),
+            EventKind::IrqMask { old, new, cause } => {
+                let state = |masked: bool| if masked { "masked" } else { "unmasked" };
+                write!(f, " {} -> {} ({})", state(*old), state(*new), cause.name())
+            }
+            EventKind::HardIrqEnter { intid } | EventKind::HardIrqExit { intid } => {
+                write!(f, " intid={intid}")
+            }
+            EventKind::ContextSwitch { from, to } => write!(f, " {from} -> {to}"),
+            EventKind::Wake { task } => write!(f, " {task}"),
+            EventKind::PageAlloc { order, gfp, pa } => {
+                write!(f, " order={order} gfp={gfp:#x} pa={pa:#x}")
+            }
+            EventKind::PageFree { pa, order } => write!(f, " pa={pa:#x} order={order}"),
+            EventKind::PercpuAlloc { size, align, addr } => {
+                write!(f, " size={size} align={align} addr={addr:#x}")
+            }
+            EventKind::PercpuFree { addr } => write!(f, " addr={addr:#x}"),
+            EventKind::PageTableWrite { desc_pa, old, new } => {
+                write!(f, " desc={desc_pa:#x} {old:#x} -> {new:#x}")
+            }
+            EventKind::Tlbi {
+                op,
+                broadcast,
+                operand,
+            } => {
+                write!(f, " {}, {operand:#x}", op.mnemonic(*broadcast))
+            }
+            EventKind::Dsb { option } | EventKind::Dmb { option } => {
+                write!(f, " {}", option.name())
+            }
+            EventKind::SchedDecision { cpu, slice } => write!(f, " {cpu} slice={slice}"),
+            EventKind::IrqInject { cpu, intid } => write!(f, " {cpu} intid={intid}"),
+            EventKind::Marker { label, value } => write!(f, " {}={value}", text(*label)),
+            EventKind::Unknown { tag } => write!(f, " tag={tag:#04x}"),
+            EventKind::Sleep
+            | EventKind::MightSleep
+            | EventKind::ReclaimEnter
+            | EventKind::ReclaimExit
+            | EventKind::Isb => Ok(()),
+        }
     }
 }

@@ -14,14 +14,16 @@ pub mod event;
 pub mod format;
 pub mod header;
 pub mod reader;
+pub mod strings;
 pub mod varint;
 pub mod writer;
 
 pub use error::{Damage, DamageCause, OpenError, WriteError};
 pub use event::{
-    BarrierOption, CpuId, Event, EventKind, IrqMaskCause, LockFlavor, LockRef, StrId, TaskId,
-    TlbiOp,
+    BarrierOption, CpuId, Event, EventDisplay, EventKind, IrqMaskCause, LockFlavor, LockRef, StrId,
+    TaskId, TlbiOp,
 };
 pub use header::{ElfHash, Header, TraceConfig};
-pub use reader::{read_trace, read_trace_from, StringTable, Trace, TraceReader, Trailer};
+pub use reader::{read_trace, read_trace_from, Trace, TraceReader, Trailer};
+pub use strings::StringTable;
 pub use writer::{TraceWriter, WriteSummary, WriterOptions};

@@ -8,9 +8,10 @@ use std::io::{self, Read};
 
 use crate::codec::ChunkState;
 use crate::error::{Damage, DamageCause, OpenError};
-use crate::event::{Event, StrId};
+use crate::event::Event;
 use crate::format::{FRAME_CHUNK, FRAME_HEADER_LEN, FRAME_TRAILER, HEADER_FIXED_LEN, MAX_PAYLOAD};
 use crate::header::{parse_body, parse_fixed, Header};
+use crate::strings::StringTable;
 use crate::varint::ByteCursor;
 
 /// Bytes pulled from a [`ByteSource`]: possibly fewer than asked for at the end of input.
@@ -110,34 +111,6 @@ impl<R: Read> ByteSource for StreamSource<R> {
 
     fn io_error(&self) -> Option<String> {
         self.error.clone()
-    }
-}
-
-/// The string table as read so far.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct StringTable {
-    strings: Vec<Box<str>>,
-}
-
-impl StringTable {
-    pub fn get(&self, id: StrId) -> Option<&str> {
-        self.strings.get(id.0 as usize).map(|text| &**text)
-    }
-
-    pub fn len(&self) -> usize {
-        self.strings.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.strings.is_empty()
-    }
-
-    /// All strings with their ids, in id order.
-    pub fn iter(&self) -> impl Iterator<Item = (StrId, &str)> {
-        self.strings
-            .iter()
-            .enumerate()
-            .map(|(i, text)| (StrId(i as u32), &**text))
     }
 }
 
@@ -335,7 +308,7 @@ impl<S: ByteSource> TraceReader<S> {
         let decoded = decode_chunk(
             payload.bytes,
             event_count,
-            &mut self.strings.strings,
+            &mut self.strings,
             &mut self.chunk_events,
         );
         match decoded {
@@ -389,14 +362,14 @@ fn parse_trailer(payload: &[u8]) -> Option<Trailer> {
 fn decode_chunk(
     payload: &[u8],
     event_count: u32,
-    strings: &mut Vec<Box<str>>,
+    strings: &mut StringTable,
     events: &mut Vec<Event>,
 ) -> Result<(), (usize, &'static str)> {
     let strings_before = strings.len();
     let mut state = ChunkState::new();
     let mut cursor = ByteCursor::new(payload);
     events.clear();
-    let fail = |at, reason, strings: &mut Vec<Box<str>>, events: &mut Vec<Event>| {
+    let fail = |at, reason, strings: &mut StringTable, events: &mut Vec<Event>| {
         strings.truncate(strings_before);
         events.clear();
         Err((at, reason))

@@ -1,13 +1,13 @@
 //! Writing a trace: header, then events packed into CRC-framed chunks.
 
-use std::collections::HashMap;
 use std::io::Write;
 
 use crate::codec::{ChunkState, EncodeRefusal};
 use crate::error::WriteError;
 use crate::event::{Event, StrId};
-use crate::format::{tag, FRAME_CHUNK, FRAME_HEADER_LEN, FRAME_TRAILER, MAX_STRING_LEN};
+use crate::format::{tag, FRAME_CHUNK, FRAME_HEADER_LEN, FRAME_TRAILER};
 use crate::header::{encode_header, TraceConfig};
+use crate::strings::StringTable;
 use crate::varint::put_uleb;
 
 /// Writer settings.
@@ -47,7 +47,8 @@ pub struct TraceWriter<W: Write> {
     payload: Vec<u8>,
     payload_events: u32,
     state: ChunkState,
-    string_ids: HashMap<Box<str>, StrId>,
+    /// Strings `0..strings_defined` of the run's table are defined in the file.
+    strings_defined: usize,
     totals: WriteSummary,
 }
 
@@ -68,7 +69,7 @@ impl<W: Write> TraceWriter<W> {
             payload: Vec::with_capacity(chunk_bytes + 256),
             payload_events: 0,
             state: ChunkState::new(),
-            string_ids: HashMap::new(),
+            strings_defined: 0,
             totals: WriteSummary {
                 bytes: header.len() as u64,
                 ..WriteSummary::default()
@@ -76,49 +77,44 @@ impl<W: Write> TraceWriter<W> {
         })
     }
 
-    /// The id of `text` in the string table, defining it (in the current chunk) the first
-    /// time. Strings longer than [`MAX_STRING_LEN`] are cut at a character boundary.
-    /// Fails only if emitting a full chunk fails.
-    pub fn intern(&mut self, text: &str) -> Result<StrId, WriteError> {
-        let text = truncate_at_char(text, MAX_STRING_LEN);
-        if let Some(&id) = self.string_ids.get(text) {
-            return Ok(id);
-        }
-        if self.payload.len() >= self.chunk_bytes {
-            self.flush_chunk()?;
-        }
-        let id = StrId(self.string_ids.len() as u32);
-        self.payload.push(tag::DEFINE_STRING);
-        put_uleb(&mut self.payload, text.len() as u64);
-        self.payload.extend_from_slice(text.as_bytes());
-        self.string_ids.insert(text.into(), id);
-        Ok(id)
-    }
-
     /// Appends one event; emits the chunk when it is full.
-    pub fn write(&mut self, event: &Event) -> Result<(), WriteError> {
+    ///
+    /// `strings` is the run's string table (the same one, only ever appended to, for the
+    /// whole trace): any string the event uses that the file does not define yet is
+    /// defined first, in this chunk.
+    pub fn write(&mut self, event: &Event, strings: &StringTable) -> Result<(), WriteError> {
         if let Some(id) = event.kind.string_ref() {
-            if id.0 as usize >= self.string_ids.len() {
+            if id.0 as usize >= strings.len() {
                 return Err(WriteError::UndefinedString { id });
             }
         }
-        self.state
-            .encode(event, &mut self.payload)
-            .map_err(|refusal| match refusal {
-                EncodeRefusal::TimeWentBackwards { previous } => WriteError::TimeWentBackwards {
-                    cpu: event.cpu,
-                    previous,
-                    time: event.time,
-                },
-                EncodeRefusal::CpuOutOfRange => WriteError::CpuOutOfRange { cpu: event.cpu },
-                EncodeRefusal::NotAnExtensionTag { tag } => WriteError::NotAnExtensionTag { tag },
-                EncodeRefusal::FieldOutOfRange { field } => WriteError::FieldOutOfRange { field },
-            })?;
+        let mark = self.payload.len();
+        let defined_before = self.strings_defined;
+        if let Some(id) = event.kind.string_ref() {
+            self.define_strings_through(id, strings);
+        }
+        if let Err(refusal) = self.state.encode(event, &mut self.payload) {
+            // Leave no half-written definitions behind a refused event.
+            self.payload.truncate(mark);
+            self.strings_defined = defined_before;
+            return Err(refusal_to_error(refusal, event));
+        }
         self.payload_events += 1;
         if self.payload.len() >= self.chunk_bytes {
             self.flush_chunk()?;
         }
         Ok(())
+    }
+
+    /// Defines, in order, every string up to and including `id` not yet in the file.
+    fn define_strings_through(&mut self, id: StrId, strings: &StringTable) {
+        while self.strings_defined <= id.0 as usize {
+            let text = strings.get(StrId(self.strings_defined as u32)).unwrap();
+            self.payload.push(tag::DEFINE_STRING);
+            put_uleb(&mut self.payload, text.len() as u64);
+            self.payload.extend_from_slice(text.as_bytes());
+            self.strings_defined += 1;
+        }
     }
 
     /// Emits the chunk being filled now (if it holds anything).
@@ -148,7 +144,7 @@ impl<W: Write> TraceWriter<W> {
     /// Emits the last chunk and the trailer; returns the output and the totals.
     pub fn finish(mut self) -> Result<(W, WriteSummary), WriteError> {
         self.flush_chunk()?;
-        self.totals.strings = self.string_ids.len() as u64;
+        self.totals.strings = self.strings_defined as u64;
         put_uleb(&mut self.payload, self.totals.events);
         put_uleb(&mut self.payload, self.totals.chunks);
         put_uleb(&mut self.payload, self.totals.strings);
@@ -173,13 +169,15 @@ impl<W: Write> TraceWriter<W> {
     }
 }
 
-fn truncate_at_char(text: &str, max: usize) -> &str {
-    if text.len() <= max {
-        return text;
+fn refusal_to_error(refusal: EncodeRefusal, event: &Event) -> WriteError {
+    match refusal {
+        EncodeRefusal::TimeWentBackwards { previous } => WriteError::TimeWentBackwards {
+            cpu: event.cpu,
+            previous,
+            time: event.time,
+        },
+        EncodeRefusal::CpuOutOfRange => WriteError::CpuOutOfRange { cpu: event.cpu },
+        EncodeRefusal::NotAnExtensionTag { tag } => WriteError::NotAnExtensionTag { tag },
+        EncodeRefusal::FieldOutOfRange { field } => WriteError::FieldOutOfRange { field },
     }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    &text[..end]
 }

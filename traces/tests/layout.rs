@@ -5,8 +5,8 @@ mod common;
 
 use traces::varint::{put_uleb, zigzag};
 use traces::{
-    read_trace, CpuId, ElfHash, Event, EventKind, IrqMaskCause, LockFlavor, LockRef, StrId, TaskId,
-    TraceConfig, TraceWriter, WriterOptions,
+    read_trace, CpuId, ElfHash, Event, EventKind, IrqMaskCause, LockFlavor, LockRef, StrId,
+    StringTable, TaskId, TraceConfig, TraceWriter, WriterOptions,
 };
 
 fn uleb(value: u64) -> Vec<u8> {
@@ -169,9 +169,9 @@ fn hand_file(records: &[(Vec<u8>, Option<Event>)]) -> (Vec<u8>, Vec<Event>) {
 fn the_writer_produces_the_documented_bytes() {
     let (expected, events) = hand_file(&records());
     let mut writer = TraceWriter::new(Vec::new(), &config(), WriterOptions::default()).unwrap();
-    assert_eq!(writer.intern("pcpu_lock").unwrap(), StrId(0));
+    let strings: StringTable = ["pcpu_lock"].into_iter().collect();
     for event in &events {
-        writer.write(event).unwrap();
+        writer.write(event, &strings).unwrap();
     }
     let (bytes, _) = writer.finish().unwrap();
     assert_eq!(bytes, expected);

@@ -5,7 +5,7 @@ mod common;
 use traces::format::{FRAME_HEADER_LEN, HEADER_FIXED_LEN};
 use traces::{
     read_trace, CpuId, DamageCause, Event, EventKind, LockFlavor, LockRef, OpenError, StrId,
-    TaskId, TraceReader, TraceWriter, WriterOptions,
+    StringTable, TaskId, TraceReader, TraceWriter, WriterOptions,
 };
 
 /// A small trace of several chunks, with the byte offset where each chunk ends and the
@@ -24,9 +24,10 @@ fn sample() -> Sample {
     let header_len = writer.bytes_written() as usize;
     let mut events = Vec::new();
     let mut chunk_ends = Vec::new();
+    let mut strings = StringTable::new();
     for chunk in 0..4u64 {
         // A string first defined in each chunk, used by the chunk's events.
-        let class = writer.intern(&format!("lock_{chunk}")).unwrap();
+        let class = strings.intern(&format!("lock_{chunk}"));
         for i in 0..5u64 {
             let lock = LockRef {
                 addr: 0x4010_0000 + chunk * 64,
@@ -55,7 +56,7 @@ fn sample() -> Sample {
                 caller: 0xffff_8000_1000_2000,
                 kind,
             };
-            writer.write(&event).unwrap();
+            writer.write(&event, &strings).unwrap();
             events.push(event);
         }
         writer.flush_chunk().unwrap();

@@ -4,8 +4,8 @@ mod common;
 
 use proptest::prelude::*;
 use traces::{
-    read_trace, read_trace_from, CpuId, Event, EventKind, TaskId, TraceWriter, WriteError,
-    WriterOptions,
+    read_trace, read_trace_from, BarrierOption, CpuId, Event, EventKind, LockFlavor, LockRef,
+    StrId, StringTable, TaskId, TraceWriter, WriteError, WriterOptions,
 };
 
 proptest! {
@@ -22,8 +22,11 @@ proptest! {
         prop_assert!(trace.damage.is_none(), "{:?}", trace.damage);
         prop_assert_eq!(trace.trailer.map(|t| t.chunks), Some(summary.chunks));
         prop_assert_eq!(&trace.events, &events);
+        // Strings are defined up to the highest id used, in id order.
+        let used = events.iter().filter_map(|e| e.kind.string_ref()).map(|id| id.0 as usize + 1).max();
         let read_strings: Vec<&str> = trace.strings.iter().map(|(_, text)| text).collect();
-        prop_assert_eq!(read_strings, strings.iter().map(String::as_str).collect::<Vec<_>>());
+        let expected: Vec<&str> = strings[..used.unwrap_or(0)].iter().map(String::as_str).collect();
+        prop_assert_eq!(read_strings, expected);
 
         // The streaming reader sees the same thing, even fed a few bytes at a time.
         let streamed = read_trace_from(TrickleReader { bytes: &bytes, step: 7 }).unwrap();
@@ -62,10 +65,15 @@ fn event(cpu: u16, time: u64, kind: EventKind) -> Event {
 
 #[test]
 fn writer_refuses_invalid_events_and_stays_usable() {
+    let mut strings = StringTable::new();
     let mut writer =
         TraceWriter::new(Vec::new(), &common::config(), WriterOptions::default()).unwrap();
-    writer.write(&event(0, 100, EventKind::Isb)).unwrap();
-    let backwards = writer.write(&event(0, 99, EventKind::Isb)).unwrap_err();
+    writer
+        .write(&event(0, 100, EventKind::Isb), &strings)
+        .unwrap();
+    let backwards = writer
+        .write(&event(0, 99, EventKind::Isb), &strings)
+        .unwrap_err();
     assert!(matches!(
         backwards,
         WriteError::TimeWentBackwards {
@@ -79,54 +87,112 @@ fn writer_refuses_invalid_events_and_stays_usable() {
         "event time went backwards on cpu0: 99 after 100"
     );
     let undefined = EventKind::Marker {
-        label: traces::StrId(0),
+        label: StrId(0),
         value: 1,
     };
     assert!(matches!(
-        writer.write(&event(1, 5, undefined)),
+        writer.write(&event(1, 5, undefined), &strings),
         Err(WriteError::UndefinedString { .. })
     ));
-    assert!(matches!(
-        writer.write(&event(2000, 5, EventKind::Isb)),
-        Err(WriteError::CpuOutOfRange { .. })
-    ));
-    assert!(matches!(
-        writer.write(&event(1, 5, EventKind::Unknown { tag: 0x30 })),
-        Err(WriteError::NotAnExtensionTag { tag: 0x30 })
-    ));
-    let bad_option = EventKind::Dsb {
-        option: traces::BarrierOption(16),
-    };
-    assert!(matches!(
-        writer.write(&event(1, 5, bad_option)),
-        Err(WriteError::FieldOutOfRange { .. })
-    ));
-    // Refused events leave no trace: the rest still round-trips.
-    writer.write(&event(1, 6, EventKind::Sleep)).unwrap();
+    let label = strings.intern("phase");
+    let refused = [
+        (
+            event(2000, 5, EventKind::Marker { label, value: 1 }),
+            "cpu2000 out of range",
+        ),
+        (
+            event(1, 5, EventKind::Unknown { tag: 0x30 }),
+            "0x30 is not in the sized range",
+        ),
+        (
+            event(
+                1,
+                5,
+                EventKind::Dsb {
+                    option: BarrierOption(16),
+                },
+            ),
+            "barrier option out of range",
+        ),
+    ];
+    for (bad, message) in refused {
+        let err = writer.write(&bad, &strings).unwrap_err();
+        assert!(err.to_string().contains(message), "{err}");
+    }
+    // Refused events leave nothing behind (not even the string one of them defined):
+    // the rest still round-trips.
+    writer
+        .write(&event(1, 6, EventKind::Sleep), &strings)
+        .unwrap();
+    writer
+        .write(
+            &event(1, 7, EventKind::Marker { label, value: 9 }),
+            &strings,
+        )
+        .unwrap();
     let (bytes, summary) = writer.finish().unwrap();
-    assert_eq!(summary.events, 2);
+    assert_eq!((summary.events, summary.strings), (3, 1));
     let trace = read_trace(&bytes).unwrap();
     assert_eq!(
         trace.events,
-        vec![event(0, 100, EventKind::Isb), event(1, 6, EventKind::Sleep)]
+        vec![
+            event(0, 100, EventKind::Isb),
+            event(1, 6, EventKind::Sleep),
+            event(1, 7, EventKind::Marker { label, value: 9 })
+        ]
     );
+    assert_eq!(trace.strings, strings);
 }
 
 #[test]
-fn strings_are_interned_once_and_long_ones_cut() {
+fn strings_are_defined_in_the_chunk_of_their_first_use() {
+    let mut strings = StringTable::new();
+    let lock = LockRef {
+        addr: 0x10,
+        class: strings.intern("pcpu_lock"),
+    };
+    let unused = strings.intern("never used");
+    let mutex = LockRef {
+        addr: 0x20,
+        class: strings.intern("pcpu_alloc_mutex"),
+    };
     let mut writer =
         TraceWriter::new(Vec::new(), &common::config(), WriterOptions::default()).unwrap();
-    let a = writer.intern("pcpu_lock").unwrap();
-    let b = writer.intern("pcpu_alloc_mutex").unwrap();
-    assert_eq!(writer.intern("pcpu_lock").unwrap(), a);
-    assert_ne!(a, b);
-    let long = "é".repeat(40_000); // 80 000 bytes: cut to ≤ 64 KiB on a char boundary
-    let c = writer.intern(&long).unwrap();
+    let flavor = LockFlavor::Spin;
+    writer
+        .write(
+            &event(0, 1, EventKind::LockAcquired { lock, flavor }),
+            &strings,
+        )
+        .unwrap();
+    writer.flush_chunk().unwrap();
+    let after_first_chunk = writer.bytes_written() as usize;
+    writer
+        .write(
+            &event(
+                0,
+                2,
+                EventKind::LockAcquired {
+                    lock: mutex,
+                    flavor,
+                },
+            ),
+            &strings,
+        )
+        .unwrap();
     let (bytes, _) = writer.finish().unwrap();
-    let trace = read_trace(&bytes).unwrap();
-    assert_eq!(trace.strings.get(a), Some("pcpu_lock"));
-    assert_eq!(trace.strings.get(b), Some("pcpu_alloc_mutex"));
-    let cut = trace.strings.get(c).unwrap();
-    assert_eq!(cut.len(), 65_536);
-    assert!(long.starts_with(cut));
+
+    let first = read_trace(&bytes[..after_first_chunk]).unwrap();
+    assert_eq!(first.strings.len(), 1, "only the string used so far");
+    let whole = read_trace(&bytes).unwrap();
+    assert_eq!(
+        whole.strings.get(unused),
+        Some("never used"),
+        "defined to keep ids dense"
+    );
+    assert_eq!(whole.strings.lookup("pcpu_alloc_mutex"), Some(mutex.class));
+    assert_eq!(
+        whole.events[1].display(&whole.strings).to_string(),
+        "t=2 cpu0 task1 pc=0x1000 caller=0x2000 lock-acquired pcpu_alloc_mutex@0x20 (spin)"
+    );
 }

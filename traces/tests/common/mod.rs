@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use proptest::prelude::*;
 use traces::{
     BarrierOption, CpuId, ElfHash, Event, EventKind, IrqMaskCause, LockFlavor, LockRef, StrId,
-    TaskId, TlbiOp, TraceConfig, TraceWriter, WriteSummary, WriterOptions,
+    StringTable, TaskId, TlbiOp, TraceConfig, TraceWriter, WriteSummary, WriterOptions,
 };
 
 pub fn config() -> TraceConfig {
@@ -25,7 +25,7 @@ pub fn config() -> TraceConfig {
     }
 }
 
-/// Writes `strings` (interned first, in order) and `events` with the given chunk size.
+/// Writes `events` using the table of `strings` (ids in order) with the given chunk size.
 pub fn write_trace(
     strings: &[String],
     events: &[Event],
@@ -33,11 +33,10 @@ pub fn write_trace(
 ) -> (Vec<u8>, WriteSummary) {
     let mut writer =
         TraceWriter::new(Vec::new(), &config(), WriterOptions { chunk_bytes }).unwrap();
-    for (i, text) in strings.iter().enumerate() {
-        assert_eq!(writer.intern(text).unwrap(), StrId(i as u32));
-    }
+    let table: StringTable = strings.iter().collect();
+    assert_eq!(table.len(), strings.len(), "strings must be distinct");
     for event in events {
-        writer.write(event).unwrap();
+        writer.write(event, &table).unwrap();
     }
     writer.finish().unwrap()
 }
