@@ -33,6 +33,7 @@
 //!   for FAR and walks the page tables for the fault status code ([`mmu`]).
 
 pub mod bench;
+mod cpu;
 pub mod exception;
 pub mod fdt;
 pub mod gic;
