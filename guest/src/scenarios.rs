@@ -176,7 +176,7 @@ fn irqmask_main(_: usize) {
 // ---------------------------------------------------------------------------
 // smoke
 
-const SPIN_ROUNDS: u64 = 2_000;
+const SPIN_ROUNDS: u64 = 300;
 const MUTEX_ROUNDS: u64 = 50;
 
 /// SMOKE_COUNTER_LOCK: protects the shared spinlock counter (taken in all three
