@@ -1,7 +1,7 @@
 //! Boots a guest ELF and prints its console and the per-CPU report; a debugging aid
 //! independent of the CLI.
 //!
-//!     cargo run -p emu --release --example boot -- KERNEL [CPUS] [BOOTARGS] [random SEED]
+//!     [QUANTUM=N] cargo run -p emu --release --example boot -- KERNEL [CPUS] [BOOTARGS] [random SEED]
 
 use std::path::Path;
 use std::time::Instant;
@@ -28,6 +28,9 @@ fn main() {
     if args.get(3).map(String::as_str) == Some("random") {
         config.sched = SchedulerKind::Random;
         config.seed = args.get(4).and_then(|s| s.parse().ok()).unwrap_or(0);
+    }
+    if let Some(quantum) = std::env::var("QUANTUM").ok().and_then(|q| q.parse().ok()) {
+        config.quantum = quantum;
     }
     let mut machine = Machine::new(config, &kernel).unwrap_or_else(|e| {
         eprintln!("{e}");
