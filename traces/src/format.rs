@@ -60,7 +60,7 @@
 //! | tag | record |
 //! | --- | --- |
 //! | `0x00` | invalid |
-//! | `0x01` | define string: `str`; it gets the next string id (0, 1, 2, … in file order) |
+//! | `0x01` | define string: `str`; it gets the next string id (0, 1, 2, … in file order; the writer defines each string just before the first record that uses it) |
 //! | `0x02` | set current CPU: `uleb cpu` |
 //! | `0x03` | set running task of the current CPU: `uleb task` (u32) |
 //! | `0x04..=0x0f` | reserved (invalid in 1.x) |
@@ -121,7 +121,14 @@
 //!
 //! Lock `op`: 0 attempt, 1 acquired, 2 release, 3 trylock. `flavor`: 0 spin, 1 spin_irq,
 //! 2 spin_irqsave, 3 mutex, 4 pseudo-lock. Ops 4–7 and flavors 5–7 are invalid in 1.x.
-//! Every string id a record uses must already be defined.
+//!
+//! A chunk is invalid as a whole (and dropped with everything after it) if any record is:
+//! an invalid tag or nonzero reserved flag bits; a varint running past the payload or
+//! beyond 64 bits; a field larger than its type (page order: u8; gfp, interrupt number,
+//! task id, string id: u32; CPU in a body: u16; CPU in a set-CPU record: below
+//! [`MAX_CPUS`]; a string: at most [`MAX_STRING_LEN`] bytes of valid UTF-8); a time that
+//! overflows; a string id not yet defined; an empty MRU slot. It is also invalid if the
+//! number of event records differs from the frame's `event_count`.
 //!
 //! # Extending
 //!

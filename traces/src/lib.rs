@@ -4,9 +4,41 @@
 //! - [`TraceWriter`]: header, then events packed into CRC-framed, delta-coded chunks.
 //! - [`TraceReader`]: iterates the events of a file in memory or a `Read`, recovering
 //!   every whole chunk of a truncated or damaged file ([`Damage`]).
-//! - [`format`]: the byte layout, precise enough to write a reader in another language.
+//! - [`format`](mod@format): the byte layout, precise enough to write a reader in another language.
 //!
 //! This crate does not depend on the emulator: a trace file alone is enough to analyse.
+//!
+//! ```
+//! use traces::{
+//!     read_trace, CpuId, Event, EventKind, LockFlavor, LockRef, StringTable, TaskId,
+//!     TraceConfig, TraceWriter, WriterOptions,
+//! };
+//!
+//! // The probes intern lock classes into one table for the run…
+//! let mut strings = StringTable::new();
+//! let pcpu_lock = LockRef { addr: 0xffff_8000_1080_1040, class: strings.intern("pcpu_lock") };
+//! let config = TraceConfig { cpus: 4, variant: "fine".into(), ..TraceConfig::default() };
+//!
+//! // …and hand each event to the writer with that table.
+//! let mut writer = TraceWriter::new(Vec::new(), &config, WriterOptions::default())?;
+//! let acquired = Event {
+//!     time: 1200,
+//!     cpu: CpuId(1),
+//!     task: TaskId(7),
+//!     pc: 0xffff_8000_1001_2340,
+//!     caller: 0xffff_8000_1003_1010,
+//!     kind: EventKind::LockAcquired { lock: pcpu_lock, flavor: LockFlavor::SpinIrqSave },
+//! };
+//! writer.write(&acquired, &strings)?;
+//! let (bytes, _summary) = writer.finish()?;
+//!
+//! // Reading back gives the same events and the same string ids.
+//! let trace = read_trace(&bytes)?;
+//! assert_eq!(trace.events, [acquired]);
+//! assert_eq!(trace.strings.get(pcpu_lock.class), Some("pcpu_lock"));
+//! assert!(trace.damage.is_none()); // `Some` for a truncated or corrupt file: a warning
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 mod codec;
 pub mod error;

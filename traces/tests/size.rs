@@ -246,8 +246,10 @@ fn storm_events(count: usize) -> (Vec<String>, Vec<Event>) {
 #[test]
 fn storm_like_stream_costs_at_most_8_bytes_per_event() {
     let (strings, events) = storm_events(200_000);
+    let started = std::time::Instant::now();
     let (bytes, summary) =
         common::write_trace(&strings, &events, WriterOptions::default().chunk_bytes);
+    let write_time = started.elapsed();
     let per_event = bytes.len() as f64 / events.len() as f64;
     println!(
         "storm-like stream: {} events, {} chunks, {} bytes, {per_event:.2} bytes/event",
@@ -256,7 +258,17 @@ fn storm_like_stream_costs_at_most_8_bytes_per_event() {
         bytes.len()
     );
     assert!(per_event <= 8.0, "{per_event:.2} bytes per event");
-    assert_eq!(read_trace(&bytes).unwrap().events, events);
+    let started = std::time::Instant::now();
+    let read_back = read_trace(&bytes).unwrap().events;
+    let read_time = started.elapsed();
+    assert_eq!(read_back, events);
+    // Informational only (debug builds are much slower than release).
+    let rate = |time: std::time::Duration| events.len() as f64 / time.as_secs_f64() / 1e6;
+    println!(
+        "write {:.1} M events/s, read {:.1} M events/s",
+        rate(write_time),
+        rate(read_time)
+    );
 }
 
 #[test]
