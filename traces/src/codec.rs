@@ -45,6 +45,21 @@ impl CpuState {
         }
     }
 
+    /// The common state update after any event record (both sides call this).
+    fn after(&mut self, record_tag: u8, event: &Event) {
+        let t = usize::from(record_tag);
+        self.time = event.time;
+        self.pc = event.pc;
+        self.caller = event.caller;
+        self.pc_by_tag[t] = event.pc;
+        self.caller_by_tag[t] = event.caller;
+        if let EventKind::ContextSwitch { to, .. } = event.kind {
+            // The switch itself belongs to the outgoing task; from now on `to` runs.
+            self.task = to;
+        }
+    }
+
+    /// Moves `lock` to MRU slot 0; `slot` is where it was (or the last slot if new).
     fn touch_lock(&mut self, slot: usize, lock: LockRef) {
         self.locks.copy_within(0..slot, 1);
         self.locks[0] = Some(lock);
@@ -389,14 +404,7 @@ impl ChunkState {
                 }
             }
         }
-        if let EventKind::ContextSwitch { to, .. } = event.kind {
-            state.task = to;
-        }
-        state.time = event.time;
-        state.pc = event.pc;
-        state.caller = event.caller;
-        state.pc_by_tag[t] = event.pc;
-        state.caller_by_tag[t] = event.caller;
+        state.after(layout.tag, event);
         Ok(())
     }
 
@@ -646,45 +654,15 @@ impl ChunkState {
             _ => return Err(Malformed::new("invalid record tag")),
         };
 
-        if let EventKind::ContextSwitch { to, .. } = kind {
-            // The running task after a switch is `to` (the task field stays `from`).
-            let event_task = state.task;
-            state.task = to;
-            return Ok(Some(self.finish(
-                cpu_index, record_tag, event_task, time, pc, caller, kind,
-            )));
-        }
-        let task = state.task;
-        Ok(Some(self.finish(
-            cpu_index, record_tag, task, time, pc, caller, kind,
-        )))
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn finish(
-        &mut self,
-        cpu: usize,
-        record_tag: u8,
-        task: TaskId,
-        time: u64,
-        pc: u64,
-        caller: u64,
-        kind: EventKind,
-    ) -> Event {
-        let state = self.cpu_state(cpu);
-        let t = usize::from(record_tag);
-        state.time = time;
-        state.pc = pc;
-        state.caller = caller;
-        state.pc_by_tag[t] = pc;
-        state.caller_by_tag[t] = caller;
-        Event {
+        let event = Event {
             time,
-            cpu: CpuId(cpu as u16),
-            task,
+            cpu: CpuId(cpu_index as u16),
+            task: state.task,
             pc,
             caller,
             kind,
-        }
+        };
+        state.after(record_tag, &event);
+        Ok(Some(event))
     }
 }
