@@ -544,6 +544,14 @@ impl Machine {
                 self.cores[cpu].state = CpuState::Off;
                 return None;
             }
+            psci::AFFINITY_INFO => match psci::cpu_of_mpidr(x1, self.cores.len()) {
+                // Only level 0 (a single CPU) is meaningful on this board.
+                Some(target) if x2 == 0 => match self.cores[target].state {
+                    CpuState::Off => psci::AFFINITY_OFF,
+                    _ => psci::AFFINITY_ON,
+                },
+                _ => psci::INVALID_PARAMETERS as u64,
+            },
             psci::CPU_ON => match psci::cpu_of_mpidr(x1, self.cores.len()) {
                 None => psci::INVALID_PARAMETERS as u64,
                 Some(target) if self.cores[target].state != CpuState::Off => {

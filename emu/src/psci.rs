@@ -5,6 +5,7 @@ pub const PSCI_VERSION: u32 = 0x8400_0000;
 pub const CPU_SUSPEND: u32 = 0xc400_0001;
 pub const CPU_OFF: u32 = 0x8400_0002;
 pub const CPU_ON: u32 = 0xc400_0003;
+pub const AFFINITY_INFO: u32 = 0xc400_0004;
 pub const MIGRATE: u32 = 0xc400_0005;
 pub const MIGRATE_INFO_TYPE: u32 = 0x8400_0006;
 pub const SYSTEM_OFF: u32 = 0x8400_0008;
@@ -16,6 +17,9 @@ pub const SUCCESS: i64 = 0;
 pub const NOT_SUPPORTED: i64 = -1;
 pub const INVALID_PARAMETERS: i64 = -2;
 pub const ALREADY_ON: i64 = -4;
+/// AFFINITY_INFO answers.
+pub const AFFINITY_ON: u64 = 0;
+pub const AFFINITY_OFF: u64 = 1;
 /// MIGRATE_INFO_TYPE: no trusted OS to migrate.
 pub const TOS_NOT_PRESENT: u64 = 2;
 

@@ -490,3 +490,36 @@ fn invalid_configurations_are_one_line_errors() {
     .unwrap();
     assert!(err.to_string().contains("RAM size"), "{err}");
 }
+
+#[test]
+fn psci_version_affinity_info_and_unknown_calls() {
+    let mut a = Asm::default();
+    a.mov64(20, DATA);
+    a.psci(0x8400_0000, &[]).emit(str_x(0, 20, 0)); // PSCI_VERSION
+    a.psci(0xc400_0004, &[1, 0]).emit(str_x(0, 20, 8)); // AFFINITY_INFO(cpu 1): off
+    a.psci(0xc400_0003, &[1, LOAD + 0x400, 0])
+        .emit(str_x(0, 20, 16)); // CPU_ON
+    a.psci(0xc400_0003, &[1, LOAD + 0x400, 0])
+        .emit(str_x(0, 20, 24)); // again: already on
+    a.psci(0xc400_0004, &[1, 0]).emit(str_x(0, 20, 32)); // now on
+    a.psci(0xc400_0003, &[7, LOAD + 0x400, 0])
+        .emit(str_x(0, 20, 40)); // no such CPU
+    a.psci(0x8400_00ff, &[]).emit(str_x(0, 20, 48)); // unknown function
+    a.psci(0x8400_0009, &[42]); // SYSTEM_RESET with a status
+    a.align_to(LOAD + 0x400);
+    let park = a.here();
+    a.emit(WFI).b(park);
+
+    let (outcome, machine, _) = run(
+        MachineConfig {
+            cpus: 2,
+            ..one_cpu()
+        },
+        &a.kernel(),
+    );
+    assert_eq!(outcome.end, RunEnd::Reset { cpu: 0, status: 42 });
+    let results: Vec<i64> = (0..7)
+        .map(|i| machine.memory().read_u64(DATA + 8 * i).unwrap() as i64)
+        .collect();
+    assert_eq!(results, [2, 1, 0, -4, 0, -2, -1]);
+}
