@@ -265,7 +265,8 @@ pub enum EventKind {
         value: u64,
     },
     /// A kind this reader does not know (written by a newer writer); its payload was
-    /// skipped. `tag` is its record tag (0x80..=0xff).
+    /// skipped. `tag` is its record tag (0x80..=0xff). Writing it back stores an empty
+    /// payload.
     Unknown {
         tag: u8,
     },

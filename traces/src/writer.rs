@@ -38,8 +38,8 @@ pub struct WriteSummary {
 
 /// Streams events into a trace.
 ///
-/// Each chunk goes to `out` with one `write_all` followed by `flush`, so a process that
-/// dies loses at most the chunk being filled. The same calls in the same order always
+/// Each chunk goes to `out` with one `write_all` followed by `flush` (so a plain `File`
+/// needs no `BufWriter`), and a process that dies loses at most the chunk being filled. The same calls in the same order always
 /// produce the same bytes. After an error the writer should be dropped.
 pub struct TraceWriter<W: Write> {
     out: W,

@@ -283,3 +283,106 @@ fn the_stream_reader_recovers_like_the_slice_reader() {
         "the lost chunk's string is not kept"
     );
 }
+
+/// A file shared with the writer, like a file on disk the writer process had open.
+#[derive(Clone, Default)]
+struct SharedFile(std::rc::Rc<std::cell::RefCell<Vec<u8>>>);
+
+impl std::io::Write for SharedFile {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.borrow_mut().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_writer_that_dies_loses_only_the_chunk_being_filled() {
+    let file = SharedFile::default();
+    let strings = StringTable::new();
+    let mut writer = TraceWriter::new(
+        file.clone(),
+        &common::config(),
+        WriterOptions { chunk_bytes: 64 },
+    )
+    .unwrap();
+    let events: Vec<Event> = (0..100u64)
+        .map(|i| Event {
+            time: i * 50,
+            cpu: CpuId((i % 3) as u16),
+            task: TaskId(1),
+            pc: 0x1000 + i * 4,
+            caller: 0x2000,
+            kind: EventKind::HardIrqEnter { intid: i as u32 },
+        })
+        .collect();
+    for event in &events {
+        writer.write(event, &strings).unwrap();
+    }
+    let flushed = writer.events_written() as usize;
+    assert!(
+        flushed > 0 && flushed < events.len(),
+        "some events still in the open chunk"
+    );
+    drop(writer); // killed: no finish(), no trailer
+
+    let bytes = file.0.borrow().clone();
+    let trace = read_trace(&bytes).unwrap();
+    assert_eq!(trace.events, events[..flushed]);
+    let damage = trace.damage.unwrap();
+    assert_eq!(damage.cause, DamageCause::MissingTrailer);
+    assert_eq!(damage.dropped_bytes, 0);
+}
+
+/// A reader that fails after `ok_bytes`.
+struct FailingReader<'a> {
+    bytes: &'a [u8],
+    ok_bytes: usize,
+}
+
+impl std::io::Read for FailingReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.ok_bytes == 0 {
+            return Err(std::io::Error::other("disk on fire"));
+        }
+        let n = buf.len().min(self.ok_bytes).min(self.bytes.len());
+        buf[..n].copy_from_slice(&self.bytes[..n]);
+        self.bytes = &self.bytes[n..];
+        self.ok_bytes -= n;
+        Ok(n)
+    }
+}
+
+#[test]
+fn a_read_error_is_reported_as_damage_after_the_whole_chunks() {
+    let sample = sample();
+    let ok_bytes = sample.chunk_ends[1].0 + 5;
+    let trace = traces::read_trace_from(FailingReader {
+        bytes: &sample.bytes,
+        ok_bytes,
+    })
+    .unwrap();
+    assert_eq!(trace.events, sample.events[..sample.chunk_ends[1].1]);
+    let damage = trace.damage.unwrap();
+    assert_eq!(
+        damage.cause,
+        DamageCause::Io {
+            message: "disk on fire".into()
+        }
+    );
+    assert!(
+        damage.to_string().contains("read error (disk on fire)"),
+        "{damage}"
+    );
+
+    // Failing inside the header is an open error, not damage.
+    let err = traces::read_trace_from(FailingReader {
+        bytes: &sample.bytes,
+        ok_bytes: 10,
+    })
+    .unwrap_err();
+    assert!(matches!(err, OpenError::Io(_)), "{err}");
+}
