@@ -26,14 +26,16 @@ for need in "$rustc" "$cargo" "$rust_src" "$(command -v ld.lld || true)" "$(comm
     fi
 done
 
-# An outer cargo (tools/build.rs) may leave its own settings in the environment;
-# the guest's flags come only from guest/.cargo/config.toml.
-unset RUSTFLAGS CARGO_ENCODED_RUSTFLAGS RUSTDOCFLAGS CARGO_ENCODED_RUSTDOCFLAGS \
-      RUSTC_WRAPPER RUSTC_WORKSPACE_WRAPPER CARGO_BUILD_TARGET CARGO_BUILD_RUSTFLAGS \
-      CARGO_MAKEFLAGS MAKEFLAGS MFLAGS CARGO_PRIMARY_PACKAGE CARGO_MANIFEST_DIR \
-      CARGO_PKG_NAME TARGET HOST OUT_DIR PROFILE OPT_LEVEL DEBUG RUSTC_LINKER \
-      CARGO_BUILD_TARGET_DIR CARGO_PROFILE_RELEASE_DEBUG CARGO_PROFILE_RELEASE_LTO
-while IFS= read -r name; do unset "$name"; done < <(env | sed -n 's/^\(CARGO_TARGET_[A-Z0-9_]*\)=.*/\1/p' | grep -v '^CARGO_TARGET_DIR$' || true)
+# An outer cargo (tools/build.rs) may leave its own settings in the environment:
+# drop every CARGO_* (but CARGO_HOME and CARGO_TARGET_DIR), RUSTC*, RUSTFLAGS,
+# RUSTDOC* and make jobserver variable, so the guest's flags come only from
+# guest/.cargo/config.toml and the command below.
+while IFS= read -r name; do
+    case "$name" in
+        CARGO_HOME | CARGO_TARGET_DIR) ;;
+        CARGO_* | CARGO | RUSTC* | RUSTFLAGS | RUSTDOC* | MAKEFLAGS | MFLAGS | TARGET | HOST | OUT_DIR | PROFILE | OPT_LEVEL | DEBUG | NUM_JOBS) unset "$name" ;;
+    esac
+done < <(env | sed -n 's/^\([A-Za-z_][A-Za-z0-9_]*\)=.*/\1/p')
 
 target_dir="${CARGO_TARGET_DIR:-$repo/target/guest}"
 target=aarch64-unknown-none-softfloat
