@@ -113,6 +113,8 @@ pub struct CpuReport {
     pub cpu: usize,
     pub state: CpuState,
     pub pc: u64,
+    /// Instructions retired: SVC, HVC and WFI count; an instruction that faults
+    /// (abort, UDF, BRK) does not, as it did not complete.
     pub insns: u64,
     pub irqs: u64,
     /// Return addresses from the frame-pointer chain, innermost first.
@@ -327,6 +329,7 @@ impl Machine {
         };
         let slice = self.scheduler.next(&view);
         let cpu = slice.cpu;
+        assert!(runnable.contains(&cpu), "the scheduler picked CPU {cpu}, which cannot run");
         let running = runnable.len() as u64;
 
         if let Err(end) = self.deliver_irq(cpu) {
