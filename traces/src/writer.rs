@@ -5,7 +5,9 @@ use std::io::Write;
 use crate::codec::{ChunkState, EncodeRefusal};
 use crate::error::WriteError;
 use crate::event::{Event, StrId};
-use crate::format::{tag, FRAME_CHUNK, FRAME_HEADER_LEN, FRAME_TRAILER};
+use crate::format::{
+    tag, FRAME_CHUNK, FRAME_HEADER_LEN, FRAME_TRAILER, HEADER_FIXED_LEN, MAX_HEADER_BODY,
+};
 use crate::header::{encode_header, TraceConfig};
 use crate::strings::StringTable;
 use crate::varint::put_uleb;
@@ -39,8 +41,9 @@ pub struct WriteSummary {
 /// Streams events into a trace.
 ///
 /// Each chunk goes to `out` with one `write_all` followed by `flush` (so a plain `File`
-/// needs no `BufWriter`), and a process that dies loses at most the chunk being filled. The same calls in the same order always
-/// produce the same bytes. After an error the writer should be dropped.
+/// needs no `BufWriter`), and a process that dies loses at most the chunk being filled.
+/// The same calls in the same order always produce the same bytes. After an I/O error the
+/// writer should be dropped.
 pub struct TraceWriter<W: Write> {
     out: W,
     chunk_bytes: usize,
@@ -60,6 +63,11 @@ impl<W: Write> TraceWriter<W> {
         options: WriterOptions,
     ) -> Result<Self, WriteError> {
         let header = encode_header(config);
+        if header.len() - HEADER_FIXED_LEN > MAX_HEADER_BODY as usize {
+            return Err(WriteError::FieldOutOfRange {
+                field: "header config (over 1 MiB)",
+            });
+        }
         out.write_all(&header)?;
         out.flush()?;
         let chunk_bytes = options.chunk_bytes.clamp(64, 4 << 20);
