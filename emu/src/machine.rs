@@ -329,7 +329,10 @@ impl Machine {
         };
         let slice = self.scheduler.next(&view);
         let cpu = slice.cpu;
-        assert!(runnable.contains(&cpu), "the scheduler picked CPU {cpu}, which cannot run");
+        assert!(
+            runnable.contains(&cpu),
+            "the scheduler picked CPU {cpu}, which cannot run"
+        );
         let running = runnable.len() as u64;
 
         if let Err(end) = self.deliver_irq(cpu) {

@@ -523,3 +523,39 @@ fn psci_version_affinity_info_and_unknown_calls() {
         .collect();
     assert_eq!(results, [2, 1, 0, -4, 0, -2, -1]);
 }
+
+#[test]
+fn an_sgi_wakes_a_cpu_from_wfi_even_with_irqs_masked() {
+    let secondary = LOAD + 0x400;
+    let mut a = Asm::default();
+    enable_gic(&mut a);
+    a.mov64(20, DATA);
+    a.psci(0xc400_0003, &[1, secondary, 0]);
+    let wait_parked = a.here();
+    a.emit(ldr_x(5, 20)).cbz(true, 5, wait_parked); // CPU 1 is about to sleep
+    a.mov64(3, (0b10 << 16) | 7).emit(str_w(3, 21, 0xf00)); // SGI 7 to CPU 1
+    let wait_woken = a.here();
+    a.emit(ldr_x(5, 20) | (1 << 10)).cbz(true, 5, wait_woken); // ldr x5, [x20, #8]
+    a.system_off_with(5);
+    a.align_to(secondary);
+    enable_gic(&mut a); // banked: CPU 1's own interface and SGI enables
+    a.mov64(20, DATA).mov64(5, 1).emit(str_x(5, 20, 0));
+    a.emit(WFI); // IRQs stay masked: WFI still returns when SGI 7 is pending
+    a.emit(ldr_w(4, 22, 0x0c)).emit(str_x(4, 20, 8)); // acknowledge by polling IAR
+    let park = a.here();
+    a.emit(WFI).b(park);
+
+    let (outcome, ..) = run(
+        MachineConfig {
+            cpus: 2,
+            ..one_cpu()
+        },
+        &a.kernel(),
+    );
+    assert_eq!(
+        outcome.end,
+        RunEnd::PoweredOff { cpu: 0, status: 7 },
+        "IAR: SGI 7 from CPU 0"
+    );
+    assert_eq!(outcome.cpus[1].irqs, 0, "masked: no IRQ entry");
+}
