@@ -41,7 +41,8 @@
 //! The writer emits a frame in one piece when its chunk is full (or on request), so a
 //! killed writer leaves whole frames plus at most one partial one. The trailer, written by
 //! a clean finish, is the last frame; its payload is `uleb total_events`,
-//! `uleb chunk_count`, `uleb string_count`. A reader keeps every event of every frame
+//! `uleb chunk_count`, `uleb string_count` (strings defined in the file), which a reader
+//! checks against what it read. A reader keeps every event of every frame
 //! before the first frame that is truncated, fails its CRC or does not decode, and
 //! reports what it dropped.
 //!
@@ -69,7 +70,10 @@
 //!
 //! An event record (tag ≥ `0x10`) is `tag`, `flags`, `uleb time_delta`, the pc, the
 //! caller, then the kind's body. Its CPU is the current CPU and its task that CPU's
-//! running task. `time = cpu.time + time_delta`.
+//! running task. `time = cpu.time + time_delta` (so the first event of each CPU in a
+//! chunk carries its full time; times never decrease along one CPU). The writer emits a
+//! set-CPU or set-task record only when the next event's CPU or task differs from the
+//! state.
 //!
 //! `flags` bits 0–1 choose how the pc is coded and bits 2–3 how the caller is coded, both
 //! with the same four modes, where `prev` is the value of this CPU's previous event in the
@@ -82,7 +86,8 @@
 //! | 2 | `for_tag + d` (wrapping) | `zz d` |
 //! | 3 | `prev + d` (wrapping) | `zz d` |
 //!
-//! (the pc's bytes, if any, come before the caller's). Bits 4–7 are kind-specific and
+//! (the pc's bytes, if any, come before the caller's). The writer picks the mode with the
+//! fewest bytes, the first in table order on a tie. Bits 4–7 are kind-specific and
 //! must be 0 where the table says nothing. After the record the CPU's time, pc and caller
 //! and the tag's `for_tag` values are updated.
 //!
@@ -95,7 +100,7 @@
 //!
 //! | tag | kind | flags bits 4–7 | body |
 //! | --- | --- | --- | --- |
-//! | `0x10` | IRQ mask | bit 4 old I, bit 5 new I, bits 6–7 cause (0 instruction, 1 exception entry, 2 eret) | — |
+//! | `0x10` | IRQ mask | bit 4 old I, bit 5 new I, bits 6–7 cause (0 instruction, 1 exception entry, 2 eret; 3 invalid) | — |
 //! | `0x11` | hard-IRQ entry | — | `uleb intid` |
 //! | `0x12` | hard-IRQ exit | — | `uleb intid` |
 //! | `0x13` | context switch | — | `uleb from`, `uleb to`; afterwards the CPU's running task is `to` |
