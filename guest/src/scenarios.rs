@@ -231,7 +231,8 @@ static SMOKE_SHRINKER: Shrinker = Shrinker {
     },
 };
 
-/// CONTEXT: smoke thread on CPU `cpu`; may sleep; takes smoke_counter (all three ways) and smoke_mutex.
+/// CONTEXT: smoke thread on CPU `cpu`; may sleep; takes smoke_counter (all three ways) and
+/// smoke_mutex.
 fn smoke_thread(cpu: usize) {
     let cpus = online_cpus();
     println!("cpu{}: smoke thread running", cpu);

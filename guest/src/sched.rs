@@ -412,7 +412,8 @@ pub fn yield_now() {
     schedule();
 }
 
-/// CONTEXT: schedule / preemption points; masks IRQs and takes this CPU's run_queue lock itself, releases it before the switch.
+/// CONTEXT: schedule / preemption points; masks IRQs and takes this CPU's run_queue lock itself,
+/// releases it before the switch.
 fn switch_threads(preempted: bool) {
     let flags = local_irq_save();
     let cpu = this_cpu();

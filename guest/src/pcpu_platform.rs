@@ -1,0 +1,407 @@
+//! The guest's implementation of the per-CPU allocator's platform
+//! (`allocator::Platform`), and the kernel-wide allocator instance.
+//!
+//! - Locks: the allocator's locks are this file's statics with the seed's
+//!   names and symbols (`pcpu_alloc_mutex`, `pcpu_lock`, `pcpu_mutex`), taken
+//!   through the kernel's stable primitives (`mutex_lock`, `spin_lock_irq`,
+//!   `spin_lock_irqsave`, ...) so the host sees every acquire and release.
+//! - Pages: the physical page allocator; a `Gfp::KERNEL` request below the low
+//!   watermark enters direct reclaim (`fs_reclaim`, shrinkers).
+//! - Metadata: `kzalloc`/`kfree` (whole zeroed pages).
+//! - Chunk virtual areas: slots of one chunk each in a pool reserved once from
+//!   the vmalloc area (TTBR1 half). The lowest free slot is handed out first, so
+//!   a chunk created after reclaim reuses the address of a reclaimed one; its
+//!   old translations must be gone by then (see `vm_release`).
+//! - Page tables: `mmu::map_page` (break-before-make if an entry were live) and
+//!   `vunmap_page_noflush`; TLB maintenance `flush_tlb_kernel_range`
+//!   (`dsb ishst; tlbi vaae1is; dsb ish; isb`).
+//! - Work: one static work item on the queuing CPU's worker.
+//!
+//! The TLB flush on reclaim follows the seed: reclaim depopulates a chunk
+//! without flushing (`Config::flush_tlb_on_reclaim = false`) and relies on
+//! freeing the virtual area to flush it, as `free_vm_area` did. `vm_release`
+//! does that flush; the `inject=skip-tlb-flush` bootarg skips exactly it.
+//!
+//! Synchronization rules — the locks this file adds:
+//! - `pcpu_alloc_mutex` (mutex; `fine`/`irq`): the allocator's alloc and
+//!   reclaim paths, chunks and their page arrays (allocator/src/percpu.rs).
+//! - `pcpu_lock` (spinlock, always with IRQs off; `fine`/`irq`): the
+//!   allocator's index: chunk slots, chunks by address, area maps.
+//! - `pcpu_mutex` (mutex; `mutex` variant only): everything of the allocator.
+//! - `pcpu_vm_pool` (spinlock, irqsave): the slot bitmap of the chunk address
+//!   pool. Innermost: nothing is taken under it.
+//!
+//! Lock order: pcpu_alloc_mutex -> pcpu_lock -> worker_pool (schedule work);
+//! pcpu_alloc_mutex / pcpu_mutex -> fs_reclaim -> shrinker_list (allocations);
+//! pcpu_lock -> zone_lock (mem_free of a replaced area map).
+
+use core::cell::UnsafeCell;
+use core::mem::MaybeUninit;
+use core::ptr::NonNull;
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering::*};
+
+use allocator::{Config, Gfp, MapError, Page, Percpu, Platform, Variant, PAGE_SIZE};
+
+use crate::arch;
+use crate::bootinfo::{self, boot_info};
+use crate::mmu::{self, PageKind};
+use crate::mutex::{self, RawMutex};
+use crate::page_alloc;
+use crate::percpu::cpu_id;
+use crate::sched::WaitQueue;
+use crate::sync::{self, RawSpinLock, SpinLock};
+use crate::vmalloc;
+use crate::workqueue::{self, Work};
+
+/// `pcpu_alloc_mutex`: protects the whole alloc and reclaim paths (fine, irq).
+#[no_mangle]
+#[allow(non_upper_case_globals)]
+pub static pcpu_alloc_mutex: RawMutex = RawMutex::new("pcpu_alloc_mutex");
+
+/// `pcpu_lock`: protects the index data structures (fine, irq).
+#[no_mangle]
+#[allow(non_upper_case_globals)]
+pub static pcpu_lock: RawSpinLock = RawSpinLock::new("pcpu_lock");
+
+/// `pcpu_mutex`: the one mutex of before the patch (mutex variant).
+#[no_mangle]
+#[allow(non_upper_case_globals)]
+pub static pcpu_mutex: RawMutex = RawMutex::new("pcpu_mutex");
+
+/// Static per-CPU data every unit of the first chunk starts with (the kernel
+/// keeps its own per-CPU data in `percpu.rs`; the seed requires a static area).
+const STATIC_IMAGE: &[u8] = b"percpu-lab guest static per-CPU area\0";
+/// Bytes of the static area at the start of each unit.
+const STATIC_SIZE: usize = 4096;
+/// Bytes after it served only by `alloc_reserved` (the seed's module area).
+pub const RESERVED_SIZE: usize = 8192;
+/// Chunks beyond the first one the allocator may have at once.
+const MAX_CHUNKS: usize = 64;
+/// Chunk-sized slots in the address pool: the first chunk and MAX_CHUNKS more.
+const POOL_SLOTS: usize = MAX_CHUNKS + 1;
+
+/// The platform: what the allocator takes from this kernel.
+pub struct GuestPlatform {
+    cpus: usize,
+    /// `inject=skip-tlb-flush`: vm_release does not flush the released range.
+    skip_tlb_flush: bool,
+}
+
+/// The chunk address pool: `POOL_SLOTS` chunk-sized slots reserved from the
+/// vmalloc area at the first `vm_reserve`.
+struct VmPool {
+    base: usize,
+    slot_size: usize,
+    used: u128,
+}
+
+/// PCPU_VM_POOL: which chunk address slots are in use.
+static PCPU_VM_POOL: SpinLock<VmPool> = SpinLock::new(
+    "pcpu_vm_pool",
+    VmPool {
+        base: 0,
+        slot_size: 0,
+        used: 0,
+    },
+);
+
+/// Chunk areas released so far, and how many of them were flushed.
+static VM_RELEASES: AtomicU64 = AtomicU64::new(0);
+static VM_RELEASE_FLUSHES: AtomicU64 = AtomicU64::new(0);
+
+impl Platform for GuestPlatform {
+    type Mutex = &'static RawMutex;
+    type SpinLock = &'static RawSpinLock;
+    type IrqFlags = u64;
+
+    /// CONTEXT: init only.
+    fn nr_cpus(&self) -> usize {
+        self.cpus
+    }
+
+    /// CONTEXT: init only.
+    fn new_mutex(&self, name: &'static str) -> &'static RawMutex {
+        match name {
+            "pcpu_alloc_mutex" => &pcpu_alloc_mutex,
+            "pcpu_mutex" => &pcpu_mutex,
+            other => panic!("pcpu: no mutex named {}", other),
+        }
+    }
+
+    /// CONTEXT: init only.
+    fn new_spinlock(&self, name: &'static str) -> &'static RawSpinLock {
+        match name {
+            "pcpu_lock" => &pcpu_lock,
+            other => panic!("pcpu: no spinlock named {}", other),
+        }
+    }
+
+    /// CONTEXT: process context, IRQs on, no spinlock held; sleeps.
+    fn mutex_lock(&self, lock: &&'static RawMutex) {
+        mutex::mutex_lock(lock);
+    }
+
+    /// CONTEXT: process context, caller holds `lock`.
+    fn mutex_unlock(&self, lock: &&'static RawMutex) {
+        mutex::mutex_unlock(lock);
+    }
+
+    /// CONTEXT: any.
+    fn mutex_assert_held(&self, lock: &&'static RawMutex) {
+        mutex::lockdep_assert_mutex_held(lock);
+    }
+
+    /// CONTEXT: process context with IRQs on; does not sleep.
+    fn spin_lock_irq(&self, lock: &&'static RawSpinLock) {
+        sync::spin_lock_irq(lock);
+    }
+
+    /// CONTEXT: caller holds `lock`; enables IRQs (the irq variant's bug when
+    /// this runs in an IRQ handler).
+    fn spin_unlock_irq(&self, lock: &&'static RawSpinLock) {
+        sync::spin_unlock_irq(lock);
+    }
+
+    /// CONTEXT: any, including hard-IRQ; does not sleep.
+    fn spin_lock_irqsave(&self, lock: &&'static RawSpinLock) -> u64 {
+        sync::spin_lock_irqsave(lock)
+    }
+
+    /// CONTEXT: caller holds `lock`.
+    fn spin_unlock_irqrestore(&self, lock: &&'static RawSpinLock, flags: u64) {
+        sync::spin_unlock_irqrestore(lock, flags);
+    }
+
+    /// CONTEXT: any.
+    fn spin_assert_held(&self, lock: &&'static RawSpinLock) {
+        sync::lockdep_assert_held(lock);
+    }
+
+    /// CONTEXT: allocator mutex held, no spinlock, IRQs on; with may_reclaim it
+    /// may sleep and enter direct reclaim (fs_reclaim).
+    fn alloc_page(&self, _cpu: usize, gfp: Gfp) -> Option<Page> {
+        let address = page_alloc::alloc_pages(0, guest_gfp(gfp))?;
+        Some(Page(address as u64))
+    }
+
+    /// CONTEXT: process context, no spinlock held; does not sleep.
+    fn free_page(&self, page: Page) {
+        page_alloc::free_pages(page.0 as usize, 0);
+    }
+
+    /// CONTEXT: no spinlock held, IRQs on; with may_reclaim it may sleep and
+    /// enter direct reclaim.
+    fn mem_alloc(&self, size: usize, gfp: Gfp) -> Option<NonNull<u8>> {
+        page_alloc::kzalloc(size, guest_gfp(gfp))
+    }
+
+    /// CONTEXT: any, pcpu_lock with IRQs off included; takes zone_lock
+    /// (irqsave); does not sleep.
+    fn mem_free(&self, ptr: NonNull<u8>, size: usize) {
+        page_alloc::kfree(ptr, size);
+    }
+
+    /// CONTEXT: process context, allocator mutex held, no spinlock; takes
+    /// pcpu_vm_pool (irqsave) and, the first time, vm_area_lock.
+    fn vm_reserve(&self, size: usize) -> Option<usize> {
+        let mut pool = PCPU_VM_POOL.lock_irqsave();
+        if pool.slot_size == 0 {
+            pool.base = vmalloc::vm_reserve(POOL_SLOTS * size)?;
+            pool.slot_size = size;
+        }
+        if size != pool.slot_size {
+            panic!(
+                "pcpu: vm_reserve of 0x{:x} bytes, chunks are 0x{:x}",
+                size, pool.slot_size
+            );
+        }
+        let slot = (0..POOL_SLOTS).find(|&slot| pool.used & (1 << slot) == 0)?;
+        pool.used |= 1 << slot;
+        Some(pool.base + slot * pool.slot_size)
+    }
+
+    /// Releases a chunk's area. The allocator has unmapped it without a TLB
+    /// flush (the seed's reclaim): flush the range here, before the slot can be
+    /// handed out again, as `free_vm_area` did. `inject=skip-tlb-flush` skips
+    /// this flush (and only this one).
+    ///
+    /// CONTEXT: process context, no allocator lock held; takes pcpu_vm_pool.
+    fn vm_release(&self, addr: usize, size: usize) {
+        VM_RELEASES.fetch_add(1, Relaxed);
+        if !self.skip_tlb_flush {
+            mmu::flush_tlb_kernel_range(addr, addr + size);
+            VM_RELEASE_FLUSHES.fetch_add(1, Relaxed);
+        }
+        let mut pool = PCPU_VM_POOL.lock_irqsave();
+        let offset = addr.wrapping_sub(pool.base);
+        let slot = offset / pool.slot_size.max(1);
+        if pool.slot_size == 0
+            || size != pool.slot_size
+            || offset % pool.slot_size != 0
+            || slot >= POOL_SLOTS
+            || pool.used & (1 << slot) == 0
+        {
+            panic!("pcpu: vm_release of 0x{:x}+0x{:x} not reserved", addr, size);
+        }
+        pool.used &= !(1 << slot);
+    }
+
+    /// CONTEXT: allocator mutex held, no spinlock; takes vmap_lock and may take
+    /// zone_lock (level-3 tables); does not sleep.
+    fn map_pages(&self, addr: usize, pages: &[Page]) -> Result<(), MapError> {
+        for (index, page) in pages.iter().enumerate() {
+            mmu::map_page(addr + index * PAGE_SIZE, page.0 as usize, PageKind::Data)
+                .map_err(|_| MapError)?;
+        }
+        Ok(())
+    }
+
+    /// CONTEXT: allocator mutex held or the chunk owned by reclaim; no
+    /// spinlock; takes vmap_lock; does not sleep.
+    fn unmap_pages(&self, addr: usize, size: usize) {
+        vmalloc::unmap_range_noflush(addr, size);
+    }
+
+    /// Makes the new entries visible to the table walkers of every CPU.
+    ///
+    /// CONTEXT: as map_pages.
+    fn flush_cache_vmap(&self, _start: usize, _end: usize) {
+        arch::dsb_ishst();
+        arch::isb();
+    }
+
+    /// The data cache is PIPT on arm64: nothing to write back; a barrier so the
+    /// accesses before it are done before the entries go.
+    ///
+    /// CONTEXT: as unmap_pages.
+    fn flush_cache_vunmap(&self, _start: usize, _end: usize) {
+        arch::dsb_ishst();
+    }
+
+    /// CONTEXT: as unmap_pages.
+    fn flush_tlb_kernel_range(&self, start: usize, end: usize) {
+        mmu::flush_tlb_kernel_range(start, end);
+    }
+
+    /// CONTEXT: pcpu_lock held with IRQs off (maybe hard-IRQ), or pcpu_mutex;
+    /// takes a worker_pool lock (irqsave); does not sleep.
+    fn schedule_reclaim_work(&self) {
+        workqueue::queue_work_on(cpu_id(), &PCPU_RECLAIM_WORK);
+    }
+}
+
+/// The page allocator's flag for an allocator request.
+///
+/// CONTEXT: any; pure.
+fn guest_gfp(gfp: Gfp) -> page_alloc::Gfp {
+    if gfp.may_reclaim || gfp.may_sleep {
+        page_alloc::Gfp::Kernel
+    } else {
+        page_alloc::Gfp::Atomic
+    }
+}
+
+/// `pcpu_reclaim_work`.
+static PCPU_RECLAIM_WORK: Work = Work::new(pcpu_reclaim);
+/// Runs of the reclaim work so far, and the allocator's chunks_reclaimed
+/// after the last one (read by scenarios waiting for reclaim).
+static RECLAIM_WORK_RUNS: AtomicU64 = AtomicU64::new(0);
+static CHUNKS_RECLAIMED: AtomicU64 = AtomicU64::new(0);
+/// Woken after every run of the reclaim work.
+static RECLAIM_DONE: WaitQueue = WaitQueue::new("pcpu_reclaim_done");
+
+/// The work item's function: `pcpu_reclaim`.
+///
+/// CONTEXT: a kworker (process context, may sleep, no lock held).
+fn pcpu_reclaim(_: &'static Work) {
+    let pcpu = pcpu();
+    pcpu.reclaim_work();
+    CHUNKS_RECLAIMED.store(pcpu.stats().chunks_reclaimed, Release);
+    RECLAIM_WORK_RUNS.fetch_add(1, AcqRel);
+    RECLAIM_DONE.wake_all();
+}
+
+/// Sleeps until the reclaim work has reclaimed `chunks` chunks in total.
+///
+/// CONTEXT: may sleep; no spinlock held.
+pub fn wait_for_chunks_reclaimed(chunks: u64) {
+    RECLAIM_DONE.wait_until(|| CHUNKS_RECLAIMED.load(Acquire) >= chunks);
+}
+
+/// Chunk areas released so far and how many of those releases flushed the TLB.
+///
+/// CONTEXT: any.
+pub fn vm_release_counts() -> (u64, u64) {
+    (VM_RELEASES.load(Relaxed), VM_RELEASE_FLUSHES.load(Relaxed))
+}
+
+/// The kernel's allocator, set once by `init`.
+struct PcpuCell {
+    ready: AtomicBool,
+    value: UnsafeCell<MaybeUninit<Percpu<GuestPlatform>>>,
+}
+
+// SAFETY: written once by `init` before `ready` is published; read-only after
+// (the allocator's own state is behind its locks, and Percpu is Sync).
+unsafe impl Sync for PcpuCell {}
+
+static PCPU: PcpuCell = PcpuCell {
+    ready: AtomicBool::new(false),
+    value: UnsafeCell::new(MaybeUninit::uninit()),
+};
+
+/// The allocator variant the bootargs ask for.
+///
+/// CONTEXT: any, after boot.
+pub fn variant() -> Variant {
+    match boot_info().variant {
+        bootinfo::Variant::Fine => Variant::Fine,
+        bootinfo::Variant::Irq => Variant::Irq,
+        bootinfo::Variant::Mutex => Variant::Mutex,
+    }
+}
+
+/// Whether the bootargs inject the missing TLB flush on chunk release.
+///
+/// CONTEXT: any, after boot.
+pub fn skip_tlb_flush_injected() -> bool {
+    boot_info()
+        .inject
+        .is_some_and(|word| word.as_str() == "skip-tlb-flush")
+}
+
+/// Sets up the allocator (`pcpu_setup_first_chunk`) for every online CPU with
+/// the bootargs' variant.
+///
+/// CONTEXT: the kinit thread, once, before any scenario runs; may sleep.
+pub fn init(cpus: usize) {
+    if PCPU.ready.load(Acquire) {
+        panic!("pcpu: init twice");
+    }
+    let platform = GuestPlatform {
+        cpus,
+        skip_tlb_flush: skip_tlb_flush_injected(),
+    };
+    let mut config = Config::new(variant(), STATIC_SIZE);
+    config.reserved_size = RESERVED_SIZE;
+    config.max_chunks = MAX_CHUNKS;
+    config.flush_tlb_on_reclaim = false;
+    let percpu = match Percpu::new(platform, config, STATIC_IMAGE) {
+        Ok(percpu) => percpu,
+        Err(error) => panic!("pcpu: setting up the first chunk failed: {:?}", error),
+    };
+    // SAFETY: the only writer, before `ready` is set; nobody reads it yet.
+    unsafe { (*PCPU.value.get()).write(percpu) };
+    PCPU.ready.store(true, Release);
+}
+
+/// The kernel's per-CPU allocator.
+///
+/// CONTEXT: any, after `init`.
+pub fn pcpu() -> &'static Percpu<GuestPlatform> {
+    if !PCPU.ready.load(Acquire) {
+        panic!("pcpu: used before init");
+    }
+    // SAFETY: initialised (ready is set after the write) and never written again.
+    unsafe { (*PCPU.value.get()).assume_init_ref() }
+}
