@@ -32,8 +32,9 @@ fn main() {
             outcome.total_insns as f64 / s / 1e6
         );
     }
+    let mut instance = emu::bench::RawInstance::new(&kernel, "scenario=smoke").unwrap();
     let t = Instant::now();
-    let raw = emu::bench::raw_single_instance(&kernel, "scenario=smoke", raw_insns).unwrap();
+    let raw = instance.run(raw_insns);
     let s = t.elapsed().as_secs_f64();
     println!(
         "raw: {:?} at {:?}, {} insns {:.1} MIPS",

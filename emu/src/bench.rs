@@ -1,36 +1,61 @@
 //! Unicorn's own speed on the guest, for `percpu-lab bench` to compare against.
+//!
+//! The raw run is the boot CPU alone with only the hooks any run needs (block
+//! counting, the exception stop, the MMIO devices) and none of the system-register
+//! or TLB hooks, in one slice as long as the budget. Without the modelled timer the
+//! guest's code path differs from a real run once it waits for time to pass; it is
+//! the same code, at Unicorn's pace. The caller times the calls.
 
 use crate::kernel::KernelImage;
 use crate::machine::{EmuError, Hooks, Machine, MachineConfig, RunEnd};
 
-/// A run of the boot CPU alone with only the hooks every run needs (block counting,
-/// exception stop, MMIO devices) and no system-register or TLB hooks, in slices as
-/// long as possible. The caller times it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RawRun {
+    /// Instructions this call executed.
     pub insns: u64,
     pub end: RunEnd,
     /// Where the CPU was when the run ended.
     pub pc: u64,
 }
 
+/// A raw single-instance machine, built once so that repeated runs can be timed
+/// without the setup (RAM, device tree, Unicorn instance).
+pub struct RawInstance {
+    machine: Machine,
+}
+
+impl RawInstance {
+    pub fn new(kernel: &KernelImage, bootargs: &str) -> Result<Self, EmuError> {
+        let config = MachineConfig {
+            cpus: 1,
+            quantum: u64::MAX / 2,
+            max_insns: 0,
+            bootargs: bootargs.to_string(),
+            ..MachineConfig::default()
+        };
+        Ok(Self {
+            machine: Machine::with_hooks(config, kernel, Hooks::CountOnly)?,
+        })
+    }
+
+    /// Runs `insns` more instructions (fewer if the guest ends or stops first).
+    pub fn run(&mut self, insns: u64) -> RawRun {
+        let before = self.machine.total_insns();
+        self.machine.extend_watchdog(insns);
+        let outcome = self.machine.run(&mut |_, _| {});
+        RawRun {
+            insns: outcome.total_insns - before,
+            end: outcome.end,
+            pc: outcome.cpus[0].pc,
+        }
+    }
+}
+
+/// Builds a raw instance and runs it for `insns` instructions.
 pub fn raw_single_instance(
     kernel: &KernelImage,
     bootargs: &str,
     insns: u64,
 ) -> Result<RawRun, EmuError> {
-    let config = MachineConfig {
-        cpus: 1,
-        quantum: insns,
-        max_insns: insns,
-        bootargs: bootargs.to_string(),
-        ..MachineConfig::default()
-    };
-    let mut machine = Machine::with_hooks(config, kernel, Hooks::CountOnly)?;
-    let outcome = machine.run(&mut |_, _| {});
-    Ok(RawRun {
-        insns: outcome.total_insns,
-        end: outcome.end,
-        pc: outcome.cpus[0].pc,
-    })
+    Ok(RawInstance::new(kernel, bootargs)?.run(insns))
 }

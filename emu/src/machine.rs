@@ -255,6 +255,19 @@ impl Machine {
         Ok(())
     }
 
+    /// Instructions executed so far by all CPUs.
+    pub fn total_insns(&self) -> u64 {
+        self.total_insns
+    }
+
+    /// Lets a run that the watchdog stopped go on for `insns` more instructions.
+    pub fn extend_watchdog(&mut self, insns: u64) {
+        self.config.max_insns = self.total_insns.saturating_add(insns);
+        if matches!(self.end, Some(RunEnd::Watchdog { .. })) {
+            self.end = None;
+        }
+    }
+
     pub fn config(&self) -> &MachineConfig {
         &self.config
     }

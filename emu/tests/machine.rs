@@ -559,3 +559,33 @@ fn an_sgi_wakes_a_cpu_from_wfi_even_with_irqs_masked() {
     );
     assert_eq!(outcome.cpus[1].irqs, 0, "masked: no IRQ entry");
 }
+
+#[test]
+fn a_watchdog_stop_can_be_extended_and_the_raw_instance_runs_on() {
+    let mut a = Asm::default();
+    let spin = a.here();
+    a.emit(add(1, 1, 1)).b(spin);
+    let kernel = a.kernel();
+    let mut machine = emu::Machine::new(
+        MachineConfig {
+            max_insns: 1000,
+            ..one_cpu()
+        },
+        &kernel,
+    )
+    .unwrap();
+    assert_eq!(
+        machine.run(&mut |_, _| {}).end,
+        RunEnd::Watchdog { limit: 1000 }
+    );
+    machine.extend_watchdog(500);
+    let outcome = machine.run(&mut |_, _| {});
+    assert_eq!(
+        (outcome.end, outcome.total_insns),
+        (RunEnd::Watchdog { limit: 1500 }, 1500)
+    );
+
+    let mut raw = emu::bench::RawInstance::new(&kernel, "").unwrap();
+    assert_eq!(raw.run(10_000).insns, 10_000);
+    assert_eq!(raw.run(20_000).insns, 20_000);
+}
