@@ -38,7 +38,7 @@ pub(crate) enum Hooks {
 /// `emu_start`, while the machine is borrowed by the run loop).
 #[derive(Debug, Default)]
 pub(crate) struct SliceCounter {
-    /// Instructions of every block entered this slice (the current block counted whole).
+    /// Instructions of the blocks run this slice, each counted whole as it starts.
     pub(crate) executed: Cell<u64>,
     pub(crate) budget: Cell<u64>,
     pub(crate) stop_requested: Cell<bool>,
