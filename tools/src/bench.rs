@@ -85,11 +85,14 @@ pub fn bench(args: &BenchArgs) -> Result<Verdict, BadInput> {
     for cpus in CORE_COUNTS {
         per_cores.push((cpus, Measurement::repeat(|| smoke_on(&kernel, cpus))?));
     }
-    // The same guest code on one bare Unicorn instance, without our hooks.
+    // The same guest code on one bare Unicorn instance without our hooks: booted
+    // afresh each time (so it pays for translation as a run does), for as many
+    // instructions as smoke takes on one CPU; only the emulation is timed.
     let one_cpu_insns = smoke_on(&kernel, 1)?.insns;
     let raw = Measurement::repeat(|| {
+        let mut instance = emu::bench::RawInstance::new(&kernel, SMOKE_BOOTARGS)?;
         let start = Instant::now();
-        let insns = emu::bench::raw_single_instance(&kernel, SMOKE_BOOTARGS, one_cpu_insns)?.insns;
+        let insns = instance.run(one_cpu_insns).insns;
         Ok(Measurement {
             insns,
             elapsed: start.elapsed(),
