@@ -40,6 +40,8 @@ pub(crate) enum Hooks {
 pub(crate) struct SliceCounter {
     /// Instructions of the blocks run this slice, each counted whole as it starts.
     pub(crate) executed: Cell<u64>,
+    /// The core's instructions before this slice.
+    pub(crate) retired_earlier: Cell<u64>,
     pub(crate) budget: Cell<u64>,
     pub(crate) stop_requested: Cell<bool>,
     pub(crate) block_start: Cell<u64>,
@@ -53,8 +55,9 @@ pub(crate) struct SliceCounter {
 }
 
 impl SliceCounter {
-    pub(crate) fn start(&self, budget: u64) {
+    pub(crate) fn start(&self, budget: u64, retired_earlier: u64) {
         self.executed.set(0);
+        self.retired_earlier.set(retired_earlier);
         self.budget.set(budget.max(1));
         self.stop_requested.set(false);
         self.block_start.set(u64::MAX);
@@ -71,6 +74,11 @@ impl SliceCounter {
         } else {
             self.executed.get()
         }
+    }
+
+    /// The core's instructions since power-on, up to (not including) `pc` in this slice.
+    pub(crate) fn retired_total_before(&self, pc: u64) -> u64 {
+        self.retired_earlier.get() + self.retired_before(pc)
     }
 
     /// Shortens the slice so that it ends about `insns` instructions from now.

@@ -42,6 +42,7 @@ pub mod kernel;
 pub mod machine;
 pub mod memory;
 pub mod mmu;
+pub mod probe;
 pub mod psci;
 pub mod sched;
 mod syshook;
@@ -54,4 +55,5 @@ pub use machine::{
     CpuReport, CpuState, EmuError, Machine, MachineConfig, RunEnd, RunOutcome, TakenException,
 };
 pub use memory::{GuestMemory, GuestRam, OutOfRam, RAM_BASE};
+pub use probe::{CallStats, ProbeId};
 pub use sched::{SchedView, Scheduler, SchedulerKind, Slice};

@@ -16,6 +16,7 @@ use crate::insn;
 use crate::kernel::{KernelError, KernelImage};
 use crate::memory::{GuestMemory, GuestRam, OutOfRam, RAM_BASE};
 use crate::mmu::{self, Access};
+use crate::probe::{self, CallProbe, CallStats, ProbeId};
 use crate::psci;
 use crate::sched::{make_scheduler, SchedView, Scheduler, SchedulerKind};
 use crate::timer::{VirtualClock, VirtualTimer};
@@ -161,6 +162,7 @@ pub struct Machine {
     total_insns: u64,
     slices: u64,
     end: Option<RunEnd>,
+    probes: Vec<Rc<CallProbe>>,
     ram: GuestRam,
 }
 
@@ -229,6 +231,7 @@ impl Machine {
             total_insns: 0,
             slices: 0,
             end: None,
+            probes: Vec::new(),
             ram,
         };
         machine.power_on(0, kernel.entry(), dtb_addr)?;
@@ -253,6 +256,34 @@ impl Machine {
         core.pc = entry;
         core.state = CpuState::Running;
         Ok(())
+    }
+
+    /// Counts the calls of the function named `symbol` and their instructions, on
+    /// every CPU, from now on (see [`crate::probe`]).
+    pub fn probe_calls(&mut self, symbol: &str) -> Result<ProbeId, EmuError> {
+        let missing =
+            || EmuError::Config(format!("the kernel has no function `{symbol}` to probe"));
+        let entry = self.kernel.symbol_address(symbol).ok_or_else(missing)?;
+        let code = self.kernel.symbol_bytes(symbol).ok_or_else(missing)?;
+        let returns: Vec<u64> = probe::ret_offsets(code).map(|off| entry + off).collect();
+        let call_probe = Rc::new(CallProbe::new(self.cores.len()));
+        for (cpu, core) in self.cores.iter_mut().enumerate() {
+            probe::install(
+                &mut core.uc,
+                cpu,
+                &core.counter,
+                &call_probe,
+                entry,
+                &returns,
+            )?;
+        }
+        self.probes.push(call_probe);
+        Ok(ProbeId(self.probes.len() - 1))
+    }
+
+    /// What the probe `id` has measured so far.
+    pub fn call_stats(&self, id: ProbeId) -> CallStats {
+        self.probes[id.0].stats()
     }
 
     /// Instructions executed so far by all CPUs.
@@ -398,7 +429,7 @@ impl Machine {
 
     fn run_slice(&mut self, cpu: usize, budget: u64) -> (u64, SliceEnd) {
         let core = &mut self.cores[cpu];
-        core.counter.start(budget);
+        core.counter.start(budget, core.insns);
         let result = core.uc.emu_start(core.pc, 0, 0, 0);
         core.pc = core.uc.pc_read().unwrap_or(core.pc);
         let counter = &core.counter;

@@ -105,3 +105,45 @@ fn the_guest_exports_its_scenarios() {
         .symbolize(kernel.entry())
         .is_some_and(|s| s.ends_with("+0x0")));
 }
+
+/// Calls and inclusive instructions of `symbol` during `smoke`.
+fn probed_smoke(kernel: &KernelImage, symbol: &str, seed: u64) -> emu::CallStats {
+    let config = MachineConfig {
+        cpus: 2,
+        sched: SchedulerKind::Random,
+        seed,
+        bootargs: format!("scenario=smoke seed={seed}"),
+        ..MachineConfig::default()
+    };
+    let mut machine = Machine::new(config, kernel).unwrap();
+    let probe = machine.probe_calls(symbol).unwrap();
+    let outcome = machine.run(&mut |_, _| {});
+    assert!(
+        matches!(outcome.end, RunEnd::PoweredOff { status: 0, .. }),
+        "{:?}",
+        outcome.end
+    );
+    machine.call_stats(probe)
+}
+
+#[test]
+fn call_probes_count_calls_and_their_instructions_deterministically() {
+    let Some(kernel) = guest() else { return };
+    let first = probed_smoke(&kernel, "spin_lock", 5);
+    assert!(
+        first.calls >= 300,
+        "smoke takes its shared spinlock hundreds of times: {first:?}"
+    );
+    // A ticket lock plus preempt_disable costs more than a handful of instructions.
+    let per_call = first.insns_per_call().unwrap();
+    assert!(per_call > 5.0, "{per_call} instructions per spin_lock");
+    assert_eq!(
+        first,
+        probed_smoke(&kernel, "spin_lock", 5),
+        "same seed, same figures"
+    );
+
+    let config = MachineConfig::default();
+    let mut machine = Machine::new(config, &kernel).unwrap();
+    assert!(machine.probe_calls("no_such_function").is_err());
+}

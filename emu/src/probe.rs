@@ -1,0 +1,166 @@
+//! Call probes: how often a guest function is called and how many instructions a
+//! call takes, measured with code hooks on its entry and on its `ret` instructions
+//! only — no per-instruction hook.
+//!
+//! A call is matched to its return by the stack pointer: a function returns with
+//! the SP it was entered with. The count is inclusive and per CPU: it holds
+//! everything that CPU executed between entry and return (callees, IRQ handlers,
+//! other threads if the caller slept there). A call whose thread returns on another
+//! CPU is not counted. On a given run all of this is deterministic.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+
+use unicorn_engine::{RegisterARM64, Unicorn};
+
+use crate::cpu::{uc_err, SliceCounter};
+use crate::machine::EmuError;
+
+/// AArch64 `ret` (to x30).
+const RET: u32 = 0xd65f_03c0;
+
+/// What a probe measured.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CallStats {
+    /// Calls that returned on the CPU they were made on.
+    pub calls: u64,
+    /// Instructions of those calls, the `ret` included.
+    pub insns: u64,
+}
+
+impl CallStats {
+    pub fn insns_per_call(&self) -> Option<f64> {
+        (self.calls > 0).then(|| self.insns as f64 / self.calls as f64)
+    }
+}
+
+/// Identifies a probe on a [`crate::Machine`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProbeId(pub(crate) usize);
+
+/// One probed function: its totals and, per CPU, the calls still open as
+/// (stack pointer at entry, instruction count at entry).
+#[derive(Default)]
+pub(crate) struct CallProbe {
+    stats: Cell<CallStats>,
+    open: RefCell<Vec<Vec<(u64, u64)>>>,
+}
+
+impl CallProbe {
+    pub(crate) fn new(cpus: usize) -> Self {
+        Self {
+            stats: Cell::default(),
+            open: RefCell::new(vec![Vec::new(); cpus]),
+        }
+    }
+
+    pub(crate) fn stats(&self) -> CallStats {
+        self.stats.get()
+    }
+
+    fn enter(&self, cpu: usize, sp: u64, now: u64) {
+        self.open.borrow_mut()[cpu].push((sp, now));
+    }
+
+    fn leave(&self, cpu: usize, sp: u64, now: u64) {
+        let mut open = self.open.borrow_mut();
+        let calls = &mut open[cpu];
+        // Innermost call with this SP; anything opened after it never returned here.
+        let Some(at) = calls.iter().rposition(|&(entry_sp, _)| entry_sp == sp) else {
+            return;
+        };
+        let (_, started) = calls[at];
+        calls.truncate(at);
+        let mut stats = self.stats.get();
+        stats.calls += 1;
+        stats.insns += now - started + 1;
+        self.stats.set(stats);
+    }
+}
+
+/// Offsets of the `ret` instructions in a function's code.
+pub(crate) fn ret_offsets(code: &[u8]) -> impl Iterator<Item = u64> + '_ {
+    code.chunks_exact(4)
+        .enumerate()
+        .filter(|(_, word)| u32::from_le_bytes([word[0], word[1], word[2], word[3]]) == RET)
+        .map(|(i, _)| 4 * i as u64)
+}
+
+/// Hooks `probe` into one core: its entry and each of its returns.
+pub(crate) fn install(
+    uc: &mut Unicorn<'static, ()>,
+    cpu: usize,
+    counter: &Rc<SliceCounter>,
+    probe: &Rc<CallProbe>,
+    entry: u64,
+    returns: &[u64],
+) -> Result<(), EmuError> {
+    let sites = std::iter::once((entry, true)).chain(returns.iter().map(|&r| (r, false)));
+    for (addr, is_entry) in sites {
+        let (probe, counter) = (probe.clone(), counter.clone());
+        uc.add_code_hook(addr, addr, move |uc, pc, _| {
+            let sp = uc.reg_read(RegisterARM64::SP).unwrap_or(0);
+            let now = counter.retired_total_before(pc);
+            if is_entry {
+                probe.enter(cpu, sp, now);
+            } else {
+                probe.leave(cpu, sp, now);
+            }
+        })
+        .map_err(uc_err("adding a call probe"))?;
+    }
+    // Code translated before the hooks were added would not call them.
+    uc.ctl_flush_tb().map_err(uc_err("adding a call probe"))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_call_is_matched_to_its_return_by_stack_pointer() {
+        let probe = CallProbe::new(2);
+        probe.enter(0, 0x1000, 10);
+        probe.enter(0, 0x0f00, 20); // recursion
+        probe.leave(0, 0x0f00, 29);
+        probe.leave(0, 0x1000, 49);
+        assert_eq!(
+            probe.stats(),
+            CallStats {
+                calls: 2,
+                insns: 10 + 40
+            }
+        );
+    }
+
+    #[test]
+    fn a_return_on_another_cpu_or_unmatched_is_not_counted() {
+        let probe = CallProbe::new(2);
+        probe.enter(0, 0x1000, 10);
+        probe.leave(1, 0x1000, 20);
+        probe.leave(0, 0x2000, 20);
+        assert_eq!(probe.stats().calls, 0);
+        // A call abandoned inside (its thread switched away) is dropped by an outer return.
+        probe.enter(0, 0x0f00, 12);
+        probe.leave(0, 0x1000, 30);
+        assert_eq!(
+            probe.stats(),
+            CallStats {
+                calls: 1,
+                insns: 21
+            }
+        );
+        probe.leave(0, 0x0f00, 31);
+        assert_eq!(probe.stats().calls, 1);
+    }
+
+    #[test]
+    fn finds_every_ret_and_nothing_else() {
+        let mut code = Vec::new();
+        for word in [0xd503_201fu32, RET, 0xd65f_0000 /* br x0 */, RET] {
+            code.extend_from_slice(&word.to_le_bytes());
+        }
+        assert_eq!(ret_offsets(&code).collect::<Vec<_>>(), vec![4, 12]);
+    }
+}
