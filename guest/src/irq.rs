@@ -1,6 +1,6 @@
 //! IRQ dispatch and the per-CPU timer tick.
 
-use core::sync::atomic::Ordering::Relaxed;
+use core::sync::atomic::{AtomicUsize, Ordering::*};
 
 use crate::arch::{self, write_sysreg};
 use crate::config::TICK_COUNTS;
@@ -34,11 +34,35 @@ pub fn timer_condition_met() -> bool {
     arch::read_sysreg!("cntv_ctl_el0") & (1 << 2) != 0
 }
 
+/// A function every CPU's timer tick calls (0 = none): scenarios use it for
+/// work in hard-IRQ context and for watchdogs. An atomic: set by a scenario
+/// thread, read by the ticks.
+static TICK_HOOK: AtomicUsize = AtomicUsize::new(0);
+
+/// Installs (or with None removes) the function the timer tick calls on every
+/// CPU, in hard-IRQ context with IRQs masked.
+///
+/// CONTEXT: any.
+pub fn set_tick_hook(hook: Option<fn()>) {
+    TICK_HOOK.store(hook.map_or(0, |f| f as usize), Release);
+}
+
+/// CONTEXT: hard-IRQ (the tick), IRQs masked.
+fn run_tick_hook() {
+    let raw = TICK_HOOK.load(Acquire);
+    if raw != 0 {
+        // SAFETY: only set_tick_hook stores non-zero values, and those are fn().
+        let hook: fn() = unsafe { core::mem::transmute::<usize, fn()>(raw) };
+        hook();
+    }
+}
+
 /// CONTEXT: hard-IRQ on this CPU, IRQs masked.
 fn on_timer_tick() {
     let cpu = this_cpu();
     cpu.timer_irqs.fetch_add(1, Relaxed);
     arm_tick();
+    run_tick_hook();
     // Round-robin: give the next runnable thread its turn.
     cpu.need_resched.store(true, Relaxed);
 }

@@ -21,6 +21,10 @@
 //!   marks direct reclaim for lock checkers.
 //! - `vmap_lock` (mmu.rs, spinlock, irqsave): the vmalloc area's page tables.
 //! - scenario locks (`smoke_counter`, `smoke_mutex`) are documented in scenarios.rs.
+//! - the per-CPU allocator's `pcpu_alloc_mutex`, `pcpu_lock`, `pcpu_mutex` and
+//!   `pcpu_vm_pool` are documented in pcpu_platform.rs; the allocator scenarios'
+//!   locks (`fs_lock`, `storm_live`, `irq_free_queue`, `fs_handoff`,
+//!   `reclaim_grown`) in alloc_scenarios.rs.
 //!
 //! Lock order (outer first): fs_reclaim -> shrinker_list; mutex.wait_lock /
 //! wait_queue -> run_queue; vmap_lock -> zone_lock; console_lock is innermost.
@@ -28,6 +32,7 @@
 #![no_std]
 #![no_main]
 
+mod alloc_scenarios;
 mod arch;
 mod bootinfo;
 mod config;
@@ -41,6 +46,7 @@ mod mmu;
 mod mutex;
 mod page_alloc;
 mod panic;
+mod pcpu_platform;
 mod percpu;
 mod psci;
 mod rand;
@@ -123,6 +129,7 @@ extern "C" fn kernel_main(dtb: usize) -> ! {
 /// CONTEXT: the kinit thread on CPU 0; may sleep.
 fn kernel_init(_: usize) {
     workqueue::init(smp::online_cpus());
+    pcpu_platform::init(smp::online_cpus());
     scenarios::start();
 }
 

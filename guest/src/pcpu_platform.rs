@@ -29,11 +29,13 @@
 //!   allocator's index: chunk slots, chunks by address, area maps.
 //! - `pcpu_mutex` (mutex; `mutex` variant only): everything of the allocator.
 //! - `pcpu_vm_pool` (spinlock, irqsave): the slot bitmap of the chunk address
-//!   pool. Innermost: nothing is taken under it.
+//!   pool; held while the pool itself is reserved (once), so it nests outside
+//!   `vm_area_lock`.
 //!
 //! Lock order: pcpu_alloc_mutex -> pcpu_lock -> worker_pool (schedule work);
 //! pcpu_alloc_mutex / pcpu_mutex -> fs_reclaim -> shrinker_list (allocations);
-//! pcpu_lock -> zone_lock (mem_free of a replaced area map).
+//! pcpu_lock -> zone_lock (mem_free of a replaced area map);
+//! pcpu_vm_pool -> vm_area_lock.
 
 use core::cell::UnsafeCell;
 use core::mem::MaybeUninit;
@@ -215,8 +217,8 @@ impl Platform for GuestPlatform {
                 size, pool.slot_size
             );
         }
-        let slot = (0..POOL_SLOTS).find(|&slot| pool.used & (1 << slot) == 0)?;
-        pool.used |= 1 << slot;
+        let slot = (0..POOL_SLOTS).find(|&slot| pool.used & (1u128 << slot) == 0)?;
+        pool.used |= 1u128 << slot;
         Some(pool.base + slot * pool.slot_size)
     }
 
@@ -239,11 +241,11 @@ impl Platform for GuestPlatform {
             || size != pool.slot_size
             || offset % pool.slot_size != 0
             || slot >= POOL_SLOTS
-            || pool.used & (1 << slot) == 0
+            || pool.used & (1u128 << slot) == 0
         {
             panic!("pcpu: vm_release of 0x{:x}+0x{:x} not reserved", addr, size);
         }
-        pool.used &= !(1 << slot);
+        pool.used &= !(1u128 << slot);
     }
 
     /// CONTEXT: allocator mutex held, no spinlock; takes vmap_lock and may take

@@ -26,7 +26,11 @@ const TABLE: &str =
 panic\tCPU 1 (or the only CPU) panics on purpose after boot\n\
 fault\tCPU 1 (or the only CPU) loads from an unmapped address\n\
 hang\tevery CPU spins forever with IRQs on (for the host's watchdog)\n\
-irqmask\ta masked timer IRQ is not taken until IRQs are unmasked\n";
+irqmask\ta masked timer IRQ is not taken until IRQs are unmasked\n\
+storm\tall CPUs alloc/free per-CPU areas of random size and alignment, IRQs and IPIs on\n\
+irq-free\tIRQ handlers (tick, call-function IPI) free per-CPU areas threads allocated\n\
+fs-reclaim\tan FS path frees under fs_lock while allocations enter direct reclaim\n\
+reclaim\tchunks grow, are freed, reclaimed and their addresses reused while CPUs use theirs\n";
 
 /// CONTEXT: compile time.
 const fn table_bytes<const N: usize>() -> [u8; N] {
@@ -68,6 +72,10 @@ pub fn start() {
         "fault" => fault_main,
         "hang" => hang_main,
         "irqmask" => irqmask_main,
+        "storm" => crate::alloc_scenarios::storm_main,
+        "irq-free" => crate::alloc_scenarios::irq_free_main,
+        "fs-reclaim" => crate::alloc_scenarios::fs_reclaim_main,
+        "reclaim" => crate::alloc_scenarios::reclaim_main,
         _ => unreachable!("listed but not dispatched: {}", name),
     };
     if sched::spawn_on(0, name, main, 0).is_none() {

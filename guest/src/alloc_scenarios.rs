@@ -1,0 +1,958 @@
+//! The per-CPU allocator scenarios (DESIGN.md, "Scenarios"): `storm`,
+//! `irq-free`, `fs-reclaim` and `reclaim`.
+//!
+//! Integrity checks shared by all four: every CPU's copy of every live area
+//! carries a pattern identifying (area, cpu). The allocating thread checks
+//! that every copy is zeroed, then writes the patterns; whoever frees the area
+//! verifies every copy first; other CPUs verify their own copy of published
+//! areas while they are live. A mismatch (corruption, an overlap with another
+//! area, a stale translation) panics the guest.
+//!
+//! Each scenario ends with one line on the boot CPU,
+//! `cpu0: NAME: allocs=A frees=F chunks_created=C chunks_reclaimed=R` (the
+//! allocator's counters), then powers off with status 0. `allocs` and `frees`
+//! depend only on the seed and the CPU count; the chunk counts of `storm`,
+//! `irq-free` and `fs-reclaim` also depend on the interleaving (reclaim runs
+//! asynchronously), those of `reclaim` do not.
+//!
+//! A guest watchdog (the tick hook on CPU 0) panics when no allocation or free
+//! completes for `WATCHDOG_COUNTS` counter ticks, naming what each worker was doing:
+//! that is how a deadlocked variant ends (exit 3) instead of idling until the
+//! host's instruction limit.
+//!
+//! Synchronization rules — the locks this file adds:
+//! - `storm_live` (spinlock, irqsave; also taken in call-function IPI
+//!   handlers): the table of published storm areas. An area's owner
+//!   unpublishes it under the lock before freeing it, so a CPU verifying its
+//!   own copy under the lock never sees the area freed.
+//! - `irq_free_queue` (one per CPU, spinlock, irqsave; taken by threads and by
+//!   that CPU's IRQ handlers): areas waiting to be freed in IRQ context.
+//!   Never held while freeing.
+//! - `fs_lock` (mutex): the "file system" and its page cache. Held by the FS
+//!   thread while it frees per-CPU areas; taken by the page-cache shrinker
+//!   from direct reclaim. Order: fs_reclaim -> shrinker_list -> fs_lock, and
+//!   fs_lock -> pcpu_lock (fine, irq) / pcpu_mutex (mutex: the deadlock).
+//! - `fs_handoff` (spinlock, irqsave): areas allocated by the allocating
+//!   threads for the FS thread to free. Never held while freeing.
+//! - `reclaim_grown` (spinlock, irqsave): the table of areas the `reclaim`
+//!   grower published for the other CPUs to check. Same rule as storm_live.
+
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::*};
+
+use allocator::{PcpuPtr, MIN_UNIT_SIZE, PAGE_SIZE};
+
+use crate::arch;
+use crate::config::{MAX_CPUS, TICK_COUNTS};
+use crate::irq;
+use crate::mutex::{self, Mutex};
+use crate::page_alloc::{self, Gfp, Shrinker};
+use crate::pcpu_platform::{self, pcpu};
+use crate::percpu::cpu_id;
+use crate::println;
+use crate::rand::Rng;
+use crate::sched::{self, Completion, WaitQueue};
+use crate::smp::{online_cpus, smp_call_function_single};
+use crate::sync::{self, SpinLock};
+
+// ---------------------------------------------------------------------------
+// Areas and their patterns.
+
+/// A live per-CPU area as its owner knows it.
+#[derive(Clone, Copy)]
+struct Area {
+    ptr: PcpuPtr,
+    size: usize,
+    /// Unique per allocation; the patterns derive from it.
+    tag: u64,
+}
+
+/// SplitMix64's finaliser.
+///
+/// CONTEXT: any; pure.
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// Step between consecutive pattern words (odd, so words never repeat).
+const PATTERN_STEP: u64 = 0x9e37_79b9_7f4a_7c15;
+/// Every pattern byte has its top bit set, so no pattern byte is zero (a
+/// zeroed copy never passes for a pattern).
+const PATTERN_MASK: u64 = 0x8080_8080_8080_8080;
+
+/// What a copy should hold: zeroes, or the pattern of (tag, cpu).
+#[derive(Clone, Copy)]
+enum Expect {
+    Zero,
+    Pattern(u64, usize),
+}
+
+impl Expect {
+    /// (first word, step, mask): word `k` of the copy (counting from the
+    /// 8-aligned word holding its first byte) is `(first + k * step) | mask`.
+    ///
+    /// CONTEXT: any; pure.
+    fn sequence(self) -> (u64, u64, u64) {
+        match self {
+            Expect::Zero => (0, 0, 0),
+            Expect::Pattern(tag, cpu) => (
+                mix(mix(tag) ^ ((cpu as u64 + 1) << 48)),
+                PATTERN_STEP,
+                PATTERN_MASK,
+            ),
+        }
+    }
+}
+
+/// Writes the pattern of (`tag`, `cpu`) into `start..start + size`: whole
+/// words where aligned, bytes at the ends.
+///
+/// CONTEXT: any; the caller owns the copy.
+fn fill_copy(start: usize, size: usize, tag: u64, cpu: usize) {
+    let (mut next, step, mask) = Expect::Pattern(tag, cpu).sequence();
+    let end = start + size;
+    let mut addr = start & !7;
+    while addr < end {
+        let word = next | mask;
+        next = next.wrapping_add(step);
+        if addr >= start && addr + 8 <= end {
+            // SAFETY: inside a live area copy the caller owns; aligned.
+            unsafe { (addr as *mut u64).write_volatile(word) };
+        } else {
+            for byte in addr.max(start)..(addr + 8).min(end) {
+                // SAFETY: as above, one byte of the copy.
+                unsafe { (byte as *mut u8).write_volatile((word >> ((byte % 8) * 8)) as u8) };
+            }
+        }
+        addr += 8;
+    }
+}
+
+/// The first byte of `start..start + size` that differs from `expect`:
+/// (address, found byte, expected byte).
+///
+/// CONTEXT: any; the copy must stay mapped (the caller owns it or holds the
+/// lock that keeps it live).
+fn check_copy(start: usize, size: usize, expect: Expect) -> Option<(usize, u8, u8)> {
+    let (mut next, step, mask) = expect.sequence();
+    let end = start + size;
+    let mut addr = start & !7;
+    while addr < end {
+        let word = next | mask;
+        next = next.wrapping_add(step);
+        let first = addr.max(start);
+        let last = (addr + 8).min(end);
+        let whole = first == addr && last == addr + 8;
+        // SAFETY: inside a live copy; aligned.
+        if !whole || unsafe { (addr as *const u64).read_volatile() } != word {
+            for byte in first..last {
+                // SAFETY: as above, one byte of the copy.
+                let found = unsafe { (byte as *const u8).read_volatile() };
+                let wanted = (word >> ((byte % 8) * 8)) as u8;
+                if found != wanted {
+                    return Some((byte, found, wanted));
+                }
+            }
+        }
+        addr += 8;
+    }
+    None
+}
+
+/// Panics unless `cpu`'s copy of `area` holds what `expect` says.
+///
+/// CONTEXT: as check_copy.
+fn verify_copy(what: &str, area: &Area, cpu: usize, expect: Expect) {
+    let start = pcpu().per_cpu_ptr(area.ptr, cpu) as usize;
+    if let Some((addr, found, wanted)) = check_copy(start, area.size, expect) {
+        panic!(
+            "{}: cpu{} copy of area 0x{:x} (size {}, tag 0x{:x}) is {} at +0x{:x} (0x{:x}): found 0x{:02x}, expected 0x{:02x} (checked on cpu{})",
+            what,
+            cpu,
+            area.ptr.0,
+            area.size,
+            area.tag,
+            match expect {
+                Expect::Zero => "not zeroed",
+                Expect::Pattern(..) => "corrupted",
+            },
+            addr - start,
+            addr,
+            found,
+            wanted,
+            cpu_id()
+        );
+    }
+}
+
+/// Allocations and frees completed by the scenario (the watchdog's measure).
+static PROGRESS: AtomicU64 = AtomicU64::new(0);
+/// Source of area tags.
+static NEXT_TAG: AtomicU64 = AtomicU64::new(1);
+
+/// Allocates an area (from the reserved chunk if `reserved`), checks every
+/// CPU's copy is zeroed, writes every CPU's pattern. Panics if the allocator
+/// fails: the scenarios size their workloads so that it never has to.
+///
+/// CONTEXT: process context; may sleep (the allocator does GFP_KERNEL
+/// allocations).
+fn alloc_checked(what: &str, size: usize, align: usize, reserved: bool) -> Area {
+    let pcpu = pcpu();
+    let result = if reserved {
+        pcpu.alloc_reserved(size, align)
+    } else {
+        pcpu.alloc(size, align)
+    };
+    let Some(ptr) = result else {
+        panic!(
+            "{}: alloc of {} bytes aligned {} failed{}",
+            what,
+            size,
+            align,
+            if reserved { " (reserved)" } else { "" }
+        );
+    };
+    let area = Area {
+        ptr,
+        size,
+        tag: NEXT_TAG.fetch_add(1, Relaxed),
+    };
+    for cpu in 0..pcpu.nr_cpus() {
+        let start = pcpu.per_cpu_ptr(ptr, cpu) as usize;
+        if start % align != 0 {
+            panic!(
+                "{}: area 0x{:x} cpu{} copy at 0x{:x} is not aligned to {}",
+                what, ptr.0, cpu, start, align
+            );
+        }
+        verify_copy(what, &area, cpu, Expect::Zero);
+        fill_copy(start, size, area.tag, cpu);
+    }
+    PROGRESS.fetch_add(1, Relaxed);
+    area
+}
+
+/// Verifies every CPU's copy of `area`, then frees it.
+///
+/// CONTEXT: the area's owner. `fine`: any context, hard-IRQ included; `irq`:
+/// IRQs on or a hard-IRQ handler (the bug); `mutex`: process context.
+fn free_checked(what: &str, area: Area) {
+    let pcpu = pcpu();
+    for cpu in 0..pcpu.nr_cpus() {
+        verify_copy(what, &area, cpu, Expect::Pattern(area.tag, cpu));
+    }
+    pcpu.free(area.ptr);
+    PROGRESS.fetch_add(1, Relaxed);
+}
+
+/// A random size (mostly small, sometimes up to 64 KiB) and alignment.
+///
+/// CONTEXT: any.
+fn random_size_align(rng: &mut Rng, largest: usize) -> (usize, usize) {
+    let size = match rng.below(10) {
+        0..=6 => 4 + rng.below(253) as usize,
+        7 | 8 => 257 + rng.below(4096 - 256) as usize,
+        _ => 4097 + rng.below((MIN_UNIT_SIZE - 4096) as u64) as usize,
+    };
+    let align_shift = if rng.below(5) == 0 {
+        rng.below(13)
+    } else {
+        rng.below(5)
+    };
+    (size.min(largest), 1 << align_shift)
+}
+
+/// Prints the scenario's counts line and powers off with status 0.
+///
+/// CONTEXT: the scenario's main thread on the boot CPU, after every worker
+/// finished; may sleep.
+fn finish(name: &str) -> ! {
+    irq::set_tick_hook(None);
+    let stats = pcpu().stats();
+    if stats.allocs != stats.frees {
+        panic!(
+            "{}: allocs {} != frees {} at the end",
+            name, stats.allocs, stats.frees
+        );
+    }
+    println!(
+        "cpu{}: {}: allocs={} frees={} chunks_created={} chunks_reclaimed={}",
+        cpu_id(),
+        name,
+        stats.allocs,
+        stats.frees,
+        stats.chunks_created,
+        stats.chunks_reclaimed
+    );
+    crate::psci::system_off(0)
+}
+
+/// CONTEXT: may sleep (see sched::spawn_on).
+fn spawn_or_panic(cpu: usize, name: &str, entry: fn(usize), arg: usize) {
+    if sched::spawn_on(cpu, name, entry, arg).is_none() {
+        panic!("no memory for thread {} on cpu{}", name, cpu);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The watchdog and the tick hook.
+
+/// Counter ticks (CNTVCT_EL0, 62.5 MHz: 0.2 s, or 200 timer ticks) without
+/// an allocation or free after which the watchdog declares the scenario stuck.
+/// Measured on the counter, not by counting tick interrupts, so that a tick
+/// delivered more than once does not shorten it.
+const WATCHDOG_COUNTS: u64 = 200 * TICK_COUNTS;
+
+/// What each worker is doing, for the watchdog's report (index = worker).
+const MAX_WORKERS: usize = MAX_CPUS + 1;
+static WORKER_STATE: [AtomicUsize; MAX_WORKERS] = [const { AtomicUsize::new(0) }; MAX_WORKERS];
+const STATE_NAMES: [&str; 9] = [
+    "-",
+    "alloc",
+    "free",
+    "wait",
+    "holds fs_lock",
+    "free under fs_lock",
+    "checking",
+    "done",
+    "wait for reclaim",
+];
+const IDLE: usize = 0;
+const ALLOC: usize = 1;
+const FREE: usize = 2;
+const WAIT: usize = 3;
+const FS_LOCKED: usize = 4;
+const FS_FREE: usize = 5;
+const CHECKING: usize = 6;
+const DONE: usize = 7;
+const WAIT_RECLAIM: usize = 8;
+
+/// CONTEXT: any.
+fn set_state(worker: usize, state: usize) {
+    WORKER_STATE[worker].store(state, Relaxed);
+}
+
+/// PROGRESS as the watchdog last saw it, and the counter value then.
+static WATCH_LAST: AtomicU64 = AtomicU64::new(0);
+static WATCH_SINCE: AtomicU64 = AtomicU64::new(0);
+/// Runs each tick on every CPU besides the watchdog (the irq-free drain).
+static TICK_EXTRA: AtomicBool = AtomicBool::new(false);
+
+/// The scenarios' tick hook: the watchdog on CPU 0, and in `irq-free` a
+/// drain of this CPU's free queue.
+///
+/// CONTEXT: hard-IRQ (timer tick) on any CPU, IRQs masked.
+fn tick_hook() {
+    if TICK_EXTRA.load(Acquire) {
+        irq_free_drain(IRQ_DRAIN_PER_TICK);
+    }
+    if cpu_id() != 0 {
+        return;
+    }
+    let now = PROGRESS.load(Relaxed);
+    let counter = arch::counter();
+    if now != WATCH_LAST.swap(now, Relaxed) {
+        WATCH_SINCE.store(counter, Relaxed);
+        return;
+    }
+    let stalled = counter.saturating_sub(WATCH_SINCE.load(Relaxed));
+    if stalled >= WATCHDOG_COUNTS {
+        let mut states = [""; MAX_WORKERS];
+        for (worker, state) in WORKER_STATE.iter().enumerate() {
+            states[worker] = STATE_NAMES[state.load(Relaxed).min(STATE_NAMES.len() - 1)];
+        }
+        panic!(
+            "watchdog: no per-CPU alloc or free for {} timer ticks (deadlock?); {} done; variant={}; workers: {:?}",
+            stalled / TICK_COUNTS,
+            now,
+            pcpu_platform::variant().name(),
+            &states[..online_cpus().min(MAX_CPUS) + 1]
+        );
+    }
+}
+
+/// Starts the watchdog (and the tick work of `irq-free` if `irq_drain`).
+///
+/// CONTEXT: the scenario's main thread, before the workers start.
+fn start_tick_hook(irq_drain: bool) {
+    WATCH_LAST.store(PROGRESS.load(Relaxed), Relaxed);
+    WATCH_SINCE.store(arch::counter(), Relaxed);
+    TICK_EXTRA.store(irq_drain, Release);
+    irq::set_tick_hook(Some(tick_hook));
+}
+
+// ---------------------------------------------------------------------------
+// storm
+
+/// Operations per storm thread, live areas per thread at most.
+const STORM_OPS: usize = 120;
+const STORM_LIVE: usize = 8;
+const STORM_STREAM: u64 = 0x5707_0001;
+
+/// STORM_LIVE_TABLE: storm thread `c`'s live area `i` is published at
+/// `c * STORM_LIVE + i` while it is live (see the Synchronization rules).
+static STORM_LIVE_TABLE: SpinLock<[Option<Area>; MAX_CPUS * STORM_LIVE]> =
+    SpinLock::new("storm_live", [None; MAX_CPUS * STORM_LIVE]);
+static STORM_DONE: Completion = Completion::new();
+
+/// Verifies this CPU's copy of the published area in `slot` (if any).
+///
+/// CONTEXT: any, call-function IPI handlers included; takes storm_live
+/// (irqsave).
+fn storm_check_own_copy(slot: usize) {
+    let table = STORM_LIVE_TABLE.lock_irqsave();
+    sync::lockdep_assert_held(table.raw());
+    if let Some(area) = table[slot % table.len()] {
+        verify_copy("storm", &area, cpu_id(), Expect::Pattern(area.tag, cpu_id()));
+    }
+}
+
+/// A storm thread: random allocs and frees, publishing its areas for the other
+/// CPUs to check, checks of theirs, and call-function IPIs.
+///
+/// CONTEXT: thread on CPU `cpu`; may sleep.
+fn storm_thread(cpu: usize) {
+    let cpus = online_cpus();
+    let mut rng = Rng::new(STORM_STREAM, cpu);
+    let mut live: [Option<Area>; STORM_LIVE] = [None; STORM_LIVE];
+    let mut reserved_live: Option<Area> = None;
+    let slots = cpus * STORM_LIVE;
+    for _ in 0..STORM_OPS {
+        let count = live.iter().flatten().count();
+        let grow = count == 0 || (count < STORM_LIVE && rng.below(100) < 55);
+        if rng.below(16) == 0 {
+            // The reserved chunk: small areas, at most one live per thread.
+            set_state(cpu, ALLOC);
+            match reserved_live.take() {
+                Some(area) => free_checked("storm", area),
+                None => {
+                    let size = 4 + rng.below(253) as usize;
+                    let align = 1 << rng.below(7);
+                    reserved_live = Some(alloc_checked("storm", size, align, true));
+                }
+            }
+        } else if grow {
+            set_state(cpu, ALLOC);
+            let (size, align) = random_size_align(&mut rng, MIN_UNIT_SIZE);
+            let area = alloc_checked("storm", size, align, false);
+            let index = live.iter().position(Option::is_none).expect("a free slot");
+            live[index] = Some(area);
+            STORM_LIVE_TABLE.lock_irqsave()[cpu * STORM_LIVE + index] = Some(area);
+        } else {
+            set_state(cpu, FREE);
+            let nth = rng.below(count as u64) as usize;
+            let index = (0..STORM_LIVE)
+                .filter(|&i| live[i].is_some())
+                .nth(nth)
+                .expect("a live area");
+            STORM_LIVE_TABLE.lock_irqsave()[cpu * STORM_LIVE + index] = None;
+            free_checked("storm", live[index].take().expect("live"));
+        }
+        set_state(cpu, CHECKING);
+        if rng.below(4) == 0 {
+            storm_check_own_copy(rng.below(slots as u64) as usize);
+        }
+        if cpus > 1 && rng.below(8) == 0 {
+            let target = (cpu + 1 + rng.below(cpus as u64 - 1) as usize) % cpus;
+            smp_call_function_single(target, storm_check_own_copy, rng.below(slots as u64) as usize);
+        }
+        if rng.below(8) == 0 {
+            sched::yield_now();
+        }
+    }
+    set_state(cpu, FREE);
+    for index in 0..STORM_LIVE {
+        if let Some(area) = live[index].take() {
+            STORM_LIVE_TABLE.lock_irqsave()[cpu * STORM_LIVE + index] = None;
+            free_checked("storm", area);
+        }
+    }
+    if let Some(area) = reserved_live.take() {
+        free_checked("storm", area);
+    }
+    set_state(cpu, DONE);
+    STORM_DONE.complete();
+}
+
+/// CONTEXT: scenario thread on CPU 0; may sleep.
+pub fn storm_main(_: usize) {
+    let cpus = online_cpus();
+    start_tick_hook(false);
+    for cpu in 0..cpus {
+        spawn_or_panic(cpu, "storm", storm_thread, cpu);
+    }
+    STORM_DONE.wait_n(cpus);
+    finish("storm")
+}
+
+// ---------------------------------------------------------------------------
+// irq-free
+
+const IRQF_OPS: usize = 100;
+const IRQF_QUEUE: usize = 16;
+const IRQ_DRAIN_PER_TICK: usize = 4;
+const IRQ_DRAIN_PER_IPI: usize = 4;
+const IRQF_STREAM: u64 = 0x19f2_ee01;
+
+/// A bounded FIFO of areas.
+struct AreaRing<const N: usize> {
+    slots: [Option<Area>; N],
+    head: usize,
+    len: usize,
+}
+
+impl<const N: usize> AreaRing<N> {
+    /// CONTEXT: any (const).
+    const fn new() -> Self {
+        AreaRing {
+            slots: [None; N],
+            head: 0,
+            len: 0,
+        }
+    }
+
+    /// CONTEXT: the ring's lock held.
+    fn push(&mut self, area: Area) -> Result<(), Area> {
+        if self.len == N {
+            return Err(area);
+        }
+        self.slots[(self.head + self.len) % N] = Some(area);
+        self.len += 1;
+        Ok(())
+    }
+
+    /// CONTEXT: the ring's lock held.
+    fn pop(&mut self) -> Option<Area> {
+        if self.len == 0 {
+            return None;
+        }
+        let area = self.slots[self.head].take();
+        self.head = (self.head + 1) % N;
+        self.len -= 1;
+        area
+    }
+}
+
+/// IRQ_FREE_QUEUES: per CPU, areas that CPU's IRQ handlers will free.
+static IRQ_FREE_QUEUES: [SpinLock<AreaRing<IRQF_QUEUE>>; MAX_CPUS] =
+    [const { SpinLock::new("irq_free_queue", AreaRing::new()) }; MAX_CPUS];
+/// Areas freed from IRQ context.
+static IRQ_FREES: AtomicU64 = AtomicU64::new(0);
+static IRQF_DONE: Completion = Completion::new();
+
+/// Frees up to `max` areas queued for this CPU, in IRQ context.
+///
+/// CONTEXT: hard-IRQ (tick or call-function IPI) on this CPU; takes this
+/// CPU's irq_free_queue (irqsave), releases it, then frees (pcpu_lock in
+/// fine/irq, pcpu_mutex in mutex: the latter sleeps in atomic context).
+fn irq_free_drain(max: usize) {
+    for _ in 0..max {
+        let area = {
+            let mut queue = IRQ_FREE_QUEUES[cpu_id()].lock_irqsave();
+            sync::lockdep_assert_held(queue.raw());
+            queue.pop()
+        };
+        let Some(area) = area else {
+            return;
+        };
+        free_checked("irq-free", area);
+        IRQ_FREES.fetch_add(1, Relaxed);
+    }
+}
+
+/// Call-function IPI handler: drain some of this CPU's queue.
+///
+/// CONTEXT: hard-IRQ on the target CPU.
+fn irq_free_ipi(max: usize) {
+    irq_free_drain(max);
+}
+
+/// An irq-free thread: allocates areas and queues them for some CPU's IRQ
+/// handlers (its tick, or a call-function IPI sent now) to free.
+///
+/// CONTEXT: thread on CPU `cpu`; may sleep.
+fn irq_free_thread(cpu: usize) {
+    let cpus = online_cpus();
+    let mut rng = Rng::new(IRQF_STREAM, cpu);
+    for _ in 0..IRQF_OPS {
+        set_state(cpu, ALLOC);
+        let (size, align) = random_size_align(&mut rng, 8192);
+        let mut area = alloc_checked("irq-free", size, align, false);
+        let target = rng.below(cpus as u64) as usize;
+        set_state(cpu, WAIT);
+        loop {
+            let pushed = IRQ_FREE_QUEUES[target].lock_irqsave().push(area);
+            match pushed {
+                Ok(()) => break,
+                Err(back) => {
+                    area = back;
+                    if target != cpu {
+                        smp_call_function_single(target, irq_free_ipi, IRQ_DRAIN_PER_IPI);
+                    } else {
+                        sched::yield_now();
+                    }
+                }
+            }
+        }
+        if target != cpu && rng.below(3) == 0 {
+            smp_call_function_single(target, irq_free_ipi, IRQ_DRAIN_PER_IPI);
+        }
+        if rng.below(4) == 0 {
+            sched::yield_now();
+        }
+    }
+    set_state(cpu, DONE);
+    IRQF_DONE.complete();
+}
+
+/// CONTEXT: scenario thread on CPU 0; may sleep.
+pub fn irq_free_main(_: usize) {
+    let cpus = online_cpus();
+    start_tick_hook(true);
+    for cpu in 0..cpus {
+        spawn_or_panic(cpu, "irq-free", irq_free_thread, cpu);
+    }
+    IRQF_DONE.wait_n(cpus);
+    // What is still queued is freed by the ticks (and IPIs for the others).
+    set_state(MAX_CPUS, WAIT);
+    loop {
+        let mut pending = 0;
+        for target in 0..cpus {
+            let queued = IRQ_FREE_QUEUES[target].lock_irqsave().len;
+            if queued != 0 && target != cpu_id() {
+                smp_call_function_single(target, irq_free_ipi, IRQF_QUEUE);
+            }
+            pending += queued;
+        }
+        if pending == 0 {
+            break;
+        }
+        sched::yield_now();
+    }
+    TICK_EXTRA.store(false, Release);
+    if IRQ_FREES.load(Relaxed) != (IRQF_OPS * cpus) as u64 {
+        panic!(
+            "irq-free: {} areas freed in IRQ context, {} allocated",
+            IRQ_FREES.load(Relaxed),
+            IRQF_OPS * cpus
+        );
+    }
+    finish("irq-free")
+}
+
+// ---------------------------------------------------------------------------
+// fs-reclaim
+
+const FS_OPS: usize = 24;
+const FS_HANDOFF: usize = 8;
+const FS_CACHE_PAGES: usize = 1024;
+/// Pages the FS keeps in its cache below the low watermark.
+const FS_PRESSURE: usize = 64;
+/// How far below the free count at start the low watermark goes.
+const FS_WATERMARK_DROP: usize = 512;
+const FS_STREAM: u64 = 0xf5_4ec1;
+
+/// The FS's page cache: pages it can give back under memory pressure.
+struct PageCache {
+    pages: [usize; FS_CACHE_PAGES],
+    len: usize,
+}
+
+/// FS_LOCK (`fs_lock`): the file system and its page cache.
+static FS_LOCK: Mutex<PageCache> = Mutex::new(
+    "fs_lock",
+    PageCache {
+        pages: [0; FS_CACHE_PAGES],
+        len: 0,
+    },
+);
+/// FS_HANDOFF_RING (`fs_handoff`): areas for the FS thread to free.
+static FS_HANDOFF_RING: SpinLock<AreaRing<FS_HANDOFF>> =
+    SpinLock::new("fs_handoff", AreaRing::new());
+static FS_PRODUCERS_LEFT: AtomicUsize = AtomicUsize::new(0);
+static FS_SHRINKER_PAGES: AtomicU64 = AtomicU64::new(0);
+static FS_SHRINKER_CALLS: AtomicU64 = AtomicU64::new(0);
+static FS_WATERMARK: AtomicUsize = AtomicUsize::new(0);
+static FS_DONE: Completion = Completion::new();
+
+/// The page-cache shrinker: takes fs_lock and frees cached pages.
+///
+/// CONTEXT: direct reclaim (fs_reclaim and shrinker_list held); sleeps on
+/// fs_lock.
+fn fs_shrink(nr_to_scan: usize) -> usize {
+    FS_SHRINKER_CALLS.fetch_add(1, Relaxed);
+    let mut cache = FS_LOCK.lock();
+    mutex::lockdep_assert_mutex_held(FS_LOCK.raw());
+    let mut freed = 0;
+    while freed < nr_to_scan && cache.len > 0 {
+        cache.len -= 1;
+        let page = cache.pages[cache.len];
+        page_alloc::free_pages(page, 0);
+        freed += 1;
+    }
+    FS_SHRINKER_PAGES.fetch_add(freed as u64, Relaxed);
+    freed
+}
+
+static FS_SHRINKER: Shrinker = Shrinker {
+    name: "fs_page_cache",
+    scan: fs_shrink,
+};
+
+/// Fills the page cache (without reclaim, like GFP_NOFS) until the free count
+/// is `FS_PRESSURE` pages below the watermark.
+///
+/// CONTEXT: fs_lock held (through `cache`); does not sleep.
+fn fs_refill(cache: &mut PageCache) {
+    mutex::lockdep_assert_mutex_held(FS_LOCK.raw());
+    let floor = FS_WATERMARK.load(Relaxed).saturating_sub(FS_PRESSURE);
+    while cache.len < FS_CACHE_PAGES && page_alloc::free_page_count() > floor {
+        let Some(page) = page_alloc::alloc_pages(0, Gfp::Atomic) else {
+            break;
+        };
+        cache.pages[cache.len] = page;
+        cache.len += 1;
+    }
+}
+
+/// The FS path: under fs_lock it refills its cache, does some "I/O"
+/// (sleeps), and frees the per-CPU areas the allocating threads handed over.
+///
+/// CONTEXT: thread; may sleep; takes fs_lock, then pcpu_lock (or pcpu_mutex).
+fn fs_thread(worker: usize) {
+    let mut rng = Rng::new(FS_STREAM, MAX_CPUS);
+    loop {
+        let finished = FS_PRODUCERS_LEFT.load(Acquire) == 0;
+        let mut cache = FS_LOCK.lock();
+        set_state(worker, FS_LOCKED);
+        fs_refill(&mut cache);
+        if rng.below(2) == 0 {
+            sched::yield_now();
+        }
+        let mut freed = 0;
+        for _ in 0..2 {
+            let area = FS_HANDOFF_RING.lock_irqsave().pop();
+            let Some(area) = area else {
+                break;
+            };
+            set_state(worker, FS_FREE);
+            free_checked("fs-reclaim", area);
+            freed += 1;
+        }
+        drop(cache);
+        set_state(worker, IDLE);
+        if finished && freed == 0 && FS_HANDOFF_RING.lock_irqsave().len == 0 {
+            break;
+        }
+        if freed == 0 || rng.below(2) == 0 {
+            sched::yield_now();
+        }
+    }
+    set_state(worker, DONE);
+    FS_DONE.complete();
+}
+
+/// An allocating thread: allocates page-sized and larger areas (so the
+/// allocator keeps populating pages below the watermark) and hands them to the
+/// FS thread.
+///
+/// CONTEXT: thread on CPU `cpu`; may sleep.
+fn fs_alloc_thread(cpu: usize) {
+    let mut rng = Rng::new(FS_STREAM, cpu);
+    for _ in 0..FS_OPS {
+        set_state(cpu, ALLOC);
+        let size = PAGE_SIZE / 2 + rng.below((4 * PAGE_SIZE) as u64) as usize;
+        let align = 1 << rng.below(13);
+        let mut area = alloc_checked("fs-reclaim", size, align, false);
+        set_state(cpu, WAIT);
+        loop {
+            let pushed = FS_HANDOFF_RING.lock_irqsave().push(area);
+            match pushed {
+                Ok(()) => break,
+                Err(back) => {
+                    area = back;
+                    sched::yield_now();
+                }
+            }
+        }
+        if rng.below(2) == 0 {
+            sched::yield_now();
+        }
+    }
+    set_state(cpu, DONE);
+    FS_PRODUCERS_LEFT.fetch_sub(1, AcqRel);
+    FS_DONE.complete();
+}
+
+/// CONTEXT: scenario thread on CPU 0; may sleep.
+pub fn fs_reclaim_main(_: usize) {
+    let cpus = online_cpus();
+    let producers: usize = if cpus > 1 { cpus - 1 } else { 1 };
+    let first_producer_cpu = if cpus > 1 { 1 } else { 0 };
+    let watermark = page_alloc::free_page_count().saturating_sub(FS_WATERMARK_DROP);
+    FS_WATERMARK.store(watermark, Relaxed);
+    page_alloc::register_shrinker(&FS_SHRINKER);
+    fs_refill(&mut FS_LOCK.lock());
+    page_alloc::set_low_watermark(watermark);
+    let reclaim_runs_before = page_alloc::reclaim_runs();
+
+    start_tick_hook(false);
+    FS_PRODUCERS_LEFT.store(producers, Release);
+    spawn_or_panic(0, "fs", fs_thread, MAX_CPUS);
+    for cpu in first_producer_cpu..first_producer_cpu + producers {
+        spawn_or_panic(cpu, "fs-alloc", fs_alloc_thread, cpu);
+    }
+    FS_DONE.wait_n(producers + 1);
+
+    page_alloc::set_low_watermark(32);
+    page_alloc::unregister_shrinker(&FS_SHRINKER);
+    {
+        let mut cache = FS_LOCK.lock();
+        while cache.len > 0 {
+            cache.len -= 1;
+            let page = cache.pages[cache.len];
+            page_alloc::free_pages(page, 0);
+        }
+    }
+    if page_alloc::reclaim_runs() == reclaim_runs_before
+        || FS_SHRINKER_CALLS.load(Relaxed) == 0
+        || FS_SHRINKER_PAGES.load(Relaxed) == 0
+    {
+        panic!(
+            "fs-reclaim: no memory pressure: {} direct reclaims, {} shrinker calls, {} pages shrunk",
+            page_alloc::reclaim_runs() - reclaim_runs_before,
+            FS_SHRINKER_CALLS.load(Relaxed),
+            FS_SHRINKER_PAGES.load(Relaxed)
+        );
+    }
+    finish("fs-reclaim")
+}
+
+// ---------------------------------------------------------------------------
+// reclaim
+
+/// Chunks grown per round, rounds, small areas per user thread.
+const RECLAIM_GROW: usize = 4;
+const RECLAIM_ROUNDS: usize = 3;
+const RECLAIM_USER_AREAS: usize = 4;
+const RECLAIM_STREAM: u64 = 0x2ec1_a140;
+
+/// RECLAIM_GROWN (`reclaim_grown`): the grower's live areas, for the users to
+/// check their own copies.
+static RECLAIM_GROWN: SpinLock<[Option<Area>; RECLAIM_GROW]> =
+    SpinLock::new("reclaim_grown", [None; RECLAIM_GROW]);
+/// Round number the grower published; the round each user has checked.
+static RECLAIM_ROUND: AtomicUsize = AtomicUsize::new(0);
+static RECLAIM_SEEN: [AtomicUsize; MAX_CPUS] = [const { AtomicUsize::new(0) }; MAX_CPUS];
+static RECLAIM_SEEN_WAIT: WaitQueue = WaitQueue::new("reclaim_seen");
+static RECLAIM_STOP: AtomicBool = AtomicBool::new(false);
+static RECLAIM_READY: Completion = Completion::new();
+static RECLAIM_DONE: Completion = Completion::new();
+
+/// A user: keeps using its own small areas (rewriting and checking them) and
+/// checks its own copy of every grown area each round, so its TLB holds
+/// translations of the chunks that reclaim later releases.
+///
+/// CONTEXT: thread on CPU `cpu`; may sleep.
+fn reclaim_user(cpu: usize) {
+    let mut rng = Rng::new(RECLAIM_STREAM, cpu);
+    let mut mine = [None; RECLAIM_USER_AREAS];
+    for slot in mine.iter_mut() {
+        let size = 4 + rng.below(509) as usize;
+        let align = 1 << rng.below(6);
+        *slot = Some(alloc_checked("reclaim", size, align, false));
+    }
+    RECLAIM_READY.complete();
+    while !RECLAIM_STOP.load(Acquire) {
+        set_state(cpu, CHECKING);
+        // This CPU's copies of its own areas: check, then rewrite.
+        for area in mine.iter().flatten() {
+            verify_copy("reclaim", area, cpu, Expect::Pattern(area.tag, cpu));
+            let start = pcpu().per_cpu_ptr(area.ptr, cpu) as usize;
+            fill_copy(start, area.size, area.tag, cpu);
+        }
+        // Once per round: this CPU's copy of every grown area.
+        let round = RECLAIM_ROUND.load(Acquire);
+        if RECLAIM_SEEN[cpu].load(Acquire) != round {
+            {
+                let grown = RECLAIM_GROWN.lock_irqsave();
+                for area in grown.iter().flatten() {
+                    verify_copy("reclaim", area, cpu, Expect::Pattern(area.tag, cpu));
+                }
+            }
+            RECLAIM_SEEN[cpu].store(round, Release);
+            RECLAIM_SEEN_WAIT.wake_all();
+        }
+        set_state(cpu, IDLE);
+        sched::yield_now();
+    }
+    set_state(cpu, FREE);
+    for area in mine.iter_mut() {
+        if let Some(area) = area.take() {
+            free_checked("reclaim", area);
+        }
+    }
+    set_state(cpu, DONE);
+    RECLAIM_DONE.complete();
+}
+
+/// The grower (the scenario thread): each round allocates RECLAIM_GROW areas
+/// of a whole unit (each needs a chunk of its own), lets every user check
+/// them, frees them all and waits until reclaim has released all fully free
+/// chunks but one. The next round's chunks reuse the released addresses.
+///
+/// CONTEXT: scenario thread on CPU 0; may sleep.
+pub fn reclaim_main(_: usize) {
+    let cpus = online_cpus();
+    let grower = 0;
+    let mut rng = Rng::new(RECLAIM_STREAM, MAX_CPUS);
+    start_tick_hook(false);
+    let users = 1..cpus;
+    for cpu in users.clone() {
+        spawn_or_panic(cpu, "reclaim-user", reclaim_user, cpu);
+    }
+    RECLAIM_READY.wait_n(users.len());
+    let before = pcpu().stats();
+    for round in 1..=RECLAIM_ROUNDS {
+        set_state(grower, ALLOC);
+        for slot in 0..RECLAIM_GROW {
+            let align = 1 << rng.below(13);
+            let area = alloc_checked("reclaim", MIN_UNIT_SIZE, align, false);
+            RECLAIM_GROWN.lock_irqsave()[slot] = Some(area);
+        }
+        RECLAIM_ROUND.store(round, Release);
+        set_state(grower, WAIT);
+        for cpu in users.clone() {
+            RECLAIM_SEEN_WAIT.wait_until(|| RECLAIM_SEEN[cpu].load(Acquire) >= round);
+        }
+        set_state(grower, FREE);
+        for slot in 0..RECLAIM_GROW {
+            let area = RECLAIM_GROWN.lock_irqsave()[slot].take();
+            free_checked("reclaim", area.expect("grown area"));
+        }
+        set_state(grower, WAIT_RECLAIM);
+        let reclaimed = before.chunks_reclaimed + (round * (RECLAIM_GROW - 1)) as u64;
+        pcpu_platform::wait_for_chunks_reclaimed(reclaimed);
+    }
+    let stats = pcpu().stats();
+    let created = (RECLAIM_GROW + (RECLAIM_ROUNDS - 1) * (RECLAIM_GROW - 1)) as u64;
+    if stats.chunks_created - before.chunks_created != created {
+        panic!(
+            "reclaim: {} chunks created, expected {}",
+            stats.chunks_created - before.chunks_created,
+            created
+        );
+    }
+    let (released, flushed) = pcpu_platform::vm_release_counts();
+    if released == 0 || (flushed != released) != pcpu_platform::skip_tlb_flush_injected() {
+        panic!(
+            "reclaim: {} chunk areas released, {} flushed",
+            released, flushed
+        );
+    }
+    RECLAIM_STOP.store(true, Release);
+    RECLAIM_DONE.wait_n(users.len());
+    set_state(grower, DONE);
+    finish("reclaim")
+}
