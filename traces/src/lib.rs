@@ -43,6 +43,7 @@
 mod codec;
 pub mod error;
 pub mod event;
+pub mod finding;
 pub mod format;
 pub mod header;
 pub mod reader;
@@ -55,6 +56,7 @@ pub use event::{
     BarrierOption, CpuId, Event, EventDisplay, EventKind, IrqMaskCause, LockFlavor, LockRef, StrId,
     TaskId, TlbiOp,
 };
+pub use finding::{Finding, FindingKind, Findings};
 pub use header::{ElfHash, Header, TraceConfig};
 pub use reader::{read_trace, read_trace_from, Trace, TraceReader, Trailer};
 pub use strings::StringTable;

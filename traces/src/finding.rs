@@ -1,0 +1,161 @@
+//! Findings: what an analysis reports about a run, online during `run` or offline
+//! from a trace (`check`), in one shape for both and for every analysis.
+
+use std::fmt;
+
+/// The kinds DESIGN.md names; the JSON report's `kind` is [`FindingKind::as_str`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum FindingKind {
+    CircularDependency,
+    IrqInversion,
+    InconsistentIrqState,
+    IrqsEnabledInHardirq,
+    SleepInAtomic,
+    RecursiveLocking,
+    BadUnlock,
+    /// A `CONTEXT:` claim (assert-held) the guest made that did not hold.
+    ContextViolation,
+    Deadlock,
+    StaleTlb,
+    MissingTlbFlush,
+    BreakBeforeMake,
+    /// A descriptor store not ordered before its TLBI (`dsb ishst`), or a TLBI not
+    /// completed (`dsb ish`) before the mapping is relied on.
+    MissingBarrier,
+}
+
+impl FindingKind {
+    pub const ALL: [FindingKind; 13] = [
+        FindingKind::CircularDependency,
+        FindingKind::IrqInversion,
+        FindingKind::InconsistentIrqState,
+        FindingKind::IrqsEnabledInHardirq,
+        FindingKind::SleepInAtomic,
+        FindingKind::RecursiveLocking,
+        FindingKind::BadUnlock,
+        FindingKind::ContextViolation,
+        FindingKind::Deadlock,
+        FindingKind::StaleTlb,
+        FindingKind::MissingTlbFlush,
+        FindingKind::BreakBeforeMake,
+        FindingKind::MissingBarrier,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FindingKind::CircularDependency => "circular-dependency",
+            FindingKind::IrqInversion => "irq-inversion",
+            FindingKind::InconsistentIrqState => "inconsistent-irq-state",
+            FindingKind::IrqsEnabledInHardirq => "irqs-enabled-in-hardirq",
+            FindingKind::SleepInAtomic => "sleep-in-atomic",
+            FindingKind::RecursiveLocking => "recursive-locking",
+            FindingKind::BadUnlock => "bad-unlock",
+            FindingKind::ContextViolation => "context-violation",
+            FindingKind::Deadlock => "deadlock",
+            FindingKind::StaleTlb => "stale-tlb",
+            FindingKind::MissingTlbFlush => "missing-tlb-flush",
+            FindingKind::BreakBeforeMake => "break-before-make",
+            FindingKind::MissingBarrier => "missing-barrier",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<FindingKind> {
+        FindingKind::ALL
+            .into_iter()
+            .find(|kind| kind.as_str() == name)
+    }
+}
+
+impl fmt::Display for FindingKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One finding, reported once per distinct cause.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    pub kind: FindingKind,
+    /// The headline, one line (e.g. "possible circular locking dependency").
+    pub title: String,
+    /// What identifies the cause, so repeats can be folded (e.g. the lock classes of a
+    /// cycle in order, or a virtual page): two findings with the same kind and key
+    /// are the same finding.
+    pub key: String,
+    /// The lockdep-style body: chains, scenario table, symbolised stacks; one entry
+    /// per line.
+    pub details: Vec<String>,
+    /// The CPU that made the finding's defining event, if one did.
+    pub cpu: Option<u32>,
+    /// Virtual time (instruction count) of that event.
+    pub time: Option<u64>,
+}
+
+impl Finding {
+    pub fn same_cause(&self, other: &Finding) -> bool {
+        self.kind == other.kind && self.key == other.key
+    }
+}
+
+/// Keeps the first finding of each distinct cause, in the order they were made.
+#[derive(Debug, Default, Clone)]
+pub struct Findings {
+    list: Vec<Finding>,
+}
+
+impl Findings {
+    /// Adds `finding` unless one with the same cause is already there; returns
+    /// whether it was new.
+    pub fn report(&mut self, finding: Finding) -> bool {
+        if self.list.iter().any(|known| known.same_cause(&finding)) {
+            return false;
+        }
+        self.list.push(finding);
+        true
+    }
+
+    pub fn as_slice(&self) -> &[Finding] {
+        &self.list
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn finding(kind: FindingKind, key: &str) -> Finding {
+        Finding {
+            kind,
+            title: kind.as_str().into(),
+            key: key.into(),
+            details: vec![],
+            cpu: None,
+            time: None,
+        }
+    }
+
+    #[test]
+    fn names_round_trip_and_are_distinct() {
+        for kind in FindingKind::ALL {
+            assert_eq!(FindingKind::from_name(kind.as_str()), Some(kind));
+        }
+        let mut names: Vec<_> = FindingKind::ALL.iter().map(|k| k.as_str()).collect();
+        names.dedup();
+        assert_eq!(names.len(), FindingKind::ALL.len());
+        assert_eq!(FindingKind::from_name("nonsense"), None);
+    }
+
+    #[test]
+    fn a_cause_is_reported_once() {
+        let mut findings = Findings::default();
+        assert!(findings.report(finding(FindingKind::StaleTlb, "va 0x1000")));
+        assert!(!findings.report(finding(FindingKind::StaleTlb, "va 0x1000")));
+        assert!(findings.report(finding(FindingKind::StaleTlb, "va 0x2000")));
+        assert!(findings.report(finding(FindingKind::Deadlock, "va 0x1000")));
+        assert_eq!(findings.as_slice().len(), 3);
+    }
+}
