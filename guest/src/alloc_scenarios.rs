@@ -110,21 +110,23 @@ impl Expect {
 ///
 /// CONTEXT: any; the caller owns the copy.
 fn fill_copy(start: usize, size: usize, tag: u64, cpu: usize) {
-    let (mut next, step, mask) = Expect::Pattern(tag, cpu).sequence();
+    let (first, step, mask) = Expect::Pattern(tag, cpu).sequence();
     let end = start + size;
-    let mut addr = start & !7;
-    while addr < end {
-        let word = next | mask;
-        next = next.wrapping_add(step);
-        if addr >= start && addr + 8 <= end {
-            // SAFETY: inside a live area copy the caller owns; aligned.
-            unsafe { (addr as *mut u64).write_volatile(word) };
-        } else {
-            for byte in addr.max(start)..(addr + 8).min(end) {
-                // SAFETY: as above, one byte of the copy.
-                unsafe { (byte as *mut u8).write_volatile((word >> ((byte % 8) * 8)) as u8) };
-            }
-        }
+    let word_at = |addr: usize| {
+        (first.wrapping_add(step.wrapping_mul(((addr - (start & !7)) / 8) as u64))) | mask
+    };
+    let body = start.next_multiple_of(8).min(end);
+    let body_end = (end & !7).max(body);
+    for byte in (start..body).chain(body_end..end) {
+        // SAFETY: one byte of a live area copy the caller owns.
+        unsafe { (byte as *mut u8).write_volatile((word_at(byte & !7) >> ((byte % 8) * 8)) as u8) };
+    }
+    let mut raw = first.wrapping_add(step.wrapping_mul(((body - (start & !7)) / 8) as u64));
+    let mut addr = body;
+    while addr < body_end {
+        // SAFETY: an aligned word of the copy.
+        unsafe { (addr as *mut u64).write_volatile(raw | mask) };
+        raw = raw.wrapping_add(step);
         addr += 8;
     }
 }
@@ -135,29 +137,33 @@ fn fill_copy(start: usize, size: usize, tag: u64, cpu: usize) {
 /// CONTEXT: any; the copy must stay mapped (the caller owns it or holds the
 /// lock that keeps it live).
 fn check_copy(start: usize, size: usize, expect: Expect) -> Option<(usize, u8, u8)> {
-    let (mut next, step, mask) = expect.sequence();
+    let (first, step, mask) = expect.sequence();
     let end = start + size;
-    let mut addr = start & !7;
-    while addr < end {
-        let word = next | mask;
-        next = next.wrapping_add(step);
-        let first = addr.max(start);
-        let last = (addr + 8).min(end);
-        let whole = first == addr && last == addr + 8;
-        // SAFETY: inside a live copy; aligned.
-        if !whole || unsafe { (addr as *const u64).read_volatile() } != word {
-            for byte in first..last {
-                // SAFETY: as above, one byte of the copy.
-                let found = unsafe { (byte as *const u8).read_volatile() };
-                let wanted = (word >> ((byte % 8) * 8)) as u8;
-                if found != wanted {
-                    return Some((byte, found, wanted));
-                }
-            }
+    let word_at = |addr: usize| {
+        (first.wrapping_add(step.wrapping_mul(((addr - (start & !7)) / 8) as u64))) | mask
+    };
+    let check_byte = |byte: usize| {
+        // SAFETY: one byte of the copy.
+        let found = unsafe { (byte as *const u8).read_volatile() };
+        let wanted = (word_at(byte & !7) >> ((byte % 8) * 8)) as u8;
+        (found != wanted).then_some((byte, found, wanted))
+    };
+    let body = start.next_multiple_of(8).min(end);
+    let body_end = (end & !7).max(body);
+    if let Some(bad) = (start..body).find_map(check_byte) {
+        return Some(bad);
+    }
+    let mut raw = first.wrapping_add(step.wrapping_mul(((body - (start & !7)) / 8) as u64));
+    let mut addr = body;
+    while addr < body_end {
+        // SAFETY: an aligned word of the copy.
+        if unsafe { (addr as *const u64).read_volatile() } != raw | mask {
+            return (addr..addr + 8).find_map(check_byte);
         }
+        raw = raw.wrapping_add(step);
         addr += 8;
     }
-    None
+    (body_end..end).find_map(check_byte)
 }
 
 /// Panics unless `cpu`'s copy of `area` holds what `expect` says.
@@ -577,7 +583,7 @@ fn irq_free_thread(cpu: usize) {
     let mut rng = Rng::new(IRQF_STREAM, cpu);
     for _ in 0..IRQF_OPS {
         set_state(cpu, ALLOC);
-        let (size, align) = random_size_align(&mut rng, 8192);
+        let (size, align) = random_size_align(&mut rng, MIN_UNIT_SIZE);
         let mut area = alloc_checked("irq-free", size, align, false);
         let target = rng.below(cpus as u64) as usize;
         set_state(cpu, WAIT);
@@ -833,8 +839,8 @@ pub fn fs_reclaim_main(_: usize) {
 // reclaim
 
 /// Chunks grown per round, rounds, small areas per user thread.
-const RECLAIM_GROW: usize = 4;
-const RECLAIM_ROUNDS: usize = 3;
+const RECLAIM_GROW: usize = 3;
+const RECLAIM_ROUNDS: usize = 2;
 const RECLAIM_USER_AREAS: usize = 4;
 const RECLAIM_STREAM: u64 = 0x2ec1_a140;
 
