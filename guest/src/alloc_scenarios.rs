@@ -37,6 +37,7 @@
 //! - `reclaim_grown` (spinlock, irqsave): the table of areas the `reclaim`
 //!   grower published for the other CPUs to check. Same rule as storm_live.
 
+use core::fmt;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::*};
 
 use allocator::{PcpuPtr, MIN_UNIT_SIZE, PAGE_SIZE};
@@ -44,7 +45,7 @@ use allocator::{PcpuPtr, MIN_UNIT_SIZE, PAGE_SIZE};
 use crate::arch;
 use crate::config::{MAX_CPUS, TICK_COUNTS};
 use crate::irq;
-use crate::mutex::{self, Mutex};
+use crate::mutex::{self, Mutex, RawMutex};
 use crate::page_alloc::{self, Gfp, Shrinker};
 use crate::pcpu_platform::{self, pcpu};
 use crate::percpu::cpu_id;
@@ -312,6 +313,9 @@ const WATCHDOG_COUNTS: u64 = 200 * TICK_COUNTS;
 
 /// What each worker is doing, for the watchdog's report (index = worker).
 const MAX_WORKERS: usize = MAX_CPUS + 1;
+/// The worker index of the FS thread, or of a scenario's main thread while
+/// it works (the others are their CPU's number).
+const AUX_WORKER: usize = MAX_CPUS;
 static WORKER_STATE: [AtomicUsize; MAX_WORKERS] = [const { AtomicUsize::new(0) }; MAX_WORKERS];
 const STATE_NAMES: [&str; 9] = [
     "-",
@@ -364,17 +368,52 @@ fn tick_hook() {
     }
     let stalled = counter.saturating_sub(WATCH_SINCE.load(Relaxed));
     if stalled >= WATCHDOG_COUNTS {
+        let cpus = online_cpus().min(MAX_CPUS);
         let mut states = [""; MAX_WORKERS];
         for (worker, state) in WORKER_STATE.iter().enumerate() {
             states[worker] = STATE_NAMES[state.load(Relaxed).min(STATE_NAMES.len() - 1)];
         }
+        for lock in [
+            &pcpu_platform::pcpu_mutex,
+            &pcpu_platform::pcpu_alloc_mutex,
+            FS_LOCK.raw(),
+        ] {
+            println!("cpu0: watchdog: {}", Owner(lock));
+        }
+        println!(
+            "cpu0: watchdog: {} direct reclaims, {} shrinker calls, {} free pages",
+            page_alloc::reclaim_runs(),
+            FS_SHRINKER_CALLS.load(Relaxed),
+            page_alloc::free_page_count()
+        );
         panic!(
-            "watchdog: no per-CPU alloc or free for {} timer ticks (deadlock?); {} done; variant={}; workers: {:?}",
+            "watchdog: no per-CPU alloc or free for {} timer ticks (deadlock?); {} done; variant={}; workers by cpu: {:?}, aux: {}",
             stalled / TICK_COUNTS,
             now,
             pcpu_platform::variant().name(),
-            &states[..online_cpus().min(MAX_CPUS) + 1]
+            &states[..cpus],
+            states[AUX_WORKER],
         );
+    }
+}
+
+/// A mutex and its owner, for the watchdog's report.
+struct Owner(&'static RawMutex);
+
+impl fmt::Display for Owner {
+    /// CONTEXT: any (a racy snapshot).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0.owner_info() {
+            Some((name, id, cpu)) => write!(
+                f,
+                "{} held by {} (thread {}, cpu{})",
+                self.0.name(),
+                name,
+                id,
+                cpu
+            ),
+            None => write!(f, "{} free", self.0.name()),
+        }
     }
 }
 
@@ -621,7 +660,7 @@ pub fn irq_free_main(_: usize) {
     }
     IRQF_DONE.wait_n(cpus);
     // What is still queued is freed by the ticks (and IPIs for the others).
-    set_state(MAX_CPUS, WAIT);
+    set_state(AUX_WORKER, WAIT);
     loop {
         let mut pending = 0;
         for target in 0..cpus {
@@ -650,14 +689,30 @@ pub fn irq_free_main(_: usize) {
 // ---------------------------------------------------------------------------
 // fs-reclaim
 
-const FS_OPS: usize = 24;
+const FS_OPS: usize = 36;
 const FS_HANDOFF: usize = 8;
 const FS_CACHE_PAGES: usize = 1024;
 /// Pages the FS keeps in its cache below the low watermark.
-const FS_PRESSURE: usize = 64;
+const FS_PRESSURE: usize = 8;
 /// How far below the free count at start the low watermark goes.
 const FS_WATERMARK_DROP: usize = 512;
 const FS_STREAM: u64 = 0xf5_4ec1;
+/// The FS thread sleeps under fs_lock (before a free) one time in
+/// FS_IO_ONE_IN. These set how often the `mutex`
+/// variant's ABBA window is hit (a real deadlock on some seeds).
+const FS_IO_ONE_IN: u64 = 8;
+/// The FS thread refills its page cache one time in FS_READ_ONE_IN.
+const FS_READ_ONE_IN: u64 = 16;
+/// Allocating threads at most, and how long (spin-loop iterations, at
+/// most) each uses an area outside the allocator before the next alloc.
+const FS_PRODUCERS: usize = 2;
+const FS_USE_SPINS: u64 = 40_000;
+/// How long (spin-loop iterations, at most) the FS thread works outside
+/// fs_lock between frees.
+const FS_WORK_SPINS: u64 = 40_000;
+/// The shrinker frees up to FS_SHRINK_BATCH times what reclaim asks for, so
+/// one reclaim lifts the free count well above the watermark.
+const FS_SHRINK_BATCH: usize = 4;
 
 /// The FS's page cache: pages it can give back under memory pressure.
 struct PageCache {
@@ -691,7 +746,7 @@ fn fs_shrink(nr_to_scan: usize) -> usize {
     let mut cache = FS_LOCK.lock();
     mutex::lockdep_assert_mutex_held(FS_LOCK.raw());
     let mut freed = 0;
-    while freed < nr_to_scan && cache.len > 0 {
+    while freed < nr_to_scan * FS_SHRINK_BATCH && cache.len > 0 {
         cache.len -= 1;
         let page = cache.pages[cache.len];
         page_alloc::free_pages(page, 0);
@@ -730,29 +785,34 @@ fn fs_thread(worker: usize) {
     let mut rng = Rng::new(FS_STREAM, MAX_CPUS);
     loop {
         let finished = FS_PRODUCERS_LEFT.load(Acquire) == 0;
-        let mut cache = FS_LOCK.lock();
-        set_state(worker, FS_LOCKED);
-        fs_refill(&mut cache);
-        if rng.below(2) == 0 {
-            sched::yield_now();
+        // A "read" fills the page cache now and then, pushing the free count
+        // below the low watermark again.
+        if rng.below(FS_READ_ONE_IN) == 0 {
+            let mut cache = FS_LOCK.lock();
+            set_state(worker, FS_LOCKED);
+            fs_refill(&mut cache);
         }
-        let mut freed = 0;
-        for _ in 0..2 {
-            let area = FS_HANDOFF_RING.lock_irqsave().pop();
-            let Some(area) = area else {
-                break;
-            };
-            set_state(worker, FS_FREE);
-            free_checked("fs-reclaim", area);
-            freed += 1;
-        }
-        drop(cache);
         set_state(worker, IDLE);
-        if finished && freed == 0 && FS_HANDOFF_RING.lock_irqsave().len == 0 {
-            break;
+        // Work outside fs_lock (the FS is not always in the free path).
+        for _ in 0..rng.below(FS_WORK_SPINS) {
+            core::hint::spin_loop();
         }
-        if freed == 0 || rng.below(2) == 0 {
-            sched::yield_now();
+        let area = FS_HANDOFF_RING.lock_irqsave().pop();
+        match area {
+            Some(area) => {
+                let cache = FS_LOCK.lock();
+                set_state(worker, FS_LOCKED);
+                // "I/O" under fs_lock now and then: sleeps while holding it.
+                if rng.below(FS_IO_ONE_IN) == 0 {
+                    sched::yield_now();
+                }
+                set_state(worker, FS_FREE);
+                free_checked("fs-reclaim", area);
+                drop(cache);
+                set_state(worker, IDLE);
+            }
+            None if finished => break,
+            None => sched::yield_now(),
         }
     }
     set_state(worker, DONE);
@@ -782,9 +842,11 @@ fn fs_alloc_thread(cpu: usize) {
                 }
             }
         }
-        if rng.below(2) == 0 {
-            sched::yield_now();
+        // Use the area a while (outside the allocator's locks).
+        for _ in 0..rng.below(FS_USE_SPINS) {
+            core::hint::spin_loop();
         }
+        sched::yield_now();
     }
     set_state(cpu, DONE);
     FS_PRODUCERS_LEFT.fetch_sub(1, AcqRel);
@@ -794,18 +856,28 @@ fn fs_alloc_thread(cpu: usize) {
 /// CONTEXT: scenario thread on CPU 0; may sleep.
 pub fn fs_reclaim_main(_: usize) {
     let cpus = online_cpus();
-    let producers: usize = if cpus > 1 { cpus - 1 } else { 1 };
+    let producers: usize = cpus.saturating_sub(1).clamp(1, FS_PRODUCERS);
     let first_producer_cpu = if cpus > 1 { 1 } else { 0 };
     let watermark = page_alloc::free_page_count().saturating_sub(FS_WATERMARK_DROP);
     FS_WATERMARK.store(watermark, Relaxed);
     page_alloc::register_shrinker(&FS_SHRINKER);
-    fs_refill(&mut FS_LOCK.lock());
     page_alloc::set_low_watermark(watermark);
     let reclaim_runs_before = page_alloc::reclaim_runs();
 
+    // Before the FS path runs: one allocation that needs a new chunk under
+    // memory pressure, so that on every seed the allocator's mutex is held
+    // while direct reclaim takes fs_reclaim and the shrinker takes fs_lock.
+    fs_refill(&mut FS_LOCK.lock());
+    let shrinks_before = FS_SHRINKER_CALLS.load(Relaxed);
+    let area = alloc_checked("fs-reclaim", MIN_UNIT_SIZE, PAGE_SIZE, false);
+    if FS_SHRINKER_CALLS.load(Relaxed) == shrinks_before {
+        panic!("fs-reclaim: a new chunk under memory pressure did not reclaim");
+    }
+    free_checked("fs-reclaim", area);
+
     start_tick_hook(false);
     FS_PRODUCERS_LEFT.store(producers, Release);
-    spawn_or_panic(0, "fs", fs_thread, MAX_CPUS);
+    spawn_or_panic(0, "fs", fs_thread, AUX_WORKER);
     for cpu in first_producer_cpu..first_producer_cpu + producers {
         spawn_or_panic(cpu, "fs-alloc", fs_alloc_thread, cpu);
     }

@@ -62,6 +62,18 @@ impl RawMutex {
         self.owner.load(Relaxed) == current_thread_ptr()
     }
 
+    /// The owning thread's name, number and CPU, if the mutex is held (a
+    /// racy snapshot, for diagnostics such as a watchdog report).
+    ///
+    /// CONTEXT: any.
+    pub fn owner_info(&self) -> Option<(&'static str, usize, usize)> {
+        let owner = self.owner.load(Acquire);
+        // SAFETY: an owner is a live thread: it cannot exit while owning the
+        // mutex (a racy read may see a just-released owner, still alive as it
+        // is running mutex_unlock).
+        (!owner.is_null()).then(|| unsafe { ((*owner).name(), (*owner).id, (*owner).cpu) })
+    }
+
     /// CONTEXT: wait_lock held.
     unsafe fn enqueue(&self, thread: *mut Thread) {
         sync::lockdep_assert_held(&self.wait_lock);
