@@ -82,6 +82,11 @@ impl Gic {
         self.cpus[cpu].enabled && self.dist_enabled && self.best_pending(cpu).is_some()
     }
 
+    /// The interrupt `cpu` would acknowledge now, if any (what the host delivers).
+    pub fn pending_intid(&self, cpu: usize) -> Option<u32> {
+        self.best_pending(cpu).map(|(intid, _)| intid)
+    }
+
     /// Highest-priority deliverable interrupt for `cpu`: (INTID, source CPU for SGIs).
     fn best_pending(&self, cpu: usize) -> Option<(u32, u32)> {
         let c = &self.cpus[cpu];

@@ -60,6 +60,7 @@ struct Segment {
     file_offset: u64,
     file_size: u64,
     mem_size: u64,
+    executable: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -107,6 +108,7 @@ impl KernelImage {
                 file_offset: ph.p_offset,
                 file_size: ph.p_filesz,
                 mem_size: ph.p_memsz,
+                executable: ph.p_flags & goblin::elf::program_header::PF_X != 0,
             })
             .collect();
         if segments.is_empty() {
@@ -246,6 +248,27 @@ impl KernelImage {
             .find(|s| sym.addr >= s.vaddr && sym.addr + sym.size <= s.vaddr + s.file_size)?;
         let start = (seg.file_offset + (sym.addr - seg.vaddr)) as usize;
         self.bytes.get(start..start + sym.size as usize)
+    }
+
+    /// Every aligned 32-bit word of the executable segments, with its link address
+    /// (for scanning the kernel's code for instructions to hook).
+    pub fn code_words(&self) -> impl Iterator<Item = (u64, u32)> + '_ {
+        self.segments
+            .iter()
+            .filter(|s| s.executable)
+            .flat_map(move |s| {
+                let start = s.file_offset as usize;
+                let code = &self.bytes[start..start + s.file_size as usize];
+                code.chunks_exact(4).enumerate().map(move |(i, w)| {
+                    let word = u32::from_le_bytes([w[0], w[1], w[2], w[3]]);
+                    (s.vaddr + 4 * i as u64, word)
+                })
+            })
+    }
+
+    /// The ELF file as loaded (e.g. to hash it).
+    pub fn elf_bytes(&self) -> &[u8] {
+        &self.bytes
     }
 
     pub fn symbol_address(&self, name: &str) -> Option<u64> {

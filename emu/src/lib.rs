@@ -44,6 +44,7 @@ pub mod memory;
 pub mod mmu;
 pub mod probe;
 pub mod psci;
+pub mod record;
 pub mod sched;
 mod syshook;
 pub mod timer;
@@ -56,4 +57,5 @@ pub use machine::{
 };
 pub use memory::{GuestMemory, GuestRam, OutOfRam, RAM_BASE};
 pub use probe::{CallStats, ProbeId};
+pub use record::{EventSink, MaskSample, RecordOptions};
 pub use sched::{SchedView, Scheduler, SchedulerKind, Slice};

@@ -18,6 +18,7 @@ use crate::memory::{GuestMemory, GuestRam, OutOfRam, RAM_BASE};
 use crate::mmu::{self, Access};
 use crate::probe::{self, CallProbe, CallStats, ProbeId};
 use crate::psci;
+use crate::record::{EventSink, MaskSample, RecordOptions, Recorder};
 use crate::sched::{make_scheduler, SchedView, Scheduler, SchedulerKind};
 use crate::timer::{VirtualClock, VirtualTimer};
 use crate::uart::Uart;
@@ -163,6 +164,8 @@ pub struct Machine {
     slices: u64,
     end: Option<RunEnd>,
     probes: Vec<Rc<CallProbe>>,
+    /// Set while recording events (`None`: no hook added, nothing to pay).
+    recorder: Option<Rc<Recorder>>,
     ram: GuestRam,
 }
 
@@ -232,6 +235,7 @@ impl Machine {
             slices: 0,
             end: None,
             probes: Vec::new(),
+            recorder: None,
             ram,
         };
         machine.power_on(0, kernel.entry(), dtb_addr)?;
@@ -281,6 +285,24 @@ impl Machine {
         Ok(ProbeId(self.probes.len() - 1))
     }
 
+    /// Records guest events from now on (see [`crate::record`]); they reach `sink`
+    /// after each slice, in order.
+    pub fn record(&mut self, options: RecordOptions, sink: EventSink) -> Result<(), EmuError> {
+        if self.recorder.is_some() {
+            return Err(EmuError::Config("already recording".into()));
+        }
+        let recorder = Recorder::install(&mut self.cores, &self.kernel, options, sink)?;
+        self.recorder = Some(recorder);
+        Ok(())
+    }
+
+    /// The PSTATE.I samples taken so far with [`RecordOptions::sample_irq_mask`].
+    pub fn take_irq_mask_samples(&self) -> Vec<MaskSample> {
+        self.recorder
+            .as_ref()
+            .map_or_else(Vec::new, |r| r.take_samples())
+    }
+
     /// What the probe `id` has measured so far.
     pub fn call_stats(&self, id: ProbeId) -> CallStats {
         self.probes[id.0].stats()
@@ -316,6 +338,9 @@ impl Machine {
                 break end;
             }
             self.end = self.step();
+            if let Some(recorder) = &self.recorder {
+                recorder.flush();
+            }
             self.emit_console(console);
         };
         self.board.borrow_mut().uart.flush_partial();
@@ -373,6 +398,10 @@ impl Machine {
         };
         let slice = self.scheduler.next(&view);
         let cpu = slice.cpu;
+        if let Some(recorder) = &self.recorder {
+            recorder.slice_start(self.total_insns);
+            recorder.sched_decision(cpu, slice.insns, self.total_insns);
+        }
         assert!(
             runnable.contains(&cpu),
             "the scheduler picked CPU {cpu}, which cannot run"
@@ -413,8 +442,19 @@ impl Machine {
         if pstate & PSTATE_I != 0 {
             return Ok(());
         }
+        let intid = self.board.borrow().gic.pending_intid(cpu).unwrap_or(1023);
+        let return_pc = core.pc;
         match exception::enter(&mut core.uc, Kind::Irq, core.pc) {
             Ok(pc) => {
+                if let Some(recorder) = &self.recorder {
+                    recorder.exception_entered(
+                        &core.uc,
+                        cpu,
+                        Some(intid),
+                        return_pc,
+                        self.total_insns,
+                    );
+                }
                 core.pc = pc;
                 core.irqs += 1;
                 Ok(())
@@ -498,6 +538,9 @@ impl Machine {
                 // is already past it); for the others, the instruction itself.
                 match exception::enter(&mut core.uc, Kind::Sync(exc), pc) {
                     Ok(vector) => {
+                        if let Some(recorder) = &self.recorder {
+                            recorder.exception_entered(&core.uc, cpu, None, pc, self.total_insns);
+                        }
                         core.pc = vector;
                         core.last_exception = Some(TakenException {
                             kind: exc.name(),

@@ -1,0 +1,773 @@
+//! Recording: guest execution turned into [`traces::Event`]s by the host, with code
+//! hooks on a few addresses only (no per-instruction hook, nothing in the guest).
+//!
+//! # What is hooked
+//! - The guest's stable probe symbols (docs/machine.md): the entry of `spin_lock`,
+//!   `spin_trylock`, `spin_unlock`, `mutex_lock`, `mutex_trylock`, `mutex_unlock`,
+//!   `lockdep_assert_held`, `lockdep_assert_mutex_held`, `might_sleep`,
+//!   `cpu_switch_to`, `wake_up_thread`, `alloc_pages`, `free_pages`, `direct_reclaim`,
+//!   `fs_reclaim_acquire`, `fs_reclaim_release`, and the `ret`s of those whose result
+//!   matters. A return is matched to its call by (CPU, stack pointer, function): a
+//!   function returns with the SP it was entered with, and each thread has its own
+//!   stack, so a call that sleeps (a mutex) is matched when its thread comes back.
+//!   Symbols a guest does not have are skipped (the compiler drops calls to an empty
+//!   `fs_reclaim_release`: then the pseudo-lock is released where `direct_reclaim`,
+//!   its only user, returns).
+//! - Every instruction that can change PSTATE.I, found by scanning the kernel's
+//!   executable segments: `msr daif, xN`, `msr daifset/daifclr, #imm` (which never
+//!   reach Unicorn's MSR hook) and `eret`. The hook runs before the instruction and
+//!   computes the new mask from the register, the immediate or SPSR_EL1. Exception
+//!   entry (done by the host) is reported by the machine. A CPU powers on masked.
+//! - The host's own decisions: each slice the scheduler hands out
+//!   ([`EventKind::SchedDecision`]) and each IRQ it delivers ([`EventKind::IrqInject`],
+//!   then `HardIrqEnter`); the `eret` that leaves an IRQ is `HardIrqExit` (matched by
+//!   the SP the exception was entered with).
+//!
+//! # Spinlock flavours
+//! `spin_lock_irq`/`spin_lock_irqsave` and the unlock forms call the plain primitives
+//! (docs/machine.md). A plain primitive whose return address lies inside one of those
+//! wrappers gets the wrapper's flavour, the wrapper's entry as `pc`, and as `caller`
+//! the wrapper's own return address, read from its frame record at x29.
+//!
+//! # Task
+//! The running task of a CPU is read once from the guest's per-CPU data
+//! (TPIDR_EL1 → `PerCpu::current` at +24 → `Thread::id` at +184, checked against the
+//! thread's stack canary at +192), then followed through `cpu_switch_to(prev, next)`.
+//! A pointer that does not check out gives the thread's address >> 4 as its id.
+//!
+//! # Time and order
+//! An event's time is the machine's total instruction count when it happened (all
+//! CPUs): the instructions before this slice plus those this CPU retired in the slice
+//! before the hooked one. Events are recorded in the order the host ran them, which
+//! the deterministic scheduler fixes, and handed to the sink after each slice.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use traces::{
+    CpuId, Event, EventKind, IrqMaskCause, LockFlavor, LockRef, StrId, StringTable, TaskId,
+};
+use unicorn_engine::{Prot, RegisterARM64, Unicorn};
+
+use crate::cpu::{read_xreg, uc_err, Core, SliceCounter};
+use crate::exception::{self, PSTATE_I};
+use crate::kernel::KernelImage;
+use crate::machine::EmuError;
+use crate::probe::ret_offsets;
+
+/// Receives the events of each slice, in order, with the run's string table.
+pub type EventSink = Box<dyn FnMut(&[Event], &StringTable)>;
+
+/// What to record besides the events.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RecordOptions {
+    /// Test aid: sample PSTATE.I at every translation-block boundary (slow: a PSTATE
+    /// read per block), see [`MaskSample`].
+    pub sample_irq_mask: bool,
+}
+
+/// PSTATE.I read at a block boundary: `events_before` events had been recorded
+/// (all CPUs) when `cpu` started the block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MaskSample {
+    pub cpu: usize,
+    pub events_before: u64,
+    pub pc: u64,
+    pub masked: bool,
+}
+
+// Guest data layout (docs/machine.md and guest/src/{percpu,sched}.rs).
+const PERCPU_CURRENT: u64 = 24;
+const THREAD_STATE: u64 = 128;
+const THREAD_QUEUED: u64 = 132;
+const THREAD_ID: u64 = 184;
+const THREAD_CANARY: u64 = 192;
+const STACK_CANARY: u64 = 0x57ac_c0de_57ac_c0de;
+const THREAD_SLEEPING: u32 = 1;
+const SPIN_NAME: u64 = 16;
+const MUTEX_NAME: u64 = 56;
+
+/// A probed function.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Func {
+    SpinLock,
+    SpinTrylock,
+    SpinUnlock,
+    MutexLock,
+    MutexTrylock,
+    MutexUnlock,
+    AssertHeld,
+    AssertMutexHeld,
+    MightSleep,
+    CpuSwitchTo,
+    WakeUpThread,
+    AllocPages,
+    FreePages,
+    DirectReclaim,
+    FsReclaimAcquire,
+    FsReclaimRelease,
+}
+
+impl Func {
+    const ALL: [(Func, &'static str, bool); 16] = [
+        (Func::SpinLock, "spin_lock", true),
+        (Func::SpinTrylock, "spin_trylock", true),
+        (Func::SpinUnlock, "spin_unlock", false),
+        (Func::MutexLock, "mutex_lock", true),
+        (Func::MutexTrylock, "mutex_trylock", true),
+        (Func::MutexUnlock, "mutex_unlock", false),
+        (Func::AssertHeld, "lockdep_assert_held", false),
+        (Func::AssertMutexHeld, "lockdep_assert_mutex_held", false),
+        (Func::MightSleep, "might_sleep", false),
+        (Func::CpuSwitchTo, "cpu_switch_to", false),
+        (Func::WakeUpThread, "wake_up_thread", true),
+        (Func::AllocPages, "alloc_pages", true),
+        (Func::FreePages, "free_pages", false),
+        (Func::DirectReclaim, "direct_reclaim", true),
+        (Func::FsReclaimAcquire, "fs_reclaim_acquire", false),
+        (Func::FsReclaimRelease, "fs_reclaim_release", false),
+    ];
+}
+
+/// What a hooked address is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Site {
+    Entry(Func),
+    Return(Func),
+    /// `msr daif, xN`.
+    DaifWrite {
+        reg: u32,
+    },
+    /// `msr daifset, #imm` (`set`) or `msr daifclr, #imm`.
+    DaifImm {
+        set: bool,
+        imm: u32,
+    },
+    Eret,
+}
+
+/// Decodes an instruction that can change PSTATE.I.
+fn daif_site(word: u32) -> Option<Site> {
+    const ERET: u32 = 0xd69f_03e0;
+    if word == ERET {
+        return Some(Site::Eret);
+    }
+    if word & 0xffff_ffe0 == 0xd51b_4220 {
+        return Some(Site::DaifWrite { reg: word & 31 });
+    }
+    match word & 0xffff_f0ff {
+        0xd503_40df => Some(Site::DaifImm {
+            set: true,
+            imm: (word >> 8) & 0xf,
+        }),
+        0xd503_40ff => Some(Site::DaifImm {
+            set: false,
+            imm: (word >> 8) & 0xf,
+        }),
+        _ => None,
+    }
+}
+
+/// A call still open at its entry: what the return needs.
+#[derive(Debug, Clone, Copy)]
+struct OpenCall {
+    pc: u64,
+    caller: u64,
+    arg: u64,
+    arg2: u64,
+    flavor: LockFlavor,
+}
+
+/// Where the irq wrappers live: (start, end, flavour, wrapper entry).
+#[derive(Debug, Clone, Default)]
+struct Wrappers {
+    ranges: Vec<(u64, u64, LockFlavor)>,
+}
+
+impl Wrappers {
+    fn find(&self, ret: u64) -> Option<(u64, LockFlavor)> {
+        self.ranges
+            .iter()
+            .find(|&&(start, end, _)| ret > start && ret < end)
+            .map(|&(start, _, flavor)| (start, flavor))
+    }
+}
+
+struct State {
+    pending: Vec<Event>,
+    recorded: u64,
+    strings: StringTable,
+    slice_base: u64,
+    tasks: Vec<Option<TaskId>>,
+    open: HashMap<(usize, u64, Func), OpenCall>,
+    /// Exceptions entered and not yet returned from: (CPU, SP after entry) → IRQ number
+    /// (`None`: synchronous).
+    exceptions: HashMap<(usize, u64), Option<u32>>,
+    /// (lock address, name pointer, name length) → class.
+    classes: HashMap<(u64, u64, u64), StrId>,
+    /// Exact symbol at an address (static locks), looked up once.
+    symbols: HashMap<u64, Option<String>>,
+    samples: Vec<MaskSample>,
+}
+
+/// The recording state of a machine.
+pub(crate) struct Recorder {
+    state: RefCell<State>,
+    sink: RefCell<EventSink>,
+    kernel: KernelImage,
+    wrappers: Wrappers,
+    fs_reclaim: u64,
+    release_fs_reclaim_at_reclaim_exit: bool,
+}
+
+/// Reads a little-endian u64 of guest virtual memory through the core's MMU.
+fn read_u64(uc: &Unicorn<'_, ()>, addr: u64) -> Option<u64> {
+    let mut buf = [0; 8];
+    uc.vmem_read(addr, Prot::READ, &mut buf).ok()?;
+    Some(u64::from_le_bytes(buf))
+}
+
+fn reg(uc: &Unicorn<'_, ()>, r: RegisterARM64) -> u64 {
+    uc.reg_read(r).unwrap_or(0)
+}
+
+impl Recorder {
+    /// Hooks every core; events go to `sink`.
+    pub(crate) fn install(
+        cores: &mut [Core],
+        kernel: &KernelImage,
+        options: RecordOptions,
+        sink: EventSink,
+    ) -> Result<Rc<Recorder>, EmuError> {
+        let mut sites: Vec<(u64, Site)> = Vec::new();
+        let have = |name: &str| kernel.symbol_address(name).is_some();
+        let release_fs_reclaim_at_reclaim_exit =
+            !have("fs_reclaim_release") && have("fs_reclaim_acquire");
+        for (func, name, needs_return) in Func::ALL {
+            let (Some(entry), Some(code)) =
+                (kernel.symbol_address(name), kernel.symbol_bytes(name))
+            else {
+                continue;
+            };
+            sites.push((entry, Site::Entry(func)));
+            let returns =
+                needs_return || (func == Func::DirectReclaim && release_fs_reclaim_at_reclaim_exit);
+            if returns {
+                sites.extend(ret_offsets(code).map(|off| (entry + off, Site::Return(func))));
+            }
+        }
+        for (addr, word) in kernel.code_words() {
+            if let Some(site) = daif_site(word) {
+                sites.push((addr, site));
+            }
+        }
+        let mut wrappers = Wrappers::default();
+        for (name, flavor) in [
+            ("spin_lock_irq", LockFlavor::SpinIrq),
+            ("spin_unlock_irq", LockFlavor::SpinIrq),
+            ("spin_lock_irqsave", LockFlavor::SpinIrqSave),
+            ("spin_unlock_irqrestore", LockFlavor::SpinIrqSave),
+        ] {
+            if let (Some(start), Some(code)) =
+                (kernel.symbol_address(name), kernel.symbol_bytes(name))
+            {
+                wrappers
+                    .ranges
+                    .push((start, start + code.len() as u64, flavor));
+            }
+        }
+        let mut strings = StringTable::new();
+        strings.intern("fs_reclaim");
+        let recorder = Rc::new(Recorder {
+            state: RefCell::new(State {
+                pending: Vec::new(),
+                recorded: 0,
+                strings,
+                slice_base: 0,
+                tasks: vec![None; cores.len()],
+                open: HashMap::new(),
+                exceptions: HashMap::new(),
+                classes: HashMap::new(),
+                symbols: HashMap::new(),
+                samples: Vec::new(),
+            }),
+            sink: RefCell::new(sink),
+            kernel: kernel.clone(),
+            wrappers,
+            fs_reclaim: kernel.symbol_address("fs_reclaim_acquire").unwrap_or(0),
+            release_fs_reclaim_at_reclaim_exit,
+        });
+        let err = uc_err("installing the recording probes");
+        for (cpu, core) in cores.iter_mut().enumerate() {
+            for &(addr, site) in &sites {
+                let (rec, counter) = (recorder.clone(), core.counter.clone());
+                core.uc
+                    .add_code_hook(addr, addr, move |uc, pc, _| {
+                        rec.on_site(uc, cpu, &counter, site, pc)
+                    })
+                    .map_err(&err)?;
+            }
+            if options.sample_irq_mask {
+                let rec = recorder.clone();
+                core.uc
+                    .add_block_hook(1, 0, move |uc, pc, _| {
+                        let masked = reg(uc, RegisterARM64::PSTATE) & PSTATE_I != 0;
+                        let mut st = rec.state.borrow_mut();
+                        let events_before = st.recorded + st.pending.len() as u64;
+                        st.samples.push(MaskSample {
+                            cpu,
+                            events_before,
+                            pc,
+                            masked,
+                        });
+                    })
+                    .map_err(&err)?;
+            }
+            core.uc.ctl_flush_tb().map_err(&err)?;
+        }
+        Ok(recorder)
+    }
+
+    /// The machine starts a slice with `total_insns` retired so far.
+    pub(crate) fn slice_start(&self, total_insns: u64) {
+        self.state.borrow_mut().slice_base = total_insns;
+    }
+
+    /// Hands the events recorded so far to the sink.
+    pub(crate) fn flush(&self) {
+        let mut st = self.state.borrow_mut();
+        if st.pending.is_empty() {
+            return;
+        }
+        let events = std::mem::take(&mut st.pending);
+        st.recorded += events.len() as u64;
+        (self.sink.borrow_mut())(&events, &st.strings);
+        let mut events = events;
+        events.clear();
+        st.pending = events;
+    }
+
+    pub(crate) fn take_samples(&self) -> Vec<MaskSample> {
+        std::mem::take(&mut self.state.borrow_mut().samples)
+    }
+
+    /// The host's scheduler gives `cpu` a slice of `insns`.
+    pub(crate) fn sched_decision(&self, cpu: usize, insns: u64, now: u64) {
+        let mut st = self.state.borrow_mut();
+        let task = st.tasks[cpu].unwrap_or_default();
+        st.push(
+            now,
+            cpu,
+            task,
+            0,
+            0,
+            EventKind::SchedDecision {
+                cpu: CpuId(cpu as u16),
+                slice: insns,
+            },
+        );
+    }
+
+    /// The host entered an exception on `cpu` (an IRQ if `irq` has its number); PSTATE
+    /// and SP are already those of the handler, SPSR_EL1 holds the old PSTATE.
+    pub(crate) fn exception_entered(
+        &self,
+        uc: &Unicorn<'_, ()>,
+        cpu: usize,
+        irq: Option<u32>,
+        return_pc: u64,
+        now: u64,
+    ) {
+        let was_masked = exception::spsr_el1(uc) & PSTATE_I != 0;
+        let sp = reg(uc, RegisterARM64::SP);
+        let task = self.task(uc, cpu);
+        let mut st = self.state.borrow_mut();
+        let pc = reg(uc, RegisterARM64::PC);
+        if let Some(intid) = irq {
+            st.push(
+                now,
+                cpu,
+                task,
+                return_pc,
+                0,
+                EventKind::IrqInject {
+                    cpu: CpuId(cpu as u16),
+                    intid,
+                },
+            );
+        }
+        if !was_masked {
+            st.push(
+                now,
+                cpu,
+                task,
+                pc,
+                return_pc,
+                EventKind::IrqMask {
+                    old: false,
+                    new: true,
+                    cause: IrqMaskCause::ExceptionEntry,
+                },
+            );
+        }
+        if let Some(intid) = irq {
+            st.push(
+                now,
+                cpu,
+                task,
+                pc,
+                return_pc,
+                EventKind::HardIrqEnter { intid },
+            );
+        }
+        st.exceptions.insert((cpu, sp), irq);
+    }
+
+    /// The running task of `cpu` (cached; read from the guest the first time).
+    fn task(&self, uc: &Unicorn<'_, ()>, cpu: usize) -> TaskId {
+        if let Some(task) = self.state.borrow().tasks[cpu] {
+            return task;
+        }
+        let percpu = reg(uc, RegisterARM64::TPIDR_EL1);
+        if percpu == 0 {
+            return TaskId(0);
+        }
+        match read_u64(uc, percpu + PERCPU_CURRENT) {
+            Some(thread) if thread != 0 => {
+                let task = thread_id(uc, thread);
+                self.state.borrow_mut().tasks[cpu] = Some(task);
+                task
+            }
+            _ => TaskId(0),
+        }
+    }
+
+    fn on_site(
+        &self,
+        uc: &mut Unicorn<'_, ()>,
+        cpu: usize,
+        counter: &SliceCounter,
+        site: Site,
+        pc: u64,
+    ) {
+        let now = self.state.borrow().slice_base + counter.retired_before(pc);
+        let task = self.task(uc, cpu);
+        let x = |n| read_xreg(uc, n);
+        let sp = reg(uc, RegisterARM64::SP);
+        let lr = x(30);
+        match site {
+            Site::DaifWrite { .. } | Site::DaifImm { .. } | Site::Eret => {
+                let old = reg(uc, RegisterARM64::PSTATE) & PSTATE_I != 0;
+                let (new, cause) = match site {
+                    Site::DaifWrite { reg } => {
+                        let value = if reg == 31 { 0 } else { x(reg) };
+                        (value & PSTATE_I != 0, IrqMaskCause::Instruction)
+                    }
+                    Site::DaifImm { set, imm } => {
+                        let i = imm & 2 != 0;
+                        (
+                            if set { old || i } else { old && !i },
+                            IrqMaskCause::Instruction,
+                        )
+                    }
+                    _ => (exception::spsr_el1(uc) & PSTATE_I != 0, IrqMaskCause::Eret),
+                };
+                let mut st = self.state.borrow_mut();
+                if site == Site::Eret {
+                    if let Some(Some(intid)) = st.exceptions.remove(&(cpu, sp)) {
+                        st.push(now, cpu, task, pc, 0, EventKind::HardIrqExit { intid });
+                    }
+                }
+                if old != new {
+                    st.push(
+                        now,
+                        cpu,
+                        task,
+                        pc,
+                        0,
+                        EventKind::IrqMask { old, new, cause },
+                    );
+                }
+            }
+            Site::Entry(func) => self.on_entry(uc, cpu, func, pc, now, task, sp, lr),
+            Site::Return(func) => {
+                let Some(call) = self.state.borrow_mut().open.remove(&(cpu, sp, func)) else {
+                    return;
+                };
+                self.on_return(uc, cpu, func, call, now, task);
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn on_entry(
+        &self,
+        uc: &Unicorn<'_, ()>,
+        cpu: usize,
+        func: Func,
+        pc: u64,
+        now: u64,
+        task: TaskId,
+        sp: u64,
+        lr: u64,
+    ) {
+        let x0 = read_xreg(uc, 0);
+        let x1 = read_xreg(uc, 1);
+        let (mut pc, mut caller, mut flavor) = (pc, lr, LockFlavor::Spin);
+        if matches!(func, Func::SpinLock | Func::SpinUnlock | Func::SpinTrylock) {
+            if let Some((wrapper, f)) = self.wrappers.find(lr) {
+                pc = wrapper;
+                flavor = f;
+                caller = read_u64(uc, read_xreg(uc, 29) + 8).unwrap_or(0);
+            }
+        }
+        let spin = |st: &mut State| self.lock_ref(uc, st, x0, SPIN_NAME);
+        let mutex = |st: &mut State| self.lock_ref(uc, st, x0, MUTEX_NAME);
+        let mut st = self.state.borrow_mut();
+        let open = OpenCall {
+            pc,
+            caller,
+            arg: x0,
+            arg2: x1,
+            flavor,
+        };
+        let kind = match func {
+            Func::SpinLock => {
+                let lock = spin(&mut st);
+                st.open.insert((cpu, sp, func), open);
+                EventKind::LockAttempt { lock, flavor }
+            }
+            Func::MutexLock => {
+                let lock = mutex(&mut st);
+                st.open.insert((cpu, sp, func), open);
+                EventKind::LockAttempt {
+                    lock,
+                    flavor: LockFlavor::Mutex,
+                }
+            }
+            Func::SpinTrylock | Func::MutexTrylock | Func::WakeUpThread | Func::AllocPages => {
+                st.open.insert((cpu, sp, func), open);
+                return;
+            }
+            Func::DirectReclaim => {
+                st.open.insert((cpu, sp, func), open);
+                EventKind::ReclaimEnter
+            }
+            Func::SpinUnlock => EventKind::LockRelease {
+                lock: spin(&mut st),
+                flavor,
+            },
+            Func::MutexUnlock => EventKind::LockRelease {
+                lock: mutex(&mut st),
+                flavor: LockFlavor::Mutex,
+            },
+            Func::AssertHeld => EventKind::AssertHeld {
+                lock: spin(&mut st),
+            },
+            Func::AssertMutexHeld => EventKind::AssertHeld {
+                lock: mutex(&mut st),
+            },
+            Func::MightSleep => EventKind::MightSleep,
+            Func::CpuSwitchTo => {
+                let (from, to) = (thread_id(uc, x0), thread_id(uc, x1));
+                // Going to sleep: SLEEPING and not left on the run queue (a thread
+                // preempted right after setting SLEEPING stays queued).
+                let state = read_u64(uc, x0 + THREAD_STATE).unwrap_or(0) as u32;
+                let queued = read_u64(uc, x0 + THREAD_QUEUED).unwrap_or(0) as u8 != 0;
+                let sleeping = state == THREAD_SLEEPING && !queued;
+                if sleeping {
+                    st.push(now, cpu, from, pc, lr, EventKind::Sleep);
+                }
+                st.push(
+                    now,
+                    cpu,
+                    from,
+                    pc,
+                    lr,
+                    EventKind::ContextSwitch { from, to },
+                );
+                st.tasks[cpu] = Some(to);
+                return;
+            }
+            Func::FreePages => EventKind::PageFree {
+                pa: x0,
+                order: x1 as u8,
+            },
+            Func::FsReclaimAcquire => {
+                let lock = self.fs_reclaim_lock();
+                st.push(
+                    now,
+                    cpu,
+                    task,
+                    pc,
+                    lr,
+                    EventKind::LockAttempt {
+                        lock,
+                        flavor: LockFlavor::Pseudo,
+                    },
+                );
+                EventKind::LockAcquired {
+                    lock,
+                    flavor: LockFlavor::Pseudo,
+                }
+            }
+            Func::FsReclaimRelease => EventKind::LockRelease {
+                lock: self.fs_reclaim_lock(),
+                flavor: LockFlavor::Pseudo,
+            },
+        };
+        st.push(now, cpu, task, pc, caller, kind);
+    }
+
+    fn on_return(
+        &self,
+        uc: &Unicorn<'_, ()>,
+        cpu: usize,
+        func: Func,
+        call: OpenCall,
+        now: u64,
+        task: TaskId,
+    ) {
+        let x0 = read_xreg(uc, 0);
+        let x1 = read_xreg(uc, 1);
+        let mut st = self.state.borrow_mut();
+        let (pc, caller) = (call.pc, call.caller);
+        let kind = match func {
+            Func::SpinLock => EventKind::LockAcquired {
+                lock: self.lock_ref(uc, &mut st, call.arg, SPIN_NAME),
+                flavor: call.flavor,
+            },
+            Func::MutexLock => EventKind::LockAcquired {
+                lock: self.lock_ref(uc, &mut st, call.arg, MUTEX_NAME),
+                flavor: LockFlavor::Mutex,
+            },
+            Func::SpinTrylock => EventKind::Trylock {
+                lock: self.lock_ref(uc, &mut st, call.arg, SPIN_NAME),
+                flavor: call.flavor,
+                acquired: x0 & 1 != 0,
+            },
+            Func::MutexTrylock => EventKind::Trylock {
+                lock: self.lock_ref(uc, &mut st, call.arg, MUTEX_NAME),
+                flavor: LockFlavor::Mutex,
+                acquired: x0 & 1 != 0,
+            },
+            Func::WakeUpThread => {
+                if x0 & 1 == 0 {
+                    return;
+                }
+                EventKind::Wake {
+                    task: thread_id(uc, call.arg),
+                }
+            }
+            // Rust ABI: `Option<usize>` comes back as (discriminant, value) in x0, x1.
+            Func::AllocPages => EventKind::PageAlloc {
+                order: call.arg as u8,
+                gfp: call.arg2 as u8 as u32,
+                pa: if x0 & 1 != 0 { x1 } else { 0 },
+            },
+            Func::DirectReclaim => {
+                if self.release_fs_reclaim_at_reclaim_exit {
+                    let lock = self.fs_reclaim_lock();
+                    st.push(
+                        now,
+                        cpu,
+                        task,
+                        pc,
+                        caller,
+                        EventKind::LockRelease {
+                            lock,
+                            flavor: LockFlavor::Pseudo,
+                        },
+                    );
+                }
+                EventKind::ReclaimExit
+            }
+            _ => return,
+        };
+        st.push(now, cpu, task, pc, caller, kind);
+    }
+
+    fn fs_reclaim_lock(&self) -> LockRef {
+        LockRef {
+            addr: self.fs_reclaim,
+            class: StrId(0),
+        }
+    }
+
+    /// The lock at `addr`: its class is its symbol if it is a static lock, else its
+    /// name (read through the name pointer at `name_at`).
+    fn lock_ref(&self, uc: &Unicorn<'_, ()>, st: &mut State, addr: u64, name_at: u64) -> LockRef {
+        let name_ptr = read_u64(uc, addr + name_at).unwrap_or(0);
+        let name_len = read_u64(uc, addr + name_at + 8).unwrap_or(0);
+        if let Some(&class) = st.classes.get(&(addr, name_ptr, name_len)) {
+            return LockRef { addr, class };
+        }
+        let symbol = st
+            .symbols
+            .entry(addr)
+            .or_insert_with(|| {
+                let name = self.kernel.symbolize(addr)?;
+                name.strip_suffix("+0x0").map(str::to_string)
+            })
+            .clone();
+        let text = symbol.unwrap_or_else(|| {
+            let mut buf = vec![0; name_len.min(256) as usize];
+            match uc.vmem_read(name_ptr, Prot::READ, &mut buf) {
+                Ok(()) if name_len > 0 => String::from_utf8_lossy(&buf).into_owned(),
+                _ => format!("lock@{addr:#x}"),
+            }
+        });
+        let class = st.strings.intern(&text);
+        st.classes.insert((addr, name_ptr, name_len), class);
+        LockRef { addr, class }
+    }
+}
+
+impl State {
+    fn push(&mut self, time: u64, cpu: usize, task: TaskId, pc: u64, caller: u64, kind: EventKind) {
+        self.pending.push(Event {
+            time,
+            cpu: CpuId(cpu as u16),
+            task,
+            pc,
+            caller,
+            kind,
+        });
+    }
+}
+
+/// The guest's number for the thread at `thread`.
+fn thread_id(uc: &Unicorn<'_, ()>, thread: u64) -> TaskId {
+    match (
+        read_u64(uc, thread + THREAD_ID),
+        read_u64(uc, thread + THREAD_CANARY),
+    ) {
+        (Some(id), Some(STACK_CANARY)) if id <= u32::MAX as u64 => TaskId(id as u32),
+        _ => TaskId((thread >> 4) as u32),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_every_daif_writing_instruction() {
+        assert_eq!(daif_site(0xd69f_03e0), Some(Site::Eret));
+        assert_eq!(daif_site(0xd51b_4228), Some(Site::DaifWrite { reg: 8 }));
+        // msr daifset, #15 / msr daifclr, #2
+        assert_eq!(
+            daif_site(0xd503_4fdf),
+            Some(Site::DaifImm { set: true, imm: 15 })
+        );
+        assert_eq!(
+            daif_site(0xd503_42ff),
+            Some(Site::DaifImm { set: false, imm: 2 })
+        );
+        // mrs x8, daif; msr nzcv, x0; nop
+        for word in [0xd53b_4228, 0xd51b_4200, 0xd503_201f] {
+            assert_eq!(daif_site(word), None, "{word:#x}");
+        }
+    }
+}

@@ -1,0 +1,302 @@
+//! Recording on the real guest (skipped, as in guest_boot.rs, when it is not built):
+//! each event kind where expected, the IRQ mask from events against PSTATE.I at every
+//! block boundary, determinism.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::rc::Rc;
+
+use emu::{KernelImage, Machine, MachineConfig, MaskSample, RecordOptions, RunEnd, SchedulerKind};
+use traces::{Event, EventKind, LockFlavor, StringTable, TraceConfig, TraceWriter};
+
+fn guest() -> Option<KernelImage> {
+    let path = std::env::var_os("PERCPU_GUEST_ELF")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/guest/percpu-guest.elf")
+        });
+    if !path.exists() {
+        eprintln!("no guest kernel at {}: skipped", path.display());
+        return None;
+    }
+    Some(KernelImage::from_path(&path).expect("the built guest loads"))
+}
+
+struct Recorded {
+    events: Vec<Event>,
+    strings: StringTable,
+    samples: Vec<MaskSample>,
+    end: RunEnd,
+}
+
+fn record(kernel: &KernelImage, scenario: &str, cpus: usize, seed: u64, sample: bool) -> Recorded {
+    let config = MachineConfig {
+        cpus,
+        sched: SchedulerKind::Random,
+        seed,
+        quantum: 2_000,
+        max_insns: 400_000_000,
+        bootargs: format!("scenario={scenario} seed={seed} variant=fine"),
+        ..MachineConfig::default()
+    };
+    let mut machine = Machine::new(config, kernel).unwrap();
+    let out = Rc::new(RefCell::new((Vec::new(), StringTable::new())));
+    let sink_out = out.clone();
+    machine
+        .record(
+            RecordOptions {
+                sample_irq_mask: sample,
+            },
+            Box::new(move |events: &[Event], strings: &StringTable| {
+                let mut out = sink_out.borrow_mut();
+                out.0.extend_from_slice(events);
+                out.1 = strings.clone();
+            }),
+        )
+        .unwrap();
+    let outcome = machine.run(&mut |_, _| {});
+    let samples = machine.take_irq_mask_samples();
+    drop(machine);
+    let (events, strings) = Rc::try_unwrap(out).ok().unwrap().into_inner();
+    Recorded {
+        events,
+        strings,
+        samples,
+        end: outcome.end,
+    }
+}
+
+fn count(events: &[Event], pred: impl Fn(&EventKind) -> bool) -> usize {
+    events.iter().filter(|e| pred(&e.kind)).count()
+}
+
+#[test]
+fn irq_mask_from_events_matches_pstate_at_every_block_boundary() {
+    let Some(kernel) = guest() else { return };
+    for scenario in ["smoke", "storm"] {
+        let run = record(&kernel, scenario, 4, 1, true);
+        assert!(
+            matches!(run.end, RunEnd::PoweredOff { status: 0, .. }),
+            "{:?}",
+            run.end
+        );
+        let mut masked = [true; 8];
+        let mut next = 0usize;
+        let mut checked = 0u64;
+        let mut changes = 0u64;
+        for sample in &run.samples {
+            while (next as u64) < sample.events_before {
+                let event = &run.events[next];
+                if let EventKind::IrqMask { old, new, .. } = event.kind {
+                    let cpu = event.cpu.0 as usize;
+                    assert_eq!(
+                        masked[cpu],
+                        old,
+                        "{scenario}: event {next} says the mask was {old}: {}",
+                        event.display(&run.strings)
+                    );
+                    masked[cpu] = new;
+                    changes += 1;
+                }
+                next += 1;
+            }
+            assert_eq!(
+                masked[sample.cpu], sample.masked,
+                "{scenario}: cpu{} at block {:#x} ({} events in): PSTATE.I = {} but the events say {}",
+                sample.cpu,
+                sample.pc,
+                sample.events_before,
+                sample.masked,
+                masked[sample.cpu]
+            );
+            checked += 1;
+        }
+        assert!(
+            checked > 10_000,
+            "{scenario}: only {checked} block boundaries"
+        );
+        assert!(changes > 100, "{scenario}: only {changes} mask changes");
+        eprintln!("{scenario}: {checked} block boundaries, {changes} mask changes, all agree");
+    }
+}
+
+#[test]
+fn smoke_records_every_kind_where_expected() {
+    let Some(kernel) = guest() else { return };
+    let run = record(&kernel, "smoke", 4, 0, false);
+    assert!(
+        matches!(run.end, RunEnd::PoweredOff { status: 0, .. }),
+        "{:?}",
+        run.end
+    );
+    let events = &run.events;
+
+    // Time never decreases along a CPU; the writer accepts the whole run.
+    let mut last: HashMap<u16, u64> = HashMap::new();
+    for e in events {
+        let prev = last.insert(e.cpu.0, e.time).unwrap_or(0);
+        assert!(
+            e.time >= prev,
+            "time went back: {}",
+            e.display(&run.strings)
+        );
+    }
+    let config = TraceConfig {
+        cpus: 4,
+        ..TraceConfig::default()
+    };
+    let mut writer = TraceWriter::new(Vec::new(), &config, Default::default()).unwrap();
+    for e in events {
+        writer.write(e, &run.strings).unwrap();
+    }
+    let (bytes, summary) = writer.finish().unwrap();
+    assert_eq!(summary.events, events.len() as u64);
+    eprintln!(
+        "smoke: {} events, {} bytes, {:.2} bytes/event",
+        events.len(),
+        bytes.len(),
+        bytes.len() as f64 / events.len() as f64
+    );
+
+    // Spinlocks: per CPU and lock, attempt -> acquired -> release, balanced at the end.
+    let mut held: BTreeMap<(u16, u64), i64> = BTreeMap::new();
+    let mut attempts: BTreeMap<(u16, u64), i64> = BTreeMap::new();
+    let mut flavors = BTreeMap::new();
+    for e in events {
+        match e.kind {
+            EventKind::LockAttempt { lock, flavor } if flavor != LockFlavor::Mutex => {
+                *attempts.entry((e.cpu.0, lock.addr)).or_default() += 1;
+            }
+            EventKind::LockAcquired { lock, flavor } if flavor != LockFlavor::Mutex => {
+                let a = attempts.entry((e.cpu.0, lock.addr)).or_default();
+                assert!(
+                    *a > 0,
+                    "acquired without attempt: {}",
+                    e.display(&run.strings)
+                );
+                *a -= 1;
+                *held.entry((e.cpu.0, lock.addr)).or_default() += 1;
+                *flavors.entry(flavor.name()).or_insert(0) += 1;
+            }
+            EventKind::Trylock {
+                lock,
+                acquired: true,
+                flavor,
+            } if flavor != LockFlavor::Mutex => {
+                *held.entry((e.cpu.0, lock.addr)).or_default() += 1;
+            }
+            EventKind::LockRelease { lock, flavor } if flavor != LockFlavor::Mutex => {
+                let h = held.entry((e.cpu.0, lock.addr)).or_default();
+                assert!(
+                    *h > 0,
+                    "release of a lock not held: {}",
+                    e.display(&run.strings)
+                );
+                *h -= 1;
+            }
+            _ => {}
+        }
+    }
+    let spin_acquired = count(
+        events,
+        |k| matches!(k, EventKind::LockAcquired { flavor, .. } if *flavor != LockFlavor::Mutex),
+    );
+    assert!(
+        spin_acquired > 1200,
+        "{spin_acquired} spinlock acquisitions"
+    );
+    // The powering-off CPU may hold the console lock when the machine ends.
+    let still_held: i64 = held.values().sum();
+    assert!(still_held <= 2, "locks left held: {held:?}");
+    for flavor in ["spin", "spin_irqsave"] {
+        assert!(
+            flavors.contains_key(flavor),
+            "no {flavor} lock in {flavors:?}"
+        );
+    }
+    // Lock classes are names, e.g. the console lock's symbol.
+    let classes: Vec<&str> = events
+        .iter()
+        .filter_map(|e| e.kind.lock())
+        .filter_map(|l| run.strings.get(l.class))
+        .collect();
+    assert!(
+        classes.iter().any(|c| c.contains("CONSOLE_LOCK")),
+        "no console lock among {:?}",
+        &classes[..classes.len().min(20)]
+    );
+
+    // Mutexes: attempt then acquired on the same task, released later.
+    let mutex = |k: &EventKind| {
+        matches!(
+            k,
+            EventKind::LockAcquired {
+                flavor: LockFlavor::Mutex,
+                ..
+            } | EventKind::LockRelease {
+                flavor: LockFlavor::Mutex,
+                ..
+            }
+        )
+    };
+    assert!(count(events, mutex) >= 2, "no mutex events");
+
+    // IRQs: injected, entered, left; context switches; sleep points; host decisions.
+    let enters = count(events, |k| matches!(k, EventKind::HardIrqEnter { .. }));
+    let exits = count(events, |k| matches!(k, EventKind::HardIrqExit { .. }));
+    let injects = count(events, |k| matches!(k, EventKind::IrqInject { .. }));
+    assert!(
+        enters > 10 && enters == injects,
+        "{enters} entries, {injects} injections"
+    );
+    assert!(
+        exits + 8 >= enters && exits <= enters,
+        "{enters} entries, {exits} exits"
+    );
+    let switches: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e.kind {
+            EventKind::ContextSwitch { from, to } => Some((e.task, from, to)),
+            _ => None,
+        })
+        .collect();
+    assert!(!switches.is_empty(), "no context switch");
+    for (task, from, to) in &switches {
+        assert_eq!(task, from);
+        assert_ne!(from, to);
+        assert!(
+            from.0 < 1000 && to.0 < 1000,
+            "task ids are the guest's: {from} {to}"
+        );
+    }
+    assert!(count(events, |k| matches!(k, EventKind::MightSleep)) > 0);
+    assert!(count(events, |k| matches!(k, EventKind::SchedDecision { .. })) > 100);
+    let pages: Vec<u64> = events
+        .iter()
+        .filter_map(|e| match e.kind {
+            EventKind::PageAlloc { pa, .. } => Some(pa),
+            _ => None,
+        })
+        .collect();
+    assert!(!pages.is_empty(), "no page allocation");
+    for pa in pages {
+        assert!(
+            pa == 0 || (pa >= 0x4000_0000 && pa % 4096 == 0),
+            "page {pa:#x}"
+        );
+    }
+}
+
+#[test]
+fn the_same_run_records_the_same_events() {
+    let Some(kernel) = guest() else { return };
+    let a = record(&kernel, "smoke", 2, 3, false);
+    let b = record(&kernel, "smoke", 2, 3, false);
+    assert_eq!(a.events.len(), b.events.len());
+    assert!(a.events == b.events);
+    assert_eq!(
+        a.strings.iter().collect::<Vec<_>>(),
+        b.strings.iter().collect::<Vec<_>>()
+    );
+}
