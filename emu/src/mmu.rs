@@ -1,11 +1,19 @@
-//! A walk of the guest's stage 1 page tables (4 KiB granule), used to tell which fault
-//! an abort was: Unicorn raises data and prefetch aborts without saying why, and
-//! ESR_EL1's fault status code must say it, as QEMU's does.
+//! The guest's stage 1 translation (VMSAv8-64, 4 KiB granule), walked by the host:
+//! the simulated MMU answers Unicorn's TLB fills with it ([`walk`]), and an abort's
+//! fault status code comes from it ([`fault_status`]).
+//!
+//! What is modelled: TTBR0/TTBR1 selected by VA bit 55 with T0SZ/T1SZ (clamped to
+//! 16..=39) and EPD0/EPD1, start level from the input size, levels 0–3, table, block
+//! (levels 1 and 2) and page descriptors, the hierarchical APTable/PXNTable/UXNTable
+//! bits, AP[2:1], PXN/UXN (and EL1 never executing EL0-writable memory), SCTLR_EL1.WXN,
+//! the access flag (no hardware update: AF = 0 faults) and nG. MMU off
+//! (SCTLR_EL1.M = 0) is a flat, fully permitted map. Not modelled: other granules
+//! (treated as walks that fault), PAN, address size faults, stage 2.
 
 use crate::memory::GuestMemory;
 
 /// The translation registers of one core.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct TranslationRegs {
     pub sctlr: u64,
     pub tcr: u64,
@@ -13,7 +21,13 @@ pub struct TranslationRegs {
     pub ttbr1: u64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+impl TranslationRegs {
+    pub fn mmu_on(&self) -> bool {
+        self.sctlr & 1 != 0
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Access {
     Read,
     Write,
@@ -22,26 +36,83 @@ pub enum Access {
 
 /// Fault status codes (DFSC/IFSC).
 pub const ALIGNMENT_FAULT: u64 = 0b10_0001;
-const TRANSLATION_FAULT: u64 = 0b00_0100;
-const ACCESS_FLAG_FAULT: u64 = 0b00_1000;
-const PERMISSION_FAULT: u64 = 0b00_1100;
+pub const TRANSLATION_FAULT: u64 = 0b00_0100;
+pub const ACCESS_FLAG_FAULT: u64 = 0b00_1000;
+pub const PERMISSION_FAULT: u64 = 0b00_1100;
 
 const OUTPUT_ADDRESS: u64 = 0x0000_ffff_ffff_f000;
+pub const PAGE_SIZE: u64 = 4096;
 
-/// The fault an EL1 `access` to `va` takes, or `None` if the tables allow it (so the
-/// abort had another cause, such as alignment). Only the 4 KiB granule is walked.
-pub fn fault_status(
-    tables: &dyn GuestMemory,
-    regs: &TranslationRegs,
-    va: u64,
-    access: Access,
-) -> Option<u64> {
-    if regs.sctlr & 1 == 0 {
-        return None; // MMU off: no translation faults
+/// Why a walk failed: the fault status code (with its level) for ESR_EL1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fault {
+    pub status: u64,
+    pub level: u8,
+}
+
+impl Fault {
+    fn new(kind: u64, level: u8) -> Self {
+        Self {
+            status: kind + level as u64,
+            level,
+        }
     }
-    let upper = va >> 63 == 1;
+    pub fn is_permission(&self) -> bool {
+        self.status & !3 == PERMISSION_FAULT
+    }
+}
+
+/// What a successful walk found for one 4 KiB page of virtual address space.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Translation {
+    /// Physical address of the 4 KiB page (inside a block: the matching part).
+    pub pa: u64,
+    /// Level of the leaf descriptor: 3 page, 2 a 2 MiB block, 1 a 1 GiB block.
+    pub level: u8,
+    /// Permissions at EL1.
+    pub read: bool,
+    pub write: bool,
+    pub exec: bool,
+    /// nG clear: the entry matches every ASID.
+    pub global: bool,
+    /// Physical address of the leaf descriptor and of the table descriptors above it
+    /// (`tables[..levels]`, outermost first, leaf excluded).
+    pub leaf: u64,
+    pub tables: [u64; 3],
+    pub n_tables: u8,
+    /// The leaf descriptor's value.
+    pub descriptor: u64,
+}
+
+impl Translation {
+    /// Size of the block or page the leaf maps, as a shift.
+    pub fn block_shift(&self) -> u32 {
+        level_shift(self.level)
+    }
+    /// Whether the walk read the descriptor at physical address `desc`.
+    pub fn uses_descriptor(&self, desc: u64) -> bool {
+        self.leaf == desc || self.tables[..self.n_tables as usize].contains(&desc)
+    }
+    pub fn allows(&self, access: Access) -> bool {
+        match access {
+            Access::Read => self.read,
+            Access::Write => self.write,
+            Access::Fetch => self.exec,
+        }
+    }
+}
+
+/// VA bits one entry at `level` maps (12 at level 3, 21, 30, 39).
+pub fn level_shift(level: u8) -> u32 {
+    12 + 9 * (3 - level as u32)
+}
+
+/// Where a walk for `va` starts: the table base, the start level and the input size,
+/// or the level 0 translation fault of an address the tables do not cover.
+pub fn walk_start(regs: &TranslationRegs, va: u64) -> Result<(u64, u8, u32), Fault> {
+    let upper = (va >> 55) & 1 == 1;
+    let tcr = regs.tcr;
     let (tsz, walk_disabled, granule_4k, ttbr) = if upper {
-        let tcr = regs.tcr;
         (
             (tcr >> 16) & 0x3f,
             tcr & (1 << 23) != 0,
@@ -49,7 +120,6 @@ pub fn fault_status(
             regs.ttbr1,
         )
     } else {
-        let tcr = regs.tcr;
         (
             tcr & 0x3f,
             tcr & (1 << 7) != 0,
@@ -57,43 +127,137 @@ pub fn fault_status(
             regs.ttbr0,
         )
     };
-    if !granule_4k {
-        return None;
-    }
-    let input_bits = 64 - tsz.clamp(16, 39);
+    let input_bits = 64 - tsz.clamp(16, 39) as u32;
+    // Every bit above the input size must equal bit 55's choice of half.
     let top = if upper { !va } else { va };
-    if walk_disabled || top >> input_bits != 0 {
-        return Some(TRANSLATION_FAULT); // level 0: outside the range the tables cover
+    if !granule_4k || walk_disabled || top >> input_bits != 0 {
+        return Err(Fault::new(TRANSLATION_FAULT, 0));
     }
-    let start_level = 4 - (input_bits - 12).div_ceil(9);
-    let mut table = ttbr & OUTPUT_ADDRESS;
+    let start_level = 4 - (input_bits - 12).div_ceil(9) as u8;
+    Ok((ttbr & OUTPUT_ADDRESS, start_level, input_bits))
+}
+
+/// Translates `va` for an EL1 `access` through the tables in `mem`. `Ok` also for an
+/// access the permissions forbid is not given: a forbidden access is a permission
+/// fault; use [`walk_any`] to get the translation regardless of the access.
+pub fn walk(
+    mem: &dyn GuestMemory,
+    regs: &TranslationRegs,
+    va: u64,
+    access: Access,
+) -> Result<Translation, Fault> {
+    let t = walk_any(mem, regs, va)?;
+    if t.allows(access) {
+        Ok(t)
+    } else {
+        Err(Fault::new(PERMISSION_FAULT, t.level))
+    }
+}
+
+/// Translates `va` (MMU on) with the EL1 permissions it grants; faults are
+/// translation and access flag faults only.
+pub fn walk_any(
+    mem: &dyn GuestMemory,
+    regs: &TranslationRegs,
+    va: u64,
+) -> Result<Translation, Fault> {
+    let (mut table, start_level, input_bits) = walk_start(regs, va)?;
+    let mut tables = [0u64; 3];
+    let mut n_tables = 0u8;
+    // Hierarchical restrictions from table descriptors.
+    let (mut no_write, mut pxn_table) = (false, false);
     for level in start_level..=3 {
-        let shift = 12 + 9 * (3 - level);
-        let index = (va >> shift) & ((1 << (input_bits - shift).min(9)) - 1);
-        let Ok(desc) = tables.read_u64(table + 8 * index) else {
-            return Some(TRANSLATION_FAULT + level);
+        let shift = level_shift(level);
+        let index_bits = (input_bits - shift).min(9);
+        let index = (va >> shift) & ((1 << index_bits) - 1);
+        let desc_addr = table + 8 * index;
+        let Ok(desc) = mem.read_u64(desc_addr) else {
+            return Err(Fault::new(TRANSLATION_FAULT, level));
         };
-        let is_table = desc & 2 != 0 && level < 3;
-        if desc & 1 == 0 || (level == 3 && desc & 2 == 0) {
-            return Some(TRANSLATION_FAULT + level);
+        let valid = desc & 1 != 0;
+        let table_or_page = desc & 2 != 0;
+        // Invalid, a level 3 "block" (reserved), or a block at level 0: translation fault.
+        if !valid || (level == 3 && !table_or_page) || (level == 0 && !table_or_page) {
+            return Err(Fault::new(TRANSLATION_FAULT, level));
         }
-        if is_table {
+        if table_or_page && level < 3 {
+            tables[n_tables as usize] = desc_addr;
+            n_tables += 1;
+            no_write |= desc & (1 << 62) != 0; // APTable[1]
+            pxn_table |= desc & (1 << 59) != 0;
             table = desc & OUTPUT_ADDRESS;
             continue;
         }
         if desc & (1 << 10) == 0 {
-            return Some(ACCESS_FLAG_FAULT + level);
+            return Err(Fault::new(ACCESS_FLAG_FAULT, level));
         }
-        let read_only = desc & (1 << 7) != 0;
-        let privileged_never_execute = desc & (1 << 53) != 0;
-        let denied = match access {
-            Access::Write => read_only,
-            Access::Fetch => privileged_never_execute,
-            Access::Read => false,
-        };
-        return denied.then_some(PERMISSION_FAULT + level);
+        let block_mask = (1u64 << shift) - 1;
+        let output = desc & OUTPUT_ADDRESS & !block_mask;
+        let pa = output | (va & block_mask & !(PAGE_SIZE - 1));
+        let ap = (desc >> 6) & 3;
+        let read_only = ap & 2 != 0 || no_write;
+        let el0_writable = ap == 0b01 && !no_write;
+        let write = !read_only;
+        let wxn = regs.sctlr & (1 << 19) != 0 && write;
+        let exec = desc & (1 << 53) == 0 && !pxn_table && !el0_writable && !wxn;
+        return Ok(Translation {
+            pa,
+            level,
+            read: true,
+            write,
+            exec,
+            global: desc & (1 << 11) == 0,
+            leaf: desc_addr,
+            tables,
+            n_tables,
+            descriptor: desc,
+        });
     }
-    None
+    unreachable!("level 3 always ends the walk")
+}
+
+/// The fault an EL1 `access` to `va` takes, or `None` if the tables allow it (so the
+/// abort had another cause, such as alignment).
+pub fn fault_status(
+    tables: &dyn GuestMemory,
+    regs: &TranslationRegs,
+    va: u64,
+    access: Access,
+) -> Option<u64> {
+    if !regs.mmu_on() {
+        return None; // MMU off: no translation faults
+    }
+    walk(tables, regs, va, access).err().map(|f| f.status)
+}
+
+/// What a descriptor at `level` means for a walk: invalid, a table (its next-level
+/// address), or a leaf (its output address and the block size it maps).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Descriptor {
+    Invalid,
+    Table(u64),
+    Leaf { output: u64, level: u8 },
+}
+
+impl Descriptor {
+    pub fn decode(desc: u64, level: u8) -> Self {
+        let valid = desc & 1 != 0;
+        let table_or_page = desc & 2 != 0;
+        if !valid || (level == 3 && !table_or_page) || (level == 0 && !table_or_page) {
+            Descriptor::Invalid
+        } else if table_or_page && level < 3 {
+            Descriptor::Table(desc & OUTPUT_ADDRESS)
+        } else {
+            let mask = (1u64 << level_shift(level)) - 1;
+            Descriptor::Leaf {
+                output: desc & OUTPUT_ADDRESS & !mask,
+                level,
+            }
+        }
+    }
+    pub fn is_valid(&self) -> bool {
+        *self != Descriptor::Invalid
+    }
 }
 
 #[cfg(test)]
@@ -168,5 +332,144 @@ mod tests {
         );
         let off = TranslationRegs { sctlr: 0, ..regs };
         assert_eq!(fault_status(&ram, &off, 0x8000_4000, Access::Read), None);
+    }
+
+    /// Upper half: 39-bit TTBR1 walk starting at level 1, with a 2 MiB block, a table
+    /// marked APTable read-only and PXNTable, and a 1 GiB block in the lower half.
+    fn two_halves() -> (GuestRam, TranslationRegs) {
+        let mut ram = GuestRam::new(RAM_BASE, 0x10_0000).unwrap();
+        let (t0, t1, l2, l2ro, l3ro) = (L1, L1 + 0x1000, L1 + 0x2000, L1 + 0x3000, L1 + 0x4000);
+        // TTBR0: GiB 1 identity, 1 GiB block, RW, AF.
+        ram.write_u64(t0 + 8, 0x4000_0000 | 0x401).unwrap();
+        // TTBR1: slot 0 -> l2 (plain), slot 1 -> l2ro (APTable = read-only, PXNTable).
+        ram.write_u64(t1, l2 | 3).unwrap();
+        ram.write_u64(t1 + 8, l2ro | 3 | (1 << 62) | (1 << 59))
+            .unwrap();
+        // l2 slot 1: a 2 MiB block at 0x4020_0000; slot 2: reserved-looking nothing.
+        ram.write_u64(l2 + 8, 0x4020_0000 | 0x401).unwrap();
+        ram.write_u64(l2ro, l3ro | 3).unwrap();
+        ram.write_u64(l3ro, 0x4030_0000 | 0x403).unwrap();
+        let regs = TranslationRegs {
+            sctlr: 1,
+            tcr: 25 | (25 << 16) | (2 << 30),
+            ttbr0: t0,
+            ttbr1: t1,
+        };
+        (ram, regs)
+    }
+
+    const UPPER: u64 = 0xffff_ff80_0000_0000;
+
+    #[test]
+    fn walks_both_halves_blocks_and_pages() {
+        let (ram, regs) = two_halves();
+        // 1 GiB block in TTBR0: the 4 KiB page inside it, level 1, one descriptor.
+        let t = walk(&ram, &regs, 0x4123_4567, Access::Write).unwrap();
+        assert_eq!((t.pa, t.level, t.n_tables), (0x4123_4000, 1, 0));
+        assert_eq!(t.leaf, L1 + 8);
+        assert!(t.read && t.write && t.exec && t.global);
+        // 2 MiB block in TTBR1 (VA bit 55 set): level 2 under one table.
+        let t = walk(&ram, &regs, UPPER + 0x20_5000, Access::Read).unwrap();
+        assert_eq!((t.pa, t.level, t.n_tables), (0x4020_5000, 2, 1));
+        assert_eq!(t.block_shift(), 21);
+        assert!(t.uses_descriptor(L1 + 0x1000) && t.uses_descriptor(L1 + 0x2000 + 8));
+        // Hole in the level 2 table: translation fault at level 2.
+        assert_eq!(
+            walk(&ram, &regs, UPPER + 0x40_0000, Access::Read),
+            Err(Fault {
+                status: 0b00_0110,
+                level: 2
+            })
+        );
+        // Between the halves (bits above 39 neither all 0 nor all 1): level 0 fault.
+        assert_eq!(
+            walk(&ram, &regs, 0xffff_0000_0000_0000, Access::Read)
+                .unwrap_err()
+                .status,
+            0b00_0100
+        );
+        assert_eq!(
+            walk(&ram, &regs, 0x0000_ff80_0000_0000, Access::Read)
+                .unwrap_err()
+                .status,
+            0b00_0100
+        );
+    }
+
+    #[test]
+    fn table_attributes_restrict_the_leaf() {
+        let (ram, regs) = two_halves();
+        let va = UPPER + (1 << 30);
+        let t = walk_any(&ram, &regs, va).unwrap();
+        assert_eq!((t.pa, t.level, t.n_tables), (0x4030_0000, 3, 2));
+        assert!(
+            t.read && !t.write && !t.exec,
+            "APTable[1] and PXNTable inherited"
+        );
+        assert_eq!(
+            walk(&ram, &regs, va, Access::Write).unwrap_err(),
+            Fault {
+                status: 0b00_1111,
+                level: 3
+            }
+        );
+        assert!(walk(&ram, &regs, va, Access::Fetch)
+            .unwrap_err()
+            .is_permission());
+    }
+
+    #[test]
+    fn el0_writable_and_wxn_pages_do_not_execute_at_el1() {
+        let mut ram = GuestRam::new(RAM_BASE, 0x10_0000).unwrap();
+        ram.write_u64(L1 + 8 * 2, L2 | 3).unwrap();
+        ram.write_u64(L2, L3 | 3).unwrap();
+        ram.write_u64(L3, 0x4010_0000 | 0x443).unwrap(); // AP = 01: EL0 read-write
+        ram.write_u64(L3 + 8, 0x4010_1000 | 0x803).unwrap(); // AF clear, nG
+        ram.write_u64(L3 + 16, 0x4010_2000 | 0xc03).unwrap(); // nG
+        let mut regs = TranslationRegs {
+            sctlr: 1,
+            tcr: 25 | (1 << 23),
+            ttbr0: L1,
+            ttbr1: 0,
+        };
+        let t = walk_any(&ram, &regs, 0x8000_0000).unwrap();
+        assert!(t.write && !t.exec);
+        assert_eq!(
+            walk_any(&ram, &regs, 0x8000_1000).unwrap_err().status,
+            0b00_1011
+        );
+        let t = walk_any(&ram, &regs, 0x8000_2000).unwrap();
+        assert!(t.exec && !t.global);
+        regs.sctlr |= 1 << 19; // WXN: writable implies execute-never
+        assert!(!walk_any(&ram, &regs, 0x8000_2000).unwrap().exec);
+    }
+
+    #[test]
+    fn descriptors_decode_by_level() {
+        assert_eq!(Descriptor::decode(0, 3), Descriptor::Invalid);
+        assert_eq!(
+            Descriptor::decode(0x4000_0001, 3),
+            Descriptor::Invalid,
+            "level 3 block"
+        );
+        assert_eq!(
+            Descriptor::decode(0x4000_0003, 3),
+            Descriptor::Leaf {
+                output: 0x4000_0000,
+                level: 3
+            }
+        );
+        assert_eq!(
+            Descriptor::decode(0x4000_1003, 2),
+            Descriptor::Table(0x4000_1000)
+        );
+        assert_eq!(
+            Descriptor::decode(0x4020_0401, 2),
+            Descriptor::Leaf {
+                output: 0x4020_0000,
+                level: 2
+            }
+        );
+        assert_eq!(Descriptor::decode(0x4000_0001, 0), Descriptor::Invalid);
     }
 }
