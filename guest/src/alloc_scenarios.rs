@@ -1016,13 +1016,26 @@ pub fn reclaim_main(_: usize) {
     }
     RECLAIM_READY.wait_n(users.len());
     let before = pcpu().stats();
+    // Chunk addresses (CPU 0's copy of a whole-unit area starts its chunk)
+    // of the previous round: reclaim releases all but one of them, and the
+    // next round's chunks must get exactly those addresses back.
+    let mut previous = [0usize; RECLAIM_GROW];
     for round in 1..=RECLAIM_ROUNDS {
         set_state(grower, ALLOC);
+        let mut bases = [0usize; RECLAIM_GROW];
         for slot in 0..RECLAIM_GROW {
             let align = 1 << rng.below(13);
             let area = alloc_checked("reclaim", MIN_UNIT_SIZE, align, false);
+            bases[slot] = pcpu().per_cpu_ptr(area.ptr, 0) as usize;
             RECLAIM_GROWN.lock_irqsave()[slot] = Some(area);
         }
+        if round > 1 && bases.iter().any(|base| !previous.contains(base)) {
+            panic!(
+                "reclaim: round {} chunks at {:x?}, released ones were at {:x?}",
+                round, bases, previous
+            );
+        }
+        previous = bases;
         RECLAIM_ROUND.store(round, Release);
         set_state(grower, WAIT);
         for cpu in users.clone() {
