@@ -6,8 +6,9 @@
 //!   `spin_trylock`, `spin_unlock`, `mutex_lock`, `mutex_trylock`, `mutex_unlock`,
 //!   `lockdep_assert_held`, `lockdep_assert_mutex_held`, `might_sleep`,
 //!   `cpu_switch_to`, `wake_up_thread`, `alloc_pages`, `free_pages`, `direct_reclaim`,
-//!   `fs_reclaim_acquire`, `fs_reclaim_release`, and the `ret`s of those whose result
-//!   matters. A return is matched to its call by (CPU, stack pointer, function): a
+//!   `fs_reclaim_acquire`, `fs_reclaim_release`, `__alloc_percpu`, `free_percpu`
+//!   (Linux's names, C ABI, if the guest exports them), and the `ret`s of those whose
+//!   result matters. A return is matched to its call by (CPU, stack pointer, function): a
 //!   function returns with the SP it was entered with, and each thread has its own
 //!   stack, so a call that sleeps (a mutex) is matched when its thread comes back.
 //!   Symbols a guest does not have are skipped (the compiler drops calls to an empty
@@ -107,10 +108,12 @@ enum Func {
     DirectReclaim,
     FsReclaimAcquire,
     FsReclaimRelease,
+    AllocPercpu,
+    FreePercpu,
 }
 
 impl Func {
-    const ALL: [(Func, &'static str, bool); 16] = [
+    const ALL: [(Func, &'static str, bool); 18] = [
         (Func::SpinLock, "spin_lock", true),
         (Func::SpinTrylock, "spin_trylock", true),
         (Func::SpinUnlock, "spin_unlock", false),
@@ -127,6 +130,9 @@ impl Func {
         (Func::DirectReclaim, "direct_reclaim", true),
         (Func::FsReclaimAcquire, "fs_reclaim_acquire", false),
         (Func::FsReclaimRelease, "fs_reclaim_release", false),
+        // Linux's names, if the guest exports them (C ABI: size, align -> pointer).
+        (Func::AllocPercpu, "__alloc_percpu", true),
+        (Func::FreePercpu, "free_percpu", false),
     ];
 }
 
@@ -546,7 +552,11 @@ impl Recorder {
                     flavor: LockFlavor::Mutex,
                 }
             }
-            Func::SpinTrylock | Func::MutexTrylock | Func::WakeUpThread | Func::AllocPages => {
+            Func::SpinTrylock
+            | Func::MutexTrylock
+            | Func::WakeUpThread
+            | Func::AllocPages
+            | Func::AllocPercpu => {
                 st.open.insert((cpu, sp, func), open);
                 return;
             }
@@ -590,6 +600,7 @@ impl Recorder {
                 st.tasks[cpu] = Some(to);
                 return;
             }
+            Func::FreePercpu => EventKind::PercpuFree { addr: x0 },
             Func::FreePages => EventKind::PageFree {
                 pa: x0,
                 order: x1 as u8,
@@ -665,6 +676,11 @@ impl Recorder {
                 order: call.arg as u8,
                 gfp: call.arg2 as u8 as u32,
                 pa: if x0 & 1 != 0 { x1 } else { 0 },
+            },
+            Func::AllocPercpu => EventKind::PercpuAlloc {
+                size: call.arg,
+                align: call.arg2,
+                addr: x0,
             },
             Func::DirectReclaim => {
                 if self.release_fs_reclaim_at_reclaim_exit {

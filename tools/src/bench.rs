@@ -104,6 +104,7 @@ pub fn bench(args: &BenchArgs) -> Result<Verdict, BadInput> {
         .expect("4 is measured")
         .1;
     let ratio = four.mips() / raw.mips();
+    let tracing = crate::bench_trace::measure(&kernel, MIN_MEASURE)?;
 
     match args.report {
         ReportFormat::Text => {
@@ -121,6 +122,17 @@ pub fn bench(args: &BenchArgs) -> Result<Verdict, BadInput> {
                 raw.mips()
             );
             println!("  4-cpu aggregate / raw single instance: {ratio:.2} (goal >= 0.60)");
+            println!(
+                "recording (`{}`, {} runs each way):",
+                crate::bench_trace::ARGS.join(" "),
+                tracing.runs
+            );
+            println!(
+                "  {:.0} events/s recorded, {:.2} bytes/event (goal <= 8), overhead {:.2}x (goal <= 1.3)",
+                tracing.events_per_second(),
+                tracing.bytes_per_event(),
+                tracing.overhead()
+            );
         }
         ReportFormat::Json => {
             let cores: Vec<_> = per_cores
@@ -129,7 +141,10 @@ pub fn bench(args: &BenchArgs) -> Result<Verdict, BadInput> {
                 .collect();
             println!(
                 "{}",
-                json!({"smoke": cores, "raw_single_instance_mips": raw.mips(), "ratio_4cpu_to_raw": ratio})
+                json!({"smoke": cores, "raw_single_instance_mips": raw.mips(), "ratio_4cpu_to_raw": ratio,
+                       "trace": {"events_per_second": tracing.events_per_second(),
+                                 "bytes_per_event": tracing.bytes_per_event(),
+                                 "overhead": tracing.overhead(), "runs": tracing.runs}})
             );
         }
     }

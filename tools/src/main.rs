@@ -5,9 +5,13 @@
 //! 3 guest fault (panic, unhandled exception, watchdog).
 
 mod bench;
+mod bench_trace;
+mod export;
 mod kernel;
+mod replay;
 mod report;
 mod run;
+mod tracefile;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -68,6 +72,10 @@ enum Command {
     },
     /// Measure emulation speed (guest MIPS per core count, against raw Unicorn).
     Bench(bench::BenchArgs),
+    /// Re-execute a recorded run (`run --trace`) and check that it gives the same events.
+    Replay(replay::ReplayArgs),
+    /// Convert a trace for viewers: `--perfetto OUT.json` for ui.perfetto.dev.
+    Export(export::ExportArgs),
 }
 
 fn main() -> ExitCode {
@@ -84,6 +92,8 @@ fn main() -> ExitCode {
         Command::Run(args) => run::run(&args),
         Command::Scenarios { kernel } => list_scenarios(kernel.as_deref()),
         Command::Bench(args) => bench::bench(&args),
+        Command::Replay(args) => replay::replay(&args),
+        Command::Export(args) => export::export(&args),
     };
     match result {
         Ok(verdict) => verdict.exit_code(),

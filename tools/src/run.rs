@@ -6,7 +6,7 @@ use clap::{Args, ValueEnum};
 use emu::{Machine, MachineConfig, SchedulerKind};
 
 use crate::report::{self, ReportFormat};
-use crate::{kernel, BadInput, Verdict};
+use crate::{kernel, tracefile, BadInput, Verdict};
 
 /// Instructions a CPU runs before the scheduler picks again (slices end at the
 /// first translation-block boundary past this budget).
@@ -61,6 +61,9 @@ pub struct RunArgs {
     /// Report format on stdout; with `json`, the guest console goes to stderr.
     #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
     pub report: ReportFormat,
+    /// Record the run's events into this trace file (for `replay` and `export`).
+    #[arg(long)]
+    pub trace: Option<PathBuf>,
 }
 
 impl RunArgs {
@@ -99,6 +102,18 @@ pub fn run(args: &RunArgs) -> Result<Verdict, BadInput> {
     let config = args.machine_config();
     tracing::info!(bootargs = %config.bootargs, cpus = config.cpus, "booting");
     let mut machine = Machine::new(config, &kernel)?;
+    let recording = match &args.trace {
+        Some(path) => {
+            let trace_config = tracefile::trace_config(args, &kernel);
+            let file = tracefile::create(path)?;
+            Some(tracefile::Recording::start(
+                &mut machine,
+                file,
+                &trace_config,
+            )?)
+        }
+        None => None,
+    };
 
     let console_to_stderr = matches!(args.report, ReportFormat::Json);
     let mut console = |cpu: usize, line: &str| {
@@ -111,5 +126,14 @@ pub fn run(args: &RunArgs) -> Result<Verdict, BadInput> {
     let outcome = machine.run(&mut console);
     let verdict = report::verdict(&outcome);
     report::print(args, &kernel, &outcome);
+    if let (Some(recording), Some(path)) = (recording, &args.trace) {
+        let (_, summary) = recording.finish()?;
+        eprintln!(
+            "percpu-lab: trace {}: {} events, {} bytes",
+            path.display(),
+            summary.events,
+            summary.bytes
+        );
+    }
     Ok(verdict)
 }

@@ -1,0 +1,74 @@
+//! The recording part of `percpu-lab bench`: the same `storm` run with and without
+//! `--trace` (into a temporary file), timed alternately; machine set-up is not timed,
+//! finishing the trace is.
+
+use std::time::{Duration, Instant};
+
+use emu::{KernelImage, Machine, RunEnd};
+
+use crate::tracefile::{self, Recording};
+use crate::BadInput;
+
+/// The run measured: what `percpu-lab run --scenario storm` does by default.
+pub const ARGS: [&str; 3] = ["run", "--scenario", "storm"];
+
+#[derive(Debug, Default)]
+pub struct TraceBench {
+    pub runs: u32,
+    pub events: u64,
+    pub bytes: u64,
+    pub with_trace: Duration,
+    pub without: Duration,
+}
+
+impl TraceBench {
+    pub fn events_per_second(&self) -> f64 {
+        self.events as f64 / self.with_trace.as_secs_f64()
+    }
+
+    pub fn bytes_per_event(&self) -> f64 {
+        self.bytes as f64 / self.events.max(1) as f64
+    }
+
+    /// Host time with `--trace` over host time without.
+    pub fn overhead(&self) -> f64 {
+        self.with_trace.as_secs_f64() / self.without.as_secs_f64()
+    }
+}
+
+fn check_end(end: &RunEnd) -> Result<(), BadInput> {
+    match end {
+        RunEnd::PoweredOff { status: 0, .. } => Ok(()),
+        other => Err(BadInput(format!(
+            "storm did not pass under bench: {other:?}"
+        ))),
+    }
+}
+
+pub fn measure(kernel: &KernelImage, min_time: Duration) -> Result<TraceBench, BadInput> {
+    let args = tracefile::parse_run_args(&ARGS)?;
+    let config = tracefile::trace_config(&args, kernel);
+    let path = std::env::temp_dir().join(format!("percpu-lab-bench-{}.trace", std::process::id()));
+    let mut bench = TraceBench::default();
+    while bench.without < min_time || bench.runs < 2 {
+        let mut machine = Machine::new(args.machine_config(), kernel)?;
+        let start = Instant::now();
+        let outcome = machine.run(&mut |_, _| {});
+        bench.without += start.elapsed();
+        check_end(&outcome.end)?;
+
+        let mut machine = Machine::new(args.machine_config(), kernel)?;
+        let file = tracefile::create(&path)?;
+        let recording = Recording::start(&mut machine, file, &config)?;
+        let start = Instant::now();
+        let outcome = machine.run(&mut |_, _| {});
+        let (_, summary) = recording.finish()?;
+        bench.with_trace += start.elapsed();
+        check_end(&outcome.end)?;
+        bench.events += summary.events;
+        bench.bytes += summary.bytes;
+        bench.runs += 1;
+    }
+    let _ = std::fs::remove_file(&path);
+    Ok(bench)
+}

@@ -1,0 +1,329 @@
+//! `percpu-lab export FILE --perfetto OUT.json`: the trace as Chrome trace-event JSON,
+//! which ui.perfetto.dev (and chrome://tracing) opens.
+//!
+//! Layout: one process per CPU (`pid` = CPU number, named `cpuN`), with threads as
+//! its tracks: `tasks` (a span per task while it runs), `hardirq` (a span per hard-IRQ
+//! handler), `irqs off` (a span while PSTATE.I masks IRQs; a CPU starts masked) and
+//! `events` (instants: page and per-CPU alloc/free, reclaim, TLBIs, markers,
+//! findings). Lock holds are async spans (`b`/`e`, category `lock`, one id per lock
+//! address) because holds of different locks overlap without nesting. Time: one
+//! guest instruction (the trace's time unit) is shown as one nanosecond.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::PathBuf;
+
+use clap::Args;
+use serde_json::{json, Value};
+use traces::{Event, EventKind, Finding, Trace};
+
+use crate::tracefile;
+use crate::{BadInput, Verdict};
+
+#[derive(Args, Debug)]
+pub struct ExportArgs {
+    /// The trace to export (from `percpu-lab run --trace`).
+    pub file: PathBuf,
+    /// Write Chrome trace-event JSON (for ui.perfetto.dev) to this file.
+    #[arg(long, value_name = "OUT.json", required = true)]
+    pub perfetto: PathBuf,
+}
+
+const TID_TASKS: u32 = 1;
+const TID_HARDIRQ: u32 = 2;
+const TID_IRQS_OFF: u32 = 3;
+const TID_EVENTS: u32 = 4;
+
+fn ts(time: u64) -> f64 {
+    time as f64 / 1000.0
+}
+
+/// Per-CPU state of the spans being built.
+#[derive(Default)]
+struct CpuTracks {
+    started: bool,
+    task: Option<u32>,
+    irqs_off: bool,
+    hardirq_depth: u32,
+    last_time: u64,
+}
+
+/// The Chrome trace-event JSON object for `trace` (and `findings` made on it).
+pub fn perfetto(trace: &Trace, findings: &[Finding]) -> Value {
+    let strings = &trace.strings;
+    let cpus = trace.header.config.cpus.max(1);
+    let mut out: Vec<Value> = Vec::new();
+    for cpu in 0..cpus {
+        out.push(json!({"ph": "M", "name": "process_name", "pid": cpu, "tid": 0, "args": {"name": format!("cpu{cpu}")}}));
+        out.push(json!({"ph": "M", "name": "process_sort_index", "pid": cpu, "tid": 0, "args": {"sort_index": cpu}}));
+        for (tid, name) in [
+            (TID_TASKS, "tasks"),
+            (TID_HARDIRQ, "hardirq"),
+            (TID_IRQS_OFF, "irqs off"),
+            (TID_EVENTS, "events"),
+        ] {
+            out.push(json!({"ph": "M", "name": "thread_name", "pid": cpu, "tid": tid, "args": {"name": name}}));
+            out.push(json!({"ph": "M", "name": "thread_sort_index", "pid": cpu, "tid": tid, "args": {"sort_index": tid}}));
+        }
+    }
+    let mut tracks: BTreeMap<u16, CpuTracks> = BTreeMap::new();
+    // Lock holds open: (cpu, lock address) -> class name.
+    let mut held: BTreeMap<(u16, u64), String> = BTreeMap::new();
+    let class = |id| strings.get(id).unwrap_or("?").to_string();
+
+    for e in &trace.events {
+        let Event {
+            time, cpu, task, ..
+        } = *e;
+        let pid = cpu.0;
+        let t = tracks.entry(pid).or_default();
+        t.last_time = time;
+        let span = |ph: &str, tid: u32, name: String| json!({"ph": ph, "pid": pid, "tid": tid, "ts": ts(time), "name": name});
+        if !t.started {
+            t.started = true;
+            t.irqs_off = true;
+            out.push(span("B", TID_IRQS_OFF, "irqs off".into()));
+            t.task = Some(task.0);
+            out.push(span("B", TID_TASKS, format!("task{}", task.0)));
+        }
+        let instant = |name: String, args: Value| json!({"ph": "i", "s": "t", "pid": pid, "tid": TID_EVENTS, "ts": ts(time), "name": name, "args": args});
+        match e.kind {
+            EventKind::ContextSwitch { to, .. } => {
+                if t.task.take().is_some() {
+                    out.push(span("E", TID_TASKS, String::new()));
+                }
+                t.task = Some(to.0);
+                out.push(span("B", TID_TASKS, format!("task{}", to.0)));
+            }
+            EventKind::IrqMask { new, .. } if new != t.irqs_off => {
+                t.irqs_off = new;
+                out.push(span(
+                    if new { "B" } else { "E" },
+                    TID_IRQS_OFF,
+                    "irqs off".into(),
+                ));
+            }
+            EventKind::HardIrqEnter { intid } => {
+                t.hardirq_depth += 1;
+                out.push(span("B", TID_HARDIRQ, format!("irq {intid}")));
+            }
+            EventKind::HardIrqExit { .. } if t.hardirq_depth > 0 => {
+                t.hardirq_depth -= 1;
+                out.push(span("E", TID_HARDIRQ, String::new()));
+            }
+            EventKind::LockAcquired { lock, flavor }
+            | EventKind::Trylock {
+                lock,
+                flavor,
+                acquired: true,
+            } => {
+                let name = class(lock.class);
+                held.insert((pid, lock.addr), name.clone());
+                out.push(json!({"ph": "b", "cat": "lock", "id": format!("{:#x}", lock.addr),
+                    "pid": pid, "tid": TID_TASKS, "ts": ts(time), "name": name,
+                    "args": {"addr": format!("{:#x}", lock.addr), "flavor": flavor.name(), "task": task.0}}));
+            }
+            EventKind::LockRelease { lock, .. } => {
+                if let Some(name) = held.remove(&(pid, lock.addr)) {
+                    out.push(
+                        json!({"ph": "e", "cat": "lock", "id": format!("{:#x}", lock.addr),
+                        "pid": pid, "tid": TID_TASKS, "ts": ts(time), "name": name}),
+                    );
+                }
+            }
+            EventKind::PageAlloc { order, gfp, pa } => out.push(instant(
+                "page alloc".into(),
+                json!({"order": order, "gfp": gfp, "pa": format!("{pa:#x}")}),
+            )),
+            EventKind::PageFree { pa, order } => out.push(instant(
+                "page free".into(),
+                json!({"order": order, "pa": format!("{pa:#x}")}),
+            )),
+            EventKind::PercpuAlloc { size, align, addr } => out.push(instant(
+                "percpu alloc".into(),
+                json!({"size": size, "align": align, "addr": format!("{addr:#x}")}),
+            )),
+            EventKind::PercpuFree { addr } => out.push(instant(
+                "percpu free".into(),
+                json!({"addr": format!("{addr:#x}")}),
+            )),
+            EventKind::ReclaimEnter | EventKind::ReclaimExit => {
+                out.push(instant(e.kind.name().into(), json!({})))
+            }
+            EventKind::Tlbi {
+                op,
+                broadcast,
+                operand,
+            } => out.push(instant(
+                format!("tlbi {}", op.mnemonic(broadcast)),
+                json!({"operand": format!("{operand:#x}")}),
+            )),
+            EventKind::Marker { label, value } => {
+                out.push(instant(class(label), json!({"value": value})))
+            }
+            _ => {}
+        }
+    }
+    // Close what is still open at each CPU's last event.
+    for (&pid, t) in &tracks {
+        let end = |tid: u32| json!({"ph": "E", "pid": pid, "tid": tid, "ts": ts(t.last_time)});
+        if t.task.is_some() {
+            out.push(end(TID_TASKS));
+        }
+        if t.irqs_off {
+            out.push(end(TID_IRQS_OFF));
+        }
+        for _ in 0..t.hardirq_depth {
+            out.push(end(TID_HARDIRQ));
+        }
+    }
+    for ((pid, addr), name) in held {
+        let last = tracks.get(&pid).map_or(0, |t| t.last_time);
+        out.push(json!({"ph": "e", "cat": "lock", "id": format!("{addr:#x}"),
+            "pid": pid, "tid": TID_TASKS, "ts": ts(last), "name": name}));
+    }
+    for finding in findings {
+        let time = ts(finding.time.unwrap_or(0));
+        let args = json!({"title": finding.title, "key": finding.key, "details": finding.details});
+        out.push(match finding.cpu {
+            Some(cpu) => json!({"ph": "i", "s": "t", "pid": cpu, "tid": TID_EVENTS, "ts": time,
+                "name": finding.kind.as_str(), "cat": "finding", "args": args}),
+            None => json!({"ph": "i", "s": "g", "pid": 0, "tid": TID_EVENTS, "ts": time,
+                "name": finding.kind.as_str(), "cat": "finding", "args": args}),
+        });
+    }
+    let config = &trace.header.config;
+    json!({
+        "traceEvents": out,
+        "displayTimeUnit": "ns",
+        "otherData": {
+            "scenario": config.scenario, "variant": config.variant, "cpus": config.cpus,
+            "seed": config.seed, "scheduler": config.scheduler, "quantum": config.quantum,
+            "guest_elf_sha256": config.guest_elf.to_hex(),
+            "time_unit": "1 guest instruction = 1 ns",
+        },
+    })
+}
+
+pub fn export(args: &ExportArgs) -> Result<Verdict, BadInput> {
+    let mut reader = tracefile::open(&args.file)?;
+    let events: Vec<Event> = reader.by_ref().collect();
+    tracefile::warn_damage(&args.file, reader.damage());
+    let trace = Trace {
+        header: reader.header().clone(),
+        strings: reader.strings().clone(),
+        events,
+        trailer: reader.trailer().copied(),
+        damage: reader.damage().cloned(),
+    };
+    let json = perfetto(&trace, &[]);
+    let write = || -> std::io::Result<()> {
+        let mut out = BufWriter::new(File::create(&args.perfetto)?);
+        serde_json::to_writer(&mut out, &json)?;
+        out.flush()
+    };
+    write().map_err(|e| BadInput(format!("cannot write {}: {e}", args.perfetto.display())))?;
+    Ok(Verdict::Clean)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use traces::{
+        CpuId, FindingKind, Header, LockFlavor, LockRef, StringTable, TaskId, TraceConfig,
+    };
+
+    fn event(time: u64, cpu: u16, kind: EventKind) -> Event {
+        Event {
+            time,
+            cpu: CpuId(cpu),
+            task: TaskId(1),
+            pc: 0,
+            caller: 0,
+            kind,
+        }
+    }
+
+    #[test]
+    fn crossing_lock_holds_are_async_spans_and_findings_instants() {
+        let mut strings = StringTable::new();
+        let a = LockRef {
+            addr: 0x10,
+            class: strings.intern("a"),
+        };
+        let b = LockRef {
+            addr: 0x20,
+            class: strings.intern("b"),
+        };
+        let spin = LockFlavor::Spin;
+        let events = vec![
+            event(
+                1,
+                0,
+                EventKind::LockAcquired {
+                    lock: a,
+                    flavor: spin,
+                },
+            ),
+            event(
+                2,
+                0,
+                EventKind::LockAcquired {
+                    lock: b,
+                    flavor: spin,
+                },
+            ),
+            event(
+                3,
+                0,
+                EventKind::LockRelease {
+                    lock: a,
+                    flavor: spin,
+                },
+            ),
+            event(
+                4,
+                0,
+                EventKind::LockRelease {
+                    lock: b,
+                    flavor: spin,
+                },
+            ),
+        ];
+        let trace = Trace {
+            header: Header {
+                major: 1,
+                minor: 0,
+                config: TraceConfig {
+                    cpus: 1,
+                    ..TraceConfig::default()
+                },
+                len: 0,
+            },
+            strings,
+            events,
+            trailer: None,
+            damage: None,
+        };
+        let finding = Finding {
+            kind: FindingKind::Deadlock,
+            title: "deadlock".into(),
+            key: "k".into(),
+            details: vec![],
+            cpu: Some(0),
+            time: Some(3),
+        };
+        let json = perfetto(&trace, &[finding]);
+        let list = json["traceEvents"].as_array().unwrap();
+        let phases: Vec<(&str, &str)> = list
+            .iter()
+            .filter(|e| e["cat"] == "lock")
+            .map(|e| (e["ph"].as_str().unwrap(), e["name"].as_str().unwrap()))
+            .collect();
+        assert_eq!(phases, [("b", "a"), ("b", "b"), ("e", "a"), ("e", "b")]);
+        let found = list.iter().find(|e| e["cat"] == "finding").unwrap();
+        assert_eq!(found["ph"], "i");
+        assert_eq!(found["name"], "deadlock");
+    }
+}

@@ -1,0 +1,161 @@
+//! Trace files on the CLI side: the header config of a run, streaming a recorded run
+//! into a [`TraceWriter`], and opening a trace for `replay`/`export` (a damaged file
+//! is recovered with a warning; an unusable one is one line and exit 2).
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{BufReader, Write};
+use std::path::Path;
+use std::rc::Rc;
+
+use clap::ValueEnum;
+use emu::{KernelImage, Machine, RecordOptions};
+use traces::{
+    Damage, ElfHash, Event, StringTable, TraceConfig, TraceReader, TraceWriter, WriteSummary,
+    WriterOptions,
+};
+
+use crate::run::RunArgs;
+use crate::BadInput;
+
+/// The `extra` header key for `--max-insns` (replay passes every extra key back to
+/// `run` as `--KEY VALUE`).
+pub const MAX_INSNS_KEY: &str = "max-insns";
+
+/// The header config of the run `args` describes, on `kernel`.
+pub fn trace_config(args: &RunArgs, kernel: &KernelImage) -> TraceConfig {
+    let name = |v: Option<clap::builder::PossibleValue>| {
+        v.map(|v| v.get_name().to_string()).unwrap_or_default()
+    };
+    let mut extra = BTreeMap::new();
+    extra.insert(MAX_INSNS_KEY.to_string(), args.max_insns.to_string());
+    TraceConfig {
+        guest_elf: ElfHash::of(kernel.elf_bytes()),
+        cpus: args.cpus as u32,
+        variant: name(args.variant.to_possible_value()),
+        scenario: args.scenario.clone(),
+        seed: args.seed,
+        scheduler: name(args.sched.to_possible_value()),
+        quantum: args.quantum,
+        extra,
+    }
+}
+
+/// The `percpu-lab run` arguments that repeat the recorded run.
+pub fn run_args_of(config: &TraceConfig) -> Result<RunArgs, BadInput> {
+    let mut argv: Vec<String> = vec!["run".into()];
+    let mut flag = |key: &str, value: String| {
+        argv.push(format!("--{key}"));
+        argv.push(value);
+    };
+    flag("cpus", config.cpus.to_string());
+    flag("variant", config.variant.clone());
+    flag("scenario", config.scenario.clone());
+    flag("seed", config.seed.to_string());
+    flag("sched", config.scheduler.clone());
+    flag("quantum", config.quantum.to_string());
+    for (key, value) in &config.extra {
+        flag(key, value.clone());
+    }
+    parse_run_args(&argv).map_err(|BadInput(e)| {
+        BadInput(format!(
+            "the trace's run configuration is not one this build can run: {e}"
+        ))
+    })
+}
+
+/// `percpu-lab run` arguments from an argument vector (`argv[0]` is ignored).
+pub fn parse_run_args<S: AsRef<str>>(argv: &[S]) -> Result<RunArgs, BadInput> {
+    #[derive(clap::Parser)]
+    struct Replayed {
+        #[command(flatten)]
+        run: RunArgs,
+    }
+    <Replayed as clap::Parser>::try_parse_from(argv.iter().map(AsRef::as_ref))
+        .map(|r| r.run)
+        .map_err(|e| {
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or("");
+            BadInput(first.trim_start_matches("error: ").to_string())
+        })
+}
+
+/// A trace being written from a machine's events.
+pub struct Recording<W: Write> {
+    state: Rc<RefCell<WriterState<W>>>,
+}
+
+struct WriterState<W: Write> {
+    writer: Option<TraceWriter<W>>,
+    error: Option<String>,
+}
+
+impl<W: Write + 'static> Recording<W> {
+    /// Writes the header to `out` and has `machine` stream its events into it.
+    pub fn start(machine: &mut Machine, out: W, config: &TraceConfig) -> Result<Self, BadInput> {
+        let writer = TraceWriter::new(out, config, WriterOptions::default())
+            .map_err(|e| BadInput(format!("cannot write the trace: {e}")))?;
+        let state = Rc::new(RefCell::new(WriterState {
+            writer: Some(writer),
+            error: None,
+        }));
+        let sink_state = state.clone();
+        machine.record(
+            RecordOptions::default(),
+            Box::new(move |events: &[Event], strings: &StringTable| {
+                let mut st = sink_state.borrow_mut();
+                if st.error.is_some() {
+                    return;
+                }
+                let Some(writer) = st.writer.as_mut() else {
+                    return;
+                };
+                for event in events {
+                    if let Err(e) = writer.write(event, strings) {
+                        st.error = Some(e.to_string());
+                        return;
+                    }
+                }
+            }),
+        )?;
+        Ok(Self { state })
+    }
+
+    /// Ends the trace (last chunk and trailer), whatever way the run ended.
+    pub fn finish(self) -> Result<(W, WriteSummary), BadInput> {
+        let mut st = self.state.borrow_mut();
+        let writer = st.writer.take().expect("finished once");
+        let finished = writer.finish();
+        if let Some(e) = st.error.take() {
+            return Err(BadInput(format!("cannot write the trace: {e}")));
+        }
+        finished.map_err(|e| BadInput(format!("cannot write the trace: {e}")))
+    }
+}
+
+/// Creates the trace file (before boot, so a bad path costs nothing).
+pub fn create(path: &Path) -> Result<File, BadInput> {
+    File::create(path).map_err(|e| BadInput(format!("cannot create {}: {e}", path.display())))
+}
+
+pub type FileReader = TraceReader<traces::reader::StreamSource<BufReader<File>>>;
+
+/// Opens a trace for reading.
+pub fn open(path: &Path) -> Result<FileReader, BadInput> {
+    let file =
+        File::open(path).map_err(|e| BadInput(format!("cannot open {}: {e}", path.display())))?;
+    TraceReader::from_reader(BufReader::new(file))
+        .map_err(|e| BadInput(format!("{}: {e}", path.display())))
+}
+
+/// The warning for a trace read only in part (nothing for a clean one).
+pub fn warn_damage(path: &Path, damage: Option<&Damage>) {
+    if let Some(damage) = damage {
+        eprintln!(
+            "percpu-lab: warning: {}: {damage}; using the {} events before it",
+            path.display(),
+            damage.events_kept
+        );
+    }
+}

@@ -1,0 +1,384 @@
+//! `run --trace`, `replay` and `export --perfetto` through the real CLI.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use common::percpu_lab;
+use serde_json::Value;
+use traces::{read_trace, ElfHash, EventKind, LockFlavor, Trace, TraceWriter, WriterOptions};
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("percpu-lab-trace-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
+fn record(path: &Path, extra: &[&str]) -> common::Run {
+    let mut args = vec!["run", "--trace", path.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    percpu_lab(&args)
+}
+
+fn load(path: &Path) -> Trace {
+    read_trace(&std::fs::read(path).unwrap()).unwrap()
+}
+
+/// Writes `trace` back (same header unless changed) as a clean file.
+fn rewrite(trace: &Trace, path: &Path) {
+    let mut writer =
+        TraceWriter::new(Vec::new(), &trace.header.config, WriterOptions::default()).unwrap();
+    for event in &trace.events {
+        writer.write(event, &trace.strings).unwrap();
+    }
+    std::fs::write(path, writer.finish().unwrap().0).unwrap();
+}
+
+fn assert_one_line_error(run: &common::Run, what: &str) {
+    assert_eq!(run.code, 2, "{}", run.describe());
+    assert_eq!(run.stderr.lines().count(), 1, "{}", run.describe());
+    assert!(
+        run.stderr.starts_with("percpu-lab: error:") && run.stderr.contains(what),
+        "{}",
+        run.describe()
+    );
+    assert!(!run.stderr.contains("panicked"), "{}", run.describe());
+}
+
+#[test]
+fn storm_replays_identically_on_4_cpus_for_seeds_0_to_4() {
+    for seed in 0..5 {
+        let path = scratch(&format!("storm-{seed}.trace"));
+        let seed = seed.to_string();
+        let run = record(
+            &path,
+            &["--scenario", "storm", "--cpus", "4", "--seed", &seed],
+        );
+        assert_eq!(run.code, 0, "{}", run.describe());
+        assert!(run.stderr.contains("events"), "{}", run.describe());
+        let trace = load(&path);
+        assert!(trace.damage.is_none() && trace.trailer.is_some());
+        assert_eq!(trace.header.config.scenario, "storm");
+        assert_eq!(trace.header.config.seed.to_string(), seed);
+        assert!(trace.events.len() > 10_000, "{} events", trace.events.len());
+        let bytes = std::fs::metadata(&path).unwrap().len() as f64;
+        let per_event = bytes / trace.events.len() as f64;
+        assert!(per_event <= 8.0, "{per_event:.2} bytes per event");
+
+        let replay = percpu_lab(&["replay", path.to_str().unwrap()]);
+        assert_eq!(replay.code, 0, "seed {seed}: {}", replay.describe());
+        assert!(
+            replay
+                .stdout
+                .contains(&format!("identical, {} events", trace.events.len())),
+            "{}",
+            replay.describe()
+        );
+    }
+}
+
+#[test]
+fn the_same_run_writes_a_byte_identical_trace() {
+    let (a, b) = (scratch("same-a.trace"), scratch("same-b.trace"));
+    for path in [&a, &b] {
+        let run = record(path, &["--scenario", "smoke", "--seed", "7"]);
+        assert_eq!(run.code, 0, "{}", run.describe());
+    }
+    assert!(std::fs::read(&a).unwrap() == std::fs::read(&b).unwrap());
+}
+
+#[test]
+fn an_edited_trace_diverges_at_the_edited_event() {
+    let path = scratch("edit.trace");
+    let run = record(&path, &["--scenario", "smoke", "--seed", "1"]);
+    assert_eq!(run.code, 0, "{}", run.describe());
+    let mut trace = load(&path);
+    let index = (trace.events.len() / 2..trace.events.len())
+        .find(|&i| matches!(trace.events[i].kind, EventKind::LockAcquired { .. }))
+        .unwrap();
+    let original = trace.events[index];
+    if let EventKind::LockAcquired { lock, flavor } = &mut trace.events[index].kind {
+        lock.addr += 0x40;
+        *flavor = LockFlavor::Mutex;
+    }
+    let edited = scratch("edited.trace");
+    rewrite(&trace, &edited);
+
+    let replay = percpu_lab(&["replay", edited.to_str().unwrap()]);
+    assert_eq!(replay.code, 1, "{}", replay.describe());
+    let out = &replay.stdout;
+    assert!(
+        out.contains(&format!("diverges at event #{index}:")),
+        "{}",
+        replay.describe()
+    );
+    assert!(
+        out.contains(&format!("cpu{} pc {:#x} <", original.cpu.0, original.pc)),
+        "{}",
+        replay.describe()
+    );
+    assert!(
+        out.contains("(mutex)") && out.contains("  got:"),
+        "{}",
+        replay.describe()
+    );
+
+    // Events missing at the end are a divergence too.
+    let mut short = load(&path);
+    short.events.truncate(short.events.len() - 5);
+    rewrite(&short, &edited);
+    let replay = percpu_lab(&["replay", edited.to_str().unwrap()]);
+    assert_eq!(replay.code, 1, "{}", replay.describe());
+    assert!(
+        replay.stdout.contains("expected: end of the trace"),
+        "{}",
+        replay.describe()
+    );
+}
+
+#[test]
+fn replay_refuses_a_trace_of_another_guest_or_an_unknown_config() {
+    let path = scratch("other.trace");
+    let run = record(&path, &["--scenario", "smoke", "--cpus", "2"]);
+    assert_eq!(run.code, 0, "{}", run.describe());
+    let mut trace = load(&path);
+    trace.header.config.guest_elf = ElfHash([7; 32]);
+    let other = scratch("other-elf.trace");
+    rewrite(&trace, &other);
+    let replay = percpu_lab(&["replay", other.to_str().unwrap()]);
+    assert_one_line_error(&replay, "another guest kernel");
+
+    let mut trace = load(&path);
+    trace.header.config.variant = "bogus".into();
+    rewrite(&trace, &other);
+    let replay = percpu_lab(&["replay", other.to_str().unwrap()]);
+    assert_one_line_error(&replay, "not one this build can run");
+}
+
+#[test]
+fn truncated_and_bad_traces_through_the_cli() {
+    let path = scratch("whole.trace");
+    let run = record(&path, &["--scenario", "storm", "--seed", "2"]);
+    assert_eq!(run.code, 0, "{}", run.describe());
+    let bytes = std::fs::read(&path).unwrap();
+
+    // Cut in the middle: whole chunks before the cut are recovered, with a warning.
+    let cut = scratch("cut.trace");
+    std::fs::write(&cut, &bytes[..bytes.len() * 6 / 10]).unwrap();
+    let replay = percpu_lab(&["replay", cut.to_str().unwrap()]);
+    assert_eq!(replay.code, 0, "{}", replay.describe());
+    assert!(replay.stderr.contains("warning"), "{}", replay.describe());
+    let kept = read_trace(&bytes[..bytes.len() * 6 / 10])
+        .unwrap()
+        .events
+        .len();
+    assert!(kept > 0 && kept < load(&path).events.len());
+    assert!(
+        replay.stdout.contains(&format!(
+            "identical, {kept} events (as far as the damaged trace goes)"
+        )),
+        "{}",
+        replay.describe()
+    );
+    let json = scratch("cut.json");
+    let export = percpu_lab(&[
+        "export",
+        cut.to_str().unwrap(),
+        "--perfetto",
+        json.to_str().unwrap(),
+    ]);
+    assert_eq!(export.code, 0, "{}", export.describe());
+    assert!(export.stderr.contains("warning"), "{}", export.describe());
+    let _: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+
+    // A corrupt chunk in the middle: the same.
+    let mut corrupt = bytes.clone();
+    let at = corrupt.len() / 2;
+    corrupt[at] ^= 0x55;
+    std::fs::write(&cut, &corrupt).unwrap();
+    let replay = percpu_lab(&["replay", cut.to_str().unwrap()]);
+    assert_eq!(replay.code, 0, "{}", replay.describe());
+    assert!(replay.stderr.contains("warning"), "{}", replay.describe());
+
+    // Nothing usable: one line, exit 2.
+    std::fs::write(&cut, &bytes[..10]).unwrap();
+    for args in [
+        vec!["replay", cut.to_str().unwrap()],
+        vec![
+            "export",
+            cut.to_str().unwrap(),
+            "--perfetto",
+            json.to_str().unwrap(),
+        ],
+    ] {
+        assert_one_line_error(&percpu_lab(&args), "truncated");
+    }
+    std::fs::write(&cut, b"this is not a trace at all").unwrap();
+    assert_one_line_error(
+        &percpu_lab(&["replay", cut.to_str().unwrap()]),
+        "not a percpu-lab trace",
+    );
+    assert_one_line_error(
+        &percpu_lab(&["replay", "/nonexistent/x.trace"]),
+        "cannot open",
+    );
+    let run = percpu_lab(&["run", "--trace", "/nonexistent/dir/x.trace"]);
+    assert_one_line_error(&run, "cannot create");
+    let export = percpu_lab(&["export", path.to_str().unwrap()]);
+    assert_eq!(export.code, 2, "{}", export.describe());
+}
+
+#[test]
+fn a_guest_fault_or_the_watchdog_still_finishes_the_trace() {
+    for (name, args) in [
+        ("fault", vec!["--scenario", "fault"]),
+        (
+            "watchdog",
+            vec!["--scenario", "hang", "--max-insns", "3000000"],
+        ),
+    ] {
+        let path = scratch(&format!("{name}.trace"));
+        let run = record(&path, &args);
+        assert_eq!(run.code, 3, "{}", run.describe());
+        let trace = load(&path);
+        assert!(trace.damage.is_none(), "{name}: {:?}", trace.damage);
+        assert!(trace.trailer.is_some() && !trace.events.is_empty());
+        let replay = percpu_lab(&["replay", path.to_str().unwrap()]);
+        assert_eq!(replay.code, 0, "{name}: {}", replay.describe());
+    }
+}
+
+#[test]
+fn fs_reclaim_records_reclaim_and_the_pseudo_lock() {
+    let path = scratch("fs.trace");
+    let run = record(&path, &["--scenario", "fs-reclaim", "--variant", "fine"]);
+    assert_eq!(run.code, 0, "{}", run.describe());
+    let trace = load(&path);
+    let count = |f: &dyn Fn(&EventKind) -> bool| trace.events.iter().filter(|e| f(&e.kind)).count();
+    let enters = count(&|k| matches!(k, EventKind::ReclaimEnter));
+    let exits = count(&|k| matches!(k, EventKind::ReclaimExit));
+    assert!(
+        enters > 0 && enters == exits,
+        "{enters} reclaim entries, {exits} exits"
+    );
+    let pseudo = |k: &EventKind| match k {
+        EventKind::LockAcquired {
+            lock,
+            flavor: LockFlavor::Pseudo,
+        } => Some((1, lock.class)),
+        EventKind::LockRelease {
+            lock,
+            flavor: LockFlavor::Pseudo,
+        } => Some((-1, lock.class)),
+        _ => None,
+    };
+    let mut depth = 0;
+    for e in &trace.events {
+        if let Some((step, class)) = pseudo(&e.kind) {
+            assert_eq!(trace.strings.get(class), Some("fs_reclaim"));
+            depth += step;
+            assert!((0..=1).contains(&depth));
+        }
+    }
+    assert_eq!(depth, 0);
+    assert!(
+        count(&|k| matches!(
+            k,
+            EventKind::LockAcquired {
+                flavor: LockFlavor::Pseudo,
+                ..
+            }
+        )) >= enters
+    );
+}
+
+#[test]
+fn perfetto_export_has_a_track_per_cpu_and_balanced_spans() {
+    let path = scratch("export.trace");
+    let run = record(
+        &path,
+        &["--scenario", "storm", "--cpus", "4", "--seed", "3"],
+    );
+    assert_eq!(run.code, 0, "{}", run.describe());
+    let out = scratch("export.json");
+    let export = percpu_lab(&[
+        "export",
+        path.to_str().unwrap(),
+        "--perfetto",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(export.code, 0, "{}", export.describe());
+    assert!(export.stderr.is_empty(), "{}", export.describe());
+    let json: Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    let events = json["traceEvents"].as_array().expect("traceEvents");
+
+    let mut processes = BTreeMap::new();
+    let mut threads = BTreeMap::new();
+    // (pid, tid) -> open B spans; lock id -> open async spans.
+    let mut open: BTreeMap<(u64, u64), i64> = BTreeMap::new();
+    let mut locks: BTreeMap<String, i64> = BTreeMap::new();
+    let mut lock_names = BTreeMap::new();
+    let mut last_ts: BTreeMap<(u64, u64), f64> = BTreeMap::new();
+    let mut names = BTreeMap::new();
+    for e in events {
+        let ph = e["ph"].as_str().expect("every event has a phase");
+        let pid = e["pid"].as_u64().expect("pid");
+        let tid = e["tid"].as_u64().expect("tid");
+        if ph == "M" {
+            let name = e["args"]["name"].as_str().map(str::to_string);
+            match e["name"].as_str().unwrap() {
+                "process_name" => {
+                    processes.insert(pid, name.unwrap());
+                }
+                "thread_name" => {
+                    threads.insert((pid, tid), name.unwrap());
+                }
+                _ => {}
+            }
+            continue;
+        }
+        let ts = e["ts"].as_f64().expect("ts");
+        if ph == "B" || ph == "E" {
+            let last = last_ts.entry((pid, tid)).or_insert(0.0);
+            assert!(ts >= *last, "time goes back on track {pid}/{tid}: {e}");
+            *last = ts;
+        }
+        match ph {
+            "B" => {
+                *open.entry((pid, tid)).or_default() += 1;
+                *names.entry(threads[&(pid, tid)].clone()).or_insert(0) += 1;
+            }
+            "E" => {
+                let depth = open.entry((pid, tid)).or_default();
+                *depth -= 1;
+                assert!(*depth >= 0, "E without B on {pid}/{tid}");
+            }
+            "b" | "e" => {
+                assert_eq!(e["cat"], "lock");
+                let id = e["id"].as_str().expect("async id").to_string();
+                let depth = locks.entry(id).or_default();
+                *depth += if ph == "b" { 1 } else { -1 };
+                assert!(*depth >= 0 && *depth <= 4, "lock span {e}");
+                *lock_names
+                    .entry(e["name"].as_str().unwrap().to_string())
+                    .or_insert(0) += 1;
+            }
+            "i" => {}
+            other => panic!("unexpected phase {other}"),
+        }
+    }
+    let cpus: Vec<&str> = processes.values().map(String::as_str).collect();
+    assert_eq!(cpus, ["cpu0", "cpu1", "cpu2", "cpu3"]);
+    assert!(open.values().all(|&d| d == 0), "unbalanced spans: {open:?}");
+    assert!(locks.values().all(|&d| d == 0), "unbalanced lock spans");
+    for track in ["tasks", "hardirq", "irqs off"] {
+        assert!(
+            names.get(track).copied().unwrap_or(0) >= 4,
+            "{track}: {names:?}"
+        );
+    }
+    assert!(lock_names.contains_key("pcpu_lock"), "{lock_names:?}");
+    let instants = events.iter().filter(|e| e["ph"] == "i").count();
+    assert!(instants > 0, "no alloc/free instants");
+}
