@@ -206,12 +206,12 @@ static NEXT_TAG: AtomicU64 = AtomicU64::new(1);
 /// allocations).
 fn alloc_checked(what: &str, size: usize, align: usize, reserved: bool) -> Area {
     let pcpu = pcpu();
-    let result = if reserved {
-        pcpu.alloc_reserved(size, align)
+    let raw = if reserved {
+        pcpu_platform::__alloc_reserved_percpu(size, align)
     } else {
-        pcpu.alloc(size, align)
+        pcpu_platform::__alloc_percpu(size, align)
     };
-    let Some(ptr) = result else {
+    let Some(ptr) = (raw != 0).then_some(PcpuPtr(raw)) else {
         panic!(
             "{}: alloc of {} bytes aligned {} failed{}",
             what,
@@ -249,7 +249,7 @@ fn free_checked(what: &str, area: Area) {
     for cpu in 0..pcpu.nr_cpus() {
         verify_copy(what, &area, cpu, Expect::Pattern(area.tag, cpu));
     }
-    pcpu.free(area.ptr);
+    pcpu_platform::free_percpu(area.ptr.0);
     PROGRESS.fetch_add(1, Relaxed);
 }
 

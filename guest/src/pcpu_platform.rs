@@ -42,7 +42,7 @@ use core::mem::MaybeUninit;
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering::*};
 
-use allocator::{Config, Gfp, MapError, Page, Percpu, Platform, Variant, PAGE_SIZE};
+use allocator::{Config, Gfp, MapError, Page, PcpuPtr, Percpu, Platform, Variant, PAGE_SIZE};
 
 use crate::arch;
 use crate::bootinfo::{self, boot_info};
@@ -406,4 +406,39 @@ pub fn pcpu() -> &'static Percpu<GuestPlatform> {
     }
     // SAFETY: initialised (ready is set after the write) and never written again.
     unsafe { (*PCPU.value.get()).assume_init_ref() }
+}
+
+/// `__alloc_percpu`: allocates `size` bytes aligned to `align` on every CPU,
+/// zeroed; returns the per-CPU pointer (`per_cpu_ptr` turns it into a CPU's
+/// copy), 0 if the request is illegal or memory ran out. A stable symbol with
+/// Linux's name (C ABI) so the host can probe every allocation.
+///
+/// CONTEXT: process context; may sleep (GFP_KERNEL allocations).
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn __alloc_percpu(size: usize, align: usize) -> usize {
+    pcpu().alloc(size, align).map_or(0, |ptr| ptr.0)
+}
+
+/// `__alloc_reserved_percpu`: as `__alloc_percpu`, from the reserved chunk.
+///
+/// CONTEXT: process context; may sleep.
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn __alloc_reserved_percpu(size: usize, align: usize) -> usize {
+    pcpu().alloc_reserved(size, align).map_or(0, |ptr| ptr.0)
+}
+
+/// `free_percpu`: frees a per-CPU pointer from `__alloc_percpu` (0 is
+/// ignored). A stable symbol (C ABI) so the host can probe every free.
+///
+/// CONTEXT: `fine`: any context, hard-IRQ included; `irq`: IRQs on, or a
+/// hard-IRQ handler (then it re-enables IRQs there: the bug); `mutex`:
+/// process context, may sleep.
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn free_percpu(ptr: usize) {
+    if ptr != 0 {
+        pcpu().free(PcpuPtr(ptr));
+    }
 }
