@@ -7,8 +7,8 @@
 //!   `lockdep_assert_held`, `lockdep_assert_mutex_held`, `might_sleep`,
 //!   `cpu_switch_to`, `wake_up_thread`, `alloc_pages`, `free_pages`, `direct_reclaim`,
 //!   `fs_reclaim_acquire`, `fs_reclaim_release`, `__alloc_percpu`, `free_percpu`
-//!   (Linux's names, C ABI, if the guest exports them), and the `ret`s of those whose
-//!   result matters. A return is matched to its call by (CPU, stack pointer, function): a
+//!   (Linux's names, C ABI, if the guest exports them), and the exits (`ret`, or a
+//!   `b` out of the function: a tail call) of those whose result matters. A return is matched to its call by (CPU, stack pointer, function): a
 //!   function returns with the SP it was entered with, and each thread has its own
 //!   stack, so a call that sleeps (a mutex) is matched when its thread comes back.
 //!   Symbols a guest does not have are skipped (the compiler drops calls to an empty
@@ -28,7 +28,10 @@
 //! `spin_lock_irq`/`spin_lock_irqsave` and the unlock forms call the plain primitives
 //! (docs/machine.md). A plain primitive whose return address lies inside one of those
 //! wrappers gets the wrapper's flavour, the wrapper's entry as `pc`, and as `caller`
-//! the wrapper's own return address, read from its frame record at x29.
+//! the wrapper's own return address, read from its frame record at x29. A wrapper
+//! that ends in a tail call to the primitive (`b spin_lock`) leaves no trace in x30:
+//! its entry is hooked too, and the primitive entered with the SP the wrapper was
+//! entered with (and the same lock) is that call.
 //!
 //! # Task
 //! The running task of a CPU is read once from the guest's per-CPU data
@@ -55,7 +58,6 @@ use crate::cpu::{read_xreg, uc_err, Core, SliceCounter};
 use crate::exception::{self, PSTATE_I};
 use crate::kernel::KernelImage;
 use crate::machine::EmuError;
-use crate::probe::ret_offsets;
 
 /// Receives the events of each slice, in order, with the run's string table.
 pub type EventSink = Box<dyn FnMut(&[Event], &StringTable)>;
@@ -151,6 +153,29 @@ enum Site {
         imm: u32,
     },
     Eret,
+    /// A lock wrapper that tail-calls its primitive.
+    WrapperEntry {
+        flavor: LockFlavor,
+    },
+}
+
+/// The target of the `b` instruction `word` at `addr`.
+fn branch_target(addr: u64, word: u32) -> Option<u64> {
+    (word & 0xfc00_0000 == 0x1400_0000)
+        .then(|| addr.wrapping_add((((word << 6) as i32 >> 6) as i64 * 4) as u64))
+}
+
+/// Where a function's code leaves it: each `ret`, and each `b` to outside the
+/// function (a tail call: the frame is gone, SP is back at its entry value).
+fn exit_offsets(code: &[u8]) -> impl Iterator<Item = u64> + '_ {
+    const RET: u32 = 0xd65f_03c0;
+    let len = code.len() as u64;
+    code.chunks_exact(4).enumerate().filter_map(move |(i, w)| {
+        let word = u32::from_le_bytes([w[0], w[1], w[2], w[3]]);
+        let at = 4 * i as u64;
+        let exits = word == RET || branch_target(at, word).is_some_and(|target| target >= len);
+        exits.then_some(at)
+    })
 }
 
 /// Decodes an instruction that can change PSTATE.I.
@@ -215,6 +240,8 @@ struct State {
     /// Exact symbol at an address (static locks), looked up once.
     symbols: HashMap<u64, Option<String>>,
     samples: Vec<MaskSample>,
+    /// Tail-calling wrappers entered: (CPU, SP) -> (flavour, wrapper entry, caller).
+    wrapped: HashMap<(usize, u64), (LockFlavor, u64, u64)>,
 }
 
 /// The recording state of a machine.
@@ -260,7 +287,7 @@ impl Recorder {
             let returns =
                 needs_return || (func == Func::DirectReclaim && release_fs_reclaim_at_reclaim_exit);
             if returns {
-                sites.extend(ret_offsets(code).map(|off| (entry + off, Site::Return(func))));
+                sites.extend(exit_offsets(code).map(|off| (entry + off, Site::Return(func))));
             }
         }
         for (addr, word) in kernel.code_words() {
@@ -269,18 +296,31 @@ impl Recorder {
             }
         }
         let mut wrappers = Wrappers::default();
-        for (name, flavor) in [
-            ("spin_lock_irq", LockFlavor::SpinIrq),
-            ("spin_unlock_irq", LockFlavor::SpinIrq),
-            ("spin_lock_irqsave", LockFlavor::SpinIrqSave),
-            ("spin_unlock_irqrestore", LockFlavor::SpinIrqSave),
+        for (name, flavor, primitive) in [
+            ("spin_lock_irq", LockFlavor::SpinIrq, "spin_lock"),
+            ("spin_unlock_irq", LockFlavor::SpinIrq, "spin_unlock"),
+            ("spin_lock_irqsave", LockFlavor::SpinIrqSave, "spin_lock"),
+            (
+                "spin_unlock_irqrestore",
+                LockFlavor::SpinIrqSave,
+                "spin_unlock",
+            ),
         ] {
-            if let (Some(start), Some(code)) =
+            let (Some(start), Some(code)) =
                 (kernel.symbol_address(name), kernel.symbol_bytes(name))
-            {
-                wrappers
-                    .ranges
-                    .push((start, start + code.len() as u64, flavor));
+            else {
+                continue;
+            };
+            wrappers
+                .ranges
+                .push((start, start + code.len() as u64, flavor));
+            let primitive = kernel.symbol_address(primitive);
+            let tail_calls = exit_offsets(code).any(|off| {
+                let word = u32::from_le_bytes(code[off as usize..][..4].try_into().unwrap());
+                branch_target(start + off, word).is_some_and(|t| Some(t) == primitive)
+            });
+            if tail_calls {
+                sites.push((start, Site::WrapperEntry { flavor }));
             }
         }
         let mut strings = StringTable::new();
@@ -297,6 +337,7 @@ impl Recorder {
                 classes: HashMap::new(),
                 symbols: HashMap::new(),
                 samples: Vec::new(),
+                wrapped: HashMap::new(),
             }),
             sink: RefCell::new(sink),
             kernel: kernel.clone(),
@@ -496,6 +537,10 @@ impl Recorder {
                     );
                 }
             }
+            Site::WrapperEntry { flavor } => {
+                let mut st = self.state.borrow_mut();
+                st.wrapped.insert((cpu, sp), (flavor, pc, lr));
+            }
             Site::Entry(func) => self.on_entry(uc, cpu, func, pc, now, task, sp, lr),
             Site::Return(func) => {
                 let Some(call) = self.state.borrow_mut().open.remove(&(cpu, sp, func)) else {
@@ -522,7 +567,10 @@ impl Recorder {
         let x1 = read_xreg(uc, 1);
         let (mut pc, mut caller, mut flavor) = (pc, lr, LockFlavor::Spin);
         if matches!(func, Func::SpinLock | Func::SpinUnlock | Func::SpinTrylock) {
-            if let Some((wrapper, f)) = self.wrappers.find(lr) {
+            let tail_called = self.state.borrow_mut().wrapped.remove(&(cpu, sp));
+            if let Some((f, wrapper, wrapper_caller)) = tail_called {
+                (pc, caller, flavor) = (wrapper, wrapper_caller, f);
+            } else if let Some((wrapper, f)) = self.wrappers.find(lr) {
                 pc = wrapper;
                 flavor = f;
                 caller = read_u64(uc, read_xreg(uc, 29) + 8).unwrap_or(0);
@@ -767,6 +815,19 @@ fn thread_id(uc: &Unicorn<'_, ()>, thread: u64) -> TaskId {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_function_exits_at_its_rets_and_tail_calls() {
+        let words: [u32; 5] = [
+            0x1400_0002, // b +8: inside
+            0xd65f_03c0, // ret
+            0x17ff_fffe, // b -8: inside
+            0x1400_0010, // b +64: outside (tail call)
+            0x17ff_fff0, // b -64: outside
+        ];
+        let code: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+        assert_eq!(exit_offsets(&code).collect::<Vec<_>>(), vec![4, 12, 16]);
+    }
 
     #[test]
     fn decodes_every_daif_writing_instruction() {

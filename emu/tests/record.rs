@@ -131,6 +131,11 @@ fn smoke_records_every_kind_where_expected() {
         run.end
     );
     let events = &run.events;
+    let mut kinds: BTreeMap<&str, usize> = BTreeMap::new();
+    for e in events {
+        *kinds.entry(e.kind.name()).or_default() += 1;
+    }
+    eprintln!("smoke: {kinds:?}");
 
     // Time never decreases along a CPU; the writer accepts the whole run.
     let mut last: HashMap<u16, u64> = HashMap::new();
@@ -161,6 +166,8 @@ fn smoke_records_every_kind_where_expected() {
 
     // Spinlocks: per CPU and lock, attempt -> acquired -> release, balanced at the end.
     let mut held: BTreeMap<(u16, u64), i64> = BTreeMap::new();
+    // The flavour a lock was taken with, so that its release can be checked against it.
+    let mut taken_as: BTreeMap<(u16, u64), Vec<LockFlavor>> = BTreeMap::new();
     let mut attempts: BTreeMap<(u16, u64), i64> = BTreeMap::new();
     let mut flavors = BTreeMap::new();
     for e in events {
@@ -178,6 +185,10 @@ fn smoke_records_every_kind_where_expected() {
                 *a -= 1;
                 *held.entry((e.cpu.0, lock.addr)).or_default() += 1;
                 *flavors.entry(flavor.name()).or_insert(0) += 1;
+                taken_as
+                    .entry((e.cpu.0, lock.addr))
+                    .or_default()
+                    .push(flavor);
             }
             EventKind::Trylock {
                 lock,
@@ -185,6 +196,10 @@ fn smoke_records_every_kind_where_expected() {
                 flavor,
             } if flavor != LockFlavor::Mutex => {
                 *held.entry((e.cpu.0, lock.addr)).or_default() += 1;
+                taken_as
+                    .entry((e.cpu.0, lock.addr))
+                    .or_default()
+                    .push(flavor);
             }
             EventKind::LockRelease { lock, flavor } if flavor != LockFlavor::Mutex => {
                 let h = held.entry((e.cpu.0, lock.addr)).or_default();
@@ -194,9 +209,27 @@ fn smoke_records_every_kind_where_expected() {
                     e.display(&run.strings)
                 );
                 *h -= 1;
+                let taken = taken_as.get_mut(&(e.cpu.0, lock.addr)).unwrap().pop();
+                assert_eq!(
+                    taken,
+                    Some(flavor),
+                    "released with another flavour: {}",
+                    e.display(&run.strings)
+                );
             }
             _ => {}
         }
+    }
+    // Every blocking acquisition completes (but those of the CPUs still spinning or
+    // sleeping when the machine powers off).
+    let attempts = count(events, |k| matches!(k, EventKind::LockAttempt { .. }));
+    let acquired = count(events, |k| matches!(k, EventKind::LockAcquired { .. }));
+    assert!(
+        acquired <= attempts && attempts - acquired <= 8,
+        "{attempts} attempts, {acquired} acquired"
+    );
+    for kind in ["sleep", "wake", "assert-held", "reclaim-enter", "page-free"] {
+        assert!(kinds.contains_key(kind), "no {kind} event: {kinds:?}");
     }
     let spin_acquired = count(
         events,
@@ -209,7 +242,7 @@ fn smoke_records_every_kind_where_expected() {
     // The powering-off CPU may hold the console lock when the machine ends.
     let still_held: i64 = held.values().sum();
     assert!(still_held <= 2, "locks left held: {held:?}");
-    for flavor in ["spin", "spin_irqsave"] {
+    for flavor in ["spin", "spin_irq", "spin_irqsave"] {
         assert!(
             flavors.contains_key(flavor),
             "no {flavor} lock in {flavors:?}"
