@@ -15,6 +15,7 @@ use crate::machine::{CpuState, EmuError, TakenException};
 use crate::memory::GuestRam;
 use crate::mmu::TranslationRegs;
 use crate::psci;
+use crate::simmu::{self, CoreMmu};
 use crate::syshook::{self, SysHook};
 use crate::timer::{VirtualClock, VirtualTimer, CNTFRQ_HZ, VTIMER_INTID};
 use crate::uart::{Uart, UART_BASE, UART_SIZE};
@@ -125,6 +126,8 @@ pub(crate) struct Core {
     pub(crate) irqs: u64,
     pub(crate) last_exception: Option<TakenException>,
     pub(crate) counter: Rc<SliceCounter>,
+    /// The simulated MMU's hooks on this core (`None`: Unicorn's built-in MMU).
+    pub(crate) mmu: Option<Rc<CoreMmu>>,
     /// Declared after `uc`: the engine refers to these until it is dropped.
     _sys_hooks: Vec<SysHook>,
 }
@@ -135,6 +138,7 @@ impl Core {
         ram: &GuestRam,
         board: &Rc<RefCell<Board>>,
         hooks: Hooks,
+        sim_mmu: Option<&Rc<simmu::Shared>>,
     ) -> Result<Self, EmuError> {
         let mut uc = Unicorn::new(Arch::ARM64, Mode::ARM).map_err(uc_err("creating a core"))?;
         // QEMU's cross-check runs on cortex-a72: same instruction set here.
@@ -148,8 +152,12 @@ impl Core {
         let counter = Rc::new(SliceCounter::default());
         install_counting_hooks(&mut uc, &counter)?;
         install_devices(&mut uc, cpu, board)?;
+        let mmu = match sim_mmu {
+            Some(shared) => Some(simmu::install_core(&mut uc, cpu, shared, &counter)?),
+            None => None,
+        };
         let sys_hooks = match hooks {
-            Hooks::Full => install_sysreg_hooks(&mut uc, cpu, board, &counter)?,
+            Hooks::Full => install_sysreg_hooks(&mut uc, cpu, board, &counter, mmu.clone())?,
             Hooks::CountOnly => Vec::new(),
         };
         Ok(Self {
@@ -160,6 +168,7 @@ impl Core {
             irqs: 0,
             last_exception: None,
             counter,
+            mmu,
             _sys_hooks: sys_hooks,
         })
     }
@@ -306,6 +315,7 @@ pub(crate) fn install_sysreg_hooks(
     cpu: usize,
     board: &Rc<RefCell<Board>>,
     counter: &Rc<SliceCounter>,
+    mmu: Option<Rc<CoreMmu>>,
 ) -> Result<Vec<SysHook>, EmuError> {
     let (b, c) = (board.clone(), counter.clone());
     let mrs = syshook::add(uc, Arm64Insn::UC_ARM64_INS_MRS, move |access| {
@@ -323,8 +333,11 @@ pub(crate) fn install_sysreg_hooks(
         true
     })
     .map_err(uc_err("adding the MRS hook"))?;
-    let (b, c) = (board.clone(), counter.clone());
+    let (b, c, m) = (board.clone(), counter.clone(), mmu.clone());
     let msr = syshook::add(uc, Arm64Insn::UC_ARM64_INS_MSR, move |access| {
+        if let Some(m) = &m {
+            m.on_msr(access);
+        }
         let cp = access.cp;
         let mut board = b.borrow_mut();
         if sysreg(cp) == DAIF {
@@ -353,6 +366,9 @@ pub(crate) fn install_sysreg_hooks(
     .map_err(uc_err("adding the MSR hook"))?;
     let c = counter.clone();
     let sys = syshook::add(uc, Arm64Insn::UC_ARM64_INS_SYS, move |access| {
+        if let Some(m) = &mmu {
+            m.on_sys(access);
+        }
         let cp = access.cp;
         match (cp.op1, cp.crn, cp.crm, cp.op2) {
             // TLBI …IS / …OS (EL1): CRm 1, 2 (ranges) and 3.

@@ -46,14 +46,17 @@ pub mod probe;
 pub mod psci;
 pub mod record;
 pub mod sched;
+mod simmu;
 mod syshook;
 pub mod timer;
+pub mod tlb;
 pub mod uart;
 pub mod unwind;
 
 pub use kernel::{KernelError, KernelImage};
 pub use machine::{
-    CpuReport, CpuState, EmuError, Machine, MachineConfig, RunEnd, RunOutcome, TakenException,
+    CpuReport, CpuState, EmuError, Machine, MachineConfig, MmuMode, RunEnd, RunOutcome,
+    TakenException,
 };
 pub use memory::{GuestMemory, GuestRam, OutOfRam, RAM_BASE};
 pub use probe::{CallStats, ProbeId};

@@ -20,7 +20,9 @@ use crate::probe::{self, CallProbe, CallStats, ProbeId};
 use crate::psci;
 use crate::record::{EventSink, MaskSample, RecordOptions, Recorder};
 use crate::sched::{make_scheduler, SchedView, Scheduler, SchedulerKind};
+use crate::simmu::SimMmu;
 use crate::timer::{VirtualClock, VirtualTimer};
+use crate::tlb::MmuStats;
 use crate::uart::Uart;
 use crate::unwind;
 
@@ -35,6 +37,21 @@ pub struct MachineConfig {
     /// Watchdog: instructions over all CPUs before the run is stopped.
     pub max_insns: u64,
     pub bootargs: String,
+    /// Which MMU translates guest addresses (see [`MmuMode`]).
+    pub mmu: MmuMode,
+}
+
+/// Who translates guest addresses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MmuMode {
+    /// Unicorn's built-in MMU (QEMU's walker and soft TLB); no model, no checks.
+    Builtin,
+    /// Our walker and per-CPU TLB model ([`crate::tlb`]), without the checks.
+    Simulated,
+    /// The simulated MMU with page-table write tracking, barrier hooks and the
+    /// TLB-shootdown checks.
+    #[default]
+    Checked,
 }
 
 impl Default for MachineConfig {
@@ -47,6 +64,7 @@ impl Default for MachineConfig {
             quantum: 10_000,
             max_insns: 2_000_000_000,
             bootargs: "scenario=smoke".into(),
+            mmu: MmuMode::default(),
         }
     }
 }
@@ -150,6 +168,8 @@ enum SliceEnd {
     Budget,
     Wfi,
     Exception(u32),
+    /// A translation or permission fault from the simulated MMU.
+    Abort(Synchronous),
     Error(String),
 }
 
@@ -166,6 +186,8 @@ pub struct Machine {
     probes: Vec<Rc<CallProbe>>,
     /// Set while recording events (`None`: no hook added, nothing to pay).
     recorder: Option<Rc<Recorder>>,
+    /// The simulated MMU (`None` with Unicorn's built-in one).
+    mmu: Option<SimMmu>,
     ram: GuestRam,
 }
 
@@ -222,9 +244,29 @@ impl Machine {
             clock: VirtualClock::default(),
             running: 1,
         }));
-        let cores = (0..config.cpus)
-            .map(|cpu| Core::new(cpu, &ram, &board, hooks))
+        let sim_mmu = match (hooks, config.mmu) {
+            (Hooks::Full, MmuMode::Simulated | MmuMode::Checked) => Some(SimMmu::new(
+                &ram,
+                kernel,
+                config.cpus,
+                config.mmu == MmuMode::Checked,
+            )),
+            _ => None,
+        };
+        let mut cores = (0..config.cpus)
+            .map(|cpu| {
+                Core::new(
+                    cpu,
+                    &ram,
+                    &board,
+                    hooks,
+                    sim_mmu.as_ref().map(|m| &m.shared),
+                )
+            })
             .collect::<Result<Vec<_>, _>>()?;
+        if let Some(m) = &sim_mmu {
+            m.install_barrier_hooks(&mut cores, kernel)?;
+        }
         let mut machine = Self {
             cores,
             board,
@@ -236,6 +278,7 @@ impl Machine {
             end: None,
             probes: Vec::new(),
             recorder: None,
+            mmu: sim_mmu,
             ram,
         };
         machine.power_on(0, kernel.entry(), dtb_addr)?;
@@ -257,6 +300,9 @@ impl Machine {
         uc.reg_write(RegisterARM64::X0, context).map_err(&err)?;
         uc.reg_write(RegisterARM64::PC, entry).map_err(&err)?;
         uc.ctl_flush_tlb().map_err(&err)?;
+        if let Some(mmu) = &core.mmu {
+            mmu.regs_changed();
+        }
         core.pc = entry;
         core.state = CpuState::Running;
         Ok(())
@@ -419,7 +465,13 @@ impl Machine {
                 budget = budget.min((deadline - board.clock.now()) * running);
             }
         }
+        if let Some(mmu) = &mut self.mmu {
+            mmu.before_slice(&mut self.cores, cpu, self.total_insns);
+        }
         let (retired, mut end) = self.run_slice(cpu, budget);
+        if let Some(mmu) = &mut self.mmu {
+            mmu.after_slice(&mut self.cores, cpu);
+        }
         if retired == 0 && matches!(end, SliceEnd::Budget) {
             // Nothing ran and nothing said why: stop rather than spin on empty slices.
             end = SliceEnd::Error("no instruction executed".into());
@@ -474,6 +526,13 @@ impl Machine {
         core.pc = core.uc.pc_read().unwrap_or(core.pc);
         let counter = &core.counter;
         if let Err(e) = result {
+            if let Some(exc) = core
+                .mmu
+                .as_ref()
+                .and_then(|m| m.take_fault(&mut core.uc, core.pc))
+            {
+                return (counter.retired_before(core.pc), SliceEnd::Abort(exc));
+            }
             return (
                 counter.retired_before(core.pc),
                 SliceEnd::Error(format!("{e:?}")),
@@ -527,11 +586,15 @@ impl Machine {
                 None
             }
             SliceEnd::Error(e) => fault(format!("emulator stopped: {e}")),
-            SliceEnd::Exception(intno) => {
-                let exc = match self.classify(cpu, intno) {
-                    Ok(Some(exc)) => exc,
-                    Ok(None) => return self.psci_call(cpu),
-                    Err(what) => return fault(what),
+            SliceEnd::Exception(_) | SliceEnd::Abort(_) => {
+                let exc = match end {
+                    SliceEnd::Abort(exc) => exc,
+                    SliceEnd::Exception(intno) => match self.classify(cpu, intno) {
+                        Ok(Some(exc)) => exc,
+                        Ok(None) => return self.psci_call(cpu),
+                        Err(what) => return fault(what),
+                    },
+                    _ => unreachable!(),
                 };
                 let core = &mut self.cores[cpu];
                 // SVC's preferred return address is the next instruction (Unicorn's PC
@@ -689,6 +752,20 @@ impl Machine {
                 }
             })
             .collect()
+    }
+
+    /// What the simulated MMU's checks found so far (empty with the built-in MMU).
+    pub fn mmu_findings(&self) -> Vec<traces::finding::Finding> {
+        self.mmu.as_ref().map_or_else(Vec::new, |m| {
+            m.shared.model.borrow().findings.as_slice().to_vec()
+        })
+    }
+
+    /// The simulated MMU's counts (`None` with the built-in MMU).
+    pub fn mmu_stats(&self) -> Option<MmuStats> {
+        self.mmu
+            .as_ref()
+            .map(|m| m.shared.model.borrow().stats.clone())
     }
 
     /// The kernel this machine runs (for symbolising reports).

@@ -6,7 +6,7 @@
 use std::ffi::c_void;
 
 use unicorn_engine::{
-    uc_error, uc_hook, uc_hook_add, uc_reg_write, Arm64Insn, HookType, RegisterARM64,
+    uc_error, uc_hook, uc_hook_add, uc_reg_read, uc_reg_write, Arm64Insn, HookType, RegisterARM64,
     RegisterARM64CP, Unicorn,
 };
 
@@ -19,6 +19,14 @@ pub struct SysAccess<'a> {
 }
 
 impl SysAccess<'_> {
+    /// The instruction's address (Unicorn syncs the PC before calling the hook).
+    pub fn pc(&self) -> u64 {
+        let mut pc = 0u64;
+        // SAFETY: `uc` is the engine calling this hook; `pc` outlives the call.
+        unsafe { uc_reg_read(self.uc, RegisterARM64::PC as i32, (&raw mut pc).cast()) };
+        pc
+    }
+
     /// Sets Xt (the result of an MRS the hook emulates).
     pub fn set_result(&mut self, value: u64) {
         if self.rt == RegisterARM64::XZR {

@@ -1,0 +1,369 @@
+//! Wiring of the simulated MMU ([`crate::tlb::MmuModel`] over [`crate::mmu`]) into the
+//! cores: Unicorn's virtual-TLB mode and its fill hook, the TLBI and translation
+//! register writes seen by the SYS/MSR hooks, write hooks on page-table pages, code
+//! hooks on every DSB/ISB of the kernel text and on `free_pages`.
+//!
+//! Unicorn facts this relies on (read in its 2.1.4 source, checked by tests):
+//! - the fill hook runs after `cpu_restore_state`, so the PC is the accessing
+//!   instruction's; returning `None` makes `emu_start` fail with `UC_ERR_EXCEPTION`
+//!   with the PC restored to that instruction (the host then enters the abort);
+//! - a `MEM_WRITE` hook bounded to a physical page keeps that page's soft-TLB write
+//!   entries on the slow path (never marked dirty) while any such hook exists, so only
+//!   stores to page tables pay; entries filled before the hook was added must be
+//!   flushed. The hook runs before the store lands, with the PC synced;
+//! - only one SYS/MRS/MSR hook per instruction is possible (a second one breaks the
+//!   generated code), so TLBIs and register writes come from `cpu`'s own hooks;
+//! - DSB and ISB reach no hook: code hooks on their addresses (found by scanning the
+//!   executable segments) see them.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+
+use unicorn_engine::{MemType, Prot, RegisterARM64, TlbEntry, TlbType, Unicorn};
+
+use crate::cpu::{read_insn, read_xreg, translation_regs, uc_err, Core, SliceCounter};
+use crate::exception::Synchronous;
+use crate::insn;
+use crate::kernel::KernelImage;
+use crate::machine::EmuError;
+use crate::memory::GuestRam;
+use crate::mmu::{Access, Fault, TranslationRegs};
+use crate::syshook::SysAccess;
+use crate::tlb::{At, Barrier, FillAnswer, MmuModel, RamView, TlbiOp};
+
+/// State shared by every core's MMU hooks.
+pub(crate) struct Shared {
+    pub(crate) model: RefCell<MmuModel>,
+    /// Instructions of all CPUs before the current slice (virtual time base).
+    slice_base: Cell<u64>,
+    /// Whether a guest slice is running (fills outside one are the host's own reads).
+    in_slice: Cell<bool>,
+    ram: RamView,
+}
+
+/// One core's side.
+pub(crate) struct CoreMmu {
+    cpu: usize,
+    shared: Rc<Shared>,
+    counter: Rc<SliceCounter>,
+    regs: Cell<TranslationRegs>,
+    regs_dirty: Cell<bool>,
+    /// The translation fault the fill hook refused an access with.
+    fault: Cell<Option<(u64, Access, Fault)>>,
+}
+
+impl CoreMmu {
+    fn at(&self, pc: u64) -> At {
+        At {
+            cpu: self.cpu,
+            pc,
+            time: self.shared.slice_base.get() + self.counter.retired_before(pc),
+        }
+    }
+
+    pub(crate) fn regs_changed(&self) {
+        self.regs_dirty.set(true);
+    }
+
+    fn regs<D>(&self, uc: &Unicorn<'_, D>) -> TranslationRegs {
+        if self.regs_dirty.replace(false) {
+            self.regs.set(translation_regs(uc));
+        }
+        self.regs.get()
+    }
+
+    /// From the MSR hook: a write to a translation register invalidates the cache.
+    pub(crate) fn on_msr(&self, access: &SysAccess<'_>) {
+        let cp = access.cp;
+        // SCTLR_EL1, TTBR0/1_EL1, TCR_EL1 (op0 3, op1 0, CRn 1 or 2, CRm 0).
+        if cp.op0 == 3 && cp.op1 == 0 && cp.crm == 0 && (cp.crn == 1 || cp.crn == 2) {
+            self.regs_dirty.set(true);
+        }
+    }
+
+    /// From the SYS hook: TLB maintenance reaches the model before it runs.
+    pub(crate) fn on_sys(&self, access: &SysAccess<'_>) {
+        let cp = access.cp;
+        if let Some((op, broadcast)) = TlbiOp::decode(cp.op1, cp.crn, cp.crm, cp.op2, cp.val) {
+            let at = self.at(access.pc());
+            self.shared
+                .model
+                .borrow_mut()
+                .tlbi(&self.shared.ram, op, broadcast, at);
+        }
+    }
+
+    fn fill(&self, uc: &mut Unicorn<'_, ()>, va: u64, kind: MemType) -> Option<TlbEntry> {
+        let access = match kind {
+            MemType::WRITE => Access::Write,
+            MemType::FETCH => Access::Fetch,
+            _ => Access::Read,
+        };
+        let regs = self.regs(uc);
+        let guest = self.shared.in_slice.get();
+        let pc = if guest { uc.pc_read().unwrap_or(0) } else { 0 };
+        let at = self.at(pc);
+        let mut model = self.shared.model.borrow_mut();
+        let answer = model.fill(&self.shared.ram, &regs, va, access, at, guest);
+        if guest && model.has_new_pt_pages() {
+            // Other cores lose write access to the new tables before they run again;
+            // this one when its slice ends, soon.
+            model.take_new_pt_pages();
+            self.counter.shorten_to(1);
+        }
+        match answer {
+            FillAnswer::Map {
+                pa,
+                mut write,
+                exec,
+            } => {
+                // Page tables are write-protected in Unicorn: a store opens a window
+                // on the page, compared at this core's next MMU event and at the end
+                // of the slice, which it ends soon (then its soft TLB is flushed).
+                if write && model.is_page_table(pa) {
+                    if guest && access == Access::Write {
+                        model.open_write_window(&self.shared.ram, pa, at);
+                        self.counter.shorten_to(1);
+                    } else {
+                        write = false;
+                    }
+                }
+                let mut perms = Prot::READ;
+                if write {
+                    perms |= Prot::WRITE;
+                }
+                if exec {
+                    perms |= Prot::EXEC;
+                }
+                // Unicorn's target pages are 1 KiB: keep the offset inside the 4 KiB page.
+                Some(TlbEntry {
+                    paddr: pa | (va & 0xfff),
+                    perms,
+                })
+            }
+            FillAnswer::Fault(fault) => {
+                if guest {
+                    self.fault.set(Some((va, access, fault)));
+                }
+                None
+            }
+        }
+    }
+
+    /// The abort to enter for a slice that `emu_start` ended with an MMU fault.
+    pub(crate) fn take_fault(&self, uc: &mut Unicorn<'static, ()>, pc: u64) -> Option<Synchronous> {
+        let (va, access, fault) = self.fault.take()?;
+        Some(match access {
+            Access::Fetch => Synchronous::InstructionAbort {
+                far: if pc & !0xfff == va { pc } else { va },
+                status: fault.status,
+            },
+            Access::Read | Access::Write => {
+                // Unicorn gives the page; the instruction gives the byte.
+                let decoded = read_insn(uc, pc)
+                    .and_then(insn::decode_mem_access)
+                    .map(|a| a.address(|r| read_xreg(uc, r)));
+                let far = decoded.filter(|a| a & !0xfff == va).unwrap_or(va);
+                Synchronous::DataAbort {
+                    far,
+                    is_write: access == Access::Write,
+                    status: fault.status,
+                }
+            }
+        })
+    }
+}
+
+/// Switches `uc` to the virtual TLB answered by the model.
+pub(crate) fn install_core(
+    uc: &mut Unicorn<'static, ()>,
+    cpu: usize,
+    shared: &Rc<Shared>,
+    counter: &Rc<SliceCounter>,
+) -> Result<Rc<CoreMmu>, EmuError> {
+    let core = Rc::new(CoreMmu {
+        cpu,
+        shared: shared.clone(),
+        counter: counter.clone(),
+        regs: Cell::new(TranslationRegs::default()),
+        regs_dirty: Cell::new(true),
+        fault: Cell::new(None),
+    });
+    uc.ctl_set_tlb_type(TlbType::VIRTUAL)
+        .map_err(uc_err("selecting the virtual TLB"))?;
+    let c = core.clone();
+    uc.add_tlb_hook(1, 0, move |uc, va, kind| c.fill(uc, va, kind))
+        .map_err(uc_err("adding the TLB fill hook"))?;
+    Ok(core)
+}
+
+/// The machine's handle on the simulated MMU.
+pub(crate) struct SimMmu {
+    pub(crate) shared: Rc<Shared>,
+}
+
+impl SimMmu {
+    pub(crate) fn new(ram: &GuestRam, kernel: &KernelImage, cpus: usize, checks: bool) -> Self {
+        let symbols = kernel.clone();
+        let symbolize = Box::new(move |pc: u64| match symbols.symbolize(pc) {
+            Some(s) => format!("{pc:#x} <{s}>"),
+            None => format!("{pc:#x}"),
+        });
+        Self {
+            shared: Rc::new(Shared {
+                model: RefCell::new(MmuModel::new(cpus, checks, symbolize)),
+                slice_base: Cell::new(0),
+                in_slice: Cell::new(false),
+                // SAFETY: the machine drops its cores (and with them every hook holding
+                // this) before its RAM.
+                ram: unsafe { RamView::new(ram) },
+            }),
+        }
+    }
+
+    /// Code hooks on every DSB/ISB of the kernel and on `free_pages` (checks only).
+    pub(crate) fn install_barrier_hooks(
+        &self,
+        cores: &mut [Core],
+        kernel: &KernelImage,
+    ) -> Result<(), EmuError> {
+        if !self.shared.model.borrow().checks() {
+            return Ok(());
+        }
+        let words: Vec<(u64, u32)> = kernel.code_words().collect();
+        let barriers = barrier_sites(&words);
+        let free_pages = kernel.symbol_address("free_pages");
+        for core in cores.iter_mut() {
+            let Some(mmu) = core.mmu.clone() else {
+                continue;
+            };
+            for &(addr, barrier) in &barriers {
+                let m = mmu.clone();
+                core.uc
+                    .add_code_hook(addr, addr, move |_, pc, _| {
+                        let at = m.at(pc);
+                        m.shared
+                            .model
+                            .borrow_mut()
+                            .barrier(&m.shared.ram, barrier, at);
+                    })
+                    .map_err(uc_err("adding a barrier hook"))?;
+            }
+            if let Some(entry) = free_pages {
+                let m = mmu.clone();
+                core.uc
+                    .add_code_hook(entry, entry, move |uc, pc, _| {
+                        let (addr, order) = (
+                            uc.reg_read(RegisterARM64::X0).unwrap_or(0),
+                            uc.reg_read(RegisterARM64::X1).unwrap_or(0).min(20),
+                        );
+                        let at = m.at(pc);
+                        m.shared.model.borrow_mut().pages_freed(
+                            &m.shared.ram,
+                            addr,
+                            4096 << order,
+                            at,
+                        );
+                    })
+                    .map_err(uc_err("adding the free_pages hook"))?;
+            }
+            core.uc
+                .ctl_flush_tb()
+                .map_err(uc_err("adding barrier hooks"))?;
+        }
+        Ok(())
+    }
+
+    /// Before `cpu` runs a slice starting at virtual time `now`: flush the Unicorn TLB
+    /// the model asked to flush.
+    pub(crate) fn before_slice(&mut self, cores: &mut [Core], cpu: usize, now: u64) {
+        if self.shared.model.borrow_mut().take_flush(cpu) {
+            cores[cpu].uc.ctl_flush_tlb().expect("TLB flush");
+        }
+        self.shared.slice_base.set(now);
+        self.shared.in_slice.set(true);
+    }
+
+    /// After `cpu`'s slice: compare the page tables it was let write, and take the
+    /// write permission back.
+    pub(crate) fn after_slice(&mut self, cores: &mut [Core], cpu: usize) {
+        self.shared.in_slice.set(false);
+        let mut model = self.shared.model.borrow_mut();
+        model.take_new_pt_pages();
+        if model.close_windows(&self.shared.ram, cpu) {
+            cores[cpu].uc.ctl_flush_tlb().expect("TLB flush");
+        }
+    }
+}
+
+/// Whether `word` is a TLBI (SYS with CRn = 8).
+fn is_tlbi(word: u32) -> bool {
+    word & 0xfff8_f000 == 0xd508_8000
+}
+
+/// The barriers to hook: every DSB, and the ISBs that follow TLB maintenance or a DSB
+/// closely (within 4 instructions). ISBs elsewhere, such as in spin-wait loops, are
+/// left alone: they are hot and cannot complete a TLBI.
+fn barrier_sites(words: &[(u64, u32)]) -> Vec<(u64, Barrier)> {
+    let mut sites = Vec::new();
+    for (i, &(addr, word)) in words.iter().enumerate() {
+        match Barrier::decode(word) {
+            Some(Barrier::Isb) => {
+                let recent = &words[i.saturating_sub(4)..i];
+                let after_maintenance = recent.iter().any(|&(a, w)| {
+                    a + 16 >= addr
+                        && (is_tlbi(w) || matches!(Barrier::decode(w), Some(Barrier::Dsb(_))))
+                });
+                if after_maintenance {
+                    sites.push((addr, Barrier::Isb));
+                }
+            }
+            Some(b) => sites.push((addr, b)),
+            None => {}
+        }
+    }
+    sites
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hooks_dsbs_and_the_isbs_after_maintenance_only() {
+        const DSB_ISH: u32 = 0xd503_3b9f;
+        const DSB_ISHST: u32 = 0xd503_3a9f;
+        const ISB: u32 = 0xd503_3fdf;
+        const TLBI_VAAE1IS: u32 = 0xd508_8360;
+        const NOP: u32 = 0xd503_201f;
+        let code = [
+            DSB_ISHST,
+            TLBI_VAAE1IS,
+            DSB_ISH,
+            ISB,
+            NOP,
+            NOP,
+            NOP,
+            NOP,
+            NOP,
+            ISB,
+            TLBI_VAAE1IS,
+            ISB,
+        ];
+        let words: Vec<(u64, u32)> = code
+            .iter()
+            .enumerate()
+            .map(|(i, &w)| (0x1000 + 4 * i as u64, w))
+            .collect();
+        assert!(is_tlbi(TLBI_VAAE1IS) && !is_tlbi(DSB_ISH) && !is_tlbi(NOP));
+        assert_eq!(
+            barrier_sites(&words),
+            vec![
+                (0x1000, Barrier::Dsb(0b1010)),
+                (0x1008, Barrier::Dsb(0b1011)),
+                (0x100c, Barrier::Isb),
+                (0x102c, Barrier::Isb),
+            ]
+        );
+    }
+}
