@@ -16,6 +16,9 @@
 //!   `vunmap_page_noflush`; TLB maintenance `flush_tlb_kernel_range`
 //!   (`dsb ishst; tlbi vaae1is; dsb ish; isb`).
 //! - Work: one static work item on the queuing CPU's worker.
+//! - Entry points with Linux's names and the C ABI, so the host can probe
+//!   them: `__alloc_percpu(size, align) -> ptr`, `__alloc_reserved_percpu`,
+//!   `free_percpu(ptr)` (0 = failure / ignored).
 //!
 //! The TLB flush on reclaim follows the seed: reclaim depopulates a chunk
 //! without flushing (`Config::flush_tlb_on_reclaim = false`) and relies on
@@ -31,6 +34,9 @@
 //! - `pcpu_vm_pool` (spinlock, irqsave): the slot bitmap of the chunk address
 //!   pool; held while the pool itself is reserved (once), so it nests outside
 //!   `vm_area_lock`.
+//! - `pcpu_reclaim_done` (wait queue, its spinlock irqsave): threads waiting
+//!   for the reclaim work to finish a run; the wait condition reads an atomic
+//!   only, so nothing nests inside it.
 //!
 //! Lock order: pcpu_alloc_mutex -> pcpu_lock -> worker_pool (schedule work);
 //! pcpu_alloc_mutex / pcpu_mutex -> fs_reclaim -> shrinker_list (allocations);
