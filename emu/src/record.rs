@@ -115,6 +115,18 @@ enum Func {
 }
 
 impl Func {
+    /// Whether the event at its return needs the function's result.
+    fn result_matters(self) -> bool {
+        matches!(
+            self,
+            Func::SpinTrylock
+                | Func::MutexTrylock
+                | Func::WakeUpThread
+                | Func::AllocPages
+                | Func::AllocPercpu
+        )
+    }
+
     const ALL: [(Func, &'static str, bool); 18] = [
         (Func::SpinLock, "spin_lock", true),
         (Func::SpinTrylock, "spin_trylock", true),
@@ -287,7 +299,18 @@ impl Recorder {
             let returns =
                 needs_return || (func == Func::DirectReclaim && release_fs_reclaim_at_reclaim_exit);
             if returns {
-                sites.extend(exit_offsets(code).map(|off| (entry + off, Site::Return(func))));
+                for off in exit_offsets(code) {
+                    let tail_call = code[off as usize..][..4] != 0xd65f_03c0u32.to_le_bytes();
+                    if tail_call && func.result_matters() {
+                        // Its result is not in x0 yet at the branch: say so rather
+                        // than record a wrong one (no guest function does this today).
+                        tracing::warn!(
+                            "{name} ends in a tail call: its result is not recorded there"
+                        );
+                        continue;
+                    }
+                    sites.push((entry + off, Site::Return(func)));
+                }
             }
         }
         for (addr, word) in kernel.code_words() {

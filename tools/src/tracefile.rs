@@ -134,6 +134,19 @@ impl<W: Write + 'static> Recording<W> {
     }
 }
 
+/// A run that did not get to `finish` (the host panicked, e.g. on a closed stdout)
+/// still keeps what was recorded up to its last slice: the open chunk is written,
+/// the trailer is not (readers then know the run was cut short).
+impl<W: Write> Drop for Recording<W> {
+    fn drop(&mut self) {
+        if let Ok(mut st) = self.state.try_borrow_mut() {
+            if let Some(mut writer) = st.writer.take() {
+                let _ = writer.flush_chunk();
+            }
+        }
+    }
+}
+
 /// Creates the trace file (before boot, so a bad path costs nothing).
 pub fn create(path: &Path) -> Result<File, BadInput> {
     File::create(path).map_err(|e| BadInput(format!("cannot create {}: {e}", path.display())))
