@@ -508,8 +508,8 @@ impl MmuModel {
             return;
         }
         let now = match mmu::walk_any(mem, regs, va) {
-            Ok(t) => format!("now maps it to {:#x}", t.pa),
-            Err(f) => format!("now gives a fault (status {:#x})", f.status),
+            Ok(t) => format!("now map it to {:#x}", t.pa),
+            Err(f) => format!("now give a fault (status {:#x})", f.status),
         };
         let sym = &self.symbolize;
         let details = vec![
@@ -533,7 +533,8 @@ impl MmuModel {
         self.findings.report(Finding {
             kind: FindingKind::StaleTlb,
             title: format!("access through a stale TLB entry for va {va:#x}"),
-            key: format!("va {va:#x}"),
+            // One finding per code path: the access and the change it missed.
+            key: format!("access {:#x} change {:#x}", at.pc, since.pc),
             details,
             cpu: Some(at.cpu as u32),
             time: Some(at.time),
@@ -724,7 +725,7 @@ impl MmuModel {
                 self.finding(
                     FindingKind::BreakBeforeMake,
                     format!("live descriptor for va {va:#x} changed without break-before-make"),
-                    format!("va {va:#x}"),
+                    format!("bbm {:#x}", at.pc),
                     vec![
                         format!("cpu{} at {here} replaced {od:?} by {nd:?}", at.cpu),
                         format!("descriptor at pa {desc:#x}; it was never made invalid and flushed in between"),
@@ -759,7 +760,7 @@ impl MmuModel {
                     self.finding(
                         FindingKind::MissingTlbFlush,
                         format!("va {va:#x} mapped again while a TLB still holds the old mapping"),
-                        format!("va {va:#x}"),
+                        format!("remap {:#x}", at.pc),
                         details,
                         at,
                     );
@@ -768,7 +769,7 @@ impl MmuModel {
                         self.finding(
                             FindingKind::BreakBeforeMake,
                             format!("va {va:#x} remapped without a TLBI after the break"),
-                            format!("va {va:#x}"),
+                            format!("bbm {:#x}", at.pc),
                             vec![
                                 format!("cpu{} at {here} replaced {:?} by {nd:?}", at.cpu, b.old),
                                 format!("descriptor at pa {desc:#x} was made invalid but no TLBI covered va {:#x} since", b.va),

@@ -43,6 +43,7 @@ mod gic;
 mod head;
 mod irq;
 mod mmu;
+mod mmu_selftest;
 mod mutex;
 mod page_alloc;
 mod panic;

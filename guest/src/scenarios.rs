@@ -30,7 +30,13 @@ irqmask\ta masked timer IRQ is not taken until IRQs are unmasked\n\
 storm\tall CPUs alloc/free per-CPU areas of random size and alignment, IRQs and IPIs on\n\
 irq-free\tIRQ handlers (tick, call-function IPI) free per-CPU areas threads allocated\n\
 fs-reclaim\tan FS path frees under fs_lock while allocations enter direct reclaim\n\
-reclaim\tchunks grow, are freed, reclaimed and their addresses reused while CPUs use theirs\n";
+reclaim\tchunks grow, are freed, reclaimed and their addresses reused while CPUs use theirs\n\
+selftest-tlb-ok\tMMU self-test: unmap with flush, remap, break-before-make done right (no finding)\n\
+selftest-stale-tlb\tMMU self-test: unmap without TLBI, then read the page (stale-tlb)\n\
+selftest-missing-tlb-flush\tMMU self-test: unmap without TLBI, map another page there (missing-tlb-flush)\n\
+selftest-bbm\tMMU self-test: change a live descriptor to another page (break-before-make)\n\
+selftest-missing-barrier\tMMU self-test: TLBI then ISB with no DSB ISH between (missing-barrier)\n\
+selftest-missing-dsb-ishst\tMMU self-test: descriptor store then TLBI with no DSB ISHST (missing-barrier)\n";
 
 /// CONTEXT: compile time.
 const fn table_bytes<const N: usize>() -> [u8; N] {
@@ -76,7 +82,10 @@ pub fn start() {
         "irq-free" => crate::alloc_scenarios::irq_free_main,
         "fs-reclaim" => crate::alloc_scenarios::fs_reclaim_main,
         "reclaim" => crate::alloc_scenarios::reclaim_main,
-        _ => unreachable!("listed but not dispatched: {}", name),
+        other => match crate::mmu_selftest::lookup(other) {
+            Some(main) => main,
+            None => unreachable!("listed but not dispatched: {}", name),
+        },
     };
     if sched::spawn_on(0, name, main, 0).is_none() {
         panic!("no memory for the scenario thread");

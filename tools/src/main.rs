@@ -8,6 +8,7 @@ mod bench;
 mod bench_trace;
 mod export;
 mod kernel;
+mod mmu_report;
 mod replay;
 mod report;
 mod run;

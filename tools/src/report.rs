@@ -4,6 +4,7 @@ use clap::ValueEnum;
 use emu::{CpuReport, KernelImage, RunEnd, RunOutcome};
 use serde_json::{json, Value};
 
+use crate::mmu_report::{self, MmuRun};
 use crate::run::RunArgs;
 use crate::Verdict;
 
@@ -22,10 +23,13 @@ pub fn verdict(outcome: &RunOutcome) -> Verdict {
     }
 }
 
-pub fn print(args: &RunArgs, kernel: &KernelImage, outcome: &RunOutcome) {
+pub fn print(args: &RunArgs, kernel: &KernelImage, outcome: &RunOutcome, mmu: &MmuRun) {
     match args.report {
-        ReportFormat::Text => print_text(kernel, outcome),
-        ReportFormat::Json => println!("{}", json_report(args, kernel, outcome)),
+        ReportFormat::Text => {
+            print_text(kernel, outcome);
+            mmu_report::print_text(mmu);
+        }
+        ReportFormat::Json => println!("{}", json_report(args, kernel, outcome, mmu)),
     }
 }
 
@@ -94,9 +98,9 @@ fn cpu_json(kernel: &KernelImage, cpu: &CpuReport) -> Value {
     })
 }
 
-fn json_report(args: &RunArgs, kernel: &KernelImage, outcome: &RunOutcome) -> Value {
+fn json_report(args: &RunArgs, kernel: &KernelImage, outcome: &RunOutcome, mmu: &MmuRun) -> Value {
     json!({
-        "findings": [],
+        "findings": mmu.findings.iter().map(mmu_report::finding_json).collect::<Vec<_>>(),
         "end": { "summary": describe_end(&outcome.end), "guest_fault": verdict(outcome) == Verdict::GuestFault },
         "config": { "cpus": args.cpus, "scenario": args.scenario, "seed": args.seed,
                     "sched": format!("{:?}", args.sched).to_lowercase(), "quantum": args.quantum,
@@ -105,6 +109,7 @@ fn json_report(args: &RunArgs, kernel: &KernelImage, outcome: &RunOutcome) -> Va
             "total_insns": outcome.total_insns,
             "slices": outcome.slices,
             "cpus": outcome.cpus.iter().map(|cpu| cpu_json(kernel, cpu)).collect::<Vec<_>>(),
+            "mmu": mmu.stats.as_ref().map(mmu_report::stats_json),
         },
     })
 }

@@ -1,0 +1,96 @@
+//! The simulated MMU's part of a run report: its findings (TLB-shootdown checks) and
+//! its counts, as text and as JSON.
+
+use emu::tlb::MmuStats;
+use serde_json::{json, Value};
+use traces::finding::Finding;
+
+/// What the simulated MMU reported for one run.
+#[derive(Debug, Default, Clone)]
+pub struct MmuRun {
+    pub findings: Vec<Finding>,
+    /// `None` with Unicorn's built-in MMU.
+    pub stats: Option<MmuStats>,
+}
+
+impl MmuRun {
+    pub fn of(machine: &emu::Machine) -> Self {
+        Self {
+            findings: machine.mmu_findings(),
+            stats: machine.mmu_stats(),
+        }
+    }
+}
+
+pub fn finding_json(f: &Finding) -> Value {
+    json!({
+        "kind": f.kind.as_str(),
+        "title": f.title,
+        "key": f.key,
+        "details": f.details,
+        "cpu": f.cpu,
+        "time": f.time,
+    })
+}
+
+pub fn stats_json(s: &MmuStats) -> Value {
+    json!({
+        "tlb_fills": s.tlb_fills,
+        "model_hits": s.model_hits,
+        "tlbi_by_kind": s.tlbi_by_kind,
+        "broadcast_invalidations": s.broadcast_invalidations,
+        "pt_writes": {
+            "valid_to_invalid": s.pt_writes_valid_to_invalid,
+            "invalid_to_valid": s.pt_writes_invalid_to_valid,
+            "valid_to_valid": s.pt_writes_valid_to_valid,
+            "other": s.pt_writes_other,
+        },
+        "pt_pages": s.pt_pages,
+        "stale_accesses": s.stale_accesses,
+        "faults": s.faults,
+        "freed_while_reachable": {
+            "pages": s.freed_while_reachable,
+            "longest_window_insns": s.longest_reachable_window,
+        },
+    })
+}
+
+pub fn print_text(mmu: &MmuRun) {
+    if let Some(s) = &mmu.stats {
+        let tlbis: Vec<String> = s
+            .tlbi_by_kind
+            .iter()
+            .map(|(kind, n)| format!("{kind} {n}"))
+            .collect();
+        println!(
+            "mmu: tlb fills per cpu {:?}, tlbi [{}], broadcast {}, page-table writes \
+             v->i {} i->v {} v->v {}, stale accesses {}",
+            s.tlb_fills,
+            tlbis.join(", "),
+            s.broadcast_invalidations,
+            s.pt_writes_valid_to_invalid,
+            s.pt_writes_invalid_to_valid,
+            s.pt_writes_valid_to_valid,
+            s.stale_accesses,
+        );
+        if s.freed_while_reachable > 0 {
+            println!(
+                "mmu: {} freed pages still reachable through a cached translation \
+                 (longest {} instructions)",
+                s.freed_while_reachable, s.longest_reachable_window
+            );
+        }
+    }
+    if mmu.findings.is_empty() {
+        return;
+    }
+    println!("== {} finding(s)", mmu.findings.len());
+    for f in &mmu.findings {
+        let cpu = f.cpu.map_or(String::new(), |c| format!(" cpu{c}"));
+        let time = f.time.map_or(String::new(), |t| format!(" at {t}"));
+        println!("[{}] {}{cpu}{time}", f.kind, f.title);
+        for line in &f.details {
+            println!("    {line}");
+        }
+    }
+}
