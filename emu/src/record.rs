@@ -6,8 +6,8 @@
 //!   `spin_trylock`, `spin_unlock`, `mutex_lock`, `mutex_trylock`, `mutex_unlock`,
 //!   `lockdep_assert_held`, `lockdep_assert_mutex_held`, `might_sleep`,
 //!   `cpu_switch_to`, `wake_up_thread`, `alloc_pages`, `free_pages`, `direct_reclaim`,
-//!   `fs_reclaim_acquire`, `fs_reclaim_release`, `__alloc_percpu`, `free_percpu`
-//!   (Linux's names, C ABI, if the guest exports them), and the exits (`ret`, or a
+//!   `fs_reclaim_acquire`, `fs_reclaim_release`, `__alloc_percpu`,
+//!   `__alloc_reserved_percpu`, `free_percpu`, and the exits (`ret`, or a
 //!   `b` out of the function: a tail call) of those whose result matters. A return is matched to its call by (CPU, stack pointer, function): a
 //!   function returns with the SP it was entered with, and each thread has its own
 //!   stack, so a call that sleeps (a mutex) is matched when its thread comes back.
@@ -111,6 +111,7 @@ enum Func {
     FsReclaimAcquire,
     FsReclaimRelease,
     AllocPercpu,
+    AllocReservedPercpu,
     FreePercpu,
 }
 
@@ -124,10 +125,11 @@ impl Func {
                 | Func::WakeUpThread
                 | Func::AllocPages
                 | Func::AllocPercpu
+                | Func::AllocReservedPercpu
         )
     }
 
-    const ALL: [(Func, &'static str, bool); 18] = [
+    const ALL: [(Func, &'static str, bool); 19] = [
         (Func::SpinLock, "spin_lock", true),
         (Func::SpinTrylock, "spin_trylock", true),
         (Func::SpinUnlock, "spin_unlock", false),
@@ -144,8 +146,9 @@ impl Func {
         (Func::DirectReclaim, "direct_reclaim", true),
         (Func::FsReclaimAcquire, "fs_reclaim_acquire", false),
         (Func::FsReclaimRelease, "fs_reclaim_release", false),
-        // Linux's names, if the guest exports them (C ABI: size, align -> pointer).
+        // docs/machine.md: C ABI, size, align -> per-CPU pointer (0: failed).
         (Func::AllocPercpu, "__alloc_percpu", true),
+        (Func::AllocReservedPercpu, "__alloc_reserved_percpu", true),
         (Func::FreePercpu, "free_percpu", false),
     ];
 }
@@ -494,6 +497,26 @@ impl Recorder {
         st.exceptions.insert((cpu, sp), irq);
     }
 
+    /// An event another part of the machine saw on `cpu` during a slice, at `pc` (for
+    /// the simulated MMU's TLBIs, barriers and page-table writes): timed, attributed
+    /// and ordered like the probes' own events.
+    #[allow(dead_code)] // the MMU's events are wired in by the MMU work
+    pub(crate) fn guest_event(
+        &self,
+        uc: &Unicorn<'_, ()>,
+        cpu: usize,
+        counter: &SliceCounter,
+        pc: u64,
+        kind: EventKind,
+    ) {
+        let now = self.state.borrow().slice_base + counter.retired_before(pc);
+        let task = self.task(uc, cpu);
+        let caller = read_xreg(uc, 30);
+        self.state
+            .borrow_mut()
+            .push(now, cpu, task, pc, caller, kind);
+    }
+
     /// The running task of `cpu` (cached; read from the guest the first time).
     fn task(&self, uc: &Unicorn<'_, ()>, cpu: usize) -> TaskId {
         if let Some(task) = self.state.borrow().tasks[cpu] {
@@ -627,7 +650,8 @@ impl Recorder {
             | Func::MutexTrylock
             | Func::WakeUpThread
             | Func::AllocPages
-            | Func::AllocPercpu => {
+            | Func::AllocPercpu
+            | Func::AllocReservedPercpu => {
                 st.open.insert((cpu, sp, func), open);
                 return;
             }
@@ -748,7 +772,7 @@ impl Recorder {
                 gfp: call.arg2 as u8 as u32,
                 pa: if x0 & 1 != 0 { x1 } else { 0 },
             },
-            Func::AllocPercpu => EventKind::PercpuAlloc {
+            Func::AllocPercpu | Func::AllocReservedPercpu => EventKind::PercpuAlloc {
                 size: call.arg,
                 align: call.arg2,
                 addr: x0,

@@ -333,3 +333,48 @@ fn the_same_run_records_the_same_events() {
         b.strings.iter().collect::<Vec<_>>()
     );
 }
+
+#[test]
+fn storm_records_per_cpu_allocations_and_their_frees() {
+    let Some(kernel) = guest() else { return };
+    if kernel.symbol_address("__alloc_percpu").is_none() {
+        eprintln!("this guest exports no __alloc_percpu: skipped");
+        return;
+    }
+    let run = record(&kernel, "storm", 4, 2, false);
+    assert!(
+        matches!(run.end, RunEnd::PoweredOff { status: 0, .. }),
+        "{:?}",
+        run.end
+    );
+    let mut live: BTreeMap<u64, (u64, u64)> = BTreeMap::new();
+    let (mut allocs, mut frees) = (0, 0);
+    for e in &run.events {
+        match e.kind {
+            EventKind::PercpuAlloc { size, align, addr } if addr != 0 => {
+                assert!((1..=64 << 10).contains(&size), "size {size}");
+                assert!(
+                    align.is_power_of_two() && addr % align == 0,
+                    "{addr:#x} / {align}"
+                );
+                assert!(
+                    live.insert(addr, (size, align)).is_none(),
+                    "{addr:#x} handed out twice"
+                );
+                allocs += 1;
+            }
+            EventKind::PercpuFree { addr } => {
+                assert!(
+                    live.remove(&addr).is_some(),
+                    "free of {addr:#x}, not allocated"
+                );
+                frees += 1;
+            }
+            _ => {}
+        }
+    }
+    assert!(
+        allocs > 100 && frees > 100,
+        "{allocs} allocations, {frees} frees"
+    );
+}
