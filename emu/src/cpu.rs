@@ -355,6 +355,10 @@ pub(crate) fn install_sysreg_hooks(
             CNTV_TVAL_EL0 => timer.set_tval(now, cp.val),
             _ => return false,
         }
+        // The timer's output is a level: reprogramming it lowers (or raises) the PPI
+        // now, not at the next slice, or the guest would take the old tick again.
+        let level = board.timers[cpu].irq_level(now);
+        board.gic.set_ppi_level(cpu, VTIMER_INTID, level);
         // End the slice by the deadline so the interrupt is not late by a whole quantum.
         if let Some(deadline) = board.timers[cpu].deadline(now) {
             c.shorten_to((deadline - now) * board.running);

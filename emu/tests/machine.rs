@@ -197,6 +197,46 @@ fn timer_fires_at_the_programmed_virtual_time() {
 }
 
 #[test]
+fn reprogramming_the_timer_in_its_handler_lowers_the_line_at_once() {
+    // The handler re-arms the timer far ahead, EOIs and returns; the main loop spins
+    // past the first deadline. A line still high after the re-arm would make the
+    // GIC hand out the same tick again before the slice ends.
+    let mut a = Asm::default();
+    set_vbar(&mut a);
+    enable_gic(&mut a);
+    a.mov64(8, 0); // taken timer IRQs
+    a.mov64(3, 5_000).emit(msr(CNTV_TVAL_EL0, 3));
+    a.mov64(3, 1).emit(msr(CNTV_CTL_EL0, 3)).emit(IRQ_ON);
+    a.mov64(9, 20_000);
+    let spin = a.here();
+    a.emit(sub(9, 9, 1)).cbnz(true, 9, spin);
+    a.system_off_with(8);
+    a.align_to(VECTORS + 0x280);
+    a.emit(ldr_w(7, 22, 0x0c)); // GICC_IAR
+    a.mov64(3, 10_000_000).emit(msr(CNTV_TVAL_EL0, 3));
+    a.emit(add(8, 8, 1));
+    a.emit(str_w(7, 22, 0x10)); // GICC_EOIR
+                                // Like a kernel's IRQ loop, acknowledge again until the GIC says spurious.
+    let done = VECTORS + 0x2f0;
+    a.emit(ldr_w(10, 22, 0x0c))
+        .emit(cmp(10, 1023))
+        .b_cond(0, done); // b.eq
+    a.emit(add(8, 8, 1)).emit(str_w(10, 22, 0x10));
+    a.align_to(done);
+    a.emit(ERET);
+    let config = MachineConfig {
+        quantum: 100_000,
+        ..one_cpu()
+    };
+    let (outcome, ..) = run(config, &a.kernel());
+    assert_eq!(
+        outcome.end,
+        RunEnd::PoweredOff { cpu: 0, status: 1 },
+        "one tick, taken once"
+    );
+}
+
+#[test]
 fn waiting_forever_in_wfi_is_a_hang() {
     let mut a = Asm::default();
     a.emit(WFI);
