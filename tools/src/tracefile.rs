@@ -30,6 +30,12 @@ pub fn trace_config(args: &RunArgs, kernel: &KernelImage) -> TraceConfig {
     };
     let mut extra = BTreeMap::new();
     extra.insert(MAX_INSNS_KEY.to_string(), args.max_insns.to_string());
+    // Every other `run` flag that changes what the machine does (replay passes each
+    // extra key back as `--KEY VALUE`).
+    extra.insert("mmu".to_string(), name(args.mmu.to_possible_value()));
+    if let Some(inject) = args.inject {
+        extra.insert("inject".to_string(), name(inject.to_possible_value()));
+    }
     TraceConfig {
         guest_elf: ElfHash::of(kernel.elf_bytes()),
         cpus: args.cpus as u32,

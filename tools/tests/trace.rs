@@ -419,3 +419,30 @@ fn a_run_killed_by_a_closed_stdout_keeps_its_trace_up_to_the_last_slice() {
         replay.describe()
     );
 }
+
+#[test]
+fn injected_bugs_and_the_mmu_mode_are_part_of_the_replayed_config() {
+    let path = scratch("inject.trace");
+    let run = record(
+        &path,
+        &[
+            "--scenario",
+            "reclaim",
+            "--inject",
+            "skip-tlb-flush",
+            "--mmu",
+            "simulated",
+        ],
+    );
+    assert!(run.code == 0 || run.code == 1, "{}", run.describe());
+    let trace = load(&path);
+    let extra = &trace.header.config.extra;
+    assert_eq!(
+        extra.get("inject").map(String::as_str),
+        Some("skip-tlb-flush")
+    );
+    assert_eq!(extra.get("mmu").map(String::as_str), Some("simulated"));
+    let replay = percpu_lab(&["replay", path.to_str().unwrap()]);
+    assert_eq!(replay.code, 0, "{}", replay.describe());
+    assert!(replay.stdout.contains("identical"), "{}", replay.describe());
+}
