@@ -60,7 +60,7 @@ pub struct RunArgs {
     #[arg(long, value_enum, default_value_t = Variant::Fine)]
     pub variant: Variant,
     /// Guest workload (see `percpu-lab scenarios`).
-    #[arg(long, default_value = "smoke")]
+    #[arg(long, default_value = "storm")]
     pub scenario: String,
     /// Seed for the guest workload and the random scheduler.
     #[arg(long, default_value_t = 0)]

@@ -29,9 +29,19 @@ fn smoke_boots_and_powers_off_on_1_2_4_8_cpus() {
 }
 
 #[test]
-fn default_job_is_smoke_on_four_cpus() {
+fn default_job_is_storm_on_four_cpus_with_the_fine_allocator() {
     let run = percpu_lab(&["run"]);
     assert_eq!(run.code, 0, "{}", run.describe());
+    assert!(
+        run.stdout.contains("scenario=storm") && run.stdout.contains("variant=fine"),
+        "{}",
+        run.describe()
+    );
+    assert!(
+        run.all_console_lines().iter().any(|l| l.contains("storm: allocs=")),
+        "{}",
+        run.describe()
+    );
     for cpu in 0..4 {
         assert!(
             !run.console_lines(cpu).is_empty(),
