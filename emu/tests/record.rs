@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::rc::Rc;
 
 use emu::{KernelImage, Machine, MachineConfig, MaskSample, RecordOptions, RunEnd, SchedulerKind};
-use traces::{Event, EventKind, LockFlavor, StringTable, TraceConfig, TraceWriter};
+use traces::{Event, EventKind, IrqMaskCause, LockFlavor, StringTable, TraceConfig, TraceWriter};
 
 fn guest() -> Option<KernelImage> {
     let path = std::env::var_os("PERCPU_GUEST_ELF")
@@ -30,6 +30,7 @@ struct Recorded {
     end: RunEnd,
 }
 
+/// `scenario` may carry a variant: `"irq-free variant=irq"`.
 fn record(kernel: &KernelImage, scenario: &str, cpus: usize, seed: u64, sample: bool) -> Recorded {
     let config = MachineConfig {
         cpus,
@@ -37,7 +38,10 @@ fn record(kernel: &KernelImage, scenario: &str, cpus: usize, seed: u64, sample: 
         seed,
         quantum: 2_000,
         max_insns: 400_000_000,
-        bootargs: format!("scenario={scenario} seed={seed} variant=fine"),
+        bootargs: match scenario.split_once(' ') {
+            Some((name, variant)) => format!("scenario={name} seed={seed} {variant}"),
+            None => format!("scenario={scenario} seed={seed} variant=fine"),
+        },
         ..MachineConfig::default()
     };
     let mut machine = Machine::new(config, kernel).unwrap();
@@ -74,13 +78,36 @@ fn count(events: &[Event], pred: impl Fn(&EventKind) -> bool) -> usize {
 #[test]
 fn irq_mask_from_events_matches_pstate_at_every_block_boundary() {
     let Some(kernel) = guest() else { return };
-    for scenario in ["smoke", "storm"] {
+    // irq-free with the patch's first version re-enables IRQs inside hard-IRQ handlers.
+    for scenario in ["smoke", "storm", "irq-free variant=irq"] {
         let run = record(&kernel, scenario, 4, 1, true);
         assert!(
             matches!(run.end, RunEnd::PoweredOff { status: 0, .. }),
             "{:?}",
             run.end
         );
+        // Unmasks by an instruction while a hard-IRQ handler runs on that CPU.
+        let mut depth = [0i32; 8];
+        let mut unmasked_in_irq = 0;
+        for e in &run.events {
+            let cpu = e.cpu.0 as usize;
+            match e.kind {
+                EventKind::HardIrqEnter { .. } => depth[cpu] += 1,
+                EventKind::HardIrqExit { .. } => depth[cpu] -= 1,
+                EventKind::IrqMask {
+                    new: false,
+                    cause: IrqMaskCause::Instruction,
+                    ..
+                } if depth[cpu] > 0 => unmasked_in_irq += 1,
+                _ => {}
+            }
+        }
+        if scenario.contains("variant=irq") {
+            assert!(
+                unmasked_in_irq > 0,
+                "{scenario}: IRQs never re-enabled in a handler"
+            );
+        }
         let mut masked = [true; 8];
         let mut next = 0usize;
         let mut checked = 0u64;
