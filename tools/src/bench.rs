@@ -105,6 +105,8 @@ pub fn bench(args: &BenchArgs) -> Result<Verdict, BadInput> {
         .1;
     let ratio = four.mips() / raw.mips();
     let tracing = crate::bench_trace::measure(&kernel, MIN_MEASURE)?;
+    let mmu = crate::bench_mmu::measure(&kernel, MIN_MEASURE)?;
+    let allocator = crate::bench_alloc::measure(&kernel)?;
 
     match args.report {
         ReportFormat::Text => {
@@ -133,6 +135,24 @@ pub fn bench(args: &BenchArgs) -> Result<Verdict, BadInput> {
                 tracing.bytes_per_event(),
                 tracing.overhead()
             );
+            println!("simulated MMU (walker, TLB model, checks) vs built-in, 4 cpus:");
+            for cost in &mmu {
+                println!(
+                    "  {}: {:.2}x host time per guest instruction (goal <= 1.3, {} runs each)",
+                    cost.scenario,
+                    cost.ratio(),
+                    cost.runs
+                );
+            }
+        }
+            println!("allocator on `storm` (4 cpus, round-robin, seed 0; deterministic):");
+            for cost in &allocator {
+                println!("  {:5} alloc: {}", cost.variant, crate::bench_alloc::describe(&cost.alloc));
+                println!("  {:5} free:  {}", cost.variant, crate::bench_alloc::describe(&cost.free));
+                if let Some(failure) = &cost.failure {
+                    println!("  {:5} (the run did not complete: {failure})", cost.variant);
+                }
+            }
         }
         ReportFormat::Json => {
             let cores: Vec<_> = per_cores
@@ -144,7 +164,13 @@ pub fn bench(args: &BenchArgs) -> Result<Verdict, BadInput> {
                 json!({"smoke": cores, "raw_single_instance_mips": raw.mips(), "ratio_4cpu_to_raw": ratio,
                        "trace": {"events_per_second": tracing.events_per_second(),
                                  "bytes_per_event": tracing.bytes_per_event(),
-                                 "overhead": tracing.overhead(), "runs": tracing.runs}})
+                                 "overhead": tracing.overhead(), "runs": tracing.runs},
+                       "allocator": allocator.iter().map(|c| json!({"variant": c.variant,
+                                 "alloc": {"calls": c.alloc.calls, "insns": c.alloc.insns},
+                                 "free": {"calls": c.free.calls, "insns": c.free.insns},
+                                 "completed": c.failure.is_none()})).collect::<Vec<_>>(),
+                       "mmu": mmu.iter().map(|c| json!({"scenario": c.scenario, "ratio": c.ratio(), "runs": c.runs}))
+                                 .collect::<Vec<_>>()})
             );
         }
     }

@@ -5,6 +5,8 @@
 //! 3 guest fault (panic, unhandled exception, watchdog).
 
 mod bench;
+mod bench_alloc;
+mod bench_mmu;
 mod bench_trace;
 mod export;
 mod kernel;
