@@ -144,7 +144,6 @@ pub fn bench(args: &BenchArgs) -> Result<Verdict, BadInput> {
                     cost.runs
                 );
             }
-        }
             println!("allocator on `storm` (4 cpus, round-robin, seed 0; deterministic):");
             for cost in &allocator {
                 println!("  {:5} alloc: {}", cost.variant, crate::bench_alloc::describe(&cost.alloc));
