@@ -494,15 +494,16 @@ impl Machine {
         if pstate & PSTATE_I != 0 {
             return Ok(());
         }
-        let intid = self.board.borrow().gic.pending_intid(cpu).unwrap_or(1023);
         let return_pc = core.pc;
         match exception::enter(&mut core.uc, Kind::Irq, core.pc) {
             Ok(pc) => {
                 if let Some(recorder) = &self.recorder {
+                    // What the handler's GICC_IAR read will return (1023: spurious).
+                    let intid = self.board.borrow().gic.pending_intid(cpu);
                     recorder.exception_entered(
                         &core.uc,
                         cpu,
-                        Some(intid),
+                        Some(intid.unwrap_or(1023)),
                         return_pc,
                         self.total_insns,
                     );
