@@ -766,7 +766,7 @@ impl Machine {
     pub fn mmu_stats(&self) -> Option<MmuStats> {
         self.mmu
             .as_ref()
-            .map(|m| m.shared.model.borrow().stats.clone())
+            .map(|m| m.shared.model.borrow().stats_at(self.total_insns))
     }
 
     /// The kernel this machine runs (for symbolising reports).

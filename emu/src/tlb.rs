@@ -273,6 +273,17 @@ impl MmuModel {
         }
     }
 
+    /// The counts at virtual time `now`: freed pages still reachable count their
+    /// window up to `now`.
+    pub fn stats_at(&self, now: u64) -> MmuStats {
+        let mut stats = self.stats.clone();
+        for &freed_at in self.freed.values() {
+            let window = now.saturating_sub(freed_at);
+            stats.longest_reachable_window = stats.longest_reachable_window.max(window);
+        }
+        stats
+    }
+
     pub fn checks(&self) -> bool {
         self.checks
     }
@@ -1002,5 +1013,234 @@ impl GuestMemory for RamView {
             addr,
             len: data.len() as u64,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memory::{GuestRam, RAM_BASE};
+
+    const L1: u64 = RAM_BASE;
+    const L2: u64 = RAM_BASE + 0x1000;
+    const L3: u64 = RAM_BASE + 0x2000;
+    const VA: u64 = 0x8000_0000;
+    const PAGE_A: u64 = 0x4010_0000;
+    const PAGE_B: u64 = 0x4010_1000;
+    /// Valid page, AF, read-write.
+    const PAGE: u64 = 0x403;
+
+    fn setup(cpus: usize) -> (GuestRam, TranslationRegs, MmuModel) {
+        let mut ram = GuestRam::new(RAM_BASE, 0x10_0000).unwrap();
+        ram.write_u64(L1 + 8 * 2, L2 | 3).unwrap();
+        ram.write_u64(L2, L3 | 3).unwrap();
+        ram.write_u64(L3, PAGE_A | PAGE).unwrap();
+        let regs = TranslationRegs {
+            sctlr: 1,
+            tcr: 25 | (1 << 23),
+            ttbr0: L1,
+            ttbr1: 0,
+        };
+        let model = MmuModel::new(cpus, true, Box::new(|pc| format!("{pc:#x}")));
+        (ram, regs, model)
+    }
+
+    fn at(cpu: usize, time: u64) -> At {
+        At {
+            cpu,
+            pc: 0x1000 + time,
+            time,
+        }
+    }
+
+    fn read(m: &mut MmuModel, ram: &GuestRam, regs: &TranslationRegs, cpu: usize) -> FillAnswer {
+        m.fill(ram, regs, VA, Access::Read, at(cpu, 1), true)
+    }
+
+    /// Stores `new` to the descriptor of VA as the guest would (model told first).
+    fn store(m: &mut MmuModel, ram: &mut GuestRam, new: u64, cpu: usize, time: u64) {
+        m.pt_write(ram, L3, 8, new, at(cpu, time));
+        ram.write_u64(L3, new).unwrap();
+    }
+
+    fn kinds(m: &MmuModel) -> Vec<FindingKind> {
+        m.findings.as_slice().iter().map(|f| f.kind).collect()
+    }
+
+    const DSB_ISHST: Barrier = Barrier::Dsb(0b1010);
+    const DSB_ISH: Barrier = Barrier::Dsb(0b1011);
+    const VAAE1IS: TlbiOp = TlbiOp::Va { va: VA, asid: None };
+
+    #[test]
+    fn decodes_tlbi_and_barriers() {
+        // tlbi vaae1is, x0 with VA 0xffff_ff80_0000_1000 (bits 55.. copied from 55).
+        let xt = (0xffff_ff80_0000_1000u64 >> 12) & ((1 << 44) - 1);
+        assert_eq!(
+            TlbiOp::decode(0, 8, 3, 3, xt),
+            Some((
+                TlbiOp::Va {
+                    va: 0xffff_ff80_0000_1000,
+                    asid: None
+                },
+                true
+            ))
+        );
+        assert_eq!(TlbiOp::decode(0, 8, 7, 0, 0), Some((TlbiOp::All, false)));
+        assert_eq!(
+            TlbiOp::decode(0, 8, 7, 1, (5 << 48) | 0x80000),
+            Some((
+                TlbiOp::Va {
+                    va: 0x8000_0000,
+                    asid: Some(5)
+                },
+                false
+            ))
+        );
+        assert_eq!(TlbiOp::decode(0, 7, 5, 1, 0), None, "IC IVAU is not a TLBI");
+        assert_eq!(Barrier::decode(0xd503_3a9f), Some(DSB_ISHST));
+        assert_eq!(Barrier::decode(0xd503_3b9f), Some(DSB_ISH));
+        assert_eq!(Barrier::decode(0xd503_3fdf), Some(Barrier::Isb));
+        assert_eq!(Barrier::decode(0xd503_201f), None, "NOP");
+    }
+
+    #[test]
+    fn fills_are_held_until_invalidated_even_when_the_tables_change() {
+        let (mut ram, regs, mut m) = setup(2);
+        let mapped_a = FillAnswer::Map {
+            pa: PAGE_A,
+            write: true,
+            exec: true,
+        };
+        assert_eq!(read(&mut m, &ram, &regs, 0), mapped_a);
+        assert_eq!(m.stats.tlb_fills, vec![1, 0]);
+        assert!(m.is_page_table(L3) && m.is_page_table(L1));
+        // New page tables: every CPU must drop what write permission it had to them.
+        assert!(m.take_flush(0) && m.take_flush(1));
+        // Break (with the barrier), no TLBI yet: CPU 0 still uses A; CPU 1 walks.
+        store(&mut m, &mut ram, 0, 0, 2);
+        assert!(m.take_flush(0), "CPU 0's Unicorn TLB must go");
+        assert!(!m.take_flush(1), "CPU 1 held nothing");
+        assert_eq!(read(&mut m, &ram, &regs, 0), mapped_a);
+        assert_eq!(kinds(&m), vec![FindingKind::StaleTlb]);
+        assert!(
+            matches!(read(&mut m, &ram, &regs, 1), FillAnswer::Fault(f) if f.status == 0b00_0111)
+        );
+        // A broadcast TLBI removes it everywhere; the refill walks the new tables.
+        m.barrier(&ram, DSB_ISHST, at(0, 3));
+        m.tlbi(&ram, VAAE1IS, true, at(0, 4));
+        m.barrier(&ram, DSB_ISH, at(0, 5));
+        assert!(m.held(0, VA).is_none());
+        assert!(matches!(read(&mut m, &ram, &regs, 0), FillAnswer::Fault(_)));
+        assert_eq!(m.stats.tlbi_by_kind.get("vaae1is"), Some(&1));
+        assert_eq!(m.stats.broadcast_invalidations, 1);
+        assert_eq!(kinds(&m), vec![FindingKind::StaleTlb], "nothing else");
+    }
+
+    #[test]
+    fn a_local_tlbi_leaves_the_other_cores_entries() {
+        let (mut ram, regs, mut m) = setup(2);
+        read(&mut m, &ram, &regs, 0);
+        read(&mut m, &ram, &regs, 1);
+        store(&mut m, &mut ram, 0, 0, 2);
+        m.barrier(&ram, DSB_ISHST, at(0, 3));
+        m.tlbi(&ram, TlbiOp::Va { va: VA, asid: None }, false, at(0, 4));
+        assert!(m.held(0, VA).is_none());
+        m.barrier(&ram, Barrier::Dsb(0b0111), at(0, 4)); // dsb nsh: enough for a local TLBI
+        assert!(m.held(1, VA).is_some_and(|e| e.stale.is_some()));
+        // Mapping it again while CPU 1 holds the old translation.
+        store(&mut m, &mut ram, PAGE_B | PAGE, 0, 5);
+        assert_eq!(kinds(&m), vec![FindingKind::MissingTlbFlush]);
+    }
+
+    #[test]
+    fn break_before_make_is_checked_both_ways() {
+        // Straight from A to B.
+        let (mut ram, regs, mut m) = setup(1);
+        read(&mut m, &ram, &regs, 0);
+        store(&mut m, &mut ram, PAGE_B | PAGE, 0, 2);
+        assert_eq!(kinds(&m), vec![FindingKind::BreakBeforeMake]);
+        // Through invalid but with no TLBI in between (and no TLB holding A).
+        let (mut ram, _, mut m) = setup(1);
+        m.add_pt_page(L3, 3, 0x8000_0000);
+        store(&mut m, &mut ram, 0, 0, 2);
+        store(&mut m, &mut ram, PAGE_B | PAGE, 0, 3);
+        assert_eq!(kinds(&m), vec![FindingKind::BreakBeforeMake]);
+        // The same with the TLBI: clean; and a permission-only change is not a remap.
+        let (mut ram, _, mut m) = setup(1);
+        m.add_pt_page(L3, 3, 0x8000_0000);
+        store(&mut m, &mut ram, 0, 0, 2);
+        m.barrier(&ram, DSB_ISHST, at(0, 3));
+        m.tlbi(&ram, VAAE1IS, true, at(0, 4));
+        m.barrier(&ram, DSB_ISH, at(0, 5));
+        store(&mut m, &mut ram, PAGE_B | PAGE, 0, 6);
+        store(&mut m, &mut ram, PAGE_B | PAGE | 0x80, 0, 7);
+        assert_eq!(kinds(&m), vec![]);
+        assert_eq!(m.stats.pt_writes_valid_to_invalid, 1);
+        assert_eq!(m.stats.pt_writes_invalid_to_valid, 1);
+        assert_eq!(m.stats.pt_writes_valid_to_valid, 1);
+    }
+
+    #[test]
+    fn barriers_must_order_the_store_and_complete_the_tlbi() {
+        let (mut ram, regs, mut m) = setup(1);
+        read(&mut m, &ram, &regs, 0);
+        store(&mut m, &mut ram, 0, 0, 2);
+        m.tlbi(&ram, VAAE1IS, true, at(0, 3)); // no dsb ishst before
+        m.barrier(&ram, Barrier::Isb, at(0, 4)); // no dsb ish before
+        let titles: Vec<_> = m
+            .findings
+            .as_slice()
+            .iter()
+            .map(|f| (f.kind, f.key.clone()))
+            .collect();
+        assert_eq!(
+            titles,
+            vec![
+                (
+                    FindingKind::MissingBarrier,
+                    format!("store-before-tlbi {:#x}", 0x1003)
+                ),
+                (
+                    FindingKind::MissingBarrier,
+                    format!("completion {:#x}", 0x1003)
+                ),
+            ]
+        );
+        // A local TLBI needs only non-shareable barriers.
+        let (mut ram, regs, mut m) = setup(1);
+        read(&mut m, &ram, &regs, 0);
+        store(&mut m, &mut ram, 0, 0, 2);
+        m.barrier(&ram, Barrier::Dsb(0b0110), at(0, 3)); // dsb nshst
+        m.tlbi(&ram, TlbiOp::All, false, at(0, 4));
+        m.barrier(&ram, Barrier::Dsb(0b0111), at(0, 5)); // dsb nsh
+        m.barrier(&ram, Barrier::Isb, at(0, 6));
+        assert_eq!(kinds(&m), vec![]);
+    }
+
+    #[test]
+    fn write_windows_turn_stores_into_descriptor_changes() {
+        let (mut ram, regs, mut m) = setup(1);
+        read(&mut m, &ram, &regs, 0);
+        m.open_write_window(&ram, L3, at(0, 2));
+        ram.write_u64(L3, 0).unwrap();
+        m.sync_windows(&ram, 0);
+        assert_eq!(m.stats.pt_writes_valid_to_invalid, 1);
+        ram.write_u64(L3, PAGE_A | PAGE).unwrap();
+        assert!(m.close_windows(&ram, 0));
+        assert_eq!(m.stats.pt_writes_invalid_to_valid, 1);
+        assert!(!m.close_windows(&ram, 0));
+    }
+
+    #[test]
+    fn freed_pages_reachable_through_stale_entries_are_counted() {
+        let (mut ram, regs, mut m) = setup(1);
+        read(&mut m, &ram, &regs, 0);
+        store(&mut m, &mut ram, 0, 0, 2);
+        m.pages_freed(&ram, PAGE_A, 4096, at(0, 10));
+        m.pages_freed(&ram, PAGE_B, 4096, at(0, 11));
+        assert_eq!(m.stats.freed_while_reachable, 1);
+        m.barrier(&ram, DSB_ISHST, at(0, 50));
+        m.tlbi(&ram, TlbiOp::All, true, at(0, 110));
+        assert_eq!(m.stats.longest_reachable_window, 100);
     }
 }
