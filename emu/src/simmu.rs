@@ -1,20 +1,27 @@
 //! Wiring of the simulated MMU ([`crate::tlb::MmuModel`] over [`crate::mmu`]) into the
 //! cores: Unicorn's virtual-TLB mode and its fill hook, the TLBI and translation
-//! register writes seen by the SYS/MSR hooks, write hooks on page-table pages, code
-//! hooks on every DSB/ISB of the kernel text and on `free_pages`.
+//! register writes seen by the SYS/MSR hooks, page-table pages write-protected in
+//! Unicorn, code hooks on the kernel's DSBs (and the ISBs right after maintenance) and
+//! on `free_pages`.
 //!
 //! Unicorn facts this relies on (read in its 2.1.4 source, checked by tests):
 //! - the fill hook runs after `cpu_restore_state`, so the PC is the accessing
 //!   instruction's; returning `None` makes `emu_start` fail with `UC_ERR_EXCEPTION`
 //!   with the PC restored to that instruction (the host then enters the abort);
-//! - a `MEM_WRITE` hook bounded to a physical page keeps that page's soft-TLB write
-//!   entries on the slow path (never marked dirty) while any such hook exists, so only
-//!   stores to page tables pay; entries filled before the hook was added must be
-//!   flushed. The hook runs before the store lands, with the PC synced;
+//! - the fill hook is asked for 1 KiB target pages: the answer keeps the offset;
+//! - any `MEM_WRITE`/`MEM_READ` hook, however bounded, sends every load and store of
+//!   every page through the slow path (measured: half the speed). So stores to page
+//!   tables are seen by write-protecting the tables in the fill answers instead: a
+//!   store to one asks for a fill, which opens a compare window on the page
+//!   ([`crate::tlb::MmuModel::open_write_window`]) and ends the slice at the next block;
+//!   the window is compared at the CPU's next MMU event (TLBI, barrier, fill) and at
+//!   the end of the slice, when the CPU's soft TLB is flushed to take the write
+//!   permission back;
 //! - only one SYS/MRS/MSR hook per instruction is possible (a second one breaks the
 //!   generated code), so TLBIs and register writes come from `cpu`'s own hooks;
 //! - DSB and ISB reach no hook: code hooks on their addresses (found by scanning the
-//!   executable segments) see them.
+//!   executable segments) see them. An ISB in a spin-wait loop would cost a hook call
+//!   per iteration, so only ISBs within 4 instructions of a TLBI or DSB are hooked.
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;

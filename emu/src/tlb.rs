@@ -438,6 +438,7 @@ impl MmuModel {
             };
             if guest {
                 self.stats.model_hits[cpu] += 1;
+                self.stats.faults += matches!(answer, FillAnswer::Fault(_)) as u64;
                 if let Some(since) = e.stale {
                     let e = e.clone();
                     self.report_stale_access(mem, regs, va, access, at, &e, since);
