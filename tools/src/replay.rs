@@ -179,7 +179,12 @@ pub fn replay(args: &ReplayArgs) -> Result<Verdict, BadInput> {
                         .symbolize(e.pc)
                         .map(|s| format!(" <{s}>"))
                         .unwrap_or_default();
-                    format!("{} pc {:#x}{symbol}", e.cpu, e.pc)
+                    let caller = match (e.caller, kernel.symbolize_return(e.caller)) {
+                        (0, _) => String::new(),
+                        (ret, Some(name)) => format!(", called from {ret:#x} <{name}>"),
+                        (ret, None) => format!(", called from {ret:#x}"),
+                    };
+                    format!("{} pc {:#x}{symbol}{caller}", e.cpu, e.pc)
                 }
                 None => String::new(),
             };

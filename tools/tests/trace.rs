@@ -108,6 +108,7 @@ fn an_edited_trace_diverges_at_the_edited_event() {
     let replay = percpu_lab(&["replay", edited.to_str().unwrap()]);
     assert_eq!(replay.code, 1, "{}", replay.describe());
     let out = &replay.stdout;
+    eprintln!("{out}");
     assert!(
         out.contains(&format!("diverges at event #{index}:")),
         "{}",
