@@ -31,6 +31,12 @@
 //! - QEMU 5.0 ignores SCTLR_EL1.A for ordinary loads; exclusives still fault when
 //!   unaligned. ESR/FAR are never filled in: the host decodes the faulting load/store
 //!   for FAR and walks the page tables for the fault status code ([`mmu`]).
+//! - The simulated MMU (default, [`MmuMode::Checked`]): `TlbType::VIRTUAL` with a fill
+//!   hook answered by our walker ([`mmu`]) through a per-CPU TLB model ([`tlb`]); a
+//!   refused fill ends `emu_start` with `UC_ERR_EXCEPTION` at the access, and the host
+//!   enters the abort. Fills come for 1 KiB target pages. Any memory-write hook, even
+//!   bounded to one page, puts every load and store on the slow path, so page tables
+//!   are write-protected in the fill answers instead (see `simmu`).
 
 pub mod bench;
 mod cpu;
