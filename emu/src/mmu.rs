@@ -5,7 +5,7 @@
 //! What is modelled: TTBR0/TTBR1 selected by VA bit 55 with T0SZ/T1SZ (clamped to
 //! 16..=39) and EPD0/EPD1, start level from the input size, levels 0–3, table, block
 //! (levels 1 and 2) and page descriptors, the hierarchical APTable/PXNTable/UXNTable
-//! bits, AP[2:1], PXN/UXN (and EL1 never executing EL0-writable memory), SCTLR_EL1.WXN,
+//! bits, `AP[2:1]`, PXN/UXN (and EL1 never executing EL0-writable memory), SCTLR_EL1.WXN,
 //! the access flag (no hardware update: AF = 0 faults) and nG. MMU off
 //! (SCTLR_EL1.M = 0) is a flat, fully permitted map. Not modelled: other granules
 //! (treated as walks that fault), PAN, address size faults, stage 2.
