@@ -315,7 +315,10 @@ impl Machine {
             || EmuError::Config(format!("the kernel has no function `{symbol}` to probe"));
         let entry = self.kernel.symbol_address(symbol).ok_or_else(missing)?;
         let code = self.kernel.symbol_bytes(symbol).ok_or_else(missing)?;
-        let returns: Vec<u64> = probe::ret_offsets(code).map(|off| entry + off).collect();
+        let returns: Vec<u64> = probe::ret_offsets(code)
+            .map(|off| entry + off)
+            .chain(probe::return_sites(self.kernel.code_words(), entry))
+            .collect();
         let call_probe = Rc::new(CallProbe::new(self.cores.len()));
         for (cpu, core) in self.cores.iter_mut().enumerate() {
             probe::install(

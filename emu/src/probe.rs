@@ -2,8 +2,10 @@
 //! call takes, measured with code hooks on its entry and on its `ret` instructions
 //! only — no per-instruction hook.
 //!
-//! A call is matched to its return by the stack pointer: a function returns with
-//! the SP it was entered with. The count is inclusive and per CPU: it holds
+//! A call ends at one of the function's own `ret`s or, for a function that leaves
+//! by a tail call, at the return address of a direct `bl` to it (calls through a
+//! function pointer that end in a tail call are not seen). It is matched to its
+//! entry by the stack pointer: a function returns with the SP it was entered with. The count is inclusive and per CPU: it holds
 //! everything that CPU executed between entry and return (callees, IRQ handlers,
 //! other threads if the caller slept there). A call whose thread returns on another
 //! CPU is not counted. On a given run all of this is deterministic.
@@ -86,6 +88,21 @@ pub(crate) fn ret_offsets(code: &[u8]) -> impl Iterator<Item = u64> + '_ {
         .map(|(i, _)| 4 * i as u64)
 }
 
+/// The return addresses of every direct call (`bl`) to `entry` in `code`
+/// (`(address, instruction)` pairs). A call also ends there when the function
+/// leaves by a tail call (`b`) rather than its own `ret`.
+pub(crate) fn return_sites(
+    code: impl Iterator<Item = (u64, u32)>,
+    entry: u64,
+) -> impl Iterator<Item = u64> {
+    code.filter(move |&(addr, word)| {
+        // BL: 0b100101 imm26, target = pc + sign-extended imm26 * 4.
+        let offset = (((word & 0x03ff_ffff) << 6) as i32 >> 4) as i64;
+        word & 0xfc00_0000 == 0x9400_0000 && addr.wrapping_add_signed(offset) == entry
+    })
+    .map(|(addr, _)| addr + 4)
+}
+
 /// Hooks `probe` into one core: its entry and each of its returns.
 pub(crate) fn install(
     uc: &mut Unicorn<'static, ()>,
@@ -153,6 +170,22 @@ mod tests {
         );
         probe.leave(0, 0x0f00, 31);
         assert_eq!(probe.stats().calls, 1);
+    }
+
+    #[test]
+    fn return_sites_are_after_each_bl_to_the_entry() {
+        let entry = 0x4000_1000;
+        let bl = |from: u64, to: u64| {
+            0x9400_0000 | (((to as i64 - from as i64) >> 2) as u32 & 0x03ff_ffff)
+        };
+        let code = [
+            (0x4000_0000, bl(0x4000_0000, entry)),     // forwards
+            (0x4000_0004, bl(0x4000_0004, entry + 4)), // elsewhere
+            (0x4000_2000, bl(0x4000_2000, entry)),     // backwards
+            (0x4000_2004, 0x1400_0000 | 1),            // b, not bl
+        ];
+        let sites: Vec<u64> = return_sites(code.into_iter(), entry).collect();
+        assert_eq!(sites, vec![0x4000_0004, 0x4000_2004]);
     }
 
     #[test]

@@ -143,7 +143,33 @@ fn call_probes_count_calls_and_their_instructions_deterministically() {
         "same seed, same figures"
     );
 
-    let config = MachineConfig::default();
+    // free_percpu leaves by a tail call (`b spin_unlock_irq`), never by its own
+    // `ret`: its calls end at the return addresses of the `bl`s to it.
+    let config = MachineConfig {
+        cpus: 2,
+        bootargs: "scenario=storm seed=1".into(),
+        ..MachineConfig::default()
+    };
     let mut machine = Machine::new(config, &kernel).unwrap();
+    let frees = machine.probe_calls("free_percpu").unwrap();
+    let mut lines = Vec::new();
+    let outcome = machine.run(&mut |_, line| lines.push(line.to_string()));
+    assert!(
+        matches!(outcome.end, RunEnd::PoweredOff { status: 0, .. }),
+        "{:?}",
+        outcome.end
+    );
+    let counted: u64 = lines
+        .iter()
+        .find_map(|l| l.split("frees=").nth(1))
+        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+        .expect("storm prints its counts");
+    let stats = machine.call_stats(frees);
+    assert!(
+        stats.calls > 0 && stats.calls <= counted,
+        "{stats:?} vs {counted} frees"
+    );
+
+    let mut machine = Machine::new(MachineConfig::default(), &kernel).unwrap();
     assert!(machine.probe_calls("no_such_function").is_err());
 }
