@@ -38,6 +38,8 @@
 //! (TPIDR_EL1 → `PerCpu::current` at +24 → `Thread::id` at +184, checked against the
 //! thread's stack canary at +192), then followed through `cpu_switch_to(prev, next)`.
 //! A pointer that does not check out gives the thread's address >> 4 as its id.
+//! Before a task's first context switch, a `task:NAME` marker (value: the task's
+//! number) records its name (`Thread::name`, 16 bytes at +104).
 //!
 //! # Time and order
 //! An event's time is the machine's total instruction count when it happened (all
@@ -46,7 +48,7 @@
 //! the deterministic scheduler fixes, and handed to the sink after each slice.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 
 use traces::{
@@ -82,6 +84,8 @@ pub struct MaskSample {
 
 // Guest data layout (docs/machine.md and guest/src/{percpu,sched}.rs).
 const PERCPU_CURRENT: u64 = 24;
+const THREAD_NAME: u64 = 104;
+const THREAD_NAME_LEN: usize = 16;
 const THREAD_STATE: u64 = 128;
 const THREAD_QUEUED: u64 = 132;
 const THREAD_ID: u64 = 184;
@@ -246,6 +250,9 @@ struct State {
     strings: StringTable,
     slice_base: u64,
     tasks: Vec<Option<TaskId>>,
+    /// Tasks whose name was recorded (a `task:NAME` marker with the task number,
+    /// before the first context switch from or to it).
+    named: HashSet<u32>,
     open: HashMap<(usize, u64, Func), OpenCall>,
     /// Exceptions entered and not yet returned from: (CPU, SP after entry) → IRQ number
     /// (`None`: synchronous).
@@ -364,6 +371,7 @@ impl Recorder {
                 symbols: HashMap::new(),
                 samples: Vec::new(),
                 wrapped: HashMap::new(),
+                named: HashSet::new(),
             }),
             sink: RefCell::new(sink),
             kernel: kernel.clone(),
@@ -676,6 +684,24 @@ impl Recorder {
             Func::MightSleep => EventKind::MightSleep,
             Func::CpuSwitchTo => {
                 let (from, to) = (thread_id(uc, x0), thread_id(uc, x1));
+                for (thread, id) in [(x0, from), (x1, to)] {
+                    if st.named.insert(id.0) {
+                        let label = st
+                            .strings
+                            .intern(&format!("task:{}", thread_name(uc, thread)));
+                        st.push(
+                            now,
+                            cpu,
+                            from,
+                            pc,
+                            lr,
+                            EventKind::Marker {
+                                label,
+                                value: id.0 as u64,
+                            },
+                        );
+                    }
+                }
                 // Going to sleep: SLEEPING and not left on the run queue (a thread
                 // preempted right after setting SLEEPING stays queued).
                 let state = read_u64(uc, x0 + THREAD_STATE).unwrap_or(0) as u32;
@@ -846,6 +872,19 @@ impl State {
             kind,
         });
     }
+}
+
+/// The thread's name (NUL-padded bytes in the guest).
+fn thread_name(uc: &Unicorn<'_, ()>, thread: u64) -> String {
+    let mut buf = [0; THREAD_NAME_LEN];
+    if uc
+        .vmem_read(thread + THREAD_NAME, Prot::READ, &mut buf)
+        .is_err()
+    {
+        return "?".into();
+    }
+    let len = buf.iter().position(|&b| b == 0).unwrap_or(THREAD_NAME_LEN);
+    String::from_utf8_lossy(&buf[..len]).into_owned()
 }
 
 /// The guest's number for the thread at `thread`.

@@ -255,6 +255,16 @@ fn smoke_records_every_kind_where_expected() {
         acquired <= attempts && attempts - acquired <= 8,
         "{attempts} attempts, {acquired} acquired"
     );
+    let labels: Vec<&str> = events
+        .iter()
+        .filter_map(|e| match e.kind {
+            EventKind::Marker { label, .. } => run.strings.get(label),
+            _ => None,
+        })
+        .collect();
+    for name in ["task:idle", "task:smoke", "task:kworker"] {
+        assert!(labels.contains(&name), "no {name} among {labels:?}");
+    }
     for kind in ["sleep", "wake", "assert-held", "reclaim-enter", "page-free"] {
         assert!(kinds.contains_key(kind), "no {kind} event: {kinds:?}");
     }

@@ -71,6 +71,19 @@ pub fn perfetto(trace: &Trace, findings: &[Finding]) -> Value {
     // Lock holds open: (cpu, lock address) -> class name.
     let mut held: BTreeMap<(u16, u64), String> = BTreeMap::new();
     let class = |id| strings.get(id).unwrap_or("?").to_string();
+    // Task names, from the recorder's `task:NAME` markers.
+    let mut task_names: BTreeMap<u32, String> = BTreeMap::new();
+    for e in &trace.events {
+        if let EventKind::Marker { label, value } = e.kind {
+            if let Some(name) = strings.get(label).and_then(|l| l.strip_prefix("task:")) {
+                task_names.insert(value as u32, name.to_string());
+            }
+        }
+    }
+    let task_name = |id: u32| match task_names.get(&id) {
+        Some(name) => format!("{name} [{id}]"),
+        None => format!("task{id}"),
+    };
 
     for e in &trace.events {
         let Event {
@@ -85,7 +98,7 @@ pub fn perfetto(trace: &Trace, findings: &[Finding]) -> Value {
             t.irqs_off = true;
             out.push(span("B", TID_IRQS_OFF, "irqs off".into()));
             t.task = Some(task.0);
-            out.push(span("B", TID_TASKS, format!("task{}", task.0)));
+            out.push(span("B", TID_TASKS, task_name(task.0)));
         }
         let instant = |name: String, args: Value| json!({"ph": "i", "s": "t", "pid": pid, "tid": TID_EVENTS, "ts": ts(time), "name": name, "args": args});
         match e.kind {
@@ -94,7 +107,7 @@ pub fn perfetto(trace: &Trace, findings: &[Finding]) -> Value {
                     out.push(span("E", TID_TASKS, String::new()));
                 }
                 t.task = Some(to.0);
-                out.push(span("B", TID_TASKS, format!("task{}", to.0)));
+                out.push(span("B", TID_TASKS, task_name(to.0)));
             }
             EventKind::IrqMask { new, .. } if new != t.irqs_off => {
                 t.irqs_off = new;
@@ -159,7 +172,7 @@ pub fn perfetto(trace: &Trace, findings: &[Finding]) -> Value {
                 format!("tlbi {}", op.mnemonic(broadcast)),
                 json!({"operand": format!("{operand:#x}")}),
             )),
-            EventKind::Marker { label, value } => {
+            EventKind::Marker { label, value } if !class(label).starts_with("task:") => {
                 out.push(instant(class(label), json!({"value": value})))
             }
             _ => {}

@@ -348,6 +348,10 @@ fn perfetto_export_has_a_track_per_cpu_and_balanced_spans() {
         match ph {
             "B" => {
                 *open.entry((pid, tid)).or_default() += 1;
+                if threads[&(pid, tid)] == "tasks" {
+                    let name = e["name"].as_str().unwrap();
+                    assert!(name.contains(" ["), "task span without a name: {e}");
+                }
                 *names.entry(threads[&(pid, tid)].clone()).or_insert(0) += 1;
             }
             "E" => {
