@@ -700,6 +700,7 @@ impl MmuModel {
                 }
             }
         }
+        kept.sort_unstable();
         kept.dedup();
         *users = kept;
         stop
