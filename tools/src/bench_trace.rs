@@ -72,3 +72,23 @@ pub fn measure(kernel: &KernelImage, min_time: Duration) -> Result<TraceBench, B
     let _ = std::fs::remove_file(&path);
     Ok(bench)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn measures_events_bytes_and_overhead_of_the_same_run() {
+        let kernel = crate::kernel::load(None).unwrap();
+        let bench = measure(&kernel, Duration::ZERO).unwrap();
+        assert_eq!(bench.runs, 2);
+        // The same deterministic run twice: twice its events.
+        assert!(
+            bench.events > 20_000 && bench.events.is_multiple_of(2),
+            "{bench:?}"
+        );
+        let per_event = bench.bytes_per_event();
+        assert!((1.0..=8.0).contains(&per_event), "{per_event} bytes/event");
+        assert!(bench.events_per_second() > 0.0 && bench.overhead() > 0.0);
+    }
+}
