@@ -260,6 +260,20 @@ impl Descriptor {
     }
 }
 
+impl std::fmt::Display for Descriptor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            Descriptor::Invalid => f.write_str("invalid"),
+            Descriptor::Table(next) => write!(f, "table at {next:#x}"),
+            Descriptor::Leaf { output, level: 3 } => write!(f, "page {output:#x}"),
+            Descriptor::Leaf { output, level } => {
+                let size = 1u64 << (level_shift(level) - 20);
+                write!(f, "{size} MiB block {output:#x}")
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -740,7 +740,7 @@ impl MmuModel {
                     format!("live descriptor for va {va:#x} changed without break-before-make"),
                     format!("bbm {:#x}", at.pc),
                     vec![
-                        format!("cpu{} at {here} replaced {od:?} by {nd:?}", at.cpu),
+                        format!("cpu{} at {here} replaced {od} by {nd}", at.cpu),
                         format!("descriptor at pa {desc:#x}; it was never made invalid and flushed in between"),
                     ],
                     at,
@@ -762,7 +762,7 @@ impl MmuModel {
                 let broken = self.broken.remove(&desc);
                 if !holders.is_empty() {
                     let mut details = vec![format!(
-                        "cpu{} at {here} mapped va {va:#x} again ({nd:?})",
+                        "cpu{} at {here} mapped va {va:#x} again ({nd})",
                         at.cpu
                     )];
                     for (cpu, hva, pa) in &holders {
@@ -784,7 +784,7 @@ impl MmuModel {
                             format!("va {va:#x} remapped without a TLBI after the break"),
                             format!("bbm {:#x}", at.pc),
                             vec![
-                                format!("cpu{} at {here} replaced {:?} by {nd:?}", at.cpu, b.old),
+                                format!("cpu{} at {here} replaced {} by {nd}", at.cpu, b.old),
                                 format!("descriptor at pa {desc:#x} was made invalid but no TLBI covered va {:#x} since", b.va),
                             ],
                             at,

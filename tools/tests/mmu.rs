@@ -24,6 +24,19 @@ fn run_json(args: &[&str]) -> (i32, Value) {
     (run.code, run.json())
 }
 
+/// The finding's details name the guest code that made it (CPU and PC, symbolised).
+fn assert_details_name(scenario: &str, functions: &[&str]) {
+    let (_, report) = run_json(&["--scenario", scenario]);
+    let details = report["findings"][0]["details"].to_string();
+    for function in functions {
+        assert!(
+            details.contains(function),
+            "{scenario}: no {function} in {details}"
+        );
+    }
+    assert!(details.contains("cpu0"), "{details}");
+}
+
 fn assert_exactly(scenario: &str, kind: &str) {
     for sched in ["random", "rr"] {
         let (code, report) = run_json(&["--scenario", scenario, "--sched", sched]);
@@ -68,6 +81,36 @@ fn missing_tlb_flush_self_test() {
 #[test]
 fn break_before_make_self_test() {
     assert_exactly("selftest-bbm", "break-before-make");
+}
+
+#[test]
+fn findings_name_the_code_that_made_them() {
+    // The store that made the entry stale, and the access through it.
+    assert_details_name(
+        "selftest-stale-tlb",
+        &[
+            "<vunmap_page_noflush+",
+            "<percpu_guest::mmu_selftest::stale_tlb+",
+        ],
+    );
+    assert_details_name("selftest-bbm", &["<percpu_guest::mmu_selftest::bbm+"]);
+    assert_details_name(
+        "selftest-missing-tlb-flush",
+        &["<percpu_guest::mmu::map_page+"],
+    );
+    // The descriptor store and the TLBI, both in the case's own function.
+    assert_details_name(
+        "selftest-missing-dsb-ishst",
+        &[
+            "page-table store at",
+            "then TLBI at",
+            "mmu_selftest::missing_dsb_ishst+",
+        ],
+    );
+    assert_details_name(
+        "selftest-missing-barrier",
+        &["reached an `isb`", "mmu_selftest::missing_barrier+"],
+    );
 }
 
 #[test]
