@@ -50,6 +50,18 @@ impl Run {
             .collect()
     }
 
+    /// Whether some guest console line contains `text`.
+    pub fn console_contains(&self, text: &str) -> bool {
+        self.all_console_lines().iter().any(|l| l.contains(text))
+    }
+
+    /// Whether the host's report names some PC as `0x… <symbol+0x…>`.
+    pub fn shows_symbolised_pc(&self) -> bool {
+        self.stdout
+            .lines()
+            .any(|l| l.contains(" <") && l.contains("+0x"))
+    }
+
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_str(&self.stdout)
             .unwrap_or_else(|e| panic!("stdout is not one JSON object ({e}): {}", self.stdout))
