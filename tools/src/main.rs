@@ -91,6 +91,10 @@ fn main() -> ExitCode {
         }
     };
     init_logging(cli.verbose);
+    // `run` does this itself once its trace is safe.
+    if !matches!(cli.command, Command::Run(_)) {
+        end_quietly_on_closed_stdout();
+    }
     let result = match cli.command {
         Command::Run(args) => run::run(&args),
         Command::Scenarios { kernel } => list_scenarios(kernel.as_deref()),
@@ -104,6 +108,16 @@ fn main() -> ExitCode {
             eprintln!("percpu-lab: error: {message}");
             ExitCode::from(2)
         }
+    }
+}
+
+/// Rust ignores SIGPIPE, so printing into a closed pipe panics. Once a command has
+/// nothing left to save (a trace is finished before this is called), let a closed
+/// stdout end the process quietly, as it does for any Unix tool.
+pub fn end_quietly_on_closed_stdout() {
+    // SAFETY: setting a signal's disposition to SIG_DFL has no preconditions.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 

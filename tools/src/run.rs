@@ -1,5 +1,6 @@
 //! `percpu-lab run`: boot the guest with one scenario and report how it ended.
 
+use std::io::Write;
 use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
@@ -150,13 +151,15 @@ pub fn run(args: &RunArgs) -> Result<Verdict, BadInput> {
         None => None,
     };
 
+    // With `--report json` stdout carries only the report. A reader that goes away
+    // (`| head`) must not stop the run: the trace still has to be finished.
     let console_to_stderr = matches!(args.report, ReportFormat::Json);
     let mut console = |cpu: usize, line: &str| {
-        if console_to_stderr {
-            eprintln!("[cpu{cpu}] {line}");
+        let _ = if console_to_stderr {
+            writeln!(std::io::stderr(), "[cpu{cpu}] {line}")
         } else {
-            println!("[cpu{cpu}] {line}");
-        }
+            writeln!(std::io::stdout(), "[cpu{cpu}] {line}")
+        };
     };
     let outcome = machine.run(&mut console);
     let mmu = MmuRun::of(&machine);
@@ -165,7 +168,6 @@ pub fn run(args: &RunArgs) -> Result<Verdict, BadInput> {
         _ if !mmu.findings.is_empty() => Verdict::Findings,
         verdict => verdict,
     };
-    report::print(args, &kernel, &outcome, &mmu);
     if let (Some(recording), Some(path)) = (recording, &args.trace) {
         let (_, summary) = recording.finish()?;
         eprintln!(
@@ -175,5 +177,7 @@ pub fn run(args: &RunArgs) -> Result<Verdict, BadInput> {
             summary.bytes
         );
     }
+    crate::end_quietly_on_closed_stdout();
+    report::print(args, &kernel, &outcome, &mmu);
     Ok(verdict)
 }

@@ -181,3 +181,30 @@ fn scenarios_lists_the_kernels_table() {
         );
     }
 }
+
+#[test]
+fn a_closed_stdout_neither_panics_nor_loses_the_trace() {
+    let trace = std::env::temp_dir().join(format!(
+        "percpu-lab-closed-stdout-{}.trace",
+        std::process::id()
+    ));
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_percpu-lab"))
+        .args([
+            "run",
+            "--scenario",
+            "smoke",
+            "--trace",
+            trace.to_str().unwrap(),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take()); // the reader goes away at once, like `| head -0`
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let replay = percpu_lab(&["replay", trace.to_str().unwrap()]);
+    assert_eq!(replay.code, 0, "the trace is whole: {}", replay.describe());
+    std::fs::remove_file(&trace).ok();
+}
