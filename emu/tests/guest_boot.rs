@@ -1,22 +1,10 @@
 //! Boots the real guest kernel when it has been built (`guest/build.sh target/guest`,
 //! or `PERCPU_GUEST_ELF=path`); without it these tests only say so and pass.
 
-use std::path::PathBuf;
+mod common;
+use common::guest;
 
 use emu::{KernelImage, Machine, MachineConfig, RunEnd, RunOutcome, SchedulerKind};
-
-fn guest() -> Option<KernelImage> {
-    let path = std::env::var_os("PERCPU_GUEST_ELF")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/guest/percpu-guest.elf")
-        });
-    if !path.exists() {
-        eprintln!("no guest kernel at {}: skipped", path.display());
-        return None;
-    }
-    Some(KernelImage::from_path(&path).expect("the built guest loads"))
-}
 
 fn boot(
     kernel: &KernelImage,

@@ -2,26 +2,15 @@
 //! each event kind where expected, the IRQ mask from events against PSTATE.I at every
 //! block boundary, determinism.
 
+mod common;
+use common::guest;
+
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
 use std::rc::Rc;
 
 use emu::{KernelImage, Machine, MachineConfig, MaskSample, RecordOptions, RunEnd, SchedulerKind};
 use traces::{Event, EventKind, IrqMaskCause, LockFlavor, StringTable, TraceConfig, TraceWriter};
-
-fn guest() -> Option<KernelImage> {
-    let path = std::env::var_os("PERCPU_GUEST_ELF")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/guest/percpu-guest.elf")
-        });
-    if !path.exists() {
-        eprintln!("no guest kernel at {}: skipped", path.display());
-        return None;
-    }
-    Some(KernelImage::from_path(&path).expect("the built guest loads"))
-}
 
 struct Recorded {
     events: Vec<Event>,

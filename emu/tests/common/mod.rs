@@ -2,6 +2,8 @@
 //! instructions the test programs use (each checked against the Arm ARM).
 #![allow(dead_code)]
 
+use std::path::PathBuf;
+
 use emu::{KernelImage, Machine, MachineConfig, RunOutcome};
 
 pub const LOAD: u64 = 0x4008_0000;
@@ -287,4 +289,20 @@ impl Asm {
     pub fn quad(&mut self, value: u64) -> &mut Self {
         self.emit(value as u32).emit((value >> 32) as u32)
     }
+}
+
+/// The real guest kernel when it has been built (`guest/build.sh target/guest`, which
+/// building the `tools` crate does, or `PERCPU_GUEST_ELF=path`); tests that need it
+/// say so and pass without it.
+pub fn guest() -> Option<KernelImage> {
+    let path = std::env::var_os("PERCPU_GUEST_ELF")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/guest/percpu-guest.elf")
+        });
+    if !path.exists() {
+        eprintln!("no guest kernel at {}: skipped", path.display());
+        return None;
+    }
+    Some(KernelImage::from_path(&path).expect("the built guest loads"))
 }
