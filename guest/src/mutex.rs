@@ -12,7 +12,7 @@ use core::ptr::null_mut;
 use core::sync::atomic::{AtomicPtr, Ordering::*};
 
 use crate::sched::{self, current_thread_ptr, Thread};
-use crate::sync::{self, RawSpinLock};
+use crate::sync::{self, LockName, RawSpinLock};
 
 /// The mutex the primitives operate on. `repr(C)`: +0 owner thread (null = free),
 /// +8 the wait_lock spinlock (32 bytes), +40 wait-list head, +48 tail, +56 name
@@ -23,8 +23,7 @@ pub struct RawMutex {
     wait_lock: RawSpinLock,
     head: UnsafeCell<*mut Thread>,
     tail: UnsafeCell<*mut Thread>,
-    name_ptr: *const u8,
-    name_len: usize,
+    name: LockName,
 }
 
 // SAFETY: head/tail are only touched under wait_lock; the rest is atomic or immutable.
@@ -39,20 +38,13 @@ impl RawMutex {
             wait_lock: RawSpinLock::new("mutex.wait_lock"),
             head: UnsafeCell::new(null_mut()),
             tail: UnsafeCell::new(null_mut()),
-            name_ptr: name.as_ptr(),
-            name_len: name.len(),
+            name: LockName::new(name),
         }
     }
 
     /// CONTEXT: any.
     pub fn name(&self) -> &'static str {
-        // SAFETY: built from a &'static str in `new`.
-        unsafe {
-            core::str::from_utf8_unchecked(core::slice::from_raw_parts(
-                self.name_ptr,
-                self.name_len,
-            ))
-        }
+        self.name.as_str()
     }
 
     /// Whether the running thread owns the mutex.

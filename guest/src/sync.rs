@@ -20,6 +20,30 @@ use core::sync::atomic::{AtomicU32, Ordering::*};
 use crate::arch::{self, DAIF_IRQ};
 use crate::percpu::this_cpu;
 
+/// A lock's name where the host can read it: the pointer and length of a
+/// `&'static str`, in that order (`repr(C)`; a `&str` field's layout is not fixed).
+#[repr(C)]
+pub struct LockName {
+    ptr: *const u8,
+    len: usize,
+}
+
+impl LockName {
+    /// CONTEXT: any (const).
+    pub const fn new(name: &'static str) -> Self {
+        LockName {
+            ptr: name.as_ptr(),
+            len: name.len(),
+        }
+    }
+
+    /// CONTEXT: any.
+    pub fn as_str(&self) -> &'static str {
+        // SAFETY: built from a &'static str in `new` and never changed.
+        unsafe { core::str::from_utf8_unchecked(core::slice::from_raw_parts(self.ptr, self.len)) }
+    }
+}
+
 /// The lock word the primitives operate on. `repr(C)` with a fixed layout the host
 /// may read: +0 next ticket, +4 ticket being served, +8 owner (CPU number + 1, 0 =
 /// free), +16 name pointer, +24 name length.
@@ -29,8 +53,7 @@ pub struct RawSpinLock {
     serving: AtomicU32,
     owner: AtomicU32,
     _reserved: u32,
-    name_ptr: *const u8,
-    name_len: usize,
+    name: LockName,
 }
 
 // SAFETY: all mutable state is atomic; the name is an immutable &'static str.
@@ -45,20 +68,13 @@ impl RawSpinLock {
             serving: AtomicU32::new(0),
             owner: AtomicU32::new(0),
             _reserved: 0,
-            name_ptr: name.as_ptr(),
-            name_len: name.len(),
+            name: LockName::new(name),
         }
     }
 
     /// CONTEXT: any.
     pub fn name(&self) -> &'static str {
-        // SAFETY: built from a &'static str in `new`.
-        unsafe {
-            core::str::from_utf8_unchecked(core::slice::from_raw_parts(
-                self.name_ptr,
-                self.name_len,
-            ))
-        }
+        self.name.as_str()
     }
 
     /// Whether the running CPU holds this lock.
