@@ -46,6 +46,7 @@ pub mod event;
 pub mod finding;
 pub mod format;
 pub mod header;
+pub mod lockdep;
 pub mod reader;
 pub mod strings;
 pub mod varint;
@@ -58,6 +59,7 @@ pub use event::{
 };
 pub use finding::{Finding, FindingKind, Findings};
 pub use header::{ElfHash, Header, TraceConfig};
+pub use lockdep::Validator;
 pub use reader::{read_trace, read_trace_from, Trace, TraceReader, Trailer};
 pub use strings::StringTable;
 pub use writer::{TraceWriter, WriteSummary, WriterOptions};

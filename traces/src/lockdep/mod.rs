@@ -1,0 +1,757 @@
+//! The lock validator: lockdep's analysis over the recorded event stream, plus a
+//! wait-for graph that catches real deadlocks.
+//!
+//! [`Validator`] is a pure function of the events it is fed (in order), so it gives
+//! the same findings online (fed slice by slice during `run`) and offline (`check`
+//! on a trace file).
+//!
+//! # Model
+//! - **Classes**: the recorder's `class` string (a static lock's symbol, a dynamic
+//!   lock's init site). `fs_reclaim` is a pseudo-lock: direct reclaim holds it, and
+//!   every allocation that may sleep (`PageAlloc` with `gfp` 0 = GFP_KERNEL) acquires
+//!   and releases it on the spot, as Linux's `might_alloc()` does.
+//! - **Held locks** per task, each tagged with the task's hard-IRQ nesting depth at
+//!   acquisition: a handler's locks sit on the interrupted task's stack but (as in
+//!   lockdep) make no dependencies with the interrupted code's locks. Hard-IRQ depth is
+//!   per task (a handler may switch tasks and comes back on the interrupted one); the
+//!   IRQ mask is per CPU.
+//! - **Dependencies**: a blocking acquisition (`LockAttempt`) of B adds the edge A → B
+//!   from the innermost held lock A of the same context, and from each trylock above
+//!   it (lockdep's `check_prevs_add`). The first occurrence of each edge is kept.
+//!   A chain (context + held classes + new class) seen once is not validated again.
+//! - **IRQ usage**: a class acquired in hard-IRQ context is *hardirq-safe*; acquired
+//!   with IRQs on outside hard-IRQ context (or held while IRQs are turned on) it is
+//!   *hardirq-unsafe*.
+//! - **Wait-for graph**: a task between `LockAttempt` and `LockAcquired` waits for
+//!   the lock; a lock's owner is the task that holds it. A cycle task → lock → owner
+//!   → … → task is a real deadlock ([`Validator::deadlocked`]).
+//!
+//! # Findings (kinds from DESIGN.md)
+//! `circular-dependency`, `irq-inversion`, `inconsistent-irq-state`,
+//! `irqs-enabled-in-hardirq`, `sleep-in-atomic`, `recursive-locking`, `bad-unlock`,
+//! `context-violation` (an assert-held on a lock the task does not hold), `deadlock`.
+//! Each is reported once per distinct cause (its `key`).
+//!
+//! Not checked: a `Sleep` event itself (the guest blocks inside the scheduler with
+//! its run-queue lock held and IRQs masked); `might_sleep` and mutex acquisitions
+//! are the sleep points checked.
+
+mod report;
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
+
+use crate::event::{Event, EventKind, LockFlavor, LockRef, TaskId};
+use crate::finding::{Finding, FindingKind, Findings};
+use crate::strings::StringTable;
+
+/// The pseudo-lock's class name.
+pub const FS_RECLAIM: &str = "fs_reclaim";
+
+/// Names code addresses for reports: `(address, is_return_address)` →
+/// `"function+0x10"`. Return addresses are named by the call that made them.
+pub type Symbolizer = Box<dyn Fn(u64, bool) -> Option<String>>;
+
+/// A fast hasher for small integer keys.
+#[derive(Default, Clone, Copy)]
+pub struct FxHasher(u64);
+
+impl Hasher for FxHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(b as u64);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(n as u64)
+    }
+    fn write_u16(&mut self, n: u16) {
+        self.write_u64(n as u64)
+    }
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64)
+    }
+}
+
+type FxBuild = BuildHasherDefault<FxHasher>;
+type FxMap<K, V> = HashMap<K, V, FxBuild>;
+type FxSet<K> = HashSet<K, FxBuild>;
+
+/// Where something happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Site {
+    pub time: u64,
+    pub cpu: u16,
+    pub task: u32,
+    pub pc: u64,
+    pub caller: u64,
+}
+
+impl Site {
+    fn of(e: &Event) -> Site {
+        Site {
+            time: e.time,
+            cpu: e.cpu.0,
+            task: e.task.0,
+            pc: e.pc,
+            caller: e.caller,
+        }
+    }
+}
+
+type ClassId = u32;
+
+#[derive(Debug, Clone)]
+struct Class {
+    name: String,
+    /// First acquisition in hard-IRQ context.
+    in_hardirq: Option<Site>,
+    /// First acquisition (or hold) with IRQs on outside hard-IRQ context.
+    hardirq_on: Option<Site>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Held {
+    class: ClassId,
+    addr: u64,
+    flavor: LockFlavor,
+    trylock: bool,
+    /// The task's hard-IRQ depth when it was taken.
+    ctx: u32,
+    site: Site,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Waiting {
+    addr: u64,
+    class: ClassId,
+    site: Site,
+}
+
+#[derive(Debug, Default, Clone)]
+struct TaskState {
+    held: Vec<Held>,
+    hardirq: u32,
+    /// IRQs were turned on inside the current hard-IRQ handler (reported once).
+    irqs_on_in_hardirq: bool,
+    waiting: Option<Waiting>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct CpuState {
+    masked: bool,
+    /// The last lock event on this CPU, if it was a release (to name what an
+    /// `spin_unlock_irq` released before it turned IRQs on).
+    last_release: Option<(ClassId, LockFlavor, Site)>,
+}
+
+impl Default for CpuState {
+    fn default() -> Self {
+        // A CPU powers on with IRQs masked.
+        CpuState {
+            masked: true,
+            last_release: None,
+        }
+    }
+}
+
+/// The first occurrence of a dependency A → B: where A was acquired and where B was
+/// then acquired (attempted) with A held.
+#[derive(Debug, Clone, Copy)]
+struct Edge {
+    prev: Site,
+    next: Site,
+}
+
+/// Counters for reports and benchmarks.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Stats {
+    pub events: u64,
+    pub lock_events: u64,
+    pub classes: u64,
+    pub dependencies: u64,
+    pub chains: u64,
+    pub chain_cache_hits: u64,
+}
+
+/// The validator. Feed it events in order with [`Validator::feed`].
+pub struct Validator {
+    symbolize: Option<Symbolizer>,
+    classes: Vec<Class>,
+    by_name: HashMap<String, ClassId>,
+    /// Class of each string id seen (index = `StrId`), `u32::MAX` = not resolved.
+    by_str: Vec<ClassId>,
+    fs_reclaim: ClassId,
+    tasks: FxMap<u32, TaskState>,
+    task_names: FxMap<u32, String>,
+    cpus: Vec<CpuState>,
+    edges: FxMap<(ClassId, ClassId), Edge>,
+    forward: Vec<Vec<ClassId>>,
+    backward: Vec<Vec<ClassId>>,
+    chains: FxSet<u64>,
+    owners: FxMap<u64, u32>,
+    findings: Findings,
+    deadlocked: bool,
+    stats: Stats,
+}
+
+impl Default for Validator {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+const UNRESOLVED: ClassId = u32::MAX;
+
+fn is_spin(flavor: LockFlavor) -> bool {
+    matches!(
+        flavor,
+        LockFlavor::Spin | LockFlavor::SpinIrq | LockFlavor::SpinIrqSave
+    )
+}
+
+impl Validator {
+    pub fn new() -> Self {
+        let mut v = Validator {
+            symbolize: None,
+            classes: Vec::new(),
+            by_name: HashMap::new(),
+            by_str: Vec::new(),
+            fs_reclaim: 0,
+            tasks: FxMap::default(),
+            task_names: FxMap::default(),
+            cpus: Vec::new(),
+            edges: FxMap::default(),
+            forward: Vec::new(),
+            backward: Vec::new(),
+            chains: FxSet::default(),
+            owners: FxMap::default(),
+            findings: Findings::default(),
+            deadlocked: false,
+            stats: Stats::default(),
+        };
+        v.fs_reclaim = v.class_named(FS_RECLAIM);
+        v
+    }
+
+    /// A validator whose reports name code addresses with `symbolize`.
+    pub fn with_symbolizer(symbolize: Symbolizer) -> Self {
+        let mut v = Self::new();
+        v.symbolize = Some(symbolize);
+        v
+    }
+
+    /// Analyses `events` (the next ones of the stream); `strings` names their lock
+    /// classes (it may grow between calls, ids never change).
+    pub fn feed(&mut self, events: &[Event], strings: &StringTable) {
+        for event in events {
+            self.event(event, strings);
+        }
+    }
+
+    /// What was found so far.
+    pub fn findings(&self) -> &[Finding] {
+        self.findings.as_slice()
+    }
+
+    /// Whether a real deadlock (a cycle in the wait-for graph) has been found.
+    pub fn deadlocked(&self) -> bool {
+        self.deadlocked
+    }
+
+    pub fn stats(&self) -> Stats {
+        let mut stats = self.stats;
+        stats.classes = self.classes.len() as u64;
+        stats.dependencies = self.edges.len() as u64;
+        stats.chains = self.chains.len() as u64;
+        stats
+    }
+
+    fn class_named(&mut self, name: &str) -> ClassId {
+        if let Some(&id) = self.by_name.get(name) {
+            return id;
+        }
+        let id = self.classes.len() as ClassId;
+        self.classes.push(Class {
+            name: name.to_string(),
+            in_hardirq: None,
+            hardirq_on: None,
+        });
+        self.by_name.insert(name.to_string(), id);
+        self.forward.push(Vec::new());
+        self.backward.push(Vec::new());
+        id
+    }
+
+    fn class_of(
+        &mut self,
+        lock: LockRef,
+        flavor: Option<LockFlavor>,
+        strings: &StringTable,
+    ) -> ClassId {
+        if flavor == Some(LockFlavor::Pseudo) {
+            return self.fs_reclaim_or(lock, strings);
+        }
+        let index = lock.class.0 as usize;
+        if let Some(&id) = self.by_str.get(index) {
+            if id != UNRESOLVED {
+                return id;
+            }
+        }
+        let name = strings
+            .get(lock.class)
+            .map(str::to_string)
+            .unwrap_or_else(|| format!("lock@{:#x}", lock.addr));
+        let id = self.class_named(&name);
+        if self.by_str.len() <= index {
+            self.by_str.resize(index + 1, UNRESOLVED);
+        }
+        self.by_str[index] = id;
+        id
+    }
+
+    /// A pseudo-lock's class: its name if the table has one, else `fs_reclaim`.
+    fn fs_reclaim_or(&mut self, lock: LockRef, strings: &StringTable) -> ClassId {
+        match strings.get(lock.class) {
+            Some(name) if !name.is_empty() => {
+                let name = name.to_string();
+                self.class_named(&name)
+            }
+            _ => self.fs_reclaim,
+        }
+    }
+
+    fn cpu(&mut self, cpu: u16) -> &mut CpuState {
+        let i = cpu as usize;
+        if self.cpus.len() <= i {
+            self.cpus.resize(i + 1, CpuState::default());
+        }
+        &mut self.cpus[i]
+    }
+
+    fn task(&mut self, task: TaskId) -> &mut TaskState {
+        self.tasks.entry(task.0).or_default()
+    }
+
+    fn event(&mut self, e: &Event, strings: &StringTable) {
+        self.stats.events += 1;
+        match e.kind {
+            EventKind::LockAttempt { lock, flavor } => {
+                self.stats.lock_events += 1;
+                let class = self.class_of(lock, Some(flavor), strings);
+                self.attempt(e, lock.addr, class, flavor);
+            }
+            EventKind::LockAcquired { lock, flavor } => {
+                self.stats.lock_events += 1;
+                let class = self.class_of(lock, Some(flavor), strings);
+                self.acquired(e, lock.addr, class, flavor, false);
+            }
+            EventKind::Trylock {
+                lock,
+                flavor,
+                acquired,
+            } => {
+                self.stats.lock_events += 1;
+                if acquired {
+                    let class = self.class_of(lock, Some(flavor), strings);
+                    self.acquired(e, lock.addr, class, flavor, true);
+                }
+            }
+            EventKind::LockRelease { lock, flavor } => {
+                self.stats.lock_events += 1;
+                let class = self.class_of(lock, Some(flavor), strings);
+                self.release(e, lock.addr, class, flavor);
+            }
+            EventKind::AssertHeld { lock } => {
+                let class = self.class_of(lock, None, strings);
+                self.assert_held(e, lock.addr, class);
+            }
+            EventKind::IrqMask { new, cause, .. } => {
+                self.cpu(e.cpu.0).masked = new;
+                if !new && cause == crate::event::IrqMaskCause::Instruction {
+                    self.irqs_enabled(e);
+                }
+            }
+            EventKind::HardIrqEnter { .. } => {
+                let t = self.task(e.task);
+                t.hardirq += 1;
+                t.irqs_on_in_hardirq = false;
+            }
+            EventKind::HardIrqExit { .. } => {
+                let t = self.task(e.task);
+                t.hardirq = t.hardirq.saturating_sub(1);
+                t.irqs_on_in_hardirq = false;
+            }
+            EventKind::MightSleep => self.sleep_point(e, "might_sleep()"),
+            EventKind::PageAlloc { gfp: 0, .. } => self.might_alloc(e),
+            EventKind::Marker { label, value } => {
+                if let Some(name) = strings.get(label).and_then(|l| l.strip_prefix("task:")) {
+                    self.task_names.insert(value as u32, name.to_string());
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn masked(&self, cpu: u16) -> bool {
+        self.cpus.get(cpu as usize).is_none_or(|c| c.masked)
+    }
+
+    fn attempt(&mut self, e: &Event, addr: u64, class: ClassId, flavor: LockFlavor) {
+        let site = Site::of(e);
+        if flavor == LockFlavor::Mutex {
+            self.sleep_point(e, "mutex_lock()");
+        }
+        let t = self.tasks.entry(e.task.0).or_default();
+        let ctx = t.hardirq;
+        if flavor != LockFlavor::Pseudo {
+            t.waiting = Some(Waiting { addr, class, site });
+        }
+        // The chain: context, held classes of this context, the new class.
+        let mut h = FxHasher(ctx as u64 + 1);
+        for held in t.held.iter().filter(|h| h.ctx == ctx) {
+            h.write_u32(held.class);
+        }
+        h.write_u32(class);
+        let chain = h.finish();
+        if !self.chains.insert(chain) {
+            self.stats.chain_cache_hits += 1;
+        } else {
+            let t = &self.tasks[&e.task.0];
+            let same_ctx: Vec<Held> = t.held.iter().filter(|h| h.ctx == ctx).copied().collect();
+            if let Some(prev) = same_ctx.iter().rev().find(|h| h.class == class) {
+                let prev = *prev;
+                self.report_recursive(e, prev, class, flavor);
+            } else {
+                for prev in same_ctx.iter().rev() {
+                    self.add_edge(e, prev, class);
+                    if !prev.trylock {
+                        break;
+                    }
+                }
+            }
+        }
+        if flavor != LockFlavor::Pseudo {
+            self.check_wait_cycle(e);
+        }
+    }
+
+    fn acquired(
+        &mut self,
+        e: &Event,
+        addr: u64,
+        class: ClassId,
+        flavor: LockFlavor,
+        trylock: bool,
+    ) {
+        let site = Site::of(e);
+        let masked = self.masked(e.cpu.0);
+        let t = self.tasks.entry(e.task.0).or_default();
+        t.waiting = None;
+        let ctx = t.hardirq;
+        t.held.push(Held {
+            class,
+            addr,
+            flavor,
+            trylock,
+            ctx,
+            site,
+        });
+        if flavor != LockFlavor::Pseudo {
+            self.owners.insert(addr, e.task.0);
+        }
+        if ctx > 0 {
+            self.mark_in_hardirq(e, class, site);
+        } else if !masked {
+            self.mark_hardirq_on(e, class, site);
+        }
+    }
+
+    fn release(&mut self, e: &Event, addr: u64, class: ClassId, flavor: LockFlavor) {
+        let site = Site::of(e);
+        let t = self.tasks.entry(e.task.0).or_default();
+        match t
+            .held
+            .iter()
+            .rposition(|h| h.addr == addr && h.class == class)
+        {
+            Some(i) => {
+                t.held.remove(i);
+                if flavor != LockFlavor::Pseudo && self.owners.get(&addr) == Some(&e.task.0) {
+                    self.owners.remove(&addr);
+                }
+            }
+            None => self.report_bad_unlock(e, class, flavor),
+        }
+        self.cpu(e.cpu.0).last_release = Some((class, flavor, site));
+    }
+
+    fn assert_held(&mut self, e: &Event, addr: u64, class: ClassId) {
+        let held = self
+            .tasks
+            .get(&e.task.0)
+            .is_some_and(|t| t.held.iter().any(|h| h.addr == addr));
+        if !held {
+            self.report_context_violation(e, class);
+        }
+    }
+
+    /// An allocation that may sleep may enter reclaim: acquire and release the
+    /// `fs_reclaim` pseudo-lock (unless reclaim is already running in this task).
+    fn might_alloc(&mut self, e: &Event) {
+        let fs = self.fs_reclaim;
+        if self
+            .tasks
+            .get(&e.task.0)
+            .is_some_and(|t| t.held.iter().any(|h| h.class == fs))
+        {
+            return;
+        }
+        self.attempt(e, 0, fs, LockFlavor::Pseudo);
+        self.acquired(e, 0, fs, LockFlavor::Pseudo, false);
+        let t = self.tasks.entry(e.task.0).or_default();
+        if let Some(i) = t.held.iter().rposition(|h| h.class == fs) {
+            t.held.remove(i);
+        }
+    }
+
+    /// Whether the task may not sleep here, and why.
+    fn atomic_reason(&self, e: &Event) -> Option<String> {
+        let t = self.tasks.get(&e.task.0);
+        if t.is_some_and(|t| t.hardirq > 0) {
+            return Some("in hard-IRQ context".into());
+        }
+        if let Some(spin) = t.and_then(|t| t.held.iter().rev().find(|h| is_spin(h.flavor))) {
+            return Some(format!(
+                "spinlock {} held",
+                self.classes[spin.class as usize].name
+            ));
+        }
+        if self.masked(e.cpu.0) {
+            return Some("IRQs disabled".into());
+        }
+        None
+    }
+
+    fn sleep_point(&mut self, e: &Event, what: &str) {
+        if let Some(reason) = self.atomic_reason(e) {
+            self.report_sleep_in_atomic(e, what, &reason);
+        }
+    }
+
+    /// IRQs turned on by an instruction.
+    fn irqs_enabled(&mut self, e: &Event) {
+        let Some(t) = self.tasks.get_mut(&e.task.0) else {
+            return;
+        };
+        if t.hardirq > 0 {
+            // The first time in this handler is the cause; what follows in it is
+            // its consequence.
+            if !std::mem::replace(&mut t.irqs_on_in_hardirq, true) {
+                self.report_irqs_on_in_hardirq(e, None);
+            }
+            return;
+        }
+        let held = t.held.clone();
+        let site = Site::of(e);
+        for h in held {
+            if self.classes[h.class as usize].in_hardirq.is_some() {
+                self.report_irqs_on_in_hardirq(e, Some(h));
+            } else if is_spin(h.flavor) {
+                self.mark_hardirq_on(e, h.class, site);
+            }
+        }
+    }
+
+    fn mark_in_hardirq(&mut self, e: &Event, class: ClassId, site: Site) {
+        if self.classes[class as usize].in_hardirq.is_some() {
+            return;
+        }
+        self.classes[class as usize].in_hardirq = Some(site);
+        if let Some(on) = self.classes[class as usize].hardirq_on {
+            self.report_inconsistent(e, class, on, site, true);
+        }
+        // A safe class now: nothing it leads to may be unsafe.
+        if let Some(path) = self.search(class, true, |c| c.hardirq_on.is_some()) {
+            self.report_irq_inversion(e, &path);
+        }
+    }
+
+    fn mark_hardirq_on(&mut self, e: &Event, class: ClassId, site: Site) {
+        if self.classes[class as usize].hardirq_on.is_some() {
+            return;
+        }
+        self.classes[class as usize].hardirq_on = Some(site);
+        if let Some(safe) = self.classes[class as usize].in_hardirq {
+            self.report_inconsistent(e, class, site, safe, false);
+        }
+        // An unsafe class now: nothing that leads to it may be safe.
+        if let Some(mut path) = self.search(class, false, |c| c.in_hardirq.is_some()) {
+            path.reverse();
+            self.report_irq_inversion(e, &path);
+        }
+    }
+
+    /// Breadth-first search from `from` (excluded) along the graph (`forward` or
+    /// backward) for a class satisfying `wanted`; the path from `from` to it.
+    fn search(
+        &self,
+        from: ClassId,
+        forward: bool,
+        wanted: impl Fn(&Class) -> bool,
+    ) -> Option<Vec<ClassId>> {
+        let graph = if forward {
+            &self.forward
+        } else {
+            &self.backward
+        };
+        let mut parent: FxMap<ClassId, ClassId> = FxMap::default();
+        let mut queue = VecDeque::from([from]);
+        parent.insert(from, from);
+        while let Some(c) = queue.pop_front() {
+            for &next in &graph[c as usize] {
+                if parent.contains_key(&next) {
+                    continue;
+                }
+                parent.insert(next, c);
+                if wanted(&self.classes[next as usize]) {
+                    let mut path = vec![next];
+                    let mut at = next;
+                    while at != from {
+                        at = parent[&at];
+                        path.push(at);
+                    }
+                    path.reverse();
+                    return Some(path);
+                }
+                queue.push_back(next);
+            }
+        }
+        None
+    }
+
+    /// The path `from` → … → `to` along dependencies, if there is one.
+    fn path(&self, from: ClassId, to: ClassId) -> Option<Vec<ClassId>> {
+        if from == to {
+            return Some(vec![from]);
+        }
+        let mut parent: FxMap<ClassId, ClassId> = FxMap::default();
+        let mut queue = VecDeque::from([from]);
+        parent.insert(from, from);
+        while let Some(c) = queue.pop_front() {
+            for &next in &self.forward[c as usize] {
+                if parent.contains_key(&next) {
+                    continue;
+                }
+                parent.insert(next, c);
+                if next == to {
+                    let mut path = vec![next];
+                    let mut at = next;
+                    while at != from {
+                        at = parent[&at];
+                        path.push(at);
+                    }
+                    path.reverse();
+                    return Some(path);
+                }
+                queue.push_back(next);
+            }
+        }
+        None
+    }
+
+    fn add_edge(&mut self, e: &Event, prev: &Held, next: ClassId) {
+        let key = (prev.class, next);
+        if self.edges.contains_key(&key) {
+            return;
+        }
+        // Would A → B close a cycle? Look for B → … → A first.
+        let cycle = self.path(next, prev.class);
+        self.edges.insert(
+            key,
+            Edge {
+                prev: prev.site,
+                next: Site::of(e),
+            },
+        );
+        self.forward[prev.class as usize].push(next);
+        self.backward[next as usize].push(prev.class);
+        if let Some(path) = cycle {
+            self.report_circular(e, prev, next, &path);
+        }
+        // A hardirq-safe class reaching (through this edge) a hardirq-unsafe one.
+        let safe = if self.classes[prev.class as usize].in_hardirq.is_some() {
+            Some(vec![prev.class])
+        } else {
+            self.search(prev.class, false, |c| c.in_hardirq.is_some())
+                .map(|mut p| {
+                    p.reverse();
+                    p
+                })
+        };
+        if let Some(safe) = safe {
+            let unsafe_ = if self.classes[next as usize].hardirq_on.is_some() {
+                Some(vec![next])
+            } else {
+                self.search(next, true, |c| c.hardirq_on.is_some())
+            };
+            if let Some(unsafe_) = unsafe_ {
+                let mut path = safe;
+                path.extend(unsafe_);
+                self.report_irq_inversion(e, &path);
+            }
+        }
+    }
+
+    /// After `e`'s task started waiting: does the wait-for graph close a cycle?
+    fn check_wait_cycle(&mut self, e: &Event) {
+        let start = e.task.0;
+        let mut cycle: Vec<(u32, Waiting)> = Vec::new();
+        let mut task = start;
+        for _ in 0..=self.tasks.len() {
+            let Some(waiting) = self.tasks.get(&task).and_then(|t| t.waiting) else {
+                return;
+            };
+            let Some(&owner) = self.owners.get(&waiting.addr) else {
+                return;
+            };
+            cycle.push((task, waiting));
+            if owner == start {
+                self.report_deadlock(e, &cycle);
+                return;
+            }
+            if cycle.iter().any(|&(t, _)| t == owner) {
+                // A cycle that does not include this task was reported when it closed.
+                return;
+            }
+            task = owner;
+        }
+    }
+
+    fn finding(
+        &mut self,
+        kind: FindingKind,
+        title: &str,
+        key: String,
+        details: Vec<String>,
+        e: &Event,
+    ) {
+        self.findings.report(Finding {
+            kind,
+            title: title.to_string(),
+            key,
+            details,
+            cpu: Some(e.cpu.0 as u32),
+            time: Some(e.time),
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests;

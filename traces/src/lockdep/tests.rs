@@ -1,0 +1,518 @@
+//! Synthetic event streams for every finding kind.
+
+use super::*;
+use crate::event::{CpuId, IrqMaskCause};
+
+/// Builds a stream: locks are named; `cpu`/`task` set the context of what follows.
+struct Script {
+    strings: StringTable,
+    events: Vec<Event>,
+    cpu: u16,
+    task: u32,
+    time: u64,
+    addrs: HashMap<String, u64>,
+}
+
+impl Script {
+    fn new() -> Self {
+        Script {
+            strings: StringTable::new(),
+            events: Vec::new(),
+            cpu: 0,
+            task: 1,
+            time: 0,
+            addrs: HashMap::new(),
+        }
+    }
+
+    fn on(&mut self, cpu: u16, task: u32) -> &mut Self {
+        self.cpu = cpu;
+        self.task = task;
+        self
+    }
+
+    fn push(&mut self, kind: EventKind) -> &mut Self {
+        self.time += 10;
+        self.events.push(Event {
+            time: self.time,
+            cpu: CpuId(self.cpu),
+            task: TaskId(self.task),
+            pc: 0x1000 + self.time,
+            caller: 0x2000 + self.time,
+            kind,
+        });
+        self
+    }
+
+    fn lock(&mut self, name: &str) -> LockRef {
+        let next = 0x8000 + 0x40 * self.addrs.len() as u64;
+        let addr = *self.addrs.entry(name.to_string()).or_insert(next);
+        // Locks named "cls#n" are instances of class "cls".
+        let class = name.split('#').next().unwrap();
+        LockRef {
+            addr,
+            class: self.strings.intern(class),
+        }
+    }
+
+    fn take(&mut self, name: &str, flavor: LockFlavor) -> &mut Self {
+        let lock = self.lock(name);
+        self.push(EventKind::LockAttempt { lock, flavor });
+        self.push(EventKind::LockAcquired { lock, flavor })
+    }
+
+    fn attempt(&mut self, name: &str, flavor: LockFlavor) -> &mut Self {
+        let lock = self.lock(name);
+        self.push(EventKind::LockAttempt { lock, flavor })
+    }
+
+    fn spin(&mut self, name: &str) -> &mut Self {
+        self.take(name, LockFlavor::Spin)
+    }
+
+    fn mutex(&mut self, name: &str) -> &mut Self {
+        self.take(name, LockFlavor::Mutex)
+    }
+
+    fn unlock(&mut self, name: &str, flavor: LockFlavor) -> &mut Self {
+        let lock = self.lock(name);
+        self.push(EventKind::LockRelease { lock, flavor })
+    }
+
+    fn unspin(&mut self, name: &str) -> &mut Self {
+        self.unlock(name, LockFlavor::Spin)
+    }
+
+    fn irqs(&mut self, on: bool) -> &mut Self {
+        self.push(EventKind::IrqMask {
+            old: on,
+            new: !on,
+            cause: IrqMaskCause::Instruction,
+        })
+    }
+
+    fn hardirq(&mut self) -> &mut Self {
+        self.push(EventKind::IrqMask {
+            old: false,
+            new: true,
+            cause: IrqMaskCause::ExceptionEntry,
+        });
+        self.push(EventKind::HardIrqEnter { intid: 27 })
+    }
+
+    fn hardirq_exit(&mut self) -> &mut Self {
+        self.push(EventKind::HardIrqExit { intid: 27 });
+        self.push(EventKind::IrqMask {
+            old: true,
+            new: false,
+            cause: IrqMaskCause::Eret,
+        })
+    }
+
+    fn run(&self) -> Validator {
+        let mut v = Validator::new();
+        v.feed(&self.events, &self.strings);
+        v
+    }
+
+    fn kinds(&self) -> Vec<FindingKind> {
+        self.run().findings().iter().map(|f| f.kind).collect()
+    }
+}
+
+/// A script whose CPUs 0..4 have IRQs on.
+fn script() -> Script {
+    let mut s = Script::new();
+    for cpu in 0..4 {
+        s.on(cpu, cpu as u32 + 1).irqs(true);
+    }
+    s.on(0, 1);
+    s
+}
+
+#[test]
+fn a_clean_nested_pattern_gives_nothing() {
+    let mut s = script();
+    for _ in 0..3 {
+        s.on(0, 1).mutex("m").spin("a").spin("b");
+        s.unspin("b").unspin("a").unlock("m", LockFlavor::Mutex);
+        s.on(1, 2)
+            .mutex("m")
+            .spin("a")
+            .unspin("a")
+            .unlock("m", LockFlavor::Mutex);
+    }
+    assert_eq!(s.kinds(), []);
+    let v = s.run();
+    assert_eq!(v.stats().dependencies, 2);
+    assert!(v.stats().chain_cache_hits > 0);
+}
+
+#[test]
+fn abba_is_a_circular_dependency() {
+    let mut s = script();
+    s.on(0, 1).spin("a").spin("b").unspin("b").unspin("a");
+    s.on(1, 2).spin("b").spin("a").unspin("a").unspin("b");
+    let v = s.run();
+    let f = v.findings();
+    assert_eq!(f.len(), 1);
+    assert_eq!(f[0].kind, FindingKind::CircularDependency);
+    assert_eq!(f[0].key, "a -> b");
+    assert!(f[0].details.iter().any(|l| l.contains("Chain exists of:")));
+    assert!(f[0].details.iter().any(|l| l.trim() == "a --> b"));
+    assert!(f[0]
+        .details
+        .iter()
+        .any(|l| l.contains("CPU0") && l.contains("CPU1")));
+    // Seen again: the same cause is not reported twice.
+    let mut again = s;
+    again.on(1, 2).spin("b").spin("a").unspin("a").unspin("b");
+    again.on(0, 1).spin("a").spin("b").unspin("b").unspin("a");
+    assert_eq!(again.kinds(), [FindingKind::CircularDependency]);
+}
+
+#[test]
+fn a_four_lock_cycle_is_found_with_its_chain() {
+    let mut s = script();
+    for (x, y) in [("a", "b"), ("b", "c"), ("c", "d")] {
+        s.spin(x).spin(y).unspin(y).unspin(x);
+    }
+    assert_eq!(s.kinds(), []);
+    s.on(2, 3).spin("d").spin("a").unspin("a").unspin("d");
+    let v = s.run();
+    let f = &v.findings()[0];
+    assert_eq!(v.findings().len(), 1);
+    assert_eq!(f.kind, FindingKind::CircularDependency);
+    assert_eq!(f.key, "a -> b -> c -> d");
+    assert!(
+        f.details.iter().any(|l| l.trim() == "a --> b --> c --> d"),
+        "{:#?}",
+        f.details
+    );
+    // Each edge's first occurrence is named, the closing one (d --> a) too.
+    for edge in ["(a) --> (b)", "(b) --> (c)", "(c) --> (d)", "(d) --> (a)"] {
+        assert!(f.details.iter().any(|l| l.contains(edge)), "{edge}");
+    }
+}
+
+#[test]
+fn the_fs_reclaim_cycle_through_a_may_sleep_allocation() {
+    // pcpu_mutex -> fs_reclaim (a GFP_KERNEL allocation), fs_reclaim -> fs_lock
+    // (a shrinker), fs_lock -> pcpu_mutex (free under fs_lock).
+    let mut s = script();
+    let pseudo = LockRef {
+        addr: 0x9999,
+        class: s.strings.intern("fs_reclaim"),
+    };
+    s.mutex("pcpu_mutex");
+    s.push(EventKind::PageAlloc {
+        order: 0,
+        gfp: 0,
+        pa: 0x1000,
+    });
+    s.unlock("pcpu_mutex", LockFlavor::Mutex);
+    s.push(EventKind::LockAttempt {
+        lock: pseudo,
+        flavor: LockFlavor::Pseudo,
+    });
+    s.push(EventKind::LockAcquired {
+        lock: pseudo,
+        flavor: LockFlavor::Pseudo,
+    });
+    s.mutex("fs_lock").unlock("fs_lock", LockFlavor::Mutex);
+    s.push(EventKind::LockRelease {
+        lock: pseudo,
+        flavor: LockFlavor::Pseudo,
+    });
+    assert_eq!(s.kinds(), []);
+    s.on(1, 2).mutex("fs_lock").mutex("pcpu_mutex");
+    let v = s.run();
+    assert_eq!(v.findings().len(), 1, "{:#?}", v.findings());
+    assert_eq!(v.findings()[0].key, "fs_lock -> pcpu_mutex -> fs_reclaim");
+    // An atomic allocation does not take the pseudo-lock.
+    let mut atomic = script();
+    atomic.mutex("x");
+    atomic.push(EventKind::PageAlloc {
+        order: 0,
+        gfp: 1,
+        pa: 0,
+    });
+    assert_eq!(atomic.run().stats().dependencies, 0);
+}
+
+#[test]
+fn irq_inversion_safe_learned_first() {
+    let mut s = script();
+    s.hardirq().spin("safe").unspin("safe").hardirq_exit();
+    s.irqs(false)
+        .spin("safe")
+        .spin("unsafe")
+        .unspin("unsafe")
+        .unspin("safe")
+        .irqs(true);
+    assert_eq!(s.kinds(), []);
+    s.on(1, 2).spin("unsafe").unspin("unsafe");
+    let v = s.run();
+    assert_eq!(
+        v.findings().iter().map(|f| f.kind).collect::<Vec<_>>(),
+        [FindingKind::IrqInversion]
+    );
+    assert_eq!(v.findings()[0].key, "safe -> unsafe");
+}
+
+#[test]
+fn irq_inversion_unsafe_learned_first() {
+    let mut s = script();
+    s.spin("unsafe").unspin("unsafe");
+    s.irqs(false)
+        .spin("safe")
+        .spin("unsafe")
+        .unspin("unsafe")
+        .unspin("safe")
+        .irqs(true);
+    assert_eq!(s.kinds(), []);
+    s.on(1, 2)
+        .hardirq()
+        .spin("safe")
+        .unspin("safe")
+        .hardirq_exit();
+    let v = s.run();
+    assert_eq!(
+        v.findings().iter().map(|f| f.kind).collect::<Vec<_>>(),
+        [FindingKind::IrqInversion]
+    );
+    assert_eq!(v.findings()[0].key, "safe -> unsafe");
+}
+
+#[test]
+fn irq_inversion_learned_by_the_edge() {
+    let mut s = script();
+    s.spin("unsafe").unspin("unsafe");
+    s.hardirq().spin("safe").unspin("safe").hardirq_exit();
+    // safe -> mid -> unsafe, the last edge closing the path.
+    s.irqs(false)
+        .spin("safe")
+        .spin("mid")
+        .unspin("mid")
+        .unspin("safe");
+    assert_eq!(s.kinds(), []);
+    s.spin("mid")
+        .spin("unsafe")
+        .unspin("unsafe")
+        .unspin("mid")
+        .irqs(true);
+    let v = s.run();
+    assert_eq!(v.findings().len(), 1);
+    assert_eq!(v.findings()[0].kind, FindingKind::IrqInversion);
+    assert!(v.findings()[0]
+        .details
+        .iter()
+        .any(|l| l.trim() == "safe --> mid --> unsafe"));
+}
+
+#[test]
+fn inconsistent_irq_state_both_orders() {
+    let mut s = script();
+    s.spin("a").unspin("a");
+    s.hardirq().spin("a").unspin("a").hardirq_exit();
+    let v = s.run();
+    assert_eq!(v.findings().len(), 1);
+    assert_eq!(v.findings()[0].kind, FindingKind::InconsistentIrqState);
+    assert!(v.findings()[0].details[1].contains("{HARDIRQ-ON-W} -> {IN-HARDIRQ-W}"));
+
+    let mut s = script();
+    s.hardirq().spin("a").unspin("a").hardirq_exit();
+    s.on(1, 2).spin("a").unspin("a");
+    let v = s.run();
+    assert_eq!(v.findings().len(), 1);
+    assert!(v.findings()[0].details[1].contains("{IN-HARDIRQ-W} -> {HARDIRQ-ON-W}"));
+
+    // With IRQs off in task context it is consistent.
+    let mut s = script();
+    s.hardirq().spin("a").unspin("a").hardirq_exit();
+    s.on(1, 2).irqs(false).spin("a").unspin("a").irqs(true);
+    assert_eq!(s.kinds(), []);
+}
+
+#[test]
+fn irqs_enabled_in_hardirq_after_spin_unlock_irq() {
+    let mut s = script();
+    s.hardirq();
+    s.take("pcpu_lock", LockFlavor::SpinIrq);
+    s.unlock("pcpu_lock", LockFlavor::SpinIrq).irqs(true);
+    s.irqs(false).hardirq_exit();
+    let v = s.run();
+    let kinds: Vec<_> = v.findings().iter().map(|f| f.kind).collect();
+    assert_eq!(kinds, [FindingKind::IrqsEnabledInHardirq]);
+    assert!(v.findings()[0].key.contains("pcpu_lock"));
+}
+
+#[test]
+fn irqs_enabled_with_an_irq_safe_lock_held() {
+    let mut s = script();
+    s.hardirq().spin("a").unspin("a").hardirq_exit();
+    s.on(1, 2)
+        .irqs(false)
+        .spin("a")
+        .irqs(true)
+        .irqs(false)
+        .unspin("a")
+        .irqs(true);
+    let v = s.run();
+    let kinds: Vec<_> = v.findings().iter().map(|f| f.kind).collect();
+    assert_eq!(kinds, [FindingKind::IrqsEnabledInHardirq]);
+    assert_eq!(v.findings()[0].key, "held a");
+}
+
+#[test]
+fn a_correct_irqsave_in_irq_pattern_is_clean() {
+    let mut s = script();
+    s.hardirq();
+    s.take("a", LockFlavor::SpinIrqSave)
+        .unlock("a", LockFlavor::SpinIrqSave);
+    s.hardirq_exit();
+    s.on(1, 2).irqs(false);
+    s.take("a", LockFlavor::SpinIrqSave)
+        .unlock("a", LockFlavor::SpinIrqSave);
+    s.irqs(true);
+    assert_eq!(s.kinds(), []);
+}
+
+#[test]
+fn sleep_in_atomic_each_reason() {
+    let mut s = script();
+    s.spin("a").mutex("m");
+    assert_eq!(s.kinds(), [FindingKind::SleepInAtomic]);
+    assert_eq!(s.run().findings()[0].key, "spinlock a held");
+
+    let mut s = script();
+    s.irqs(false).push(EventKind::MightSleep);
+    assert_eq!(s.run().findings()[0].key, "IRQs disabled");
+
+    let mut s = script();
+    s.hardirq().push(EventKind::MightSleep);
+    assert_eq!(s.run().findings()[0].key, "in hard-IRQ context");
+
+    let mut s = script();
+    s.mutex("m").push(EventKind::MightSleep);
+    assert_eq!(s.kinds(), []);
+}
+
+#[test]
+fn recursive_locking_same_lock_and_same_class() {
+    let mut s = script();
+    s.spin("a").attempt("a", LockFlavor::Spin);
+    let kinds = s.kinds();
+    assert_eq!(kinds[0], FindingKind::RecursiveLocking);
+    // Waiting for a lock the task holds: a real (self) deadlock too.
+    assert_eq!(
+        kinds,
+        [FindingKind::RecursiveLocking, FindingKind::Deadlock]
+    );
+
+    let mut s = script();
+    s.spin("c#1").spin("c#2").unspin("c#2").unspin("c#1");
+    assert_eq!(s.kinds(), [FindingKind::RecursiveLocking]);
+
+    // A trylock of a held class does not wait: no report.
+    let mut s = script();
+    let lock = s.lock("a");
+    s.spin("b");
+    s.spin("a");
+    s.push(EventKind::Trylock {
+        lock,
+        flavor: LockFlavor::Spin,
+        acquired: false,
+    });
+    assert_eq!(s.kinds(), []);
+}
+
+#[test]
+fn bad_unlock() {
+    let mut s = script();
+    s.spin("a").unspin("a").unspin("a");
+    assert_eq!(s.kinds(), [FindingKind::BadUnlock]);
+    // Another task's lock.
+    let mut s = script();
+    s.mutex("m").on(1, 2).unlock("m", LockFlavor::Mutex);
+    assert_eq!(s.kinds(), [FindingKind::BadUnlock]);
+}
+
+#[test]
+fn context_violation() {
+    let mut s = script();
+    let lock = s.lock("a");
+    s.spin("a").push(EventKind::AssertHeld { lock }).unspin("a");
+    assert_eq!(s.kinds(), []);
+    s.push(EventKind::AssertHeld { lock });
+    assert_eq!(s.kinds(), [FindingKind::ContextViolation]);
+}
+
+#[test]
+fn a_real_abba_deadlock_is_found_in_the_wait_for_graph() {
+    let mut s = script();
+    s.on(0, 1).mutex("a");
+    s.on(1, 2).mutex("b");
+    s.on(0, 1).attempt("b", LockFlavor::Mutex);
+    let v = s.run();
+    assert!(!v.deadlocked());
+    s.on(1, 2).attempt("a", LockFlavor::Mutex);
+    let v = s.run();
+    assert!(v.deadlocked());
+    let kinds: Vec<_> = v.findings().iter().map(|f| f.kind).collect();
+    assert_eq!(
+        kinds,
+        [FindingKind::CircularDependency, FindingKind::Deadlock]
+    );
+    let d = &v.findings()[1];
+    assert_eq!(d.key, "a b");
+    assert!(
+        d.details
+            .iter()
+            .any(|l| l.contains("task2 --(a)--> task1 --(b)--> task2")),
+        "{:#?}",
+        d.details
+    );
+}
+
+#[test]
+fn a_three_task_wait_cycle_and_a_chain_that_resolves() {
+    let mut s = script();
+    s.on(0, 1).spin("a");
+    s.on(1, 2).spin("b");
+    s.on(2, 3).spin("c");
+    s.on(0, 1).attempt("b", LockFlavor::Spin);
+    s.on(1, 2).attempt("c", LockFlavor::Spin);
+    assert!(!s.run().deadlocked());
+    // c is released and taken by task2: the chain untangles.
+    let mut ok = Script {
+        events: s.events.clone(),
+        strings: s.strings.clone(),
+        ..script()
+    };
+    ok.on(2, 3).unspin("c");
+    let c = ok.lock("c");
+    ok.on(1, 2).push(EventKind::LockAcquired {
+        lock: c,
+        flavor: LockFlavor::Spin,
+    });
+    ok.on(2, 3).attempt("a", LockFlavor::Spin);
+    assert!(!ok.run().deadlocked());
+    s.on(2, 3).attempt("a", LockFlavor::Spin);
+    assert!(s.run().deadlocked());
+}
+
+#[test]
+fn online_in_slices_equals_offline() {
+    let mut s = script();
+    s.spin("a").spin("b").unspin("b").unspin("a");
+    s.hardirq().spin("b").unspin("b").hardirq_exit();
+    s.on(1, 2).spin("b").spin("a").unspin("a").unspin("b");
+    let whole = s.run();
+    let mut sliced = Validator::new();
+    for chunk in s.events.chunks(3) {
+        sliced.feed(chunk, &s.strings);
+    }
+    assert_eq!(whole.findings(), sliced.findings());
+    assert!(!whole.findings().is_empty());
+}
