@@ -231,7 +231,8 @@ pub struct MmuModel {
     pt_pages: HashMap<u64, PtPage>,
     broken: HashMap<u64, Broken>,
     barriers: Vec<BarrierState>,
-    /// Pages found to be page tables that the machine has not yet hooked.
+    /// Pages found to be page tables since the running CPU was last told (it must
+    /// stop soon: it may hold write permission to them in its soft TLB).
     new_pt_pages: Vec<u64>,
     /// CPUs whose Unicorn TLB must be flushed before they run again.
     need_flush: Vec<bool>,
@@ -301,7 +302,7 @@ impl MmuModel {
         !self.new_pt_pages.is_empty()
     }
 
-    /// Page-table pages found since the last call (to hook their stores).
+    /// Page-table pages found since the last call.
     pub fn take_new_pt_pages(&mut self) -> Vec<u64> {
         std::mem::take(&mut self.new_pt_pages)
     }
