@@ -548,6 +548,9 @@ const IRQF_QUEUE: usize = 16;
 const IRQ_DRAIN_PER_TICK: usize = 4;
 const IRQ_DRAIN_PER_IPI: usize = 4;
 const IRQF_STREAM: u64 = 0x19f2_ee01;
+/// Yields the main thread waits, with every queue empty, for frees already popped
+/// by handlers on other CPUs to be counted.
+const IRQF_SETTLE_ROUNDS: usize = 10_000;
 
 /// A bounded FIFO of areas.
 struct AreaRing<const N: usize> {
@@ -676,7 +679,12 @@ pub fn irq_free_main(_: usize) {
     }
     IRQF_DONE.wait_n(cpus);
     // What is still queued is freed by the ticks (and IPIs for the others).
+    // Empty queues are not the end: a handler on another CPU may have popped the
+    // last areas and still be freeing them. Wait for every free to be counted; an
+    // area that never is (lost by the allocator or the queues) ends in a panic.
     set_state(AUX_WORKER, WAIT);
+    let allocated = (IRQF_OPS * cpus) as u64;
+    let mut rounds_without_queued = 0;
     loop {
         let mut pending = 0;
         for target in 0..cpus {
@@ -686,19 +694,21 @@ pub fn irq_free_main(_: usize) {
             }
             pending += queued;
         }
-        if pending == 0 {
+        let freed = IRQ_FREES.load(Relaxed);
+        if pending == 0 && freed == allocated {
             break;
+        }
+        rounds_without_queued = if pending == 0 {
+            rounds_without_queued + 1
+        } else {
+            0
+        };
+        if rounds_without_queued > IRQF_SETTLE_ROUNDS {
+            panic!("irq-free: {freed} areas freed in IRQ context, {allocated} allocated");
         }
         sched::yield_now();
     }
     TICK_EXTRA.store(false, Release);
-    if IRQ_FREES.load(Relaxed) != (IRQF_OPS * cpus) as u64 {
-        panic!(
-            "irq-free: {} areas freed in IRQ context, {} allocated",
-            IRQ_FREES.load(Relaxed),
-            IRQF_OPS * cpus
-        );
-    }
     let irqs_on = IRQS_ON_IN_HARDIRQ.load(Relaxed);
     if irqs_on != 0 {
         println!(

@@ -141,6 +141,23 @@ fn irq_free_frees_everything_in_irq_context_on_every_seed() {
 }
 
 #[test]
+fn irq_free_waits_for_frees_still_running_in_other_cpus_handlers() {
+    // 8 CPUs, seed 5 once ended with the last area popped from its queue but not
+    // yet freed by another CPU's handler when the main thread took the count.
+    let run = common::percpu_lab(&[
+        "run",
+        "--scenario",
+        "irq-free",
+        "--cpus",
+        "8",
+        "--seed",
+        "5",
+    ]);
+    assert_eq!(run.code, 0, "{}", run.describe());
+    assert_eq!(counts(&run, "irq-free").allocs, 800);
+}
+
+#[test]
 fn fs_reclaim_is_clean_on_every_seed() {
     for counts in clean_on_every_seed("fs-reclaim") {
         // 2 allocating threads × 36 areas, plus the chunk grown under pressure
