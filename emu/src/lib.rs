@@ -62,7 +62,7 @@ pub mod unwind;
 pub use kernel::{KernelError, KernelImage};
 pub use machine::{
     CpuReport, CpuState, EmuError, Machine, MachineConfig, MmuMode, RunEnd, RunOutcome,
-    TakenException,
+    StopRequest, TakenException,
 };
 pub use memory::{GuestMemory, GuestRam, OutOfRam, RAM_BASE};
 pub use probe::{CallStats, ProbeId};

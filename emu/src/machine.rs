@@ -126,6 +126,22 @@ pub enum RunEnd {
     },
     /// No CPU can run and nothing will wake one.
     Hang,
+    /// An analysis of the recorded events asked to stop ([`Machine::stop_request`]),
+    /// e.g. on a real deadlock.
+    Stopped {
+        reason: String,
+    },
+}
+
+/// See [`Machine::stop_request`].
+#[derive(Debug, Clone, Default)]
+pub struct StopRequest(Rc<RefCell<Option<String>>>);
+
+impl StopRequest {
+    /// Ends the run after the slice being run, as [`RunEnd::Stopped`].
+    pub fn stop(&self, reason: impl Into<String>) {
+        self.0.borrow_mut().get_or_insert_with(|| reason.into());
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -186,6 +202,8 @@ pub struct Machine {
     probes: Vec<Rc<CallProbe>>,
     /// Set while recording events (`None`: no hook added, nothing to pay).
     recorder: Option<Rc<Recorder>>,
+    /// A reason to stop, set by whoever holds a [`Machine::stop_request`] handle.
+    stop: StopRequest,
     /// The simulated MMU (`None` with Unicorn's built-in one).
     mmu: Option<SimMmu>,
     ram: GuestRam,
@@ -278,6 +296,7 @@ impl Machine {
             end: None,
             probes: Vec::new(),
             recorder: None,
+            stop: StopRequest::default(),
             mmu: sim_mmu,
             ram,
         };
@@ -345,6 +364,12 @@ impl Machine {
         Ok(())
     }
 
+    /// A handle that stops the run after the current slice (its events are
+    /// delivered first), e.g. from an event sink that found a deadlock.
+    pub fn stop_request(&self) -> StopRequest {
+        self.stop.clone()
+    }
+
     /// The PSTATE.I samples taken so far with [`RecordOptions::sample_irq_mask`].
     pub fn take_irq_mask_samples(&self) -> Vec<MaskSample> {
         self.recorder
@@ -389,6 +414,9 @@ impl Machine {
             self.end = self.step();
             if let Some(recorder) = &self.recorder {
                 recorder.flush();
+            }
+            if let Some(reason) = self.stop.0.borrow_mut().take() {
+                self.end.get_or_insert(RunEnd::Stopped { reason });
             }
             self.emit_console(console);
         };

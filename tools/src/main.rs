@@ -8,6 +8,7 @@ mod bench;
 mod bench_alloc;
 mod bench_mmu;
 mod bench_trace;
+mod check;
 mod export;
 mod kernel;
 mod mmu_report;
@@ -77,6 +78,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Re-execute a recorded run (`run --trace`) and check that it gives the same events.
     Replay(replay::ReplayArgs),
+    /// Analyse a recorded trace with the lock validator (same findings as its run).
+    Check(check::CheckArgs),
     /// Convert a trace for viewers: `--perfetto OUT.json` for ui.perfetto.dev.
     Export(export::ExportArgs),
 }
@@ -101,6 +104,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench::bench(&args),
         Command::Replay(args) => replay::replay(&args),
         Command::Export(args) => export::export(&args),
+        Command::Check(args) => check::check(&args),
     };
     match result {
         Ok(verdict) => verdict.exit_code(),

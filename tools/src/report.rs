@@ -4,6 +4,7 @@ use clap::ValueEnum;
 use emu::{CpuReport, KernelImage, RunEnd, RunOutcome};
 use serde_json::{json, Value};
 
+use crate::check::{self, LockRun};
 use crate::mmu_report::{self, MmuRun};
 use crate::run::RunArgs;
 use crate::Verdict;
@@ -23,13 +24,20 @@ pub fn verdict(outcome: &RunOutcome) -> Verdict {
     }
 }
 
-pub fn print(args: &RunArgs, kernel: &KernelImage, outcome: &RunOutcome, mmu: &MmuRun) {
+pub fn print(
+    args: &RunArgs,
+    kernel: &KernelImage,
+    outcome: &RunOutcome,
+    mmu: &MmuRun,
+    locks: &LockRun,
+) {
     match args.report {
         ReportFormat::Text => {
             print_text(kernel, outcome);
             mmu_report::print_text(mmu);
+            check::print_text(&locks.findings);
         }
-        ReportFormat::Json => println!("{}", json_report(args, kernel, outcome, mmu)),
+        ReportFormat::Json => println!("{}", json_report(args, kernel, outcome, mmu, locks)),
     }
 }
 
@@ -43,6 +51,7 @@ fn describe_end(end: &RunEnd) -> String {
         RunEnd::Fault { cpu, pc, what } => format!("guest fault on cpu{cpu} at pc {pc:#x}: {what}"),
         RunEnd::Watchdog { limit } => format!("watchdog: no power-off within {limit} instructions"),
         RunEnd::Hang => "hang: every CPU waits for an interrupt that can never come".to_string(),
+        RunEnd::Stopped { reason } => format!("stopped: {reason}"),
     }
 }
 
@@ -98,9 +107,15 @@ fn cpu_json(kernel: &KernelImage, cpu: &CpuReport) -> Value {
     })
 }
 
-fn json_report(args: &RunArgs, kernel: &KernelImage, outcome: &RunOutcome, mmu: &MmuRun) -> Value {
+fn json_report(
+    args: &RunArgs,
+    kernel: &KernelImage,
+    outcome: &RunOutcome,
+    mmu: &MmuRun,
+    locks: &LockRun,
+) -> Value {
     json!({
-        "findings": mmu.findings.iter().map(mmu_report::finding_json).collect::<Vec<_>>(),
+        "findings": mmu.findings.iter().chain(&locks.findings).map(mmu_report::finding_json).collect::<Vec<_>>(),
         "end": { "summary": describe_end(&outcome.end), "guest_fault": verdict(outcome) == Verdict::GuestFault },
         "config": { "cpus": args.cpus, "scenario": args.scenario, "seed": args.seed,
                     "sched": format!("{:?}", args.sched).to_lowercase(), "quantum": args.quantum,
@@ -110,6 +125,7 @@ fn json_report(args: &RunArgs, kernel: &KernelImage, outcome: &RunOutcome, mmu: 
             "slices": outcome.slices,
             "cpus": outcome.cpus.iter().map(|cpu| cpu_json(kernel, cpu)).collect::<Vec<_>>(),
             "mmu": mmu.stats.as_ref().map(mmu_report::stats_json),
+            "lockdep": check::stats_json(&locks.stats),
         },
     })
 }

@@ -4,11 +4,11 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
-use emu::{Machine, MachineConfig, MmuMode, SchedulerKind};
+use emu::{Machine, MachineConfig, MmuMode, RecordOptions, SchedulerKind};
 
 use crate::mmu_report::MmuRun;
 use crate::report::{self, ReportFormat};
-use crate::{kernel, tracefile, BadInput, Verdict};
+use crate::{check, kernel, tracefile, BadInput, Verdict};
 
 /// Instructions a CPU runs before the scheduler picks again (slices end at the
 /// first translation-block boundary past this budget).
@@ -138,17 +138,23 @@ pub fn run(args: &RunArgs) -> Result<Verdict, BadInput> {
     let config = args.machine_config();
     tracing::info!(bootargs = %config.bootargs, cpus = config.cpus, "booting");
     let mut machine = Machine::new(config, &kernel)?;
+    // The lock validator sees every event, with or without a trace file.
+    let (lockdep, validator_sink) = check::Online::new(&kernel, &machine);
     let recording = match &args.trace {
         Some(path) => {
             let trace_config = tracefile::trace_config(args, &kernel);
             let file = tracefile::create(path)?;
-            Some(tracefile::Recording::start(
+            Some(tracefile::Recording::start_with(
                 &mut machine,
                 file,
                 &trace_config,
+                Some(validator_sink),
             )?)
         }
-        None => None,
+        None => {
+            machine.record(RecordOptions::default(), validator_sink)?;
+            None
+        }
     };
 
     // With `--report json` stdout carries only the report. A reader that goes away
@@ -163,9 +169,10 @@ pub fn run(args: &RunArgs) -> Result<Verdict, BadInput> {
     };
     let outcome = machine.run(&mut console);
     let mmu = MmuRun::of(&machine);
+    let locks = check::LockRun::of(&lockdep);
     let verdict = match report::verdict(&outcome) {
         // Findings (DESIGN.md exit code 1) explain a fault they led to as well.
-        _ if !mmu.findings.is_empty() => Verdict::Findings,
+        _ if !mmu.findings.is_empty() || !locks.findings.is_empty() => Verdict::Findings,
         verdict => verdict,
     };
     if let (Some(recording), Some(path)) = (recording, &args.trace) {
@@ -178,6 +185,6 @@ pub fn run(args: &RunArgs) -> Result<Verdict, BadInput> {
         );
     }
     crate::end_quietly_on_closed_stdout();
-    report::print(args, &kernel, &outcome, &mmu);
+    report::print(args, &kernel, &outcome, &mmu, &locks);
     Ok(verdict)
 }

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::rc::Rc;
 
 use clap::ValueEnum;
-use emu::{KernelImage, Machine, RecordOptions};
+use emu::{EventSink, KernelImage, Machine, RecordOptions};
 use traces::{
     Damage, ElfHash, Event, StringTable, TraceConfig, TraceReader, TraceWriter, WriteSummary,
     WriterOptions,
@@ -100,6 +100,17 @@ struct WriterState<W: Write> {
 impl<W: Write + 'static> Recording<W> {
     /// Writes the header to `out` and has `machine` stream its events into it.
     pub fn start(machine: &mut Machine, out: W, config: &TraceConfig) -> Result<Self, BadInput> {
+        Self::start_with(machine, out, config, None)
+    }
+
+    /// As [`Recording::start`], and hands each slice's events to `tee` too
+    /// (before writing them).
+    pub fn start_with(
+        machine: &mut Machine,
+        out: W,
+        config: &TraceConfig,
+        mut tee: Option<EventSink>,
+    ) -> Result<Self, BadInput> {
         let writer = TraceWriter::new(out, config, WriterOptions::default())
             .map_err(|e| BadInput(format!("cannot write the trace: {e}")))?;
         let state = Rc::new(RefCell::new(WriterState {
@@ -110,6 +121,9 @@ impl<W: Write + 'static> Recording<W> {
         machine.record(
             RecordOptions::default(),
             Box::new(move |events: &[Event], strings: &StringTable| {
+                if let Some(tee) = tee.as_mut() {
+                    tee(events, strings);
+                }
                 let mut st = sink_state.borrow_mut();
                 if st.error.is_some() {
                     return;

@@ -132,6 +132,9 @@ struct Waiting {
     addr: u64,
     class: ClassId,
     site: Site,
+    /// The task's hard-IRQ depth when it began: an IRQ taken while it waits (e.g.
+    /// inside `mutex_lock` before the task sleeps) runs, so does not wait for it.
+    ctx: u32,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -140,7 +143,9 @@ struct TaskState {
     hardirq: u32,
     /// IRQs were turned on inside the current hard-IRQ handler (reported once).
     irqs_on_in_hardirq: bool,
-    waiting: Option<Waiting>,
+    /// Acquisitions begun and not completed, innermost last (a mutex's attempt
+    /// stays pending while its internal `wait_lock` comes and goes).
+    waiting: Vec<Waiting>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -411,7 +416,12 @@ impl Validator {
         let t = self.tasks.entry(e.task.0).or_default();
         let ctx = t.hardirq;
         if flavor != LockFlavor::Pseudo {
-            t.waiting = Some(Waiting { addr, class, site });
+            t.waiting.push(Waiting {
+                addr,
+                class,
+                site,
+                ctx,
+            });
         }
         // The chain: context, held classes of this context, the new class.
         let mut h = FxHasher(ctx as u64 + 1);
@@ -453,7 +463,9 @@ impl Validator {
         let site = Site::of(e);
         let masked = self.masked(e.cpu.0);
         let t = self.tasks.entry(e.task.0).or_default();
-        t.waiting = None;
+        if let Some(i) = t.waiting.iter().rposition(|w| w.addr == addr) {
+            t.waiting.truncate(i);
+        }
         let ctx = t.hardirq;
         t.held.push(Held {
             class,
@@ -715,10 +727,15 @@ impl Validator {
         let mut cycle: Vec<(u32, Waiting)> = Vec::new();
         let mut task = start;
         for _ in 0..=self.tasks.len() {
-            let Some(waiting) = self.tasks.get(&task).and_then(|t| t.waiting) else {
-                return;
-            };
-            let Some(&owner) = self.owners.get(&waiting.addr) else {
+            // What the task is blocked on: its innermost pending acquisition of a
+            // lock someone holds.
+            let Some((waiting, owner)) = self.tasks.get(&task).and_then(|t| {
+                t.waiting
+                    .iter()
+                    .rev()
+                    .filter(|w| w.ctx == t.hardirq)
+                    .find_map(|w| self.owners.get(&w.addr).map(|&o| (*w, o)))
+            }) else {
                 return;
             };
             cycle.push((task, waiting));

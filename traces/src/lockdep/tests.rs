@@ -488,6 +488,8 @@ fn a_three_task_wait_cycle_and_a_chain_that_resolves() {
     let mut ok = Script {
         events: s.events.clone(),
         strings: s.strings.clone(),
+        addrs: s.addrs.clone(),
+        time: s.time,
         ..script()
     };
     ok.on(2, 3).unspin("c");
@@ -515,4 +517,20 @@ fn online_in_slices_equals_offline() {
     }
     assert_eq!(whole.findings(), sliced.findings());
     assert!(!whole.findings().is_empty());
+}
+
+#[test]
+fn an_irq_taken_while_waiting_does_not_wait() {
+    // task1 waits for m (held by task2); an IRQ on its CPU takes a spinlock that
+    // task2 then wants: task1's handler runs, so no deadlock.
+    let mut s = script();
+    s.on(1, 2).mutex("m");
+    s.on(0, 1).attempt("m", LockFlavor::Mutex);
+    s.hardirq().spin("a");
+    s.on(1, 2).attempt("a", LockFlavor::Spin);
+    assert!(!s.run().deadlocked());
+    // The handler returns without releasing a (bad, but) now task1 really waits.
+    s.on(0, 1).hardirq_exit();
+    s.on(1, 2).attempt("a", LockFlavor::Spin);
+    assert!(s.run().deadlocked());
 }

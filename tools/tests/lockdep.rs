@@ -1,0 +1,252 @@
+//! The lock validator through the CLI: the three allocator variants told apart,
+//! real deadlocks stopped and reported, `check FILE` equal to the run.
+
+mod common;
+
+use std::thread;
+
+use common::{percpu_lab, Run};
+use serde_json::Value;
+
+const SEEDS: u64 = 20;
+
+fn run_json(args: &[&str]) -> Run {
+    let mut all = vec!["run", "--report", "json"];
+    all.extend_from_slice(args);
+    percpu_lab(&all)
+}
+
+fn findings(run: &Run) -> Vec<Value> {
+    run.json()["findings"]
+        .as_array()
+        .expect("findings is an array")
+        .clone()
+}
+
+fn kinds(run: &Run) -> Vec<String> {
+    findings(run)
+        .iter()
+        .map(|f| f["kind"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn text(finding: &Value) -> String {
+    let mut all = finding["key"].as_str().unwrap_or("").to_string();
+    for line in finding["details"].as_array().into_iter().flatten() {
+        all.push('\n');
+        all.push_str(line.as_str().unwrap_or(""));
+    }
+    all
+}
+
+/// Runs `f` on every seed in `0..SEEDS`, on two threads (the machine has 2 cores).
+fn each_seed(f: impl Fn(u64) + Sync) {
+    thread::scope(|s| {
+        for lane in 0..2 {
+            let f = &f;
+            s.spawn(move || {
+                for seed in (lane..SEEDS).step_by(2) {
+                    f(seed);
+                }
+            });
+        }
+    });
+}
+
+#[test]
+fn mutex_fs_reclaim_has_the_circular_dependency_on_every_seed() {
+    each_seed(|seed| {
+        let seed = seed.to_string();
+        let run = run_json(&[
+            "--variant",
+            "mutex",
+            "--scenario",
+            "fs-reclaim",
+            "--seed",
+            &seed,
+        ]);
+        assert_eq!(run.code, 1, "seed {seed}: {}", run.describe());
+        let found = findings(&run);
+        let circular: Vec<&Value> = found
+            .iter()
+            .filter(|f| f["kind"] == "circular-dependency")
+            .collect();
+        assert_eq!(circular.len(), 1, "seed {seed}: {found:#?}");
+        let all = text(circular[0]);
+        for class in ["pcpu_mutex", "fs_reclaim", "FS_LOCK"] {
+            assert!(all.contains(class), "seed {seed}: no {class} in {all}");
+        }
+        assert!(all.contains("Chain exists of:"), "{all}");
+        assert!(all.contains("<free_percpu+0x"), "symbolised: {all}");
+        // A real deadlock is stopped by the host, never by the guest's watchdog.
+        assert!(
+            !run.console_contains("PANIC"),
+            "seed {seed}: {}",
+            run.describe()
+        );
+    });
+}
+
+#[test]
+fn mutex_fs_reclaim_real_deadlock_is_reported_with_each_cpu() {
+    let mut deadlocked = 0;
+    for seed in 0..100u64 {
+        let seed = seed.to_string();
+        let run = run_json(&[
+            "--variant",
+            "mutex",
+            "--scenario",
+            "fs-reclaim",
+            "--seed",
+            &seed,
+        ]);
+        if !kinds(&run).contains(&"deadlock".to_string()) {
+            continue;
+        }
+        deadlocked += 1;
+        assert_eq!(run.code, 1, "{}", run.describe());
+        let report = run.json();
+        let end = report["end"]["summary"].as_str().unwrap();
+        assert!(end.starts_with("stopped: deadlock"), "{end}");
+        assert!(!run.console_contains("PANIC"), "{}", run.describe());
+        let deadlock = findings(&run)
+            .into_iter()
+            .find(|f| f["kind"] == "deadlock")
+            .unwrap();
+        let all = text(&deadlock);
+        assert!(all.contains("Wait-for cycle:"), "{all}");
+        assert!(
+            all.contains("pcpu_mutex") && all.contains("FS_LOCK"),
+            "{all}"
+        );
+        // Each CPU with its PC and a symbolised backtrace.
+        let cpus = report["stats"]["cpus"].as_array().unwrap();
+        assert_eq!(cpus.len(), 4);
+        for cpu in cpus {
+            assert!(cpu["pc"].as_u64().is_some());
+            let backtrace = cpu["backtrace"].as_array().unwrap();
+            assert!(!backtrace.is_empty());
+            assert!(backtrace.iter().all(|f| f.as_str().unwrap().contains(" <")));
+        }
+        // The text report shows the same.
+        let text_run = percpu_lab(&[
+            "run",
+            "--variant",
+            "mutex",
+            "--scenario",
+            "fs-reclaim",
+            "--seed",
+            &seed,
+        ]);
+        assert_eq!(text_run.code, 1);
+        assert!(text_run.stdout.contains("[deadlock]"));
+        assert!(text_run
+            .stdout
+            .contains("Possible unsafe locking scenario:"));
+        assert!(text_run.shows_symbolised_pc());
+        if deadlocked == 2 {
+            break;
+        }
+    }
+    assert!(deadlocked > 0, "no seed of 0..100 deadlocked");
+}
+
+#[test]
+fn irq_irq_free_reports_irqs_enabled_in_hardirq_on_every_seed() {
+    each_seed(|seed| {
+        let seed = seed.to_string();
+        let run = run_json(&[
+            "--variant",
+            "irq",
+            "--scenario",
+            "irq-free",
+            "--seed",
+            &seed,
+        ]);
+        assert_eq!(run.code, 1, "seed {seed}: {}", run.describe());
+        let irq_state: Vec<Value> = findings(&run)
+            .into_iter()
+            .filter(|f| {
+                matches!(
+                    f["kind"].as_str(),
+                    Some("irqs-enabled-in-hardirq" | "inconsistent-irq-state" | "irq-inversion")
+                )
+            })
+            .collect();
+        assert!(
+            irq_state.iter().any(|f| {
+                let all = text(f);
+                all.contains("pcpu_lock") && all.contains("free_percpu")
+            }),
+            "seed {seed}: {irq_state:#?}"
+        );
+    });
+}
+
+#[test]
+fn fine_is_clean_on_every_scenario_and_seed() {
+    for scenario in ["smoke", "storm", "irq-free", "fs-reclaim", "reclaim"] {
+        each_seed(|seed| {
+            let seed = seed.to_string();
+            let run = run_json(&["--variant", "fine", "--scenario", scenario, "--seed", &seed]);
+            assert_eq!(
+                (run.code, kinds(&run)),
+                (0, vec![]),
+                "{scenario} seed {seed}: {}",
+                run.describe()
+            );
+        });
+    }
+}
+
+#[test]
+fn check_gives_the_findings_of_the_run_that_wrote_the_trace() {
+    let dir = std::env::temp_dir().join(format!("percpu-lab-lockdep-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (variant, scenario, seed) in [
+        ("mutex", "fs-reclaim", "0"),
+        ("mutex", "fs-reclaim", "7"),
+        ("irq", "irq-free", "1"),
+        ("fine", "storm", "2"),
+    ] {
+        let file = dir.join(format!("{variant}-{scenario}-{seed}.trace"));
+        let path = file.to_str().unwrap();
+        let run = run_json(&[
+            "--variant",
+            variant,
+            "--scenario",
+            scenario,
+            "--seed",
+            seed,
+            "--trace",
+            path,
+        ]);
+        let check = percpu_lab(&["check", path, "--report", "json"]);
+        assert_eq!(check.code, run.code, "{}", check.describe());
+        assert_eq!(check.json()["findings"], run.json()["findings"]);
+        let text = percpu_lab(&["check", path]);
+        assert_eq!(text.code, run.code);
+        for f in findings(&run) {
+            assert!(text
+                .stdout
+                .contains(&format!("[{}]", f["kind"].as_str().unwrap())));
+        }
+    }
+    // A truncated trace: what was recovered is analysed, with a warning.
+    let whole = dir.join("mutex-fs-reclaim-0.trace");
+    let bytes = std::fs::read(&whole).unwrap();
+    let cut = dir.join("cut.trace");
+    std::fs::write(&cut, &bytes[..bytes.len() * 2 / 3]).unwrap();
+    let check = percpu_lab(&["check", cut.to_str().unwrap(), "--report", "json"]);
+    assert!(check.stderr.contains("warning"), "{}", check.describe());
+    assert!(matches!(check.code, 0 | 1), "{}", check.describe());
+    // Not a trace: one line, exit 2.
+    let junk = dir.join("junk.trace");
+    std::fs::write(&junk, b"not a trace at all").unwrap();
+    let check = percpu_lab(&["check", junk.to_str().unwrap()]);
+    assert_eq!(check.code, 2, "{}", check.describe());
+    assert_eq!(check.stderr.lines().count(), 1, "{}", check.describe());
+    let missing = percpu_lab(&["check", dir.join("missing").to_str().unwrap()]);
+    assert_eq!(missing.code, 2);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
