@@ -501,7 +501,7 @@ impl Machine {
         }
         let (retired, mut end) = self.run_slice(cpu, budget);
         if let Some(mmu) = &mut self.mmu {
-            mmu.after_slice(&mut self.cores, cpu);
+            mmu.after_slice(&mut self.cores, cpu, self.total_insns + retired);
         }
         if retired == 0 && matches!(end, SliceEnd::Budget) {
             // Nothing ran and nothing said why: stop rather than spin on empty slices.

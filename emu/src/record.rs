@@ -23,6 +23,9 @@
 //!   ([`EventKind::SchedDecision`]) and each IRQ it delivers ([`EventKind::IrqInject`],
 //!   then `HardIrqEnter`); the `eret` that leaves an IRQ is `HardIrqExit` (matched by
 //!   the SP the exception was entered with).
+//! - The simulated MMU's own view (when the machine has it): TLBIs, the barriers it
+//!   hooks and page-table writes, which it hands over as it sees them
+//!   ([`Recorder::guest_event`]; what and when: [`crate::simmu`]'s module doc).
 //!
 //! # Spinlock flavours
 //! `spin_lock_irq`/`spin_lock_irqsave` and the unlock forms call the plain primitives
@@ -406,6 +409,9 @@ impl Recorder {
                     .map_err(&err)?;
             }
             core.uc.ctl_flush_tb().map_err(&err)?;
+            if let Some(mmu) = &core.mmu {
+                mmu.start_recording(recorder.clone());
+            }
         }
         Ok(recorder)
     }
@@ -505,24 +511,23 @@ impl Recorder {
         st.exceptions.insert((cpu, sp), irq);
     }
 
-    /// An event another part of the machine saw on `cpu` during a slice, at `pc` (for
-    /// the simulated MMU's TLBIs, barriers and page-table writes): timed, attributed
-    /// and ordered like the probes' own events.
-    #[allow(dead_code)] // the MMU's events are wired in by the MMU work
+    /// An event another part of the machine saw on `cpu` at virtual `time` (the
+    /// simulated MMU's TLBIs, barriers and page-table writes, see [`crate::simmu`]):
+    /// attributed to the running task and ordered like the probes' own events. The
+    /// caller keeps `time` from going back on `cpu`.
     pub(crate) fn guest_event(
         &self,
         uc: &Unicorn<'_, ()>,
         cpu: usize,
-        counter: &SliceCounter,
+        time: u64,
         pc: u64,
+        caller: u64,
         kind: EventKind,
     ) {
-        let now = self.state.borrow().slice_base + counter.retired_before(pc);
         let task = self.task(uc, cpu);
-        let caller = read_xreg(uc, 30);
         self.state
             .borrow_mut()
-            .push(now, cpu, task, pc, caller, kind);
+            .push(time, cpu, task, pc, caller, kind);
     }
 
     /// The running task of `cpu` (cached; read from the guest the first time).

@@ -22,10 +22,28 @@
 //! - DSB and ISB reach no hook: code hooks on their addresses (found by scanning the
 //!   executable segments) see them. An ISB in a spin-wait loop would cost a hook call
 //!   per iteration, so only ISBs within 4 instructions of a TLBI or DSB are hooked.
+//!
+//! # Recording
+//! While the machine records ([`crate::record`]), each core hands what its MMU sees to
+//! the recorder, into the same stream as the probes' events (nothing to pay
+//! otherwise: one `Option` test per TLBI, barrier and compare):
+//! - every EL1 TLBI (`Tlbi`, with Xt as the operand), at its PC and time;
+//! - every hooked barrier (`Dsb` with its option, `Isb`) at its PC and time: with
+//!   the checks on ([`crate::MmuMode::Checked`]) that is every DSB and the ISBs near
+//!   maintenance; DMBs and other ISBs are not seen;
+//! - every descriptor change a compare finds (`PageTableWrite`: descriptor PA, old,
+//!   new value), one per change the stats count, with the storing CPU and the PC of
+//!   the store (the first store of its write window: later stores the same window
+//!   takes, until the block ends, are not seen one by one). It is timed at the
+//!   compare point, not at the store, since events after the store may already be
+//!   recorded and time must not go back on a CPU: the CPU's next TLBI, barrier or
+//!   `free_pages` (before that event), or the end of its slice. A compare made by a
+//!   fill is handed over at the next of those (a fill may run inside a recorder hook).
 
-use std::cell::{Cell, RefCell};
+use std::cell::{Cell, OnceCell, RefCell};
 use std::rc::Rc;
 
+use traces::{BarrierOption, EventKind};
 use unicorn_engine::{MemType, Prot, RegisterARM64, TlbEntry, TlbType, Unicorn};
 
 use crate::cpu::{read_insn, read_xreg, translation_regs, uc_err, Core, SliceCounter};
@@ -35,6 +53,7 @@ use crate::kernel::KernelImage;
 use crate::machine::EmuError;
 use crate::memory::GuestRam;
 use crate::mmu::{Access, Fault, TranslationRegs};
+use crate::record::Recorder;
 use crate::syshook::SysAccess;
 use crate::tlb::{At, Barrier, FillAnswer, MmuModel, RamView, TlbiOp};
 
@@ -57,6 +76,8 @@ pub(crate) struct CoreMmu {
     regs_dirty: Cell<bool>,
     /// The translation fault the fill hook refused an access with.
     fault: Cell<Option<(u64, Access, Fault)>>,
+    /// Set when the machine starts recording (see the module doc).
+    recorder: OnceCell<Rc<Recorder>>,
 }
 
 impl CoreMmu {
@@ -66,6 +87,44 @@ impl CoreMmu {
             pc,
             time: self.shared.slice_base.get() + self.counter.retired_before(pc),
         }
+    }
+
+    /// From now on this core's TLBIs, barriers and page-table writes go to `recorder`.
+    pub(crate) fn start_recording(&self, recorder: Rc<Recorder>) {
+        self.shared.model.borrow_mut().record_pt_writes();
+        let _ = self.recorder.set(recorder);
+    }
+
+    /// Hands the descriptor changes compared so far to the recorder, timed `time` (the
+    /// compare point). Called with no borrow of the model held: the recorder may read
+    /// guest memory, which may ask for a fill.
+    fn record_pt_writes(&self, recorder: &Recorder, uc: &Unicorn<'_, ()>, time: u64) {
+        let writes = self.shared.model.borrow_mut().take_pt_writes();
+        for w in writes {
+            debug_assert_eq!(w.store.cpu, self.cpu, "only the running CPU compares");
+            debug_assert!(w.store.time <= time, "compared before the store");
+            let kind = EventKind::PageTableWrite {
+                desc_pa: w.desc_pa,
+                old: w.old,
+                new: w.new,
+            };
+            recorder.guest_event(uc, w.store.cpu, time, w.store.pc, 0, kind);
+        }
+    }
+
+    /// A hooked barrier at `pc` (the model has seen it).
+    fn record_barrier(&self, uc: &Unicorn<'_, ()>, barrier: Barrier, at: At) {
+        let Some(recorder) = self.recorder.get() else {
+            return;
+        };
+        self.record_pt_writes(recorder, uc, at.time);
+        let kind = match barrier {
+            Barrier::Dsb(crm) => EventKind::Dsb {
+                option: BarrierOption(crm as u8),
+            },
+            Barrier::Isb => EventKind::Isb,
+        };
+        recorder.guest_event(uc, self.cpu, at.time, at.pc, read_xreg(uc, 30), kind);
     }
 
     pub(crate) fn regs_changed(&self) {
@@ -91,12 +150,27 @@ impl CoreMmu {
     /// From the SYS hook: TLB maintenance reaches the model before it runs.
     pub(crate) fn on_sys(&self, access: &SysAccess<'_>) {
         let cp = access.cp;
-        if let Some((op, broadcast)) = TlbiOp::decode(cp.op1, cp.crn, cp.crm, cp.op2, cp.val) {
-            let at = self.at(access.pc());
+        let decoded = TlbiOp::decode(cp.op1, cp.crn, cp.crm, cp.op2, cp.val);
+        let recorder = self.recorder.get().filter(|_| cp.op1 == 0 && cp.crn == 8);
+        if decoded.is_none() && recorder.is_none() {
+            return;
+        }
+        let at = self.at(access.pc());
+        if let Some((op, broadcast)) = decoded {
             self.shared
                 .model
                 .borrow_mut()
                 .tlbi(&self.shared.ram, op, broadcast, at);
+        }
+        if let (Some(recorder), Some(uc)) = (recorder, access.engine()) {
+            self.record_pt_writes(recorder, &uc, at.time);
+            let (op, broadcast) = trace_tlbi(cp.op1, cp.crm, cp.op2);
+            let kind = EventKind::Tlbi {
+                op,
+                broadcast,
+                operand: cp.val,
+            };
+            recorder.guest_event(&uc, self.cpu, at.time, at.pc, read_xreg(&uc, 30), kind);
         }
     }
 
@@ -195,6 +269,7 @@ pub(crate) fn install_core(
         regs: Cell::new(TranslationRegs::default()),
         regs_dirty: Cell::new(true),
         fault: Cell::new(None),
+        recorder: OnceCell::new(),
     });
     uc.ctl_set_tlb_type(TlbType::VIRTUAL)
         .map_err(uc_err("selecting the virtual TLB"))?;
@@ -247,12 +322,13 @@ impl SimMmu {
             for &(addr, barrier) in &barriers {
                 let m = mmu.clone();
                 core.uc
-                    .add_code_hook(addr, addr, move |_, pc, _| {
+                    .add_code_hook(addr, addr, move |uc, pc, _| {
                         let at = m.at(pc);
                         m.shared
                             .model
                             .borrow_mut()
                             .barrier(&m.shared.ram, barrier, at);
+                        m.record_barrier(uc, barrier, at);
                     })
                     .map_err(uc_err("adding a barrier hook"))?;
             }
@@ -271,6 +347,9 @@ impl SimMmu {
                             4096 << order,
                             at,
                         );
+                        if let Some(recorder) = m.recorder.get() {
+                            m.record_pt_writes(recorder, uc, at.time);
+                        }
                     })
                     .map_err(uc_err("adding the free_pages hook"))?;
             }
@@ -291,16 +370,40 @@ impl SimMmu {
         self.shared.in_slice.set(true);
     }
 
-    /// After `cpu`'s slice: compare the page tables it was let write, and take the
-    /// write permission back.
-    pub(crate) fn after_slice(&mut self, cores: &mut [Core], cpu: usize) {
+    /// After `cpu`'s slice, which ended at virtual time `end`: compare the page tables
+    /// it was let write, and take the write permission back.
+    pub(crate) fn after_slice(&mut self, cores: &mut [Core], cpu: usize, end: u64) {
         self.shared.in_slice.set(false);
         let mut model = self.shared.model.borrow_mut();
         model.take_new_pt_pages();
         if model.close_windows(&self.shared.ram, cpu) {
             cores[cpu].uc.ctl_flush_tlb().expect("TLB flush");
         }
+        drop(model);
+        let core = &cores[cpu];
+        if let Some(mmu) = &core.mmu {
+            if let Some(recorder) = mmu.recorder.get() {
+                mmu.record_pt_writes(recorder, &core.uc, end);
+            }
+        }
     }
+}
+
+/// A TLBI (SYS with op1 0, CRn 8) as the trace names it, and whether it is broadcast
+/// (…OS, range …IS/…OS, …IS: CRm 1, 2, 3, 5). The ops the model decodes get their
+/// kind; the others are `Other(op1:CRm:op2)`.
+fn trace_tlbi(op1: u32, crm: u32, op2: u32) -> (traces::TlbiOp, bool) {
+    use traces::TlbiOp as T;
+    let op = match (crm, op2) {
+        (1 | 3 | 7, 0) => T::Vmalle1,
+        (1 | 3 | 7, 1) => T::Vae1,
+        (1 | 3 | 7, 2) => T::Aside1,
+        (1 | 3 | 7, 3) => T::Vaae1,
+        (1 | 3 | 7, 5) => T::Vale1,
+        (1 | 3 | 7, 7) => T::Vaale1,
+        _ => T::Other(((op1 << 7) | (crm << 3) | op2) as u16),
+    };
+    (op, matches!(crm, 1 | 2 | 3 | 5))
 }
 
 /// Whether `word` is a TLBI (SYS with CRn = 8).
@@ -335,6 +438,28 @@ fn barrier_sites(words: &[(u64, u32)]) -> Vec<(u64, Barrier)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tlbis_keep_their_kind_in_the_trace() {
+        use traces::TlbiOp as T;
+        for crm in [1, 3, 7] {
+            for op2 in [0, 1, 2, 3, 5, 7] {
+                let (model, model_broadcast) = TlbiOp::decode(0, 8, crm, op2, 0).unwrap();
+                let (op, broadcast) = trace_tlbi(0, crm, op2);
+                assert_eq!(broadcast, model_broadcast, "crm {crm} op2 {op2}");
+                // The model counts the last-level forms with the others.
+                let op = match op {
+                    T::Vale1 => T::Vae1,
+                    T::Vaale1 => T::Vaae1,
+                    op => op,
+                };
+                assert_eq!(op.mnemonic(broadcast), model.name(broadcast));
+            }
+        }
+        // tlbi rvae1is (a range form the model does not decode): op1 0, CRm 2, op2 1.
+        assert_eq!(trace_tlbi(0, 2, 1), (T::Other((2 << 3) | 1), true));
+        assert_eq!(trace_tlbi(0, 7, 3), (T::Vaae1, false));
+    }
 
     #[test]
     fn hooks_dsbs_and_the_isbs_after_maintenance_only() {

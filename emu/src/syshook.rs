@@ -27,6 +27,14 @@ impl SysAccess<'_> {
         pc
     }
 
+    /// The engine running the hook, to read its registers and memory (a borrowed
+    /// handle: dropping it leaves the engine open).
+    pub fn engine(&self) -> Option<Unicorn<'static, ()>> {
+        // SAFETY: `uc` is the engine calling this hook, alive for the call; a handle
+        // made from a raw engine does not close it when dropped.
+        unsafe { Unicorn::from_handle(self.uc) }.ok()
+    }
+
     /// Sets Xt (the result of an MRS the hook emulates).
     pub fn set_result(&mut self, value: u64) {
         if self.rt == RegisterARM64::XZR {

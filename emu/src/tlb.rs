@@ -109,7 +109,7 @@ impl TlbiOp {
         Some((op, broadcast))
     }
 
-    fn name(&self, broadcast: bool) -> &'static str {
+    pub(crate) fn name(&self, broadcast: bool) -> &'static str {
         match (self, broadcast) {
             (TlbiOp::All, false) => "vmalle1",
             (TlbiOp::All, true) => "vmalle1is",
@@ -208,6 +208,17 @@ pub struct MmuStats {
     pub longest_reachable_window: u64,
 }
 
+/// A page-table store the model saw, kept for the recorder while
+/// [`MmuModel::record_pt_writes`] is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PtWrite {
+    pub desc_pa: u64,
+    pub old: u64,
+    pub new: u64,
+    /// The storing CPU, the store's PC and time (for a write window: its first store).
+    pub store: At,
+}
+
 /// What a fill gives Unicorn.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FillAnswer {
@@ -245,6 +256,8 @@ pub struct MmuModel {
     pub findings: Findings,
     pub stats: MmuStats,
     symbolize: Box<dyn Fn(u64) -> String>,
+    /// Descriptor changes not yet taken by the recorder (`None`: not recording).
+    pt_write_log: Option<Vec<PtWrite>>,
 }
 
 fn where_(pc: u64, symbolize: &dyn Fn(u64) -> String) -> String {
@@ -271,7 +284,22 @@ impl MmuModel {
                 ..MmuStats::default()
             },
             symbolize,
+            pt_write_log: None,
         }
+    }
+
+    /// From now on, keep every descriptor change (each one the stats count) for
+    /// [`MmuModel::take_pt_writes`].
+    pub fn record_pt_writes(&mut self) {
+        self.pt_write_log.get_or_insert_with(Vec::new);
+    }
+
+    /// The descriptor changes found since the last call, in the order found.
+    pub fn take_pt_writes(&mut self) -> Vec<PtWrite> {
+        self.pt_write_log
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
     }
 
     /// The counts at virtual time `now`: freed pages still reachable count their
@@ -639,6 +667,14 @@ impl MmuModel {
             (false, true) => self.stats.pt_writes_invalid_to_valid += 1,
             (true, true) => self.stats.pt_writes_valid_to_valid += 1,
             (false, false) => self.stats.pt_writes_other += 1,
+        }
+        if let Some(log) = &mut self.pt_write_log {
+            log.push(PtWrite {
+                desc_pa: desc_addr,
+                old,
+                new,
+                store: at,
+            });
         }
         if self.checks {
             if let Some((tlbi_pc, _)) = self.barriers[at.cpu].pending_tlbi.take() {
@@ -1232,6 +1268,34 @@ mod tests {
         assert!(m.close_windows(&ram, 0));
         assert_eq!(m.stats.pt_writes_invalid_to_valid, 1);
         assert!(!m.close_windows(&ram, 0));
+    }
+
+    #[test]
+    fn descriptor_changes_are_kept_for_the_recorder_only_when_asked() {
+        let (mut ram, regs, mut m) = setup(1);
+        read(&mut m, &ram, &regs, 0);
+        store(&mut m, &mut ram, 0, 0, 2);
+        assert_eq!(m.take_pt_writes(), vec![]);
+        m.record_pt_writes();
+        m.open_write_window(&ram, L3, at(0, 3));
+        ram.write_u64(L3, PAGE_B | PAGE).unwrap();
+        // An unchanged descriptor is not a write.
+        ram.write_u64(L3 + 8, 0).unwrap();
+        assert!(m.close_windows(&ram, 0));
+        assert_eq!(
+            m.take_pt_writes(),
+            vec![PtWrite {
+                desc_pa: L3,
+                old: 0,
+                new: PAGE_B | PAGE,
+                store: at(0, 3),
+            }]
+        );
+        assert_eq!(m.take_pt_writes(), vec![]);
+        assert_eq!(
+            m.stats.pt_writes_valid_to_invalid + m.stats.pt_writes_invalid_to_valid,
+            2
+        );
     }
 
     #[test]

@@ -10,13 +10,17 @@ use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 
 use emu::{KernelImage, Machine, MachineConfig, MaskSample, RecordOptions, RunEnd, SchedulerKind};
-use traces::{Event, EventKind, IrqMaskCause, LockFlavor, StringTable, TraceConfig, TraceWriter};
+use traces::{
+    BarrierOption, Event, EventKind, IrqMaskCause, LockFlavor, StringTable, TlbiOp, TraceConfig,
+    TraceWriter,
+};
 
 struct Recorded {
     events: Vec<Event>,
     strings: StringTable,
     samples: Vec<MaskSample>,
     end: RunEnd,
+    mmu: Option<emu::tlb::MmuStats>,
 }
 
 /// `scenario` may carry a variant: `"irq-free variant=irq"`.
@@ -50,6 +54,7 @@ fn record(kernel: &KernelImage, scenario: &str, cpus: usize, seed: u64, sample: 
         .unwrap();
     let outcome = machine.run(&mut |_, _| {});
     let samples = machine.take_irq_mask_samples();
+    let mmu = machine.mmu_stats();
     drop(machine);
     let (events, strings) = Rc::try_unwrap(out).ok().unwrap().into_inner();
     Recorded {
@@ -57,6 +62,7 @@ fn record(kernel: &KernelImage, scenario: &str, cpus: usize, seed: u64, sample: 
         strings,
         samples,
         end: outcome.end,
+        mmu,
     }
 }
 
@@ -403,4 +409,146 @@ fn storm_records_per_cpu_allocations_and_their_frees() {
         allocs > 100 && frees > 100,
         "{allocs} allocations, {frees} frees"
     );
+}
+
+#[test]
+fn reclaim_records_the_mmu_s_tlbis_barriers_and_page_table_writes() {
+    let Some(kernel) = guest() else { return };
+    let run = record(&kernel, "reclaim", 4, 1, false);
+    assert!(
+        matches!(run.end, RunEnd::PoweredOff { status: 0, .. }),
+        "{:?}",
+        run.end
+    );
+    let stats = run.mmu.expect("the default machine has the simulated MMU");
+    let events = &run.events;
+
+    // Time never decreases along a CPU, MMU events included.
+    let mut last: HashMap<u16, u64> = HashMap::new();
+    for e in events {
+        let prev = last.insert(e.cpu.0, e.time).unwrap_or(0);
+        assert!(
+            e.time >= prev,
+            "time went back: {}",
+            e.display(&run.strings)
+        );
+    }
+
+    // The same counts as the MMU's own: TLBIs by kind (the model counts the
+    // last-level forms with the others), page-table writes by change.
+    let mut tlbis: BTreeMap<String, u64> = BTreeMap::new();
+    let (mut valid_to_invalid, mut invalid_to_valid, mut writes) = (0, 0, 0);
+    for e in events {
+        match e.kind {
+            EventKind::Tlbi { op, broadcast, .. } => {
+                let op = match op {
+                    TlbiOp::Vale1 => TlbiOp::Vae1,
+                    TlbiOp::Vaale1 => TlbiOp::Vaae1,
+                    op => op,
+                };
+                *tlbis.entry(op.mnemonic(broadcast)).or_default() += 1;
+            }
+            EventKind::PageTableWrite { desc_pa, old, new } => {
+                assert!(desc_pa % 8 == 0 && desc_pa >= 0x4000_0000, "{desc_pa:#x}");
+                assert_ne!(old, new);
+                assert_ne!(e.pc, 0, "a write without its store's PC");
+                writes += 1;
+                match (old & 1 != 0, new & 1 != 0) {
+                    (true, false) => valid_to_invalid += 1,
+                    (false, true) => invalid_to_valid += 1,
+                    _ => {}
+                }
+            }
+            _ => {}
+        }
+    }
+    let expected: BTreeMap<String, u64> = stats
+        .tlbi_by_kind
+        .iter()
+        .map(|(k, v)| (k.to_string(), *v))
+        .collect();
+    eprintln!("reclaim: tlbis {tlbis:?}, {writes} page-table writes, stats {stats:?}");
+    assert_eq!(tlbis, expected);
+    assert!(
+        tlbis.get("vaae1is").copied().unwrap_or(0) > 10,
+        "too few broadcast by-VA TLBIs: {tlbis:?}"
+    );
+    assert_eq!(
+        writes,
+        stats.pt_writes_valid_to_invalid
+            + stats.pt_writes_invalid_to_valid
+            + stats.pt_writes_valid_to_valid
+            + stats.pt_writes_other
+    );
+    assert_eq!(valid_to_invalid, stats.pt_writes_valid_to_invalid);
+    assert_eq!(invalid_to_valid, stats.pt_writes_invalid_to_valid);
+    assert!(valid_to_invalid > 10 && invalid_to_valid > 10);
+
+    // dsb ishst; tlbi vaae1is; dsb ish; isb: each broadcast TLBI follows a DSB ISHST
+    // on its CPU with no page-table write of that CPU in between, and every TLBI
+    // follows the CPU's last page-table write only after a DSB ISHST. This guest
+    // orders each of its descriptor stores at once (`dsb ishst` is the CPU's next
+    // MMU event): a write is handed over before the barrier that compared it.
+    let mut ordered = [false; 4];
+    let mut unordered_write: [Option<&Event>; 4] = [None; 4];
+    let (mut dsbs, mut isbs, mut checked) = (0, 0, 0);
+    for e in events {
+        let cpu = e.cpu.0 as usize;
+        let mmu_event = matches!(
+            e.kind,
+            EventKind::PageTableWrite { .. }
+                | EventKind::Dsb { .. }
+                | EventKind::Isb
+                | EventKind::Tlbi { .. }
+        );
+        if let Some(write) = unordered_write[cpu].filter(|_| mmu_event) {
+            assert!(
+                matches!(e.kind, EventKind::Dsb { option } if option == BarrierOption::ISHST),
+                "{} follows {}",
+                e.display(&run.strings),
+                write.display(&run.strings)
+            );
+            assert!(write.time <= e.time);
+        }
+        match e.kind {
+            EventKind::PageTableWrite { .. } => {
+                let function = kernel.symbolize(e.pc).unwrap_or_default();
+                assert!(
+                    ["mmu::", "vmap_page", "vunmap_page"]
+                        .iter()
+                        .any(|f| function.contains(f)),
+                    "not a store of the guest's page-table code: {} in {function}",
+                    e.display(&run.strings)
+                );
+                ordered[cpu] = false;
+                unordered_write[cpu] = Some(e);
+            }
+            EventKind::Dsb { option } => {
+                dsbs += 1;
+                if option == BarrierOption::ISHST {
+                    ordered[cpu] = true;
+                    unordered_write[cpu] = None;
+                }
+            }
+            EventKind::Isb => isbs += 1,
+            EventKind::Tlbi { op, broadcast, .. } => {
+                assert!(
+                    unordered_write[cpu].is_none(),
+                    "TLBI after an unordered page-table write: {}",
+                    e.display(&run.strings)
+                );
+                if broadcast && op == TlbiOp::Vaae1 {
+                    assert!(
+                        ordered[cpu],
+                        "no dsb ishst before {}",
+                        e.display(&run.strings)
+                    );
+                    checked += 1;
+                }
+            }
+            _ => {}
+        }
+    }
+    assert!(dsbs > checked && isbs > 0, "{dsbs} DSBs, {isbs} ISBs");
+    assert_eq!(checked as u64, tlbis["vaae1is"]);
 }
