@@ -5,8 +5,9 @@
 //! its own soft TLB. The model answers from the CPU's modelled TLB if that holds the
 //! page (as hardware would: an entry lives until a TLBI removes it, however the tables
 //! changed since) and walks the tables ([`crate::mmu`]) otherwise. Every store to a
-//! page-table page reaches [`MmuModel::pt_write`] (Unicorn write hooks bounded to those
-//! pages), every TLBI [`MmuModel::tlbi`], every DSB/ISB [`MmuModel::barrier`].
+//! page-table page reaches [`MmuModel::pt_write`] (the tables are write-protected in the
+//! fill answers; a store opens a compare window on its page, see [`crate::simmu`]),
+//! every TLBI [`MmuModel::tlbi`], every DSB/ISB [`MmuModel::barrier`].
 //!
 //! When a store makes a held translation stale, that CPU's Unicorn TLB is flushed (by
 //! the machine, before the CPU runs again) so that its next access to the page comes
