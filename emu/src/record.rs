@@ -25,7 +25,7 @@
 //!   the SP the exception was entered with).
 //! - The simulated MMU's own view (when the machine has it): TLBIs, the barriers it
 //!   hooks and page-table writes, which it hands over as it sees them
-//!   ([`Recorder::guest_event`]; what and when: [`crate::simmu`]'s module doc).
+//!   (`Recorder::guest_event`; what and when: the module doc of `simmu.rs`).
 //!
 //! # Spinlock flavours
 //! `spin_lock_irq`/`spin_lock_irqsave` and the unlock forms call the plain primitives

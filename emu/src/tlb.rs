@@ -6,7 +6,7 @@
 //! page (as hardware would: an entry lives until a TLBI removes it, however the tables
 //! changed since) and walks the tables ([`crate::mmu`]) otherwise. Every store to a
 //! page-table page reaches [`MmuModel::pt_write`] (the tables are write-protected in the
-//! fill answers; a store opens a compare window on its page, see [`crate::simmu`]),
+//! fill answers; a store opens a compare window on its page, see `simmu.rs`),
 //! every TLBI [`MmuModel::tlbi`], every DSB/ISB [`MmuModel::barrier`].
 //!
 //! When a store makes a held translation stale, that CPU's Unicorn TLB is flushed (by
