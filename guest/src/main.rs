@@ -42,6 +42,7 @@ mod fdt;
 mod gic;
 mod head;
 mod irq;
+mod lock_selftest;
 mod mmu;
 mod mmu_selftest;
 mod mutex;

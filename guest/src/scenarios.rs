@@ -36,7 +36,30 @@ selftest-stale-tlb\tMMU self-test: unmap without TLBI, then read the page (stale
 selftest-missing-tlb-flush\tMMU self-test: unmap without TLBI, map another page there (missing-tlb-flush)\n\
 selftest-bbm\tMMU self-test: change a live descriptor to another page (break-before-make)\n\
 selftest-missing-barrier\tMMU self-test: TLBI then ISB with no DSB ISH between (missing-barrier)\n\
-selftest-missing-dsb-ishst\tMMU self-test: descriptor store then TLBI with no DSB ISHST (missing-barrier)\n";
+selftest-missing-dsb-ishst\tMMU self-test: descriptor store then TLBI with no DSB ISHST (missing-barrier)\n\
+selftest-lock-aa-spin\tlock self-test: two spinlocks of one class nested (recursive-locking)\n\
+selftest-lock-aa-mutex\tlock self-test: two mutexes of one class nested (recursive-locking)\n\
+selftest-lock-abba-spin\tlock self-test: A then B, later B then A (circular-dependency)\n\
+selftest-lock-abba-mutex\tlock self-test: mutex A then B, later B then A (circular-dependency)\n\
+selftest-lock-abbcca\tlock self-test: A->B, B->C, C->A (circular-dependency)\n\
+selftest-lock-abbccdda\tlock self-test: A->B, B->C, C->D, D->A (circular-dependency)\n\
+selftest-lock-abba-trylock\tlock self-test: A then trylock B, later B then A (no finding)\n\
+selftest-lock-nested-ok\tlock self-test: A->B->C->D the same way every time (no finding)\n\
+selftest-lock-mutex-spin-ok\tlock self-test: a spinlock inside a mutex (no finding)\n\
+selftest-lock-safe-then-unsafe\tlock self-test: lock taken in hard IRQ, then safe->unsafe, unsafe learned last (irq-inversion)\n\
+selftest-lock-unsafe-then-safe\tlock self-test: unsafe learned first, then safe->unsafe, safe learned last (irq-inversion)\n\
+selftest-lock-irq-on-then-in-irq\tlock self-test: a lock taken with IRQs on, then in hard IRQ (inconsistent-irq-state)\n\
+selftest-lock-in-irq-then-irq-on\tlock self-test: a lock taken in hard IRQ, then with IRQs on (inconsistent-irq-state)\n\
+selftest-lock-irqsave-in-irq-ok\tlock self-test: irqsave in the handler and in threads (no finding)\n\
+selftest-lock-unlock-irq-in-irq\tlock self-test: spin_lock_irq/spin_unlock_irq in a hard-IRQ handler (irqs-enabled-in-hardirq)\n\
+selftest-lock-irqs-on-safe-held\tlock self-test: IRQs turned on with a hardirq-safe lock held (irqs-enabled-in-hardirq)\n\
+selftest-lock-mutex-under-spin\tlock self-test: mutex_lock with a spinlock held (sleep-in-atomic)\n\
+selftest-lock-sleep-irqs-off\tlock self-test: might_sleep with IRQs off (sleep-in-atomic)\n\
+selftest-lock-sleep-in-irq\tlock self-test: might_sleep in a hard-IRQ handler (sleep-in-atomic)\n\
+selftest-lock-gfp-kernel-in-spin\tlock self-test: a GFP_KERNEL allocation with a spinlock held (sleep-in-atomic)\n\
+selftest-lock-gfp-atomic-ok\tlock self-test: a GFP_ATOMIC allocation with a spinlock held (no finding)\n\
+selftest-lock-bad-unlock\tlock self-test: release of a lock the task does not hold (bad-unlock)\n\
+selftest-lock-abba-deadlock\tlock self-test: two threads take two mutexes in opposite orders at once (circular-dependency, deadlock)\n";
 
 /// CONTEXT: compile time.
 const fn table_bytes<const N: usize>() -> [u8; N] {
@@ -82,7 +105,9 @@ pub fn start() {
         "irq-free" => crate::alloc_scenarios::irq_free_main,
         "fs-reclaim" => crate::alloc_scenarios::fs_reclaim_main,
         "reclaim" => crate::alloc_scenarios::reclaim_main,
-        other => match crate::mmu_selftest::lookup(other) {
+        other => match crate::mmu_selftest::lookup(other)
+            .or_else(|| crate::lock_selftest::lookup(other))
+        {
             Some(main) => main,
             None => unreachable!("listed but not dispatched: {}", name),
         },

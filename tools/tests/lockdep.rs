@@ -250,3 +250,77 @@ fn check_gives_the_findings_of_the_run_that_wrote_the_trace() {
     assert_eq!(missing.code, 2);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The lock self-test scenarios and the findings each declares (the parenthesised
+/// end of its summary).
+fn lock_selftests() -> Vec<(String, Vec<String>)> {
+    let list = percpu_lab(&["scenarios"]);
+    assert_eq!(list.code, 0, "{}", list.describe());
+    list.stdout
+        .lines()
+        .filter(|line| line.starts_with("selftest-lock-"))
+        .map(|line| {
+            let name = line.split_whitespace().next().unwrap().to_string();
+            let declared = line
+                .rsplit_once('(')
+                .and_then(|(_, rest)| rest.strip_suffix(')'))
+                .unwrap_or_else(|| panic!("{name} declares no finding: {line}"));
+            let mut kinds: Vec<String> = if declared == "no finding" {
+                vec![]
+            } else {
+                declared.split(", ").map(str::to_string).collect()
+            };
+            kinds.sort();
+            (name, kinds)
+        })
+        .collect()
+}
+
+#[test]
+fn every_lock_selftest_gives_exactly_its_declared_findings() {
+    let cases = lock_selftests();
+    assert!(cases.len() >= 20, "{cases:?}");
+    for kind in [
+        "recursive-locking",
+        "circular-dependency",
+        "irq-inversion",
+        "inconsistent-irq-state",
+        "irqs-enabled-in-hardirq",
+        "sleep-in-atomic",
+        "bad-unlock",
+        "deadlock",
+    ] {
+        assert!(
+            cases
+                .iter()
+                .any(|(_, kinds)| kinds.iter().any(|k| k == kind)),
+            "no case declares {kind}"
+        );
+    }
+    assert!(cases.iter().filter(|(_, kinds)| kinds.is_empty()).count() >= 4);
+    let failures = std::sync::Mutex::new(Vec::new());
+    thread::scope(|s| {
+        for lane in cases.chunks(cases.len().div_ceil(2)) {
+            let failures = &failures;
+            s.spawn(move || {
+                for (name, declared) in lane {
+                    let run = run_json(&["--scenario", name]);
+                    let mut got = kinds(&run);
+                    got.sort();
+                    let expected_code = if declared.is_empty() { 0 } else { 1 };
+                    if got != *declared
+                        || run.code != expected_code
+                        || run.console_contains("PANIC")
+                    {
+                        failures.lock().unwrap().push(format!(
+                            "{name}: declared {declared:?}, got {got:?}, exit {}",
+                            run.code
+                        ));
+                    }
+                }
+            });
+        }
+    });
+    let failures = failures.into_inner().unwrap();
+    assert!(failures.is_empty(), "{failures:#?}");
+}

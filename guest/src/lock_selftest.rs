@@ -1,0 +1,380 @@
+//! Self-tests for the host's lock validator, in the spirit of Linux's locking
+//! self-tests: each `selftest-lock-*` scenario makes one known-good or known-bad
+//! locking pattern, and its summary in scenarios::TABLE ends with the findings the
+//! host must report, in parentheses (`(no finding)` for the good ones).
+//!
+//! The cases run on the scenario thread (CPU 0); the hard-IRQ parts run in the
+//! call-function IPI handler on CPU 1 (`smp_call_function_single`, which waits for
+//! them). Locks are the cases' own (named `lt_*`), so nothing else in the kernel
+//! adds dependencies to them. Two locks built at run time with the same name are
+//! one class, which gives recursion on a class without a real self-deadlock. Every
+//! case but `abba-deadlock` powers off cleanly: the findings are the host's to make.
+
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering::*};
+
+use crate::mutex::{mutex_lock, mutex_trylock, mutex_unlock, RawMutex};
+use crate::page_alloc::{self, Gfp};
+use crate::percpu::cpu_id;
+use crate::println;
+use crate::sync::{
+    local_irq_disable, local_irq_enable, might_sleep, preempt_disable, spin_lock, spin_lock_irq,
+    spin_lock_irqsave, spin_trylock, spin_unlock, spin_unlock_irq, spin_unlock_irqrestore,
+    RawSpinLock,
+};
+
+static A: RawSpinLock = RawSpinLock::new("lt_a");
+static B: RawSpinLock = RawSpinLock::new("lt_b");
+static C: RawSpinLock = RawSpinLock::new("lt_c");
+static D: RawSpinLock = RawSpinLock::new("lt_d");
+static SAFE: RawSpinLock = RawSpinLock::new("lt_safe");
+static UNSAFE: RawSpinLock = RawSpinLock::new("lt_unsafe");
+static MA: RawMutex = RawMutex::new("lt_mutex_a");
+static MB: RawMutex = RawMutex::new("lt_mutex_b");
+
+/// The scenario function for `name`, if it is one of these.
+///
+/// CONTEXT: any; pure.
+pub fn lookup(name: &str) -> Option<fn(usize)> {
+    let index = CASES.iter().position(|(case, _)| *case == name)?;
+    SELECTED.store(index, Relaxed);
+    Some(run_selected)
+}
+
+const CASES: [(&str, fn(usize)); 23] = [
+    ("selftest-lock-aa-spin", aa_spin),
+    ("selftest-lock-aa-mutex", aa_mutex),
+    ("selftest-lock-abba-spin", abba_spin),
+    ("selftest-lock-abba-mutex", abba_mutex),
+    ("selftest-lock-abbcca", abbcca),
+    ("selftest-lock-abbccdda", abbccdda),
+    ("selftest-lock-abba-trylock", abba_trylock),
+    ("selftest-lock-nested-ok", nested_ok),
+    ("selftest-lock-mutex-spin-ok", mutex_spin_ok),
+    ("selftest-lock-safe-then-unsafe", safe_then_unsafe),
+    ("selftest-lock-unsafe-then-safe", unsafe_then_safe),
+    ("selftest-lock-irq-on-then-in-irq", on_then_in_irq),
+    ("selftest-lock-in-irq-then-irq-on", in_irq_then_on),
+    ("selftest-lock-irqsave-in-irq-ok", irqsave_in_irq_ok),
+    ("selftest-lock-unlock-irq-in-irq", spin_lock_irq_in_irq),
+    ("selftest-lock-irqs-on-safe-held", irqs_on_with_safe_lock),
+    ("selftest-lock-mutex-under-spin", mutex_under_spin),
+    ("selftest-lock-sleep-irqs-off", sleep_irqs_off),
+    ("selftest-lock-sleep-in-irq", sleep_in_irq),
+    ("selftest-lock-gfp-kernel-in-spin", gfp_kernel_under_spin),
+    ("selftest-lock-gfp-atomic-ok", gfp_atomic_under_spin_ok),
+    ("selftest-lock-bad-unlock", bad_unlock),
+    ("selftest-lock-abba-deadlock", abba_deadlock),
+];
+
+static SELECTED: AtomicUsize = AtomicUsize::new(0);
+
+/// Runs the selected case, then powers off cleanly.
+///
+/// CONTEXT: scenario thread on CPU 0; may sleep.
+fn run_selected(arg: usize) {
+    let (name, case) = CASES[SELECTED.load(Relaxed)];
+    case(arg);
+    println!("cpu0: {}: done", name);
+    crate::psci::system_off(0);
+}
+
+fn lock(l: &RawSpinLock) {
+    spin_lock(l);
+}
+
+fn unlock(l: &RawSpinLock) {
+    spin_unlock(l);
+}
+
+/// Takes `first` then `second`, releases both.
+fn pair(first: &RawSpinLock, second: &RawSpinLock) {
+    lock(first);
+    lock(second);
+    unlock(second);
+    unlock(first);
+}
+
+/// Runs `f` in hard-IRQ context on another CPU and waits for it.
+///
+/// CONTEXT: thread with IRQs on, no spinlock held.
+fn in_hardirq(f: fn(usize)) {
+    let target = if crate::smp::online_cpus() > 1 { 1 } else { 0 };
+    crate::smp::smp_call_function_single(target, f, 0);
+}
+
+// ---------------------------------------------------------------------------
+// Recursion and cycles.
+
+/// Two locks of one class, nested (recursive-locking).
+fn aa_spin(_: usize) {
+    let first = RawSpinLock::new("lt_same_class");
+    let second = RawSpinLock::new("lt_same_class");
+    pair(&first, &second);
+}
+
+/// Two mutexes of one class, nested (recursive-locking).
+fn aa_mutex(_: usize) {
+    let first = RawMutex::new("lt_same_mutex_class");
+    let second = RawMutex::new("lt_same_mutex_class");
+    mutex_lock(&first);
+    mutex_lock(&second);
+    mutex_unlock(&second);
+    mutex_unlock(&first);
+}
+
+/// A -> B, then B -> A (circular-dependency).
+fn abba_spin(_: usize) {
+    pair(&A, &B);
+    pair(&B, &A);
+}
+
+/// The same with mutexes (circular-dependency).
+fn abba_mutex(_: usize) {
+    for (first, second) in [(&MA, &MB), (&MB, &MA)] {
+        mutex_lock(first);
+        mutex_lock(second);
+        mutex_unlock(second);
+        mutex_unlock(first);
+    }
+}
+
+/// A -> B, B -> C, C -> A (circular-dependency).
+fn abbcca(_: usize) {
+    pair(&A, &B);
+    pair(&B, &C);
+    pair(&C, &A);
+}
+
+/// A -> B, B -> C, C -> D, D -> A (circular-dependency).
+fn abbccdda(_: usize) {
+    pair(&A, &B);
+    pair(&B, &C);
+    pair(&C, &D);
+    pair(&D, &A);
+}
+
+/// A then trylock B, later B -> A: a trylock cannot wait, so no cycle (no finding).
+fn abba_trylock(_: usize) {
+    lock(&A);
+    if spin_trylock(&B) {
+        unlock(&B);
+    }
+    unlock(&A);
+    pair(&B, &A);
+    // The mutex flavour too.
+    mutex_lock(&MA);
+    if mutex_trylock(&MB) {
+        mutex_unlock(&MB);
+    }
+    mutex_unlock(&MA);
+    mutex_lock(&MB);
+    mutex_lock(&MA);
+    mutex_unlock(&MA);
+    mutex_unlock(&MB);
+}
+
+/// A -> B -> C -> D the same way every time, out-of-order unlock included (no finding).
+fn nested_ok(_: usize) {
+    for _ in 0..3 {
+        lock(&A);
+        lock(&B);
+        lock(&C);
+        lock(&D);
+        unlock(&D);
+        unlock(&B);
+        unlock(&C);
+        unlock(&A);
+        pair(&B, &D);
+    }
+}
+
+/// A mutex, then a spinlock inside it (no finding).
+fn mutex_spin_ok(_: usize) {
+    for _ in 0..2 {
+        mutex_lock(&MA);
+        lock(&A);
+        unlock(&A);
+        mutex_lock(&MB);
+        mutex_unlock(&MB);
+        mutex_unlock(&MA);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Hard-IRQ usage.
+
+fn take_safe(_: usize) {
+    lock(&SAFE);
+    unlock(&SAFE);
+}
+
+/// SAFE -> UNSAFE with IRQs off, both orders of learning the two facts.
+fn safe_to_unsafe_with_irqs_off() {
+    local_irq_disable();
+    pair(&SAFE, &UNSAFE);
+    local_irq_enable();
+}
+
+/// SAFE is learned hardirq-safe first, UNSAFE hardirq-unsafe last (irq-inversion).
+fn safe_then_unsafe(_: usize) {
+    in_hardirq(take_safe);
+    safe_to_unsafe_with_irqs_off();
+    lock(&UNSAFE);
+    unlock(&UNSAFE);
+}
+
+/// UNSAFE is learned hardirq-unsafe first, SAFE hardirq-safe last (irq-inversion).
+fn unsafe_then_safe(_: usize) {
+    lock(&UNSAFE);
+    unlock(&UNSAFE);
+    safe_to_unsafe_with_irqs_off();
+    in_hardirq(take_safe);
+}
+
+/// A with IRQs on, then A in hard-IRQ context (inconsistent-irq-state).
+fn on_then_in_irq(_: usize) {
+    lock(&A);
+    unlock(&A);
+    in_hardirq(|_| {
+        lock(&A);
+        unlock(&A);
+    });
+}
+
+/// A in hard-IRQ context, then with IRQs on (inconsistent-irq-state).
+fn in_irq_then_on(_: usize) {
+    in_hardirq(|_| {
+        lock(&A);
+        unlock(&A);
+    });
+    lock(&A);
+    unlock(&A);
+}
+
+/// The correct pattern: irqsave in the handler and in the thread (no finding).
+fn irqsave_in_irq_ok(_: usize) {
+    in_hardirq(|_| {
+        let flags = spin_lock_irqsave(&A);
+        spin_unlock_irqrestore(&A, flags);
+    });
+    for _ in 0..2 {
+        let flags = spin_lock_irqsave(&A);
+        let inner = spin_lock_irqsave(&B);
+        spin_unlock_irqrestore(&B, inner);
+        spin_unlock_irqrestore(&A, flags);
+    }
+    in_hardirq(|_| {
+        let flags = spin_lock_irqsave(&B);
+        spin_unlock_irqrestore(&B, flags);
+    });
+}
+
+/// `spin_unlock_irq` in a handler turns IRQs on in hard-IRQ context (the irq
+/// variant's bug; irqs-enabled-in-hardirq).
+fn spin_lock_irq_in_irq(_: usize) {
+    in_hardirq(|_| {
+        spin_lock_irq(&A);
+        spin_unlock_irq(&A);
+        local_irq_disable();
+    });
+}
+
+/// IRQs turned on with a hardirq-safe lock held (irqs-enabled-in-hardirq).
+fn irqs_on_with_safe_lock(_: usize) {
+    in_hardirq(take_safe);
+    spin_lock_irq(&SAFE);
+    local_irq_enable();
+    local_irq_disable();
+    spin_unlock_irq(&SAFE);
+}
+
+// ---------------------------------------------------------------------------
+// Sleeping in atomic context.
+
+/// mutex_lock with a spinlock held (sleep-in-atomic).
+fn mutex_under_spin(_: usize) {
+    lock(&A);
+    mutex_lock(&MA);
+    mutex_unlock(&MA);
+    unlock(&A);
+}
+
+/// might_sleep with IRQs off (sleep-in-atomic).
+fn sleep_irqs_off(_: usize) {
+    local_irq_disable();
+    might_sleep();
+    local_irq_enable();
+}
+
+/// might_sleep in a hard-IRQ handler (sleep-in-atomic).
+fn sleep_in_irq(_: usize) {
+    in_hardirq(|_| might_sleep());
+}
+
+/// A GFP_KERNEL allocation (may sleep, may reclaim) with a spinlock held
+/// (sleep-in-atomic).
+fn gfp_kernel_under_spin(_: usize) {
+    lock(&A);
+    let page = page_alloc::alloc_pages(0, Gfp::Kernel);
+    unlock(&A);
+    if let Some(page) = page {
+        page_alloc::free_pages(page, 0);
+    }
+}
+
+/// A GFP_ATOMIC allocation with a spinlock held is fine (no finding).
+fn gfp_atomic_under_spin_ok(_: usize) {
+    lock(&A);
+    let page = page_alloc::alloc_pages(0, Gfp::Atomic);
+    unlock(&A);
+    if let Some(page) = page {
+        page_alloc::free_pages(page, 0);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Unlock balance and real deadlocks.
+
+/// Releases a lock that was taken behind the validator's back (its ticket and
+/// owner written directly, not through `spin_lock`), so no task holds it as far
+/// as the host knows (bad-unlock).
+fn bad_unlock(_: usize) {
+    preempt_disable();
+    let words = &A as *const RawSpinLock as *const AtomicU32;
+    // SAFETY: RawSpinLock is repr(C) {next u32, serving u32, owner u32, ...}
+    // (docs/machine.md); A is free and only this case uses it; atomics accessed as
+    // atomics.
+    unsafe {
+        let next = &*words;
+        let owner = &*words.add(2);
+        next.fetch_add(1, Acquire);
+        owner.store(cpu_id() as u32 + 1, Relaxed);
+    }
+    unlock(&A);
+}
+
+static HOLDS_B: AtomicBool = AtomicBool::new(false);
+
+/// Two threads take MA and MB in opposite orders at the same time: a real
+/// deadlock, which the host must stop and report (circular-dependency, deadlock).
+fn abba_deadlock(_: usize) {
+    let other = if crate::smp::online_cpus() > 1 { 1 } else { 0 };
+    mutex_lock(&MA);
+    if crate::sched::spawn_on(other, "lt-abba", abba_other, 0).is_none() {
+        panic!("lock selftest: no memory for a thread");
+    }
+    while !HOLDS_B.load(Acquire) {
+        crate::sched::yield_now();
+    }
+    mutex_lock(&MB);
+    mutex_unlock(&MB);
+    mutex_unlock(&MA);
+}
+
+fn abba_other(_: usize) {
+    mutex_lock(&MB);
+    HOLDS_B.store(true, Release);
+    mutex_lock(&MA);
+    mutex_unlock(&MA);
+    mutex_unlock(&MB);
+}
