@@ -107,6 +107,7 @@ pub fn bench(args: &BenchArgs) -> Result<Verdict, BadInput> {
     let tracing = crate::bench_trace::measure(&kernel, MIN_MEASURE)?;
     let mmu = crate::bench_mmu::measure(&kernel, MIN_MEASURE)?;
     let allocator = crate::bench_alloc::measure(&kernel)?;
+    let lockdep = crate::bench_lockdep::measure(&kernel, MIN_MEASURE)?;
 
     match args.report {
         ReportFormat::Text => {
@@ -144,6 +145,16 @@ pub fn bench(args: &BenchArgs) -> Result<Verdict, BadInput> {
                     cost.runs
                 );
             }
+            println!(
+                "lock validator (`{}`, {} runs each way):",
+                crate::bench_lockdep::ARGS.join(" "),
+                lockdep.runs
+            );
+            println!(
+                "  offline analysis {:.1} M events/s (goal >= 10), online cost {:.2}x the bare run",
+                lockdep.events_per_second() / 1e6,
+                lockdep.online_overhead()
+            );
             println!("allocator on `storm` (4 cpus, round-robin, seed 0; deterministic):");
             for cost in &allocator {
                 println!("  {:5} alloc: {}", cost.variant, crate::bench_alloc::describe(&cost.alloc));
@@ -168,6 +179,8 @@ pub fn bench(args: &BenchArgs) -> Result<Verdict, BadInput> {
                                  "alloc": {"calls": c.alloc.calls, "insns": c.alloc.insns},
                                  "free": {"calls": c.free.calls, "insns": c.free.insns},
                                  "completed": c.failure.is_none()})).collect::<Vec<_>>(),
+                       "lockdep": {"events_per_second": lockdep.events_per_second(),
+                                   "online_overhead": lockdep.online_overhead(), "runs": lockdep.runs},
                        "mmu": mmu.iter().map(|c| json!({"scenario": c.scenario, "ratio": c.ratio(), "runs": c.runs}))
                                  .collect::<Vec<_>>()})
             );

@@ -6,6 +6,7 @@
 
 mod bench;
 mod bench_alloc;
+mod bench_lockdep;
 mod bench_mmu;
 mod bench_trace;
 mod check;

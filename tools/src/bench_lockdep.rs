@@ -1,0 +1,114 @@
+//! The lock validator's part of `percpu-lab bench`: offline analysis throughput
+//! (events per second through [`Validator::feed`], symbolising nothing) over the
+//! events of the default `storm` run, and the online cost: that run with the
+//! validator fed (as `percpu-lab run` does) against the bare machine, alternated.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use emu::{KernelImage, Machine, RecordOptions, RunEnd};
+use traces::{Event, StringTable, Validator};
+
+use crate::BadInput;
+
+/// The run measured: `percpu-lab run --scenario storm` (seed 0, random scheduler).
+pub const ARGS: [&str; 3] = ["run", "--scenario", "storm"];
+
+#[derive(Debug, Default)]
+pub struct LockdepBench {
+    /// Events analysed offline and the time it took.
+    pub events: u64,
+    pub analysis: Duration,
+    /// Host time of the run with the validator fed online / without recording.
+    pub online: Duration,
+    pub bare: Duration,
+    pub runs: u32,
+}
+
+impl LockdepBench {
+    pub fn events_per_second(&self) -> f64 {
+        self.events as f64 / self.analysis.as_secs_f64()
+    }
+
+    pub fn online_overhead(&self) -> f64 {
+        self.online.as_secs_f64() / self.bare.as_secs_f64()
+    }
+}
+
+fn check_end(end: &RunEnd) -> Result<(), BadInput> {
+    match end {
+        RunEnd::PoweredOff { status: 0, .. } => Ok(()),
+        other => Err(BadInput(format!(
+            "storm did not pass under bench: {other:?}"
+        ))),
+    }
+}
+
+pub fn measure(kernel: &KernelImage, min_time: Duration) -> Result<LockdepBench, BadInput> {
+    let args = crate::tracefile::parse_run_args(&ARGS)?;
+    let mut bench = LockdepBench::default();
+    let mut recorded: Option<(Vec<Event>, StringTable)> = None;
+    while bench.bare < min_time || bench.runs < 2 {
+        let mut machine = Machine::new(args.machine_config(), kernel)?;
+        let start = Instant::now();
+        let outcome = machine.run(&mut |_, _| {});
+        bench.bare += start.elapsed();
+        check_end(&outcome.end)?;
+
+        let mut machine = Machine::new(args.machine_config(), kernel)?;
+        let (online, sink) = crate::check::Online::new(kernel, &machine);
+        let kept: Rc<RefCell<(Vec<Event>, StringTable)>> = Rc::default();
+        let keep = recorded.is_none().then(|| kept.clone());
+        let mut sink = sink;
+        machine.record(
+            RecordOptions::default(),
+            Box::new(move |events: &[Event], strings: &StringTable| {
+                sink(events, strings);
+                if let Some(keep) = &keep {
+                    let mut keep = keep.borrow_mut();
+                    keep.0.extend_from_slice(events);
+                    keep.1 = strings.clone();
+                }
+            }),
+        )?;
+        let start = Instant::now();
+        let outcome = machine.run(&mut |_, _| {});
+        bench.online += start.elapsed();
+        check_end(&outcome.end)?;
+        if !online.findings().is_empty() {
+            return Err(BadInput("storm has lock findings under bench".into()));
+        }
+        if recorded.is_none() {
+            drop(machine);
+            recorded = Some(
+                Rc::try_unwrap(kept).map_or_else(|rc| rc.borrow().clone(), |c| c.into_inner()),
+            );
+        }
+        bench.runs += 1;
+    }
+    let (events, strings) = recorded.expect("one run recorded");
+    while bench.analysis < min_time || bench.events == 0 {
+        let mut validator = Validator::new();
+        let start = Instant::now();
+        validator.feed(&events, &strings);
+        bench.analysis += start.elapsed();
+        bench.events += events.len() as u64;
+        std::hint::black_box(validator.findings());
+    }
+    Ok(bench)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn measures_analysis_throughput_and_online_cost() {
+        let kernel = crate::kernel::load(None).unwrap();
+        let bench = measure(&kernel, Duration::ZERO).unwrap();
+        assert_eq!(bench.runs, 2);
+        assert!(bench.events > 20_000, "{bench:?}");
+        assert!(bench.events_per_second() > 0.0 && bench.online_overhead() > 0.0);
+    }
+}
