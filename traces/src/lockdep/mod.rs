@@ -154,6 +154,8 @@ struct CpuState {
     /// The last lock event on this CPU, if it was a release (to name what an
     /// `spin_unlock_irq` released before it turned IRQs on).
     last_release: Option<(ClassId, LockFlavor, Site)>,
+    /// The task it runs and where its last event was.
+    running: Option<(u32, u64)>,
 }
 
 impl Default for CpuState {
@@ -162,6 +164,7 @@ impl Default for CpuState {
         CpuState {
             masked: true,
             last_release: None,
+            running: None,
         }
     }
 }
@@ -346,6 +349,11 @@ impl Validator {
 
     fn event(&mut self, e: &Event, strings: &StringTable) {
         self.stats.events += 1;
+        let running = match e.kind {
+            EventKind::ContextSwitch { to, .. } => to.0,
+            _ => e.task.0,
+        };
+        self.cpu(e.cpu.0).running = Some((running, e.pc));
         match e.kind {
             EventKind::LockAttempt { lock, flavor } => {
                 self.stats.lock_events += 1;

@@ -440,6 +440,19 @@ impl Validator {
         for (task, _) in cycle {
             self.held_lines(*task, &mut lines);
         }
+        lines.push("CPUs:".into());
+        for (cpu, state) in self.cpus.iter().enumerate() {
+            if let Some((task, pc)) = state.running {
+                let name = self
+                    .task_names
+                    .get(&task)
+                    .map_or(String::new(), |n| format!(" ({n})"));
+                lines.push(format!(
+                    "  cpu{cpu}: task{task}{name}, last event at {}",
+                    self.code(pc, false)
+                ));
+            }
+        }
         names.sort();
         self.finding(
             FindingKind::Deadlock,
