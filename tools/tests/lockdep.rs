@@ -303,8 +303,8 @@ fn every_lock_selftest_gives_exactly_its_declared_findings() {
         for lane in cases.chunks(cases.len().div_ceil(2)) {
             let failures = &failures;
             s.spawn(move || {
-                for (name, declared) in lane {
-                    let run = run_json(&["--scenario", name]);
+                for ((name, declared), seed) in lane.iter().flat_map(|c| [(c, "0"), (c, "3")]) {
+                    let run = run_json(&["--scenario", name, "--seed", seed]);
                     let mut got = kinds(&run);
                     got.sort();
                     let expected_code = if declared.is_empty() { 0 } else { 1 };
@@ -313,7 +313,7 @@ fn every_lock_selftest_gives_exactly_its_declared_findings() {
                         || run.console_contains("PANIC")
                     {
                         failures.lock().unwrap().push(format!(
-                            "{name}: declared {declared:?}, got {got:?}, exit {}",
+                            "{name} seed {seed}: declared {declared:?}, got {got:?}, exit {}",
                             run.code
                         ));
                     }
