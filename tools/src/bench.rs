@@ -5,11 +5,11 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use emu::{KernelImage, Machine, MachineConfig, RunEnd, SchedulerKind};
+use emu::{KernelImage, Machine, MachineConfig, RunEnd};
 use serde_json::json;
 
 use crate::report::ReportFormat;
-use crate::run::{DEFAULT_MAX_INSNS, DEFAULT_QUANTUM};
+use crate::run::DEFAULT_QUANTUM;
 use crate::{kernel, BadInput, Verdict};
 
 const CORE_COUNTS: [usize; 4] = [1, 2, 4, 8];
@@ -54,29 +54,39 @@ impl Measurement {
     }
 }
 
+/// The machine configuration of `percpu-lab run ARGS` (round-robin unless ARGS say
+/// otherwise): each figure measures a run a user can make.
+pub fn run_config(args: &[&str]) -> Result<MachineConfig, BadInput> {
+    let argv: Vec<&str> = ["run", "--sched", "rr"]
+        .iter()
+        .chain(args)
+        .copied()
+        .collect();
+    Ok(crate::tracefile::parse_run_args(&argv)?.machine_config())
+}
+
+/// A measured run must have powered off cleanly; anything else gives no figure.
+pub fn require_clean(end: &RunEnd, what: &str) -> Result<(), BadInput> {
+    match end {
+        RunEnd::PoweredOff { status: 0, .. } => Ok(()),
+        other => Err(BadInput(format!(
+            "{what} did not pass under bench: {other:?}"
+        ))),
+    }
+}
+
 fn smoke_on(kernel: &KernelImage, cpus: usize) -> Result<Measurement, BadInput> {
-    let config = MachineConfig {
-        cpus,
-        sched: SchedulerKind::RoundRobin,
-        seed: 0,
-        quantum: DEFAULT_QUANTUM,
-        max_insns: DEFAULT_MAX_INSNS,
-        bootargs: SMOKE_BOOTARGS.to_string(),
-        ..MachineConfig::default()
-    };
+    let cpus = cpus.to_string();
+    let config = run_config(&["--scenario", "smoke", "--cpus", &cpus])?;
     let mut machine = Machine::new(config, kernel)?;
     let start = Instant::now();
     let outcome = machine.run(&mut |_, _| {});
     let elapsed = start.elapsed();
-    match outcome.end {
-        RunEnd::PoweredOff { status: 0, .. } => Ok(Measurement {
-            insns: outcome.total_insns,
-            elapsed,
-        }),
-        other => Err(BadInput(format!(
-            "smoke on {cpus} cpus did not pass under bench: {other:?}"
-        ))),
-    }
+    require_clean(&outcome.end, &format!("smoke on {cpus} cpus"))?;
+    Ok(Measurement {
+        insns: outcome.total_insns,
+        elapsed,
+    })
 }
 
 pub fn bench(args: &BenchArgs) -> Result<Verdict, BadInput> {
@@ -157,8 +167,16 @@ pub fn bench(args: &BenchArgs) -> Result<Verdict, BadInput> {
             );
             println!("allocator on `storm` (4 cpus, round-robin, seed 0; deterministic):");
             for cost in &allocator {
-                println!("  {:5} alloc: {}", cost.variant, crate::bench_alloc::describe(&cost.alloc));
-                println!("  {:5} free:  {}", cost.variant, crate::bench_alloc::describe(&cost.free));
+                println!(
+                    "  {:5} alloc: {}",
+                    cost.variant,
+                    crate::bench_alloc::describe(&cost.alloc)
+                );
+                println!(
+                    "  {:5} free:  {}",
+                    cost.variant,
+                    crate::bench_alloc::describe(&cost.free)
+                );
                 if let Some(failure) = &cost.failure {
                     println!("  {:5} (the run did not complete: {failure})", cost.variant);
                 }

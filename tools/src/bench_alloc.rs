@@ -5,9 +5,8 @@
 //! of whatever else ran on that CPU meanwhile — IRQs, or other threads while the
 //! caller slept on a mutex).
 
-use emu::{CallStats, KernelImage, Machine, MachineConfig, RunEnd, SchedulerKind};
+use emu::{CallStats, KernelImage, Machine, RunEnd};
 
-use crate::run::{DEFAULT_MAX_INSNS, DEFAULT_QUANTUM};
 use crate::BadInput;
 
 pub const VARIANTS: [&str; 3] = ["fine", "irq", "mutex"];
@@ -30,15 +29,7 @@ pub fn measure(kernel: &KernelImage) -> Result<Vec<AllocCost>, BadInput> {
 }
 
 fn measure_variant(kernel: &KernelImage, variant: &'static str) -> Result<AllocCost, BadInput> {
-    let config = MachineConfig {
-        cpus: 4,
-        sched: SchedulerKind::RoundRobin,
-        seed: 0,
-        quantum: DEFAULT_QUANTUM,
-        max_insns: DEFAULT_MAX_INSNS,
-        bootargs: format!("scenario=storm seed=0 variant={variant}"),
-        ..MachineConfig::default()
-    };
+    let config = crate::bench::run_config(&["--scenario", "storm", "--variant", variant])?;
     let mut machine = Machine::new(config, kernel)?;
     let alloc = machine.probe_calls(ALLOC_ENTRY)?;
     let free = machine.probe_calls(FREE_ENTRY)?;

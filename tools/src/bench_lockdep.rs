@@ -7,7 +7,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use emu::{KernelImage, Machine, RecordOptions, RunEnd};
+use emu::{KernelImage, Machine, RecordOptions};
 use traces::{Event, StringTable, Validator};
 
 use crate::BadInput;
@@ -36,15 +36,6 @@ impl LockdepBench {
     }
 }
 
-fn check_end(end: &RunEnd) -> Result<(), BadInput> {
-    match end {
-        RunEnd::PoweredOff { status: 0, .. } => Ok(()),
-        other => Err(BadInput(format!(
-            "storm did not pass under bench: {other:?}"
-        ))),
-    }
-}
-
 pub fn measure(kernel: &KernelImage, min_time: Duration) -> Result<LockdepBench, BadInput> {
     let args = crate::tracefile::parse_run_args(&ARGS)?;
     let mut bench = LockdepBench::default();
@@ -54,7 +45,7 @@ pub fn measure(kernel: &KernelImage, min_time: Duration) -> Result<LockdepBench,
         let start = Instant::now();
         let outcome = machine.run(&mut |_, _| {});
         bench.bare += start.elapsed();
-        check_end(&outcome.end)?;
+        crate::bench::require_clean(&outcome.end, "storm")?;
 
         let mut machine = Machine::new(args.machine_config(), kernel)?;
         let (online, sink) = crate::check::Online::new(kernel, &machine);
@@ -75,7 +66,7 @@ pub fn measure(kernel: &KernelImage, min_time: Duration) -> Result<LockdepBench,
         let start = Instant::now();
         let outcome = machine.run(&mut |_, _| {});
         bench.online += start.elapsed();
-        check_end(&outcome.end)?;
+        crate::bench::require_clean(&outcome.end, "storm")?;
         if !online.findings().is_empty() {
             return Err(BadInput("storm has lock findings under bench".into()));
         }

@@ -6,9 +6,8 @@
 
 use std::time::{Duration, Instant};
 
-use emu::{KernelImage, Machine, MachineConfig, MmuMode, RunEnd, SchedulerKind};
+use emu::{KernelImage, Machine, MmuMode};
 
-use crate::run::{DEFAULT_MAX_INSNS, DEFAULT_QUANTUM};
 use crate::BadInput;
 
 /// The scenarios measured: one that barely touches page tables, one that maps,
@@ -34,26 +33,14 @@ impl MmuCost {
 }
 
 fn timed(kernel: &KernelImage, scenario: &str, mmu: MmuMode) -> Result<(Duration, u64), BadInput> {
-    let config = MachineConfig {
-        cpus: 4,
-        sched: SchedulerKind::RoundRobin,
-        seed: 0,
-        quantum: DEFAULT_QUANTUM,
-        max_insns: DEFAULT_MAX_INSNS,
-        bootargs: format!("scenario={scenario} seed=0 variant=fine"),
-        mmu,
-        ..MachineConfig::default()
-    };
+    let mut config = crate::bench::run_config(&["--scenario", scenario])?;
+    config.mmu = mmu;
     let mut machine = Machine::new(config, kernel)?;
     let start = Instant::now();
     let outcome = machine.run(&mut |_, _| {});
     let elapsed = start.elapsed();
-    match outcome.end {
-        RunEnd::PoweredOff { status: 0, .. } => Ok((elapsed, outcome.total_insns)),
-        other => Err(BadInput(format!(
-            "{scenario} with the {mmu:?} MMU did not pass under bench: {other:?}"
-        ))),
-    }
+    crate::bench::require_clean(&outcome.end, &format!("{scenario} with the {mmu:?} MMU"))?;
+    Ok((elapsed, outcome.total_insns))
 }
 
 /// Alternates the two modes on each scenario until each has run `min_time`.

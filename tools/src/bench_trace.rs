@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use emu::{KernelImage, Machine, RunEnd};
+use emu::{KernelImage, Machine};
 
 use crate::tracefile::{self, Recording};
 use crate::BadInput;
@@ -36,15 +36,6 @@ impl TraceBench {
     }
 }
 
-fn check_end(end: &RunEnd) -> Result<(), BadInput> {
-    match end {
-        RunEnd::PoweredOff { status: 0, .. } => Ok(()),
-        other => Err(BadInput(format!(
-            "storm did not pass under bench: {other:?}"
-        ))),
-    }
-}
-
 pub fn measure(kernel: &KernelImage, min_time: Duration) -> Result<TraceBench, BadInput> {
     let args = tracefile::parse_run_args(&ARGS)?;
     let config = tracefile::trace_config(&args, kernel);
@@ -55,7 +46,7 @@ pub fn measure(kernel: &KernelImage, min_time: Duration) -> Result<TraceBench, B
         let start = Instant::now();
         let outcome = machine.run(&mut |_, _| {});
         bench.without += start.elapsed();
-        check_end(&outcome.end)?;
+        crate::bench::require_clean(&outcome.end, "storm")?;
 
         let mut machine = Machine::new(args.machine_config(), kernel)?;
         let file = tracefile::create(&path)?;
@@ -64,7 +55,7 @@ pub fn measure(kernel: &KernelImage, min_time: Duration) -> Result<TraceBench, B
         let outcome = machine.run(&mut |_, _| {});
         let (_, summary) = recording.finish()?;
         bench.with_trace += start.elapsed();
-        check_end(&outcome.end)?;
+        crate::bench::require_clean(&outcome.end, "storm")?;
         bench.events += summary.events;
         bench.bytes += summary.bytes;
         bench.runs += 1;
