@@ -15,13 +15,21 @@ pub enum ReportFormat {
     Json,
 }
 
-/// A run that powered off with status 0 is clean; every other end is the guest's
-/// fault (panic, failed check, unhandled exception, watchdog, hang).
+/// A run that powered off with status 0 is clean, and so, as far as the guest goes,
+/// is one the host stopped (a deadlock it found: its findings make the exit code);
+/// every other end is the guest's fault (panic, failed check, unhandled exception,
+/// watchdog, hang).
 pub fn verdict(outcome: &RunOutcome) -> Verdict {
     match outcome.end {
-        RunEnd::PoweredOff { status: 0, .. } => Verdict::Clean,
+        RunEnd::PoweredOff { status: 0, .. } | RunEnd::Stopped { .. } => Verdict::Clean,
         _ => Verdict::GuestFault,
     }
+}
+
+/// Whether the CPUs' backtraces belong in the report: whenever the run did not
+/// end by itself with success (a fault, or a stop where the CPUs' state explains it).
+fn shows_backtraces(end: &RunEnd) -> bool {
+    !matches!(end, RunEnd::PoweredOff { status: 0, .. })
 }
 
 pub fn print(
@@ -76,7 +84,7 @@ fn print_text(kernel: &KernelImage, outcome: &RunOutcome) {
         "== {} instructions in {} slices",
         outcome.total_insns, outcome.slices
     );
-    let faulted = verdict(outcome) == Verdict::GuestFault;
+    let with_backtraces = shows_backtraces(&outcome.end);
     for cpu in &outcome.cpus {
         println!(
             "cpu{}: {:?}, {} instructions, {} irqs, pc {}",
@@ -87,7 +95,7 @@ fn print_text(kernel: &KernelImage, outcome: &RunOutcome) {
             symbolized(kernel, cpu.pc)
         );
         // Backtraces are what a failure report is for; a clean run does not need them.
-        if faulted {
+        if with_backtraces {
             for (depth, &ret) in cpu.backtrace.iter().enumerate() {
                 println!("    #{depth} {}", symbolized_return(kernel, ret));
             }

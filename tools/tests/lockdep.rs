@@ -108,6 +108,8 @@ fn mutex_fs_reclaim_real_deadlock_is_reported_with_each_cpu() {
         let report = run.json();
         let end = report["end"]["summary"].as_str().unwrap();
         assert!(end.starts_with("stopped: deadlock"), "{end}");
+        // The host stopped a healthy guest: not a guest fault (the finding is exit 1).
+        assert_eq!(report["end"]["guest_fault"], false);
         assert!(!run.console_contains("PANIC"), "{}", run.describe());
         let deadlock = findings(&run)
             .into_iter()
