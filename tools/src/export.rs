@@ -230,7 +230,11 @@ pub fn export(args: &ExportArgs) -> Result<Verdict, BadInput> {
         trailer: reader.trailer().copied(),
         damage: reader.damage().cloned(),
     };
-    let json = perfetto(&trace, &[]);
+    // Findings are made again from the trace itself (as `check` does), so the view
+    // shows them at the events that made them.
+    let mut validator = traces::Validator::new();
+    validator.feed(&trace.events, &trace.strings);
+    let json = perfetto(&trace, validator.findings());
     let write = || -> std::io::Result<()> {
         let mut out = BufWriter::new(File::create(&args.perfetto)?);
         serde_json::to_writer(&mut out, &json)?;

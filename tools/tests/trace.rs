@@ -295,6 +295,38 @@ fn fs_reclaim_records_reclaim_and_the_pseudo_lock() {
 }
 
 #[test]
+fn perfetto_export_marks_the_lock_validators_findings() {
+    let path = scratch("export-findings.trace");
+    let args = [
+        "--variant",
+        "mutex",
+        "--scenario",
+        "fs-reclaim",
+        "--seed",
+        "0",
+    ];
+    let run = record(&path, &args);
+    assert_eq!(run.code, 1, "a run with findings: {}", run.describe());
+    let out = scratch("export-findings.json");
+    let export = percpu_lab(&[
+        "export",
+        path.to_str().unwrap(),
+        "--perfetto",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(export.code, 0, "{}", export.describe());
+    let json: Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    let marked: Vec<&str> = json["traceEvents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["ph"] == "i" && e["cat"] == "finding")
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert!(marked.contains(&"circular-dependency"), "{marked:?}");
+}
+
+#[test]
 fn perfetto_export_has_a_track_per_cpu_and_balanced_spans() {
     let path = scratch("export.trace");
     let run = record(
