@@ -207,43 +207,6 @@ fn storm_workload_depends_on_the_seed_not_the_schedule() {
     );
 }
 
-/// Console lines of the guest Image booted by QEMU's `virt` board (a peer with
-/// real, lazily flushed TLBs).
-fn qemu_console(bootargs: &str) -> Vec<String> {
-    use std::process::{Command, Stdio};
-    use std::time::{Duration, Instant};
-    let mut child = Command::new("qemu-system-aarch64")
-        .args([
-            "-M",
-            "virt,gic-version=2",
-            "-cpu",
-            "cortex-a72",
-            "-smp",
-            "4",
-        ])
-        .args(["-nographic", "-monitor", "none", "-no-reboot"])
-        .args(["-kernel", env!("PERCPU_GUEST_IMAGE"), "-append", bootargs])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("qemu-system-aarch64 is installed by ./setup.sh (package qemu-system-arm)");
-    let started = Instant::now();
-    while child.try_wait().expect("waiting on qemu").is_none() {
-        if started.elapsed() > Duration::from_secs(120) {
-            child.kill().ok();
-            panic!("the guest did not power QEMU off: {bootargs}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let mut output = String::new();
-    std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut output).unwrap();
-    output
-        .lines()
-        .map(|l| l.trim_end_matches('\r').to_string())
-        .collect()
-}
-
 /// The chunk reclaim of the seed does not flush the TLB when it depopulates;
 /// releasing the chunk's virtual area does. Without that flush
 /// (`inject=skip-tlb-flush`) a CPU that used a reclaimed chunk still reaches
@@ -251,7 +214,7 @@ fn qemu_console(bootargs: &str) -> Vec<String> {
 #[test]
 fn reclaim_needs_the_flush_on_release_under_qemu() {
     for seed in 0..=2 {
-        let clean = qemu_console(&format!("scenario=reclaim seed={seed} variant=fine"));
+        let clean = common::qemu_console(4, &format!("scenario=reclaim seed={seed} variant=fine"));
         assert!(
             clean
                 .iter()
@@ -259,9 +222,10 @@ fn reclaim_needs_the_flush_on_release_under_qemu() {
                     == "cpu0: reclaim: allocs=18 frees=18 chunks_created=5 chunks_reclaimed=4"),
             "seed {seed}: {clean:#?}"
         );
-        let stale = qemu_console(&format!(
-            "scenario=reclaim seed={seed} variant=fine inject=skip-tlb-flush"
-        ));
+        let stale = common::qemu_console(
+            4,
+            &format!("scenario=reclaim seed={seed} variant=fine inject=skip-tlb-flush"),
+        );
         assert!(
             stale
                 .iter()

@@ -203,28 +203,6 @@ fn a_fault_through_the_simulated_mmu_has_the_architectural_syndrome() {
     );
 }
 
-/// Boots the guest Image under QEMU (`-no-reboot`: SYSTEM_OFF ends it) and returns its
-/// console output.
-fn qemu_output(bootargs: &str) -> String {
-    let output = std::process::Command::new("timeout")
-        .args(["120", "qemu-system-aarch64", "-M", "virt,gic-version=2"])
-        .args([
-            "-cpu",
-            "cortex-a72",
-            "-smp",
-            "4",
-            "-m",
-            "128M",
-            "-nographic",
-        ])
-        .args(["-monitor", "none", "-no-reboot", "-kernel"])
-        .args([env!("PERCPU_GUEST_IMAGE"), "-append", bootargs])
-        .stdin(std::process::Stdio::null())
-        .output()
-        .expect("qemu-system-aarch64 is installed by ./setup.sh (package qemu-system-arm)");
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
 #[test]
 fn the_self_tests_run_the_same_under_qemu() {
     // The cases are ordinary kernel code: on a real (QEMU) MMU they complete, and the
@@ -237,7 +215,7 @@ fn the_self_tests_run_the_same_under_qemu() {
         "selftest-missing-barrier",
         "selftest-missing-dsb-ishst",
     ] {
-        let qemu = qemu_output(&format!("scenario={case}"));
+        let qemu = common::qemu_console(4, &format!("scenario={case}")).join("\n");
         assert!(
             qemu.contains(&format!("cpu0: {case}: done")),
             "{case} under QEMU:\n{qemu}"

@@ -74,3 +74,47 @@ impl Run {
         )
     }
 }
+
+/// Boots the guest's flat `Image` on QEMU's `virt` board (GICv2, Cortex-A72, 128 MiB,
+/// `cpus` cores) with `bootargs` and returns its console lines. The guest ends QEMU
+/// with PSCI SYSTEM_OFF; a guest that does not within two minutes fails the test.
+pub fn qemu_console(cpus: usize, bootargs: &str) -> Vec<String> {
+    let output = Command::new("timeout")
+        .args([
+            "120",
+            "qemu-system-aarch64",
+            "-M",
+            "virt,gic-version=2",
+            "-cpu",
+            "cortex-a72",
+        ])
+        .args([
+            "-smp",
+            &cpus.to_string(),
+            "-m",
+            "128M",
+            "-nographic",
+            "-monitor",
+            "none",
+        ])
+        .args([
+            "-no-reboot",
+            "-kernel",
+            env!("PERCPU_GUEST_IMAGE"),
+            "-append",
+            bootargs,
+        ])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("qemu-system-aarch64 is installed by ./setup.sh (package qemu-system-arm)");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert_ne!(
+        output.status.code(),
+        Some(124),
+        "the guest did not power QEMU off: {bootargs}\n{text}"
+    );
+    text.lines()
+        .map(|l| l.trim_end_matches('\r').to_string())
+        .filter(|l| !l.is_empty())
+        .collect()
+}
