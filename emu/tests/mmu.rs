@@ -19,18 +19,6 @@ const PAGE_ATTRS: u64 = 0x707;
 const READ_ONLY: u64 = 1 << 7;
 const PXN: u64 = 1 << 53;
 
-/// As emu/tests/tlb.rs: MAIR, TCR (39-bit VA, no TTBR1 walks), TTBR0, SCTLR.M.
-fn enable_mmu(a: &mut Asm) {
-    a.mov64(3, 0xff00).emit(msr(MAIR_EL1, 3));
-    a.mov64(3, 25 | (1 << 8) | (1 << 10) | (3 << 12) | (1 << 23))
-        .emit(msr(TCR_EL1, 3));
-    a.mov64(3, L1).emit(msr(TTBR0_EL1, 3)).emit(ISB);
-    a.emit(mrs(3, SCTLR_EL1))
-        .emit(0xb240_0063) // orr x3, x3, #1
-        .emit(msr(SCTLR_EL1, 3))
-        .emit(ISB);
-}
-
 /// x19 = where the handler resumes: just after the next instruction (`mov64` of an
 /// address in the kernel's 0x4008_xxxx range is two words).
 fn resume_after_next(a: &mut Asm) {
@@ -43,7 +31,7 @@ fn program() -> Asm {
     let mut a = Asm::default();
     a.mov64(0, VECTORS).emit(msr(VBAR_EL1, 0));
     a.mov64(20, RECORDS);
-    enable_mmu(&mut a);
+    enable_mmu(&mut a, L1);
     a.mov64(5, TEST_VA + 8);
     a.emit(ldr_x(7, 5)); // read-only page: the load works
     resume_after_next(&mut a);

@@ -18,19 +18,6 @@ const FLAGS: u64 = DATA + 0x2000;
 /// Page descriptor: valid page, normal memory (attr 1), inner shareable, accessed.
 const PAGE_ATTRS: u64 = 0x707;
 
-/// MAIR attr0 = device, attr1 = normal write-back; TCR: 39-bit VA, 4 KiB granule,
-/// no TTBR1 walks; then SCTLR_EL1.M. Clobbers x3.
-fn enable_mmu(a: &mut Asm) {
-    a.mov64(3, 0xff00).emit(msr(MAIR_EL1, 3));
-    a.mov64(3, 25 | (1 << 8) | (1 << 10) | (3 << 12) | (1 << 23))
-        .emit(msr(TCR_EL1, 3));
-    a.mov64(3, L1).emit(msr(TTBR0_EL1, 3)).emit(ISB);
-    a.emit(mrs(3, SCTLR_EL1))
-        .emit(0xb240_0063)
-        .emit(msr(SCTLR_EL1, 3))
-        .emit(ISB); // orr x3, x3, #1
-}
-
 /// Spins until the word at `flag` is non-zero (clobbers x4, x5).
 fn wait_flag(a: &mut Asm, flag: u64) {
     a.mov64(4, flag);
@@ -47,7 +34,7 @@ fn program(invalidate: u32) -> Asm {
     let mut a = Asm::default();
     a.mov64(6, PAGE_A).mov64(7, 0xaaaa).emit(str_x(7, 6, 0));
     a.mov64(6, PAGE_B).mov64(7, 0xbbbb).emit(str_x(7, 6, 0));
-    enable_mmu(&mut a);
+    enable_mmu(&mut a, L1);
     a.psci(0xc400_0003, &[1, secondary, 0]);
     wait_flag(&mut a, FLAGS); // CPU 1 has used the old mapping
                               // Break before make, then the new page.
@@ -66,7 +53,7 @@ fn program(invalidate: u32) -> Asm {
     a.system_off_with(8);
 
     a.align_to(secondary);
-    enable_mmu(&mut a);
+    enable_mmu(&mut a, L1);
     a.mov64(9, TEST_VA).emit(ldr_x(10, 9)); // caches the translation to page A
     set_flag(&mut a, FLAGS);
     wait_flag(&mut a, FLAGS + 8);

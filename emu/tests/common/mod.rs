@@ -306,3 +306,17 @@ pub fn guest() -> Option<KernelImage> {
     }
     Some(KernelImage::from_path(&path).expect("the built guest loads"))
 }
+
+/// Turns the MMU on with TTBR0 = `l1`: MAIR attr0 = device, attr1 = normal
+/// write-back; TCR: 39-bit VA (walks start at level 1), 4 KiB granule, no TTBR1
+/// walks; then SCTLR_EL1.M. Clobbers x3.
+pub fn enable_mmu(a: &mut Asm, l1: u64) {
+    a.mov64(3, 0xff00).emit(msr(MAIR_EL1, 3));
+    a.mov64(3, 25 | (1 << 8) | (1 << 10) | (3 << 12) | (1 << 23))
+        .emit(msr(TCR_EL1, 3));
+    a.mov64(3, l1).emit(msr(TTBR0_EL1, 3)).emit(ISB);
+    a.emit(mrs(3, SCTLR_EL1))
+        .emit(0xb240_0063) // orr x3, x3, #1
+        .emit(msr(SCTLR_EL1, 3))
+        .emit(ISB);
+}
