@@ -70,6 +70,11 @@ impl Online {
     pub fn stats(&self) -> Stats {
         self.validator.borrow().stats()
     }
+
+    /// Every lock each task holds now.
+    pub fn held_locks(&self) -> Vec<String> {
+        self.validator.borrow().held_locks_report()
+    }
 }
 
 /// The validator's findings in the lockdep-like text form.
@@ -171,6 +176,8 @@ pub fn check(args: &CheckArgs) -> Result<Verdict, BadInput> {
 pub struct LockRun {
     pub findings: Vec<Finding>,
     pub stats: Stats,
+    /// The locks each task held when the run ended (lockdep's "all locks held").
+    pub held_at_end: Vec<String>,
 }
 
 impl LockRun {
@@ -178,6 +185,7 @@ impl LockRun {
         Self {
             findings: online.findings(),
             stats: online.stats(),
+            held_at_end: online.held_locks(),
         }
     }
 }

@@ -42,6 +42,7 @@ pub fn print(
     match args.report {
         ReportFormat::Text => {
             print_text(kernel, outcome);
+            print_held_locks(outcome, locks);
             mmu_report::print_text(mmu);
             check::print_text(&locks.findings);
         }
@@ -75,6 +76,25 @@ fn symbolized_return(kernel: &KernelImage, ret: u64) -> String {
     match kernel.symbolize_return(ret) {
         Some(symbol) => format!("{ret:#x} <{symbol}>"),
         None => format!("{ret:#x}"),
+    }
+}
+
+/// A run that ended without finishing (watchdog, hang, guest failure) is explained
+/// by who held what, as lockdep's "show all locks held" does.
+fn held_locks_at_end<'a>(outcome: &RunOutcome, locks: &'a LockRun) -> &'a [String] {
+    match outcome.end {
+        RunEnd::PoweredOff { status: 0, .. } => &[],
+        _ => &locks.held_at_end,
+    }
+}
+
+fn print_held_locks(outcome: &RunOutcome, locks: &LockRun) {
+    let held = held_locks_at_end(outcome, locks);
+    if !held.is_empty() {
+        println!("== locks held when the run ended:");
+        for line in held {
+            println!("    {line}");
+        }
     }
 }
 
@@ -124,7 +144,8 @@ fn json_report(
 ) -> Value {
     json!({
         "findings": mmu.findings.iter().chain(&locks.findings).map(mmu_report::finding_json).collect::<Vec<_>>(),
-        "end": { "summary": describe_end(&outcome.end), "guest_fault": verdict(outcome) == Verdict::GuestFault },
+        "end": { "summary": describe_end(&outcome.end), "guest_fault": verdict(outcome) == Verdict::GuestFault,
+                 "held_locks": held_locks_at_end(outcome, locks) },
         "config": { "cpus": args.cpus, "scenario": args.scenario, "seed": args.seed,
                     "sched": format!("{:?}", args.sched).to_lowercase(), "quantum": args.quantum,
                     "variant": format!("{:?}", args.variant).to_lowercase() },

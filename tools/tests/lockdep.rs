@@ -326,3 +326,41 @@ fn every_lock_selftest_gives_exactly_its_declared_findings() {
     let failures = failures.into_inner().unwrap();
     assert!(failures.is_empty(), "{failures:#?}");
 }
+
+#[test]
+fn a_run_that_did_not_finish_reports_the_locks_each_task_held() {
+    // The mutex variant sleeps in an IRQ handler (free_percpu takes pcpu_mutex) and
+    // the guest panics: the report says who held what at the end.
+    let failed = run_json(&[
+        "--variant",
+        "mutex",
+        "--scenario",
+        "irq-free",
+        "--seed",
+        "0",
+    ]);
+    assert_eq!(
+        failed.json()["end"]["guest_fault"],
+        true,
+        "{}",
+        failed.describe()
+    );
+    let held: Vec<String> = failed.json()["end"]["held_locks"]
+        .as_array()
+        .expect("held_locks")
+        .iter()
+        .map(|l| l.as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        held.iter().any(|l| l.contains("lock(s) held by task")),
+        "{held:?}"
+    );
+    assert!(
+        held.iter().any(|l| l.contains("(pcpu_mutex) (mutex)")),
+        "{held:?}"
+    );
+
+    let clean = run_json(&["--scenario", "storm"]);
+    assert_eq!(clean.code, 0, "{}", clean.describe());
+    assert_eq!(clean.json()["end"]["held_locks"], serde_json::json!([]));
+}

@@ -85,6 +85,23 @@ impl Validator {
         }
     }
 
+    /// Every lock each task holds now (lockdep's "show all locks held"), tasks in
+    /// order: what a report of a run that made no progress needs.
+    pub fn held_locks_report(&self) -> Vec<String> {
+        let mut tasks: Vec<u32> = self
+            .tasks
+            .iter()
+            .filter(|(_, t)| !t.held.is_empty())
+            .map(|(&task, _)| task)
+            .collect();
+        tasks.sort_unstable();
+        let mut out = Vec::new();
+        for task in tasks {
+            self.held_lines(task, &mut out);
+        }
+        out
+    }
+
     /// Task holds `prev`, attempts `next`, and `path` is next → … → prev.
     pub(super) fn report_circular(
         &mut self,

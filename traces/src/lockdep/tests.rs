@@ -534,3 +534,18 @@ fn an_irq_taken_while_waiting_does_not_wait() {
     s.on(1, 2).attempt("a", LockFlavor::Spin);
     assert!(s.run().deadlocked());
 }
+
+#[test]
+fn held_locks_report_lists_what_each_task_holds_now() {
+    let mut s = Script::new();
+    s.on(0, 1).mutex("big").spin("small");
+    s.on(1, 2).mutex("other");
+    s.on(1, 2).unlock("other", LockFlavor::Mutex);
+    let report = s.run().held_locks_report();
+    assert_eq!(report.len(), 3, "{report:?}");
+    assert_eq!(report[0], "2 lock(s) held by task1:");
+    assert!(report[1].starts_with(" #0: (big) (mutex)"), "{report:?}");
+    assert!(report[2].starts_with(" #1: (small) (spin)"), "{report:?}");
+    s.on(0, 1).unlock("small", LockFlavor::Spin).unlock("big", LockFlavor::Mutex);
+    assert!(s.run().held_locks_report().is_empty());
+}
