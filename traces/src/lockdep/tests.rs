@@ -546,6 +546,8 @@ fn held_locks_report_lists_what_each_task_holds_now() {
     assert_eq!(report[0], "2 lock(s) held by task1:");
     assert!(report[1].starts_with(" #0: (big) (mutex)"), "{report:?}");
     assert!(report[2].starts_with(" #1: (small) (spin)"), "{report:?}");
-    s.on(0, 1).unlock("small", LockFlavor::Spin).unlock("big", LockFlavor::Mutex);
+    s.on(0, 1)
+        .unlock("small", LockFlavor::Spin)
+        .unlock("big", LockFlavor::Mutex);
     assert!(s.run().held_locks_report().is_empty());
 }
