@@ -78,15 +78,19 @@ fn run_selected(arg: usize) {
     crate::psci::system_off(0);
 }
 
+/// CONTEXT: as `spin_lock`: IRQs on or off, preemption off while held; does not sleep.
 fn lock(l: &RawSpinLock) {
     spin_lock(l);
 }
 
+/// CONTEXT: as `spin_unlock`: the caller holds `l`.
 fn unlock(l: &RawSpinLock) {
     spin_unlock(l);
 }
 
 /// Takes `first` then `second`, releases both.
+///
+/// CONTEXT: as `spin_lock`: holds neither lock on entry; does not sleep.
 fn pair(first: &RawSpinLock, second: &RawSpinLock) {
     lock(first);
     lock(second);
@@ -106,6 +110,8 @@ fn in_hardirq(f: fn(usize)) {
 // Recursion and cycles.
 
 /// Two locks of one class, nested (recursive-locking).
+///
+/// CONTEXT: the scenario thread on CPU 0 (its hard-IRQ parts through `in_hardirq`); may sleep; breaks exactly the rule its scenario summary names, no other.
 fn aa_spin(_: usize) {
     let first = RawSpinLock::new("lt_same_class");
     let second = RawSpinLock::new("lt_same_class");
@@ -113,6 +119,8 @@ fn aa_spin(_: usize) {
 }
 
 /// Two mutexes of one class, nested (recursive-locking).
+///
+/// CONTEXT: the scenario thread on CPU 0 (its hard-IRQ parts through `in_hardirq`); may sleep; breaks exactly the rule its scenario summary names, no other.
 fn aa_mutex(_: usize) {
     let first = RawMutex::new("lt_same_mutex_class");
     let second = RawMutex::new("lt_same_mutex_class");
@@ -123,12 +131,16 @@ fn aa_mutex(_: usize) {
 }
 
 /// A -> B, then B -> A (circular-dependency).
+///
+/// CONTEXT: the scenario thread on CPU 0 (its hard-IRQ parts through `in_hardirq`); may sleep; breaks exactly the rule its scenario summary names, no other.
 fn abba_spin(_: usize) {
     pair(&A, &B);
     pair(&B, &A);
 }
 
 /// The same with mutexes (circular-dependency).
+///
+/// CONTEXT: the scenario thread on CPU 0 (its hard-IRQ parts through `in_hardirq`); may sleep; breaks exactly the rule its scenario summary names, no other.
 fn abba_mutex(_: usize) {
     for (first, second) in [(&MA, &MB), (&MB, &MA)] {
         mutex_lock(first);
@@ -139,6 +151,8 @@ fn abba_mutex(_: usize) {
 }
 
 /// A -> B, B -> C, C -> A (circular-dependency).
+///
+/// CONTEXT: the scenario thread on CPU 0 (its hard-IRQ parts through `in_hardirq`); may sleep; breaks exactly the rule its scenario summary names, no other.
 fn abbcca(_: usize) {
     pair(&A, &B);
     pair(&B, &C);
@@ -146,6 +160,8 @@ fn abbcca(_: usize) {
 }
 
 /// A -> B, B -> C, C -> D, D -> A (circular-dependency).
+///
+/// CONTEXT: the scenario thread on CPU 0 (its hard-IRQ parts through `in_hardirq`); may sleep; breaks exactly the rule its scenario summary names, no other.
 fn abbccdda(_: usize) {
     pair(&A, &B);
     pair(&B, &C);
@@ -154,6 +170,8 @@ fn abbccdda(_: usize) {
 }
 
 /// A then trylock B, later B -> A: a trylock cannot wait, so no cycle (no finding).
+///
+/// CONTEXT: the scenario thread on CPU 0 (its hard-IRQ parts through `in_hardirq`); may sleep; breaks exactly the rule its scenario summary names, no other.
 fn abba_trylock(_: usize) {
     lock(&A);
     if spin_trylock(&B) {
@@ -174,6 +192,8 @@ fn abba_trylock(_: usize) {
 }
 
 /// A -> B -> C -> D the same way every time, out-of-order unlock included (no finding).
+///
+/// CONTEXT: the scenario thread on CPU 0 (its hard-IRQ parts through `in_hardirq`); may sleep; breaks exactly the rule its scenario summary names, no other.
 fn nested_ok(_: usize) {
     for _ in 0..3 {
         lock(&A);
@@ -189,6 +209,8 @@ fn nested_ok(_: usize) {
 }
 
 /// A mutex, then a spinlock inside it (no finding).
+///
+/// CONTEXT: the scenario thread on CPU 0 (its hard-IRQ parts through `in_hardirq`); may sleep; breaks exactly the rule its scenario summary names, no other.
 fn mutex_spin_ok(_: usize) {
     for _ in 0..2 {
         mutex_lock(&MA);
@@ -203,12 +225,15 @@ fn mutex_spin_ok(_: usize) {
 // ---------------------------------------------------------------------------
 // Hard-IRQ usage.
 
+/// CONTEXT: hard-IRQ on the IPI target (through `in_hardirq`): takes and releases SAFE.
 fn take_safe(_: usize) {
     lock(&SAFE);
     unlock(&SAFE);
 }
 
 /// SAFE -> UNSAFE with IRQs off, both orders of learning the two facts.
+///
+/// CONTEXT: the scenario thread on CPU 0 (its hard-IRQ parts through `in_hardirq`); may sleep; breaks exactly the rule its scenario summary names, no other.
 fn safe_to_unsafe_with_irqs_off() {
     local_irq_disable();
     pair(&SAFE, &UNSAFE);
@@ -216,6 +241,8 @@ fn safe_to_unsafe_with_irqs_off() {
 }
 
 /// SAFE is learned hardirq-safe first, UNSAFE hardirq-unsafe last (irq-inversion).
+///
+/// CONTEXT: the scenario thread on CPU 0 (its hard-IRQ parts through `in_hardirq`); may sleep; breaks exactly the rule its scenario summary names, no other.
 fn safe_then_unsafe(_: usize) {
     in_hardirq(take_safe);
     safe_to_unsafe_with_irqs_off();
@@ -224,6 +251,8 @@ fn safe_then_unsafe(_: usize) {
 }
 
 /// UNSAFE is learned hardirq-unsafe first, SAFE hardirq-safe last (irq-inversion).
+///
+/// CONTEXT: the scenario thread on CPU 0 (its hard-IRQ parts through `in_hardirq`); may sleep; breaks exactly the rule its scenario summary names, no other.
 fn unsafe_then_safe(_: usize) {
     lock(&UNSAFE);
     unlock(&UNSAFE);
@@ -232,6 +261,8 @@ fn unsafe_then_safe(_: usize) {
 }
 
 /// A with IRQs on, then A in hard-IRQ context (inconsistent-irq-state).
+///
+/// CONTEXT: the scenario thread on CPU 0 (its hard-IRQ parts through `in_hardirq`); may sleep; breaks exactly the rule its scenario summary names, no other.
 fn on_then_in_irq(_: usize) {
     lock(&A);
     unlock(&A);
@@ -242,6 +273,8 @@ fn on_then_in_irq(_: usize) {
 }
 
 /// A in hard-IRQ context, then with IRQs on (inconsistent-irq-state).
+///
+/// CONTEXT: the scenario thread on CPU 0 (its hard-IRQ parts through `in_hardirq`); may sleep; breaks exactly the rule its scenario summary names, no other.
 fn in_irq_then_on(_: usize) {
     in_hardirq(|_| {
         lock(&A);
@@ -252,6 +285,8 @@ fn in_irq_then_on(_: usize) {
 }
 
 /// The correct pattern: irqsave in the handler and in the thread (no finding).
+///
+/// CONTEXT: the scenario thread on CPU 0 (its hard-IRQ parts through `in_hardirq`); may sleep; breaks exactly the rule its scenario summary names, no other.
 fn irqsave_in_irq_ok(_: usize) {
     in_hardirq(|_| {
         let flags = spin_lock_irqsave(&A);
@@ -271,6 +306,8 @@ fn irqsave_in_irq_ok(_: usize) {
 
 /// `spin_unlock_irq` in a handler turns IRQs on in hard-IRQ context (the irq
 /// variant's bug; irqs-enabled-in-hardirq).
+///
+/// CONTEXT: the scenario thread on CPU 0 (its hard-IRQ parts through `in_hardirq`); may sleep; breaks exactly the rule its scenario summary names, no other.
 fn spin_lock_irq_in_irq(_: usize) {
     in_hardirq(|_| {
         spin_lock_irq(&A);
@@ -280,6 +317,8 @@ fn spin_lock_irq_in_irq(_: usize) {
 }
 
 /// IRQs turned on with a hardirq-safe lock held (irqs-enabled-in-hardirq).
+///
+/// CONTEXT: the scenario thread on CPU 0 (its hard-IRQ parts through `in_hardirq`); may sleep; breaks exactly the rule its scenario summary names, no other.
 fn irqs_on_with_safe_lock(_: usize) {
     in_hardirq(take_safe);
     spin_lock_irq(&SAFE);
@@ -292,6 +331,8 @@ fn irqs_on_with_safe_lock(_: usize) {
 // Sleeping in atomic context.
 
 /// mutex_lock with a spinlock held (sleep-in-atomic).
+///
+/// CONTEXT: the scenario thread on CPU 0 (its hard-IRQ parts through `in_hardirq`); may sleep; breaks exactly the rule its scenario summary names, no other.
 fn mutex_under_spin(_: usize) {
     lock(&A);
     mutex_lock(&MA);
@@ -300,6 +341,8 @@ fn mutex_under_spin(_: usize) {
 }
 
 /// might_sleep with IRQs off (sleep-in-atomic).
+///
+/// CONTEXT: the scenario thread on CPU 0 (its hard-IRQ parts through `in_hardirq`); may sleep; breaks exactly the rule its scenario summary names, no other.
 fn sleep_irqs_off(_: usize) {
     local_irq_disable();
     might_sleep();
@@ -307,12 +350,16 @@ fn sleep_irqs_off(_: usize) {
 }
 
 /// might_sleep in a hard-IRQ handler (sleep-in-atomic).
+///
+/// CONTEXT: the scenario thread on CPU 0 (its hard-IRQ parts through `in_hardirq`); may sleep; breaks exactly the rule its scenario summary names, no other.
 fn sleep_in_irq(_: usize) {
     in_hardirq(|_| might_sleep());
 }
 
 /// A GFP_KERNEL allocation (may sleep, may reclaim) with a spinlock held
 /// (sleep-in-atomic).
+///
+/// CONTEXT: the scenario thread on CPU 0 (its hard-IRQ parts through `in_hardirq`); may sleep; breaks exactly the rule its scenario summary names, no other.
 fn gfp_kernel_under_spin(_: usize) {
     lock(&A);
     let page = page_alloc::alloc_pages(0, Gfp::Kernel);
@@ -323,6 +370,8 @@ fn gfp_kernel_under_spin(_: usize) {
 }
 
 /// A GFP_ATOMIC allocation with a spinlock held is fine (no finding).
+///
+/// CONTEXT: the scenario thread on CPU 0 (its hard-IRQ parts through `in_hardirq`); may sleep; breaks exactly the rule its scenario summary names, no other.
 fn gfp_atomic_under_spin_ok(_: usize) {
     lock(&A);
     let page = page_alloc::alloc_pages(0, Gfp::Atomic);
@@ -338,6 +387,8 @@ fn gfp_atomic_under_spin_ok(_: usize) {
 /// Releases a lock that was taken behind the validator's back (its ticket and
 /// owner written directly, not through `spin_lock`), so no task holds it as far
 /// as the host knows (bad-unlock).
+///
+/// CONTEXT: the scenario thread on CPU 0 (its hard-IRQ parts through `in_hardirq`); may sleep; breaks exactly the rule its scenario summary names, no other.
 fn bad_unlock(_: usize) {
     preempt_disable();
     let words = &A as *const RawSpinLock as *const AtomicU32;
@@ -357,6 +408,8 @@ static HOLDS_B: AtomicBool = AtomicBool::new(false);
 
 /// Two threads take MA and MB in opposite orders at the same time: a real
 /// deadlock, which the host must stop and report (circular-dependency, deadlock).
+///
+/// CONTEXT: the scenario thread on CPU 0 (its hard-IRQ parts through `in_hardirq`); may sleep; breaks exactly the rule its scenario summary names, no other.
 fn abba_deadlock(_: usize) {
     let other = if crate::smp::online_cpus() > 1 { 1 } else { 0 };
     mutex_lock(&MA);
@@ -371,6 +424,7 @@ fn abba_deadlock(_: usize) {
     mutex_unlock(&MA);
 }
 
+/// CONTEXT: thread on the other CPU; may sleep (takes MB then MA: half of the deadlock).
 fn abba_other(_: usize) {
     mutex_lock(&MB);
     HOLDS_B.store(true, Release);
