@@ -16,6 +16,11 @@ fn run_json(args: &[&str]) -> Run {
     percpu_lab(&all)
 }
 
+/// `run --variant V --scenario S --seed N --report json`.
+fn variant_run(variant: &str, scenario: &str, seed: &str) -> Run {
+    run_json(&["--variant", variant, "--scenario", scenario, "--seed", seed])
+}
+
 fn findings(run: &Run) -> Vec<Value> {
     run.json()["findings"]
         .as_array()
@@ -57,14 +62,7 @@ fn each_seed(f: impl Fn(u64) + Sync) {
 fn mutex_fs_reclaim_has_the_circular_dependency_on_every_seed() {
     each_seed(|seed| {
         let seed = seed.to_string();
-        let run = run_json(&[
-            "--variant",
-            "mutex",
-            "--scenario",
-            "fs-reclaim",
-            "--seed",
-            &seed,
-        ]);
+        let run = variant_run("mutex", "fs-reclaim", &seed);
         assert_eq!(run.code, 1, "seed {seed}: {}", run.describe());
         let found = findings(&run);
         let circular: Vec<&Value> = found
@@ -92,14 +90,7 @@ fn mutex_fs_reclaim_real_deadlock_is_reported_with_each_cpu() {
     let mut deadlocked = 0;
     for seed in 0..100u64 {
         let seed = seed.to_string();
-        let run = run_json(&[
-            "--variant",
-            "mutex",
-            "--scenario",
-            "fs-reclaim",
-            "--seed",
-            &seed,
-        ]);
+        let run = variant_run("mutex", "fs-reclaim", &seed);
         if !kinds(&run).contains(&"deadlock".to_string()) {
             continue;
         }
@@ -157,14 +148,7 @@ fn mutex_fs_reclaim_real_deadlock_is_reported_with_each_cpu() {
 fn irq_irq_free_reports_irqs_enabled_in_hardirq_on_every_seed() {
     each_seed(|seed| {
         let seed = seed.to_string();
-        let run = run_json(&[
-            "--variant",
-            "irq",
-            "--scenario",
-            "irq-free",
-            "--seed",
-            &seed,
-        ]);
+        let run = variant_run("irq", "irq-free", &seed);
         assert_eq!(run.code, 1, "seed {seed}: {}", run.describe());
         let irq_state: Vec<Value> = findings(&run)
             .into_iter()
@@ -190,7 +174,7 @@ fn fine_is_clean_on_every_scenario_and_seed() {
     for scenario in ["smoke", "storm", "irq-free", "fs-reclaim", "reclaim"] {
         each_seed(|seed| {
             let seed = seed.to_string();
-            let run = run_json(&["--variant", "fine", "--scenario", scenario, "--seed", &seed]);
+            let run = variant_run("fine", scenario, &seed);
             assert_eq!(
                 (run.code, kinds(&run)),
                 (0, vec![]),

@@ -21,6 +21,21 @@ fn record(path: &Path, extra: &[&str]) -> common::Run {
     percpu_lab(&args)
 }
 
+/// `export TRACE --perfetto OUT` (OUT a scratch file named `out`): the run, which
+/// must succeed, and the JSON it wrote.
+fn export_perfetto(trace: &Path, out: &str) -> (common::Run, Value) {
+    let out = scratch(out);
+    let export = percpu_lab(&[
+        "export",
+        trace.to_str().unwrap(),
+        "--perfetto",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(export.code, 0, "{}", export.describe());
+    let json = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    (export, json)
+}
+
 fn load(path: &Path) -> Trace {
     read_trace(&std::fs::read(path).unwrap()).unwrap()
 }
@@ -182,16 +197,9 @@ fn truncated_and_bad_traces_through_the_cli() {
         "{}",
         replay.describe()
     );
-    let json = scratch("cut.json");
-    let export = percpu_lab(&[
-        "export",
-        cut.to_str().unwrap(),
-        "--perfetto",
-        json.to_str().unwrap(),
-    ]);
-    assert_eq!(export.code, 0, "{}", export.describe());
+    let (export, _) = export_perfetto(&cut, "cut.json");
     assert!(export.stderr.contains("warning"), "{}", export.describe());
-    let _: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let json = scratch("cut.json");
 
     // A corrupt chunk in the middle: the same.
     let mut corrupt = bytes.clone();
@@ -307,15 +315,7 @@ fn perfetto_export_marks_the_lock_validators_findings() {
     ];
     let run = record(&path, &args);
     assert_eq!(run.code, 1, "a run with findings: {}", run.describe());
-    let out = scratch("export-findings.json");
-    let export = percpu_lab(&[
-        "export",
-        path.to_str().unwrap(),
-        "--perfetto",
-        out.to_str().unwrap(),
-    ]);
-    assert_eq!(export.code, 0, "{}", export.describe());
-    let json: Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    let (_, json) = export_perfetto(&path, "export-findings.json");
     let marked: Vec<&str> = json["traceEvents"]
         .as_array()
         .unwrap()
@@ -334,16 +334,8 @@ fn perfetto_export_has_a_track_per_cpu_and_balanced_spans() {
         &["--scenario", "storm", "--cpus", "4", "--seed", "3"],
     );
     assert_eq!(run.code, 0, "{}", run.describe());
-    let out = scratch("export.json");
-    let export = percpu_lab(&[
-        "export",
-        path.to_str().unwrap(),
-        "--perfetto",
-        out.to_str().unwrap(),
-    ]);
-    assert_eq!(export.code, 0, "{}", export.describe());
+    let (export, json) = export_perfetto(&path, "export.json");
     assert!(export.stderr.is_empty(), "{}", export.describe());
-    let json: Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
     let events = json["traceEvents"].as_array().expect("traceEvents");
 
     let mut processes = BTreeMap::new();
