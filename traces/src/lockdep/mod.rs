@@ -598,7 +598,9 @@ impl Validator {
             self.report_inconsistent(e, class, on, site, true);
         }
         // A safe class now: nothing it leads to may be unsafe.
-        if let Some(path) = self.search(class, true, |c| c.hardirq_on.is_some()) {
+        if let Some(path) = self.search(class, true, |c| {
+            self.classes[c as usize].hardirq_on.is_some()
+        }) {
             self.report_irq_inversion(e, &path);
         }
     }
@@ -612,7 +614,9 @@ impl Validator {
             self.report_inconsistent(e, class, site, safe, false);
         }
         // An unsafe class now: nothing that leads to it may be safe.
-        if let Some(mut path) = self.search(class, false, |c| c.in_hardirq.is_some()) {
+        if let Some(mut path) = self.search(class, false, |c| {
+            self.classes[c as usize].in_hardirq.is_some()
+        }) {
             path.reverse();
             self.report_irq_inversion(e, &path);
         }
@@ -624,7 +628,7 @@ impl Validator {
         &self,
         from: ClassId,
         forward: bool,
-        wanted: impl Fn(&Class) -> bool,
+        wanted: impl Fn(ClassId) -> bool,
     ) -> Option<Vec<ClassId>> {
         let graph = if forward {
             &self.forward
@@ -640,7 +644,7 @@ impl Validator {
                     continue;
                 }
                 parent.insert(next, c);
-                if wanted(&self.classes[next as usize]) {
+                if wanted(next) {
                     let mut path = vec![next];
                     let mut at = next;
                     while at != from {
@@ -661,29 +665,7 @@ impl Validator {
         if from == to {
             return Some(vec![from]);
         }
-        let mut parent: FxMap<ClassId, ClassId> = FxMap::default();
-        let mut queue = VecDeque::from([from]);
-        parent.insert(from, from);
-        while let Some(c) = queue.pop_front() {
-            for &next in &self.forward[c as usize] {
-                if parent.contains_key(&next) {
-                    continue;
-                }
-                parent.insert(next, c);
-                if next == to {
-                    let mut path = vec![next];
-                    let mut at = next;
-                    while at != from {
-                        at = parent[&at];
-                        path.push(at);
-                    }
-                    path.reverse();
-                    return Some(path);
-                }
-                queue.push_back(next);
-            }
-        }
-        None
+        self.search(from, true, |c| c == to)
     }
 
     fn add_edge(&mut self, e: &Event, prev: &Held, next: ClassId) {
@@ -709,17 +691,21 @@ impl Validator {
         let safe = if self.classes[prev.class as usize].in_hardirq.is_some() {
             Some(vec![prev.class])
         } else {
-            self.search(prev.class, false, |c| c.in_hardirq.is_some())
-                .map(|mut p| {
-                    p.reverse();
-                    p
-                })
+            self.search(prev.class, false, |c| {
+                self.classes[c as usize].in_hardirq.is_some()
+            })
+            .map(|mut p| {
+                p.reverse();
+                p
+            })
         };
         if let Some(safe) = safe {
             let unsafe_ = if self.classes[next as usize].hardirq_on.is_some() {
                 Some(vec![next])
             } else {
-                self.search(next, true, |c| c.hardirq_on.is_some())
+                self.search(next, true, |c| {
+                    self.classes[c as usize].hardirq_on.is_some()
+                })
             };
             if let Some(unsafe_) = unsafe_ {
                 let mut path = safe;
