@@ -19,7 +19,6 @@ struct Recorded {
     events: Vec<Event>,
     strings: StringTable,
     samples: Vec<MaskSample>,
-    end: RunEnd,
     mmu: Option<emu::tlb::MmuStats>,
 }
 
@@ -53,6 +52,12 @@ fn record(kernel: &KernelImage, scenario: &str, cpus: usize, seed: u64, sample: 
         )
         .unwrap();
     let outcome = machine.run(&mut |_, _| {});
+    // Every recording here is of a run that must pass.
+    assert!(
+        matches!(outcome.end, RunEnd::PoweredOff { status: 0, .. }),
+        "{scenario}: {:?}",
+        outcome.end
+    );
     let samples = machine.take_irq_mask_samples();
     let mmu = machine.mmu_stats();
     drop(machine);
@@ -61,7 +66,6 @@ fn record(kernel: &KernelImage, scenario: &str, cpus: usize, seed: u64, sample: 
         events,
         strings,
         samples,
-        end: outcome.end,
         mmu,
     }
 }
@@ -76,11 +80,6 @@ fn irq_mask_from_events_matches_pstate_at_every_block_boundary() {
     // irq-free with the patch's first version re-enables IRQs inside hard-IRQ handlers.
     for scenario in ["smoke", "storm", "irq-free variant=irq"] {
         let run = record(&kernel, scenario, 4, 1, true);
-        assert!(
-            matches!(run.end, RunEnd::PoweredOff { status: 0, .. }),
-            "{:?}",
-            run.end
-        );
         // Unmasks by an instruction while a hard-IRQ handler runs on that CPU.
         let mut depth = [0i32; 8];
         let mut unmasked_in_irq = 0;
@@ -147,11 +146,6 @@ fn irq_mask_from_events_matches_pstate_at_every_block_boundary() {
 fn smoke_records_every_kind_where_expected() {
     let Some(kernel) = guest() else { return };
     let run = record(&kernel, "smoke", 4, 0, false);
-    assert!(
-        matches!(run.end, RunEnd::PoweredOff { status: 0, .. }),
-        "{:?}",
-        run.end
-    );
     let events = &run.events;
     let mut kinds: BTreeMap<&str, usize> = BTreeMap::new();
     for e in events {
@@ -374,11 +368,6 @@ fn storm_records_per_cpu_allocations_and_their_frees() {
         return;
     }
     let run = record(&kernel, "storm", 4, 2, false);
-    assert!(
-        matches!(run.end, RunEnd::PoweredOff { status: 0, .. }),
-        "{:?}",
-        run.end
-    );
     let mut live: BTreeMap<u64, (u64, u64)> = BTreeMap::new();
     let (mut allocs, mut frees) = (0, 0);
     for e in &run.events {
@@ -415,11 +404,6 @@ fn storm_records_per_cpu_allocations_and_their_frees() {
 fn reclaim_records_the_mmu_s_tlbis_barriers_and_page_table_writes() {
     let Some(kernel) = guest() else { return };
     let run = record(&kernel, "reclaim", 4, 1, false);
-    assert!(
-        matches!(run.end, RunEnd::PoweredOff { status: 0, .. }),
-        "{:?}",
-        run.end
-    );
     let stats = run.mmu.expect("the default machine has the simulated MMU");
     let events = &run.events;
 
