@@ -1,4 +1,4 @@
-//! The binary trace format, byte by byte (format version 1.0).
+//! The binary trace format, byte by byte (format version 1.1).
 //!
 //! All fixed-width integers are little-endian. `uleb` is unsigned LEB128 and `zz` is a
 //! zigzag-mapped signed value stored as `uleb` (see [`crate::varint`]). `str` is
@@ -135,6 +135,15 @@
 //! overflows; a string id not yet defined; an empty MRU slot. It is also invalid if the
 //! number of event records differs from the frame's `event_count`.
 //!
+//! # The end of a run (1.1)
+//!
+//! Since 1.1 the writer of a run ends a finished trace with two marker events: a
+//! `console-digest` marker whose value is a digest of the guest console output, then an
+//! `end:NAME` marker saying how the run ended (`power-off`, `reset`, `fault`, `watchdog`,
+//! `hang`, `stopped: REASON`, `interrupted`); [`crate::ending`] has the details. Nothing
+//! else changed: a 1.0 reader sees two more markers. A trace without them was written by
+//! 1.0, edited, or cut before its end.
+//!
 //! # Extending
 //!
 //! A new event kind takes an unused tag in `0x80..=0xff` and a new minor version: its
@@ -149,7 +158,7 @@ pub const MAGIC: [u8; 8] = *b"\x89PCPUTR\n";
 /// The format major version this crate writes and reads.
 pub const VERSION_MAJOR: u16 = 1;
 /// The format minor version this crate writes (it reads any minor of its major).
-pub const VERSION_MINOR: u16 = 0;
+pub const VERSION_MINOR: u16 = 1;
 /// Size of the fixed part of the header (before the body).
 pub const HEADER_FIXED_LEN: usize = 20;
 /// Largest header body a reader accepts.

@@ -4,6 +4,7 @@
 //! - [`TraceWriter`]: header, then events packed into CRC-framed, delta-coded chunks.
 //! - [`TraceReader`]: iterates the events of a file in memory or a `Read`, recovering
 //!   every whole chunk of a truncated or damaged file ([`Damage`]).
+//! - [`ending`]: how a recorded run ended (the two events a finished trace ends with).
 //! - [`format`](mod@format): the byte layout, precise enough to write a reader in another language.
 //!
 //! This crate does not depend on the emulator: a trace file alone is enough to analyse.
@@ -41,6 +42,7 @@
 //! ```
 
 mod codec;
+pub mod ending;
 pub mod error;
 pub mod event;
 pub mod finding;
@@ -52,6 +54,7 @@ pub mod strings;
 pub mod varint;
 pub mod writer;
 
+pub use ending::{ConsoleDigest, Ending, RunTail, TailTracker};
 pub use error::{Damage, DamageCause, OpenError, WriteError};
 pub use event::{
     BarrierOption, CpuId, Event, EventDisplay, EventKind, IrqMaskCause, LockFlavor, LockRef, StrId,

@@ -202,6 +202,7 @@ fn header_errors_are_typed_with_one_line_messages() {
 
     let mut newer = sample.bytes.clone();
     newer[8] = 2;
+    newer[10] = 0;
     let (err, text) = one_line(read_trace(&newer).unwrap_err());
     assert!(matches!(
         err,
