@@ -53,7 +53,7 @@ pub fn measure(kernel: &KernelImage, min_time: Duration) -> Result<TraceBench, B
         let recording = Recording::start(&mut machine, file, &config)?;
         let start = Instant::now();
         let outcome = machine.run(&mut |_, _| {});
-        let (_, summary) = recording.finish()?;
+        let (_, summary) = recording.finish(&outcome)?;
         bench.with_trace += start.elapsed();
         crate::bench::require_clean(&outcome.end, "storm")?;
         bench.events += summary.events;

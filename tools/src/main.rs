@@ -2,7 +2,7 @@
 //! machine and reports what happened.
 //!
 //! Exit codes (DESIGN.md): 0 ran with no findings, 1 findings, 2 bad input or usage,
-//! 3 guest fault (panic, unhandled exception, watchdog).
+//! 3 guest fault (panic, unhandled exception, watchdog), 130 interrupted (SIGINT/SIGTERM).
 
 mod bench;
 mod bench_alloc;
@@ -11,6 +11,7 @@ mod bench_mmu;
 mod bench_trace;
 mod check;
 mod export;
+mod interrupt;
 mod kernel;
 mod mmu_report;
 mod replay;
@@ -29,6 +30,8 @@ pub enum Verdict {
     Clean,
     Findings,
     GuestFault,
+    /// A signal ended the run (its trace and report are complete so far).
+    Interrupted,
 }
 
 impl Verdict {
@@ -37,6 +40,7 @@ impl Verdict {
             Verdict::Clean => 0,
             Verdict::Findings => 1,
             Verdict::GuestFault => 3,
+            Verdict::Interrupted => 130,
         })
     }
 }
@@ -95,6 +99,10 @@ fn main() -> ExitCode {
         }
     };
     init_logging(cli.verbose);
+    // Runs end cleanly on a signal; every other command may simply die.
+    if matches!(cli.command, Command::Run(_) | Command::Replay(_)) {
+        interrupt::install();
+    }
     // `run` does this itself once its trace is safe.
     if !matches!(cli.command, Command::Run(_)) {
         end_quietly_on_closed_stdout();

@@ -8,7 +8,7 @@ use emu::{Machine, MachineConfig, MmuMode, RecordOptions, SchedulerKind};
 
 use crate::mmu_report::MmuRun;
 use crate::report::{self, ReportFormat};
-use crate::{check, kernel, tracefile, BadInput, Verdict};
+use crate::{check, interrupt, kernel, tracefile, BadInput, Verdict};
 
 /// Instructions a CPU runs before the scheduler picks again (slices end at the
 /// first translation-block boundary past this budget).
@@ -140,6 +140,7 @@ pub fn run(args: &RunArgs) -> Result<Verdict, BadInput> {
     let mut machine = Machine::new(config, &kernel)?;
     // The lock validator sees every event, with or without a trace file.
     let (lockdep, validator_sink) = check::Online::new(&kernel, &machine);
+    let validator_sink = interrupt::stop_on_signal(machine.stop_request(), validator_sink);
     let recording = match &args.trace {
         Some(path) => {
             let trace_config = tracefile::trace_config(args, &kernel);
@@ -161,6 +162,9 @@ pub fn run(args: &RunArgs) -> Result<Verdict, BadInput> {
     // (`| head`) must not stop the run: the trace still has to be finished.
     let console_to_stderr = matches!(args.report, ReportFormat::Json);
     let mut console = |cpu: usize, line: &str| {
+        if let Some(recording) = &recording {
+            recording.console_line(cpu, line);
+        }
         let _ = if console_to_stderr {
             writeln!(std::io::stderr(), "[cpu{cpu}] {line}")
         } else {
@@ -171,12 +175,13 @@ pub fn run(args: &RunArgs) -> Result<Verdict, BadInput> {
     let mmu = MmuRun::of(&machine);
     let locks = check::LockRun::of(&lockdep);
     let verdict = match report::verdict(&outcome) {
+        _ if interrupt::ended(&outcome.end) => Verdict::Interrupted,
         // Findings (DESIGN.md exit code 1) explain a fault they led to as well.
         _ if !mmu.findings.is_empty() || !locks.findings.is_empty() => Verdict::Findings,
         verdict => verdict,
     };
     if let (Some(recording), Some(path)) = (recording, &args.trace) {
-        let (_, summary) = recording.finish()?;
+        let (_, summary) = recording.finish(&outcome)?;
         eprintln!(
             "percpu-lab: trace {}: {} events, {} bytes",
             path.display(),

@@ -10,14 +10,14 @@ use std::path::Path;
 use std::rc::Rc;
 
 use clap::ValueEnum;
-use emu::{EventSink, KernelImage, Machine, RecordOptions};
+use emu::{EventSink, KernelImage, Machine, RecordOptions, RunEnd, RunOutcome};
 use traces::{
-    Damage, ElfHash, Event, StringTable, TraceConfig, TraceReader, TraceWriter, WriteSummary,
-    WriterOptions,
+    CpuId, Damage, ElfHash, Ending, Event, RunTail, StringTable, TailTracker, TraceConfig,
+    TraceReader, TraceWriter, WriteSummary, WriterOptions,
 };
 
 use crate::run::RunArgs;
-use crate::BadInput;
+use crate::{interrupt, BadInput};
 
 /// The `extra` header key for `--max-insns` (replay passes every extra key back to
 /// `run` as `--KEY VALUE`).
@@ -95,6 +95,10 @@ pub struct Recording<W: Write> {
 struct WriterState<W: Write> {
     writer: Option<TraceWriter<W>>,
     error: Option<String>,
+    /// The run's string table as far as the machine has handed it over (the tail's
+    /// labels are added to it at the end).
+    strings: StringTable,
+    tail: TailTracker,
 }
 
 impl<W: Write + 'static> Recording<W> {
@@ -116,6 +120,8 @@ impl<W: Write + 'static> Recording<W> {
         let state = Rc::new(RefCell::new(WriterState {
             writer: Some(writer),
             error: None,
+            strings: StringTable::new(),
+            tail: TailTracker::default(),
         }));
         let sink_state = state.clone();
         machine.record(
@@ -124,7 +130,13 @@ impl<W: Write + 'static> Recording<W> {
                 if let Some(tee) = tee.as_mut() {
                     tee(events, strings);
                 }
-                let mut st = sink_state.borrow_mut();
+                let mut guard = sink_state.borrow_mut();
+                let st = &mut *guard;
+                st.tail.events(events);
+                // Only ever appended to: copy the new strings, in order.
+                for (_, text) in strings.iter().skip(st.strings.len()) {
+                    st.strings.intern(text);
+                }
                 if st.error.is_some() {
                     return;
                 }
@@ -142,16 +154,55 @@ impl<W: Write + 'static> Recording<W> {
         Ok(Self { state })
     }
 
-    /// Ends the trace (last chunk and trailer), whatever way the run ended.
-    pub fn finish(self) -> Result<(W, WriteSummary), BadInput> {
-        let mut st = self.state.borrow_mut();
-        let writer = st.writer.take().expect("finished once");
-        let finished = writer.finish();
+    /// Takes note of a finished console line (the trace stores a digest of them).
+    pub fn console_line(&self, cpu: usize, text: &str) {
+        self.state.borrow_mut().tail.console_line(cpu, text);
+    }
+
+    /// Ends the trace, whatever way the run ended: how it ended ([`RunTail`]), the
+    /// last chunk and the trailer.
+    pub fn finish(self, outcome: &RunOutcome) -> Result<(W, WriteSummary), BadInput> {
+        let mut guard = self.state.borrow_mut();
+        let st = &mut *guard;
+        let mut writer = st.writer.take().expect("finished once");
+        let tail = tail_of(&st.tail, outcome, None);
+        let finished = tail
+            .events(&mut st.strings)
+            .iter()
+            .try_for_each(|event| writer.write(event, &st.strings))
+            .and_then(|()| writer.finish());
         if let Some(e) = st.error.take() {
             return Err(BadInput(format!("cannot write the trace: {e}")));
         }
         finished.map_err(|e| BadInput(format!("cannot write the trace: {e}")))
     }
+}
+
+/// How a run that ended with `end` is recorded.
+pub fn ending_of(end: &RunEnd) -> Ending {
+    match end {
+        RunEnd::PoweredOff { status, .. } => Ending::PowerOff { status: *status },
+        RunEnd::Reset { status, .. } => Ending::Reset { status: *status },
+        RunEnd::Fault { .. } => Ending::Fault,
+        RunEnd::Watchdog { limit } => Ending::Watchdog { limit: *limit },
+        RunEnd::Hang => Ending::Hang,
+        end if interrupt::ended(end) => Ending::Interrupted,
+        RunEnd::Stopped { reason } => Ending::Stopped {
+            reason: reason.clone(),
+        },
+    }
+}
+
+/// The tail of the run `outcome` describes, whose events and console `tracker`
+/// followed; `ending` instead of the outcome's own end if given.
+pub fn tail_of(tracker: &TailTracker, outcome: &RunOutcome, ending: Option<Ending>) -> RunTail {
+    let (cpu, pc) = match outcome.end {
+        RunEnd::PoweredOff { cpu, .. } | RunEnd::Reset { cpu, .. } => (cpu, 0),
+        RunEnd::Fault { cpu, pc, .. } => (cpu, pc),
+        _ => (0, 0),
+    };
+    let ending = ending.unwrap_or_else(|| ending_of(&outcome.end));
+    tracker.tail(ending, CpuId(cpu as u16), pc, outcome.total_insns)
 }
 
 /// A run that did not get to `finish` (the host panicked, e.g. on a closed stdout)
