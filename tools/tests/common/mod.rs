@@ -118,3 +118,46 @@ pub fn qemu_console(cpus: usize, bootargs: &str) -> Vec<String> {
         .filter(|l| !l.is_empty())
         .collect()
 }
+
+/// A path for a scratch file, in a directory of this test binary and process.
+pub fn scratch(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "percpu-lab-{}-{}",
+        env!("CARGO_CRATE_NAME"),
+        std::process::id()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
+/// `percpu-lab run --trace PATH ARGS…`.
+pub fn record(path: &std::path::Path, args: &[&str]) -> Run {
+    let mut argv = vec!["run", "--trace", path.to_str().unwrap()];
+    argv.extend_from_slice(args);
+    percpu_lab(&argv)
+}
+
+/// `percpu-lab replay PATH`.
+pub fn replay(path: &std::path::Path) -> Run {
+    percpu_lab(&["replay", path.to_str().unwrap()])
+}
+
+/// Every event of the trace at `path`.
+pub fn load(path: &std::path::Path) -> traces::Trace {
+    traces::read_trace(&std::fs::read(path).unwrap()).unwrap()
+}
+
+/// Writes `trace` (its header, strings and events, changed or not) to `path` as a
+/// cleanly finished file.
+pub fn rewrite(trace: &traces::Trace, path: &std::path::Path) {
+    let mut writer = traces::TraceWriter::new(
+        Vec::new(),
+        &trace.header.config,
+        traces::WriterOptions::default(),
+    )
+    .unwrap();
+    for event in &trace.events {
+        writer.write(event, &trace.strings).unwrap();
+    }
+    std::fs::write(path, writer.finish().unwrap().0).unwrap();
+}
