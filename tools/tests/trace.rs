@@ -3,23 +3,11 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use common::percpu_lab;
+use common::{load, percpu_lab, record, rewrite, scratch};
 use serde_json::Value;
-use traces::{read_trace, ElfHash, EventKind, LockFlavor, Trace, TraceWriter, WriterOptions};
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("percpu-lab-trace-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
-}
-
-fn record(path: &Path, extra: &[&str]) -> common::Run {
-    let mut args = vec!["run", "--trace", path.to_str().unwrap()];
-    args.extend_from_slice(extra);
-    percpu_lab(&args)
-}
+use traces::{read_trace, ElfHash, EventKind, LockFlavor};
 
 /// `export TRACE --perfetto OUT` (OUT a scratch file named `out`): the run, which
 /// must succeed, and the JSON it wrote.
@@ -34,20 +22,6 @@ fn export_perfetto(trace: &Path, out: &str) -> (common::Run, Value) {
     assert_eq!(export.code, 0, "{}", export.describe());
     let json = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
     (export, json)
-}
-
-fn load(path: &Path) -> Trace {
-    read_trace(&std::fs::read(path).unwrap()).unwrap()
-}
-
-/// Writes `trace` back (same header unless changed) as a clean file.
-fn rewrite(trace: &Trace, path: &Path) {
-    let mut writer =
-        TraceWriter::new(Vec::new(), &trace.header.config, WriterOptions::default()).unwrap();
-    for event in &trace.events {
-        writer.write(event, &trace.strings).unwrap();
-    }
-    std::fs::write(path, writer.finish().unwrap().0).unwrap();
 }
 
 fn assert_one_line_error(run: &common::Run, what: &str) {
