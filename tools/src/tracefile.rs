@@ -134,8 +134,9 @@ impl<W: Write + 'static> Recording<W> {
                 let st = &mut *guard;
                 st.tail.events(events);
                 // Only ever appended to: copy the new strings, in order.
-                for (_, text) in strings.iter().skip(st.strings.len()) {
-                    st.strings.intern(text);
+                for (id, text) in strings.iter().skip(st.strings.len()) {
+                    let copied = st.strings.intern(text);
+                    debug_assert_eq!(copied, id, "the run's strings are unique");
                 }
                 if st.error.is_some() {
                     return;

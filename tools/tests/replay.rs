@@ -351,3 +351,19 @@ fn a_replay_without_a_trace_tail_still_checks_every_event() {
     rewrite(&trace, &edited);
     assert_diverges(&edited, last, &["expected: end of the trace"]);
 }
+
+#[test]
+fn a_format_1_0_trace_of_a_deadlock_stop_replays_to_where_it_ends() {
+    // Format 1.0 wrote no tail: the replay cannot know who ended the run, so it stops
+    // where the events end.
+    let args = ["--scenario", "selftest-lock-abba-deadlock"];
+    let (_, mut trace) = recorded("format-1.0", &args, 1);
+    trace.events.truncate(trace.events.len() - RunTail::EVENTS);
+    let old = scratch("format-1.0-old.trace");
+    rewrite(&trace, &old);
+    let mut bytes = std::fs::read(&old).unwrap();
+    bytes[10..12].copy_from_slice(&0u16.to_le_bytes()); // the minor version
+    std::fs::write(&old, bytes).unwrap();
+    assert_eq!(load(&old).header.minor, 0);
+    assert_identical(&old, trace.events.len(), "not recorded (format 1.0 trace)");
+}
