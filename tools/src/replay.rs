@@ -4,6 +4,12 @@
 //! The machine is deterministic, so running the same configuration again is the
 //! replay; the recorded host decisions (each slice, each injected IRQ) are events
 //! too, so a different schedule shows up as a divergence like any other.
+//!
+//! A replay ends where the recording did: a run that ended by itself (power-off, fault,
+//! watchdog, hang) must reach the same end on its own; a run the host ended (deadlock
+//! stop, signal) and a cut trace end after the slice in which their last event came,
+//! so the replay asks the machine to stop after that slice. The trace's tail (console
+//! digest and end, [`traces::ending`]) is compared as its last two events.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
