@@ -3,7 +3,8 @@
 //! report so far is printed; exit 130); a second one ends the process at once.
 //!
 //! The machine knows nothing of signals: the handler only sets a flag, and the event
-//! sink, called after every slice, turns it into a [`StopRequest`].
+//! sink, called after every slice, turns it into a [`StopRequest`]. Plain `libc`
+//! (already a dependency) is enough for one atomic flag and `_exit`; no signal crate.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
