@@ -53,6 +53,10 @@ pub(crate) struct SliceCounter {
     pub(crate) tlb_broadcast: Cell<bool>,
     /// The guest invalidated the instruction cache: other cores drop translated code.
     pub(crate) code_broadcast: Cell<bool>,
+    /// Test aid ([`crate::MachineConfig::churn_soft_tlb`]): flush Unicorn's soft TLB
+    /// every this many blocks (0: never).
+    pub(crate) churn_every: Cell<u64>,
+    blocks: Cell<u64>,
 }
 
 impl SliceCounter {
@@ -258,6 +262,14 @@ pub(crate) fn install_counting_hooks(
         c.block_start.set(addr);
         c.block_size.set(size);
         c.executed.set(c.executed.get() + size as u64 / 4);
+        let every = c.churn_every.get();
+        if every != 0 {
+            let blocks = c.blocks.get() + 1;
+            c.blocks.set(blocks);
+            if blocks % every == 0 {
+                let _ = uc.ctl_flush_tlb();
+            }
+        }
     })
     .map_err(uc_err("adding the block hook"))?;
     let c = counter.clone();

@@ -39,6 +39,10 @@ pub struct MachineConfig {
     pub bootargs: String,
     /// Which MMU translates guest addresses (see [`MmuMode`]).
     pub mmu: MmuMode,
+    /// Test aid: flush every core's Unicorn soft TLB every this many translation blocks
+    /// (0: never), so refills come at other moments than usual, as on a slower or
+    /// loaded host. Nothing a run reports or records may change with it.
+    pub churn_soft_tlb: u64,
 }
 
 /// Who translates guest addresses.
@@ -65,6 +69,7 @@ impl Default for MachineConfig {
             max_insns: 2_000_000_000,
             bootargs: "scenario=smoke".into(),
             mmu: MmuMode::default(),
+            churn_soft_tlb: 0,
         }
     }
 }
@@ -284,6 +289,9 @@ impl Machine {
             .collect::<Result<Vec<_>, _>>()?;
         if let Some(m) = &sim_mmu {
             m.install_barrier_hooks(&mut cores, kernel)?;
+        }
+        for core in &cores {
+            core.counter.churn_every.set(config.churn_soft_tlb);
         }
         let mut machine = Self {
             cores,

@@ -13,6 +13,13 @@
 //! the machine, before the CPU runs again) so that its next access to the page comes
 //! back here, is answered with the old physical page and reported as `stale-tlb`.
 //!
+//! Unicorn's soft TLB also refills on its own, at moments set by host time (DESIGN.md),
+//! so nothing here may depend on how often a fill comes: the model only changes on the
+//! first fill of a page it does not hold (a moment the guest fixes, since every model
+//! invalidation is also a Unicorn flush), a stale entry is reported once, on its first
+//! access after the flush above, and write windows are compared at the CPU's TLBIs,
+//! barriers, `free_pages` calls and slice ends, never at a fill.
+//!
 //! Checks (each a [`Finding`], once per cause):
 //! - `stale-tlb`: an access through a held translation the tables no longer give;
 //! - `missing-tlb-flush`: a descriptor made valid while some CPU still holds a
@@ -50,6 +57,23 @@ pub struct HeldEntry {
     pub filled_at: u64,
     /// Set when the tables stopped giving this translation.
     pub stale: Option<StaleSince>,
+    /// Where the stale entry stands with its one report (see [`StaleReport`]).
+    stale_report: StaleReport,
+}
+
+/// When the access through a stale entry is reported. Unicorn's soft TLB refills at
+/// moments that depend on host time (DESIGN.md), so only the first access after the
+/// holding CPU's Unicorn TLB was flushed (which the model asks for when it marks the
+/// entry stale) is a moment fixed by the guest: that one is reported, once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+enum StaleReport {
+    /// Not stale, or stale while the CPU's Unicorn TLB may still hold the entry.
+    #[default]
+    Waiting,
+    /// The CPU's Unicorn TLB was flushed since the entry went stale: the next access
+    /// through it comes to the model.
+    Armed,
+    Reported,
 }
 
 impl HeldEntry {
@@ -188,8 +212,6 @@ struct BarrierState {
 pub struct MmuStats {
     /// Translations walked and entered into each CPU's modelled TLB.
     pub tlb_fills: Vec<u64>,
-    /// Unicorn soft-TLB misses answered from the model without a walk.
-    pub model_hits: Vec<u64>,
     pub tlbi_by_kind: BTreeMap<&'static str, u64>,
     /// Broadcast (…IS) invalidations.
     pub broadcast_invalidations: u64,
@@ -199,7 +221,7 @@ pub struct MmuStats {
     pub pt_writes_valid_to_valid: u64,
     pub pt_writes_other: u64,
     pub pt_pages: u64,
-    /// Accesses answered from a stale translation.
+    /// Stale translations used: the first access through each after it went stale.
     pub stale_accesses: u64,
     /// Faults delivered to the guest by the walker.
     pub faults: u64,
@@ -281,7 +303,6 @@ impl MmuModel {
             findings: Findings::default(),
             stats: MmuStats {
                 tlb_fills: vec![0; cpus],
-                model_hits: vec![0; cpus],
                 ..MmuStats::default()
             },
             symbolize,
@@ -337,8 +358,18 @@ impl MmuModel {
     }
 
     /// Whether `cpu`'s Unicorn TLB must be flushed before it runs; clears the request.
+    /// The caller flushes that TLB when this returns true: from then on the next access
+    /// through each of `cpu`'s stale entries reaches the model, so it is armed.
     pub fn take_flush(&mut self, cpu: usize) -> bool {
-        std::mem::replace(&mut self.need_flush[cpu], false)
+        let flush = std::mem::replace(&mut self.need_flush[cpu], false);
+        if flush {
+            for e in self.tlbs[cpu].values_mut() {
+                if e.stale.is_some() && e.stale_report == StaleReport::Waiting {
+                    e.stale_report = StaleReport::Armed;
+                }
+            }
+        }
+        flush
     }
 
     fn add_pt_page(&mut self, page: u64, level: u8, va_base: u64) {
@@ -450,10 +481,9 @@ impl MmuModel {
             };
         }
         let cpu = at.cpu;
-        if guest {
-            self.sync_windows(mem, cpu);
-        }
-        if let Some(e) = self.tlbs[cpu].get(&va) {
+        // Open write windows are compared at the CPU's next TLBI, barrier, free_pages or
+        // slice end, never here: fills come at host-dependent moments.
+        if let Some(e) = self.tlbs[cpu].get_mut(&va) {
             let answer = if e.allows(access) {
                 FillAnswer::Map {
                     pa: e.pa,
@@ -467,9 +497,10 @@ impl MmuModel {
                 })
             };
             if guest {
-                self.stats.model_hits[cpu] += 1;
+                // A refused access faults, so every one comes back here: countable.
                 self.stats.faults += matches!(answer, FillAnswer::Fault(_)) as u64;
-                if let Some(since) = e.stale {
+                if let (Some(since), StaleReport::Armed) = (e.stale, e.stale_report) {
+                    e.stale_report = StaleReport::Reported;
                     let e = e.clone();
                     self.report_stale_access(mem, regs, va, access, at, &e, since);
                 }
@@ -513,6 +544,7 @@ impl MmuModel {
             n_descs: t.n_tables + 1,
             filled_at: at.time,
             stale: None,
+            stale_report: StaleReport::Waiting,
         };
         for &d in &descs[..entry.n_descs as usize] {
             self.users.entry(d).or_default().push((cpu, va));

@@ -36,7 +36,6 @@ pub fn finding_json(f: &Finding) -> Value {
 pub fn stats_json(s: &MmuStats) -> Value {
     json!({
         "tlb_fills": s.tlb_fills,
-        "model_hits": s.model_hits,
         "tlbi_by_kind": s.tlbi_by_kind,
         "broadcast_invalidations": s.broadcast_invalidations,
         "pt_writes": {

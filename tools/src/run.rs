@@ -90,6 +90,10 @@ pub struct RunArgs {
     /// Record the run's events into this trace file (for `replay` and `export`).
     #[arg(long)]
     pub trace: Option<PathBuf>,
+    /// Test aid: flush Unicorn's soft TLB every N translation blocks, as a loaded host's
+    /// timing would; reports and traces must not change (not recorded in the trace).
+    #[arg(long, hide = true, default_value_t = 0)]
+    pub churn_soft_tlb: u64,
 }
 
 impl RunArgs {
@@ -127,6 +131,7 @@ impl RunArgs {
                 Mmu::Simulated => MmuMode::Simulated,
                 Mmu::Builtin => MmuMode::Builtin,
             },
+            churn_soft_tlb: self.churn_soft_tlb,
             ..MachineConfig::default()
         }
     }
