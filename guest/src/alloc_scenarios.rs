@@ -1069,6 +1069,9 @@ pub fn reclaim_main(_: usize) {
             created
         );
     }
+    // vmalloc's lazy purge at the end: areas released in the last round are
+    // flushed only now (the seed's reclaim left them to it).
+    pcpu_platform::purge_lazy_vm_areas();
     let (released, flushed) = pcpu_platform::vm_release_counts();
     if released == 0 || (flushed != released) != pcpu_platform::skip_tlb_flush_injected() {
         panic!(
