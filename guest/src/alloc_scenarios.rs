@@ -1,5 +1,5 @@
 //! The per-CPU allocator scenarios (DESIGN.md, "Scenarios"): `storm`,
-//! `irq-free`, `fs-reclaim` and `reclaim`.
+//! `irq-free`, `fs-reclaim`, `reclaim` and `map-grow`.
 //!
 //! Integrity checks shared by all four: every CPU's copy of every live area
 //! carries a pattern identifying (area, cpu). The allocating thread checks
@@ -36,6 +36,9 @@
 //!   threads for the FS thread to free. Never held while freeing.
 //! - `reclaim_grown` (spinlock, irqsave): the table of areas the `reclaim`
 //!   grower published for the other CPUs to check. Same rule as storm_live.
+//! - `mapg_live` (spinlock, irqsave): the `map-grow` grower's live areas
+//!   (only it uses them; a lock so the table can be a static). Never held
+//!   while freeing.
 
 use core::fmt;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::*};
@@ -1079,8 +1082,94 @@ pub fn reclaim_main(_: usize) {
             released, flushed
         );
     }
+    let freed_mapped = pcpu_platform::freed_while_mapped();
+    if freed_mapped != 0 {
+        println!(
+            "cpu0: reclaim: {} pages freed while still mapped, their TLB flush left to the lazy purge",
+            freed_mapped
+        );
+    }
     RECLAIM_STOP.store(true, Release);
     RECLAIM_DONE.wait_n(users.len());
     set_state(grower, DONE);
     finish("reclaim")
+}
+
+// ---------------------------------------------------------------------------
+// map-grow
+
+/// Small areas the grower allocates in the first chunk, and one in how many
+/// of them is freed from IRQ context while it goes on. Enough stay live for
+/// the first chunk's area map to pass 2048 entries: its 8 KiB map (vmalloc'ed,
+/// more than a page) is then replaced and freed.
+const MAPG_AREAS: usize = 2400;
+const MAPG_IRQ_FREE_ONE_IN: u64 = 16;
+const MAPG_STREAM: u64 = 0x3a9_9e0e;
+
+/// Live areas of the grower, freed at the end (those not freed by IRQs).
+static MAPG_LIVE: SpinLock<[Option<Area>; MAPG_AREAS]> =
+    SpinLock::new("mapg_live", [None; MAPG_AREAS]);
+
+/// The grower (the scenario thread): many 4-byte areas in one chunk, so the
+/// area map is extended again and again (pcpu_lock dropped around each new
+/// map, the old map freed: with `vfree` once it is above a page); every few
+/// allocations one area goes to another CPU's IRQ handlers, and an IPI makes
+/// them free it right away, possibly while the grower is extending the map.
+///
+/// CONTEXT: scenario thread on CPU 0; may sleep.
+pub fn map_grow_main(_: usize) {
+    let cpus = online_cpus();
+    let me = cpu_id();
+    let mut rng = Rng::new(MAPG_STREAM, 0);
+    start_tick_hook(true);
+    let before = pcpu().stats();
+    let mut queued = 0u64;
+    set_state(me, ALLOC);
+    for slot in 0..MAPG_AREAS {
+        let area = alloc_checked("map-grow", 4, 4, false);
+        if rng.below(MAPG_IRQ_FREE_ONE_IN) != 0 {
+            MAPG_LIVE.lock_irqsave()[slot] = Some(area);
+            continue;
+        }
+        let target = (me + 1 + rng.below(cpus.max(2) as u64 - 1) as usize) % cpus;
+        let mut area = area;
+        loop {
+            let pushed = IRQ_FREE_QUEUES[target].lock_irqsave().push(area);
+            match pushed {
+                Ok(()) => break,
+                Err(back) => {
+                    area = back;
+                    sched::yield_now();
+                }
+            }
+        }
+        queued += 1;
+        if target != me {
+            smp_call_function_single(target, irq_free_ipi, IRQ_DRAIN_PER_IPI);
+        }
+    }
+    let extensions = pcpu().stats().map_extensions - before.map_extensions;
+    set_state(me, WAIT);
+    while IRQ_FREES.load(Relaxed) < queued {
+        for target in (0..cpus).filter(|&t| t != me) {
+            if IRQ_FREE_QUEUES[target].lock_irqsave().len != 0 {
+                smp_call_function_single(target, irq_free_ipi, IRQF_QUEUE);
+            }
+        }
+        sched::yield_now();
+    }
+    TICK_EXTRA.store(false, Release);
+    set_state(me, FREE);
+    for slot in 0..MAPG_AREAS {
+        let area = MAPG_LIVE.lock_irqsave()[slot].take();
+        if let Some(area) = area {
+            free_checked("map-grow", area);
+        }
+    }
+    set_state(me, DONE);
+    println!(
+        "cpu{}: map-grow: {} freed in IRQ context, {} map extensions",
+        me, queued, extensions
+    );
+    finish("map-grow")
 }

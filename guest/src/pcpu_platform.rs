@@ -150,6 +150,26 @@ static PCPU_VM_POOL: SpinLock<VmPool> = SpinLock::new(
     },
 );
 
+/// Frames of RAM tracked by `MAPPED_FRAMES` (1 GiB from the RAM base).
+const TRACKED_FRAMES: usize = (1 << 30) / PAGE_SIZE;
+/// MAPPED_FRAMES: per page frame, whether a chunk maps it now (set by
+/// map_pages, cleared by unmap_pages), so that free_page can tell a frame
+/// freed while still mapped: the seed's reclaim order.
+static MAPPED_FRAMES: [AtomicU64; TRACKED_FRAMES / 64] =
+    [const { AtomicU64::new(0) }; TRACKED_FRAMES / 64];
+/// Frames the allocator freed while a chunk still mapped them.
+static FREED_WHILE_MAPPED: AtomicU64 = AtomicU64::new(0);
+
+/// The MAPPED_FRAMES word and bit of the frame at physical address `pa`, if
+/// tracked.
+///
+/// CONTEXT: any.
+fn frame_bit(pa: usize) -> Option<(&'static AtomicU64, u64)> {
+    let frame = pa.checked_sub(boot_info().ram_base as usize)? / PAGE_SIZE;
+    let word = MAPPED_FRAMES.get(frame / 64)?;
+    Some((word, 1u64 << (frame % 64)))
+}
+
 /// Chunk areas released so far, and how many of them were flushed.
 static VM_RELEASES: AtomicU64 = AtomicU64::new(0);
 static VM_RELEASE_FLUSHES: AtomicU64 = AtomicU64::new(0);
@@ -248,6 +268,11 @@ impl Platform for GuestPlatform {
 
     /// CONTEXT: process context, no spinlock held; does not sleep.
     fn free_page(&self, page: Page) {
+        if let Some((word, bit)) = frame_bit(page.0 as usize) {
+            if word.load(Relaxed) & bit != 0 {
+                FREED_WHILE_MAPPED.fetch_add(1, Relaxed);
+            }
+        }
         page_alloc::free_pages(page.0 as usize, 0);
     }
 
@@ -336,6 +361,9 @@ impl Platform for GuestPlatform {
         for (index, page) in pages.iter().enumerate() {
             mmu::map_page(addr + index * PAGE_SIZE, page.0 as usize, PageKind::Data)
                 .map_err(|_| MapError)?;
+            if let Some((word, bit)) = frame_bit(page.0 as usize) {
+                word.fetch_or(bit, Relaxed);
+            }
         }
         Ok(())
     }
@@ -343,6 +371,11 @@ impl Platform for GuestPlatform {
     /// CONTEXT: allocator mutex held or the chunk owned by reclaim; no
     /// spinlock; takes vmap_lock; does not sleep.
     fn unmap_pages(&self, addr: usize, size: usize) {
+        for va in (addr..addr + size).step_by(PAGE_SIZE) {
+            if let Some((word, bit)) = mmu::translate(va).and_then(frame_bit) {
+                word.fetch_and(!bit, Relaxed);
+            }
+        }
         vmalloc::unmap_range_noflush(addr, size);
     }
 
@@ -434,6 +467,14 @@ fn pcpu_reclaim(_: &'static Work) {
     CHUNKS_RECLAIMED.store(pcpu.stats().chunks_reclaimed, Release);
     RECLAIM_WORK_RUNS.fetch_add(1, AcqRel);
     RECLAIM_DONE.wake_all();
+}
+
+/// Page frames the allocator freed while a chunk still mapped them (the
+/// seed's reclaim frees before it unmaps).
+///
+/// CONTEXT: any.
+pub fn freed_while_mapped() -> u64 {
+    FREED_WHILE_MAPPED.load(Relaxed)
 }
 
 /// Sleeps until the reclaim work has reclaimed `chunks` chunks in total.
