@@ -3,27 +3,32 @@
 //!
 //! Synchronization rules.
 //!
-//! `fine` and `irq` (the seed patch): there are two locks, `pcpu_alloc_mutex`
-//! and `pcpu_lock`. The former protects the allocation and reclaim paths,
-//! chunks and their page arrays and populated bitmaps. The latter is a
-//! spinlock, always taken with IRQs disabled, and protects the index data
-//! structures: chunk slots, the address tree, and each chunk's area map,
-//! `free_size` and `contig_hint`.
+//! `fine`, `fixed`, `irq`, `irq-plain` (the seed patch): there are two locks,
+//! `pcpu_alloc_mutex` and `pcpu_lock`. The former protects the allocation and
+//! reclaim paths, chunks and their page arrays and populated bitmaps. The
+//! latter is a spinlock, taken with IRQs disabled (except by `irq-plain`'s
+//! free), and protects the index data structures: chunk slots, the address
+//! tree, and each chunk's area map, `free_size` and `contig_hint`.
 //!
 //! During allocation `pcpu_alloc_mutex` is held throughout and `pcpu_lock` is
 //! taken and dropped as needed. Every memory allocation (area map, chunk,
 //! virtual area, pages) is done with `pcpu_lock` released. Extending an area
-//! map therefore drops `pcpu_lock`, allocates, re-takes it and makes the caller
-//! restart its search, since only frees can have run in between.
+//! map therefore drops `pcpu_lock`, allocates, re-takes it and switches maps;
+//! since frees may have run in between, `fixed` restarts the search, while the
+//! seed (`fine` and its siblings) continues its walk, its `restart` being dead
+//! code. The seed frees the old map under `pcpu_lock` (`vfree` above a page);
+//! `fixed` frees it after dropping the lock.
 //!
 //! The free path only touches the index, so it may run in atomic and hard-IRQ
-//! context (`fine`: `spin_lock_irqsave`; `irq`: `spin_lock_irq`, the patch's
-//! first version, which re-enables IRQs on unlock even inside an IRQ
-//! handler). When a chunk becomes fully free while another fully free chunk
-//! exists, free schedules the reclaim work, which takes both locks, unlinks the
-//! chunks to reclaim, drops both locks, then depopulates and frees them. Both
-//! locks are needed to take a chunk out of circulation because the allocation
-//! path may be using a chunk with only `pcpu_alloc_mutex` held.
+//! context (`fine`, `fixed`: `spin_lock_irqsave`; `irq`: `spin_lock_irq`,
+//! which re-enables IRQs on unlock even inside an IRQ handler; `irq-plain`:
+//! `spin_lock`, inconsistent with the IRQ-context use). When a chunk becomes
+//! fully free while another fully free chunk exists, free schedules the
+//! reclaim work, which takes both locks, unlinks the chunks to reclaim, drops
+//! both locks, then depopulates and frees them (the seed: pages freed before
+//! an unflushed unmap; `fixed`: flush, unmap, flush, free). Both locks are
+//! needed to take a chunk out of circulation because the allocation path may
+//! be using a chunk with only `pcpu_alloc_mutex` held.
 //!
 //! `mutex` (before the patch): one mutex, `pcpu_mutex`, is taken by the
 //! outermost `alloc`, `free` and reclaim work and held until the operation
