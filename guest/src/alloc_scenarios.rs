@@ -1110,11 +1110,33 @@ const MAPG_STREAM: u64 = 0x3a9_9e0e;
 static MAPG_LIVE: SpinLock<[Option<Area>; MAPG_AREAS]> =
     SpinLock::new("mapg_live", [None; MAPG_AREAS]);
 
+/// Set when the grower has allocated everything: the window watcher stops.
+static MAPG_STOP: AtomicBool = AtomicBool::new(false);
+static MAPG_WATCHER_DONE: Completion = Completion::new();
+
+/// The window watcher (CPU 1): whenever an allocation has dropped pcpu_lock
+/// to allocate a new area map, it interrupts the grower's CPU with a
+/// call-function IPI whose handler frees the areas queued there, so frees
+/// from hard-IRQ context land inside the extension's window.
+///
+/// CONTEXT: thread on CPU 1; may sleep.
+fn map_grow_watcher(grower: usize) {
+    while !MAPG_STOP.load(Acquire) {
+        if pcpu_platform::mem_alloc_in_flight()
+            && IRQ_FREE_QUEUES[grower].lock_irqsave().len != 0
+        {
+            smp_call_function_single(grower, irq_free_ipi, IRQ_DRAIN_PER_IPI);
+        }
+        sched::yield_now();
+    }
+    MAPG_WATCHER_DONE.complete();
+}
+
 /// The grower (the scenario thread): many 4-byte areas in one chunk, so the
 /// area map is extended again and again (pcpu_lock dropped around each new
 /// map, the old map freed: with `vfree` once it is above a page); every few
-/// allocations one area goes to another CPU's IRQ handlers, and an IPI makes
-/// them free it right away, possibly while the grower is extending the map.
+/// allocations one area is queued for this CPU's IRQ handlers, which free it
+/// at a tick or when the watcher's IPI arrives during a map extension.
 ///
 /// CONTEXT: scenario thread on CPU 0; may sleep.
 pub fn map_grow_main(_: usize) {
@@ -1122,19 +1144,21 @@ pub fn map_grow_main(_: usize) {
     let me = cpu_id();
     let mut rng = Rng::new(MAPG_STREAM, 0);
     start_tick_hook(true);
+    let watchers = usize::from(cpus > 1);
+    if watchers != 0 {
+        spawn_or_panic(1, "map-grow-watch", map_grow_watcher, me);
+    }
     let before = pcpu().stats();
     let mut queued = 0u64;
     set_state(me, ALLOC);
     for slot in 0..MAPG_AREAS {
-        let area = alloc_checked("map-grow", 4, 4, false);
+        let mut area = alloc_checked("map-grow", 4, 4, false);
         if rng.below(MAPG_IRQ_FREE_ONE_IN) != 0 {
             MAPG_LIVE.lock_irqsave()[slot] = Some(area);
             continue;
         }
-        let target = (me + 1 + rng.below(cpus.max(2) as u64 - 1) as usize) % cpus;
-        let mut area = area;
         loop {
-            let pushed = IRQ_FREE_QUEUES[target].lock_irqsave().push(area);
+            let pushed = IRQ_FREE_QUEUES[me].lock_irqsave().push(area);
             match pushed {
                 Ok(()) => break,
                 Err(back) => {
@@ -1144,18 +1168,13 @@ pub fn map_grow_main(_: usize) {
             }
         }
         queued += 1;
-        if target != me {
-            smp_call_function_single(target, irq_free_ipi, IRQ_DRAIN_PER_IPI);
-        }
     }
+    MAPG_STOP.store(true, Release);
+    MAPG_WATCHER_DONE.wait_n(watchers);
     let extensions = pcpu().stats().map_extensions - before.map_extensions;
     set_state(me, WAIT);
+    // The rest of the queue goes at the next ticks.
     while IRQ_FREES.load(Relaxed) < queued {
-        for target in (0..cpus).filter(|&t| t != me) {
-            if IRQ_FREE_QUEUES[target].lock_irqsave().len != 0 {
-                smp_call_function_single(target, irq_free_ipi, IRQF_QUEUE);
-            }
-        }
         sched::yield_now();
     }
     TICK_EXTRA.store(false, Release);
@@ -1168,8 +1187,11 @@ pub fn map_grow_main(_: usize) {
     }
     set_state(me, DONE);
     println!(
-        "cpu{}: map-grow: {} freed in IRQ context, {} map extensions",
-        me, queued, extensions
+        "cpu{}: map-grow: {} freed in IRQ context ({} while an allocation had pcpu_lock dropped), {} map extensions",
+        me,
+        queued,
+        pcpu_platform::frees_during_mem_alloc(),
+        extensions
     );
     finish("map-grow")
 }

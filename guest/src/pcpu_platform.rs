@@ -157,6 +157,12 @@ const TRACKED_FRAMES: usize = (1 << 30) / PAGE_SIZE;
 /// freed while still mapped: the seed's reclaim order.
 static MAPPED_FRAMES: [AtomicU64; TRACKED_FRAMES / 64] =
     [const { AtomicU64::new(0) }; TRACKED_FRAMES / 64];
+/// Metadata allocations in progress (the allocator has dropped pcpu_lock for
+/// each), and frees that ran meanwhile: the window in which the seed's
+/// allocation path later continues its walk over changed slot lists.
+static MEM_ALLOCS_IN_FLIGHT: AtomicU64 = AtomicU64::new(0);
+static FREES_DURING_MEM_ALLOC: AtomicU64 = AtomicU64::new(0);
+
 /// Frames the allocator freed while a chunk still mapped them.
 static FREED_WHILE_MAPPED: AtomicU64 = AtomicU64::new(0);
 
@@ -281,11 +287,14 @@ impl Platform for GuestPlatform {
     /// CONTEXT: no spinlock held, IRQs on; takes vmap_area_lock above a page;
     /// with may_reclaim it may sleep and enter direct reclaim.
     fn mem_alloc(&self, size: usize, gfp: Gfp) -> Option<NonNull<u8>> {
-        if size <= PAGE_SIZE {
+        MEM_ALLOCS_IN_FLIGHT.fetch_add(1, AcqRel);
+        let memory = if size <= PAGE_SIZE {
             page_alloc::kzalloc(size, guest_gfp(gfp))
         } else {
             vmalloc::vmalloc(size, guest_gfp(gfp))
-        }
+        };
+        MEM_ALLOCS_IN_FLIGHT.fetch_sub(1, AcqRel);
+        memory
     }
 
     /// `pcpu_mem_free`: kfree up to a page, vfree above (which takes
@@ -469,6 +478,21 @@ fn pcpu_reclaim(_: &'static Work) {
     RECLAIM_DONE.wake_all();
 }
 
+/// Whether some allocation has pcpu_lock dropped to allocate metadata now.
+///
+/// CONTEXT: any (a racy snapshot).
+pub fn mem_alloc_in_flight() -> bool {
+    MEM_ALLOCS_IN_FLIGHT.load(Acquire) != 0
+}
+
+/// Frees that ran while some allocation had dropped pcpu_lock to allocate
+/// metadata (a new area map or chunk).
+///
+/// CONTEXT: any.
+pub fn frees_during_mem_alloc() -> u64 {
+    FREES_DURING_MEM_ALLOC.load(Relaxed)
+}
+
 /// Page frames the allocator freed while a chunk still mapped them (the
 /// seed's reclaim frees before it unmaps).
 ///
@@ -589,6 +613,10 @@ pub extern "C" fn __alloc_reserved_percpu(size: usize, align: usize) -> usize {
 #[inline(never)]
 pub extern "C" fn free_percpu(ptr: usize) {
     if ptr != 0 {
+        let in_window = MEM_ALLOCS_IN_FLIGHT.load(Acquire) != 0;
         pcpu().free(PcpuPtr(ptr));
+        if in_window {
+            FREES_DURING_MEM_ALLOC.fetch_add(1, Relaxed);
+        }
     }
 }
