@@ -245,8 +245,9 @@ fn alloc_checked(what: &str, size: usize, align: usize, reserved: bool) -> Area 
 
 /// Verifies every CPU's copy of `area`, then frees it.
 ///
-/// CONTEXT: the area's owner. `fine`: any context, hard-IRQ included; `irq`:
-/// IRQs on or a hard-IRQ handler (the bug); `mutex`: process context.
+/// CONTEXT: the area's owner. `fine`, `fixed`: any context, hard-IRQ
+/// included; `irq`, `irq-plain`: IRQs on or a hard-IRQ handler (their bugs);
+/// `mutex`: process context.
 fn free_checked(what: &str, area: Area) {
     let pcpu = pcpu();
     for cpu in 0..pcpu.nr_cpus() {
