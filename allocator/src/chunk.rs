@@ -18,7 +18,19 @@ pub(crate) struct Geometry {
     /// Base of the first chunk (`pcpu_base_addr`).
     pub(crate) base_addr: usize,
     pub(crate) per_cpu_start: usize,
-    pub(crate) flush_tlb_on_reclaim: bool,
+}
+
+/// How [`Backing::depopulate`] orders freeing pages against unmapping them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Depopulate {
+    /// The seed's `pcpu_depopulate_chunk(.., flush = false)` from reclaim:
+    /// free every page, then unmap without any flush. The freed frames stay
+    /// mapped (until the unmap) and cached in TLBs (until the platform's lazy
+    /// purge), so they can be reused while still reachable.
+    SeedFreeThenUnmap,
+    /// The later correction: cache flush, unmap, TLB flush, and only then
+    /// free the pages.
+    FlushThenFree,
 }
 
 impl Geometry {
@@ -327,12 +339,8 @@ impl<P: Platform> Backing<'_, P> {
         Ok(())
     }
 
-    /// `pcpu_depopulate_chunk`: unmap (with `flush`: cache flush before, TLB
-    /// flush after) and free every populated page under `[off, off + size)`.
-    ///
-    /// Unlike the seed, which freed the pages before unmapping them, pages
-    /// are freed only once they are unmapped (and flushed, when asked), so no
-    /// freed frame is ever still mapped here.
+    /// `pcpu_depopulate_chunk`: free every populated page under
+    /// `[off, off + size)` and unmap it, in the given `order`.
     ///
     /// CONTEXT: allocator mutex held, or the chunk owned by reclaim (no lock).
     pub(crate) fn depopulate(
@@ -341,7 +349,7 @@ impl<P: Platform> Backing<'_, P> {
         pages: &mut ChunkPages,
         off: usize,
         size: usize,
-        flush: bool,
+        order: Depopulate,
     ) {
         let (start, end) = page_range(off, size);
         let first = (start..end).find(|&p| pages.is_populated(p));
@@ -351,8 +359,23 @@ impl<P: Platform> Backing<'_, P> {
             .find(|&p| pages.is_populated(p))
             .unwrap_or(first);
 
-        self.unmap(base, first, last + 1, flush);
+        match order {
+            Depopulate::SeedFreeThenUnmap => {
+                self.free_populated(pages, first, last);
+                self.unmap(base, first, last + 1, false);
+            }
+            Depopulate::FlushThenFree => {
+                self.unmap(base, first, last + 1, true);
+                self.free_populated(pages, first, last);
+            }
+        }
+    }
 
+    /// Free the frames of the populated pages in `[first, last]` and mark
+    /// them unpopulated.
+    ///
+    /// CONTEXT: as [`Backing::depopulate`].
+    fn free_populated(&self, pages: &mut ChunkPages, first: usize, last: usize) {
         for page in first..=last {
             if !pages.is_populated(page) {
                 continue;

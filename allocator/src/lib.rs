@@ -27,4 +27,6 @@ mod shared;
 pub use percpu::{
     ChunkInfo, ChunkKind, Config, InitError, PcpuPtr, Percpu, Stats, Variant, MIN_UNIT_SIZE,
 };
-pub use platform::{Gfp, MapError, Page, Platform, MEM_ALIGN, PAGE_SHIFT, PAGE_SIZE};
+pub use platform::{
+    Gfp, IllegalRequest, MapError, Page, Platform, MEM_ALIGN, PAGE_SHIFT, PAGE_SIZE,
+};

@@ -3,27 +3,32 @@
 //!
 //! Synchronization rules.
 //!
-//! `fine` and `irq` (the seed patch): there are two locks, `pcpu_alloc_mutex`
-//! and `pcpu_lock`. The former protects the allocation and reclaim paths,
-//! chunks and their page arrays and populated bitmaps. The latter is a
-//! spinlock, always taken with IRQs disabled, and protects the index data
-//! structures: chunk slots, the address tree, and each chunk's area map,
-//! `free_size` and `contig_hint`.
+//! `fine`, `fixed`, `irq`, `irq-plain` (the seed patch): there are two locks,
+//! `pcpu_alloc_mutex` and `pcpu_lock`. The former protects the allocation and
+//! reclaim paths, chunks and their page arrays and populated bitmaps. The
+//! latter is a spinlock, taken with IRQs disabled (except by `irq-plain`'s
+//! free), and protects the index data structures: chunk slots, the address
+//! tree, and each chunk's area map, `free_size` and `contig_hint`.
 //!
 //! During allocation `pcpu_alloc_mutex` is held throughout and `pcpu_lock` is
 //! taken and dropped as needed. Every memory allocation (area map, chunk,
 //! virtual area, pages) is done with `pcpu_lock` released. Extending an area
-//! map therefore drops `pcpu_lock`, allocates, re-takes it and makes the caller
-//! restart its search, since only frees can have run in between.
+//! map therefore drops `pcpu_lock`, allocates, re-takes it and switches maps;
+//! since frees may have run in between, `fixed` restarts the search, while the
+//! seed (`fine` and its siblings) continues its walk, its `restart` being dead
+//! code. The seed frees the old map under `pcpu_lock` (`vfree` above a page);
+//! `fixed` frees it after dropping the lock.
 //!
 //! The free path only touches the index, so it may run in atomic and hard-IRQ
-//! context (`fine`: `spin_lock_irqsave`; `irq`: `spin_lock_irq`, the patch's
-//! first version, which re-enables IRQs on unlock even inside an IRQ
-//! handler). When a chunk becomes fully free while another fully free chunk
-//! exists, free schedules the reclaim work, which takes both locks, unlinks the
-//! chunks to reclaim, drops both locks, then depopulates and frees them. Both
-//! locks are needed to take a chunk out of circulation because the allocation
-//! path may be using a chunk with only `pcpu_alloc_mutex` held.
+//! context (`fine`, `fixed`: `spin_lock_irqsave`; `irq`: `spin_lock_irq`,
+//! which re-enables IRQs on unlock even inside an IRQ handler; `irq-plain`:
+//! `spin_lock`, inconsistent with the IRQ-context use). When a chunk becomes
+//! fully free while another fully free chunk exists, free schedules the
+//! reclaim work, which takes both locks, unlinks the chunks to reclaim, drops
+//! both locks, then depopulates and frees them (the seed: pages freed before
+//! an unflushed unmap; `fixed`: flush, unmap, flush, free). Both locks are
+//! needed to take a chunk out of circulation because the allocation path may
+//! be using a chunk with only `pcpu_alloc_mutex` held.
 //!
 //! `mutex` (before the patch): one mutex, `pcpu_mutex`, is taken by the
 //! outermost `alloc`, `free` and reclaim work and held until the operation
@@ -38,9 +43,9 @@ use core::ptr::NonNull;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::area_map::{AreaMap, DFL_MAP_ALLOC};
-use crate::chunk::{Backing, Geometry};
+use crate::chunk::{Backing, Depopulate, Geometry};
 use crate::index::{self, Index};
-use crate::platform::{Gfp, Platform, PAGE_SIZE};
+use crate::platform::{Gfp, IllegalRequest, Platform, PAGE_SIZE};
 use crate::shared::{AllocLocked, ChunkPtr, IndexLocked, Shared, Unlinked};
 
 /// Minimum unit size and largest allocation (`PCPU_MIN_UNIT_SIZE`).
@@ -51,25 +56,39 @@ pub const MIN_UNIT_SIZE: usize = 64 << 10;
 pub enum Variant {
     /// Before the patch: one `pcpu_mutex` around all of alloc, free, reclaim.
     Mutex,
-    /// The patch's first version: like `Fine`, but `free` uses
+    /// The patch's first version as read today: like `Fine`, but `free` uses
     /// `spin_lock_irq`/`spin_unlock_irq`.
     Irq,
-    /// The final patch: `pcpu_alloc_mutex` + IRQ-safe `pcpu_lock`, free with
-    /// `spin_lock_irqsave`.
+    /// The literal reading of the seed's note ("IRQ spin lock ops should be
+    /// used ... Fixed."): like `Fine`, but `free` uses plain
+    /// `spin_lock`/`spin_unlock` on `pcpu_lock`.
+    IrqPlain,
+    /// The final patch exactly as in 2009 (commit ccea34b5), latent hazards
+    /// included: map extension does not restart the search, the old map is
+    /// freed under `pcpu_lock`, reclaim frees pages before unmapping them and
+    /// does not flush the TLB.
     Fine,
+    /// `Fine` with the later corrections: map extension restarts the search,
+    /// the old map is freed after dropping `pcpu_lock`, reclaim flushes the
+    /// TLB before it frees the pages.
+    Fixed,
 }
 
 impl Variant {
-    /// Parse `mutex`, `irq` or `fine` (the guest's `variant=` boot argument).
+    /// Every variant, in the order the CLI lists them.
+    pub const ALL: [Variant; 5] = [
+        Variant::Mutex,
+        Variant::Irq,
+        Variant::IrqPlain,
+        Variant::Fine,
+        Variant::Fixed,
+    ];
+
+    /// Parse a [`Variant::name`] (the guest's `variant=` boot argument).
     ///
     /// CONTEXT: any.
     pub fn from_name(name: &str) -> Option<Variant> {
-        match name {
-            "mutex" => Some(Variant::Mutex),
-            "irq" => Some(Variant::Irq),
-            "fine" => Some(Variant::Fine),
-            _ => None,
-        }
+        Variant::ALL.into_iter().find(|v| v.name() == name)
     }
 
     /// The name [`Variant::from_name`] accepts.
@@ -79,8 +98,17 @@ impl Variant {
         match self {
             Variant::Mutex => "mutex",
             Variant::Irq => "irq",
+            Variant::IrqPlain => "irq-plain",
             Variant::Fine => "fine",
+            Variant::Fixed => "fixed",
         }
+    }
+
+    /// Whether this variant carries the corrections made after 2009.
+    ///
+    /// CONTEXT: any.
+    fn corrected(self) -> bool {
+        self == Variant::Fixed
     }
 }
 
@@ -104,11 +132,6 @@ pub struct Config {
     pub per_cpu_start: usize,
     /// Capacity of the address tree: chunks beyond the first one(s).
     pub max_chunks: usize,
-    /// Flush the cache and TLB when reclaim depopulates a chunk. The seed
-    /// passes `flush = false` there and leaves the TLB to `free_vm_area`
-    /// ([`Platform::vm_release`] must then flush); Linux added the flush here
-    /// in 2021.
-    pub flush_tlb_on_reclaim: bool,
 }
 
 impl Config {
@@ -125,7 +148,6 @@ impl Config {
             unit_size: None,
             per_cpu_start: 0,
             max_chunks: 64,
-            flush_tlb_on_reclaim: false,
         }
     }
 }
@@ -158,6 +180,9 @@ pub struct Stats {
     pub chunks_reclaimed: u64,
     /// Area maps extended.
     pub map_extensions: u64,
+    /// Times the chunk search started over after extending a map (only the
+    /// corrected variant does; in the seed the `restart` is dead code).
+    pub search_restarts: u64,
     /// Times `free` scheduled the reclaim work.
     pub reclaim_scheduled: u64,
 }
@@ -269,11 +294,10 @@ impl<P: Platform> Percpu<P> {
             chunk_size: nr_cpus * unit_size,
             base_addr: 0,
             per_cpu_start: config.per_cpu_start,
-            flush_tlb_on_reclaim: config.flush_tlb_on_reclaim,
         };
         let mutex_name = match config.variant {
             Variant::Mutex => "pcpu_mutex",
-            Variant::Irq | Variant::Fine => "pcpu_alloc_mutex",
+            _ => "pcpu_alloc_mutex",
         };
         let mutex = platform.new_mutex(mutex_name);
         let lock = platform.new_spinlock("pcpu_lock");
@@ -344,6 +368,23 @@ impl<P: Platform> Percpu<P> {
         self.platform.spin_unlock_irq(&self.lock);
     }
 
+    /// `spin_lock(&pcpu_lock)`: leaves IRQs as they are.
+    ///
+    /// CONTEXT: any; does not sleep.
+    fn lock_plain(&self) -> IndexLocked {
+        self.platform.spin_lock(&self.lock);
+        // SAFETY: just acquired.
+        unsafe { IndexLocked::assume_held() }
+    }
+
+    /// `spin_unlock(&pcpu_lock)`.
+    ///
+    /// CONTEXT: pcpu_lock, taken with `spin_lock`.
+    fn unlock_plain(&self, held: IndexLocked) {
+        held.release();
+        self.platform.spin_unlock(&self.lock);
+    }
+
     /// `spin_lock_irqsave(&pcpu_lock, flags)`.
     ///
     /// CONTEXT: any, including hard-IRQ.
@@ -368,7 +409,7 @@ impl<P: Platform> Percpu<P> {
     fn assert_index_locked(&self) {
         match self.variant {
             Variant::Mutex => self.platform.mutex_assert_held(&self.mutex),
-            Variant::Irq | Variant::Fine => self.platform.spin_assert_held(&self.lock),
+            _ => self.platform.spin_assert_held(&self.lock),
         }
     }
 
@@ -405,14 +446,21 @@ impl<P: Platform> Percpu<P> {
     }
 
     /// `pcpu_depopulate_chunk` + `free_pcpu_chunk` for a chunk reclaim
-    /// unlinked.
+    /// unlinked. The seed passes `flush = false` and frees the pages before
+    /// unmapping them, leaving the TLB to `free_vm_area`'s lazy purge; the
+    /// corrected variant flushes first (Linux did from 2009 on for the order
+    /// and from 2021 on for the flush in reclaim).
     ///
     /// CONTEXT: process context, no allocator lock (the chunk is ours).
     fn release_reclaimed_chunk(&self, mut chunk: Unlinked) {
         let base = chunk.chunk().base();
-        let flush = self.geo.flush_tlb_on_reclaim;
+        let order = if self.variant.corrected() {
+            Depopulate::FlushThenFree
+        } else {
+            Depopulate::SeedFreeThenUnmap
+        };
         let backing = self.backing();
-        backing.depopulate(base, chunk.pages(), 0, self.geo.unit_size, flush);
+        backing.depopulate(base, chunk.pages(), 0, self.geo.unit_size, order);
         backing.destroy_chunk(chunk);
     }
 
@@ -509,12 +557,15 @@ impl<P: Platform> Percpu<P> {
     ///
     /// CONTEXT: process context; may sleep.
     fn pcpu_alloc(&self, size: usize, align: usize, reserved: bool) -> Option<PcpuPtr> {
+        // The seed does not check for a power of two (its area map would
+        // then misalign); the port refuses those too, with the same warning.
         if size == 0 || size > MIN_UNIT_SIZE || !align.is_power_of_two() || align > PAGE_SIZE {
+            self.platform.warn(IllegalRequest { size, align });
             return None;
         }
         match self.variant {
             Variant::Mutex => self.alloc_under_pcpu_mutex(size, align, reserved),
-            Variant::Irq | Variant::Fine => self.alloc_fine(size, align, reserved),
+            _ => self.alloc_fine(size, align, reserved),
         }
     }
 
@@ -661,23 +712,32 @@ impl<P: Platform> Percpu<P> {
             let first_slot = index::size_to_slot(size, self.geo.unit_size);
             for slot in first_slot..self.index.get(&mut idx).nr_slots() {
                 let mut pos = self.index.get(&mut idx).first_in_slot(slot);
+                // list_for_each_entry: the next chunk is read after the body,
+                // from wherever the chunk is linked by then (a free during a
+                // map extension, or alloc_area, may have moved it to another
+                // slot list; the walk then follows that list to its end).
                 while let Some(chunk) = pos {
-                    let index = self.index.get(&mut idx);
-                    pos = index.next_in_slot(chunk);
-                    if size > index.areas(chunk).contig_hint {
-                        continue;
+                    if size <= self.index.get(&mut idx).areas(chunk).contig_hint {
+                        let (extended, relocked) = self.extend_area_map(chunk, idx);
+                        idx = relocked;
+                        match extended {
+                            Ok(Extend::Noop) => {}
+                            // pcpu_lock was dropped: the lists may have
+                            // changed. The seed returns 0 here, so its
+                            // `goto restart` is dead code and the walk goes on.
+                            Ok(Extend::Extended) if self.variant.corrected() => {
+                                self.index.get(&mut idx).stats.search_restarts += 1;
+                                continue 'restart;
+                            }
+                            Ok(Extend::Extended) => {}
+                            Err(()) => return Err(Some(idx)),
+                        }
+                        let index = self.index.get(&mut idx);
+                        if let Some(off) = index.alloc_area(chunk, size, align) {
+                            return Ok((chunk, off, idx));
+                        }
                     }
-                    let (extended, relocked) = self.extend_area_map(chunk, idx);
-                    idx = relocked;
-                    match extended {
-                        Ok(Extend::Noop) => {}
-                        // pcpu_lock was dropped: the lists may have changed.
-                        Ok(Extend::Extended) => continue 'restart,
-                        Err(()) => return Err(Some(idx)),
-                    }
-                    if let Some(off) = self.index.get(&mut idx).alloc_area(chunk, size, align) {
-                        return Ok((chunk, off, idx));
-                    }
+                    pos = self.index.get(&mut idx).next_in_slot(chunk);
                 }
             }
 
@@ -698,8 +758,11 @@ impl<P: Platform> Percpu<P> {
     }
 
     /// `pcpu_extend_area_map` after the patch: make sure `chunk`'s map has two
-    /// free entries. Allocating the new map drops pcpu_lock; the caller must
-    /// restart its search when this returns `Extended`.
+    /// free entries. Allocating the new map drops pcpu_lock, so the chunk
+    /// lists may have changed when this returns `Extended` (the corrected
+    /// variant's caller restarts; the seed's does not). The seed frees the
+    /// old map under pcpu_lock with IRQs off (`vfree` above a page); the
+    /// corrected variant frees it after dropping the lock again.
     ///
     /// CONTEXT: pcpu_alloc_mutex, pcpu_lock. pcpu_lock is released and
     /// re-acquired (with `spin_unlock_irq`/`spin_lock_irq`) if the map is
@@ -723,13 +786,19 @@ impl<P: Platform> Percpu<P> {
             .mem_alloc(new_alloc * core::mem::size_of::<i32>(), Gfp::KERNEL);
         let mut idx = self.lock_irq();
 
-        match new {
-            Some(new) => {
-                self.install_area_map(self.index.get(&mut idx), chunk, new, new_alloc);
-                (Ok(Extend::Extended), idx)
-            }
-            None => (Err(()), idx),
+        let Some(new) = new else {
+            return (Err(()), idx);
+        };
+        let old = self.install_area_map(self.index.get(&mut idx), chunk, new, new_alloc);
+        if let (Some((ptr, bytes)), true) = (old, self.variant.corrected()) {
+            self.unlock_irq(idx);
+            self.platform.mem_free(ptr, bytes);
+            idx = self.lock_irq();
+        } else if let Some((ptr, bytes)) = old {
+            // The seed: pcpu_mem_free under pcpu_lock, IRQs off.
+            self.platform.mem_free(ptr, bytes);
         }
+        (Ok(Extend::Extended), idx)
     }
 
     /// `pcpu_extend_area_map` before the patch: allocate the new map with
@@ -747,12 +816,15 @@ impl<P: Platform> Percpu<P> {
             .platform
             .mem_alloc(new_alloc * core::mem::size_of::<i32>(), Gfp::KERNEL)
             .ok_or(())?;
-        self.install_area_map(index, chunk, new, new_alloc);
+        if let Some((old, bytes)) = self.install_area_map(index, chunk, new, new_alloc) {
+            self.platform.mem_free(old, bytes);
+        }
         Ok(Extend::Extended)
     }
 
-    /// Switch `chunk` to the new map storage and free the old one unless it
-    /// is a first chunk's static map.
+    /// Switch `chunk` to the new map storage. Returns the old storage and its
+    /// size in bytes for the caller to free, unless it is a first chunk's
+    /// static map.
     ///
     /// CONTEXT: the index lock (pcpu_lock with IRQs off, or pcpu_mutex).
     fn install_area_map(
@@ -761,24 +833,23 @@ impl<P: Platform> Percpu<P> {
         chunk: ChunkPtr,
         new: NonNull<u8>,
         new_alloc: usize,
-    ) {
+    ) -> Option<(NonNull<u8>, usize)> {
         self.assert_index_locked();
         // SAFETY: `new` is fresh metadata memory for `new_alloc` entries; the
         // map owns it from now on.
         let (old, old_alloc) = unsafe { index.areas(chunk).replace_storage(new.cast(), new_alloc) };
-        if old_alloc >= DFL_MAP_ALLOC {
-            self.platform
-                .mem_free(old.cast(), old_alloc * core::mem::size_of::<i32>());
-        }
         index.stats.map_extensions += 1;
+        (old_alloc >= DFL_MAP_ALLOC).then(|| (old.cast(), old_alloc * core::mem::size_of::<i32>()))
     }
 
     /// `free_percpu`: free an area from [`Percpu::alloc`] or
     /// [`Percpu::alloc_reserved`]. Panics if `ptr` is not the start of a live
     /// area (the seed's `BUG_ON`).
     ///
-    /// CONTEXT: `fine`: any context, including hard-IRQ. `irq`: any context
-    /// with IRQs on (it re-enables them). `mutex`: process context; may sleep.
+    /// CONTEXT: `fine`, `fixed`: any context, including hard-IRQ. `irq`: any
+    /// context with IRQs on (it re-enables them). `irq-plain`: any context,
+    /// but an IRQ that frees on a CPU holding pcpu_lock deadlocks. `mutex`:
+    /// process context; may sleep.
     pub fn free(&self, ptr: PcpuPtr) {
         let addr = self.ptr_to_addr(ptr);
         match self.variant {
@@ -792,7 +863,12 @@ impl<P: Platform> Percpu<P> {
                 self.free_locked(&mut idx, addr);
                 self.unlock_irq(idx);
             }
-            Variant::Fine => {
+            Variant::IrqPlain => {
+                let mut idx = self.lock_plain();
+                self.free_locked(&mut idx, addr);
+                self.unlock_plain(idx);
+            }
+            Variant::Fine | Variant::Fixed => {
                 let (mut idx, flags) = self.lock_irqsave();
                 self.free_locked(&mut idx, addr);
                 self.unlock_irqrestore(idx, flags);
@@ -831,7 +907,7 @@ impl<P: Platform> Percpu<P> {
                 self.unlock_pcpu_mutex(alloc, idx);
                 todo
             }
-            Variant::Irq | Variant::Fine => {
+            _ => {
                 let alloc = self.lock_alloc_mutex();
                 let mut idx = self.lock_irq();
                 let todo = self.index.get(&mut idx).unlink_reclaimable();
@@ -898,7 +974,7 @@ impl<P: Platform> Percpu<P> {
                 f(self.index.get(&mut idx));
                 self.unlock_pcpu_mutex(alloc, idx);
             }
-            Variant::Irq | Variant::Fine => {
+            _ => {
                 let (mut idx, flags) = self.lock_irqsave();
                 f(self.index.get(&mut idx));
                 self.unlock_irqrestore(idx, flags);

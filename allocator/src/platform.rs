@@ -52,6 +52,25 @@ pub struct Page(pub u64);
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MapError;
 
+/// An allocation request the allocator refuses: size 0 or over
+/// [`crate::MIN_UNIT_SIZE`], or alignment not a power of two or over a page.
+/// Displays as the seed's `WARN` text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IllegalRequest {
+    pub size: usize,
+    pub align: usize,
+}
+
+impl core::fmt::Display for IllegalRequest {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(
+            f,
+            "illegal size ({}) or align ({}) for percpu allocation",
+            self.size, self.align
+        )
+    }
+}
+
 /// The platform the allocator runs on.
 ///
 /// The lock types are associated types so the guest can use its own spinlock
@@ -62,8 +81,8 @@ pub struct MapError;
 pub trait Platform {
     /// A sleeping mutex (`struct mutex`).
     type Mutex;
-    /// A spinlock (`spinlock_t`); only its `_irq` and `_irqsave` forms are used
-    /// because the seed never takes `pcpu_lock` with IRQs left on.
+    /// A spinlock (`spinlock_t`); the seed uses its `_irq` and `_irqsave`
+    /// forms, the `irq-plain` variant's `free` the plain ones.
     type SpinLock;
     /// Saved interrupt state for `spin_lock_irqsave` / `spin_unlock_irqrestore`.
     type IrqFlags: Copy;
@@ -106,8 +125,20 @@ pub trait Platform {
     /// `spin_unlock_irqrestore`: release `lock`, restore the saved IRQ state.
     /// CONTEXT: caller holds `lock`.
     fn spin_unlock_irqrestore(&self, lock: &Self::SpinLock, flags: Self::IrqFlags);
+    /// `spin_lock`: take `lock`, leaving IRQs as they are (only the
+    /// `irq-plain` variant's `free`).
+    /// CONTEXT: any; does not sleep.
+    fn spin_lock(&self, lock: &Self::SpinLock);
+    /// `spin_unlock`: release `lock` taken with [`Platform::spin_lock`].
+    /// CONTEXT: caller holds `lock`.
+    fn spin_unlock(&self, lock: &Self::SpinLock);
     /// `lockdep_assert_held` for a spinlock. CONTEXT: any.
     fn spin_assert_held(&self, lock: &Self::SpinLock);
+
+    /// `WARN(true, ...)`: report a refused request (the seed's warning on an
+    /// illegal size or alignment) and carry on.
+    /// CONTEXT: process context (where `alloc` is called); must not sleep.
+    fn warn(&self, what: IllegalRequest);
 
     /// Allocate one page frame for `cpu`'s unit (`alloc_pages_node`).
     /// Contents are undefined; the allocator clears what it hands out.
@@ -143,9 +174,9 @@ pub trait Platform {
     fn vm_reserve(&self, size: usize) -> Option<usize>;
     /// Give back an area from [`Platform::vm_reserve`] (`free_vm_area`). The
     /// allocator has already unmapped every page in it, but with the seed's
-    /// reclaim (`Config::flush_tlb_on_reclaim == false`) it has not flushed the
-    /// TLB: then the platform must flush the range before it can be reserved
-    /// again, as Linux's `free_vm_area` did (lazily, before reuse).
+    /// reclaim (every variant but `fixed`) it has not flushed the TLB: then the
+    /// platform must flush the range before it can be reserved again, as
+    /// Linux's `free_vm_area` did (lazily, before reuse).
     ///
     /// CONTEXT: process context, no allocator lock held; may sleep.
     fn vm_release(&self, addr: usize, size: usize);

@@ -48,6 +48,7 @@ fn op() -> impl Strategy<Value = Op> {
 fn variant() -> impl Strategy<Value = Variant> {
     prop_oneof![
         Just(Variant::Fine),
+        Just(Variant::Fixed),
         Just(Variant::Irq),
         Just(Variant::Mutex)
     ]
@@ -221,6 +222,12 @@ fn run(variant: Variant, ops: &[Op]) {
     assert_eq!(mock.live_areas(), 1 + left, "virtual areas released");
     assert!(mock.mapped_pages() <= NR_CPUS * unit / PAGE_SIZE * (1 + left));
     assert!(mock.violations().is_empty(), "{:?}", mock.violations());
+    if variant == Variant::Fixed {
+        assert!(
+            mock.freed_while_mapped().is_empty(),
+            "the corrected reclaim frees only unmapped, flushed pages"
+        );
+    }
     let _: (&Mock, &Percpu<Host>) = (&mock, &pcpu);
 }
 

@@ -7,7 +7,7 @@ mod common;
 use allocator::{ChunkKind, PcpuPtr, Variant, MIN_UNIT_SIZE, PAGE_SIZE};
 use common::{check_fill, fill, in_hardirq, is_zeroed, setup, setup_with, Event, STATIC_IMAGE};
 
-const ALL: [Variant; 3] = [Variant::Mutex, Variant::Irq, Variant::Fine];
+const ALL: [Variant; 5] = Variant::ALL;
 
 fn chunk_kinds<P: allocator::Platform>(pcpu: &allocator::Percpu<P>) -> Vec<(ChunkKind, usize)> {
     let mut v = Vec::new();
@@ -198,8 +198,13 @@ fn lock_and_mem_events(mock: &common::Mock) -> Vec<Event> {
 /// The lock calls of the final patch, in order, for an allocation that has
 /// to extend the area map (the first chunk starts with a two-entry map).
 #[test]
-fn fine_drops_pcpu_lock_to_extend_the_map_and_restarts() {
-    for variant in [Variant::Fine, Variant::Irq] {
+fn fine_drops_pcpu_lock_to_extend_the_map() {
+    for variant in [
+        Variant::Fine,
+        Variant::Irq,
+        Variant::IrqPlain,
+        Variant::Fixed,
+    ] {
         let (mock, pcpu) = setup(variant);
         mock.record(true);
         let a = pcpu.alloc(64, 8).unwrap();
@@ -207,7 +212,8 @@ fn fine_drops_pcpu_lock_to_extend_the_map_and_restarts() {
         mock.record(false);
         use Event::*;
         let free_ops = match variant {
-            Variant::Fine => ["spin_lock_irqsave", "spin_unlock_irqrestore"],
+            Variant::Fine | Variant::Fixed => ["spin_lock_irqsave", "spin_unlock_irqrestore"],
+            Variant::IrqPlain => ["spin_lock", "spin_unlock"],
             _ => ["spin_lock_irq", "spin_unlock_irq"],
         };
         assert_eq!(
@@ -218,7 +224,7 @@ fn fine_drops_pcpu_lock_to_extend_the_map_and_restarts() {
                 Lock("spin_unlock_irq", "pcpu_lock"),
                 MemAlloc(16 * 4),
                 Lock("spin_lock_irq", "pcpu_lock"),
-                // restart, area found
+                // (fixed: restart) area found
                 Lock("spin_unlock_irq", "pcpu_lock"),
                 Lock("mutex_unlock", "pcpu_alloc_mutex"),
                 Lock(free_ops[0], "pcpu_lock"),
@@ -254,6 +260,7 @@ fn mutex_variant_allocates_under_pcpu_mutex() {
 fn free_from_hardirq_is_clean_only_in_fine() {
     let expect = [
         (Variant::Fine, None),
+        (Variant::Fixed, None),
         (Variant::Irq, Some("irqs-enabled-in-hardirq")),
         (Variant::Mutex, Some("sleep-in-atomic")),
     ];
@@ -272,10 +279,12 @@ fn free_from_hardirq_is_clean_only_in_fine() {
     }
 }
 
+/// The seed's reclaim frees every page, then unmaps without any flush; the
+/// corrected variant flushes the cache, unmaps, flushes the TLB, then frees.
 #[test]
-fn reclaim_depopulates_with_the_configured_flushes() {
-    for flush in [false, true] {
-        let (mock, pcpu) = setup_with(Variant::Fine, 2, |c| c.flush_tlb_on_reclaim = flush);
+fn reclaim_depopulates_in_the_variants_order() {
+    for variant in [Variant::Fine, Variant::Fixed] {
+        let (mock, pcpu) = setup_with(variant, 2, |_| {});
         let v = fill_chunks(&pcpu, 2);
         pcpu.free(v[1]);
         pcpu.free(v[2]);
@@ -285,7 +294,7 @@ fn reclaim_depopulates_with_the_configured_flushes() {
         let mem: Vec<Event> = mock
             .events()
             .into_iter()
-            .filter(|e| !matches!(e, Event::Lock(..) | Event::MemAlloc(_)))
+            .filter(|e| !matches!(e, Event::Lock(..) | Event::MemAlloc(_) | Event::MemFree(_)))
             .collect();
         let unit = MIN_UNIT_SIZE;
         let first_unmap = mem
@@ -296,19 +305,26 @@ fn reclaim_depopulates_with_the_configured_flushes() {
             Event::Unmap(addr, _) => addr,
             _ => unreachable!(),
         };
+        let unmaps = [Event::Unmap(base, unit), Event::Unmap(base + unit, unit)];
+        let frees = std::iter::repeat_n(Event::FreePage, 2 * 16);
         let mut expected = Vec::new();
-        if flush {
+        if variant == Variant::Fixed {
             expected.push(Event::FlushCacheVunmap(base, base + 2 * unit));
-        }
-        expected.push(Event::Unmap(base, unit));
-        expected.push(Event::Unmap(base + unit, unit));
-        if flush {
+            expected.extend(unmaps);
             expected.push(Event::FlushTlb(base, base + 2 * unit));
+            expected.extend(frees);
+        } else {
+            expected.extend(frees);
+            expected.extend(unmaps);
         }
-        expected.extend(std::iter::repeat_n(Event::FreePage, 2 * 16));
         expected.push(Event::VmRelease(base));
-        assert_eq!(mem, expected, "flush = {flush}");
+        assert_eq!(mem, expected, "{variant:?}");
         assert!(mock.violations().is_empty(), "{:?}", mock.violations());
+        let freed_mapped = mock.freed_while_mapped().len();
+        match variant {
+            Variant::Fixed => assert_eq!(freed_mapped, 0),
+            _ => assert_eq!(freed_mapped, 2 * 16, "every page freed while mapped"),
+        }
     }
 }
 
@@ -412,7 +428,12 @@ fn failed_mapping_is_unmapped_with_flushes_before_its_pages_are_freed() {
         let mem: Vec<Event> = mock
             .events()
             .into_iter()
-            .filter(|e| !matches!(e, Event::Lock(..) | Event::MemAlloc(_) | Event::AllocPage))
+            .filter(|e| {
+                !matches!(
+                    e,
+                    Event::Lock(..) | Event::MemAlloc(_) | Event::MemFree(_) | Event::AllocPage
+                )
+            })
             .collect();
         let base = pcpu.per_cpu_ptr(a, 0) as usize;
         let unit = MIN_UNIT_SIZE;

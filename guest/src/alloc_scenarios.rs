@@ -1,5 +1,5 @@
 //! The per-CPU allocator scenarios (DESIGN.md, "Scenarios"): `storm`,
-//! `irq-free`, `fs-reclaim` and `reclaim`.
+//! `irq-free`, `fs-reclaim`, `reclaim` and `map-grow`.
 //!
 //! Integrity checks shared by all four: every CPU's copy of every live area
 //! carries a pattern identifying (area, cpu). The allocating thread checks
@@ -36,6 +36,9 @@
 //!   threads for the FS thread to free. Never held while freeing.
 //! - `reclaim_grown` (spinlock, irqsave): the table of areas the `reclaim`
 //!   grower published for the other CPUs to check. Same rule as storm_live.
+//! - `mapg_live` (spinlock, irqsave): the `map-grow` grower's live areas
+//!   (only it uses them; a lock so the table can be a static). Never held
+//!   while freeing.
 
 use core::fmt;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::*};
@@ -242,8 +245,9 @@ fn alloc_checked(what: &str, size: usize, align: usize, reserved: bool) -> Area 
 
 /// Verifies every CPU's copy of `area`, then frees it.
 ///
-/// CONTEXT: the area's owner. `fine`: any context, hard-IRQ included; `irq`:
-/// IRQs on or a hard-IRQ handler (the bug); `mutex`: process context.
+/// CONTEXT: the area's owner. `fine`, `fixed`: any context, hard-IRQ
+/// included; `irq`, `irq-plain`: IRQs on or a hard-IRQ handler (their bugs);
+/// `mutex`: process context.
 fn free_checked(what: &str, area: Area) {
     let pcpu = pcpu();
     for cpu in 0..pcpu.nr_cpus() {
@@ -1069,6 +1073,9 @@ pub fn reclaim_main(_: usize) {
             created
         );
     }
+    // vmalloc's lazy purge at the end: areas released in the last round are
+    // flushed only now (the seed's reclaim left them to it).
+    pcpu_platform::purge_lazy_vm_areas();
     let (released, flushed) = pcpu_platform::vm_release_counts();
     if released == 0 || (flushed != released) != pcpu_platform::skip_tlb_flush_injected() {
         panic!(
@@ -1076,8 +1083,116 @@ pub fn reclaim_main(_: usize) {
             released, flushed
         );
     }
+    let freed_mapped = pcpu_platform::freed_while_mapped();
+    if freed_mapped != 0 {
+        println!(
+            "cpu0: reclaim: {} pages freed while still mapped, their TLB flush left to the lazy purge",
+            freed_mapped
+        );
+    }
     RECLAIM_STOP.store(true, Release);
     RECLAIM_DONE.wait_n(users.len());
     set_state(grower, DONE);
     finish("reclaim")
+}
+
+// ---------------------------------------------------------------------------
+// map-grow
+
+/// Small areas the grower allocates in the first chunk, and one in how many
+/// of them is freed from IRQ context while it goes on. Enough stay live for
+/// the first chunk's area map to pass 2048 entries: its 8 KiB map (vmalloc'ed,
+/// more than a page) is then replaced and freed.
+const MAPG_AREAS: usize = 2400;
+const MAPG_IRQ_FREE_ONE_IN: u64 = 16;
+const MAPG_STREAM: u64 = 0x3a9_9e0e;
+
+/// Live areas of the grower, freed at the end (those not freed by IRQs).
+static MAPG_LIVE: SpinLock<[Option<Area>; MAPG_AREAS]> =
+    SpinLock::new("mapg_live", [None; MAPG_AREAS]);
+
+/// Set when the grower has allocated everything: the window watcher stops.
+static MAPG_STOP: AtomicBool = AtomicBool::new(false);
+static MAPG_WATCHER_DONE: Completion = Completion::new();
+
+/// The window watcher (CPU 1): whenever an allocation has dropped pcpu_lock
+/// to allocate a new area map, it interrupts the grower's CPU with a
+/// call-function IPI whose handler frees the areas queued there, so frees
+/// from hard-IRQ context land inside the extension's window.
+///
+/// CONTEXT: thread on CPU 1; may sleep.
+fn map_grow_watcher(grower: usize) {
+    while !MAPG_STOP.load(Acquire) {
+        if pcpu_platform::mem_alloc_in_flight()
+            && IRQ_FREE_QUEUES[grower].lock_irqsave().len != 0
+        {
+            smp_call_function_single(grower, irq_free_ipi, IRQ_DRAIN_PER_IPI);
+        }
+        sched::yield_now();
+    }
+    MAPG_WATCHER_DONE.complete();
+}
+
+/// The grower (the scenario thread): many 4-byte areas in one chunk, so the
+/// area map is extended again and again (pcpu_lock dropped around each new
+/// map, the old map freed: with `vfree` once it is above a page); every few
+/// allocations one area is queued for this CPU's IRQ handlers, which free it
+/// at a tick or when the watcher's IPI arrives during a map extension.
+///
+/// CONTEXT: scenario thread on CPU 0; may sleep.
+pub fn map_grow_main(_: usize) {
+    let cpus = online_cpus();
+    let me = cpu_id();
+    let mut rng = Rng::new(MAPG_STREAM, 0);
+    start_tick_hook(true);
+    let watchers = usize::from(cpus > 1);
+    if watchers != 0 {
+        spawn_or_panic(1, "map-grow-watch", map_grow_watcher, me);
+    }
+    let before = pcpu().stats();
+    let mut queued = 0u64;
+    set_state(me, ALLOC);
+    for slot in 0..MAPG_AREAS {
+        let mut area = alloc_checked("map-grow", 4, 4, false);
+        if rng.below(MAPG_IRQ_FREE_ONE_IN) != 0 {
+            MAPG_LIVE.lock_irqsave()[slot] = Some(area);
+            continue;
+        }
+        loop {
+            let pushed = IRQ_FREE_QUEUES[me].lock_irqsave().push(area);
+            match pushed {
+                Ok(()) => break,
+                Err(back) => {
+                    area = back;
+                    sched::yield_now();
+                }
+            }
+        }
+        queued += 1;
+    }
+    MAPG_STOP.store(true, Release);
+    MAPG_WATCHER_DONE.wait_n(watchers);
+    let extensions = pcpu().stats().map_extensions - before.map_extensions;
+    set_state(me, WAIT);
+    // The rest of the queue goes at the next ticks.
+    while IRQ_FREES.load(Relaxed) < queued {
+        sched::yield_now();
+    }
+    TICK_EXTRA.store(false, Release);
+    set_state(me, FREE);
+    for slot in 0..MAPG_AREAS {
+        let area = MAPG_LIVE.lock_irqsave()[slot].take();
+        if let Some(area) = area {
+            free_checked("map-grow", area);
+        }
+    }
+    set_state(me, DONE);
+    println!(
+        "cpu{}: map-grow: {} freed in IRQ context ({} while an allocation had pcpu_lock dropped), {} map extensions",
+        me,
+        queued,
+        pcpu_platform::frees_during_mem_alloc(),
+        extensions
+    );
+    finish("map-grow")
 }

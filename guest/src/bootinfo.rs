@@ -40,24 +40,9 @@ impl Word {
     }
 }
 
-/// Which allocator locking the run uses (DESIGN.md, "The three allocator variants").
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum Variant {
-    Fine,
-    Irq,
-    Mutex,
-}
-
-impl Variant {
-    /// CONTEXT: any.
-    pub fn name(self) -> &'static str {
-        match self {
-            Variant::Fine => "fine",
-            Variant::Irq => "irq",
-            Variant::Mutex => "mutex",
-        }
-    }
-}
+/// Which allocator variant the run uses (DESIGN.md, "The allocator
+/// variants"); its names are the allocator's own.
+pub use allocator::Variant;
 
 pub struct BootInfo {
     pub ram_base: u64,
@@ -119,15 +104,9 @@ fn apply_bootargs(info: &mut BootInfo, args: &str) {
                 true
             }
             "seed" => parse_u64(value).map(|seed| info.seed = seed).is_some(),
-            "variant" => {
-                let variant = match value {
-                    "fine" => Some(Variant::Fine),
-                    "irq" => Some(Variant::Irq),
-                    "mutex" => Some(Variant::Mutex),
-                    _ => None,
-                };
-                variant.map(|v| info.variant = v).is_some()
-            }
+            "variant" => Variant::from_name(value)
+                .map(|v| info.variant = v)
+                .is_some(),
             "inject" => {
                 info.inject = Some(Word::from(value));
                 true

@@ -7,7 +7,9 @@
 //!   `spin_lock_irqsave`, ...) so the host sees every acquire and release.
 //! - Pages: the physical page allocator; a `Gfp::KERNEL` request below the low
 //!   watermark enters direct reclaim (`fs_reclaim`, shrinkers).
-//! - Metadata: `kzalloc`/`kfree` (whole zeroed pages).
+//! - Metadata: as the seed's `pcpu_mem_alloc`/`pcpu_mem_free`: `kzalloc`/
+//!   `kfree` up to a page, `vmalloc`/`vfree` above it (an area map of more
+//!   than 1024 entries); `vfree` takes `vmap_area_lock`, which is not IRQ-safe.
 //! - Chunk virtual areas: slots of one chunk each in a pool reserved once from
 //!   the vmalloc area (TTBR1 half). The lowest free slot is handed out first, so
 //!   a chunk created after reclaim reuses the address of a reclaimed one; its
@@ -20,10 +22,15 @@
 //!   them: `__alloc_percpu(size, align) -> ptr`, `__alloc_reserved_percpu`,
 //!   `free_percpu(ptr)` (0 = failure / ignored).
 //!
-//! The TLB flush on reclaim follows the seed: reclaim depopulates a chunk
-//! without flushing (`Config::flush_tlb_on_reclaim = false`) and relies on
-//! freeing the virtual area to flush it, as `free_vm_area` did. `vm_release`
-//! does that flush; the `inject=skip-tlb-flush` bootarg skips exactly it.
+//! The TLB flush on reclaim follows the seed: reclaim frees a chunk's pages,
+//! then unmaps them without flushing, and relies on freeing the virtual area
+//! to flush it, as `free_vm_area` did through vmalloc's lazy vunmap: a released
+//! area is only flushed by the next purge, which runs when a new chunk wants
+//! the address back (it takes the lowest free one), when enough lazily freed
+//! pages pile up, or when a scenario asks at its end. Until then the freed
+//! pages stay reachable through other CPUs' cached translations (`fixed`
+//! flushes before freeing them). The `inject=skip-tlb-flush` bootarg skips the
+//! purge's flush.
 //!
 //! Synchronization rules — the locks this file adds:
 //! - `pcpu_alloc_mutex` (mutex; `fine`/`irq`): the allocator's alloc and
@@ -31,16 +38,18 @@
 //! - `pcpu_lock` (spinlock, always with IRQs off; `fine`/`irq`): the
 //!   allocator's index: chunk slots, chunks by address, area maps.
 //! - `pcpu_mutex` (mutex; `mutex` variant only): everything of the allocator.
-//! - `pcpu_vm_pool` (spinlock, irqsave): the slot bitmap of the chunk address
-//!   pool; held while the pool itself is reserved (once), so it nests outside
-//!   `vm_area_lock`.
+//! - `pcpu_vm_pool` (spinlock, irqsave): the slot bitmaps (used, lazily
+//!   freed) of the chunk address pool; held while the pool itself is reserved
+//!   (once), so it nests outside `vm_area_lock`. Not held while a purge
+//!   flushes.
 //! - `pcpu_reclaim_done` (wait queue, its spinlock irqsave): threads waiting
 //!   for the reclaim work to finish a run; the wait condition reads an atomic
 //!   only, so nothing nests inside it.
 //!
 //! Lock order: pcpu_alloc_mutex -> pcpu_lock -> worker_pool (schedule work);
 //! pcpu_alloc_mutex / pcpu_mutex -> fs_reclaim -> shrinker_list (allocations);
-//! pcpu_lock -> zone_lock (mem_free of a replaced area map);
+//! pcpu_lock -> zone_lock, and in the seed's variants pcpu_lock ->
+//! vmap_area_lock (mem_free of a replaced area map: the seed's hazard);
 //! pcpu_vm_pool -> vm_area_lock.
 
 use core::cell::UnsafeCell;
@@ -51,7 +60,7 @@ use core::sync::atomic::{AtomicBool, AtomicU64, Ordering::*};
 use allocator::{Config, Gfp, MapError, Page, PcpuPtr, Percpu, Platform, Variant, PAGE_SIZE};
 
 use crate::arch;
-use crate::bootinfo::{self, boot_info};
+use crate::bootinfo::boot_info;
 use crate::mmu::{self, PageKind};
 use crate::mutex::{self, RawMutex};
 use crate::page_alloc;
@@ -87,6 +96,10 @@ pub const RESERVED_SIZE: usize = 8192;
 const MAX_CHUNKS: usize = 64;
 /// Chunk-sized slots in the address pool: the first chunk and MAX_CHUNKS more.
 const POOL_SLOTS: usize = MAX_CHUNKS + 1;
+/// Lazily freed pages after which a release purges (Linux's `lazy_max_pages`
+/// for 4 CPUs: 32 MiB of pages times fls(4)). Chunk releases here never reach
+/// it; purges come from reuse of an address or the end of a scenario.
+const LAZY_MAX_PAGES: usize = (32 << 20) / PAGE_SIZE * 3;
 
 /// The platform: what the allocator takes from this kernel.
 pub struct GuestPlatform {
@@ -100,7 +113,30 @@ pub struct GuestPlatform {
 struct VmPool {
     base: usize,
     slot_size: usize,
+    /// Slots reserved, lazily freed ones included.
     used: u128,
+    /// Slots released but not yet purged (still in `used`).
+    lazy: u128,
+}
+
+impl VmPool {
+    /// Lowest slot not in use.
+    ///
+    /// CONTEXT: PCPU_VM_POOL held.
+    fn lowest_free(&self) -> Option<usize> {
+        (0..POOL_SLOTS).find(|&slot| self.used & (1u128 << slot) == 0)
+    }
+
+    /// Whether a purge would give back a lower (or the only) address than
+    /// the lowest free slot.
+    ///
+    /// CONTEXT: PCPU_VM_POOL held.
+    fn purge_helps(&self) -> bool {
+        self.lazy != 0
+            && self
+                .lowest_free()
+                .is_none_or(|free| (self.lazy.trailing_zeros() as usize) < free)
+    }
 }
 
 /// PCPU_VM_POOL: which chunk address slots are in use.
@@ -110,8 +146,35 @@ static PCPU_VM_POOL: SpinLock<VmPool> = SpinLock::new(
         base: 0,
         slot_size: 0,
         used: 0,
+        lazy: 0,
     },
 );
+
+/// Frames of RAM tracked by `MAPPED_FRAMES` (1 GiB from the RAM base).
+const TRACKED_FRAMES: usize = (1 << 30) / PAGE_SIZE;
+/// MAPPED_FRAMES: per page frame, whether a chunk maps it now (set by
+/// map_pages, cleared by unmap_pages), so that free_page can tell a frame
+/// freed while still mapped: the seed's reclaim order.
+static MAPPED_FRAMES: [AtomicU64; TRACKED_FRAMES / 64] =
+    [const { AtomicU64::new(0) }; TRACKED_FRAMES / 64];
+/// Metadata allocations in progress (the allocator has dropped pcpu_lock for
+/// each), and frees that ran meanwhile: the window in which the seed's
+/// allocation path later continues its walk over changed slot lists.
+static MEM_ALLOCS_IN_FLIGHT: AtomicU64 = AtomicU64::new(0);
+static FREES_DURING_MEM_ALLOC: AtomicU64 = AtomicU64::new(0);
+
+/// Frames the allocator freed while a chunk still mapped them.
+static FREED_WHILE_MAPPED: AtomicU64 = AtomicU64::new(0);
+
+/// The MAPPED_FRAMES word and bit of the frame at physical address `pa`, if
+/// tracked.
+///
+/// CONTEXT: any.
+fn frame_bit(pa: usize) -> Option<(&'static AtomicU64, u64)> {
+    let frame = pa.checked_sub(boot_info().ram_base as usize)? / PAGE_SIZE;
+    let word = MAPPED_FRAMES.get(frame / 64)?;
+    Some((word, 1u64 << (frame % 64)))
+}
 
 /// Chunk areas released so far, and how many of them were flushed.
 static VM_RELEASES: AtomicU64 = AtomicU64::new(0);
@@ -180,9 +243,26 @@ impl Platform for GuestPlatform {
         sync::spin_unlock_irqrestore(lock, flags);
     }
 
+    /// CONTEXT: any, hard-IRQ included (irq-plain's free); does not sleep.
+    fn spin_lock(&self, lock: &&'static RawSpinLock) {
+        sync::spin_lock(lock);
+    }
+
+    /// CONTEXT: caller holds `lock`, taken with spin_lock.
+    fn spin_unlock(&self, lock: &&'static RawSpinLock) {
+        sync::spin_unlock(lock);
+    }
+
     /// CONTEXT: any.
     fn spin_assert_held(&self, lock: &&'static RawSpinLock) {
         sync::lockdep_assert_held(lock);
+    }
+
+    /// The seed's `WARN`: one console line, then carry on.
+    ///
+    /// CONTEXT: process context (alloc); takes console_lock.
+    fn warn(&self, what: allocator::IllegalRequest) {
+        crate::println!("cpu{}: WARNING: percpu: {}", cpu_id(), what);
     }
 
     /// CONTEXT: allocator mutex held, no spinlock, IRQs on; with may_reclaim it
@@ -194,24 +274,51 @@ impl Platform for GuestPlatform {
 
     /// CONTEXT: process context, no spinlock held; does not sleep.
     fn free_page(&self, page: Page) {
+        if let Some((word, bit)) = frame_bit(page.0 as usize) {
+            if word.load(Relaxed) & bit != 0 {
+                FREED_WHILE_MAPPED.fetch_add(1, Relaxed);
+            }
+        }
         page_alloc::free_pages(page.0 as usize, 0);
     }
 
-    /// CONTEXT: no spinlock held, IRQs on; with may_reclaim it may sleep and
-    /// enter direct reclaim.
+    /// `pcpu_mem_alloc`: kzalloc up to a page, vmalloc above.
+    ///
+    /// CONTEXT: no spinlock held, IRQs on; takes vmap_area_lock above a page;
+    /// with may_reclaim it may sleep and enter direct reclaim.
     fn mem_alloc(&self, size: usize, gfp: Gfp) -> Option<NonNull<u8>> {
-        page_alloc::kzalloc(size, guest_gfp(gfp))
+        MEM_ALLOCS_IN_FLIGHT.fetch_add(1, AcqRel);
+        let memory = if size <= PAGE_SIZE {
+            page_alloc::kzalloc(size, guest_gfp(gfp))
+        } else {
+            vmalloc::vmalloc(size, guest_gfp(gfp))
+        };
+        MEM_ALLOCS_IN_FLIGHT.fetch_sub(1, AcqRel);
+        memory
     }
 
-    /// CONTEXT: any, pcpu_lock with IRQs off included; takes zone_lock
-    /// (irqsave); does not sleep.
+    /// `pcpu_mem_free`: kfree up to a page, vfree above (which takes
+    /// vmap_area_lock, not IRQ-safe: the seed calls this under pcpu_lock).
+    ///
+    /// CONTEXT: any but hard-IRQ; takes zone_lock (irqsave) and above a page
+    /// vmap_area_lock (plain); does not sleep.
     fn mem_free(&self, ptr: NonNull<u8>, size: usize) {
-        page_alloc::kfree(ptr, size);
+        if size <= PAGE_SIZE {
+            page_alloc::kfree(ptr, size);
+        } else {
+            vmalloc::vfree(ptr, size);
+        }
     }
 
+    /// Hands out the lowest free slot; purges lazily freed ones first when
+    /// that gives a lower address back (or the only one).
+    ///
     /// CONTEXT: process context, allocator mutex held, no spinlock; takes
     /// pcpu_vm_pool (irqsave) and, the first time, vm_area_lock.
     fn vm_reserve(&self, size: usize) -> Option<usize> {
+        if PCPU_VM_POOL.lock_irqsave().purge_helps() {
+            self.purge_lazy();
+        }
         let mut pool = PCPU_VM_POOL.lock_irqsave();
         if pool.slot_size == 0 {
             pool.base = vmalloc::vm_reserve(POOL_SLOTS * size)?;
@@ -223,35 +330,38 @@ impl Platform for GuestPlatform {
                 size, pool.slot_size
             );
         }
-        let slot = (0..POOL_SLOTS).find(|&slot| pool.used & (1u128 << slot) == 0)?;
+        let slot = pool.lowest_free()?;
         pool.used |= 1u128 << slot;
         Some(pool.base + slot * pool.slot_size)
     }
 
-    /// Releases a chunk's area. The allocator has unmapped it without a TLB
-    /// flush (the seed's reclaim): flush the range here, before the slot can be
-    /// handed out again, as `free_vm_area` did. `inject=skip-tlb-flush` skips
-    /// this flush (and only this one).
+    /// Releases a chunk's area lazily, as `free_vm_area` did: the slot stays
+    /// taken and unflushed until the next purge. The allocator has unmapped
+    /// it; in the seed's variants without a TLB flush, after freeing its
+    /// pages.
     ///
     /// CONTEXT: process context, no allocator lock held; takes pcpu_vm_pool.
     fn vm_release(&self, addr: usize, size: usize) {
         VM_RELEASES.fetch_add(1, Relaxed);
-        if !self.skip_tlb_flush {
-            mmu::flush_tlb_kernel_range(addr, addr + size);
-            VM_RELEASE_FLUSHES.fetch_add(1, Relaxed);
+        let lazy_pages = {
+            let mut pool = PCPU_VM_POOL.lock_irqsave();
+            let offset = addr.wrapping_sub(pool.base);
+            let slot = offset / pool.slot_size.max(1);
+            if pool.slot_size == 0
+                || size != pool.slot_size
+                || offset % pool.slot_size != 0
+                || slot >= POOL_SLOTS
+                || pool.used & (1u128 << slot) == 0
+                || pool.lazy & (1u128 << slot) != 0
+            {
+                panic!("pcpu: vm_release of 0x{:x}+0x{:x} not reserved", addr, size);
+            }
+            pool.lazy |= 1u128 << slot;
+            pool.lazy.count_ones() as usize * pool.slot_size / PAGE_SIZE
+        };
+        if lazy_pages >= LAZY_MAX_PAGES {
+            self.purge_lazy();
         }
-        let mut pool = PCPU_VM_POOL.lock_irqsave();
-        let offset = addr.wrapping_sub(pool.base);
-        let slot = offset / pool.slot_size.max(1);
-        if pool.slot_size == 0
-            || size != pool.slot_size
-            || offset % pool.slot_size != 0
-            || slot >= POOL_SLOTS
-            || pool.used & (1u128 << slot) == 0
-        {
-            panic!("pcpu: vm_release of 0x{:x}+0x{:x} not reserved", addr, size);
-        }
-        pool.used &= !(1u128 << slot);
     }
 
     /// CONTEXT: allocator mutex held, no spinlock; takes vmap_lock and may take
@@ -260,6 +370,9 @@ impl Platform for GuestPlatform {
         for (index, page) in pages.iter().enumerate() {
             mmu::map_page(addr + index * PAGE_SIZE, page.0 as usize, PageKind::Data)
                 .map_err(|_| MapError)?;
+            if let Some((word, bit)) = frame_bit(page.0 as usize) {
+                word.fetch_or(bit, Relaxed);
+            }
         }
         Ok(())
     }
@@ -267,6 +380,11 @@ impl Platform for GuestPlatform {
     /// CONTEXT: allocator mutex held or the chunk owned by reclaim; no
     /// spinlock; takes vmap_lock; does not sleep.
     fn unmap_pages(&self, addr: usize, size: usize) {
+        for va in (addr..addr + size).step_by(PAGE_SIZE) {
+            if let Some((word, bit)) = mmu::translate(va).and_then(frame_bit) {
+                word.fetch_and(!bit, Relaxed);
+            }
+        }
         vmalloc::unmap_range_noflush(addr, size);
     }
 
@@ -298,6 +416,37 @@ impl Platform for GuestPlatform {
     }
 }
 
+impl GuestPlatform {
+    /// vmalloc's lazy purge for the chunk pool: flush the TLB over every
+    /// lazily freed slot, then make the slots free. `inject=skip-tlb-flush`
+    /// skips the flush (and only it).
+    ///
+    /// CONTEXT: process context, no allocator spinlock; takes pcpu_vm_pool
+    /// (irqsave), not held while flushing.
+    fn purge_lazy(&self) {
+        let (lazy, base, slot_size) = {
+            let mut pool = PCPU_VM_POOL.lock_irqsave();
+            let lazy = core::mem::take(&mut pool.lazy);
+            (lazy, pool.base, pool.slot_size)
+        };
+        for slot in (0..POOL_SLOTS).filter(|&slot| lazy & (1u128 << slot) != 0) {
+            if !self.skip_tlb_flush {
+                let start = base + slot * slot_size;
+                mmu::flush_tlb_kernel_range(start, start + slot_size);
+                VM_RELEASE_FLUSHES.fetch_add(1, Relaxed);
+            }
+        }
+        PCPU_VM_POOL.lock_irqsave().used &= !lazy;
+    }
+}
+
+/// Purges the chunk areas released lazily so far (a scenario's end).
+///
+/// CONTEXT: process context, no allocator lock held.
+pub fn purge_lazy_vm_areas() {
+    pcpu().platform().purge_lazy();
+}
+
 /// The page allocator's flag for an allocator request.
 ///
 /// CONTEXT: any; pure.
@@ -327,6 +476,29 @@ fn pcpu_reclaim(_: &'static Work) {
     CHUNKS_RECLAIMED.store(pcpu.stats().chunks_reclaimed, Release);
     RECLAIM_WORK_RUNS.fetch_add(1, AcqRel);
     RECLAIM_DONE.wake_all();
+}
+
+/// Whether some allocation has pcpu_lock dropped to allocate metadata now.
+///
+/// CONTEXT: any (a racy snapshot).
+pub fn mem_alloc_in_flight() -> bool {
+    MEM_ALLOCS_IN_FLIGHT.load(Acquire) != 0
+}
+
+/// Frees that ran while some allocation had dropped pcpu_lock to allocate
+/// metadata (a new area map or chunk).
+///
+/// CONTEXT: any.
+pub fn frees_during_mem_alloc() -> u64 {
+    FREES_DURING_MEM_ALLOC.load(Relaxed)
+}
+
+/// Page frames the allocator freed while a chunk still mapped them (the
+/// seed's reclaim frees before it unmaps).
+///
+/// CONTEXT: any.
+pub fn freed_while_mapped() -> u64 {
+    FREED_WHILE_MAPPED.load(Relaxed)
 }
 
 /// Sleeps until the reclaim work has reclaimed `chunks` chunks in total.
@@ -362,11 +534,7 @@ static PCPU: PcpuCell = PcpuCell {
 ///
 /// CONTEXT: any, after boot.
 pub fn variant() -> Variant {
-    match boot_info().variant {
-        bootinfo::Variant::Fine => Variant::Fine,
-        bootinfo::Variant::Irq => Variant::Irq,
-        bootinfo::Variant::Mutex => Variant::Mutex,
-    }
+    boot_info().variant
 }
 
 /// Whether the bootargs inject the missing TLB flush on chunk release.
@@ -393,7 +561,6 @@ pub fn init(cpus: usize) {
     let mut config = Config::new(variant(), STATIC_SIZE);
     config.reserved_size = RESERVED_SIZE;
     config.max_chunks = MAX_CHUNKS;
-    config.flush_tlb_on_reclaim = false;
     let percpu = match Percpu::new(platform, config, STATIC_IMAGE) {
         Ok(percpu) => percpu,
         Err(error) => panic!("pcpu: setting up the first chunk failed: {:?}", error),
@@ -438,13 +605,18 @@ pub extern "C" fn __alloc_reserved_percpu(size: usize, align: usize) -> usize {
 /// `free_percpu`: frees a per-CPU pointer from `__alloc_percpu` (0 is
 /// ignored). A stable symbol (C ABI) so the host can probe every free.
 ///
-/// CONTEXT: `fine`: any context, hard-IRQ included; `irq`: IRQs on, or a
-/// hard-IRQ handler (then it re-enables IRQs there: the bug); `mutex`:
-/// process context, may sleep.
+/// CONTEXT: `fine`, `fixed`: any context, hard-IRQ included; `irq`: IRQs on,
+/// or a hard-IRQ handler (then it re-enables IRQs there: the bug);
+/// `irq-plain`: any, but an IRQ freeing on the CPU that holds pcpu_lock
+/// deadlocks; `mutex`: process context, may sleep.
 #[no_mangle]
 #[inline(never)]
 pub extern "C" fn free_percpu(ptr: usize) {
     if ptr != 0 {
+        let in_window = MEM_ALLOCS_IN_FLIGHT.load(Acquire) != 0;
         pcpu().free(PcpuPtr(ptr));
+        if in_window {
+            FREES_DURING_MEM_ALLOC.fetch_add(1, Relaxed);
+        }
     }
 }

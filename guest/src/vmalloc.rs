@@ -132,3 +132,50 @@ pub fn unmap_range_noflush(addr: usize, size: usize) {
         va += PAGE_SIZE;
     }
 }
+
+/// Metadata allocations `vmalloc` handed out and `vfree` has not taken back.
+struct VmallocAreas {
+    live: usize,
+    pages: usize,
+}
+
+/// `vmap_area_lock`: the list of vmalloc'ed metadata areas. Like Linux's, it
+/// is taken with plain `spin_lock`: it is not IRQ-safe, so it must never be
+/// taken under an IRQ-safe lock (the seed's `pcpu_mem_free` does, through
+/// `vfree`, under `pcpu_lock`). Linux's name and an unmangled symbol, so the
+/// lock validator's reports name it as lockdep would.
+#[no_mangle]
+#[allow(non_upper_case_globals)]
+static vmap_area_lock: SpinLock<VmallocAreas> =
+    SpinLock::new("vmap_area_lock", VmallocAreas { live: 0, pages: 0 });
+
+/// `vmalloc` for metadata above a page (the seed's `pcpu_mem_alloc`): zeroed
+/// pages, accounted under vmap_area_lock. The pages are physically contiguous
+/// and used through the linear map here; what matters to the allocator is the
+/// lock, which the real vmalloc takes the same way.
+///
+/// CONTEXT: process context, IRQs on, no spinlock held; takes
+/// vmap_area_lock (plain spin_lock); may sleep with `Gfp::Kernel`.
+pub fn vmalloc(size: usize, gfp: crate::page_alloc::Gfp) -> Option<core::ptr::NonNull<u8>> {
+    let ptr = crate::page_alloc::kzalloc(size, gfp)?;
+    let mut areas = vmap_area_lock.lock();
+    areas.live += 1;
+    areas.pages += size.div_ceil(PAGE_SIZE);
+    Some(ptr)
+}
+
+/// `vfree` of memory from `vmalloc` of the same `size`.
+///
+/// CONTEXT: not hard-IRQ; takes vmap_area_lock (plain spin_lock), so a caller
+/// holding an IRQ-safe lock makes a HARDIRQ-safe -> HARDIRQ-unsafe order.
+pub fn vfree(ptr: core::ptr::NonNull<u8>, size: usize) {
+    {
+        let mut areas = vmap_area_lock.lock();
+        if areas.live == 0 {
+            panic!("vfree: {:p} with no live vmalloc area", ptr.as_ptr());
+        }
+        areas.live -= 1;
+        areas.pages -= size.div_ceil(PAGE_SIZE);
+    }
+    crate::page_alloc::kfree(ptr, size);
+}

@@ -148,7 +148,7 @@ fn json_report(
                  "held_locks": held_locks_at_end(outcome, locks) },
         "config": { "cpus": args.cpus, "scenario": args.scenario, "seed": args.seed,
                     "sched": format!("{:?}", args.sched).to_lowercase(), "quantum": args.quantum,
-                    "variant": format!("{:?}", args.variant).to_lowercase() },
+                    "variant": args.variant.to_possible_value().map(|v| v.get_name().to_string()) },
         "stats": {
             "total_insns": outcome.total_insns,
             "slices": outcome.slices,

@@ -18,10 +18,15 @@ pub const DEFAULT_MAX_INSNS: u64 = 2_000_000_000;
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum Variant {
-    /// The final patch: pcpu_alloc_mutex + irq-safe pcpu_lock.
+    /// The final patch exactly as in 2009 (pcpu_alloc_mutex + irq-safe
+    /// pcpu_lock), with its latent hazards.
     Fine,
+    /// The final patch with the later corrections: clean.
+    Fixed,
     /// The patch's first version: free_percpu with spin_lock_irq.
     Irq,
+    /// The seed's note read literally: free_percpu with plain spin_lock.
+    IrqPlain,
     /// Before the patch: one pcpu_mutex around alloc and free.
     Mutex,
 }

@@ -170,22 +170,6 @@ fn irq_irq_free_reports_irqs_enabled_in_hardirq_on_every_seed() {
 }
 
 #[test]
-fn fine_is_clean_on_every_scenario_and_seed() {
-    for scenario in ["smoke", "storm", "irq-free", "fs-reclaim", "reclaim"] {
-        each_seed(|seed| {
-            let seed = seed.to_string();
-            let run = variant_run("fine", scenario, &seed);
-            assert_eq!(
-                (run.code, kinds(&run)),
-                (0, vec![]),
-                "{scenario} seed {seed}: {}",
-                run.describe()
-            );
-        });
-    }
-}
-
-#[test]
 fn check_gives_the_findings_of_the_run_that_wrote_the_trace() {
     let dir = std::env::temp_dir().join(format!("percpu-lab-lockdep-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

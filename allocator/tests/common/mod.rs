@@ -7,8 +7,9 @@
 //! is a CPU with its own simulated IRQ state, and the mock records protocol
 //! violations the way lockdep and `might_sleep` would: sleeping while atomic,
 //! IRQs re-enabled in hard-IRQ context, recursive locking, unlocking a lock
-//! not held, freeing a page still mapped, releasing a virtual area with pages
-//! still mapped.
+//! not held, a spinlock taken both in hard-IRQ and with IRQs on, releasing a
+//! virtual area with pages still mapped. A page freed while still mapped is
+//! the seed's reclaim order, so it is kept apart (`freed_while_mapped`).
 #![allow(dead_code)]
 
 use std::alloc::Layout;
@@ -20,7 +21,9 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::{self, ThreadId};
 
-use allocator::{Config, Gfp, MapError, Page, Percpu, Platform, Variant, PAGE_SIZE};
+use allocator::{
+    Config, Gfp, IllegalRequest, MapError, Page, Percpu, Platform, Variant, PAGE_SIZE,
+};
 
 /// Byte pattern of freshly mapped pages (a page's old contents).
 pub const MAP_POISON: u8 = 0xa5;
@@ -31,6 +34,8 @@ thread_local! {
     static IRQS_OFF: Cell<bool> = const { Cell::new(false) };
     static IN_HARDIRQ: Cell<bool> = const { Cell::new(false) };
     static SPINS_HELD: Cell<usize> = const { Cell::new(0) };
+    /// Spinlocks this thread holds that were taken with plain `spin_lock`.
+    static PLAIN_SPINS_HELD: Cell<usize> = const { Cell::new(0) };
 }
 
 fn atomic_context() -> bool {
@@ -61,6 +66,9 @@ pub struct HostLock {
     pub name: &'static str,
     owner: Mutex<Option<ThreadId>>,
     released: Condvar,
+    /// Taken in hard-IRQ context / with IRQs on (lockdep's usage bits).
+    used_in_hardirq: AtomicBool,
+    used_irqs_on: AtomicBool,
 }
 
 impl HostLock {
@@ -69,6 +77,25 @@ impl HostLock {
             name,
             owner: Mutex::new(None),
             released: Condvar::new(),
+            used_in_hardirq: AtomicBool::new(false),
+            used_irqs_on: AtomicBool::new(false),
+        }
+    }
+
+    /// Record how a spinlock is being taken and flag lockdep's inconsistent
+    /// {HARDIRQ-ON-W} -> {IN-HARDIRQ-W} usage.
+    fn note_spin_usage(&self, mock: &Mock) {
+        if IN_HARDIRQ.get() {
+            self.used_in_hardirq.store(true, Ordering::SeqCst);
+        }
+        if !IRQS_OFF.get() {
+            self.used_irqs_on.store(true, Ordering::SeqCst);
+        }
+        if self.used_in_hardirq.load(Ordering::SeqCst) && self.used_irqs_on.load(Ordering::SeqCst) {
+            mock.violation(format!(
+                "inconsistent-irq-state: {} taken in hard-IRQ and with IRQs on",
+                self.name
+            ));
         }
     }
 
@@ -105,6 +132,7 @@ impl HostLock {
 pub enum Event {
     Lock(&'static str, &'static str),
     MemAlloc(usize),
+    MemFree(usize),
     AllocPage,
     FreePage,
     Map(usize, usize),
@@ -139,6 +167,10 @@ pub struct Mock {
     memory: Mutex<Memory>,
     violations: Mutex<Vec<String>>,
     events: Mutex<Vec<Event>>,
+    /// Pages freed while still mapped (the seed's reclaim order).
+    freed_while_mapped: Mutex<Vec<u64>>,
+    /// Warnings the allocator printed.
+    warnings: Mutex<Vec<String>>,
     recording: AtomicBool,
     /// Reclaim work scheduled and not yet run.
     pub work_pending: AtomicBool,
@@ -158,6 +190,8 @@ impl Mock {
         Arc::new(Mock {
             nr_cpus,
             memory: Mutex::new(Memory::default()),
+            freed_while_mapped: Mutex::new(Vec::new()),
+            warnings: Mutex::new(Vec::new()),
             violations: Mutex::new(Vec::new()),
             events: Mutex::new(Vec::new()),
             recording: AtomicBool::new(false),
@@ -176,6 +210,16 @@ impl Mock {
 
     pub fn violations(&self) -> Vec<String> {
         self.violations.lock().unwrap().clone()
+    }
+
+    /// Frames freed while they were still mapped.
+    pub fn freed_while_mapped(&self) -> Vec<u64> {
+        self.freed_while_mapped.lock().unwrap().clone()
+    }
+
+    /// The allocator's warnings so far.
+    pub fn warnings(&self) -> Vec<String> {
+        self.warnings.lock().unwrap().clone()
     }
 
     pub fn record(&self, on: bool) {
@@ -297,6 +341,7 @@ impl Platform for Host {
     fn spin_lock_irq(&self, lock: &HostLock) {
         self.event(Event::Lock("spin_lock_irq", lock.name));
         IRQS_OFF.set(true);
+        lock.note_spin_usage(self);
         lock.acquire(self);
         SPINS_HELD.set(SPINS_HELD.get() + 1);
     }
@@ -317,6 +362,7 @@ impl Platform for Host {
     fn spin_lock_irqsave(&self, lock: &HostLock) -> bool {
         self.event(Event::Lock("spin_lock_irqsave", lock.name));
         let flags = IRQS_OFF.replace(true);
+        lock.note_spin_usage(self);
         lock.acquire(self);
         SPINS_HELD.set(SPINS_HELD.get() + 1);
         flags
@@ -329,9 +375,32 @@ impl Platform for Host {
         IRQS_OFF.set(flags);
     }
 
+    fn spin_lock(&self, lock: &HostLock) {
+        self.event(Event::Lock("spin_lock", lock.name));
+        lock.note_spin_usage(self);
+        lock.acquire(self);
+        SPINS_HELD.set(SPINS_HELD.get() + 1);
+        PLAIN_SPINS_HELD.set(PLAIN_SPINS_HELD.get() + 1);
+    }
+
+    fn spin_unlock(&self, lock: &HostLock) {
+        self.event(Event::Lock("spin_unlock", lock.name));
+        SPINS_HELD.set(SPINS_HELD.get() - 1);
+        PLAIN_SPINS_HELD.set(PLAIN_SPINS_HELD.get() - 1);
+        lock.release(self);
+    }
+
     fn spin_assert_held(&self, lock: &HostLock) {
         assert!(lock.held_by_me(), "{} not held", lock.name);
-        assert!(IRQS_OFF.get(), "{} held with IRQs on", lock.name);
+        assert!(
+            IRQS_OFF.get() || PLAIN_SPINS_HELD.get() > 0,
+            "{} held with IRQs on",
+            lock.name
+        );
+    }
+
+    fn warn(&self, what: IllegalRequest) {
+        self.warnings.lock().unwrap().push(what.to_string());
     }
 
     fn alloc_page(&self, cpu: usize, gfp: Gfp) -> Option<Page> {
@@ -358,10 +427,9 @@ impl Platform for Host {
             self.violation(format!("free of a page not allocated: {:#x}", page.0));
             return;
         }
-        if let Some(va) = memory.frame_at.get(&page.0) {
-            let va = *va;
+        if memory.frame_at.contains_key(&page.0) {
             drop(memory);
-            self.violation(format!("page {:#x} freed while mapped at {va:#x}", page.0));
+            self.freed_while_mapped.lock().unwrap().push(page.0);
         }
     }
 
@@ -389,6 +457,7 @@ impl Platform for Host {
     }
 
     fn mem_free(&self, ptr: NonNull<u8>, size: usize) {
+        self.event(Event::MemFree(size));
         let known = self
             .memory
             .lock()

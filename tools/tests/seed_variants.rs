@@ -1,0 +1,209 @@
+//! The seed exactly (`fine`), its later corrections (`fixed`) and the literal
+//! reading of its note (`irq-plain`), through the CLI: each variant's hazards
+//! are reported where a scenario reaches them, and `fixed` is clean on every
+//! scenario and seed.
+
+mod common;
+
+use std::thread;
+
+use common::{percpu_lab, Run};
+use serde_json::Value;
+
+/// Every allocator scenario (`percpu-lab scenarios` lists them).
+const SCENARIOS: [&str; 6] = [
+    "smoke",
+    "storm",
+    "irq-free",
+    "fs-reclaim",
+    "reclaim",
+    "map-grow",
+];
+
+/// `run --variant V --scenario S --seed N --report json`.
+fn variant_run(variant: &str, scenario: &str, seed: u64) -> Run {
+    let seed = seed.to_string();
+    percpu_lab(&[
+        "run",
+        "--report",
+        "json",
+        "--variant",
+        variant,
+        "--scenario",
+        scenario,
+        "--seed",
+        &seed,
+    ])
+}
+
+fn findings(run: &Run) -> Vec<Value> {
+    run.json()["findings"]
+        .as_array()
+        .expect("findings is an array")
+        .clone()
+}
+
+fn kinds(run: &Run) -> Vec<String> {
+    findings(run)
+        .iter()
+        .map(|f| f["kind"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// A finding's key and detail lines as one text.
+fn text(finding: &Value) -> String {
+    let mut all = finding["key"].as_str().unwrap_or("").to_string();
+    for line in finding["details"].as_array().into_iter().flatten() {
+        all.push('\n');
+        all.push_str(line.as_str().unwrap_or(""));
+    }
+    all
+}
+
+/// Runs `f` on every seed of `seeds`, on two threads (the machine has 2 cores).
+fn each_seed(seeds: std::ops::Range<u64>, f: impl Fn(u64) + Sync) {
+    thread::scope(|s| {
+        for lane in 0..2 {
+            let (f, seeds) = (&f, seeds.clone());
+            s.spawn(move || {
+                for seed in seeds.skip(lane).step_by(2) {
+                    f(seed);
+                }
+            });
+        }
+    });
+}
+
+/// The one finding of `kind` in `run`, or a failure showing the run.
+fn only_finding(run: &Run, kind: &str, what: &str) -> Value {
+    let of_kind: Vec<Value> = findings(run)
+        .into_iter()
+        .filter(|f| f["kind"] == kind)
+        .collect();
+    assert_eq!(of_kind.len(), 1, "{what}: {}", run.describe());
+    of_kind.into_iter().next().unwrap()
+}
+
+/// The seed frees a replaced area map larger than a page with `vfree` under
+/// the hard-IRQ-safe `pcpu_lock`: `vfree` takes `vmap_area_lock`, which vmalloc
+/// takes with IRQs on. Lockdep's "HARDIRQ-safe -> HARDIRQ-unsafe lock order".
+#[test]
+fn fine_map_grow_has_the_hardirq_safe_to_unsafe_order_through_vfree() {
+    each_seed(0..4, |seed| {
+        let run = variant_run("fine", "map-grow", seed);
+        assert_eq!(run.code, 1, "seed {seed}: {}", run.describe());
+        assert_eq!(kinds(&run), ["irq-inversion"], "seed {seed}");
+        let finding = only_finding(&run, "irq-inversion", &format!("seed {seed}"));
+        let all = text(&finding);
+        for needle in [
+            "HARDIRQ-safe -> HARDIRQ-unsafe",
+            "pcpu_lock --> vmap_area_lock",
+            "<free_percpu+0x",
+            "mem_free",
+        ] {
+            assert!(all.contains(needle), "seed {seed}: no {needle:?} in {all}");
+        }
+        assert!(!run.console_contains("PANIC"), "seed {seed}");
+    });
+}
+
+/// The literal reading of the seed's note: `free_percpu` with plain
+/// `spin_lock` takes `pcpu_lock` with IRQs on in process context and in
+/// hard-IRQ context: lockdep's inconsistent lock state.
+#[test]
+fn irq_plain_has_inconsistent_hardirq_usage_of_pcpu_lock() {
+    each_seed(0..4, |seed| {
+        let run = variant_run("irq-plain", "map-grow", seed);
+        assert_eq!(run.code, 1, "seed {seed}: {}", run.describe());
+        let finding = only_finding(&run, "inconsistent-irq-state", &format!("seed {seed}"));
+        let all = text(&finding);
+        for needle in [
+            "pcpu_lock",
+            "HARDIRQ-ON-W",
+            "IN-HARDIRQ-W",
+            "<spin_lock+0x0> called from",
+            "<free_percpu+0x",
+        ] {
+            assert!(all.contains(needle), "seed {seed}: no {needle:?} in {all}");
+        }
+    });
+}
+
+/// The seed's reclaim frees every page of a chunk before unmapping it and
+/// leaves the TLB flush to the lazy purge; the corrected reclaim flushes, then
+/// frees. The guest counts frames freed while a chunk still maps them.
+#[test]
+fn fine_reclaim_frees_pages_still_mapped_and_fixed_does_not() {
+    let line = "pages freed while still mapped";
+    for seed in 0..2 {
+        let fine = variant_run("fine", "reclaim", seed);
+        assert_eq!(fine.code, 0, "{}", fine.describe());
+        let freed: Vec<String> = fine
+            .console_lines(0)
+            .into_iter()
+            .filter(|l| l.contains(line))
+            .collect();
+        // 2 rounds x 2 released chunks x 4 CPUs x 16 pages.
+        assert_eq!(
+            freed,
+            [format!(
+                "cpu0: reclaim: 256 {line}, their TLB flush left to the lazy purge"
+            )],
+            "seed {seed}"
+        );
+        let fixed = variant_run("fixed", "reclaim", seed);
+        assert_eq!(fixed.code, 0, "{}", fixed.describe());
+        assert!(!fixed.console_contains(line), "{}", fixed.describe());
+        // Fixed flushes in reclaim and again at the purge: twice the TLBIs.
+        let tlbis = |run: &Run| run.json()["stats"]["mmu"]["tlbi_by_kind"]["vaae1is"].as_u64();
+        assert_eq!(
+            tlbis(&fixed).unwrap(),
+            2 * tlbis(&fine).unwrap(),
+            "seed {seed}"
+        );
+    }
+}
+
+/// `fixed` carries the corrections: no finding, no fault, on any scenario.
+#[test]
+fn fixed_is_clean_on_every_scenario_and_seed() {
+    for scenario in SCENARIOS {
+        each_seed(0..20, |seed| {
+            let run = variant_run("fixed", scenario, seed);
+            assert_eq!(
+                (run.code, kinds(&run)),
+                (0, vec![]),
+                "{scenario} seed {seed}: {}",
+                run.describe()
+            );
+        });
+    }
+}
+
+/// `map-grow` reaches the paths it is for: the first chunk's map is extended
+/// past a page (2048 entries and more), some areas are freed from IRQ
+/// handlers, and some of those frees run while the grower has `pcpu_lock`
+/// dropped to allocate a new map.
+#[test]
+fn map_grow_extends_past_a_page_with_irq_frees_in_the_window() {
+    for variant in ["fine", "fixed"] {
+        let run = variant_run(variant, "map-grow", 0);
+        let line = run
+            .console_lines(0)
+            .into_iter()
+            .find(|l| l.starts_with("cpu0: map-grow: ") && l.contains("map extensions"))
+            .unwrap_or_else(|| panic!("{}", run.describe()));
+        let numbers: Vec<u64> = line
+            .split(|c: char| !c.is_ascii_digit())
+            .filter_map(|w| w.parse().ok())
+            .collect();
+        // cpu0, freed in IRQ context, of those in the window, extensions.
+        let [_, irq_frees, in_window, extensions] = numbers[..] else {
+            panic!("{line}");
+        };
+        assert!(irq_frees > 0, "no free from IRQ context: {line}");
+        assert!(in_window > 0, "no IRQ free in an extension window: {line}");
+        // 2 -> 16 -> 32 -> ... -> 2048 -> 4096 entries: at least 9 extensions.
+        assert!(extensions >= 9, "{line}");
+    }
+}
