@@ -3,7 +3,7 @@
 //! findings both ways; its part of the text and JSON reports.
 
 use std::cell::RefCell;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::rc::Rc;
 
 use clap::Args;
@@ -13,7 +13,7 @@ use traces::lockdep::{Stats, Symbolizer};
 use traces::{ElfHash, Event, Finding, StringTable, Validator};
 
 use crate::report::ReportFormat;
-use crate::{kernel, mmu_report, BadInput, Verdict};
+use crate::{kernel, mmu_report, tracefile, BadInput, Verdict};
 
 #[derive(Args, Debug)]
 pub struct CheckArgs {
@@ -105,19 +105,13 @@ pub fn stats_json(s: &Stats) -> Value {
     })
 }
 
-fn read(path: &Path) -> Result<traces::Trace, BadInput> {
-    let bytes = std::fs::read(path)
-        .map_err(|e| BadInput(format!("cannot open {}: {e}", path.display())))?;
-    let trace =
-        traces::read_trace(&bytes).map_err(|e| BadInput(format!("{}: {e}", path.display())))?;
-    crate::tracefile::warn_damage(path, trace.damage.as_ref());
-    Ok(trace)
-}
-
 /// `percpu-lab check FILE`: the lock validator over a recorded trace.
+///
+/// The trace is streamed: memory holds the validator's state (lock classes,
+/// dependencies, chains, what is held now), never the events.
 pub fn check(args: &CheckArgs) -> Result<Verdict, BadInput> {
-    let trace = read(&args.file)?;
-    let config = &trace.header.config;
+    let mut reader = tracefile::open(&args.file)?;
+    let config = reader.header().config.clone();
     let mut validator = match kernel::load(args.kernel.as_deref()) {
         Ok(kernel) if ElfHash::of(kernel.elf_bytes()) == config.guest_elf => {
             Validator::with_symbolizer(symbolizer(&kernel))
@@ -131,14 +125,20 @@ pub fn check(args: &CheckArgs) -> Result<Verdict, BadInput> {
             Validator::new()
         }
     };
-    validator.feed(&trace.events, &trace.strings);
+    let mut events: u64 = 0;
+    while let Some(event) = reader.next() {
+        validator.feed(std::slice::from_ref(&event), reader.strings());
+        events += 1;
+    }
+    let damaged = reader.damage().is_some();
+    tracefile::warn_damage(&args.file, reader.damage());
     let findings = validator.findings();
     match args.report {
         ReportFormat::Text => {
             println!(
                 "== {}: {} events, variant {}, scenario {}, seed {}, {} cpus",
                 args.file.display(),
-                trace.events.len(),
+                events,
                 config.variant,
                 config.scenario,
                 config.seed,
@@ -156,8 +156,8 @@ pub fn check(args: &CheckArgs) -> Result<Verdict, BadInput> {
                             "sched": config.scheduler, "quantum": config.quantum,
                             "variant": config.variant },
                 "stats": {
-                    "trace_events": trace.events.len(),
-                    "damaged": trace.damage.is_some(),
+                    "trace_events": events,
+                    "damaged": damaged,
                     "lockdep": stats_json(&validator.stats()),
                 },
             });
