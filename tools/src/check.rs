@@ -106,6 +106,7 @@ pub fn stats_json(s: &Stats) -> Value {
 }
 
 fn read(path: &Path) -> Result<traces::Trace, BadInput> {
+    crate::input_file::require_regular(path)?;
     let bytes = std::fs::read(path)
         .map_err(|e| BadInput(format!("cannot open {}: {e}", path.display())))?;
     let trace =

@@ -4,6 +4,7 @@
 //! Exit codes (DESIGN.md): 0 ran with no findings, 1 findings, 2 bad input or usage,
 //! 3 guest fault (panic, unhandled exception, watchdog).
 
+mod atomic_file;
 mod bench;
 mod bench_alloc;
 mod bench_lockdep;
@@ -11,6 +12,7 @@ mod bench_mmu;
 mod bench_trace;
 mod check;
 mod export;
+mod input_file;
 mod kernel;
 mod mmu_report;
 mod replay;

@@ -16,6 +16,7 @@ use traces::{
     WriterOptions,
 };
 
+use crate::atomic_file::{AtomicFile, Commit};
 use crate::run::RunArgs;
 use crate::BadInput;
 
@@ -97,7 +98,7 @@ struct WriterState<W: Write> {
     error: Option<String>,
 }
 
-impl<W: Write + 'static> Recording<W> {
+impl<W: Write + Commit + 'static> Recording<W> {
     /// Writes the header to `out` and has `machine` stream its events into it.
     pub fn start(machine: &mut Machine, out: W, config: &TraceConfig) -> Result<Self, BadInput> {
         Self::start_with(machine, out, config, None)
@@ -142,7 +143,8 @@ impl<W: Write + 'static> Recording<W> {
         Ok(Self { state })
     }
 
-    /// Ends the trace (last chunk and trailer), whatever way the run ended.
+    /// Ends the trace (last chunk and trailer), whatever way the run ended, and
+    /// commits the file (until then it is not visible under its name).
     pub fn finish(self) -> Result<(W, WriteSummary), BadInput> {
         let mut st = self.state.borrow_mut();
         let writer = st.writer.take().expect("finished once");
@@ -150,7 +152,11 @@ impl<W: Write + 'static> Recording<W> {
         if let Some(e) = st.error.take() {
             return Err(BadInput(format!("cannot write the trace: {e}")));
         }
-        finished.map_err(|e| BadInput(format!("cannot write the trace: {e}")))
+        let (mut out, summary) =
+            finished.map_err(|e| BadInput(format!("cannot write the trace: {e}")))?;
+        out.commit()
+            .map_err(|e| BadInput(format!("cannot write the trace: {e}")))?;
+        Ok((out, summary))
     }
 }
 
@@ -167,15 +173,17 @@ impl<W: Write> Drop for Recording<W> {
     }
 }
 
-/// Creates the trace file (before boot, so a bad path costs nothing).
-pub fn create(path: &Path) -> Result<File, BadInput> {
-    File::create(path).map_err(|e| BadInput(format!("cannot create {}: {e}", path.display())))
+/// Creates the trace file (before boot, so a bad path costs nothing); it appears
+/// under `path` only when [`Recording::finish`] commits it.
+pub fn create(path: &Path) -> Result<AtomicFile, BadInput> {
+    AtomicFile::create(path)
 }
 
 pub type FileReader = TraceReader<traces::reader::StreamSource<BufReader<File>>>;
 
 /// Opens a trace for reading.
 pub fn open(path: &Path) -> Result<FileReader, BadInput> {
+    crate::input_file::require_regular(path)?;
     let file =
         File::open(path).map_err(|e| BadInput(format!("cannot open {}: {e}", path.display())))?;
     TraceReader::from_reader(BufReader::new(file))
