@@ -15,6 +15,7 @@ mod export;
 mod input_file;
 mod kernel;
 mod mmu_report;
+mod progress;
 mod replay;
 mod report;
 mod run;

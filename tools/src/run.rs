@@ -140,6 +140,7 @@ pub fn run(args: &RunArgs) -> Result<Verdict, BadInput> {
     let mut machine = Machine::new(config, &kernel)?;
     // The lock validator sees every event, with or without a trace file.
     let (lockdep, validator_sink) = check::Online::new(&kernel, &machine);
+    let (validator_sink, progress) = crate::progress::count_run(validator_sink);
     let recording = match &args.trace {
         Some(path) => {
             let trace_config = tracefile::trace_config(args, &kernel);
@@ -168,6 +169,7 @@ pub fn run(args: &RunArgs) -> Result<Verdict, BadInput> {
         };
     };
     let outcome = machine.run(&mut console);
+    progress.finish_and_clear();
     let mmu = MmuRun::of(&machine);
     let locks = check::LockRun::of(&lockdep);
     let verdict = match report::verdict(&outcome) {
