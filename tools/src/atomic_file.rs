@@ -113,6 +113,7 @@ impl Commit for AtomicFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::FileTypeExt;
 
     fn scratch(name: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("percpu-lab-atomic-{}", std::process::id()));
@@ -156,6 +157,30 @@ mod tests {
             "temporary file left: {:?}",
             entries_of(dir)
         );
+    }
+
+    #[test]
+    fn a_symbolic_link_keeps_naming_the_file_it_names() {
+        let target = scratch("link-target");
+        let link = scratch("link");
+        std::fs::write(&target, b"old").unwrap();
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let mut file = AtomicFile::create(&link).unwrap();
+        file.write_all(b"new").unwrap();
+        file.commit().unwrap();
+        assert!(std::fs::symlink_metadata(&link).unwrap().is_symlink());
+        assert_eq!(std::fs::read(&target).unwrap(), b"new");
+    }
+
+    #[test]
+    fn a_device_is_written_in_place() {
+        let mut file = AtomicFile::create(Path::new("/dev/null")).unwrap();
+        file.write_all(b"discarded").unwrap();
+        file.commit().unwrap();
+        assert!(std::fs::metadata("/dev/null")
+            .unwrap()
+            .file_type()
+            .is_char_device());
     }
 
     #[test]

@@ -161,8 +161,10 @@ impl<W: Write + Commit + 'static> Recording<W> {
 }
 
 /// A run that did not get to `finish` (the host panicked, e.g. on a closed stdout)
-/// still keeps what was recorded up to its last slice: the open chunk is written,
-/// the trailer is not (readers then know the run was cut short).
+/// still writes what was recorded up to its last slice: the open chunk is written,
+/// the trailer is not (readers then know the run was cut short). The CLI's trace
+/// files are [`AtomicFile`]s, which are never committed here: the partial trace is
+/// removed rather than left looking like a finished one.
 impl<W: Write> Drop for Recording<W> {
     fn drop(&mut self) {
         if let Ok(mut st) = self.state.try_borrow_mut() {

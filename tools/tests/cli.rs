@@ -109,3 +109,28 @@ fn no_colour_escapes_when_stderr_is_a_pipe() {
         assert!(!stderr.contains('\x1b'), "{args:?}: escapes in {stderr:?}");
     }
 }
+
+#[test]
+fn export_to_standard_output_writes_in_place() {
+    let dir = std::env::temp_dir().join(format!("percpu-lab-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let trace = dir.join("smoke.trace");
+    let recorded = percpu_lab(&[
+        "run",
+        "--scenario",
+        "smoke",
+        "--trace",
+        trace.to_str().unwrap(),
+    ]);
+    assert_eq!(recorded.code, 0, "{}", recorded.describe());
+    // /dev/stdout cannot be replaced by a rename: it is written as it is.
+    let run = percpu_lab(&[
+        "export",
+        trace.to_str().unwrap(),
+        "--perfetto",
+        "/dev/stdout",
+    ]);
+    assert_eq!(run.code, 0, "{}", run.describe());
+    let json = run.json();
+    assert!(!json["traceEvents"].as_array().unwrap().is_empty());
+}
