@@ -36,5 +36,5 @@ fi
 [ "${1:-}" = "--deps" ] && exit 0
 
 # Building the host tool builds the guest kernel too (tools/build.rs) and embeds it.
-cargo build --release -p tools
+cargo build --release -p percpu-lab
 exec target/release/percpu-lab run

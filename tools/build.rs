@@ -1,9 +1,12 @@
 //! Builds the guest kernel (guest/build.sh) so that `percpu-lab run` works with no
 //! `--kernel`: the ELF is embedded in the binary and the flat `Image` path is
-//! exported for the QEMU cross-check test.
+//! exported for the QEMU cross-check test. Also records what `--version` prints:
+//! the git commit built from and the guest ELF's SHA-256.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+use sha2::{Digest, Sha256};
 
 fn main() {
     let tools_dir = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets this"));
@@ -34,6 +37,51 @@ fn main() {
         "cargo:rustc-env=PERCPU_GUEST_IMAGE={}",
         out.join("Image").display()
     );
+    let guest = std::fs::read(out.join("percpu-guest.elf")).expect("the guest was just built");
+    let sha256: String = Sha256::digest(&guest)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    println!("cargo:rustc-env=PERCPU_GUEST_SHA256={sha256}");
+    println!("cargo:rustc-env=PERCPU_GIT_COMMIT={}", git_commit(repo));
+}
+
+/// The commit HEAD names, or "unknown" outside a git checkout. Asks cargo to run
+/// this script again when HEAD moves: HEAD itself (a checkout), the branch it
+/// points at and packed-refs (a commit), each only if it exists (cargo would rerun
+/// every build for a missing one).
+fn git_commit(repo: &Path) -> String {
+    let git = |args: &[&str]| -> Option<String> {
+        let output = Command::new("git")
+            .args(args)
+            .current_dir(repo)
+            .output()
+            .ok()?;
+        let text = String::from_utf8(output.stdout).ok()?;
+        output.status.success().then(|| text.trim().to_string())
+    };
+    let Some(commit) = git(&["rev-parse", "HEAD"]) else {
+        return "unknown".to_string();
+    };
+    let mut watched = Vec::new();
+    if let Some(head) = git(&["rev-parse", "--git-path", "HEAD"]) {
+        watched.push(head);
+    }
+    if let Some(branch) = git(&["symbolic-ref", "-q", "HEAD"]) {
+        if let Some(path) = git(&["rev-parse", "--git-path", &branch]) {
+            watched.push(path);
+        }
+    }
+    if let Some(packed) = git(&["rev-parse", "--git-path", "packed-refs"]) {
+        watched.push(packed);
+    }
+    for path in watched {
+        let path = repo.join(path); // --git-path may answer relative to `repo`
+        if path.exists() {
+            println!("cargo:rerun-if-changed={}", path.display());
+        }
+    }
+    commit
 }
 
 /// Runs the guest's own build script with a clean environment: the variables an

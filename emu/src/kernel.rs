@@ -14,13 +14,38 @@ use crate::memory::{GuestMemory, OutOfRam};
 /// Why a file cannot be used as the guest kernel.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KernelError {
-    Unreadable { path: String, reason: String },
+    Unreadable {
+        path: String,
+        reason: String,
+    },
     NotElf,
     Not64Bit,
     NotLittleEndian,
-    WrongMachine { machine: String },
+    WrongMachine {
+        machine: String,
+    },
     NoLoadableSegment,
-    SegmentOutsideRam { paddr: u64, size: u64 },
+    SegmentOutsideRam {
+        paddr: u64,
+        size: u64,
+    },
+    /// `e_type` is not ET_EXEC (a relocatable object or a shared/PIE object).
+    NotExecutable {
+        kind: &'static str,
+    },
+    EntryOutsideCode {
+        entry: u64,
+    },
+    OverlappingSegments {
+        space: &'static str,
+        first: u64,
+        second: u64,
+    },
+    /// A function the recorder probes lies outside the executable segments.
+    ProbeOutsideCode {
+        name: String,
+        addr: u64,
+    },
     Malformed(String),
 }
 
@@ -44,6 +69,26 @@ impl fmt::Display for KernelError {
             Self::SegmentOutsideRam { paddr, size } => write!(
                 f,
                 "kernel segment at physical {paddr:#x} ({size:#x} bytes) lies outside guest RAM"
+            ),
+            Self::NotExecutable { kind } => write!(
+                f,
+                "kernel is {kind}; a linked, position-dependent executable (ET_EXEC) is needed"
+            ),
+            Self::EntryOutsideCode { entry } => write!(
+                f,
+                "kernel entry point {entry:#x} lies outside every executable PT_LOAD segment"
+            ),
+            Self::OverlappingSegments {
+                space,
+                first,
+                second,
+            } => write!(
+                f,
+                "kernel PT_LOAD segments at {space} {first:#x} and {second:#x} overlap"
+            ),
+            Self::ProbeOutsideCode { name, addr } => write!(
+                f,
+                "kernel function `{name}` (probed by the recorder) at {addr:#x} lies outside the loaded code"
             ),
             Self::Malformed(why) => write!(f, "kernel ELF is malformed: {why}"),
         }
@@ -98,6 +143,7 @@ impl KernelImage {
                 machine: machine_name(elf.header.e_machine),
             });
         }
+        check_type(elf.header.e_type)?;
         let segments: Vec<Segment> = elf
             .program_headers
             .iter()
@@ -125,6 +171,17 @@ impl KernelImage {
                     s.paddr
                 )));
             }
+        }
+        check_no_overlap(&segments, "physical", |s| s.paddr)?;
+        check_no_overlap(&segments, "virtual", |s| s.vaddr)?;
+        let entry_in_code = segments.iter().any(|s| {
+            s.executable
+                && [s.vaddr, s.paddr]
+                    .iter()
+                    .any(|&base| elf.entry >= base && elf.entry - base < s.mem_size)
+        });
+        if !entry_in_code {
+            return Err(KernelError::EntryOutsideCode { entry: elf.entry });
         }
         let mut symbols: Vec<Symbol> = elf
             .syms
@@ -250,6 +307,31 @@ impl KernelImage {
         self.bytes.get(start..start + sym.size as usize)
     }
 
+    /// The code of function `name` (its entry address and bytes), for probing it:
+    /// `None` when the kernel has no such symbol, an error when it has one that does
+    /// not lie inside an executable segment's file contents (a probe there would
+    /// never fire, and a lock released there would look held forever).
+    pub fn function_code(&self, name: &str) -> Result<Option<(u64, &[u8])>, KernelError> {
+        let Some(sym) = self.find(name) else {
+            return Ok(None);
+        };
+        let outside = || KernelError::ProbeOutsideCode {
+            name: name.to_string(),
+            addr: sym.addr,
+        };
+        let end = sym.addr.checked_add(sym.size).ok_or_else(outside)?;
+        let seg = self
+            .segments
+            .iter()
+            .find(|s| s.executable && sym.addr >= s.vaddr && end <= s.vaddr + s.file_size)
+            .ok_or_else(outside)?;
+        let start = (seg.file_offset + (sym.addr - seg.vaddr)) as usize;
+        Ok(Some((
+            sym.addr,
+            &self.bytes[start..start + sym.size as usize],
+        )))
+    }
+
     /// Every aligned 32-bit word of the executable segments, with its link address
     /// (for scanning the kernel's code for instructions to hook).
     pub fn code_words(&self) -> impl Iterator<Item = (u64, u32)> + '_ {
@@ -302,6 +384,42 @@ impl KernelImage {
             .find(|s| s.paddr != s.vaddr && paddr >= s.paddr && paddr < s.paddr + s.mem_size)?;
         Some(s.vaddr + (paddr - s.paddr))
     }
+}
+
+/// Only a linked executable has the fixed addresses the machine loads it at.
+fn check_type(e_type: u16) -> Result<(), KernelError> {
+    let kind = match e_type {
+        header::ET_EXEC => return Ok(()),
+        header::ET_REL => "a relocatable object file (ET_REL)",
+        header::ET_DYN => "a position-independent/shared object (ET_DYN)",
+        header::ET_CORE => "a core dump (ET_CORE)",
+        _ => "not an executable (unknown e_type)",
+    };
+    Err(KernelError::NotExecutable { kind })
+}
+
+/// Loading overlapping segments would let the later one silently overwrite the
+/// earlier; `start` picks the address space compared (physical or virtual).
+fn check_no_overlap(
+    segments: &[Segment],
+    space: &'static str,
+    start: impl Fn(&Segment) -> u64,
+) -> Result<(), KernelError> {
+    let mut ranges: Vec<(u64, u64)> = segments
+        .iter()
+        .map(|s| (start(s), start(s).saturating_add(s.mem_size)))
+        .collect();
+    ranges.sort_unstable();
+    for pair in ranges.windows(2) {
+        if pair[0].1 > pair[1].0 {
+            return Err(KernelError::OverlappingSegments {
+                space,
+                first: pair[0].0,
+                second: pair[1].0,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Checks the identification bytes first so that each wrong kind of file gets its own

@@ -303,9 +303,7 @@ impl Recorder {
         let release_fs_reclaim_at_reclaim_exit =
             !have("fs_reclaim_release") && have("fs_reclaim_acquire");
         for (func, name, needs_return) in Func::ALL {
-            let (Some(entry), Some(code)) =
-                (kernel.symbol_address(name), kernel.symbol_bytes(name))
-            else {
+            let Some((entry, code)) = kernel.function_code(name)? else {
                 continue;
             };
             sites.push((entry, Site::Entry(func)));
@@ -342,9 +340,7 @@ impl Recorder {
                 "spin_unlock",
             ),
         ] {
-            let (Some(start), Some(code)) =
-                (kernel.symbol_address(name), kernel.symbol_bytes(name))
-            else {
+            let Some((start, code)) = kernel.function_code(name)? else {
                 continue;
             };
             wrappers

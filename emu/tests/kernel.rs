@@ -121,3 +121,42 @@ fn symbols_name_pcs_and_export_bytes() {
     );
     assert_eq!(kernel.entry(), LOAD);
 }
+
+#[test]
+fn only_linked_executables_are_accepted() {
+    for (e_type, kind) in [(1u16, "ET_REL"), (3, "ET_DYN")] {
+        let mut bytes = valid();
+        bytes[16..18].copy_from_slice(&e_type.to_le_bytes());
+        let err = KernelImage::from_bytes(bytes).unwrap_err();
+        assert!(
+            matches!(err, KernelError::NotExecutable { .. }) && err.to_string().contains(kind),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn entry_outside_the_code_is_refused() {
+    let mut bytes = valid();
+    bytes[24..32].copy_from_slice(&(LOAD + 4).to_le_bytes()); // just past the one word
+    assert_eq!(
+        KernelImage::from_bytes(bytes).unwrap_err(),
+        KernelError::EntryOutsideCode { entry: LOAD + 4 }
+    );
+}
+
+#[test]
+fn function_code_must_lie_in_an_executable_segment() {
+    let code = [0x1f, 0x20, 0x03, 0xd5, 0xc0, 0x03, 0x5f, 0xd6]; // nop; ret
+    let symbols = [("inside", LOAD, 8), ("outside", LOAD + 0x1000, 8)];
+    let kernel = KernelImage::from_bytes(elf(&code, LOAD, EM_AARCH64, &symbols)).unwrap();
+    assert_eq!(kernel.function_code("inside"), Ok(Some((LOAD, &code[..]))));
+    assert_eq!(kernel.function_code("absent"), Ok(None));
+    assert_eq!(
+        kernel.function_code("outside"),
+        Err(KernelError::ProbeOutsideCode {
+            name: "outside".into(),
+            addr: LOAD + 0x1000
+        })
+    );
+}

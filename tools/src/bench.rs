@@ -91,6 +91,7 @@ fn smoke_on(kernel: &KernelImage, cpus: usize) -> Result<Measurement, BadInput> 
 
 pub fn bench(args: &BenchArgs) -> Result<Verdict, BadInput> {
     let kernel = kernel::load(args.kernel.as_deref())?;
+    let progress = crate::progress::spinner("bench: smoke per core count");
     let mut per_cores = Vec::new();
     for cpus in CORE_COUNTS {
         per_cores.push((cpus, Measurement::repeat(|| smoke_on(&kernel, cpus))?));
@@ -98,6 +99,7 @@ pub fn bench(args: &BenchArgs) -> Result<Verdict, BadInput> {
     // The same guest code on one bare Unicorn instance without our hooks: booted
     // afresh each time (so it pays for translation as a run does), for as many
     // instructions as smoke takes on one CPU; only the emulation is timed.
+    progress.set_message("bench: raw Unicorn");
     let one_cpu_insns = smoke_on(&kernel, 1)?.insns;
     let raw = Measurement::repeat(|| {
         let mut instance = emu::bench::RawInstance::new(&kernel, SMOKE_BOOTARGS)?;
@@ -114,10 +116,15 @@ pub fn bench(args: &BenchArgs) -> Result<Verdict, BadInput> {
         .expect("4 is measured")
         .1;
     let ratio = four.mips() / raw.mips();
+    progress.set_message("bench: recording");
     let tracing = crate::bench_trace::measure(&kernel, MIN_MEASURE)?;
+    progress.set_message("bench: simulated MMU");
     let mmu = crate::bench_mmu::measure(&kernel, MIN_MEASURE)?;
+    progress.set_message("bench: allocator");
     let allocator = crate::bench_alloc::measure(&kernel)?;
+    progress.set_message("bench: lock validator");
     let lockdep = crate::bench_lockdep::measure(&kernel, MIN_MEASURE)?;
+    progress.finish_and_clear();
 
     match args.report {
         ReportFormat::Text => {

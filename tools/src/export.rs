@@ -10,14 +10,14 @@
 //! guest instruction (the trace's time unit) is shown as one nanosecond.
 
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::BufWriter;
 use std::path::PathBuf;
 
 use clap::Args;
 use serde_json::{json, Value};
 use traces::{Event, EventKind, Finding, Trace};
 
+use crate::atomic_file::AtomicFile;
 use crate::tracefile;
 use crate::{BadInput, Verdict};
 
@@ -235,10 +235,11 @@ pub fn export(args: &ExportArgs) -> Result<Verdict, BadInput> {
     let mut validator = traces::Validator::new();
     validator.feed(&trace.events, &trace.strings);
     let json = perfetto(&trace, validator.findings());
+    let file = AtomicFile::create(&args.perfetto)?;
     let write = || -> std::io::Result<()> {
-        let mut out = BufWriter::new(File::create(&args.perfetto)?);
+        let mut out = BufWriter::new(file);
         serde_json::to_writer(&mut out, &json)?;
-        out.flush()
+        out.into_inner().map_err(|e| e.into_error())?.commit()
     };
     write().map_err(|e| BadInput(format!("cannot write {}: {e}", args.perfetto.display())))?;
     Ok(Verdict::Clean)

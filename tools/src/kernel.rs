@@ -21,7 +21,10 @@ pub struct Scenario {
 
 pub fn load(path: Option<&Path>) -> Result<KernelImage, BadInput> {
     match path {
-        Some(path) => Ok(KernelImage::from_path(path)?),
+        Some(path) => {
+            crate::input_file::require_regular(path)?;
+            Ok(KernelImage::from_path(path)?)
+        }
         None => KernelImage::from_bytes(BUILT_IN_GUEST.to_vec()).map_err(|e| {
             BadInput(format!(
                 "the built-in guest is unusable ({e}); rebuild with ./setup.sh"

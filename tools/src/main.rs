@@ -4,6 +4,7 @@
 //! Exit codes (DESIGN.md): 0 ran with no findings, 1 findings, 2 bad input or usage,
 //! 3 guest fault (panic, unhandled exception, watchdog), 130 interrupted (SIGINT/SIGTERM).
 
+mod atomic_file;
 mod bench;
 mod bench_alloc;
 mod bench_lockdep;
@@ -12,17 +13,20 @@ mod bench_trace;
 mod check;
 mod export;
 mod interrupt;
+mod input_file;
 mod kernel;
 mod mmu_report;
+mod progress;
 mod replay;
 mod report;
 mod run;
 mod tracefile;
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 /// What a command ended with, mapped onto the documented exit codes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,10 +59,21 @@ impl<E: std::fmt::Display> From<E> for BadInput {
     }
 }
 
+/// `--version`: what was built, from which commit, around which guest (the SHA-256
+/// a trace's header records for the built-in guest).
+const LONG_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    "\ncommit: ",
+    env!("PERCPU_GIT_COMMIT"),
+    "\nguest ELF sha256: ",
+    env!("PERCPU_GUEST_SHA256"),
+);
+
 #[derive(Parser)]
 #[command(
     name = "percpu-lab",
     version,
+    long_version = LONG_VERSION,
     about = "Study kernel per-CPU allocator concurrency on emulated multicore ARM64"
 )]
 struct Cli {
@@ -87,11 +102,22 @@ enum Command {
     Check(check::CheckArgs),
     /// Convert a trace for viewers: `--perfetto OUT.json` for ui.perfetto.dev.
     Export(export::ExportArgs),
+    /// Print a shell completion script on stdout (e.g. `percpu-lab completions bash`).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) on stdout (e.g. `percpu-lab man | man -l -`).
+    Man,
 }
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
+        Err(e) if is_missing_subcommand(&e) => {
+            eprintln!("{}", usage_line());
+            return ExitCode::from(2);
+        }
         Err(e) => {
             // clap prints help/version to stdout (exit 0) and usage errors to stderr (exit 2).
             let _ = e.print();
@@ -114,6 +140,8 @@ fn main() -> ExitCode {
         Command::Replay(args) => replay::replay(&args),
         Command::Export(args) => export::export(&args),
         Command::Check(args) => check::check(&args),
+        Command::Completions { shell } => print_completions(shell),
+        Command::Man => print_man_page(),
     };
     match result {
         Ok(verdict) => verdict.exit_code(),
@@ -134,6 +162,47 @@ pub fn end_quietly_on_closed_stdout() {
     }
 }
 
+fn is_missing_subcommand(e: &clap::Error) -> bool {
+    use clap::error::ErrorKind;
+    matches!(
+        e.kind(),
+        ErrorKind::MissingSubcommand | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    )
+}
+
+/// One line naming the subcommands this build has (not clap's full help page).
+fn usage_line() -> String {
+    let cli = Cli::command();
+    let names: Vec<&str> = cli
+        .get_subcommands()
+        .filter(|sub| !sub.is_hide_set())
+        .map(|sub| sub.get_name())
+        .collect();
+    format!(
+        "usage: percpu-lab <{}> [ARGS] (see percpu-lab --help)",
+        names.join("|")
+    )
+}
+
+fn print_completions(shell: clap_complete::Shell) -> Result<Verdict, BadInput> {
+    let mut cli = Cli::command();
+    clap_complete::generate(shell, &mut cli, "percpu-lab", &mut std::io::stdout());
+    Ok(Verdict::Clean)
+}
+
+fn print_man_page() -> Result<Verdict, BadInput> {
+    clap_mangen::Man::new(Cli::command())
+        .render(&mut std::io::stdout())
+        .map_err(|e| BadInput(format!("cannot write the man page: {e}")))?;
+    Ok(Verdict::Clean)
+}
+
+/// Colour only for a person at a terminal: escapes in a log file or a pipe are noise
+/// (NO_COLOR, by the common convention, turns it off there too).
+fn stderr_wants_colour() -> bool {
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+}
+
 fn init_logging(verbosity: u8) {
     let level = match verbosity {
         0 => "warn",
@@ -146,6 +215,7 @@ fn init_logging(verbosity: u8) {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(stderr_wants_colour())
         .with_target(false)
         .init();
 }

@@ -151,6 +151,7 @@ pub fn run(args: &RunArgs) -> Result<Verdict, BadInput> {
     // The lock validator sees every event, with or without a trace file.
     let (lockdep, validator_sink) = check::Online::new(&kernel, &machine);
     let validator_sink = interrupt::stop_on_signal(machine.stop_request(), validator_sink);
+    let (validator_sink, progress) = crate::progress::count_run(validator_sink);
     let recording = match &args.trace {
         Some(path) => {
             let trace_config = tracefile::trace_config(args, &kernel);
@@ -182,6 +183,7 @@ pub fn run(args: &RunArgs) -> Result<Verdict, BadInput> {
         };
     };
     let outcome = machine.run(&mut console);
+    progress.finish_and_clear();
     let mmu = MmuRun::of(&machine);
     let locks = check::LockRun::of(&lockdep);
     let verdict = match report::verdict(&outcome) {

@@ -16,6 +16,7 @@ use traces::{
     TraceReader, TraceWriter, WriteSummary, WriterOptions,
 };
 
+use crate::atomic_file::{AtomicFile, Commit};
 use crate::run::RunArgs;
 use crate::{interrupt, BadInput};
 
@@ -101,7 +102,7 @@ struct WriterState<W: Write> {
     tail: TailTracker,
 }
 
-impl<W: Write + 'static> Recording<W> {
+impl<W: Write + Commit + 'static> Recording<W> {
     /// Writes the header to `out` and has `machine` stream its events into it.
     pub fn start(machine: &mut Machine, out: W, config: &TraceConfig) -> Result<Self, BadInput> {
         Self::start_with(machine, out, config, None)
@@ -161,7 +162,8 @@ impl<W: Write + 'static> Recording<W> {
     }
 
     /// Ends the trace, whatever way the run ended: how it ended ([`RunTail`]), the
-    /// last chunk and the trailer.
+    /// last chunk and the trailer,
+    /// then commits the file (until then it is not visible under its name).
     pub fn finish(self, outcome: &RunOutcome) -> Result<(W, WriteSummary), BadInput> {
         let mut guard = self.state.borrow_mut();
         let st = &mut *guard;
@@ -175,7 +177,11 @@ impl<W: Write + 'static> Recording<W> {
         if let Some(e) = st.error.take() {
             return Err(BadInput(format!("cannot write the trace: {e}")));
         }
-        finished.map_err(|e| BadInput(format!("cannot write the trace: {e}")))
+        let (mut out, summary) =
+            finished.map_err(|e| BadInput(format!("cannot write the trace: {e}")))?;
+        out.commit()
+            .map_err(|e| BadInput(format!("cannot write the trace: {e}")))?;
+        Ok((out, summary))
     }
 }
 
@@ -207,8 +213,10 @@ pub fn tail_of(tracker: &TailTracker, outcome: &RunOutcome, ending: Option<Endin
 }
 
 /// A run that did not get to `finish` (the host panicked, e.g. on a closed stdout)
-/// still keeps what was recorded up to its last slice: the open chunk is written,
-/// the trailer is not (readers then know the run was cut short).
+/// still writes what was recorded up to its last slice: the open chunk is written,
+/// the trailer is not (readers then know the run was cut short). The CLI's trace
+/// files are [`AtomicFile`]s, which are never committed here: the partial trace is
+/// removed rather than left looking like a finished one.
 impl<W: Write> Drop for Recording<W> {
     fn drop(&mut self) {
         if let Ok(mut st) = self.state.try_borrow_mut() {
@@ -219,15 +227,17 @@ impl<W: Write> Drop for Recording<W> {
     }
 }
 
-/// Creates the trace file (before boot, so a bad path costs nothing).
-pub fn create(path: &Path) -> Result<File, BadInput> {
-    File::create(path).map_err(|e| BadInput(format!("cannot create {}: {e}", path.display())))
+/// Creates the trace file (before boot, so a bad path costs nothing); it appears
+/// under `path` only when [`Recording::finish`] commits it.
+pub fn create(path: &Path) -> Result<AtomicFile, BadInput> {
+    AtomicFile::create(path)
 }
 
 pub type FileReader = TraceReader<traces::reader::StreamSource<BufReader<File>>>;
 
 /// Opens a trace for reading.
 pub fn open(path: &Path) -> Result<FileReader, BadInput> {
+    crate::input_file::require_regular(path)?;
     let file =
         File::open(path).map_err(|e| BadInput(format!("cannot open {}: {e}", path.display())))?;
     TraceReader::from_reader(BufReader::new(file))

@@ -12,24 +12,31 @@ pub struct Run {
 }
 
 pub fn percpu_lab(args: &[&str]) -> Run {
-    let Output {
-        status,
-        stdout,
-        stderr,
-    } = Command::new(env!("CARGO_BIN_EXE_percpu-lab"))
-        .args(args)
-        .output()
-        .expect("the percpu-lab binary runs");
-    Run {
-        code: status
-            .code()
-            .expect("percpu-lab was not killed by a signal"),
-        stdout: String::from_utf8(stdout).expect("stdout is UTF-8"),
-        stderr: String::from_utf8(stderr).expect("stderr is UTF-8"),
-    }
+    Run::of(
+        Command::new(env!("CARGO_BIN_EXE_percpu-lab"))
+            .args(args)
+            .output()
+            .expect("the percpu-lab binary runs"),
+    )
 }
 
 impl Run {
+    /// The result of a finished `percpu-lab` process.
+    pub fn of(output: Output) -> Run {
+        let Output {
+            status,
+            stdout,
+            stderr,
+        } = output;
+        Run {
+            code: status
+                .code()
+                .expect("percpu-lab was not killed by a signal"),
+            stdout: String::from_utf8(stdout).expect("stdout is UTF-8"),
+            stderr: String::from_utf8(stderr).expect("stderr is UTF-8"),
+        }
+    }
+
     /// The guest console lines, without the host's `[cpuN] ` prefix, from whichever
     /// stream carried the console.
     pub fn console_lines(&self, cpu: usize) -> Vec<String> {
