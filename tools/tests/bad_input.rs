@@ -283,7 +283,7 @@ fn a_probed_function_outside_the_loaded_code_is_refused() {
     // Before: probes that never fire, so every mutex looked held forever (a false
     // `deadlock`). Read-only data and an address past every segment.
     for (name, addr) in [
-        ("probe-rodata", 0x4009_3010u64),
+        ("probe-rodata", rodata_start() + 0x10),
         ("probe-nowhere", 0x5000_0000),
     ] {
         let path = patched_guest(name, |b, elf| {
