@@ -145,7 +145,20 @@ fn interrupted_run(path: &Path, signal: &str) -> Run {
         .spawn()
         .unwrap();
     let since = Instant::now();
-    while std::fs::metadata(path).map_or(0, |m| m.len()) < 150_000 {
+    // The trace is written to a temporary file beside `path` until it is finished.
+    let dir = path.parent().expect("a directory");
+    let name = path.file_name().expect("a file name").to_string_lossy().into_owned();
+    let written = || -> u64 {
+        std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().contains(&name))
+            .filter_map(|e| e.metadata().ok())
+            .map(|m| m.len())
+            .sum()
+    };
+    while written() < 150_000 {
         assert!(
             since.elapsed() < Duration::from_secs(120),
             "the trace does not grow"
