@@ -551,3 +551,104 @@ fn held_locks_report_lists_what_each_task_holds_now() {
         .unlock("big", LockFlavor::Mutex);
     assert!(s.run().held_locks_report().is_empty());
 }
+
+impl Script {
+    /// A trylock of `name` that got (`acquired`) or did not get the lock; no attempt
+    /// event, as the recorder emits it.
+    fn trylock(&mut self, name: &str, acquired: bool) -> &mut Self {
+        let lock = self.lock(name);
+        self.push(EventKind::Trylock {
+            lock,
+            flavor: LockFlavor::Spin,
+            acquired,
+        })
+    }
+}
+
+#[test]
+fn a_successful_trylock_adds_no_dependency_to_itself() {
+    // a -> t is never recorded (a trylock does not wait), so t then a is no cycle.
+    let mut s = script();
+    s.spin("a").trylock("t", true).unspin("t").unspin("a");
+    s.on(1, 2).spin("t").spin("a").unspin("a").unspin("t");
+    assert_eq!(s.kinds(), []);
+    assert_eq!(s.run().stats().dependencies, 1, "only t -> a");
+}
+
+#[test]
+fn locks_taken_while_a_trylock_is_held_depend_on_it() {
+    // t is held (through a trylock) when b is taken: t -> b, and b then t is ABBA.
+    let mut s = script();
+    s.trylock("t", true).spin("b").unspin("b").unspin("t");
+    s.on(1, 2).spin("b").spin("t").unspin("t").unspin("b");
+    let v = s.run();
+    let kinds: Vec<_> = v.findings().iter().map(|f| f.kind).collect();
+    assert_eq!(kinds, [FindingKind::CircularDependency]);
+    assert_eq!(v.findings()[0].key, "b -> t");
+    assert_eq!(v.stats().dependencies, 2);
+
+    // A failed trylock holds nothing, so nothing depends on it.
+    let mut s = script();
+    s.trylock("t", false).spin("b").unspin("b");
+    s.on(1, 2).spin("b").spin("t").unspin("t").unspin("b");
+    assert_eq!(s.kinds(), []);
+    assert_eq!(s.run().stats().dependencies, 1, "only b -> t");
+}
+
+#[test]
+fn dependencies_reach_through_trylocks_to_the_first_blocking_lock() {
+    // a (blocking), then t (trylock), then b: lockdep's check_prevs_add adds t -> b
+    // and, since t was a trylock, also a -> b; it stops at a.
+    let mut s = script();
+    s.spin("z").spin("a").trylock("t", true).spin("b");
+    s.unspin("b").unspin("t").unspin("a").unspin("z");
+    assert_eq!(s.kinds(), []);
+    let deps = s.run().stats().dependencies;
+    assert_eq!(deps, 3, "z -> a, t -> b, a -> b (no z -> b, nothing -> t)");
+    // b then a closes a -> b.
+    s.on(1, 2).spin("b").spin("a").unspin("a").unspin("b");
+    let v = s.run();
+    let kinds: Vec<_> = v.findings().iter().map(|f| f.kind).collect();
+    assert_eq!(kinds, [FindingKind::CircularDependency]);
+    assert_eq!(v.findings()[0].key, "a -> b");
+}
+
+#[test]
+fn enabling_irqs_with_a_spinlock_held_makes_it_hardirq_unsafe() {
+    // a is only ever taken with IRQs off, but IRQs are turned on while it is held:
+    // an interrupt there whose handler takes a deadlocks.
+    let mut s = script();
+    s.irqs(false).spin("a").irqs(true);
+    s.irqs(false).unspin("a").irqs(true);
+    assert_eq!(s.kinds(), []);
+    s.on(1, 2).hardirq().spin("a").unspin("a").hardirq_exit();
+    let v = s.run();
+    let kinds: Vec<_> = v.findings().iter().map(|f| f.kind).collect();
+    assert_eq!(kinds, [FindingKind::InconsistentIrqState]);
+    assert!(v.findings()[0].details[1].contains("{HARDIRQ-ON-W} -> {IN-HARDIRQ-W}"));
+
+    // The same with the hard-IRQ use learned first is reported when IRQs go on
+    // (irqs_enabled_with_an_irq_safe_lock_held); without IRQs going on, all is well.
+    let mut s = script();
+    s.irqs(false).spin("a").unspin("a").irqs(true);
+    s.on(1, 2).hardirq().spin("a").unspin("a").hardirq_exit();
+    assert_eq!(s.kinds(), []);
+}
+
+#[test]
+fn a_spinlock_held_while_irqs_go_on_is_unsafe_for_irq_inversion_too() {
+    // safe -> a (a taken under safe, IRQs off); a held while IRQs go on makes a
+    // hardirq-unsafe, so the hardirq-safe class safe leads to an unsafe one.
+    let mut s = script();
+    s.hardirq().spin("safe").unspin("safe").hardirq_exit();
+    s.irqs(false)
+        .spin("safe")
+        .spin("a")
+        .unspin("a")
+        .unspin("safe");
+    s.spin("a").irqs(true);
+    let v = s.run();
+    let kinds: Vec<_> = v.findings().iter().map(|f| f.kind).collect();
+    assert_eq!(kinds, [FindingKind::IrqInversion]);
+    assert_eq!(v.findings()[0].key, "safe -> a");
+}
