@@ -588,3 +588,50 @@ impl Records {
         self
     }
 }
+
+#[test]
+fn a_stream_drops_every_byte_after_the_damage_however_many() {
+    // Far more than the stream reader's 64 KiB drain buffer after a bad frame.
+    let good = Records::new().sleep();
+    let mut bad = good.chunk();
+    *bad.last_mut().unwrap() ^= 1;
+    let mut bytes = file(&[good.chunk(), bad]);
+    let bad_start = header().len() + good.chunk().len();
+    bytes.extend(std::iter::repeat_n(0x5a, 200_000));
+    let damage = read(&bytes).damage.unwrap();
+    assert_eq!(damage.cause, DamageCause::CrcMismatch);
+    assert_eq!(damage.dropped_bytes, (bytes.len() - bad_start) as u64);
+}
+
+/// Hands out at most 7 bytes per call and is interrupted (EINTR) before every read.
+struct Choppy<'a> {
+    bytes: &'a [u8],
+    interrupt: bool,
+}
+
+impl std::io::Read for Choppy<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.interrupt = !self.interrupt;
+        if self.interrupt {
+            return Err(std::io::ErrorKind::Interrupted.into());
+        }
+        let n = buf.len().min(7).min(self.bytes.len());
+        buf[..n].copy_from_slice(&self.bytes[..n]);
+        self.bytes = &self.bytes[n..];
+        Ok(n)
+    }
+}
+
+#[test]
+fn an_interrupted_or_short_read_loses_nothing() {
+    let records = Records::new().define("a").marker(0).sleep();
+    let bytes = file(&[records.chunk(), trailer(2, 1, 1)]);
+    let whole = read(&bytes);
+    assert_eq!(whole.damage, None);
+    let choppy = read_trace_from(Choppy {
+        bytes: &bytes,
+        interrupt: false,
+    })
+    .unwrap();
+    assert_eq!(choppy, whole);
+}
