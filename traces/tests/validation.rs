@@ -635,3 +635,27 @@ fn an_interrupted_or_short_read_loses_nothing() {
     .unwrap();
     assert_eq!(choppy, whole);
 }
+
+#[test]
+fn a_header_cut_inside_its_body_says_how_long_it_needed_to_be() {
+    let header = header();
+    let cut = header.len() - 3;
+    match read_trace(&header[..cut]) {
+        Err(traces::OpenError::HeaderTruncated { len, needed }) => {
+            assert_eq!((len, needed), (cut as u64, header.len() as u64));
+        }
+        other => panic!("expected a truncated header, got {other:?}"),
+    }
+}
+
+#[test]
+fn the_iterating_reader_exposes_the_trailer_and_strings_once_done() {
+    let records = Records::new().define("a").marker(0);
+    let bytes = file(&[records.chunk(), trailer(1, 1, 1)]);
+    let mut reader = traces::TraceReader::from_reader(&bytes[..]).unwrap();
+    assert_eq!(reader.by_ref().count(), 1);
+    let trailer = reader.trailer().copied().expect("a trailer");
+    assert_eq!((trailer.events, trailer.chunks, trailer.strings), (1, 1, 1));
+    assert_eq!(reader.strings().get(StrId(0)), Some("a"));
+    assert!(reader.damage().is_none());
+}
