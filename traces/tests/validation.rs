@@ -579,6 +579,8 @@ fn bad_frame_headers_truncation_and_crc_errors_stop_reading() {
         .damage
         .unwrap();
     assert_eq!(damage.cause, DamageCause::TrailingBytes);
+    // Frame 0 is the chunk, 1 the trailer, 2 what follows it.
+    assert_eq!(damage.frame_index, 2);
 }
 
 impl Records {
