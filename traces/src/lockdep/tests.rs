@@ -652,3 +652,104 @@ fn a_spinlock_held_while_irqs_go_on_is_unsafe_for_irq_inversion_too() {
     assert_eq!(kinds, [FindingKind::IrqInversion]);
     assert_eq!(v.findings()[0].key, "safe -> a");
 }
+
+#[test]
+fn a_deadlock_report_names_the_task_each_cpu_switched_to() {
+    let mut s = script();
+    s.on(0, 1).mutex("a");
+    s.on(1, 2).mutex("b");
+    s.on(0, 1).attempt("b", LockFlavor::Mutex);
+    // Task 1 sleeps on b; CPU 0 runs task 3 from now on.
+    s.push(EventKind::ContextSwitch {
+        from: TaskId(1),
+        to: TaskId(3),
+    });
+    s.on(1, 2).attempt("a", LockFlavor::Mutex);
+    let v = s.run();
+    assert!(v.deadlocked());
+    let d = &v.findings()[1];
+    assert!(
+        d.details.iter().any(|l| l.starts_with("  cpu0: task3,")),
+        "{:#?}",
+        d.details
+    );
+    assert!(d.details.iter().any(|l| l.starts_with("  cpu1: task2,")));
+}
+
+#[test]
+fn a_symbolizer_names_the_code_in_reports() {
+    let mut s = script();
+    s.on(0, 1).spin("a").spin("b").unspin("b").unspin("a");
+    s.on(1, 2).spin("b").spin("a").unspin("a").unspin("b");
+    let mut v = Validator::with_symbolizer(Box::new(|addr, _| Some(format!("f{addr:x}+0x4"))));
+    v.feed(&s.events, &s.strings);
+    let f = &v.findings()[0];
+    assert_eq!(f.kind, FindingKind::CircularDependency);
+    assert!(
+        f.details
+            .iter()
+            .any(|l| l.contains(" <f") && l.contains("+0x4>")),
+        "{:#?}",
+        f.details
+    );
+}
+
+#[test]
+fn classes_resolve_whatever_order_their_string_ids_come_in() {
+    // "p" gets string id 0 but is first used after "q" (id 1).
+    let mut s = script();
+    s.strings.intern("p");
+    s.spin("q")
+        .unspin("q")
+        .spin("p")
+        .spin("q")
+        .unspin("q")
+        .unspin("p");
+    s.on(1, 2).spin("q").spin("p").unspin("p").unspin("q");
+    let v = s.run();
+    assert_eq!(v.stats().classes, 3, "fs_reclaim, p, q");
+    assert_eq!(v.findings()[0].key, "p -> q");
+}
+
+#[test]
+fn pseudo_locks_are_classed_by_name_and_an_unnamed_one_is_fs_reclaim() {
+    let pseudo = |s: &mut Script, name: &str, acquire: bool| {
+        let lock = s.lock(name);
+        let flavor = LockFlavor::Pseudo;
+        if acquire {
+            s.push(EventKind::LockAttempt { lock, flavor });
+            s.push(EventKind::LockAcquired { lock, flavor });
+        } else {
+            s.push(EventKind::LockRelease { lock, flavor });
+        }
+    };
+    let may_sleep_alloc = EventKind::PageAlloc {
+        order: 0,
+        gfp: 0,
+        pa: 0x4000_0000,
+    };
+    // A named pseudo-lock is its own class: an allocation under it depends on it.
+    let mut s = script();
+    pseudo(&mut s, "cpu_hotplug", true);
+    s.push(may_sleep_alloc);
+    pseudo(&mut s, "cpu_hotplug", false);
+    assert_eq!(s.run().stats().dependencies, 1, "cpu_hotplug -> fs_reclaim");
+    assert_eq!(s.run().stats().classes, 2);
+    // An unnamed one is fs_reclaim itself (direct reclaim): no self-dependency.
+    let mut s = script();
+    pseudo(&mut s, "", true);
+    s.push(may_sleep_alloc);
+    pseudo(&mut s, "", false);
+    assert_eq!(s.kinds(), []);
+    assert_eq!(s.run().stats().dependencies, 0);
+    assert_eq!(s.run().stats().classes, 1);
+}
+
+#[test]
+fn stats_count_every_event_fed() {
+    let mut s = script();
+    s.spin("a").unspin("a");
+    let v = s.run();
+    assert_eq!(v.stats().events, s.events.len() as u64);
+    assert_eq!(v.stats().lock_events, 3);
+}
