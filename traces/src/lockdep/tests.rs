@@ -748,8 +748,42 @@ fn pseudo_locks_are_classed_by_name_and_an_unnamed_one_is_fs_reclaim() {
 #[test]
 fn stats_count_every_event_fed() {
     let mut s = script();
-    s.spin("a").unspin("a");
+    s.spin("a")
+        .unspin("a")
+        .trylock("t", true)
+        .trylock("u", false);
     let v = s.run();
     assert_eq!(v.stats().events, s.events.len() as u64);
-    assert_eq!(v.stats().lock_events, 3);
+    assert_eq!(
+        v.stats().lock_events,
+        5,
+        "attempt, acquired, release, 2 trylocks"
+    );
+}
+
+#[test]
+fn masking_irqs_again_with_an_irq_safe_lock_held_is_not_enabling_them() {
+    let mut s = script();
+    s.hardirq().spin("a").unspin("a").hardirq_exit();
+    s.on(1, 2).irqs(false).spin("a").irqs(false);
+    s.unspin("a").irqs(true);
+    assert_eq!(s.kinds(), []);
+}
+
+#[test]
+fn task_names_from_markers_appear_in_reports() {
+    let mut s = script();
+    let label = s.strings.intern("task:kworker/1");
+    s.push(EventKind::Marker { label, value: 2 });
+    s.on(0, 1).spin("a").spin("b").unspin("b").unspin("a");
+    s.on(1, 2).spin("b").spin("a").unspin("a").unspin("b");
+    let v = s.run();
+    assert!(
+        v.findings()[0]
+            .details
+            .iter()
+            .any(|l| l.contains("task2 (kworker/1)")),
+        "{:#?}",
+        v.findings()[0].details
+    );
 }
