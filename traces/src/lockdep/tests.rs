@@ -787,3 +787,117 @@ fn task_names_from_markers_appear_in_reports() {
         v.findings()[0].details
     );
 }
+
+/// A validator over `s` whose symbolizer names every address `f<hex>+0x4`.
+fn symbolized(s: &Script) -> Validator {
+    let mut v = Validator::with_symbolizer(Box::new(|addr, _| Some(format!("f{addr:x}+0x4"))));
+    v.feed(&s.events, &s.strings);
+    v
+}
+
+#[test]
+fn report_sites_name_code_caller_task_and_time() {
+    let mut s = script();
+    s.on(0, 1).spin("a").spin("b").unspin("b").unspin("a");
+    s.on(1, 2).spin("b").spin("a").unspin("a").unspin("b");
+    // The edge a -> b: a acquired at the event with time t, b attempted later.
+    let a_acquired = s
+        .events
+        .iter()
+        .find(|e| e.task == TaskId(1) && matches!(e.kind, EventKind::LockAcquired { .. }));
+    let t = a_acquired.unwrap().time;
+    let expected = format!(
+        "     a taken at {:#x} <f{:x}+0x4> called from {:#x} <f{:x}+0x4>, cpu0 task1, t={t}",
+        0x1000 + t,
+        0x1000 + t,
+        0x2000 + t,
+        0x2000 + t
+    );
+    let v = symbolized(&s);
+    assert!(
+        v.findings()[0].details.contains(&expected),
+        "{expected}\n{:#?}",
+        v.findings()[0].details
+    );
+    // Without symbols, bare addresses.
+    let plain = s.run();
+    let bare = format!(
+        "     a taken at {:#x} called from {:#x}, cpu0 task1, t={t}",
+        0x1000 + t,
+        0x2000 + t
+    );
+    assert!(plain.findings()[0].details.contains(&bare));
+}
+
+#[test]
+fn keys_name_the_calling_function_without_its_offset() {
+    let mut s = script();
+    s.unspin("never_taken");
+    let v = symbolized(&s);
+    let caller = s.events.last().unwrap().caller;
+    assert_eq!(v.findings()[0].key, format!("never_taken f{caller:x}"));
+    assert_eq!(
+        s.run().findings()[0].key,
+        format!("never_taken {caller:#x}")
+    );
+}
+
+#[test]
+fn the_scenario_of_a_long_cycle_names_the_lock_before_the_source() {
+    // a -> b -> c -> d -> e, then e -> a closes it: CPU1 holds d and takes e.
+    let mut s = script();
+    for pair in ["a", "b", "c", "d", "e"].windows(2) {
+        s.on(0, 1)
+            .spin(pair[0])
+            .spin(pair[1])
+            .unspin(pair[1])
+            .unspin(pair[0]);
+    }
+    s.on(1, 2).spin("e").spin("a").unspin("a").unspin("e");
+    let v = s.run();
+    let d = &v.findings()[0].details;
+    assert!(
+        d.iter().any(|l| l.trim() == "a --> b --> c --> d --> e"),
+        "{d:#?}"
+    );
+    let cpu1 = |lock: &str| format!("       {:<28}lock({lock});", "");
+    let at = d
+        .iter()
+        .position(|l| l == "  lock(e);")
+        .expect("CPU0 takes e");
+    assert_eq!(d[at + 1], cpu1("d"), "{d:#?}");
+    assert_eq!(d[at + 2], cpu1("e"));
+    assert_eq!(d[at + 3], "  lock(a);");
+}
+
+#[test]
+fn recursive_reports_say_whether_it_is_the_same_lock() {
+    let mut s = script();
+    s.spin("c#1").spin("c#1");
+    let v = s.run();
+    assert!(v.findings()[0].details[2].starts_with("but task is already holding the same lock (c)"));
+    let mut s = script();
+    s.spin("c#1").spin("c#2");
+    let v = s.run();
+    assert!(
+        v.findings()[0].details[2]
+            .starts_with("but task is already holding another lock of the same class (c)"),
+        "{:#?}",
+        v.findings()[0].details
+    );
+}
+
+#[test]
+fn releasing_one_instance_of_a_class_keeps_the_other_held() {
+    let mut s = script();
+    s.spin("c#1").spin("c#2").unspin("c#1");
+    let held = s.lock("c#2");
+    s.push(EventKind::AssertHeld { lock: held });
+    let gone = s.lock("c#1");
+    s.push(EventKind::AssertHeld { lock: gone });
+    let kinds = s.kinds();
+    assert_eq!(
+        kinds,
+        [FindingKind::RecursiveLocking, FindingKind::ContextViolation]
+    );
+}
