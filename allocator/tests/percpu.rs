@@ -528,3 +528,36 @@ fn bad_configurations_are_refused() {
     ));
     assert!(Percpu::new(host.clone(), base, &[0u8; 4097]).is_err());
 }
+
+#[test]
+fn variant_names_round_trip() {
+    let names: Vec<&str> = ALL.iter().map(|v| v.name()).collect();
+    assert_eq!(names, ["mutex", "irq", "fine"]);
+    for variant in ALL {
+        assert_eq!(Variant::from_name(variant.name()), Some(variant));
+    }
+    assert_eq!(Variant::from_name("spin"), None);
+}
+
+/// When the chunk index is full, the chunk made for the request is destroyed again:
+/// the allocation fails and nothing it made is left behind.
+#[test]
+fn a_full_chunk_index_fails_the_alloc_without_leaking_the_new_chunk() {
+    for variant in ALL {
+        let (mock, pcpu) = setup_with(variant, 2, |c| c.max_chunks = 2);
+        let mut v = fill_chunks(&pcpu, 0);
+        // Dynamic chunks until the index refuses another.
+        while let Some(p) = pcpu.alloc(MIN_UNIT_SIZE, 4) {
+            v.push(p);
+            assert!(v.len() < 16, "{variant:?}: max_chunks is not enforced");
+        }
+        let (mem, pages, areas) = (mock.live_mem_allocs(), mock.live_pages(), mock.live_areas());
+        assert_eq!(pcpu.alloc(MIN_UNIT_SIZE, 4), None);
+        assert_eq!(
+            (mock.live_mem_allocs(), mock.live_pages(), mock.live_areas()),
+            (mem, pages, areas),
+            "{variant:?}"
+        );
+        assert!(mock.violations().is_empty(), "{:?}", mock.violations());
+    }
+}
