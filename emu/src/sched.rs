@@ -256,4 +256,38 @@ mod tests {
         assert!(seen.iter().all(|&s| s), "every value of 0..5 comes up");
         assert_eq!(rng.below(1), 0);
     }
+
+    #[test]
+    fn slices_cover_half_to_one_and_a_half_quanta_inclusive() {
+        let mut s = SeededRandom::new(5, 4);
+        let mut seen = [0u32; 8];
+        for _ in 0..4000 {
+            seen[s.next(&view(&[0])).insns as usize] += 1;
+        }
+        assert_eq!(seen[..2], [0, 0]);
+        assert!(seen[2..=6].iter().all(|&n| n > 500), "{seen:?}");
+        assert_eq!(seen[7], 0);
+    }
+
+    #[test]
+    fn every_output_bit_of_the_generator_is_balanced() {
+        // A broken xorshift step (`|=`/`&=` for `^=`, a wrong shift) biases or
+        // freezes bits; 4096 outputs put a fair bit well inside 40–60 %.
+        for seed in [0, 1, 0xdead_beef] {
+            let mut rng = Xoshiro256::seed_from(seed);
+            let mut ones = [0u32; 64];
+            for _ in 0..4096 {
+                let x = rng.next_u64();
+                for (bit, n) in ones.iter_mut().enumerate() {
+                    *n += (x >> bit & 1) as u32;
+                }
+            }
+            for (bit, &n) in ones.iter().enumerate() {
+                assert!(
+                    (1638..=2458).contains(&n),
+                    "seed {seed} bit {bit}: {n}/4096"
+                );
+            }
+        }
+    }
 }
