@@ -674,6 +674,14 @@ fn a_deadlock_report_names_the_task_each_cpu_switched_to() {
         d.details
     );
     assert!(d.details.iter().any(|l| l.starts_with("  cpu1: task2,")));
+    assert!(d
+        .details
+        .iter()
+        .any(|l| l.contains("task1 waits for (b)") && l.contains("held by task2")));
+    assert!(d
+        .details
+        .iter()
+        .any(|l| l.contains("task2 waits for (a)") && l.contains("held by task1")));
 }
 
 #[test]
@@ -899,5 +907,51 @@ fn releasing_one_instance_of_a_class_keeps_the_other_held() {
     assert_eq!(
         kinds,
         [FindingKind::RecursiveLocking, FindingKind::ContextViolation]
+    );
+}
+
+#[test]
+fn the_irq_inversion_scenario_names_the_lock_before_the_unsafe_one() {
+    // safe -> m1 -> m2 -> m3 -> unsafe (all taken with IRQs off), unsafe taken with
+    // IRQs on elsewhere, safe taken in hard-IRQ context.
+    let mut s = script();
+    s.spin("unsafe").unspin("unsafe");
+    s.hardirq().spin("safe").unspin("safe").hardirq_exit();
+    s.irqs(false);
+    for pair in ["safe", "m1", "m2", "m3", "unsafe"].windows(2) {
+        s.spin(pair[0])
+            .spin(pair[1])
+            .unspin(pair[1])
+            .unspin(pair[0]);
+    }
+    s.irqs(true);
+    let v = s.run();
+    let d = &v.findings()[0].details;
+    assert_eq!(v.findings()[0].kind, FindingKind::IrqInversion);
+    let cpu1 = |what: &str| format!("       {:<28}{what}", "");
+    let at = d
+        .iter()
+        .position(|l| l == "  lock(unsafe);")
+        .expect("{d:#?}");
+    assert_eq!(d[at + 1], cpu1("local_irq_disable();"));
+    assert_eq!(d[at + 2], cpu1("lock(safe);"));
+    assert_eq!(d[at + 3], cpu1("lock(m3);"), "{d:#?}");
+}
+
+#[test]
+fn irqs_enabled_in_hardirq_blames_only_a_spin_unlock_irq_just_before() {
+    // A plain spin_unlock before the IRQs go on is not the cause.
+    let mut s = script();
+    s.hardirq().spin("a").unspin("a").irqs(true);
+    s.irqs(false).hardirq_exit();
+    let v = s.run();
+    assert_eq!(v.findings()[0].kind, FindingKind::IrqsEnabledInHardirq);
+    assert!(
+        !v.findings()[0]
+            .details
+            .iter()
+            .any(|l| l.starts_with("after releasing")),
+        "{:#?}",
+        v.findings()[0].details
     );
 }
