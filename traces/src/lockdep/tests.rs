@@ -932,7 +932,7 @@ fn the_irq_inversion_scenario_names_the_lock_before_the_unsafe_one() {
     let at = d
         .iter()
         .position(|l| l == "  lock(unsafe);")
-        .expect("{d:#?}");
+        .expect("the scenario names CPU0 taking unsafe");
     assert_eq!(d[at + 1], cpu1("local_irq_disable();"));
     assert_eq!(d[at + 2], cpu1("lock(safe);"));
     assert_eq!(d[at + 3], cpu1("lock(m3);"), "{d:#?}");
