@@ -561,3 +561,12 @@ fn a_full_chunk_index_fails_the_alloc_without_leaking_the_new_chunk() {
         assert!(mock.violations().is_empty(), "{:?}", mock.violations());
     }
 }
+
+#[test]
+fn accessors_report_the_configuration() {
+    for cpus in [1, 3] {
+        let (_mock, pcpu) = setup_with(Variant::Irq, cpus, |_| {});
+        assert_eq!(pcpu.nr_cpus(), cpus);
+        assert_eq!(pcpu.variant(), Variant::Irq);
+    }
+}
