@@ -384,6 +384,7 @@ fn failed_populate_gives_back_only_its_own_pages() {
         fill(&pcpu, a, PAGE_SIZE - 64, 7);
         let pages = mock.live_pages();
         let mem = mock.live_mem_allocs();
+        let allocs = pcpu.stats().allocs;
         // `b` shares a's page and needs two more; only one more frame exists.
         mock.page_budget
             .store(1, std::sync::atomic::Ordering::SeqCst);
@@ -399,6 +400,11 @@ fn failed_populate_gives_back_only_its_own_pages() {
         check_fill(&pcpu, a, PAGE_SIZE - 64, 7).expect("the neighbour keeps its page");
         assert!(mock.is_mapped(pcpu.per_cpu_ptr(a, 1) as usize, PAGE_SIZE - 64));
         assert_eq!(pcpu.stats().alloc_failures, 1);
+        assert_eq!(
+            pcpu.stats().allocs,
+            allocs,
+            "{variant:?}: a failed alloc is not counted"
+        );
         // And the space is allocatable again.
         let b = pcpu.alloc(2 * PAGE_SIZE, 8).unwrap();
         assert!(is_zeroed(&pcpu, b, 2 * PAGE_SIZE));
