@@ -576,3 +576,29 @@ fn accessors_report_the_configuration() {
         assert_eq!(pcpu.variant(), Variant::Irq);
     }
 }
+
+/// Reclaim is scheduled only when a free makes a chunk fully free while another
+/// fully free chunk exists (one free chunk is kept as a spare).
+#[test]
+fn reclaim_is_scheduled_only_for_a_second_fully_free_chunk() {
+    use std::sync::atomic::Ordering::SeqCst;
+    for variant in ALL {
+        let (mock, pcpu) = setup(variant);
+        let v = fill_chunks(&pcpu, 2);
+        pcpu.free(v[1]);
+        assert_eq!(
+            mock.work_scheduled.load(SeqCst),
+            0,
+            "{variant:?}: one free chunk"
+        );
+        assert_eq!(pcpu.stats().reclaim_scheduled, 0);
+        pcpu.free(v[2]);
+        assert_eq!(
+            mock.work_scheduled.load(SeqCst),
+            1,
+            "{variant:?}: two free chunks"
+        );
+        assert_eq!(pcpu.stats().reclaim_scheduled, 1);
+        assert_eq!(pcpu.stats().frees, 2);
+    }
+}
