@@ -16,9 +16,18 @@ fi
 command -v qemu-system-aarch64 >/dev/null || { echo "test-qemu: qemu-system-aarch64 missing; run ./setup.sh --deps" >&2; exit 1; }
 
 failures=0
+# One host thread runs every vCPU in turn (-accel tcg,thread=single). With QEMU's
+# default multi-threaded TCG each vCPU is a host thread while the guest's generic
+# timer follows host time, so on a loaded host a secondary vCPU thread left
+# unscheduled for a second trips the boot CPU's bring-up watchdog ("cpuN did not
+# come online", about one 4-CPU run in forty with ten QEMUs at once) and that run
+# prints a different line set. Round-robin vCPUs all stall together instead.
+# (-icount would take time from instructions, but its round-robin livelocks the
+# 4- and 8-CPU smoke runs at several shift values on QEMU 7.2.)
 run() { # cpus bootargs seconds -> console output
     timeout "$3" qemu-system-aarch64 -M virt,gic-version=2 -cpu cortex-a72 -smp "$1" \
-        -m 128M -nographic -no-reboot -kernel "$image" -append "$2" 2>&1 || true
+        -m 128M -nographic -no-reboot -accel tcg,thread=single \
+        -kernel "$image" -append "$2" 2>&1 || true
 }
 expect() { # description output pattern...
     local what="$1" out="$2"
@@ -61,7 +70,16 @@ expect "panic on 1 cpu" "$(run 1 scenario=panic 30)" "^PANIC: cpu0: panic scenar
 expect "fault" "$(run 4 scenario=fault 30)" \
     "^cpu1: unexpected exception: sync data abort ESR=0x96[0-9a-f]+ FAR=0x1000000000 " \
     "^PANIC: unhandled exception: sync data abort at src/exceptions.rs:[0-9]+$"
-expect "irqmask" "$(run 4 scenario=irqmask 30)" "^cpu0: irqmask: ok$"
+# irqmask reads the timer's ISTATUS 20 ticks after its deadline, but QEMU sets
+# ISTATUS from a host-timer callback, which a loaded host can delay past that ("the
+# timer did not fire at its deadline"). Only that host-timing outcome is retried;
+# the scenario is checked deterministically on our own machine (tools tests).
+irqmask="$(run 4 scenario=irqmask 30)"
+for _ in 1 2; do
+    grep -q "the timer did not fire at its deadline" <<<"$irqmask" || break
+    irqmask="$(run 4 scenario=irqmask 30)"
+done
+expect "irqmask" "$irqmask" "^cpu0: irqmask: ok$"
 expect "unknown scenario" "$(run 2 scenario=nosuch 30)" "^PANIC: unknown scenario 'nosuch'"
 hang="$(run 4 scenario=hang 5)"
 expect "hang (runs until killed)" "$hang" "^cpu3: spinning forever$"

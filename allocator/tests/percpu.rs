@@ -236,6 +236,44 @@ fn fine_drops_pcpu_lock_to_extend_the_map() {
     }
 }
 
+/// The lock calls of `reclaim_work` (the seed's Synchronization rules: the chunk
+/// list is changed under `pcpu_alloc_mutex` and `pcpu_lock`, so that reclaim cannot
+/// unlink a chunk an allocation is populating), and that the chunks really went.
+#[test]
+fn reclaim_work_takes_the_mutex_then_pcpu_lock() {
+    use Event::*;
+    for variant in ALL {
+        let (mock, pcpu) = setup(variant);
+        let v = fill_chunks(&pcpu, 2);
+        pcpu.free(v[1]);
+        pcpu.free(v[2]);
+        mock.record(true);
+        assert!(mock.run_pending_work(&pcpu));
+        mock.record(false);
+        let locks: Vec<Event> = mock
+            .events()
+            .into_iter()
+            .filter(|e| matches!(e, Lock(..)))
+            .collect();
+        let expected = match variant {
+            Variant::Mutex => vec![
+                Lock("mutex_lock", "pcpu_mutex"),
+                Lock("mutex_unlock", "pcpu_mutex"),
+            ],
+            Variant::Irq | Variant::Fine => vec![
+                Lock("mutex_lock", "pcpu_alloc_mutex"),
+                Lock("spin_lock_irq", "pcpu_lock"),
+                Lock("spin_unlock_irq", "pcpu_lock"),
+                Lock("mutex_unlock", "pcpu_alloc_mutex"),
+            ],
+        };
+        assert_eq!(locks, expected, "{variant:?}");
+        assert_eq!(pcpu.stats().chunks_reclaimed, 1, "{variant:?}");
+        assert!(mock.violations().is_empty(), "{:?}", mock.violations());
+        pcpu.free(v[0]);
+    }
+}
+
 #[test]
 fn mutex_variant_allocates_under_pcpu_mutex() {
     let (mock, pcpu) = setup(Variant::Mutex);
@@ -362,6 +400,7 @@ fn failed_populate_gives_back_only_its_own_pages() {
         fill(&pcpu, a, PAGE_SIZE - 64, 7);
         let pages = mock.live_pages();
         let mem = mock.live_mem_allocs();
+        let allocs = pcpu.stats().allocs;
         // `b` shares a's page and needs two more; only one more frame exists.
         mock.page_budget
             .store(1, std::sync::atomic::Ordering::SeqCst);
@@ -377,6 +416,11 @@ fn failed_populate_gives_back_only_its_own_pages() {
         check_fill(&pcpu, a, PAGE_SIZE - 64, 7).expect("the neighbour keeps its page");
         assert!(mock.is_mapped(pcpu.per_cpu_ptr(a, 1) as usize, PAGE_SIZE - 64));
         assert_eq!(pcpu.stats().alloc_failures, 1);
+        assert_eq!(
+            pcpu.stats().allocs,
+            allocs,
+            "{variant:?}: a failed alloc is not counted"
+        );
         // And the space is allocatable again.
         let b = pcpu.alloc(2 * PAGE_SIZE, 8).unwrap();
         assert!(is_zeroed(&pcpu, b, 2 * PAGE_SIZE));
@@ -510,4 +554,72 @@ fn bad_configurations_are_refused() {
         Some(InitError::BadConfig(_))
     ));
     assert!(Percpu::new(host.clone(), base, &[0u8; 4097]).is_err());
+}
+
+#[test]
+fn variant_names_round_trip() {
+    let names: Vec<&str> = ALL.iter().map(|v| v.name()).collect();
+    assert_eq!(names, ["mutex", "irq", "fine"]);
+    for variant in ALL {
+        assert_eq!(Variant::from_name(variant.name()), Some(variant));
+    }
+    assert_eq!(Variant::from_name("spin"), None);
+}
+
+/// When the chunk index is full, the chunk made for the request is destroyed again:
+/// the allocation fails and nothing it made is left behind.
+#[test]
+fn a_full_chunk_index_fails_the_alloc_without_leaking_the_new_chunk() {
+    for variant in ALL {
+        let (mock, pcpu) = setup_with(variant, 2, |c| c.max_chunks = 2);
+        let mut v = fill_chunks(&pcpu, 0);
+        // Dynamic chunks until the index refuses another.
+        while let Some(p) = pcpu.alloc(MIN_UNIT_SIZE, 4) {
+            v.push(p);
+            assert!(v.len() < 16, "{variant:?}: max_chunks is not enforced");
+        }
+        let (mem, pages, areas) = (mock.live_mem_allocs(), mock.live_pages(), mock.live_areas());
+        assert_eq!(pcpu.alloc(MIN_UNIT_SIZE, 4), None);
+        assert_eq!(
+            (mock.live_mem_allocs(), mock.live_pages(), mock.live_areas()),
+            (mem, pages, areas),
+            "{variant:?}"
+        );
+        assert!(mock.violations().is_empty(), "{:?}", mock.violations());
+    }
+}
+
+#[test]
+fn accessors_report_the_configuration() {
+    for cpus in [1, 3] {
+        let (_mock, pcpu) = setup_with(Variant::Irq, cpus, |_| {});
+        assert_eq!(pcpu.nr_cpus(), cpus);
+        assert_eq!(pcpu.variant(), Variant::Irq);
+    }
+}
+
+/// Reclaim is scheduled only when a free makes a chunk fully free while another
+/// fully free chunk exists (one free chunk is kept as a spare).
+#[test]
+fn reclaim_is_scheduled_only_for_a_second_fully_free_chunk() {
+    use std::sync::atomic::Ordering::SeqCst;
+    for variant in ALL {
+        let (mock, pcpu) = setup(variant);
+        let v = fill_chunks(&pcpu, 2);
+        pcpu.free(v[1]);
+        assert_eq!(
+            mock.work_scheduled.load(SeqCst),
+            0,
+            "{variant:?}: one free chunk"
+        );
+        assert_eq!(pcpu.stats().reclaim_scheduled, 0);
+        pcpu.free(v[2]);
+        assert_eq!(
+            mock.work_scheduled.load(SeqCst),
+            1,
+            "{variant:?}: two free chunks"
+        );
+        assert_eq!(pcpu.stats().reclaim_scheduled, 1);
+        assert_eq!(pcpu.stats().frees, 2);
+    }
 }

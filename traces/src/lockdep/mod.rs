@@ -445,7 +445,7 @@ impl Validator {
             let same_ctx: Vec<Held> = t.held.iter().filter(|h| h.ctx == ctx).copied().collect();
             if let Some(prev) = same_ctx.iter().rev().find(|h| h.class == class) {
                 let prev = *prev;
-                self.report_recursive(e, prev, class, flavor);
+                self.report_recursive(e, prev, addr, class, flavor);
             } else {
                 for prev in same_ctx.iter().rev() {
                     self.add_edge(e, prev, class);

@@ -171,12 +171,14 @@ impl Validator {
         &mut self,
         e: &Event,
         prev: Held,
+        addr: u64,
         class: ClassId,
         flavor: LockFlavor,
     ) {
         let site = Site::of(e);
         let name = self.name(class).to_string();
-        let same = if self.owners.get(&prev.addr) == Some(&e.task.0) && prev.addr != 0 {
+        // The lock being taken (at `addr`) is the held one, not just of its class.
+        let same = if prev.addr == addr && addr != 0 {
             "the same lock"
         } else {
             "another lock of the same class"

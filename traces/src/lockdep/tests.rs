@@ -551,3 +551,408 @@ fn held_locks_report_lists_what_each_task_holds_now() {
         .unlock("big", LockFlavor::Mutex);
     assert!(s.run().held_locks_report().is_empty());
 }
+
+impl Script {
+    /// A trylock of `name` that got (`acquired`) or did not get the lock; no attempt
+    /// event, as the recorder emits it.
+    fn trylock(&mut self, name: &str, acquired: bool) -> &mut Self {
+        let lock = self.lock(name);
+        self.push(EventKind::Trylock {
+            lock,
+            flavor: LockFlavor::Spin,
+            acquired,
+        })
+    }
+}
+
+#[test]
+fn a_successful_trylock_adds_no_dependency_to_itself() {
+    // a -> t is never recorded (a trylock does not wait), so t then a is no cycle.
+    let mut s = script();
+    s.spin("a").trylock("t", true).unspin("t").unspin("a");
+    s.on(1, 2).spin("t").spin("a").unspin("a").unspin("t");
+    assert_eq!(s.kinds(), []);
+    assert_eq!(s.run().stats().dependencies, 1, "only t -> a");
+}
+
+#[test]
+fn locks_taken_while_a_trylock_is_held_depend_on_it() {
+    // t is held (through a trylock) when b is taken: t -> b, and b then t is ABBA.
+    let mut s = script();
+    s.trylock("t", true).spin("b").unspin("b").unspin("t");
+    s.on(1, 2).spin("b").spin("t").unspin("t").unspin("b");
+    let v = s.run();
+    let kinds: Vec<_> = v.findings().iter().map(|f| f.kind).collect();
+    assert_eq!(kinds, [FindingKind::CircularDependency]);
+    assert_eq!(v.findings()[0].key, "b -> t");
+    assert_eq!(v.stats().dependencies, 2);
+
+    // A failed trylock holds nothing, so nothing depends on it.
+    let mut s = script();
+    s.trylock("t", false).spin("b").unspin("b");
+    s.on(1, 2).spin("b").spin("t").unspin("t").unspin("b");
+    assert_eq!(s.kinds(), []);
+    assert_eq!(s.run().stats().dependencies, 1, "only b -> t");
+}
+
+#[test]
+fn dependencies_reach_through_trylocks_to_the_first_blocking_lock() {
+    // a (blocking), then t (trylock), then b: lockdep's check_prevs_add adds t -> b
+    // and, since t was a trylock, also a -> b; it stops at a.
+    let mut s = script();
+    s.spin("z").spin("a").trylock("t", true).spin("b");
+    s.unspin("b").unspin("t").unspin("a").unspin("z");
+    assert_eq!(s.kinds(), []);
+    let deps = s.run().stats().dependencies;
+    assert_eq!(deps, 3, "z -> a, t -> b, a -> b (no z -> b, nothing -> t)");
+    // b then a closes a -> b.
+    s.on(1, 2).spin("b").spin("a").unspin("a").unspin("b");
+    let v = s.run();
+    let kinds: Vec<_> = v.findings().iter().map(|f| f.kind).collect();
+    assert_eq!(kinds, [FindingKind::CircularDependency]);
+    assert_eq!(v.findings()[0].key, "a -> b");
+}
+
+#[test]
+fn enabling_irqs_with_a_spinlock_held_makes_it_hardirq_unsafe() {
+    // a is only ever taken with IRQs off, but IRQs are turned on while it is held:
+    // an interrupt there whose handler takes a deadlocks.
+    let mut s = script();
+    s.irqs(false).spin("a").irqs(true);
+    s.irqs(false).unspin("a").irqs(true);
+    assert_eq!(s.kinds(), []);
+    s.on(1, 2).hardirq().spin("a").unspin("a").hardirq_exit();
+    let v = s.run();
+    let kinds: Vec<_> = v.findings().iter().map(|f| f.kind).collect();
+    assert_eq!(kinds, [FindingKind::InconsistentIrqState]);
+    assert!(v.findings()[0].details[1].contains("{HARDIRQ-ON-W} -> {IN-HARDIRQ-W}"));
+
+    // The same with the hard-IRQ use learned first is reported when IRQs go on
+    // (irqs_enabled_with_an_irq_safe_lock_held); without IRQs going on, all is well.
+    let mut s = script();
+    s.irqs(false).spin("a").unspin("a").irqs(true);
+    s.on(1, 2).hardirq().spin("a").unspin("a").hardirq_exit();
+    assert_eq!(s.kinds(), []);
+}
+
+#[test]
+fn a_spinlock_held_while_irqs_go_on_is_unsafe_for_irq_inversion_too() {
+    // safe -> a (a taken under safe, IRQs off); a held while IRQs go on makes a
+    // hardirq-unsafe, so the hardirq-safe class safe leads to an unsafe one.
+    let mut s = script();
+    s.hardirq().spin("safe").unspin("safe").hardirq_exit();
+    s.irqs(false)
+        .spin("safe")
+        .spin("a")
+        .unspin("a")
+        .unspin("safe");
+    s.spin("a").irqs(true);
+    let v = s.run();
+    let kinds: Vec<_> = v.findings().iter().map(|f| f.kind).collect();
+    assert_eq!(kinds, [FindingKind::IrqInversion]);
+    assert_eq!(v.findings()[0].key, "safe -> a");
+}
+
+#[test]
+fn a_deadlock_report_names_the_task_each_cpu_switched_to() {
+    let mut s = script();
+    s.on(0, 1).mutex("a");
+    s.on(1, 2).mutex("b");
+    s.on(0, 1).attempt("b", LockFlavor::Mutex);
+    // Task 1 sleeps on b; CPU 0 runs task 3 from now on.
+    s.push(EventKind::ContextSwitch {
+        from: TaskId(1),
+        to: TaskId(3),
+    });
+    s.on(1, 2).attempt("a", LockFlavor::Mutex);
+    let v = s.run();
+    assert!(v.deadlocked());
+    let d = &v.findings()[1];
+    assert!(
+        d.details.iter().any(|l| l.starts_with("  cpu0: task3,")),
+        "{:#?}",
+        d.details
+    );
+    assert!(d.details.iter().any(|l| l.starts_with("  cpu1: task2,")));
+    assert!(d
+        .details
+        .iter()
+        .any(|l| l.contains("task1 waits for (b)") && l.contains("held by task2")));
+    assert!(d
+        .details
+        .iter()
+        .any(|l| l.contains("task2 waits for (a)") && l.contains("held by task1")));
+}
+
+#[test]
+fn a_symbolizer_names_the_code_in_reports() {
+    let mut s = script();
+    s.on(0, 1).spin("a").spin("b").unspin("b").unspin("a");
+    s.on(1, 2).spin("b").spin("a").unspin("a").unspin("b");
+    let mut v = Validator::with_symbolizer(Box::new(|addr, _| Some(format!("f{addr:x}+0x4"))));
+    v.feed(&s.events, &s.strings);
+    let f = &v.findings()[0];
+    assert_eq!(f.kind, FindingKind::CircularDependency);
+    assert!(
+        f.details
+            .iter()
+            .any(|l| l.contains(" <f") && l.contains("+0x4>")),
+        "{:#?}",
+        f.details
+    );
+}
+
+#[test]
+fn classes_resolve_whatever_order_their_string_ids_come_in() {
+    // "p" gets string id 0 but is first used after "q" (id 1).
+    let mut s = script();
+    s.strings.intern("p");
+    s.spin("q")
+        .unspin("q")
+        .spin("p")
+        .spin("q")
+        .unspin("q")
+        .unspin("p");
+    s.on(1, 2).spin("q").spin("p").unspin("p").unspin("q");
+    let v = s.run();
+    assert_eq!(v.stats().classes, 3, "fs_reclaim, p, q");
+    assert_eq!(v.findings()[0].key, "p -> q");
+}
+
+#[test]
+fn pseudo_locks_are_classed_by_name_and_an_unnamed_one_is_fs_reclaim() {
+    let pseudo = |s: &mut Script, name: &str, acquire: bool| {
+        let lock = s.lock(name);
+        let flavor = LockFlavor::Pseudo;
+        if acquire {
+            s.push(EventKind::LockAttempt { lock, flavor });
+            s.push(EventKind::LockAcquired { lock, flavor });
+        } else {
+            s.push(EventKind::LockRelease { lock, flavor });
+        }
+    };
+    let may_sleep_alloc = EventKind::PageAlloc {
+        order: 0,
+        gfp: 0,
+        pa: 0x4000_0000,
+    };
+    // A named pseudo-lock is its own class: an allocation under it depends on it.
+    let mut s = script();
+    pseudo(&mut s, "cpu_hotplug", true);
+    s.push(may_sleep_alloc);
+    pseudo(&mut s, "cpu_hotplug", false);
+    assert_eq!(s.run().stats().dependencies, 1, "cpu_hotplug -> fs_reclaim");
+    assert_eq!(s.run().stats().classes, 2);
+    // An unnamed one is fs_reclaim itself (direct reclaim): no self-dependency.
+    let mut s = script();
+    pseudo(&mut s, "", true);
+    s.push(may_sleep_alloc);
+    pseudo(&mut s, "", false);
+    assert_eq!(s.kinds(), []);
+    assert_eq!(s.run().stats().dependencies, 0);
+    assert_eq!(s.run().stats().classes, 1);
+}
+
+#[test]
+fn stats_count_every_event_fed() {
+    let mut s = script();
+    s.spin("a")
+        .unspin("a")
+        .trylock("t", true)
+        .trylock("u", false);
+    let v = s.run();
+    assert_eq!(v.stats().events, s.events.len() as u64);
+    assert_eq!(
+        v.stats().lock_events,
+        5,
+        "attempt, acquired, release, 2 trylocks"
+    );
+}
+
+#[test]
+fn masking_irqs_again_with_an_irq_safe_lock_held_is_not_enabling_them() {
+    let mut s = script();
+    s.hardirq().spin("a").unspin("a").hardirq_exit();
+    s.on(1, 2).irqs(false).spin("a").irqs(false);
+    s.unspin("a").irqs(true);
+    assert_eq!(s.kinds(), []);
+}
+
+#[test]
+fn task_names_from_markers_appear_in_reports() {
+    let mut s = script();
+    let label = s.strings.intern("task:kworker/1");
+    s.push(EventKind::Marker { label, value: 2 });
+    s.on(0, 1).spin("a").spin("b").unspin("b").unspin("a");
+    s.on(1, 2).spin("b").spin("a").unspin("a").unspin("b");
+    let v = s.run();
+    assert!(
+        v.findings()[0]
+            .details
+            .iter()
+            .any(|l| l.contains("task2 (kworker/1)")),
+        "{:#?}",
+        v.findings()[0].details
+    );
+}
+
+/// A validator over `s` whose symbolizer names every address `f<hex>+0x4`.
+fn symbolized(s: &Script) -> Validator {
+    let mut v = Validator::with_symbolizer(Box::new(|addr, _| Some(format!("f{addr:x}+0x4"))));
+    v.feed(&s.events, &s.strings);
+    v
+}
+
+#[test]
+fn report_sites_name_code_caller_task_and_time() {
+    let mut s = script();
+    s.on(0, 1).spin("a").spin("b").unspin("b").unspin("a");
+    s.on(1, 2).spin("b").spin("a").unspin("a").unspin("b");
+    // The edge a -> b: a acquired at the event with time t, b attempted later.
+    let a_acquired = s
+        .events
+        .iter()
+        .find(|e| e.task == TaskId(1) && matches!(e.kind, EventKind::LockAcquired { .. }));
+    let t = a_acquired.unwrap().time;
+    let expected = format!(
+        "     a taken at {:#x} <f{:x}+0x4> called from {:#x} <f{:x}+0x4>, cpu0 task1, t={t}",
+        0x1000 + t,
+        0x1000 + t,
+        0x2000 + t,
+        0x2000 + t
+    );
+    let v = symbolized(&s);
+    assert!(
+        v.findings()[0].details.contains(&expected),
+        "{expected}\n{:#?}",
+        v.findings()[0].details
+    );
+    // Without symbols, bare addresses.
+    let plain = s.run();
+    let bare = format!(
+        "     a taken at {:#x} called from {:#x}, cpu0 task1, t={t}",
+        0x1000 + t,
+        0x2000 + t
+    );
+    assert!(plain.findings()[0].details.contains(&bare));
+}
+
+#[test]
+fn keys_name_the_calling_function_without_its_offset() {
+    let mut s = script();
+    s.unspin("never_taken");
+    let v = symbolized(&s);
+    let caller = s.events.last().unwrap().caller;
+    assert_eq!(v.findings()[0].key, format!("never_taken f{caller:x}"));
+    assert_eq!(
+        s.run().findings()[0].key,
+        format!("never_taken {caller:#x}")
+    );
+}
+
+#[test]
+fn the_scenario_of_a_long_cycle_names_the_lock_before_the_source() {
+    // a -> b -> c -> d -> e, then e -> a closes it: CPU1 holds d and takes e.
+    let mut s = script();
+    for pair in ["a", "b", "c", "d", "e"].windows(2) {
+        s.on(0, 1)
+            .spin(pair[0])
+            .spin(pair[1])
+            .unspin(pair[1])
+            .unspin(pair[0]);
+    }
+    s.on(1, 2).spin("e").spin("a").unspin("a").unspin("e");
+    let v = s.run();
+    let d = &v.findings()[0].details;
+    assert!(
+        d.iter().any(|l| l.trim() == "a --> b --> c --> d --> e"),
+        "{d:#?}"
+    );
+    let cpu1 = |lock: &str| format!("       {:<28}lock({lock});", "");
+    let at = d
+        .iter()
+        .position(|l| l == "  lock(e);")
+        .expect("CPU0 takes e");
+    assert_eq!(d[at + 1], cpu1("d"), "{d:#?}");
+    assert_eq!(d[at + 2], cpu1("e"));
+    assert_eq!(d[at + 3], "  lock(a);");
+}
+
+#[test]
+fn recursive_reports_say_whether_it_is_the_same_lock() {
+    let mut s = script();
+    s.spin("c#1").spin("c#1");
+    let v = s.run();
+    assert!(v.findings()[0].details[2].starts_with("but task is already holding the same lock (c)"));
+    let mut s = script();
+    s.spin("c#1").spin("c#2");
+    let v = s.run();
+    assert!(
+        v.findings()[0].details[2]
+            .starts_with("but task is already holding another lock of the same class (c)"),
+        "{:#?}",
+        v.findings()[0].details
+    );
+}
+
+#[test]
+fn releasing_one_instance_of_a_class_keeps_the_other_held() {
+    let script_with = |assert_on: &str| {
+        let mut s = script();
+        s.spin("c#1").spin("c#2").unspin("c#1");
+        let lock = s.lock(assert_on);
+        s.push(EventKind::AssertHeld { lock });
+        s.kinds()
+    };
+    assert_eq!(script_with("c#2"), [FindingKind::RecursiveLocking]);
+    assert_eq!(
+        script_with("c#1"),
+        [FindingKind::RecursiveLocking, FindingKind::ContextViolation]
+    );
+}
+
+#[test]
+fn the_irq_inversion_scenario_names_the_lock_before_the_unsafe_one() {
+    // safe -> m1 -> m2 -> m3 -> unsafe (all taken with IRQs off), unsafe taken with
+    // IRQs on elsewhere, safe taken in hard-IRQ context.
+    let mut s = script();
+    s.spin("unsafe").unspin("unsafe");
+    s.hardirq().spin("safe").unspin("safe").hardirq_exit();
+    s.irqs(false);
+    for pair in ["safe", "m1", "m2", "m3", "unsafe"].windows(2) {
+        s.spin(pair[0])
+            .spin(pair[1])
+            .unspin(pair[1])
+            .unspin(pair[0]);
+    }
+    s.irqs(true);
+    let v = s.run();
+    let d = &v.findings()[0].details;
+    assert_eq!(v.findings()[0].kind, FindingKind::IrqInversion);
+    let cpu1 = |what: &str| format!("       {:<28}{what}", "");
+    let at = d
+        .iter()
+        .position(|l| l == "  lock(unsafe);")
+        .expect("the scenario names CPU0 taking unsafe");
+    assert_eq!(d[at + 1], cpu1("local_irq_disable();"));
+    assert_eq!(d[at + 2], cpu1("lock(safe);"));
+    assert_eq!(d[at + 3], cpu1("lock(m3);"), "{d:#?}");
+}
+
+#[test]
+fn irqs_enabled_in_hardirq_blames_only_a_spin_unlock_irq_just_before() {
+    // A plain spin_unlock before the IRQs go on is not the cause.
+    let mut s = script();
+    s.hardirq().spin("a").unspin("a").irqs(true);
+    s.irqs(false).hardirq_exit();
+    let v = s.run();
+    assert_eq!(v.findings()[0].kind, FindingKind::IrqsEnabledInHardirq);
+    assert!(
+        !v.findings()[0]
+            .details
+            .iter()
+            .any(|l| l.starts_with("after releasing")),
+        "{:#?}",
+        v.findings()[0].details
+    );
+}
