@@ -1224,6 +1224,152 @@ mod tests {
         assert_eq!(kinds(&m), vec![FindingKind::MissingTlbFlush]);
     }
 
+    /// The leaf's nG bit: the translation belongs to the ASID it was filled under.
+    const NOT_GLOBAL: u64 = 1 << 11;
+
+    /// A model whose CPU 0 holds VA, filled under `asid` from a leaf that is global or
+    /// not.
+    fn held_under_asid(asid: u16, global: bool) -> (GuestRam, MmuModel) {
+        let (mut ram, mut regs, mut m) = setup(1);
+        let leaf = PAGE_A | PAGE | if global { 0 } else { NOT_GLOBAL };
+        ram.write_u64(L3, leaf).unwrap();
+        regs.ttbr0 = L1 | (u64::from(asid) << 48);
+        read(&mut m, &ram, &regs, 0);
+        let held = m.held(0, VA).expect("filled");
+        assert_eq!((held.asid, held.global), (asid, global));
+        (ram, m)
+    }
+
+    /// TLBI by VA with an ASID (VAE1) removes the entries of that ASID and global
+    /// ones, never another ASID's non-global entry; VAAE1 ignores ASIDs; ASIDE1 removes
+    /// only non-global entries of its ASID; VMALLE1 removes everything.
+    #[test]
+    fn tlbi_scope_follows_asid_and_global_bit() {
+        let va_with = |asid| TlbiOp::Va {
+            va: VA,
+            asid: Some(asid),
+        };
+        let cases: [(bool, TlbiOp, bool); 9] = [
+            // (leaf global, TLBI, entry survives)
+            (false, va_with(6), true),
+            (false, va_with(5), false),
+            (true, va_with(6), false),
+            (false, VAAE1IS, false),
+            (false, TlbiOp::Asid(6), true),
+            (false, TlbiOp::Asid(5), false),
+            (true, TlbiOp::Asid(5), true),
+            (true, TlbiOp::All, false),
+            (
+                false,
+                TlbiOp::Va {
+                    va: VA + PAGE_SIZE,
+                    asid: None,
+                },
+                true,
+            ),
+        ];
+        for (global, op, survives) in cases {
+            for broadcast in [false, true] {
+                let (ram, mut m) = held_under_asid(5, global);
+                m.tlbi(&ram, op, broadcast, at(0, 2));
+                assert_eq!(
+                    m.held(0, VA).is_some(),
+                    survives,
+                    "global {global}, {op:?}, broadcast {broadcast}"
+                );
+            }
+        }
+    }
+
+    /// A broadcast TLBI reaches every CPU's entries, a local one only its own CPU's.
+    #[test]
+    fn tlbi_reach_is_the_issuing_cpu_or_all() {
+        for broadcast in [false, true] {
+            let (ram, regs, mut m) = setup(3);
+            for cpu in 0..3 {
+                read(&mut m, &ram, &regs, cpu);
+            }
+            m.tlbi(&ram, VAAE1IS, broadcast, at(1, 2));
+            let held: Vec<bool> = (0..3).map(|cpu| m.held(cpu, VA).is_some()).collect();
+            let expected = if broadcast {
+                vec![false, false, false]
+            } else {
+                vec![true, false, true]
+            };
+            assert_eq!(held, expected, "broadcast {broadcast}");
+        }
+    }
+
+    /// Changing only the permissions of a live descriptor changes the translation:
+    /// held entries go stale. The access flag and software bits do not.
+    #[test]
+    fn permission_changes_make_held_entries_stale_but_access_flag_and_software_bits_do_not() {
+        const READ_ONLY: u64 = 1 << 7; // AP[2]
+        const EXECUTE_NEVER: u64 = 1 << 54; // UXN
+        for (change, stale) in [
+            (READ_ONLY, true),
+            (EXECUTE_NEVER, true),
+            (1 << 10, false), // AF: clearing it only makes the next walk fault
+            (1 << 55, false), // software bit
+        ] {
+            let (mut ram, regs, mut m) = setup(1);
+            read(&mut m, &ram, &regs, 0);
+            store(&mut m, &mut ram, (PAGE_A | PAGE) ^ change, 0, 2);
+            assert_eq!(
+                m.held(0, VA).expect("still held").stale.is_some(),
+                stale,
+                "bits {change:#x}"
+            );
+        }
+    }
+
+    /// A break (valid → invalid) is completed by a TLBI of its own VA, and only that:
+    /// making the descriptor valid again after a TLBI of another page is still a
+    /// break-before-make violation.
+    #[test]
+    fn a_break_is_completed_only_by_a_tlbi_of_its_address() {
+        for (tlbi_va, complete) in [(VA, true), (VA + PAGE_SIZE, false), (VA + (1 << 21), false)] {
+            let (mut ram, _, mut m) = setup(1);
+            m.add_pt_page(L3, 3, VA);
+            store(&mut m, &mut ram, 0, 0, 2);
+            m.barrier(&ram, DSB_ISHST, at(0, 3));
+            let op = TlbiOp::Va {
+                va: tlbi_va,
+                asid: None,
+            };
+            m.tlbi(&ram, op, true, at(0, 4));
+            m.barrier(&ram, DSB_ISH, at(0, 5));
+            store(&mut m, &mut ram, PAGE_B | PAGE, 0, 6);
+            let expected = if complete {
+                vec![]
+            } else {
+                vec![FindingKind::BreakBeforeMake]
+            };
+            assert_eq!(kinds(&m), expected, "TLBI of {tlbi_va:#x}");
+        }
+    }
+
+    /// A stale entry is reported once, on the first access after its CPU's Unicorn
+    /// TLB was flushed; refills before that flush (host timing) and after the report
+    /// change nothing.
+    #[test]
+    fn a_stale_entry_is_reported_once_after_its_cpus_flush() {
+        let (mut ram, regs, mut m) = setup(1);
+        read(&mut m, &ram, &regs, 0);
+        m.take_flush(0);
+        store(&mut m, &mut ram, 0, 0, 2);
+        // A refill before the machine flushed: Unicorn may or may not ask, so no report.
+        read(&mut m, &ram, &regs, 0);
+        assert_eq!(kinds(&m), vec![]);
+        assert_eq!(m.stats.stale_accesses, 0);
+        assert!(m.take_flush(0));
+        for _ in 0..3 {
+            read(&mut m, &ram, &regs, 0);
+        }
+        assert_eq!(kinds(&m), vec![FindingKind::StaleTlb]);
+        assert_eq!(m.stats.stale_accesses, 1);
+    }
+
     #[test]
     fn break_before_make_is_checked_both_ways() {
         // Straight from A to B.

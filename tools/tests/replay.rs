@@ -147,7 +147,11 @@ fn interrupted_run(path: &Path, signal: &str) -> Run {
     let since = Instant::now();
     // The trace is written to a temporary file beside `path` until it is finished.
     let dir = path.parent().expect("a directory");
-    let name = path.file_name().expect("a file name").to_string_lossy().into_owned();
+    let name = path
+        .file_name()
+        .expect("a file name")
+        .to_string_lossy()
+        .into_owned();
     let written = || -> u64 {
         std::fs::read_dir(dir)
             .into_iter()
