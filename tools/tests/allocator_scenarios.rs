@@ -213,8 +213,14 @@ fn storm_workload_depends_on_the_seed_not_the_schedule() {
 /// its old pages through the reused address, and its integrity check fails.
 #[test]
 fn reclaim_needs_the_flush_on_release_under_qemu() {
+    // One host thread per vCPU: under round-robin TCG a vCPU spinning on a ticket lock
+    // whose holder is descheduled burns its whole turn, and the seed's reclaim hands
+    // locks between CPUs so often that the guest's progress watchdog (host-timed
+    // ticks under QEMU) fires on every seed.
+    let qemu_console =
+        |cpus, bootargs: &str| common::qemu_console_tcg(cpus, bootargs, "tcg,thread=multi");
     for seed in 0..=2 {
-        let clean = common::qemu_console(4, &format!("scenario=reclaim seed={seed} variant=fine"));
+        let clean = qemu_console(4, &format!("scenario=reclaim seed={seed} variant=fine"));
         assert!(
             clean
                 .iter()
@@ -222,15 +228,18 @@ fn reclaim_needs_the_flush_on_release_under_qemu() {
                     == "cpu0: reclaim: allocs=18 frees=18 chunks_created=5 chunks_reclaimed=4"),
             "seed {seed}: {clean:#?}"
         );
-        let stale = common::qemu_console(
-            4,
-            &format!("scenario=reclaim seed={seed} variant=fine inject=skip-tlb-flush"),
-        );
-        assert!(
-            stale
+        // Whether a CPU reads through its stale entry before the lazy purge depends on
+        // how QEMU's host threads interleave: a few tries, not one.
+        let corrupted = |lines: &[String]| {
+            lines
                 .iter()
-                .any(|l| l.starts_with("PANIC: reclaim: cpu") && l.contains("is corrupted")),
-            "seed {seed}: no stale-TLB corruption found without the flush: {stale:#?}"
+                .any(|l| l.starts_with("PANIC: reclaim: cpu") && l.contains("is corrupted"))
+        };
+        let bootargs = format!("scenario=reclaim seed={seed} variant=fine inject=skip-tlb-flush");
+        let tries: Vec<Vec<String>> = (0..3).map(|_| qemu_console(4, &bootargs)).collect();
+        assert!(
+            tries.iter().any(|t| corrupted(t)),
+            "seed {seed}: no stale-TLB corruption found without the flush in 3 runs: {tries:#?}"
         );
     }
 }

@@ -89,6 +89,11 @@ impl Run {
 /// guest/test-qemu.sh for why (with one thread per vCPU a loaded host trips the
 /// guest's bring-up watchdog).
 pub fn qemu_console(cpus: usize, bootargs: &str) -> Vec<String> {
+    qemu_console_tcg(cpus, bootargs, "tcg,thread=single")
+}
+
+/// [`qemu_console`] with QEMU's `-accel` setting `accel` (e.g. `tcg,thread=multi`).
+pub fn qemu_console_tcg(cpus: usize, bootargs: &str, accel: &str) -> Vec<String> {
     let output = Command::new("timeout")
         .args([
             "120",
@@ -107,7 +112,7 @@ pub fn qemu_console(cpus: usize, bootargs: &str) -> Vec<String> {
             "-monitor",
             "none",
             "-accel",
-            "tcg,thread=single",
+            accel,
         ])
         .args([
             "-no-reboot",
