@@ -28,6 +28,14 @@ fn first_chunk_holds_the_static_image_on_every_cpu() {
             let bytes = unsafe { std::slice::from_raw_parts(copy, STATIC_IMAGE.len()) };
             assert_eq!(bytes, STATIC_IMAGE);
             assert!(mock.is_mapped(copy as usize, pcpu.unit_size()));
+            // The rest of the static area (the per-CPU .bss) starts zeroed, though
+            // the frames were mapped poisoned.
+            // SAFETY: as above; the static area is 8 KiB.
+            let bss = unsafe { std::slice::from_raw_parts(copy, 8 << 10) };
+            assert!(
+                bss[STATIC_IMAGE.len()..].iter().all(|&b| b == 0),
+                "cpu{cpu}"
+            );
         }
         let kinds = chunk_kinds(&pcpu);
         assert_eq!(
