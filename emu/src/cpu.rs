@@ -266,7 +266,7 @@ pub(crate) fn install_counting_hooks(
         if every != 0 {
             let blocks = c.blocks.get() + 1;
             c.blocks.set(blocks);
-            if blocks % every == 0 {
+            if blocks.is_multiple_of(every) {
                 let _ = uc.ctl_flush_tlb();
             }
         }
