@@ -81,7 +81,6 @@ impl Hasher for FxHasher {
 
 type FxBuild = BuildHasherDefault<FxHasher>;
 type FxMap<K, V> = HashMap<K, V, FxBuild>;
-type FxSet<K> = HashSet<K, FxBuild>;
 
 /// Where something happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -202,7 +201,10 @@ pub struct Validator {
     edges: FxMap<(ClassId, ClassId), Edge>,
     forward: Vec<Vec<ClassId>>,
     backward: Vec<Vec<ClassId>>,
-    chains: FxSet<u64>,
+    /// Chains already validated, keyed by the full chain (context, then each held
+    /// class of that context with its trylock bit, then the new class): a key that
+    /// cannot collide, so no unvalidated chain is ever skipped.
+    chains: HashSet<Box<[u32]>>,
     owners: FxMap<u64, u32>,
     findings: Findings,
     deadlocked: bool,
@@ -238,7 +240,7 @@ impl Validator {
             edges: FxMap::default(),
             forward: Vec::new(),
             backward: Vec::new(),
-            chains: FxSet::default(),
+            chains: HashSet::new(),
             owners: FxMap::default(),
             findings: Findings::default(),
             deadlocked: false,
@@ -431,14 +433,18 @@ impl Validator {
                 ctx,
             });
         }
+        // Usage is marked at the attempt, before any wait (as lockdep's
+        // `lock_acquire` marks it before the contended spin).
+        let masked = self.masked(e.cpu.0);
+        self.mark_usage(e, class, ctx, masked, false);
         // The chain: context, held classes of this context, the new class.
-        let mut h = FxHasher(ctx as u64 + 1);
+        let t = &self.tasks[&e.task.0];
+        let mut chain = vec![ctx];
         for held in t.held.iter().filter(|h| h.ctx == ctx) {
-            h.write_u32(held.class);
+            chain.push(held.class << 1 | held.trylock as u32);
         }
-        h.write_u32(class);
-        let chain = h.finish();
-        if !self.chains.insert(chain) {
+        chain.push(class << 1);
+        if !self.chains.insert(chain.into_boxed_slice()) {
             self.stats.chain_cache_hits += 1;
         } else {
             let t = &self.tasks[&e.task.0];
@@ -486,8 +492,21 @@ impl Validator {
         if flavor != LockFlavor::Pseudo {
             self.owners.insert(addr, e.task.0);
         }
+        if trylock {
+            // A trylock has no attempt event: its usage is marked here.
+            self.mark_usage(e, class, ctx, masked, true);
+        }
+    }
+
+    /// lockdep's `mark_usage`: acquired in hard-IRQ context the class is
+    /// hardirq-safe (a trylock never marks that: it cannot deadlock against the
+    /// interrupted code); acquired with IRQs on it is hardirq-unsafe.
+    fn mark_usage(&mut self, e: &Event, class: ClassId, ctx: u32, masked: bool, trylock: bool) {
+        let site = Site::of(e);
         if ctx > 0 {
-            self.mark_in_hardirq(e, class, site);
+            if !trylock {
+                self.mark_in_hardirq(e, class, site);
+            }
         } else if !masked {
             self.mark_hardirq_on(e, class, site);
         }
@@ -578,15 +597,27 @@ impl Validator {
             }
             return;
         }
+        // lockdep's `mark_held_locks`: every lock held now is held with IRQs on.
+        // A hardirq-safe one among them is "inconsistent {IN-HARDIRQ-W} ->
+        // {HARDIRQ-ON-W}", the same finding as when the facts come the other way.
         let held = t.held.clone();
         let site = Site::of(e);
         for h in held {
-            if self.classes[h.class as usize].in_hardirq.is_some() {
-                self.report_irqs_on_in_hardirq(e, Some(h));
-            } else if is_spin(h.flavor) {
-                self.mark_hardirq_on(e, h.class, site);
-            }
+            self.mark_hardirq_on(e, h.class, site);
         }
+    }
+
+    /// Hardirq-safe and not also unsafe: a class that is both was reported as
+    /// inconsistent, and an inversion through it would be the same cause again.
+    fn only_safe(&self, c: ClassId) -> bool {
+        let c = &self.classes[c as usize];
+        c.in_hardirq.is_some() && c.hardirq_on.is_none()
+    }
+
+    /// Hardirq-unsafe and not also safe (see [`Self::only_safe`]).
+    fn only_unsafe(&self, c: ClassId) -> bool {
+        let c = &self.classes[c as usize];
+        c.hardirq_on.is_some() && c.in_hardirq.is_none()
     }
 
     fn mark_in_hardirq(&mut self, e: &Event, class: ClassId, site: Site) {
@@ -595,12 +626,13 @@ impl Validator {
         }
         self.classes[class as usize].in_hardirq = Some(site);
         if let Some(on) = self.classes[class as usize].hardirq_on {
+            // lockdep's `mark_lock_irq` stops at the inconsistent state: one
+            // cause, one finding (no inversion report for the same mark).
             self.report_inconsistent(e, class, on, site, true);
+            return;
         }
         // A safe class now: nothing it leads to may be unsafe.
-        if let Some(path) = self.search(class, true, |c| {
-            self.classes[c as usize].hardirq_on.is_some()
-        }) {
+        if let Some(path) = self.search(class, true, |c| self.only_unsafe(c)) {
             self.report_irq_inversion(e, &path);
         }
     }
@@ -612,11 +644,10 @@ impl Validator {
         self.classes[class as usize].hardirq_on = Some(site);
         if let Some(safe) = self.classes[class as usize].in_hardirq {
             self.report_inconsistent(e, class, site, safe, false);
+            return;
         }
         // An unsafe class now: nothing that leads to it may be safe.
-        if let Some(mut path) = self.search(class, false, |c| {
-            self.classes[c as usize].in_hardirq.is_some()
-        }) {
+        if let Some(mut path) = self.search(class, false, |c| self.only_safe(c)) {
             path.reverse();
             self.report_irq_inversion(e, &path);
         }
@@ -688,24 +719,20 @@ impl Validator {
             self.report_circular(e, prev, next, &path);
         }
         // A hardirq-safe class reaching (through this edge) a hardirq-unsafe one.
-        let safe = if self.classes[prev.class as usize].in_hardirq.is_some() {
+        let safe = if self.only_safe(prev.class) {
             Some(vec![prev.class])
         } else {
-            self.search(prev.class, false, |c| {
-                self.classes[c as usize].in_hardirq.is_some()
-            })
-            .map(|mut p| {
-                p.reverse();
-                p
-            })
+            self.search(prev.class, false, |c| self.only_safe(c))
+                .map(|mut p| {
+                    p.reverse();
+                    p
+                })
         };
         if let Some(safe) = safe {
-            let unsafe_ = if self.classes[next as usize].hardirq_on.is_some() {
+            let unsafe_ = if self.only_unsafe(next) {
                 Some(vec![next])
             } else {
-                self.search(next, true, |c| {
-                    self.classes[c as usize].hardirq_on.is_some()
-                })
+                self.search(next, true, |c| self.only_unsafe(c))
             };
             if let Some(unsafe_) = unsafe_ {
                 let mut path = safe;
@@ -766,3 +793,6 @@ impl Validator {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod matrix;
