@@ -209,6 +209,14 @@ pub enum EventKind {
     },
     /// A `might_sleep()` point.
     MightSleep,
+    /// `preempt_disable()`: the task's preemption count is now `count`.
+    PreemptDisable {
+        count: u32,
+    },
+    /// `preempt_enable()`: the task's preemption count is now `count`.
+    PreemptEnable {
+        count: u32,
+    },
     /// Page allocator: `order`, GFP-like `flags`, resulting physical address (0 = failed).
     PageAlloc {
         order: u8,
@@ -288,6 +296,8 @@ impl EventKind {
             EventKind::Sleep => "sleep",
             EventKind::Wake { .. } => "wake",
             EventKind::MightSleep => "might-sleep",
+            EventKind::PreemptDisable { .. } => "preempt-disable",
+            EventKind::PreemptEnable { .. } => "preempt-enable",
             EventKind::PageAlloc { .. } => "page-alloc",
             EventKind::PageFree { .. } => "page-free",
             EventKind::ReclaimEnter => "reclaim-enter",
@@ -423,6 +433,9 @@ impl fmt::Display for EventDisplay<'_> {
             }
             EventKind::ContextSwitch { from, to } => write!(f, " {from} -> {to}"),
             EventKind::Wake { task } => write!(f, " {task}"),
+            EventKind::PreemptDisable { count } | EventKind::PreemptEnable { count } => {
+                write!(f, " count={count}")
+            }
             EventKind::PageAlloc { order, gfp, pa } => {
                 write!(f, " order={order} gfp={gfp:#x} pa={pa:#x}")
             }

@@ -9,12 +9,13 @@
 //! - `on` / `off` local_irq_enable / local_irq_disable
 //! - `irq{` / `}` hard-IRQ entry / exit (entry masks IRQs, exit restores them)
 //! - `sleep` might_sleep(), `alloc` a GFP_KERNEL page allocation
+//! - `p+` / `p-` preempt_disable / preempt_enable (the task's count goes up / down)
 //! - `R+` / `R-` fs_reclaim_acquire / fs_reclaim_release (direct reclaim)
 //! - `@c.t` what follows runs on CPU `c` as task `t`
 //! - `chain:N` nests classes `L0 … L(N-1)` and releases them (a long chain)
 //!
 //! Not modelled (so no cases): soft IRQs, read locks, lock subclasses
-//! (`spin_lock_nested`), preemption counts, GFP flags other than GFP_KERNEL.
+//! (`spin_lock_nested`), GFP flags other than GFP_KERNEL.
 
 use super::*;
 use crate::event::{CpuId, IrqMaskCause};
@@ -37,6 +38,7 @@ fn validate(program: &str) -> Validator {
     let mut events = Vec::new();
     let mut addrs: HashMap<String, u64> = HashMap::new();
     let (mut cpu, mut task, mut time) = (0u16, 1u32, 0u64);
+    let mut preempt: HashMap<u32, u32> = HashMap::new();
     let mut push = |cpu: u16, task: u32, kind: EventKind| {
         time += 10;
         events.push(Event {
@@ -90,6 +92,16 @@ fn validate(program: &str) -> Validator {
                 push(cpu, task, irq_mask(true, false, IrqMaskCause::Eret));
             }
             "sleep" => push(cpu, task, EventKind::MightSleep),
+            "p+" | "p-" => {
+                let count = preempt.entry(task).or_insert(0);
+                if token == "p+" {
+                    *count += 1;
+                    push(cpu, task, EventKind::PreemptDisable { count: *count });
+                } else {
+                    *count -= 1;
+                    push(cpu, task, EventKind::PreemptEnable { count: *count });
+                }
+            }
             "alloc" => push(
                 cpu,
                 task,
@@ -251,6 +263,11 @@ const CASES: &[(&str, &str, &[FindingKind], &str)] = &[
     ("mutex-under-spin", "on A m:B /m:B /A", &[SleepInAtomic], "mutex_lock might sleep"),
     ("mutex-in-hardirq", "irq{ m:A /m:A }", &[SleepInAtomic], "mutex_lock in IRQ"),
     ("sleep-after-unlock", "on A /A sleep", &[], "nothing held"),
+    ("sleep-preempt-off", "on p+ sleep p-", &[SleepInAtomic], "___might_sleep: in_atomic() with no lock held"),
+    ("sleep-preempt-nested", "on p+ p+ p- sleep p-", &[SleepInAtomic], "count still 1"),
+    ("sleep-preempt-back-on", "on p+ p- sleep", &[], "count back to 0"),
+    ("mutex-preempt-off", "on p+ m:A /m:A p-", &[SleepInAtomic], "mutex_lock might sleep"),
+    ("sleep-preempt-other-task", "on p+ @1.2 on sleep", &[], "the count is per task"),
     // --- fs_reclaim (selftest "fs_reclaim" group). ---
     ("fs-reclaim-correct", "on alloc R+ R-", &[], "allocation outside reclaim"),
     ("fs-reclaim-mutex-cycle", "on m:X alloc /m:X R+ m:X /m:X R-", &[CircularDependency], "X -> fs_reclaim -> X"),

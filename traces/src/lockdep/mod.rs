@@ -140,6 +140,8 @@ struct Waiting {
 struct TaskState {
     held: Vec<Held>,
     hardirq: u32,
+    /// The preemption count the last `preempt_disable`/`preempt_enable` left.
+    preempt: u32,
     /// IRQs were turned on inside the current hard-IRQ handler (reported once).
     irqs_on_in_hardirq: bool,
     /// Acquisitions begun and not completed, innermost last (a mutex's attempt
@@ -404,6 +406,9 @@ impl Validator {
                 t.irqs_on_in_hardirq = false;
             }
             EventKind::MightSleep => self.sleep_point(e, "might_sleep()"),
+            EventKind::PreemptDisable { count } | EventKind::PreemptEnable { count } => {
+                self.task(e.task).preempt = count;
+            }
             EventKind::PageAlloc { gfp: 0, .. } => self.might_alloc(e),
             EventKind::Marker { label, value } => {
                 if let Some(name) = strings.get(label).and_then(|l| l.strip_prefix("task:")) {
@@ -574,6 +579,10 @@ impl Validator {
         }
         if self.masked(e.cpu.0) {
             return Some("IRQs disabled".into());
+        }
+        // ___might_sleep's in_atomic(): a raised preemption count with no lock held.
+        if t.is_some_and(|t| t.preempt > 0) {
+            return Some("preemption disabled".into());
         }
         None
     }
