@@ -49,7 +49,10 @@ pub struct Event {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct LockRef {
     pub addr: u64,
-    /// A static lock's symbol, or a dynamic lock's init site (e.g. `"chunk->lock@alloc.rs:40"`).
+    /// A static lock's symbol, or a dynamic lock's init site (e.g. `"chunk->lock@alloc.rs:40"`),
+    /// as lockdep keys classes. A lock taken with a nesting annotation
+    /// (`spin_lock_nested(lock, n)`, n ≥ 1) names its class with a `/n` suffix
+    /// (`"chunk->lock@alloc.rs:40/1"`): lockdep's subclass, a class of its own.
     pub class: StrId,
 }
 

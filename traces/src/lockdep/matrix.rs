@@ -14,8 +14,11 @@
 //! - `@c.t` what follows runs on CPU `c` as task `t`
 //! - `chain:N` nests classes `L0 … L(N-1)` and releases them (a long chain)
 //!
-//! Not modelled (so no cases): soft IRQs, read locks, lock subclasses
-//! (`spin_lock_nested`), GFP flags other than GFP_KERNEL.
+//! A subclass (`spin_lock_nested(lock, n)`) is the class name with `/n` (`A/1#2`),
+//! as the probe contract in [`crate::event::LockRef`] names it.
+//!
+//! Not modelled (so no cases): soft IRQs, read locks, GFP flags other than
+//! GFP_KERNEL.
 
 use super::*;
 use crate::event::{CpuId, IrqMaskCause};
@@ -198,6 +201,10 @@ const CASES: &[(&str, &str, &[FindingKind], &str)] = &[
     ("ABC-clean-diamond", "A B /B /A A C /C /A B D /D /B C D /D /C", &[], "a DAG"),
     ("ABC-nested-transitive", "A B C /C /B /A A C /C /A", &[], "A->C implied, no cycle"),
     ("ABC-nested-then-CA", "A B C /C /B /A C A /A /C", &[CircularDependency], "A->B->C then C->A"),
+    ("nested-subclass", "A#1 A/1#2 /A/1#2 /A#1", &[], "spin_lock_nested: subclass 1 is its own class"),
+    ("nested-subclass-two-levels", "A#1 A/1#2 A/2#3 /A/2#3 /A/1#2 /A#1", &[], "subclasses 0, 1, 2 nest"),
+    ("nested-subclass-inverted", "A#1 A/1#2 /A/1#2 /A#1 A/1#2 A#1 /A#1 /A/1#2", &[CircularDependency], "A -> A/1 then A/1 -> A"),
+    ("nested-subclass-recursive", "A/1#1 A/1#2", &[RecursiveLocking], "same subclass twice"),
     ("double-unlock", "A /A /A", &[BadUnlock], "release of a lock not held"),
     ("unlock-unheld", "/A", &[BadUnlock], "release of a lock not held"),
     ("unlock-other-task", "A @1.2 /A", &[BadUnlock], "held_locks are per task"),
