@@ -10,7 +10,8 @@
 //! - `irq{` / `}` hard-IRQ entry / exit (entry masks IRQs, exit restores them)
 //! - `sleep` might_sleep(), `alloc` a GFP_KERNEL page allocation
 //! - `p+` / `p-` preempt_disable / preempt_enable (the task's count goes up / down)
-//! - `R+` / `R-` fs_reclaim_acquire / fs_reclaim_release (direct reclaim)
+//! - `R+` / `R-` fs_reclaim_acquire / fs_reclaim_release
+//! - `rc{` / `rc}` direct reclaim entry / exit (the task is PF_MEMALLOC inside)
 //! - `@c.t` what follows runs on CPU `c` as task `t`
 //! - `chain:N` nests classes `L0 … L(N-1)` and releases them (a long chain)
 //!
@@ -132,6 +133,8 @@ fn validate(program: &str) -> Validator {
                     },
                 );
             }
+            "rc{" => push(cpu, task, EventKind::ReclaimEnter),
+            "rc}" => push(cpu, task, EventKind::ReclaimExit),
             "R-" => push(
                 cpu,
                 task,
@@ -280,7 +283,10 @@ const CASES: &[(&str, &str, &[FindingKind], &str)] = &[
     ("fs-reclaim-mutex-cycle", "on m:X alloc /m:X R+ m:X /m:X R-", &[CircularDependency], "X -> fs_reclaim -> X"),
     ("fs-reclaim-mutex-cycle-reversed", "on R+ m:X /m:X R- m:X alloc /m:X", &[CircularDependency], "same, learned the other way"),
     ("fs-reclaim-no-cycle", "on m:X alloc /m:X R+ m:Y /m:Y R-", &[], "reclaim takes a different lock"),
-    ("fs-reclaim-alloc-in-reclaim", "on R+ alloc R-", &[], "allocation inside reclaim does not recurse"),
+    ("fs-reclaim-alloc-in-reclaim", "on rc{ R+ alloc R- rc}", &[], "PF_MEMALLOC: allocation inside reclaim does not recurse"),
+    ("fs-reclaim-wrong-nesting", "on R+ alloc R-", &[RecursiveLocking], "selftest fs_reclaim_wrong_nesting: fs_reclaim held outside reclaim"),
+    ("fs-reclaim-alloc-after-reclaim", "on rc{ R+ R- rc} alloc", &[], "PF_MEMALLOC cleared on exit"),
+    ("fs-reclaim-mutex-cycle-in-reclaim", "on m:X alloc /m:X rc{ R+ m:X /m:X R- rc}", &[CircularDependency], "the guest's direct_reclaim shape"),
     ("fs-reclaim-three", "on m:X m:Y /m:Y /m:X m:Y alloc /m:Y R+ m:X /m:X R-", &[CircularDependency], "X -> Y -> fs_reclaim -> X"),
     ("fs-reclaim-atomic-alloc", "on A /A off R+ A /A R-", &[], "spinlock taken in reclaim, never allocating under it"),
     // --- Multiple CPUs / tasks: real deadlocks in the wait-for graph. ---

@@ -140,6 +140,8 @@ struct Waiting {
 struct TaskState {
     held: Vec<Held>,
     hardirq: u32,
+    /// Direct-reclaim nesting (`ReclaimEnter`/`ReclaimExit`): Linux's PF_MEMALLOC.
+    reclaim: u32,
     /// The preemption count the last `preempt_disable`/`preempt_enable` left.
     preempt: u32,
     /// IRQs were turned on inside the current hard-IRQ handler (reported once).
@@ -406,6 +408,11 @@ impl Validator {
                 t.irqs_on_in_hardirq = false;
             }
             EventKind::MightSleep => self.sleep_point(e, "might_sleep()"),
+            EventKind::ReclaimEnter => self.task(e.task).reclaim += 1,
+            EventKind::ReclaimExit => {
+                let t = self.task(e.task);
+                t.reclaim = t.reclaim.saturating_sub(1);
+            }
             EventKind::PreemptDisable { count } | EventKind::PreemptEnable { count } => {
                 self.task(e.task).preempt = count;
             }
@@ -547,14 +554,13 @@ impl Validator {
     }
 
     /// An allocation that may sleep may enter reclaim: acquire and release the
-    /// `fs_reclaim` pseudo-lock (unless reclaim is already running in this task).
+    /// `fs_reclaim` pseudo-lock, unless the task is in direct reclaim (Linux's
+    /// PF_MEMALLOC: no recursion into reclaim). `fs_reclaim` held *outside* direct
+    /// reclaim makes this a recursive acquisition, as lockdep's
+    /// `fs_reclaim_wrong_nesting` self-test expects.
     fn might_alloc(&mut self, e: &Event) {
         let fs = self.fs_reclaim;
-        if self
-            .tasks
-            .get(&e.task.0)
-            .is_some_and(|t| t.held.iter().any(|h| h.class == fs))
-        {
+        if self.tasks.get(&e.task.0).is_some_and(|t| t.reclaim > 0) {
             return;
         }
         self.attempt(e, 0, fs, LockFlavor::Pseudo);
