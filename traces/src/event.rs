@@ -56,6 +56,36 @@ pub struct LockRef {
     pub class: StrId,
 }
 
+/// Linux's GFP flag bits, as `PageAlloc::gfp` carries them.
+pub mod gfp {
+    /// May start I/O.
+    pub const IO: u32 = 0x40;
+    /// May call into the filesystem (so may enter FS reclaim).
+    pub const FS: u32 = 0x80;
+    /// May enter direct reclaim, so may sleep (`__GFP_DIRECT_RECLAIM`).
+    pub const DIRECT_RECLAIM: u32 = 0x400;
+    /// May wake kswapd (`__GFP_KSWAPD_RECLAIM`).
+    pub const KSWAPD_RECLAIM: u32 = 0x800;
+    /// May use the emergency reserve (`__GFP_HIGH`).
+    pub const HIGH: u32 = 0x20;
+    pub const KERNEL: u32 = DIRECT_RECLAIM | KSWAPD_RECLAIM | IO | FS;
+    pub const NOFS: u32 = DIRECT_RECLAIM | KSWAPD_RECLAIM | IO;
+    pub const NOIO: u32 = DIRECT_RECLAIM | KSWAPD_RECLAIM;
+    pub const ATOMIC: u32 = HIGH | KSWAPD_RECLAIM;
+    pub const NOWAIT: u32 = KSWAPD_RECLAIM;
+
+    /// `gfpflags_allow_blocking`: the allocation may sleep.
+    pub fn may_block(flags: u32) -> bool {
+        flags & DIRECT_RECLAIM != 0
+    }
+
+    /// The allocation may enter FS reclaim (lockdep's `fs_reclaim_acquire` takes
+    /// the `fs_reclaim` map for it).
+    pub fn may_enter_fs_reclaim(flags: u32) -> bool {
+        may_block(flags) && flags & FS != 0
+    }
+}
+
 /// Which lock API was used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum LockFlavor {
@@ -220,7 +250,7 @@ pub enum EventKind {
     PreemptEnable {
         count: u32,
     },
-    /// Page allocator: `order`, GFP-like `flags`, resulting physical address (0 = failed).
+    /// Page allocator: `order`, Linux GFP bits ([`gfp`]), resulting physical address (0 = failed).
     PageAlloc {
         order: u8,
         gfp: u32,

@@ -8,7 +8,8 @@
 //! - `~A` an attempt that never completes (the CPU spins)
 //! - `on` / `off` local_irq_enable / local_irq_disable
 //! - `irq{` / `}` hard-IRQ entry / exit (entry masks IRQs, exit restores them)
-//! - `sleep` might_sleep(), `alloc` a GFP_KERNEL page allocation
+//! - `sleep` might_sleep(), `alloc` a GFP_KERNEL page allocation (`alloc:nofs`,
+//!   `alloc:noio`, `alloc:atomic`, `alloc:nowait` for the other GFP masks)
 //! - `p+` / `p-` preempt_disable / preempt_enable (the task's count goes up / down)
 //! - `R+` / `R-` fs_reclaim_acquire / fs_reclaim_release
 //! - `rc{` / `rc}` direct reclaim entry / exit (the task is PF_MEMALLOC inside)
@@ -18,8 +19,7 @@
 //! A subclass (`spin_lock_nested(lock, n)`) is the class name with `/n` (`A/1#2`),
 //! as the probe contract in [`crate::event::LockRef`] names it.
 //!
-//! Not modelled (so no cases): soft IRQs, read locks, GFP flags other than
-//! GFP_KERNEL.
+//! Not modelled (so no cases): soft IRQs, read locks.
 
 use super::*;
 use crate::event::{CpuId, IrqMaskCause};
@@ -106,15 +106,27 @@ fn validate(program: &str) -> Validator {
                     push(cpu, task, EventKind::PreemptEnable { count: *count });
                 }
             }
-            "alloc" => push(
-                cpu,
-                task,
-                EventKind::PageAlloc {
-                    order: 0,
-                    gfp: 0,
-                    pa: 0x4000,
-                },
-            ),
+            t if t.starts_with("alloc") => {
+                use crate::event::gfp;
+                let flags = match t {
+                    "alloc" => gfp::KERNEL,
+                    "alloc:nofs" => gfp::NOFS,
+                    "alloc:noio" => gfp::NOIO,
+                    "alloc:atomic" => gfp::ATOMIC,
+                    "alloc:nowait" => gfp::NOWAIT,
+                    _ => panic!("unknown allocation {t}"),
+                };
+                let pa = 0x4000;
+                push(
+                    cpu,
+                    task,
+                    EventKind::PageAlloc {
+                        order: 0,
+                        gfp: flags,
+                        pa,
+                    },
+                );
+            }
             "R+" => {
                 push(
                     cpu,
@@ -284,6 +296,15 @@ const CASES: &[(&str, &str, &[FindingKind], &str)] = &[
     ("fs-reclaim-mutex-cycle-reversed", "on R+ m:X /m:X R- m:X alloc /m:X", &[CircularDependency], "same, learned the other way"),
     ("fs-reclaim-no-cycle", "on m:X alloc /m:X R+ m:Y /m:Y R-", &[], "reclaim takes a different lock"),
     ("fs-reclaim-alloc-in-reclaim", "on rc{ R+ alloc R- rc}", &[], "PF_MEMALLOC: allocation inside reclaim does not recurse"),
+    ("gfp-kernel-under-spin", "on A alloc /A", &[SleepInAtomic], "might_sleep_if(blocking)"),
+    ("gfp-nofs-under-spin", "on A alloc:nofs /A", &[SleepInAtomic], "NOFS still blocks"),
+    ("gfp-noio-irqs-off", "off alloc:noio", &[SleepInAtomic], "NOIO still blocks"),
+    ("gfp-atomic-under-spin", "on A alloc:atomic /A", &[], "ATOMIC never blocks"),
+    ("gfp-nowait-in-irq", "irq{ alloc:nowait }", &[], "NOWAIT never blocks"),
+    ("gfp-kernel-in-irq", "irq{ alloc }", &[SleepInAtomic], "blocking allocation in hard IRQ"),
+    ("gfp-nofs-no-reclaim-cycle", "on m:X alloc:nofs /m:X R+ m:X /m:X R-", &[], "NOFS does not take fs_reclaim"),
+    ("gfp-atomic-no-reclaim-cycle", "on m:X alloc:atomic /m:X R+ m:X /m:X R-", &[], "ATOMIC does not take fs_reclaim"),
+    ("gfp-nofs-wrong-nesting-ok", "on R+ alloc:nofs R-", &[], "NOFS inside fs_reclaim: no recursion"),
     ("fs-reclaim-wrong-nesting", "on R+ alloc R-", &[RecursiveLocking], "selftest fs_reclaim_wrong_nesting: fs_reclaim held outside reclaim"),
     ("fs-reclaim-alloc-after-reclaim", "on rc{ R+ R- rc} alloc", &[], "PF_MEMALLOC cleared on exit"),
     ("fs-reclaim-mutex-cycle-in-reclaim", "on m:X alloc /m:X rc{ R+ m:X /m:X R- rc}", &[CircularDependency], "the guest's direct_reclaim shape"),

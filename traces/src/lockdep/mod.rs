@@ -8,7 +8,8 @@
 //! # Model
 //! - **Classes**: the recorder's `class` string (a static lock's symbol, a dynamic
 //!   lock's init site). `fs_reclaim` is a pseudo-lock: direct reclaim holds it, and
-//!   every allocation that may sleep (`PageAlloc` with `gfp` 0 = GFP_KERNEL) acquires
+//!   every allocation that may enter FS reclaim (`PageAlloc` whose GFP bits have
+//!   `__GFP_DIRECT_RECLAIM` and `__GFP_FS`, e.g. GFP_KERNEL) acquires
 //!   and releases it on the spot, as Linux's `might_alloc()` does.
 //! - **Held locks** per task, each tagged with the task's hard-IRQ nesting depth at
 //!   acquisition: a handler's locks sit on the interrupted task's stack but (as in
@@ -416,7 +417,16 @@ impl Validator {
             EventKind::PreemptDisable { count } | EventKind::PreemptEnable { count } => {
                 self.task(e.task).preempt = count;
             }
-            EventKind::PageAlloc { gfp: 0, .. } => self.might_alloc(e),
+            EventKind::PageAlloc { gfp, .. } => {
+                // might_alloc(): fs_reclaim if it may enter FS reclaim, then
+                // might_sleep_if(blocking).
+                if crate::event::gfp::may_enter_fs_reclaim(gfp) {
+                    self.might_alloc(e);
+                }
+                if crate::event::gfp::may_block(gfp) {
+                    self.sleep_point(e, "page allocation");
+                }
+            }
             EventKind::Marker { label, value } => {
                 if let Some(name) = strings.get(label).and_then(|l| l.strip_prefix("task:")) {
                     self.task_names.insert(value as u32, name.to_string());

@@ -207,7 +207,7 @@ fn the_fs_reclaim_cycle_through_a_may_sleep_allocation() {
     s.mutex("pcpu_mutex");
     s.push(EventKind::PageAlloc {
         order: 0,
-        gfp: 0,
+        gfp: crate::event::gfp::KERNEL,
         pa: 0x1000,
     });
     s.unlock("pcpu_mutex", LockFlavor::Mutex);
@@ -234,7 +234,7 @@ fn the_fs_reclaim_cycle_through_a_may_sleep_allocation() {
     atomic.mutex("x");
     atomic.push(EventKind::PageAlloc {
         order: 0,
-        gfp: 1,
+        gfp: crate::event::gfp::ATOMIC,
         pa: 0,
     });
     assert_eq!(atomic.run().stats().dependencies, 0);
