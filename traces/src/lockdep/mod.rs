@@ -7,10 +7,11 @@
 //!
 //! # Model
 //! - **Classes**: the recorder's `class` string (a static lock's symbol, a dynamic
-//!   lock's init site). `fs_reclaim` is a pseudo-lock: direct reclaim holds it, and
+//!   lock's init site, `/n` appended for a `spin_lock_nested` subclass). `fs_reclaim` is a pseudo-lock: direct reclaim holds it, and
 //!   every allocation that may enter FS reclaim (`PageAlloc` whose GFP bits have
 //!   `__GFP_DIRECT_RECLAIM` and `__GFP_FS`, e.g. GFP_KERNEL) acquires
-//!   and releases it on the spot, as Linux's `might_alloc()` does.
+//!   and releases it on the spot, as Linux's `might_alloc()` does — except in direct
+//!   reclaim (`ReclaimEnter`..`ReclaimExit`, Linux's PF_MEMALLOC).
 //! - **Held locks** per task, each tagged with the task's hard-IRQ nesting depth at
 //!   acquisition: a handler's locks sit on the interrupted task's stack but (as in
 //!   lockdep) make no dependencies with the interrupted code's locks. Hard-IRQ depth is
@@ -19,10 +20,16 @@
 //! - **Dependencies**: a blocking acquisition (`LockAttempt`) of B adds the edge A → B
 //!   from the innermost held lock A of the same context, and from each trylock above
 //!   it (lockdep's `check_prevs_add`). The first occurrence of each edge is kept.
-//!   A chain (context + held classes + new class) seen once is not validated again.
-//! - **IRQ usage**: a class acquired in hard-IRQ context is *hardirq-safe*; acquired
-//!   with IRQs on outside hard-IRQ context (or held while IRQs are turned on) it is
-//!   *hardirq-unsafe*.
+//!   A chain (context + held classes + new class) seen once is not validated again;
+//!   the cache is keyed by the whole chain, so it cannot skip an unseen one. A
+//!   successful trylock adds no edge and no recursion check, but is held.
+//! - **IRQ usage** (marked at the attempt, before any wait, as lockdep's
+//!   `mark_usage`): a class acquired in hard-IRQ context is *hardirq-safe* (not by a
+//!   trylock); acquired with IRQs on outside hard-IRQ context (or held while IRQs are
+//!   turned on) it is *hardirq-unsafe*. A class that is both is one
+//!   `inconsistent-irq-state`, whichever fact came first.
+//! - **Atomic context** for sleep points: hard IRQ, a spinlock held, IRQs masked, or
+//!   a nonzero preemption count (`PreemptDisable`/`PreemptEnable`).
 //! - **Wait-for graph**: a task between `LockAttempt` and `LockAcquired` waits for
 //!   the lock; a lock's owner is the task that holds it. A cycle task → lock → owner
 //!   → … → task is a real deadlock ([`Validator::deadlocked`]).
@@ -34,8 +41,8 @@
 //! Each is reported once per distinct cause (its `key`).
 //!
 //! Not checked: a `Sleep` event itself (the guest blocks inside the scheduler with
-//! its run-queue lock held and IRQs masked); `might_sleep` and mutex acquisitions
-//! are the sleep points checked.
+//! its run-queue lock held and IRQs masked); `might_sleep`, mutex acquisitions and
+//! blocking allocations (GFP `__GFP_DIRECT_RECLAIM`) are the sleep points checked.
 
 mod report;
 
