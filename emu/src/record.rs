@@ -796,7 +796,11 @@ impl Recorder {
             // Rust ABI: `Option<usize>` comes back as (discriminant, value) in x0, x1.
             Func::AllocPages => EventKind::PageAlloc {
                 order: call.arg as u8,
-                gfp: call.arg2 as u8 as u32,
+                // The guest's `Gfp` enum (0 Kernel, 1 Atomic) as Linux's GFP bits.
+                gfp: match call.arg2 as u8 {
+                    0 => traces::event::gfp::KERNEL,
+                    _ => traces::event::gfp::ATOMIC,
+                },
                 pa: if x0 & 1 != 0 { x1 } else { 0 },
             },
             Func::AllocPercpu | Func::AllocReservedPercpu => EventKind::PercpuAlloc {

@@ -316,7 +316,8 @@ fn spin_lock_irq_in_irq(_: usize) {
     });
 }
 
-/// IRQs turned on with a hardirq-safe lock held (irqs-enabled-in-hardirq).
+/// IRQs turned on with a hardirq-safe lock held (inconsistent-irq-state: lockdep
+/// marks every held lock HARDIRQ-ON when IRQs are enabled, and SAFE is IN-HARDIRQ).
 ///
 /// CONTEXT: the scenario thread on CPU 0 (its hard-IRQ parts through `in_hardirq`); may sleep; breaks exactly the rule its scenario summary names, no other.
 fn irqs_on_with_safe_lock(_: usize) {

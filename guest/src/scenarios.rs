@@ -53,7 +53,7 @@ selftest-lock-irq-on-then-in-irq\tlock self-test: a lock taken with IRQs on, the
 selftest-lock-in-irq-then-irq-on\tlock self-test: a lock taken in hard IRQ, then with IRQs on (inconsistent-irq-state)\n\
 selftest-lock-irqsave-in-irq-ok\tlock self-test: irqsave in the handler and in threads (no finding)\n\
 selftest-lock-unlock-irq-in-irq\tlock self-test: spin_lock_irq/spin_unlock_irq in a hard-IRQ handler (irqs-enabled-in-hardirq)\n\
-selftest-lock-irqs-on-safe-held\tlock self-test: IRQs turned on with a hardirq-safe lock held (irqs-enabled-in-hardirq)\n\
+selftest-lock-irqs-on-safe-held\tlock self-test: IRQs turned on with a hardirq-safe lock held (inconsistent-irq-state)\n\
 selftest-lock-mutex-under-spin\tlock self-test: mutex_lock with a spinlock held (sleep-in-atomic)\n\
 selftest-lock-sleep-irqs-off\tlock self-test: might_sleep with IRQs off (sleep-in-atomic)\n\
 selftest-lock-sleep-in-irq\tlock self-test: might_sleep in a hard-IRQ handler (sleep-in-atomic)\n\

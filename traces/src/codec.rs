@@ -234,6 +234,12 @@ fn layout(kind: &EventKind) -> Layout {
         EventKind::Sleep => plain(tag::SLEEP, Body::default()),
         EventKind::Wake { task } => plain(tag::WAKE, Body::of(&[Uleb(task.0.into())])),
         EventKind::MightSleep => plain(tag::MIGHT_SLEEP, Body::default()),
+        EventKind::PreemptDisable { count } => {
+            plain(tag::PREEMPT_DISABLE, Body::of(&[Uleb(count.into())]))
+        }
+        EventKind::PreemptEnable { count } => {
+            plain(tag::PREEMPT_ENABLE, Body::of(&[Uleb(count.into())]))
+        }
         EventKind::PageAlloc { order, gfp, pa } => plain(
             tag::PAGE_ALLOC,
             Body::of(&[Uleb(order.into()), Uleb(gfp.into()), PagePa(pa)]),
@@ -542,6 +548,12 @@ impl ChunkState {
                 task: TaskId(u32_field(cursor, "task id out of range")?),
             })?,
             tag::MIGHT_SLEEP => no_bits(EventKind::MightSleep)?,
+            tag::PREEMPT_DISABLE => no_bits(EventKind::PreemptDisable {
+                count: u32_field(cursor, "preemption count out of range")?,
+            })?,
+            tag::PREEMPT_ENABLE => no_bits(EventKind::PreemptEnable {
+                count: u32_field(cursor, "preemption count out of range")?,
+            })?,
             tag::PAGE_ALLOC => {
                 let order = u8_field(cursor, "page order out of range")?;
                 let gfp = u32_field(cursor, "gfp flags out of range")?;

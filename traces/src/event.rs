@@ -49,8 +49,41 @@ pub struct Event {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct LockRef {
     pub addr: u64,
-    /// A static lock's symbol, or a dynamic lock's init site (e.g. `"chunk->lock@alloc.rs:40"`).
+    /// A static lock's symbol, or a dynamic lock's init site (e.g. `"chunk->lock@alloc.rs:40"`),
+    /// as lockdep keys classes. A lock taken with a nesting annotation
+    /// (`spin_lock_nested(lock, n)`, n ≥ 1) names its class with a `/n` suffix
+    /// (`"chunk->lock@alloc.rs:40/1"`): lockdep's subclass, a class of its own.
     pub class: StrId,
+}
+
+/// Linux's GFP flag bits, as `PageAlloc::gfp` carries them.
+pub mod gfp {
+    /// May start I/O.
+    pub const IO: u32 = 0x40;
+    /// May call into the filesystem (so may enter FS reclaim).
+    pub const FS: u32 = 0x80;
+    /// May enter direct reclaim, so may sleep (`__GFP_DIRECT_RECLAIM`).
+    pub const DIRECT_RECLAIM: u32 = 0x400;
+    /// May wake kswapd (`__GFP_KSWAPD_RECLAIM`).
+    pub const KSWAPD_RECLAIM: u32 = 0x800;
+    /// May use the emergency reserve (`__GFP_HIGH`).
+    pub const HIGH: u32 = 0x20;
+    pub const KERNEL: u32 = DIRECT_RECLAIM | KSWAPD_RECLAIM | IO | FS;
+    pub const NOFS: u32 = DIRECT_RECLAIM | KSWAPD_RECLAIM | IO;
+    pub const NOIO: u32 = DIRECT_RECLAIM | KSWAPD_RECLAIM;
+    pub const ATOMIC: u32 = HIGH | KSWAPD_RECLAIM;
+    pub const NOWAIT: u32 = KSWAPD_RECLAIM;
+
+    /// `gfpflags_allow_blocking`: the allocation may sleep.
+    pub fn may_block(flags: u32) -> bool {
+        flags & DIRECT_RECLAIM != 0
+    }
+
+    /// The allocation may enter FS reclaim (lockdep's `fs_reclaim_acquire` takes
+    /// the `fs_reclaim` map for it).
+    pub fn may_enter_fs_reclaim(flags: u32) -> bool {
+        may_block(flags) && flags & FS != 0
+    }
 }
 
 /// Which lock API was used.
@@ -209,7 +242,15 @@ pub enum EventKind {
     },
     /// A `might_sleep()` point.
     MightSleep,
-    /// Page allocator: `order`, GFP-like `flags`, resulting physical address (0 = failed).
+    /// `preempt_disable()`: the task's preemption count is now `count`.
+    PreemptDisable {
+        count: u32,
+    },
+    /// `preempt_enable()`: the task's preemption count is now `count`.
+    PreemptEnable {
+        count: u32,
+    },
+    /// Page allocator: `order`, Linux GFP bits ([`gfp`]), resulting physical address (0 = failed).
     PageAlloc {
         order: u8,
         gfp: u32,
@@ -288,6 +329,8 @@ impl EventKind {
             EventKind::Sleep => "sleep",
             EventKind::Wake { .. } => "wake",
             EventKind::MightSleep => "might-sleep",
+            EventKind::PreemptDisable { .. } => "preempt-disable",
+            EventKind::PreemptEnable { .. } => "preempt-enable",
             EventKind::PageAlloc { .. } => "page-alloc",
             EventKind::PageFree { .. } => "page-free",
             EventKind::ReclaimEnter => "reclaim-enter",
@@ -423,6 +466,9 @@ impl fmt::Display for EventDisplay<'_> {
             }
             EventKind::ContextSwitch { from, to } => write!(f, " {from} -> {to}"),
             EventKind::Wake { task } => write!(f, " {task}"),
+            EventKind::PreemptDisable { count } | EventKind::PreemptEnable { count } => {
+                write!(f, " count={count}")
+            }
             EventKind::PageAlloc { order, gfp, pa } => {
                 write!(f, " order={order} gfp={gfp:#x} pa={pa:#x}")
             }

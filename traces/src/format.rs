@@ -122,6 +122,8 @@
 //! | `0x23` | interrupt injection | — | `uleb cpu` (u16), `uleb intid` (u32) |
 //! | `0x24` | assert-held | bits 4–5 lock | `lock` literal if any |
 //! | `0x25` | marker | — | `uleb label` (string id), `uleb value` |
+//! | `0x38` | preempt_disable | — | `uleb count` (u32, the preemption count after it) |
+//! | `0x39` | preempt_enable | — | `uleb count` (u32, the preemption count after it) |
 //! | `0x40 + 8·op + flavor` | lock operation | bits 4–5 lock; bit 6 trylock result (op 3 only) | `lock` literal if any |
 //!
 //! Lock `op`: 0 attempt, 1 acquired, 2 release, 3 trylock. `flavor`: 0 spin, 1 spin_irq,
@@ -204,6 +206,8 @@ pub(crate) mod tag {
     pub const IRQ_INJECT: u8 = 0x23;
     pub const ASSERT_HELD: u8 = 0x24;
     pub const MARKER: u8 = 0x25;
+    pub const PREEMPT_DISABLE: u8 = 0x38;
+    pub const PREEMPT_ENABLE: u8 = 0x39;
     pub const LOCK_BASE: u8 = 0x40;
     pub const LOCK_OP_ATTEMPT: u8 = 0;
     pub const LOCK_OP_ACQUIRED: u8 = 1;

@@ -7,9 +7,11 @@
 //!
 //! # Model
 //! - **Classes**: the recorder's `class` string (a static lock's symbol, a dynamic
-//!   lock's init site). `fs_reclaim` is a pseudo-lock: direct reclaim holds it, and
-//!   every allocation that may sleep (`PageAlloc` with `gfp` 0 = GFP_KERNEL) acquires
-//!   and releases it on the spot, as Linux's `might_alloc()` does.
+//!   lock's init site, `/n` appended for a `spin_lock_nested` subclass). `fs_reclaim` is a pseudo-lock: direct reclaim holds it, and
+//!   every allocation that may enter FS reclaim (`PageAlloc` whose GFP bits have
+//!   `__GFP_DIRECT_RECLAIM` and `__GFP_FS`, e.g. GFP_KERNEL) acquires
+//!   and releases it on the spot, as Linux's `might_alloc()` does — except in direct
+//!   reclaim (`ReclaimEnter`..`ReclaimExit`, Linux's PF_MEMALLOC).
 //! - **Held locks** per task, each tagged with the task's hard-IRQ nesting depth at
 //!   acquisition: a handler's locks sit on the interrupted task's stack but (as in
 //!   lockdep) make no dependencies with the interrupted code's locks. Hard-IRQ depth is
@@ -18,10 +20,16 @@
 //! - **Dependencies**: a blocking acquisition (`LockAttempt`) of B adds the edge A → B
 //!   from the innermost held lock A of the same context, and from each trylock above
 //!   it (lockdep's `check_prevs_add`). The first occurrence of each edge is kept.
-//!   A chain (context + held classes + new class) seen once is not validated again.
-//! - **IRQ usage**: a class acquired in hard-IRQ context is *hardirq-safe*; acquired
-//!   with IRQs on outside hard-IRQ context (or held while IRQs are turned on) it is
-//!   *hardirq-unsafe*.
+//!   A chain (context + held classes + new class) seen once is not validated again;
+//!   the cache is keyed by the whole chain, so it cannot skip an unseen one. A
+//!   successful trylock adds no edge and no recursion check, but is held.
+//! - **IRQ usage** (marked at the attempt, before any wait, as lockdep's
+//!   `mark_usage`): a class acquired in hard-IRQ context is *hardirq-safe* (not by a
+//!   trylock); acquired with IRQs on outside hard-IRQ context (or held while IRQs are
+//!   turned on) it is *hardirq-unsafe*. A class that is both is one
+//!   `inconsistent-irq-state`, whichever fact came first.
+//! - **Atomic context** for sleep points: hard IRQ, a spinlock held, IRQs masked, or
+//!   a nonzero preemption count (`PreemptDisable`/`PreemptEnable`).
 //! - **Wait-for graph**: a task between `LockAttempt` and `LockAcquired` waits for
 //!   the lock; a lock's owner is the task that holds it. A cycle task → lock → owner
 //!   → … → task is a real deadlock ([`Validator::deadlocked`]).
@@ -33,8 +41,8 @@
 //! Each is reported once per distinct cause (its `key`).
 //!
 //! Not checked: a `Sleep` event itself (the guest blocks inside the scheduler with
-//! its run-queue lock held and IRQs masked); `might_sleep` and mutex acquisitions
-//! are the sleep points checked.
+//! its run-queue lock held and IRQs masked); `might_sleep`, mutex acquisitions and
+//! blocking allocations (GFP `__GFP_DIRECT_RECLAIM`) are the sleep points checked.
 
 mod report;
 
@@ -81,7 +89,6 @@ impl Hasher for FxHasher {
 
 type FxBuild = BuildHasherDefault<FxHasher>;
 type FxMap<K, V> = HashMap<K, V, FxBuild>;
-type FxSet<K> = HashSet<K, FxBuild>;
 
 /// Where something happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -141,6 +148,10 @@ struct Waiting {
 struct TaskState {
     held: Vec<Held>,
     hardirq: u32,
+    /// Direct-reclaim nesting (`ReclaimEnter`/`ReclaimExit`): Linux's PF_MEMALLOC.
+    reclaim: u32,
+    /// The preemption count the last `preempt_disable`/`preempt_enable` left.
+    preempt: u32,
     /// IRQs were turned on inside the current hard-IRQ handler (reported once).
     irqs_on_in_hardirq: bool,
     /// Acquisitions begun and not completed, innermost last (a mutex's attempt
@@ -202,7 +213,10 @@ pub struct Validator {
     edges: FxMap<(ClassId, ClassId), Edge>,
     forward: Vec<Vec<ClassId>>,
     backward: Vec<Vec<ClassId>>,
-    chains: FxSet<u64>,
+    /// Chains already validated, keyed by the full chain (context, then each held
+    /// class of that context with its trylock bit, then the new class): a key that
+    /// cannot collide, so no unvalidated chain is ever skipped.
+    chains: HashSet<Box<[u32]>>,
     owners: FxMap<u64, u32>,
     findings: Findings,
     deadlocked: bool,
@@ -238,7 +252,7 @@ impl Validator {
             edges: FxMap::default(),
             forward: Vec::new(),
             backward: Vec::new(),
-            chains: FxSet::default(),
+            chains: HashSet::new(),
             owners: FxMap::default(),
             findings: Findings::default(),
             deadlocked: false,
@@ -402,7 +416,24 @@ impl Validator {
                 t.irqs_on_in_hardirq = false;
             }
             EventKind::MightSleep => self.sleep_point(e, "might_sleep()"),
-            EventKind::PageAlloc { gfp: 0, .. } => self.might_alloc(e),
+            EventKind::ReclaimEnter => self.task(e.task).reclaim += 1,
+            EventKind::ReclaimExit => {
+                let t = self.task(e.task);
+                t.reclaim = t.reclaim.saturating_sub(1);
+            }
+            EventKind::PreemptDisable { count } | EventKind::PreemptEnable { count } => {
+                self.task(e.task).preempt = count;
+            }
+            EventKind::PageAlloc { gfp, .. } => {
+                // might_alloc(): fs_reclaim if it may enter FS reclaim, then
+                // might_sleep_if(blocking).
+                if crate::event::gfp::may_enter_fs_reclaim(gfp) {
+                    self.might_alloc(e);
+                }
+                if crate::event::gfp::may_block(gfp) {
+                    self.sleep_point(e, "page allocation");
+                }
+            }
             EventKind::Marker { label, value } => {
                 if let Some(name) = strings.get(label).and_then(|l| l.strip_prefix("task:")) {
                     self.task_names.insert(value as u32, name.to_string());
@@ -431,14 +462,18 @@ impl Validator {
                 ctx,
             });
         }
+        // Usage is marked at the attempt, before any wait (as lockdep's
+        // `lock_acquire` marks it before the contended spin).
+        let masked = self.masked(e.cpu.0);
+        self.mark_usage(e, class, ctx, masked, false);
         // The chain: context, held classes of this context, the new class.
-        let mut h = FxHasher(ctx as u64 + 1);
+        let t = &self.tasks[&e.task.0];
+        let mut chain = vec![ctx];
         for held in t.held.iter().filter(|h| h.ctx == ctx) {
-            h.write_u32(held.class);
+            chain.push(held.class << 1 | held.trylock as u32);
         }
-        h.write_u32(class);
-        let chain = h.finish();
-        if !self.chains.insert(chain) {
+        chain.push(class << 1);
+        if !self.chains.insert(chain.into_boxed_slice()) {
             self.stats.chain_cache_hits += 1;
         } else {
             let t = &self.tasks[&e.task.0];
@@ -486,8 +521,21 @@ impl Validator {
         if flavor != LockFlavor::Pseudo {
             self.owners.insert(addr, e.task.0);
         }
+        if trylock {
+            // A trylock has no attempt event: its usage is marked here.
+            self.mark_usage(e, class, ctx, masked, true);
+        }
+    }
+
+    /// lockdep's `mark_usage`: acquired in hard-IRQ context the class is
+    /// hardirq-safe (a trylock never marks that: it cannot deadlock against the
+    /// interrupted code); acquired with IRQs on it is hardirq-unsafe.
+    fn mark_usage(&mut self, e: &Event, class: ClassId, ctx: u32, masked: bool, trylock: bool) {
+        let site = Site::of(e);
         if ctx > 0 {
-            self.mark_in_hardirq(e, class, site);
+            if !trylock {
+                self.mark_in_hardirq(e, class, site);
+            }
         } else if !masked {
             self.mark_hardirq_on(e, class, site);
         }
@@ -523,14 +571,13 @@ impl Validator {
     }
 
     /// An allocation that may sleep may enter reclaim: acquire and release the
-    /// `fs_reclaim` pseudo-lock (unless reclaim is already running in this task).
+    /// `fs_reclaim` pseudo-lock, unless the task is in direct reclaim (Linux's
+    /// PF_MEMALLOC: no recursion into reclaim). `fs_reclaim` held *outside* direct
+    /// reclaim makes this a recursive acquisition, as lockdep's
+    /// `fs_reclaim_wrong_nesting` self-test expects.
     fn might_alloc(&mut self, e: &Event) {
         let fs = self.fs_reclaim;
-        if self
-            .tasks
-            .get(&e.task.0)
-            .is_some_and(|t| t.held.iter().any(|h| h.class == fs))
-        {
+        if self.tasks.get(&e.task.0).is_some_and(|t| t.reclaim > 0) {
             return;
         }
         self.attempt(e, 0, fs, LockFlavor::Pseudo);
@@ -556,6 +603,10 @@ impl Validator {
         if self.masked(e.cpu.0) {
             return Some("IRQs disabled".into());
         }
+        // ___might_sleep's in_atomic(): a raised preemption count with no lock held.
+        if t.is_some_and(|t| t.preempt > 0) {
+            return Some("preemption disabled".into());
+        }
         None
     }
 
@@ -578,15 +629,27 @@ impl Validator {
             }
             return;
         }
+        // lockdep's `mark_held_locks`: every lock held now is held with IRQs on.
+        // A hardirq-safe one among them is "inconsistent {IN-HARDIRQ-W} ->
+        // {HARDIRQ-ON-W}", the same finding as when the facts come the other way.
         let held = t.held.clone();
         let site = Site::of(e);
         for h in held {
-            if self.classes[h.class as usize].in_hardirq.is_some() {
-                self.report_irqs_on_in_hardirq(e, Some(h));
-            } else if is_spin(h.flavor) {
-                self.mark_hardirq_on(e, h.class, site);
-            }
+            self.mark_hardirq_on(e, h.class, site);
         }
+    }
+
+    /// Hardirq-safe and not also unsafe: a class that is both was reported as
+    /// inconsistent, and an inversion through it would be the same cause again.
+    fn only_safe(&self, c: ClassId) -> bool {
+        let c = &self.classes[c as usize];
+        c.in_hardirq.is_some() && c.hardirq_on.is_none()
+    }
+
+    /// Hardirq-unsafe and not also safe (see [`Self::only_safe`]).
+    fn only_unsafe(&self, c: ClassId) -> bool {
+        let c = &self.classes[c as usize];
+        c.hardirq_on.is_some() && c.in_hardirq.is_none()
     }
 
     fn mark_in_hardirq(&mut self, e: &Event, class: ClassId, site: Site) {
@@ -595,12 +658,13 @@ impl Validator {
         }
         self.classes[class as usize].in_hardirq = Some(site);
         if let Some(on) = self.classes[class as usize].hardirq_on {
+            // lockdep's `mark_lock_irq` stops at the inconsistent state: one
+            // cause, one finding (no inversion report for the same mark).
             self.report_inconsistent(e, class, on, site, true);
+            return;
         }
         // A safe class now: nothing it leads to may be unsafe.
-        if let Some(path) = self.search(class, true, |c| {
-            self.classes[c as usize].hardirq_on.is_some()
-        }) {
+        if let Some(path) = self.search(class, true, |c| self.only_unsafe(c)) {
             self.report_irq_inversion(e, &path);
         }
     }
@@ -612,11 +676,10 @@ impl Validator {
         self.classes[class as usize].hardirq_on = Some(site);
         if let Some(safe) = self.classes[class as usize].in_hardirq {
             self.report_inconsistent(e, class, site, safe, false);
+            return;
         }
         // An unsafe class now: nothing that leads to it may be safe.
-        if let Some(mut path) = self.search(class, false, |c| {
-            self.classes[c as usize].in_hardirq.is_some()
-        }) {
+        if let Some(mut path) = self.search(class, false, |c| self.only_safe(c)) {
             path.reverse();
             self.report_irq_inversion(e, &path);
         }
@@ -688,24 +751,20 @@ impl Validator {
             self.report_circular(e, prev, next, &path);
         }
         // A hardirq-safe class reaching (through this edge) a hardirq-unsafe one.
-        let safe = if self.classes[prev.class as usize].in_hardirq.is_some() {
+        let safe = if self.only_safe(prev.class) {
             Some(vec![prev.class])
         } else {
-            self.search(prev.class, false, |c| {
-                self.classes[c as usize].in_hardirq.is_some()
-            })
-            .map(|mut p| {
-                p.reverse();
-                p
-            })
+            self.search(prev.class, false, |c| self.only_safe(c))
+                .map(|mut p| {
+                    p.reverse();
+                    p
+                })
         };
         if let Some(safe) = safe {
-            let unsafe_ = if self.classes[next as usize].hardirq_on.is_some() {
+            let unsafe_ = if self.only_unsafe(next) {
                 Some(vec![next])
             } else {
-                self.search(next, true, |c| {
-                    self.classes[c as usize].hardirq_on.is_some()
-                })
+                self.search(next, true, |c| self.only_unsafe(c))
             };
             if let Some(unsafe_) = unsafe_ {
                 let mut path = safe;
@@ -766,3 +825,6 @@ impl Validator {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod matrix;

@@ -118,6 +118,8 @@ pub fn kind(strings: u32) -> impl Strategy<Value = EventKind> {
         Just(EventKind::Sleep),
         task().prop_map(|task| EventKind::Wake { task }),
         Just(EventKind::MightSleep),
+        any::<u32>().prop_map(|count| EventKind::PreemptDisable { count }),
+        any::<u32>().prop_map(|count| EventKind::PreemptEnable { count }),
         (any::<u8>(), any::<u32>(), address()).prop_map(|(order, gfp, pa)| EventKind::PageAlloc {
             order,
             gfp,
