@@ -735,7 +735,7 @@ fn pseudo_locks_are_classed_by_name_and_an_unnamed_one_is_fs_reclaim() {
     };
     let may_sleep_alloc = EventKind::PageAlloc {
         order: 0,
-        gfp: 0,
+        gfp: crate::event::gfp::KERNEL,
         pa: 0x4000_0000,
     };
     // A named pseudo-lock is its own class: an allocation under it depends on it.
@@ -745,11 +745,14 @@ fn pseudo_locks_are_classed_by_name_and_an_unnamed_one_is_fs_reclaim() {
     pseudo(&mut s, "cpu_hotplug", false);
     assert_eq!(s.run().stats().dependencies, 1, "cpu_hotplug -> fs_reclaim");
     assert_eq!(s.run().stats().classes, 2);
-    // An unnamed one is fs_reclaim itself (direct reclaim): no self-dependency.
+    // An unnamed one is fs_reclaim itself; taken by direct reclaim (PF_MEMALLOC), an
+    // allocation inside does not take it again: no self-dependency.
     let mut s = script();
+    s.push(EventKind::ReclaimEnter);
     pseudo(&mut s, "", true);
     s.push(may_sleep_alloc);
     pseudo(&mut s, "", false);
+    s.push(EventKind::ReclaimExit);
     assert_eq!(s.kinds(), []);
     assert_eq!(s.run().stats().dependencies, 0);
     assert_eq!(s.run().stats().classes, 1);
