@@ -204,7 +204,31 @@ struct BarrierState {
     /// since then has ordered it for this CPU only.
     unordered_store: Option<(u64, bool)>,
     /// A TLBI not yet completed by a DSB: its PC and whether it was broadcast.
-    pending_tlbi: Option<(u64, bool)>,
+    pending_tlbi: Option<PendingTlbi>,
+}
+
+/// A TLBI not yet completed by a DSB.
+#[derive(Debug, Clone, Copy)]
+struct PendingTlbi {
+    pc: u64,
+    broadcast: bool,
+    op: TlbiOp,
+}
+
+impl PendingTlbi {
+    /// Whether the TLBI targets the translation of `va` through a descriptor whose
+    /// level maps `1 << shift` bytes. A store to another descriptor does not need the
+    /// TLBI complete first (an IRQ handler may remap other pages between a TLBI and
+    /// its DSB, as Linux's do).
+    fn targets(&self, va: u64, shift: u32) -> bool {
+        match self.op {
+            TlbiOp::All | TlbiOp::Asid(_) => true,
+            TlbiOp::Va { va: tlbi_va, .. } => {
+                let mask = !((1u64 << shift) - 1);
+                tlbi_va & mask == va & mask
+            }
+        }
+    }
 }
 
 /// Counts for the report.
@@ -710,8 +734,10 @@ impl MmuModel {
             });
         }
         if self.checks {
-            if let Some((tlbi_pc, _)) = self.barriers[at.cpu].pending_tlbi.take() {
-                self.missing_completion(tlbi_pc, "a page-table store", at);
+            let pending = &mut self.barriers[at.cpu].pending_tlbi;
+            if let Some(tlbi) = pending.filter(|t| t.targets(va, shift)) {
+                *pending = None;
+                self.missing_completion(tlbi.pc, "a page-table store", at);
             }
             self.barriers[at.cpu].unordered_store = Some((at.pc, false));
         }
@@ -910,7 +936,11 @@ impl MmuModel {
                     );
                 }
             }
-            self.barriers[at.cpu].pending_tlbi = Some((at.pc, broadcast));
+            self.barriers[at.cpu].pending_tlbi = Some(PendingTlbi {
+                pc: at.pc,
+                broadcast,
+                op,
+            });
         }
         let cpus: Vec<usize> = if broadcast {
             (0..self.tlbs.len()).collect()
@@ -1003,16 +1033,16 @@ impl MmuModel {
                     }
                 }
                 if full {
-                    if let Some((_, broadcast)) = state.pending_tlbi {
-                        if shareable || !broadcast {
+                    if let Some(tlbi) = state.pending_tlbi {
+                        if shareable || !tlbi.broadcast {
                             state.pending_tlbi = None;
                         }
                     }
                 }
             }
             Barrier::Isb => {
-                if let Some((tlbi_pc, _)) = state.pending_tlbi.take() {
-                    self.missing_completion(tlbi_pc, "an `isb`", at);
+                if let Some(tlbi) = state.pending_tlbi.take() {
+                    self.missing_completion(tlbi.pc, "an `isb`", at);
                 }
             }
         }
@@ -1368,6 +1398,23 @@ mod tests {
         }
         assert_eq!(kinds(&m), vec![FindingKind::StaleTlb]);
         assert_eq!(m.stats.stale_accesses, 1);
+    }
+
+    /// A page-table store before a pending TLBI is completed is a missing barrier only
+    /// when it changes the translation the TLBI targets: an IRQ handler may map other
+    /// pages between a TLBI and its `dsb ish`.
+    #[test]
+    fn only_a_store_to_the_invalidated_translation_needs_the_tlbi_completed() {
+        for (store_at, finding) in [(L3 + 8, false), (L3, true)] {
+            let (mut ram, regs, mut m) = setup(1);
+            read(&mut m, &ram, &regs, 0);
+            m.barrier(&ram, DSB_ISHST, at(0, 2));
+            m.tlbi(&ram, VAAE1IS, true, at(0, 3));
+            m.pt_write(&ram, store_at, 8, PAGE_B | PAGE, at(0, 4));
+            ram.write_u64(store_at, PAGE_B | PAGE).unwrap();
+            let missing = kinds(&m).contains(&FindingKind::MissingBarrier);
+            assert_eq!(missing, finding, "store to {store_at:#x}");
+        }
     }
 
     #[test]
