@@ -5,7 +5,7 @@ mod common;
 
 use std::thread;
 
-use common::{percpu_lab, Run};
+use common::{finding_text as text, findings, kinds, percpu_lab, Run};
 use serde_json::Value;
 
 const SEEDS: u64 = 20;
@@ -19,29 +19,6 @@ fn run_json(args: &[&str]) -> Run {
 /// `run --variant V --scenario S --seed N --report json`.
 fn variant_run(variant: &str, scenario: &str, seed: &str) -> Run {
     run_json(&["--variant", variant, "--scenario", scenario, "--seed", seed])
-}
-
-fn findings(run: &Run) -> Vec<Value> {
-    run.json()["findings"]
-        .as_array()
-        .expect("findings is an array")
-        .clone()
-}
-
-fn kinds(run: &Run) -> Vec<String> {
-    findings(run)
-        .iter()
-        .map(|f| f["kind"].as_str().unwrap().to_string())
-        .collect()
-}
-
-fn text(finding: &Value) -> String {
-    let mut all = finding["key"].as_str().unwrap_or("").to_string();
-    for line in finding["details"].as_array().into_iter().flatten() {
-        all.push('\n');
-        all.push_str(line.as_str().unwrap_or(""));
-    }
-    all
 }
 
 /// Runs `f` on every seed in `0..SEEDS`, on two threads (the machine has 2 cores).

@@ -7,7 +7,7 @@ mod common;
 
 use std::thread;
 
-use common::{percpu_lab, Run};
+use common::{finding_text as text, findings, kinds, percpu_lab, Run};
 use serde_json::Value;
 
 /// Every allocator scenario (`percpu-lab scenarios` lists them).
@@ -34,30 +34,6 @@ fn variant_run(variant: &str, scenario: &str, seed: u64) -> Run {
         "--seed",
         &seed,
     ])
-}
-
-fn findings(run: &Run) -> Vec<Value> {
-    run.json()["findings"]
-        .as_array()
-        .expect("findings is an array")
-        .clone()
-}
-
-fn kinds(run: &Run) -> Vec<String> {
-    findings(run)
-        .iter()
-        .map(|f| f["kind"].as_str().unwrap().to_string())
-        .collect()
-}
-
-/// A finding's key and detail lines as one text.
-fn text(finding: &Value) -> String {
-    let mut all = finding["key"].as_str().unwrap_or("").to_string();
-    for line in finding["details"].as_array().into_iter().flatten() {
-        all.push('\n');
-        all.push_str(line.as_str().unwrap_or(""));
-    }
-    all
 }
 
 /// Runs `f` on every seed of `seeds`, on two threads (the machine has 2 cores).

@@ -178,3 +178,29 @@ pub fn rewrite(trace: &traces::Trace, path: &std::path::Path) {
     }
     std::fs::write(path, writer.finish().unwrap().0).unwrap();
 }
+
+/// The `findings` of a run's JSON report.
+pub fn findings(run: &Run) -> Vec<serde_json::Value> {
+    run.json()["findings"]
+        .as_array()
+        .expect("findings is an array")
+        .clone()
+}
+
+/// The kinds of a run's JSON findings, in order.
+pub fn kinds(run: &Run) -> Vec<String> {
+    findings(run)
+        .iter()
+        .map(|f| f["kind"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// A JSON finding's key and detail lines as one text.
+pub fn finding_text(finding: &serde_json::Value) -> String {
+    let mut all = finding["key"].as_str().unwrap_or("").to_string();
+    for line in finding["details"].as_array().into_iter().flatten() {
+        all.push('\n');
+        all.push_str(line.as_str().unwrap_or(""));
+    }
+    all
+}
