@@ -3,13 +3,14 @@
 //! Writer and reader share [`ChunkState`]; both update it through the same methods so
 //! the two sides cannot drift apart.
 
+use crate::aarch64::Access;
 use crate::event::{
     BarrierOption, CpuId, Event, EventKind, IrqMaskCause, LockFlavor, LockRef, StrId, TaskId,
-    TlbiOp,
+    TlbFill, TlbiOp, WalkResult,
 };
 use crate::format::{tag, MAX_CPUS, MAX_STRING_LEN};
 use crate::strings::StringTable;
-use crate::varint::{put_uleb, uleb_len, zigzag, ByteCursor, VarintError};
+use crate::varint::{put_uleb, uleb_len, unzigzag, zigzag, ByteCursor, VarintError};
 
 const MRU_SLOTS: usize = 3;
 const LITERAL_LOCK: u8 = 3;
@@ -297,8 +298,135 @@ fn layout(kind: &EventKind) -> Layout {
         EventKind::Marker { label, value } => {
             plain(tag::MARKER, Body::of(&[Uleb(label.0.into()), Uleb(value)]))
         }
+        EventKind::TlbFill(_) => plain(tag::TLB_FILL, Body::default()),
+        EventKind::PageTablePage { .. } => plain(tag::PT_PAGE, Body::default()),
+        EventKind::StaleTlbUse { .. } => plain(tag::STALE_TLB_USE, Body::default()),
         EventKind::Unknown { tag } => plain(tag, Body::default()),
     }
+}
+
+/// Whether sized `tag` is a kind this crate decodes (writing it as `Unknown` would
+/// give a body it cannot parse).
+fn known_sized(tag: u8) -> bool {
+    matches!(tag, tag::TLB_FILL | tag::PT_PAGE | tag::STALE_TLB_USE)
+}
+
+/// A signed address (kernel VAs are "negative"): zigzag, so both halves stay short.
+fn put_va(out: &mut Vec<u8>, va: u64) {
+    put_uleb(out, zigzag(va as i64));
+}
+
+fn access_code(access: Access) -> u64 {
+    match access {
+        Access::Read => 0,
+        Access::Write => 1,
+        Access::Fetch => 2,
+    }
+}
+
+/// The body of a sized kind this crate knows (empty for [`EventKind::Unknown`]). Sized
+/// bodies use no delta state, so a reader that skips them stays in step.
+fn sized_body(kind: &EventKind) -> Vec<u8> {
+    let mut body = Vec::new();
+    match *kind {
+        EventKind::TlbFill(fill) => {
+            put_va(&mut body, fill.va);
+            put_uleb(&mut body, fill.pa);
+            let bits = u64::from(fill.level)
+                | u64::from(fill.write) << 2
+                | u64::from(fill.exec) << 3
+                | u64::from(fill.global) << 4;
+            put_uleb(&mut body, bits);
+            put_uleb(&mut body, fill.asid.into());
+            put_uleb(&mut body, fill.walk_len.into());
+            for &desc in fill.descriptors() {
+                put_uleb(&mut body, desc);
+            }
+        }
+        EventKind::PageTablePage { pa, level, va_base } => {
+            put_uleb(&mut body, pa);
+            put_uleb(&mut body, level.into());
+            put_va(&mut body, va_base);
+        }
+        EventKind::StaleTlbUse { va, access, now } => {
+            put_va(&mut body, va);
+            put_uleb(&mut body, access_code(access));
+            let (code, value) = match now {
+                WalkResult::Maps(pa) => (0, pa),
+                WalkResult::Faults(status) => (1, status.into()),
+            };
+            put_uleb(&mut body, code);
+            put_uleb(&mut body, value);
+        }
+        _ => {}
+    }
+    body
+}
+
+/// Decodes the body of sized kind `tag`; `None` for a tag this crate does not know.
+fn decode_sized(tag: u8, body: &[u8]) -> Result<Option<EventKind>, Malformed> {
+    let mut cursor = ByteCursor::new(body);
+    let mut uleb = || cursor.uleb().map_err(Malformed::varint);
+    let kind = match tag {
+        tag::TLB_FILL => {
+            let va = unzigzag(uleb()?) as u64;
+            let pa = uleb()?;
+            let bits = uleb()?;
+            if bits >> 5 != 0 || bits & 3 == 0 {
+                return Err(Malformed::new("invalid TLB fill attributes"));
+            }
+            let asid = u16::try_from(uleb()?).map_err(|_| Malformed::new("ASID out of range"))?;
+            let walk_len = uleb()?;
+            if walk_len == 0 || walk_len > 4 {
+                return Err(Malformed::new("table walk length out of range"));
+            }
+            let mut walk = [0; 4];
+            for desc in &mut walk[..walk_len as usize] {
+                *desc = uleb()?;
+            }
+            EventKind::TlbFill(TlbFill {
+                va,
+                pa,
+                level: (bits & 3) as u8,
+                write: bits & 4 != 0,
+                exec: bits & 8 != 0,
+                global: bits & 16 != 0,
+                asid,
+                walk,
+                walk_len: walk_len as u8,
+            })
+        }
+        tag::PT_PAGE => {
+            let pa = uleb()?;
+            let level = uleb()?;
+            if level > 3 {
+                return Err(Malformed::new("page-table level out of range"));
+            }
+            let va_base = unzigzag(uleb()?) as u64;
+            EventKind::PageTablePage {
+                pa,
+                level: level as u8,
+                va_base,
+            }
+        }
+        tag::STALE_TLB_USE => {
+            let va = unzigzag(uleb()?) as u64;
+            let access = *Access::ALL
+                .get(uleb()? as usize)
+                .ok_or(Malformed::new("invalid access kind"))?;
+            let now = match (uleb()?, uleb()?) {
+                (0, pa) => WalkResult::Maps(pa),
+                (1, status) => WalkResult::Faults(
+                    u8::try_from(status)
+                        .map_err(|_| Malformed::new("fault status out of range"))?,
+                ),
+                _ => return Err(Malformed::new("invalid walk result")),
+            };
+            EventKind::StaleTlbUse { va, access, now }
+        }
+        _ => return Ok(None),
+    };
+    Ok(Some(kind))
 }
 
 /// Why the encoder refused an event (mapped to `WriteError` by the writer).
@@ -334,8 +462,20 @@ impl ChunkState {
         }
         let layout = layout(&event.kind);
         match event.kind {
-            EventKind::Unknown { tag } if tag < tag::FIRST_SIZED => {
+            EventKind::Unknown { tag } if tag < tag::FIRST_SIZED || known_sized(tag) => {
                 return Err(EncodeRefusal::NotAnExtensionTag { tag });
+            }
+            EventKind::TlbFill(fill)
+                if fill.level > 3 || fill.level == 0 || fill.walk_len == 0 || fill.walk_len > 4 =>
+            {
+                return Err(EncodeRefusal::FieldOutOfRange {
+                    field: "TLB fill level or walk",
+                });
+            }
+            EventKind::PageTablePage { level, .. } if level > 3 => {
+                return Err(EncodeRefusal::FieldOutOfRange {
+                    field: "page-table level",
+                });
             }
             EventKind::Dsb { option } | EventKind::Dmb { option } if option.0 > 0xf => {
                 return Err(EncodeRefusal::FieldOutOfRange {
@@ -391,7 +531,10 @@ impl ChunkState {
             put_uleb(out, lock.class.0.into());
         }
         if layout.tag >= tag::FIRST_SIZED {
-            put_uleb(out, 0); // an extension kind we only know by tag: empty body
+            // A sized kind we know (its own body) or one we know only by tag (empty).
+            let body = sized_body(&event.kind);
+            put_uleb(out, body.len() as u64);
+            out.extend_from_slice(&body);
         }
         for field in &layout.body.fields[..layout.body.len] {
             match *field {
@@ -660,8 +803,12 @@ impl ChunkState {
             t if t >= tag::FIRST_SIZED => {
                 let len = uleb(cursor)?;
                 let len = usize::try_from(len).map_err(|_| Malformed::new("body too long"))?;
-                cursor.take(len).map_err(Malformed::varint)?;
-                EventKind::Unknown { tag: t }
+                let body = cursor.take(len).map_err(Malformed::varint)?;
+                match decode_sized(t, body)? {
+                    Some(kind) if kind_bits == 0 => kind,
+                    Some(_) => return Err(Malformed::new("reserved flag bits set")),
+                    None => EventKind::Unknown { tag: t },
+                }
             }
             _ => return Err(Malformed::new("invalid record tag")),
         };

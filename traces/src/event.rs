@@ -15,6 +15,7 @@
 
 use std::fmt;
 
+use crate::aarch64::Access;
 use crate::strings::StringTable;
 
 /// A guest CPU (core) number.
@@ -191,6 +192,44 @@ impl BarrierOption {
     }
 }
 
+/// A translation entered into a CPU's TLB: one 4 KiB page of it (a block is held page
+/// by page).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TlbFill {
+    /// The page's virtual address.
+    pub va: u64,
+    /// The physical page it maps to.
+    pub pa: u64,
+    /// The leaf descriptor's level (3 for a page, 2 or 1 for a block).
+    pub level: u8,
+    pub write: bool,
+    pub exec: bool,
+    /// nG clear: the entry matches every ASID.
+    pub global: bool,
+    /// The ASID (TTBR0_EL1[63:48]) it was filled under.
+    pub asid: u16,
+    /// Physical addresses of the descriptors the walk read, outermost first, the leaf
+    /// last (`walk[..walk_len]`).
+    pub walk: [u64; 4],
+    pub walk_len: u8,
+}
+
+impl TlbFill {
+    /// The descriptors the walk read.
+    pub fn descriptors(&self) -> &[u64] {
+        &self.walk[..usize::from(self.walk_len).min(4)]
+    }
+}
+
+/// What a table walk gives for an address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WalkResult {
+    /// The physical page.
+    Maps(u64),
+    /// A fault, with its status code (DFSC).
+    Faults(u8),
+}
+
 /// What happened. Adding a kind: see `format` (new kinds use the sized tag range so
 /// older readers skip them as [`EventKind::Unknown`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -277,6 +316,24 @@ pub enum EventKind {
         old: u64,
         new: u64,
     },
+    /// The simulated MMU walked the tables on a TLB miss of the event's CPU: its TLB
+    /// now holds this translation (until a TLBI removes it, whatever the tables do).
+    TlbFill(TlbFill),
+    /// A page found to hold `level` descriptors, the first of which maps `va_base`
+    /// (found on a walk, or when a table descriptor pointing to it is stored).
+    PageTablePage {
+        pa: u64,
+        level: u8,
+        va_base: u64,
+    },
+    /// The first access, after its CPU's TLB entry for the page of `va` went stale,
+    /// that the machine saw go through it (Unicorn's own TLB was flushed when it went
+    /// stale, so this moment is fixed by the guest); `now` is what the tables give.
+    StaleTlbUse {
+        va: u64,
+        access: Access,
+        now: WalkResult,
+    },
     /// `tlbi <op>[is], <operand>`; `broadcast` is the inner-shareable (`…is`) form.
     Tlbi {
         op: TlbiOp,
@@ -338,6 +395,9 @@ impl EventKind {
             EventKind::PercpuAlloc { .. } => "percpu-alloc",
             EventKind::PercpuFree { .. } => "percpu-free",
             EventKind::PageTableWrite { .. } => "pt-write",
+            EventKind::TlbFill(_) => "tlb-fill",
+            EventKind::PageTablePage { .. } => "pt-page",
+            EventKind::StaleTlbUse { .. } => "stale-tlb-use",
             EventKind::Tlbi { .. } => "tlbi",
             EventKind::Dsb { .. } => "dsb",
             EventKind::Dmb { .. } => "dmb",
@@ -479,6 +539,34 @@ impl fmt::Display for EventDisplay<'_> {
             EventKind::PercpuFree { addr } => write!(f, " addr={addr:#x}"),
             EventKind::PageTableWrite { desc_pa, old, new } => {
                 write!(f, " desc={desc_pa:#x} {old:#x} -> {new:#x}")
+            }
+            EventKind::TlbFill(fill) => {
+                let perms = match (fill.write, fill.exec) {
+                    (true, true) => "rwx",
+                    (true, false) => "rw-",
+                    (false, true) => "r-x",
+                    (false, false) => "r--",
+                };
+                let scope = if fill.global { "global" } else { "asid" };
+                write!(
+                    f,
+                    " va={:#x} pa={:#x} level={} {perms} {scope}={} walk={:x?}",
+                    fill.va,
+                    fill.pa,
+                    fill.level,
+                    fill.asid,
+                    fill.descriptors()
+                )
+            }
+            EventKind::PageTablePage { pa, level, va_base } => {
+                write!(f, " pa={pa:#x} level={level} va_base={va_base:#x}")
+            }
+            EventKind::StaleTlbUse { va, access, now } => {
+                write!(f, " va={va:#x} {access:?} now ")?;
+                match now {
+                    WalkResult::Maps(pa) => write!(f, "pa={pa:#x}"),
+                    WalkResult::Faults(status) => write!(f, "faults status={status:#x}"),
+                }
             }
             EventKind::Tlbi {
                 op,

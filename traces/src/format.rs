@@ -146,6 +146,21 @@
 //! else changed: a 1.0 reader sees two more markers. A trace without them was written by
 //! 1.0, edited, or cut before its end.
 //!
+//! # The TLB model (1.2)
+//!
+//! Since 1.2 a run with the checked MMU records what its TLB model did, in sized
+//! records (`uleb body_len`, then the body; no flag bits, no delta state), so that the
+//! TLB check can be re-derived from the trace; a 1.1 reader skips them as unknown:
+//!
+//! | tag | kind | body |
+//! | --- | --- | --- |
+//! | `0x80` | TLB fill | `zz va`, `uleb pa`, `uleb bits` (bits 0–1 leaf level 1–3, bit 2 write, bit 3 exec, bit 4 global), `uleb asid` (u16), `uleb n` (1–4), then `n` × `uleb descriptor pa`, outermost first |
+//! | `0x81` | page-table page | `uleb pa`, `uleb level` (0–3), `zz va_base` |
+//! | `0x82` | stale TLB use | `zz va`, `uleb access` (0 read, 1 write, 2 fetch), `uleb result` (0 maps, 1 faults), `uleb value` (the physical page, or the fault status: u8) |
+//!
+//! `zz` here is the zigzag of the value itself (kernel addresses are "negative").
+//! Bytes after the fields of a known sized kind are ignored (room for later fields).
+//!
 //! # Extending
 //!
 //! A new event kind takes an unused tag in `0x80..=0xff` and a new minor version: its
@@ -160,7 +175,7 @@ pub const MAGIC: [u8; 8] = *b"\x89PCPUTR\n";
 /// The format major version this crate writes and reads.
 pub const VERSION_MAJOR: u16 = 1;
 /// The format minor version this crate writes (it reads any minor of its major).
-pub const VERSION_MINOR: u16 = 1;
+pub const VERSION_MINOR: u16 = 2;
 /// Size of the fixed part of the header (before the body).
 pub const HEADER_FIXED_LEN: usize = 20;
 /// Largest header body a reader accepts.
@@ -216,4 +231,8 @@ pub(crate) mod tag {
     pub const LOCK_OPS: u8 = 4;
     /// Smallest tag of the sized (skippable) range.
     pub const FIRST_SIZED: u8 = 0x80;
+    /// Sized kinds of minor version 2: what the simulated MMU's TLB model did.
+    pub const TLB_FILL: u8 = 0x80;
+    pub const PT_PAGE: u8 = 0x81;
+    pub const STALE_TLB_USE: u8 = 0x82;
 }

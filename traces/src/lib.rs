@@ -41,6 +41,8 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod aarch64;
+pub mod analysis;
 mod codec;
 pub mod ending;
 pub mod error;
@@ -51,14 +53,16 @@ pub mod header;
 pub mod lockdep;
 pub mod reader;
 pub mod strings;
+pub mod tlb;
 pub mod varint;
 pub mod writer;
 
+pub use analysis::Analysis;
 pub use ending::{ConsoleDigest, Ending, RunTail, TailTracker};
 pub use error::{Damage, DamageCause, OpenError, WriteError};
 pub use event::{
     BarrierOption, CpuId, Event, EventDisplay, EventKind, IrqMaskCause, LockFlavor, LockRef, StrId,
-    TaskId, TlbiOp,
+    TaskId, TlbFill, TlbiOp, WalkResult,
 };
 pub use finding::{Finding, FindingKind, Findings};
 pub use header::{ElfHash, Header, TraceConfig};

@@ -486,7 +486,74 @@ fn invalid_tags_flags_and_enumerations_are_rejected() {
             .uleb(0),
     );
     read_clean(&defined.clone().lock_literal(0).event(LOCK_ACQUIRED_SPIN, 0));
-    read_clean(&Records::new().event(0x80, 0xf).uleb(2).raw(&[1, 2]));
+    read_clean(&Records::new().event(0x90, 0xf).uleb(2).raw(&[1, 2]));
+}
+
+/// A sized record of a kind this reader knows, with `body` as its body.
+fn sized(tag: u8, kind_bits: u8, body: &[u8]) -> Records {
+    Records::new()
+        .event(tag, kind_bits)
+        .uleb(body.len() as u64)
+        .raw(body)
+}
+
+#[test]
+fn tlb_model_records_with_invalid_fields_are_rejected() {
+    const TLB_FILL: u8 = 0x80;
+    const PT_PAGE: u8 = 0x81;
+    const STALE_TLB_USE: u8 = 0x82;
+    // va 0, pa 0, bits (level 3, write), asid 5, one descriptor at 8.
+    let fill = [0, 0, 3 | 4, 5, 1, 8];
+    read_clean(&sized(TLB_FILL, 0, &fill));
+    read_clean(&sized(PT_PAGE, 0, &[8, 3, 0]));
+    read_clean(&sized(STALE_TLB_USE, 0, &[0, 2, 1, 0x3f]));
+    // Later fields of a newer minor after the known ones are skipped.
+    read_clean(&sized(PT_PAGE, 0, &[8, 3, 0, 42]));
+    let asid_too_big = [0, 0, 3, 0x80, 0x80, 0x04, 1, 8];
+    let cases = [
+        (sized(TLB_FILL, 1, &fill), "reserved flag bits set"),
+        (
+            sized(TLB_FILL, 0, &[0, 0, 4, 5, 1, 8]),
+            "invalid TLB fill attributes",
+        ),
+        (
+            sized(TLB_FILL, 0, &[0, 0, 0x23, 5, 1, 8]),
+            "invalid TLB fill attributes",
+        ),
+        (sized(TLB_FILL, 0, &asid_too_big), "ASID out of range"),
+        (
+            sized(TLB_FILL, 0, &[0, 0, 3, 5, 0]),
+            "table walk length out of range",
+        ),
+        (
+            sized(TLB_FILL, 0, &[0, 0, 3, 5, 5, 1, 2, 3, 4, 5]),
+            "table walk length out of range",
+        ),
+        // The body ends before its last descriptor.
+        (
+            sized(TLB_FILL, 0, &[0, 0, 3, 5, 2, 8]),
+            "record runs past the chunk",
+        ),
+        (
+            sized(PT_PAGE, 0, &[8, 4, 0]),
+            "page-table level out of range",
+        ),
+        (
+            sized(STALE_TLB_USE, 0, &[0, 3, 0, 0]),
+            "invalid access kind",
+        ),
+        (
+            sized(STALE_TLB_USE, 0, &[0, 0, 2, 0]),
+            "invalid walk result",
+        ),
+        (
+            sized(STALE_TLB_USE, 0, &[0, 0, 1, 0x80, 0x02]),
+            "fault status out of range",
+        ),
+    ];
+    for (records, reason) in cases {
+        assert_eq!(malformed_reason(&records), reason, "{:02x?}", records.bytes);
+    }
 }
 
 #[test]
@@ -508,7 +575,7 @@ fn records_running_past_the_chunk_or_past_64_bits_are_rejected() {
             "record runs past the chunk",
         ),
         (
-            Records::new().event(0x80, 0).uleb(3).raw(&[1, 2]),
+            Records::new().event(0x90, 0).uleb(3).raw(&[1, 2]),
             "record runs past the chunk",
         ),
         (

@@ -961,3 +961,19 @@ fn irqs_enabled_in_hardirq_blames_only_a_spin_unlock_irq_just_before() {
         v.findings()[0].details
     );
 }
+
+/// Through the [`crate::Analysis`] seam, one event at a time, the validator finds what
+/// it finds fed the whole stream at once.
+#[test]
+fn the_analysis_seam_feeds_the_validator_event_by_event() {
+    let mut s = script();
+    s.on(0, 1).spin("a").spin("b").unspin("b").unspin("a");
+    s.on(1, 2).spin("b").spin("a").unspin("a").unspin("b");
+    let mut analysis: Box<dyn crate::Analysis> = Box::new(Validator::new());
+    for event in &s.events {
+        analysis.event(event, &s.strings);
+    }
+    analysis.finish();
+    assert_eq!(analysis.findings().len(), 1);
+    assert_eq!(analysis.findings(), s.run().findings());
+}

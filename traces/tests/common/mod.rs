@@ -4,9 +4,11 @@
 use std::collections::BTreeMap;
 
 use proptest::prelude::*;
+use traces::aarch64::Access;
 use traces::{
     BarrierOption, CpuId, ElfHash, Event, EventKind, IrqMaskCause, LockFlavor, LockRef, StrId,
-    StringTable, TaskId, TlbiOp, TraceConfig, TraceWriter, WriteSummary, WriterOptions,
+    StringTable, TaskId, TlbFill, TlbiOp, TraceConfig, TraceWriter, WalkResult, WriteSummary,
+    WriterOptions,
 };
 
 pub fn config() -> TraceConfig {
@@ -91,6 +93,34 @@ fn cause() -> impl Strategy<Value = IrqMaskCause> {
 }
 
 /// Any event kind whose string ids are below `strings` (which must be ≥ 1).
+fn tlb_fill() -> impl Strategy<Value = TlbFill> {
+    (
+        (
+            any::<u64>(),
+            address(),
+            1u8..4,
+            any::<[bool; 3]>(),
+            any::<u16>(),
+        ),
+        proptest::collection::vec(address(), 1..=4),
+    )
+        .prop_map(|((va, pa, level, [write, exec, global], asid), descs)| {
+            let mut walk = [0; 4];
+            walk[..descs.len()].copy_from_slice(&descs);
+            TlbFill {
+                va,
+                pa,
+                level,
+                write,
+                exec,
+                global,
+                asid,
+                walk,
+                walk_len: descs.len() as u8,
+            }
+        })
+}
+
 pub fn kind(strings: u32) -> impl Strategy<Value = EventKind> {
     prop_oneof![
         (lock(strings), flavor())
@@ -159,7 +189,22 @@ pub fn kind(strings: u32) -> impl Strategy<Value = EventKind> {
             label: StrId(label),
             value
         }),
-        (0x80u8..=0xff).prop_map(|tag| EventKind::Unknown { tag }),
+        tlb_fill().prop_map(EventKind::TlbFill),
+        (address(), 0u8..4, any::<u64>())
+            .prop_map(|(pa, level, va_base)| { EventKind::PageTablePage { pa, level, va_base } }),
+        (any::<u64>(), 0usize..3, any::<bool>(), any::<u64>()).prop_map(
+            |(va, access, faults, now)| EventKind::StaleTlbUse {
+                va,
+                access: Access::ALL[access],
+                now: if faults {
+                    WalkResult::Faults(now as u8)
+                } else {
+                    WalkResult::Maps(now)
+                },
+            }
+        ),
+        // Sized tags this crate does not know (0x80..=0x82 are the TLB model's).
+        (0x83u8..=0xff).prop_map(|tag| EventKind::Unknown { tag }),
     ]
 }
 

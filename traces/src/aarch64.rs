@@ -1,0 +1,212 @@
+//! The AArch64 facts both the emulator's MMU and the offline TLB check need: what a
+//! stage-1 descriptor means at each level, what a TLBI invalidates, what a DSB
+//! option orders. One definition, so the machine and the analysis of its trace cannot
+//! disagree on them.
+
+use crate::event::{BarrierOption, TlbiOp};
+
+/// Bits 47:12 of a descriptor: the next table or the output address.
+pub const OUTPUT_ADDRESS: u64 = 0x0000_ffff_ffff_f000;
+/// The translation granule (4 KiB).
+pub const PAGE_SIZE: u64 = 4096;
+/// Clears the offset inside a page.
+pub const PAGE_MASK: u64 = !(PAGE_SIZE - 1);
+
+/// What an access does to memory, as the permission check sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Access {
+    Read,
+    Write,
+    Fetch,
+}
+
+impl Access {
+    pub const ALL: [Access; 3] = [Access::Read, Access::Write, Access::Fetch];
+}
+
+/// VA bits one entry at `level` maps (12 at level 3, 21, 30, 39).
+pub fn level_shift(level: u8) -> u32 {
+    12 + 9 * (3 - u32::from(level))
+}
+
+/// What a descriptor at `level` means for a walk: invalid, a table (its next-level
+/// address), or a leaf (its output address and the block size it maps).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Descriptor {
+    Invalid,
+    Table(u64),
+    Leaf { output: u64, level: u8 },
+}
+
+impl Descriptor {
+    pub fn decode(desc: u64, level: u8) -> Self {
+        let valid = desc & 1 != 0;
+        let table_or_page = desc & 2 != 0;
+        if !valid || (level == 3 && !table_or_page) || (level == 0 && !table_or_page) {
+            Descriptor::Invalid
+        } else if table_or_page && level < 3 {
+            Descriptor::Table(desc & OUTPUT_ADDRESS)
+        } else {
+            let mask = (1u64 << level_shift(level)) - 1;
+            Descriptor::Leaf {
+                output: desc & OUTPUT_ADDRESS & !mask,
+                level,
+            }
+        }
+    }
+
+    pub fn is_valid(&self) -> bool {
+        *self != Descriptor::Invalid
+    }
+
+    /// Whether replacing descriptor value `old` by `new` (both at `level`) changes
+    /// the translation a TLB may hold through it: the output, the level, or the
+    /// permissions and attributes — not the access flag (clearing it only makes the
+    /// next walk fault) nor the software bits 58:55.
+    pub fn change_matters(old: u64, new: u64, level: u8) -> bool {
+        let (od, nd) = (Self::decode(old, level), Self::decode(new, level));
+        match (od, nd) {
+            (Descriptor::Invalid, _) => false,
+            (Descriptor::Leaf { .. }, Descriptor::Leaf { .. }) => {
+                const IGNORED: u64 = (1 << 10) | (0xf << 55);
+                od != nd || (old ^ new) & !IGNORED != 0
+            }
+            _ => od != nd,
+        }
+    }
+}
+
+impl std::fmt::Display for Descriptor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            Descriptor::Invalid => f.write_str("invalid"),
+            Descriptor::Table(next) => write!(f, "table at {next:#x}"),
+            Descriptor::Leaf { output, level: 3 } => write!(f, "page {output:#x}"),
+            Descriptor::Leaf { output, level } => {
+                let size = 1u64 << (level_shift(level) - 20);
+                write!(f, "{size} MiB block {output:#x}")
+            }
+        }
+    }
+}
+
+/// Which held translations a TLBI removes (on the CPUs it reaches).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlbiScope {
+    /// VMALLE1: everything.
+    All,
+    /// VAE1/VALE1 (`asid` or global entries) and VAAE1/VAALE1 (any ASID: `None`);
+    /// the last-level forms are taken as the all-levels ones (they remove at least
+    /// as much for the leaf entries modelled).
+    Va { va: u64, asid: Option<u16> },
+    /// ASIDE1: non-global entries of one ASID.
+    Asid(u16),
+}
+
+impl TlbiScope {
+    /// The scope of `tlbi op, Xt` with `operand` as Xt; `None` for the forms not
+    /// modelled (`TlbiOp::Other`).
+    pub fn of(op: TlbiOp, operand: u64) -> Option<Self> {
+        let asid = (operand >> 48) as u16;
+        // Xt[43:0] = VA[55:12]; bits above 55 copy bit 55.
+        let va = ((((operand & ((1 << 44) - 1)) << 12) << 8) as i64 >> 8) as u64;
+        Some(match op {
+            TlbiOp::Vmalle1 => TlbiScope::All,
+            TlbiOp::Vae1 | TlbiOp::Vale1 => TlbiScope::Va {
+                va,
+                asid: Some(asid),
+            },
+            TlbiOp::Vaae1 | TlbiOp::Vaale1 => TlbiScope::Va { va, asid: None },
+            TlbiOp::Aside1 => TlbiScope::Asid(asid),
+            TlbiOp::Other(_) => return None,
+        })
+    }
+
+    /// Whether the TLBI reaches the translation of `va` through a descriptor whose
+    /// level maps `1 << shift` bytes.
+    pub fn covers(&self, va: u64, shift: u32) -> bool {
+        match *self {
+            TlbiScope::All | TlbiScope::Asid(_) => true,
+            TlbiScope::Va { va: tlbi_va, .. } => {
+                let mask = !((1u64 << shift) - 1);
+                tlbi_va & mask == va & mask
+            }
+        }
+    }
+}
+
+/// What a DSB with this option does for TLB maintenance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DsbReach {
+    /// Orders earlier stores (ST or full).
+    pub stores: bool,
+    /// Orders everything, so completes earlier TLBIs (full only).
+    pub full: bool,
+    /// Inner shareable or wider (not NSH): reaches the other CPUs.
+    pub shareable: bool,
+}
+
+impl DsbReach {
+    pub fn of(option: BarrierOption) -> Self {
+        let types = option.0 & 3; // 1 LD, 2 ST, 3 full
+        let domain = option.0 >> 2; // 0 OSH, 1 NSH, 2 ISH, 3 SY
+        DsbReach {
+            stores: types & 2 != 0,
+            full: types == 3,
+            shareable: domain != 1,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tlbi_operands_give_va_and_asid() {
+        let xt = (0xffff_ff80_0000_1000u64 >> 12) & ((1 << 44) - 1);
+        assert_eq!(
+            TlbiScope::of(TlbiOp::Vaae1, xt),
+            Some(TlbiScope::Va {
+                va: 0xffff_ff80_0000_1000,
+                asid: None
+            })
+        );
+        assert_eq!(
+            TlbiScope::of(TlbiOp::Vale1, (5 << 48) | 0x80000),
+            Some(TlbiScope::Va {
+                va: 0x8000_0000,
+                asid: Some(5)
+            })
+        );
+        assert_eq!(
+            TlbiScope::of(TlbiOp::Aside1, 7 << 48),
+            Some(TlbiScope::Asid(7))
+        );
+        assert_eq!(TlbiScope::of(TlbiOp::Vmalle1, 123), Some(TlbiScope::All));
+        assert_eq!(TlbiScope::of(TlbiOp::Other(0x11), 0), None);
+    }
+
+    #[test]
+    fn dsb_options_reach() {
+        let ish = DsbReach::of(BarrierOption::ISH);
+        assert!(ish.stores && ish.full && ish.shareable);
+        let ishst = DsbReach::of(BarrierOption::ISHST);
+        assert!(ishst.stores && !ishst.full && ishst.shareable);
+        let nsh = DsbReach::of(BarrierOption::NSH);
+        assert!(nsh.full && !nsh.shareable);
+        let ld = DsbReach::of(BarrierOption::ISHLD);
+        assert!(!ld.stores && !ld.full);
+    }
+
+    #[test]
+    fn only_translation_bits_matter() {
+        let page = 0x4010_0000 | 0x403;
+        assert!(Descriptor::change_matters(page, page ^ (1 << 7), 3));
+        assert!(Descriptor::change_matters(page, page ^ (1 << 54), 3));
+        assert!(!Descriptor::change_matters(page, page ^ (1 << 10), 3));
+        assert!(!Descriptor::change_matters(page, page ^ (1 << 55), 3));
+        assert!(Descriptor::change_matters(page, 0, 3));
+        assert!(!Descriptor::change_matters(0, page, 3));
+    }
+}

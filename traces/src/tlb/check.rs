@@ -1,0 +1,361 @@
+//! [`TlbCheck`]: the TLB-shootdown findings from the MMU events of a run.
+
+use std::collections::HashMap;
+
+use crate::aarch64::{level_shift, Descriptor, DsbReach, TlbiScope, PAGE_MASK, PAGE_SIZE};
+use crate::analysis::Analysis;
+use crate::event::{Event, EventKind, WalkResult};
+use crate::finding::{Finding, FindingKind, Findings};
+use crate::lockdep::Symbolizer;
+use crate::strings::StringTable;
+use crate::tlb::held::{HeldTlbs, StaleSince};
+
+/// A live page-table page: the level of its descriptors and the first VA it maps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct PtPage {
+    level: u8,
+    va_base: u64,
+}
+
+/// A descriptor that went from valid to invalid, waiting for a TLBI of its address.
+#[derive(Debug, Clone, Copy)]
+struct Broken {
+    old: Descriptor,
+    va: u64,
+    shift: u32,
+}
+
+/// A TLBI not yet completed by a DSB.
+#[derive(Debug, Clone, Copy)]
+struct PendingTlbi {
+    pc: u64,
+    broadcast: bool,
+    scope: TlbiScope,
+}
+
+/// One CPU's maintenance in flight.
+#[derive(Debug, Default, Clone, Copy)]
+struct BarrierState {
+    /// A page-table store not yet ordered by a DSB: its PC and whether an NSH DSB
+    /// since then has ordered it for this CPU only.
+    unordered_store: Option<(u64, bool)>,
+    pending_tlbi: Option<PendingTlbi>,
+}
+
+/// Where an event happened, as findings say it.
+#[derive(Debug, Clone, Copy)]
+struct At {
+    cpu: usize,
+    pc: u64,
+    time: u64,
+}
+
+/// The TLB-shootdown check (see the [module](crate::tlb)), fed one event at a time.
+#[derive(Default)]
+pub struct TlbCheck {
+    held: HeldTlbs,
+    pt_pages: HashMap<u64, PtPage>,
+    broken: HashMap<u64, Broken>,
+    barriers: Vec<BarrierState>,
+    findings: Findings,
+    symbolize: Option<Symbolizer>,
+}
+
+impl TlbCheck {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A check that names code addresses with `symbolize`.
+    pub fn with_symbolizer(symbolize: Symbolizer) -> Self {
+        Self {
+            symbolize: Some(symbolize),
+            ..Self::default()
+        }
+    }
+
+    /// The translations each CPU holds now, as the events tell.
+    pub fn held(&self) -> &HeldTlbs {
+        &self.held
+    }
+
+    /// `0x… <symbol+off>`, or the bare address.
+    fn place(&self, pc: u64) -> String {
+        match self.symbolize.as_ref().and_then(|s| s(pc, false)) {
+            Some(name) => format!("{pc:#x} <{name}>"),
+            None => format!("{pc:#x}"),
+        }
+    }
+
+    fn barriers(&mut self, cpu: usize) -> &mut BarrierState {
+        if self.barriers.len() <= cpu {
+            self.barriers.resize(cpu + 1, BarrierState::default());
+        }
+        &mut self.barriers[cpu]
+    }
+
+    fn report(
+        &mut self,
+        kind: FindingKind,
+        title: String,
+        key: String,
+        details: Vec<String>,
+        at: At,
+    ) {
+        self.findings.report(Finding {
+            kind,
+            title,
+            key,
+            details,
+            cpu: Some(at.cpu as u32),
+            time: Some(at.time),
+        });
+    }
+
+    fn stale_use(&mut self, va: u64, access: crate::aarch64::Access, now: WalkResult, at: At) {
+        let Some(entry) = self.held.get(at.cpu, va) else {
+            return;
+        };
+        let Some(since) = entry.stale else {
+            return;
+        };
+        let (pa, filled_at) = (entry.fill.pa, entry.filled_at);
+        let now = match now {
+            WalkResult::Maps(pa) => format!("now map it to {pa:#x}"),
+            WalkResult::Faults(status) => format!("now give a fault (status {status:#x})"),
+        };
+        let details = vec![
+            format!(
+                "cpu{} {access:?} of va {va:#x} at {} used the cached translation to pa {pa:#x}",
+                at.cpu,
+                self.place(at.pc),
+            ),
+            format!("the page tables {now}"),
+            format!(
+                "changed by cpu{} at {} (time {}), not invalidated on cpu{} since",
+                since.cpu,
+                self.place(since.pc),
+                since.time,
+                at.cpu
+            ),
+            format!("translation filled at time {filled_at}"),
+        ];
+        self.report(
+            FindingKind::StaleTlb,
+            format!("access through a stale TLB entry for va {va:#x}"),
+            // One finding per code path: the access and the change it missed.
+            format!("access {:#x} change {:#x}", at.pc, since.pc),
+            details,
+            at,
+        );
+    }
+
+    fn descriptor_changed(&mut self, desc: u64, old: u64, new: u64, at: At) {
+        let Some(&page) = self.pt_pages.get(&(desc & PAGE_MASK)) else {
+            return;
+        };
+        if old == new {
+            return;
+        }
+        let shift = level_shift(page.level);
+        let va = page
+            .va_base
+            .wrapping_add(((desc & (PAGE_SIZE - 1)) / 8) << shift);
+        let state = self.barriers(at.cpu);
+        let pending = state.pending_tlbi.filter(|t| t.scope.covers(va, shift));
+        if pending.is_some() {
+            state.pending_tlbi = None;
+        }
+        state.unordered_store = Some((at.pc, false));
+        if let Some(tlbi) = pending {
+            self.missing_completion(tlbi.pc, "a page-table store", at);
+        }
+        if Descriptor::change_matters(old, new, page.level) {
+            let since = StaleSince {
+                time: at.time,
+                cpu: at.cpu,
+                pc: at.pc,
+            };
+            self.held.mark_stale(desc, since);
+        }
+        let od = Descriptor::decode(old, page.level);
+        let nd = Descriptor::decode(new, page.level);
+        self.check_remap(desc, od, nd, va, shift, at);
+    }
+
+    fn check_remap(
+        &mut self,
+        desc: u64,
+        od: Descriptor,
+        nd: Descriptor,
+        va: u64,
+        shift: u32,
+        at: At,
+    ) {
+        let here = self.place(at.pc);
+        match (od.is_valid(), nd.is_valid()) {
+            (true, true) if od != nd => self.report(
+                FindingKind::BreakBeforeMake,
+                format!("live descriptor for va {va:#x} changed without break-before-make"),
+                format!("bbm {:#x}", at.pc),
+                vec![
+                    format!("cpu{} at {here} replaced {od} by {nd}", at.cpu),
+                    format!(
+                        "descriptor at pa {desc:#x}; it was never made invalid and flushed in between"
+                    ),
+                ],
+                at,
+            ),
+            (true, false) => {
+                self.broken.insert(desc, Broken { old: od, va, shift });
+            }
+            (false, true) => {
+                let holders = self.held.holders(desc);
+                let broken = self.broken.remove(&desc);
+                if !holders.is_empty() {
+                    let mut details = vec![format!(
+                        "cpu{} at {here} mapped va {va:#x} again ({nd})",
+                        at.cpu
+                    )];
+                    details.extend(holders.iter().map(|(cpu, hva, pa)| {
+                        format!(
+                            "cpu{cpu} still holds va {hva:#x} -> pa {pa:#x} from the old mapping (no TLBI on it since)"
+                        )
+                    }));
+                    self.report(
+                        FindingKind::MissingTlbFlush,
+                        format!("va {va:#x} mapped again while a TLB still holds the old mapping"),
+                        format!("remap {:#x}", at.pc),
+                        details,
+                        at,
+                    );
+                } else if let Some(b) = broken.filter(|b| b.old != nd) {
+                    self.report(
+                        FindingKind::BreakBeforeMake,
+                        format!("va {va:#x} remapped without a TLBI after the break"),
+                        format!("bbm {:#x}", at.pc),
+                        vec![
+                            format!("cpu{} at {here} replaced {} by {nd}", at.cpu, b.old),
+                            format!(
+                                "descriptor at pa {desc:#x} was made invalid but no TLBI covered va {:#x} since",
+                                b.va
+                            ),
+                        ],
+                        at,
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn missing_completion(&mut self, tlbi_pc: u64, before: &str, at: At) {
+        let details = vec![format!(
+            "cpu{}: the TLBI at {} reached {before} at {} with no `dsb ish` in between",
+            at.cpu,
+            self.place(tlbi_pc),
+            self.place(at.pc)
+        )];
+        self.report(
+            FindingKind::MissingBarrier,
+            "TLBI not completed by `dsb ish`".to_string(),
+            format!("completion {tlbi_pc:#x}"),
+            details,
+            at,
+        );
+    }
+
+    fn tlbi(&mut self, scope: TlbiScope, broadcast: bool, at: At) {
+        if let Some((store_pc, nsh_ordered)) = self.barriers(at.cpu).unordered_store.take() {
+            if broadcast || !nsh_ordered {
+                let details = vec![format!(
+                    "cpu{}: page-table store at {}, then TLBI at {} with no `dsb ishst` in between",
+                    at.cpu,
+                    self.place(store_pc),
+                    self.place(at.pc)
+                )];
+                self.report(
+                    FindingKind::MissingBarrier,
+                    "descriptor store not ordered before TLBI by `dsb ishst`".to_string(),
+                    format!("store-before-tlbi {:#x}", at.pc),
+                    details,
+                    at,
+                );
+            }
+        }
+        self.barriers(at.cpu).pending_tlbi = Some(PendingTlbi {
+            pc: at.pc,
+            broadcast,
+            scope,
+        });
+        self.held.invalidate(at.cpu, broadcast, scope);
+        // The breaks this TLBI completes (ASIDE1 removes only non-global entries of
+        // one ASID: kernel mappings are global, so it completes none).
+        self.broken.retain(|_, b| match scope {
+            TlbiScope::All => false,
+            TlbiScope::Va { .. } => !scope.covers(b.va, b.shift),
+            TlbiScope::Asid(_) => true,
+        });
+    }
+
+    fn dsb(&mut self, reach: DsbReach, cpu: usize) {
+        let state = self.barriers(cpu);
+        if reach.stores {
+            if reach.shareable {
+                state.unordered_store = None;
+            } else if let Some((_, nsh)) = &mut state.unordered_store {
+                *nsh = true;
+            }
+        }
+        if reach.full {
+            if let Some(tlbi) = state.pending_tlbi {
+                if reach.shareable || !tlbi.broadcast {
+                    state.pending_tlbi = None;
+                }
+            }
+        }
+    }
+
+    fn isb(&mut self, at: At) {
+        if let Some(tlbi) = self.barriers(at.cpu).pending_tlbi.take() {
+            self.missing_completion(tlbi.pc, "an `isb`", at);
+        }
+    }
+}
+
+impl Analysis for TlbCheck {
+    fn event(&mut self, event: &Event, _strings: &StringTable) {
+        let at = At {
+            cpu: usize::from(event.cpu.0),
+            pc: event.pc,
+            time: event.time,
+        };
+        match event.kind {
+            EventKind::TlbFill(fill) => self.held.insert(at.cpu, fill, at.time, ()),
+            EventKind::PageTablePage { pa, level, va_base } => {
+                self.pt_pages
+                    .insert(pa & PAGE_MASK, PtPage { level, va_base });
+            }
+            EventKind::PageTableWrite { desc_pa, old, new } => {
+                self.descriptor_changed(desc_pa, old, new, at)
+            }
+            EventKind::Tlbi {
+                op,
+                broadcast,
+                operand,
+            } => {
+                if let Some(scope) = TlbiScope::of(op, operand) {
+                    self.tlbi(scope, broadcast, at);
+                }
+            }
+            EventKind::Dsb { option } => self.dsb(DsbReach::of(option), at.cpu),
+            EventKind::Isb => self.isb(at),
+            EventKind::StaleTlbUse { va, access, now } => self.stale_use(va, access, now, at),
+            _ => {}
+        }
+    }
+
+    fn findings(&self) -> &[Finding] {
+        self.findings.as_slice()
+    }
+}

@@ -1,0 +1,208 @@
+//! Which translations each CPU's TLB holds: entered by a walk, kept (however the
+//! tables change) until a TLBI that reaches them, marked stale when a descriptor
+//! they went through changes.
+
+use std::collections::HashMap;
+
+use crate::aarch64::{level_shift, TlbiScope, PAGE_MASK};
+use crate::event::TlbFill;
+
+/// When, where and by whom a held translation was made stale.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StaleSince {
+    pub time: u64,
+    pub cpu: usize,
+    pub pc: u64,
+}
+
+/// One translation a CPU holds, with `T`: what its owner keeps beside it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldEntry<T = ()> {
+    pub fill: TlbFill,
+    pub filled_at: u64,
+    /// Set when the tables stopped giving this translation.
+    pub stale: Option<StaleSince>,
+    pub tag: T,
+}
+
+impl<T> HeldEntry<T> {
+    fn uses(&self, desc: u64) -> bool {
+        self.fill.descriptors().contains(&desc)
+    }
+
+    /// Whether a TLBI of `scope` removes this entry (held for page `va`).
+    fn invalidated_by(&self, va: u64, scope: TlbiScope) -> bool {
+        let fill = &self.fill;
+        match scope {
+            TlbiScope::All => true,
+            TlbiScope::Asid(asid) => !fill.global && fill.asid == asid,
+            TlbiScope::Va { va: tlbi_va, asid } => {
+                let of_asid = asid.is_none_or(|a| fill.global || fill.asid == a);
+                // A block is held page by page: a TLBI anywhere in it removes them all.
+                let mask = !((1u64 << level_shift(fill.level)) - 1);
+                of_asid && va & mask == tlbi_va & mask
+            }
+        }
+    }
+}
+
+/// Every CPU's held translations, by page, and which entries went through each
+/// descriptor (to mark them stale when it changes).
+#[derive(Debug, Clone)]
+pub struct HeldTlbs<T = ()> {
+    tlbs: Vec<HashMap<u64, HeldEntry<T>>>,
+    /// Descriptor address → (CPU, page) entries that used it (possibly outdated:
+    /// checked against the entry).
+    users: HashMap<u64, Vec<(usize, u64)>>,
+}
+
+impl<T> Default for HeldTlbs<T> {
+    fn default() -> Self {
+        Self {
+            tlbs: Vec::new(),
+            users: HashMap::new(),
+        }
+    }
+}
+
+impl<T> HeldTlbs<T> {
+    pub fn new(cpus: usize) -> Self {
+        let mut held = Self::default();
+        held.tlbs.resize_with(cpus, HashMap::new);
+        held
+    }
+
+    fn cpu_mut(&mut self, cpu: usize) -> &mut HashMap<u64, HeldEntry<T>> {
+        if self.tlbs.len() <= cpu {
+            self.tlbs.resize_with(cpu + 1, HashMap::new);
+        }
+        &mut self.tlbs[cpu]
+    }
+
+    /// The translation `cpu` holds for the page of `va`.
+    pub fn get(&self, cpu: usize, va: u64) -> Option<&HeldEntry<T>> {
+        self.tlbs.get(cpu)?.get(&(va & PAGE_MASK))
+    }
+
+    pub fn get_mut(&mut self, cpu: usize, va: u64) -> Option<&mut HeldEntry<T>> {
+        self.tlbs.get_mut(cpu)?.get_mut(&(va & PAGE_MASK))
+    }
+
+    /// `cpu` entered `fill` at `time`.
+    pub fn insert(&mut self, cpu: usize, fill: TlbFill, time: u64, tag: T) {
+        let va = fill.va & PAGE_MASK;
+        for &desc in fill.descriptors() {
+            self.users.entry(desc).or_default().push((cpu, va));
+        }
+        let entry = HeldEntry {
+            fill,
+            filled_at: time,
+            stale: None,
+            tag,
+        };
+        self.cpu_mut(cpu).insert(va, entry);
+    }
+
+    /// Marks every held translation that went through descriptor `desc` stale (those
+    /// already stale keep their first cause); returns the CPUs that got a newly stale
+    /// entry, in order.
+    pub fn mark_stale(&mut self, desc: u64, since: StaleSince) -> Vec<usize> {
+        let Some(users) = self.users.get_mut(&desc) else {
+            return Vec::new();
+        };
+        let mut cpus = Vec::new();
+        let mut kept = Vec::with_capacity(users.len());
+        for &(cpu, va) in users.iter() {
+            let Some(entry) = self.tlbs[cpu].get_mut(&va).filter(|e| e.uses(desc)) else {
+                continue;
+            };
+            kept.push((cpu, va));
+            if entry.stale.is_none() {
+                entry.stale = Some(since);
+                cpus.push(cpu);
+            }
+        }
+        kept.sort_unstable();
+        kept.dedup();
+        *users = kept;
+        cpus.sort_unstable();
+        cpus.dedup();
+        cpus
+    }
+
+    /// The entries that went through descriptor `desc`: (CPU, page, physical page),
+    /// in order.
+    pub fn holders(&self, desc: u64) -> Vec<(usize, u64, u64)> {
+        let mut out: Vec<_> = self
+            .users
+            .get(&desc)
+            .into_iter()
+            .flatten()
+            .filter_map(|&(cpu, va)| {
+                let entry = self.tlbs[cpu].get(&va).filter(|e| e.uses(desc))?;
+                Some((cpu, va, entry.fill.pa))
+            })
+            .collect();
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
+    /// A TLBI of `scope` by `cpu`, `broadcast` to every CPU or local: removes the
+    /// entries it reaches and returns them, ordered by CPU and page.
+    pub fn invalidate(
+        &mut self,
+        cpu: usize,
+        broadcast: bool,
+        scope: TlbiScope,
+    ) -> Vec<(usize, HeldEntry<T>)> {
+        let reached = if broadcast {
+            0..self.tlbs.len()
+        } else {
+            cpu..(cpu + 1).min(self.tlbs.len())
+        };
+        let mut removed = Vec::new();
+        for cpu in reached {
+            let tlb = &mut self.tlbs[cpu];
+            let pages: Vec<u64> = match scope {
+                // One page, unless blocks are held: then any page of a block with it.
+                TlbiScope::Va { va, .. } if tlb.values().all(|e| e.fill.level == 3) => {
+                    let page = va & PAGE_MASK;
+                    tlb.get(&page)
+                        .filter(|e| e.invalidated_by(page, scope))
+                        .map(|_| page)
+                        .into_iter()
+                        .collect()
+                }
+                _ => tlb
+                    .iter()
+                    .filter(|(&page, e)| e.invalidated_by(page, scope))
+                    .map(|(&page, _)| page)
+                    .collect(),
+            };
+            let mut pages = pages;
+            pages.sort_unstable();
+            for page in pages {
+                let entry = tlb.remove(&page).expect("listed above");
+                removed.push((cpu, entry));
+            }
+        }
+        removed
+    }
+
+    /// Every held entry: (CPU, entry), in no particular order.
+    pub fn entries(&self) -> impl Iterator<Item = (usize, &HeldEntry<T>)> {
+        self.tlbs
+            .iter()
+            .enumerate()
+            .flat_map(|(cpu, tlb)| tlb.values().map(move |e| (cpu, e)))
+    }
+
+    /// `cpu`'s held entries, mutable, in no particular order.
+    pub fn entries_of_mut(&mut self, cpu: usize) -> impl Iterator<Item = &mut HeldEntry<T>> {
+        self.tlbs
+            .get_mut(cpu)
+            .into_iter()
+            .flat_map(|t| t.values_mut())
+    }
+}

@@ -1,0 +1,436 @@
+//! The TLB check over event scripts: what the machine would record for each pattern.
+
+use super::*;
+use crate::aarch64::Access;
+use crate::event::{BarrierOption, CpuId, Event, EventKind, TaskId, TlbFill, TlbiOp, WalkResult};
+use crate::{Analysis, FindingKind, StringTable};
+
+const L1: u64 = 0x4000_0000;
+const L2: u64 = 0x4000_1000;
+const L3: u64 = 0x4000_2000;
+const VA: u64 = 0x8000_0000;
+const PAGE_A: u64 = 0x4010_0000;
+const PAGE_B: u64 = 0x4010_1000;
+/// Valid page, AF, read-write.
+const PAGE: u64 = 0x403;
+
+/// Events fed to a check as they are written, each one instruction later.
+struct Script {
+    check: TlbCheck,
+    time: u64,
+}
+
+impl Script {
+    /// The three tables of VA are known page-table pages.
+    fn new() -> Self {
+        let mut s = Script {
+            check: TlbCheck::new(),
+            time: 0,
+        };
+        s.on(
+            0,
+            EventKind::PageTablePage {
+                pa: L1,
+                level: 1,
+                va_base: 0,
+            },
+        );
+        s.on(
+            0,
+            EventKind::PageTablePage {
+                pa: L2,
+                level: 2,
+                va_base: VA & !((1 << 30) - 1),
+            },
+        );
+        s.on(
+            0,
+            EventKind::PageTablePage {
+                pa: L3,
+                level: 3,
+                va_base: VA & !((1 << 21) - 1),
+            },
+        );
+        s
+    }
+
+    fn on(&mut self, cpu: u16, kind: EventKind) -> &mut Self {
+        self.time += 1;
+        let event = Event {
+            time: self.time,
+            cpu: CpuId(cpu),
+            task: TaskId(0),
+            pc: 0x1000 + self.time,
+            caller: 0,
+            kind,
+        };
+        self.check.event(&event, &StringTable::default());
+        self
+    }
+
+    /// `cpu` walks VA (through L1[2], L2[0], L3[0]) to `pa`.
+    fn fill_as(&mut self, cpu: u16, va: u64, asid: u16, global: bool) -> &mut Self {
+        let index = (va >> 12) & 511;
+        self.on(
+            cpu,
+            EventKind::TlbFill(TlbFill {
+                va,
+                pa: PAGE_A + (index << 12),
+                level: 3,
+                write: true,
+                exec: true,
+                global,
+                asid,
+                walk: [L1 + 16, L2, L3 + 8 * index, 0],
+                walk_len: 3,
+            }),
+        )
+    }
+
+    fn fill(&mut self, cpu: u16) -> &mut Self {
+        self.fill_as(cpu, VA, 0, true)
+    }
+
+    /// `cpu` stores `new` over `old` at `desc`.
+    fn store_at(&mut self, cpu: u16, desc: u64, old: u64, new: u64) -> &mut Self {
+        self.on(
+            cpu,
+            EventKind::PageTableWrite {
+                desc_pa: desc,
+                old,
+                new,
+            },
+        )
+    }
+
+    fn store(&mut self, cpu: u16, old: u64, new: u64) -> &mut Self {
+        self.store_at(cpu, L3, old, new)
+    }
+
+    fn tlbi(&mut self, cpu: u16, op: TlbiOp, broadcast: bool, operand: u64) -> &mut Self {
+        self.on(
+            cpu,
+            EventKind::Tlbi {
+                op,
+                broadcast,
+                operand,
+            },
+        )
+    }
+
+    /// `tlbi vaae1is` of `va`.
+    fn tlbi_va(&mut self, cpu: u16, va: u64) -> &mut Self {
+        self.tlbi(cpu, TlbiOp::Vaae1, true, va >> 12)
+    }
+
+    fn dsb(&mut self, cpu: u16, option: BarrierOption) -> &mut Self {
+        self.on(cpu, EventKind::Dsb { option })
+    }
+
+    fn isb(&mut self, cpu: u16) -> &mut Self {
+        self.on(cpu, EventKind::Isb)
+    }
+
+    fn stale_use(&mut self, cpu: u16) -> &mut Self {
+        self.on(
+            cpu,
+            EventKind::StaleTlbUse {
+                va: VA,
+                access: Access::Read,
+                now: WalkResult::Faults(7),
+            },
+        )
+    }
+
+    fn kinds(&self) -> Vec<FindingKind> {
+        self.check.findings().iter().map(|f| f.kind).collect()
+    }
+
+    fn held(&self, cpu: usize) -> bool {
+        self.check.held().get(cpu, VA).is_some()
+    }
+
+    fn stale(&self, cpu: usize) -> bool {
+        self.check
+            .held()
+            .get(cpu, VA)
+            .is_some_and(|e| e.stale.is_some())
+    }
+}
+
+/// A break, ordered, broadcast-invalidated and completed: what the seed does.
+fn clean_unmap(s: &mut Script, cpu: u16) {
+    s.store(cpu, PAGE_A | PAGE, 0)
+        .dsb(cpu, BarrierOption::ISHST)
+        .tlbi_va(cpu, VA)
+        .dsb(cpu, BarrierOption::ISH)
+        .isb(cpu);
+}
+
+#[test]
+fn a_clean_unmap_and_remap_has_no_finding() {
+    let mut s = Script::new();
+    s.fill(0).fill(1);
+    clean_unmap(&mut s, 0);
+    s.store(0, 0, PAGE_B | PAGE);
+    assert_eq!(s.kinds(), vec![]);
+    assert!(!s.held(0) && !s.held(1));
+}
+
+#[test]
+fn a_stale_use_is_reported_with_what_changed_the_entry() {
+    let mut s = Script::new();
+    s.fill(0).store(1, PAGE_A | PAGE, 0);
+    assert!(s.stale(0));
+    s.stale_use(0);
+    assert_eq!(s.kinds(), vec![FindingKind::StaleTlb]);
+    let finding = &s.check.findings()[0];
+    assert_eq!(finding.cpu, Some(0));
+    assert!(
+        finding.details[1].contains("fault (status 0x7)"),
+        "{finding:?}"
+    );
+    assert!(
+        finding.details[2].starts_with("changed by cpu1"),
+        "{finding:?}"
+    );
+    // A use through an entry that is not stale (or not held) is no finding.
+    let mut s = Script::new();
+    s.fill(0).stale_use(0).stale_use(1);
+    assert_eq!(s.kinds(), vec![]);
+}
+
+#[test]
+fn a_local_tlbi_leaves_the_other_cores_entries() {
+    let mut s = Script::new();
+    s.fill(0).fill(1).store(0, PAGE_A | PAGE, 0);
+    s.dsb(0, BarrierOption::ISHST)
+        .tlbi(0, TlbiOp::Vaae1, false, VA >> 12)
+        .dsb(0, BarrierOption::NSH); // enough for a local TLBI
+    assert!(!s.held(0) && s.stale(1));
+    // Mapping it again while CPU 1 holds the old translation.
+    s.store(0, 0, PAGE_B | PAGE);
+    assert_eq!(s.kinds(), vec![FindingKind::MissingTlbFlush]);
+    assert!(s.check.findings()[0].details[1].starts_with("cpu1 still holds"));
+}
+
+/// TLBI by VA with an ASID (VAE1) removes the entries of that ASID and global
+/// ones, never another ASID's non-global entry; VAAE1 ignores ASIDs; ASIDE1 removes
+/// only non-global entries of its ASID; VMALLE1 removes everything; a TLBI of
+/// another page removes nothing.
+#[test]
+fn tlbi_scope_follows_asid_and_global_bit() {
+    let with_asid = |asid: u64| (asid << 48) | (VA >> 12);
+    let cases: [(bool, TlbiOp, u64, bool); 9] = [
+        // (leaf global, TLBI, operand, entry survives)
+        (false, TlbiOp::Vae1, with_asid(6), true),
+        (false, TlbiOp::Vale1, with_asid(5), false),
+        (true, TlbiOp::Vae1, with_asid(6), false),
+        (false, TlbiOp::Vaae1, VA >> 12, false),
+        (false, TlbiOp::Aside1, 6 << 48, true),
+        (false, TlbiOp::Aside1, 5 << 48, false),
+        (true, TlbiOp::Aside1, 5 << 48, true),
+        (true, TlbiOp::Vmalle1, 0, false),
+        (false, TlbiOp::Vaale1, (VA >> 12) + 1, true),
+    ];
+    for (global, op, operand, survives) in cases {
+        for broadcast in [false, true] {
+            let mut s = Script::new();
+            s.fill_as(0, VA, 5, global).tlbi(0, op, broadcast, operand);
+            assert_eq!(
+                s.held(0),
+                survives,
+                "global {global}, {op:?} {operand:#x}, broadcast {broadcast}"
+            );
+        }
+    }
+}
+
+/// A broadcast TLBI reaches every CPU's entries, a local one only its own CPU's.
+#[test]
+fn tlbi_reach_is_the_issuing_cpu_or_all() {
+    for broadcast in [false, true] {
+        let mut s = Script::new();
+        s.fill(0).fill(1).fill(2);
+        s.tlbi(1, TlbiOp::Vaae1, broadcast, VA >> 12);
+        let held: Vec<bool> = (0..3).map(|cpu| s.held(cpu)).collect();
+        let expected = if broadcast {
+            vec![false, false, false]
+        } else {
+            vec![true, false, true]
+        };
+        assert_eq!(held, expected, "broadcast {broadcast}");
+    }
+}
+
+/// A block is held page by page; a TLBI of any page of it removes every page.
+#[test]
+fn a_tlbi_inside_a_block_removes_the_whole_block() {
+    let mut s = Script::new();
+    for page in [0, 5] {
+        s.on(
+            0,
+            EventKind::TlbFill(TlbFill {
+                va: VA + page * 4096,
+                pa: PAGE_A + page * 4096,
+                level: 2,
+                write: true,
+                exec: false,
+                global: true,
+                asid: 0,
+                walk: [L1 + 16, L2, 0, 0],
+                walk_len: 2,
+            }),
+        );
+    }
+    s.tlbi_va(0, VA + 9 * 4096);
+    assert!(s.check.held().entries().next().is_none());
+}
+
+/// Changing only the permissions of a live descriptor changes the translation:
+/// held entries go stale. The access flag and software bits do not.
+#[test]
+fn permission_changes_make_held_entries_stale_but_access_flag_and_software_bits_do_not() {
+    const READ_ONLY: u64 = 1 << 7; // AP[2]
+    const EXECUTE_NEVER: u64 = 1 << 54; // UXN
+    for (change, stale) in [
+        (READ_ONLY, true),
+        (EXECUTE_NEVER, true),
+        (1 << 10, false),
+        (1 << 55, false),
+    ] {
+        let mut s = Script::new();
+        s.fill(0).store(1, PAGE_A | PAGE, (PAGE_A | PAGE) ^ change);
+        assert_eq!(s.stale(0), stale, "bits {change:#x}");
+    }
+}
+
+/// A change of a table descriptor above the leaf makes the entries walked through
+/// it stale too.
+#[test]
+fn a_table_descriptor_change_makes_entries_below_it_stale() {
+    let mut s = Script::new();
+    s.fill(0).store_at(1, L2, L3 | 3, 0);
+    assert!(s.stale(0));
+}
+
+/// A break (valid → invalid) is completed by a TLBI of its own VA, and only that:
+/// making the descriptor valid again after a TLBI of another page is still a
+/// break-before-make violation.
+#[test]
+fn a_break_is_completed_only_by_a_tlbi_of_its_address() {
+    for (tlbi_va, complete) in [(VA, true), (VA + 4096, false), (VA + (1 << 21), false)] {
+        let mut s = Script::new();
+        s.store(0, PAGE_A | PAGE, 0)
+            .dsb(0, BarrierOption::ISHST)
+            .tlbi_va(0, tlbi_va)
+            .dsb(0, BarrierOption::ISH)
+            .store(0, 0, PAGE_B | PAGE);
+        let expected = if complete {
+            vec![]
+        } else {
+            vec![FindingKind::BreakBeforeMake]
+        };
+        assert_eq!(s.kinds(), expected, "TLBI of {tlbi_va:#x}");
+    }
+}
+
+#[test]
+fn break_before_make_is_checked_both_ways() {
+    // Straight from A to B.
+    let mut s = Script::new();
+    s.fill(0).store(0, PAGE_A | PAGE, PAGE_B | PAGE);
+    assert_eq!(s.kinds(), vec![FindingKind::BreakBeforeMake]);
+    // Through invalid with no TLBI in between (and no TLB holding A).
+    let mut s = Script::new();
+    s.store(0, PAGE_A | PAGE, 0).store(0, 0, PAGE_B | PAGE);
+    assert_eq!(s.kinds(), vec![FindingKind::BreakBeforeMake]);
+    // Made valid again with the same output: no remap.
+    let mut s = Script::new();
+    s.store(0, PAGE_A | PAGE, 0).store(0, 0, PAGE_A | PAGE);
+    assert_eq!(s.kinds(), vec![]);
+    // With the TLBI: clean; and a permission-only change is not a remap.
+    let mut s = Script::new();
+    clean_unmap(&mut s, 0);
+    s.store(0, 0, PAGE_B | PAGE)
+        .store(0, PAGE_B | PAGE, PAGE_B | PAGE | 0x80);
+    assert_eq!(s.kinds(), vec![]);
+    // A store to a page that is not a known page table is not looked at.
+    let mut s = Script::new();
+    s.store_at(0, PAGE_B, PAGE_A | PAGE, PAGE_B | PAGE);
+    assert_eq!(s.kinds(), vec![]);
+}
+
+#[test]
+fn barriers_must_order_the_store_and_complete_the_tlbi() {
+    let mut s = Script::new();
+    s.fill(0).store(0, PAGE_A | PAGE, 0);
+    s.tlbi_va(0, VA); // no dsb ishst before
+    s.isb(0); // no dsb ish before
+    let keys: Vec<_> = s
+        .check
+        .findings()
+        .iter()
+        .map(|f| (f.kind, f.key.clone()))
+        .collect();
+    let tlbi_pc = 0x1000 + 6;
+    assert_eq!(
+        keys,
+        vec![
+            (
+                FindingKind::MissingBarrier,
+                format!("store-before-tlbi {tlbi_pc:#x}")
+            ),
+            (
+                FindingKind::MissingBarrier,
+                format!("completion {tlbi_pc:#x}")
+            ),
+        ]
+    );
+    // A local TLBI needs only non-shareable barriers; a broadcast one does not.
+    for (broadcast, clean) in [(false, true), (true, false)] {
+        let mut s = Script::new();
+        s.fill(0).store(0, PAGE_A | PAGE, 0);
+        s.dsb(0, BarrierOption::NSHST)
+            .tlbi(0, TlbiOp::Vmalle1, broadcast, 0)
+            .dsb(0, BarrierOption::NSH)
+            .isb(0);
+        assert_eq!(s.kinds().is_empty(), clean, "broadcast {broadcast}");
+    }
+    // A store-only or load-only DSB does not complete a TLBI.
+    for option in [BarrierOption::ISHST, BarrierOption::ISHLD] {
+        let mut s = Script::new();
+        s.tlbi_va(0, VA).dsb(0, option).isb(0);
+        assert_eq!(s.kinds(), vec![FindingKind::MissingBarrier], "{option:?}");
+    }
+    // Another CPU's barrier completes nothing of this one's.
+    let mut s = Script::new();
+    s.tlbi_va(0, VA).dsb(1, BarrierOption::ISH).isb(0);
+    assert_eq!(s.kinds(), vec![FindingKind::MissingBarrier]);
+}
+
+/// A page-table store before a pending TLBI is completed is a missing barrier only
+/// when it changes the translation the TLBI targets: an IRQ handler may map other
+/// pages between a TLBI and its `dsb ish`.
+#[test]
+fn only_a_store_to_the_invalidated_translation_needs_the_tlbi_completed() {
+    for (store_at, finding) in [(L3 + 8, false), (L3, true)] {
+        let mut s = Script::new();
+        s.fill(0)
+            .dsb(0, BarrierOption::ISHST)
+            .tlbi_va(0, VA)
+            .store_at(0, store_at, 0, PAGE_B | PAGE);
+        let missing = s.kinds().contains(&FindingKind::MissingBarrier);
+        assert_eq!(missing, finding, "store to {store_at:#x}");
+    }
+}
+
+/// Unmodelled TLBI forms (range, by IPA …) change nothing and check nothing.
+#[test]
+fn unmodelled_tlbis_are_ignored() {
+    let mut s = Script::new();
+    s.fill(0).store(0, PAGE_A | PAGE, 0);
+    s.tlbi(0, TlbiOp::Other(0x11), true, VA >> 12);
+    assert!(s.held(0));
+    assert_eq!(s.kinds(), vec![]);
+}
