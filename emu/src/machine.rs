@@ -270,7 +270,6 @@ impl Machine {
         let sim_mmu = match (hooks, config.mmu) {
             (Hooks::Full, MmuMode::Simulated | MmuMode::Checked) => Some(SimMmu::new(
                 &ram,
-                kernel,
                 config.cpus,
                 config.mmu == MmuMode::Checked,
             )),
@@ -509,7 +508,7 @@ impl Machine {
         }
         let (retired, mut end) = self.run_slice(cpu, budget);
         if let Some(mmu) = &mut self.mmu {
-            mmu.after_slice(&mut self.cores, cpu, self.total_insns + retired);
+            mmu.after_slice(&mut self.cores, cpu);
         }
         if retired == 0 && matches!(end, SliceEnd::Budget) {
             // Nothing ran and nothing said why: stop rather than spin on empty slices.
@@ -792,13 +791,6 @@ impl Machine {
                 }
             })
             .collect()
-    }
-
-    /// What the simulated MMU's checks found so far (empty with the built-in MMU).
-    pub fn mmu_findings(&self) -> Vec<traces::finding::Finding> {
-        self.mmu.as_ref().map_or_else(Vec::new, |m| {
-            m.shared.model.borrow().findings.as_slice().to_vec()
-        })
     }
 
     /// The simulated MMU's counts (`None` with the built-in MMU).

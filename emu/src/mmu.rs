@@ -10,6 +10,9 @@
 //! (SCTLR_EL1.M = 0) is a flat, fully permitted map. Not modelled: other granules
 //! (treated as walks that fault), PAN, address size faults, stage 2.
 
+pub use traces::aarch64::{level_shift, Access, Descriptor, PAGE_SIZE};
+use traces::aarch64::OUTPUT_ADDRESS;
+
 use crate::memory::GuestMemory;
 
 /// The translation registers of one core.
@@ -27,12 +30,6 @@ impl TranslationRegs {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Access {
-    Read,
-    Write,
-    Fetch,
-}
 
 /// Fault status codes (DFSC/IFSC).
 pub const ALIGNMENT_FAULT: u64 = 0b10_0001;
@@ -40,8 +37,6 @@ pub const TRANSLATION_FAULT: u64 = 0b00_0100;
 pub const ACCESS_FLAG_FAULT: u64 = 0b00_1000;
 pub const PERMISSION_FAULT: u64 = 0b00_1100;
 
-const OUTPUT_ADDRESS: u64 = 0x0000_ffff_ffff_f000;
-pub const PAGE_SIZE: u64 = 4096;
 
 /// Why a walk failed: the fault status code (with its level) for ESR_EL1.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,10 +97,6 @@ impl Translation {
     }
 }
 
-/// VA bits one entry at `level` maps (12 at level 3, 21, 30, 39).
-pub fn level_shift(level: u8) -> u32 {
-    12 + 9 * (3 - level as u32)
-}
 
 /// Where a walk for `va` starts: the table base, the start level and the input size,
 /// or the level 0 translation fault of an address the tables do not cover.
@@ -228,50 +219,6 @@ pub fn fault_status(
         return None; // MMU off: no translation faults
     }
     walk(tables, regs, va, access).err().map(|f| f.status)
-}
-
-/// What a descriptor at `level` means for a walk: invalid, a table (its next-level
-/// address), or a leaf (its output address and the block size it maps).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Descriptor {
-    Invalid,
-    Table(u64),
-    Leaf { output: u64, level: u8 },
-}
-
-impl Descriptor {
-    pub fn decode(desc: u64, level: u8) -> Self {
-        let valid = desc & 1 != 0;
-        let table_or_page = desc & 2 != 0;
-        if !valid || (level == 3 && !table_or_page) || (level == 0 && !table_or_page) {
-            Descriptor::Invalid
-        } else if table_or_page && level < 3 {
-            Descriptor::Table(desc & OUTPUT_ADDRESS)
-        } else {
-            let mask = (1u64 << level_shift(level)) - 1;
-            Descriptor::Leaf {
-                output: desc & OUTPUT_ADDRESS & !mask,
-                level,
-            }
-        }
-    }
-    pub fn is_valid(&self) -> bool {
-        *self != Descriptor::Invalid
-    }
-}
-
-impl std::fmt::Display for Descriptor {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match *self {
-            Descriptor::Invalid => f.write_str("invalid"),
-            Descriptor::Table(next) => write!(f, "table at {next:#x}"),
-            Descriptor::Leaf { output, level: 3 } => write!(f, "page {output:#x}"),
-            Descriptor::Leaf { output, level } => {
-                let size = 1u64 << (level_shift(level) - 20);
-                write!(f, "{size} MiB block {output:#x}")
-            }
-        }
-    }
 }
 
 #[cfg(test)]

@@ -24,8 +24,11 @@
 //!   then `HardIrqEnter`); the `eret` that leaves an IRQ is `HardIrqExit` (matched by
 //!   the SP the exception was entered with).
 //! - The simulated MMU's own view (when the machine has it): TLBIs, the barriers it
-//!   hooks and page-table writes, which it hands over as it sees them
-//!   (`Recorder::guest_event`; what and when: the module doc of `simmu.rs`).
+//!   hooks, page-table writes and what its TLB model did, which it queues as it sees
+//!   them (`Recorder::queue`; what and when: the module doc of `simmu.rs`). Queued
+//!   events enter the stream, in the order queued, before the recorder's next event
+//!   and at the end of the slice; a queued event's time is kept unless that would
+//!   make time go back on its CPU.
 //!
 //! # Spinlock flavours
 //! `spin_lock_irq`/`spin_lock_irqsave` and the unlock forms call the plain primitives
@@ -247,8 +250,18 @@ impl Wrappers {
     }
 }
 
+/// An event queued by another part of the machine, with its task if known.
+struct Queued {
+    event: Event,
+    task_known: bool,
+}
+
 struct State {
     pending: Vec<Event>,
+    /// Shared with [`Recorder::queue`], which may run while `State` is borrowed.
+    queued: Rc<RefCell<Vec<Queued>>>,
+    /// The time of each CPU's last event in `pending` or handed to the sink.
+    last_time: Vec<u64>,
     recorded: u64,
     strings: StringTable,
     slice_base: u64,
@@ -272,6 +285,7 @@ struct State {
 /// The recording state of a machine.
 pub(crate) struct Recorder {
     state: RefCell<State>,
+    queued: Rc<RefCell<Vec<Queued>>>,
     sink: RefCell<EventSink>,
     kernel: KernelImage,
     wrappers: Wrappers,
@@ -357,9 +371,13 @@ impl Recorder {
         }
         let mut strings = StringTable::new();
         strings.intern("fs_reclaim");
+        let queued = Rc::new(RefCell::new(Vec::new()));
         let recorder = Rc::new(Recorder {
+            queued: queued.clone(),
             state: RefCell::new(State {
                 pending: Vec::new(),
+                queued,
+                last_time: vec![0; cores.len()],
                 recorded: 0,
                 strings,
                 slice_base: 0,
@@ -417,9 +435,10 @@ impl Recorder {
         self.state.borrow_mut().slice_base = total_insns;
     }
 
-    /// Hands the events recorded so far to the sink.
+    /// Hands the events recorded so far (the queued ones too) to the sink.
     pub(crate) fn flush(&self) {
         let mut st = self.state.borrow_mut();
+        st.take_queued(None);
         if st.pending.is_empty() {
             return;
         }
@@ -507,23 +526,31 @@ impl Recorder {
         st.exceptions.insert((cpu, sp), irq);
     }
 
-    /// An event another part of the machine saw on `cpu` at virtual `time` (the
-    /// simulated MMU's TLBIs, barriers and page-table writes, see [`crate::simmu`]):
-    /// attributed to the running task and ordered like the probes' own events. The
-    /// caller keeps `time` from going back on `cpu`.
-    pub(crate) fn guest_event(
+    /// Queues an event another part of the machine saw on `cpu` at virtual `time`
+    /// (the simulated MMU's, see [`crate::simmu`]). It enters the stream before the
+    /// recorder's next event, attributed to the running task; `uc` is given where
+    /// guest memory may be read to find that task (not from inside a TLB fill).
+    pub(crate) fn queue(
         &self,
-        uc: &Unicorn<'_, ()>,
+        uc: Option<&Unicorn<'_, ()>>,
         cpu: usize,
         time: u64,
         pc: u64,
         caller: u64,
         kind: EventKind,
     ) {
-        let task = self.task(uc, cpu);
-        self.state
-            .borrow_mut()
-            .push(time, cpu, task, pc, caller, kind);
+        let task = uc.map(|uc| self.task(uc, cpu));
+        self.queued.borrow_mut().push(Queued {
+            event: Event {
+                time,
+                cpu: CpuId(cpu as u16),
+                task: task.unwrap_or_default(),
+                pc,
+                caller,
+                kind,
+            },
+            task_known: task.is_some(),
+        });
     }
 
     /// The running task of `cpu` (cached; read from the guest the first time).
@@ -867,7 +894,34 @@ impl Recorder {
 }
 
 impl State {
+    /// Moves the queued events into the stream, before an event of `next` (CPU,
+    /// time) if given: each keeps its time unless that would make time go back on
+    /// its CPU (or pass `next` on the same CPU).
+    fn take_queued(&mut self, next: Option<(usize, u64)>) {
+        let queued = std::mem::take(&mut *self.queued.borrow_mut());
+        for Queued {
+            mut event,
+            task_known,
+        } in queued
+        {
+            let cpu = usize::from(event.cpu.0);
+            let last = self.last_time[cpu];
+            event.time = event.time.max(last);
+            if let Some((next_cpu, next_time)) = next.filter(|&(c, _)| c == cpu) {
+                debug_assert_eq!(next_cpu, cpu);
+                event.time = event.time.min(next_time.max(last));
+            }
+            if !task_known {
+                event.task = self.tasks[cpu].unwrap_or_default();
+            }
+            self.last_time[cpu] = event.time;
+            self.pending.push(event);
+        }
+    }
+
     fn push(&mut self, time: u64, cpu: usize, task: TaskId, pc: u64, caller: u64, kind: EventKind) {
+        self.take_queued(Some((cpu, time)));
+        self.last_time[cpu] = self.last_time[cpu].max(time);
         self.pending.push(Event {
             time,
             cpu: CpuId(cpu as u16),

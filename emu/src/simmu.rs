@@ -24,25 +24,26 @@
 //!   per iteration, so only ISBs within 4 instructions of a TLBI or DSB are hooked.
 //!
 //! # Recording
-//! While the machine records ([`crate::record`]), each core hands what its MMU sees to
-//! the recorder, into the same stream as the probes' events (nothing to pay
-//! otherwise: one `Option` test per TLBI, barrier and compare):
-//! - every EL1 TLBI (`Tlbi`, with Xt as the operand), at its PC and time;
-//! - every hooked barrier (`Dsb` with its option, `Isb`) at its PC and time: with
-//!   the checks on ([`crate::MmuMode::Checked`]) that is every DSB and the ISBs near
-//!   maintenance; DMBs and other ISBs are not seen;
-//! - every descriptor change a compare finds (`PageTableWrite`: descriptor PA, old,
-//!   new value), one per change the stats count, with the storing CPU and the PC of
-//!   the store (the first store of its write window: later stores the same window
-//!   takes, until the block ends, are not seen one by one). It is timed at the
-//!   compare point, not at the store, since events after the store may already be
-//!   recorded and time must not go back on a CPU: the CPU's next TLBI, barrier or
-//!   `free_pages` (before that event), or the end of its slice. A compare made by a
-//!   fill is handed over at the next of those (a fill may run inside a recorder hook).
+//! While the machine records ([`crate::record`]), each core queues what its MMU sees
+//! with the recorder, into the same stream as the probes' events (nothing to pay
+//! otherwise: one `Option` test per TLBI, barrier, fill and compare), in the order the
+//! model saw it:
+//! - what the model did ([`crate::tlb`]'s "What it records"): fills, page-table pages,
+//!   descriptor changes and stale uses, each at the time of the instruction that
+//!   caused it (a descriptor change: the first store of its write window; later
+//!   stores the same window takes, until the block ends, are not seen one by one);
+//! - every EL1 TLBI (`Tlbi`, with Xt as the operand), after the changes its compare
+//!   found;
+//! - every hooked barrier (`Dsb` with its option, `Isb`): with the checks on
+//!   ([`crate::MmuMode::Checked`]) that is every DSB and the ISBs near maintenance;
+//!   DMBs and other ISBs are not seen.
+//!
+//! The TLB check ([`traces::tlb::TlbCheck`]) needs nothing else.
 
 use std::cell::{Cell, OnceCell, RefCell};
 use std::rc::Rc;
 
+use traces::aarch64::TlbiScope;
 use traces::{BarrierOption, EventKind};
 use unicorn_engine::{MemType, Prot, RegisterARM64, TlbEntry, TlbType, Unicorn};
 
@@ -55,7 +56,7 @@ use crate::memory::GuestRam;
 use crate::mmu::{Access, Fault, TranslationRegs};
 use crate::record::Recorder;
 use crate::syshook::SysAccess;
-use crate::tlb::{At, Barrier, FillAnswer, MmuModel, RamView, TlbiOp};
+use crate::tlb::{At, Barrier, FillAnswer, MmuModel, RamView};
 
 /// State shared by every core's MMU hooks.
 pub(crate) struct Shared {
@@ -89,42 +90,39 @@ impl CoreMmu {
         }
     }
 
-    /// From now on this core's TLBIs, barriers and page-table writes go to `recorder`.
+    /// From now on this core's TLBIs, barriers and what the model does go to
+    /// `recorder`.
     pub(crate) fn start_recording(&self, recorder: Rc<Recorder>) {
-        self.shared.model.borrow_mut().record_pt_writes();
+        self.shared.model.borrow_mut().record_events();
         let _ = self.recorder.set(recorder);
     }
 
-    /// Hands the descriptor changes compared so far to the recorder, timed `time` (the
-    /// compare point). Called with no borrow of the model held: the recorder may read
-    /// guest memory, which may ask for a fill.
-    fn record_pt_writes(&self, recorder: &Recorder, uc: &Unicorn<'_, ()>, time: u64) {
-        let writes = self.shared.model.borrow_mut().take_pt_writes();
-        for w in writes {
-            debug_assert_eq!(w.store.cpu, self.cpu, "only the running CPU compares");
-            debug_assert!(w.store.time <= time, "compared before the store");
-            let kind = EventKind::PageTableWrite {
-                desc_pa: w.desc_pa,
-                old: w.old,
-                new: w.new,
-            };
-            recorder.guest_event(uc, w.store.cpu, time, w.store.pc, 0, kind);
+    /// Queues what the model did since the last call with the recorder. Called with
+    /// no borrow of the model held; `uc` as for [`Recorder::queue`].
+    fn hand_over(&self, uc: Option<&Unicorn<'_, ()>>) {
+        let Some(recorder) = self.recorder.get() else {
+            return;
+        };
+        let events = self.shared.model.borrow_mut().take_events();
+        for e in events {
+            debug_assert_eq!(e.at.cpu, self.cpu, "only the running CPU changes the model");
+            recorder.queue(uc, e.at.cpu, e.at.time, e.at.pc, 0, e.kind);
         }
     }
 
-    /// A hooked barrier at `pc` (the model has seen it).
+    /// A hooked barrier at `pc`, after the model saw it.
     fn record_barrier(&self, uc: &Unicorn<'_, ()>, barrier: Barrier, at: At) {
         let Some(recorder) = self.recorder.get() else {
             return;
         };
-        self.record_pt_writes(recorder, uc, at.time);
+        self.hand_over(Some(uc));
         let kind = match barrier {
             Barrier::Dsb(crm) => EventKind::Dsb {
                 option: BarrierOption(crm as u8),
             },
             Barrier::Isb => EventKind::Isb,
         };
-        recorder.guest_event(uc, self.cpu, at.time, at.pc, read_xreg(uc, 30), kind);
+        recorder.queue(Some(uc), self.cpu, at.time, at.pc, read_xreg(uc, 30), kind);
     }
 
     pub(crate) fn regs_changed(&self) {
@@ -150,27 +148,26 @@ impl CoreMmu {
     /// From the SYS hook: TLB maintenance reaches the model before it runs.
     pub(crate) fn on_sys(&self, access: &SysAccess<'_>) {
         let cp = access.cp;
-        let decoded = TlbiOp::decode(cp.op1, cp.crn, cp.crm, cp.op2, cp.val);
-        let recorder = self.recorder.get().filter(|_| cp.op1 == 0 && cp.crn == 8);
-        if decoded.is_none() && recorder.is_none() {
+        if cp.op1 != 0 || cp.crn != 8 {
             return;
         }
+        let (op, broadcast) = trace_tlbi(cp.op1, cp.crm, cp.op2);
         let at = self.at(access.pc());
-        if let Some((op, broadcast)) = decoded {
+        if let Some(scope) = TlbiScope::of(op, cp.val) {
+            let name = op.mnemonic(broadcast);
             self.shared
                 .model
                 .borrow_mut()
-                .tlbi(&self.shared.ram, op, broadcast, at);
+                .tlbi(&self.shared.ram, scope, broadcast, name, at);
         }
-        if let (Some(recorder), Some(uc)) = (recorder, access.engine()) {
-            self.record_pt_writes(recorder, &uc, at.time);
-            let (op, broadcast) = trace_tlbi(cp.op1, cp.crm, cp.op2);
+        if let (Some(recorder), Some(uc)) = (self.recorder.get(), access.engine()) {
+            self.hand_over(Some(&uc));
             let kind = EventKind::Tlbi {
                 op,
                 broadcast,
                 operand: cp.val,
             };
-            recorder.guest_event(&uc, self.cpu, at.time, at.pc, read_xreg(&uc, 30), kind);
+            recorder.queue(Some(&uc), self.cpu, at.time, at.pc, read_xreg(&uc, 30), kind);
         }
     }
 
@@ -186,6 +183,12 @@ impl CoreMmu {
         let at = self.at(pc);
         let mut model = self.shared.model.borrow_mut();
         let answer = model.fill(&self.shared.ram, &regs, va, access, at, guest);
+        if guest && self.recorder.get().is_some() {
+            // Queued without reading guest memory: this may run inside a probe.
+            drop(model);
+            self.hand_over(None);
+            model = self.shared.model.borrow_mut();
+        }
         if guest && model.has_new_pt_pages() {
             // Other cores lose write access to the new tables before they run again;
             // this one when its slice ends, soon.
@@ -285,15 +288,10 @@ pub(crate) struct SimMmu {
 }
 
 impl SimMmu {
-    pub(crate) fn new(ram: &GuestRam, kernel: &KernelImage, cpus: usize, checks: bool) -> Self {
-        let symbols = kernel.clone();
-        let symbolize = Box::new(move |pc: u64| match symbols.symbolize(pc) {
-            Some(s) => format!("{pc:#x} <{s}>"),
-            None => format!("{pc:#x}"),
-        });
+    pub(crate) fn new(ram: &GuestRam, cpus: usize, checks: bool) -> Self {
         Self {
             shared: Rc::new(Shared {
-                model: RefCell::new(MmuModel::new(cpus, checks, symbolize)),
+                model: RefCell::new(MmuModel::new(cpus, checks)),
                 slice_base: Cell::new(0),
                 in_slice: Cell::new(false),
                 // SAFETY: the machine drops its cores (and with them every hook holding
@@ -324,10 +322,7 @@ impl SimMmu {
                 core.uc
                     .add_code_hook(addr, addr, move |uc, pc, _| {
                         let at = m.at(pc);
-                        m.shared
-                            .model
-                            .borrow_mut()
-                            .barrier(&m.shared.ram, barrier, at);
+                        m.shared.model.borrow_mut().barrier(&m.shared.ram, m.cpu);
                         m.record_barrier(uc, barrier, at);
                     })
                     .map_err(uc_err("adding a barrier hook"))?;
@@ -347,9 +342,7 @@ impl SimMmu {
                             4096 << order,
                             at,
                         );
-                        if let Some(recorder) = m.recorder.get() {
-                            m.record_pt_writes(recorder, uc, at.time);
-                        }
+                        m.hand_over(Some(uc));
                     })
                     .map_err(uc_err("adding the free_pages hook"))?;
             }
@@ -370,9 +363,9 @@ impl SimMmu {
         self.shared.in_slice.set(true);
     }
 
-    /// After `cpu`'s slice, which ended at virtual time `end`: compare the page tables
-    /// it was let write, and take the write permission back.
-    pub(crate) fn after_slice(&mut self, cores: &mut [Core], cpu: usize, end: u64) {
+    /// After `cpu`'s slice: compare the page tables it was let write, and take the
+    /// write permission back.
+    pub(crate) fn after_slice(&mut self, cores: &mut [Core], cpu: usize) {
         self.shared.in_slice.set(false);
         let mut model = self.shared.model.borrow_mut();
         model.take_new_pt_pages();
@@ -382,9 +375,7 @@ impl SimMmu {
         drop(model);
         let core = &cores[cpu];
         if let Some(mmu) = &core.mmu {
-            if let Some(recorder) = mmu.recorder.get() {
-                mmu.record_pt_writes(recorder, &core.uc, end);
-            }
+            mmu.hand_over(Some(&core.uc));
         }
     }
 }
@@ -442,22 +433,16 @@ mod tests {
     #[test]
     fn tlbis_keep_their_kind_in_the_trace() {
         use traces::TlbiOp as T;
-        for crm in [1, 3, 7] {
-            for op2 in [0, 1, 2, 3, 5, 7] {
-                let (model, model_broadcast) = TlbiOp::decode(0, 8, crm, op2, 0).unwrap();
-                let (op, broadcast) = trace_tlbi(0, crm, op2);
-                assert_eq!(broadcast, model_broadcast, "crm {crm} op2 {op2}");
-                // The model counts the last-level forms with the others.
-                let op = match op {
-                    T::Vale1 => T::Vae1,
-                    T::Vaale1 => T::Vaae1,
-                    op => op,
-                };
-                assert_eq!(op.mnemonic(broadcast), model.name(broadcast));
+        let ops = [T::Vmalle1, T::Vae1, T::Aside1, T::Vaae1, T::Vale1, T::Vaale1];
+        for (crm, broadcast) in [(1, true), (3, true), (7, false)] {
+            for (op2, op) in [0, 1, 2, 3, 5, 7].into_iter().zip(ops) {
+                assert_eq!(trace_tlbi(0, crm, op2), (op, broadcast), "crm {crm} op2 {op2}");
             }
         }
+        assert_eq!(trace_tlbi(0, 3, 3).0.mnemonic(true), "vaae1is");
         // tlbi rvae1is (a range form the model does not decode): op1 0, CRm 2, op2 1.
         assert_eq!(trace_tlbi(0, 2, 1), (T::Other((2 << 3) | 1), true));
+        assert_eq!(TlbiScope::of(trace_tlbi(0, 2, 1).0, 0), None);
         assert_eq!(trace_tlbi(0, 7, 3), (T::Vaae1, false));
     }
 

@@ -1,6 +1,7 @@
-//! The lock validator on the CLI side: fed online during `run` (through the
-//! machine's event recording) and offline by `percpu-lab check FILE`, with the same
-//! findings both ways; its part of the text and JSON reports.
+//! The analyses of a run's events on the CLI side — the lock validator and, when the
+//! MMU was checked, the TLB check — fed online during `run` (through the machine's
+//! event recording) and offline by `percpu-lab check FILE`, with the same findings
+//! both ways; their part of the text and JSON reports.
 
 use std::cell::RefCell;
 use std::path::PathBuf;
@@ -10,7 +11,8 @@ use clap::Args;
 use emu::{EventSink, KernelImage, Machine, StopRequest};
 use serde_json::{json, Value};
 use traces::lockdep::{Stats, Symbolizer};
-use traces::{ElfHash, Event, Finding, StringTable, Validator};
+use traces::tlb::TlbCheck;
+use traces::{Analysis, ElfHash, Event, Finding, StringTable, TraceConfig, Validator};
 
 use crate::report::ReportFormat;
 use crate::{kernel, mmu_report, tracefile, BadInput, Verdict};
@@ -40,49 +42,93 @@ pub fn symbolizer(kernel: &KernelImage) -> Symbolizer {
     })
 }
 
-/// The validator fed by a running machine.
+/// Every analysis of one run's events: the lock validator always, the TLB check when
+/// the machine checked its MMU (its events are recorded then).
+pub struct Analyses {
+    pub locks: Validator,
+    pub tlb: Option<TlbCheck>,
+}
+
+impl Analyses {
+    /// Analyses naming code addresses of `kernel` (if given).
+    pub fn new(kernel: Option<&KernelImage>, tlb_check: bool) -> Self {
+        let tlb = tlb_check.then(|| match kernel {
+            Some(kernel) => TlbCheck::with_symbolizer(symbolizer(kernel)),
+            None => TlbCheck::new(),
+        });
+        let locks = match kernel {
+            Some(kernel) => Validator::with_symbolizer(symbolizer(kernel)),
+            None => Validator::new(),
+        };
+        Self { locks, tlb }
+    }
+
+    pub fn feed(&mut self, events: &[Event], strings: &StringTable) {
+        self.locks.feed(events, strings);
+        if let Some(tlb) = &mut self.tlb {
+            tlb.feed(events, strings);
+        }
+    }
+
+    /// The TLB check's findings (none without it).
+    pub fn tlb_findings(&self) -> &[Finding] {
+        self.tlb.as_ref().map_or(&[], |t| t.findings())
+    }
+}
+
+/// Whether a trace recorded with `config` holds what the TLB check needs: the MMU
+/// was checked (`mmu` = `checked`) and the format has the TLB model's events (1.2).
+pub fn trace_has_tlb_events(config: &TraceConfig, minor: u16) -> bool {
+    config.extra.get("mmu").map(String::as_str) == Some("checked") && minor >= 2
+}
+
+/// The analyses fed by a running machine.
 pub struct Online {
-    validator: Rc<RefCell<Validator>>,
+    analyses: Rc<RefCell<Analyses>>,
 }
 
 impl Online {
-    /// A validator for `kernel`'s events, and the sink that feeds it (stopping the
-    /// machine at the first real deadlock).
-    pub fn new(kernel: &KernelImage, machine: &Machine) -> (Self, EventSink) {
-        let validator = Rc::new(RefCell::new(Validator::with_symbolizer(symbolizer(kernel))));
+    /// Analyses of `kernel`'s events (the TLB check if `tlb_check`), and the sink that
+    /// feeds them (stopping the machine at the first real deadlock).
+    pub fn new(kernel: &KernelImage, machine: &Machine, tlb_check: bool) -> (Self, EventSink) {
+        let analyses = Rc::new(RefCell::new(Analyses::new(Some(kernel), tlb_check)));
         let stop: StopRequest = machine.stop_request();
-        let fed = validator.clone();
+        let fed = analyses.clone();
         let sink: EventSink = Box::new(move |events: &[Event], strings: &StringTable| {
-            let mut v = fed.borrow_mut();
-            let was = v.deadlocked();
-            v.feed(events, strings);
-            if !was && v.deadlocked() {
+            let mut a = fed.borrow_mut();
+            let was = a.locks.deadlocked();
+            a.feed(events, strings);
+            if !was && a.locks.deadlocked() {
                 stop.stop("deadlock: tasks wait for each other's locks");
             }
         });
-        (Self { validator }, sink)
+        (Self { analyses }, sink)
     }
 
     pub fn findings(&self) -> Vec<Finding> {
-        self.validator.borrow().findings().to_vec()
+        self.analyses.borrow().locks.findings().to_vec()
+    }
+
+    pub fn tlb_findings(&self) -> Vec<Finding> {
+        self.analyses.borrow().tlb_findings().to_vec()
     }
 
     pub fn stats(&self) -> Stats {
-        self.validator.borrow().stats()
+        self.analyses.borrow().locks.stats()
     }
 
     /// Every lock each task holds now.
     pub fn held_locks(&self) -> Vec<String> {
-        self.validator.borrow().held_locks_report()
+        self.analyses.borrow().locks.held_locks_report()
     }
 }
 
-/// The validator's findings in the lockdep-like text form.
-pub fn print_text(findings: &[Finding]) {
+/// Findings in the lockdep-like text form, under `== N {what} finding(s)`.
+pub fn print_findings(what: &str, findings: &[Finding]) {
     if findings.is_empty() {
         return;
     }
-    println!("== {} lock validator finding(s)", findings.len());
+    println!("== {} {what} finding(s)", findings.len());
     for f in findings {
         let cpu = f.cpu.map_or(String::new(), |c| format!(" cpu{c}"));
         let time = f.time.map_or(String::new(), |t| format!(" at {t}"));
@@ -92,6 +138,11 @@ pub fn print_text(findings: &[Finding]) {
             println!("    {line}");
         }
     }
+}
+
+/// The validator's findings in the lockdep-like text form.
+pub fn print_text(findings: &[Finding]) {
+    print_findings("lock validator", findings);
 }
 
 pub fn stats_json(s: &Stats) -> Value {
@@ -105,34 +156,50 @@ pub fn stats_json(s: &Stats) -> Value {
     })
 }
 
-/// `percpu-lab check FILE`: the lock validator over a recorded trace.
+/// `percpu-lab check FILE`: the run's analyses over its recorded trace.
 ///
-/// The trace is streamed: memory holds the validator's state (lock classes,
-/// dependencies, chains, what is held now), never the events.
+/// The trace is streamed: memory holds the analyses' state (lock classes,
+/// dependencies, chains, what is held now, what each TLB holds), never the events.
 pub fn check(args: &CheckArgs) -> Result<Verdict, BadInput> {
     let mut reader = tracefile::open(&args.file)?;
-    let config = reader.header().config.clone();
-    let mut validator = match kernel::load(args.kernel.as_deref()) {
-        Ok(kernel) if ElfHash::of(kernel.elf_bytes()) == config.guest_elf => {
-            Validator::with_symbolizer(symbolizer(&kernel))
-        }
+    let header = reader.header().clone();
+    let config = header.config.clone();
+    let kernel = match kernel::load(args.kernel.as_deref()) {
+        Ok(kernel) if ElfHash::of(kernel.elf_bytes()) == config.guest_elf => Some(kernel),
         _ => {
             eprintln!(
                 "percpu-lab: warning: {}: recorded from another guest kernel than the one \
                  given (--kernel); code addresses are not named",
                 args.file.display()
             );
-            Validator::new()
+            None
         }
     };
+    let tlb_check = trace_has_tlb_events(&config, header.minor);
+    if config.extra.get("mmu").map(String::as_str) == Some("checked") && !tlb_check {
+        eprintln!(
+            "percpu-lab: warning: {}: format {}.{} predates the TLB model's events; \
+             the TLB check is not re-derived",
+            args.file.display(),
+            header.major,
+            header.minor
+        );
+    }
+    let mut analyses = Analyses::new(kernel.as_ref(), tlb_check);
     let mut events: u64 = 0;
     while let Some(event) = reader.next() {
-        validator.feed(std::slice::from_ref(&event), reader.strings());
+        analyses.feed(std::slice::from_ref(&event), reader.strings());
         events += 1;
     }
     let damaged = reader.damage().is_some();
     tracefile::warn_damage(&args.file, reader.damage());
-    let findings = validator.findings();
+    let validator = &analyses.locks;
+    let tlb_findings = analyses.tlb_findings();
+    let findings: Vec<Finding> = tlb_findings
+        .iter()
+        .chain(validator.findings())
+        .cloned()
+        .collect();
     match args.report {
         ReportFormat::Text => {
             println!(
@@ -144,9 +211,10 @@ pub fn check(args: &CheckArgs) -> Result<Verdict, BadInput> {
                 config.seed,
                 config.cpus
             );
-            print_text(findings);
+            print_findings("TLB check", tlb_findings);
+            print_text(validator.findings());
             if findings.is_empty() {
-                println!("== no lock validator findings");
+                println!("== no findings");
             }
         }
         ReportFormat::Json => {

@@ -232,9 +232,16 @@ pub fn export(args: &ExportArgs) -> Result<Verdict, BadInput> {
     };
     // Findings are made again from the trace itself (as `check` does), so the view
     // shows them at the events that made them.
-    let mut validator = traces::Validator::new();
-    validator.feed(&trace.events, &trace.strings);
-    let json = perfetto(&trace, validator.findings());
+    let tlb_check = crate::check::trace_has_tlb_events(&trace.header.config, trace.header.minor);
+    let mut analyses = crate::check::Analyses::new(None, tlb_check);
+    analyses.feed(&trace.events, &trace.strings);
+    let findings: Vec<_> = analyses
+        .tlb_findings()
+        .iter()
+        .chain(analyses.locks.findings())
+        .cloned()
+        .collect();
+    let json = perfetto(&trace, &findings);
     let file = AtomicFile::create(&args.perfetto)?;
     let write = || -> std::io::Result<()> {
         let mut out = BufWriter::new(file);

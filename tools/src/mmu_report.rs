@@ -14,9 +14,10 @@ pub struct MmuRun {
 }
 
 impl MmuRun {
-    pub fn of(machine: &emu::Machine) -> Self {
+    /// The machine's counts and what the online TLB check found.
+    pub fn of(machine: &emu::Machine, analyses: &crate::check::Online) -> Self {
         Self {
-            findings: machine.mmu_findings(),
+            findings: analyses.tlb_findings(),
             stats: machine.mmu_stats(),
         }
     }
@@ -80,16 +81,5 @@ pub fn print_text(mmu: &MmuRun) {
             );
         }
     }
-    if mmu.findings.is_empty() {
-        return;
-    }
-    println!("== {} finding(s)", mmu.findings.len());
-    for f in &mmu.findings {
-        let cpu = f.cpu.map_or(String::new(), |c| format!(" cpu{c}"));
-        let time = f.time.map_or(String::new(), |t| format!(" at {t}"));
-        println!("[{}] {}{cpu}{time}", f.kind, f.title);
-        for line in &f.details {
-            println!("    {line}");
-        }
-    }
+    crate::check::print_findings("TLB check", &mmu.findings);
 }

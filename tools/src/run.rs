@@ -142,6 +142,13 @@ impl RunArgs {
     }
 }
 
+impl RunArgs {
+    /// Whether the run checks TLB maintenance (its MMU events are recorded then).
+    pub fn checks_mmu(&self) -> bool {
+        matches!(self.mmu, Mmu::Checked)
+    }
+}
+
 pub fn run(args: &RunArgs) -> Result<Verdict, BadInput> {
     let kernel = kernel::load(args.kernel.as_deref())?;
     kernel::check_scenario(&kernel, &args.scenario)?;
@@ -149,7 +156,7 @@ pub fn run(args: &RunArgs) -> Result<Verdict, BadInput> {
     tracing::info!(bootargs = %config.bootargs, cpus = config.cpus, "booting");
     let mut machine = Machine::new(config, &kernel)?;
     // The lock validator sees every event, with or without a trace file.
-    let (lockdep, validator_sink) = check::Online::new(&kernel, &machine);
+    let (analyses, validator_sink) = check::Online::new(&kernel, &machine, args.checks_mmu());
     let validator_sink = interrupt::stop_on_signal(machine.stop_request(), validator_sink);
     let (validator_sink, progress) = crate::progress::count_run(validator_sink);
     let recording = match &args.trace {
@@ -184,8 +191,8 @@ pub fn run(args: &RunArgs) -> Result<Verdict, BadInput> {
     };
     let outcome = machine.run(&mut console);
     progress.finish_and_clear();
-    let mmu = MmuRun::of(&machine);
-    let locks = check::LockRun::of(&lockdep);
+    let mmu = MmuRun::of(&machine, &analyses);
+    let locks = check::LockRun::of(&analyses);
     let verdict = match report::verdict(&outcome) {
         _ if interrupt::ended(&outcome.end) => Verdict::Interrupted,
         // Findings (DESIGN.md exit code 1) explain a fault they led to as well.
