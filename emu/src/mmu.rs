@@ -10,8 +10,8 @@
 //! (SCTLR_EL1.M = 0) is a flat, fully permitted map. Not modelled: other granules
 //! (treated as walks that fault), PAN, address size faults, stage 2.
 
-pub use traces::aarch64::{level_shift, Access, Descriptor, PAGE_SIZE};
 use traces::aarch64::OUTPUT_ADDRESS;
+pub use traces::aarch64::{level_shift, Access, Descriptor, PAGE_SIZE};
 
 use crate::memory::GuestMemory;
 
@@ -30,13 +30,11 @@ impl TranslationRegs {
     }
 }
 
-
 /// Fault status codes (DFSC/IFSC).
 pub const ALIGNMENT_FAULT: u64 = 0b10_0001;
 pub const TRANSLATION_FAULT: u64 = 0b00_0100;
 pub const ACCESS_FLAG_FAULT: u64 = 0b00_1000;
 pub const PERMISSION_FAULT: u64 = 0b00_1100;
-
 
 /// Why a walk failed: the fault status code (with its level) for ESR_EL1.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,7 +94,6 @@ impl Translation {
         }
     }
 }
-
 
 /// Where a walk for `va` starts: the table base, the start level and the input size,
 /// or the level 0 translation fault of an address the tables do not cover.

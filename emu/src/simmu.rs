@@ -167,7 +167,14 @@ impl CoreMmu {
                 broadcast,
                 operand: cp.val,
             };
-            recorder.queue(Some(&uc), self.cpu, at.time, at.pc, read_xreg(&uc, 30), kind);
+            recorder.queue(
+                Some(&uc),
+                self.cpu,
+                at.time,
+                at.pc,
+                read_xreg(&uc, 30),
+                kind,
+            );
         }
     }
 
@@ -433,10 +440,21 @@ mod tests {
     #[test]
     fn tlbis_keep_their_kind_in_the_trace() {
         use traces::TlbiOp as T;
-        let ops = [T::Vmalle1, T::Vae1, T::Aside1, T::Vaae1, T::Vale1, T::Vaale1];
+        let ops = [
+            T::Vmalle1,
+            T::Vae1,
+            T::Aside1,
+            T::Vaae1,
+            T::Vale1,
+            T::Vaale1,
+        ];
         for (crm, broadcast) in [(1, true), (3, true), (7, false)] {
             for (op2, op) in [0, 1, 2, 3, 5, 7].into_iter().zip(ops) {
-                assert_eq!(trace_tlbi(0, crm, op2), (op, broadcast), "crm {crm} op2 {op2}");
+                assert_eq!(
+                    trace_tlbi(0, crm, op2),
+                    (op, broadcast),
+                    "crm {crm} op2 {op2}"
+                );
             }
         }
         assert_eq!(trace_tlbi(0, 3, 3).0.mnemonic(true), "vaae1is");

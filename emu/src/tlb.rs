@@ -834,7 +834,11 @@ mod tests {
         assert!(m.close_windows(&ram, 0));
         assert_eq!(m.stats.pt_writes_invalid_to_valid, 1);
         assert!(!m.close_windows(&ram, 0));
-        let writes: Vec<_> = m.take_events().into_iter().map(|e| (e.at, e.kind)).collect();
+        let writes: Vec<_> = m
+            .take_events()
+            .into_iter()
+            .map(|e| (e.at, e.kind))
+            .collect();
         let write = |old, new| EventKind::PageTableWrite {
             desc_pa: L3,
             old,

@@ -70,6 +70,14 @@ impl Analyses {
         }
     }
 
+    /// The events ended: what only the end shows (TLB windows still open).
+    pub fn finish(&mut self) {
+        Analysis::finish(&mut self.locks);
+        if let Some(tlb) = &mut self.tlb {
+            tlb.finish();
+        }
+    }
+
     /// The TLB check's findings (none without it).
     pub fn tlb_findings(&self) -> &[Finding] {
         self.tlb.as_ref().map_or(&[], |t| t.findings())
@@ -103,6 +111,11 @@ impl Online {
             }
         });
         (Self { analyses }, sink)
+    }
+
+    /// The run ended: see [`Analyses::finish`].
+    pub fn finish(&self) {
+        self.analyses.borrow_mut().finish();
     }
 
     pub fn findings(&self) -> Vec<Finding> {
@@ -191,6 +204,7 @@ pub fn check(args: &CheckArgs) -> Result<Verdict, BadInput> {
         analyses.feed(std::slice::from_ref(&event), reader.strings());
         events += 1;
     }
+    analyses.finish();
     let damaged = reader.damage().is_some();
     tracefile::warn_damage(&args.file, reader.damage());
     let validator = &analyses.locks;

@@ -15,7 +15,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 use serde_json::{json, Value};
-use traces::{Event, EventKind, Finding, Trace};
+use traces::{Event, EventKind, Finding, Trace, WalkResult};
 
 use crate::atomic_file::AtomicFile;
 use crate::tracefile;
@@ -172,6 +172,25 @@ pub fn perfetto(trace: &Trace, findings: &[Finding]) -> Value {
                 format!("tlbi {}", op.mnemonic(broadcast)),
                 json!({"operand": format!("{operand:#x}")}),
             )),
+            EventKind::PageTableWrite { desc_pa, old, new } => out.push(instant(
+                "pt write".into(),
+                json!({"desc_pa": format!("{desc_pa:#x}"), "old": format!("{old:#x}"),
+                       "new": format!("{new:#x}")}),
+            )),
+            EventKind::Dsb { option } => {
+                out.push(instant(format!("dsb {}", option.name()), json!({})))
+            }
+            EventKind::Isb => out.push(instant("isb".into(), json!({}))),
+            EventKind::StaleTlbUse { va, access, now } => {
+                let now = match now {
+                    WalkResult::Maps(pa) => format!("maps to {pa:#x}"),
+                    WalkResult::Faults(status) => format!("faults (status {status:#x})"),
+                };
+                out.push(instant(
+                    "stale tlb use".into(),
+                    json!({"va": format!("{va:#x}"), "access": format!("{access:?}"), "tables now": now}),
+                ))
+            }
             EventKind::Marker { label, value } if !class(label).starts_with("task:") => {
                 out.push(instant(class(label), json!({"value": value})))
             }
@@ -235,6 +254,7 @@ pub fn export(args: &ExportArgs) -> Result<Verdict, BadInput> {
     let tlb_check = crate::check::trace_has_tlb_events(&trace.header.config, trace.header.minor);
     let mut analyses = crate::check::Analyses::new(None, tlb_check);
     analyses.feed(&trace.events, &trace.strings);
+    analyses.finish();
     let findings: Vec<_> = analyses
         .tlb_findings()
         .iter()

@@ -191,6 +191,7 @@ pub fn run(args: &RunArgs) -> Result<Verdict, BadInput> {
     };
     let outcome = machine.run(&mut console);
     progress.finish_and_clear();
+    analyses.finish();
     let mmu = MmuRun::of(&machine, &analyses);
     let locks = check::LockRun::of(&analyses);
     let verdict = match report::verdict(&outcome) {

@@ -123,5 +123,8 @@ fn check_gives_the_findings_of_the_run() {
     assert!(differing.is_empty(), "{}", differing.join("\n"));
     // Not vacuous for the TLB check: the seeded missing flush and the MMU self-tests
     // give its findings.
-    assert!(with_mmu_findings >= 5, "{with_mmu_findings} cases with TLB findings");
+    assert!(
+        with_mmu_findings >= 5,
+        "{with_mmu_findings} cases with TLB findings"
+    );
 }

@@ -412,3 +412,57 @@ fn injected_bugs_and_the_mmu_mode_are_part_of_the_replayed_config() {
     assert_eq!(replay.code, 0, "{}", replay.describe());
     assert!(replay.stdout.contains("identical"), "{}", replay.describe());
 }
+
+/// The TLB check is re-derived from the trace: a run with the seeded missing flush
+/// exits 1 with its findings, `check` of its trace says the same (exit 1, text and
+/// JSON), and the Perfetto export shows each finding and the maintenance around it.
+#[test]
+fn mmu_findings_are_rederived_by_check_and_shown_by_export() {
+    let trace = scratch("skip-flush.trace");
+    let args = ["--scenario", "reclaim", "--inject", "skip-tlb-flush"];
+    let mut json_args = args.to_vec();
+    json_args.extend(["--report", "json"]);
+    let run = record(&trace, &json_args);
+    assert_eq!(run.code, 1, "{}", run.describe());
+    let run_kinds = common::kinds(&run);
+    assert!(
+        run_kinds
+            .iter()
+            .any(|k| k == "stale-tlb" || k == "missing-tlb-flush"),
+        "{run_kinds:?}"
+    );
+    let path = trace.to_str().unwrap();
+    let check = percpu_lab(&["check", path]);
+    assert_eq!(check.code, 1, "{}", check.describe());
+    assert!(
+        check.stdout.contains("TLB check finding(s)"),
+        "{}",
+        check.describe()
+    );
+    let check_json = percpu_lab(&["check", "--report", "json", path]);
+    assert_eq!(common::kinds(&check_json), run_kinds);
+
+    let trace_events = load(&trace);
+    let fills = trace_events
+        .events
+        .iter()
+        .filter(|e| matches!(e.kind, EventKind::TlbFill(_)))
+        .count();
+    assert!(fills > 0, "the TLB model's fills are in the trace");
+    let (_, json) = export_perfetto(&trace, "skip-flush.json");
+    let names: Vec<&str> = json["traceEvents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["name"].as_str())
+        .collect();
+    for kind in &run_kinds {
+        assert!(
+            names.contains(&kind.as_str()),
+            "export lacks finding {kind}"
+        );
+    }
+    for instant in ["pt write", "tlbi vmalle1", "stale tlb use"] {
+        assert!(names.contains(&instant), "export lacks {instant} instants");
+    }
+}

@@ -22,10 +22,13 @@ pub enum FindingKind {
     /// A descriptor store not ordered before its TLBI (`dsb ishst`), or a TLBI not
     /// completed (`dsb ish`) before the mapping is relied on.
     MissingBarrier,
+    /// A page freed while some CPU's TLB still held a translation to it (mapped, or
+    /// unmapped but not yet invalidated): a latent use-after-free through the TLB.
+    FreedPageInTlb,
 }
 
 impl FindingKind {
-    pub const ALL: [FindingKind; 13] = [
+    pub const ALL: [FindingKind; 14] = [
         FindingKind::CircularDependency,
         FindingKind::IrqInversion,
         FindingKind::InconsistentIrqState,
@@ -39,6 +42,7 @@ impl FindingKind {
         FindingKind::MissingTlbFlush,
         FindingKind::BreakBeforeMake,
         FindingKind::MissingBarrier,
+        FindingKind::FreedPageInTlb,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -56,6 +60,7 @@ impl FindingKind {
             FindingKind::MissingTlbFlush => "missing-tlb-flush",
             FindingKind::BreakBeforeMake => "break-before-make",
             FindingKind::MissingBarrier => "missing-barrier",
+            FindingKind::FreedPageInTlb => "freed-page-in-tlb",
         }
     }
 

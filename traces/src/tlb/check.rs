@@ -1,6 +1,6 @@
 //! [`TlbCheck`]: the TLB-shootdown findings from the MMU events of a run.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use crate::aarch64::{level_shift, Descriptor, DsbReach, TlbiScope, PAGE_MASK, PAGE_SIZE};
 use crate::analysis::Analysis;
@@ -42,6 +42,26 @@ struct BarrierState {
     pending_tlbi: Option<PendingTlbi>,
 }
 
+/// Whether `fill` is a translation through which a freed page is a hazard: any but
+/// the guest's direct map, which is the identity (VA = PA, docs/machine.md) and maps
+/// every page of RAM for good, as Linux's linear map does.
+fn outlives_a_free(fill: &crate::event::TlbFill) -> bool {
+    fill.va != fill.pa
+}
+
+/// A freed page some TLB still reaches: the free and who holds what.
+#[derive(Debug, Clone)]
+struct FreedPage {
+    /// The free: its CPU, call site and time.
+    at: At,
+    order: u8,
+    /// (CPU, VA page, stale since) of each entry that reached it at the free or
+    /// after (a refill through a mapping still in place).
+    holders: Vec<(usize, u64, Option<StaleSince>)>,
+    /// The first allocation of the page while it was reachable: (CPU, time).
+    reused: Option<(usize, u64)>,
+}
+
 /// Where an event happened, as findings say it.
 #[derive(Debug, Clone, Copy)]
 struct At {
@@ -57,6 +77,11 @@ pub struct TlbCheck {
     pt_pages: HashMap<u64, PtPage>,
     broken: HashMap<u64, Broken>,
     barriers: Vec<BarrierState>,
+    /// Freed pages still reachable through some TLB, by physical page.
+    freed: BTreeMap<u64, FreedPage>,
+    /// The time of the latest event this check looked at (where an open window ends
+    /// at `finish`).
+    last_time: u64,
     findings: Findings,
     symbolize: Option<Symbolizer>,
 }
@@ -288,7 +313,10 @@ impl TlbCheck {
             broadcast,
             scope,
         });
-        self.held.invalidate(at.cpu, broadcast, scope);
+        let removed = self.held.invalidate(at.cpu, broadcast, scope);
+        for (_, entry) in removed {
+            self.close_if_unreachable(entry.fill.pa, Some(at));
+        }
         // The breaks this TLBI completes (ASIDE1 removes only non-global entries of
         // one ASID: kernel mappings are global, so it completes none).
         self.broken.retain(|_, b| match scope {
@@ -316,6 +344,106 @@ impl TlbCheck {
         }
     }
 
+    /// `at.cpu` freed `1 << order` pages at `pa` (`at.pc` is the call site).
+    fn pages_freed(&mut self, pa: u64, order: u8, at: At) {
+        let pages = 1u64 << order.min(20);
+        let range = pa & PAGE_MASK..(pa & PAGE_MASK) + pages * PAGE_SIZE;
+        let mut holders: BTreeMap<u64, Vec<(usize, u64, Option<StaleSince>)>> = BTreeMap::new();
+        for (cpu, entry) in self.held.entries() {
+            if range.contains(&entry.fill.pa) && outlives_a_free(&entry.fill) {
+                let holder = (cpu, entry.fill.va, entry.stale);
+                holders.entry(entry.fill.pa).or_default().push(holder);
+            }
+        }
+        for (page, mut holders) in holders {
+            holders.sort_unstable_by_key(|&(cpu, va, _)| (cpu, va));
+            self.freed.entry(page).or_insert(FreedPage {
+                at,
+                order,
+                holders,
+                reused: None,
+            });
+        }
+    }
+
+    /// A page allocated again while a TLB still reaches it.
+    fn pages_allocated(&mut self, pa: u64, order: u8, at: At) {
+        let start = pa & PAGE_MASK;
+        let end = start + (1u64 << order.min(20)) * PAGE_SIZE;
+        for freed in self.freed.range_mut(start..end).map(|(_, f)| f) {
+            freed.reused.get_or_insert((at.cpu, at.time));
+        }
+    }
+
+    /// Reports freed page `pa` once no TLB holds a translation to it any more (`end`:
+    /// the TLBI that removed the last one), or at the end of the events (`None`).
+    fn close_if_unreachable(&mut self, pa: u64, end: Option<At>) {
+        if !self.freed.contains_key(&pa) {
+            return;
+        }
+        let reached = |e: &crate::tlb::HeldEntry| e.fill.pa == pa && outlives_a_free(&e.fill);
+        if end.is_some() && self.held.entries().any(|(_, e)| reached(e)) {
+            return;
+        }
+        let freed = self.freed.remove(&pa).expect("present");
+        let mut details = vec![format!(
+            "cpu{} freed pa {pa:#x} (order {}) at {} (time {})",
+            freed.at.cpu,
+            freed.order,
+            self.place(freed.at.pc),
+            freed.at.time
+        )];
+        for &(cpu, va, stale) in &freed.holders {
+            let state = match stale {
+                Some(since) => format!(
+                    "unmapped by cpu{} at {} (time {}) but not invalidated",
+                    since.cpu,
+                    self.place(since.pc),
+                    since.time
+                ),
+                None => "still mapped".to_string(),
+            };
+            details.push(format!(
+                "cpu{cpu} held va {va:#x} -> pa {pa:#x} at the free: {state}"
+            ));
+        }
+        if let Some((cpu, time)) = freed.reused {
+            details.push(format!(
+                "cpu{cpu} allocated the page again at time {time} while it was still reachable"
+            ));
+        }
+        details.push(match end {
+            Some(tlbi) => format!(
+                "reachable for {} instructions: until the TLBI at {} on cpu{} (time {})",
+                tlbi.time.saturating_sub(freed.at.time),
+                self.place(tlbi.pc),
+                tlbi.cpu,
+                tlbi.time
+            ),
+            None => format!(
+                "still reachable at the last MMU event (time {}): {} instructions so far",
+                self.last_time,
+                self.last_time.saturating_sub(freed.at.time)
+            ),
+        });
+        let cpus: Vec<String> = freed
+            .holders
+            .iter()
+            .map(|&(cpu, ..)| format!("cpu{cpu}"))
+            .collect();
+        self.report(
+            FindingKind::FreedPageInTlb,
+            format!(
+                "page {pa:#x} freed while the TLB of {} still held a translation to it",
+                cpus.join(", ")
+            ),
+            // One finding per call site of the free.
+            format!("freed-in-tlb {:#x}", freed.at.pc),
+            details,
+            freed.at,
+        );
+    }
+
     fn isb(&mut self, at: At) {
         if let Some(tlbi) = self.barriers(at.cpu).pending_tlbi.take() {
             self.missing_completion(tlbi.pc, "an `isb`", at);
@@ -331,7 +459,32 @@ impl Analysis for TlbCheck {
             time: event.time,
         };
         match event.kind {
-            EventKind::TlbFill(fill) => self.held.insert(at.cpu, fill, at.time, ()),
+            EventKind::TlbFill(fill) => {
+                self.held.insert(at.cpu, fill, at.time, ());
+                // A refill through a mapping the free left in place.
+                let freed = self.freed.get_mut(&fill.pa);
+                if let Some(freed) = freed.filter(|_| outlives_a_free(&fill)) {
+                    let holder = (at.cpu, fill.va, None);
+                    if !freed.holders.contains(&holder) {
+                        freed.holders.push(holder);
+                    }
+                }
+            }
+            EventKind::PageFree { pa, order } => {
+                // Named by the call site of `free_pages`, not its entry.
+                let site = At {
+                    pc: if event.caller != 0 {
+                        event.caller
+                    } else {
+                        event.pc
+                    },
+                    ..at
+                };
+                self.pages_freed(pa, order, site);
+            }
+            EventKind::PageAlloc { pa, order, .. } if pa != 0 => {
+                self.pages_allocated(pa, order, at)
+            }
             EventKind::PageTablePage { pa, level, va_base } => {
                 self.pt_pages
                     .insert(pa & PAGE_MASK, PtPage { level, va_base });
@@ -351,7 +504,16 @@ impl Analysis for TlbCheck {
             EventKind::Dsb { option } => self.dsb(DsbReach::of(option), at.cpu),
             EventKind::Isb => self.isb(at),
             EventKind::StaleTlbUse { va, access, now } => self.stale_use(va, access, now, at),
-            _ => {}
+            _ => return,
+        }
+        // Only the events looked at: a trace's closing markers are not fed online.
+        self.last_time = self.last_time.max(event.time);
+    }
+
+    fn finish(&mut self) {
+        let open: Vec<u64> = self.freed.keys().copied().collect();
+        for pa in open {
+            self.close_if_unreachable(pa, None);
         }
     }
 

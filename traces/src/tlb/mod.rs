@@ -14,7 +14,12 @@
 //!   size or table, directly or through invalid without a TLBI for its address;
 //! - `missing-barrier`: a TLBI with a descriptor store of the same CPU not yet ordered
 //!   by a `dsb` (ISH or wider for broadcast TLBIs), or a TLBI not completed by a full
-//!   `dsb` before the CPU's next `isb` or a store to the translation it invalidates.
+//!   `dsb` before the CPU's next `isb` or a store to the translation it invalidates;
+//! - `freed-page-in-tlb`: pages freed (`free_pages`) while some CPU's TLB still holds
+//!   a translation to them, mapped or unmapped but not invalidated — a latent
+//!   use-after-free through the TLB — with how long (instructions) until the TLBI
+//!   that removed the last one, the CPUs that held them, and whether the page was
+//!   allocated again meanwhile.
 
 pub mod check;
 pub mod held;

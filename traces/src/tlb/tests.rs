@@ -434,3 +434,114 @@ fn unmodelled_tlbis_are_ignored() {
     assert!(s.held(0));
     assert_eq!(s.kinds(), vec![]);
 }
+
+impl Script {
+    /// `cpu` frees the page of PAGE_A (call site 0x9000).
+    fn free_page_a(&mut self, cpu: u16) -> &mut Self {
+        self.time += 1;
+        let event = Event {
+            time: self.time,
+            cpu: CpuId(cpu),
+            task: TaskId(0),
+            pc: 0x8000,
+            caller: 0x9000,
+            kind: EventKind::PageFree {
+                pa: PAGE_A,
+                order: 0,
+            },
+        };
+        self.check.event(&event, &StringTable::default());
+        self
+    }
+
+    fn finish(&mut self) -> &mut Self {
+        self.check.finish();
+        self
+    }
+}
+
+/// The seed's reclaim: pages freed first, unmapped after, the flush left for later.
+/// The window runs from the free to the TLBI that removes the last entry.
+#[test]
+fn a_page_freed_while_a_tlb_holds_it_is_reported_with_its_window() {
+    let mut s = Script::new();
+    s.fill(1).free_page_a(0); // time 5
+    s.store(0, PAGE_A | PAGE, 0).dsb(0, BarrierOption::ISHST);
+    assert_eq!(s.kinds(), vec![], "reported when the window closes");
+    s.tlbi_va(0, VA).dsb(0, BarrierOption::ISH); // TLBI at time 8
+    assert_eq!(s.kinds(), vec![FindingKind::FreedPageInTlb]);
+    let finding = &s.check.findings()[0];
+    assert_eq!((finding.cpu, finding.time), (Some(0), Some(5)));
+    assert_eq!(finding.key, "freed-in-tlb 0x9000");
+    let text = finding.details.join("\n");
+    assert!(
+        text.contains("cpu1 held va 0x80000000 -> pa 0x40100000 at the free: still mapped"),
+        "{text}"
+    );
+    assert!(text.contains("reachable for 3 instructions"), "{text}");
+}
+
+/// Freeing a page the direct map (VA = PA) holds is no hazard: that map is for good.
+#[test]
+fn the_direct_map_does_not_keep_a_freed_page_reachable() {
+    let mut s = Script::new();
+    s.on(
+        0,
+        EventKind::TlbFill(TlbFill {
+            va: PAGE_A,
+            pa: PAGE_A,
+            level: 2,
+            write: true,
+            exec: false,
+            global: true,
+            asid: 0,
+            walk: [L1 + 8, L2 + 8, 0, 0],
+            walk_len: 2,
+        }),
+    );
+    s.free_page_a(0).finish();
+    assert_eq!(s.kinds(), vec![]);
+}
+
+/// Unmapped, flushed, then freed: nothing holds the page at the free.
+#[test]
+fn a_page_freed_after_its_flush_is_clean() {
+    let mut s = Script::new();
+    s.fill(1);
+    clean_unmap(&mut s, 0);
+    s.free_page_a(0).finish();
+    assert_eq!(s.kinds(), vec![]);
+}
+
+/// A window still open when the events end is reported then, as open; an allocation
+/// of the page meanwhile is named.
+#[test]
+fn an_open_window_is_reported_at_the_end_with_the_reuse() {
+    let mut s = Script::new();
+    s.fill(2).store(0, PAGE_A | PAGE, 0).free_page_a(0);
+    s.on(
+        3,
+        EventKind::PageAlloc {
+            order: 0,
+            gfp: 0,
+            pa: PAGE_A,
+        },
+    );
+    // A local TLBI on another CPU does not close it.
+    s.dsb(0, BarrierOption::NSHST)
+        .tlbi(0, TlbiOp::Vaae1, false, VA >> 12)
+        .dsb(0, BarrierOption::NSH);
+    assert_eq!(s.kinds(), vec![]);
+    s.finish();
+    assert_eq!(s.kinds(), vec![FindingKind::FreedPageInTlb]);
+    let text = s.check.findings()[0].details.join("\n");
+    assert!(
+        text.contains("cpu2 held va 0x80000000 -> pa 0x40100000 at the free: unmapped by cpu0"),
+        "{text}"
+    );
+    assert!(text.contains("cpu3 allocated the page again"), "{text}");
+    assert!(
+        text.contains("still reachable at the last MMU event"),
+        "{text}"
+    );
+}
