@@ -37,4 +37,13 @@ fi
 
 # Building the host tool builds the guest kernel too (tools/build.rs) and embeds it.
 cargo build --release -p percpu-lab
-exec target/release/percpu-lab run
+# The default job is the 2009 seed (`fine` on `storm`): it reports the seed's latent
+# hazard (its reclaim frees pages a TLB still holds), so exit 1 (findings) is what a
+# working setup gives; anything else is passed on.
+status=0
+target/release/percpu-lab run || status=$?
+if [ "$status" -eq 1 ]; then
+    echo "setup: done; the default job reported the seed's findings above (exit 1 = findings)"
+    exit 0
+fi
+exit "$status"

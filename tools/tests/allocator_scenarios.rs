@@ -1,6 +1,8 @@
 //! The per-CPU allocator scenarios of the guest (`storm`, `irq-free`,
 //! `fs-reclaim`, `reclaim`) with the final patch's locking (`fine`): every
-//! seed 0..=9 on 4 CPUs runs clean (exit 0, every integrity check passing)
+//! seed 0..=9 on 4 CPUs runs to the end with every integrity check passing, its
+//! one finding the seed's own latent hazard (`freed-page-in-tlb`: its reclaim
+//! frees pages before their TLB flush; `fixed`, clean, is in seed_variants.rs),
 //! and ends with the allocator's counts on the boot CPU.
 //!
 //! The counts the scenarios fix by construction are asserted exactly: they
@@ -32,6 +34,8 @@ fn run(scenario: &str, seed: u64, extra: &[&str]) -> Run {
         &seed,
         "--cpus",
         "4",
+        "--report",
+        "json",
     ];
     args.extend_from_slice(extra);
     common::percpu_lab(&args)
@@ -75,9 +79,21 @@ fn counts(run: &Run, scenario: &str) -> Counts {
     }
 }
 
+/// Asserts that `run` ended normally with no finding but the seed's
+/// `freed-page-in-tlb` (exit 1 with it, 0 without).
+fn assert_only_the_seeds_hazard(run: &Run, what: &str) {
+    let kinds = common::kinds(run);
+    let expected = if kinds.is_empty() { 0 } else { 1 };
+    assert!(
+        run.code == expected && kinds.iter().all(|k| k == "freed-page-in-tlb"),
+        "{what}: {kinds:?}\n{}",
+        run.describe()
+    );
+}
+
 /// Runs `scenario` for every seed (two at a time) and checks what holds for
 /// all of them; returns the counts by seed.
-fn clean_on_every_seed(scenario: &str) -> Vec<Counts> {
+fn runs_through_on_every_seed(scenario: &str) -> Vec<Counts> {
     let seeds: Vec<u64> = SEEDS.collect();
     let mut results = Vec::new();
     for pair in seeds.chunks(2) {
@@ -95,12 +111,7 @@ fn clean_on_every_seed(scenario: &str) -> Vec<Counts> {
     results
         .iter()
         .map(|(seed, run)| {
-            assert_eq!(
-                run.code,
-                0,
-                "{scenario} seed {seed} did not run clean\n{}",
-                run.describe()
-            );
+            assert_only_the_seeds_hazard(run, &format!("{scenario} seed {seed}"));
             let console = run.all_console_lines();
             assert!(
                 !console
@@ -124,8 +135,8 @@ fn clean_on_every_seed(scenario: &str) -> Vec<Counts> {
 }
 
 #[test]
-fn storm_is_clean_on_every_seed() {
-    let counts = clean_on_every_seed("storm");
+fn storm_runs_through_on_every_seed() {
+    let counts = runs_through_on_every_seed("storm");
     // 4 threads × 120 operations, frees included: the allocs vary by seed.
     assert!(counts.iter().all(|c| c.allocs < 4 * 120));
     // Sizes up to 64 KiB need more than the first chunk on every seed.
@@ -134,7 +145,7 @@ fn storm_is_clean_on_every_seed() {
 
 #[test]
 fn irq_free_frees_everything_in_irq_context_on_every_seed() {
-    for counts in clean_on_every_seed("irq-free") {
+    for counts in runs_through_on_every_seed("irq-free") {
         // 4 threads × 100 areas, all freed by IRQ handlers.
         assert_eq!(counts.allocs, 400, "{counts:?}");
     }
@@ -152,14 +163,16 @@ fn irq_free_waits_for_frees_still_running_in_other_cpus_handlers() {
         "8",
         "--seed",
         "5",
+        "--variant",
+        "fixed",
     ]);
     assert_eq!(run.code, 0, "{}", run.describe());
     assert_eq!(counts(&run, "irq-free").allocs, 800);
 }
 
 #[test]
-fn fs_reclaim_is_clean_on_every_seed() {
-    for counts in clean_on_every_seed("fs-reclaim") {
+fn fs_reclaim_runs_through_on_every_seed() {
+    for counts in runs_through_on_every_seed("fs-reclaim") {
         // 2 allocating threads × 36 areas, plus the chunk grown under pressure
         // before the FS path starts.
         assert_eq!(counts.allocs, 73, "{counts:?}");
@@ -169,7 +182,7 @@ fn fs_reclaim_is_clean_on_every_seed() {
 
 #[test]
 fn reclaim_releases_chunks_and_reuses_their_addresses_on_every_seed() {
-    for counts in clean_on_every_seed("reclaim") {
+    for counts in runs_through_on_every_seed("reclaim") {
         // 2 rounds of 3 whole-unit areas (one chunk each, the spare chunk kept
         // by reclaim serves the first of round 2) and 3 users × 4 small areas.
         assert_eq!(
@@ -189,8 +202,8 @@ fn storm_workload_depends_on_the_seed_not_the_schedule() {
     for seed in [1, 7] {
         let random = run("storm", seed, &["--sched", "random"]);
         let rr = run("storm", seed, &["--sched", "rr"]);
-        assert_eq!(random.code, 0, "{}", random.describe());
-        assert_eq!(rr.code, 0, "{}", rr.describe());
+        assert_only_the_seeds_hazard(&random, "random");
+        assert_only_the_seeds_hazard(&rr, "rr");
         let (a, b) = (counts(&random, "storm"), counts(&rr, "storm"));
         assert_eq!((a.allocs, a.frees), (b.allocs, b.frees));
         // Same inputs, same run.
@@ -198,7 +211,7 @@ fn storm_workload_depends_on_the_seed_not_the_schedule() {
         assert_eq!(random.stdout, again.stdout);
     }
     let other = run("storm", 2, &[]);
-    assert_eq!(other.code, 0, "{}", other.describe());
+    assert_only_the_seeds_hazard(&other, "seed 2");
     let seed1 = counts(&run("storm", 1, &[]), "storm");
     assert_ne!(
         counts(&other, "storm").allocs,

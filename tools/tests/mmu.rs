@@ -1,6 +1,7 @@
 //! The simulated MMU's checks, end to end: each guest `selftest-*` MMU case makes
 //! exactly its finding, the seeded bug (`--inject skip-tlb-flush`) is found, the
-//! unmodified allocator is clean, and the report carries the MMU's counts.
+//! corrected allocator (`fixed`) is clean, the seed's reclaim shows its window, and
+//! the report carries the MMU's counts.
 
 mod common;
 
@@ -160,11 +161,32 @@ fn the_seeded_skip_tlb_flush_is_found() {
     );
 }
 
+/// The seed's reclaim frees a chunk's pages before it unmaps them and leaves the
+/// flush to later: `fine` reports that window (and only that), `fixed`, which flushes
+/// before freeing, is clean; both really unmap, flush and reuse the chunks' areas.
 #[test]
-fn fine_reclaim_is_clean_on_seeds_0_to_49() {
-    for seed in 0..50 {
+fn reclaim_frees_pages_a_tlb_holds_on_fine_and_none_on_fixed_seeds_0_to_24() {
+    for seed in 0..25 {
         let seed = seed.to_string();
-        let (code, report) = run_json(&["--scenario", "reclaim", "--seed", &seed]);
+        let args = |variant| {
+            [
+                "--scenario",
+                "reclaim",
+                "--seed",
+                &seed,
+                "--variant",
+                variant,
+            ]
+        };
+        let (code, fine) = run_json(&args("fine"));
+        assert_eq!(
+            (code, kinds(&fine)),
+            (1, vec!["freed-page-in-tlb".to_string()]),
+            "seed {seed}: {fine:#}"
+        );
+        let details = fine["findings"][0]["details"].to_string();
+        assert!(details.contains("reachable for"), "{details}");
+        let (code, report) = run_json(&args("fixed"));
         assert_eq!(
             (code, kinds(&report)),
             (0, vec![]),

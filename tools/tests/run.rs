@@ -31,7 +31,13 @@ fn smoke_boots_and_powers_off_on_1_2_4_8_cpus() {
 #[test]
 fn default_job_is_storm_on_four_cpus_with_the_fine_allocator() {
     let run = percpu_lab(&["run"]);
-    assert_eq!(run.code, 0, "{}", run.describe());
+    // The 2009 seed's reclaim frees pages a TLB still holds: its one finding.
+    assert_eq!(run.code, 1, "{}", run.describe());
+    assert!(
+        run.stdout.contains("[freed-page-in-tlb]") && !run.stdout.contains("lock validator"),
+        "{}",
+        run.describe()
+    );
     assert!(
         run.stdout.contains("scenario=storm") && run.stdout.contains("variant=fine"),
         "{}",

@@ -42,7 +42,16 @@ fn storm_replays_identically_on_4_cpus_for_seeds_0_to_4() {
         let seed = seed.to_string();
         let run = record(
             &path,
-            &["--scenario", "storm", "--cpus", "4", "--seed", &seed],
+            &[
+                "--scenario",
+                "storm",
+                "--cpus",
+                "4",
+                "--seed",
+                &seed,
+                "--variant",
+                "fixed",
+            ],
         );
         assert_eq!(run.code, 0, "{}", run.describe());
         assert!(run.stderr.contains("events"), "{}", run.describe());
@@ -149,7 +158,10 @@ fn replay_refuses_a_trace_of_another_guest_or_an_unknown_config() {
 #[test]
 fn truncated_and_bad_traces_through_the_cli() {
     let path = scratch("whole.trace");
-    let run = record(&path, &["--scenario", "storm", "--seed", "2"]);
+    let run = record(
+        &path,
+        &["--scenario", "storm", "--seed", "2", "--variant", "fixed"],
+    );
     assert_eq!(run.code, 0, "{}", run.describe());
     let bytes = std::fs::read(&path).unwrap();
 
@@ -235,7 +247,7 @@ fn a_guest_fault_or_the_watchdog_still_finishes_the_trace() {
 #[test]
 fn fs_reclaim_records_reclaim_and_the_pseudo_lock() {
     let path = scratch("fs.trace");
-    let run = record(&path, &["--scenario", "fs-reclaim", "--variant", "fine"]);
+    let run = record(&path, &["--scenario", "fs-reclaim", "--variant", "fixed"]);
     assert_eq!(run.code, 0, "{}", run.describe());
     let trace = load(&path);
     let count = |f: &dyn Fn(&EventKind) -> bool| trace.events.iter().filter(|e| f(&e.kind)).count();
@@ -305,7 +317,16 @@ fn perfetto_export_has_a_track_per_cpu_and_balanced_spans() {
     let path = scratch("export.trace");
     let run = record(
         &path,
-        &["--scenario", "storm", "--cpus", "4", "--seed", "3"],
+        &[
+            "--scenario",
+            "storm",
+            "--cpus",
+            "4",
+            "--seed",
+            "3",
+            "--variant",
+            "fixed",
+        ],
     );
     assert_eq!(run.code, 0, "{}", run.describe());
     let (export, json) = export_perfetto(&path, "export.json");
