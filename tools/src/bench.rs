@@ -8,6 +8,7 @@ use clap::Args;
 use emu::{KernelImage, Machine, MachineConfig, RunEnd};
 use serde_json::json;
 
+use crate::bench_check::CheckCost;
 use crate::report::ReportFormat;
 use crate::run::DEFAULT_QUANTUM;
 use crate::{kernel, BadInput, Verdict};
@@ -16,6 +17,7 @@ const CORE_COUNTS: [usize; 4] = [1, 2, 4, 8];
 /// Each figure repeats its run until at least this much host time has passed.
 const MIN_MEASURE: Duration = Duration::from_millis(1500);
 const SMOKE_BOOTARGS: &str = "scenario=smoke seed=0 variant=fine";
+const MIB: f64 = 1024.0 * 1024.0;
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
@@ -90,8 +92,19 @@ fn smoke_on(kernel: &KernelImage, cpus: usize) -> Result<Measurement, BadInput> 
 }
 
 pub fn bench(args: &BenchArgs) -> Result<Verdict, BadInput> {
+    // `check`'s peak RSS first, while this process is still smaller than `check`
+    // (a child's peak includes its parent's: see bench_check).
+    if let Some(path) = &args.kernel {
+        crate::input_file::require_regular(path)?;
+    }
+    let progress = crate::progress::spinner("bench: recording a trace for check");
+    let exe = std::env::current_exe()
+        .map_err(|e| BadInput(format!("cannot find this executable to run check: {e}")))?;
+    let check = crate::bench_check::measure(&exe, args.kernel.as_deref(), |message| {
+        progress.set_message(message)
+    })?;
     let kernel = kernel::load(args.kernel.as_deref())?;
-    let progress = crate::progress::spinner("bench: smoke per core count");
+    progress.set_message("bench: smoke per core count");
     let mut per_cores = Vec::new();
     for cpus in CORE_COUNTS {
         per_cores.push((cpus, Measurement::repeat(|| smoke_on(&kernel, cpus))?));
@@ -172,6 +185,34 @@ pub fn bench(args: &BenchArgs) -> Result<Verdict, BadInput> {
                 lockdep.events_per_second() / 1e6,
                 lockdep.online_overhead()
             );
+            let per_trace = |figure: &dyn Fn(&CheckCost) -> String| {
+                check
+                    .iter()
+                    .map(|c| {
+                        format!(
+                            "{:.1} M events: {}",
+                            c.cost.events as f64 / 1e6,
+                            figure(&c.cost)
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            println!(
+                "  check peak RSS: {} (`check FILE` as a child process, wait4)",
+                per_trace(&|c| format!("{:.1} MiB", c.peak_rss_bytes as f64 / MIB))
+            );
+            println!(
+                "  check speed: {} (over the child's CPU time)",
+                per_trace(&|c| format!("{:.1} M events/s", c.events_per_second() / 1e6))
+            );
+            for c in &check {
+                println!(
+                    "    {:.1} M events: `run {}`",
+                    c.cost.events as f64 / 1e6,
+                    c.run_args.join(" ")
+                );
+            }
             println!("allocator on `storm` (4 cpus, round-robin, seed 0; deterministic):");
             for cost in &allocator {
                 println!(
@@ -205,7 +246,13 @@ pub fn bench(args: &BenchArgs) -> Result<Verdict, BadInput> {
                                  "free": {"calls": c.free.calls, "insns": c.free.insns},
                                  "completed": c.failure.is_none()})).collect::<Vec<_>>(),
                        "lockdep": {"events_per_second": lockdep.events_per_second(),
-                                   "online_overhead": lockdep.online_overhead(), "runs": lockdep.runs},
+                                   "online_overhead": lockdep.online_overhead(), "runs": lockdep.runs,
+                                   "check": check.iter().map(|c| json!({"run_args": c.run_args.join(" "),
+                                       "trace_events": c.cost.events,
+                                       "check_peak_rss_bytes": c.cost.peak_rss_bytes,
+                                       "check_cpu_seconds": c.cost.cpu.as_secs_f64(),
+                                       "check_events_per_second": c.cost.events_per_second()}))
+                                       .collect::<Vec<_>>()},
                        "mmu": mmu.iter().map(|c| json!({"scenario": c.scenario, "ratio": c.ratio(), "runs": c.runs}))
                                  .collect::<Vec<_>>()})
             );

@@ -7,6 +7,7 @@
 mod atomic_file;
 mod bench;
 mod bench_alloc;
+mod bench_check;
 mod bench_lockdep;
 mod bench_mmu;
 mod bench_trace;

@@ -1,0 +1,279 @@
+//! The `percpu-lab check FILE` part of `percpu-lab bench`: peak RSS and CPU time of
+//! `check` run as a child process on a trace of about a million events and on one
+//! ten times longer, to show that `check` streams (its memory does not grow with
+//! the trace).
+//!
+//! Both the recording (`percpu-lab run --trace`) and `check` run as child processes
+//! of this executable, and bench does this before anything else. The reason is how
+//! Linux counts a child's peak RSS (`ru_maxrss` from `wait4`): at `exec` the child
+//! keeps the high-water mark of the image it leaves, which for `posix_spawn` (what
+//! `std::process::Command` uses) is the parent's whole peak, and for `fork` the
+//! parent's resident set at the time. So a child's figure is
+//! max(its own peak, the parent's peak): it is `check`'s own only while this
+//! process has stayed smaller than `check`, which [`check_cost`] verifies against
+//! this process's own high-water mark (`VmHWM`) instead of trusting it.
+//!
+//! This file uses only std, libc and serde_json: the integration tests include it
+//! (`#[path]`) to measure the real binary the same way.
+
+use std::io::{self, Read};
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::Duration;
+
+/// The traces measured, as `percpu-lab run` arguments (seed 0, random scheduler,
+/// 4 CPUs): map-grow on the clean variant is about 1.3 M events; with 3-instruction
+/// slices the CPUs interleave far more often, which gives about 13 M events (over
+/// the 10 M the figure is about) from the same guest code.
+pub const TRACES: [&[&str]; 2] = [
+    &["--scenario", "map-grow", "--variant", "fixed"],
+    &[
+        "--scenario",
+        "map-grow",
+        "--variant",
+        "fixed",
+        "--quantum",
+        "3",
+    ],
+];
+
+/// How a finished child process went and what it used.
+#[derive(Debug)]
+pub struct ChildUsage {
+    pub status: ExitStatus,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    /// `ru_maxrss`, in bytes (see the module docs for what it includes).
+    pub peak_rss_bytes: u64,
+    /// User plus system CPU time.
+    pub cpu: Duration,
+}
+
+/// `ru_maxrss` is in kibibytes on Linux and the BSDs, in bytes on macOS.
+const MAXRSS_UNIT: u64 = if cfg!(target_os = "macos") { 1 } else { 1024 };
+
+/// Runs `cmd` to the end (stdin empty, stdout and stderr collected) and reaps it
+/// with `wait4`, which gives this one child's resource usage (`getrusage`'s
+/// `RUSAGE_CHILDREN` would be the maximum over every child reaped so far).
+pub fn run_child(cmd: &mut Command) -> io::Result<ChildUsage> {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let pid = child.id() as libc::pid_t;
+    let mut stderr_pipe = child.stderr.take().expect("stderr is piped");
+    let stderr_reader = std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        stderr_pipe.read_to_end(&mut bytes).map(|_| bytes)
+    });
+    let mut stdout = Vec::new();
+    // The pipe is closed at the end of this statement, even if reading failed, so
+    // the child cannot block on it while it is waited for.
+    let read_stdout = child
+        .stdout
+        .take()
+        .expect("stdout is piped")
+        .read_to_end(&mut stdout);
+    let stderr = stderr_reader
+        .join()
+        .unwrap_or_else(|_| Err(io::Error::other("the stderr reader panicked")));
+    // `child` is never waited for through std: wait4 reaps it here.
+    let (status, usage) = wait4(pid)?;
+    read_stdout?;
+    Ok(ChildUsage {
+        status,
+        stdout,
+        stderr: stderr?,
+        peak_rss_bytes: u64::try_from(usage.ru_maxrss).unwrap_or(0) * MAXRSS_UNIT,
+        cpu: duration(usage.ru_utime) + duration(usage.ru_stime),
+    })
+}
+
+fn wait4(pid: libc::pid_t) -> io::Result<(ExitStatus, libc::rusage)> {
+    let mut status: libc::c_int = 0;
+    // SAFETY: `rusage` is plain integers and timevals, for which all zeroes is valid.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    loop {
+        // SAFETY: `pid` is a child of this process not yet reaped; `status` and
+        // `usage` are valid for writes for the duration of the call.
+        let reaped = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+        if reaped == pid {
+            return Ok((ExitStatus::from_raw(status), usage));
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+fn duration(tv: libc::timeval) -> Duration {
+    let secs = u64::try_from(tv.tv_sec).unwrap_or(0);
+    let micros = u32::try_from(tv.tv_usec).unwrap_or(0).min(999_999);
+    Duration::new(secs, micros * 1000)
+}
+
+/// This process's own peak resident set (`VmHWM`: the current image's high-water
+/// mark, not inherited at exec), or None where there is no /proc.
+pub fn own_peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?;
+    let kib: u64 = line.trim().strip_suffix("kB")?.trim().parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// What `check` used on one trace.
+#[derive(Debug, Clone)]
+pub struct CheckCost {
+    /// Events `check` read (its JSON report's `stats.trace_events`).
+    pub events: u64,
+    pub peak_rss_bytes: u64,
+    /// CPU time of the whole `check` process (start-up, kernel symbols, reading,
+    /// the validator).
+    pub cpu: Duration,
+}
+
+impl CheckCost {
+    pub fn events_per_second(&self) -> f64 {
+        self.events as f64 / self.cpu.as_secs_f64()
+    }
+}
+
+/// The last non-empty line a child printed on stderr (its error, by the CLI's
+/// conventions), without the `percpu-lab: error: ` prefix.
+fn last_line(stderr: &[u8]) -> String {
+    let text = String::from_utf8_lossy(stderr);
+    let line = text
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("");
+    let line = line.strip_prefix("percpu-lab: error: ").unwrap_or(line);
+    if line.is_empty() {
+        "nothing on stderr".to_string()
+    } else {
+        line.to_string()
+    }
+}
+
+fn with_kernel(cmd: &mut Command, kernel: Option<&Path>) {
+    if let Some(kernel) = kernel {
+        cmd.arg("--kernel").arg(kernel);
+    }
+}
+
+/// Records `exe run ARGS --trace TRACE` (the guest `kernel`, or the built-in one);
+/// the run must power off cleanly.
+pub fn record(
+    exe: &Path,
+    kernel: Option<&Path>,
+    run_args: &[&str],
+    trace: &Path,
+) -> Result<(), String> {
+    let mut cmd = Command::new(exe);
+    cmd.arg("run")
+        .args(run_args)
+        .arg("--trace")
+        .arg(trace)
+        .args(["--report", "json"]);
+    with_kernel(&mut cmd, kernel);
+    let what = format!("`run {}`", run_args.join(" "));
+    let run = run_child(&mut cmd).map_err(|e| format!("cannot start {what}: {e}"))?;
+    if run.status.code() != Some(0) {
+        return Err(format!(
+            "{what} did not pass under bench ({}): {}",
+            run.status,
+            last_line(&run.stderr)
+        ));
+    }
+    Ok(())
+}
+
+/// Runs `exe check TRACE --report json` as a child process and measures it.
+///
+/// Fails when the figure could be this process's own peak rather than `check`'s
+/// (see the module docs), when `check` fails (exit 0 or 1 are both a finished
+/// analysis) and when it reports the trace as damaged.
+pub fn check_cost(exe: &Path, kernel: Option<&Path>, trace: &Path) -> Result<CheckCost, String> {
+    let mut cmd = Command::new(exe);
+    cmd.arg("check").arg(trace).args(["--report", "json"]);
+    with_kernel(&mut cmd, kernel);
+    let what = format!("`check {}`", trace.display());
+    let run = run_child(&mut cmd).map_err(|e| format!("cannot start {what}: {e}"))?;
+    if !matches!(run.status.code(), Some(0 | 1)) {
+        return Err(format!(
+            "{what} failed ({}): {}",
+            run.status,
+            last_line(&run.stderr)
+        ));
+    }
+    let report: serde_json::Value = serde_json::from_slice(&run.stdout)
+        .map_err(|e| format!("{what} printed no JSON report: {e}"))?;
+    let stats = &report["stats"];
+    let events = stats["trace_events"]
+        .as_u64()
+        .ok_or_else(|| format!("{what}: no stats.trace_events in its report"))?;
+    if stats["damaged"] != serde_json::Value::Bool(false) {
+        return Err(format!("{what}: the trace is damaged"));
+    }
+    // Read after the wait: whatever this process used until then is the floor.
+    if let Some(own) = own_peak_rss_bytes() {
+        if run.peak_rss_bytes <= own {
+            return Err(format!(
+                "{what}: its peak RSS ({} MiB) is not above this process's own ({} MiB), \
+                 which Linux gives a child as its floor at exec: check's own is not measurable",
+                mib(run.peak_rss_bytes),
+                mib(own)
+            ));
+        }
+    }
+    Ok(CheckCost {
+        events,
+        peak_rss_bytes: run.peak_rss_bytes,
+        cpu: run.cpu,
+    })
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1}", bytes as f64 / (1024.0 * 1024.0))
+}
+
+/// A temporary file, removed when dropped (on errors too).
+struct TempFile(PathBuf);
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// One measured trace: the `run` arguments that recorded it and what `check` used.
+#[derive(Debug, Clone)]
+pub struct CheckBench {
+    pub run_args: &'static [&'static str],
+    pub cost: CheckCost,
+}
+
+/// Records each of [`TRACES`] into a temporary file and measures `check` on it,
+/// one at a time (the long trace is about 80 MB); `progress` is told which.
+pub fn measure(
+    exe: &Path,
+    kernel: Option<&Path>,
+    mut progress: impl FnMut(&'static str),
+) -> Result<Vec<CheckBench>, String> {
+    let mut measured = Vec::new();
+    for (i, run_args) in TRACES.into_iter().enumerate() {
+        let trace = TempFile(std::env::temp_dir().join(format!(
+            "percpu-lab-bench-check-{}-{i}.trace",
+            std::process::id()
+        )));
+        progress("bench: recording a trace for check");
+        record(exe, kernel, run_args, &trace.0)?;
+        progress("bench: check's peak RSS");
+        let cost = check_cost(exe, kernel, &trace.0)?;
+        measured.push(CheckBench { run_args, cost });
+    }
+    Ok(measured)
+}
