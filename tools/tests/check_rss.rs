@@ -49,7 +49,13 @@ fn check_child_peak_rss_is_its_own_and_check_counts_every_event() {
 
     // A short trace: check reports every event in it.
     let short = dir.0.join("storm.trace");
-    bench_check::record(bin(), None, &["--scenario", "storm"], &short).unwrap();
+    bench_check::record(
+        bin(),
+        None,
+        &["--scenario", "storm", "--variant", "fixed"],
+        &short,
+    )
+    .unwrap();
     let events = traces::read_trace(&std::fs::read(&short).unwrap())
         .unwrap()
         .events
@@ -83,7 +89,14 @@ fn check_child_peak_rss_is_its_own_and_check_counts_every_event() {
     bench_check::record(
         bin(),
         None,
-        &["--scenario", "storm", "--quantum", "10"],
+        &[
+            "--scenario",
+            "storm",
+            "--variant",
+            "fixed",
+            "--quantum",
+            "10",
+        ],
         &long,
     )
     .unwrap();
