@@ -14,7 +14,8 @@ cd "$(dirname "$0")"
 #   for the bare-metal guest (-Zbuild-std); the rustup toolchain cannot.
 # lld, llvm: link the guest and make its flat Image (llvm-objcopy).
 # qemu-system-arm: the independent peer the guest is cross-checked against.
-packages=(cmake libclang-dev rustc-web rust-web-src lld llvm qemu-system-arm)
+# graphviz: renders the lock dependency graph (`--graph OUT.svg`).
+packages=(cmake libclang-dev rustc-web rust-web-src lld llvm qemu-system-arm graphviz)
 
 missing=()
 for p in "${packages[@]}"; do

@@ -28,6 +28,10 @@ pub struct CheckArgs {
     /// (default: the built-in guest; used only if it is the trace's kernel).
     #[arg(long)]
     pub kernel: Option<PathBuf>,
+    /// Write the lock validator's dependency graph here: Graphviz DOT, or SVG
+    /// (rendered by `dot`) if the name ends in `.svg`; reported cycles are red.
+    #[arg(long, value_name = "OUT")]
+    pub graph: Option<PathBuf>,
 }
 
 /// Names code addresses from `kernel`'s symbols.
@@ -130,6 +134,11 @@ impl Online {
         self.analyses.borrow().locks.stats()
     }
 
+    /// The lock validator's dependency graph (DOT).
+    pub fn dot(&self) -> String {
+        self.analyses.borrow().locks.dot()
+    }
+
     /// Every lock each task holds now.
     pub fn held_locks(&self) -> Vec<String> {
         self.analyses.borrow().locks.held_locks_report()
@@ -205,6 +214,9 @@ pub fn check(args: &CheckArgs) -> Result<Verdict, BadInput> {
         events += 1;
     }
     analyses.finish();
+    if let Some(out) = &args.graph {
+        crate::graph::write(out, &analyses.locks.dot())?;
+    }
     let damaged = reader.damage().is_some();
     tracefile::warn_damage(&args.file, reader.damage());
     let validator = &analyses.locks;

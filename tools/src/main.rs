@@ -13,6 +13,7 @@ mod bench_mmu;
 mod bench_trace;
 mod check;
 mod export;
+mod graph;
 mod input_file;
 mod interrupt;
 mod kernel;

@@ -95,6 +95,10 @@ pub struct RunArgs {
     /// Record the run's events into this trace file (for `replay` and `export`).
     #[arg(long)]
     pub trace: Option<PathBuf>,
+    /// Write the lock validator's dependency graph here: Graphviz DOT, or SVG
+    /// (rendered by `dot`) if the name ends in `.svg`; reported cycles are red.
+    #[arg(long, value_name = "OUT")]
+    pub graph: Option<PathBuf>,
     /// Test aid: flush Unicorn's soft TLB every N translation blocks, as a loaded host's
     /// timing would; reports and traces must not change (not recorded in the trace).
     #[arg(long, hide = true, default_value_t = 0)]
@@ -208,6 +212,9 @@ pub fn run(args: &RunArgs) -> Result<Verdict, BadInput> {
             summary.events,
             summary.bytes
         );
+    }
+    if let Some(out) = &args.graph {
+        crate::graph::write(out, &analyses.dot())?;
     }
     crate::end_quietly_on_closed_stdout();
     report::print(args, &kernel, &outcome, &mmu, &locks);

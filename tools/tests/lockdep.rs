@@ -309,3 +309,95 @@ fn a_run_that_did_not_finish_reports_the_locks_each_task_held() {
     assert_eq!(clean.code, 0, "{}", clean.describe());
     assert_eq!(clean.json()["end"]["held_locks"], serde_json::json!([]));
 }
+
+/// `--graph`: the dependency graph of the fs-reclaim deadlock (`mutex`), the same from
+/// `run` and `check`, has exactly the reported cycle's edges in red, and they close a
+/// cycle through the classes the finding names. An `.svg` name renders it with
+/// Graphviz, or, without Graphviz, is refused with one line saying how.
+#[test]
+fn the_dependency_graph_shows_the_fs_reclaim_cycle_in_red() {
+    let trace = common::scratch("graph.trace");
+    let run_dot = common::scratch("graph-run.dot");
+    let check_dot = common::scratch("graph-check.dot");
+    let path = |p: &std::path::Path| p.to_str().unwrap().to_string();
+    let args = [
+        "--variant",
+        "mutex",
+        "--scenario",
+        "fs-reclaim",
+        "--seed",
+        "0",
+    ];
+    let mut run_args = vec![
+        "--graph".to_string(),
+        path(&run_dot),
+        "--report".into(),
+        "json".into(),
+    ];
+    run_args.extend(args.iter().map(|s| s.to_string()));
+    let run_args: Vec<&str> = run_args.iter().map(String::as_str).collect();
+    let run = common::record(&trace, &run_args);
+    assert_eq!(run.code, 1, "{}", run.describe());
+    let check = percpu_lab(&["check", &path(&trace), "--graph", &path(&check_dot)]);
+    assert_eq!(check.code, 1, "{}", check.describe());
+    let dot = std::fs::read_to_string(&run_dot).unwrap();
+    assert_eq!(dot, std::fs::read_to_string(&check_dot).unwrap());
+
+    // Node ids → class names, and the red edges.
+    let name_of: std::collections::HashMap<&str, &str> = dot
+        .lines()
+        .filter_map(|l| {
+            let (id, rest) = l.trim().split_once(" [label=\"")?;
+            (!id.contains("->")).then(|| (id, rest.split(['"', '\\']).next().unwrap()))
+        })
+        .collect();
+    let red: Vec<(&str, &str)> = dot
+        .lines()
+        .filter(|l| l.contains("->") && l.contains("color=red"))
+        .map(|l| {
+            let (a, rest) = l.trim().split_once(" -> ").unwrap();
+            (a, rest.split_whitespace().next().unwrap())
+        })
+        .collect();
+    assert!(red.len() >= 2, "{dot}");
+    // Each red edge leaves where another one arrives: a cycle.
+    for &(a, _) in &red {
+        assert!(
+            red.iter().any(|&(_, b)| b == a),
+            "{a} on no red cycle: {dot}"
+        );
+    }
+    let circular = findings(&run)
+        .into_iter()
+        .find(|f| f["kind"] == "circular-dependency")
+        .expect("the deadlock's cycle is reported");
+    let finding = text(&circular);
+    for &(a, _) in &red {
+        assert!(
+            finding.contains(name_of[a]),
+            "{} not in the finding",
+            name_of[a]
+        );
+    }
+    assert!(
+        red.iter().any(|&(a, _)| name_of[a] == "fs_reclaim"),
+        "{dot}"
+    );
+
+    let svg = common::scratch("graph.svg");
+    let render = percpu_lab(&["check", &path(&trace), "--graph", &path(&svg)]);
+    let has_graphviz = std::process::Command::new("dot").arg("-V").output().is_ok();
+    if has_graphviz {
+        assert_eq!(render.code, 1, "{}", render.describe());
+        let svg = std::fs::read_to_string(&svg).unwrap();
+        assert!(svg.contains("<svg") && svg.contains("fs_reclaim"), "{svg}");
+    } else {
+        assert_eq!(render.code, 2, "{}", render.describe());
+        assert!(
+            render.stderr.contains("apt install graphviz"),
+            "{}",
+            render.describe()
+        );
+        assert!(!svg.exists());
+    }
+}

@@ -44,6 +44,7 @@
 //! its run-queue lock held and IRQs masked); `might_sleep`, mutex acquisitions and
 //! blocking allocations (GFP `__GFP_DIRECT_RECLAIM`) are the sleep points checked.
 
+mod graph;
 mod report;
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -219,6 +220,8 @@ pub struct Validator {
     chains: HashSet<Box<[u32]>>,
     owners: FxMap<u64, u32>,
     findings: Findings,
+    /// Dependencies on a reported cycle or IRQ-inversion path (red in the graph).
+    flagged: std::collections::BTreeSet<(ClassId, ClassId)>,
     deadlocked: bool,
     stats: Stats,
 }
@@ -255,6 +258,7 @@ impl Validator {
             chains: HashSet::new(),
             owners: FxMap::default(),
             findings: Findings::default(),
+            flagged: Default::default(),
             deadlocked: false,
             stats: Stats::default(),
         };

@@ -11,7 +11,7 @@ impl Validator {
     }
 
     /// `0x40081234 <func+0x14>` (or the bare address without symbols).
-    fn code(&self, addr: u64, ret: bool) -> String {
+    pub(super) fn code(&self, addr: u64, ret: bool) -> String {
         if addr == 0 {
             return "?".into();
         }
@@ -132,6 +132,7 @@ impl Validator {
         // The cycle, closed by the new edge.
         let mut cycle = path.to_vec();
         cycle.push(next);
+        self.flag_path(&cycle);
         self.edge_lines(&cycle, &mut lines);
         let (source, target) = (
             self.name(prev.class).to_string(),
@@ -389,6 +390,7 @@ impl Validator {
 
     /// `path` = safe → … → unsafe along dependencies.
     pub(super) fn report_irq_inversion(&mut self, e: &Event, path: &[ClassId]) {
+        self.flag_path(path);
         let (safe, unsafe_) = (path[0], path[path.len() - 1]);
         let (sn, un) = (self.name(safe).to_string(), self.name(unsafe_).to_string());
         let mut lines = vec![

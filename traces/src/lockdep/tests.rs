@@ -977,3 +977,34 @@ fn the_analysis_seam_feeds_the_validator_event_by_event() {
     assert_eq!(analysis.findings().len(), 1);
     assert_eq!(analysis.findings(), s.run().findings());
 }
+
+/// The DOT graph: every class a node, every dependency an edge, and exactly the
+/// edges of the reported ABBA cycle red (here all of them, plus none other).
+#[test]
+fn the_dependency_graph_draws_the_reported_cycle_in_red() {
+    let mut s = script();
+    s.on(0, 1).spin("a").spin("b").unspin("b").unspin("a");
+    s.on(0, 1).spin("c").spin("a").unspin("a").unspin("c");
+    s.on(1, 2).spin("b").spin("a").unspin("a").unspin("b");
+    let dot = s.run().dot();
+    assert!(
+        dot.starts_with("digraph lockdep {") && dot.ends_with("}\n"),
+        "{dot}"
+    );
+    for class in ["a", "b", "c"] {
+        assert!(dot.contains(&format!("[label=\"{class}")), "{dot}");
+    }
+    let edges: Vec<&str> = dot.lines().filter(|l| l.contains("->")).collect();
+    let red: Vec<&str> = edges
+        .iter()
+        .copied()
+        .filter(|l| l.contains("color=red"))
+        .collect();
+    // a -> b, c -> a, and b -> a, which closes the cycle.
+    assert_eq!(edges.len(), 3, "{dot}");
+    assert_eq!(red.len(), 2, "{dot}");
+    assert!(
+        edges.iter().any(|l| !l.contains("color=red")),
+        "c -> a is not on the cycle: {dot}"
+    );
+}
