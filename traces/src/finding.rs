@@ -3,70 +3,56 @@
 
 use std::fmt;
 
-/// The kinds DESIGN.md names; the JSON report's `kind` is [`FindingKind::as_str`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum FindingKind {
-    CircularDependency,
-    IrqInversion,
-    InconsistentIrqState,
-    IrqsEnabledInHardirq,
-    SleepInAtomic,
-    RecursiveLocking,
-    BadUnlock,
+/// Declares [`FindingKind`] from one list: each variant with its report name, and
+/// `ALL` and `as_str` from the same list, so they cannot drift apart.
+macro_rules! finding_kinds {
+    ($($(#[$doc:meta])* $kind:ident => $name:literal,)+) => {
+        /// The kinds DESIGN.md names (and `freed-page-in-tlb`); the JSON report's
+        /// `kind` is [`FindingKind::as_str`].
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub enum FindingKind {
+            $($(#[$doc])* $kind,)+
+        }
+
+        impl FindingKind {
+            pub const ALL: &'static [FindingKind] = &[$(FindingKind::$kind,)+];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(FindingKind::$kind => $name,)+
+                }
+            }
+        }
+    };
+}
+
+finding_kinds! {
+    CircularDependency => "circular-dependency",
+    IrqInversion => "irq-inversion",
+    InconsistentIrqState => "inconsistent-irq-state",
+    IrqsEnabledInHardirq => "irqs-enabled-in-hardirq",
+    SleepInAtomic => "sleep-in-atomic",
+    RecursiveLocking => "recursive-locking",
+    BadUnlock => "bad-unlock",
     /// A `CONTEXT:` claim (assert-held) the guest made that did not hold.
-    ContextViolation,
-    Deadlock,
-    StaleTlb,
-    MissingTlbFlush,
-    BreakBeforeMake,
+    ContextViolation => "context-violation",
+    Deadlock => "deadlock",
+    StaleTlb => "stale-tlb",
+    MissingTlbFlush => "missing-tlb-flush",
+    BreakBeforeMake => "break-before-make",
     /// A descriptor store not ordered before its TLBI (`dsb ishst`), or a TLBI not
     /// completed (`dsb ish`) before the mapping is relied on.
-    MissingBarrier,
+    MissingBarrier => "missing-barrier",
     /// A page freed while some CPU's TLB still held a translation to it (mapped, or
     /// unmapped but not yet invalidated): a latent use-after-free through the TLB.
-    FreedPageInTlb,
+    FreedPageInTlb => "freed-page-in-tlb",
 }
 
 impl FindingKind {
-    pub const ALL: [FindingKind; 14] = [
-        FindingKind::CircularDependency,
-        FindingKind::IrqInversion,
-        FindingKind::InconsistentIrqState,
-        FindingKind::IrqsEnabledInHardirq,
-        FindingKind::SleepInAtomic,
-        FindingKind::RecursiveLocking,
-        FindingKind::BadUnlock,
-        FindingKind::ContextViolation,
-        FindingKind::Deadlock,
-        FindingKind::StaleTlb,
-        FindingKind::MissingTlbFlush,
-        FindingKind::BreakBeforeMake,
-        FindingKind::MissingBarrier,
-        FindingKind::FreedPageInTlb,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FindingKind::CircularDependency => "circular-dependency",
-            FindingKind::IrqInversion => "irq-inversion",
-            FindingKind::InconsistentIrqState => "inconsistent-irq-state",
-            FindingKind::IrqsEnabledInHardirq => "irqs-enabled-in-hardirq",
-            FindingKind::SleepInAtomic => "sleep-in-atomic",
-            FindingKind::RecursiveLocking => "recursive-locking",
-            FindingKind::BadUnlock => "bad-unlock",
-            FindingKind::ContextViolation => "context-violation",
-            FindingKind::Deadlock => "deadlock",
-            FindingKind::StaleTlb => "stale-tlb",
-            FindingKind::MissingTlbFlush => "missing-tlb-flush",
-            FindingKind::BreakBeforeMake => "break-before-make",
-            FindingKind::MissingBarrier => "missing-barrier",
-            FindingKind::FreedPageInTlb => "freed-page-in-tlb",
-        }
-    }
-
     pub fn from_name(name: &str) -> Option<FindingKind> {
         FindingKind::ALL
-            .into_iter()
+            .iter()
+            .copied()
             .find(|kind| kind.as_str() == name)
     }
 }
@@ -145,10 +131,11 @@ mod tests {
 
     #[test]
     fn names_round_trip_and_are_distinct() {
-        for kind in FindingKind::ALL {
+        for &kind in FindingKind::ALL {
             assert_eq!(FindingKind::from_name(kind.as_str()), Some(kind));
         }
         let mut names: Vec<_> = FindingKind::ALL.iter().map(|k| k.as_str()).collect();
+        names.sort_unstable();
         names.dedup();
         assert_eq!(names.len(), FindingKind::ALL.len());
         assert_eq!(FindingKind::from_name("nonsense"), None);
