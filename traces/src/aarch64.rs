@@ -200,6 +200,61 @@ mod tests {
     }
 
     #[test]
+    fn descriptors_decode_by_level() {
+        use Descriptor::{Invalid, Leaf, Table};
+        let next = 0x4000_3000;
+        // bits[1:0]: 0b11 table (levels 0-2) or page (level 3); 0b01 block (levels
+        // 1-2), invalid at 0 and 3; bit 0 clear: invalid. Upper attributes and the
+        // bits below the output's alignment are not part of the address.
+        let attrs = (1 << 54) | (1 << 10) | (0b11 << 8);
+        assert_eq!(Descriptor::decode(next | 3 | attrs, 0), Table(next));
+        assert_eq!(Descriptor::decode(next | 3, 2), Table(next));
+        assert_eq!(Descriptor::decode(next | 1, 0), Invalid);
+        assert_eq!(Descriptor::decode(next | 2, 2), Invalid);
+        assert_eq!(Descriptor::decode(next | 1, 3), Invalid);
+        assert_eq!(
+            Descriptor::decode(next | 3 | attrs, 3),
+            Leaf {
+                output: next,
+                level: 3
+            }
+        );
+        assert_eq!(
+            Descriptor::decode(0x4020_0000 | 0x1_f000 | 1 | attrs, 2),
+            Leaf {
+                output: 0x4020_0000,
+                level: 2
+            }
+        );
+        assert_eq!(
+            Descriptor::decode(0x4000_0000 | 0x3fff_f000 | 1, 1),
+            Leaf {
+                output: 0x4000_0000,
+                level: 1
+            }
+        );
+        assert!(!Invalid.is_valid() && Table(next).is_valid());
+        assert_eq!(Table(next).to_string(), "table at 0x40003000");
+        assert_eq!(
+            Descriptor::decode(next | 3, 3).to_string(),
+            "page 0x40003000"
+        );
+        assert_eq!(
+            Descriptor::decode(0x4020_0000 | 1, 2).to_string(),
+            "2 MiB block 0x40200000"
+        );
+        assert_eq!(
+            Descriptor::decode(0x4000_0000 | 1, 1).to_string(),
+            "1024 MiB block 0x40000000"
+        );
+        assert_eq!(
+            (level_shift(3), level_shift(2), level_shift(0)),
+            (12, 21, 39)
+        );
+        assert_eq!(0x4000_1fff & PAGE_MASK, 0x4000_1000);
+    }
+
+    #[test]
     fn only_translation_bits_matter() {
         let page = 0x4010_0000 | 0x403;
         assert!(Descriptor::change_matters(page, page ^ (1 << 7), 3));

@@ -23,10 +23,12 @@ struct Script {
 impl Script {
     /// The three tables of VA are known page-table pages.
     fn new() -> Self {
-        let mut s = Script {
-            check: TlbCheck::new(),
-            time: 0,
-        };
+        Self::with(TlbCheck::new())
+    }
+
+    /// [`Script::new`] feeding `check`.
+    fn with(check: TlbCheck) -> Self {
+        let mut s = Script { check, time: 0 };
         s.on(
             0,
             EventKind::PageTablePage {
@@ -543,5 +545,55 @@ fn an_open_window_is_reported_at_the_end_with_the_reuse() {
     assert!(
         text.contains("still reachable at the last MMU event"),
         "{text}"
+    );
+}
+
+/// Entries are found by any address in their page, and pages differ in bit 12.
+#[test]
+fn held_entries_are_found_by_any_address_in_their_page() {
+    let mut s = Script::new();
+    let odd_page = VA + 4096;
+    s.fill_as(0, odd_page, 0, true);
+    let held = s.check.held();
+    assert!(held.get(0, odd_page + 0xfff).is_some());
+    assert!(held.get(0, VA).is_none() && held.get(0, odd_page + 4096).is_none());
+    assert!(held.get(1, odd_page).is_none());
+    // A store to the odd page's own descriptor (L3 + 8) makes it stale, not VA's.
+    s.fill(0).store_at(1, L3 + 8, PAGE_A | PAGE, 0);
+    assert!(s
+        .check
+        .held()
+        .get(0, odd_page)
+        .is_some_and(|e| e.stale.is_some()));
+    assert!(!s.stale(0));
+}
+
+/// A descriptor's VA comes from its index in its table: the break of L3[1] (VA +
+/// 4 KiB) is completed by a TLBI of VA + 4 KiB, not of VA.
+#[test]
+fn a_descriptor_maps_the_va_of_its_index() {
+    for (tlbi_va, clean) in [(VA + 4096, true), (VA, false)] {
+        let mut s = Script::new();
+        s.store_at(0, L3 + 8, PAGE_B | PAGE, 0)
+            .dsb(0, BarrierOption::ISHST)
+            .tlbi_va(0, tlbi_va)
+            .dsb(0, BarrierOption::ISH)
+            .store_at(0, L3 + 8, 0, PAGE_A | PAGE);
+        assert_eq!(s.kinds().is_empty(), clean, "TLBI of {tlbi_va:#x}");
+    }
+}
+
+/// With a symbolizer, findings name the code: `0x… <symbol>`.
+#[test]
+fn findings_name_code_with_the_symbolizer() {
+    let mut s = Script::with(TlbCheck::with_symbolizer(Box::new(|pc, _| {
+        Some(format!("fn_{pc:x}"))
+    })));
+    s.store(0, PAGE_A | PAGE, 0).store(0, 0, PAGE_B | PAGE);
+    let details = s.check.findings()[0].details.join("\n");
+    let pc = 0x1000 + s.time;
+    assert!(
+        details.contains(&format!("{pc:#x} <fn_{pc:x}>")),
+        "{details}"
     );
 }
