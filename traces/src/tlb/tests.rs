@@ -597,3 +597,53 @@ fn findings_name_code_with_the_symbolizer() {
         "{details}"
     );
 }
+
+/// A descriptor store must be ordered before any TLBI: a local one after no DSB at
+/// all, a broadcast one after only a non-shareable one.
+#[test]
+fn the_store_before_a_tlbi_needs_a_dsb_of_the_tlbi_s_reach() {
+    for (dsb, broadcast, finding) in [
+        (None, false, true),
+        (Some(BarrierOption::NSHST), false, false),
+        (Some(BarrierOption::NSHST), true, true),
+        (Some(BarrierOption::ISHST), true, false),
+    ] {
+        let mut s = Script::new();
+        s.store(0, PAGE_A | PAGE, 0);
+        if let Some(option) = dsb {
+            s.dsb(0, option);
+        }
+        s.tlbi(0, TlbiOp::Vaae1, broadcast, VA >> 12);
+        let keys: Vec<&str> = s.check.findings().iter().map(|f| f.key.as_str()).collect();
+        assert_eq!(
+            keys.iter().any(|k| k.starts_with("store-before-tlbi")),
+            finding,
+            "{dsb:?} broadcast {broadcast}: {keys:?}"
+        );
+    }
+}
+
+/// `free_pages(pa, order)` frees `1 << order` pages from `pa`: a TLB entry to the
+/// second page of an order-1 free is in it, one to the third is not.
+#[test]
+fn a_free_covers_its_order() {
+    for (page, inside) in [(1, true), (2, false)] {
+        let mut s = Script::new();
+        s.fill_as(0, VA + page * 4096, 0, true);
+        s.time += 1;
+        let free = Event {
+            time: s.time,
+            cpu: CpuId(0),
+            task: TaskId(0),
+            pc: 0x8000,
+            caller: 0x9000,
+            kind: EventKind::PageFree {
+                pa: PAGE_A,
+                order: 1,
+            },
+        };
+        s.check.event(&free, &StringTable::default());
+        s.finish();
+        assert_eq!(!s.kinds().is_empty(), inside, "page {page}");
+    }
+}
