@@ -647,3 +647,104 @@ fn a_free_covers_its_order() {
         assert_eq!(!s.kinds().is_empty(), inside, "page {page}");
     }
 }
+
+impl Script {
+    /// `cpu` frees `1 << order` pages at `pa` (call site 0x9000).
+    fn free(&mut self, cpu: u16, pa: u64, order: u8) -> &mut Self {
+        self.time += 1;
+        let event = Event {
+            time: self.time,
+            cpu: CpuId(cpu),
+            task: TaskId(0),
+            pc: 0x8000,
+            caller: 0x9000,
+            kind: EventKind::PageFree { pa, order },
+        };
+        self.check.event(&event, &StringTable::default());
+        self
+    }
+
+    fn alloc(&mut self, cpu: u16, pa: u64, order: u8) -> &mut Self {
+        self.on(cpu, EventKind::PageAlloc { order, gfp: 0, pa })
+    }
+
+    fn finding_text(&self) -> String {
+        self.check
+            .findings()
+            .iter()
+            .flat_map(|f| f.details.iter().cloned())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+/// The window closes at the TLBI that removes the last entry to the freed page;
+/// entries to other pages do not keep it open.
+#[test]
+fn only_entries_to_the_freed_page_keep_its_window_open() {
+    let mut s = Script::new();
+    s.fill_as(0, VA, 0, true).fill_as(1, VA + 4096, 0, true);
+    s.free(0, PAGE_A, 0).tlbi_va(0, VA);
+    assert_eq!(s.kinds(), vec![FindingKind::FreedPageInTlb]);
+    assert!(
+        s.finding_text().contains("until the TLBI"),
+        "{}",
+        s.finding_text()
+    );
+}
+
+/// A refill through the mapping the free left in place joins the holders.
+#[test]
+fn a_refill_after_the_free_is_a_holder_too() {
+    let mut s = Script::new();
+    s.fill(1).free(0, PAGE_A, 0).fill(0).fill(0).finish();
+    let text = s.finding_text();
+    assert_eq!(text.matches("cpu0 held va").count(), 1, "{text}");
+    assert_eq!(text.matches("cpu1 held va").count(), 1, "{text}");
+}
+
+/// An allocation of the freed page while it is reachable is named; one of another
+/// page is not, one of a block that contains it is.
+#[test]
+fn only_allocations_covering_the_freed_page_are_reuses() {
+    for (pa, order, reuse) in [
+        (PAGE_A + 4096, 0, false),
+        (PAGE_A - 4096, 0, false),
+        (PAGE_A - 4096, 1, true),
+        (PAGE_A, 2, true),
+    ] {
+        let mut s = Script::new();
+        s.fill(1).free(0, PAGE_A, 0).alloc(2, pa, order).finish();
+        let text = s.finding_text();
+        assert_eq!(
+            text.contains("allocated the page again"),
+            reuse,
+            "{pa:#x} order {order}: {text}"
+        );
+    }
+}
+
+/// A descriptor change marks stale only the entries that walked through it: not a
+/// later refill of the same page through other tables.
+#[test]
+fn a_refill_through_other_tables_is_not_made_stale_by_the_old_ones() {
+    let mut s = Script::new();
+    s.fill(0).tlbi(0, TlbiOp::Vmalle1, false, 0);
+    let other_l3 = 0x4000_5000;
+    s.on(
+        0,
+        EventKind::TlbFill(TlbFill {
+            va: VA,
+            pa: PAGE_B,
+            level: 3,
+            write: true,
+            exec: true,
+            global: true,
+            asid: 0,
+            walk: [L1 + 16, L2, other_l3, 0],
+            walk_len: 3,
+        }),
+    );
+    s.store(1, PAGE_A | PAGE, 0);
+    assert!(s.held(0) && !s.stale(0));
+}
