@@ -963,6 +963,10 @@ static RECLAIM_ROUND: AtomicUsize = AtomicUsize::new(0);
 static RECLAIM_SEEN: [AtomicUsize; MAX_CPUS] = [const { AtomicUsize::new(0) }; MAX_CPUS];
 static RECLAIM_SEEN_WAIT: WaitQueue = WaitQueue::new("reclaim_seen");
 static RECLAIM_STOP: AtomicBool = AtomicBool::new(false);
+/// `reclaim-reuse`: after each reclaim, other kernel users take the freed pages.
+static RECLAIM_REUSE: AtomicBool = AtomicBool::new(false);
+/// Pages the other kernel users of `reclaim-reuse` take (and write) per round.
+const RECLAIM_REUSE_PAGES: usize = 16;
 static RECLAIM_READY: Completion = Completion::new();
 static RECLAIM_DONE: Completion = Completion::new();
 
@@ -1063,6 +1067,9 @@ pub fn reclaim_main(_: usize) {
         set_state(grower, WAIT_RECLAIM);
         let reclaimed = before.chunks_reclaimed + (round * (RECLAIM_GROW - 1)) as u64;
         pcpu_platform::wait_for_chunks_reclaimed(reclaimed);
+        if RECLAIM_REUSE.load(Relaxed) {
+            reuse_freed_pages();
+        }
     }
     let stats = pcpu().stats();
     let created = (RECLAIM_GROW + (RECLAIM_ROUNDS - 1) * (RECLAIM_GROW - 1)) as u64;
@@ -1094,6 +1101,34 @@ pub fn reclaim_main(_: usize) {
     RECLAIM_DONE.wait_n(users.len());
     set_state(grower, DONE);
     finish("reclaim")
+}
+
+/// `reclaim` under memory reuse: the page allocator hands out the page freed last
+/// first, so the next round's chunks are populated with the pages reclaim just freed
+/// (on the seed, while other CPUs' TLBs may still map them at the old addresses).
+///
+/// CONTEXT: thread on the boot CPU; may sleep.
+pub fn reclaim_reuse_main(arg: usize) {
+    page_alloc::reuse_freed_first();
+    RECLAIM_REUSE.store(true, Relaxed);
+    reclaim_main(arg);
+}
+
+/// Other kernel memory users: take the pages freed last (reclaim's), fill them with
+/// their own data and give them back.
+///
+/// CONTEXT: thread; may sleep (GFP_KERNEL allocations).
+fn reuse_freed_pages() {
+    let mut pages = [0usize; RECLAIM_REUSE_PAGES];
+    for page in pages.iter_mut() {
+        *page = page_alloc::alloc_pages(0, Gfp::Kernel)
+            .unwrap_or_else(|| panic!("reclaim-reuse: out of pages"));
+        // SAFETY: a page just allocated, identity-mapped, owned by this thread.
+        unsafe { core::ptr::write_bytes(*page as *mut u8, 0x5a, PAGE_SIZE) };
+    }
+    for page in pages {
+        page_alloc::free_pages(page, 0);
+    }
 }
 
 // ---------------------------------------------------------------------------

@@ -14,7 +14,7 @@
 //! holds it while calling shrinkers. Lock order: fs_reclaim -> SHRINKER_LIST ->
 //! whatever the shrinkers take; VMAP_LOCK -> ZONE_LOCK.
 
-use core::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 
 use crate::config::PAGE_SIZE;
 use crate::mutex::Mutex;
@@ -52,6 +52,12 @@ static ZONE_LOCK: SpinLock<Zone> = SpinLock::new(
         hint: 0,
     },
 );
+
+/// Whether a free points the next search at the block it freed, so the page freed
+/// last is the next one handed out, as Linux's per-CPU page lists give out the
+/// hottest page first (`reclaim-reuse` turns it on; off, next-fit keeps freed pages
+/// unused for long).
+static REUSE_FREED_FIRST: AtomicBool = AtomicBool::new(false);
 
 /// Free pages below which a sleeping allocation reclaims first.
 static LOW_WATERMARK: AtomicUsize = AtomicUsize::new(32);
@@ -208,6 +214,16 @@ pub extern "Rust" fn free_pages(address: usize, order: usize) {
     }
     zone.mark(first, count, false);
     zone.free += count;
+    if REUSE_FREED_FIRST.load(Relaxed) {
+        zone.hint = first;
+    }
+}
+
+/// From now on, hand out the page freed last first (see `REUSE_FREED_FIRST`).
+///
+/// CONTEXT: any; does not sleep.
+pub fn reuse_freed_first() {
+    REUSE_FREED_FIRST.store(true, Relaxed);
 }
 
 /// CONTEXT: any; pure.

@@ -31,6 +31,7 @@ storm\tall CPUs alloc/free per-CPU areas of random size and alignment, IRQs and 
 irq-free\tIRQ handlers (tick, call-function IPI) free per-CPU areas threads allocated\n\
 fs-reclaim\tan FS path frees under fs_lock while allocations enter direct reclaim\n\
 reclaim\tchunks grow, are freed, reclaimed and their addresses reused while CPUs use theirs\n\
+reclaim-reuse\treclaim with the page freed last allocated first: reclaimed pages are reused at once\n\
 map-grow\tone chunk's area map grows past 2048 entries while IRQ handlers free some of its areas\n\
 selftest-tlb-ok\tMMU self-test: unmap with flush, remap, break-before-make done right (no finding)\n\
 selftest-stale-tlb\tMMU self-test: unmap without TLBI, then read the page (stale-tlb)\n\
@@ -106,6 +107,7 @@ pub fn start() {
         "irq-free" => crate::alloc_scenarios::irq_free_main,
         "fs-reclaim" => crate::alloc_scenarios::fs_reclaim_main,
         "reclaim" => crate::alloc_scenarios::reclaim_main,
+        "reclaim-reuse" => crate::alloc_scenarios::reclaim_reuse_main,
         "map-grow" => crate::alloc_scenarios::map_grow_main,
         other => match crate::mmu_selftest::lookup(other)
             .or_else(|| crate::lock_selftest::lookup(other))

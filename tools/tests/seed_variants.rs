@@ -11,13 +11,14 @@ use common::{finding_text as text, findings, kinds, percpu_lab, Run};
 use serde_json::Value;
 
 /// Every allocator scenario (`percpu-lab scenarios` lists them).
-const SCENARIOS: [&str; 6] = [
+const SCENARIOS: [&str; 7] = [
     "smoke",
     "storm",
     "irq-free",
     "fs-reclaim",
     "reclaim",
     "map-grow",
+    "reclaim-reuse",
 ];
 
 /// `run --variant V --scenario S --seed N --report json`.
@@ -142,6 +143,32 @@ fn fine_reclaim_frees_pages_still_mapped_and_fixed_does_not() {
             tlbis(&fixed).unwrap(),
             2 * tlbis(&fine).unwrap(),
             "seed {seed}"
+        );
+    }
+}
+
+/// Under memory reuse (the page freed last handed out first), other kernel users take
+/// the pages the seed's reclaim freed while a TLB still maps them at the chunk's
+/// address: a second, worse `freed-page-in-tlb` (allocated again). `fixed` flushes
+/// before it frees: clean.
+#[test]
+fn reclaim_under_memory_reuse_hands_out_pages_a_tlb_still_maps_on_fine_only() {
+    for seed in 0..3 {
+        let fine = variant_run("fine", "reclaim-reuse", seed);
+        assert_eq!(fine.code, 1, "{}", fine.describe());
+        let reused: Vec<_> = findings(&fine)
+            .into_iter()
+            .filter(|f| f["key"].as_str().unwrap().ends_with(" reused"))
+            .collect();
+        assert_eq!(reused.len(), 1, "seed {seed}: {}", fine.describe());
+        assert_eq!(reused[0]["kind"], "freed-page-in-tlb");
+        assert!(text(&reused[0]).contains("allocated the page again"));
+        let fixed = variant_run("fixed", "reclaim-reuse", seed);
+        assert_eq!(
+            (fixed.code, kinds(&fixed)),
+            (0, vec![]),
+            "{}",
+            fixed.describe()
         );
     }
 }

@@ -431,14 +431,19 @@ impl TlbCheck {
             .iter()
             .map(|&(cpu, ..)| format!("cpu{cpu}"))
             .collect();
+        // One finding per call site of the free, and another where the page was
+        // handed out again meanwhile (a use-after-free waiting for a stale access).
+        let (again, reused) = match freed.reused {
+            Some(_) => (" and allocated again", " reused"),
+            None => ("", ""),
+        };
         self.report(
             FindingKind::FreedPageInTlb,
             format!(
-                "page {pa:#x} freed while the TLB of {} still held a translation to it",
+                "page {pa:#x} freed{again} while the TLB of {} still held a translation to it",
                 cpus.join(", ")
             ),
-            // One finding per call site of the free.
-            format!("freed-in-tlb {:#x}", freed.at.pc),
+            format!("freed-in-tlb {:#x}{reused}", freed.at.pc),
             details,
             freed.at,
         );

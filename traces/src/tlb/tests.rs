@@ -542,6 +542,12 @@ fn an_open_window_is_reported_at_the_end_with_the_reuse() {
         "{text}"
     );
     assert!(text.contains("cpu3 allocated the page again"), "{text}");
+    let finding = &s.check.findings()[0];
+    assert!(
+        finding.title.contains("freed and allocated again"),
+        "{finding:?}"
+    );
+    assert_eq!(finding.key, "freed-in-tlb 0x9000 reused");
     assert!(
         text.contains("still reachable at the last MMU event"),
         "{text}"
