@@ -206,3 +206,44 @@ impl<T> HeldTlbs<T> {
             .flat_map(|t| t.values_mut())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fill(va: u64) -> TlbFill {
+        TlbFill {
+            va,
+            pa: 0x4010_0000,
+            level: 3,
+            write: true,
+            exec: false,
+            global: true,
+            asid: 0,
+            walk: [0x4000_2000, 0, 0, 0],
+            walk_len: 1,
+        }
+    }
+
+    /// What the machine's model keeps beside each entry is reached by any address of
+    /// the page, per CPU.
+    #[test]
+    fn entries_carry_their_owner_s_tag() {
+        let mut held: HeldTlbs<u32> = HeldTlbs::new(2);
+        held.insert(1, fill(0x8000_1000), 5, 7);
+        let entry = held.get_mut(1, 0x8000_1abc).expect("held");
+        entry.tag += 1;
+        assert_eq!(
+            held.get(1, 0x8000_1000).map(|e| (e.tag, e.filled_at)),
+            Some((8, 5))
+        );
+        assert!(held.get_mut(0, 0x8000_1000).is_none());
+        assert!(held.get_mut(1, 0x8000_0000).is_none());
+        assert!(held.get_mut(2, 0x8000_1000).is_none(), "no such CPU");
+        for entry in held.entries_of_mut(1) {
+            entry.tag = 40;
+        }
+        assert_eq!(held.entries_of_mut(0).count(), 0);
+        assert_eq!(held.get(1, 0x8000_1000).map(|e| e.tag), Some(40));
+    }
+}
