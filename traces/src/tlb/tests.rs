@@ -630,10 +630,10 @@ fn the_store_before_a_tlbi_needs_a_dsb_of_the_tlbi_s_reach() {
 }
 
 /// `free_pages(pa, order)` frees `1 << order` pages from `pa`: a TLB entry to the
-/// second page of an order-1 free is in it, one to the third is not.
+/// last page of an order-2 free is in it, one to the page after is not.
 #[test]
 fn a_free_covers_its_order() {
-    for (page, inside) in [(1, true), (2, false)] {
+    for (page, inside) in [(3, true), (4, false)] {
         let mut s = Script::new();
         s.fill_as(0, VA + page * 4096, 0, true);
         s.time += 1;
@@ -645,7 +645,7 @@ fn a_free_covers_its_order() {
             caller: 0x9000,
             kind: EventKind::PageFree {
                 pa: PAGE_A,
-                order: 1,
+                order: 2,
             },
         };
         s.check.event(&free, &StringTable::default());
