@@ -12,7 +12,9 @@ use emu::{EventSink, KernelImage, Machine, StopRequest};
 use serde_json::{json, Value};
 use traces::lockdep::{Stats, Symbolizer};
 use traces::tlb::TlbCheck;
-use traces::{Analysis, ElfHash, Event, Finding, StringTable, TraceConfig, Validator};
+use traces::{
+    Analysis, ElfHash, Ending, Event, Finding, RunTail, StringTable, TraceConfig, Validator,
+};
 
 use crate::report::ReportFormat;
 use crate::{kernel, mmu_report, tracefile, BadInput, Verdict};
@@ -209,11 +211,18 @@ pub fn check(args: &CheckArgs) -> Result<Verdict, BadInput> {
     }
     let mut analyses = Analyses::new(kernel.as_ref(), tlb_check);
     let mut events: u64 = 0;
+    // The last events, where a finished trace says how its run ended.
+    let mut last = std::collections::VecDeque::with_capacity(RunTail::EVENTS + 1);
     while let Some(event) = reader.next() {
         analyses.feed(std::slice::from_ref(&event), reader.strings());
         events += 1;
+        if last.len() == RunTail::EVENTS {
+            last.pop_front();
+        }
+        last.push_back(event);
     }
     analyses.finish();
+    let ending = RunTail::parse(last.make_contiguous(), reader.strings()).map(|t| t.ending);
     if let Some(out) = &args.graph {
         crate::graph::write(out, &analyses.locks.dot())?;
     }
@@ -244,7 +253,21 @@ pub fn check(args: &CheckArgs) -> Result<Verdict, BadInput> {
             }
         }
         ReportFormat::Json => {
+            let end = match &ending {
+                Some(ending) => json!({
+                    "summary": ending.to_string(),
+                    "guest_fault": matches!(ending, Ending::Fault | Ending::Watchdog { .. } | Ending::Hang),
+                    "held_locks": validator.held_locks_report(),
+                }),
+                None => json!({
+                    "summary": "the trace ends before its run did (cut short or damaged)",
+                    "guest_fault": false,
+                    "held_locks": validator.held_locks_report(),
+                }),
+            };
             let report = json!({
+                "schema_version": crate::report::SCHEMA_VERSION,
+                "end": end,
                 "findings": findings.iter().map(mmu_report::finding_json).collect::<Vec<_>>(),
                 "config": { "cpus": config.cpus, "scenario": config.scenario, "seed": config.seed,
                             "sched": config.scheduler, "quantum": config.quantum,

@@ -123,6 +123,11 @@ fn print_text(kernel: &KernelImage, outcome: &RunOutcome) {
     }
 }
 
+/// The version of the JSON reports' layout (`run` and `check --report json`), as
+/// `docs/report.schema.json` describes it. Raise it when a key changes meaning or
+/// goes away; adding keys keeps it.
+pub const SCHEMA_VERSION: u32 = 1;
+
 fn cpu_json(kernel: &KernelImage, cpu: &CpuReport) -> Value {
     json!({
         "cpu": cpu.cpu,
@@ -143,6 +148,7 @@ fn json_report(
     locks: &LockRun,
 ) -> Value {
     json!({
+        "schema_version": SCHEMA_VERSION,
         "findings": mmu.findings.iter().chain(&locks.findings).map(mmu_report::finding_json).collect::<Vec<_>>(),
         "end": { "summary": describe_end(&outcome.end), "guest_fault": verdict(outcome) == Verdict::GuestFault,
                  "held_locks": held_locks_at_end(outcome, locks) },
