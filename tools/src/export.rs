@@ -10,8 +10,8 @@
 //! guest instruction (the trace's time unit) is shown as one nanosecond.
 
 use std::collections::BTreeMap;
-use std::io::BufWriter;
-use std::path::PathBuf;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
 
 use clap::Args;
 use serde_json::{json, Value};
@@ -22,12 +22,16 @@ use crate::tracefile;
 use crate::{BadInput, Verdict};
 
 #[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("output").required(true).multiple(true).args(["perfetto", "text"])))]
 pub struct ExportArgs {
     /// The trace to export (from `percpu-lab run --trace`).
     pub file: PathBuf,
     /// Write Chrome trace-event JSON (for ui.perfetto.dev) to this file.
-    #[arg(long, value_name = "OUT.json", required = true)]
-    pub perfetto: PathBuf,
+    #[arg(long, value_name = "OUT.json")]
+    pub perfetto: Option<PathBuf>,
+    /// Write an ftrace-like text log (one line per event, the findings at the end).
+    #[arg(long, value_name = "OUT.txt")]
+    pub text: Option<PathBuf>,
 }
 
 const TID_TASKS: u32 = 1;
@@ -239,9 +243,35 @@ pub fn perfetto(trace: &Trace, findings: &[Finding]) -> Value {
 }
 
 pub fn export(args: &ExportArgs) -> Result<Verdict, BadInput> {
-    let mut reader = tracefile::open(&args.file)?;
+    if let Some(out) = &args.text {
+        export_text(&args.file, out)?;
+    }
+    if let Some(out) = &args.perfetto {
+        export_perfetto(&args.file, out)?;
+    }
+    Ok(Verdict::Clean)
+}
+
+/// Findings are made again from the trace itself (as `check` does), so a view shows
+/// them at the events that made them.
+fn analyses_for(header: &traces::Header) -> crate::check::Analyses {
+    let tlb_check = crate::check::trace_has_tlb_events(&header.config, header.minor);
+    crate::check::Analyses::new(None, tlb_check)
+}
+
+fn all_findings(analyses: &crate::check::Analyses) -> Vec<Finding> {
+    analyses
+        .tlb_findings()
+        .iter()
+        .chain(analyses.locks.findings())
+        .cloned()
+        .collect()
+}
+
+fn export_perfetto(file: &Path, out: &Path) -> Result<(), BadInput> {
+    let mut reader = tracefile::open(file)?;
     let events: Vec<Event> = reader.by_ref().collect();
-    tracefile::warn_damage(&args.file, reader.damage());
+    tracefile::warn_damage(file, reader.damage());
     let trace = Trace {
         header: reader.header().clone(),
         strings: reader.strings().clone(),
@@ -249,27 +279,79 @@ pub fn export(args: &ExportArgs) -> Result<Verdict, BadInput> {
         trailer: reader.trailer().copied(),
         damage: reader.damage().cloned(),
     };
-    // Findings are made again from the trace itself (as `check` does), so the view
-    // shows them at the events that made them.
-    let tlb_check = crate::check::trace_has_tlb_events(&trace.header.config, trace.header.minor);
-    let mut analyses = crate::check::Analyses::new(None, tlb_check);
+    let mut analyses = analyses_for(&trace.header);
     analyses.feed(&trace.events, &trace.strings);
     analyses.finish();
-    let findings: Vec<_> = analyses
-        .tlb_findings()
-        .iter()
-        .chain(analyses.locks.findings())
-        .cloned()
-        .collect();
-    let json = perfetto(&trace, &findings);
-    let file = AtomicFile::create(&args.perfetto)?;
+    let json = perfetto(&trace, &all_findings(&analyses));
+    let file = AtomicFile::create(out)?;
     let write = || -> std::io::Result<()> {
         let mut out = BufWriter::new(file);
         serde_json::to_writer(&mut out, &json)?;
         out.into_inner().map_err(|e| e.into_error())?.commit()
     };
-    write().map_err(|e| BadInput(format!("cannot write {}: {e}", args.perfetto.display())))?;
-    Ok(Verdict::Clean)
+    write().map_err(|e| BadInput(format!("cannot write {}: {e}", out.display())))
+}
+
+/// The ftrace-like log, streamed: `TASK-ID [CPU] TIME: EVENT`, then the findings as
+/// comment lines.
+fn export_text(file: &Path, out: &Path) -> Result<(), BadInput> {
+    let mut reader = tracefile::open(file)?;
+    let header = reader.header().clone();
+    let config = &header.config;
+    let mut analyses = analyses_for(&header);
+    let mut task_names: BTreeMap<u32, String> = BTreeMap::new();
+    let file_out = AtomicFile::create(out)?;
+    let write = || -> std::io::Result<()> {
+        let mut w = BufWriter::new(file_out);
+        writeln!(w, "# tracer: percpu-lab ({})", file.display())?;
+        writeln!(
+            w,
+            "# scenario {}, variant {}, seed {}, {} cpus, scheduler {}",
+            config.scenario, config.variant, config.seed, config.cpus, config.scheduler
+        )?;
+        writeln!(w, "# time: guest instructions of all CPUs")?;
+        writeln!(w, "#")?;
+        writeln!(w, "#{:>21}  CPU          TIME  EVENT", "TASK-ID")?;
+        while let Some(event) = reader.next() {
+            let strings = reader.strings();
+            if let EventKind::Marker { label, value } = event.kind {
+                if let Some(name) = strings.get(label).and_then(|l| l.strip_prefix("task:")) {
+                    task_names.insert(value as u32, name.to_string());
+                }
+            }
+            let task = event.task.0;
+            let name = task_names.get(&task).map_or("task", String::as_str);
+            let who = format!("{name}-{task}");
+            let at = match event.pc {
+                0 => String::new(),
+                pc => format!(" at {pc:#x}"),
+            };
+            writeln!(
+                w,
+                "{who:>22} [{:03}] {:>13}: {}{at}",
+                event.cpu.0,
+                event.time,
+                event.display_kind(strings)
+            )?;
+            analyses.feed(std::slice::from_ref(&event), strings);
+        }
+        analyses.finish();
+        let findings = all_findings(&analyses);
+        writeln!(w, "#")?;
+        writeln!(w, "# {} finding(s)", findings.len())?;
+        for f in &findings {
+            let cpu = f.cpu.map_or(String::new(), |c| format!(" cpu{c}"));
+            let time = f.time.map_or(String::new(), |t| format!(" at {t}"));
+            writeln!(w, "# [{}] {}{cpu}{time}", f.kind, f.title)?;
+            for line in &f.details {
+                writeln!(w, "#     {line}")?;
+            }
+        }
+        w.into_inner().map_err(|e| e.into_error())?.commit()
+    };
+    write().map_err(|e| BadInput(format!("cannot write {}: {e}", out.display())))?;
+    tracefile::warn_damage(file, reader.damage());
+    Ok(())
 }
 
 #[cfg(test)]

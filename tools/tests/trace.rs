@@ -487,3 +487,43 @@ fn mmu_findings_are_rederived_by_check_and_shown_by_export() {
         assert!(names.contains(&instant), "export lacks {instant} instants");
     }
 }
+
+/// `export --text`: an ftrace-like log with one line per event (task, CPU, time,
+/// event), then the findings `check` makes, as comment lines; `--perfetto` may be
+/// given with it.
+#[test]
+fn text_export_has_a_line_per_event_and_the_findings() {
+    let trace = scratch("text.trace");
+    let run = record(&trace, &["--variant", "mutex", "--scenario", "fs-reclaim"]);
+    assert_eq!(run.code, 1, "{}", run.describe());
+    let (text, json) = (scratch("text.txt"), scratch("text.json"));
+    let export = percpu_lab(&[
+        "export",
+        trace.to_str().unwrap(),
+        "--text",
+        text.to_str().unwrap(),
+        "--perfetto",
+        json.to_str().unwrap(),
+    ]);
+    assert_eq!(export.code, 0, "{}", export.describe());
+    assert!(json.exists());
+    let log = std::fs::read_to_string(&text).unwrap();
+    let events = load(&trace).events;
+    let lines: Vec<&str> = log.lines().filter(|l| !l.starts_with('#')).collect();
+    assert_eq!(lines.len(), events.len());
+    for (line, event) in lines.iter().zip(&events) {
+        let (who, rest) = line.trim_start().split_once(" [").unwrap();
+        assert!(who.ends_with(&format!("-{}", event.task.0)), "{line}");
+        assert!(rest.starts_with(&format!("{:03}] ", event.cpu.0)), "{line}");
+        let (time, kind) = rest[5..].trim_start().split_once(": ").unwrap();
+        assert_eq!(time.parse::<u64>().unwrap(), event.time, "{line}");
+        assert!(kind.starts_with(event.kind.name()), "{line}");
+    }
+    assert!(log.contains("fs-alloc-"), "task names come from the trace");
+    let check = percpu_lab(&["check", "--report", "json", trace.to_str().unwrap()]);
+    let kinds = common::kinds(&check);
+    assert!(log.contains(&format!("# {} finding(s)", kinds.len())));
+    for kind in kinds {
+        assert!(log.contains(&format!("# [{kind}]")), "{kind}");
+    }
+}

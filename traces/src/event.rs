@@ -475,6 +475,17 @@ impl Event {
         EventDisplay {
             event: self,
             strings,
+            header: true,
+        }
+    }
+
+    /// What [`Event::display`] says after the time, CPU, task and addresses: the
+    /// kind's name and fields, e.g. `lock-acquired pcpu_lock@0x80801040 (spin_irqsave)`.
+    pub fn display_kind<'a>(&'a self, strings: &'a StringTable) -> EventDisplay<'a> {
+        EventDisplay {
+            event: self,
+            strings,
+            header: false,
         }
     }
 }
@@ -483,6 +494,8 @@ impl Event {
 pub struct EventDisplay<'a> {
     event: &'a Event,
     strings: &'a StringTable,
+    /// Whether the time, CPU, task and addresses come first.
+    header: bool,
 }
 
 impl fmt::Display for EventDisplay<'_> {
@@ -497,11 +510,10 @@ impl fmt::Display for EventDisplay<'_> {
         } = self.event;
         let text = |id: StrId| self.strings.get(id).unwrap_or("<undefined string>");
         let lock = |lock: &LockRef| format!("{}@{:#x}", text(lock.class), lock.addr);
-        write!(
-            f,
-            "t={time} {cpu} {task} pc={pc:#x} caller={caller:#x} {}",
-            kind.name()
-        )?;
+        if self.header {
+            write!(f, "t={time} {cpu} {task} pc={pc:#x} caller={caller:#x} ")?;
+        }
+        f.write_str(kind.name())?;
         match kind {
             EventKind::LockAttempt { lock: l, flavor }
             | EventKind::LockAcquired { lock: l, flavor }
