@@ -45,6 +45,7 @@ pub mod fdt;
 pub mod gic;
 pub mod insn;
 pub mod kernel;
+pub mod lines;
 pub mod machine;
 pub mod memory;
 pub mod mmu;
@@ -60,6 +61,7 @@ pub mod uart;
 pub mod unwind;
 
 pub use kernel::{KernelError, KernelImage};
+pub use lines::SourceLines;
 pub use machine::{
     CpuReport, CpuState, EmuError, Machine, MachineConfig, MmuMode, RunEnd, RunOutcome,
     StopRequest, TakenException,

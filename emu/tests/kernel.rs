@@ -160,3 +160,24 @@ fn function_code_must_lie_in_an_executable_segment() {
         })
     );
 }
+
+/// Line tables: none in an ELF without DWARF; in the guest, a function's entry is in
+/// its source file, named relative to the checkout given.
+#[test]
+fn source_lines_come_from_the_dwarf_line_tables() {
+    assert!(emu::SourceLines::parse(&valid(), None).is_none());
+    assert!(emu::SourceLines::parse(b"not an elf", None).is_none());
+    let Some(guest) = guest() else { return };
+    let checkout = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let lines = emu::SourceLines::parse(guest.elf_bytes(), checkout.to_str())
+        .expect("the guest is built with line tables");
+    let entry = guest.symbol_address("free_pages").expect("free_pages");
+    let line = lines.lookup(entry).expect("a line for free_pages");
+    assert!(line.starts_with("guest/src/page_alloc.rs:"), "{line}");
+    assert!(lines.lookup(0).is_none());
+    let absolute = emu::SourceLines::parse(guest.elf_bytes(), None).unwrap();
+    assert!(
+        absolute.lookup(entry).unwrap().ends_with(&line),
+        "without a prefix to strip"
+    );
+}

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::rc::Rc;
 
 use clap::Args;
-use emu::{EventSink, KernelImage, Machine, StopRequest};
+use emu::{EventSink, KernelImage, Machine, SourceLines, StopRequest};
 use serde_json::{json, Value};
 use traces::lockdep::{Stats, Symbolizer};
 use traces::tlb::TlbCheck;
@@ -36,15 +36,23 @@ pub struct CheckArgs {
     pub graph: Option<PathBuf>,
 }
 
-/// Names code addresses from `kernel`'s symbols.
+/// Names code addresses from `kernel`'s symbols and line tables:
+/// `spin_lock+0x8 (guest/src/sync.rs:120)`; a return address by its call.
 pub fn symbolizer(kernel: &KernelImage) -> Symbolizer {
     let kernel = kernel.clone();
+    // File names relative to the checkout the embedded guest was built in.
+    let checkout = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent();
+    let lines = SourceLines::parse(kernel.elf_bytes(), checkout.and_then(|p| p.to_str()));
     Box::new(move |addr, ret| {
-        if ret {
-            kernel.symbolize_return(addr)
+        let (symbol, call) = if ret {
+            (kernel.symbolize_return(addr)?, addr.wrapping_sub(4))
         } else {
-            kernel.symbolize(addr)
-        }
+            (kernel.symbolize(addr)?, addr)
+        };
+        Some(match lines.as_ref().and_then(|l| l.lookup(call)) {
+            Some(line) => format!("{symbol} ({line})"),
+            None => symbol,
+        })
     })
 }
 

@@ -401,3 +401,24 @@ fn the_dependency_graph_shows_the_fs_reclaim_cycle_in_red() {
         assert!(!svg.exists());
     }
 }
+
+/// Code addresses in findings carry their source line from the guest's DWARF, with
+/// file names relative to the checkout (the same wherever it was built).
+#[test]
+fn findings_name_the_source_line_of_each_site() {
+    let run = run_json(&["--variant", "mutex", "--scenario", "fs-reclaim"]);
+    let circular = findings(&run)
+        .into_iter()
+        .find(|f| f["kind"] == "circular-dependency")
+        .expect("the fs-reclaim cycle");
+    let all = text(&circular);
+    assert!(
+        all.contains("<mutex_lock+0x0 (guest/src/mutex.rs:"),
+        "{all}"
+    );
+    assert!(all.contains("<free_percpu+0x"), "{all}");
+    assert!(
+        !all.contains(env!("CARGO_MANIFEST_DIR")),
+        "absolute paths: {all}"
+    );
+}

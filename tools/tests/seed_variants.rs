@@ -98,7 +98,7 @@ fn irq_plain_has_inconsistent_hardirq_usage_of_pcpu_lock() {
             "pcpu_lock",
             "HARDIRQ-ON-W",
             "IN-HARDIRQ-W",
-            "<spin_lock+0x0> called from",
+            "<spin_lock+0x0 (guest/src/sync.rs:",
             "<free_percpu+0x",
         ] {
             assert!(all.contains(needle), "seed {seed}: no {needle:?} in {all}");
