@@ -387,3 +387,29 @@ fn a_format_1_0_trace_of_a_deadlock_stop_replays_to_where_it_ends() {
     assert_eq!(load(&old).header.minor, 0);
     assert_identical(&old, trace.events.len(), "not recorded (format 1.0 trace)");
 }
+
+/// Events name lock classes through the string table: a class renamed in the trace
+/// (same ids, other text) is another event, at the first event that names it.
+#[test]
+fn a_renamed_lock_class_is_another_event() {
+    let (mut trace, _) = smoke();
+    let (index, class) = trace
+        .events
+        .iter()
+        .enumerate()
+        .find_map(|(i, e)| e.kind.lock().map(|lock| (i, lock.class)))
+        .expect("smoke takes locks");
+    let mut strings = traces::StringTable::new();
+    for id in 0..trace.strings.len() as u32 {
+        let text = trace.strings.get(traces::StrId(id)).unwrap();
+        let text = if id == class.0 { "renamed_lock" } else { text };
+        assert_eq!(strings.intern(text).0, id, "ids stay the same");
+    }
+    let got = format!("got:      {}", trace.events[index].display(&trace.strings));
+    let expected = format!("expected: {}", trace.events[index].display(&strings));
+    assert!(expected.contains("renamed_lock"));
+    trace.strings = strings;
+    let edited = scratch("renamed.trace");
+    rewrite(&trace, &edited);
+    assert_diverges(&edited, index, &[&expected, &got]);
+}
