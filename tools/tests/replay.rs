@@ -413,3 +413,27 @@ fn a_renamed_lock_class_is_another_event() {
     rewrite(&trace, &edited);
     assert_diverges(&edited, index, &[&expected, &got]);
 }
+
+/// A trace without its run's tail replays to the run's own end and says the trace
+/// does not record it; a format 1.0 trace (which never had a tail) stops where its
+/// events end and says why.
+#[test]
+fn a_trace_without_its_tail_says_how_the_replay_ended() {
+    let (mut trace, last) = smoke();
+    trace.events.truncate(last + 1);
+    let untailed = scratch("untailed.trace");
+    rewrite(&trace, &untailed);
+    // The same events as format 1.0: the version is the header's bytes 10-11.
+    let mut bytes = std::fs::read(&untailed).unwrap();
+    bytes[10..12].copy_from_slice(&0u16.to_le_bytes());
+    let old = scratch("format-1.0.trace");
+    std::fs::write(&old, bytes).unwrap();
+    for (path, says) in [
+        (&untailed, "(the trace does not record its end)"),
+        (&old, "not recorded (format 1.0 trace)"),
+    ] {
+        let run = replay(path);
+        assert_eq!(run.code, 0, "{}", run.describe());
+        assert!(run.stdout.contains(says), "{says}: {}", run.describe());
+    }
+}
