@@ -596,3 +596,29 @@ fn reclaim_is_scheduled_only_for_a_second_fully_free_chunk() {
         assert_eq!(pcpu.stats().frees, 2);
     }
 }
+
+/// The counters and the chunk walk read the index under the variant's index lock:
+/// `pcpu_mutex` in `mutex` (which has no `pcpu_lock`), `pcpu_lock` otherwise.
+#[test]
+fn stats_and_chunk_walks_take_the_variant_s_index_lock() {
+    for (variant, lock) in [
+        (Variant::Mutex, "pcpu_mutex"),
+        (Variant::Irq, "pcpu_lock"),
+        (Variant::Fine, "pcpu_lock"),
+        (Variant::Fixed, "pcpu_lock"),
+    ] {
+        let (mock, pcpu) = setup(variant);
+        mock.record(true);
+        let _ = pcpu.stats();
+        pcpu.for_each_chunk(|_| {});
+        mock.record(false);
+        let events = lock_and_mem_events(&mock);
+        assert_eq!(events.len(), 4, "{variant:?}: {events:?}");
+        assert!(
+            events
+                .iter()
+                .all(|e| matches!(e, Event::Lock(_, name) if *name == lock)),
+            "{variant:?}: {events:?}"
+        );
+    }
+}
