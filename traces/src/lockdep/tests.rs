@@ -756,6 +756,11 @@ fn pseudo_locks_are_classed_by_name_and_an_unnamed_one_is_fs_reclaim() {
     assert_eq!(s.kinds(), []);
     assert_eq!(s.run().stats().dependencies, 0);
     assert_eq!(s.run().stats().classes, 1);
+    // Out of reclaim again, fs_reclaim held and a sleeping allocation is the wrong
+    // nesting (a recursive fs_reclaim).
+    pseudo(&mut s, "", true);
+    s.push(may_sleep_alloc);
+    assert_eq!(s.kinds(), [FindingKind::RecursiveLocking]);
 }
 
 #[test]
