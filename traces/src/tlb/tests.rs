@@ -440,20 +440,7 @@ fn unmodelled_tlbis_are_ignored() {
 impl Script {
     /// `cpu` frees the page of PAGE_A (call site 0x9000).
     fn free_page_a(&mut self, cpu: u16) -> &mut Self {
-        self.time += 1;
-        let event = Event {
-            time: self.time,
-            cpu: CpuId(cpu),
-            task: TaskId(0),
-            pc: 0x8000,
-            caller: 0x9000,
-            kind: EventKind::PageFree {
-                pa: PAGE_A,
-                order: 0,
-            },
-        };
-        self.check.event(&event, &StringTable::default());
-        self
+        self.free(cpu, PAGE_A, 0)
     }
 
     fn finish(&mut self) -> &mut Self {
@@ -635,20 +622,7 @@ fn the_store_before_a_tlbi_needs_a_dsb_of_the_tlbi_s_reach() {
 fn a_free_covers_its_order() {
     for (page, inside) in [(3, true), (4, false)] {
         let mut s = Script::new();
-        s.fill_as(0, VA + page * 4096, 0, true);
-        s.time += 1;
-        let free = Event {
-            time: s.time,
-            cpu: CpuId(0),
-            task: TaskId(0),
-            pc: 0x8000,
-            caller: 0x9000,
-            kind: EventKind::PageFree {
-                pa: PAGE_A,
-                order: 2,
-            },
-        };
-        s.check.event(&free, &StringTable::default());
+        s.fill_as(0, VA + page * 4096, 0, true).free(0, PAGE_A, 2);
         s.finish();
         assert_eq!(!s.kinds().is_empty(), inside, "page {page}");
     }
