@@ -86,7 +86,8 @@ pub enum WriteError {
     CpuOutOfRange {
         cpu: CpuId,
     },
-    /// `EventKind::Unknown` with a tag outside the sized range.
+    /// `EventKind::Unknown` with a tag outside the sized range, or one of a sized
+    /// kind this crate knows (its body could not be written).
     NotAnExtensionTag {
         tag: u8,
     },
@@ -119,7 +120,8 @@ impl fmt::Display for WriteError {
             WriteError::NotAnExtensionTag { tag } => {
                 write!(
                     f,
-                    "unknown event tag {tag:#04x} is not in the sized range 0x80..=0xff"
+                    "unknown event tag {tag:#04x} is not in the sized range 0x80..=0xff \
+                     or names a kind this crate knows"
                 )
             }
             WriteError::FieldOutOfRange { field } => write!(f, "event field {field} out of range"),

@@ -105,6 +105,10 @@ fn writer_refuses_invalid_events_and_stays_usable() {
             "0x30 is not in the sized range",
         ),
         (
+            event(1, 5, EventKind::Unknown { tag: 0x80 }),
+            "0x80 is not in the sized range 0x80..=0xff or names a kind this crate knows",
+        ),
+        (
             event(
                 1,
                 5,
