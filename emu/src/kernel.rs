@@ -315,21 +315,34 @@ impl KernelImage {
         let Some(sym) = self.find(name) else {
             return Ok(None);
         };
-        let outside = || KernelError::ProbeOutsideCode {
-            name: name.to_string(),
-            addr: sym.addr,
-        };
-        let end = sym.addr.checked_add(sym.size).ok_or_else(outside)?;
+        self.code_of(sym)
+            .map(Some)
+            .ok_or(KernelError::ProbeOutsideCode {
+                name: name.to_string(),
+                addr: sym.addr,
+            })
+    }
+
+    /// The function whose code contains `addr` (its entry address and bytes), if a
+    /// sized symbol inside an executable segment covers it.
+    pub fn function_containing(&self, addr: u64) -> Option<(u64, &[u8])> {
+        let idx = self
+            .symbols
+            .partition_point(|s| s.addr <= addr)
+            .checked_sub(1)?;
+        let sym = &self.symbols[idx];
+        (addr - sym.addr < sym.size).then(|| self.code_of(sym))?
+    }
+
+    /// The bytes of `sym` if it lies inside an executable segment's file contents.
+    fn code_of(&self, sym: &Symbol) -> Option<(u64, &[u8])> {
+        let end = sym.addr.checked_add(sym.size)?;
         let seg = self
             .segments
             .iter()
-            .find(|s| s.executable && sym.addr >= s.vaddr && end <= s.vaddr + s.file_size)
-            .ok_or_else(outside)?;
+            .find(|s| s.executable && sym.addr >= s.vaddr && end <= s.vaddr + s.file_size)?;
         let start = (seg.file_offset + (sym.addr - seg.vaddr)) as usize;
-        Ok(Some((
-            sym.addr,
-            &self.bytes[start..start + sym.size as usize],
-        )))
+        Some((sym.addr, &self.bytes[start..start + sym.size as usize]))
     }
 
     /// Every aligned 32-bit word of the executable segments, with its link address

@@ -66,6 +66,7 @@ use crate::cpu::{read_xreg, uc_err, Core, SliceCounter};
 use crate::exception::{self, PSTATE_I};
 use crate::kernel::KernelImage;
 use crate::machine::EmuError;
+use crate::unwind::{frame_chain_with, frame_set_up_at, frames_above};
 
 /// Receives the events of each slice, in order, with the run's string table.
 pub type EventSink = Box<dyn FnMut(&[Event], &StringTable)>;
@@ -168,14 +169,16 @@ impl Func {
 enum Site {
     Entry(Func),
     Return(Func),
-    /// `msr daif, xN`.
+    /// `msr daif, xN`; `framed`: its function's frame record is set up there.
     DaifWrite {
         reg: u32,
+        framed: bool,
     },
     /// `msr daifset, #imm` (`set`) or `msr daifclr, #imm`.
     DaifImm {
         set: bool,
         imm: u32,
+        framed: bool,
     },
     Eret,
     /// A lock wrapper that tail-calls its primitive.
@@ -210,16 +213,21 @@ fn daif_site(word: u32) -> Option<Site> {
         return Some(Site::Eret);
     }
     if word & 0xffff_ffe0 == 0xd51b_4220 {
-        return Some(Site::DaifWrite { reg: word & 31 });
+        return Some(Site::DaifWrite {
+            reg: word & 31,
+            framed: false,
+        });
     }
     match word & 0xffff_f0ff {
         0xd503_40df => Some(Site::DaifImm {
             set: true,
             imm: (word >> 8) & 0xf,
+            framed: false,
         }),
         0xd503_40ff => Some(Site::DaifImm {
             set: false,
             imm: (word >> 8) & 0xf,
+            framed: false,
         }),
         _ => None,
     }
@@ -228,6 +236,7 @@ fn daif_site(word: u32) -> Option<Site> {
 /// A call still open at its entry: what the return needs.
 #[derive(Debug, Clone, Copy)]
 struct OpenCall {
+    stack: StrId,
     pc: u64,
     caller: u64,
     arg: u64,
@@ -280,6 +289,10 @@ struct State {
     samples: Vec<MaskSample>,
     /// Tail-calling wrappers entered: (CPU, SP) -> (flavour, wrapper entry, caller).
     wrapped: HashMap<(usize, u64), (LockFlavor, u64, u64)>,
+    /// Each distinct backtrace seen, as its interned string.
+    stacks: HashMap<Vec<u64>, StrId>,
+    /// The backtrace each CPU's last `Stack` event named.
+    cpu_stack: Vec<Option<StrId>>,
 }
 
 /// The recording state of a machine.
@@ -339,7 +352,13 @@ impl Recorder {
             }
         }
         for (addr, word) in kernel.code_words() {
-            if let Some(site) = daif_site(word) {
+            if let Some(mut site) = daif_site(word) {
+                let set_up = kernel
+                    .function_containing(addr)
+                    .is_some_and(|(start, code)| frame_set_up_at(code, (addr - start) as usize));
+                if let Site::DaifWrite { framed, .. } | Site::DaifImm { framed, .. } = &mut site {
+                    *framed = set_up;
+                }
                 sites.push((addr, site));
             }
         }
@@ -388,6 +407,8 @@ impl Recorder {
                 symbols: HashMap::new(),
                 samples: Vec::new(),
                 wrapped: HashMap::new(),
+                stacks: HashMap::new(),
+                cpu_stack: vec![None; cores.len()],
                 named: HashSet::new(),
             }),
             sink: RefCell::new(sink),
@@ -589,11 +610,11 @@ impl Recorder {
             Site::DaifWrite { .. } | Site::DaifImm { .. } | Site::Eret => {
                 let old = reg(uc, RegisterARM64::PSTATE) & PSTATE_I != 0;
                 let (new, cause) = match site {
-                    Site::DaifWrite { reg } => {
+                    Site::DaifWrite { reg, .. } => {
                         let value = if reg == 31 { 0 } else { x(reg) };
                         (value & PSTATE_I != 0, IrqMaskCause::Instruction)
                     }
-                    Site::DaifImm { set, imm } => {
+                    Site::DaifImm { set, imm, .. } => {
                         let i = imm & 2 != 0;
                         (
                             if set { old || i } else { old && !i },
@@ -609,14 +630,23 @@ impl Recorder {
                     }
                 }
                 if old != new {
-                    st.push(
-                        now,
-                        cpu,
-                        task,
-                        pc,
-                        0,
-                        EventKind::IrqMask { old, new, cause },
-                    );
+                    let kind = EventKind::IrqMask { old, new, cause };
+                    match site {
+                        // Unmasking is what reports point at; masking needs no stack.
+                        Site::DaifWrite { framed, .. } | Site::DaifImm { framed, .. } if !new => {
+                            // The caller: in the frame record once the function
+                            // pushed one, else still in the link register.
+                            let fp = x(29);
+                            let caller = if framed {
+                                read_u64(uc, fp + 8).unwrap_or(0)
+                            } else {
+                                lr
+                            };
+                            let stack = self.stack_id(uc, &mut st, caller, fp);
+                            st.push_stacked(stack, now, cpu, task, pc, caller, kind);
+                        }
+                        _ => st.push(now, cpu, task, pc, 0, kind),
+                    }
                 }
             }
             Site::WrapperEntry { flavor } => {
@@ -661,7 +691,9 @@ impl Recorder {
         let spin = |st: &mut State| self.lock_ref(uc, st, x0, SPIN_NAME);
         let mutex = |st: &mut State| self.lock_ref(uc, st, x0, MUTEX_NAME);
         let mut st = self.state.borrow_mut();
+        let stack = self.stack_id(uc, &mut st, caller, read_xreg(uc, 29));
         let open = OpenCall {
+            stack,
             pc,
             caller,
             arg: x0,
@@ -717,7 +749,8 @@ impl Recorder {
                         let label = st
                             .strings
                             .intern(&format!("task:{}", thread_name(uc, thread)));
-                        st.push(
+                        st.push_stacked(
+                            stack,
                             now,
                             cpu,
                             from,
@@ -736,9 +769,10 @@ impl Recorder {
                 let queued = read_u64(uc, x0 + THREAD_QUEUED).unwrap_or(0) as u8 != 0;
                 let sleeping = state == THREAD_SLEEPING && !queued;
                 if sleeping {
-                    st.push(now, cpu, from, pc, lr, EventKind::Sleep);
+                    st.push_stacked(stack, now, cpu, from, pc, lr, EventKind::Sleep);
                 }
-                st.push(
+                st.push_stacked(
+                    stack,
                     now,
                     cpu,
                     from,
@@ -756,7 +790,8 @@ impl Recorder {
             },
             Func::FsReclaimAcquire => {
                 let lock = self.fs_reclaim_lock();
-                st.push(
+                st.push_stacked(
+                    stack,
                     now,
                     cpu,
                     task,
@@ -777,7 +812,7 @@ impl Recorder {
                 flavor: LockFlavor::Pseudo,
             },
         };
-        st.push(now, cpu, task, pc, caller, kind);
+        st.push_stacked(stack, now, cpu, task, pc, caller, kind);
     }
 
     fn on_return(
@@ -838,7 +873,8 @@ impl Recorder {
             Func::DirectReclaim => {
                 if self.release_fs_reclaim_at_reclaim_exit {
                     let lock = self.fs_reclaim_lock();
-                    st.push(
+                    st.push_stacked(
+                        call.stack,
                         now,
                         cpu,
                         task,
@@ -854,7 +890,23 @@ impl Recorder {
             }
             _ => return,
         };
-        st.push(now, cpu, task, pc, caller, kind);
+        st.push_stacked(call.stack, now, cpu, task, pc, caller, kind);
+    }
+
+    /// The interned backtrace above code called from `caller` (whose frame
+    /// records start at `fp`): the frames after `pc` and `caller`, which the event
+    /// itself carries (so events of one function share a stack).
+    fn stack_id(&self, uc: &Unicorn<'_, ()>, st: &mut State, caller: u64, fp: u64) -> StrId {
+        let chain = frame_chain_with(|addr| read_u64(uc, addr), fp);
+        let frames = frames_above(caller, &chain).to_vec();
+        if let Some(&id) = st.stacks.get(&frames) {
+            return id;
+        }
+        let id = st
+            .strings
+            .intern(&traces::event::backtrace::encode(&frames));
+        st.stacks.insert(frames, id);
+        id
     }
 
     fn fs_reclaim_lock(&self) -> LockRef {
@@ -919,6 +971,29 @@ impl State {
         }
     }
 
+    /// [`State::push`] of a probed event whose backtrace is `stack`: names it first
+    /// (a `Stack` event) unless it is already the CPU's current one.
+    #[allow(clippy::too_many_arguments)]
+    fn push_stacked(
+        &mut self,
+        stack: StrId,
+        time: u64,
+        cpu: usize,
+        task: TaskId,
+        pc: u64,
+        caller: u64,
+        kind: EventKind,
+    ) {
+        if !needs_stack(&kind) {
+            return self.push(time, cpu, task, pc, caller, kind);
+        }
+        if self.cpu_stack[cpu] != Some(stack) {
+            self.cpu_stack[cpu] = Some(stack);
+            self.push(time, cpu, task, 0, 0, EventKind::Stack { frames: stack });
+        }
+        self.push(time, cpu, task, pc, caller, kind);
+    }
+
     fn push(&mut self, time: u64, cpu: usize, task: TaskId, pc: u64, caller: u64, kind: EventKind) {
         self.take_queued(Some((cpu, time)));
         self.last_time[cpu] = self.last_time[cpu].max(time);
@@ -931,6 +1006,22 @@ impl State {
             kind,
         });
     }
+}
+
+/// Whether a report may point at an event of `kind`, so it is worth its backtrace:
+/// the lock operations, sleep points and turning IRQs on.
+fn needs_stack(kind: &EventKind) -> bool {
+    matches!(
+        kind,
+        EventKind::LockAttempt { .. }
+            | EventKind::LockAcquired { .. }
+            | EventKind::LockRelease { .. }
+            | EventKind::Trylock { .. }
+            | EventKind::AssertHeld { .. }
+            | EventKind::MightSleep
+            | EventKind::PageAlloc { .. }
+            | EventKind::IrqMask { new: false, .. }
+    )
 }
 
 /// The thread's name (NUL-padded bytes in the guest).
@@ -977,15 +1068,29 @@ mod tests {
     #[test]
     fn decodes_every_daif_writing_instruction() {
         assert_eq!(daif_site(0xd69f_03e0), Some(Site::Eret));
-        assert_eq!(daif_site(0xd51b_4228), Some(Site::DaifWrite { reg: 8 }));
+        assert_eq!(
+            daif_site(0xd51b_4228),
+            Some(Site::DaifWrite {
+                reg: 8,
+                framed: false
+            })
+        );
         // msr daifset, #15 / msr daifclr, #2
         assert_eq!(
             daif_site(0xd503_4fdf),
-            Some(Site::DaifImm { set: true, imm: 15 })
+            Some(Site::DaifImm {
+                set: true,
+                imm: 15,
+                framed: false
+            })
         );
         assert_eq!(
             daif_site(0xd503_42ff),
-            Some(Site::DaifImm { set: false, imm: 2 })
+            Some(Site::DaifImm {
+                set: false,
+                imm: 2,
+                framed: false
+            })
         );
         // mrs x8, daif; msr nzcv, x0; nop
         for word in [0xd53b_4228, 0xd51b_4200, 0xd503_201f] {

@@ -39,11 +39,17 @@ impl GuestMemory for CoreView<'_> {
 /// Return addresses along the chain of AArch64 frame records `{previous x29, x30}`
 /// starting at `fp`, innermost first. The guest's exception entry pushes such a
 /// record `{interrupted x29, ELR}`, so the walk continues through exceptions.
-pub fn frame_pointer_chain(mem: &dyn GuestMemory, mut fp: u64) -> Vec<u64> {
+pub fn frame_pointer_chain(mem: &dyn GuestMemory, fp: u64) -> Vec<u64> {
+    frame_chain_with(|addr| mem.read_u64(addr).ok(), fp)
+}
+
+/// [`frame_pointer_chain`] over any reader of guest u64s (a probe reads through
+/// its core while the core runs).
+pub(crate) fn frame_chain_with(read_u64: impl Fn(u64) -> Option<u64>, mut fp: u64) -> Vec<u64> {
     let mut trace = Vec::new();
     let mut seen = Vec::new();
     while fp != 0 && fp.is_multiple_of(8) && trace.len() < MAX_FRAMES && !seen.contains(&fp) {
-        let (Ok(next), Ok(ret)) = (mem.read_u64(fp), mem.read_u64(fp + 8)) else {
+        let (Some(next), Some(ret)) = (read_u64(fp), read_u64(fp + 8)) else {
             break;
         };
         if ret == 0 {
@@ -54,6 +60,41 @@ pub fn frame_pointer_chain(mem: &dyn GuestMemory, mut fp: u64) -> Vec<u64> {
         fp = next;
     }
     trace
+}
+
+/// The frames of `chain` (the frame records above code called from `caller`, 0 if
+/// unknown) beyond `caller` itself: the chain starts with `caller` when the called
+/// function has pushed its own frame record, and it is not repeated.
+pub(crate) fn frames_above(caller: u64, chain: &[u64]) -> &[u64] {
+    match chain.split_first() {
+        Some((&first, rest)) if caller != 0 && first == caller => rest,
+        _ => chain,
+    }
+}
+
+/// Whether the function whose code up to (not including) the instruction at
+/// `offset` is `code` has its frame record set up there (`x29` points to it, so the
+/// caller is at `[x29 + 8]` rather than in `x30`): after `mov x29, sp` (or `add x29,
+/// sp, #n`), until the epilogue's `ldp x29, x30, …`. Code after an epilogue's `ret`
+/// or tail call is another path through the framed body.
+pub(crate) fn frame_set_up_at(code: &[u8], offset: usize) -> bool {
+    const SET_FP_MASK: u32 = 0xffc0_03ff;
+    const SET_FP: u32 = 0x9100_03fd; // add x29, sp, #imm (mov x29, sp)
+    const LDP_FP_LR_MASK: u32 = 0xfe40_7fff;
+    const LDP_FP_LR: u32 = 0xa840_7bfd; // ldp x29, x30, [sp], #imm / [sp, #imm]
+    const RET: u32 = 0xd65f_03c0;
+    let (mut framed, mut unwinding) = (false, false);
+    for word in code[..offset.min(code.len())].chunks_exact(4) {
+        let word = u32::from_le_bytes([word[0], word[1], word[2], word[3]]);
+        if word & SET_FP_MASK == SET_FP {
+            framed = true;
+        } else if word & LDP_FP_LR_MASK == LDP_FP_LR {
+            unwinding = true;
+        } else if unwinding && (word == RET || word & 0xfc00_0000 == 0x1400_0000) {
+            unwinding = false;
+        }
+    }
+    framed && !unwinding
 }
 
 #[cfg(test)]
@@ -83,5 +124,38 @@ mod tests {
             frame_pointer_chain(&ram, RAM_BASE + 0x10_0000),
             Vec::<u64>::new()
         );
+    }
+
+    fn code(words: &[u32]) -> Vec<u8> {
+        words.iter().flat_map(|w| w.to_le_bytes()).collect()
+    }
+
+    #[test]
+    fn a_frame_is_set_up_between_prologue_and_epilogue() {
+        const STP: u32 = 0xa9bf_7bfd; // stp x29, x30, [sp, #-16]!
+        const MOV_FP: u32 = 0x9100_03fd; // mov x29, sp
+        const MSR: u32 = 0xd51b_4228; // msr daif, x8
+        const LDP: u32 = 0xa8c1_7bfd; // ldp x29, x30, [sp], #16
+        const RET: u32 = 0xd65f_03c0;
+        const B: u32 = 0x1400_0010; // b (a tail call)
+        let f = code(&[STP, MOV_FP, MSR, LDP, MSR, RET, MSR, LDP, B, MSR]);
+        let framed: Vec<bool> = (0..10).map(|i| frame_set_up_at(&f, 4 * i)).collect();
+        assert_eq!(
+            framed,
+            [false, false, true, true, false, false, true, true, false, true],
+            "before the prologue, in the body, after an epilogue, on another path"
+        );
+        // A leaf without a frame record never has one.
+        assert!(!frame_set_up_at(&code(&[MSR, RET]), 4));
+        // `ldp x29, x30, [sp, #16]` (signed offset) is an epilogue too.
+        assert!(!frame_set_up_at(&code(&[STP, MOV_FP, 0xa941_7bfd]), 12));
+    }
+
+    #[test]
+    fn the_frames_above_a_caller_skip_its_own_record() {
+        assert_eq!(frames_above(0x20, &[0x20, 0x30]), [0x30]);
+        assert_eq!(frames_above(0x20, &[0x30, 0x40]), [0x30, 0x40]);
+        assert_eq!(frames_above(0, &[0x30]), [0x30]);
+        assert_eq!(frames_above(0x20, &[]), [] as [u64; 0]);
     }
 }

@@ -577,3 +577,90 @@ fn reclaim_records_the_mmu_s_tlbis_barriers_and_page_table_writes() {
     assert!(dsbs > checked && isbs > 0, "{dsbs} DSBs, {isbs} ISBs");
     assert_eq!(checked as u64, tlbis["vaae1is"]);
 }
+
+/// The backtrace a probed event carries: its pc and caller, then the frames of the
+/// CPU's last `Stack` event.
+fn stacks_of(recorded: &Recorded) -> Vec<(Event, Vec<u64>)> {
+    let mut current: HashMap<u16, Vec<u64>> = HashMap::new();
+    let mut out = Vec::new();
+    for e in &recorded.events {
+        match e.kind {
+            EventKind::Stack { frames } => {
+                let text = recorded.strings.get(frames).unwrap();
+                current.insert(e.cpu.0, traces::event::backtrace::decode(text).unwrap());
+            }
+            _ => out.push((*e, current.get(&e.cpu.0).cloned().unwrap_or_default())),
+        }
+    }
+    out
+}
+
+#[test]
+fn probed_events_carry_their_backtrace_through_tail_calls_and_irq_entry() {
+    let Some(kernel) = guest() else { return };
+    let run = record(&kernel, "irq-free variant=irq", 4, 0, false);
+    let name = |addr: u64, ret: bool| {
+        let symbol = if ret {
+            kernel.symbolize_return(addr)
+        } else {
+            kernel.symbolize(addr)
+        };
+        symbol.unwrap_or_default()
+    };
+    let stacked = stacks_of(&run);
+    // IRQs turned on by `local_irq_enable` (which has pushed its frame record by
+    // its `msr`): its caller is read from that record, never left unknown, and the
+    // frames above go on to the allocator's caller (free_percpu in an IRQ handler).
+    let unmasks: Vec<&(Event, Vec<u64>)> = stacked
+        .iter()
+        .filter(|(e, _)| {
+            matches!(
+                e.kind,
+                EventKind::IrqMask {
+                    new: false,
+                    cause: IrqMaskCause::Instruction,
+                    ..
+                }
+            ) && name(e.pc, false).starts_with("local_irq_enable+")
+        })
+        .collect();
+    assert!(!unmasks.is_empty());
+    assert!(unmasks.iter().all(|(e, _)| e.caller != 0));
+    assert!(unmasks.iter().any(|(e, above)| {
+        name(e.caller, true).starts_with("spin_unlock_irq+")
+            && above
+                .iter()
+                .any(|&f| name(f, true).starts_with("free_percpu+"))
+    }));
+    // A lock taken inside the tick handler: the walk crosses the exception entry
+    // into the interrupted code.
+    let in_irq = stacked.iter().find(|(e, above)| {
+        matches!(e.kind, EventKind::LockAttempt { .. })
+            && above
+                .iter()
+                .any(|&f| name(f, true).starts_with("exception_entry+"))
+    });
+    let (_, above) = in_irq.expect("a lock attempt in an IRQ handler");
+    let entry = above
+        .iter()
+        .position(|&f| name(f, true).starts_with("exception_entry+"))
+        .unwrap();
+    assert!(
+        entry + 1 < above.len(),
+        "frames below the exception: {above:x?}"
+    );
+    // Each distinct backtrace is one string, named again only when it changes.
+    let stacks = count(&run.events, |k| matches!(k, EventKind::Stack { .. }));
+    let probed = count(&run.events, |k| {
+        matches!(
+            k,
+            EventKind::LockAttempt { .. }
+                | EventKind::LockAcquired { .. }
+                | EventKind::LockRelease { .. }
+        )
+    });
+    assert!(
+        stacks > 0 && stacks < probed,
+        "{stacks} stacks for {probed} lock events"
+    );
+}

@@ -433,14 +433,9 @@ mod tests {
             trailer: None,
             damage: None,
         };
-        let finding = Finding {
-            kind: FindingKind::Deadlock,
-            title: "deadlock".into(),
-            key: "k".into(),
-            details: vec![],
-            cpu: Some(0),
-            time: Some(3),
-        };
+        let mut finding = Finding::new(FindingKind::Deadlock, "deadlock", "k".into(), vec![]);
+        finding.cpu = Some(0);
+        finding.time = Some(3);
         let json = perfetto(&trace, &[finding]);
         let list = json["traceEvents"].as_array().unwrap();
         let phases: Vec<(&str, &str)> = list

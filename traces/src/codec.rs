@@ -301,6 +301,7 @@ fn layout(kind: &EventKind) -> Layout {
         EventKind::TlbFill(_) => plain(tag::TLB_FILL, Body::default()),
         EventKind::PageTablePage { .. } => plain(tag::PT_PAGE, Body::default()),
         EventKind::StaleTlbUse { .. } => plain(tag::STALE_TLB_USE, Body::default()),
+        EventKind::Stack { .. } => plain(tag::STACK, Body::default()),
         EventKind::Unknown { tag } => plain(tag, Body::default()),
     }
 }
@@ -308,7 +309,10 @@ fn layout(kind: &EventKind) -> Layout {
 /// Whether sized `tag` is a kind this crate decodes (writing it as `Unknown` would
 /// give a body it cannot parse).
 fn known_sized(tag: u8) -> bool {
-    matches!(tag, tag::TLB_FILL | tag::PT_PAGE | tag::STALE_TLB_USE)
+    matches!(
+        tag,
+        tag::TLB_FILL | tag::PT_PAGE | tag::STALE_TLB_USE | tag::STACK
+    )
 }
 
 /// A signed address (kernel VAs are "negative"): zigzag, so both halves stay short.
@@ -358,13 +362,15 @@ fn sized_body(kind: &EventKind) -> Vec<u8> {
             put_uleb(&mut body, code);
             put_uleb(&mut body, value);
         }
+        EventKind::Stack { frames } => put_uleb(&mut body, frames.0.into()),
         _ => {}
     }
     body
 }
 
-/// Decodes the body of sized kind `tag`; `None` for a tag this crate does not know.
-fn decode_sized(tag: u8, body: &[u8]) -> Result<Option<EventKind>, Malformed> {
+/// Decodes the body of sized kind `tag` (`string_count` strings are defined); `None`
+/// for a tag this crate does not know.
+fn decode_sized(tag: u8, body: &[u8], string_count: usize) -> Result<Option<EventKind>, Malformed> {
     let mut cursor = ByteCursor::new(body);
     let mut uleb = || cursor.uleb().map_err(Malformed::varint);
     let kind = match tag {
@@ -423,6 +429,15 @@ fn decode_sized(tag: u8, body: &[u8]) -> Result<Option<EventKind>, Malformed> {
                 _ => return Err(Malformed::new("invalid walk result")),
             };
             EventKind::StaleTlbUse { va, access, now }
+        }
+        tag::STACK => {
+            let id = uleb()?;
+            if id >= string_count as u64 {
+                return Err(Malformed::new("undefined string id"));
+            }
+            EventKind::Stack {
+                frames: StrId(id as u32),
+            }
         }
         _ => return Ok(None),
     };
@@ -804,7 +819,7 @@ impl ChunkState {
                 let len = uleb(cursor)?;
                 let len = usize::try_from(len).map_err(|_| Malformed::new("body too long"))?;
                 let body = cursor.take(len).map_err(Malformed::varint)?;
-                match decode_sized(t, body)? {
+                match decode_sized(t, body, string_count)? {
                     Some(kind) if kind_bits == 0 => kind,
                     Some(_) => return Err(Malformed::new("reserved flag bits set")),
                     None => EventKind::Unknown { tag: t },

@@ -362,6 +362,13 @@ pub enum EventKind {
         label: StrId,
         value: u64,
     },
+    /// The backtrace of this CPU's events from here until its next `Stack`: the
+    /// string `frames` holds the return addresses, innermost first ([`backtrace`]).
+    /// The recorder emits one before a probed event whose stack differs from the
+    /// CPU's current one.
+    Stack {
+        frames: StrId,
+    },
     /// A kind this reader does not know (written by a newer writer); its payload was
     /// skipped. `tag` is its record tag (0x80..=0xff). Writing it back stores an empty
     /// payload.
@@ -398,6 +405,7 @@ impl EventKind {
             EventKind::TlbFill(_) => "tlb-fill",
             EventKind::PageTablePage { .. } => "pt-page",
             EventKind::StaleTlbUse { .. } => "stale-tlb-use",
+            EventKind::Stack { .. } => "stack",
             EventKind::Tlbi { .. } => "tlbi",
             EventKind::Dsb { .. } => "dsb",
             EventKind::Dmb { .. } => "dmb",
@@ -424,7 +432,7 @@ impl EventKind {
     /// Every string id the payload refers to (at most one today).
     pub fn string_ref(&self) -> Option<StrId> {
         match *self {
-            EventKind::Marker { label, .. } => Some(label),
+            EventKind::Marker { label, .. } | EventKind::Stack { frames: label } => Some(label),
             _ => self.lock().map(|lock| lock.class),
         }
     }
@@ -593,12 +601,49 @@ impl fmt::Display for EventDisplay<'_> {
             EventKind::SchedDecision { cpu, slice } => write!(f, " {cpu} slice={slice}"),
             EventKind::IrqInject { cpu, intid } => write!(f, " {cpu} intid={intid}"),
             EventKind::Marker { label, value } => write!(f, " {}={value}", text(*label)),
+            EventKind::Stack { frames } => write!(f, " {}", text(*frames)),
             EventKind::Unknown { tag } => write!(f, " tag={tag:#04x}"),
             EventKind::Sleep
             | EventKind::MightSleep
             | EventKind::ReclaimEnter
             | EventKind::ReclaimExit
             | EventKind::Isb => Ok(()),
+        }
+    }
+}
+
+/// Backtraces as the trace stores them: one string of hexadecimal return
+/// addresses, innermost first, separated by spaces (so the string table interns
+/// each distinct stack once).
+pub mod backtrace {
+    /// The string for `frames`.
+    pub fn encode(frames: &[u64]) -> String {
+        let mut text = String::with_capacity(frames.len() * 9);
+        for (i, frame) in frames.iter().enumerate() {
+            if i > 0 {
+                text.push(' ');
+            }
+            text.push_str(&format!("{frame:x}"));
+        }
+        text
+    }
+
+    /// The frames of `text`, or `None` if it is not a backtrace string.
+    pub fn decode(text: &str) -> Option<Vec<u64>> {
+        text.split(' ')
+            .filter(|word| !word.is_empty())
+            .map(|word| u64::from_str_radix(word, 16).ok())
+            .collect()
+    }
+
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        fn round_trips_and_rejects_other_strings() {
+            let frames = [0xffff_ff80_0008_1234, 0x4008_0010, 0];
+            assert_eq!(super::decode(&super::encode(&frames)).unwrap(), frames);
+            assert_eq!(super::decode("").unwrap(), Vec::<u64>::new());
+            assert_eq!(super::decode("pcpu_lock"), None);
         }
     }
 }

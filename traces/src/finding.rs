@@ -63,6 +63,41 @@ impl fmt::Display for FindingKind {
     }
 }
 
+/// A lock a finding is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FindingLock {
+    /// Its class (lockdep's lock name).
+    pub class: String,
+    /// The instance's address, when the finding is about one instance.
+    pub addr: Option<u64>,
+    /// lockdep's usage bits when the finding was made, e.g. `{+.+.}`.
+    pub usage: Option<String>,
+}
+
+/// A place a finding points at: what happened there, who did it, and the code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FindingSite {
+    /// What happened there, e.g. `acquire`, `held`, `dependency`, `in-hardirq`,
+    /// `irqs-on`, `wait`, `reporter`, `free`.
+    pub role: String,
+    /// The lock class involved, if any.
+    pub lock: Option<String>,
+    pub cpu: Option<u32>,
+    pub task: Option<u32>,
+    pub time: Option<u64>,
+    /// The hard IRQ being handled there, if any.
+    pub irq: Option<u32>,
+    /// The code: the pc first, then return addresses, innermost first.
+    pub frames: Vec<u64>,
+}
+
+/// A task a finding involves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FindingTask {
+    pub id: u32,
+    pub name: Option<String>,
+}
+
 /// One finding, reported once per distinct cause.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Finding {
@@ -80,9 +115,39 @@ pub struct Finding {
     pub cpu: Option<u32>,
     /// Virtual time (instruction count) of that event.
     pub time: Option<u64>,
+    /// The locks it is about (structured, for the JSON report).
+    pub locks: Vec<FindingLock>,
+    /// The places it points at, the reporting event's first.
+    pub sites: Vec<FindingSite>,
+    /// The tasks involved.
+    pub tasks: Vec<FindingTask>,
 }
 
 impl Finding {
+    /// A finding with no structured parts yet.
+    pub fn new(kind: FindingKind, title: &str, key: String, details: Vec<String>) -> Self {
+        Finding {
+            kind,
+            title: title.to_string(),
+            key,
+            details,
+            cpu: None,
+            time: None,
+            locks: Vec::new(),
+            sites: Vec::new(),
+            tasks: Vec::new(),
+        }
+    }
+
+    /// The CPUs its sites name, in order, each once.
+    pub fn cpus(&self) -> Vec<u32> {
+        let mut cpus: Vec<u32> = self.cpu.into_iter().collect();
+        cpus.extend(self.sites.iter().filter_map(|s| s.cpu));
+        cpus.sort_unstable();
+        cpus.dedup();
+        cpus
+    }
+
     pub fn same_cause(&self, other: &Finding) -> bool {
         self.kind == other.kind && self.key == other.key
     }
@@ -119,14 +184,7 @@ mod tests {
     use super::*;
 
     fn finding(kind: FindingKind, key: &str) -> Finding {
-        Finding {
-            kind,
-            title: kind.as_str().into(),
-            key: key.into(),
-            details: vec![],
-            cpu: None,
-            time: None,
-        }
+        Finding::new(kind, kind.as_str(), key.into(), vec![])
     }
 
     #[test]

@@ -158,6 +158,20 @@
 //! | `0x81` | page-table page | `uleb pa`, `uleb level` (0–3), `zz va_base` |
 //! | `0x82` | stale TLB use | `zz va`, `uleb access` (0 read, 1 write, 2 fetch), `uleb result` (0 maps, 1 faults), `uleb value` (the physical page, or the fault status: u8) |
 //!
+//! Since 1.3 the recorder stores backtraces, for reports that show a stack per
+//! dependency as lockdep does:
+//!
+//! | tag | kind | body |
+//! | --- | --- | --- |
+//! | `0x83` | stack | `uleb frames` (a string id: hexadecimal return addresses, innermost first, separated by spaces) |
+//!
+//! A stack record names the backtrace of every later event of its CPU up to the
+//! next stack record of that CPU; the recorder writes one before a probed event
+//! whose backtrace differs from the CPU's current one (with that event's time, pc
+//! and caller). Events the host makes itself (scheduler decisions,
+//! interrupt injection, exception entry, the TLB model's records) have no stack of
+//! their own.
+//!
 //! `zz` here is the zigzag of the value itself (kernel addresses are "negative").
 //! Bytes after the fields of a known sized kind are ignored (room for later fields).
 //!
@@ -175,7 +189,7 @@ pub const MAGIC: [u8; 8] = *b"\x89PCPUTR\n";
 /// The format major version this crate writes and reads.
 pub const VERSION_MAJOR: u16 = 1;
 /// The format minor version this crate writes (it reads any minor of its major).
-pub const VERSION_MINOR: u16 = 2;
+pub const VERSION_MINOR: u16 = 3;
 /// Size of the fixed part of the header (before the body).
 pub const HEADER_FIXED_LEN: usize = 20;
 /// Largest header body a reader accepts.
@@ -235,4 +249,6 @@ pub(crate) mod tag {
     pub const TLB_FILL: u8 = 0x80;
     pub const PT_PAGE: u8 = 0x81;
     pub const STALE_TLB_USE: u8 = 0x82;
+    /// Sized kind of minor version 3: a backtrace.
+    pub const STACK: u8 = 0x83;
 }

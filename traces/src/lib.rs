@@ -64,7 +64,7 @@ pub use event::{
     BarrierOption, CpuId, Event, EventDisplay, EventKind, IrqMaskCause, LockFlavor, LockRef, StrId,
     TaskId, TlbFill, TlbiOp, WalkResult,
 };
-pub use finding::{Finding, FindingKind, Findings};
+pub use finding::{Finding, FindingKind, FindingLock, FindingSite, FindingTask, Findings};
 pub use header::{ElfHash, Header, TraceConfig};
 pub use lockdep::Validator;
 pub use reader::{read_trace, read_trace_from, Trace, TraceReader, Trailer};

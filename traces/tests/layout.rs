@@ -42,7 +42,7 @@ fn hand_header() -> Vec<u8> {
     body.push(1); // one extra pair
     body.extend(b"\x06inject\x0eskip-tlb-flush");
     let mut out = b"\x89PCPUTR\n".to_vec();
-    out.extend([1, 0, 2, 0]); // version 1.2
+    out.extend([1, 0, 3, 0]); // version 1.3
     out.extend((body.len() as u32).to_le_bytes());
     out.extend(crc32fast::hash(&body).to_le_bytes());
     out.extend(body);
@@ -127,8 +127,17 @@ fn records() -> Vec<(Vec<u8>, Option<Event>)> {
                 },
             )),
         ),
+        (cat(&[b"\x01\x11", STACK.as_bytes()]), None),
+        (
+            // stack (sized, 1.3): pc mode 1, caller mode 0; body: the string id.
+            vec![0x83, 0x01, 0, 1, 1],
+            Some(event(127, 0x1010, 0, EventKind::Stack { frames: StrId(1) })),
+        ),
     ]
 }
+
+/// The backtrace string of the stack record.
+const STACK: &str = "4008e980 4008d78c";
 
 /// A kind from a later minor version (tag 0x90, own flag bits 5, body 01 02 03) and an
 /// event after it, to show the deltas stay in step.
@@ -161,7 +170,7 @@ fn hand_file(records: &[(Vec<u8>, Option<Event>)]) -> (Vec<u8>, Vec<Event>) {
     let events: Vec<Event> = records.iter().filter_map(|(_, event)| *event).collect();
     let mut file = hand_header();
     file.extend(common::frame(b'C', events.len() as u32, &payload));
-    file.extend(common::frame(b'T', 0, &[events.len() as u8, 1, 1]));
+    file.extend(common::frame(b'T', 0, &[events.len() as u8, 1, 2]));
     (file, events)
 }
 
@@ -169,7 +178,7 @@ fn hand_file(records: &[(Vec<u8>, Option<Event>)]) -> (Vec<u8>, Vec<Event>) {
 fn the_writer_produces_the_documented_bytes() {
     let (expected, events) = hand_file(&records());
     let mut writer = TraceWriter::new(Vec::new(), &config(), WriterOptions::default()).unwrap();
-    let strings: StringTable = ["pcpu_lock"].into_iter().collect();
+    let strings: StringTable = ["pcpu_lock", STACK].into_iter().collect();
     for event in &events {
         writer.write(event, &strings).unwrap();
     }
@@ -186,5 +195,9 @@ fn the_reader_decodes_the_documented_bytes_and_skips_future_kinds() {
     assert_eq!(trace.header.config, config());
     assert!(trace.damage.is_none(), "{:?}", trace.damage);
     assert_eq!(trace.strings.get(StrId(0)), Some("pcpu_lock"));
+    assert_eq!(
+        traces::event::backtrace::decode(trace.strings.get(StrId(1)).unwrap()),
+        Some(vec![0x4008_e980, 0x4008_d78c])
+    );
     assert_eq!(trace.events, events);
 }

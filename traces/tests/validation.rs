@@ -90,6 +90,11 @@ impl Records {
         self.define_bytes(text.as_bytes())
     }
 
+    fn chain(mut self, more: Records) -> Self {
+        self.events += more.events;
+        self.raw(&more.bytes)
+    }
+
     fn set_cpu(self, cpu: u64) -> Self {
         self.raw(&[SET_CPU]).uleb(cpu)
     }
@@ -550,6 +555,31 @@ fn tlb_model_records_with_invalid_fields_are_rejected() {
             sized(STALE_TLB_USE, 0, &[0, 0, 1, 0x80, 0x02]),
             "fault status out of range",
         ),
+    ];
+    for (records, reason) in cases {
+        assert_eq!(malformed_reason(&records), reason, "{:02x?}", records.bytes);
+    }
+}
+
+#[test]
+fn a_stack_record_must_name_a_defined_string() {
+    const STACK: u8 = 0x83;
+    let trace = read_clean(&Records::new().define("4008e980 4008d78c").chain(sized(
+        STACK,
+        0,
+        &[0],
+    )));
+    assert!(matches!(
+        trace.events[0].kind,
+        traces::EventKind::Stack { frames } if frames.0 == 0
+    ));
+    let cases = [
+        (sized(STACK, 0, &[0]), "undefined string id"),
+        (
+            Records::new().define("1").chain(sized(STACK, 2, &[0])),
+            "reserved flag bits set",
+        ),
+        (sized(STACK, 0, &[]), "record runs past the chunk"),
     ];
     for (records, reason) in cases {
         assert_eq!(malformed_reason(&records), reason, "{:02x?}", records.bytes);

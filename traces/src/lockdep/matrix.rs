@@ -23,6 +23,7 @@
 
 use super::*;
 use crate::event::{CpuId, IrqMaskCause};
+use crate::finding::FindingKind;
 use FindingKind::*;
 
 /// The kinds of findings a DSL program gives, sorted.

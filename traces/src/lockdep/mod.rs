@@ -50,8 +50,8 @@ mod report;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 
-use crate::event::{Event, EventKind, LockFlavor, LockRef, TaskId};
-use crate::finding::{Finding, FindingKind, Findings};
+use crate::event::{backtrace, Event, EventKind, LockFlavor, LockRef, StrId, TaskId};
+use crate::finding::{Finding, Findings};
 use crate::strings::StringTable;
 
 /// The pseudo-lock's class name.
@@ -99,18 +99,10 @@ pub struct Site {
     pub task: u32,
     pub pc: u64,
     pub caller: u64,
-}
-
-impl Site {
-    fn of(e: &Event) -> Site {
-        Site {
-            time: e.time,
-            cpu: e.cpu.0,
-            task: e.task.0,
-            pc: e.pc,
-            caller: e.caller,
-        }
-    }
+    /// The frames above `pc` and `caller` (a `Stack` event's string), if recorded.
+    pub stack: Option<StrId>,
+    /// The hard IRQ being handled (innermost), if in hard-IRQ context.
+    pub irq: Option<u32>,
 }
 
 type ClassId = u32;
@@ -155,6 +147,8 @@ struct TaskState {
     preempt: u32,
     /// IRQs were turned on inside the current hard-IRQ handler (reported once).
     irqs_on_in_hardirq: bool,
+    /// The IRQ numbers of the handlers running, innermost last.
+    irqs: Vec<u32>,
     /// Acquisitions begun and not completed, innermost last (a mutex's attempt
     /// stays pending while its internal `wait_lock` comes and goes).
     waiting: Vec<Waiting>,
@@ -168,6 +162,8 @@ struct CpuState {
     last_release: Option<(ClassId, LockFlavor, Site)>,
     /// The task it runs and where its last event was.
     running: Option<(u32, u64)>,
+    /// The backtrace its last `Stack` event named.
+    stack: Option<StrId>,
 }
 
 impl Default for CpuState {
@@ -177,15 +173,15 @@ impl Default for CpuState {
             masked: true,
             last_release: None,
             running: None,
+            stack: None,
         }
     }
 }
 
-/// The first occurrence of a dependency A → B: where A was acquired and where B was
-/// then acquired (attempted) with A held.
+/// The first occurrence of a dependency A → B: where B was acquired (attempted)
+/// with A held (lockdep keeps this stack with the dependency).
 #[derive(Debug, Clone, Copy)]
 struct Edge {
-    prev: Site,
     next: Site,
 }
 
@@ -220,6 +216,8 @@ pub struct Validator {
     chains: HashSet<Box<[u32]>>,
     owners: FxMap<u64, u32>,
     findings: Findings,
+    /// The frames of each backtrace string seen (by string id).
+    stacks: FxMap<u32, Box<[u64]>>,
     /// Dependencies on a reported cycle or IRQ-inversion path (red in the graph).
     flagged: std::collections::BTreeSet<(ClassId, ClassId)>,
     deadlocked: bool,
@@ -258,6 +256,7 @@ impl Validator {
             chains: HashSet::new(),
             owners: FxMap::default(),
             findings: Findings::default(),
+            stacks: FxMap::default(),
             flagged: Default::default(),
             deadlocked: false,
             stats: Stats::default(),
@@ -365,8 +364,33 @@ impl Validator {
         self.tasks.entry(task.0).or_default()
     }
 
+    /// Where `e` happened, with its backtrace and IRQ context.
+    fn site_of(&self, e: &Event) -> Site {
+        Site {
+            time: e.time,
+            cpu: e.cpu.0,
+            task: e.task.0,
+            pc: e.pc,
+            caller: e.caller,
+            stack: self.cpus.get(e.cpu.0 as usize).and_then(|c| c.stack),
+            irq: self
+                .tasks
+                .get(&e.task.0)
+                .and_then(|t| t.irqs.last().copied()),
+        }
+    }
+
     fn event(&mut self, e: &Event, strings: &StringTable) {
         self.stats.events += 1;
+        if let EventKind::Stack { frames } = e.kind {
+            if !self.stacks.contains_key(&frames.0) {
+                let decoded = strings.get(frames).and_then(backtrace::decode);
+                self.stacks
+                    .insert(frames.0, decoded.unwrap_or_default().into_boxed_slice());
+            }
+            self.cpu(e.cpu.0).stack = Some(frames);
+            return;
+        }
         let running = match e.kind {
             EventKind::ContextSwitch { to, .. } => to.0,
             _ => e.task.0,
@@ -409,15 +433,17 @@ impl Validator {
                     self.irqs_enabled(e);
                 }
             }
-            EventKind::HardIrqEnter { .. } => {
+            EventKind::HardIrqEnter { intid } => {
                 let t = self.task(e.task);
                 t.hardirq += 1;
                 t.irqs_on_in_hardirq = false;
+                t.irqs.push(intid);
             }
             EventKind::HardIrqExit { .. } => {
                 let t = self.task(e.task);
                 t.hardirq = t.hardirq.saturating_sub(1);
                 t.irqs_on_in_hardirq = false;
+                t.irqs.pop();
             }
             EventKind::MightSleep => self.sleep_point(e, "might_sleep()"),
             EventKind::ReclaimEnter => self.task(e.task).reclaim += 1,
@@ -452,7 +478,7 @@ impl Validator {
     }
 
     fn attempt(&mut self, e: &Event, addr: u64, class: ClassId, flavor: LockFlavor) {
-        let site = Site::of(e);
+        let site = self.site_of(e);
         if flavor == LockFlavor::Mutex {
             self.sleep_point(e, "mutex_lock()");
         }
@@ -507,7 +533,7 @@ impl Validator {
         flavor: LockFlavor,
         trylock: bool,
     ) {
-        let site = Site::of(e);
+        let site = self.site_of(e);
         let masked = self.masked(e.cpu.0);
         let t = self.tasks.entry(e.task.0).or_default();
         if let Some(i) = t.waiting.iter().rposition(|w| w.addr == addr) {
@@ -535,7 +561,7 @@ impl Validator {
     /// hardirq-safe (a trylock never marks that: it cannot deadlock against the
     /// interrupted code); acquired with IRQs on it is hardirq-unsafe.
     fn mark_usage(&mut self, e: &Event, class: ClassId, ctx: u32, masked: bool, trylock: bool) {
-        let site = Site::of(e);
+        let site = self.site_of(e);
         if ctx > 0 {
             if !trylock {
                 self.mark_in_hardirq(e, class, site);
@@ -546,7 +572,7 @@ impl Validator {
     }
 
     fn release(&mut self, e: &Event, addr: u64, class: ClassId, flavor: LockFlavor) {
-        let site = Site::of(e);
+        let site = self.site_of(e);
         let t = self.tasks.entry(e.task.0).or_default();
         match t
             .held
@@ -637,7 +663,7 @@ impl Validator {
         // A hardirq-safe one among them is "inconsistent {IN-HARDIRQ-W} ->
         // {HARDIRQ-ON-W}", the same finding as when the facts come the other way.
         let held = t.held.clone();
-        let site = Site::of(e);
+        let site = self.site_of(e);
         for h in held {
             self.mark_hardirq_on(e, h.class, site);
         }
@@ -669,7 +695,8 @@ impl Validator {
         }
         // A safe class now: nothing it leads to may be unsafe.
         if let Some(path) = self.search(class, true, |c| self.only_unsafe(c)) {
-            self.report_irq_inversion(e, &path);
+            // lockdep's scenario names the lock next to the one just marked.
+            self.report_irq_inversion(e, &path, path[1]);
         }
     }
 
@@ -685,7 +712,7 @@ impl Validator {
         // An unsafe class now: nothing that leads to it may be safe.
         if let Some(mut path) = self.search(class, false, |c| self.only_safe(c)) {
             path.reverse();
-            self.report_irq_inversion(e, &path);
+            self.report_irq_inversion(e, &path, path[path.len() - 2]);
         }
     }
 
@@ -745,8 +772,7 @@ impl Validator {
         self.edges.insert(
             key,
             Edge {
-                prev: prev.site,
-                next: Site::of(e),
+                next: self.site_of(e),
             },
         );
         self.forward[prev.class as usize].push(next);
@@ -773,7 +799,13 @@ impl Validator {
             if let Some(unsafe_) = unsafe_ {
                 let mut path = safe;
                 path.extend(unsafe_);
-                self.report_irq_inversion(e, &path);
+                // lockdep's scenario names the new dependency's other end.
+                let middle = if prev.class == path[0] {
+                    next
+                } else {
+                    prev.class
+                };
+                self.report_irq_inversion(e, &path, middle);
             }
         }
     }
@@ -806,24 +838,6 @@ impl Validator {
             }
             task = owner;
         }
-    }
-
-    fn finding(
-        &mut self,
-        kind: FindingKind,
-        title: &str,
-        key: String,
-        details: Vec<String>,
-        e: &Event,
-    ) {
-        self.findings.report(Finding {
-            kind,
-            title: title.to_string(),
-            key,
-            details,
-            cpu: Some(e.cpu.0 as u32),
-            time: Some(e.time),
-        });
     }
 }
 

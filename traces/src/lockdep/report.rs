@@ -1,9 +1,37 @@
-//! The lockdep-style text of each finding: headline, chain, "possible unsafe locking
-//! scenario" table, and where each dependency was first seen.
+//! The lockdep-style text of each finding (headline, who, the locks with their usage
+//! bits, a stack per dependency, the "possible unsafe locking scenario" table, held
+//! locks, the reporter's `stack backtrace:`) and the same facts structured for the
+//! JSON report ([`Finding::locks`], [`Finding::sites`], [`Finding::tasks`]).
 
 use super::{ClassId, Held, Site, Validator, Waiting};
 use crate::event::{Event, LockFlavor};
-use crate::finding::FindingKind;
+use crate::finding::{Finding, FindingKind, FindingLock, FindingSite, FindingTask};
+
+/// Functions that call IRQ handlers: the guest's (`handle_irq` may be inlined into
+/// `exception_dispatch`) and Linux's.
+const IRQ_DISPATCHERS: &[&str] = &[
+    "handle_irq",
+    "exception_dispatch",
+    "__handle_irq_event_percpu",
+];
+
+/// Indentation of a stack frame line, as lockdep prints them.
+const FRAME_INDENT: &str = "       ";
+
+/// A finding being written: its text and its structured parts.
+#[derive(Default)]
+struct Draft {
+    lines: Vec<String>,
+    locks: Vec<FindingLock>,
+    sites: Vec<FindingSite>,
+    tasks: Vec<u32>,
+}
+
+impl Draft {
+    fn line(&mut self, text: impl Into<String>) {
+        self.lines.push(text.into());
+    }
+}
 
 impl Validator {
     fn name(&self, class: ClassId) -> &str {
@@ -21,7 +49,7 @@ impl Validator {
         }
     }
 
-    /// The function part of a symbolised caller, for keys (stable across offsets).
+    /// The function part of a symbolised address, for keys (stable across offsets).
     fn func_of(&self, addr: u64, ret: bool) -> String {
         match self.symbolize.as_ref().and_then(|s| s(addr, ret)) {
             Some(symbol) => symbol.split('+').next().unwrap_or(&symbol).to_string(),
@@ -29,60 +57,203 @@ impl Validator {
         }
     }
 
-    fn who(&self, site: &Site) -> String {
-        match self.task_names.get(&site.task) {
-            Some(name) => format!("cpu{} task{} ({name})", site.cpu, site.task),
-            None => format!("cpu{} task{}", site.cpu, site.task),
+    /// lockdep's `comm/pid`.
+    fn task_label(&self, task: u32) -> String {
+        match self.task_names.get(&task) {
+            Some(name) => format!("{name}/{task}"),
+            None => format!("?/{task}"),
         }
     }
 
-    /// `at <pc> called from <caller>, cpuN taskM (name), t=…`
-    fn site(&self, site: &Site) -> String {
-        format!(
-            "at {} called from {}, {}, t={}",
-            self.code(site.pc, false),
-            self.code(site.caller, true),
-            self.who(site),
-            site.time
-        )
+    /// lockdep's usage bits, `{hardirq-write hardirq-read softirq-write
+    /// softirq-read}`: `+` used with IRQs on, `-` used in IRQ context, `?` both, `.`
+    /// neither. Read locks are not modelled (`.`); the guest has no softirqs and never
+    /// disables them, so a lock used with IRQs on is used with softirqs on too.
+    pub(super) fn usage(&self, class: ClassId) -> String {
+        let c = &self.classes[class as usize];
+        let on = c.hardirq_on.is_some();
+        let hardirq = match (on, c.in_hardirq.is_some()) {
+            (true, true) => '?',
+            (true, false) => '+',
+            (false, true) => '-',
+            (false, false) => '.',
+        };
+        let softirq = if on { '+' } else { '.' };
+        format!("{{{hardirq}.{softirq}.}}")
     }
 
-    fn edge_lines(&self, path: &[ClassId], out: &mut Vec<String>) {
-        out.push("the first occurrence of each dependency:".into());
-        for pair in path.windows(2) {
-            let (a, b) = (pair[0], pair[1]);
-            match self.edges.get(&(a, b)) {
-                Some(edge) => {
-                    out.push(format!("-> ({}) --> ({}):", self.name(a), self.name(b)));
-                    out.push(format!(
-                        "     {} taken {}",
-                        self.name(a),
-                        self.site(&edge.prev)
-                    ));
-                    out.push(format!(
-                        "     {} taken {}",
-                        self.name(b),
-                        self.site(&edge.next)
-                    ));
-                }
-                None => out.push(format!("-> ({}) --> ({})", self.name(a), self.name(b))),
-            }
+    /// `(name){usage}`.
+    fn lock_label(&self, class: ClassId) -> String {
+        format!("({}){}", self.name(class), self.usage(class))
+    }
+
+    /// lockdep's `at:` (the code that called the lock function), with when and where.
+    fn at(&self, site: &Site) -> String {
+        let code = match site.caller {
+            0 => self.code(site.pc, false),
+            caller => self.code(caller, true),
+        };
+        let irq = site
+            .irq
+            .map_or(String::new(), |irq| format!(" hardirq {irq}"));
+        format!("at: {code} [cpu{} t={}{irq}]", site.cpu, site.time)
+    }
+
+    /// The code of `site`, innermost first: its pc, its caller, then the recorded
+    /// frames above them.
+    fn frames(&self, site: &Site) -> Vec<u64> {
+        let mut frames = vec![site.pc];
+        if site.caller != 0 {
+            frames.push(site.caller);
+        }
+        if let Some(above) = site.stack.and_then(|id| self.stacks.get(&id.0)) {
+            frames.extend_from_slice(above);
+        }
+        frames
+    }
+
+    fn stack_lines(&self, site: &Site, out: &mut Draft) {
+        for (i, &addr) in self.frames(site).iter().enumerate() {
+            out.line(format!("{FRAME_INDENT}{}", self.code(addr, i > 0)));
         }
     }
 
-    fn held_lines(&self, task: u32, out: &mut Vec<String>) {
+    /// The hard IRQ `site` ran in and its handler: the function the IRQ dispatcher
+    /// called (found in the backtrace by the dispatcher's name, [`IRQ_DISPATCHERS`]),
+    /// with the dispatcher's call site (its line names an inlined handler).
+    fn irq_context(&self, site: &Site) -> Option<String> {
+        let irq = site.irq?;
+        let frames = self.frames(site);
+        let is_return = |i: usize| i > 0;
+        let dispatcher = (1..frames.len()).find(|&i| {
+            let func = self.func_of(frames[i], is_return(i));
+            IRQ_DISPATCHERS.iter().any(|d| func.ends_with(d))
+        });
+        Some(match dispatcher {
+            Some(i) => format!(
+                "in hard IRQ {irq}, handler {} called from {}",
+                self.func_of(frames[i - 1], is_return(i - 1)),
+                self.code(frames[i], true)
+            ),
+            None => format!("in hard IRQ {irq}"),
+        })
+    }
+
+    /// A structured site, and its task among the finding's tasks.
+    fn record_site(&self, role: &str, lock: Option<ClassId>, site: &Site, out: &mut Draft) {
+        out.sites.push(FindingSite {
+            role: role.into(),
+            lock: lock.map(|c| self.name(c).to_string()),
+            cpu: Some(site.cpu.into()),
+            task: Some(site.task),
+            time: Some(site.time),
+            irq: site.irq,
+            frames: self.frames(site),
+        });
+        if !out.tasks.contains(&site.task) {
+            out.tasks.push(site.task);
+        }
+    }
+
+    fn record_lock(&self, class: ClassId, addr: Option<u64>, out: &mut Draft) {
+        let name = self.name(class);
+        if out.locks.iter().any(|l| l.class == name && l.addr == addr) {
+            return;
+        }
+        out.locks.push(FindingLock {
+            class: name.to_string(),
+            addr: addr.filter(|&a| a != 0),
+            usage: Some(self.usage(class)),
+        });
+    }
+
+    /// ` 0x400b9ce0 (pcpu_mutex){+.+.}, at: …` for a lock instance at `site`.
+    fn lock_line(&self, class: ClassId, addr: u64, site: &Site, role: &str, out: &mut Draft) {
+        out.line(format!(
+            " {addr:#x} {}, {}",
+            self.lock_label(class),
+            self.at(site)
+        ));
+        self.record_lock(class, Some(addr), out);
+        self.record_site(role, Some(class), site, out);
+    }
+
+    fn held_lines(&self, task: u32, out: &mut Draft) {
         let Some(t) = self.tasks.get(&task) else {
             return;
         };
-        out.push(format!("{} lock(s) held by task{task}:", t.held.len()));
+        out.line(format!(
+            "{} lock(s) held by {}:",
+            t.held.len(),
+            self.task_label(task)
+        ));
         for (i, h) in t.held.iter().enumerate() {
-            out.push(format!(
-                " #{i}: ({}) ({}) {}",
-                self.name(h.class),
+            out.line(format!(
+                " #{i}: {:#x} {} ({}), {}",
+                h.addr,
+                self.lock_label(h.class),
                 h.flavor.name(),
-                self.site(&h.site)
+                self.at(&h.site)
             ));
+            self.record_lock(h.class, Some(h.addr), out);
+            self.record_site("held", Some(h.class), &h.site, out);
         }
+    }
+
+    /// lockdep's closing `stack backtrace:` of the reporting context.
+    fn reporter_lines(&self, site: &Site, out: &mut Draft) {
+        out.line("stack backtrace:");
+        let comm = self.task_names.get(&site.task).map_or("?", String::as_str);
+        out.line(format!(
+            "CPU: {} PID: {} Comm: {comm} t={}",
+            site.cpu, site.task, site.time
+        ));
+        if let Some(irq) = self.irq_context(site) {
+            out.line(irq);
+        }
+        out.line("Call trace:");
+        self.stack_lines(site, out);
+        out.sites.insert(
+            0,
+            FindingSite {
+                role: "reporter".into(),
+                lock: None,
+                cpu: Some(site.cpu.into()),
+                task: Some(site.task),
+                time: Some(site.time),
+                irq: site.irq,
+                frames: self.frames(site),
+            },
+        );
+        if !out.tasks.contains(&site.task) {
+            out.tasks.insert(0, site.task);
+        }
+    }
+
+    /// A usage state's registration (`{IN-HARDIRQ-W} state was registered at:`).
+    fn usage_lines(&self, title: &str, site: &Site, role: &str, class: ClassId, out: &mut Draft) {
+        out.line(format!(
+            "{title} [{} cpu{} t={}]",
+            self.task_label(site.task),
+            site.cpu,
+            site.time
+        ));
+        self.stack_lines(site, out);
+        if let Some(irq) = self.irq_context(site) {
+            out.line(format!("{FRAME_INDENT}({irq})"));
+        }
+        self.record_site(role, Some(class), site, out);
+    }
+
+    /// lockdep's `[HC1[1]:SC0[0]:HE0:SE1]`: hard-IRQ context and depth, softirq
+    /// context (never), hard IRQs enabled, softirqs enabled (as hard IRQs here).
+    fn irq_state(&self, e: &Event) -> String {
+        let depth = self.tasks.get(&e.task.0).map_or(0, |t| t.hardirq);
+        let enabled = u8::from(!self.masked(e.cpu.0));
+        format!(
+            "[HC{}[{depth}]:SC0[0]:HE{enabled}:SE{enabled}]",
+            u8::from(depth > 0)
+        )
     }
 
     /// Every lock each task holds now (lockdep's "show all locks held"), tasks in
@@ -95,14 +266,47 @@ impl Validator {
             .map(|(&task, _)| task)
             .collect();
         tasks.sort_unstable();
-        let mut out = Vec::new();
+        let mut out = Draft::default();
         for task in tasks {
             self.held_lines(task, &mut out);
         }
-        out
+        out.lines
     }
 
-    /// Task holds `prev`, attempts `next`, and `path` is next → … → prev.
+    /// The stacks of the dependencies along `path` (each A → B: where B was first
+    /// taken with A held), lockdep's "existing dependency chain", outermost last.
+    fn dependency_lines(&self, path: &[ClassId], out: &mut Draft) {
+        for (depth, pair) in path.windows(2).enumerate().rev() {
+            let (a, b) = (pair[0], pair[1]);
+            out.line(format!("-> #{} {}:", depth + 1, self.lock_label(b)));
+            match self.edges.get(&(a, b)) {
+                Some(edge) => {
+                    out.line(format!(
+                        "{FRAME_INDENT}taken with ({}) held by {} [cpu{} t={}]",
+                        self.name(a),
+                        self.task_label(edge.next.task),
+                        edge.next.cpu,
+                        edge.next.time
+                    ));
+                    self.stack_lines(&edge.next, out);
+                    self.record_site("dependency", Some(b), &edge.next, out);
+                }
+                None => out.line(format!(
+                    "{FRAME_INDENT}(taken with ({}) held)",
+                    self.name(a)
+                )),
+            }
+            self.record_lock(b, None, out);
+        }
+    }
+
+    fn chain_lines(&self, path: &[ClassId], out: &mut Draft) {
+        let chain: Vec<&str> = path.iter().map(|&c| self.name(c)).collect();
+        out.line("Chain exists of:");
+        out.line(format!("  {}", chain.join(" --> ")));
+    }
+
+    /// Task holds `prev`, attempts `next` (at `addr`), and `path` is next → … → prev.
     pub(super) fn report_circular(
         &mut self,
         e: &Event,
@@ -110,49 +314,45 @@ impl Validator {
         next: ClassId,
         path: &[ClassId],
     ) {
-        let site = Site::of(e);
-        let mut lines = vec![
-            "WARNING: possible circular locking dependency detected".to_string(),
-            format!(
-                "{} is trying to acquire lock ({}) {}",
-                self.who(&site),
-                self.name(next),
-                self.site(&site)
-            ),
-            format!(
-                "but task is already holding lock ({}) taken {}",
-                self.name(prev.class),
-                self.site(&prev.site)
-            ),
-            "which lock already depends on the new lock.".into(),
-        ];
-        let chain: Vec<&str> = path.iter().map(|&c| self.name(c)).collect();
-        lines.push("Chain exists of:".into());
-        lines.push(format!("  {}", chain.join(" --> ")));
+        let site = self.site_of(e);
+        let addr = e.kind.lock().map_or(0, |l| l.addr);
+        let mut out = Draft::default();
+        out.line("WARNING: possible circular locking dependency detected");
+        out.line(format!(
+            "{} is trying to acquire lock:",
+            self.task_label(e.task.0)
+        ));
+        self.lock_line(next, addr, &site, "acquire", &mut out);
+        out.line("but task is already holding lock:");
+        self.lock_line(prev.class, prev.addr, &prev.site, "held", &mut out);
+        out.line("which lock already depends on the new lock.");
+        out.line("the existing dependency chain (in reverse order) is:");
+        self.dependency_lines(path, &mut out);
+        out.line(format!("-> #0 {}:", self.lock_label(next)));
+        self.stack_lines(&site, &mut out);
+        out.line("other info that might help us debug this:");
+        self.chain_lines(path, &mut out);
         // The cycle, closed by the new edge.
         let mut cycle = path.to_vec();
         cycle.push(next);
         self.flag_path(&cycle);
-        self.edge_lines(&cycle, &mut lines);
-        let (source, target) = (
-            self.name(prev.class).to_string(),
-            self.name(next).to_string(),
-        );
+        let (source, target) = (self.name(prev.class), self.name(next));
         // lockdep's scenario: CPU1 holds the class just before `source` on the chain.
         let parent = if path.len() > 2 {
-            self.name(path[path.len() - 2]).to_string()
+            self.name(path[path.len() - 2])
         } else {
-            target.clone()
+            target
         };
-        lines.push(" Possible unsafe locking scenario:".into());
-        lines.push(format!("       {:<28}{}", "CPU0", "CPU1"));
-        lines.push(format!("       {:<28}{}", "----", "----"));
-        lines.push(format!("  lock({source});"));
-        lines.push(format!("       {:<28}lock({parent});", ""));
-        lines.push(format!("       {:<28}lock({source});", ""));
-        lines.push(format!("  lock({target});"));
-        lines.push("  *** DEADLOCK ***".into());
-        self.held_lines(e.task.0, &mut lines);
+        out.line(" Possible unsafe locking scenario:");
+        out.line(format!("       {:<28}CPU1", "CPU0"));
+        out.line(format!("       {:<28}----", "----"));
+        out.line(format!("  lock({source});"));
+        out.line(format!("       {:<28}lock({parent});", ""));
+        out.line(format!("       {:<28}lock({source});", ""));
+        out.line(format!("  lock({target});"));
+        out.line(" *** DEADLOCK ***");
+        self.held_lines(e.task.0, &mut out);
+        self.reporter_lines(&site, &mut out);
         let key = cycle_key(
             cycle[..cycle.len() - 1]
                 .iter()
@@ -163,7 +363,7 @@ impl Validator {
             FindingKind::CircularDependency,
             "possible circular locking dependency",
             key,
-            lines,
+            out,
             e,
         );
     }
@@ -176,7 +376,7 @@ impl Validator {
         class: ClassId,
         flavor: LockFlavor,
     ) {
-        let site = Site::of(e);
+        let site = self.site_of(e);
         let name = self.name(class).to_string();
         // The lock being taken (at `addr`) is the held one, not just of its class.
         let same = if prev.addr == addr && addr != 0 {
@@ -184,85 +384,105 @@ impl Validator {
         } else {
             "another lock of the same class"
         };
-        let mut lines = vec![
-            "WARNING: possible recursive locking detected".to_string(),
-            format!(
-                "{} is trying to acquire lock ({name}) ({}) {}",
-                self.who(&site),
-                flavor.name(),
-                self.site(&site)
-            ),
-            format!(
-                "but task is already holding {same} ({name}) taken {}",
-                self.site(&prev.site)
-            ),
-            " Possible unsafe locking scenario:".into(),
-            "       CPU0".into(),
-            "       ----".into(),
-            format!("  lock({name});"),
-            format!("  lock({name});"),
-            "  *** DEADLOCK ***".into(),
-            " May be due to missing lock nesting notation".into(),
-        ];
-        self.held_lines(e.task.0, &mut lines);
+        let mut out = Draft::default();
+        out.line("WARNING: possible recursive locking detected");
+        out.line(format!(
+            "{} is trying to acquire lock ({}):",
+            self.task_label(e.task.0),
+            flavor.name()
+        ));
+        self.lock_line(class, addr, &site, "acquire", &mut out);
+        out.line(format!("but task is already holding {same}:"));
+        self.lock_line(class, prev.addr, &prev.site, "held", &mut out);
+        out.line("other info that might help us debug this:");
+        out.line(" Possible unsafe locking scenario:");
+        out.line("       CPU0");
+        out.line("       ----");
+        out.line(format!("  lock({name});"));
+        out.line(format!("  lock({name});"));
+        out.line(" *** DEADLOCK ***");
+        out.line(" May be due to missing lock nesting notation");
+        self.held_lines(e.task.0, &mut out);
+        self.reporter_lines(&site, &mut out);
         self.finding(
             FindingKind::RecursiveLocking,
             "possible recursive locking",
             name,
-            lines,
+            out,
             e,
         );
     }
 
     pub(super) fn report_bad_unlock(&mut self, e: &Event, class: ClassId, flavor: LockFlavor) {
-        let site = Site::of(e);
+        let site = self.site_of(e);
+        let addr = e.kind.lock().map_or(0, |l| l.addr);
         let name = self.name(class).to_string();
-        let mut lines = vec![
-            "WARNING: bad unlock balance detected!".to_string(),
-            format!(
-                "{} is trying to release lock ({name}) ({}) {}",
-                self.who(&site),
-                flavor.name(),
-                self.site(&site)
-            ),
-            "but there are no more locks to release!".into(),
-        ];
-        self.held_lines(e.task.0, &mut lines);
+        let mut out = Draft::default();
+        out.line("WARNING: bad unlock balance detected!");
+        out.line(format!(
+            "{} is trying to release lock ({}):",
+            self.task_label(e.task.0),
+            flavor.name()
+        ));
+        self.lock_line(class, addr, &site, "release", &mut out);
+        out.line("but there are no more locks to release!");
+        out.line("other info that might help us debug this:");
+        self.held_lines(e.task.0, &mut out);
+        self.reporter_lines(&site, &mut out);
         let key = format!("{name} {}", self.func_of(e.caller, true));
-        self.finding(FindingKind::BadUnlock, "bad unlock balance", key, lines, e);
+        self.finding(FindingKind::BadUnlock, "bad unlock balance", key, out, e);
     }
 
     pub(super) fn report_context_violation(&mut self, e: &Event, class: ClassId) {
-        let site = Site::of(e);
+        let site = self.site_of(e);
+        let addr = e.kind.lock().map_or(0, |l| l.addr);
         let name = self.name(class).to_string();
-        let mut lines = vec![
-            format!("CONTEXT: lock ({name}) must be held"),
-            format!("{} asserts it {}", self.who(&site), self.site(&site)),
-            "but the task does not hold it".into(),
-        ];
-        self.held_lines(e.task.0, &mut lines);
+        let mut out = Draft::default();
+        out.line(format!("CONTEXT: lock ({name}) must be held"));
+        out.line(format!("{} asserts it held:", self.task_label(e.task.0)));
+        self.lock_line(class, addr, &site, "assert", &mut out);
+        out.line("but the task does not hold it");
+        self.held_lines(e.task.0, &mut out);
+        self.reporter_lines(&site, &mut out);
         let key = format!("{name} {}", self.func_of(e.caller, true));
         self.finding(
             FindingKind::ContextViolation,
             "lock assertion failed: lock not held",
             key,
-            lines,
+            out,
             e,
         );
     }
 
     pub(super) fn report_sleep_in_atomic(&mut self, e: &Event, what: &str, reason: &str) {
-        let site = Site::of(e);
-        let mut lines = vec![
-            "BUG: sleeping function called from invalid context".to_string(),
-            format!("{what} {} {}", self.site(&site), reason),
-        ];
-        self.held_lines(e.task.0, &mut lines);
+        let site = self.site_of(e);
+        let t = self.tasks.get(&e.task.0);
+        let in_atomic = t.is_some_and(|t| t.hardirq > 0 || t.preempt > 0 || !t.held.is_empty());
+        let mut out = Draft::default();
+        out.line(format!(
+            "BUG: sleeping function called from invalid context {}",
+            self.at(&site)
+        ));
+        out.line(format!(
+            "in_atomic(): {}, irqs_disabled(): {}, pid: {}, name: {}",
+            u8::from(in_atomic),
+            u8::from(self.masked(e.cpu.0)),
+            e.task.0,
+            self.task_names.get(&e.task.0).map_or("?", String::as_str)
+        ));
+        out.line(format!(
+            "preempt_count: {}, expected: 0",
+            t.map_or(0, |t| t.preempt)
+        ));
+        out.line(format!("{what}: {reason}"));
+        self.record_site("sleep", None, &site, &mut out);
+        self.held_lines(e.task.0, &mut out);
+        self.reporter_lines(&site, &mut out);
         self.finding(
             FindingKind::SleepInAtomic,
             "sleeping function called from invalid context",
             reason.to_string(),
-            lines,
+            out,
             e,
         );
     }
@@ -270,17 +490,19 @@ impl Validator {
     /// IRQs turned on in a hard-IRQ handler (`held` None), or with the hardirq-safe
     /// lock `held` held.
     pub(super) fn report_irqs_on_in_hardirq(&mut self, e: &Event, held: Option<Held>) {
-        let site = Site::of(e);
-        let mut lines = Vec::new();
+        let site = self.site_of(e);
+        let mut out = Draft::default();
         let key;
         match held {
             None => {
-                lines.push("WARNING: IRQs enabled inside a hard-IRQ handler".to_string());
-                lines.push(format!(
-                    "{} enables IRQs {}",
-                    self.who(&site),
-                    self.site(&site)
+                out.line("WARNING: IRQs enabled inside a hard-IRQ handler");
+                out.line(format!(
+                    "{} {} enables IRQs {}",
+                    self.task_label(e.task.0),
+                    self.irq_state(e),
+                    self.at(&site)
                 ));
+                self.record_site("irqs-on", None, &site, &mut out);
                 // What just released a lock and turned IRQs on (spin_unlock_irq).
                 let released = self
                     .cpus
@@ -289,18 +511,22 @@ impl Validator {
                     .filter(|(_, flavor, s)| s.task == e.task.0 && *flavor == LockFlavor::SpinIrq);
                 match released {
                     Some((class, flavor, rel)) => {
-                        lines.push(format!(
-                            "after releasing ({}) ({}) {}",
-                            self.name(class),
+                        out.line(format!(
+                            "after releasing {} ({}), {}",
+                            self.lock_label(class),
                             flavor.name(),
-                            self.site(&rel)
+                            self.at(&rel)
                         ));
+                        self.record_lock(class, None, &mut out);
+                        self.record_site("release", Some(class), &rel, &mut out);
                         if let Some(acq) = self.classes[class as usize].in_hardirq {
-                            lines.push(format!(
-                                "({}) was taken in hard-IRQ context {}",
-                                self.name(class),
-                                self.site(&acq)
-                            ));
+                            self.usage_lines(
+                                &format!("({}) was taken in hard-IRQ context:", self.name(class)),
+                                &acq,
+                                "in-hardirq",
+                                class,
+                                &mut out,
+                            );
                             key = format!(
                                 "hardirq {} {}",
                                 self.name(class),
@@ -315,37 +541,44 @@ impl Validator {
             }
             Some(h) => {
                 let name = self.name(h.class).to_string();
-                lines.push(format!(
+                out.line(format!(
                     "WARNING: IRQs enabled while holding hardirq-safe lock ({name})"
                 ));
-                lines.push(format!(
-                    "{} enables IRQs {}",
-                    self.who(&site),
-                    self.site(&site)
+                out.line(format!(
+                    "{} {} enables IRQs {}",
+                    self.task_label(e.task.0),
+                    self.irq_state(e),
+                    self.at(&site)
                 ));
-                lines.push(format!("({name}) was taken {}", self.site(&h.site)));
+                self.record_site("irqs-on", None, &site, &mut out);
+                out.line("while holding:");
+                self.lock_line(h.class, h.addr, &h.site, "held", &mut out);
                 if let Some(acq) = self.classes[h.class as usize].in_hardirq {
-                    lines.push(format!(
-                        "({name}) is taken in hard-IRQ context {}",
-                        self.site(&acq)
-                    ));
+                    self.usage_lines(
+                        &format!("({name}) is taken in hard-IRQ context:"),
+                        &acq,
+                        "in-hardirq",
+                        h.class,
+                        &mut out,
+                    );
                 }
-                lines.push(" Possible unsafe locking scenario:".into());
-                lines.push("       CPU0".into());
-                lines.push("       ----".into());
-                lines.push(format!("  lock({name});"));
-                lines.push("  <Interrupt>".into());
-                lines.push(format!("    lock({name});"));
-                lines.push("  *** DEADLOCK ***".into());
+                out.line(" Possible unsafe locking scenario:");
+                out.line("       CPU0");
+                out.line("       ----");
+                out.line(format!("  lock({name});"));
+                out.line("  <Interrupt>");
+                out.line(format!("    lock({name});"));
+                out.line(" *** DEADLOCK ***");
                 key = format!("held {name}");
             }
         }
-        self.held_lines(e.task.0, &mut lines);
+        self.held_lines(e.task.0, &mut out);
+        self.reporter_lines(&site, &mut out);
         self.finding(
             FindingKind::IrqsEnabledInHardirq,
             "IRQs enabled in hard-IRQ context or with a hardirq-safe lock held",
             key,
-            lines,
+            out,
             e,
         );
     }
@@ -366,70 +599,120 @@ impl Validator {
         } else {
             ("{IN-HARDIRQ-W}", "{HARDIRQ-ON-W}")
         };
-        let lines = vec![
-            "WARNING: inconsistent lock state".to_string(),
-            format!("inconsistent {from} -> {to} usage."),
-            format!("({name}) taken with IRQs on {}", self.site(&on)),
-            format!("({name}) taken in hard-IRQ context {}", self.site(&safe)),
-            " Possible unsafe locking scenario:".into(),
-            "       CPU0".into(),
-            "       ----".into(),
-            format!("  lock({name});"),
-            "  <Interrupt>".into(),
-            format!("    lock({name});"),
-            "  *** DEADLOCK ***".into(),
-        ];
+        let (now, before, before_role) = if now_safe {
+            (safe, on, "irqs-on")
+        } else {
+            (on, safe, "in-hardirq")
+        };
+        let addr = e.kind.lock().map_or(0, |l| l.addr);
+        let mut out = Draft::default();
+        out.line("WARNING: inconsistent lock state");
+        out.line(format!("inconsistent {from} -> {to} usage."));
+        out.line(format!(
+            "{} {} takes:",
+            self.task_label(now.task),
+            self.irq_state(e)
+        ));
+        if addr != 0 {
+            self.lock_line(class, addr, &now, "acquire", &mut out);
+        } else {
+            out.line(format!(" {}, {}", self.lock_label(class), self.at(&now)));
+            self.record_lock(class, None, &mut out);
+            self.record_site("acquire", Some(class), &now, &mut out);
+        }
+        if let Some(irq) = self.irq_context(&now) {
+            out.line(irq);
+        }
+        self.usage_lines(
+            &format!("{from} state was registered at:"),
+            &before,
+            before_role,
+            class,
+            &mut out,
+        );
+        out.line("other info that might help us debug this:");
+        out.line(" Possible unsafe locking scenario:");
+        out.line("       CPU0");
+        out.line("       ----");
+        out.line(format!("  lock({name});"));
+        out.line("  <Interrupt>");
+        out.line(format!("    lock({name});"));
+        out.line(" *** DEADLOCK ***");
+        self.held_lines(e.task.0, &mut out);
+        let site = self.site_of(e);
+        self.reporter_lines(&site, &mut out);
         self.finding(
             FindingKind::InconsistentIrqState,
             "inconsistent lock state",
             name,
-            lines,
+            out,
             e,
         );
     }
 
-    /// `path` = safe → … → unsafe along dependencies.
-    pub(super) fn report_irq_inversion(&mut self, e: &Event, path: &[ClassId]) {
+    /// `path` = safe → … → unsafe along dependencies; `middle` is the lock lockdep's
+    /// scenario shows CPU1 taking after the safe one (the other end of the dependency
+    /// that completed the path, or the neighbour of the lock whose usage did).
+    pub(super) fn report_irq_inversion(&mut self, e: &Event, path: &[ClassId], middle: ClassId) {
         self.flag_path(path);
         let (safe, unsafe_) = (path[0], path[path.len() - 1]);
+        let middle = if middle == safe { unsafe_ } else { middle };
         let (sn, un) = (self.name(safe).to_string(), self.name(unsafe_).to_string());
-        let mut lines = vec![
-            "WARNING: HARDIRQ-safe -> HARDIRQ-unsafe lock order detected".to_string(),
-            format!("({sn}) is HARDIRQ-safe and ({un}) is HARDIRQ-unsafe"),
-        ];
+        let site = self.site_of(e);
+        let mut out = Draft::default();
+        out.line("WARNING: HARDIRQ-safe -> HARDIRQ-unsafe lock order detected");
+        out.line(format!(
+            "{} {} made the last link, {}",
+            self.task_label(e.task.0),
+            self.irq_state(e),
+            self.at(&site)
+        ));
+        out.line("a HARDIRQ-irq-safe lock:");
+        out.line(format!(" {}", self.lock_label(safe)));
+        self.record_lock(safe, None, &mut out);
         if let Some(s) = self.classes[safe as usize].in_hardirq {
-            lines.push(format!(
-                "({sn}) taken in hard-IRQ context {}",
-                self.site(&s)
-            ));
+            self.usage_lines(
+                "... which became HARDIRQ-irq-safe at:",
+                &s,
+                "in-hardirq",
+                safe,
+                &mut out,
+            );
         }
+        out.line("depends on a HARDIRQ-irq-unsafe lock:");
+        out.line(format!(" {}", self.lock_label(unsafe_)));
+        self.record_lock(unsafe_, None, &mut out);
         if let Some(s) = self.classes[unsafe_ as usize].hardirq_on {
-            lines.push(format!("({un}) taken with IRQs on {}", self.site(&s)));
+            self.usage_lines(
+                "... which became HARDIRQ-irq-unsafe at:",
+                &s,
+                "irqs-on",
+                unsafe_,
+                &mut out,
+            );
         }
-        let chain: Vec<&str> = path.iter().map(|&c| self.name(c)).collect();
-        lines.push("Chain exists of:".into());
-        lines.push(format!("  {}", chain.join(" --> ")));
-        self.edge_lines(path, &mut lines);
-        let middle = if path.len() > 2 {
-            self.name(path[path.len() - 2]).to_string()
-        } else {
-            sn.clone()
-        };
-        lines.push(" Possible interrupt unsafe locking scenario:".into());
-        lines.push(format!("       {:<28}{}", "CPU0", "CPU1"));
-        lines.push(format!("       {:<28}{}", "----", "----"));
-        lines.push(format!("  lock({un});"));
-        lines.push(format!("       {:<28}local_irq_disable();", ""));
-        lines.push(format!("       {:<28}lock({sn});", ""));
-        lines.push(format!("       {:<28}lock({middle});", ""));
-        lines.push("  <Interrupt>".into());
-        lines.push(format!("    lock({sn});"));
-        lines.push("  *** DEADLOCK ***".into());
+        out.line("the dependencies between them (in reverse order):");
+        self.dependency_lines(path, &mut out);
+        out.line("other info that might help us debug this:");
+        self.chain_lines(path, &mut out);
+        let middle = self.name(middle).to_string();
+        out.line(" Possible interrupt unsafe locking scenario:");
+        out.line(format!("       {:<28}CPU1", "CPU0"));
+        out.line(format!("       {:<28}----", "----"));
+        out.line(format!("  lock({un});"));
+        out.line(format!("       {:<28}local_irq_disable();", ""));
+        out.line(format!("       {:<28}lock({sn});", ""));
+        out.line(format!("       {:<28}lock({middle});", ""));
+        out.line("  <Interrupt>");
+        out.line(format!("    lock({sn});"));
+        out.line(" *** DEADLOCK ***");
+        self.held_lines(e.task.0, &mut out);
+        self.reporter_lines(&site, &mut out);
         self.finding(
             FindingKind::IrqInversion,
             "possible irq lock inversion dependency (HARDIRQ-safe -> HARDIRQ-unsafe)",
             format!("{sn} -> {un}"),
-            lines,
+            out,
             e,
         );
     }
@@ -438,38 +721,43 @@ impl Validator {
     /// held by the first task.
     pub(super) fn report_deadlock(&mut self, e: &Event, cycle: &[(u32, Waiting)]) {
         self.deadlocked = true;
-        let mut lines = vec!["DEADLOCK: tasks wait for each other's locks".to_string()];
+        let mut out = Draft::default();
+        out.line("DEADLOCK: tasks wait for each other's locks");
         let mut names = Vec::new();
         for (i, (task, waiting)) in cycle.iter().enumerate() {
             let holder = cycle[(i + 1) % cycle.len()].0;
-            let lock = self.name(waiting.class).to_string();
-            names.push(lock.clone());
-            lines.push(format!(
-                "{} waits for ({lock}) @ {:#x}, held by task{holder}; waiting {}",
-                self.who(&waiting.site),
+            names.push(self.name(waiting.class).to_string());
+            out.line(format!(
+                "{} waits for {:#x} {} held by {}, {}",
+                self.task_label(*task),
                 waiting.addr,
-                self.site(&waiting.site)
+                self.lock_label(waiting.class),
+                self.task_label(holder),
+                self.at(&waiting.site)
             ));
-            let _ = task;
+            self.stack_lines(&waiting.site, &mut out);
+            self.record_lock(waiting.class, Some(waiting.addr), &mut out);
+            self.record_site("wait", Some(waiting.class), &waiting.site, &mut out);
         }
         let chain: Vec<String> = cycle
             .iter()
-            .map(|(task, w)| format!("task{task} --({})-->", self.name(w.class)))
+            .map(|(task, w)| format!("{} --({})-->", self.task_label(*task), self.name(w.class)))
             .collect();
-        lines.push("Wait-for cycle:".into());
-        lines.push(format!("  {} task{}", chain.join(" "), cycle[0].0));
+        out.line("Wait-for cycle:");
+        out.line(format!(
+            "  {} {}",
+            chain.join(" "),
+            self.task_label(cycle[0].0)
+        ));
         for (task, _) in cycle {
-            self.held_lines(*task, &mut lines);
+            self.held_lines(*task, &mut out);
         }
-        lines.push("CPUs:".into());
+        out.line("CPUs:");
         for (cpu, state) in self.cpus.iter().enumerate() {
             if let Some((task, pc)) = state.running {
-                let name = self
-                    .task_names
-                    .get(&task)
-                    .map_or(String::new(), |n| format!(" ({n})"));
-                lines.push(format!(
-                    "  cpu{cpu}: task{task}{name}, last event at {}",
+                out.line(format!(
+                    "  cpu{cpu}: {}, last event at {}",
+                    self.task_label(task),
                     self.code(pc, false)
                 ));
             }
@@ -479,9 +767,26 @@ impl Validator {
             FindingKind::Deadlock,
             "deadlock: a cycle of tasks waiting for locks",
             names.join(" "),
-            lines,
+            out,
             e,
         );
+    }
+
+    fn finding(&mut self, kind: FindingKind, title: &str, key: String, out: Draft, e: &Event) {
+        let mut finding = Finding::new(kind, title, key, out.lines);
+        finding.cpu = Some(e.cpu.0 as u32);
+        finding.time = Some(e.time);
+        finding.locks = out.locks;
+        finding.sites = out.sites;
+        finding.tasks = out
+            .tasks
+            .into_iter()
+            .map(|id| FindingTask {
+                id,
+                name: self.task_names.get(&id).cloned(),
+            })
+            .collect();
+        self.findings.report(finding);
     }
 }
 

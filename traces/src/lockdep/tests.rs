@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::event::{CpuId, IrqMaskCause};
+use crate::finding::FindingKind;
 
 /// Builds a stream: locks are named; `cpu`/`task` set the context of what follows.
 struct Script {
@@ -42,6 +43,12 @@ impl Script {
             kind,
         });
         self
+    }
+
+    /// The current CPU's events from here on have `frames` above their pc and caller.
+    fn stack(&mut self, frames: &[u64]) -> &mut Self {
+        let frames = self.strings.intern(&backtrace::encode(frames));
+        self.push(EventKind::Stack { frames })
     }
 
     fn lock(&mut self, name: &str) -> LockRef {
@@ -189,10 +196,21 @@ fn a_four_lock_cycle_is_found_with_its_chain() {
         "{:#?}",
         f.details
     );
-    // Each edge's first occurrence is named, the closing one (d --> a) too.
-    for edge in ["(a) --> (b)", "(b) --> (c)", "(c) --> (d)", "(d) --> (a)"] {
-        assert!(f.details.iter().any(|l| l.contains(edge)), "{edge}");
+    // Each dependency of the chain with where it was first taken, the new one
+    // (d --> a) last, as lockdep's "existing dependency chain (in reverse order)".
+    for (depth, lock, held) in [(3, "d", "c"), (2, "c", "b"), (1, "b", "a")] {
+        let at = f
+            .details
+            .iter()
+            .position(|l| l.starts_with(&format!("-> #{depth} ({lock}){{")))
+            .unwrap_or_else(|| panic!("#{depth} {lock}: {:#?}", f.details));
+        assert!(
+            f.details[at + 1].contains(&format!("taken with ({held}) held by ?/")),
+            "{:#?}",
+            f.details
+        );
     }
+    assert!(f.details.iter().any(|l| l.starts_with("-> #0 (a){")));
 }
 
 #[test]
@@ -471,7 +489,7 @@ fn a_real_abba_deadlock_is_found_in_the_wait_for_graph() {
     assert!(
         d.details
             .iter()
-            .any(|l| l.contains("task2 --(a)--> task1 --(b)--> task2")),
+            .any(|l| l.contains("?/2 --(a)--> ?/1 --(b)--> ?/2")),
         "{:#?}",
         d.details
     );
@@ -545,9 +563,10 @@ fn held_locks_report_lists_what_each_task_holds_now() {
     s.on(1, 2).unlock("other", LockFlavor::Mutex);
     let report = s.run().held_locks_report();
     assert_eq!(report.len(), 3, "{report:?}");
-    assert_eq!(report[0], "2 lock(s) held by task1:");
-    assert!(report[1].starts_with(" #0: (big) (mutex)"), "{report:?}");
-    assert!(report[2].starts_with(" #1: (small) (spin)"), "{report:?}");
+    assert_eq!(report[0], "2 lock(s) held by ?/1:");
+    assert!(report[1].starts_with(" #0: 0x8000 (big){"), "{report:?}");
+    assert!(report[1].contains("} (mutex), at: "), "{report:?}");
+    assert!(report[2].starts_with(" #1: 0x8040 (small){"), "{report:?}");
     s.on(0, 1)
         .unlock("small", LockFlavor::Spin)
         .unlock("big", LockFlavor::Mutex);
@@ -671,19 +690,19 @@ fn a_deadlock_report_names_the_task_each_cpu_switched_to() {
     assert!(v.deadlocked());
     let d = &v.findings()[1];
     assert!(
-        d.details.iter().any(|l| l.starts_with("  cpu0: task3,")),
+        d.details.iter().any(|l| l.starts_with("  cpu0: ?/3,")),
         "{:#?}",
         d.details
     );
-    assert!(d.details.iter().any(|l| l.starts_with("  cpu1: task2,")));
+    assert!(d.details.iter().any(|l| l.starts_with("  cpu1: ?/2,")));
     assert!(d
         .details
         .iter()
-        .any(|l| l.contains("task1 waits for (b)") && l.contains("held by task2")));
+        .any(|l| l.starts_with("?/1 waits for 0x8040 (b){") && l.contains("held by ?/2,")));
     assert!(d
         .details
         .iter()
-        .any(|l| l.contains("task2 waits for (a)") && l.contains("held by task1")));
+        .any(|l| l.starts_with("?/2 waits for 0x8000 (a){") && l.contains("held by ?/1,")));
 }
 
 #[test]
@@ -800,7 +819,7 @@ fn task_names_from_markers_appear_in_reports() {
         v.findings()[0]
             .details
             .iter()
-            .any(|l| l.contains("task2 (kworker/1)")),
+            .any(|l| l.starts_with("kworker/1/2 is trying to acquire lock:")),
         "{:#?}",
         v.findings()[0].details
     );
@@ -814,37 +833,36 @@ fn symbolized(s: &Script) -> Validator {
 }
 
 #[test]
-fn report_sites_name_code_caller_task_and_time() {
+fn report_sites_name_the_lock_its_usage_and_the_calling_code_task_and_time() {
     let mut s = script();
     s.on(0, 1).spin("a").spin("b").unspin("b").unspin("a");
     s.on(1, 2).spin("b").spin("a").unspin("a").unspin("b");
-    // The edge a -> b: a acquired at the event with time t, b attempted later.
-    let a_acquired = s
+    // Task 2 holds b (acquired at this event) when it tries a.
+    let b_acquired = s
         .events
         .iter()
-        .find(|e| e.task == TaskId(1) && matches!(e.kind, EventKind::LockAcquired { .. }));
-    let t = a_acquired.unwrap().time;
-    let expected = format!(
-        "     a taken at {:#x} <f{:x}+0x4> called from {:#x} <f{:x}+0x4>, cpu0 task1, t={t}",
-        0x1000 + t,
-        0x1000 + t,
-        0x2000 + t,
-        0x2000 + t
-    );
+        .find(|e| e.task == TaskId(2) && matches!(e.kind, EventKind::LockAcquired { .. }))
+        .unwrap();
+    let (t, caller) = (b_acquired.time, b_acquired.caller);
+    let held_line = |v: &Validator| {
+        let d = &v.findings()[0].details;
+        let at = d
+            .iter()
+            .position(|l| l == "but task is already holding lock:")
+            .unwrap();
+        d[at + 1].clone()
+    };
     let v = symbolized(&s);
-    assert!(
-        v.findings()[0].details.contains(&expected),
-        "{expected}\n{:#?}",
-        v.findings()[0].details
+    let usage = v.usage(v.by_name["b"]);
+    assert_eq!(
+        held_line(&v),
+        format!(" 0x8040 (b){usage}, at: {caller:#x} <f{caller:x}+0x4> [cpu1 t={t}]")
     );
     // Without symbols, bare addresses.
-    let plain = s.run();
-    let bare = format!(
-        "     a taken at {:#x} called from {:#x}, cpu0 task1, t={t}",
-        0x1000 + t,
-        0x2000 + t
+    assert_eq!(
+        held_line(&s.run()),
+        format!(" 0x8040 (b){usage}, at: {caller:#x} [cpu1 t={t}]")
     );
-    assert!(plain.findings()[0].details.contains(&bare));
 }
 
 #[test]
@@ -893,13 +911,15 @@ fn recursive_reports_say_whether_it_is_the_same_lock() {
     let mut s = script();
     s.spin("c#1").spin("c#1");
     let v = s.run();
-    assert!(v.findings()[0].details[2].starts_with("but task is already holding the same lock (c)"));
+    assert_eq!(
+        v.findings()[0].details[3],
+        "but task is already holding the same lock:"
+    );
     let mut s = script();
     s.spin("c#1").spin("c#2");
     let v = s.run();
     assert!(
-        v.findings()[0].details[2]
-            .starts_with("but task is already holding another lock of the same class (c)"),
+        v.findings()[0].details[3] == "but task is already holding another lock of the same class:",
         "{:#?}",
         v.findings()[0].details
     );
@@ -1012,4 +1032,111 @@ fn the_dependency_graph_draws_the_reported_cycle_in_red() {
         edges.iter().any(|l| !l.contains("color=red")),
         "c -> a is not on the cycle: {dot}"
     );
+}
+
+#[test]
+fn each_dependency_shows_the_stack_of_its_first_occurrence_and_the_reporter_its_own() {
+    let mut s = script();
+    s.on(0, 1).stack(&[0x5000, 0x5100]).spin("a").spin("b");
+    // The dependency a -> b was made above; the same pair again, elsewhere, adds
+    // nothing.
+    let b_first = s.events[s.events.len() - 2].clone(); // the attempt
+    assert!(matches!(b_first.kind, EventKind::LockAttempt { .. }));
+    s.unspin("b").unspin("a");
+    s.stack(&[0x7000])
+        .spin("a")
+        .spin("b")
+        .unspin("b")
+        .unspin("a");
+    s.on(1, 2).stack(&[0x6000]).spin("b").spin("a");
+    let closing = s.events[s.events.len() - 2].clone();
+    let v = s.run();
+    let f = &v.findings()[0];
+    let d = &f.details;
+    let at = d
+        .iter()
+        .position(|l| l.starts_with("-> #1 (b){"))
+        .expect("the dependency a -> b");
+    let frame = |addr: u64| format!("       {addr:#x}");
+    assert_eq!(
+        d[at + 2..at + 6],
+        [
+            frame(b_first.pc),
+            frame(b_first.caller),
+            frame(0x5000),
+            frame(0x5100)
+        ],
+        "{d:#?}"
+    );
+    let trace = d
+        .iter()
+        .position(|l| l == "Call trace:")
+        .expect("a stack backtrace");
+    assert_eq!(
+        d[trace + 1..],
+        [frame(closing.pc), frame(closing.caller), frame(0x6000)]
+    );
+    // The structured parts: the reporter first, with the same frames.
+    assert_eq!(f.sites[0].role, "reporter");
+    assert_eq!(f.sites[0].frames, [closing.pc, closing.caller, 0x6000]);
+    let dependency = f.sites.iter().find(|s| s.role == "dependency").unwrap();
+    assert_eq!(
+        dependency.frames,
+        [b_first.pc, b_first.caller, 0x5000, 0x5100]
+    );
+    assert_eq!(dependency.lock.as_deref(), Some("b"));
+    let classes: Vec<&str> = f.locks.iter().map(|l| l.class.as_str()).collect();
+    assert!(
+        classes.contains(&"a") && classes.contains(&"b"),
+        "{classes:?}"
+    );
+    assert_eq!(f.tasks.iter().map(|t| t.id).collect::<Vec<_>>(), [2, 1]);
+}
+
+#[test]
+fn usage_bits_are_lockdeps_four_characters() {
+    let mut s = script();
+    s.on(1, 2).irqs(true).spin("on").unspin("on");
+    s.irqs(false).spin("off").unspin("off");
+    s.hardirq().spin("irq").unspin("irq").hardirq_exit();
+    s.spin("both").unspin("both").hardirq();
+    s.spin("both").unspin("both").hardirq_exit();
+    let v = s.run();
+    let usage = |name: &str| v.usage(v.by_name[name]);
+    assert_eq!(usage("on"), "{+.+.}");
+    assert_eq!(usage("off"), "{....}");
+    assert_eq!(usage("irq"), "{-...}");
+    assert_eq!(usage("both"), "{?.+.}");
+}
+
+#[test]
+fn an_irq_finding_names_the_irq_and_the_handler_its_dispatcher_called() {
+    let mut s = script();
+    s.on(0, 1).hardirq();
+    // The reporting event's code: pc 0x1000+t in f<pc>, called from 0x2000+t in
+    // f<caller>, called by the dispatcher at 0x3000.
+    s.stack(&[0x3000, 0x3100]);
+    s.spin("a").unspin("a").irqs(true);
+    let names = |addr: u64, _| {
+        Some(match addr {
+            0x3000 => "percpu_guest::irq::handle_irq+0x20".to_string(),
+            _ => format!("f{addr:x}+0x4"),
+        })
+    };
+    let mut v = Validator::with_symbolizer(Box::new(names));
+    v.feed(&s.events, &s.strings);
+    let f = &v.findings()[0];
+    assert_eq!(f.kind, FindingKind::IrqsEnabledInHardirq);
+    let irq = s.events.iter().find_map(|e| match e.kind {
+        EventKind::HardIrqEnter { intid } => Some(intid),
+        _ => None,
+    });
+    let on = s.events.last().unwrap();
+    let line = format!(
+        "in hard IRQ {}, handler f{:x} called from 0x3000 <percpu_guest::irq::handle_irq+0x20>",
+        irq.unwrap(),
+        on.caller
+    );
+    assert!(f.details.contains(&line), "{line}\n{:#?}", f.details);
+    assert_eq!(f.sites[0].irq, irq);
 }

@@ -127,14 +127,19 @@ impl TlbCheck {
         details: Vec<String>,
         at: At,
     ) {
-        self.findings.report(Finding {
-            kind,
-            title,
-            key,
-            details,
-            cpu: Some(at.cpu as u32),
-            time: Some(at.time),
+        let mut finding = Finding::new(kind, &title, key, details);
+        finding.cpu = Some(at.cpu as u32);
+        finding.time = Some(at.time);
+        finding.sites.push(crate::finding::FindingSite {
+            role: "reporter".into(),
+            lock: None,
+            cpu: finding.cpu,
+            task: None,
+            time: finding.time,
+            irq: None,
+            frames: vec![at.pc],
         });
+        self.findings.report(finding);
     }
 
     fn stale_use(&mut self, va: u64, access: crate::aarch64::Access, now: WalkResult, at: At) {

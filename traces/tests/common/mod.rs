@@ -203,8 +203,12 @@ pub fn kind(strings: u32) -> impl Strategy<Value = EventKind> {
                 },
             }
         ),
-        // Sized tags this crate does not know (0x80..=0x82 are the TLB model's).
-        (0x83u8..=0xff).prop_map(|tag| EventKind::Unknown { tag }),
+        (0..strings).prop_map(|frames| EventKind::Stack {
+            frames: StrId(frames)
+        }),
+        // Sized tags this crate does not know (0x80..=0x82 are the TLB model's, 0x83
+        // the stack).
+        (0x84u8..=0xff).prop_map(|tag| EventKind::Unknown { tag }),
     ]
 }
 
