@@ -40,7 +40,7 @@ pub fn lookup(name: &str) -> Option<fn(usize)> {
     Some(run_selected)
 }
 
-const CASES: [(&str, fn(usize)); 23] = [
+const CASES: [(&str, fn(usize)); 24] = [
     ("selftest-lock-aa-spin", aa_spin),
     ("selftest-lock-aa-mutex", aa_mutex),
     ("selftest-lock-abba-spin", abba_spin),
@@ -63,6 +63,7 @@ const CASES: [(&str, fn(usize)); 23] = [
     ("selftest-lock-gfp-kernel-in-spin", gfp_kernel_under_spin),
     ("selftest-lock-gfp-atomic-ok", gfp_atomic_under_spin_ok),
     ("selftest-lock-bad-unlock", bad_unlock),
+    ("selftest-lock-assert-unheld", assert_unheld),
     ("selftest-lock-abba-deadlock", abba_deadlock),
 ];
 
@@ -392,17 +393,50 @@ fn gfp_atomic_under_spin_ok(_: usize) {
 /// CONTEXT: the scenario thread on CPU 0 (its hard-IRQ parts through `in_hardirq`); may sleep; breaks exactly the rule its scenario summary names, no other.
 fn bad_unlock(_: usize) {
     preempt_disable();
-    let words = &A as *const RawSpinLock as *const AtomicU32;
+    take_unseen(&A);
+    unlock(&A);
+}
+
+/// Takes `lock` by writing its ticket and owner directly, not through `spin_lock`:
+/// the guest's own checks see it held, the host saw no acquisition.
+///
+/// CONTEXT: the scenario thread; `lock` is free and only this case uses it.
+fn take_unseen(lock: &RawSpinLock) {
+    let words = lock as *const RawSpinLock as *const AtomicU32;
     // SAFETY: RawSpinLock is repr(C) {next u32, serving u32, owner u32, ...}
-    // (docs/machine.md); A is free and only this case uses it; atomics accessed as
-    // atomics.
+    // (docs/machine.md); the lock is free and only this case uses it; atomics
+    // accessed as atomics.
     unsafe {
         let next = &*words;
         let owner = &*words.add(2);
         next.fetch_add(1, Acquire);
         owner.store(cpu_id() as u32 + 1, Relaxed);
     }
-    unlock(&A);
+}
+
+/// Releases a lock taken by [`take_unseen`] the same way.
+///
+/// CONTEXT: as take_unseen.
+fn release_unseen(lock: &RawSpinLock) {
+    let words = lock as *const RawSpinLock as *const AtomicU32;
+    // SAFETY: as in take_unseen.
+    unsafe {
+        let serving = &*words.add(1);
+        let owner = &*words.add(2);
+        owner.store(0, Relaxed);
+        serving.fetch_add(1, Release);
+    }
+}
+
+/// `lockdep_assert_held` on a lock the guest holds but took behind the host's
+/// back, so the task holds it as far as the guest knows and not as far as the
+/// host does (context-violation): the assertion's claim checked at run time.
+///
+/// CONTEXT: the scenario thread on CPU 0; may sleep; breaks exactly the rule its scenario summary names, no other.
+fn assert_unheld(_: usize) {
+    take_unseen(&B);
+    crate::sync::lockdep_assert_held(&B);
+    release_unseen(&B);
 }
 
 static HOLDS_B: AtomicBool = AtomicBool::new(false);

@@ -61,6 +61,7 @@ selftest-lock-sleep-in-irq\tlock self-test: might_sleep in a hard-IRQ handler (s
 selftest-lock-gfp-kernel-in-spin\tlock self-test: a GFP_KERNEL allocation with a spinlock held (sleep-in-atomic)\n\
 selftest-lock-gfp-atomic-ok\tlock self-test: a GFP_ATOMIC allocation with a spinlock held (no finding)\n\
 selftest-lock-bad-unlock\tlock self-test: release of a lock the task does not hold (bad-unlock)\n\
+selftest-lock-assert-unheld\tlock self-test: lockdep_assert_held on a lock the task does not hold (context-violation)\n\
 selftest-lock-abba-deadlock\tlock self-test: two threads take two mutexes in opposite orders at once (circular-dependency, deadlock)\n";
 
 /// CONTEXT: compile time.

@@ -36,20 +36,55 @@ pub struct CheckArgs {
     pub graph: Option<PathBuf>,
 }
 
+/// Names code addresses of one kernel from its symbols and DWARF line tables.
+#[derive(Clone)]
+pub struct CodeNamer {
+    kernel: KernelImage,
+    lines: Option<Rc<SourceLines>>,
+}
+
+impl CodeNamer {
+    pub fn new(kernel: &KernelImage) -> Self {
+        // File names relative to the checkout the embedded guest was built in.
+        let checkout = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent();
+        let lines = SourceLines::parse(kernel.elf_bytes(), checkout.and_then(|p| p.to_str()));
+        Self {
+            kernel: kernel.clone(),
+            lines: lines.map(Rc::new),
+        }
+    }
+
+    /// `func+0x14` and `file:line` of `addr`; a return address (`ret`) by the call
+    /// that made it.
+    pub fn name(&self, addr: u64, ret: bool) -> Option<(String, Option<String>)> {
+        let (symbol, call) = if ret {
+            (self.kernel.symbolize_return(addr)?, addr.wrapping_sub(4))
+        } else {
+            (self.kernel.symbolize(addr)?, addr)
+        };
+        let line = self.lines.as_ref().and_then(|l| l.lookup(call));
+        Some((symbol, line))
+    }
+
+    /// A frame for the JSON report: `{pc, symbol, file, line}` (`pc` in hex; the
+    /// others null when unknown).
+    pub fn frame_json(&self, addr: u64, ret: bool) -> Value {
+        let (symbol, line) = self.name(addr, ret).unzip();
+        let (file, line) = match line.flatten().as_deref().and_then(|l| l.rsplit_once(':')) {
+            Some((file, line)) => (Some(file.to_string()), line.parse::<u64>().ok()),
+            None => (None, None),
+        };
+        json!({ "pc": format!("{addr:#x}"), "symbol": symbol, "file": file, "line": line })
+    }
+}
+
 /// Names code addresses from `kernel`'s symbols and line tables:
 /// `spin_lock+0x8 (guest/src/sync.rs:120)`; a return address by its call.
 pub fn symbolizer(kernel: &KernelImage) -> Symbolizer {
-    let kernel = kernel.clone();
-    // File names relative to the checkout the embedded guest was built in.
-    let checkout = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent();
-    let lines = SourceLines::parse(kernel.elf_bytes(), checkout.and_then(|p| p.to_str()));
+    let namer = CodeNamer::new(kernel);
     Box::new(move |addr, ret| {
-        let (symbol, call) = if ret {
-            (kernel.symbolize_return(addr)?, addr.wrapping_sub(4))
-        } else {
-            (kernel.symbolize(addr)?, addr)
-        };
-        Some(match lines.as_ref().and_then(|l| l.lookup(call)) {
+        let (symbol, line) = namer.name(addr, ret)?;
+        Some(match line {
             Some(line) => format!("{symbol} ({line})"),
             None => symbol,
         })
@@ -218,6 +253,7 @@ pub fn check(args: &CheckArgs) -> Result<Verdict, BadInput> {
         );
     }
     let mut analyses = Analyses::new(kernel.as_ref(), tlb_check);
+    let namer = kernel.as_ref().map(CodeNamer::new);
     let mut events: u64 = 0;
     // The last events, where a finished trace says how its run ended.
     let mut last = std::collections::VecDeque::with_capacity(RunTail::EVENTS + 1);
@@ -276,7 +312,7 @@ pub fn check(args: &CheckArgs) -> Result<Verdict, BadInput> {
             let report = json!({
                 "schema_version": crate::report::SCHEMA_VERSION,
                 "end": end,
-                "findings": findings.iter().map(mmu_report::finding_json).collect::<Vec<_>>(),
+                "findings": findings.iter().map(|f| mmu_report::finding_json(f, namer.as_ref())).collect::<Vec<_>>(),
                 "config": { "cpus": config.cpus, "scenario": config.scenario, "seed": config.seed,
                             "sched": config.scheduler, "quantum": config.quantum,
                             "variant": config.variant },

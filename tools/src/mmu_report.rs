@@ -5,6 +5,8 @@ use emu::tlb::MmuStats;
 use serde_json::{json, Value};
 use traces::finding::Finding;
 
+use crate::check::CodeNamer;
+
 /// What the simulated MMU reported for one run.
 #[derive(Debug, Default, Clone)]
 pub struct MmuRun {
@@ -23,7 +25,28 @@ impl MmuRun {
     }
 }
 
-pub fn finding_json(f: &Finding) -> Value {
+/// A finding in the JSON report: its text lines and its structured parts, every
+/// address a hex string, code frames named by `namer` when the kernel is known.
+pub fn finding_json(f: &Finding, namer: Option<&CodeNamer>) -> Value {
+    let frame = |i: usize, &addr: &u64| match namer {
+        Some(namer) => namer.frame_json(addr, i > 0),
+        None => json!({ "pc": format!("{addr:#x}"), "symbol": null, "file": null, "line": null }),
+    };
+    let sites: Vec<Value> = f
+        .sites
+        .iter()
+        .map(|s| {
+            json!({
+                "role": s.role,
+                "lock": s.lock,
+                "cpu": s.cpu,
+                "task": s.task,
+                "time": s.time,
+                "irq": s.irq,
+                "frames": s.frames.iter().enumerate().map(|(i, a)| frame(i, a)).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
     json!({
         "kind": f.kind.as_str(),
         "title": f.title,
@@ -31,6 +54,14 @@ pub fn finding_json(f: &Finding) -> Value {
         "details": f.details,
         "cpu": f.cpu,
         "time": f.time,
+        "cpus": f.cpus(),
+        "locks": f.locks.iter().map(|l| json!({
+            "class": l.class,
+            "addr": l.addr.map(|a| format!("{a:#x}")),
+            "usage": l.usage,
+        })).collect::<Vec<_>>(),
+        "sites": sites,
+        "tasks": f.tasks.iter().map(|t| json!({ "id": t.id, "name": t.name })).collect::<Vec<_>>(),
     })
 }
 

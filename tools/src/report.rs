@@ -126,17 +126,18 @@ fn print_text(kernel: &KernelImage, outcome: &RunOutcome) {
 /// The version of the JSON reports' layout (`run` and `check --report json`), as
 /// `docs/report.schema.json` describes it. Raise it when a key changes meaning or
 /// goes away; adding keys keeps it.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
-fn cpu_json(kernel: &KernelImage, cpu: &CpuReport) -> Value {
+fn cpu_json(namer: &check::CodeNamer, cpu: &CpuReport) -> Value {
+    let (symbol, _) = namer.name(cpu.pc, false).unzip();
     json!({
         "cpu": cpu.cpu,
         "state": format!("{:?}", cpu.state),
         "insns": cpu.insns,
         "irqs": cpu.irqs,
-        "pc": cpu.pc,
-        "symbol": kernel.symbolize(cpu.pc),
-        "backtrace": cpu.backtrace.iter().map(|&ret| symbolized_return(kernel, ret)).collect::<Vec<_>>(),
+        "pc": format!("{:#x}", cpu.pc),
+        "symbol": symbol,
+        "backtrace": cpu.backtrace.iter().map(|&ret| namer.frame_json(ret, true)).collect::<Vec<_>>(),
     })
 }
 
@@ -147,9 +148,10 @@ fn json_report(
     mmu: &MmuRun,
     locks: &LockRun,
 ) -> Value {
+    let namer = check::CodeNamer::new(kernel);
     json!({
         "schema_version": SCHEMA_VERSION,
-        "findings": mmu.findings.iter().chain(&locks.findings).map(mmu_report::finding_json).collect::<Vec<_>>(),
+        "findings": mmu.findings.iter().chain(&locks.findings).map(|f| mmu_report::finding_json(f, Some(&namer))).collect::<Vec<_>>(),
         "end": { "summary": describe_end(&outcome.end), "guest_fault": verdict(outcome) == Verdict::GuestFault,
                  "held_locks": held_locks_at_end(outcome, locks) },
         "config": { "cpus": args.cpus, "scenario": args.scenario, "seed": args.seed,
@@ -158,7 +160,7 @@ fn json_report(
         "stats": {
             "total_insns": outcome.total_insns,
             "slices": outcome.slices,
-            "cpus": outcome.cpus.iter().map(|cpu| cpu_json(kernel, cpu)).collect::<Vec<_>>(),
+            "cpus": outcome.cpus.iter().map(|cpu| cpu_json(&namer, cpu)).collect::<Vec<_>>(),
             "mmu": mmu.stats.as_ref().map(mmu_report::stats_json),
             "lockdep": check::stats_json(&locks.stats),
         },

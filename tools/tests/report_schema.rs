@@ -5,25 +5,10 @@
 
 mod common;
 
-use common::{percpu_lab, record, scratch};
+use common::{
+    percpu_lab, record, schema, schema_errors as errors, schema_validator as validator, scratch,
+};
 use serde_json::Value;
-
-fn schema() -> Value {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/report.schema.json");
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
-fn validator() -> jsonschema::Validator {
-    jsonschema::validator_for(&schema()).expect("the schema is a valid JSON Schema")
-}
-
-/// The schema's complaints about `report`, one line each.
-fn errors(validator: &jsonschema::Validator, report: &Value) -> Vec<String> {
-    validator
-        .iter_errors(report)
-        .map(|e| format!("{}: {e}", e.instance_path()))
-        .collect()
-}
 
 #[test]
 fn every_report_validates_against_the_schema() {

@@ -470,10 +470,6 @@ impl Validator {
             e.task.0,
             self.task_names.get(&e.task.0).map_or("?", String::as_str)
         ));
-        out.line(format!(
-            "preempt_count: {}, expected: 0",
-            t.map_or(0, |t| t.preempt)
-        ));
         out.line(format!("{what}: {reason}"));
         self.record_site("sleep", None, &site, &mut out);
         self.held_lines(e.task.0, &mut out);
