@@ -64,18 +64,13 @@ fn describe_end(end: &RunEnd) -> String {
     }
 }
 
-fn symbolized(kernel: &KernelImage, pc: u64) -> String {
-    match kernel.symbolize(pc) {
-        Some(symbol) => format!("{pc:#x} <{symbol}>"),
-        None => format!("{pc:#x}"),
-    }
-}
-
-/// Return addresses are named by the call that made them (`%pB` style).
-fn symbolized_return(kernel: &KernelImage, ret: u64) -> String {
-    match kernel.symbolize_return(ret) {
-        Some(symbol) => format!("{ret:#x} <{symbol}>"),
-        None => format!("{ret:#x}"),
+/// `0x40081234 <func+0x14 (file:line)>` (a return address named by its call, as
+/// Linux's `%pB`), or the bare address.
+fn symbolized(namer: &check::CodeNamer, addr: u64, ret: bool) -> String {
+    match namer.name(addr, ret) {
+        Some((symbol, Some(line))) => format!("{addr:#x} <{symbol} ({line})>"),
+        Some((symbol, None)) => format!("{addr:#x} <{symbol}>"),
+        None => format!("{addr:#x}"),
     }
 }
 
@@ -105,6 +100,7 @@ fn print_text(kernel: &KernelImage, outcome: &RunOutcome) {
         outcome.total_insns, outcome.slices
     );
     let with_backtraces = shows_backtraces(&outcome.end);
+    let namer = check::CodeNamer::new(kernel);
     for cpu in &outcome.cpus {
         println!(
             "cpu{}: {:?}, {} instructions, {} irqs, pc {}",
@@ -112,12 +108,12 @@ fn print_text(kernel: &KernelImage, outcome: &RunOutcome) {
             cpu.state,
             cpu.insns,
             cpu.irqs,
-            symbolized(kernel, cpu.pc)
+            symbolized(&namer, cpu.pc, false)
         );
         // Backtraces are what a failure report is for; a clean run does not need them.
         if with_backtraces {
             for (depth, &ret) in cpu.backtrace.iter().enumerate() {
-                println!("    #{depth} {}", symbolized_return(kernel, ret));
+                println!("    #{depth} {}", symbolized(&namer, ret, true));
             }
         }
     }

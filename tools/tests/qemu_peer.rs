@@ -4,9 +4,19 @@
 mod common;
 
 use std::process::{Command, Stdio};
+use std::sync::{Mutex, MutexGuard};
+
+/// One test of this file at a time: the contention test loads the host with 64
+/// vCPU threads on purpose, and a script run beside it would time out for that
+/// reason alone, not for anything the guest did.
+fn one_at_a_time() -> MutexGuard<'static, ()> {
+    static QEMU: Mutex<()> = Mutex::new(());
+    QEMU.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 #[test]
 fn smoke_prints_the_same_lines_under_qemu() {
+    let _alone = one_at_a_time();
     let ours = common::percpu_lab(&["run", "--scenario", "smoke", "--cpus", "4"]);
     assert_eq!(ours.code, 0, "{}", ours.describe());
     let mut ours_lines = ours.all_console_lines();
@@ -33,6 +43,7 @@ fn smoke_prints_the_same_lines_under_qemu() {
 /// ISTATUS is set by a host-timer callback); the script retries only that outcome.
 #[test]
 fn guest_scenarios_pass_under_qemu() {
+    let _alone = one_at_a_time();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../guest/test-qemu.sh");
     let output = Command::new("bash")
         .arg(script)
@@ -55,6 +66,7 @@ fn guest_scenarios_pass_under_qemu() {
 /// load printed a bring-up panic instead.
 #[test]
 fn qemu_runs_print_the_same_lines_under_host_contention() {
+    let _alone = one_at_a_time();
     let sorted = |mut lines: Vec<String>| {
         lines.sort();
         lines

@@ -1,5 +1,5 @@
 //! The lock-class dependency graph in Graphviz DOT: what a kernel engineer would
-//! rather look at than read. Classes are boxes with their IRQ usage; each edge A → B
+//! rather look at than read. Classes are boxes with lockdep's usage bits (`{+.+.}`); each edge A → B
 //! ("B taken while A held") is labelled with the call site that first took B; the edges
 //! of every reported cycle and IRQ-inversion path are drawn in red.
 
@@ -28,19 +28,12 @@ impl Validator {
              edge [fontname=\"monospace\", fontsize=10];\n",
         );
         for (id, class) in self.classes.iter().enumerate() {
-            let mut usage = Vec::new();
-            if class.in_hardirq.is_some() {
-                usage.push("IN-HARDIRQ");
-            }
-            if class.hardirq_on.is_some() {
-                usage.push("HARDIRQ-ON");
-            }
-            let usage = if usage.is_empty() {
-                String::new()
-            } else {
-                format!("\\n{{{}}}", usage.join(", "))
-            };
-            let _ = writeln!(out, "  c{id} [label=\"{}{usage}\"];", escape(&class.name));
+            let usage = self.usage(id as ClassId);
+            let _ = writeln!(
+                out,
+                "  c{id} [label=\"{}\\n{usage}\"];",
+                escape(&class.name)
+            );
         }
         let mut edges: Vec<_> = self.edges.iter().collect();
         edges.sort_unstable_by_key(|(&pair, _)| pair);

@@ -383,11 +383,10 @@ impl Validator {
     fn event(&mut self, e: &Event, strings: &StringTable) {
         self.stats.events += 1;
         if let EventKind::Stack { frames } = e.kind {
-            if !self.stacks.contains_key(&frames.0) {
+            self.stacks.entry(frames.0).or_insert_with(|| {
                 let decoded = strings.get(frames).and_then(backtrace::decode);
-                self.stacks
-                    .insert(frames.0, decoded.unwrap_or_default().into_boxed_slice());
-            }
+                decoded.unwrap_or_default().into_boxed_slice()
+            });
             self.cpu(e.cpu.0).stack = Some(frames);
             return;
         }

@@ -1040,7 +1040,7 @@ fn each_dependency_shows_the_stack_of_its_first_occurrence_and_the_reporter_its_
     s.on(0, 1).stack(&[0x5000, 0x5100]).spin("a").spin("b");
     // The dependency a -> b was made above; the same pair again, elsewhere, adds
     // nothing.
-    let b_first = s.events[s.events.len() - 2].clone(); // the attempt
+    let b_first = s.events[s.events.len() - 2]; // the attempt
     assert!(matches!(b_first.kind, EventKind::LockAttempt { .. }));
     s.unspin("b").unspin("a");
     s.stack(&[0x7000])
@@ -1049,7 +1049,7 @@ fn each_dependency_shows_the_stack_of_its_first_occurrence_and_the_reporter_its_
         .unspin("b")
         .unspin("a");
     s.on(1, 2).stack(&[0x6000]).spin("b").spin("a");
-    let closing = s.events[s.events.len() - 2].clone();
+    let closing = s.events[s.events.len() - 2];
     let v = s.run();
     let f = &v.findings()[0];
     let d = &f.details;
