@@ -139,9 +139,8 @@ impl Validator {
         })
     }
 
-    /// A structured site, and its task among the finding's tasks.
-    fn record_site(&self, role: &str, lock: Option<ClassId>, site: &Site, out: &mut Draft) {
-        out.sites.push(FindingSite {
+    fn finding_site(&self, role: &str, lock: Option<ClassId>, site: &Site) -> FindingSite {
+        FindingSite {
             role: role.into(),
             lock: lock.map(|c| self.name(c).to_string()),
             cpu: Some(site.cpu.into()),
@@ -149,7 +148,12 @@ impl Validator {
             time: Some(site.time),
             irq: site.irq,
             frames: self.frames(site),
-        });
+        }
+    }
+
+    /// A structured site, and its task among the finding's tasks.
+    fn record_site(&self, role: &str, lock: Option<ClassId>, site: &Site, out: &mut Draft) {
+        out.sites.push(self.finding_site(role, lock, site));
         if !out.tasks.contains(&site.task) {
             out.tasks.push(site.task);
         }
@@ -213,21 +217,20 @@ impl Validator {
         }
         out.line("Call trace:");
         self.stack_lines(site, out);
-        out.sites.insert(
-            0,
-            FindingSite {
-                role: "reporter".into(),
-                lock: None,
-                cpu: Some(site.cpu.into()),
-                task: Some(site.task),
-                time: Some(site.time),
-                irq: site.irq,
-                frames: self.frames(site),
-            },
-        );
+        out.sites
+            .insert(0, self.finding_site("reporter", None, site));
         if !out.tasks.contains(&site.task) {
             out.tasks.insert(0, site.task);
         }
+    }
+
+    /// `comm/pid is trying to VERB lock (flavor):`.
+    fn trying_to(&self, e: &Event, verb: &str, flavor: LockFlavor) -> String {
+        format!(
+            "{} is trying to {verb} lock ({}):",
+            self.task_label(e.task.0),
+            flavor.name()
+        )
     }
 
     /// A usage state's registration (`{IN-HARDIRQ-W} state was registered at:`).
@@ -386,11 +389,7 @@ impl Validator {
         };
         let mut out = Draft::default();
         out.line("WARNING: possible recursive locking detected");
-        out.line(format!(
-            "{} is trying to acquire lock ({}):",
-            self.task_label(e.task.0),
-            flavor.name()
-        ));
+        out.line(self.trying_to(e, "acquire", flavor));
         self.lock_line(class, addr, &site, "acquire", &mut out);
         out.line(format!("but task is already holding {same}:"));
         self.lock_line(class, prev.addr, &prev.site, "held", &mut out);
@@ -419,11 +418,7 @@ impl Validator {
         let name = self.name(class).to_string();
         let mut out = Draft::default();
         out.line("WARNING: bad unlock balance detected!");
-        out.line(format!(
-            "{} is trying to release lock ({}):",
-            self.task_label(e.task.0),
-            flavor.name()
-        ));
+        out.line(self.trying_to(e, "release", flavor));
         self.lock_line(class, addr, &site, "release", &mut out);
         out.line("but there are no more locks to release!");
         out.line("other info that might help us debug this:");
@@ -558,13 +553,7 @@ impl Validator {
                         &mut out,
                     );
                 }
-                out.line(" Possible unsafe locking scenario:");
-                out.line("       CPU0");
-                out.line("       ----");
-                out.line(format!("  lock({name});"));
-                out.line("  <Interrupt>");
-                out.line(format!("    lock({name});"));
-                out.line(" *** DEADLOCK ***");
+                irq_scenario(&name, &mut out);
                 key = format!("held {name}");
             }
         }
@@ -627,13 +616,7 @@ impl Validator {
             &mut out,
         );
         out.line("other info that might help us debug this:");
-        out.line(" Possible unsafe locking scenario:");
-        out.line("       CPU0");
-        out.line("       ----");
-        out.line(format!("  lock({name});"));
-        out.line("  <Interrupt>");
-        out.line(format!("    lock({name});"));
-        out.line(" *** DEADLOCK ***");
+        irq_scenario(&name, &mut out);
         self.held_lines(e.task.0, &mut out);
         let site = self.site_of(e);
         self.reporter_lines(&site, &mut out);
@@ -784,6 +767,17 @@ impl Validator {
             .collect();
         self.findings.report(finding);
     }
+}
+
+/// lockdep's one-CPU scenario of a lock taken with IRQs on and in an IRQ handler.
+fn irq_scenario(name: &str, out: &mut Draft) {
+    out.line(" Possible unsafe locking scenario:");
+    out.line("       CPU0");
+    out.line("       ----");
+    out.line(format!("  lock({name});"));
+    out.line("  <Interrupt>");
+    out.line(format!("    lock({name});"));
+    out.line(" *** DEADLOCK ***");
 }
 
 /// A cycle's classes rotated to start at the smallest name, so the same cycle found
