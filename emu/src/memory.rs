@@ -1,7 +1,6 @@
 //! Guest physical memory: one host allocation shared by every core's Unicorn instance,
 //! and the narrow [`GuestMemory`] trait everything else on the host uses to touch it.
 
-use std::alloc::{self, Layout};
 use std::fmt;
 use std::ptr::NonNull;
 
@@ -54,12 +53,15 @@ pub trait GuestMemory {
     }
 }
 
-/// Guest RAM: a zeroed, page-aligned host allocation. Unicorn instances map it with
-/// `mem_map_ptr`; they must be dropped before it (see `Machine`'s field order).
+/// Guest RAM: a zeroed, page-aligned anonymous mapping. The host kernel gives it a
+/// page only when the guest (or the host) first touches that page, so a run pays
+/// for the memory it uses, not for the whole RAM size. Unicorn instances map it
+/// with `mem_map_ptr`; they must be dropped before it (see `Machine`'s field
+/// order).
 pub struct GuestRam {
     base: u64,
     ptr: NonNull<u8>,
-    layout: Layout,
+    size: usize,
 }
 
 impl GuestRam {
@@ -71,10 +73,23 @@ impl GuestRam {
         if size == 0 {
             return None;
         }
-        let layout = Layout::from_size_align(size, PAGE_SIZE).ok()?;
-        // SAFETY: the layout has a non-zero size.
-        let ptr = NonNull::new(unsafe { alloc::alloc_zeroed(layout) })?;
-        Some(Self { base, ptr, layout })
+        // SAFETY: a fresh private anonymous mapping of a non-zero size: it aliases
+        // nothing, and the kernel zero-fills its pages on first touch.
+        let mapped = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                size,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if mapped == libc::MAP_FAILED {
+            return None;
+        }
+        let ptr = NonNull::new(mapped.cast::<u8>())?;
+        Some(Self { base, ptr, size })
     }
 
     pub fn base(&self) -> u64 {
@@ -82,7 +97,7 @@ impl GuestRam {
     }
 
     pub fn size(&self) -> u64 {
-        self.layout.size() as u64
+        self.size as u64
     }
 
     pub fn contains(&self, addr: u64, len: u64) -> bool {
@@ -132,8 +147,9 @@ impl GuestMemory for GuestRam {
 
 impl Drop for GuestRam {
     fn drop(&mut self) {
-        // SAFETY: allocated in `new` with this layout.
-        unsafe { alloc::dealloc(self.ptr.as_ptr(), self.layout) };
+        // SAFETY: mapped in `new` with this size; the Unicorn instances that map it
+        // are gone (see the type's documentation).
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.size) };
     }
 }
 

@@ -1,7 +1,8 @@
 //! How `bench` measures `check` (tools/src/bench_check.rs, included as it is): the
 //! peak RSS it reports is the child's own, in bytes; `check` counts every event of
 //! the trace; its memory does not grow with the trace; and a parent bigger than
-//! `check` gets an error instead of its own peak passed off as `check`'s. No timing
+//! `check` gets an error instead of its own peak passed off as `check`'s; a run's
+//! peak stays below its guest RAM size (RAM is touched lazily). No timing
 //! is asserted, and the traces are short (bench alone records 10 M events).
 
 #[path = "../src/bench_check.rs"]
@@ -106,6 +107,23 @@ fn check_child_peak_rss_is_its_own_and_check_counts_every_event() {
         long_cost.peak_rss_bytes < cost.peak_rss_bytes + 8 * MIB,
         "{events} events: {cost:?}, {} events: {long_cost:?}",
         long_cost.events
+    );
+
+    // Guest RAM is paid for as the guest touches it: a 1-CPU smoke run stays far
+    // below its 128 MiB of RAM (it was above, when the RAM was zeroed by hand).
+    let smoke = bench_check::run_child(Command::new(bin()).args([
+        "run",
+        "--scenario",
+        "smoke",
+        "--cpus",
+        "1",
+    ]))
+    .unwrap();
+    assert!(smoke.status.success(), "{smoke:?}");
+    assert!(
+        smoke.peak_rss_bytes < 96 * MIB,
+        "a 1-CPU smoke run peaked at {} MiB",
+        smoke.peak_rss_bytes / MIB
     );
 
     // A parent bigger than check: a child's peak includes its parent's, so the
