@@ -431,6 +431,13 @@ fn start_tick_hook(irq_drain: bool) {
     irq::set_tick_hook(Some(tick_hook));
 }
 
+/// `rounds` times the workload size the bootargs ask for (`scale=`).
+///
+/// CONTEXT: any, after boot; pure.
+fn scaled(rounds: usize) -> usize {
+    rounds.saturating_mul(crate::bootinfo::boot_info().scale as usize)
+}
+
 // ---------------------------------------------------------------------------
 // storm
 
@@ -472,7 +479,7 @@ fn storm_thread(cpu: usize) {
     let mut live: [Option<Area>; STORM_LIVE] = [None; STORM_LIVE];
     let mut reserved_live: Option<Area> = None;
     let slots = cpus * STORM_LIVE;
-    for _ in 0..STORM_OPS {
+    for _ in 0..scaled(STORM_OPS) {
         let count = live.iter().flatten().count();
         let grow = count == 0 || (count < STORM_LIVE && rng.below(100) < 55);
         if rng.below(16) == 0 {
@@ -643,7 +650,7 @@ fn irq_free_ipi(max: usize) {
 fn irq_free_thread(cpu: usize) {
     let cpus = online_cpus();
     let mut rng = Rng::new(IRQF_STREAM, cpu);
-    for _ in 0..IRQF_OPS {
+    for _ in 0..scaled(IRQF_OPS) {
         set_state(cpu, ALLOC);
         let (size, align) = random_size_align(&mut rng, MIN_UNIT_SIZE);
         let mut area = alloc_checked("irq-free", size, align, false);
@@ -687,7 +694,7 @@ pub fn irq_free_main(_: usize) {
     // last areas and still be freeing them. Wait for every free to be counted; an
     // area that never is (lost by the allocator or the queues) ends in a panic.
     set_state(AUX_WORKER, WAIT);
-    let allocated = (IRQF_OPS * cpus) as u64;
+    let allocated = (scaled(IRQF_OPS) * cpus) as u64;
     let mut rounds_without_queued = 0;
     loop {
         let mut pending = 0;
@@ -864,7 +871,7 @@ fn fs_thread(worker: usize) {
 /// CONTEXT: thread on CPU `cpu`; may sleep.
 fn fs_alloc_thread(cpu: usize) {
     let mut rng = Rng::new(FS_STREAM, cpu);
-    for _ in 0..FS_OPS {
+    for _ in 0..scaled(FS_OPS) {
         set_state(cpu, ALLOC);
         let size = PAGE_SIZE / 2 + rng.below((4 * PAGE_SIZE) as u64) as usize;
         let align = 1 << rng.below(13);
@@ -1038,7 +1045,8 @@ pub fn reclaim_main(_: usize) {
     // of the previous round: reclaim releases all but one of them, and the
     // next round's chunks must get exactly those addresses back.
     let mut previous = [0usize; RECLAIM_GROW];
-    for round in 1..=RECLAIM_ROUNDS {
+    let rounds = scaled(RECLAIM_ROUNDS);
+    for round in 1..=rounds {
         set_state(grower, ALLOC);
         let mut bases = [0usize; RECLAIM_GROW];
         for slot in 0..RECLAIM_GROW {
@@ -1072,7 +1080,7 @@ pub fn reclaim_main(_: usize) {
         }
     }
     let stats = pcpu().stats();
-    let created = (RECLAIM_GROW + (RECLAIM_ROUNDS - 1) * (RECLAIM_GROW - 1)) as u64;
+    let created = (RECLAIM_GROW + (rounds - 1) * (RECLAIM_GROW - 1)) as u64;
     if stats.chunks_created - before.chunks_created != created {
         panic!(
             "reclaim: {} chunks created, expected {}",

@@ -1,5 +1,5 @@
 //! What the kernel learns from the device tree at boot: RAM, the CPUs, and the
-//! bootargs (`scenario=`, `seed=`, `variant=`, `inject=`). Copied out of the blob
+//! bootargs (`scenario=`, `seed=`, `variant=`, `inject=`, `scale=`). Copied out of the blob
 //! once, by the boot CPU, before any other CPU runs and before the page allocator
 //! may reuse the blob's memory; read-only afterwards.
 
@@ -56,6 +56,8 @@ pub struct BootInfo {
     pub seed: u64,
     pub variant: Variant,
     pub inject: Option<Word>,
+    /// Workload size: the allocator scenarios run this many times their rounds.
+    pub scale: u64,
     /// A bootargs word the kernel did not understand (reported, then ignored).
     pub unknown_arg: Option<Word>,
 }
@@ -75,6 +77,7 @@ static BOOT_INFO: BootInfoCell = BootInfoCell(UnsafeCell::new(BootInfo {
     seed: 0,
     variant: Variant::Fine,
     inject: None,
+    scale: 1,
     unknown_arg: None,
 }));
 
@@ -111,6 +114,10 @@ fn apply_bootargs(info: &mut BootInfo, args: &str) {
                 info.inject = Some(Word::from(value));
                 true
             }
+            "scale" => parse_u64(value)
+                .filter(|&scale| scale >= 1)
+                .map(|scale| info.scale = scale)
+                .is_some(),
             _ => false,
         };
         if !understood && info.unknown_arg.is_none() {

@@ -102,6 +102,9 @@ extern "C" fn kernel_main(dtb: usize) -> ! {
     if let Some(word) = info.unknown_arg {
         println!("cpu0: ignoring bootarg '{}'", word.as_str());
     }
+    if info.scale != 1 {
+        println!("cpu0: scale={}", info.scale);
+    }
     if let Some(inject) = info.inject {
         println!("cpu0: inject={}", inject.as_str());
     }

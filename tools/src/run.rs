@@ -89,6 +89,11 @@ pub struct RunArgs {
     /// A seeded bug for the guest to make (passed as the bootarg `inject=`).
     #[arg(long, value_enum)]
     pub inject: Option<Inject>,
+    /// Workload size: multiplies the rounds of the allocator scenarios (`storm`,
+    /// `irq-free`, `fs-reclaim`, `reclaim`, `reclaim-reuse`), passed as the bootarg
+    /// `scale=`; deterministic like everything else.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub scale: u64,
     /// Which MMU translates guest addresses.
     #[arg(long, value_enum, default_value_t = Mmu::Checked)]
     pub mmu: Mmu,
@@ -120,6 +125,9 @@ impl RunArgs {
         if let Some(inject) = self.inject {
             let name = inject.to_possible_value().expect("no skipped injects");
             bootargs += &format!(" inject={}", name.get_name());
+        }
+        if self.scale != 1 {
+            bootargs += &format!(" scale={}", self.scale);
         }
         bootargs
     }

@@ -37,6 +37,9 @@ pub fn trace_config(args: &RunArgs, kernel: &KernelImage) -> TraceConfig {
     if let Some(inject) = args.inject {
         extra.insert("inject".to_string(), name(inject.to_possible_value()));
     }
+    if args.scale != 1 {
+        extra.insert("scale".to_string(), args.scale.to_string());
+    }
     TraceConfig {
         guest_elf: ElfHash::of(kernel.elf_bytes()),
         cpus: args.cpus as u32,

@@ -214,3 +214,52 @@ fn a_closed_stdout_neither_panics_nor_loses_the_trace() {
     assert_eq!(replay.code, 0, "the trace is whole: {}", replay.describe());
     std::fs::remove_file(&trace).ok();
 }
+
+/// The guest's summary line of `scenario` (`reclaim: allocs=… chunks_created=…`).
+fn summary(run: &common::Run, scenario: &str) -> String {
+    let head = format!("cpu0: {scenario}: allocs=");
+    run.console_lines(0)
+        .into_iter()
+        .find(|l| l.starts_with(&head))
+        .unwrap_or_else(|| panic!("no summary: {}", run.describe()))
+}
+
+#[test]
+fn scale_multiplies_the_rounds_and_a_scaled_run_replays() {
+    let run = |scale: &str| {
+        let trace = common::scratch(&format!("scale-{scale}.trace"));
+        let args = [
+            "--scenario",
+            "reclaim",
+            "--variant",
+            "fixed",
+            "--cpus",
+            "2",
+            "--scale",
+            scale,
+        ];
+        let run = common::record(&trace, &args);
+        assert_eq!(run.code, 0, "{}", run.describe());
+        (run, trace)
+    };
+    // reclaim creates 3 chunks, then 2 more per further round: 2 rounds a unit.
+    let (one, _) = run("1");
+    assert!(
+        summary(&one, "reclaim").contains("chunks_created=5 "),
+        "{}",
+        one.describe()
+    );
+    let (three, trace) = run("3");
+    assert!(
+        summary(&three, "reclaim").contains("chunks_created=13 "),
+        "{}",
+        three.describe()
+    );
+    assert!(three.console_contains("scale=3"));
+    // The scale is part of the recorded configuration: the replay repeats it.
+    let replay = common::replay(&trace);
+    assert_eq!(replay.code, 0, "{}", replay.describe());
+    // Out of range: a one-line usage error.
+    let zero = percpu_lab(&["run", "--scale", "0"]);
+    assert_eq!(zero.code, 2, "{}", zero.describe());
+}
