@@ -9,6 +9,7 @@ mod bench;
 mod bench_alloc;
 mod bench_check;
 mod bench_lockdep;
+mod bench_machine;
 mod bench_mmu;
 mod bench_trace;
 mod check;

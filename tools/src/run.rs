@@ -108,6 +108,10 @@ pub struct RunArgs {
     /// timing would; reports and traces must not change (not recorded in the trace).
     #[arg(long, hide = true, default_value_t = 0)]
     pub churn_soft_tlb: u64,
+    /// Bench aid: the machine alone, with no recording and no analyses (no
+    /// findings; the report has the run's end and counts only).
+    #[arg(long, hide = true, conflicts_with_all = ["trace", "graph"])]
+    pub bare: bool,
 }
 
 impl RunArgs {
@@ -161,12 +165,34 @@ impl RunArgs {
     }
 }
 
+/// `run --bare`: what the machine costs with nothing watching it.
+fn bare_run(args: &RunArgs, kernel: &emu::KernelImage, machine: &mut Machine) -> Verdict {
+    let to_stderr = matches!(args.report, ReportFormat::Json);
+    let outcome = machine.run(&mut |cpu, line| {
+        let _ = if to_stderr {
+            writeln!(std::io::stderr(), "[cpu{cpu}] {line}")
+        } else {
+            writeln!(std::io::stdout(), "[cpu{cpu}] {line}")
+        };
+    });
+    let (mmu, locks) = (MmuRun::default(), check::LockRun::default());
+    crate::end_quietly_on_closed_stdout();
+    report::print(args, kernel, &outcome, &mmu, &locks);
+    match report::verdict(&outcome) {
+        _ if interrupt::ended(&outcome.end) => Verdict::Interrupted,
+        verdict => verdict,
+    }
+}
+
 pub fn run(args: &RunArgs) -> Result<Verdict, BadInput> {
     let kernel = kernel::load(args.kernel.as_deref())?;
     kernel::check_scenario(&kernel, &args.scenario)?;
     let config = args.machine_config();
     tracing::info!(bootargs = %config.bootargs, cpus = config.cpus, "booting");
     let mut machine = Machine::new(config, &kernel)?;
+    if args.bare {
+        return Ok(bare_run(args, &kernel, &mut machine));
+    }
     // The lock validator sees every event, with or without a trace file.
     let (analyses, validator_sink) = check::Online::new(&kernel, &machine, args.checks_mmu());
     let validator_sink = interrupt::stop_on_signal(machine.stop_request(), validator_sink);

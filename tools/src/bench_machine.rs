@@ -1,0 +1,660 @@
+//! The machine's part of `percpu-lab bench`: what a guest instruction costs the host,
+//! measured so that no figure flatters.
+//!
+//! - The workload is `storm` (every CPU allocates, frees and checks per-CPU areas),
+//!   scaled (`--scale`) so that each CPU count runs at least [`STEADY_INSNS`] guest
+//!   instructions: steady state, not set-up. The share of instructions spent inside
+//!   `spin_lock` is printed beside it, because spinning is cheap to emulate and
+//!   would make a machine look fast.
+//! - Only CPU time is measured (user + system), never wall time: `wait4` for a
+//!   child process, the thread's CPU clock in this process. Each figure is the
+//!   median of [`REPEATS`] runs, the compared sides interleaved run by run.
+//! - Set-up (a new machine, its first instruction, its end) is measured apart.
+//! - Comparisons are made only like for like: the raw Unicorn instance runs the
+//!   same guest code path (storm on one CPU, to power-off, which takes within a few
+//!   tenths of a percent of our instruction count); QEMU runs the same Image with
+//!   the same bootargs, so the same guest work, and is compared by whole-process
+//!   CPU time. What each side includes is printed with it.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use emu::{KernelImage, Machine, RunEnd};
+use serde_json::{json, Value};
+
+use crate::bench_check::{own_peak_rss_bytes, run_child};
+use crate::BadInput;
+
+/// Guest instructions each measured `storm` run reaches at least.
+pub const STEADY_INSNS: u64 = 100_000_000;
+/// Runs per figure (the median is printed).
+pub const REPEATS: usize = 3;
+pub const CPU_COUNTS: [usize; 4] = [1, 2, 4, 8];
+/// CPU counts compared with QEMU.
+pub const QEMU_CPUS: [usize; 2] = [1, 4];
+const MIB: f64 = 1024.0 * 1024.0;
+
+/// CPU time of the calling thread.
+fn thread_cpu() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec to write; the clock id is a constant Linux
+    // knows.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// The median of `values` (sorted here; NaN-free figures).
+pub fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    match values.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => values[n / 2],
+        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
+}
+
+/// `storm` at one CPU count, scaled to steady state.
+#[derive(Debug, Clone, Copy)]
+pub struct Workload {
+    pub cpus: usize,
+    pub scale: u64,
+}
+
+impl Workload {
+    /// The `percpu-lab run` arguments of this workload.
+    pub fn run_args(&self) -> Vec<String> {
+        [
+            "--scenario",
+            "storm",
+            "--variant",
+            "fixed",
+            "--sched",
+            "rr",
+            "--seed",
+            "0",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([
+            "--cpus".into(),
+            self.cpus.to_string(),
+            "--scale".into(),
+            self.scale.to_string(),
+        ])
+        .collect()
+    }
+
+    /// The guest's own bootargs for it (what QEMU gets).
+    pub fn bootargs(&self) -> String {
+        format!("scenario=storm seed=0 variant=fixed scale={}", self.scale)
+    }
+
+    fn machine(&self, kernel: &KernelImage, extra: &[&str]) -> Result<Machine, BadInput> {
+        let mut argv: Vec<String> = vec!["run".into()];
+        argv.extend(self.run_args());
+        argv.extend(extra.iter().map(|s| s.to_string()));
+        let config = crate::tracefile::parse_run_args(&argv)?.machine_config();
+        Ok(Machine::new(config, kernel)?)
+    }
+
+    /// The scale at which `cpus` CPUs run at least [`STEADY_INSNS`], from the
+    /// deterministic instruction count of one unscaled run (a bare child process,
+    /// so that this process stays small for the peak RSS figures).
+    pub fn steady(exe: &Path, kernel: Option<&Path>, cpus: usize) -> Result<Self, BadInput> {
+        let unit = ours(exe, kernel, Workload { cpus, scale: 1 }, true)?;
+        let insns = unit
+            .insns
+            .ok_or_else(|| BadInput("percpu-lab run reported no instruction count".into()))?;
+        let scale = STEADY_INSNS.div_ceil(insns.max(1));
+        Ok(Workload { cpus, scale })
+    }
+}
+
+/// One run's guest instructions and the host CPU time they took.
+#[derive(Debug, Clone, Copy)]
+pub struct Cost {
+    pub insns: u64,
+    pub cpu: Duration,
+}
+
+impl Cost {
+    pub fn ns_per_insn(&self) -> f64 {
+        self.cpu.as_secs_f64() * 1e9 / self.insns.max(1) as f64
+    }
+}
+
+/// The machine's run loop in this process, set-up excluded: the scheduler, the
+/// timer and GIC model and the system-register hooks, Unicorn's built-in MMU, no
+/// recording.
+pub fn emulation(kernel: &KernelImage, work: Workload) -> Result<Cost, BadInput> {
+    let mut machine = work.machine(kernel, &["--mmu", "builtin"])?;
+    let start = thread_cpu();
+    let outcome = machine.run(&mut |_, _| {});
+    let cpu = thread_cpu() - start;
+    crate::bench::require_clean(&outcome.end, &format!("storm on {} cpus", work.cpus))?;
+    Ok(Cost {
+        insns: outcome.total_insns,
+        cpu,
+    })
+}
+
+/// Raw Unicorn on the same guest path: storm on one bare instance to power-off.
+pub fn raw(kernel: &KernelImage, scale: u64) -> Result<Cost, BadInput> {
+    let bootargs = Workload { cpus: 1, scale }.bootargs();
+    let mut instance = emu::bench::RawInstance::new(kernel, &bootargs)?;
+    let start = thread_cpu();
+    let run = instance.run(u64::MAX / 4);
+    let cpu = thread_cpu() - start;
+    crate::bench::require_clean(&run.end, "storm on the raw instance")?;
+    Ok(Cost {
+        insns: run.insns,
+        cpu,
+    })
+}
+
+/// The share of guest instructions executed inside `spin_lock` (acquiring, which
+/// under contention is mostly waiting): a deterministic count.
+pub fn spin_share(kernel: &KernelImage, work: Workload) -> Result<f64, BadInput> {
+    let mut machine = work.machine(kernel, &["--mmu", "builtin"])?;
+    let probe = machine.probe_calls("spin_lock")?;
+    let outcome = machine.run(&mut |_, _| {});
+    crate::bench::require_clean(&outcome.end, "storm with a spin_lock probe")?;
+    Ok(machine.call_stats(probe).insns as f64 / outcome.total_insns.max(1) as f64)
+}
+
+/// A whole process run to the end: its CPU time, peak RSS, and the guest work it
+/// did (allocations plus frees, from the guest's summary line).
+#[derive(Debug, Clone, Copy)]
+pub struct ProcessCost {
+    pub cpu: Duration,
+    /// Its peak RSS, when that is its own (see [`own_rss`]).
+    pub peak_rss_bytes: Option<u64>,
+    pub ops: u64,
+    /// Guest instructions, when the process reports them (ours does, QEMU not).
+    pub insns: Option<u64>,
+}
+
+/// `allocs=A frees=F` of the guest's `storm:` summary line in `console`.
+fn storm_ops(console: &str) -> Option<u64> {
+    let line = console.lines().find(|l| l.contains("storm: allocs="))?;
+    let field = |name: &str| -> Option<u64> {
+        let rest = &line[line.find(name)? + name.len()..];
+        rest.split(|c: char| !c.is_ascii_digit())
+            .next()?
+            .parse()
+            .ok()
+    };
+    Some(field("allocs=")? + field("frees=")?)
+}
+
+fn finished(what: &str, cmd: &mut Command) -> Result<crate::bench_check::ChildUsage, BadInput> {
+    let child = run_child(cmd).map_err(|e| BadInput(format!("{what}: {e}")))?;
+    if !child.status.success() {
+        let stderr = String::from_utf8_lossy(&child.stderr);
+        return Err(BadInput(format!(
+            "{what} failed ({}): {}",
+            child.status,
+            stderr.lines().last().unwrap_or("")
+        )));
+    }
+    Ok(child)
+}
+
+/// `percpu-lab run` on `work` as a child process: everything on (the checked MMU,
+/// recording, the lock validator and the TLB check), or `bare` (Unicorn's built-in
+/// MMU, no recording, no analyses).
+pub fn ours(
+    exe: &Path,
+    kernel: Option<&Path>,
+    work: Workload,
+    bare: bool,
+) -> Result<ProcessCost, BadInput> {
+    let mut cmd = Command::new(exe);
+    cmd.arg("run")
+        .args(work.run_args())
+        .args(["--report", "json"]);
+    if bare {
+        cmd.args(["--mmu", "builtin", "--bare"]);
+    }
+    if let Some(kernel) = kernel {
+        cmd.arg("--kernel").arg(kernel);
+    }
+    let child = finished("percpu-lab run", &mut cmd)?;
+    let report: Value = serde_json::from_slice(&child.stdout)
+        .map_err(|e| BadInput(format!("percpu-lab run gave no JSON report: {e}")))?;
+    let console = String::from_utf8_lossy(&child.stderr);
+    Ok(ProcessCost {
+        cpu: child.cpu,
+        peak_rss_bytes: own_rss(child.peak_rss_bytes),
+        ops: storm_ops(&console).unwrap_or(0),
+        insns: report["stats"]["total_insns"].as_u64(),
+    })
+}
+
+/// How QEMU runs the guest: single-threaded TCG (one host thread for all vCPUs,
+/// what our test suite uses), or its default multi-threaded TCG.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QemuTcg {
+    Single,
+    Multi,
+}
+
+impl QemuTcg {
+    pub const BOTH: [QemuTcg; 2] = [QemuTcg::Single, QemuTcg::Multi];
+
+    pub fn accel(self) -> &'static str {
+        match self {
+            QemuTcg::Single => "tcg,thread=single",
+            QemuTcg::Multi => "tcg,thread=multi",
+        }
+    }
+}
+
+/// `qemu-system-aarch64 -M virt` booting `image` with the workload's bootargs.
+pub fn qemu(image: &Path, work: Workload, tcg: QemuTcg) -> Result<ProcessCost, BadInput> {
+    let mut cmd = Command::new("qemu-system-aarch64");
+    cmd.args([
+        "-M",
+        "virt,gic-version=2",
+        "-cpu",
+        "cortex-a72",
+        "-m",
+        "128M",
+    ])
+    .args(["-smp", &work.cpus.to_string()])
+    .args(["-nographic", "-monitor", "none", "-no-reboot"])
+    .args(["-accel", tcg.accel()])
+    .arg("-kernel")
+    .arg(image)
+    .args(["-append", &work.bootargs()]);
+    let child = finished("qemu-system-aarch64", &mut cmd)?;
+    let console = String::from_utf8_lossy(&child.stdout);
+    let ops = storm_ops(&console).ok_or_else(|| {
+        let last: Vec<&str> = console.lines().rev().take(3).collect();
+        BadInput(format!(
+            "QEMU ({}, {} cpus, {}) printed no storm summary; its last lines: {:?}",
+            tcg.accel(),
+            work.cpus,
+            work.bootargs(),
+            last
+        ))
+    })?;
+    Ok(ProcessCost {
+        cpu: child.cpu,
+        peak_rss_bytes: own_rss(child.peak_rss_bytes),
+        ops,
+        insns: None,
+    })
+}
+
+/// [`qemu`], run again once if it fails: its guest timer follows host time, so
+/// a loaded host can trip the guest's own watchdogs (guest/test-qemu.sh says
+/// more). A second failure is the answer.
+fn qemu_twice(image: &Path, work: Workload, tcg: QemuTcg) -> Result<ProcessCost, BadInput> {
+    qemu(image, work, tcg).or_else(|_| qemu(image, work, tcg))
+}
+
+/// Whether QEMU can be run here.
+pub fn qemu_available() -> bool {
+    Command::new("qemu-system-aarch64")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// A child's peak RSS (`ru_maxrss`) is its own only while this process has stayed
+/// smaller (see `bench_check`): otherwise there is no figure.
+fn own_rss(child_peak: u64) -> Option<u64> {
+    (child_peak > own_peak_rss_bytes()?).then_some(child_peak)
+}
+
+/// What a machine costs outside its run: building it (RAM, device tree, one
+/// Unicorn instance per CPU), its first instruction (the first slice: the first
+/// translations), and dropping it. Medians over [`REPEATS`] machines.
+#[derive(Debug, Clone, Copy)]
+pub struct SetUp {
+    pub cpus: usize,
+    pub new: Duration,
+    pub first_insn: Duration,
+    pub drop: Duration,
+}
+
+pub fn set_up(kernel: &KernelImage, cpus: usize) -> Result<SetUp, BadInput> {
+    let work = Workload { cpus, scale: 1 };
+    let mut samples = [Vec::new(), Vec::new(), Vec::new()];
+    for _ in 0..REPEATS {
+        let start = thread_cpu();
+        let mut machine = work.machine(kernel, &["--mmu", "builtin", "--max-insns", "1"])?;
+        let built = thread_cpu();
+        let outcome = machine.run(&mut |_, _| {});
+        let first = thread_cpu();
+        if !matches!(outcome.end, RunEnd::Watchdog { .. }) {
+            return Err(BadInput(format!(
+                "a one-instruction run ended otherwise: {:?}",
+                outcome.end
+            )));
+        }
+        drop(machine);
+        let dropped = thread_cpu();
+        for (sample, (from, to)) in
+            samples
+                .iter_mut()
+                .zip([(start, built), (built, first), (first, dropped)])
+        {
+            sample.push((to - from).as_secs_f64());
+        }
+    }
+    let [new, first_insn, drop] = samples.map(|s| Duration::from_secs_f64(median(s)));
+    Ok(SetUp {
+        cpus,
+        new,
+        first_insn,
+        drop,
+    })
+}
+
+/// Everything this part measured.
+pub struct MachineFigures {
+    pub rows: Vec<Row>,
+    /// Raw Unicorn and ours on the same path at 1 CPU.
+    pub raw: Cost,
+    pub raw_scale: u64,
+    pub set_up: SetUp,
+    /// Per QEMU CPU count: ours everything on, ours bare, QEMU per TCG mode.
+    pub qemu: Option<Vec<QemuRow>>,
+}
+
+/// One CPU count.
+pub struct Row {
+    pub work: Workload,
+    pub insns: u64,
+    pub spin_share: f64,
+    /// Whole `percpu-lab run` process, everything on (median).
+    pub whole: ProcessCost,
+    /// The run loop alone (median).
+    pub emulation: Cost,
+}
+
+pub struct QemuRow {
+    pub cpus: usize,
+    pub ours: ProcessCost,
+    pub bare: ProcessCost,
+    pub qemu: Vec<(QemuTcg, ProcessCost)>,
+}
+
+/// The median by CPU time of `costs` (each a whole run, so the median run).
+fn median_run(mut costs: Vec<ProcessCost>) -> ProcessCost {
+    costs.sort_by_key(|c| c.cpu);
+    costs[costs.len() / 2]
+}
+
+fn median_cost(mut costs: Vec<Cost>) -> Cost {
+    costs.sort_by(|a, b| a.ns_per_insn().total_cmp(&b.ns_per_insn()));
+    costs[costs.len() / 2]
+}
+
+/// Measures it all; `progress` hears what runs now. Child processes first, while
+/// this process is still small (their peak RSS figures depend on it).
+pub fn measure(
+    exe: &Path,
+    kernel_path: Option<&Path>,
+    kernel: &KernelImage,
+    image: Option<&Path>,
+    progress: &dyn Fn(String),
+) -> Result<MachineFigures, BadInput> {
+    progress("bench: calibrating storm to 100 M instructions per CPU count".into());
+    let works: Vec<Workload> = CPU_COUNTS
+        .iter()
+        .map(|&cpus| Workload::steady(exe, kernel_path, cpus))
+        .collect::<Result<_, _>>()?;
+    let image = image.filter(|_| qemu_available());
+    let mut whole: Vec<Vec<ProcessCost>> = vec![Vec::new(); works.len()];
+    // Per QEMU CPU count: ours bare, and QEMU in each TCG mode.
+    let mut bare: Vec<Vec<ProcessCost>> = vec![Vec::new(); QEMU_CPUS.len()];
+    let mut peer: Vec<Vec<Vec<ProcessCost>>> =
+        vec![vec![Vec::new(); QemuTcg::BOTH.len()]; QEMU_CPUS.len()];
+    for round in 1..=REPEATS {
+        for (i, work) in works.iter().enumerate() {
+            progress(format!(
+                "bench: whole runs, round {round}/{REPEATS}, {} cpus",
+                work.cpus
+            ));
+            whole[i].push(ours(exe, kernel_path, *work, false)?);
+            let (Some(image), Some(q)) = (image, QEMU_CPUS.iter().position(|&c| c == work.cpus))
+            else {
+                continue;
+            };
+            bare[q].push(ours(exe, kernel_path, *work, true)?);
+            for (t, tcg) in QemuTcg::BOTH.iter().enumerate() {
+                peer[q][t].push(qemu_twice(image, *work, *tcg)?);
+            }
+        }
+    }
+    let qemu = image.map(|_| {
+        QEMU_CPUS
+            .iter()
+            .zip(bare.into_iter().zip(peer))
+            .map(|(&cpus, (bare, peer))| {
+                let at = CPU_COUNTS
+                    .iter()
+                    .position(|&c| c == cpus)
+                    .expect("measured");
+                QemuRow {
+                    cpus,
+                    ours: median_run(whole[at].clone()),
+                    bare: median_run(bare),
+                    qemu: QemuTcg::BOTH
+                        .iter()
+                        .copied()
+                        .zip(peer.into_iter().map(median_run))
+                        .collect(),
+                }
+            })
+            .collect()
+    });
+    progress("bench: the run loop in process, and raw Unicorn".into());
+    let raw_scale = works[0].scale;
+    let mut emulations: Vec<Vec<Cost>> = vec![Vec::new(); works.len()];
+    let mut raws = Vec::new();
+    for _ in 0..REPEATS {
+        for (i, work) in works.iter().enumerate() {
+            emulations[i].push(emulation(kernel, *work)?);
+            if work.cpus == 1 {
+                raws.push(raw(kernel, raw_scale)?);
+            }
+        }
+    }
+    progress("bench: spinning and set-up".into());
+    let mut rows = Vec::new();
+    for ((work, whole), emulations) in works.iter().zip(whole).zip(emulations) {
+        let emulation = median_cost(emulations);
+        rows.push(Row {
+            work: *work,
+            insns: emulation.insns,
+            spin_share: spin_share(kernel, *work)?,
+            whole: median_run(whole),
+            emulation,
+        });
+    }
+    Ok(MachineFigures {
+        rows,
+        raw: median_cost(raws),
+        raw_scale,
+        set_up: set_up(kernel, 4)?,
+        qemu,
+    })
+}
+
+fn ns_per_insn(cost: &ProcessCost) -> Option<f64> {
+    cost.insns
+        .map(|insns| cost.cpu.as_secs_f64() * 1e9 / insns.max(1) as f64)
+}
+
+fn ops_per_cpu_second(cost: &ProcessCost) -> f64 {
+    cost.ops as f64 / cost.cpu.as_secs_f64()
+}
+
+fn rss_text(cost: &ProcessCost) -> String {
+    cost.peak_rss_bytes
+        .map_or("peak RSS not measurable".into(), |bytes| {
+            format!("peak RSS {:.0} MiB", bytes as f64 / MIB)
+        })
+}
+
+impl MachineFigures {
+    pub fn print(&self) {
+        println!(
+            "machine on `storm --variant fixed` (round-robin, seed 0), each CPU count scaled to \
+             >= {} M guest instructions; host CPU time, median of {REPEATS} interleaved runs:",
+            STEADY_INSNS / 1_000_000
+        );
+        println!(
+            "  cpus  scale  guest insns  in spin_lock  whole run ns/insn  allocs+frees per CPU-s  run loop ns/insn"
+        );
+        for row in &self.rows {
+            println!(
+                "  {:4}  {:5}  {:9.1} M  {:11.1}%  {:17.2}  {:22.0}  {:16.2}",
+                row.work.cpus,
+                row.work.scale,
+                row.insns as f64 / 1e6,
+                row.spin_share * 100.0,
+                ns_per_insn(&row.whole).unwrap_or(f64::NAN),
+                ops_per_cpu_second(&row.whole),
+                row.emulation.ns_per_insn()
+            );
+        }
+        println!(
+            "  whole run: `percpu-lab run` as a child process (start-up, set-up, the checked MMU, \
+             recording into the lock validator and the TLB check, the report), CPU time from wait4"
+        );
+        println!(
+            "  run loop: the machine's run in this process (scheduler, timer and GIC model, \
+             system-register hooks; Unicorn's built-in MMU, no recording), thread CPU time, set-up excluded"
+        );
+        println!(
+            "  in spin_lock: guest instructions inside spin_lock (acquiring; under contention mostly waiting)"
+        );
+        let one = &self.rows[0];
+        println!(
+            "raw Unicorn on the same guest path (storm on 1 cpu, scale {}, to power-off: {:.1} M insns; ours {:.1} M):",
+            self.raw_scale,
+            self.raw.insns as f64 / 1e6,
+            one.insns as f64 / 1e6
+        );
+        println!(
+            "  one bare instance: block counting, the exception stop and the MMIO devices only \
+             (no scheduler, timer model, system-register hooks or recording), thread CPU time"
+        );
+        let raw = self.raw.ns_per_insn();
+        println!(
+            "  raw {raw:.2} ns/insn; our run loop {:.2} ns/insn: {:.2}x raw speed (goal >= 0.8); \
+             our whole run {:.2} ns/insn: {:.2}x raw speed (goal >= 0.5)",
+            one.emulation.ns_per_insn(),
+            raw / one.emulation.ns_per_insn(),
+            ns_per_insn(&one.whole).unwrap_or(f64::NAN),
+            raw / ns_per_insn(&one.whole).unwrap_or(f64::NAN)
+        );
+        let s = &self.set_up;
+        println!(
+            "set-up on {} cpus (median of {REPEATS}): new machine {:.0} us, first instruction {:.0} us, \
+             drop {:.0} us (thread CPU time)",
+            s.cpus,
+            s.new.as_secs_f64() * 1e6,
+            s.first_insn.as_secs_f64() * 1e6,
+            s.drop.as_secs_f64() * 1e6
+        );
+        match &self.qemu {
+            None => println!(
+                "QEMU peer: not measured (needs qemu-system-aarch64 and the built-in guest's Image)"
+            ),
+            Some(rows) => {
+                println!(
+                    "QEMU TCG peer (qemu-system-aarch64 -M virt, the same Image and bootargs, so the \
+                     same guest work): whole-process CPU time and peak RSS, median of {REPEATS} interleaved runs:"
+                );
+                for row in rows {
+                    let best = row
+                        .qemu
+                        .iter()
+                        .min_by_key(|(_, c)| c.cpu)
+                        .expect("both modes measured");
+                    let qemu: Vec<String> = row
+                        .qemu
+                        .iter()
+                        .map(|(tcg, c)| {
+                            format!(
+                                "{} {:.2} s, {}",
+                                tcg.accel(),
+                                c.cpu.as_secs_f64(),
+                                rss_text(c)
+                            )
+                        })
+                        .collect();
+                    println!(
+                        "  {} cpu(s): ours everything on {:.2} s, {}; ours --mmu builtin, no recording {:.2} s, {}; QEMU {}",
+                        row.cpus,
+                        row.ours.cpu.as_secs_f64(),
+                        rss_text(&row.ours),
+                        row.bare.cpu.as_secs_f64(),
+                        rss_text(&row.bare),
+                        qemu.join("; ")
+                    );
+                    println!(
+                        "    ours / QEMU's cheaper mode ({}): {:.2}x CPU everything on, {:.2}x bare (goal <= 1.0)",
+                        best.0.accel(),
+                        row.ours.cpu.as_secs_f64() / best.1.cpu.as_secs_f64(),
+                        row.bare.cpu.as_secs_f64() / best.1.cpu.as_secs_f64()
+                    );
+                }
+            }
+        }
+    }
+
+    pub fn json(&self) -> Value {
+        let process = |c: &ProcessCost| {
+            json!({"cpu_seconds": c.cpu.as_secs_f64(), "peak_rss_bytes": c.peak_rss_bytes,
+                   "allocs_and_frees": c.ops, "guest_insns": c.insns})
+        };
+        json!({
+            "workload": "storm --variant fixed --sched rr --seed 0",
+            "repeats": REPEATS,
+            "rows": self.rows.iter().map(|r| json!({
+                "cpus": r.work.cpus, "scale": r.work.scale, "guest_insns": r.insns,
+                "spin_lock_share": r.spin_share,
+                "whole_run": process(&r.whole),
+                "whole_run_ns_per_insn": ns_per_insn(&r.whole),
+                "allocs_and_frees_per_cpu_second": ops_per_cpu_second(&r.whole),
+                "run_loop_ns_per_insn": r.emulation.ns_per_insn(),
+            })).collect::<Vec<_>>(),
+            "raw": {"scale": self.raw_scale, "guest_insns": self.raw.insns, "ns_per_insn": self.raw.ns_per_insn(),
+                    "run_loop_speed_vs_raw": self.raw.ns_per_insn() / self.rows[0].emulation.ns_per_insn(),
+                    "whole_run_speed_vs_raw": ns_per_insn(&self.rows[0].whole).map(|ours| self.raw.ns_per_insn() / ours)},
+            "set_up": {"cpus": self.set_up.cpus, "new_seconds": self.set_up.new.as_secs_f64(),
+                       "first_insn_seconds": self.set_up.first_insn.as_secs_f64(),
+                       "drop_seconds": self.set_up.drop.as_secs_f64()},
+            "qemu": self.qemu.as_ref().map(|rows| rows.iter().map(|r| json!({
+                "cpus": r.cpus, "ours": process(&r.ours), "ours_bare": process(&r.bare),
+                "qemu": r.qemu.iter().map(|(tcg, c)| json!({"accel": tcg.accel(), "run": process(c)})).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>()),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn medians_and_the_guest_summary() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), 2.5);
+        assert!(median(vec![]).is_nan());
+        let console = "cpu0: storm: 4 cpus\ncpu0: storm: allocs=120 frees=118 chunks_created=3\n";
+        assert_eq!(storm_ops(console), Some(238));
+        assert_eq!(storm_ops("cpu0: smoke: done"), None);
+    }
+}
