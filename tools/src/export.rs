@@ -3,11 +3,14 @@
 //!
 //! Layout: one process per CPU (`pid` = CPU number, named `cpuN`), with threads as
 //! its tracks: `tasks` (a span per task while it runs), `hardirq` (a span per hard-IRQ
-//! handler), `irqs off` (a span while PSTATE.I masks IRQs; a CPU starts masked) and
-//! `events` (instants: page and per-CPU alloc/free, reclaim, TLBIs, markers,
-//! findings). Lock holds are async spans (`b`/`e`, category `lock`, one id per lock
-//! address) because holds of different locks overlap without nesting. Time: one
-//! guest instruction (the trace's time unit) is shown as one nanosecond.
+//! handler, ended by a context switch inside it), `irqs off` (a span while PSTATE.I
+//! masks IRQs; a CPU starts masked) and `events` (instants: page and per-CPU
+//! alloc/free, reclaim, TLBIs, markers, findings). Lock holds per CPU are async
+//! spans (`b`/`e`, category `lock`, one id per lock address) because holds of
+//! different locks overlap without nesting. Then one process per task
+//! ([`crate::perfetto_tasks`]): what it runs, waits for and holds, with flow arrows
+//! from each waiter to the holder, and its findings. Time: one guest instruction
+//! (the trace's time unit) is shown as one nanosecond.
 
 use std::collections::BTreeMap;
 use std::io::{BufWriter, Write};
@@ -18,6 +21,7 @@ use serde_json::{json, Value};
 use traces::{Event, EventKind, Finding, Trace, WalkResult};
 
 use crate::atomic_file::AtomicFile;
+use crate::perfetto_tasks::{task_track, TaskTracks};
 use crate::tracefile;
 use crate::{BadInput, Verdict};
 
@@ -89,7 +93,9 @@ pub fn perfetto(trace: &Trace, findings: &[Finding]) -> Value {
         None => format!("task{id}"),
     };
 
+    let mut task_tracks = TaskTracks::default();
     for e in &trace.events {
+        task_tracks.event(e, &class, &mut out);
         let Event {
             time, cpu, task, ..
         } = *e;
@@ -109,6 +115,11 @@ pub fn perfetto(trace: &Trace, findings: &[Finding]) -> Value {
             EventKind::ContextSwitch { to, .. } => {
                 if t.task.take().is_some() {
                     out.push(span("E", TID_TASKS, String::new()));
+                }
+                // A handler that switches tasks (preemption on IRQ exit) leaves
+                // this CPU's hard-IRQ context here: its slice ends at the switch.
+                for _ in 0..std::mem::take(&mut t.hardirq_depth) {
+                    out.push(span("E", TID_HARDIRQ, String::new()));
                 }
                 t.task = Some(to.0);
                 out.push(span("B", TID_TASKS, task_name(to.0)));
@@ -219,9 +230,18 @@ pub fn perfetto(trace: &Trace, findings: &[Finding]) -> Value {
         out.push(json!({"ph": "e", "cat": "lock", "id": format!("{addr:#x}"),
             "pid": pid, "tid": TID_TASKS, "ts": ts(last), "name": name}));
     }
+    task_tracks.finish(&|id| format!("task {}", task_name(id)), &mut out);
     for finding in findings {
         let time = ts(finding.time.unwrap_or(0));
         let args = json!({"title": finding.title, "key": finding.key, "details": finding.details});
+        // Also on the track of the task that made it (its reporting site's).
+        if let Some(task) = finding.sites.first().and_then(|s| s.task) {
+            let (pid, tid) = task_track(task);
+            out.push(
+                json!({"ph": "i", "s": "t", "pid": pid, "tid": tid, "ts": time,
+                "name": finding.kind.as_str(), "cat": "finding", "args": args.clone()}),
+            );
+        }
         out.push(match finding.cpu {
             Some(cpu) => json!({"ph": "i", "s": "t", "pid": cpu, "tid": TID_EVENTS, "ts": time,
                 "name": finding.kind.as_str(), "cat": "finding", "args": args}),

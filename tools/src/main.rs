@@ -19,6 +19,7 @@ mod input_file;
 mod interrupt;
 mod kernel;
 mod mmu_report;
+mod perfetto_tasks;
 mod progress;
 mod replay;
 mod report;

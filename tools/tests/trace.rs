@@ -341,6 +341,8 @@ fn perfetto_export_has_a_track_per_cpu_and_balanced_spans() {
     let mut lock_names = BTreeMap::new();
     let mut last_ts: BTreeMap<(u64, u64), f64> = BTreeMap::new();
     let mut names = BTreeMap::new();
+    let mut slices: BTreeMap<(u64, u64), Vec<(f64, f64)>> = BTreeMap::new();
+    let mut flows: BTreeMap<u64, u32> = BTreeMap::new();
     for e in events {
         let ph = e["ph"].as_str().expect("every event has a phase");
         let pid = e["pid"].as_u64().expect("pid");
@@ -388,12 +390,41 @@ fn perfetto_export_has_a_track_per_cpu_and_balanced_spans() {
                     .entry(e["name"].as_str().unwrap().to_string())
                     .or_insert(0) += 1;
             }
+            "X" => slices
+                .entry((pid, tid))
+                .or_default()
+                .push((ts, ts + e["dur"].as_f64().expect("dur"))),
+            "s" | "f" => *flows.entry(e["id"].as_u64().unwrap()).or_default() += 1,
             "i" => {}
             other => panic!("unexpected phase {other}"),
         }
     }
-    let cpus: Vec<&str> = processes.values().map(String::as_str).collect();
+    // Complete slices on one track nest or follow each other, never cross.
+    for (track, mut spans) in slices {
+        spans.sort_by(|a, b| a.0.total_cmp(&b.0).then(b.1.total_cmp(&a.1)));
+        let mut stack: Vec<f64> = Vec::new();
+        for (start, end) in spans {
+            while stack.last().is_some_and(|&outer| outer <= start) {
+                stack.pop();
+            }
+            if let Some(&outer) = stack.last() {
+                assert!(end <= outer, "slices cross on {track:?}");
+            }
+            stack.push(end);
+        }
+    }
+    assert!(flows.values().all(|&n| n == 2), "a flow without both ends");
+    let cpus: Vec<&str> = processes
+        .range(..10_000)
+        .map(|(_, name)| name.as_str())
+        .collect();
     assert_eq!(cpus, ["cpu0", "cpu1", "cpu2", "cpu3"]);
+    assert!(
+        processes
+            .range(10_000..)
+            .any(|(_, name)| name.starts_with("task storm")),
+        "{processes:?}"
+    );
     assert!(open.values().all(|&d| d == 0), "unbalanced spans: {open:?}");
     assert!(locks.values().all(|&d| d == 0), "unbalanced lock spans");
     for track in ["tasks", "hardirq", "irqs off"] {
@@ -526,4 +557,84 @@ fn text_export_has_a_line_per_event_and_the_findings() {
     for kind in kinds {
         assert!(log.contains(&format!("# [{kind}]")), "{kind}");
     }
+}
+
+/// The first seed whose `fs-reclaim` run on the mutex variant really deadlocks.
+fn deadlocking_fs_reclaim_seed() -> String {
+    (0..20)
+        .map(|seed: u32| seed.to_string())
+        .find(|seed| {
+            let run = percpu_lab(&[
+                "run",
+                "--variant",
+                "mutex",
+                "--scenario",
+                "fs-reclaim",
+                "--seed",
+                seed,
+            ]);
+            run.stdout.contains("== stopped: deadlock")
+        })
+        .expect("some seed of fs-reclaim deadlocks")
+}
+
+#[test]
+fn perfetto_export_shows_the_fs_reclaim_deadlock_as_a_cycle_of_waits_for_arrows() {
+    let seed = deadlocking_fs_reclaim_seed();
+    let path = scratch("deadlock.trace");
+    let run = record(
+        &path,
+        &[
+            "--variant",
+            "mutex",
+            "--scenario",
+            "fs-reclaim",
+            "--seed",
+            &seed,
+        ],
+    );
+    assert_eq!(run.code, 1, "{}", run.describe());
+    let (_, json) = export_perfetto(&path, "deadlock.json");
+    let events = json["traceEvents"].as_array().unwrap();
+    // Each flow: waiter process -> holder process, named by the lock; the last
+    // wait of each task is the one it is stuck in.
+    let mut starts = BTreeMap::new();
+    let mut ends = BTreeMap::new();
+    for e in events {
+        let id = e["id"].as_u64();
+        match e["ph"].as_str() {
+            Some("s") => {
+                starts.insert(id.unwrap(), e);
+            }
+            Some("f") => {
+                ends.insert(id.unwrap(), e);
+            }
+            _ => {}
+        }
+    }
+    let mut stuck: BTreeMap<u64, (u64, String, f64)> = BTreeMap::new();
+    for (id, s) in &starts {
+        let f = ends[id];
+        let ts = s["ts"].as_f64().unwrap();
+        let waiter = s["pid"].as_u64().unwrap();
+        if stuck.get(&waiter).is_none_or(|&(_, _, at)| at <= ts) {
+            let lock = s["name"].as_str().unwrap().to_string();
+            stuck.insert(waiter, (f["pid"].as_u64().unwrap(), lock, ts));
+        }
+    }
+    // Follow the arrows from any stuck task: they come back to it.
+    let start = *stuck.keys().next().expect("some task waits for another");
+    let (mut at, mut path, mut locks) = (start, vec![start], Vec::new());
+    loop {
+        let (holder, lock, _) = stuck.get(&at).cloned().expect("the holder waits too");
+        locks.push(lock);
+        if holder == path[0] || path.contains(&holder) {
+            break;
+        }
+        path.push(holder);
+        at = holder;
+    }
+    assert!(path.len() >= 2, "{stuck:?}");
+    assert!(locks.iter().any(|l| l.contains("pcpu_mutex")), "{locks:?}");
+    assert!(locks.iter().any(|l| l.contains("FS_LOCK")), "{locks:?}");
 }
