@@ -94,6 +94,7 @@ impl SliceCounter {
 }
 
 /// Devices and time, shared by every core's hooks.
+#[derive(Clone)]
 pub(crate) struct Board {
     pub(crate) gic: Gic,
     pub(crate) uart: Uart,

@@ -63,7 +63,7 @@ pub mod unwind;
 pub use kernel::{KernelError, KernelImage};
 pub use lines::SourceLines;
 pub use machine::{
-    CpuReport, CpuState, EmuError, Machine, MachineConfig, MmuMode, RunEnd, RunOutcome,
+    CpuReport, CpuState, EmuError, Machine, MachineConfig, MmuMode, RunEnd, RunOutcome, Snapshot,
     StopRequest, TakenException,
 };
 pub use memory::{GuestMemory, GuestRam, OutOfRam, RAM_BASE};

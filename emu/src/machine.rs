@@ -26,6 +26,9 @@ use crate::tlb::MmuStats;
 use crate::uart::Uart;
 use crate::unwind;
 
+mod snapshot;
+pub use snapshot::Snapshot;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MachineConfig {
     pub cpus: usize,

@@ -112,6 +112,42 @@ impl GuestRam {
         self.ptr.as_ptr()
     }
 
+    fn bytes(&self) -> &[u8] {
+        // SAFETY: the mapping is `size` bytes, readable, and lives as long as self;
+        // guest code only runs inside `emu_start`, never while the host reads it.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.size) }
+    }
+
+    /// Every page that is not all zero, by offset (what a snapshot keeps).
+    pub(crate) fn nonzero_pages(&self) -> Vec<(usize, Box<[u8]>)> {
+        self.bytes()
+            .chunks_exact(PAGE_SIZE)
+            .enumerate()
+            .filter(|(_, page)| page.iter().any(|&b| b != 0))
+            .map(|(i, page)| (i * PAGE_SIZE, Box::from(page)))
+            .collect()
+    }
+
+    /// Makes the RAM hold `pages` (from [`GuestRam::nonzero_pages`]) and zeroes
+    /// elsewhere: every page is given back to the host kernel (it reads as zero
+    /// again) and the saved ones are written.
+    pub(crate) fn reset_to(&mut self, pages: &[(usize, Box<[u8]>)]) {
+        // SAFETY: the whole mapping, private and anonymous: MADV_DONTNEED makes its
+        // pages read as zero again; nothing holds references into it.
+        unsafe { libc::madvise(self.ptr.as_ptr().cast(), self.size, libc::MADV_DONTNEED) };
+        for (offset, page) in pages {
+            // SAFETY: `nonzero_pages` made each offset a whole page inside the
+            // mapping.
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    page.as_ptr(),
+                    self.ptr.as_ptr().add(*offset),
+                    page.len(),
+                )
+            };
+        }
+    }
+
     fn offset(&self, addr: u64, len: usize) -> Result<usize, OutOfRam> {
         if self.contains(addr, len as u64) {
             Ok((addr - self.base) as usize)

@@ -21,8 +21,20 @@ pub struct SchedView<'a> {
     pub slices: u64,
 }
 
-pub trait Scheduler {
+pub trait Scheduler: BoxedClone {
     fn next(&mut self, view: &SchedView<'_>) -> Slice;
+}
+
+/// A copy of a scheduler with its state (for machine snapshots); every `Clone`
+/// scheduler has it.
+pub trait BoxedClone {
+    fn boxed_clone(&self) -> Box<dyn Scheduler>;
+}
+
+impl<T: Scheduler + Clone + 'static> BoxedClone for T {
+    fn boxed_clone(&self) -> Box<dyn Scheduler> {
+        Box::new(self.clone())
+    }
 }
 
 /// Which strategy a run uses (the CLI's `--sched`).

@@ -129,6 +129,13 @@ impl CoreMmu {
         self.regs_dirty.set(true);
     }
 
+    /// The core's registers were replaced (a snapshot restored): forget what was
+    /// read from them.
+    pub(crate) fn forget(&self) {
+        self.regs_dirty.set(true);
+        self.fault.set(None);
+    }
+
     fn regs<D>(&self, uc: &Unicorn<'_, D>) -> TranslationRegs {
         if self.regs_dirty.replace(false) {
             self.regs.set(translation_regs(uc));
@@ -295,6 +302,16 @@ pub(crate) struct SimMmu {
 }
 
 impl SimMmu {
+    /// A copy of the TLB model, for a snapshot.
+    pub(crate) fn model(&self) -> MmuModel {
+        self.shared.model.borrow().clone()
+    }
+
+    /// Puts back a model copied by [`SimMmu::model`].
+    pub(crate) fn set_model(&self, model: MmuModel) {
+        *self.shared.model.borrow_mut() = model;
+    }
+
     pub(crate) fn new(ram: &GuestRam, cpus: usize, checks: bool) -> Self {
         Self {
             shared: Rc::new(Shared {

@@ -94,6 +94,7 @@ struct PtPage {
 
 /// A page-table page a CPU may store to without the model seeing each store: its
 /// contents when the window opened (or were last compared), and the first store.
+#[derive(Clone)]
 struct WriteWindow {
     page: u64,
     at: At,
@@ -147,6 +148,7 @@ pub struct ModelEvent {
     pub kind: EventKind,
 }
 
+#[derive(Clone)]
 pub struct MmuModel {
     held: HeldTlbs<StaleReport>,
     pt_pages: HashMap<u64, PtPage>,

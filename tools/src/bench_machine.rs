@@ -321,6 +321,12 @@ pub struct SetUp {
     pub new: Duration,
     pub first_insn: Duration,
     pub drop: Duration,
+    /// Restoring a power-on snapshot after a whole storm run.
+    pub restore: Duration,
+    /// That storm run from a fresh machine, and again from the restored one (its
+    /// code already translated).
+    pub cold_run: Duration,
+    pub warm_run: Duration,
 }
 
 pub fn set_up(kernel: &KernelImage, cpus: usize) -> Result<SetUp, BadInput> {
@@ -349,11 +355,35 @@ pub fn set_up(kernel: &KernelImage, cpus: usize) -> Result<SetUp, BadInput> {
         }
     }
     let [new, first_insn, drop] = samples.map(|s| Duration::from_secs_f64(median(s)));
+    let (mut restores, mut colds, mut warms) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..REPEATS {
+        let mut machine = work.machine(kernel, &["--mmu", "builtin"])?;
+        let snapshot = machine.snapshot()?;
+        let start = thread_cpu();
+        let cold = machine.run(&mut |_, _| {});
+        let ran = thread_cpu();
+        machine.restore(&snapshot)?;
+        let restored = thread_cpu();
+        let warm = machine.run(&mut |_, _| {});
+        let ran_again = thread_cpu();
+        if cold != warm {
+            return Err(BadInput(
+                "a restored run differed from the fresh one".into(),
+            ));
+        }
+        colds.push((ran - start).as_secs_f64());
+        restores.push((restored - ran).as_secs_f64());
+        warms.push((ran_again - restored).as_secs_f64());
+    }
+    let secs = |v| Duration::from_secs_f64(median(v));
     Ok(SetUp {
         cpus,
         new,
         first_insn,
         drop,
+        restore: secs(restores),
+        cold_run: secs(colds),
+        warm_run: secs(warms),
     })
 }
 
@@ -567,6 +597,14 @@ impl MachineFigures {
             s.first_insn.as_secs_f64() * 1e6,
             s.drop.as_secs_f64() * 1e6
         );
+        println!(
+            "snapshots: restoring a power-on snapshot {:.0} us = {:.1}% of the storm run it precedes \
+             (goal <= 5); that run {:.1} ms from a fresh machine, {:.1} ms restored (code translated)",
+            s.restore.as_secs_f64() * 1e6,
+            100.0 * s.restore.as_secs_f64() / s.warm_run.as_secs_f64(),
+            s.cold_run.as_secs_f64() * 1e3,
+            s.warm_run.as_secs_f64() * 1e3
+        );
         match &self.qemu {
             None => println!(
                 "QEMU peer: not measured (needs qemu-system-aarch64 and the built-in guest's Image)"
@@ -635,7 +673,10 @@ impl MachineFigures {
                     "whole_run_speed_vs_raw": ns_per_insn(&self.rows[0].whole).map(|ours| self.raw.ns_per_insn() / ours)},
             "set_up": {"cpus": self.set_up.cpus, "new_seconds": self.set_up.new.as_secs_f64(),
                        "first_insn_seconds": self.set_up.first_insn.as_secs_f64(),
-                       "drop_seconds": self.set_up.drop.as_secs_f64()},
+                       "drop_seconds": self.set_up.drop.as_secs_f64(),
+                       "restore_seconds": self.set_up.restore.as_secs_f64(),
+                       "cold_run_seconds": self.set_up.cold_run.as_secs_f64(),
+                       "warm_run_seconds": self.set_up.warm_run.as_secs_f64()},
             "qemu": self.qemu.as_ref().map(|rows| rows.iter().map(|r| json!({
                 "cpus": r.cpus, "ours": process(&r.ours), "ours_bare": process(&r.bare),
                 "qemu": r.qemu.iter().map(|(tcg, c)| json!({"accel": tcg.accel(), "run": process(c)})).collect::<Vec<_>>(),

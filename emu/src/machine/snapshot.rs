@@ -1,0 +1,140 @@
+//! Machine snapshots: the complete state of a machine between slices, saved and
+//! restored on the same machine (the same Unicorn instances), so that another run
+//! from that point builds nothing and finds its code already translated.
+//!
+//! Saved: every core's registers (a Unicorn context: the whole CPU state, system
+//! registers included) and run state; the guest RAM pages that are not all zero;
+//! the devices and virtual time; the scheduler; the instruction and slice counts,
+//! the watchdog and how the run ended; the simulated MMU's TLB model. Restoring
+//! gives every RAM page back to the host kernel (it reads as zero again) and writes
+//! the saved ones, and flushes each core's soft TLB; translated code is kept (it is
+//! keyed by physical address, and the kernel's code does not change).
+//!
+//! A machine that records events or has call probes keeps state in its hooks that a
+//! snapshot does not hold: both [`Machine::snapshot`] and [`Machine::restore`]
+//! refuse it. Attach the recorder after restoring instead.
+
+use unicorn_engine::unicorn_const::uc_error;
+use unicorn_engine::Context;
+
+use super::{CpuState, EmuError, Machine, RunEnd, TakenException};
+use crate::cpu::{uc_err, Board};
+use crate::sched::Scheduler;
+use crate::tlb::MmuModel;
+
+/// What one core was doing.
+struct CoreState {
+    registers: Context,
+    state: CpuState,
+    pc: u64,
+    insns: u64,
+    irqs: u64,
+    last_exception: Option<TakenException>,
+}
+
+/// A machine's state at one point (see the [module](self)).
+pub struct Snapshot {
+    cores: Vec<CoreState>,
+    ram: Vec<(usize, Box<[u8]>)>,
+    board: Board,
+    scheduler: Box<dyn Scheduler>,
+    total_insns: u64,
+    slices: u64,
+    max_insns: u64,
+    end: Option<RunEnd>,
+    mmu: Option<MmuModel>,
+}
+
+impl Snapshot {
+    /// Bytes of guest RAM it holds (its pages that are not all zero).
+    pub fn ram_bytes(&self) -> usize {
+        self.ram.iter().map(|(_, page)| page.len()).sum()
+    }
+}
+
+impl Machine {
+    fn refuse_hooked_state(&self, what: &str) -> Result<(), EmuError> {
+        if self.recorder.is_some() || !self.probes.is_empty() {
+            return Err(EmuError::Config(format!(
+                "cannot {what} a machine that records events or has call probes: \
+                 attach them after restoring"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Saves the machine's complete state (between runs: [`Machine::run`] has
+    /// returned, e.g. at its watchdog, or not started).
+    pub fn snapshot(&self) -> Result<Snapshot, EmuError> {
+        self.refuse_hooked_state("snapshot")?;
+        let cores = self
+            .cores
+            .iter()
+            .map(|core| {
+                let mut registers = core.uc.context_alloc().map_err(uc_err("saving a core"))?;
+                core.uc
+                    .context_save(&mut registers)
+                    .map_err(uc_err("saving a core"))?;
+                Ok(CoreState {
+                    registers,
+                    state: core.state,
+                    pc: core.pc,
+                    insns: core.insns,
+                    irqs: core.irqs,
+                    last_exception: core.last_exception.clone(),
+                })
+            })
+            .collect::<Result<Vec<_>, EmuError>>()?;
+        Ok(Snapshot {
+            cores,
+            ram: self.ram.nonzero_pages(),
+            board: self.board.borrow().clone(),
+            scheduler: self.scheduler.boxed_clone(),
+            total_insns: self.total_insns,
+            slices: self.slices,
+            max_insns: self.config.max_insns,
+            end: self.end.clone(),
+            mmu: self.mmu.as_ref().map(|m| m.model()),
+        })
+    }
+
+    /// Puts the machine back in the state `snapshot` saved (a snapshot of this
+    /// machine). The next [`Machine::run`] continues from there.
+    pub fn restore(&mut self, snapshot: &Snapshot) -> Result<(), EmuError> {
+        self.refuse_hooked_state("restore")?;
+        if snapshot.cores.len() != self.cores.len() {
+            return Err(EmuError::Config(format!(
+                "a snapshot of {} cores does not fit a machine of {}",
+                snapshot.cores.len(),
+                self.cores.len()
+            )));
+        }
+        self.ram.reset_to(&snapshot.ram);
+        for (core, saved) in self.cores.iter_mut().zip(&snapshot.cores) {
+            let failed = |e: uc_error| uc_err("restoring a core")(e);
+            core.uc.context_restore(&saved.registers).map_err(failed)?;
+            // The soft TLB holds translations of the tables as they were; the
+            // model's and the machine's own view start afresh too.
+            core.uc.ctl_flush_tlb().map_err(failed)?;
+            core.state = saved.state;
+            core.pc = saved.pc;
+            core.insns = saved.insns;
+            core.irqs = saved.irqs;
+            core.last_exception = saved.last_exception.clone();
+            if let Some(mmu) = &core.mmu {
+                mmu.forget();
+            }
+        }
+        *self.board.borrow_mut() = snapshot.board.clone();
+        self.scheduler = snapshot.scheduler.boxed_clone();
+        self.total_insns = snapshot.total_insns;
+        self.slices = snapshot.slices;
+        self.config.max_insns = snapshot.max_insns;
+        self.end = snapshot.end.clone();
+        self.stop.0.borrow_mut().take();
+        if let (Some(mmu), Some(model)) = (&self.mmu, &snapshot.mmu) {
+            mmu.set_model(model.clone());
+        }
+        Ok(())
+    }
+}
