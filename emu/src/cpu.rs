@@ -104,9 +104,10 @@ pub(crate) struct Board {
 }
 
 impl Board {
-    pub(crate) fn now_during(&self, counter: &SliceCounter) -> u64 {
+    /// The time seen by the instruction at `pc` of the running slice.
+    pub(crate) fn now_at(&self, counter: &SliceCounter, pc: u64) -> u64 {
         self.clock
-            .now_during_slice(counter.executed.get(), self.running)
+            .now_during_slice(counter.retired_before(pc), self.running)
     }
 
     pub(crate) fn update_timer_lines(&mut self) {
@@ -332,13 +333,14 @@ pub(crate) fn install_sysreg_hooks(
     let (b, c) = (board.clone(), counter.clone());
     let mrs = syshook::add(uc, Arm64Insn::UC_ARM64_INS_MRS, move |access| {
         let board = b.borrow();
+        let now = || board.now_at(&c, access.pc());
         let value = match sysreg(access.cp) {
             MPIDR_EL1 => psci::mpidr_register(cpu),
             CNTFRQ_EL0 => CNTFRQ_HZ,
-            CNTVCT_EL0 | CNTPCT_EL0 => board.now_during(&c),
-            CNTV_CTL_EL0 => board.timers[cpu].ctl(board.now_during(&c)),
+            CNTVCT_EL0 | CNTPCT_EL0 => now(),
+            CNTV_CTL_EL0 => board.timers[cpu].ctl(now()),
             CNTV_CVAL_EL0 => board.timers[cpu].cval(),
-            CNTV_TVAL_EL0 => board.timers[cpu].tval(board.now_during(&c)),
+            CNTV_TVAL_EL0 => board.timers[cpu].tval(now()),
             _ => return false,
         };
         access.set_result(value);
@@ -359,7 +361,7 @@ pub(crate) fn install_sysreg_hooks(
             }
             return false;
         }
-        let now = board.now_during(&c);
+        let now = board.now_at(&c, access.pc());
         let timer = &mut board.timers[cpu];
         match sysreg(cp) {
             CNTV_CTL_EL0 => timer.set_ctl(cp.val),
