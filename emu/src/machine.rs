@@ -833,5 +833,11 @@ fn run_within_block(core: &mut Core, until: u64) -> Result<(), unicorn_engine::u
     let pc = core.uc.pc_read()?;
     core.uc.ctl_remove_cache(until, until + 4)?;
     core.counter.stop_requested.set(false);
-    core.uc.emu_start(pc, until, 0, 0)
+    core.uc.emu_start(pc, until, 0, 0)?;
+    // Only an exception on the way stops it elsewhere; anything else is a late IRQ.
+    debug_assert!(
+        core.counter.exception.get().is_some() || core.uc.pc_read() == Ok(until),
+        "ran past {until:#x}"
+    );
+    Ok(())
 }
