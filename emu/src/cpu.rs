@@ -57,10 +57,30 @@ pub(crate) struct SliceCounter {
     /// every this many blocks (0: never).
     pub(crate) churn_every: Cell<u64>,
     blocks: Cell<u64>,
+    /// Instructions into the slice after which this core's virtual timer output
+    /// rises (`u64::MAX`: it does not).
+    pub(crate) timer_fires_after: Cell<u64>,
+    /// This core's IRQ line may be asserted: block starts check whether the IRQ can
+    /// be taken there.
+    pub(crate) irq_maybe_pending: Cell<bool>,
+    /// Where the block hook stopped the slice for an IRQ, if it did.
+    pub(crate) irq_stop: Cell<Option<IrqStop>>,
+}
+
+/// Where a slice stops so that an IRQ is taken at its instruction boundary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum IrqStop {
+    /// Before the block that was about to start.
+    BlockStart,
+    /// Before the instruction at this address, inside the block that was about to
+    /// start, where the core's timer fires: the machine runs the block up to there.
+    Within(u64),
 }
 
 impl SliceCounter {
-    pub(crate) fn start(&self, budget: u64, retired_earlier: u64) {
+    /// Resets the counter for a slice of `budget` instructions; `irqs` says what
+    /// the block hook watches for.
+    pub(crate) fn start(&self, budget: u64, retired_earlier: u64, irqs: IrqWatch) {
         self.executed.set(0);
         self.retired_earlier.set(retired_earlier);
         self.budget.set(budget.max(1));
@@ -68,6 +88,29 @@ impl SliceCounter {
         self.block_start.set(u64::MAX);
         self.block_size.set(0);
         self.exception.set(None);
+        self.timer_fires_after
+            .set(irqs.timer_fires_after.unwrap_or(u64::MAX));
+        self.irq_maybe_pending.set(irqs.line_high);
+        self.irq_stop.set(None);
+    }
+
+    /// Notes that something may have asserted the core's IRQ line (`high`: a GIC
+    /// access left it asserted, or the timer output is high).
+    pub(crate) fn irq_line_may_have_risen(&self, high: bool) {
+        if high {
+            self.irq_maybe_pending.set(true);
+        }
+    }
+
+    /// Whether the block of `insns` instructions about to start needs a look for an
+    /// IRQ ([`irq_stop`]): one may be pending, or the timer fires by its end. The
+    /// common answer, no, costs two comparisons.
+    fn irq_due_by(&self, insns: u64) -> bool {
+        let before_timer = self
+            .timer_fires_after
+            .get()
+            .saturating_sub(self.executed.get());
+        self.irq_maybe_pending.get() || before_timer < insns
     }
 
     /// Instructions retired when the slice stopped at `pc` in the middle of (or at the
@@ -86,11 +129,22 @@ impl SliceCounter {
         self.retired_earlier.get() + self.retired_before(pc)
     }
 
-    /// Shortens the slice so that it ends about `insns` instructions from now.
+    /// Shortens the slice so that it ends at the first block boundary at least `insns`
+    /// instructions from now.
     pub(crate) fn shorten_to(&self, insns: u64) {
         self.budget
             .set(self.budget.get().min(self.executed.get() + insns.max(1)));
     }
+}
+
+/// What a slice's block hook watches for on its core's IRQ line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct IrqWatch {
+    /// Instructions into the slice after which the core's virtual timer fires.
+    pub(crate) timer_fires_after: Option<u64>,
+    /// The line is asserted as the slice starts (with PSTATE.I set, or the IRQ would
+    /// have been taken).
+    pub(crate) line_high: bool,
 }
 
 /// Devices and time, shared by every core's hooks.
@@ -105,21 +159,46 @@ pub(crate) struct Board {
 }
 
 impl Board {
-    pub(crate) fn now_during(&self, counter: &SliceCounter) -> u64 {
+    /// The time seen by the instruction at `pc` of the running slice.
+    pub(crate) fn now_at(&self, counter: &SliceCounter, pc: u64) -> u64 {
         self.clock
-            .now_during_slice(counter.executed.get(), self.running)
+            .now_during_slice(counter.retired_before(pc), self.running)
     }
 
     pub(crate) fn update_timer_lines(&mut self) {
         let now = self.clock.now();
-        for (cpu, t) in self.timers.iter().enumerate() {
-            self.gic.set_ppi_level(cpu, VTIMER_INTID, t.irq_level(now));
+        for cpu in 0..self.timers.len() {
+            self.update_timer_line(cpu, now);
         }
+    }
+
+    /// Sets `cpu`'s timer PPI to the timer's output at time `now`, and returns it.
+    pub(crate) fn update_timer_line(&mut self, cpu: usize, now: u64) -> bool {
+        let level = self.timers[cpu].irq_level(now);
+        self.gic.set_ppi_level(cpu, VTIMER_INTID, level);
+        level
+    }
+
+    /// The earliest deadline among the timers of CPUs other than `cpu`.
+    pub(crate) fn next_deadline_except(&self, cpu: usize) -> Option<u64> {
+        let now = self.clock.now();
+        let others = self.timers.iter().enumerate().filter(|&(c, _)| c != cpu);
+        others.filter_map(|(_, t)| t.deadline(now)).min()
     }
 
     pub(crate) fn next_deadline(&self) -> Option<u64> {
         let now = self.clock.now();
         self.timers.iter().filter_map(|t| t.deadline(now)).min()
+    }
+
+    /// What the block hook of `cpu` watches for in a slice that starts now with
+    /// `running` CPUs.
+    pub(crate) fn irq_watch(&self, cpu: usize, running: u64) -> IrqWatch {
+        let deadline = self.timers[cpu].deadline(self.clock.now());
+        IrqWatch {
+            timer_fires_after: deadline.map(|t| self.clock.insns_until(t, running)),
+            line_high: self.gic.irq_line(cpu),
+        }
     }
 }
 
@@ -155,8 +234,8 @@ impl Core {
             .map_err(uc_err("mapping guest RAM"))?;
         declare_lower_els_aarch64(&mut uc)?;
         let counter = Rc::new(SliceCounter::default());
-        install_counting_hooks(&mut uc, &counter)?;
-        install_devices(&mut uc, cpu, board)?;
+        install_counting_hooks(&mut uc, cpu, &counter, board)?;
+        install_devices(&mut uc, cpu, board, &counter)?;
         let mmu = match sim_mmu {
             Some(shared) => Some(simmu::install_core(&mut uc, cpu, shared, &counter)?),
             None => None,
@@ -182,7 +261,6 @@ impl Core {
 // System register encodings (op0, op1, CRn, CRm, op2).
 pub(crate) type SysReg = (u32, u32, u32, u32, u32);
 pub(crate) const MPIDR_EL1: SysReg = (3, 0, 0, 0, 5);
-pub(crate) const DAIF: SysReg = (3, 3, 4, 2, 1);
 pub(crate) const CNTFRQ_EL0: SysReg = (3, 3, 14, 0, 0);
 pub(crate) const CNTPCT_EL0: SysReg = (3, 3, 14, 0, 1);
 pub(crate) const CNTVCT_EL0: SysReg = (3, 3, 14, 0, 2);
@@ -247,14 +325,25 @@ pub(crate) fn read_xreg<D>(uc: &Unicorn<'_, D>, n: u32) -> u64 {
 
 pub(crate) fn install_counting_hooks(
     uc: &mut Unicorn<'static, ()>,
+    cpu: usize,
     counter: &Rc<SliceCounter>,
+    board: &Rc<RefCell<Board>>,
 ) -> Result<(), EmuError> {
-    let c = counter.clone();
+    let (c, b) = (counter.clone(), board.clone());
     // Counting per block is nearly free; a per-instruction count hook is not. A stop
     // requested here takes effect before the block runs (measured), so the budget
     // is checked on entry to each block and a block is counted only when it runs.
     uc.add_block_hook(1, 0, move |uc, addr, size| {
-        if c.executed.get() >= c.budget.get() {
+        let insns = size as u64 / 4;
+        let over_budget = c.executed.get() >= c.budget.get();
+        // Past the budget only a stop that runs nothing more is wanted.
+        let irq = c
+            .irq_due_by(insns)
+            .then(|| irq_stop(uc, cpu, &b, &c, addr, insns))
+            .flatten()
+            .filter(|&stop| !over_budget || stop == IrqStop::BlockStart);
+        if over_budget || irq.is_some() {
+            c.irq_stop.set(irq);
             if !c.stop_requested.replace(true) {
                 let _ = uc.emu_stop();
             }
@@ -262,7 +351,7 @@ pub(crate) fn install_counting_hooks(
         }
         c.block_start.set(addr);
         c.block_size.set(size);
-        c.executed.set(c.executed.get() + size as u64 / 4);
+        c.executed.set(c.executed.get() + insns);
         let every = c.churn_every.get();
         if every != 0 {
             let blocks = c.blocks.get() + 1;
@@ -283,28 +372,80 @@ pub(crate) fn install_counting_hooks(
     Ok(())
 }
 
+/// Decides, at the start of a block of `insns` instructions at `addr`, whether the
+/// slice must stop in or before it so that an IRQ is taken at its architectural
+/// instruction boundary:
+/// - before the block, when an IRQ is pending and PSTATE.I is clear. In QEMU every
+///   instruction that can clear PSTATE.I (`msr daif, xN`, `msr daifclr, #imm`,
+///   `eret`) ends its translation block, so this is right after the one that
+///   unmasked, or at the first block boundary after a GIC access raised the line;
+/// - inside the block, before the instruction the core's timer deadline falls on,
+///   when IRQs are unmasked (nothing before a block's last instruction changes
+///   PSTATE.I).
+///
+/// Raises the timer's PPI once its deadline has passed. Called only when
+/// [`SliceCounter::irq_due_by`] says so.
+#[cold]
+fn irq_stop(
+    uc: &Unicorn<'_, ()>,
+    cpu: usize,
+    board: &RefCell<Board>,
+    c: &SliceCounter,
+    addr: u64,
+    insns: u64,
+) -> Option<IrqStop> {
+    let executed = c.executed.get();
+    let fires_after = c.timer_fires_after.get();
+    if executed >= fires_after {
+        c.timer_fires_after.set(u64::MAX);
+        let mut b = board.borrow_mut();
+        let now = b.clock.now_during_slice(executed, b.running);
+        c.irq_line_may_have_risen(b.update_timer_line(cpu, now));
+    }
+    let unmasked = || {
+        uc.reg_read(RegisterARM64::PSTATE)
+            .is_ok_and(|p| p & PSTATE_I == 0)
+    };
+    if c.irq_maybe_pending.get() && unmasked() {
+        if board.borrow().gic.irq_line(cpu) {
+            return Some(IrqStop::BlockStart);
+        }
+        // Nothing deliverable: the next GIC access or timer change looks again.
+        c.irq_maybe_pending.set(false);
+    }
+    let fires_inside = fires_after > executed && fires_after - executed < insns;
+    (fires_inside && unmasked()).then(|| IrqStop::Within(addr + 4 * (fires_after - executed)))
+}
+
 pub(crate) fn install_devices(
     uc: &mut Unicorn<'static, ()>,
     cpu: usize,
     board: &Rc<RefCell<Board>>,
+    counter: &Rc<SliceCounter>,
 ) -> Result<(), EmuError> {
-    let (b1, b2) = (board.clone(), board.clone());
+    // A GIC write (an SGI to itself, an EOI, an enable, the priority mask) may assert
+    // the writer's IRQ line: its block hook then looks at the next block start.
+    let (b1, b2, c) = (board.clone(), board.clone(), counter.clone());
     uc.mmio_map(
         gic::DIST_BASE,
         gic::REGION_SIZE,
         Some(move |_: &mut Unicorn<'_, ()>, off, size| b1.borrow().gic.dist_read(cpu, off, size)),
         Some(move |_: &mut Unicorn<'_, ()>, off, size, value| {
-            b2.borrow_mut().gic.dist_write(cpu, off, size, value)
+            let gic = &mut b2.borrow_mut().gic;
+            gic.dist_write(cpu, off, size, value);
+            c.irq_line_may_have_risen(gic.irq_line(cpu));
         }),
     )
     .map_err(uc_err("mapping the GIC distributor"))?;
-    let (b1, b2) = (board.clone(), board.clone());
+    let (b1, b2, c) = (board.clone(), board.clone(), counter.clone());
     uc.mmio_map(
         gic::CPU_IF_BASE,
         gic::REGION_SIZE,
         Some(move |_: &mut Unicorn<'_, ()>, off, _| b1.borrow_mut().gic.cpu_read(cpu, off)),
         Some(move |_: &mut Unicorn<'_, ()>, off, _, value| {
-            b2.borrow_mut().gic.cpu_write(cpu, off, value)
+            let gic = &mut b2.borrow_mut().gic;
+            gic.cpu_write(cpu, off, value);
+            c.irq_line_may_have_risen(gic.irq_line(cpu));
         }),
     )
     .map_err(uc_err("mapping the GIC CPU interface"))?;
@@ -333,13 +474,14 @@ pub(crate) fn install_sysreg_hooks(
     let (b, c) = (board.clone(), counter.clone());
     let mrs = syshook::add(uc, Arm64Insn::UC_ARM64_INS_MRS, move |access| {
         let board = b.borrow();
+        let now = || board.now_at(&c, access.pc());
         let value = match sysreg(access.cp) {
             MPIDR_EL1 => psci::mpidr_register(cpu),
             CNTFRQ_EL0 => CNTFRQ_HZ,
-            CNTVCT_EL0 | CNTPCT_EL0 => board.now_during(&c),
-            CNTV_CTL_EL0 => board.timers[cpu].ctl(board.now_during(&c)),
+            CNTVCT_EL0 | CNTPCT_EL0 => now(),
+            CNTV_CTL_EL0 => board.timers[cpu].ctl(now()),
             CNTV_CVAL_EL0 => board.timers[cpu].cval(),
-            CNTV_TVAL_EL0 => board.timers[cpu].tval(board.now_during(&c)),
+            CNTV_TVAL_EL0 => board.timers[cpu].tval(now()),
             _ => return false,
         };
         access.set_result(value);
@@ -351,16 +493,11 @@ pub(crate) fn install_sysreg_hooks(
         if let Some(m) = &m {
             m.on_msr(access);
         }
+        // A DAIF write is left to Unicorn: it ends its block, whose successor's block
+        // hook takes a pending IRQ if the write unmasked it.
         let cp = access.cp;
         let mut board = b.borrow_mut();
-        if sysreg(cp) == DAIF {
-            // Unmasking with an IRQ pending: end the slice so it is taken promptly.
-            if cp.val & PSTATE_I == 0 && board.gic.irq_line(cpu) {
-                c.shorten_to(1);
-            }
-            return false;
-        }
-        let now = board.now_during(&c);
+        let now = board.now_at(&c, access.pc());
         let timer = &mut board.timers[cpu];
         match sysreg(cp) {
             CNTV_CTL_EL0 => timer.set_ctl(cp.val),
@@ -370,14 +507,12 @@ pub(crate) fn install_sysreg_hooks(
         }
         // The timer's output is a level: reprogramming it lowers (or raises) the PPI
         // now, not at the next slice, or the guest would take the old tick again.
-        let level = board.timers[cpu].irq_level(now);
-        board.gic.set_ppi_level(cpu, VTIMER_INTID, level);
-        // End the slice by the deadline so the interrupt is not late by a whole quantum.
-        if let Some(deadline) = board.timers[cpu].deadline(now) {
-            c.shorten_to((deadline - now) * board.running);
-        } else if board.timers[cpu].irq_level(now) {
-            c.shorten_to(1);
-        }
+        c.irq_line_may_have_risen(board.update_timer_line(cpu, now));
+        // The new deadline, counted from the slice's start like the old one.
+        let fires_after = board.timers[cpu]
+            .deadline(now)
+            .map_or(u64::MAX, |t| board.clock.insns_until(t, board.running));
+        c.timer_fires_after.set(fires_after);
         true
     })
     .map_err(uc_err("adding the MSR hook"))?;

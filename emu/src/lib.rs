@@ -9,7 +9,16 @@
 //! take a pending IRQ if that CPU's PSTATE.I allows, run the slice, account its
 //! instructions (virtual time advances by them), apply broadcast TLB maintenance to
 //! the other instances, then handle how the slice ended (budget, WFI, exception,
-//! PSCI call, emulator error). Nothing reads host time or host randomness.
+//! PSCI call, an IRQ to take now, emulator error). Nothing reads host time or host
+//! randomness.
+//!
+//! # Interrupt timing
+//! A slice ends early, exactly where an IRQ is due, and the IRQ is taken there
+//! (docs/machine.md, "When `emu/` takes an IRQ"). The block hook decides: at a block
+//! start it takes a pending IRQ once PSTATE.I is clear, which is right after the
+//! unmasking instruction (see below); when the core's timer deadline falls inside
+//! the block about to run with IRQs unmasked, the machine runs that block only up
+//! to the deadline's instruction, with an `until` address (at most once per tick).
 //!
 //! # Unicorn 2.1.4 (unicorn-engine 2.1.5) as measured for this crate
 //! - Exceptions reach the INTR hook and are never vectored. PC when the hook runs:
@@ -18,7 +27,15 @@
 //!   and the next `emu_start` simply continues (WFE and YIELD are NOPs).
 //! - `emu_stop` from a block hook takes effect before that block runs, so the block
 //!   hook checks the budget on entry and counts a block only when it runs: per-CPU
-//!   counts are exact for any quantum. On a tight loop the block hook runs at ~950
+//!   counts are exact for any quantum.
+//! - Every instruction that can clear PSTATE.I ends its translation block (QEMU 5.0's
+//!   `translate-a64.c`: `msr daifset/daifclr` end the block by default, any MSR to a
+//!   system register without `ARM_CP_SUPPRESS_TB_END` does, DAIF included, and
+//!   `eret` jumps), so a block start is where an unmask takes effect.
+//! - `emu_start`'s `until` address is checked only when code is translated: a block
+//!   translated before that spans it runs past it. Dropping the block's translation
+//!   first (`ctl_remove_cache`) makes it stop there; after the run Unicorn drops the
+//!   shortened block by itself. The price is two translations of one block. On a tight loop the block hook runs at ~950
 //!   MIPS where `emu_start`'s `count` gives ~220 and an empty code hook ~100
 //!   (`cargo run -p emu --release --example hookcost`).
 //! - The binding's MRS/MSR/SYS hook proxy returns a Rust `bool` where C reads a

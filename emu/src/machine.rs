@@ -8,7 +8,9 @@ use std::rc::Rc;
 use unicorn_engine::{RegisterARM64, Unicorn};
 
 pub(crate) use crate::cpu::Hooks;
-use crate::cpu::{read_insn, read_xreg, translation_regs, uc_err, Board, Core, SCTLR_EL1};
+use crate::cpu::{
+    read_insn, read_xreg, translation_regs, uc_err, Board, Core, IrqStop, IrqWatch, SCTLR_EL1,
+};
 use crate::exception::{self, Kind, Synchronous, PSTATE_EL1H_MASKED, PSTATE_I};
 use crate::fdt::{self, BoardDescription};
 use crate::gic::{self, Gic};
@@ -190,6 +192,8 @@ pub struct RunOutcome {
 /// How one slice ended.
 enum SliceEnd {
     Budget,
+    /// At an instruction boundary where an IRQ is to be taken.
+    Interrupt,
     Wfi,
     Exception(u32),
     /// A translation or permission fault from the simulated MMU.
@@ -499,17 +503,20 @@ impl Machine {
             return Some(end);
         }
         let mut budget = slice.insns.min(self.config.max_insns - self.total_insns);
-        {
+        let irqs = {
             let mut board = self.board.borrow_mut();
             board.running = running;
-            if let Some(deadline) = board.next_deadline() {
-                budget = budget.min((deadline - board.clock.now()) * running);
+            // Another CPU's deadline ends the slice at a block boundary near it, so
+            // that a CPU waiting in WFI wakes on time; this CPU's own is exact.
+            if let Some(deadline) = board.next_deadline_except(cpu) {
+                budget = budget.min(board.clock.insns_until(deadline, running));
             }
-        }
+            board.irq_watch(cpu, running)
+        };
         if let Some(mmu) = &mut self.mmu {
             mmu.before_slice(&mut self.cores, cpu, self.total_insns);
         }
-        let (retired, mut end) = self.run_slice(cpu, budget);
+        let (retired, mut end) = self.run_slice(cpu, budget, irqs);
         if let Some(mmu) = &mut self.mmu {
             mmu.after_slice(&mut self.cores, cpu);
         }
@@ -525,7 +532,9 @@ impl Machine {
         self.finish_slice(cpu, end)
     }
 
-    /// Takes a pending IRQ on `cpu` if its PSTATE.I allows.
+    /// Takes a pending IRQ on `cpu` if its PSTATE.I allows: at the start of its slice
+    /// (one that became pending while other CPUs ran) and where its block hook
+    /// ended the slice for one.
     fn deliver_irq(&mut self, cpu: usize) -> Result<(), RunEnd> {
         if !self.board.borrow().gic.irq_line(cpu) {
             return Ok(());
@@ -561,10 +570,13 @@ impl Machine {
         }
     }
 
-    fn run_slice(&mut self, cpu: usize, budget: u64) -> (u64, SliceEnd) {
+    fn run_slice(&mut self, cpu: usize, budget: u64, irqs: IrqWatch) -> (u64, SliceEnd) {
         let core = &mut self.cores[cpu];
-        core.counter.start(budget, core.insns);
-        let result = core.uc.emu_start(core.pc, 0, 0, 0);
+        core.counter.start(budget, core.insns, irqs);
+        let mut result = core.uc.emu_start(core.pc, 0, 0, 0);
+        if let (Ok(()), Some(IrqStop::Within(until))) = (&result, core.counter.irq_stop.get()) {
+            result = run_within_block(core, until);
+        }
         core.pc = core.uc.pc_read().unwrap_or(core.pc);
         let counter = &core.counter;
         if let Err(e) = result {
@@ -582,6 +594,9 @@ impl Machine {
         }
         if let Some(intno) = counter.exception.take() {
             return (counter.retired_before(core.pc), SliceEnd::Exception(intno));
+        }
+        if counter.irq_stop.get().is_some() {
+            return (counter.executed.get(), SliceEnd::Interrupt);
         }
         // WFI returns from emu_start by itself, with the PC past it at the end of the
         // last block that ran.
@@ -623,6 +638,10 @@ impl Machine {
         let fault = |what: String| Some(RunEnd::Fault { cpu, pc, what });
         match end {
             SliceEnd::Budget => None,
+            SliceEnd::Interrupt => {
+                self.board.borrow_mut().update_timer_lines();
+                self.deliver_irq(cpu).err()
+            }
             SliceEnd::Wfi => {
                 self.cores[cpu].state = CpuState::WaitingForInterrupt;
                 None
@@ -807,4 +826,21 @@ impl Machine {
     pub fn kernel(&self) -> &KernelImage {
         &self.kernel
     }
+}
+
+/// Runs `core`, stopped by its block hook at the start of a block, up to the
+/// instruction at `until` inside that block. Unicorn honours an `until` address
+/// only when it translates code, so the block's translation is dropped first; it
+/// drops the shortened one itself after the run.
+fn run_within_block(core: &mut Core, until: u64) -> Result<(), unicorn_engine::uc_error> {
+    let pc = core.uc.pc_read()?;
+    core.uc.ctl_remove_cache(until, until + 4)?;
+    core.counter.stop_requested.set(false);
+    core.uc.emu_start(pc, until, 0, 0)?;
+    // Only an exception on the way stops it elsewhere; anything else is a late IRQ.
+    debug_assert!(
+        core.counter.exception.get().is_some() || core.uc.pc_read() == Ok(until),
+        "ran past {until:#x}"
+    );
+    Ok(())
 }

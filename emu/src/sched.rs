@@ -3,7 +3,8 @@
 //! host time, so the same configuration gives the same interleaving.
 
 /// The next slice: run `cpu` for about `insns` instructions (it stops at the first
-/// block boundary at or past that budget, or earlier on an exception or WFI).
+/// block boundary at or past that budget, or earlier on an exception, WFI or an IRQ
+/// to take).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Slice {
     pub cpu: usize,

@@ -26,6 +26,12 @@ impl VirtualClock {
         self.now + (self.remainder + executed) / running.max(1)
     }
 
+    /// How many instructions a slice that starts now runs before the clock reaches
+    /// `t` (0 if it already has): the inverse of [`Self::now_during_slice`].
+    pub fn insns_until(&self, t: u64, running: u64) -> u64 {
+        (t.saturating_sub(self.now) * running.max(1)).saturating_sub(self.remainder)
+    }
+
     pub fn advance(&mut self, insns: u64, running: u64) {
         let running = running.max(1);
         let total = self.remainder + insns;
@@ -101,6 +107,15 @@ mod tests {
         c.advance(2, 4);
         assert_eq!(c.now(), 3);
         assert_eq!(c.now_during_slice(4, 1), 3 + 4);
+        // Two instructions in the remainder: two more reach the next tick.
+        let mut r = VirtualClock::default();
+        r.advance(6, 4);
+        assert_eq!(
+            (r.now(), r.insns_until(2, 4), r.insns_until(3, 4)),
+            (1, 2, 6)
+        );
+        assert_eq!((r.now_during_slice(1, 4), r.now_during_slice(2, 4)), (1, 2));
+        assert_eq!(r.insns_until(1, 4), 0);
         c.skip_to(100);
         c.skip_to(50);
         assert_eq!(c.now(), 100);

@@ -36,9 +36,25 @@ fn record_seeds(
     guest_seed: u64,
     sample: bool,
 ) -> Recorded {
+    let sched = SchedulerKind::Random;
+    record_with(
+        kernel, scenario, cpus, sched, sched_seed, guest_seed, sample,
+    )
+}
+
+/// As [`record_seeds`], under the scheduler `sched`.
+fn record_with(
+    kernel: &KernelImage,
+    scenario: &str,
+    cpus: usize,
+    sched: SchedulerKind,
+    sched_seed: u64,
+    guest_seed: u64,
+    sample: bool,
+) -> Recorded {
     let config = MachineConfig {
         cpus,
-        sched: SchedulerKind::Random,
+        sched,
         seed: sched_seed,
         quantum: 2_000,
         max_insns: 400_000_000,
@@ -151,6 +167,53 @@ fn irq_mask_from_events_matches_pstate_at_every_block_boundary() {
         );
         assert!(changes > 100, "{scenario}: only {changes} mask changes");
         eprintln!("{scenario}: {checked} block boundaries, {changes} mask changes, all agree");
+    }
+}
+
+#[test]
+fn the_pending_timer_irq_of_irqmask_is_taken_right_after_the_unmasking_instruction() {
+    let Some(kernel) = guest() else { return };
+    let schedules = [(SchedulerKind::RoundRobin, 0)]
+        .into_iter()
+        .chain((0..3).map(|seed| (SchedulerKind::Random, seed)));
+    for (sched, seed) in schedules {
+        let run = record_with(&kernel, "irqmask", 4, sched, seed, 0, false);
+        let cpu0: Vec<&Event> = run.events.iter().filter(|e| e.cpu.0 == 0).collect();
+        let is_instruction_mask = |e: &Event, masked: bool| matches!(e.kind, EventKind::IrqMask { new, cause: IrqMaskCause::Instruction, .. } if new == masked);
+        // The scenario's masked wait is CPU 0's longest run of masked time that an
+        // instruction ends.
+        let mut masked_since = None;
+        let mut longest: Option<(u64, usize)> = None;
+        for (i, e) in cpu0.iter().enumerate() {
+            match e.kind {
+                EventKind::IrqMask { new: true, .. } => masked_since = Some(e.time),
+                EventKind::IrqMask { new: false, .. } => {
+                    let since = masked_since.take().unwrap_or(e.time);
+                    let span = e.time - since;
+                    if is_instruction_mask(e, false) && longest.is_none_or(|(l, _)| span > l) {
+                        longest = Some((span, i));
+                    }
+                }
+                _ => {}
+            }
+        }
+        let (span, at) = longest.expect("CPU 0 unmasks");
+        let (unmask, next) = (cpu0[at], cpu0[at + 1]);
+        let what = format!("{sched:?} seed {seed}: masked for {span}, then {next:?}");
+        assert!(span > 20 * 62_500, "{what}");
+        assert_eq!(
+            next.kind,
+            EventKind::IrqInject {
+                cpu: unmask.cpu,
+                intid: 27
+            },
+            "{what}"
+        );
+        assert_eq!(
+            (next.time, next.pc),
+            (unmask.time + 1, unmask.pc + 4),
+            "the IRQ interrupts the instruction after the unmask ({what})"
+        );
     }
 }
 

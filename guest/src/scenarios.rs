@@ -207,8 +207,8 @@ fn irqmask_main(_: usize) {
         panic!("irqmask: the timer did not fire at its deadline");
     }
     sync::local_irq_restore(flags);
-    // Unmasked: the pending IRQ must be taken at once (the emulator delivers at its
-    // next slice boundary, a few thousand instructions).
+    // Unmasked: the pending IRQ must be taken at once (the emulator takes it right
+    // after the unmasking instruction; QEMU once a host-timer callback raised it).
     let unmasked_at = arch::counter();
     while timer_irqs() == before {
         if arch::counter() - unmasked_at > 10 * TICK_COUNTS {

@@ -190,29 +190,38 @@ fn fixed_is_clean_on_every_scenario_and_seed() {
 }
 
 /// `map-grow` reaches the paths it is for: the first chunk's map is extended
-/// past a page (2048 entries and more), some areas are freed from IRQ
-/// handlers, and some of those frees run while the grower has `pcpu_lock`
-/// dropped to allocate a new map.
+/// past a page (2048 entries and more) and some areas are freed from IRQ
+/// handlers on every seed; some of those frees run while the grower has
+/// `pcpu_lock` dropped to allocate a new map. That takes an IRQ inside a short
+/// window, which depends on the interleaving: some of the first seeds must
+/// reach it, not each one.
 #[test]
 fn map_grow_extends_past_a_page_with_irq_frees_in_the_window() {
     for variant in ["fine", "fixed"] {
-        let run = variant_run(variant, "map-grow", 0);
-        let line = run
-            .console_lines(0)
-            .into_iter()
-            .find(|l| l.starts_with("cpu0: map-grow: ") && l.contains("map extensions"))
-            .unwrap_or_else(|| panic!("{}", run.describe()));
-        let numbers: Vec<u64> = line
-            .split(|c: char| !c.is_ascii_digit())
-            .filter_map(|w| w.parse().ok())
-            .collect();
-        // cpu0, freed in IRQ context, of those in the window, extensions.
-        let [_, irq_frees, in_window, extensions] = numbers[..] else {
-            panic!("{line}");
-        };
-        assert!(irq_frees > 0, "no free from IRQ context: {line}");
-        assert!(in_window > 0, "no IRQ free in an extension window: {line}");
-        // 2 -> 16 -> 32 -> ... -> 2048 -> 4096 entries: at least 9 extensions.
-        assert!(extensions >= 9, "{line}");
+        let mut in_window_per_seed = Vec::new();
+        for seed in 0..4 {
+            let run = variant_run(variant, "map-grow", seed);
+            let line = run
+                .console_lines(0)
+                .into_iter()
+                .find(|l| l.starts_with("cpu0: map-grow: ") && l.contains("map extensions"))
+                .unwrap_or_else(|| panic!("{}", run.describe()));
+            let numbers: Vec<u64> = line
+                .split(|c: char| !c.is_ascii_digit())
+                .filter_map(|w| w.parse().ok())
+                .collect();
+            // cpu0, freed in IRQ context, of those in the window, extensions.
+            let [_, irq_frees, in_window, extensions] = numbers[..] else {
+                panic!("{line}");
+            };
+            assert!(irq_frees > 0, "no free from IRQ context: {line}");
+            // 2 -> 16 -> 32 -> ... -> 2048 -> 4096 entries: at least 9 extensions.
+            assert!(extensions >= 9, "{line}");
+            in_window_per_seed.push(in_window);
+        }
+        assert!(
+            in_window_per_seed.iter().any(|&n| n > 0),
+            "{variant}: no IRQ free in an extension window on seeds 0-3: {in_window_per_seed:?}"
+        );
     }
 }

@@ -227,6 +227,8 @@ pub const MPIDR_EL1: Sys = (3, 0, 0, 0, 5);
 pub const CNTVCT_EL0: Sys = (3, 3, 14, 0, 2);
 pub const CNTV_TVAL_EL0: Sys = (3, 3, 14, 3, 0);
 pub const CNTV_CTL_EL0: Sys = (3, 3, 14, 3, 1);
+pub const CNTV_CVAL_EL0: Sys = (3, 3, 14, 3, 2);
+pub const DAIF: Sys = (3, 3, 4, 2, 1);
 pub const fn mrs(rt: u32, (op0, op1, crn, crm, op2): Sys) -> u32 {
     0xd520_0000
         | 1 << 21
