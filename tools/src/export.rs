@@ -77,7 +77,10 @@ pub fn perfetto(trace: &Trace, findings: &[Finding]) -> Value {
     }
     let mut tracks: BTreeMap<u16, CpuTracks> = BTreeMap::new();
     // Lock holds open: (cpu, lock address) -> class name.
-    let mut held: BTreeMap<(u16, u64), String> = BTreeMap::new();
+    // Lock holds open: lock address -> (CPU that took it, class name). A mutex may
+    // be released on another CPU after its holder migrated: its span ends where
+    // it began.
+    let mut held: BTreeMap<u64, (u16, String)> = BTreeMap::new();
     let class = |id| strings.get(id).unwrap_or("?").to_string();
     // Task names, from the recorder's `task:NAME` markers.
     let mut task_names: BTreeMap<u32, String> = BTreeMap::new();
@@ -108,6 +111,13 @@ pub fn perfetto(trace: &Trace, findings: &[Finding]) -> Value {
             t.irqs_off = true;
             out.push(span("B", TID_IRQS_OFF, "irqs off".into()));
             t.task = Some(task.0);
+            out.push(span("B", TID_TASKS, task_name(task.0)));
+        } else if t.task != Some(task.0) && !matches!(e.kind, EventKind::ContextSwitch { .. }) {
+            // The CPU runs another task than its last switch said (a CPU's first
+            // events are recorded before the recorder knows its task).
+            if t.task.replace(task.0).is_some() {
+                out.push(span("E", TID_TASKS, String::new()));
+            }
             out.push(span("B", TID_TASKS, task_name(task.0)));
         }
         let instant = |name: String, args: Value| json!({"ph": "i", "s": "t", "pid": pid, "tid": TID_EVENTS, "ts": ts(time), "name": name, "args": args});
@@ -147,16 +157,16 @@ pub fn perfetto(trace: &Trace, findings: &[Finding]) -> Value {
                 acquired: true,
             } => {
                 let name = class(lock.class);
-                held.insert((pid, lock.addr), name.clone());
+                held.insert(lock.addr, (pid, name.clone()));
                 out.push(json!({"ph": "b", "cat": "lock", "id": format!("{:#x}", lock.addr),
                     "pid": pid, "tid": TID_TASKS, "ts": ts(time), "name": name,
                     "args": {"addr": format!("{:#x}", lock.addr), "flavor": flavor.name(), "task": task.0}}));
             }
             EventKind::LockRelease { lock, .. } => {
-                if let Some(name) = held.remove(&(pid, lock.addr)) {
+                if let Some((taken_on, name)) = held.remove(&lock.addr) {
                     out.push(
                         json!({"ph": "e", "cat": "lock", "id": format!("{:#x}", lock.addr),
-                        "pid": pid, "tid": TID_TASKS, "ts": ts(time), "name": name}),
+                        "pid": taken_on, "tid": TID_TASKS, "ts": ts(time), "name": name}),
                     );
                 }
             }
@@ -225,7 +235,7 @@ pub fn perfetto(trace: &Trace, findings: &[Finding]) -> Value {
             out.push(end(TID_HARDIRQ));
         }
     }
-    for ((pid, addr), name) in held {
+    for (addr, (pid, name)) in held {
         let last = tracks.get(&pid).map_or(0, |t| t.last_time);
         out.push(json!({"ph": "e", "cat": "lock", "id": format!("{addr:#x}"),
             "pid": pid, "tid": TID_TASKS, "ts": ts(last), "name": name}));
@@ -467,5 +477,57 @@ mod tests {
         let found = list.iter().find(|e| e["cat"] == "finding").unwrap();
         assert_eq!(found["ph"], "i");
         assert_eq!(found["name"], "deadlock");
+    }
+
+    #[test]
+    fn a_hold_released_after_migrating_ends_on_the_cpu_that_took_it() {
+        let mut strings = StringTable::new();
+        let m = LockRef {
+            addr: 0x30,
+            class: strings.intern("m"),
+        };
+        let mutex = LockFlavor::Mutex;
+        let events = vec![
+            event(
+                1,
+                0,
+                EventKind::LockAcquired {
+                    lock: m,
+                    flavor: mutex,
+                },
+            ),
+            event(
+                2,
+                1,
+                EventKind::LockRelease {
+                    lock: m,
+                    flavor: mutex,
+                },
+            ),
+        ];
+        let trace = Trace {
+            header: Header {
+                major: 1,
+                minor: 3,
+                config: TraceConfig {
+                    cpus: 2,
+                    ..TraceConfig::default()
+                },
+                len: 0,
+            },
+            strings,
+            events,
+            trailer: None,
+            damage: None,
+        };
+        let json = perfetto(&trace, &[]);
+        let ends: Vec<(u64, f64)> = json["traceEvents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["ph"] == "e" && e["cat"] == "lock")
+            .map(|e| (e["pid"].as_u64().unwrap(), e["ts"].as_f64().unwrap()))
+            .collect();
+        assert_eq!(ends, [(0, 0.002)]);
     }
 }
