@@ -49,6 +49,8 @@ pub(crate) struct SliceCounter {
     pub(crate) block_size: Cell<u32>,
     /// Exception number from the INTR hook.
     pub(crate) exception: Cell<Option<u32>>,
+    /// The slice stopped at a WFE with the event register clear (events.rs).
+    pub(crate) wfe_wait: Cell<bool>,
     /// The guest issued an inner-shareable TLBI: other cores must flush their TLBs.
     pub(crate) tlb_broadcast: Cell<bool>,
     /// The guest invalidated the instruction cache: other cores drop translated code.
@@ -88,6 +90,7 @@ impl SliceCounter {
         self.block_start.set(u64::MAX);
         self.block_size.set(0);
         self.exception.set(None);
+        self.wfe_wait.set(false);
         self.timer_fires_after
             .set(irqs.timer_fires_after.unwrap_or(u64::MAX));
         self.irq_maybe_pending.set(irqs.line_high);
@@ -156,6 +159,8 @@ pub(crate) struct Board {
     pub(crate) clock: VirtualClock,
     /// Cores running during the current slice (the clock's divisor).
     pub(crate) running: u64,
+    /// Each CPU's event register (WFE/SEV, events.rs).
+    pub(crate) events: Vec<bool>,
 }
 
 impl Board {

@@ -57,6 +57,7 @@
 
 pub mod bench;
 mod cpu;
+mod events;
 pub mod exception;
 pub mod fdt;
 pub mod gic;

@@ -112,6 +112,8 @@ pub enum CpuState {
     Running,
     /// In WFI until an interrupt is pending for it.
     WaitingForInterrupt,
+    /// In WFE until an event (another CPU's SEV) or an interrupt arrives.
+    WaitingForEvent,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -195,6 +197,8 @@ enum SliceEnd {
     /// At an instruction boundary where an IRQ is to be taken.
     Interrupt,
     Wfi,
+    /// Stopped before a WFE: no event yet.
+    Wfe,
     Exception(u32),
     /// A translation or permission fault from the simulated MMU.
     Abort(Synchronous),
@@ -273,6 +277,7 @@ impl Machine {
             timers: vec![VirtualTimer::default(); config.cpus],
             clock: VirtualClock::default(),
             running: 1,
+            events: vec![false; config.cpus],
         }));
         let sim_mmu = match (hooks, config.mmu) {
             (Hooks::Full, MmuMode::Simulated | MmuMode::Checked) => Some(SimMmu::new(
@@ -295,6 +300,9 @@ impl Machine {
             .collect::<Result<Vec<_>, _>>()?;
         if let Some(m) = &sim_mmu {
             m.install_barrier_hooks(&mut cores, kernel)?;
+        }
+        if hooks == Hooks::Full {
+            crate::events::install(&mut cores, kernel, &board)?;
         }
         for core in &cores {
             core.counter.churn_every.set(config.churn_soft_tlb);
@@ -460,19 +468,29 @@ impl Machine {
         }
         self.board.borrow_mut().update_timer_lines();
         for (cpu, core) in self.cores.iter_mut().enumerate() {
-            if core.state == CpuState::WaitingForInterrupt && self.board.borrow().gic.irq_line(cpu)
-            {
-                core.state = CpuState::Running;
+            let mut board = self.board.borrow_mut();
+            let irq = board.gic.irq_line(cpu);
+            match core.state {
+                CpuState::WaitingForInterrupt if irq => core.state = CpuState::Running,
+                CpuState::WaitingForEvent if irq || board.events[cpu] => {
+                    // A wake-up event completes the WFE (an interrupt counts, even
+                    // masked): the hook consumes it when the CPU runs again.
+                    board.events[cpu] = true;
+                    core.state = CpuState::Running;
+                }
+                _ => {}
             }
         }
         let runnable: Vec<usize> = (0..self.cores.len())
             .filter(|&c| self.cores[c].state == CpuState::Running)
             .collect();
         if runnable.is_empty() {
-            let waiting = self
-                .cores
-                .iter()
-                .any(|c| c.state == CpuState::WaitingForInterrupt);
+            let waiting = self.cores.iter().any(|c| {
+                matches!(
+                    c.state,
+                    CpuState::WaitingForInterrupt | CpuState::WaitingForEvent
+                )
+            });
             let mut board = self.board.borrow_mut();
             return match board.next_deadline() {
                 Some(deadline) if waiting => {
@@ -598,6 +616,9 @@ impl Machine {
         if counter.irq_stop.get().is_some() {
             return (counter.executed.get(), SliceEnd::Interrupt);
         }
+        if counter.wfe_wait.get() {
+            return (counter.retired_before(core.pc), SliceEnd::Wfe);
+        }
         // WFI returns from emu_start by itself, with the PC past it at the end of the
         // last block that ran.
         let block_end = counter
@@ -644,6 +665,10 @@ impl Machine {
             }
             SliceEnd::Wfi => {
                 self.cores[cpu].state = CpuState::WaitingForInterrupt;
+                None
+            }
+            SliceEnd::Wfe => {
+                self.cores[cpu].state = CpuState::WaitingForEvent;
                 None
             }
             SliceEnd::Error(e) => fault(format!("emulator stopped: {e}")),

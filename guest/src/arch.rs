@@ -75,6 +75,27 @@ pub fn wait_for_interrupt() {
     unsafe { asm!("wfi", options(nomem, nostack, preserves_flags)) };
 }
 
+/// Waits for an event (WFE): returns at once if this CPU's event register is set
+/// (clearing it), else when an event arrives (another CPU's SEV, an interrupt).
+/// Spin-wait loops call it between checks, as arm64 Linux does, so a waiting CPU
+/// costs nothing until the lock holder signals.
+///
+/// CONTEXT: any (a hint: an implementation may return at any time).
+pub fn wait_for_event() {
+    // SAFETY: WFE has no architectural side effect beyond suspending execution.
+    unsafe { asm!("wfe", options(nomem, nostack, preserves_flags)) };
+}
+
+/// Signals an event to every CPU (SEV): wakes the CPUs waiting in WFE and sets
+/// each CPU's event register. A spin-lock release ends with it, after its store.
+///
+/// CONTEXT: any.
+pub fn send_event() {
+    // SAFETY: SEV only sets event registers; the barrier orders the release store
+    // before the event, as a waiter re-reads the lock word when it wakes.
+    unsafe { asm!("dsb ishst", "sev", options(nostack, preserves_flags)) };
+}
+
 /// Full-system data barrier, then instruction barrier.
 ///
 /// CONTEXT: any.

@@ -87,8 +87,11 @@ impl RawSpinLock {
     /// CONTEXT: preemption disabled by the caller (spin_lock); spins, does not sleep.
     fn acquire(&self) {
         let ticket = self.next.fetch_add(1, Acquire);
+        // A release ends with SEV (see `release`): a wait costs a WFE per holder
+        // change, not a spin per instruction. A SEV between the check and the WFE
+        // leaves the event register set, so the WFE returns at once.
         while self.serving.load(Acquire) != ticket {
-            core::hint::spin_loop();
+            arch::wait_for_event();
         }
         self.owner.store(this_cpu().id as u32 + 1, Relaxed);
     }
@@ -114,6 +117,7 @@ impl RawSpinLock {
         self.owner.store(0, Relaxed);
         let serving = self.serving.load(Relaxed);
         self.serving.store(serving.wrapping_add(1), Release);
+        arch::send_event();
     }
 }
 
