@@ -2,7 +2,7 @@
 //! instructions, catch its exceptions and model its system registers, and the board
 //! state (devices, time) those hooks share.
 
-use std::cell::{Cell, RefCell};
+use std::cell::{Cell, OnceCell, RefCell};
 use std::rc::Rc;
 
 use unicorn_engine::{
@@ -49,8 +49,10 @@ pub(crate) struct SliceCounter {
     pub(crate) block_size: Cell<u32>,
     /// Exception number from the INTR hook.
     pub(crate) exception: Cell<Option<u32>>,
-    /// The slice stopped at a WFE with the event register clear (events.rs).
+    /// The last block run ends in a WFE that waits (events.rs).
     pub(crate) wfe_wait: Cell<bool>,
+    /// The kernel's WFE/SEV sites (set once the kernel is known).
+    pub(crate) event_sites: OnceCell<Rc<crate::events::EventSites>>,
     /// The guest issued an inner-shareable TLBI: other cores must flush their TLBs.
     pub(crate) tlb_broadcast: Cell<bool>,
     /// The guest invalidated the instruction cache: other cores drop translated code.
@@ -353,6 +355,17 @@ pub(crate) fn install_counting_hooks(
                 let _ = uc.emu_stop();
             }
             return;
+        }
+        if c.wfe_wait.get() {
+            // The previous block ended in a WFE with no event: wait from here.
+            if !c.stop_requested.replace(true) {
+                let _ = uc.emu_stop();
+            }
+            return;
+        }
+        if let Some(sites) = c.event_sites.get().filter(|s| s.may_hold(addr, size)) {
+            c.wfe_wait
+                .set(sites.block_runs(&mut b.borrow_mut().events, cpu, addr, size));
         }
         c.block_start.set(addr);
         c.block_size.set(size);

@@ -112,7 +112,7 @@ pub enum CpuState {
     Running,
     /// In WFI until an interrupt is pending for it.
     WaitingForInterrupt,
-    /// In WFE until an event (another CPU's SEV) or an interrupt arrives.
+    /// After a WFE, until an event (another CPU's SEV) or an interrupt arrives.
     WaitingForEvent,
 }
 
@@ -197,7 +197,7 @@ enum SliceEnd {
     /// At an instruction boundary where an IRQ is to be taken.
     Interrupt,
     Wfi,
-    /// Stopped before a WFE: no event yet.
+    /// Stopped right after a WFE that found no event.
     Wfe,
     Exception(u32),
     /// A translation or permission fault from the simulated MMU.
@@ -302,7 +302,7 @@ impl Machine {
             m.install_barrier_hooks(&mut cores, kernel)?;
         }
         if hooks == Hooks::Full {
-            crate::events::install(&mut cores, kernel, &board)?;
+            crate::events::install(&cores, kernel);
         }
         for core in &cores {
             core.counter.churn_every.set(config.churn_soft_tlb);
@@ -473,9 +473,9 @@ impl Machine {
             match core.state {
                 CpuState::WaitingForInterrupt if irq => core.state = CpuState::Running,
                 CpuState::WaitingForEvent if irq || board.events[cpu] => {
-                    // A wake-up event completes the WFE (an interrupt counts, even
-                    // masked): the hook consumes it when the CPU runs again.
-                    board.events[cpu] = true;
+                    // A wake-up event (an interrupt counts, even masked) completes
+                    // the WFE, which consumes it.
+                    board.events[cpu] = false;
                     core.state = CpuState::Running;
                 }
                 _ => {}
@@ -616,8 +616,8 @@ impl Machine {
         if counter.irq_stop.get().is_some() {
             return (counter.executed.get(), SliceEnd::Interrupt);
         }
-        if counter.wfe_wait.get() {
-            return (counter.retired_before(core.pc), SliceEnd::Wfe);
+        if crate::events::waits_at(counter, core.pc) {
+            return (counter.executed.get(), SliceEnd::Wfe);
         }
         // WFI returns from emu_start by itself, with the PC past it at the end of the
         // last block that ran.
