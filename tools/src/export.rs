@@ -391,6 +391,25 @@ mod tests {
         CpuId, FindingKind, Header, LockFlavor, LockRef, StringTable, TaskId, TraceConfig,
     };
 
+    /// A trace of `cpus` CPUs holding `events`.
+    fn trace_of(cpus: u32, strings: StringTable, events: Vec<Event>) -> Trace {
+        Trace {
+            header: Header {
+                major: 1,
+                minor: traces::format::VERSION_MINOR,
+                config: TraceConfig {
+                    cpus,
+                    ..TraceConfig::default()
+                },
+                len: 0,
+            },
+            strings,
+            events,
+            trailer: None,
+            damage: None,
+        }
+    }
+
     fn event(time: u64, cpu: u16, kind: EventKind) -> Event {
         Event {
             time,
@@ -448,21 +467,7 @@ mod tests {
                 },
             ),
         ];
-        let trace = Trace {
-            header: Header {
-                major: 1,
-                minor: 0,
-                config: TraceConfig {
-                    cpus: 1,
-                    ..TraceConfig::default()
-                },
-                len: 0,
-            },
-            strings,
-            events,
-            trailer: None,
-            damage: None,
-        };
+        let trace = trace_of(1, strings, events);
         let mut finding = Finding::new(FindingKind::Deadlock, "deadlock", "k".into(), vec![]);
         finding.cpu = Some(0);
         finding.time = Some(3);
@@ -505,21 +510,7 @@ mod tests {
                 },
             ),
         ];
-        let trace = Trace {
-            header: Header {
-                major: 1,
-                minor: 3,
-                config: TraceConfig {
-                    cpus: 2,
-                    ..TraceConfig::default()
-                },
-                len: 0,
-            },
-            strings,
-            events,
-            trailer: None,
-            damage: None,
-        };
+        let trace = trace_of(2, strings, events);
         let json = perfetto(&trace, &[]);
         let ends: Vec<(u64, f64)> = json["traceEvents"]
             .as_array()

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{load, percpu_lab, record, replay, rewrite, scratch, Run};
+use common::{load, record, replay, rewrite, scratch, Run};
 use traces::{Ending, EventKind, RunTail, Trace};
 
 /// Records `args` into a scratch trace called `name`, expecting exit code `code`.
@@ -208,22 +208,7 @@ fn a_run_ended_by_sigint_or_sigterm_finishes_its_trace_and_replays_to_that_point
 
 #[test]
 fn a_truncated_trace_replays_up_to_its_last_whole_chunk() {
-    // The first seed whose run deadlocks (which ones do depends on the guest build).
-    let deadlock_seed = (0..20)
-        .map(|seed: u32| seed.to_string())
-        .find(|seed| {
-            let run = percpu_lab(&[
-                "run",
-                "--variant",
-                "mutex",
-                "--scenario",
-                "fs-reclaim",
-                "--seed",
-                seed,
-            ]);
-            run.stdout.contains("== stopped: deadlock")
-        })
-        .expect("some seed of fs-reclaim deadlocks");
+    let deadlock_seed = common::deadlocking_fs_reclaim_seed();
     for (name, args) in [
         (
             "storm",

@@ -559,28 +559,9 @@ fn text_export_has_a_line_per_event_and_the_findings() {
     }
 }
 
-/// The first seed whose `fs-reclaim` run on the mutex variant really deadlocks.
-fn deadlocking_fs_reclaim_seed() -> String {
-    (0..20)
-        .map(|seed: u32| seed.to_string())
-        .find(|seed| {
-            let run = percpu_lab(&[
-                "run",
-                "--variant",
-                "mutex",
-                "--scenario",
-                "fs-reclaim",
-                "--seed",
-                seed,
-            ]);
-            run.stdout.contains("== stopped: deadlock")
-        })
-        .expect("some seed of fs-reclaim deadlocks")
-}
-
 #[test]
 fn perfetto_export_shows_the_fs_reclaim_deadlock_as_a_cycle_of_waits_for_arrows() {
-    let seed = deadlocking_fs_reclaim_seed();
+    let seed = common::deadlocking_fs_reclaim_seed();
     let path = scratch("deadlock.trace");
     let run = record(
         &path,

@@ -222,3 +222,23 @@ pub fn schema_errors(validator: &jsonschema::Validator, report: &serde_json::Val
         .map(|e| format!("{}: {e}", e.instance_path()))
         .collect()
 }
+
+/// The first seed whose `fs-reclaim` run on the mutex variant really deadlocks
+/// (which seeds do depends on the guest build).
+pub fn deadlocking_fs_reclaim_seed() -> String {
+    (0..20)
+        .map(|seed: u32| seed.to_string())
+        .find(|seed| {
+            let run = percpu_lab(&[
+                "run",
+                "--variant",
+                "mutex",
+                "--scenario",
+                "fs-reclaim",
+                "--seed",
+                seed,
+            ]);
+            run.stdout.contains("== stopped: deadlock")
+        })
+        .expect("some seed of fs-reclaim deadlocks")
+}

@@ -224,6 +224,17 @@ impl Validator {
         }
     }
 
+    /// `comm/pid [HC..] enables IRQs at: …`, and its site.
+    fn enables_irqs_line(&self, e: &Event, site: &Site, out: &mut Draft) {
+        out.line(format!(
+            "{} {} enables IRQs {}",
+            self.task_label(e.task.0),
+            self.irq_state(e),
+            self.at(site)
+        ));
+        self.record_site("irqs-on", None, site, out);
+    }
+
     /// `comm/pid is trying to VERB lock (flavor):`.
     fn trying_to(&self, e: &Event, verb: &str, flavor: LockFlavor) -> String {
         format!(
@@ -487,13 +498,7 @@ impl Validator {
         match held {
             None => {
                 out.line("WARNING: IRQs enabled inside a hard-IRQ handler");
-                out.line(format!(
-                    "{} {} enables IRQs {}",
-                    self.task_label(e.task.0),
-                    self.irq_state(e),
-                    self.at(&site)
-                ));
-                self.record_site("irqs-on", None, &site, &mut out);
+                self.enables_irqs_line(e, &site, &mut out);
                 // What just released a lock and turned IRQs on (spin_unlock_irq).
                 let released = self
                     .cpus
@@ -535,13 +540,7 @@ impl Validator {
                 out.line(format!(
                     "WARNING: IRQs enabled while holding hardirq-safe lock ({name})"
                 ));
-                out.line(format!(
-                    "{} {} enables IRQs {}",
-                    self.task_label(e.task.0),
-                    self.irq_state(e),
-                    self.at(&site)
-                ));
-                self.record_site("irqs-on", None, &site, &mut out);
+                self.enables_irqs_line(e, &site, &mut out);
                 out.line("while holding:");
                 self.lock_line(h.class, h.addr, &h.site, "held", &mut out);
                 if let Some(acq) = self.classes[h.class as usize].in_hardirq {
