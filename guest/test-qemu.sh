@@ -60,7 +60,8 @@ for cpus in 1 2 4 8; do
     # The same lines, order aside, on a second run.
     again="$(run "$cpus" "scenario=smoke seed=$cpus" 60)"
     if [ "$(sort <<<"$out")" != "$(sort <<<"$again")" ]; then
-        echo "FAIL smoke on $cpus cpus: two runs print different line sets"
+        echo "FAIL smoke on $cpus cpus: two runs print different line sets:"
+        diff <(sort <<<"$out") <(sort <<<"$again") | sed 's/^/    /'
         failures=$((failures + 1))
     fi
 done
