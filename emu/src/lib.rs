@@ -87,4 +87,4 @@ pub use machine::{
 pub use memory::{GuestMemory, GuestRam, OutOfRam, RAM_BASE};
 pub use probe::{CallStats, ProbeId};
 pub use record::{EventSink, MaskSample, RecordOptions};
-pub use sched::{SchedView, Scheduler, SchedulerKind, Slice};
+pub use sched::{SchedPoint, SchedView, Scheduler, SchedulerKind, Slice};

@@ -209,7 +209,8 @@ pub struct Machine {
     // Field order matters: the Unicorn instances map `ram` and must be dropped first.
     cores: Vec<Core>,
     board: Rc<RefCell<Board>>,
-    scheduler: Box<dyn Scheduler>,
+    /// Shared with the recorder, which asks it at scheduling points.
+    scheduler: Rc<RefCell<Box<dyn Scheduler>>>,
     config: MachineConfig,
     kernel: KernelImage,
     total_insns: u64,
@@ -310,7 +311,11 @@ impl Machine {
         let mut machine = Self {
             cores,
             board,
-            scheduler: make_scheduler(config.sched, config.seed, config.quantum),
+            scheduler: Rc::new(RefCell::new(make_scheduler(
+                &config.sched,
+                config.seed,
+                config.quantum,
+            ))),
             kernel: kernel.clone(),
             config,
             total_insns: 0,
@@ -381,9 +386,26 @@ impl Machine {
         if self.recorder.is_some() {
             return Err(EmuError::Config("already recording".into()));
         }
-        let recorder = Recorder::install(&mut self.cores, &self.kernel, options, sink)?;
+        let scheduler = self.scheduler.clone();
+        let gate = Box::new(move |cpu, kind: &traces::EventKind| {
+            scheduler
+                .borrow_mut()
+                .at_point(&crate::sched::SchedPoint { cpu, kind })
+        });
+        let recorder = Recorder::install(&mut self.cores, &self.kernel, options, sink, gate)?;
         self.recorder = Some(recorder);
         Ok(())
+    }
+
+    /// Runs the rest of the run under `scheduler` instead (e.g. each schedule of an
+    /// exploration, after restoring a snapshot).
+    pub fn set_scheduler(&mut self, scheduler: Box<dyn Scheduler>) {
+        *self.scheduler.borrow_mut() = scheduler;
+    }
+
+    /// Scheduling points the scheduler has seen so far.
+    pub fn sched_points(&self) -> u64 {
+        self.scheduler.borrow().points()
     }
 
     /// A handle that stops the run after the current slice (its events are
@@ -502,10 +524,11 @@ impl Machine {
         }
         let view = SchedView {
             runnable: &runnable,
+            cpus: self.cores.len(),
             total_insns: self.total_insns,
             slices: self.slices,
         };
-        let slice = self.scheduler.next(&view);
+        let slice = self.scheduler.borrow_mut().next(&view);
         let cpu = slice.cpu;
         if let Some(recorder) = &self.recorder {
             recorder.slice_start(self.total_insns);

@@ -71,6 +71,10 @@ use crate::unwind::{frame_chain_with, frame_set_up_at, frames_above};
 /// Receives the events of each slice, in order, with the run's string table.
 pub type EventSink = Box<dyn FnMut(&[Event], &StringTable)>;
 
+/// Asked at each scheduling point of the running CPU (an event
+/// [`crate::sched::is_point`] accepts) whether to end its slice there.
+pub(crate) type PointGate = Box<dyn Fn(usize, &EventKind) -> bool>;
+
 /// What to record besides the events.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RecordOptions {
@@ -300,6 +304,7 @@ pub(crate) struct Recorder {
     state: RefCell<State>,
     queued: Rc<RefCell<Vec<Queued>>>,
     sink: RefCell<EventSink>,
+    gate: PointGate,
     kernel: KernelImage,
     wrappers: Wrappers,
     fs_reclaim: u64,
@@ -324,6 +329,7 @@ impl Recorder {
         kernel: &KernelImage,
         options: RecordOptions,
         sink: EventSink,
+        gate: PointGate,
     ) -> Result<Rc<Recorder>, EmuError> {
         let mut sites: Vec<(u64, Site)> = Vec::new();
         let have = |name: &str| kernel.symbol_address(name).is_some();
@@ -412,6 +418,7 @@ impl Recorder {
                 named: HashSet::new(),
             }),
             sink: RefCell::new(sink),
+            gate,
             kernel: kernel.clone(),
             wrappers,
             fs_reclaim: kernel.symbol_address("fs_reclaim_acquire").unwrap_or(0),
@@ -594,6 +601,30 @@ impl Recorder {
     }
 
     fn on_site(
+        &self,
+        uc: &mut Unicorn<'_, ()>,
+        cpu: usize,
+        counter: &SliceCounter,
+        site: Site,
+        pc: u64,
+    ) {
+        let before = self.state.borrow().pending.len();
+        self.on_site_events(uc, cpu, counter, site, pc);
+        // The scheduler sees this CPU's new synchronisation events; ending the slice
+        // is using up its budget, so it ends where the next block would start.
+        let st = self.state.borrow();
+        let mut preempt = false;
+        for event in &st.pending[before.min(st.pending.len())..] {
+            if usize::from(event.cpu.0) == cpu && crate::sched::is_point(&event.kind) {
+                preempt |= (self.gate)(cpu, &event.kind);
+            }
+        }
+        if preempt {
+            counter.budget.set(0);
+        }
+    }
+
+    fn on_site_events(
         &self,
         uc: &mut Unicorn<'_, ()>,
         cpu: usize,

@@ -303,7 +303,7 @@ fn a_pending_timer_irq_is_taken_right_after_the_unmasking_instruction_under_any_
         for (sched, seed) in schedules {
             let config = MachineConfig {
                 cpus: 2,
-                sched,
+                sched: sched.clone(),
                 seed,
                 quantum: 50,
                 ..one_cpu()

@@ -177,7 +177,7 @@ fn the_pending_timer_irq_of_irqmask_is_taken_right_after_the_unmasking_instructi
         .into_iter()
         .chain((0..3).map(|seed| (SchedulerKind::Random, seed)));
     for (sched, seed) in schedules {
-        let run = record_with(&kernel, "irqmask", 4, sched, seed, 0, false);
+        let run = record_with(&kernel, "irqmask", 4, sched.clone(), seed, 0, false);
         let cpu0: Vec<&Event> = run.events.iter().filter(|e| e.cpu.0 == 0).collect();
         let is_instruction_mask = |e: &Event, masked: bool| matches!(e.kind, EventKind::IrqMask { new, cause: IrqMaskCause::Instruction, .. } if new == masked);
         // The scenario's masked wait is CPU 0's longest run of masked time that an

@@ -13,6 +13,7 @@ mod bench_machine;
 mod bench_mmu;
 mod bench_trace;
 mod check;
+mod explore;
 mod export;
 mod graph;
 mod input_file;
@@ -104,6 +105,9 @@ enum Command {
     Replay(replay::ReplayArgs),
     /// Analyse a recorded trace with the lock validator (same findings as its run).
     Check(check::CheckArgs),
+    /// Run many schedules of a scenario (random, PCT or delay-bounded), fold the
+    /// findings by cause and save a replayable trace of each.
+    Explore(explore::ExploreArgs),
     /// Convert a trace for viewers: `--perfetto OUT.json` for ui.perfetto.dev.
     Export(export::ExportArgs),
     /// Print a shell completion script on stdout (e.g. `percpu-lab completions bash`).
@@ -143,6 +147,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench::bench(&args),
         Command::Replay(args) => replay::replay(&args),
         Command::Export(args) => export::export(&args),
+        Command::Explore(args) => explore::explore(&args),
         Command::Check(args) => check::check(&args),
         Command::Completions { shell } => print_completions(shell),
         Command::Man => print_man_page(),

@@ -58,3 +58,15 @@ pub fn count_run(mut sink: EventSink) -> (EventSink, ProgressBar) {
     });
     (counting, bar)
 }
+
+/// A bar counting `total` items (`what`) with a message, for a person at a
+/// terminal; hidden otherwise.
+pub fn counter(total: u64, what: &str) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(total);
+    let template = format!("{{bar:30}} {{pos}}/{{len}} {what} ({{per_sec}}) {{msg}} {{elapsed}}");
+    bar.set_style(ProgressStyle::with_template(&template).expect("valid"));
+    bar
+}

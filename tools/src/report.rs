@@ -50,7 +50,7 @@ pub fn print(
     }
 }
 
-fn describe_end(end: &RunEnd) -> String {
+pub fn describe_end(end: &RunEnd) -> String {
     match end {
         RunEnd::PoweredOff { cpu, status: 0 } => format!("powered off by cpu{cpu}"),
         RunEnd::PoweredOff { cpu, status } => {
@@ -152,7 +152,8 @@ fn json_report(
                  "held_locks": held_locks_at_end(outcome, locks) },
         "config": { "cpus": args.cpus, "scenario": args.scenario, "seed": args.seed,
                     "sched": format!("{:?}", args.sched).to_lowercase(), "quantum": args.quantum,
-                    "variant": args.variant.to_possible_value().map(|v| v.get_name().to_string()) },
+                    "variant": args.variant.to_possible_value().map(|v| v.get_name().to_string()),
+                    "sched_settings": args.sched_flags().into_iter().map(|(k, v)| (k.to_string(), Value::from(v))).collect::<serde_json::Map<_, _>>() },
         "stats": {
             "total_insns": outcome.total_insns,
             "slices": outcome.slices,

@@ -37,7 +37,18 @@ pub enum Sched {
     Rr,
     /// A seeded random CPU and slice length each time.
     Random,
+    /// Probabilistic concurrency testing: random CPU priorities, `--pct-depth` − 1
+    /// priority change points among the run's scheduling points.
+    Pct,
+    /// Systematic: each CPU runs until it waits, skipping the running CPU at the
+    /// `--change-points` (delay-bounded exploration enumerates them).
+    Delay,
 }
+
+/// Default `--pct-depth`.
+pub const DEFAULT_PCT_DEPTH: u32 = 3;
+/// Default `--pct-steps`: about the scheduling points of a default-size scenario.
+pub const DEFAULT_PCT_STEPS: u64 = 20_000;
 
 /// Seeded bugs the guest can be told to make (to prove the checks find them).
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -68,12 +79,28 @@ pub struct RunArgs {
     /// Guest workload (see `percpu-lab scenarios`).
     #[arg(long, default_value = "storm")]
     pub scenario: String,
-    /// Seed for the guest workload and the random scheduler.
+    /// Seed for the guest workload and (unless `--sched-seed`) the scheduler.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Host scheduling strategy.
     #[arg(long, value_enum, default_value_t = Sched::Random)]
     pub sched: Sched,
+    /// Seed for the scheduler alone (default: `--seed`); `explore` prints the one
+    /// of each schedule.
+    #[arg(long)]
+    pub sched_seed: Option<u64>,
+    /// PCT's depth d: d − 1 priority change points (finds bugs of d ordering
+    /// constraints).
+    #[arg(long, default_value_t = DEFAULT_PCT_DEPTH, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub pct_depth: u32,
+    /// PCT: how many scheduling points the change points are drawn from (`explore`
+    /// counts a run's points first).
+    #[arg(long, default_value_t = DEFAULT_PCT_STEPS, value_parser = clap::value_parser!(u64).range(1..))]
+    pub pct_steps: u64,
+    /// Explicit scheduling points (1-based, comma-separated): PCT's change points
+    /// instead of drawn ones, in priority order, or `--sched delay`'s delays.
+    #[arg(long, value_delimiter = ',', num_args = 1..)]
+    pub change_points: Option<Vec<u64>>,
     /// Instructions per scheduling slice.
     #[arg(long, default_value_t = DEFAULT_QUANTUM, value_parser = clap::value_parser!(u64).range(1..))]
     pub quantum: u64,
@@ -139,11 +166,8 @@ impl RunArgs {
     pub fn machine_config(&self) -> MachineConfig {
         MachineConfig {
             cpus: self.cpus as usize,
-            sched: match self.sched {
-                Sched::Rr => SchedulerKind::RoundRobin,
-                Sched::Random => SchedulerKind::Random,
-            },
-            seed: self.seed,
+            sched: self.scheduler_kind(),
+            seed: self.sched_seed.unwrap_or(self.seed),
             quantum: self.quantum,
             max_insns: self.max_insns,
             bootargs: self.bootargs(),
@@ -159,6 +183,39 @@ impl RunArgs {
 }
 
 impl RunArgs {
+    pub fn scheduler_kind(&self) -> SchedulerKind {
+        match self.sched {
+            Sched::Rr => SchedulerKind::RoundRobin,
+            Sched::Random => SchedulerKind::Random,
+            Sched::Pct => SchedulerKind::Pct {
+                depth: self.pct_depth,
+                steps: self.pct_steps,
+                change_points: self.change_points.clone(),
+            },
+            Sched::Delay => SchedulerKind::DelayBounded {
+                delays: self.change_points.clone().unwrap_or_default(),
+            },
+        }
+    }
+
+    /// The scheduler settings beyond `--sched`, as (flag, value) pairs: in the trace
+    /// header (replay passes them back) and in `explore`'s commands.
+    pub fn sched_flags(&self) -> Vec<(&'static str, String)> {
+        let mut flags = Vec::new();
+        if let Some(seed) = self.sched_seed {
+            flags.push(("sched-seed", seed.to_string()));
+        }
+        if matches!(self.sched, Sched::Pct) {
+            flags.push(("pct-depth", self.pct_depth.to_string()));
+            flags.push(("pct-steps", self.pct_steps.to_string()));
+        }
+        if let Some(points) = &self.change_points {
+            let list: Vec<String> = points.iter().map(u64::to_string).collect();
+            flags.push(("change-points", list.join(",")));
+        }
+        flags
+    }
+
     /// Whether the run checks TLB maintenance (its MMU events are recorded then).
     pub fn checks_mmu(&self) -> bool {
         matches!(self.mmu, Mmu::Checked)
@@ -184,22 +241,27 @@ fn bare_run(args: &RunArgs, kernel: &emu::KernelImage, machine: &mut Machine) ->
     }
 }
 
-pub fn run(args: &RunArgs) -> Result<Verdict, BadInput> {
-    let kernel = kernel::load(args.kernel.as_deref())?;
-    kernel::check_scenario(&kernel, &args.scenario)?;
+/// A machine booted for `args`, with the online analyses watching it and, with
+/// `--trace`, the trace being written.
+pub struct Watched {
+    pub machine: Machine,
+    pub analyses: check::Online,
+    pub recording: Option<tracefile::Recording<crate::atomic_file::AtomicFile>>,
+    pub progress: indicatif::ProgressBar,
+}
+
+/// Boots `kernel` for `args` with every analysis (and the trace) attached.
+pub fn watched(args: &RunArgs, kernel: &emu::KernelImage) -> Result<Watched, BadInput> {
     let config = args.machine_config();
     tracing::info!(bootargs = %config.bootargs, cpus = config.cpus, "booting");
-    let mut machine = Machine::new(config, &kernel)?;
-    if args.bare {
-        return Ok(bare_run(args, &kernel, &mut machine));
-    }
+    let mut machine = Machine::new(config, kernel)?;
     // The lock validator sees every event, with or without a trace file.
-    let (analyses, validator_sink) = check::Online::new(&kernel, &machine, args.checks_mmu());
+    let (analyses, validator_sink) = check::Online::new(kernel, &machine, args.checks_mmu());
     let validator_sink = interrupt::stop_on_signal(machine.stop_request(), validator_sink);
     let (validator_sink, progress) = crate::progress::count_run(validator_sink);
     let recording = match &args.trace {
         Some(path) => {
-            let trace_config = tracefile::trace_config(args, &kernel);
+            let trace_config = tracefile::trace_config(args, kernel);
             let file = tracefile::create(path)?;
             Some(tracefile::Recording::start_with(
                 &mut machine,
@@ -213,6 +275,37 @@ pub fn run(args: &RunArgs) -> Result<Verdict, BadInput> {
             None
         }
     };
+    Ok(Watched {
+        machine,
+        analyses,
+        recording,
+        progress,
+    })
+}
+
+/// What a watched run found.
+pub fn verdict_of(outcome: &emu::RunOutcome, mmu: &MmuRun, locks: &check::LockRun) -> Verdict {
+    match report::verdict(outcome) {
+        _ if interrupt::ended(&outcome.end) => Verdict::Interrupted,
+        // Findings (DESIGN.md exit code 1) explain a fault they led to as well.
+        _ if !mmu.findings.is_empty() || !locks.findings.is_empty() => Verdict::Findings,
+        verdict => verdict,
+    }
+}
+
+pub fn run(args: &RunArgs) -> Result<Verdict, BadInput> {
+    let kernel = kernel::load(args.kernel.as_deref())?;
+    kernel::check_scenario(&kernel, &args.scenario)?;
+    if args.bare {
+        let mut machine = Machine::new(args.machine_config(), &kernel)?;
+        return Ok(bare_run(args, &kernel, &mut machine));
+    }
+    let Watched {
+        mut machine,
+        analyses,
+        recording,
+        progress,
+    } = watched(args, &kernel)?;
 
     // With `--report json` stdout carries only the report. A reader that goes away
     // (`| head`) must not stop the run: the trace still has to be finished.
@@ -232,12 +325,7 @@ pub fn run(args: &RunArgs) -> Result<Verdict, BadInput> {
     analyses.finish();
     let mmu = MmuRun::of(&machine, &analyses);
     let locks = check::LockRun::of(&analyses);
-    let verdict = match report::verdict(&outcome) {
-        _ if interrupt::ended(&outcome.end) => Verdict::Interrupted,
-        // Findings (DESIGN.md exit code 1) explain a fault they led to as well.
-        _ if !mmu.findings.is_empty() || !locks.findings.is_empty() => Verdict::Findings,
-        verdict => verdict,
-    };
+    let verdict = verdict_of(&outcome, &mmu, &locks);
     if let (Some(recording), Some(path)) = (recording, &args.trace) {
         let (_, summary) = recording.finish(&outcome)?;
         eprintln!(

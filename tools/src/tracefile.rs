@@ -40,6 +40,9 @@ pub fn trace_config(args: &RunArgs, kernel: &KernelImage) -> TraceConfig {
     if args.scale != 1 {
         extra.insert("scale".to_string(), args.scale.to_string());
     }
+    for (key, value) in args.sched_flags() {
+        extra.insert(key.to_string(), value);
+    }
     TraceConfig {
         guest_elf: ElfHash::of(kernel.elf_bytes()),
         cpus: args.cpus as u32,

@@ -89,7 +89,7 @@ impl Machine {
             cores,
             ram: self.ram.nonzero_pages(),
             board: self.board.borrow().clone(),
-            scheduler: self.scheduler.boxed_clone(),
+            scheduler: self.scheduler.borrow().boxed_clone(),
             total_insns: self.total_insns,
             slices: self.slices,
             max_insns: self.config.max_insns,
@@ -126,7 +126,7 @@ impl Machine {
             }
         }
         *self.board.borrow_mut() = snapshot.board.clone();
-        self.scheduler = snapshot.scheduler.boxed_clone();
+        *self.scheduler.borrow_mut() = snapshot.scheduler.boxed_clone();
         self.total_insns = snapshot.total_insns;
         self.slices = snapshot.slices;
         self.config.max_insns = snapshot.max_insns;

@@ -1,0 +1,308 @@
+//! Host scheduling of the emulated cores: which CPU runs next, for how many
+//! instructions, and whether to end a slice early at a synchronisation event.
+//! Everything is decided from the scheduler's own state, never from host time, so
+//! the same configuration gives the same interleaving.
+//!
+//! # The contract (what a [`Scheduler`] may rely on and must do)
+//! - The machine calls [`Scheduler::next`] between slices with the CPUs that can run
+//!   now (never none: with every CPU waiting the machine skips virtual time to the
+//!   next timer deadline itself). The returned CPU must be one of them.
+//! - A slice ends at the first translation-block boundary at or past its budget, or
+//!   earlier: at an exception, a WFI or a WFE that waits, an IRQ to take, or a
+//!   *scheduling point* the scheduler asks to end it at.
+//! - While a machine records events, [`Scheduler::at_point`] sees each of the
+//!   running CPU's synchronisation events ([`is_point`]: lock attempts, acquisitions
+//!   and releases, IRQ mask changes, context switches, sleeps and wake-ups, per-CPU
+//!   allocations and frees, page-table writes, TLB invalidations) in the order they
+//!   happen. Returning `true` ends the slice at the end of the translation block that
+//!   produced the event (the event has happened; nothing after that block has), so
+//!   every hook of that block has run and none runs twice. Without recording there
+//!   are no points: slices end by budget only.
+//! - Interrupt arrival is part of the schedule: which CPU runs when decides where
+//!   its timer tick lands relative to the other CPUs' events, and a slice ended at a
+//!   point takes a pending IRQ at the next slice start.
+//! - The scheduler is `Clone` (a machine snapshot copies it with its state), owns
+//!   all its randomness ([`Xoshiro256`], seeded) and must not read host time.
+//!
+//! One strategy per file: [`RoundRobin`], [`SeededRandom`], [`Pct`],
+//! [`DelayBounded`].
+
+mod delay_bounded;
+mod pct;
+mod random;
+mod rng;
+mod round_robin;
+
+pub use delay_bounded::{delay_set, delay_sets, DelayBounded};
+pub use pct::Pct;
+pub use random::SeededRandom;
+pub use rng::Xoshiro256;
+pub use round_robin::RoundRobin;
+
+use traces::EventKind;
+
+/// The next slice: run `cpu` for about `insns` instructions (see the module doc
+/// for where it may end earlier).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Slice {
+    pub cpu: usize,
+    pub insns: u64,
+}
+
+/// What a scheduler sees when it decides.
+#[derive(Debug, Clone, Copy)]
+pub struct SchedView<'a> {
+    /// CPUs that can run now, in increasing order; never empty.
+    pub runnable: &'a [usize],
+    /// The machine's CPU count.
+    pub cpus: usize,
+    /// Instructions executed so far by all CPUs together.
+    pub total_insns: u64,
+    /// Slices run so far.
+    pub slices: u64,
+}
+
+/// A synchronisation event of the running CPU (see [`is_point`]).
+#[derive(Debug, Clone, Copy)]
+pub struct SchedPoint<'a> {
+    pub cpu: usize,
+    pub kind: &'a EventKind,
+}
+
+/// A scheduling strategy (see the [module](self) for the contract).
+pub trait Scheduler: BoxedClone {
+    /// Picks the next slice among `view.runnable`.
+    fn next(&mut self, view: &SchedView<'_>) -> Slice;
+
+    /// A scheduling point on the running CPU; `true` ends its slice there.
+    fn at_point(&mut self, _point: &SchedPoint<'_>) -> bool {
+        false
+    }
+
+    /// Scheduling points seen so far.
+    fn points(&self) -> u64 {
+        0
+    }
+}
+
+/// A copy of a scheduler with its state (for machine snapshots); every `Clone`
+/// scheduler has it.
+pub trait BoxedClone {
+    fn boxed_clone(&self) -> Box<dyn Scheduler>;
+}
+
+impl<T: Scheduler + Clone + 'static> BoxedClone for T {
+    fn boxed_clone(&self) -> Box<dyn Scheduler> {
+        Box::new(self.clone())
+    }
+}
+
+/// Whether an event is a scheduling point: where another CPU running first can
+/// change what happens (synchronisation, memory-map changes, sleeping and waking).
+pub fn is_point(kind: &EventKind) -> bool {
+    matches!(
+        kind,
+        EventKind::LockAttempt { .. }
+            | EventKind::LockAcquired { .. }
+            | EventKind::LockRelease { .. }
+            | EventKind::Trylock { .. }
+            | EventKind::IrqMask { .. }
+            | EventKind::ContextSwitch { .. }
+            | EventKind::Sleep
+            | EventKind::Wake { .. }
+            | EventKind::PercpuAlloc { .. }
+            | EventKind::PercpuFree { .. }
+            | EventKind::PageTableWrite { .. }
+            | EventKind::Tlbi { .. }
+    )
+}
+
+/// Which strategy a run uses (the CLI's `--sched` and its parameters).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum SchedulerKind {
+    #[default]
+    RoundRobin,
+    Random,
+    /// Probabilistic concurrency testing (see [`Pct`]).
+    Pct {
+        depth: u32,
+        /// How many scheduling points the change points are drawn from.
+        steps: u64,
+        /// Explicit change points (1-based point numbers) instead of drawn ones.
+        change_points: Option<Vec<u64>>,
+    },
+    /// Run each CPU until it stops, skipping it at these points (see
+    /// [`DelayBounded`]).
+    DelayBounded {
+        delays: Vec<u64>,
+    },
+}
+
+/// Slices a runnable CPU may be passed over in a row under the strategies that
+/// otherwise keep one CPU running (PCT, delay-bounded): a CPU spinning on a
+/// condition another CPU must change would otherwise never let it run. The CPU that
+/// kept it off then yields (PCT: its priority drops below all; delay-bounded: the
+/// starving CPU runs); forced yields are not change points or delays.
+pub const MAX_SLICES_PASSED_OVER: u32 = 64;
+
+pub fn make_scheduler(kind: &SchedulerKind, seed: u64, quantum: u64) -> Box<dyn Scheduler> {
+    match kind {
+        SchedulerKind::RoundRobin => Box::new(RoundRobin::new(quantum)),
+        SchedulerKind::Random => Box::new(SeededRandom::new(seed, quantum)),
+        SchedulerKind::Pct {
+            depth,
+            steps,
+            change_points,
+        } => Box::new(match change_points {
+            Some(points) => Pct::with_change_points(seed, quantum, *depth, *steps, points.clone()),
+            None => Pct::new(seed, quantum, *depth, *steps),
+        }),
+        SchedulerKind::DelayBounded { delays } => {
+            Box::new(DelayBounded::new(quantum, delays.clone()))
+        }
+    }
+}
+
+/// The scheduler seed of schedule `index` of an exploration seeded with
+/// `exploration_seed` (explore prints it; `run --sched-seed` takes it).
+pub fn schedule_seed(exploration_seed: u64, index: u64) -> u64 {
+    let mut rng =
+        Xoshiro256::seed_from(exploration_seed ^ index.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+    rng.next_u64() >> 1
+}
+
+/// Keeps a strategy that prefers one CPU (PCT, delay-bounded) from starving the
+/// others forever when the preferred one spins on a condition only another CPU can
+/// change: counts, per CPU, the slices it could have run and did not.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Starvation {
+    passed_over: Vec<u32>,
+}
+
+impl Starvation {
+    /// The runnable CPU other than `chosen` passed over more than
+    /// [`MAX_SLICES_PASSED_OVER`] slices in a row, if any (the longest waiting).
+    pub(crate) fn starving(&self, runnable: &[usize], chosen: usize) -> Option<usize> {
+        runnable
+            .iter()
+            .copied()
+            .filter(|&c| c != chosen)
+            .filter(|&c| self.passed_over.get(c).copied().unwrap_or(0) >= MAX_SLICES_PASSED_OVER)
+            .max_by_key(|&c| (self.passed_over[c], std::cmp::Reverse(c)))
+    }
+
+    /// `cpu` runs the next slice; the other runnable CPUs wait one more.
+    pub(crate) fn ran(&mut self, runnable: &[usize], cpu: usize) {
+        let needed = runnable.iter().copied().max().unwrap_or(0).max(cpu) + 1;
+        if self.passed_over.len() < needed {
+            self.passed_over.resize(needed, 0);
+        }
+        for (c, waited) in self.passed_over.iter_mut().enumerate() {
+            *waited = if c != cpu && runnable.contains(&c) {
+                *waited + 1
+            } else {
+                0
+            };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(runnable: &[usize]) -> SchedView<'_> {
+        SchedView {
+            runnable,
+            cpus: 4,
+            total_insns: 0,
+            slices: 0,
+        }
+    }
+
+    #[test]
+    fn round_robin_visits_runnable_cpus_in_turn() {
+        let mut rr = RoundRobin::new(100);
+        let picks: Vec<usize> = (0..5).map(|_| rr.next(&view(&[0, 2, 3])).cpu).collect();
+        assert_eq!(picks, [0, 2, 3, 0, 2]);
+        assert_eq!(rr.next(&view(&[1])).cpu, 1);
+        assert_eq!(rr.next(&view(&[0, 1])).cpu, 0);
+    }
+
+    #[test]
+    fn random_is_reproducible_per_seed_and_differs_across_seeds() {
+        let picks = |seed| {
+            let mut s = SeededRandom::new(seed, 1000);
+            (0..64)
+                .map(|_| s.next(&view(&[0, 1, 2, 3])))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(picks(7), picks(7));
+        assert_ne!(picks(7), picks(8));
+        assert!(picks(7).iter().all(|s| (500..=1500).contains(&s.insns)));
+    }
+
+    /// The (cpu, slice) decisions of the scheduler `make_scheduler` builds.
+    fn decisions(kind: SchedulerKind, seed: u64, runnable: &[usize]) -> Vec<Slice> {
+        let mut s = make_scheduler(&kind, seed, 1000);
+        (0..32).map(|_| s.next(&view(runnable))).collect()
+    }
+
+    #[test]
+    fn eight_seeds_give_eight_distinct_schedules() {
+        // Seeds 2k and 2k+1 are both here, so a seed that loses its low bit (or any
+        // bit below 8) makes two schedules equal.
+        let schedules: Vec<_> = (0..8)
+            .map(|seed| decisions(SchedulerKind::Random, seed, &[0, 1, 2, 3]))
+            .collect();
+        for (i, a) in schedules.iter().enumerate() {
+            for (j, b) in schedules.iter().enumerate().skip(i + 1) {
+                assert_ne!(a, b, "seeds {i} and {j} give the same schedule");
+            }
+        }
+        // Far-apart seeds too (a seed truncated to 32 bits would merge these).
+        assert_ne!(
+            decisions(SchedulerKind::Random, 1, &[0, 1, 2, 3]),
+            decisions(SchedulerKind::Random, 1 | 1 << 40, &[0, 1, 2, 3])
+        );
+    }
+
+    #[test]
+    fn each_seed_varies_both_the_cpu_and_the_slice() {
+        for seed in 0..8 {
+            let d = decisions(SchedulerKind::Random, seed, &[0, 1, 2, 3]);
+            let cpus: std::collections::BTreeSet<_> = d.iter().map(|s| s.cpu).collect();
+            let slices: std::collections::BTreeSet<_> = d.iter().map(|s| s.insns).collect();
+            assert_eq!(cpus.len(), 4, "seed {seed}: every CPU gets picked");
+            assert!(slices.len() > 16, "seed {seed}: slices vary");
+            assert!(d.iter().all(|s| (500..=1500).contains(&s.insns)));
+        }
+        // Only runnable CPUs are picked.
+        let d = decisions(SchedulerKind::Random, 3, &[1, 3]);
+        assert!(d.iter().all(|s| s.cpu == 1 || s.cpu == 3));
+        assert!(d.iter().any(|s| s.cpu == 1) && d.iter().any(|s| s.cpu == 3));
+    }
+
+    #[test]
+    fn round_robin_ignores_the_seed_and_uses_whole_quanta() {
+        let a = decisions(SchedulerKind::RoundRobin, 0, &[0, 1, 2]);
+        assert_eq!(a, decisions(SchedulerKind::RoundRobin, 1, &[0, 1, 2]));
+        assert!(a.iter().all(|s| s.insns == 1000));
+        assert_eq!(RoundRobin::new(0).next(&view(&[0])).insns, 1);
+        // A zero quantum counts as 1: slices of 1 or 2 instructions.
+        let mut tiny = SeededRandom::new(0, 0);
+        assert!((0..16).all(|_| (1..=2).contains(&tiny.next(&view(&[0])).insns)));
+    }
+
+    #[test]
+    fn slices_cover_half_to_one_and_a_half_quanta_inclusive() {
+        let mut s = SeededRandom::new(5, 4);
+        let mut seen = [0u32; 8];
+        for _ in 0..4000 {
+            seen[s.next(&view(&[0])).insns as usize] += 1;
+        }
+        assert_eq!(seen[..2], [0, 0]);
+        assert!(seen[2..=6].iter().all(|&n| n > 500), "{seen:?}");
+        assert_eq!(seen[7], 0);
+    }
+}
