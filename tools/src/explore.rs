@@ -585,14 +585,23 @@ fn summarise(plan: &Plan<'_>, outcomes: &[Outcome]) -> Result<Value, BadInput> {
     if let Some(dir) = dir {
         std::fs::create_dir_all(dir).map_err(|e| BadInput(format!("{}: {e}", dir.display())))?;
     }
-    let mut saved: HashMap<u64, Value> = HashMap::new();
+    // One saved schedule per failing index, or, minimised, per cause.
+    let mut saved: HashMap<(u64, Option<&str>), Value> = HashMap::new();
     let mut findings = Vec::new();
     for (key, cause) in &causes {
         let index = cause.first;
-        if !saved.contains_key(&index) {
-            saved.insert(index, save_schedule(plan, index, key, dir)?);
+        let id = (index, plan.args.minimise.then_some(key.as_str()));
+        if !saved.contains_key(&id) {
+            let name = match id.1 {
+                None => format!("schedule-{index}.trace"),
+                Some(_) => format!("schedule-{index}-minimal-{}.trace", saved.len()),
+            };
+            saved.insert(
+                id,
+                save_schedule(plan, index, key, dir.map(|d| d.join(&name)))?,
+            );
         }
-        let schedule = saved[&index].clone();
+        let schedule = saved[&id].clone();
         findings.push(json!({
             "key": key, "kind": cause.kind, "title": cause.title,
             "first_schedule": index, "count": cause.count, "schedule": schedule,
@@ -628,7 +637,7 @@ fn save_schedule(
     plan: &Plan<'_>,
     index: u64,
     key: &str,
-    dir: Option<&Path>,
+    trace: Option<PathBuf>,
 ) -> Result<Value, BadInput> {
     let original = plan.change_points(index);
     let points = if plan.args.minimise {
@@ -652,9 +661,12 @@ fn save_schedule(
     if let Some(points) = &points {
         schedule["minimised_change_points"] = json!(points);
     }
-    if let Some(dir) = dir {
-        let name = format!("schedule-{index}.trace");
-        let path = dir.join(&name);
+    if let Some(path) = trace {
+        let name = path
+            .file_name()
+            .expect("a file name")
+            .to_string_lossy()
+            .into_owned();
         if !path.exists() {
             let outcome = plan.run(index, &sched, Some(&path))?;
             if !outcome.causes.contains_key(key) {

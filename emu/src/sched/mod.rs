@@ -306,3 +306,133 @@ mod tests {
         assert_eq!(seen[7], 0);
     }
 }
+
+#[cfg(test)]
+mod strategy_tests {
+    use super::*;
+
+    fn view(runnable: &[usize]) -> SchedView<'_> {
+        SchedView {
+            runnable,
+            cpus: 4,
+            total_insns: 0,
+            slices: 0,
+        }
+    }
+
+    fn point(cpu: usize, scheduler: &mut dyn Scheduler) -> bool {
+        scheduler.at_point(&SchedPoint {
+            cpu,
+            kind: &EventKind::Sleep,
+        })
+    }
+
+    #[test]
+    fn pct_runs_the_highest_priority_cpu_until_a_change_point_demotes_it() {
+        let mut pct = Pct::with_change_points(7, 100, 3, 1000, vec![3, 5]);
+        let first = pct.next(&view(&[0, 1, 2, 3])).cpu;
+        // No change point yet: the same CPU keeps running.
+        assert_eq!(pct.next(&view(&[0, 1, 2, 3])).cpu, first);
+        assert!(!point(first, &mut pct) && !point(first, &mut pct));
+        // The third point is a change point: its CPU drops below every other one.
+        assert!(point(first, &mut pct));
+        let second = pct.next(&view(&[0, 1, 2, 3])).cpu;
+        assert_ne!(second, first);
+        assert!(!point(second, &mut pct));
+        assert!(point(second, &mut pct), "point 5");
+        let third = pct.next(&view(&[0, 1, 2, 3])).cpu;
+        assert!(third != first && third != second);
+        // The first change point's CPU got priority 2, the second's 1.
+        assert_eq!(pct.next(&view(&[first, second])).cpu, first);
+        assert_eq!(pct.points(), 5);
+        // A CPU that cannot run is skipped whatever its priority.
+        let others: Vec<usize> = (0..4).filter(|&c| c != third).collect();
+        assert_ne!(pct.next(&view(&others)).cpu, third);
+    }
+
+    #[test]
+    fn pct_priorities_do_not_depend_on_depth_or_change_points() {
+        let order = |mut pct: Pct| -> Vec<usize> {
+            let mut runnable = vec![0, 1, 2, 3];
+            let mut order = Vec::new();
+            while !runnable.is_empty() {
+                let cpu = pct.next(&view(&runnable)).cpu;
+                order.push(cpu);
+                runnable.retain(|&c| c != cpu);
+            }
+            order
+        };
+        let drawn = order(Pct::new(11, 100, 4, 500));
+        assert_eq!(drawn, order(Pct::new(11, 100, 1, 500)));
+        assert_eq!(
+            drawn,
+            order(Pct::with_change_points(11, 100, 4, 500, vec![9]))
+        );
+        let seeds: std::collections::BTreeSet<_> =
+            (0..16).map(|s| order(Pct::new(s, 100, 3, 500))).collect();
+        assert!(seeds.len() > 4, "seeds give different priority orders");
+        let drawn = Pct::new(3, 100, 4, 500);
+        assert_eq!(drawn.change_points().len(), 3);
+        assert!(drawn
+            .change_points()
+            .iter()
+            .all(|&p| (1..=500).contains(&p)));
+    }
+
+    #[test]
+    fn a_cpu_passed_over_too_long_gets_to_run() {
+        let mut pct = Pct::new(1, 100, 1, 10);
+        let top = pct.next(&view(&[0, 1])).cpu;
+        let other = 1 - top;
+        let picks: Vec<usize> = (0..MAX_SLICES_PASSED_OVER + 2)
+            .map(|_| pct.next(&view(&[0, 1])).cpu)
+            .collect();
+        assert!(picks.contains(&other), "{picks:?}");
+        let mut delay = DelayBounded::new(100, vec![]);
+        let picks: Vec<usize> = (0..MAX_SLICES_PASSED_OVER + 2)
+            .map(|_| delay.next(&view(&[0, 1])).cpu)
+            .collect();
+        assert_eq!(picks[0], 0);
+        assert!(picks.contains(&1), "{picks:?}");
+    }
+
+    #[test]
+    fn delays_skip_the_running_cpu_at_their_points() {
+        let mut delay = DelayBounded::new(100, vec![2]);
+        assert_eq!(delay.next(&view(&[0, 1, 2])).cpu, 0);
+        assert!(!point(0, &mut delay));
+        assert_eq!(delay.next(&view(&[0, 1, 2])).cpu, 0);
+        assert!(point(0, &mut delay), "the delay at point 2");
+        assert_eq!(delay.next(&view(&[0, 1, 2])).cpu, 1);
+        assert_eq!(delay.next(&view(&[0, 1, 2])).cpu, 1);
+        // A CPU that stops being runnable hands over to the next one.
+        assert_eq!(delay.next(&view(&[0, 2])).cpu, 2);
+    }
+
+    #[test]
+    fn delay_sets_enumerate_fewest_delays_first_without_repeats() {
+        assert_eq!(delay_sets(4, 2), 1 + 4 + 6);
+        let sets: Vec<Vec<u64>> = (0..delay_sets(4, 2))
+            .map(|i| delay_set(i, 4, 2).unwrap())
+            .collect();
+        assert_eq!(sets[0], Vec::<u64>::new());
+        assert_eq!(sets[1..5], [vec![1], vec![2], vec![3], vec![4]]);
+        assert_eq!(sets[5], vec![1, 2]);
+        assert_eq!(sets[10], vec![3, 4]);
+        let distinct: std::collections::BTreeSet<_> = sets.iter().collect();
+        assert_eq!(distinct.len(), sets.len());
+        assert_eq!(delay_set(11, 4, 2), None);
+        assert_eq!(
+            delay_sets(100_000, 3),
+            1 + 100_000 + 4_999_950_000 + 166_661_666_700_000
+        );
+    }
+
+    #[test]
+    fn schedule_seeds_differ_by_index_and_exploration_seed() {
+        let seeds: std::collections::BTreeSet<_> = (0..1000).map(|i| schedule_seed(0, i)).collect();
+        assert_eq!(seeds.len(), 1000);
+        assert_ne!(schedule_seed(0, 5), schedule_seed(1, 5));
+        assert_eq!(schedule_seed(3, 9), schedule_seed(3, 9));
+    }
+}

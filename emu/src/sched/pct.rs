@@ -12,14 +12,17 @@
 //! otherwise yields once another runnable CPU has waited [`MAX_SLICES_PASSED_OVER`](super::MAX_SLICES_PASSED_OVER).
 //!
 //! The change points can also be given explicitly (a minimised schedule): the
-//! priorities are still drawn from the seed, exactly as for the drawn points.
+//! priorities come from a stream of the seed of their own, so they are the same
+//! whatever the depth and the change points.
 
 use super::{SchedPoint, SchedView, Scheduler, Slice, Starvation, Xoshiro256};
 
 #[derive(Debug, Clone)]
 pub struct Pct {
     quantum: u64,
-    rng: Xoshiro256,
+    /// Draws the priorities: a stream of its own, so that they do not depend on
+    /// the depth or on explicit change points.
+    priority_rng: Xoshiro256,
     depth: u32,
     /// Per CPU; empty until the first slice (the CPU count comes with it).
     priorities: Vec<i64>,
@@ -39,7 +42,7 @@ impl Pct {
         let change_points = (1..depth).map(|_| 1 + rng.below(steps.max(1))).collect();
         Self {
             quantum: quantum.max(1),
-            rng,
+            priority_rng: Xoshiro256::seed_from(!seed),
             depth,
             priorities: Vec::new(),
             change_points,
@@ -76,7 +79,7 @@ impl Pct {
             .map(|i| i64::from(self.depth) + i)
             .collect();
         for i in (1..cpus).rev() {
-            let j = self.rng.below(i as u64 + 1) as usize;
+            let j = self.priority_rng.below(i as u64 + 1) as usize;
             order.swap(i, j);
         }
         self.priorities = order;

@@ -1,0 +1,301 @@
+//! `percpu-lab explore`: finding the seed's deadlock, staying clean on the clean
+//! variant, replayable failures, minimisation, shards and their merge.
+
+mod common;
+
+use common::{percpu_lab, replay, scratch, Run};
+use serde_json::Value;
+
+fn explore(args: &[&str]) -> Run {
+    let mut argv = vec!["explore"];
+    argv.extend_from_slice(args);
+    percpu_lab(&argv)
+}
+
+fn summary(dir: &std::path::Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap()
+}
+
+fn kinds(summary: &Value) -> Vec<String> {
+    summary["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["kind"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn pct_finds_the_mutex_deadlock_and_its_trace_replays() {
+    let dir = scratch("mutex-deadlock");
+    let run = explore(&[
+        "--scenario",
+        "fs-reclaim",
+        "--variant",
+        "mutex",
+        "--schedules",
+        "50",
+        "--sched",
+        "pct",
+        "--until-bug",
+        "--save-failures",
+        dir.to_str().unwrap(),
+    ]);
+    assert_eq!(run.code, 1, "{}", run.describe());
+    let s = summary(&dir);
+    assert!(kinds(&s).contains(&"deadlock".to_string()), "{s}");
+    // --until-bug stops at the first failing schedule.
+    let run_count = s["schedules_run"].as_u64().unwrap();
+    assert_eq!(s["failing_schedules"], 1);
+    let deadlock = s["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["kind"] == "deadlock")
+        .unwrap();
+    assert_eq!(deadlock["first_schedule"].as_u64().unwrap(), run_count - 1);
+    let trace = dir.join(deadlock["schedule"]["trace"].as_str().unwrap());
+    let replayed = replay(&trace);
+    assert_eq!(replayed.code, 0, "{}", replayed.describe());
+    assert!(replayed.stdout.contains("identical"), "{}", replayed.stdout);
+    // The printed command is the schedule: run again, it deadlocks the same way.
+    let command = deadlock["schedule"]["run"].as_str().unwrap();
+    let words: Vec<&str> = command
+        .split(' ')
+        .skip(1)
+        .chain(["--report", "json"])
+        .collect();
+    let again = percpu_lab(&words);
+    assert_eq!(again.code, 1, "{}", again.describe());
+    assert!(common::kinds(&again).contains(&"deadlock".to_string()));
+}
+
+#[test]
+fn the_clean_variant_is_clean_on_200_pct_schedules_of_each_scenario() {
+    for scenario in [
+        "smoke",
+        "storm",
+        "irq-free",
+        "fs-reclaim",
+        "reclaim",
+        "reclaim-reuse",
+        "map-grow",
+    ] {
+        let run = explore(&[
+            "--scenario",
+            scenario,
+            "--variant",
+            "fixed",
+            "--schedules",
+            "200",
+            "--sched",
+            "pct",
+            "--jobs",
+            "2",
+            "--report",
+            "json",
+        ]);
+        assert_eq!(run.code, 0, "{scenario}: {}", run.describe());
+        let s = run.json();
+        assert_eq!(s["schedules_run"], 200, "{scenario}");
+        assert_eq!(s["findings"], Value::Array(vec![]), "{scenario}");
+    }
+}
+
+#[test]
+fn minimising_keeps_the_finding_with_no_more_change_points() {
+    let dir = scratch("minimise");
+    let run = explore(&[
+        "--scenario",
+        "fs-reclaim",
+        "--variant",
+        "mutex",
+        "--schedules",
+        "6",
+        "--sched",
+        "pct",
+        "--pct-depth",
+        "4",
+        "--minimise",
+        "--save-failures",
+        dir.to_str().unwrap(),
+    ]);
+    assert_eq!(run.code, 1, "{}", run.describe());
+    let s = summary(&dir);
+    let deadlock = s["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["kind"] == "deadlock")
+        .unwrap();
+    let schedule = &deadlock["schedule"];
+    let original = schedule["change_points"].as_array().unwrap().len();
+    let minimal = schedule["minimised_change_points"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert_eq!(original, 3, "depth 4 draws three change points");
+    assert!(minimal <= original);
+    // The saved trace is the minimised schedule, and it still deadlocks.
+    let trace = dir.join(schedule["trace"].as_str().unwrap());
+    let header = common::load(&trace).header.config;
+    let points = header
+        .extra
+        .get("change-points")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        points.split(',').filter(|p| !p.is_empty()).count(),
+        minimal,
+        "{header:?}"
+    );
+    let words: Vec<&str> = schedule["run"]
+        .as_str()
+        .unwrap()
+        .split(' ')
+        .skip(1)
+        .collect();
+    let again = percpu_lab(&[&words[..], &["--report", "json"]].concat());
+    assert!(
+        common::kinds(&again).contains(&"deadlock".to_string()),
+        "{}",
+        again.describe()
+    );
+}
+
+#[test]
+fn shards_merge_into_the_single_machine_summary_whatever_the_jobs() {
+    let base = [
+        "--scenario",
+        "fs-reclaim",
+        "--variant",
+        "mutex",
+        "--schedules",
+        "8",
+        "--sched",
+        "pct",
+    ];
+    let whole = scratch("whole");
+    let run = explore(&[&base[..], &["--save-failures", whole.to_str().unwrap()]].concat());
+    assert_eq!(run.code, 1, "{}", run.describe());
+    let two_jobs = explore(&[&base[..], &["--jobs", "2", "--report", "json"]].concat());
+    let mut dirs = Vec::new();
+    for k in 0..4 {
+        let dir = scratch(&format!("shard-{k}"));
+        let shard = format!("{k}/4");
+        let run = explore(
+            &[
+                &base[..],
+                &["--shard", &shard, "--save-failures", dir.to_str().unwrap()],
+            ]
+            .concat(),
+        );
+        assert!(run.code == 0 || run.code == 1, "{}", run.describe());
+        assert_eq!(summary(&dir)["schedules_run"], 2);
+        dirs.push(dir);
+    }
+    let merged_dir = scratch("merged");
+    let mut argv = vec!["--merge"];
+    argv.extend(dirs.iter().map(|d| d.to_str().unwrap()));
+    argv.extend(["--save-failures", merged_dir.to_str().unwrap()]);
+    let merged = explore(&argv);
+    assert_eq!(merged.code, 1, "{}", merged.describe());
+    // Equal but for where the traces are.
+    let comparable = |mut s: Value| {
+        for f in s["findings"].as_array_mut().unwrap() {
+            f["schedule"].as_object_mut().unwrap().remove("replay");
+        }
+        s
+    };
+    let whole = comparable(summary(&whole));
+    assert_eq!(comparable(summary(&merged_dir)), whole);
+    assert_eq!(
+        two_jobs.json()["findings"].as_array().unwrap().len(),
+        whole["findings"].as_array().unwrap().len()
+    );
+    assert_eq!(
+        two_jobs.json()["failing_schedules"],
+        whole["failing_schedules"]
+    );
+    // Different configurations do not merge.
+    let other = scratch("other");
+    explore(&[
+        "--scenario",
+        "smoke",
+        "--variant",
+        "fixed",
+        "--schedules",
+        "1",
+        "--save-failures",
+        other.to_str().unwrap(),
+    ]);
+    let refused = explore(&[
+        "--merge",
+        dirs[0].to_str().unwrap(),
+        other.to_str().unwrap(),
+    ]);
+    assert_eq!(refused.code, 2, "{}", refused.describe());
+}
+
+#[test]
+fn delay_bounded_exploration_enumerates_from_the_base_schedule() {
+    let run = explore(&[
+        "--scenario",
+        "smoke",
+        "--variant",
+        "fixed",
+        "--schedules",
+        "5",
+        "--sched",
+        "delay",
+        "--report",
+        "json",
+    ]);
+    assert_eq!(run.code, 0, "{}", run.describe());
+    let s = run.json();
+    assert_eq!(s["schedules_run"], 5);
+    assert!(s["config"]["steps"].as_u64().unwrap() > 100, "{s}");
+}
+
+#[test]
+fn bad_explore_input_is_one_line_and_exit_2() {
+    for args in [
+        &[
+            "--scenario",
+            "nope",
+            "--variant",
+            "fixed",
+            "--schedules",
+            "1",
+        ][..],
+        &[
+            "--scenario",
+            "smoke",
+            "--variant",
+            "fixed",
+            "--schedules",
+            "1",
+            "--shard",
+            "4/4",
+        ],
+        &[
+            "--scenario",
+            "smoke",
+            "--variant",
+            "fixed",
+            "--schedules",
+            "1",
+            "--minimise",
+        ],
+        &["--merge", "/nonexistent-dir"],
+    ] {
+        let run = explore(args);
+        assert_eq!(run.code, 2, "{args:?}: {}", run.describe());
+        // One line says what is wrong (clap adds its usual hint after a blank line).
+        let said = run
+            .stderr
+            .lines()
+            .filter(|l| l.starts_with("error") || l.starts_with("percpu-lab"));
+        assert_eq!(said.count(), 1, "{args:?}: {}", run.stderr);
+    }
+}
