@@ -25,6 +25,10 @@ pub struct BenchArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
     pub report: ReportFormat,
+    /// Measure schedule exploration instead (minutes): schedules per CPU second, and
+    /// schedules to the first detection of each target, random against PCT.
+    #[arg(long)]
+    pub explore: bool,
 }
 
 /// The machine configuration of `percpu-lab run ARGS` (round-robin unless ARGS say
@@ -49,6 +53,9 @@ pub fn require_clean(end: &RunEnd, what: &str) -> Result<(), BadInput> {
 }
 
 pub fn bench(args: &BenchArgs) -> Result<Verdict, BadInput> {
+    if args.explore {
+        return bench_explore(args);
+    }
     let started = std::time::Instant::now();
     // `check`'s peak RSS first, while this process is still smaller than `check`
     // (a child's peak includes its parent's: see bench_check).
@@ -186,6 +193,22 @@ pub fn bench(args: &BenchArgs) -> Result<Verdict, BadInput> {
                                  .collect::<Vec<_>>()})
             );
         }
+    }
+    Ok(Verdict::Clean)
+}
+
+fn bench_explore(args: &BenchArgs) -> Result<Verdict, BadInput> {
+    if let Some(path) = &args.kernel {
+        crate::input_file::require_regular(path)?;
+    }
+    let exe = std::env::current_exe()
+        .map_err(|e| BadInput(format!("cannot find this executable to run explore: {e}")))?;
+    let progress = crate::progress::spinner("bench: exploring");
+    let figures = crate::bench_explore::measure(&exe, args.kernel.as_deref())?;
+    progress.finish_and_clear();
+    match args.report {
+        ReportFormat::Text => figures.print(),
+        ReportFormat::Json => println!("{}", json!({"explore": figures.json()})),
     }
     Ok(Verdict::Clean)
 }

@@ -15,7 +15,7 @@
 //! combines their summaries into the one a single machine gives. `--jobs J` runs
 //! the schedules in J worker processes. Results are taken in index order, so the
 //! summary does not depend on J or on host speed, with `--until-bug` too (it stops
-//! at the lowest failing index).
+//! at the lowest failing index, or the lowest with the finding kind it names).
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader, Write};
@@ -96,9 +96,10 @@ pub struct ExploreArgs {
     /// Run only the schedule indices i with i mod N = K (0 ≤ K < N).
     #[arg(long, value_name = "K/N", value_parser = parse_shard)]
     pub shard: Option<(u64, u64)>,
-    /// Stop at the first failing schedule (the lowest failing index).
-    #[arg(long)]
-    pub until_bug: bool,
+    /// Stop at the first failing schedule (the lowest failing index); with a finding
+    /// kind (e.g. `deadlock`, `guest-fault`), at the first with that kind.
+    #[arg(long, num_args = 0..=1, default_missing_value = "any", value_name = "KIND")]
+    pub until_bug: Option<String>,
     /// Write `summary.json` here, and the first failing schedule of each cause as a
     /// trace (`percpu-lab replay` repeats it).
     #[arg(long, alias = "out", value_name = "DIR")]
@@ -406,6 +407,14 @@ pub fn explore(args: &ExploreArgs) -> Result<Verdict, BadInput> {
     let kernel = kernel::load(args.kernel.as_deref())?;
     let scenario = args.scenario.as_deref().unwrap_or_default();
     kernel::check_scenario(&kernel, scenario)?;
+    if let Some(kind) = args.until_bug.as_deref() {
+        if !matches!(kind, "any" | "guest-fault") && traces::FindingKind::from_name(kind).is_none()
+        {
+            return Err(BadInput(format!(
+                "--until-bug {kind}: not a finding kind (see docs/report.schema.json), `guest-fault` or `any`"
+            )));
+        }
+    }
     if args.minimise && args.sched == Strategy::Random {
         return Err(BadInput(
             "--minimise shrinks change points or delays: use --sched pct or --sched delay".into(),
@@ -466,11 +475,16 @@ fn collect(plan: &Plan<'_>) -> Result<Vec<Outcome>, BadInput> {
             };
             next += 1;
             causes.extend(outcome.causes.keys().cloned());
-            let failed = !outcome.causes.is_empty();
+            let stop = plan.args.until_bug.as_deref().is_some_and(|kind| {
+                outcome
+                    .causes
+                    .values()
+                    .any(|(found, _)| kind == "any" || found == kind)
+            });
             taken.push(outcome);
             bar.set_position(taken.len() as u64);
             bar.set_message(format!("distinct findings: {}", causes.len()));
-            if failed && plan.args.until_bug {
+            if stop {
                 return true;
             }
         }

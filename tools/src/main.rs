@@ -8,6 +8,7 @@ mod atomic_file;
 mod bench;
 mod bench_alloc;
 mod bench_check;
+mod bench_explore;
 mod bench_lockdep;
 mod bench_machine;
 mod bench_mmu;
