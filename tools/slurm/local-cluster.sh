@@ -49,6 +49,7 @@ stop) [ -d "$2" ] || { say "no directory $2: nothing to stop"; exit 0; } ;;
 *) usage ;;
 esac
 dir=$(cd "$2" && pwd)
+[[ $dir != *[[:space:]]* ]] || die "DIR must not contain white space (slurm.conf paths): $dir"
 conf=$dir/slurm.conf
 export SLURM_CONF=$conf
 node=$(hostname -s)
