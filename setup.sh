@@ -15,7 +15,10 @@ cd "$(dirname "$0")"
 # lld, llvm: link the guest and make its flat Image (llvm-objcopy).
 # qemu-system-arm: the independent peer the guest is cross-checked against.
 # graphviz: renders the lock dependency graph (`--graph OUT.svg`).
-packages=(cmake libclang-dev rustc-web rust-web-src lld llvm qemu-system-arm graphviz)
+# slurm-wlm, munge: the one-node Slurm cluster the sharded-exploration test starts
+#   (tools/slurm/local-cluster.sh; munge's package creates /etc/munge/munge.key).
+packages=(cmake libclang-dev rustc-web rust-web-src lld llvm qemu-system-arm graphviz
+          slurm-wlm munge)
 
 missing=()
 for p in "${packages[@]}"; do

@@ -5,6 +5,8 @@
 
 use std::process::{Command, Output};
 
+pub mod slurm;
+
 pub struct Run {
     pub code: i32,
     pub stdout: String,
