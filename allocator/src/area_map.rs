@@ -26,6 +26,9 @@ pub struct AreaMap {
     map: NonNull<i32>,
     used: usize,
     alloc: usize,
+    /// Bytes the map covers, fixed at creation (the sum of its entries'
+    /// sizes, for [`AreaMap::check`]).
+    size: usize,
     /// Free bytes in the chunk.
     pub free_size: usize,
     /// Upper bound on the largest free block.
@@ -50,6 +53,7 @@ impl AreaMap {
             map: storage,
             used: initial.len(),
             alloc,
+            size: initial.iter().map(|e| e.unsigned_abs() as usize).sum(),
             free_size: 0,
             contig_hint: 0,
         };
@@ -319,6 +323,105 @@ impl AreaMap {
             .map(|e| e.unsigned_abs() as usize)
             .sum()
     }
+
+    /// Checks the map's invariants, which hold whenever nobody is changing it
+    /// (between `pcpu_lock` sections): at most `alloc` entries, none empty, no
+    /// two free neighbours (free merges them), covering the bytes it covered
+    /// at creation; `free_size` the sum of the free blocks and `contig_hint`
+    /// at least the largest one. A map changed by two CPUs at once (a free
+    /// that skipped `pcpu_lock`) breaks them.
+    ///
+    /// CONTEXT: pcpu_lock (or pcpu_mutex), held by whoever reached this map through the index; never sleeps.
+    pub fn check(&self) -> Result<(), MapProblem> {
+        if self.used == 0 || self.used > self.alloc {
+            return Err(MapProblem::EntriesInUse {
+                used: self.used,
+                alloc: self.alloc,
+            });
+        }
+        let entries = self.entries();
+        if let Some(entry) = entries.iter().position(|&e| e == 0) {
+            return Err(MapProblem::EmptyBlock { entry });
+        }
+        if let Some(entry) = entries.windows(2).position(|w| w[0] > 0 && w[1] > 0) {
+            return Err(MapProblem::UnmergedFree { entry });
+        }
+        if self.span() != self.size {
+            return Err(MapProblem::Span {
+                found: self.span(),
+                expected: self.size,
+            });
+        }
+        let free: usize = entries
+            .iter()
+            .filter(|&&e| e > 0)
+            .map(|&e| e as usize)
+            .sum();
+        if self.free_size != free {
+            return Err(MapProblem::FreeSize {
+                found: self.free_size,
+                expected: free,
+            });
+        }
+        if self.contig_hint < self.largest_free() {
+            return Err(MapProblem::ContigHint {
+                hint: self.contig_hint,
+                largest: self.largest_free(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// A broken area-map invariant (see [`AreaMap::check`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MapProblem {
+    /// No entry in use, or more than the storage holds.
+    EntriesInUse { used: usize, alloc: usize },
+    /// A block of zero bytes.
+    EmptyBlock { entry: usize },
+    /// Two free blocks side by side (`entry` and the next).
+    UnmergedFree { entry: usize },
+    /// The blocks no longer add up to the bytes the map covers.
+    Span { found: usize, expected: usize },
+    /// `free_size` is not the sum of the free blocks.
+    FreeSize { found: usize, expected: usize },
+    /// `contig_hint` is below the largest free block.
+    ContigHint { hint: usize, largest: usize },
+}
+
+impl core::fmt::Display for MapProblem {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match *self {
+            MapProblem::EntriesInUse { used, alloc } => {
+                write!(f, "{used} entries in use of {alloc}")
+            }
+            MapProblem::EmptyBlock { entry } => write!(f, "entry {entry} is an empty block"),
+            MapProblem::UnmergedFree { entry } => {
+                write!(
+                    f,
+                    "entries {entry} and {} are unmerged free blocks",
+                    entry + 1
+                )
+            }
+            MapProblem::Span { found, expected } => {
+                write!(
+                    f,
+                    "blocks add up to {found} bytes, the map covers {expected}"
+                )
+            }
+            MapProblem::FreeSize { found, expected } => {
+                write!(
+                    f,
+                    "free_size is {found}, the free blocks add up to {expected}"
+                )
+            }
+            MapProblem::ContigHint { hint, largest } => write!(
+                f,
+                "contig_hint {hint} is below the largest free block ({largest})"
+            ),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -347,6 +450,7 @@ mod tests {
     }
 
     fn check_invariants(m: &AreaMap) {
+        assert_eq!(m.check(), Ok(()), "{:?}", m.entries());
         let free: usize = m
             .entries()
             .iter()
@@ -371,6 +475,31 @@ mod tests {
                 m.entries()
             );
         }
+    }
+
+    #[test]
+    fn check_names_the_broken_invariant() {
+        let o = owned(16, &[10, 20]);
+        assert_eq!(o.map.check(), Err(MapProblem::UnmergedFree { entry: 0 }));
+        let mut o = owned(16, &[-10, 20]);
+        assert_eq!(o.map.check(), Ok(()));
+        o.map.free_size = 7;
+        assert_eq!(
+            o.map.check(),
+            Err(MapProblem::FreeSize {
+                found: 7,
+                expected: 20
+            })
+        );
+        o.map.free_size = 20;
+        o.map.contig_hint = 3;
+        assert_eq!(
+            o.map.check(),
+            Err(MapProblem::ContigHint {
+                hint: 3,
+                largest: 20
+            })
+        );
     }
 
     #[test]

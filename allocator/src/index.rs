@@ -8,6 +8,7 @@
 
 use core::ptr::NonNull;
 
+use crate::area_map::MapProblem;
 use crate::shared::{ChunkPtr, Unlinked};
 use crate::Stats;
 
@@ -398,6 +399,166 @@ impl Index {
             self.stats.chunks_reclaimed += 1;
         }
         todo
+    }
+
+    /// Whether `chunk`, whose base was `base` when it was last known to be
+    /// live, is still in the index: one of the first chunks or in the address
+    /// tree. Reads no memory of `chunk` itself, which may have been freed.
+    ///
+    /// CONTEXT: pcpu_lock (or pcpu_mutex): `&mut Index` exists only under it; never sleeps.
+    pub(crate) fn holds(&self, chunk: ChunkPtr, base: usize) -> bool {
+        chunk == self.first_chunk
+            || Some(chunk) == self.reserved_chunk
+            || self
+                .by_addr()
+                .binary_search_by_key(&base, |c| c.base())
+                .is_ok_and(|pos| self.by_addr()[pos] == chunk)
+    }
+
+    /// Checks the index's invariants, which hold between `pcpu_lock`
+    /// sections: the address tree sorted; every chunk's area map sound (see
+    /// `AreaMap::check`); every chunk but the reserved one on the slot list
+    /// its state calls for, the reserved one on none; the slot lists well
+    /// linked (each chunk's slot and prev links match the list it is on,
+    /// each list's last entry is its tail) and holding exactly the index's
+    /// chunks.
+    ///
+    /// CONTEXT: pcpu_lock (or pcpu_mutex): `&mut Index` exists only under it; never sleeps.
+    pub(crate) fn check(&mut self) -> Result<(), IndexProblem> {
+        if let Some(i) = self
+            .by_addr()
+            .windows(2)
+            .position(|w| w[0].base() >= w[1].base())
+        {
+            return Err(IndexProblem::Unsorted { position: i + 1 });
+        }
+        let first = self.first_chunk;
+        let reserved = self.reserved_chunk.filter(|&r| r != first);
+        let nr_chunks = 2 + self.by_addr_len;
+        for i in 0..nr_chunks {
+            let chunk = match i {
+                0 => first,
+                1 => match reserved {
+                    Some(reserved) => reserved,
+                    None => continue,
+                },
+                _ => self.by_addr()[i - 2],
+            };
+            let base = chunk.base();
+            self.areas(chunk)
+                .check()
+                .map_err(|problem| IndexProblem::Map {
+                    chunk: base,
+                    problem,
+                })?;
+            let expected = (Some(chunk) != reserved).then(|| self.slot_of(chunk));
+            let listed = self.listed_slot(chunk);
+            if listed != expected {
+                return Err(IndexProblem::WrongSlot {
+                    chunk: base,
+                    listed,
+                    expected,
+                });
+            }
+        }
+        // The first chunk and the address tree's chunks; the reserved one is
+        // on no list.
+        let expected = 1 + self.by_addr_len;
+        let mut listed = 0;
+        for slot in 0..self.nr_slots {
+            let mut prev = None;
+            let mut pos = self.slots[slot].first;
+            while let Some(chunk) = pos {
+                listed += 1;
+                if listed > expected {
+                    return Err(IndexProblem::ListedCount { listed, expected });
+                }
+                let base = chunk.base();
+                if !self.holds(chunk, base) || Some(chunk) == reserved {
+                    return Err(IndexProblem::Unindexed { slot, chunk: base });
+                }
+                // SAFETY: rule I, as in `areas`.
+                let (on, back, next) = unsafe {
+                    let part = chunk.index_part();
+                    (part.slot, part.prev, part.next)
+                };
+                if on != Some(slot) || back != prev {
+                    return Err(IndexProblem::BrokenList { slot, chunk: base });
+                }
+                prev = Some(chunk);
+                pos = next;
+            }
+            if self.slots[slot].last != prev {
+                let at = self.slots[slot].last.map_or(0, |c| c.base());
+                return Err(IndexProblem::BrokenList { slot, chunk: at });
+            }
+        }
+        if listed != expected {
+            return Err(IndexProblem::ListedCount { listed, expected });
+        }
+        Ok(())
+    }
+}
+
+/// A broken index invariant found by [`crate::Percpu::check`]; chunks are
+/// named by their base address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IndexProblem {
+    /// A chunk's area map is unsound.
+    Map { chunk: usize, problem: MapProblem },
+    /// A chunk is on another slot list than its state calls for (`None`:
+    /// on no list).
+    WrongSlot {
+        chunk: usize,
+        listed: Option<usize>,
+        expected: Option<usize>,
+    },
+    /// A slot list's links are inconsistent at this chunk.
+    BrokenList { slot: usize, chunk: usize },
+    /// A slot list holds a chunk the index does not (or the reserved one).
+    Unindexed { slot: usize, chunk: usize },
+    /// The slot lists hold another number of chunks than the index (or
+    /// loop).
+    ListedCount { listed: usize, expected: usize },
+    /// The address tree is out of order at this position.
+    Unsorted { position: usize },
+}
+
+impl core::fmt::Display for IndexProblem {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let slot = |slot: Option<usize>| match slot {
+            Some(s) => s as isize,
+            None => -1,
+        };
+        match *self {
+            IndexProblem::Map { chunk, problem } => {
+                write!(f, "chunk 0x{chunk:x}: area map: {problem}")
+            }
+            IndexProblem::WrongSlot {
+                chunk,
+                listed,
+                expected,
+            } => write!(
+                f,
+                "chunk 0x{chunk:x} is on slot list {} but belongs on {} (-1: none)",
+                slot(listed),
+                slot(expected)
+            ),
+            IndexProblem::BrokenList { slot, chunk } => {
+                write!(f, "slot {slot}'s list is broken at chunk 0x{chunk:x}")
+            }
+            IndexProblem::Unindexed { slot, chunk } => write!(
+                f,
+                "slot {slot}'s list holds chunk 0x{chunk:x}, which the index does not"
+            ),
+            IndexProblem::ListedCount { listed, expected } => write!(
+                f,
+                "{listed} chunks on the slot lists, {expected} in the index"
+            ),
+            IndexProblem::Unsorted { position } => {
+                write!(f, "the address tree is out of order at position {position}")
+            }
+        }
     }
 }
 

@@ -24,8 +24,10 @@ mod percpu;
 pub mod platform;
 mod shared;
 
+pub use area_map::MapProblem;
+pub use index::IndexProblem;
 pub use percpu::{
-    ChunkInfo, ChunkKind, Config, InitError, PcpuPtr, Percpu, Stats, Variant, MIN_UNIT_SIZE,
+    ChunkInfo, ChunkKind, Config, InitError, Inject, PcpuPtr, Percpu, Stats, Variant, MIN_UNIT_SIZE,
 };
 pub use platform::{
     Gfp, IllegalRequest, MapError, Page, Platform, MEM_ALIGN, PAGE_SHIFT, PAGE_SIZE,

@@ -38,13 +38,24 @@
 //!
 //! The proof that a lock is held travels as a witness value (`shared.rs`);
 //! every function that expects a lock asserts it through the platform too.
+//!
+//! Seeded breaks of these rules ([`Inject`], one per run, on any variant):
+//! `extend-no-restart` continues the search after an extension dropped
+//! `pcpu_lock` (the seed's dead `restart`, in `fixed`); `reclaim-one-lock`
+//! unlinks chunks to reclaim holding `pcpu_lock` only; `free-unlocked` frees
+//! holding no lock (and skips its lock assertion). What each race breaks is
+//! checked where it shows: the walk of a slot list must end on the list it
+//! started on (`check_walk_end`), a chunk whose map is being extended must
+//! still be in the index when `pcpu_lock` is re-taken (`check_still_indexed`),
+//! and [`Percpu::check`] verifies the index and every area map under the
+//! lock.
 
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::area_map::{AreaMap, DFL_MAP_ALLOC};
 use crate::chunk::{Backing, Depopulate, Geometry};
-use crate::index::{self, Index};
+use crate::index::{self, Index, IndexProblem};
 use crate::platform::{Gfp, IllegalRequest, Platform, PAGE_SIZE};
 use crate::shared::{AllocLocked, ChunkPtr, IndexLocked, Shared, Unlinked};
 
@@ -112,6 +123,54 @@ impl Variant {
     }
 }
 
+/// A seeded break of one of the Synchronization rules (the guest's `inject=`
+/// boot argument), applied on top of whatever variant is chosen and meant for
+/// [`Variant::Fixed`], the clean one: each makes exactly one race possible,
+/// which the checks must then find on the interleavings that expose it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Inject {
+    /// Extending an area map drops `pcpu_lock`, but the search goes on with
+    /// the chunk it had instead of restarting ("pcpu_lock dropped, restart"):
+    /// `Fixed` then walks on like the seed, for this one rule.
+    ExtendNoRestart,
+    /// Reclaim unlinks and frees chunks holding `pcpu_lock` only, without
+    /// `pcpu_alloc_mutex`, although an allocation may be using a chunk with
+    /// only the mutex held (while it extends the chunk's map). No effect on
+    /// `Mutex`, whose one lock covers both.
+    ReclaimOneLock,
+    /// `free_percpu` takes no lock (`pcpu_lock`, or `pcpu_mutex` in
+    /// `Mutex`), and skips the assertion that it holds one.
+    FreeUnlocked,
+}
+
+impl Inject {
+    /// Every inject, in the order the CLI lists them.
+    pub const ALL: [Inject; 3] = [
+        Inject::ExtendNoRestart,
+        Inject::ReclaimOneLock,
+        Inject::FreeUnlocked,
+    ];
+
+    /// Parse an [`Inject::name`] (the guest's `inject=` boot argument;
+    /// injects of the platform's, like `skip-tlb-flush`, are not ours).
+    ///
+    /// CONTEXT: any.
+    pub fn from_name(name: &str) -> Option<Inject> {
+        Inject::ALL.into_iter().find(|i| i.name() == name)
+    }
+
+    /// The name [`Inject::from_name`] accepts.
+    ///
+    /// CONTEXT: any.
+    pub fn name(self) -> &'static str {
+        match self {
+            Inject::ExtendNoRestart => "extend-no-restart",
+            Inject::ReclaimOneLock => "reclaim-one-lock",
+            Inject::FreeUnlocked => "free-unlocked",
+        }
+    }
+}
+
 /// Parameters of `pcpu_setup_first_chunk`, plus the run-time choices.
 #[derive(Clone, Copy, Debug)]
 pub struct Config {
@@ -132,6 +191,8 @@ pub struct Config {
     pub per_cpu_start: usize,
     /// Capacity of the address tree: chunks beyond the first one(s).
     pub max_chunks: usize,
+    /// A seeded rule break, if any.
+    pub inject: Option<Inject>,
 }
 
 impl Config {
@@ -148,6 +209,7 @@ impl Config {
             unit_size: None,
             per_cpu_start: 0,
             max_chunks: 64,
+            inject: None,
         }
     }
 }
@@ -223,6 +285,7 @@ enum Extend {
 pub struct Percpu<P: Platform> {
     platform: P,
     variant: Variant,
+    inject: Option<Inject>,
     /// `pcpu_mutex` (mutex variant) or `pcpu_alloc_mutex`.
     mutex: P::Mutex,
     /// `pcpu_lock` (unused by the mutex variant).
@@ -305,6 +368,7 @@ impl<P: Platform> Percpu<P> {
         Ok(Percpu {
             platform,
             variant: config.variant,
+            inject: config.inject,
             mutex,
             lock,
             geo,
@@ -420,6 +484,21 @@ impl<P: Platform> Percpu<P> {
         self.platform.mutex_assert_held(&self.mutex);
     }
 
+    /// Whether `which` is the seeded rule break of this run.
+    ///
+    /// CONTEXT: any.
+    fn injected(&self, which: Inject) -> bool {
+        self.inject == Some(which)
+    }
+
+    /// Whether the search starts over after an extension dropped pcpu_lock:
+    /// the corrected variant does, unless told not to.
+    ///
+    /// CONTEXT: any.
+    fn restarts_after_extension(&self) -> bool {
+        self.variant.corrected() && !self.injected(Inject::ExtendNoRestart)
+    }
+
     // ---- chunk memory, with the CONTEXT checks ----
 
     /// The chunk memory operations. CONTEXT: any (they state their own).
@@ -485,6 +564,11 @@ impl<P: Platform> Percpu<P> {
     /// The locking variant chosen at init. CONTEXT: any.
     pub fn variant(&self) -> Variant {
         self.variant
+    }
+
+    /// The seeded rule break chosen at init, if any. CONTEXT: any.
+    pub fn inject(&self) -> Option<Inject> {
+        self.inject
     }
 
     /// Unit size in bytes (`pcpu_unit_size`). CONTEXT: any.
@@ -725,7 +809,7 @@ impl<P: Platform> Percpu<P> {
                             // pcpu_lock was dropped: the lists may have
                             // changed. The seed returns 0 here, so its
                             // `goto restart` is dead code and the walk goes on.
-                            Ok(Extend::Extended) if self.variant.corrected() => {
+                            Ok(Extend::Extended) if self.restarts_after_extension() => {
                                 self.index.get(&mut idx).stats.search_restarts += 1;
                                 continue 'restart;
                             }
@@ -737,7 +821,11 @@ impl<P: Platform> Percpu<P> {
                             return Ok((chunk, off, idx));
                         }
                     }
-                    pos = self.index.get(&mut idx).next_in_slot(chunk);
+                    let index = self.index.get(&mut idx);
+                    pos = index.next_in_slot(chunk);
+                    if pos.is_none() {
+                        Self::check_walk_end(index, chunk, slot);
+                    }
                 }
             }
 
@@ -754,6 +842,45 @@ impl<P: Platform> Percpu<P> {
             index.relocate(chunk, None);
             index.addr_insert(chunk);
             index.stats.chunks_created += 1;
+        }
+    }
+
+    /// The walk of `slot`'s list ends at `chunk`: it must still be on that
+    /// list. If a free moved it to another list while an extension had
+    /// pcpu_lock dropped and the search did not restart (the seed's dead
+    /// `restart`), the walk has followed the other list to its end, where the
+    /// seed's `list_for_each_entry` would not stop but take that list's head
+    /// for a chunk (the oops Linux fixed in 2010): panic like that oops.
+    ///
+    /// CONTEXT: pcpu_lock.
+    fn check_walk_end(index: &mut Index, chunk: ChunkPtr, slot: usize) {
+        let listed = index.listed_slot(chunk);
+        if listed != Some(slot) {
+            let base = chunk.base();
+            match listed {
+                Some(other) => panic!(
+                    "percpu: pcpu_alloc's walk of slot {slot} ran off the end of slot {other}'s list: chunk 0x{base:x} moved there while pcpu_lock was dropped and the search did not restart (list_for_each_entry would take that list's head for a chunk)"
+                ),
+                None => panic!(
+                    "percpu: pcpu_alloc's walk of slot {slot} ran off chunk 0x{base:x}, which is on no list any more"
+                ),
+            }
+        }
+    }
+
+    /// After pcpu_lock was re-taken around an allocation for `chunk`'s map:
+    /// the chunk (whose base was `base`) must still be in the index. Only
+    /// reclaim takes chunks out, and it needs pcpu_alloc_mutex to do so
+    /// because this allocation holds only that mutex meanwhile; a reclaim
+    /// without it may have unlinked (and freed) the chunk under our feet.
+    /// Checked without touching the chunk's memory.
+    ///
+    /// CONTEXT: pcpu_alloc_mutex, pcpu_lock.
+    fn check_still_indexed(index: &mut Index, chunk: ChunkPtr, base: usize) {
+        if !index.holds(chunk, base) {
+            panic!(
+                "percpu: chunk 0x{base:x} was reclaimed while an allocation had pcpu_lock dropped to extend its area map, holding only pcpu_alloc_mutex"
+            );
         }
     }
 
@@ -779,12 +906,14 @@ impl<P: Platform> Percpu<P> {
             return (Ok(Extend::Noop), idx);
         }
         let new_alloc = areas.extended_capacity();
+        let base = chunk.base();
 
         self.unlock_irq(idx);
         let new = self
             .platform
             .mem_alloc(new_alloc * core::mem::size_of::<i32>(), Gfp::KERNEL);
         let mut idx = self.lock_irq();
+        Self::check_still_indexed(self.index.get(&mut idx), chunk, base);
 
         let Some(new) = new else {
             return (Err(()), idx);
@@ -852,6 +981,14 @@ impl<P: Platform> Percpu<P> {
     /// process context; may sleep.
     pub fn free(&self, ptr: PcpuPtr) {
         let addr = self.ptr_to_addr(ptr);
+        if self.injected(Inject::FreeUnlocked) {
+            // SAFETY: none: this is the seeded bug. The index is changed
+            // without its lock, racing with every other user of it.
+            let mut idx = unsafe { IndexLocked::assume_held() };
+            self.free_locked(&mut idx, addr);
+            idx.release();
+            return;
+        }
         match self.variant {
             Variant::Mutex => {
                 let (alloc, mut idx) = self.lock_pcpu_mutex();
@@ -881,7 +1018,11 @@ impl<P: Platform> Percpu<P> {
     ///
     /// CONTEXT: the index lock (pcpu_lock with IRQs off, or pcpu_mutex).
     fn free_locked(&self, idx: &mut IndexLocked, addr: usize) {
-        self.assert_index_locked();
+        // `free-unlocked` holds no lock: the assertion would fire on every
+        // free, so it is skipped and the race's damage is what gets caught.
+        if !self.injected(Inject::FreeUnlocked) {
+            self.assert_index_locked();
+        }
         let index = self.index.get(idx);
         let chunk = index.addr_search(addr);
         index.free_area(chunk, addr.wrapping_sub(chunk.base()));
@@ -895,7 +1036,10 @@ impl<P: Platform> Percpu<P> {
 
     /// `pcpu_reclaim`: the work item that [`Percpu::free`] schedules through
     /// [`Platform::schedule_reclaim_work`]. Releases every fully free chunk
-    /// except one.
+    /// except one. With `reclaim-one-lock` the chunks are unlinked under
+    /// pcpu_lock alone, so the "only reclaim can reach an unlinked chunk"
+    /// rule (U) no longer holds: an allocation extending one's map still uses
+    /// it (`check_still_indexed` catches that).
     ///
     /// CONTEXT: workqueue (process) context; takes the allocator's locks;
     /// may sleep.
@@ -905,6 +1049,13 @@ impl<P: Platform> Percpu<P> {
                 let (alloc, mut idx) = self.lock_pcpu_mutex();
                 let todo = self.index.get(&mut idx).unlink_reclaimable();
                 self.unlock_pcpu_mutex(alloc, idx);
+                todo
+            }
+            // The seeded bug: unlink under pcpu_lock alone.
+            _ if self.injected(Inject::ReclaimOneLock) => {
+                let mut idx = self.lock_irq();
+                let todo = self.index.get(&mut idx).unlink_reclaimable();
+                self.unlock_irq(idx);
                 todo
             }
             _ => {
@@ -929,6 +1080,18 @@ impl<P: Platform> Percpu<P> {
         self.with_index(|index| stats = index.stats);
         stats.alloc_failures = self.alloc_failures.load(Ordering::Relaxed) as u64;
         stats
+    }
+
+    /// Check the index's invariants under the index lock (see
+    /// [`IndexProblem`]): area maps, slot lists, the address tree. They hold
+    /// whenever the lock is free, so a problem means the index was changed
+    /// without it or two changes raced.
+    ///
+    /// CONTEXT: as [`Percpu::free`].
+    pub fn check(&self) -> Result<(), IndexProblem> {
+        let mut result = Ok(());
+        self.with_index(|index| result = index.check());
+        result
     }
 
     /// Call `f` for every chunk: the first chunk, the reserved chunk if any,

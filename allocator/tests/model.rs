@@ -1,7 +1,8 @@
 //! Property test: random alloc/free/reclaim sequences against a simple model
 //! of what must hold (results aligned, disjoint, inside their chunk, zeroed on
 //! every CPU; every free returns space; all free => reclaimable, and reclaim
-//! leaves exactly one free chunk), plus the index invariants after every step.
+//! leaves exactly one free chunk), plus the index invariants after every step
+//! (checked here and by `Percpu::check`).
 
 mod common;
 
@@ -97,6 +98,8 @@ fn chunks_checked<P: Platform>(pcpu: &Percpu<P>) -> Vec<(ChunkKind, usize, usize
         }
         out.push((c.kind, c.base, c.free_size));
     });
+    // The allocator's own check agrees (it also walks the slot lists).
+    assert_eq!(pcpu.check(), Ok(()));
     out
 }
 

@@ -1,5 +1,5 @@
 //! The per-CPU allocator scenarios (DESIGN.md, "Scenarios"): `storm`,
-//! `irq-free`, `fs-reclaim`, `reclaim` and `map-grow`.
+//! `irq-free`, `fs-reclaim`, `reclaim`, `map-grow` and `map-race`.
 //!
 //! Integrity checks shared by all four: every CPU's copy of every live area
 //! carries a pattern identifying (area, cpu). The allocating thread checks
@@ -39,6 +39,16 @@
 //! - `mapg_live` (spinlock, irqsave): the `map-grow` grower's live areas
 //!   (only it uses them; a lock so the table can be a static). Never held
 //!   while freeing.
+//! - `mapr_live` (spinlock, irqsave): the `map-race` workers' published small
+//!   areas. Any worker takes one out under the lock, then frees it with the
+//!   lock released (so it is freed once, by whoever took it). Never held
+//!   while allocating or freeing.
+//! - `mapr_ballast` (spinlock, irqsave): the areas that fill the first chunk
+//!   during `map-race` (only its main thread uses them).
+//! - `mapr_barrier`, `mapr_tick` (wait queues, their spinlocks irqsave): the
+//!   `map-race` workers' end-of-round barrier, and direct reclaims sleeping
+//!   for writeback (woken by every tick, whose hook takes the lock in
+//!   hard-IRQ context). Their conditions read atomics and the counter only.
 
 use core::fmt;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::*};
@@ -280,6 +290,7 @@ fn random_size_align(rng: &mut Rng, largest: usize) -> (usize, usize) {
 /// finished; may sleep.
 fn finish(name: &str) -> ! {
     irq::set_tick_hook(None);
+    check_index(name);
     let stats = pcpu().stats();
     if stats.allocs != stats.frees {
         panic!(
@@ -297,6 +308,22 @@ fn finish(name: &str) -> ! {
         stats.chunks_reclaimed
     );
     crate::psci::system_off(0)
+}
+
+/// Panics unless the allocator's index (slot lists, address tree, every
+/// chunk's area map) is sound: changes that raced, or skipped pcpu_lock,
+/// break it.
+///
+/// CONTEXT: as free_checked (takes pcpu_lock irqsave, or pcpu_mutex).
+fn check_index(what: &str) {
+    if let Err(problem) = pcpu().check() {
+        panic!(
+            "{}: percpu index corrupted (checked on cpu{}): {}",
+            what,
+            cpu_id(),
+            problem
+        );
+    }
 }
 
 /// CONTEXT: may sleep (see sched::spawn_on).
@@ -352,6 +379,8 @@ static WATCH_LAST: AtomicU64 = AtomicU64::new(0);
 static WATCH_SINCE: AtomicU64 = AtomicU64::new(0);
 /// Runs each tick on every CPU besides the watchdog (the irq-free drain).
 static TICK_EXTRA: AtomicBool = AtomicBool::new(false);
+/// Each tick wakes map-race's writeback waiters.
+static TICK_WRITEBACK: AtomicBool = AtomicBool::new(false);
 
 /// The scenarios' tick hook: the watchdog on CPU 0, and in `irq-free` a
 /// drain of this CPU's free queue.
@@ -360,6 +389,9 @@ static TICK_EXTRA: AtomicBool = AtomicBool::new(false);
 fn tick_hook() {
     if TICK_EXTRA.load(Acquire) {
         irq_free_drain(IRQ_DRAIN_PER_TICK);
+    }
+    if TICK_WRITEBACK.load(Acquire) {
+        MAPR_TICK.wake_all();
     }
     if cpu_id() != 0 {
         return;
@@ -1238,4 +1270,366 @@ pub fn map_grow_main(_: usize) {
         extensions
     );
     finish("map-grow")
+}
+
+// ---------------------------------------------------------------------------
+// map-race
+
+/// Worker threads per CPU, rounds, small allocations per worker and round,
+/// and the round's late grower's small allocations after the others are
+/// done.
+const MAPR_WORKERS_PER_CPU: usize = 2;
+const MAPR_ROUNDS: usize = 6;
+const MAPR_GROW_OPS: usize = 12;
+const MAPR_LATE_OPS: usize = 24;
+const MAPR_STREAM: u64 = 0x3a9_2ace;
+/// Each worker's anchor per round: too large to share a chunk, and covering
+/// the chunk's last page boundary (61440), so page-aligned requests never
+/// fit in the chunk's rest while its anchor lives.
+const MAPR_ANCHOR_MIN: usize = (60 << 10) + 1;
+const MAPR_ANCHOR_MAX: usize = 62 << 10;
+/// One step of a worker's growing in how many frees a published area
+/// instead, and how many yields that free waits for a window at most.
+const MAPR_FREE_ONE_IN: u64 = 3;
+const MAPR_AIM_YIELDS: usize = 50;
+/// Published areas at most: every worker's small allocations of a round.
+const MAPR_STACK: usize = MAX_CPUS * MAPR_WORKERS_PER_CPU * MAPR_GROW_OPS + MAPR_LATE_OPS;
+/// Ballast areas that fill the first chunk, largest sizes first.
+const MAPR_BALLAST: usize = 64;
+const MAPR_BALLAST_SIZES: [usize; 4] = [4096, 512, 64, 4];
+/// Counter ticks a direct reclaim waits for writeback when the workers
+/// dirtied pages since the last wait (see map_race_writeback).
+const MAPR_WRITEBACK_COUNTS: u64 = 200_000;
+
+/// The published small areas, in no particular order.
+struct AreaPool {
+    areas: [Option<Area>; MAPR_STACK],
+    len: usize,
+}
+
+/// MAPR_LIVE (`mapr_live`): every worker's published small areas; any worker
+/// takes a random one out to free it.
+static MAPR_LIVE: SpinLock<AreaPool> = SpinLock::new(
+    "mapr_live",
+    AreaPool {
+        areas: [None; MAPR_STACK],
+        len: 0,
+    },
+);
+/// MAPR_BALLAST_AREAS (`mapr_ballast`): what fills the first chunk.
+static MAPR_BALLAST_AREAS: SpinLock<[Option<Area>; MAPR_BALLAST]> =
+    SpinLock::new("mapr_ballast", [None; MAPR_BALLAST]);
+static MAPR_DONE: Completion = Completion::new();
+/// The workers' two-step barrier at the end of each round.
+static MAPR_ARRIVED: AtomicUsize = AtomicUsize::new(0);
+static MAPR_LEFT: AtomicUsize = AtomicUsize::new(0);
+static MAPR_BARRIER: WaitQueue = WaitQueue::new("mapr_barrier");
+/// Workers still growing in this round.
+static MAPR_GROWING: AtomicUsize = AtomicUsize::new(0);
+/// Whether the workers dirtied pages since the last writeback wait.
+static MAPR_DIRTY: AtomicBool = AtomicBool::new(false);
+/// Direct reclaims waiting for writeback: every tick wakes them.
+static MAPR_TICK: WaitQueue = WaitQueue::new("mapr_tick");
+
+/// The map-race shrinker: nothing to free at once; if the workers dirtied
+/// pages since the last time, it sleeps until their writeback is done (as
+/// direct reclaim did in congestion_wait). The first of a burst of page
+/// allocations waits, and so does an allocation of an area map while the
+/// workers are busy: pcpu_lock stays dropped that long.
+///
+/// CONTEXT: direct reclaim (fs_reclaim, shrinker_list held); sleeps.
+fn map_race_writeback(_nr_to_scan: usize) -> usize {
+    if MAPR_DIRTY.swap(false, AcqRel) {
+        let deadline = arch::counter() + MAPR_WRITEBACK_COUNTS;
+        MAPR_TICK.wait_until(|| arch::counter() >= deadline);
+    }
+    0
+}
+
+static MAPR_SHRINKER: Shrinker = Shrinker {
+    name: "mapr_writeback",
+    scan: map_race_writeback,
+};
+
+/// A small map-race area: half of them page aligned, which never fit in the
+/// rest of a chunk whose anchor lives (see MAPR_ANCHOR_MIN) although its
+/// `contig_hint` may say there is room, so the search tries such a chunk
+/// (extending its map if full) and walks on.
+///
+/// CONTEXT: any.
+fn map_race_size_align(rng: &mut Rng) -> (usize, usize) {
+    match rng.below(2) {
+        0 => (64 + rng.below(960) as usize, PAGE_SIZE),
+        _ => (4 + rng.below(508) as usize, 1 << rng.below(6)),
+    }
+}
+
+/// A worker. Every round each worker allocates an anchor, which takes a
+/// chunk of its own, then MAPR_GROW_OPS small areas, which fill the fullest
+/// chunks' rest (extending their new, small area maps) or, page aligned, a
+/// chunk without an anchor; one step in MAPR_FREE_ONE_IN instead frees a
+/// random published area, aimed at a window (map_race_wait_window). The
+/// round's late grower then allocates MAPR_LATE_OPS more once the others
+/// are done. Each worker then drains: it waits for a window of a worker
+/// still growing (if there is one), frees random published areas until none
+/// is left, then its anchor, and meets the others at a barrier. So frees
+/// land while an allocation has pcpu_lock dropped to extend the map of the
+/// chunk they are in, and the round's chunks empty (and are reclaimed)
+/// while the late grower is extending the map of one of them. The
+/// allocator's index is checked after every operation.
+///
+/// CONTEXT: thread on CPU `worker % cpus`; may sleep.
+fn map_race_worker(worker: usize) {
+    let cpu = cpu_id();
+    let workers = online_cpus() * MAPR_WORKERS_PER_CPU;
+    let mut rng = Rng::new(MAPR_STREAM, worker);
+    for round in 1..=scaled(MAPR_ROUNDS) {
+        set_state(cpu, ALLOC);
+        let anchor_size =
+            MAPR_ANCHOR_MIN + rng.below((MAPR_ANCHOR_MAX - MAPR_ANCHOR_MIN) as u64) as usize;
+        let anchor = alloc_anchor(anchor_size);
+        for _ in 0..MAPR_GROW_OPS {
+            while rng.below(MAPR_FREE_ONE_IN) == 0 {
+                set_state(cpu, WAIT);
+                map_race_wait_window(MAPR_AIM_YIELDS);
+                set_state(cpu, FREE);
+                map_race_free_one(&mut rng);
+            }
+            map_race_alloc_small(cpu, &mut rng);
+            if rng.below(8) == 0 {
+                sched::yield_now();
+            }
+        }
+        if worker == round % workers {
+            set_state(cpu, WAIT);
+            while MAPR_GROWING.load(Acquire) > 1 {
+                sched::yield_now();
+            }
+            for _ in 0..MAPR_LATE_OPS {
+                map_race_alloc_small(cpu, &mut rng);
+            }
+        }
+        set_state(cpu, WAIT);
+        MAPR_GROWING.fetch_sub(1, AcqRel);
+        map_race_wait_window(usize::MAX);
+        set_state(cpu, FREE);
+        while map_race_free_one(&mut rng) {}
+        free_anchor(anchor);
+        set_state(cpu, WAIT);
+        MAPR_ARRIVED.fetch_add(1, AcqRel);
+        MAPR_BARRIER.wake_all();
+        MAPR_BARRIER.wait_until(|| MAPR_ARRIVED.load(Acquire) >= round * workers);
+        // Nobody grows again before everyone has seen the drain end.
+        MAPR_GROWING.fetch_add(1, AcqRel);
+        MAPR_LEFT.fetch_add(1, AcqRel);
+        MAPR_BARRIER.wake_all();
+        MAPR_BARRIER.wait_until(|| MAPR_LEFT.load(Acquire) >= round * workers);
+    }
+    set_state(cpu, DONE);
+    MAPR_DONE.complete();
+}
+
+/// Waits (yielding, at most `yields` times) for a window: an allocation
+/// with pcpu_lock dropped to allocate metadata. Stops waiting when no
+/// worker is growing any more (no window will come).
+///
+/// CONTEXT: a map-race worker; may sleep.
+fn map_race_wait_window(yields: usize) {
+    for _ in 0..yields {
+        if pcpu_platform::mem_alloc_in_flight() || MAPR_GROWING.load(Acquire) == 0 {
+            return;
+        }
+        sched::yield_now();
+    }
+}
+
+/// One small allocation (map_race_size_align), published on MAPR_LIVE for
+/// anyone to free.
+///
+/// CONTEXT: a map-race worker; may sleep.
+fn map_race_alloc_small(cpu: usize, rng: &mut Rng) {
+    set_state(cpu, ALLOC);
+    let (size, align) = map_race_size_align(rng);
+    let area = alloc_checked("map-race", size, align, false);
+    MAPR_DIRTY.store(true, Release);
+    {
+        let mut live = MAPR_LIVE.lock_irqsave();
+        let top = live.len;
+        live.areas[top] = Some(area);
+        live.len += 1;
+    }
+    set_state(cpu, CHECKING);
+    check_index("map-race");
+}
+
+/// An anchor: a large area with the pattern checks at its ends only (its
+/// job is to take most of a chunk, cheaply).
+#[derive(Clone, Copy)]
+struct Anchor {
+    ptr: PcpuPtr,
+    size: usize,
+    tag: u64,
+}
+
+/// The ends of an anchor: its first and last 64 bytes, as areas of their
+/// own for the pattern checks.
+///
+/// CONTEXT: any.
+fn anchor_ends(anchor: &Anchor) -> [Area; 2] {
+    let end = |offset: usize| Area {
+        ptr: PcpuPtr(anchor.ptr.0 + offset),
+        size: 64,
+        tag: anchor.tag ^ offset as u64,
+    };
+    [end(0), end(anchor.size - 64)]
+}
+
+/// Allocates an anchor of `size` bytes (page aligned), checks that the ends
+/// of every CPU's copy are zeroed and writes their patterns.
+///
+/// CONTEXT: process context; may sleep.
+fn alloc_anchor(size: usize) -> Anchor {
+    let raw = pcpu_platform::__alloc_percpu(size, PAGE_SIZE);
+    if raw == 0 {
+        panic!("map-race: anchor alloc of {} bytes failed", size);
+    }
+    let anchor = Anchor {
+        ptr: PcpuPtr(raw),
+        size,
+        tag: NEXT_TAG.fetch_add(1, Relaxed),
+    };
+    for cpu in 0..pcpu().nr_cpus() {
+        for end in anchor_ends(&anchor) {
+            verify_copy("map-race", &end, cpu, Expect::Zero);
+            fill_copy(
+                pcpu().per_cpu_ptr(end.ptr, cpu) as usize,
+                end.size,
+                end.tag,
+                cpu,
+            );
+        }
+    }
+    PROGRESS.fetch_add(1, Relaxed);
+    anchor
+}
+
+/// Verifies the ends of every CPU's copy of `anchor`, then frees it.
+///
+/// CONTEXT: as free_checked.
+fn free_anchor(anchor: Anchor) {
+    for cpu in 0..pcpu().nr_cpus() {
+        for end in anchor_ends(&anchor) {
+            verify_copy("map-race", &end, cpu, Expect::Pattern(end.tag, cpu));
+        }
+    }
+    pcpu_platform::free_percpu(anchor.ptr.0);
+    PROGRESS.fetch_add(1, Relaxed);
+    check_index("map-race");
+}
+
+/// Frees a random published area, if any (returns whether there was one),
+/// and checks the index.
+///
+/// CONTEXT: thread; may sleep.
+fn map_race_free_one(rng: &mut Rng) -> bool {
+    MAPR_DIRTY.store(true, Release);
+    let Some(area) = map_race_pop(rng.next_u64()) else {
+        return false;
+    };
+    free_checked("map-race", area);
+    check_index("map-race");
+    true
+}
+
+/// A published area taken off MAPR_LIVE: the one at `pick` modulo their
+/// number.
+///
+/// CONTEXT: any; takes mapr_live (irqsave).
+fn map_race_pop(pick: u64) -> Option<Area> {
+    let mut live = MAPR_LIVE.lock_irqsave();
+    if live.len == 0 {
+        return None;
+    }
+    let at = (pick % live.len as u64) as usize;
+    live.len -= 1;
+    let last = live.len;
+    let area = live.areas[at].take();
+    live.areas[at] = live.areas[last].take();
+    area
+}
+
+/// Fills the first chunk with ballast, so that the workers' areas live in
+/// chunks created (and reclaimed) as they go, whose maps start small and are
+/// extended again and again: every size of MAPR_BALLAST_SIZES is allocated
+/// until it no longer lands in the first chunk.
+///
+/// CONTEXT: the scenario thread; may sleep.
+fn map_race_ballast() {
+    let first = pcpu().base_addr();
+    let unit = pcpu().unit_size();
+    let mut count = 0;
+    for size in MAPR_BALLAST_SIZES {
+        while count < MAPR_BALLAST {
+            let area = alloc_checked("map-race", size, 4, false);
+            let at = pcpu().per_cpu_ptr(area.ptr, 0) as usize;
+            if at.wrapping_sub(first) >= unit {
+                free_checked("map-race", area);
+                break;
+            }
+            MAPR_BALLAST_AREAS.lock_irqsave()[count] = Some(area);
+            count += 1;
+        }
+    }
+}
+
+/// Every CPU runs MAPR_WORKERS_PER_CPU workers that fill chunks and drain
+/// them in rounds (see map_race_worker), under memory pressure (page
+/// allocations enter direct reclaim, which waits for writeback while the
+/// workers dirty pages): frees land while an allocation has pcpu_lock
+/// dropped to extend a chunk's area map, chunks empty and are reclaimed
+/// meanwhile, and frees race with other CPUs' allocations for the index:
+/// what the seed's synchronization rules are about. The first chunk is
+/// filled with ballast first, so all of it happens in chunks created as the
+/// rounds go, whose maps start small.
+///
+/// CONTEXT: scenario thread on CPU 0; may sleep.
+pub fn map_race_main(_: usize) {
+    let cpus = online_cpus();
+    let workers = cpus * MAPR_WORKERS_PER_CPU;
+    start_tick_hook(false);
+    set_state(AUX_WORKER, ALLOC);
+    map_race_ballast();
+    let before = pcpu().stats();
+    let reclaims_before = page_alloc::reclaim_runs();
+    TICK_WRITEBACK.store(true, Release);
+    page_alloc::register_shrinker(&MAPR_SHRINKER);
+    page_alloc::set_low_watermark(usize::MAX / 2);
+    set_state(AUX_WORKER, WAIT);
+    MAPR_GROWING.store(workers, Release);
+    for worker in 0..workers {
+        spawn_or_panic(worker % cpus, "map-race", map_race_worker, worker);
+    }
+    MAPR_DONE.wait_n(workers);
+    page_alloc::set_low_watermark(32);
+    page_alloc::unregister_shrinker(&MAPR_SHRINKER);
+    TICK_WRITEBACK.store(false, Release);
+    let reclaims = page_alloc::reclaim_runs() - reclaims_before;
+    set_state(AUX_WORKER, FREE);
+    for slot in 0..MAPR_BALLAST {
+        let area = MAPR_BALLAST_AREAS.lock_irqsave()[slot].take();
+        if let Some(area) = area {
+            free_checked("map-race", area);
+        }
+    }
+    set_state(AUX_WORKER, DONE);
+    let stats = pcpu().stats();
+    println!(
+        "cpu{}: map-race: {} map extensions, {} search restarts, {} frees while pcpu_lock was dropped for an allocation, {} direct reclaims",
+        cpu_id(),
+        stats.map_extensions - before.map_extensions,
+        stats.search_restarts - before.search_restarts,
+        pcpu_platform::frees_during_mem_alloc(),
+        reclaims
+    );
+    finish("map-race")
 }

@@ -33,10 +33,15 @@
 //! purge's flush.
 //!
 //! Synchronization rules — the locks this file adds:
-//! - `pcpu_alloc_mutex` (mutex; `fine`/`irq`): the allocator's alloc and
+//! - `pcpu_alloc_mutex` (mutex; `fine`/`fixed`/`irq`): the allocator's alloc and
 //!   reclaim paths, chunks and their page arrays (allocator/src/percpu.rs).
-//! - `pcpu_lock` (spinlock, always with IRQs off; `fine`/`irq`): the
+//!   `inject=reclaim-one-lock` makes reclaim skip it.
+//! - `pcpu_lock` (spinlock, always with IRQs off; `fine`/`fixed`/`irq`): the
 //!   allocator's index: chunk slots, chunks by address, area maps.
+//!   `inject=free-unlocked` makes `free_percpu` skip it (or `pcpu_mutex`), and
+//!   `inject=extend-no-restart` makes `fixed`'s allocation walk on after
+//!   dropping it to extend a map, as the seed does; the allocator's checks
+//!   (allocator/src/percpu.rs) catch what the races break.
 //! - `pcpu_mutex` (mutex; `mutex` variant only): everything of the allocator.
 //! - `pcpu_vm_pool` (spinlock, irqsave): the slot bitmaps (used, lazily
 //!   freed) of the chunk address pool; held while the pool itself is reserved
@@ -546,6 +551,16 @@ pub fn skip_tlb_flush_injected() -> bool {
         .is_some_and(|word| word.as_str() == "skip-tlb-flush")
 }
 
+/// The allocator's seeded rule break the bootargs ask for
+/// (`inject=extend-no-restart`, `reclaim-one-lock` or `free-unlocked`).
+///
+/// CONTEXT: any, after boot.
+pub fn allocator_inject() -> Option<allocator::Inject> {
+    boot_info()
+        .inject
+        .and_then(|word| allocator::Inject::from_name(word.as_str()))
+}
+
 /// Sets up the allocator (`pcpu_setup_first_chunk`) for every online CPU with
 /// the bootargs' variant.
 ///
@@ -561,6 +576,7 @@ pub fn init(cpus: usize) {
     let mut config = Config::new(variant(), STATIC_SIZE);
     config.reserved_size = RESERVED_SIZE;
     config.max_chunks = MAX_CHUNKS;
+    config.inject = allocator_inject();
     let percpu = match Percpu::new(platform, config, STATIC_IMAGE) {
         Ok(percpu) => percpu,
         Err(error) => panic!("pcpu: setting up the first chunk failed: {:?}", error),

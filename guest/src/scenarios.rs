@@ -33,6 +33,7 @@ fs-reclaim\tan FS path frees under fs_lock while allocations enter direct reclai
 reclaim\tchunks grow, are freed, reclaimed and their addresses reused while CPUs use theirs\n\
 reclaim-reuse\treclaim with the page freed last allocated first: reclaimed pages are reused at once\n\
 map-grow\tone chunk's area map grows past 2048 entries while IRQ handlers free some of its areas\n\
+map-race\tworkers on all CPUs fill and drain chunks in rounds under memory pressure: frees and reclaim race map extensions\n\
 selftest-tlb-ok\tMMU self-test: unmap with flush, remap, break-before-make done right (no finding)\n\
 selftest-stale-tlb\tMMU self-test: unmap without TLBI, then read the page (stale-tlb)\n\
 selftest-missing-tlb-flush\tMMU self-test: unmap without TLBI, map another page there (missing-tlb-flush)\n\
@@ -110,6 +111,7 @@ pub fn start() {
         "reclaim" => crate::alloc_scenarios::reclaim_main,
         "reclaim-reuse" => crate::alloc_scenarios::reclaim_reuse_main,
         "map-grow" => crate::alloc_scenarios::map_grow_main,
+        "map-race" => crate::alloc_scenarios::map_race_main,
         other => match crate::mmu_selftest::lookup(other)
             .or_else(|| crate::lock_selftest::lookup(other))
         {

@@ -55,6 +55,14 @@ pub const DEFAULT_PCT_STEPS: u64 = 20_000;
 pub enum Inject {
     /// Skip the TLB flush when a per-CPU chunk's virtual area is unmapped.
     SkipTlbFlush,
+    /// Map extension drops pcpu_lock but the search does not restart (the
+    /// seed's dead `restart`, in any variant; meant for `fixed`).
+    ExtendNoRestart,
+    /// Reclaim unlinks and frees chunks holding only pcpu_lock, without
+    /// pcpu_alloc_mutex.
+    ReclaimOneLock,
+    /// free_percpu takes no lock.
+    FreeUnlocked,
 }
 
 /// Who translates guest addresses.

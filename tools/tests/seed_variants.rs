@@ -11,7 +11,7 @@ use common::{finding_text as text, findings, kinds, percpu_lab, Run};
 use serde_json::Value;
 
 /// Every allocator scenario (`percpu-lab scenarios` lists them).
-const SCENARIOS: [&str; 7] = [
+const SCENARIOS: [&str; 8] = [
     "smoke",
     "storm",
     "irq-free",
@@ -19,6 +19,7 @@ const SCENARIOS: [&str; 7] = [
     "reclaim",
     "map-grow",
     "reclaim-reuse",
+    "map-race",
 ];
 
 /// `run --variant V --scenario S --seed N --report json`.
