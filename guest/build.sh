@@ -40,10 +40,18 @@ done < <(env | sed -n 's/^\([A-Za-z_][A-Za-z0-9_]*\)=.*/\1/p')
 target_dir="${CARGO_TARGET_DIR:-$repo/target/guest}"
 target=aarch64-unknown-none-softfloat
 
+# Source paths in panic messages and DWARF start at /percpu-lab instead of the
+# repository's directory (emu::GUEST_SOURCE_ROOT, which reports leave off), so
+# the guest, and every report quoting it, is the same wherever it was cloned.
+case "$repo" in
+    *'"'* | *\\*) echo "guest/build.sh: the repository path may not contain \" or \\: $repo" >&2; exit 2 ;;
+esac
+remap="target.$target.rustflags=[\"--remap-path-prefix=$repo=/percpu-lab\"]"
+
 cd "$guest_dir"
 RUSTC="$rustc" RUSTC_BOOTSTRAP=1 "$cargo" build --release --target "$target" \
     --target-dir "$target_dir" -Zbuild-std=core,compiler_builtins \
-    -Zbuild-std-features=compiler-builtins-mem
+    -Zbuild-std-features=compiler-builtins-mem --config "$remap"
 
 elf="$target_dir/$target/release/percpu-guest"
 cp "$elf" "$out/percpu-guest.elf.tmp"

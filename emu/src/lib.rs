@@ -79,7 +79,7 @@ pub mod uart;
 pub mod unwind;
 
 pub use kernel::{KernelError, KernelImage};
-pub use lines::SourceLines;
+pub use lines::{SourceLines, GUEST_SOURCE_ROOT};
 pub use machine::{
     CpuReport, CpuState, EmuError, Machine, MachineConfig, MmuMode, RunEnd, RunOutcome, Snapshot,
     StopRequest, TakenException,

@@ -3,6 +3,12 @@
 
 use std::sync::Arc;
 
+/// The directory `guest/build.sh` maps the repository to in the guest's panic
+/// locations and DWARF (`--remap-path-prefix`), so the guest ELF, and every
+/// report naming its source lines, is the same wherever the repository was
+/// cloned. Reports leave it off (`SourceLines::parse`'s `strip`).
+pub const GUEST_SOURCE_ROOT: &str = "/percpu-lab";
+
 type Reader = gimli::EndianArcSlice<gimli::LittleEndian>;
 
 /// The line tables of one kernel ELF.

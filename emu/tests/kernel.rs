@@ -162,18 +162,31 @@ fn function_code_must_lie_in_an_executable_segment() {
 }
 
 /// Line tables: none in an ELF without DWARF; in the guest, a function's entry is in
-/// its source file, named relative to the checkout given.
+/// its source file, named relative to the repository (which the guest's build
+/// maps to `GUEST_SOURCE_ROOT`, wherever it was cloned), the allocator's too.
 #[test]
 fn source_lines_come_from_the_dwarf_line_tables() {
     assert!(emu::SourceLines::parse(&valid(), None).is_none());
     assert!(emu::SourceLines::parse(b"not an elf", None).is_none());
     let Some(guest) = guest() else { return };
-    let checkout = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-    let lines = emu::SourceLines::parse(guest.elf_bytes(), checkout.to_str())
+    let lines = emu::SourceLines::parse(guest.elf_bytes(), Some(emu::GUEST_SOURCE_ROOT))
         .expect("the guest is built with line tables");
     let entry = guest.symbol_address("free_pages").expect("free_pages");
     let line = lines.lookup(entry).expect("a line for free_pages");
     assert!(line.starts_with("guest/src/page_alloc.rs:"), "{line}");
+    let (alloc, _) = guest
+        .code_words()
+        .find(|&(addr, _)| {
+            guest
+                .symbolize(addr)
+                .is_some_and(|name| name.contains(">::pcpu_alloc+"))
+        })
+        .expect("the allocator's pcpu_alloc");
+    let alloc_line = lines.lookup(alloc).expect("a line in pcpu_alloc");
+    assert!(
+        alloc_line.starts_with("allocator/src/percpu.rs:"),
+        "{alloc_line}"
+    );
     assert!(lines.lookup(0).is_none());
     let absolute = emu::SourceLines::parse(guest.elf_bytes(), None).unwrap();
     assert!(

@@ -45,9 +45,8 @@ pub struct CodeNamer {
 
 impl CodeNamer {
     pub fn new(kernel: &KernelImage) -> Self {
-        // File names relative to the checkout the embedded guest was built in.
-        let checkout = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent();
-        let lines = SourceLines::parse(kernel.elf_bytes(), checkout.and_then(|p| p.to_str()));
+        // File names relative to the repository the guest was built from.
+        let lines = SourceLines::parse(kernel.elf_bytes(), Some(emu::GUEST_SOURCE_ROOT));
         Self {
             kernel: kernel.clone(),
             lines: lines.map(Rc::new),
