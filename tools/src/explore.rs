@@ -144,6 +144,8 @@ fn parse_shard(text: &str) -> Result<(u64, u64), String> {
 #[derive(Debug, Clone, PartialEq)]
 struct Outcome {
     index: u64,
+    /// Guest instructions the schedule ran.
+    insns: u64,
     /// Distinct causes: key → (kind, title).
     causes: BTreeMap<String, (String, String)>,
 }
@@ -155,17 +157,22 @@ impl Outcome {
             .iter()
             .map(|(key, (kind, title))| json!({"key": key, "kind": kind, "title": title}))
             .collect();
-        json!({"index": self.index, "causes": causes})
+        json!({"index": self.index, "insns": self.insns, "causes": causes})
     }
 
     fn from_json(value: &Value) -> Option<Self> {
         let index = value.get("index")?.as_u64()?;
+        let insns = value.get("insns")?.as_u64()?;
         let mut causes = BTreeMap::new();
         for c in value.get("causes")?.as_array()? {
             let field = |k: &str| c.get(k).and_then(Value::as_str).map(str::to_string);
             causes.insert(field("key")?, (field("kind")?, field("title")?));
         }
-        Some(Self { index, causes })
+        Some(Self {
+            index,
+            insns,
+            causes,
+        })
     }
 }
 
@@ -326,11 +333,19 @@ impl Plan<'_> {
             );
         }
         if crate::report::verdict(&outcome) == Verdict::GuestFault {
+            // Keyed with its numbers masked (chunk and slot numbers differ
+            // between schedules of one cause); titled with the line itself.
             let what = panic_line.unwrap_or_else(|| crate::report::describe_end(&outcome.end));
-            let what = without_numbers(&what);
-            causes.insert(format!("guest-fault: {what}"), ("guest-fault".into(), what));
+            causes.insert(
+                format!("guest-fault: {}", without_numbers(&what)),
+                ("guest-fault".into(), what),
+            );
         }
-        Ok(Outcome { index, causes })
+        Ok(Outcome {
+            index,
+            insns: outcome.total_insns,
+            causes,
+        })
     }
 
     /// The schedule indices this process explores, in order.
@@ -626,6 +641,7 @@ fn summarise(plan: &Plan<'_>, outcomes: &[Outcome]) -> Result<Value, BadInput> {
         "format": SUMMARY_FORMAT,
         "config": config_json(plan),
         "schedules_run": outcomes.len(),
+        "guest_insns": outcomes.iter().map(|o| o.insns).sum::<u64>(),
         "failing_schedules": failing,
         "findings": findings,
     }))
@@ -752,12 +768,12 @@ fn print_text(summary: &Value) {
     for f in summary["findings"].as_array().into_iter().flatten() {
         let s = &f["schedule"];
         println!(
-            "- {} ({}): first at schedule {}, in {} schedules",
+            "- {}: first at schedule {}, in {} schedules",
             f["key"].as_str().unwrap_or("?"),
-            f["title"].as_str().unwrap_or("?"),
             f["first_schedule"],
             f["count"]
         );
+        println!("    first:  {}", f["title"].as_str().unwrap_or("?"));
         println!("    run:    {}", s["run"].as_str().unwrap_or("?"));
         if let Some(replay) = s["replay"].as_str() {
             println!("    replay: {replay}");
@@ -770,6 +786,7 @@ fn merge(args: &ExploreArgs) -> Result<Verdict, BadInput> {
     let mut config: Option<Value> = None;
     let mut run = 0;
     let mut failing = 0;
+    let mut insns = 0;
     let mut findings: BTreeMap<String, Value> = BTreeMap::new();
     for dir in &args.merge {
         let path = dir.join("summary.json");
@@ -791,6 +808,7 @@ fn merge(args: &ExploreArgs) -> Result<Verdict, BadInput> {
         }
         config = Some(summary["config"].clone());
         run += summary["schedules_run"].as_u64().unwrap_or(0);
+        insns += summary["guest_insns"].as_u64().unwrap_or(0);
         failing += summary["failing_schedules"].as_u64().unwrap_or(0);
         for f in summary["findings"].as_array().into_iter().flatten() {
             let key = f["key"].as_str().unwrap_or_default().to_string();
@@ -818,6 +836,7 @@ fn merge(args: &ExploreArgs) -> Result<Verdict, BadInput> {
         "format": SUMMARY_FORMAT,
         "config": config.unwrap_or(Value::Null),
         "schedules_run": run,
+        "guest_insns": insns,
         "failing_schedules": failing,
         "findings": findings.into_values().collect::<Vec<_>>(),
     });
@@ -853,7 +872,11 @@ mod tests {
             "deadlock: a b".to_string(),
             ("deadlock".to_string(), "t".to_string()),
         );
-        let outcome = Outcome { index: 7, causes };
+        let outcome = Outcome {
+            index: 7,
+            insns: 1234,
+            causes,
+        };
         assert_eq!(Outcome::from_json(&outcome.to_json()), Some(outcome));
     }
 }
