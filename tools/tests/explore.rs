@@ -38,15 +38,18 @@ fn pct_finds_the_mutex_deadlock_and_its_trace_replays() {
         "--sched",
         "pct",
         "--until-bug",
+        "deadlock",
         "--save-failures",
         dir.to_str().unwrap(),
     ]);
     assert_eq!(run.code, 1, "{}", run.describe());
     let s = summary(&dir);
     assert!(kinds(&s).contains(&"deadlock".to_string()), "{s}");
-    // --until-bug stops at the first failing schedule.
+    // --until-bug deadlock stops at the first schedule that deadlocks (earlier
+    // ones may have other findings: the seed's freed-page-in-tlb, the
+    // possible cycle without the deadlock).
     let run_count = s["schedules_run"].as_u64().unwrap();
-    assert_eq!(s["failing_schedules"], 1);
+    assert!(s["failing_schedules"].as_u64().unwrap() >= 1, "{s}");
     let deadlock = s["findings"]
         .as_array()
         .unwrap()
@@ -80,6 +83,7 @@ fn the_clean_variant_is_clean_on_200_pct_schedules_of_each_scenario() {
         "reclaim",
         "reclaim-reuse",
         "map-grow",
+        "map-race",
     ] {
         let run = explore(&[
             "--scenario",
