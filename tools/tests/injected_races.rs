@@ -174,3 +174,69 @@ fn fixed_is_clean_on_the_same_seeds() {
     }
     assert_clean(&map_race("fixed", None, 0, "rr"), "rr");
 }
+
+/// Schedules each PCT exploration below may take: each race is found well
+/// within it on exploration seed 0 (the first schedule for most; the count is
+/// deterministic, so a change that makes one harder to find fails here).
+const PCT_BOUND: u64 = 8;
+
+/// `explore --sched pct --until-bug guest-fault` finds each injected race,
+/// and the seed's own missing restart, within [`PCT_BOUND`] schedules; the
+/// cause it reports is the race's own check.
+#[test]
+fn pct_exploration_finds_each_injected_race_within_a_few_schedules() {
+    let bound = PCT_BOUND.to_string();
+    for (variant, inject, what) in [
+        (
+            "fixed",
+            Some("extend-no-restart"),
+            "pcpu_alloc's walk of slot",
+        ),
+        (
+            "fixed",
+            Some("reclaim-one-lock"),
+            "was reclaimed while an allocation had pcpu_lock dropped",
+        ),
+        ("fixed", Some("free-unlocked"), "percpu index corrupted"),
+        ("fine", None, "pcpu_alloc's walk of slot"),
+    ] {
+        let mut args = vec![
+            "explore",
+            "--scenario",
+            "map-race",
+            "--variant",
+            variant,
+            "--sched",
+            "pct",
+            "--explore-seed",
+            "0",
+            "--schedules",
+            &bound,
+            "--until-bug",
+            "guest-fault",
+            "--report",
+            "json",
+        ];
+        if let Some(inject) = inject {
+            args.extend(["--inject", inject]);
+        }
+        let run = percpu_lab(&args);
+        let label = format!("{variant} {inject:?}");
+        assert_eq!(run.code, 1, "{label}: {}", run.describe());
+        let summary = run.json();
+        let fault = summary["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["kind"] == "guest-fault")
+            .unwrap_or_else(|| panic!("{label}: no guest fault: {summary}"));
+        assert!(
+            fault["title"].as_str().unwrap().contains(what),
+            "{label}: {fault}"
+        );
+        let first = fault["first_schedule"].as_u64().unwrap();
+        assert!(first < PCT_BOUND, "{label}: {fault}");
+        // --until-bug stopped there.
+        assert_eq!(summary["schedules_run"], first + 1, "{label}");
+    }
+}
