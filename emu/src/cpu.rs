@@ -193,6 +193,18 @@ impl Board {
         others.filter_map(|(_, t)| t.deadline(now)).min()
     }
 
+    /// Moves virtual time to `cpu`'s timer deadline, if that timer is armed and
+    /// its deadline still ahead (a scheduler's timer arrival).
+    pub(crate) fn fire_timer_now(&mut self, cpu: usize) {
+        if let Some(deadline) = self
+            .timers
+            .get(cpu)
+            .and_then(|t| t.deadline(self.clock.now()))
+        {
+            self.clock.skip_to(deadline);
+        }
+    }
+
     pub(crate) fn next_deadline(&self) -> Option<u64> {
         let now = self.clock.now();
         self.timers.iter().filter_map(|t| t.deadline(now)).min()

@@ -36,6 +36,9 @@ pub struct MachineConfig {
     pub cpus: usize,
     pub ram_size: u64,
     pub sched: SchedulerKind,
+    /// Scheduling points at which a timer arrival is armed (see
+    /// [`crate::sched::IrqArrivals`]); empty: the clock alone decides.
+    pub irq_points: Vec<u64>,
     pub seed: u64,
     /// Slice length in instructions (the random scheduler varies it around this).
     pub quantum: u64,
@@ -69,6 +72,7 @@ impl Default for MachineConfig {
             cpus: 4,
             ram_size: 128 << 20,
             sched: SchedulerKind::RoundRobin,
+            irq_points: Vec::new(),
             seed: 0,
             quantum: 10_000,
             max_insns: 2_000_000_000,
@@ -315,6 +319,7 @@ impl Machine {
                 &config.sched,
                 config.seed,
                 config.quantum,
+                &config.irq_points,
             ))),
             kernel: kernel.clone(),
             config,
@@ -569,6 +574,10 @@ impl Machine {
         self.total_insns += retired;
         self.slices += 1;
         self.board.borrow_mut().clock.advance(retired, running);
+        let timer_now = self.scheduler.borrow_mut().take_timer_request();
+        if let Some(timer_cpu) = timer_now {
+            self.board.borrow_mut().fire_timer_now(timer_cpu);
+        }
         self.broadcast_maintenance(cpu);
         self.finish_slice(cpu, end)
     }

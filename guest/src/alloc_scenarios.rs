@@ -764,6 +764,92 @@ pub fn irq_free_main(_: usize) {
 }
 
 // ---------------------------------------------------------------------------
+// irq-race
+
+/// Areas per irq-race thread; one in IRQR_QUEUE_ONE_IN goes to its CPU's
+/// tick, the others it frees itself.
+const IRQR_OPS: usize = 48;
+const IRQR_QUEUE_ONE_IN: u64 = 4;
+/// How long (spin-loop iterations, at most) a thread uses an area, outside
+/// every lock, before freeing it: most of the run, so a tick left to the
+/// clock seldom lands inside a free.
+const IRQR_USE_SPINS: u64 = 6_000;
+const IRQR_STREAM: u64 = 0x1_4ace;
+static IRQR_DONE: Completion = Completion::new();
+
+/// An irq-race thread: allocates areas, uses each a while, and frees most
+/// itself, in process context with IRQs on; the rest it queues for its own
+/// CPU's tick, whose handler frees them. Frees from a thread and from the
+/// hard-IRQ handler that interrupts it meet on pcpu_lock on one CPU: with
+/// `irq-plain`'s plain `spin_lock`, a tick that lands while the thread holds
+/// pcpu_lock deadlocks the CPU on its own lock.
+///
+/// CONTEXT: thread on CPU `cpu`; may sleep.
+fn irq_race_thread(cpu: usize) {
+    let mut rng = Rng::new(IRQR_STREAM, cpu);
+    for _ in 0..scaled(IRQR_OPS) {
+        set_state(cpu, ALLOC);
+        let (size, align) = random_size_align(&mut rng, MIN_UNIT_SIZE);
+        let mut area = alloc_checked("irq-race", size, align, false);
+        for _ in 0..rng.below(IRQR_USE_SPINS) {
+            core::hint::spin_loop();
+        }
+        if rng.below(IRQR_QUEUE_ONE_IN) != 0 {
+            set_state(cpu, FREE);
+            free_checked("irq-race", area);
+            continue;
+        }
+        set_state(cpu, WAIT);
+        loop {
+            let pushed = IRQ_FREE_QUEUES[cpu].lock_irqsave().push(area);
+            match pushed {
+                Ok(()) => break,
+                Err(back) => {
+                    area = back;
+                    sched::yield_now();
+                }
+            }
+        }
+        IRQR_QUEUED.fetch_add(1, Relaxed);
+    }
+    set_state(cpu, DONE);
+    IRQR_DONE.complete();
+}
+
+/// Areas the irq-race threads queued for their ticks.
+static IRQR_QUEUED: AtomicU64 = AtomicU64::new(0);
+
+/// CONTEXT: scenario thread on CPU 0; may sleep.
+pub fn irq_race_main(_: usize) {
+    let cpus = online_cpus();
+    start_tick_hook(true);
+    for cpu in 0..cpus {
+        spawn_or_panic(cpu, "irq-race", irq_race_thread, cpu);
+    }
+    IRQR_DONE.wait_n(cpus);
+    set_state(AUX_WORKER, WAIT);
+    // What is still queued goes at the next ticks of its CPU.
+    let mut rounds = 0;
+    while IRQ_FREES.load(Relaxed) < IRQR_QUEUED.load(Relaxed) {
+        rounds += 1;
+        if rounds > IRQF_SETTLE_ROUNDS {
+            panic!(
+                "irq-race: {} areas freed in IRQ context, {} queued",
+                IRQ_FREES.load(Relaxed),
+                IRQR_QUEUED.load(Relaxed)
+            );
+        }
+        sched::yield_now();
+    }
+    TICK_EXTRA.store(false, Release);
+    println!(
+        "cpu0: irq-race: {} freed by ticks",
+        IRQ_FREES.load(Relaxed)
+    );
+    finish("irq-race")
+}
+
+// ---------------------------------------------------------------------------
 // fs-reclaim
 
 const FS_OPS: usize = 36;

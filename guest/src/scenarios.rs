@@ -29,6 +29,7 @@ hang\tevery CPU spins forever with IRQs on (for the host's watchdog)\n\
 irqmask\ta masked timer IRQ is not taken until IRQs are unmasked\n\
 storm\tall CPUs alloc/free per-CPU areas of random size and alignment, IRQs and IPIs on\n\
 irq-free\tIRQ handlers (tick, call-function IPI) free per-CPU areas threads allocated\n\
+irq-race\tthreads free per-CPU areas while their own CPU's tick frees others: frees meet their interrupts\n\
 fs-reclaim\tan FS path frees under fs_lock while allocations enter direct reclaim\n\
 reclaim\tchunks grow, are freed, reclaimed and their addresses reused while CPUs use theirs\n\
 reclaim-reuse\treclaim with the page freed last allocated first: reclaimed pages are reused at once\n\
@@ -107,6 +108,7 @@ pub fn start() {
         "irqmask" => irqmask_main,
         "storm" => crate::alloc_scenarios::storm_main,
         "irq-free" => crate::alloc_scenarios::irq_free_main,
+        "irq-race" => crate::alloc_scenarios::irq_race_main,
         "fs-reclaim" => crate::alloc_scenarios::fs_reclaim_main,
         "reclaim" => crate::alloc_scenarios::reclaim_main,
         "reclaim-reuse" => crate::alloc_scenarios::reclaim_reuse_main,

@@ -39,6 +39,23 @@ pub const TARGETS: &[Target] = &[
         kind: "deadlock",
     },
     Target {
+        label: "irq-plain: a tick's free meets its own CPU's free (irq-race)",
+        args: &["--scenario", "irq-race", "--variant", "irq-plain"],
+        kind: "deadlock",
+    },
+    Target {
+        label: "irq-plain (irq-race), with 4 timer arrivals per schedule",
+        args: &[
+            "--scenario",
+            "irq-race",
+            "--variant",
+            "irq-plain",
+            "--irq-arrivals",
+            "4",
+        ],
+        kind: "deadlock",
+    },
+    Target {
         label: "fine: the seed's latent missing restart (map-race)",
         args: &["--scenario", "map-race", "--variant", "fine"],
         kind: "guest-fault",

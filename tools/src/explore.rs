@@ -24,7 +24,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 
 use clap::{Args, ValueEnum};
-use emu::sched::{delay_set, delay_sets, schedule_seed, Pct};
+use emu::sched::{delay_set, delay_sets, schedule_seed, Pct, Xoshiro256};
 use emu::KernelImage;
 use serde_json::{json, Value};
 
@@ -35,6 +35,9 @@ use crate::{kernel, tracefile, BadInput, Verdict};
 
 /// Summary file format (`summary.json` in `--save-failures`).
 const SUMMARY_FORMAT: &str = "percpu-lab-explore/1";
+/// Tells the timer arrivals' random stream from the strategies' (PCT uses the
+/// schedule seed and its complement).
+const IRQ_STREAM: u64 = 0x1a2b_3c4d_5e6f_7081;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Strategy {
@@ -69,6 +72,10 @@ pub struct ExploreArgs {
     /// PCT depth (d − 1 priority change points per schedule).
     #[arg(long, default_value_t = run::DEFAULT_PCT_DEPTH, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub pct_depth: u32,
+    /// Timer arrivals per schedule, at scheduling points drawn from the schedule's
+    /// seed (each lands at the next lock acquisition: `run --irq-points`).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=64))]
+    pub irq_arrivals: u32,
     /// `--sched delay`: at most this many delays per schedule.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..=8))]
     pub delay_bound: u32,
@@ -260,6 +267,11 @@ impl Plan<'_> {
                 argv
             }
         };
+        let arrivals = self.irq_points(index);
+        if !arrivals.is_empty() {
+            argv.push("--irq-points".into());
+            argv.push(join(&arrivals));
+        }
         if let Some(points) = change_points.filter(|p| !p.is_empty()) {
             argv.push("--change-points".into());
             argv.push(join(points));
@@ -270,6 +282,18 @@ impl Plan<'_> {
             argv[at] = "1".into();
         }
         Some(argv)
+    }
+
+    /// The timer arrivals of schedule `index`: `--irq-arrivals` points drawn from
+    /// a stream of its seed of their own (so they do not move the strategy's).
+    fn irq_points(&self, index: u64) -> Vec<u64> {
+        let mut rng =
+            Xoshiro256::seed_from(!schedule_seed(self.args.explore_seed, index) ^ IRQ_STREAM);
+        let mut points: Vec<u64> = (0..self.args.irq_arrivals)
+            .map(|_| 1 + rng.below(self.steps))
+            .collect();
+        points.sort_unstable();
+        points
     }
 
     /// The change points (PCT) or delays of schedule `index`.
@@ -442,7 +466,7 @@ pub fn explore(args: &ExploreArgs) -> Result<Verdict, BadInput> {
     };
     plan.steps = match args.steps {
         Some(steps) => steps,
-        None if args.sched == Strategy::Random => 1,
+        None if args.sched == Strategy::Random && args.irq_arrivals == 0 => 1,
         None => count_points(&plan)?,
     };
     if args.worker.is_some() {
@@ -577,6 +601,7 @@ fn spawn_workers(plan: &Plan<'_>) -> Result<Vec<Child>, BadInput> {
             cmd.args(["--explore-seed", &a.explore_seed.to_string()]);
             cmd.args(["--pct-depth", &a.pct_depth.to_string()]);
             cmd.args(["--delay-bound", &a.delay_bound.to_string()]);
+            cmd.args(["--irq-arrivals", &a.irq_arrivals.to_string()]);
             cmd.args(["--steps", &plan.steps.to_string()]);
             if let Some((k, n)) = a.shard {
                 cmd.args(["--shard", &format!("{k}/{n}")]);
@@ -657,7 +682,7 @@ fn config_json(plan: &Plan<'_>) -> Value {
         "delay_bound": (a.sched == Strategy::Delay).then_some(a.delay_bound),
         "steps": plan.steps, "cpus": a.cpus, "quantum": a.quantum, "max_insns": a.max_insns,
         "inject": name(a.inject.and_then(|i| i.to_possible_value())), "scale": a.scale,
-        "schedules": a.schedules,
+        "schedules": a.schedules, "irq_arrivals": a.irq_arrivals,
     })
 }
 

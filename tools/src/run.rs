@@ -109,6 +109,11 @@ pub struct RunArgs {
     /// instead of drawn ones, in priority order, or `--sched delay`'s delays.
     #[arg(long, value_delimiter = ',', num_args = 1..)]
     pub change_points: Option<Vec<u64>>,
+    /// Timer arrivals as scheduling decisions (1-based scheduling points,
+    /// comma-separated): from each point on, the next CPU to take a lock has its
+    /// timer fire right there (needs recording; see `emu/src/sched/irq_arrival.rs`).
+    #[arg(long, value_delimiter = ',', num_args = 1.., value_parser = clap::value_parser!(u64).range(1..))]
+    pub irq_points: Option<Vec<u64>>,
     /// Instructions per scheduling slice.
     #[arg(long, default_value_t = DEFAULT_QUANTUM, value_parser = clap::value_parser!(u64).range(1..))]
     pub quantum: u64,
@@ -175,6 +180,7 @@ impl RunArgs {
         MachineConfig {
             cpus: self.cpus as usize,
             sched: self.scheduler_kind(),
+            irq_points: self.irq_points.clone().unwrap_or_default(),
             seed: self.sched_seed.unwrap_or(self.seed),
             quantum: self.quantum,
             max_insns: self.max_insns,
@@ -217,9 +223,15 @@ impl RunArgs {
             flags.push(("pct-depth", self.pct_depth.to_string()));
             flags.push(("pct-steps", self.pct_steps.to_string()));
         }
-        if let Some(points) = &self.change_points {
+        let list = |points: &[u64]| {
             let list: Vec<String> = points.iter().map(u64::to_string).collect();
-            flags.push(("change-points", list.join(",")));
+            list.join(",")
+        };
+        if let Some(points) = &self.change_points {
+            flags.push(("change-points", list(points)));
+        }
+        if let Some(points) = &self.irq_points {
+            flags.push(("irq-points", list(points)));
         }
         flags
     }

@@ -84,6 +84,7 @@ fn the_clean_variant_is_clean_on_200_pct_schedules_of_each_scenario() {
         "reclaim-reuse",
         "map-grow",
         "map-race",
+        "irq-race",
     ] {
         let run = explore(&[
             "--scenario",
@@ -302,4 +303,50 @@ fn bad_explore_input_is_one_line_and_exit_2() {
             .filter(|l| l.starts_with("error") || l.starts_with("percpu-lab"));
         assert_eq!(said.count(), 1, "{args:?}: {}", run.stderr);
     }
+}
+
+/// Timer arrivals as scheduling decisions: with `--irq-arrivals`, PCT lands a
+/// tick inside a thread's `irq-plain` free (plain `spin_lock`, IRQs on) whose
+/// handler frees too: the handler waits for the code it interrupted (a real
+/// deadlock). The schedule's command carries its arrivals and
+/// deadlocks again.
+#[test]
+fn irq_arrivals_find_the_irq_plain_self_deadlock() {
+    let run = explore(&[
+        "--scenario",
+        "irq-race",
+        "--variant",
+        "irq-plain",
+        "--sched",
+        "pct",
+        "--irq-arrivals",
+        "4",
+        "--schedules",
+        "10",
+        "--until-bug",
+        "deadlock",
+        "--report",
+        "json",
+    ]);
+    assert_eq!(run.code, 1, "{}", run.describe());
+    let s = run.json();
+    let deadlock = s["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["kind"] == "deadlock")
+        .unwrap_or_else(|| panic!("no deadlock: {s}"));
+    // On pcpu_lock alone: the handler waits for its own CPU (the interrupted
+    // free holds the lock, or is queued for it first).
+    assert_eq!(deadlock["key"], "deadlock: pcpu_lock", "{deadlock}");
+    let command = deadlock["schedule"]["run"].as_str().unwrap();
+    assert!(command.contains("--irq-points "), "{command}");
+    let words: Vec<&str> = command
+        .split_whitespace()
+        .skip(1)
+        .chain(["--report", "json"])
+        .collect();
+    let again = percpu_lab(&words);
+    assert_eq!(again.code, 1, "{}", again.describe());
+    assert!(common::kinds(&again).contains(&"deadlock".to_string()));
 }

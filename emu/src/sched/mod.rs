@@ -20,20 +20,27 @@
 //!   are no points: slices end by budget only.
 //! - Interrupt arrival is part of the schedule: which CPU runs when decides where
 //!   its timer tick lands relative to the other CPUs' events, and a slice ended at a
-//!   point takes a pending IRQ at the next slice start.
+//!   point takes a pending IRQ at the next slice start. A scheduler may also make the
+//!   running CPU's timer fire at a point: it ends the slice there and returns that
+//!   CPU from [`Scheduler::take_timer_request`], which the machine asks after every
+//!   slice; virtual time then moves forward to that timer's deadline (if it is
+//!   armed and still ahead), so the CPU takes the tick before its next instruction
+//!   when its IRQs are unmasked ([`IrqArrivals`] does this at chosen points).
 //! - The scheduler is `Clone` (a machine snapshot copies it with its state), owns
 //!   all its randomness ([`Xoshiro256`], seeded) and must not read host time.
 //!
 //! One strategy per file: [`RoundRobin`], [`SeededRandom`], [`Pct`],
-//! [`DelayBounded`].
+//! [`DelayBounded`], and [`IrqArrivals`] on top of any of them.
 
 mod delay_bounded;
+mod irq_arrival;
 mod pct;
 mod random;
 mod rng;
 mod round_robin;
 
 pub use delay_bounded::{delay_set, delay_sets, DelayBounded};
+pub use irq_arrival::IrqArrivals;
 pub use pct::Pct;
 pub use random::SeededRandom;
 pub use rng::Xoshiro256;
@@ -82,6 +89,12 @@ pub trait Scheduler: BoxedClone {
     /// Scheduling points seen so far.
     fn points(&self) -> u64 {
         0
+    }
+
+    /// The CPU whose timer is to fire now (asked after each slice; see the module
+    /// doc), once.
+    fn take_timer_request(&mut self) -> Option<usize> {
+        None
     }
 }
 
@@ -145,7 +158,23 @@ pub enum SchedulerKind {
 /// starving CPU runs); forced yields are not change points or delays.
 pub const MAX_SLICES_PASSED_OVER: u32 = 64;
 
-pub fn make_scheduler(kind: &SchedulerKind, seed: u64, quantum: u64) -> Box<dyn Scheduler> {
+/// The scheduler of `kind`, with timer arrivals at `irq_points` (point numbers;
+/// none: the clock alone decides).
+pub fn make_scheduler(
+    kind: &SchedulerKind,
+    seed: u64,
+    quantum: u64,
+    irq_points: &[u64],
+) -> Box<dyn Scheduler> {
+    let strategy = strategy(kind, seed, quantum);
+    if irq_points.is_empty() {
+        strategy
+    } else {
+        Box::new(IrqArrivals::new(strategy, irq_points.to_vec()))
+    }
+}
+
+fn strategy(kind: &SchedulerKind, seed: u64, quantum: u64) -> Box<dyn Scheduler> {
     match kind {
         SchedulerKind::RoundRobin => Box::new(RoundRobin::new(quantum)),
         SchedulerKind::Random => Box::new(SeededRandom::new(seed, quantum)),
@@ -244,7 +273,7 @@ mod tests {
 
     /// The (cpu, slice) decisions of the scheduler `make_scheduler` builds.
     fn decisions(kind: SchedulerKind, seed: u64, runnable: &[usize]) -> Vec<Slice> {
-        let mut s = make_scheduler(&kind, seed, 1000);
+        let mut s = make_scheduler(&kind, seed, 1000, &[]);
         (0..32).map(|_| s.next(&view(runnable))).collect()
     }
 

@@ -137,6 +137,26 @@ struct Waiting {
     ctx: u32,
 }
 
+impl TaskState {
+    /// A hard-IRQ handler waiting for a lock the code it interrupted was already
+    /// waiting for: a spinlock is granted in arrival order (a ticket, or a queue
+    /// node, as Linux's qspinlock), so the handler's turn comes after the
+    /// interrupted acquisition's, which cannot complete before the handler
+    /// returns. The CPU waits for itself whoever holds the lock now.
+    /// Returns (the handler's wait, the interrupted one).
+    fn irq_queued_behind_itself(&self) -> Option<(Waiting, Waiting)> {
+        if self.hardirq == 0 {
+            return None;
+        }
+        let irq_wait = *self.waiting.iter().rev().find(|w| w.ctx == self.hardirq)?;
+        let queued = *self
+            .waiting
+            .iter()
+            .find(|w| w.ctx < self.hardirq && w.addr == irq_wait.addr)?;
+        Some((irq_wait, queued))
+    }
+}
+
 #[derive(Debug, Default, Clone)]
 struct TaskState {
     held: Vec<Held>,
@@ -812,6 +832,14 @@ impl Validator {
     /// After `e`'s task started waiting: does the wait-for graph close a cycle?
     fn check_wait_cycle(&mut self, e: &Event) {
         let start = e.task.0;
+        if let Some((irq_wait, queued)) = self
+            .tasks
+            .get(&start)
+            .and_then(TaskState::irq_queued_behind_itself)
+        {
+            self.report_irq_self_deadlock(e, start, irq_wait, queued);
+            return;
+        }
         let mut cycle: Vec<(u32, Waiting)> = Vec::new();
         let mut task = start;
         for _ in 0..=self.tasks.len() {

@@ -697,6 +697,46 @@ impl Validator {
 
     /// `cycle`: each waiting task and what it waits for; the last one's lock is
     /// held by the first task.
+    /// See `TaskState::irq_queued_behind_itself`.
+    pub(super) fn report_irq_self_deadlock(
+        &mut self,
+        e: &Event,
+        task: u32,
+        irq_wait: Waiting,
+        queued: Waiting,
+    ) {
+        self.deadlocked = true;
+        let mut out = Draft::default();
+        let lock = self.lock_label(irq_wait.class);
+        out.line(format!(
+            "DEADLOCK: a hard-IRQ handler waits for {:#x} {lock}, which the code it interrupted is already waiting for",
+            irq_wait.addr
+        ));
+        out.line(format!(
+            "{} (hard-IRQ) waits for {:#x} {lock}, {}",
+            self.task_label(task),
+            irq_wait.addr,
+            self.at(&irq_wait.site)
+        ));
+        self.stack_lines(&irq_wait.site, &mut out);
+        out.line(format!(
+            "interrupted while waiting for it (its turn comes first, and cannot come while the handler runs), {}",
+            self.at(&queued.site)
+        ));
+        self.stack_lines(&queued.site, &mut out);
+        self.record_lock(irq_wait.class, Some(irq_wait.addr), &mut out);
+        self.record_site("wait", Some(irq_wait.class), &irq_wait.site, &mut out);
+        self.held_lines(task, &mut out);
+        let name = self.name(irq_wait.class).to_string();
+        self.finding(
+            FindingKind::Deadlock,
+            "deadlock: a hard-IRQ handler waits for a lock its CPU's interrupted code waits for",
+            name,
+            out,
+            e,
+        );
+    }
+
     pub(super) fn report_deadlock(&mut self, e: &Event, cycle: &[(u32, Waiting)]) {
         self.deadlocked = true;
         let mut out = Draft::default();

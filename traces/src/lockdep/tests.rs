@@ -1140,3 +1140,33 @@ fn an_irq_finding_names_the_irq_and_the_handler_its_dispatcher_called() {
     assert!(f.details.contains(&line), "{line}\n{:#?}", f.details);
     assert_eq!(f.sites[0].irq, irq);
 }
+
+#[test]
+fn an_irq_queued_behind_the_code_it_interrupted_deadlocks_whoever_holds_the_lock() {
+    // task2 holds a; task1 queues for it (a ticket: its turn comes first), and
+    // a handler on task1's CPU queues for it too: task2's release hands a to
+    // task1, which cannot run until the handler returns, which waits for a.
+    let mut s = script();
+    s.on(1, 2).spin("a");
+    s.on(0, 1).attempt("a", LockFlavor::Spin);
+    assert!(!s.run().deadlocked());
+    s.hardirq().attempt("a", LockFlavor::Spin);
+    let v = s.run();
+    assert!(v.deadlocked());
+    let deadlock = v
+        .findings()
+        .iter()
+        .find(|f| f.kind == FindingKind::Deadlock)
+        .expect("a deadlock finding");
+    assert!(
+        deadlock.details[0].contains("already waiting for"),
+        "{:?}",
+        deadlock.details
+    );
+    // A handler queued for another lock waits only for its holder.
+    let mut other = script();
+    other.on(1, 2).spin("a").spin("b");
+    other.on(0, 1).attempt("a", LockFlavor::Spin);
+    other.hardirq().attempt("b", LockFlavor::Spin);
+    assert!(!other.run().deadlocked());
+}
