@@ -14,6 +14,15 @@
 //!   Symbols a guest does not have are skipped (the compiler drops calls to an empty
 //!   `fs_reclaim_release`: then the pseudo-lock is released where `direct_reclaim`,
 //!   its only user, returns).
+//! - Where a spin lock's word changes: the `cbnz` on the status of `spin_lock`'s
+//!   ticket store-exclusive (the ticket is taken when the status is 0) and
+//!   `spin_unlock`'s store-release. A spin lock's `LockAttempt` and `LockRelease`
+//!   are decided at the function's entry (lock, flavour, caller, backtrace) and
+//!   recorded there, so an IRQ taken before the ticket sees no attempt and one
+//!   taken before the releasing store sees the lock still held, as the hardware
+//!   has it (an IRQ taken between the store-exclusive and its `cbnz` records the
+//!   attempt at the exception entry). A guest without those instructions gets
+//!   both events at the entry.
 //! - Every instruction that can change PSTATE.I, found by scanning the kernel's
 //!   executable segments: `msr daif, xN`, `msr daifset/daifclr, #imm` (which never
 //!   reach Unicorn's MSR hook) and `eret`. The hook runs before the instruction and
@@ -189,6 +198,36 @@ enum Site {
     WrapperEntry {
         flavor: LockFlavor,
     },
+    /// `spin_lock`'s `cbnz wS` after the store-exclusive that takes a ticket: the
+    /// ticket is taken when `wS` (the store's status) is 0.
+    TicketTaken {
+        status: u32,
+    },
+    /// `spin_unlock`'s store-release that hands the lock on.
+    ReleaseStore,
+}
+
+/// Where, in `spin_lock`'s code, its ticket is known taken: the offset of the
+/// `cbnz wS` right after its first store-exclusive, and `S`.
+fn ticket_taken_site(code: &[u8]) -> Option<(u64, u32)> {
+    let words: Vec<u32> = code
+        .chunks_exact(4)
+        .map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]))
+        .collect();
+    // STXR/STLXR (32- or 64-bit): size 1x, 001000 0 0 0, Rs, o0, Rt2 = 11111.
+    let is_store_exclusive = |w: u32| w & 0xbfe0_7c00 == 0x8800_7c00;
+    let at = words.iter().position(|&w| is_store_exclusive(w))?;
+    let status = (words[at] >> 16) & 31;
+    // CBNZ (32-bit) on the status register.
+    let next = *words.get(at + 1)?;
+    (next & 0xff00_001f == 0x3500_0000 | status).then_some((4 * (at as u64 + 1), status))
+}
+
+/// The offset of `spin_unlock`'s first store-release (STLR, 32- or 64-bit).
+fn release_store_site(code: &[u8]) -> Option<u64> {
+    code.chunks_exact(4)
+        .position(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]) & 0xbfff_fc00 == 0x889f_fc00)
+        .map(|i| 4 * i as u64)
 }
 
 /// The target of the `b` instruction `word` at `addr`.
@@ -208,6 +247,14 @@ fn exit_offsets(code: &[u8]) -> impl Iterator<Item = u64> + '_ {
         let exits = word == RET || branch_target(at, word).is_some_and(|target| target >= len);
         exits.then_some(at)
     })
+}
+
+fn is_attempt(kind: &EventKind) -> bool {
+    matches!(kind, EventKind::LockAttempt { .. })
+}
+
+fn is_release(kind: &EventKind) -> bool {
+    matches!(kind, EventKind::LockRelease { .. })
 }
 
 /// Decodes an instruction that can change PSTATE.I.
@@ -297,6 +344,19 @@ struct State {
     stacks: HashMap<Vec<u64>, StrId>,
     /// The backtrace each CPU's last `Stack` event named.
     cpu_stack: Vec<Option<StrId>>,
+    /// Spin lock events decided at a function's entry and recorded at the
+    /// instruction that makes them true (a ticket taken, the releasing store), per
+    /// task, innermost (an IRQ handler's) last.
+    deferred: HashMap<TaskId, Vec<Deferred>>,
+}
+
+/// A spin lock event waiting for its instruction.
+#[derive(Debug, Clone, Copy)]
+struct Deferred {
+    stack: StrId,
+    pc: u64,
+    caller: u64,
+    kind: EventKind,
 }
 
 /// The recording state of a machine.
@@ -309,6 +369,12 @@ pub(crate) struct Recorder {
     wrappers: Wrappers,
     fs_reclaim: u64,
     release_fs_reclaim_at_reclaim_exit: bool,
+    /// `spin_lock`'s [`Site::TicketTaken`] (address, status register), if found:
+    /// its `LockAttempt` waits there.
+    ticket_taken_at: Option<(u64, u32)>,
+    /// Whether `spin_unlock` has a [`Site::ReleaseStore`]: its `LockRelease` waits
+    /// there.
+    release_store: bool,
 }
 
 /// Reads a little-endian u64 of guest virtual memory through the core's MMU.
@@ -355,6 +421,23 @@ impl Recorder {
                     }
                     sites.push((entry + off, Site::Return(func)));
                 }
+            }
+        }
+        // A spin lock is waited for from its ticket on, and free from the store
+        // that hands it on: events there, not at the functions' entries, so that an
+        // IRQ taken in between sees the lock as the hardware has it.
+        let mut ticket_taken_at = None;
+        if let Some((entry, code)) = kernel.function_code("spin_lock")? {
+            if let Some((off, status)) = ticket_taken_site(code) {
+                sites.push((entry + off, Site::TicketTaken { status }));
+                ticket_taken_at = Some((entry + off, status));
+            }
+        }
+        let mut release_store = false;
+        if let Some((entry, code)) = kernel.function_code("spin_unlock")? {
+            if let Some(off) = release_store_site(code) {
+                sites.push((entry + off, Site::ReleaseStore));
+                release_store = true;
             }
         }
         for (addr, word) in kernel.code_words() {
@@ -416,6 +499,7 @@ impl Recorder {
                 stacks: HashMap::new(),
                 cpu_stack: vec![None; cores.len()],
                 named: HashSet::new(),
+                deferred: HashMap::new(),
             }),
             sink: RefCell::new(sink),
             gate,
@@ -423,6 +507,8 @@ impl Recorder {
             wrappers,
             fs_reclaim: kernel.symbol_address("fs_reclaim_acquire").unwrap_or(0),
             release_fs_reclaim_at_reclaim_exit,
+            ticket_taken_at,
+            release_store,
         });
         let err = uc_err("installing the recording probes");
         for (cpu, core) in cores.iter_mut().enumerate() {
@@ -499,6 +585,19 @@ impl Recorder {
         );
     }
 
+    /// Records `task`'s innermost deferred event that `wanted` accepts, at `now`.
+    fn record_deferred(&self, cpu: usize, task: TaskId, now: u64, wanted: fn(&EventKind) -> bool) {
+        let mut st = self.state.borrow_mut();
+        let Some(queue) = st.deferred.get_mut(&task) else {
+            return;
+        };
+        let Some(at) = queue.iter().rposition(|d| wanted(&d.kind)) else {
+            return;
+        };
+        let d = queue.remove(at);
+        st.push_stacked(d.stack, now, cpu, task, d.pc, d.caller, d.kind);
+    }
+
     /// The host entered an exception on `cpu` (an IRQ if `irq` has its number); PSTATE
     /// and SP are already those of the handler, SPSR_EL1 holds the old PSTATE.
     pub(crate) fn exception_entered(
@@ -512,6 +611,14 @@ impl Recorder {
         let was_masked = exception::spsr_el1(uc) & PSTATE_I != 0;
         let sp = reg(uc, RegisterARM64::SP);
         let task = self.task(uc, cpu);
+        // Taken between spin_lock's store-exclusive and the branch on its status:
+        // the ticket is already taken (the general registers are still the
+        // interrupted code's).
+        if let Some((at, status)) = self.ticket_taken_at {
+            if return_pc == at && read_xreg(uc, status) == 0 {
+                self.record_deferred(cpu, task, now, is_attempt);
+            }
+        }
         let mut st = self.state.borrow_mut();
         let pc = reg(uc, RegisterARM64::PC);
         if let Some(intid) = irq {
@@ -680,6 +787,12 @@ impl Recorder {
                     }
                 }
             }
+            Site::TicketTaken { status } => {
+                if x(status) == 0 {
+                    self.record_deferred(cpu, task, now, is_attempt);
+                }
+            }
+            Site::ReleaseStore => self.record_deferred(cpu, task, now, is_release),
             Site::WrapperEntry { flavor } => {
                 let mut st = self.state.borrow_mut();
                 st.wrapped.insert((cpu, sp), (flavor, pc, lr));
@@ -735,7 +848,11 @@ impl Recorder {
             Func::SpinLock => {
                 let lock = spin(&mut st);
                 st.open.insert((cpu, sp, func), open);
-                EventKind::LockAttempt { lock, flavor }
+                let kind = EventKind::LockAttempt { lock, flavor };
+                if self.ticket_taken_at.is_some() {
+                    return st.defer(task, stack, pc, caller, kind);
+                }
+                kind
             }
             Func::MutexLock => {
                 let lock = mutex(&mut st);
@@ -758,10 +875,16 @@ impl Recorder {
                 st.open.insert((cpu, sp, func), open);
                 EventKind::ReclaimEnter
             }
-            Func::SpinUnlock => EventKind::LockRelease {
-                lock: spin(&mut st),
-                flavor,
-            },
+            Func::SpinUnlock => {
+                let kind = EventKind::LockRelease {
+                    lock: spin(&mut st),
+                    flavor,
+                };
+                if self.release_store {
+                    return st.defer(task, stack, pc, caller, kind);
+                }
+                kind
+            }
             Func::MutexUnlock => EventKind::LockRelease {
                 lock: mutex(&mut st),
                 flavor: LockFlavor::Mutex,
@@ -1005,6 +1128,17 @@ impl State {
     /// [`State::push`] of a probed event whose backtrace is `stack`: names it first
     /// (a `Stack` event) unless it is already the CPU's current one.
     #[allow(clippy::too_many_arguments)]
+    /// Holds `kind` until [`Recorder::record_deferred`] finds its instruction.
+    fn defer(&mut self, task: TaskId, stack: StrId, pc: u64, caller: u64, kind: EventKind) {
+        let deferred = Deferred {
+            stack,
+            pc,
+            caller,
+            kind,
+        };
+        self.deferred.entry(task).or_default().push(deferred);
+    }
+
     fn push_stacked(
         &mut self,
         stack: StrId,
