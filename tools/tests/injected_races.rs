@@ -17,15 +17,15 @@ mod common;
 use common::{kinds, percpu_lab, Run};
 
 /// A seed on which each inject's race is exposed, and one on which it is not.
-const EXTEND_NO_RESTART_CAUGHT: u64 = 1;
+const EXTEND_NO_RESTART_CAUGHT: u64 = 2;
 const EXTEND_NO_RESTART_MISSED: u64 = 0;
 const RECLAIM_ONE_LOCK_CAUGHT: u64 = 0;
 const RECLAIM_ONE_LOCK_MISSED: u64 = 5;
 const FREE_UNLOCKED_CAUGHT: u64 = 0;
 /// A seed on which `fine` (no inject) walks off a slot list, on `map-race`
-/// and (rarer: 1 of the first 100 seeds) on `storm`.
+/// and (rarer: 1 of the first 300 seeds) on `storm`.
 const FINE_WALKS_OFF: u64 = 2;
-const FINE_WALKS_OFF_STORM: u64 = 38;
+const FINE_WALKS_OFF_STORM: u64 = 135;
 
 /// `run --scenario SCENARIO --report json` with the variant, inject, seed
 /// and scheduler given.
