@@ -1,6 +1,6 @@
 //! Self-tests for the host's lock validator, in the spirit of Linux's locking
 //! self-tests: each `selftest-lock-*` scenario makes one known-good or known-bad
-//! locking pattern, and its summary in scenarios::TABLE ends with the findings the
+//! locking pattern, and its summary in [`CASES`] ends with the findings the
 //! host must report, in parentheses (`(no finding)` for the good ones).
 //!
 //! The cases run on the scenario thread (CPU 0); the hard-IRQ parts run in the
@@ -16,6 +16,7 @@ use crate::mutex::{mutex_lock, mutex_trylock, mutex_unlock, RawMutex};
 use crate::page_alloc::{self, Gfp};
 use crate::percpu::cpu_id;
 use crate::println;
+use crate::scenarios::Scenario;
 use crate::sync::{
     local_irq_disable, local_irq_enable, might_sleep, preempt_disable, spin_lock, spin_lock_irq,
     spin_lock_irqsave, spin_trylock, spin_unlock, spin_unlock_irq, spin_unlock_irqrestore,
@@ -35,36 +36,133 @@ static MB: RawMutex = RawMutex::new("lt_mutex_b");
 ///
 /// CONTEXT: any; pure.
 pub fn lookup(name: &str) -> Option<fn(usize)> {
-    let index = CASES.iter().position(|(case, _)| *case == name)?;
+    let index = CASES.iter().position(|case| case.name == name)?;
     SELECTED.store(index, Relaxed);
     Some(run_selected)
 }
 
-const CASES: [(&str, fn(usize)); 24] = [
-    ("selftest-lock-aa-spin", aa_spin),
-    ("selftest-lock-aa-mutex", aa_mutex),
-    ("selftest-lock-abba-spin", abba_spin),
-    ("selftest-lock-abba-mutex", abba_mutex),
-    ("selftest-lock-abbcca", abbcca),
-    ("selftest-lock-abbccdda", abbccdda),
-    ("selftest-lock-abba-trylock", abba_trylock),
-    ("selftest-lock-nested-ok", nested_ok),
-    ("selftest-lock-mutex-spin-ok", mutex_spin_ok),
-    ("selftest-lock-safe-then-unsafe", safe_then_unsafe),
-    ("selftest-lock-unsafe-then-safe", unsafe_then_safe),
-    ("selftest-lock-irq-on-then-in-irq", on_then_in_irq),
-    ("selftest-lock-in-irq-then-irq-on", in_irq_then_on),
-    ("selftest-lock-irqsave-in-irq-ok", irqsave_in_irq_ok),
-    ("selftest-lock-unlock-irq-in-irq", spin_lock_irq_in_irq),
-    ("selftest-lock-irqs-on-safe-held", irqs_on_with_safe_lock),
-    ("selftest-lock-mutex-under-spin", mutex_under_spin),
-    ("selftest-lock-sleep-irqs-off", sleep_irqs_off),
-    ("selftest-lock-sleep-in-irq", sleep_in_irq),
-    ("selftest-lock-gfp-kernel-in-spin", gfp_kernel_under_spin),
-    ("selftest-lock-gfp-atomic-ok", gfp_atomic_under_spin_ok),
-    ("selftest-lock-bad-unlock", bad_unlock),
-    ("selftest-lock-assert-unheld", assert_unheld),
-    ("selftest-lock-abba-deadlock", abba_deadlock),
+/// The cases; each summary ends with the findings the host must report.
+pub const CASES: &[Scenario] = &[
+    Scenario {
+        name: "selftest-lock-aa-spin",
+        summary: "lock self-test: two spinlocks of one class nested (recursive-locking)",
+        main: aa_spin,
+    },
+    Scenario {
+        name: "selftest-lock-aa-mutex",
+        summary: "lock self-test: two mutexes of one class nested (recursive-locking)",
+        main: aa_mutex,
+    },
+    Scenario {
+        name: "selftest-lock-abba-spin",
+        summary: "lock self-test: A then B, later B then A (circular-dependency)",
+        main: abba_spin,
+    },
+    Scenario {
+        name: "selftest-lock-abba-mutex",
+        summary: "lock self-test: mutex A then B, later B then A (circular-dependency)",
+        main: abba_mutex,
+    },
+    Scenario {
+        name: "selftest-lock-abbcca",
+        summary: "lock self-test: A->B, B->C, C->A (circular-dependency)",
+        main: abbcca,
+    },
+    Scenario {
+        name: "selftest-lock-abbccdda",
+        summary: "lock self-test: A->B, B->C, C->D, D->A (circular-dependency)",
+        main: abbccdda,
+    },
+    Scenario {
+        name: "selftest-lock-abba-trylock",
+        summary: "lock self-test: A then trylock B, later B then A (no finding)",
+        main: abba_trylock,
+    },
+    Scenario {
+        name: "selftest-lock-nested-ok",
+        summary: "lock self-test: A->B->C->D the same way every time (no finding)",
+        main: nested_ok,
+    },
+    Scenario {
+        name: "selftest-lock-mutex-spin-ok",
+        summary: "lock self-test: a spinlock inside a mutex (no finding)",
+        main: mutex_spin_ok,
+    },
+    Scenario {
+        name: "selftest-lock-safe-then-unsafe",
+        summary: "lock self-test: lock taken in hard IRQ, then safe->unsafe, unsafe learned last (irq-inversion)",
+        main: safe_then_unsafe,
+    },
+    Scenario {
+        name: "selftest-lock-unsafe-then-safe",
+        summary: "lock self-test: unsafe learned first, then safe->unsafe, safe learned last (irq-inversion)",
+        main: unsafe_then_safe,
+    },
+    Scenario {
+        name: "selftest-lock-irq-on-then-in-irq",
+        summary: "lock self-test: a lock taken with IRQs on, then in hard IRQ (inconsistent-irq-state)",
+        main: on_then_in_irq,
+    },
+    Scenario {
+        name: "selftest-lock-in-irq-then-irq-on",
+        summary: "lock self-test: a lock taken in hard IRQ, then with IRQs on (inconsistent-irq-state)",
+        main: in_irq_then_on,
+    },
+    Scenario {
+        name: "selftest-lock-irqsave-in-irq-ok",
+        summary: "lock self-test: irqsave in the handler and in threads (no finding)",
+        main: irqsave_in_irq_ok,
+    },
+    Scenario {
+        name: "selftest-lock-unlock-irq-in-irq",
+        summary: "lock self-test: spin_lock_irq/spin_unlock_irq in a hard-IRQ handler (irqs-enabled-in-hardirq)",
+        main: spin_lock_irq_in_irq,
+    },
+    Scenario {
+        name: "selftest-lock-irqs-on-safe-held",
+        summary: "lock self-test: IRQs turned on with a hardirq-safe lock held (inconsistent-irq-state)",
+        main: irqs_on_with_safe_lock,
+    },
+    Scenario {
+        name: "selftest-lock-mutex-under-spin",
+        summary: "lock self-test: mutex_lock with a spinlock held (sleep-in-atomic)",
+        main: mutex_under_spin,
+    },
+    Scenario {
+        name: "selftest-lock-sleep-irqs-off",
+        summary: "lock self-test: might_sleep with IRQs off (sleep-in-atomic)",
+        main: sleep_irqs_off,
+    },
+    Scenario {
+        name: "selftest-lock-sleep-in-irq",
+        summary: "lock self-test: might_sleep in a hard-IRQ handler (sleep-in-atomic)",
+        main: sleep_in_irq,
+    },
+    Scenario {
+        name: "selftest-lock-gfp-kernel-in-spin",
+        summary: "lock self-test: a GFP_KERNEL allocation with a spinlock held (sleep-in-atomic)",
+        main: gfp_kernel_under_spin,
+    },
+    Scenario {
+        name: "selftest-lock-gfp-atomic-ok",
+        summary: "lock self-test: a GFP_ATOMIC allocation with a spinlock held (no finding)",
+        main: gfp_atomic_under_spin_ok,
+    },
+    Scenario {
+        name: "selftest-lock-bad-unlock",
+        summary: "lock self-test: release of a lock the task does not hold (bad-unlock)",
+        main: bad_unlock,
+    },
+    Scenario {
+        name: "selftest-lock-assert-unheld",
+        summary: "lock self-test: lockdep_assert_held on a lock the task does not hold (context-violation)",
+        main: assert_unheld,
+    },
+    Scenario {
+        name: "selftest-lock-abba-deadlock",
+        summary: "lock self-test: two threads take two mutexes in opposite orders at once (circular-dependency, deadlock)",
+        main: abba_deadlock,
+    },
 ];
 
 static SELECTED: AtomicUsize = AtomicUsize::new(0);
@@ -73,9 +171,9 @@ static SELECTED: AtomicUsize = AtomicUsize::new(0);
 ///
 /// CONTEXT: scenario thread on CPU 0; may sleep.
 fn run_selected(arg: usize) {
-    let (name, case) = CASES[SELECTED.load(Relaxed)];
-    case(arg);
-    println!("cpu0: {}: done", name);
+    let case = &CASES[SELECTED.load(Relaxed)];
+    (case.main)(arg);
+    println!("cpu0: {}: done", case.name);
     crate::psci::system_off(0);
 }
 

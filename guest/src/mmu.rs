@@ -20,6 +20,7 @@
 use core::cell::UnsafeCell;
 
 use crate::arch::{self, read_sysreg, write_sysreg};
+use crate::bootinfo::boot_info;
 use crate::config::PAGE_SIZE;
 use crate::page_alloc::{self, Gfp};
 use crate::sync::SpinLock;
@@ -200,22 +201,40 @@ fn page_descriptor(pa: usize, kind: PageKind) -> u64 {
 
 /// Invalidates the TLB entries for kernel pages `start..end` on every CPU.
 ///
+/// `inject=local-flush-only` makes it invalidate this CPU's TLB alone (`tlbi
+/// vaae1`, `dsb nsh`): the porting bug of an ISA without broadcast invalidation
+/// (RISC-V's `sfence.vma`, x86's `invlpg`) whose flush forgot the other CPUs.
+///
 /// CONTEXT: any; does not sleep.
 #[no_mangle]
 #[inline(never)]
 pub extern "C" fn flush_tlb_kernel_range(start: usize, end: usize) {
+    let local_only = boot_info()
+        .inject
+        .is_some_and(|word| word.as_str() == "local-flush-only");
     arch::dsb_ishst();
     let mut va = start & !(PAGE_SIZE - 1);
     while va < end {
-        // SAFETY: TLB invalidation by VA, all ASIDs, inner shareable: only drops
-        // cached translations.
+        let page = (va >> 12) as u64;
+        // SAFETY: TLB invalidation by VA, all ASIDs (this CPU's, or inner
+        // shareable): only drops cached translations.
         unsafe {
-            core::arch::asm!("tlbi vaae1is, {}", in(reg) (va >> 12) as u64, options(nostack, preserves_flags))
+            if local_only {
+                core::arch::asm!("tlbi vaae1, {}", in(reg) page, options(nostack, preserves_flags))
+            } else {
+                core::arch::asm!("tlbi vaae1is, {}", in(reg) page, options(nostack, preserves_flags))
+            }
         };
         va += PAGE_SIZE;
     }
     // SAFETY: barriers only.
-    unsafe { core::arch::asm!("dsb ish", "isb", options(nostack, preserves_flags)) };
+    unsafe {
+        if local_only {
+            core::arch::asm!("dsb nsh", "isb", options(nostack, preserves_flags))
+        } else {
+            core::arch::asm!("dsb ish", "isb", options(nostack, preserves_flags))
+        }
+    };
 }
 
 /// Maps the page at physical `pa` at `va` in the vmalloc area. Replacing a live

@@ -1,7 +1,7 @@
 //! Self-tests for the host's simulated MMU: each `selftest-*` scenario below gets one
 //! vmalloc-area page wrong in exactly one way (or, `selftest-tlb-ok`, right), so the
-//! host must report exactly that finding (or none); they are listed in scenarios::TABLE. They run on the scenario thread
-//! (CPU 0) alone and power off with status 0: the finding is the host's to make.
+//! host must report exactly that finding (or none), as its summary in [`CASES`] says.
+//! They run on the scenario thread (CPU 0) alone and power off with status 0: the finding is the host's to make.
 //!
 //! Every case: reserve one page of the vmalloc area, map page A there, touch it so
 //! that CPU 0's TLB holds the translation, do the case's sequence, then clean up
@@ -16,23 +16,54 @@ use crate::config::PAGE_SIZE;
 use crate::mmu::{self, PageKind};
 use crate::page_alloc::{self, Gfp};
 use crate::println;
+use crate::scenarios::Scenario;
 use crate::vmalloc;
 
 const OUTPUT_MASK: u64 = 0x0000_ffff_ffff_f000;
+
+/// The MMU self-tests, with the finding each must give.
+pub const CASES: &[Scenario] = &[
+    Scenario {
+        name: "selftest-tlb-ok",
+        summary:
+            "MMU self-test: unmap with flush, remap, break-before-make done right (no finding)",
+        main: tlb_ok,
+    },
+    Scenario {
+        name: "selftest-stale-tlb",
+        summary: "MMU self-test: unmap without TLBI, then read the page (stale-tlb)",
+        main: stale_tlb,
+    },
+    Scenario {
+        name: "selftest-missing-tlb-flush",
+        summary: "MMU self-test: unmap without TLBI, map another page there (missing-tlb-flush)",
+        main: missing_tlb_flush,
+    },
+    Scenario {
+        name: "selftest-bbm",
+        summary: "MMU self-test: change a live descriptor to another page (break-before-make)",
+        main: bbm,
+    },
+    Scenario {
+        name: "selftest-missing-barrier",
+        summary: "MMU self-test: TLBI then ISB with no DSB ISH between (missing-barrier)",
+        main: missing_barrier,
+    },
+    Scenario {
+        name: "selftest-missing-dsb-ishst",
+        summary: "MMU self-test: descriptor store then TLBI with no DSB ISHST (missing-barrier)",
+        main: missing_dsb_ishst,
+    },
+];
 
 /// The scenario function for `name`, if it is one of these.
 ///
 /// CONTEXT: any; pure.
 pub fn lookup(name: &str) -> Option<fn(usize)> {
-    Some(match name {
-        "selftest-tlb-ok" => tlb_ok,
-        "selftest-stale-tlb" => stale_tlb,
-        "selftest-missing-tlb-flush" => missing_tlb_flush,
-        "selftest-bbm" => bbm,
-        "selftest-missing-barrier" => missing_barrier,
-        "selftest-missing-dsb-ishst" => missing_dsb_ishst,
-        _ => return None,
-    })
+    CASES
+        .iter()
+        .find(|case| case.name == name)
+        .map(|case| case.main)
 }
 
 /// One reserved vmalloc page and two physical pages to map there.

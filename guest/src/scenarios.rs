@@ -1,7 +1,8 @@
 //! The workloads selected by `scenario=` in the bootargs.
 //!
-//! `PERCPU_LAB_SCENARIOS` lists them for the host (`name<TAB>summary<LF>` per line);
-//! the kernel itself looks names up in the same table, so the two cannot drift.
+//! `PERCPU_LAB_SCENARIOS` lists them for the host (`name<TAB>summary<LF>` per line),
+//! built at compile time from the same lists the kernel dispatches from, so the two
+//! cannot drift.
 //! Every line a scenario prints has content that depends only on the bootargs and
 //! the CPU count, never on timing or interleaving.
 
@@ -21,59 +22,141 @@ use crate::smp::{online_cpus, smp_call_function_single};
 use crate::sync::{self, SpinLock};
 use crate::workqueue::{self, Work};
 
-const TABLE: &str =
-    "smoke\tevery CPU boots, locks, sends IPIs, uses a mutex and a workqueue, powers off\n\
-panic\tCPU 1 (or the only CPU) panics on purpose after boot\n\
-fault\tCPU 1 (or the only CPU) loads from an unmapped address\n\
-hang\tevery CPU spins forever with IRQs on (for the host's watchdog)\n\
-irqmask\ta masked timer IRQ is not taken until IRQs are unmasked\n\
-storm\tall CPUs alloc/free per-CPU areas of random size and alignment, IRQs and IPIs on\n\
-irq-free\tIRQ handlers (tick, call-function IPI) free per-CPU areas threads allocated\n\
-irq-race\tthreads free per-CPU areas while their own CPU's tick frees others: frees meet their interrupts\n\
-fs-reclaim\tan FS path frees under fs_lock while allocations enter direct reclaim\n\
-reclaim\tchunks grow, are freed, reclaimed and their addresses reused while CPUs use theirs\n\
-reclaim-reuse\treclaim with the page freed last allocated first: reclaimed pages are reused at once\n\
-map-grow\tone chunk's area map grows past 2048 entries while IRQ handlers free some of its areas\n\
-map-race\tworkers on all CPUs fill and drain chunks in rounds under memory pressure: frees and reclaim race map extensions\n\
-selftest-tlb-ok\tMMU self-test: unmap with flush, remap, break-before-make done right (no finding)\n\
-selftest-stale-tlb\tMMU self-test: unmap without TLBI, then read the page (stale-tlb)\n\
-selftest-missing-tlb-flush\tMMU self-test: unmap without TLBI, map another page there (missing-tlb-flush)\n\
-selftest-bbm\tMMU self-test: change a live descriptor to another page (break-before-make)\n\
-selftest-missing-barrier\tMMU self-test: TLBI then ISB with no DSB ISH between (missing-barrier)\n\
-selftest-missing-dsb-ishst\tMMU self-test: descriptor store then TLBI with no DSB ISHST (missing-barrier)\n\
-selftest-lock-aa-spin\tlock self-test: two spinlocks of one class nested (recursive-locking)\n\
-selftest-lock-aa-mutex\tlock self-test: two mutexes of one class nested (recursive-locking)\n\
-selftest-lock-abba-spin\tlock self-test: A then B, later B then A (circular-dependency)\n\
-selftest-lock-abba-mutex\tlock self-test: mutex A then B, later B then A (circular-dependency)\n\
-selftest-lock-abbcca\tlock self-test: A->B, B->C, C->A (circular-dependency)\n\
-selftest-lock-abbccdda\tlock self-test: A->B, B->C, C->D, D->A (circular-dependency)\n\
-selftest-lock-abba-trylock\tlock self-test: A then trylock B, later B then A (no finding)\n\
-selftest-lock-nested-ok\tlock self-test: A->B->C->D the same way every time (no finding)\n\
-selftest-lock-mutex-spin-ok\tlock self-test: a spinlock inside a mutex (no finding)\n\
-selftest-lock-safe-then-unsafe\tlock self-test: lock taken in hard IRQ, then safe->unsafe, unsafe learned last (irq-inversion)\n\
-selftest-lock-unsafe-then-safe\tlock self-test: unsafe learned first, then safe->unsafe, safe learned last (irq-inversion)\n\
-selftest-lock-irq-on-then-in-irq\tlock self-test: a lock taken with IRQs on, then in hard IRQ (inconsistent-irq-state)\n\
-selftest-lock-in-irq-then-irq-on\tlock self-test: a lock taken in hard IRQ, then with IRQs on (inconsistent-irq-state)\n\
-selftest-lock-irqsave-in-irq-ok\tlock self-test: irqsave in the handler and in threads (no finding)\n\
-selftest-lock-unlock-irq-in-irq\tlock self-test: spin_lock_irq/spin_unlock_irq in a hard-IRQ handler (irqs-enabled-in-hardirq)\n\
-selftest-lock-irqs-on-safe-held\tlock self-test: IRQs turned on with a hardirq-safe lock held (inconsistent-irq-state)\n\
-selftest-lock-mutex-under-spin\tlock self-test: mutex_lock with a spinlock held (sleep-in-atomic)\n\
-selftest-lock-sleep-irqs-off\tlock self-test: might_sleep with IRQs off (sleep-in-atomic)\n\
-selftest-lock-sleep-in-irq\tlock self-test: might_sleep in a hard-IRQ handler (sleep-in-atomic)\n\
-selftest-lock-gfp-kernel-in-spin\tlock self-test: a GFP_KERNEL allocation with a spinlock held (sleep-in-atomic)\n\
-selftest-lock-gfp-atomic-ok\tlock self-test: a GFP_ATOMIC allocation with a spinlock held (no finding)\n\
-selftest-lock-bad-unlock\tlock self-test: release of a lock the task does not hold (bad-unlock)\n\
-selftest-lock-assert-unheld\tlock self-test: lockdep_assert_held on a lock the task does not hold (context-violation)\n\
-selftest-lock-abba-deadlock\tlock self-test: two threads take two mutexes in opposite orders at once (circular-dependency, deadlock)\n";
+/// A workload `scenario=NAME` selects, and its one-line summary (`percpu-lab
+/// scenarios`). The self-test modules keep lists of their own;
+/// [`PERCPU_LAB_SCENARIOS`] is built from all three, so a scenario is named in one place only.
+pub struct Scenario {
+    pub name: &'static str,
+    pub summary: &'static str,
+    /// The scenario thread's function (on CPU 0, argument 0).
+    pub main: fn(usize),
+}
 
+/// The kernel's own workloads.
+const WORKLOADS: &[Scenario] = &[
+    Scenario {
+        name: "smoke",
+        summary: "every CPU boots, locks, sends IPIs, uses a mutex and a workqueue, powers off",
+        main: smoke_main,
+    },
+    Scenario {
+        name: "panic",
+        summary: "CPU 1 (or the only CPU) panics on purpose after boot",
+        main: panic_main,
+    },
+    Scenario {
+        name: "fault",
+        summary: "CPU 1 (or the only CPU) loads from an unmapped address",
+        main: fault_main,
+    },
+    Scenario {
+        name: "hang",
+        summary: "every CPU spins forever with IRQs on (for the host's watchdog)",
+        main: hang_main,
+    },
+    Scenario {
+        name: "irqmask",
+        summary: "a masked timer IRQ is not taken until IRQs are unmasked",
+        main: irqmask_main,
+    },
+    Scenario {
+        name: "storm",
+        summary: "all CPUs alloc/free per-CPU areas of random size and alignment, IRQs and IPIs on",
+        main: crate::alloc_scenarios::storm_main,
+    },
+    Scenario {
+        name: "irq-free",
+        summary: "IRQ handlers (tick, call-function IPI) free per-CPU areas threads allocated",
+        main: crate::alloc_scenarios::irq_free_main,
+    },
+    Scenario {
+        name: "irq-race",
+        summary: "threads free per-CPU areas while their own CPU's tick frees others: frees meet their interrupts",
+        main: crate::alloc_scenarios::irq_race_main,
+    },
+    Scenario {
+        name: "fs-reclaim",
+        summary: "an FS path frees under fs_lock while allocations enter direct reclaim",
+        main: crate::alloc_scenarios::fs_reclaim_main,
+    },
+    Scenario {
+        name: "reclaim",
+        summary: "chunks grow, are freed, reclaimed and their addresses reused while CPUs use theirs",
+        main: crate::alloc_scenarios::reclaim_main,
+    },
+    Scenario {
+        name: "reclaim-reuse",
+        summary: "reclaim with the page freed last allocated first: reclaimed pages are reused at once",
+        main: crate::alloc_scenarios::reclaim_reuse_main,
+    },
+    Scenario {
+        name: "map-grow",
+        summary: "one chunk's area map grows past 2048 entries while IRQ handlers free some of its areas",
+        main: crate::alloc_scenarios::map_grow_main,
+    },
+    Scenario {
+        name: "map-race",
+        summary: "workers on all CPUs fill and drain chunks in rounds under memory pressure: frees and reclaim race map extensions",
+        main: crate::alloc_scenarios::map_race_main,
+    },
+];
+
+/// Every scenario, in the order `percpu-lab scenarios` lists them.
+const LISTS: [&[Scenario]; 3] = [
+    WORKLOADS,
+    crate::mmu_selftest::CASES,
+    crate::lock_selftest::CASES,
+];
+
+/// The length of `name<TAB>summary<LF>` for every scenario.
+///
 /// CONTEXT: compile time.
-const fn table_bytes<const N: usize>() -> [u8; N] {
-    let mut out = [0u8; N];
-    let bytes = TABLE.as_bytes();
+const fn table_len() -> usize {
+    let mut len = 0;
+    let mut list = 0;
+    while list < LISTS.len() {
+        let mut i = 0;
+        while i < LISTS[list].len() {
+            len += LISTS[list][i].name.len() + LISTS[list][i].summary.len() + 2;
+            i += 1;
+        }
+        list += 1;
+    }
+    len
+}
+
+const TABLE_LEN: usize = table_len();
+
+/// Copies `text` into `out` at `at`; returns where it ends.
+///
+/// CONTEXT: compile time.
+const fn put(out: &mut [u8; TABLE_LEN], at: usize, text: &[u8]) -> usize {
     let mut i = 0;
-    while i < N {
-        out[i] = bytes[i];
+    while i < text.len() {
+        out[at + i] = text[i];
         i += 1;
+    }
+    at + text.len()
+}
+
+/// `name<TAB>summary<LF>` for every scenario.
+///
+/// CONTEXT: compile time.
+const fn table_bytes() -> [u8; TABLE_LEN] {
+    let mut out = [0u8; TABLE_LEN];
+    let mut at = 0;
+    let mut list = 0;
+    while list < LISTS.len() {
+        let mut i = 0;
+        while i < LISTS[list].len() {
+            let scenario = &LISTS[list][i];
+            at = put(&mut out, at, scenario.name.as_bytes());
+            at = put(&mut out, at, b"\t");
+            at = put(&mut out, at, scenario.summary.as_bytes());
+            at = put(&mut out, at, b"\n");
+            i += 1;
+        }
+        list += 1;
     }
     out
 }
@@ -81,45 +164,21 @@ const fn table_bytes<const N: usize>() -> [u8; N] {
 /// The scenario table the host reads from the ELF.
 #[no_mangle]
 #[used]
-pub static PERCPU_LAB_SCENARIOS: [u8; TABLE.len()] = table_bytes::<{ TABLE.len() }>();
-
-/// CONTEXT: any.
-fn is_listed(name: &str) -> bool {
-    // Read through the exported table so the symbol is what the kernel uses.
-    let table = core::str::from_utf8(&PERCPU_LAB_SCENARIOS).unwrap_or("");
-    table
-        .lines()
-        .any(|line| line.split('\t').next() == Some(name))
-}
+pub static PERCPU_LAB_SCENARIOS: [u8; TABLE_LEN] = table_bytes();
 
 /// Starts the scenario named in the bootargs as a thread on CPU 0.
 ///
 /// CONTEXT: the kinit thread after bring-up; may sleep.
 pub fn start() {
     let name = boot_info().scenario.as_str();
-    if !is_listed(name) {
-        panic!("unknown scenario '{}'", name);
-    }
-    let main: fn(usize) = match name {
-        "smoke" => smoke_main,
-        "panic" => panic_main,
-        "fault" => fault_main,
-        "hang" => hang_main,
-        "irqmask" => irqmask_main,
-        "storm" => crate::alloc_scenarios::storm_main,
-        "irq-free" => crate::alloc_scenarios::irq_free_main,
-        "irq-race" => crate::alloc_scenarios::irq_race_main,
-        "fs-reclaim" => crate::alloc_scenarios::fs_reclaim_main,
-        "reclaim" => crate::alloc_scenarios::reclaim_main,
-        "reclaim-reuse" => crate::alloc_scenarios::reclaim_reuse_main,
-        "map-grow" => crate::alloc_scenarios::map_grow_main,
-        "map-race" => crate::alloc_scenarios::map_race_main,
-        other => match crate::mmu_selftest::lookup(other)
-            .or_else(|| crate::lock_selftest::lookup(other))
-        {
-            Some(main) => main,
-            None => unreachable!("listed but not dispatched: {}", name),
-        },
+    let main = match WORKLOADS.iter().find(|s| s.name == name) {
+        Some(scenario) => scenario.main,
+        None => {
+            match crate::mmu_selftest::lookup(name).or_else(|| crate::lock_selftest::lookup(name)) {
+                Some(main) => main,
+                None => panic!("unknown scenario '{}'", name),
+            }
+        }
     };
     if sched::spawn_on(0, name, main, 0).is_none() {
         panic!("no memory for the scenario thread");

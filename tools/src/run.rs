@@ -63,6 +63,9 @@ pub enum Inject {
     ReclaimOneLock,
     /// free_percpu takes no lock.
     FreeUnlocked,
+    /// The kernel's TLB flush invalidates only the flushing CPU's TLB (`tlbi
+    /// vaae1`, `dsb nsh`): a port that forgot remote shootdowns.
+    LocalFlushOnly,
 }
 
 /// Who translates guest addresses.

@@ -161,6 +161,36 @@ fn the_seeded_skip_tlb_flush_is_found() {
     );
 }
 
+/// The porting bug of an ISA without broadcast invalidation: the kernel's flush
+/// invalidates only the flushing CPU's TLB. On `fixed` (clean with the broadcast
+/// flush, below) the other CPUs keep translations of the unmapped chunk pages,
+/// which the TLB check reports; the same runs with the right flush are clean.
+#[test]
+fn a_flush_that_forgets_the_other_cpus_is_found() {
+    let found = (0..10).find(|seed| {
+        let seed = seed.to_string();
+        let args = ["--scenario", "reclaim", "--variant", "fixed", "--seed", &seed];
+        let (code, report) = run_json(&[&args[..], &["--inject", "local-flush-only"]].concat());
+        let mmu = &report["stats"]["mmu"];
+        // Only local invalidations, every one of them completed by a local DSB.
+        assert_eq!(mmu["tlbi_by_kind"]["vaae1is"].as_u64(), None, "{mmu}");
+        assert!(mmu["tlbi_by_kind"]["vaae1"].as_u64().unwrap() > 0, "{mmu}");
+        let kinds = kinds(&report);
+        assert!(
+            !kinds.iter().any(|k| k == "missing-barrier"),
+            "seed {seed}: {kinds:?}"
+        );
+        let remote = kinds.iter().any(|k| {
+            ["stale-tlb", "missing-tlb-flush", "freed-page-in-tlb"].contains(&k.as_str())
+        });
+        remote && code == 1
+    });
+    assert!(
+        found.is_some(),
+        "no seed in 0..10 exposed the local-only flush"
+    );
+}
+
 /// The seed's reclaim frees a chunk's pages before it unmaps them and leaves the
 /// flush to later: `fine` reports that window (and only that), `fixed`, which flushes
 /// before freeing, is clean; both really unmap, flush and reuse the chunks' areas.
