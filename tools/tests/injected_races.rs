@@ -5,10 +5,11 @@
 //! panics the guest (exit 3) with what it found; the same seeds run clean
 //! without the inject, and a seed whose interleaving does not expose the race
 //! runs clean with it (the inject alone trips nothing). `fine`, the 2009 code,
-//! walks off a slot list on `map-race` too (and, rarely, on `storm`): its
+//! walks off a slot list on `map-race` too (on `storm` only rarely: no seed of
+//! the first 400 does with today's guest, so no test pins one): its
 //! missing restart.
 //!
-//! The seeds were found by running 100 seeds of each (default quantum, random
+//! The seeds were found by running up to 100 seeds of each (default quantum, random
 //! scheduler); runs are deterministic, so each stays what it is until the
 //! guest or the machine changes.
 
@@ -18,14 +19,12 @@ use common::{kinds, percpu_lab, Run};
 
 /// A seed on which each inject's race is exposed, and one on which it is not.
 const EXTEND_NO_RESTART_CAUGHT: u64 = 2;
-const EXTEND_NO_RESTART_MISSED: u64 = 0;
+const EXTEND_NO_RESTART_MISSED: u64 = 10;
 const RECLAIM_ONE_LOCK_CAUGHT: u64 = 0;
-const RECLAIM_ONE_LOCK_MISSED: u64 = 5;
+const RECLAIM_ONE_LOCK_MISSED: u64 = 37;
 const FREE_UNLOCKED_CAUGHT: u64 = 0;
-/// A seed on which `fine` (no inject) walks off a slot list, on `map-race`
-/// and (rarer: 1 of the first 300 seeds) on `storm`.
+/// A seed on which `fine` (no inject) walks off a slot list on `map-race`.
 const FINE_WALKS_OFF: u64 = 2;
-const FINE_WALKS_OFF_STORM: u64 = 135;
 
 /// `run --scenario SCENARIO --report json` with the variant, inject, seed
 /// and scheduler given.
@@ -129,19 +128,6 @@ fn fine_walks_off_a_slot_list_on_map_race() {
     assert_caught(&run, "pcpu_alloc's walk of slot");
 }
 
-/// The same window is open on `storm`, rarely: this seed's interleaving walks
-/// off a list too (before the seed's `freed-page-in-tlb` could be reported);
-/// `fixed` runs it clean.
-#[test]
-fn fine_walks_off_a_slot_list_on_storm_too() {
-    let fine = run("storm", "fine", None, FINE_WALKS_OFF_STORM, "random");
-    assert_caught(&fine, "pcpu_alloc's walk of slot");
-    let fixed = run("storm", "fixed", None, FINE_WALKS_OFF_STORM, "random");
-    assert_clean(&fixed, "storm");
-}
-
-/// The injects alone trip nothing: on these seeds the interleaving does not
-/// expose the race, and the run is clean.
 #[test]
 fn an_inject_is_caught_only_where_the_interleaving_exposes_it() {
     for (inject, seed) in [

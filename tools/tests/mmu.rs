@@ -169,7 +169,14 @@ fn the_seeded_skip_tlb_flush_is_found() {
 fn a_flush_that_forgets_the_other_cpus_is_found() {
     let found = (0..10).find(|seed| {
         let seed = seed.to_string();
-        let args = ["--scenario", "reclaim", "--variant", "fixed", "--seed", &seed];
+        let args = [
+            "--scenario",
+            "reclaim",
+            "--variant",
+            "fixed",
+            "--seed",
+            &seed,
+        ];
         let (code, report) = run_json(&[&args[..], &["--inject", "local-flush-only"]].concat());
         let mmu = &report["stats"]["mmu"];
         // Only local invalidations, every one of them completed by a local DSB.
@@ -180,9 +187,9 @@ fn a_flush_that_forgets_the_other_cpus_is_found() {
             !kinds.iter().any(|k| k == "missing-barrier"),
             "seed {seed}: {kinds:?}"
         );
-        let remote = kinds.iter().any(|k| {
-            ["stale-tlb", "missing-tlb-flush", "freed-page-in-tlb"].contains(&k.as_str())
-        });
+        let remote = kinds
+            .iter()
+            .any(|k| ["stale-tlb", "missing-tlb-flush", "freed-page-in-tlb"].contains(&k.as_str()));
         remote && code == 1
     });
     assert!(
