@@ -1127,7 +1127,6 @@ impl State {
 
     /// [`State::push`] of a probed event whose backtrace is `stack`: names it first
     /// (a `Stack` event) unless it is already the CPU's current one.
-    #[allow(clippy::too_many_arguments)]
     /// Holds `kind` until [`Recorder::record_deferred`] finds its instruction.
     fn defer(&mut self, task: TaskId, stack: StrId, pc: u64, caller: u64, kind: EventKind) {
         let deferred = Deferred {
@@ -1139,6 +1138,7 @@ impl State {
         self.deferred.entry(task).or_default().push(deferred);
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn push_stacked(
         &mut self,
         stack: StrId,
