@@ -16,7 +16,10 @@
 //! map therefore drops `pcpu_lock`, allocates, re-takes it and switches maps;
 //! since frees may have run in between, `fixed` restarts the search, while the
 //! seed (`fine` and its siblings) continues its walk, its `restart` being dead
-//! code. The seed frees the old map under `pcpu_lock` (`vfree` above a page);
+//! code. The seed walks a slot list with `list_for_each_entry`, so even with
+//! the lock held throughout, a chunk its own failed scan relocates to slot 0
+//! takes the walk off its list; `fixed` reads the next entry first, as later
+//! kernels do (`list_for_each_entry_safe`). The seed frees the old map under `pcpu_lock` (`vfree` above a page);
 //! `fixed` frees it after dropping the lock.
 //!
 //! The free path only touches the index, so it may run in atomic and hard-IRQ
@@ -45,7 +48,7 @@
 //! unlinks chunks to reclaim holding `pcpu_lock` only; `free-unlocked` frees
 //! holding no lock (and skips its lock assertion). What each race breaks is
 //! checked where it shows: the walk of a slot list must end on the list it
-//! started on (`check_walk_end`), a chunk whose map is being extended must
+//! started on (`walk_next`), a chunk whose map is being extended must
 //! still be in the index when `pcpu_lock` is re-taken (`check_still_indexed`),
 //! and [`Percpu::check`] verifies the index and every area map under the
 //! lock.
@@ -279,6 +282,20 @@ pub struct ChunkInfo<'a> {
 enum Extend {
     Noop,
     Extended,
+}
+
+/// Why a walk of a slot list is no longer on that list (`list_for_each_entry`
+/// reads the next entry from wherever the current chunk is linked by then).
+#[derive(Clone, Copy)]
+enum Stray {
+    /// A free moved the chunk while an extension had pcpu_lock dropped and
+    /// the search did not restart (the seed's dead `restart`).
+    LockDropped,
+    /// The walk's own failed `pcpu_alloc_area`: its full scan set
+    /// `contig_hint` to the largest free block, and a chunk whose free space
+    /// is all in blocks too small to use goes to slot 0. A latent bug of the
+    /// 2009 code, no lock involved.
+    FailedScan,
 }
 
 /// The per-CPU allocator.
@@ -673,17 +690,17 @@ impl<P: Platform> Percpu<P> {
 
             for slot in index::size_to_slot(size, self.geo.unit_size)..index.nr_slots() {
                 let mut pos = index.first_in_slot(slot);
+                let mut strayed = None;
                 while let Some(chunk) = pos {
-                    pos = index.next_in_slot(chunk);
-                    if size > index.areas(chunk).contig_hint {
-                        continue;
+                    if size <= index.areas(chunk).contig_hint {
+                        if self.extend_area_map_locked(index, chunk).is_err() {
+                            break 'search None;
+                        }
+                        if let Some(off) = index.alloc_area(chunk, size, align) {
+                            break 'search Some((chunk, off));
+                        }
                     }
-                    if self.extend_area_map_locked(index, chunk).is_err() {
-                        break 'search None;
-                    }
-                    if let Some(off) = index.alloc_area(chunk, size, align) {
-                        break 'search Some((chunk, off));
-                    }
+                    pos = Self::walk_next(index, chunk, slot, None, &mut strayed);
                 }
             }
 
@@ -796,11 +813,9 @@ impl<P: Platform> Percpu<P> {
             let first_slot = index::size_to_slot(size, self.geo.unit_size);
             for slot in first_slot..self.index.get(&mut idx).nr_slots() {
                 let mut pos = self.index.get(&mut idx).first_in_slot(slot);
-                // list_for_each_entry: the next chunk is read after the body,
-                // from wherever the chunk is linked by then (a free during a
-                // map extension, or alloc_area, may have moved it to another
-                // slot list; the walk then follows that list to its end).
+                let mut strayed = None;
                 while let Some(chunk) = pos {
+                    let mut read_ahead = None;
                     if size <= self.index.get(&mut idx).areas(chunk).contig_hint {
                         let (extended, relocked) = self.extend_area_map(chunk, idx);
                         idx = relocked;
@@ -813,19 +828,30 @@ impl<P: Platform> Percpu<P> {
                                 self.index.get(&mut idx).stats.search_restarts += 1;
                                 continue 'restart;
                             }
-                            Ok(Extend::Extended) => {}
+                            Ok(Extend::Extended) => Self::note_stray(
+                                self.index.get(&mut idx),
+                                chunk,
+                                slot,
+                                &mut strayed,
+                                Stray::LockDropped,
+                            ),
                             Err(()) => return Err(Some(idx)),
                         }
                         let index = self.index.get(&mut idx);
+                        if self.variant.corrected() {
+                            read_ahead = Some(index.next_in_slot(chunk));
+                        }
                         if let Some(off) = index.alloc_area(chunk, size, align) {
                             return Ok((chunk, off, idx));
                         }
                     }
-                    let index = self.index.get(&mut idx);
-                    pos = index.next_in_slot(chunk);
-                    if pos.is_none() {
-                        Self::check_walk_end(index, chunk, slot);
-                    }
+                    pos = Self::walk_next(
+                        self.index.get(&mut idx),
+                        chunk,
+                        slot,
+                        read_ahead,
+                        &mut strayed,
+                    );
                 }
             }
 
@@ -845,26 +871,70 @@ impl<P: Platform> Percpu<P> {
         }
     }
 
-    /// The walk of `slot`'s list ends at `chunk`: it must still be on that
-    /// list. If a free moved it to another list while an extension had
-    /// pcpu_lock dropped and the search did not restart (the seed's dead
-    /// `restart`), the walk has followed the other list to its end, where the
-    /// seed's `list_for_each_entry` would not stop but take that list's head
-    /// for a chunk (the oops Linux fixed in 2010): panic like that oops.
+    /// The chunk after `chunk` in a walk of `slot`'s list. `read_ahead` is
+    /// the next entry when it was read before the body could move `chunk`
+    /// (`fixed`, like later kernels' `list_for_each_entry_safe`). Otherwise
+    /// it is read now, after the body, from whatever list `chunk` is on by
+    /// then (the seed's `list_for_each_entry`). A walk that has left its list
+    /// and reaches the end of another one would take that list's head for a
+    /// chunk: it panics like the oops that would follow.
     ///
-    /// CONTEXT: pcpu_lock.
-    fn check_walk_end(index: &mut Index, chunk: ChunkPtr, slot: usize) {
-        let listed = index.listed_slot(chunk);
-        if listed != Some(slot) {
-            let base = chunk.base();
-            match listed {
-                Some(other) => panic!(
-                    "percpu: pcpu_alloc's walk of slot {slot} ran off the end of slot {other}'s list: chunk 0x{base:x} moved there while pcpu_lock was dropped and the search did not restart (list_for_each_entry would take that list's head for a chunk)"
-                ),
-                None => panic!(
-                    "percpu: pcpu_alloc's walk of slot {slot} ran off chunk 0x{base:x}, which is on no list any more"
-                ),
+    /// CONTEXT: pcpu_lock (or pcpu_mutex).
+    fn walk_next(
+        index: &mut Index,
+        chunk: ChunkPtr,
+        slot: usize,
+        read_ahead: Option<Option<ChunkPtr>>,
+        strayed: &mut Option<Stray>,
+    ) -> Option<ChunkPtr> {
+        let next = read_ahead.unwrap_or_else(|| {
+            // Nothing else moved it, so the body's own failed scan did.
+            Self::note_stray(index, chunk, slot, strayed, Stray::FailedScan);
+            index.next_in_slot(chunk)
+        });
+        if let (None, Some(why)) = (next, *strayed) {
+            Self::walked_off(index, chunk, slot, why);
+        }
+        next
+    }
+
+    /// Remember why a walk of `slot`'s list is no longer on it, if `chunk`
+    /// has left it and the walk had not already strayed.
+    ///
+    /// CONTEXT: pcpu_lock (or pcpu_mutex).
+    fn note_stray(
+        index: &mut Index,
+        chunk: ChunkPtr,
+        slot: usize,
+        strayed: &mut Option<Stray>,
+        why: Stray,
+    ) {
+        if strayed.is_none() && index.listed_slot(chunk) != Some(slot) {
+            *strayed = Some(why);
+        }
+    }
+
+    /// A walk of `slot`'s list, which left it because of `why`, ended at
+    /// `chunk`, on another list or none.
+    ///
+    /// CONTEXT: pcpu_lock (or pcpu_mutex).
+    fn walked_off(index: &mut Index, chunk: ChunkPtr, slot: usize, why: Stray) -> ! {
+        let base = chunk.base();
+        let why = match why {
+            Stray::LockDropped => {
+                "moved there while pcpu_lock was dropped and the search did not restart"
             }
+            Stray::FailedScan => {
+                "moved there by this walk's own failed pcpu_alloc_area, whose full scan lowered contig_hint below the smallest useful size"
+            }
+        };
+        match index.listed_slot(chunk) {
+            Some(other) => panic!(
+                "percpu: pcpu_alloc's walk of slot {slot} ran off the end of slot {other}'s list: chunk 0x{base:x} {why} (list_for_each_entry would take that list's head for a chunk)"
+            ),
+            None => panic!(
+                "percpu: pcpu_alloc's walk of slot {slot} ran off chunk 0x{base:x}, which is on no list any more"
+            ),
         }
     }
 

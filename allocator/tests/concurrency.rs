@@ -93,7 +93,7 @@ fn free_during_map_extension(variant: Variant) -> bool {
         let pcpu = pcpu.clone();
         let mock = mock.clone();
         let to_free = to_free.clone();
-        thread::spawn(move || {
+        mock.clone().spawn(move || {
             freer_rx.recv().unwrap();
             for (tag, p) in to_free {
                 check_fill(&pcpu, p, 64, tag as u64).unwrap();
@@ -181,11 +181,16 @@ impl Registry {
 }
 
 #[test]
-fn fine_concurrent_alloc_free_reclaim_never_double_allocates_or_loses_space() {
+fn fixed_concurrent_alloc_free_reclaim_never_double_allocates_or_loses_space() {
     const WORKERS: u64 = 3;
     const STEPS: usize = 4000;
 
-    let (mock, pcpu) = setup_with(Variant::Fine, 4, |c| c.max_chunks = 1024);
+    // `fixed`, not `fine`: under this load the seed's own race (a free moves
+    // a chunk while an extension has pcpu_lock dropped, and the walk does not
+    // restart) happens about once in twenty runs, and `fine` then panics the
+    // way the 2010 oops did. That race has its deterministic tests on the
+    // emulated machine; here the lock protocol itself is under test.
+    let (mock, pcpu) = setup_with(Variant::Fixed, 4, |c| c.max_chunks = 1024);
     let pcpu = Arc::new(pcpu);
     let registry = Arc::new(Registry::default());
     let initial_free: usize = {
@@ -200,9 +205,9 @@ fn fine_concurrent_alloc_free_reclaim_never_double_allocates_or_loses_space() {
 
     let reclaimer = {
         let (pcpu, mock, stop) = (pcpu.clone(), mock.clone(), stop.clone());
-        thread::spawn(move || {
+        mock.clone().spawn(move || {
             let mut runs = 0;
-            while !stop.load(Ordering::SeqCst) {
+            while !stop.load(Ordering::SeqCst) && !mock.abandoned() {
                 if mock.run_pending_work(&pcpu) {
                     runs += 1;
                 }
@@ -214,7 +219,7 @@ fn fine_concurrent_alloc_free_reclaim_never_double_allocates_or_loses_space() {
 
     let irq = {
         let (pcpu, mock, registry) = (pcpu.clone(), mock.clone(), registry.clone());
-        thread::spawn(move || {
+        mock.clone().spawn(move || {
             for (p, size, tag) in irq_rx {
                 check_fill(&pcpu, p, size, tag).unwrap();
                 registry.remove(pcpu.per_cpu_ptr(p, 0) as usize);
@@ -226,7 +231,7 @@ fn fine_concurrent_alloc_free_reclaim_never_double_allocates_or_loses_space() {
     let workers: Vec<_> = (0..WORKERS)
         .map(|w| {
             let (pcpu, registry, irq_tx) = (pcpu.clone(), registry.clone(), irq_tx.clone());
-            thread::spawn(move || {
+            mock.spawn(move || {
                 let mut rng = XorShift(0x9e37_79b9 + w * 0x1234_5678_9abc);
                 let mut live: Vec<(PcpuPtr, usize, u64)> = Vec::new();
                 for step in 0..STEPS {

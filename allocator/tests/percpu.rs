@@ -196,6 +196,81 @@ fn chunks_sit_on_the_slot_their_free_size_calls_for() {
     }
 }
 
+/// Leave the first chunk with free space only in two 2-byte holes and a
+/// `contig_hint` of 8 that no block has any more (an allocation took the
+/// 8-byte block that was not the map's last entry, so the hint kept its old
+/// value): its free size still puts it on a slot list above 0.
+fn first_chunk_with_only_tiny_holes_and_a_stale_hint<P: allocator::Platform>(
+    pcpu: &allocator::Percpu<P>,
+) -> Vec<PcpuPtr> {
+    // The dynamic area starts page-aligned: 4 bytes first keep the holes off
+    // any alignment above 2.
+    let mut live = vec![pcpu.alloc(4, 1).unwrap()];
+    let hole1 = pcpu.alloc(2, 1).unwrap();
+    live.push(pcpu.alloc(2, 1).unwrap());
+    let hole2 = pcpu.alloc(2, 1).unwrap();
+    live.push(pcpu.alloc(2, 1).unwrap());
+    let block = pcpu.alloc(8, 1).unwrap();
+    loop {
+        let mut free = 0;
+        pcpu.for_each_chunk(|c| {
+            if c.kind == ChunkKind::First {
+                free = c.free_size;
+            }
+        });
+        if free == 0 {
+            break;
+        }
+        live.push(pcpu.alloc(free.min(MIN_UNIT_SIZE), 1).unwrap());
+    }
+    for p in [hole1, hole2, block] {
+        pcpu.free(p);
+    }
+    live.push(pcpu.alloc(8, 1).unwrap());
+    pcpu.for_each_chunk(|c| {
+        if c.kind == ChunkKind::First {
+            let largest = c.map.iter().copied().filter(|&e| e > 0).max();
+            assert_eq!((c.free_size, c.contig_hint, largest), (4, 8, Some(2)));
+            assert_ne!(c.listed_slot, Some(0));
+        }
+    });
+    live
+}
+
+/// A failed scan is not a lock race: with `pcpu_lock` held throughout, the
+/// request (fits the stale hint, no hole is aligned for it) fails on the
+/// first chunk, whose hint becomes 2 and moves it to slot 0. The seed's
+/// `list_for_each_entry` then reads the next entry from slot 0's list and
+/// runs off its end; `fixed` read the next entry before and goes on to a new
+/// chunk.
+#[test]
+fn a_chunk_moved_by_its_own_failed_scan_takes_only_the_seed_s_walk_off_its_list() {
+    for variant in ALL {
+        let (_mock, pcpu) = setup(variant);
+        let _live = first_chunk_with_only_tiny_holes_and_a_stale_hint(&pcpu);
+        let outcome =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| pcpu.alloc(1, PAGE_SIZE)));
+        match outcome {
+            Ok(p) if variant == Variant::Fixed => {
+                let p = p.expect("fixed allocates from a new chunk");
+                assert_eq!(pcpu.per_cpu_ptr(p, 0) as usize % PAGE_SIZE, 0);
+                assert_eq!(pcpu.stats().chunks_created, 1);
+                pcpu.check().unwrap();
+            }
+            Err(panic) if variant != Variant::Fixed => {
+                let message = panic.downcast_ref::<String>().expect("a formatted panic");
+                assert!(
+                    message.contains("ran off the end of slot 0's list")
+                        && message.contains("this walk's own failed pcpu_alloc_area"),
+                    "{variant:?}: {message}"
+                );
+            }
+            Ok(_) => panic!("{variant:?}: the walk went on"),
+            Err(_) => panic!("{variant:?}: the walk panicked"),
+        }
+    }
+}
+
 fn lock_and_mem_events(mock: &common::Mock) -> Vec<Event> {
     mock.events()
         .into_iter()

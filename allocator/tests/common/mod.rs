@@ -107,7 +107,18 @@ impl HostLock {
             panic!("recursive locking of {}", self.name);
         }
         while owner.is_some() {
-            owner = self.released.wait(owner).unwrap();
+            if mock.abandoned() {
+                panic!(
+                    "{}: another CPU thread panicked, maybe holding it",
+                    self.name
+                );
+            }
+            // Woken by the release, or every so often to notice abandonment.
+            owner = self
+                .released
+                .wait_timeout(owner, std::time::Duration::from_millis(50))
+                .unwrap()
+                .0;
         }
         *owner = Some(me);
     }
@@ -183,6 +194,9 @@ pub struct Mock {
     pub map_budget: AtomicI64,
     /// Called (outside the mock's own locks) at every `mem_alloc`.
     mem_alloc_hook: Mutex<Option<MemAllocHook>>,
+    /// A thread started by [`Mock::spawn`] panicked: any lock it held is
+    /// never released, so waiters give up instead of blocking for ever.
+    abandoned: AtomicBool,
 }
 
 impl Mock {
@@ -201,7 +215,35 @@ impl Mock {
             mem_budget: AtomicI64::new(-1),
             map_budget: AtomicI64::new(-1),
             mem_alloc_hook: Mutex::new(None),
+            abandoned: AtomicBool::new(false),
         })
+    }
+
+    /// Start a CPU thread. If it panics, the locks it held are abandoned and
+    /// every thread waiting for a lock of this mock panics too, so a failing
+    /// test fails instead of hanging with its threads blocked.
+    pub fn spawn<T: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> thread::JoinHandle<T> {
+        struct AbandonOnPanic(Arc<Mock>);
+        impl Drop for AbandonOnPanic {
+            fn drop(&mut self) {
+                if thread::panicking() {
+                    self.0.abandoned.store(true, Ordering::SeqCst);
+                }
+            }
+        }
+        let guard = AbandonOnPanic(self.clone());
+        thread::spawn(move || {
+            let _guard = guard;
+            f()
+        })
+    }
+
+    /// Whether a thread of this mock panicked (see [`Mock::spawn`]).
+    pub fn abandoned(&self) -> bool {
+        self.abandoned.load(Ordering::SeqCst)
     }
 
     pub fn violation(&self, what: String) {
