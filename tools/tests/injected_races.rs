@@ -19,12 +19,12 @@ use common::{kinds, percpu_lab, Run};
 
 /// A seed on which each inject's race is exposed, and one on which it is not.
 const EXTEND_NO_RESTART_CAUGHT: u64 = 2;
-const EXTEND_NO_RESTART_MISSED: u64 = 10;
+const EXTEND_NO_RESTART_MISSED: u64 = 11;
 const RECLAIM_ONE_LOCK_CAUGHT: u64 = 0;
-const RECLAIM_ONE_LOCK_MISSED: u64 = 37;
+const RECLAIM_ONE_LOCK_MISSED: u64 = 45;
 const FREE_UNLOCKED_CAUGHT: u64 = 0;
 /// A seed on which `fine` (no inject) walks off a slot list on `map-race`.
-const FINE_WALKS_OFF: u64 = 2;
+const FINE_WALKS_OFF: u64 = 12;
 
 /// `run --scenario SCENARIO --report json` with the variant, inject, seed
 /// and scheduler given.
@@ -126,6 +126,7 @@ fn free_unlocked_corrupts_the_index() {
 fn fine_walks_off_a_slot_list_on_map_race() {
     let run = map_race("fine", None, FINE_WALKS_OFF, "random");
     assert_caught(&run, "pcpu_alloc's walk of slot");
+    assert!(run.console_contains("while pcpu_lock was dropped and the search did not restart"));
 }
 
 #[test]
