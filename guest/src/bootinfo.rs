@@ -1,5 +1,5 @@
 //! What the kernel learns from the device tree at boot: RAM, the CPUs, and the
-//! bootargs (`scenario=`, `seed=`, `variant=`, `inject=`, `scale=`). Copied out of the blob
+//! bootargs (`scenario=`, `seed=`, `variant=`, `inject=`, `flush=`, `scale=`). Copied out of the blob
 //! once, by the boot CPU, before any other CPU runs and before the page allocator
 //! may reuse the blob's memory; read-only afterwards.
 
@@ -56,6 +56,8 @@ pub struct BootInfo {
     pub seed: u64,
     pub variant: Variant,
     pub inject: Option<Word>,
+    /// How `flush_tlb_kernel_range` reaches the other CPUs (`flush=`).
+    pub flush: crate::mmu::FlushStrategy,
     /// Workload size: the allocator scenarios run this many times their rounds.
     pub scale: u64,
     /// A bootargs word the kernel did not understand (reported, then ignored).
@@ -77,6 +79,7 @@ static BOOT_INFO: BootInfoCell = BootInfoCell(UnsafeCell::new(BootInfo {
     seed: 0,
     variant: Variant::Fine,
     inject: None,
+    flush: crate::mmu::FlushStrategy::Broadcast,
     scale: 1,
     unknown_arg: None,
 }));
@@ -114,6 +117,9 @@ fn apply_bootargs(info: &mut BootInfo, args: &str) {
                 info.inject = Some(Word::from(value));
                 true
             }
+            "flush" => crate::mmu::FlushStrategy::from_name(value)
+                .map(|flush| info.flush = flush)
+                .is_some(),
             "scale" => parse_u64(value)
                 .filter(|&scale| scale >= 1)
                 .map(|scale| info.scale = scale)

@@ -108,6 +108,9 @@ extern "C" fn kernel_main(dtb: usize) -> ! {
     if let Some(inject) = info.inject {
         println!("cpu0: inject={}", inject.as_str());
     }
+    if info.flush != crate::mmu::FlushStrategy::Broadcast {
+        println!("cpu0: flush={}", info.flush.name());
+    }
     if info.cpus_ignored != 0 {
         println!(
             "cpu0: ignoring {} CPUs beyond {}",

@@ -199,42 +199,145 @@ fn page_descriptor(pa: usize, kind: PageKind) -> u64 {
     }
 }
 
-/// Invalidates the TLB entries for kernel pages `start..end` on every CPU.
+/// How `flush_tlb_kernel_range` reaches the other CPUs' TLBs (the `flush=`
+/// bootarg): the porting experiment of an architecture without broadcast
+/// invalidation.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum FlushStrategy {
+    /// One `tlbi vaae1is` per page: the hardware broadcasts it (ARM64's way).
+    Broadcast,
+    /// A call-function IPI to every other CPU, each invalidating its own TLB
+    /// (`tlbi vaae1`, `dsb nsh`): the way of RISC-V (`sfence.vma`) and x86
+    /// (`invlpg`). The sender waits for every CPU, so it needs IRQs on, as
+    /// Linux's `on_each_cpu` does.
+    Ipi,
+    /// `tlbi vmalle1is`: every translation of every CPU, whatever the range.
+    Full,
+}
+
+impl FlushStrategy {
+    const ALL: [FlushStrategy; 3] = [Self::Broadcast, Self::Ipi, Self::Full];
+
+    /// The bootarg value.
+    ///
+    /// CONTEXT: any; pure.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Broadcast => "broadcast",
+            Self::Ipi => "ipi",
+            Self::Full => "full",
+        }
+    }
+
+    /// Parses [`FlushStrategy::name`].
+    ///
+    /// CONTEXT: any; pure.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.name() == name)
+    }
+}
+
+/// A range to invalidate, on the stack of the CPU that asked (it waits until
+/// every CPU is done with it).
+struct FlushRequest {
+    start: usize,
+    end: usize,
+}
+
+/// Invalidates `start..end` in this CPU's TLB only.
 ///
-/// `inject=local-flush-only` makes it invalidate this CPU's TLB alone (`tlbi
-/// vaae1`, `dsb nsh`): the porting bug of an ISA without broadcast invalidation
-/// (RISC-V's `sfence.vma`, x86's `invlpg`) whose flush forgot the other CPUs.
-///
-/// CONTEXT: any; does not sleep.
-#[no_mangle]
-#[inline(never)]
-pub extern "C" fn flush_tlb_kernel_range(start: usize, end: usize) {
-    let local_only = boot_info()
-        .inject
-        .is_some_and(|word| word.as_str() == "local-flush-only");
-    arch::dsb_ishst();
+/// CONTEXT: any; IRQs masked (a call-function handler, or the flushing CPU
+/// with IRQs saved off); does not sleep.
+fn local_flush_tlb_range(start: usize, end: usize) {
     let mut va = start & !(PAGE_SIZE - 1);
     while va < end {
-        let page = (va >> 12) as u64;
-        // SAFETY: TLB invalidation by VA, all ASIDs (this CPU's, or inner
-        // shareable): only drops cached translations.
+        // SAFETY: TLB invalidation by VA, all ASIDs, this CPU only: only drops
+        // cached translations.
         unsafe {
-            if local_only {
-                core::arch::asm!("tlbi vaae1, {}", in(reg) page, options(nostack, preserves_flags))
-            } else {
-                core::arch::asm!("tlbi vaae1is, {}", in(reg) page, options(nostack, preserves_flags))
-            }
+            core::arch::asm!("tlbi vaae1, {}", in(reg) (va >> 12) as u64, options(nostack, preserves_flags))
         };
         va += PAGE_SIZE;
     }
     // SAFETY: barriers only.
-    unsafe {
-        if local_only {
-            core::arch::asm!("dsb nsh", "isb", options(nostack, preserves_flags))
-        } else {
-            core::arch::asm!("dsb ish", "isb", options(nostack, preserves_flags))
+    unsafe { core::arch::asm!("dsb nsh", "isb", options(nostack, preserves_flags)) };
+}
+
+/// The call-function IPI handler of the `ipi` strategy: `arg` points at the
+/// sender's `FlushRequest`.
+///
+/// CONTEXT: hard-IRQ (call-function IPI); does not sleep.
+fn flush_ipi_handler(arg: usize) {
+    // SAFETY: the sender keeps the request alive until this handler is done
+    // (smp_call_function_single waits for it).
+    let request = unsafe { &*(arg as *const FlushRequest) };
+    local_flush_tlb_range(request.start, request.end);
+}
+
+/// Invalidates the TLB entries for kernel pages `start..end` on every CPU, by
+/// the `flush=` strategy (broadcast by default).
+///
+/// `inject=local-flush-only` makes it invalidate this CPU's TLB alone: the
+/// porting bug of an ISA without broadcast invalidation whose flush forgot
+/// the other CPUs.
+///
+/// CONTEXT: any for `broadcast` and `full`; does not sleep. `ipi`: IRQs on
+/// and no spinlock held (it waits for every other CPU's IPI handler, like
+/// Linux's `on_each_cpu`); called otherwise, it panics where a real port
+/// would deadlock.
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn flush_tlb_kernel_range(start: usize, end: usize) {
+    let info = boot_info();
+    // The other CPUs must see the cleared entries before they invalidate.
+    arch::dsb_ishst();
+    if info.inject.is_some_and(|word| word.as_str() == "local-flush-only") {
+        let flags = crate::sync::local_irq_save();
+        local_flush_tlb_range(start, end);
+        crate::sync::local_irq_restore(flags);
+        return;
+    }
+    match info.flush {
+        FlushStrategy::Broadcast => {
+            let mut va = start & !(PAGE_SIZE - 1);
+            while va < end {
+                // SAFETY: TLB invalidation by VA, all ASIDs, inner shareable:
+                // only drops cached translations.
+                unsafe {
+                    core::arch::asm!("tlbi vaae1is, {}", in(reg) (va >> 12) as u64, options(nostack, preserves_flags))
+                };
+                va += PAGE_SIZE;
+            }
+            // SAFETY: barriers only.
+            unsafe { core::arch::asm!("dsb ish", "isb", options(nostack, preserves_flags)) };
         }
-    };
+        FlushStrategy::Full => {
+            // SAFETY: invalidates every stage-1 EL1 translation of every CPU:
+            // only drops cached translations.
+            unsafe {
+                core::arch::asm!("tlbi vmalle1is", "dsb ish", "isb", options(nostack, preserves_flags))
+            };
+        }
+        FlushStrategy::Ipi => {
+            let request = FlushRequest { start, end };
+            for target in 0..crate::smp::online_cpus() {
+                // Our own TLB is flushed in place; checked with IRQs off so
+                // that a migration cannot make us flush another CPU's.
+                let flags = crate::sync::local_irq_save();
+                let here = target == crate::percpu::this_cpu().id;
+                if here {
+                    local_flush_tlb_range(start, end);
+                }
+                crate::sync::local_irq_restore(flags);
+                if !here {
+                    crate::smp::smp_call_function_single(
+                        target,
+                        flush_ipi_handler,
+                        &request as *const FlushRequest as usize,
+                    );
+                }
+            }
+        }
+    }
 }
 
 /// Maps the page at physical `pa` at `va` in the vmalloc area. Replacing a live

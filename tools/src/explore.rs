@@ -30,7 +30,7 @@ use serde_json::{json, Value};
 
 use crate::atomic_file::AtomicFile;
 use crate::report::ReportFormat;
-use crate::run::{self, Inject, RunArgs, Variant};
+use crate::run::{self, Flush, Inject, RunArgs, Variant};
 use crate::{kernel, tracefile, BadInput, Verdict};
 
 /// Summary file format (`summary.json` in `--save-failures`).
@@ -88,6 +88,9 @@ pub struct ExploreArgs {
     /// A seeded bug for the guest to make.
     #[arg(long, value_enum)]
     pub inject: Option<Inject>,
+    /// How the kernel's TLB flush reaches the other CPUs (as `run --flush`).
+    #[arg(long, value_enum, default_value_t = Flush::Broadcast)]
+    pub flush: Flush,
     /// Workload size (as `run --scale`).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     pub scale: u64,
@@ -225,6 +228,10 @@ impl Plan<'_> {
         if let Some(inject) = a.inject {
             argv.push("--inject".into());
             argv.push(inject.to_possible_value().expect("named").get_name().into());
+        }
+        if a.flush != Flush::Broadcast {
+            let name = a.flush.to_possible_value().expect("named");
+            argv.extend(["--flush".into(), name.get_name().into()]);
         }
         if a.scale != 1 {
             argv.extend(["--scale".into(), a.scale.to_string()]);
@@ -682,6 +689,7 @@ fn config_json(plan: &Plan<'_>) -> Value {
         "delay_bound": (a.sched == Strategy::Delay).then_some(a.delay_bound),
         "steps": plan.steps, "cpus": a.cpus, "quantum": a.quantum, "max_insns": a.max_insns,
         "inject": name(a.inject.and_then(|i| i.to_possible_value())), "scale": a.scale,
+        "flush": name(a.flush.to_possible_value()),
         "schedules": a.schedules, "irq_arrivals": a.irq_arrivals,
     })
 }

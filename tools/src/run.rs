@@ -68,6 +68,31 @@ pub enum Inject {
     LocalFlushOnly,
 }
 
+/// How the guest's `flush_tlb_kernel_range` reaches the other CPUs (the bootarg
+/// `flush=`): the TLB-shootdown side of porting the allocator to an
+/// architecture without broadcast invalidation.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum Flush {
+    /// `tlbi vaae1is` per page: ARM64's hardware broadcast.
+    #[default]
+    Broadcast,
+    /// A call-function IPI to every other CPU, each invalidating its own TLB
+    /// (`tlbi vaae1`): the RISC-V/x86 way; the flushing CPU must have IRQs on.
+    Ipi,
+    /// `tlbi vmalle1is`: everything, on every CPU.
+    Full,
+}
+
+impl Flush {
+    /// The `flush=` bootarg word, if not the default.
+    pub fn bootarg(self) -> Option<String> {
+        (self != Flush::Broadcast).then(|| {
+            let name = self.to_possible_value().expect("no skipped strategies");
+            format!("flush={}", name.get_name())
+        })
+    }
+}
+
 /// Who translates guest addresses.
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum Mmu {
@@ -132,6 +157,9 @@ pub struct RunArgs {
     /// A seeded bug for the guest to make (passed as the bootarg `inject=`).
     #[arg(long, value_enum)]
     pub inject: Option<Inject>,
+    /// How the kernel's TLB flush reaches the other CPUs (bootarg `flush=`).
+    #[arg(long, value_enum, default_value_t = Flush::Broadcast)]
+    pub flush: Flush,
     /// Workload size: multiplies the rounds of the allocator scenarios (`storm`,
     /// `irq-free`, `fs-reclaim`, `reclaim`, `reclaim-reuse`), passed as the bootarg
     /// `scale=`; deterministic like everything else.
@@ -172,6 +200,9 @@ impl RunArgs {
         if let Some(inject) = self.inject {
             let name = inject.to_possible_value().expect("no skipped injects");
             bootargs += &format!(" inject={}", name.get_name());
+        }
+        if let Some(flush) = self.flush.bootarg() {
+            bootargs += &format!(" {flush}");
         }
         if self.scale != 1 {
             bootargs += &format!(" scale={}", self.scale);
@@ -235,6 +266,26 @@ impl RunArgs {
         }
         if let Some(points) = &self.irq_points {
             flags.push(("irq-points", list(points)));
+        }
+        flags
+    }
+
+    /// The flags beyond scenario, variant and seed that change what the guest
+    /// does, as (flag, value) pairs when not the default: in the trace header
+    /// (replay passes them back).
+    pub fn guest_flags(&self) -> Vec<(&'static str, String)> {
+        let name = |v: Option<clap::builder::PossibleValue>| {
+            v.map(|v| v.get_name().to_string()).unwrap_or_default()
+        };
+        let mut flags = Vec::new();
+        if let Some(inject) = self.inject {
+            flags.push(("inject", name(inject.to_possible_value())));
+        }
+        if self.flush != Flush::Broadcast {
+            flags.push(("flush", name(self.flush.to_possible_value())));
+        }
+        if self.scale != 1 {
+            flags.push(("scale", self.scale.to_string()));
         }
         flags
     }

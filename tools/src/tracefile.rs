@@ -34,13 +34,7 @@ pub fn trace_config(args: &RunArgs, kernel: &KernelImage) -> TraceConfig {
     // Every other `run` flag that changes what the machine does (replay passes each
     // extra key back as `--KEY VALUE`).
     extra.insert("mmu".to_string(), name(args.mmu.to_possible_value()));
-    if let Some(inject) = args.inject {
-        extra.insert("inject".to_string(), name(inject.to_possible_value()));
-    }
-    if args.scale != 1 {
-        extra.insert("scale".to_string(), args.scale.to_string());
-    }
-    for (key, value) in args.sched_flags() {
+    for (key, value) in args.guest_flags().into_iter().chain(args.sched_flags()) {
         extra.insert(key.to_string(), value);
     }
     TraceConfig {

@@ -23,8 +23,6 @@ const EXTEND_NO_RESTART_MISSED: u64 = 11;
 const RECLAIM_ONE_LOCK_CAUGHT: u64 = 0;
 const RECLAIM_ONE_LOCK_MISSED: u64 = 45;
 const FREE_UNLOCKED_CAUGHT: u64 = 0;
-/// A seed on which `fine` (no inject) walks off a slot list on `map-race`.
-const FINE_WALKS_OFF: u64 = 12;
 
 /// `run --scenario SCENARIO --report json` with the variant, inject, seed
 /// and scheduler given.
@@ -122,11 +120,19 @@ fn free_unlocked_corrupts_the_index() {
 }
 
 /// The 2009 code's latent window: its extension never restarts the search.
+/// About one seed in ten walks off on `map-race`; which ones moves with every
+/// change to the guest, so the seed is searched for, not pinned.
 #[test]
 fn fine_walks_off_a_slot_list_on_map_race() {
-    let run = map_race("fine", None, FINE_WALKS_OFF, "random");
+    let run = (0..60)
+        .map(|seed| map_race("fine", None, seed, "random"))
+        .find(|run| {
+            run.code == 3
+                && run
+                    .console_contains("while pcpu_lock was dropped and the search did not restart")
+        })
+        .expect("no seed in 0..60 of fine on map-race walked off a slot list after a lock drop");
     assert_caught(&run, "pcpu_alloc's walk of slot");
-    assert!(run.console_contains("while pcpu_lock was dropped and the search did not restart"));
 }
 
 #[test]
@@ -149,7 +155,6 @@ fn fixed_is_clean_on_the_same_seeds() {
         RECLAIM_ONE_LOCK_CAUGHT,
         RECLAIM_ONE_LOCK_MISSED,
         FREE_UNLOCKED_CAUGHT,
-        FINE_WALKS_OFF,
     ];
     seeds.sort();
     seeds.dedup();

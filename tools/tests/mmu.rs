@@ -198,6 +198,57 @@ fn a_flush_that_forgets_the_other_cpus_is_found() {
     );
 }
 
+/// The flush strategies a porter can choose (`--flush`): each is clean with the
+/// clean variant on the scenarios that unmap and reuse chunks, and each shows
+/// up in the TLB maintenance as what it is. `ipi` invalidates locally on every
+/// CPU, so on `reclaim` (whose pages do not depend on the schedule) it issues
+/// exactly one local TLBI per CPU for each broadcast one.
+#[test]
+fn every_flush_strategy_is_clean_with_the_clean_variant() {
+    for scenario in ["reclaim", "reclaim-reuse"] {
+        let mut tlbis = std::collections::BTreeMap::new();
+        for flush in ["broadcast", "ipi", "full"] {
+            let (code, report) = run_json(&[
+                "--scenario",
+                scenario,
+                "--variant",
+                "fixed",
+                "--seed",
+                "1",
+                "--flush",
+                flush,
+            ]);
+            assert_eq!(
+                (code, kinds(&report)),
+                (0, vec![]),
+                "{scenario} --flush {flush}"
+            );
+            let bootargs = report["config"]["bootargs"].as_str().unwrap();
+            assert_eq!(
+                bootargs.contains("flush="),
+                flush != "broadcast",
+                "{bootargs}"
+            );
+            let mut by_kind = report["stats"]["mmu"]["tlbi_by_kind"].clone();
+            // Each CPU's own invalidation at MMU start-up.
+            by_kind.as_object_mut().unwrap().remove("vmalle1");
+            tlbis.insert(flush, by_kind);
+        }
+        let count = |flush: &str, kind: &str| tlbis[flush][kind].as_u64().unwrap_or(0);
+        let kinds = |flush: &str| tlbis[flush].as_object().unwrap().len();
+        assert!(count("broadcast", "vaae1is") > 0, "{tlbis:?}");
+        assert_eq!(kinds("broadcast"), 1, "{tlbis:?}");
+        assert_eq!(
+            count("ipi", "vaae1"),
+            4 * count("broadcast", "vaae1is"),
+            "{tlbis:?}"
+        );
+        assert_eq!(kinds("ipi"), 1, "{tlbis:?}");
+        assert!(count("full", "vmalle1is") > 0, "{tlbis:?}");
+        assert_eq!(kinds("full"), 1, "{tlbis:?}");
+    }
+}
+
 /// The seed's reclaim frees a chunk's pages before it unmaps them and leaves the
 /// flush to later: `fine` reports that window (and only that), `fixed`, which flushes
 /// before freeing, is clean; both really unmap, flush and reuse the chunks' areas.
