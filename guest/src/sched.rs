@@ -442,6 +442,12 @@ fn switch_threads(preempted: bool) {
     };
     if next != prev {
         cpu.current.store(next, Relaxed);
+        // As arm64 Linux's __switch_to: complete this CPU's TLB maintenance in
+        // flight, or a thread preempted between its TLBI and its `dsb ish` would
+        // leave the TLBI to the next thread, and its own `dsb ish` (on another
+        // CPU if it migrates) would not complete it.
+        // SAFETY: a barrier only.
+        unsafe { core::arch::asm!("dsb ish", options(nostack, preserves_flags)) };
         // SAFETY: both threads belong to this CPU; prev's context is saved here and
         // next's was saved when it last switched out (or built by spawn_on).
         let last = unsafe { cpu_switch_to(prev, next) };

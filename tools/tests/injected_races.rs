@@ -9,7 +9,7 @@
 //! the first 400 does with today's guest, so no test pins one): its
 //! missing restart.
 //!
-//! The seeds were found by running up to 100 seeds of each (default quantum, random
+//! The caught seeds were found by running up to 100 seeds of each (default quantum, random
 //! scheduler); runs are deterministic, so each stays what it is until the
 //! guest or the machine changes.
 
@@ -17,11 +17,9 @@ mod common;
 
 use common::{kinds, percpu_lab, Run};
 
-/// A seed on which each inject's race is exposed, and one on which it is not.
+/// A seed on which each inject's race is exposed (re-pinned when the guest moves).
 const EXTEND_NO_RESTART_CAUGHT: u64 = 2;
-const EXTEND_NO_RESTART_MISSED: u64 = 11;
 const RECLAIM_ONE_LOCK_CAUGHT: u64 = 0;
-const RECLAIM_ONE_LOCK_MISSED: u64 = 45;
 const FREE_UNLOCKED_CAUGHT: u64 = 0;
 
 /// `run --scenario SCENARIO --report json` with the variant, inject, seed
@@ -137,12 +135,14 @@ fn fine_walks_off_a_slot_list_on_map_race() {
 
 #[test]
 fn an_inject_is_caught_only_where_the_interleaving_exposes_it() {
-    for (inject, seed) in [
-        ("extend-no-restart", EXTEND_NO_RESTART_MISSED),
-        ("reclaim-one-lock", RECLAIM_ONE_LOCK_MISSED),
-    ] {
-        let run = map_race("fixed", Some(inject), seed, "random");
-        assert_clean(&run, &format!("{inject} seed {seed}"));
+    // Which seeds miss moves with every change to the guest: searched, as
+    // fine's walk-off is.
+    for inject in ["extend-no-restart", "reclaim-one-lock"] {
+        let missed = (0..100).find(|&seed| {
+            let run = map_race("fixed", Some(inject), seed, "random");
+            run.code == 0 && kinds(&run).is_empty() && !run.console_contains("PANIC")
+        });
+        assert!(missed.is_some(), "{inject}: every seed of 0..100 caught it");
     }
 }
 
@@ -151,9 +151,7 @@ fn an_inject_is_caught_only_where_the_interleaving_exposes_it() {
 fn fixed_is_clean_on_the_same_seeds() {
     let mut seeds = vec![
         EXTEND_NO_RESTART_CAUGHT,
-        EXTEND_NO_RESTART_MISSED,
         RECLAIM_ONE_LOCK_CAUGHT,
-        RECLAIM_ONE_LOCK_MISSED,
         FREE_UNLOCKED_CAUGHT,
     ];
     seeds.sort();

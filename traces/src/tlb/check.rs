@@ -76,7 +76,10 @@ pub struct TlbCheck {
     held: HeldTlbs,
     pt_pages: HashMap<u64, PtPage>,
     broken: HashMap<u64, Broken>,
-    barriers: Vec<BarrierState>,
+    /// Per CPU, a stack of contexts: an IRQ handler's `isb` or TLBI is not
+    /// the interrupted code's, which completes its own maintenance after the
+    /// handler returns; a `dsb` completes everything the CPU issued before it.
+    barriers: Vec<Vec<BarrierState>>,
     /// Freed pages still reachable through some TLB, by physical page.
     freed: BTreeMap<u64, FreedPage>,
     /// The time of the latest event this check looked at (where an open window ends
@@ -112,9 +115,20 @@ impl TlbCheck {
         }
     }
 
+    /// The maintenance in flight of `cpu`'s current context: its thread, or
+    /// the innermost IRQ handler running on it.
     fn barriers(&mut self, cpu: usize) -> &mut BarrierState {
+        let contexts = self.contexts(cpu);
+        if contexts.is_empty() {
+            contexts.push(BarrierState::default());
+        }
+        contexts.last_mut().expect("just ensured")
+    }
+
+    /// `cpu`'s contexts, outermost first.
+    fn contexts(&mut self, cpu: usize) -> &mut Vec<BarrierState> {
         if self.barriers.len() <= cpu {
-            self.barriers.resize(cpu + 1, BarrierState::default());
+            self.barriers.resize(cpu + 1, Vec::new());
         }
         &mut self.barriers[cpu]
     }
@@ -191,12 +205,15 @@ impl TlbCheck {
         let va = page
             .va_base
             .wrapping_add(((desc & (PAGE_SIZE - 1)) / 8) << shift);
-        let state = self.barriers(at.cpu);
-        let pending = state.pending_tlbi.filter(|t| t.scope.covers(va, shift));
-        if pending.is_some() {
+        // A TLBI of this translation still in flight on this CPU, in any
+        // context: the store races it whoever made it.
+        self.barriers(at.cpu);
+        let pending = self.contexts(at.cpu).iter_mut().find_map(|state| {
+            let tlbi = state.pending_tlbi.filter(|t| t.scope.covers(va, shift))?;
             state.pending_tlbi = None;
-        }
-        state.unordered_store = Some((at.pc, false));
+            Some(tlbi)
+        });
+        self.barriers(at.cpu).unordered_store = Some((at.pc, false));
         if let Some(tlbi) = pending {
             self.missing_completion(tlbi.pc, "a page-table store", at);
         }
@@ -332,18 +349,20 @@ impl TlbCheck {
     }
 
     fn dsb(&mut self, reach: DsbReach, cpu: usize) {
-        let state = self.barriers(cpu);
-        if reach.stores {
-            if reach.shareable {
-                state.unordered_store = None;
-            } else if let Some((_, nsh)) = &mut state.unordered_store {
-                *nsh = true;
+        self.barriers(cpu);
+        for state in self.contexts(cpu).iter_mut() {
+            if reach.stores {
+                if reach.shareable {
+                    state.unordered_store = None;
+                } else if let Some((_, nsh)) = &mut state.unordered_store {
+                    *nsh = true;
+                }
             }
-        }
-        if reach.full {
-            if let Some(tlbi) = state.pending_tlbi {
-                if reach.shareable || !tlbi.broadcast {
-                    state.pending_tlbi = None;
+            if reach.full {
+                if let Some(tlbi) = state.pending_tlbi {
+                    if reach.shareable || !tlbi.broadcast {
+                        state.pending_tlbi = None;
+                    }
                 }
             }
         }
@@ -513,6 +532,17 @@ impl Analysis for TlbCheck {
             }
             EventKind::Dsb { option } => self.dsb(DsbReach::of(option), at.cpu),
             EventKind::Isb => self.isb(at),
+            EventKind::HardIrqEnter { .. } => {
+                self.barriers(at.cpu);
+                self.contexts(at.cpu).push(BarrierState::default());
+            }
+            EventKind::HardIrqExit { .. } => {
+                // The thread's context stays (an exit with no entry seen: the
+                // trace began inside a handler).
+                if self.contexts(at.cpu).len() > 1 {
+                    self.contexts(at.cpu).pop();
+                }
+            }
             EventKind::StaleTlbUse { va, access, now } => self.stale_use(va, access, now, at),
             _ => return,
         }

@@ -411,6 +411,50 @@ fn barriers_must_order_the_store_and_complete_the_tlbi() {
     assert_eq!(s.kinds(), vec![FindingKind::MissingBarrier]);
 }
 
+/// An IRQ handler's `isb` does not end the interrupted code's TLBI sequence:
+/// that code completes its TLBI with its own `dsb ish` after the handler
+/// returns. A `dsb ish` in the handler completes it as well (a DSB waits for
+/// everything the CPU issued before it). The handler's own TLBI still needs
+/// its own completion.
+#[test]
+fn an_irq_handler_s_isb_is_not_the_interrupted_code_s() {
+    let irq = |s: &mut Script, body: &dyn Fn(&mut Script)| {
+        s.on(0, EventKind::HardIrqEnter { intid: 27 });
+        body(s);
+        s.on(0, EventKind::HardIrqExit { intid: 27 });
+    };
+    let mut s = Script::new();
+    s.dsb(0, BarrierOption::ISHST).tlbi_va(0, VA);
+    irq(&mut s, &|s| {
+        s.isb(0);
+    });
+    s.dsb(0, BarrierOption::ISH).isb(0);
+    assert_eq!(s.kinds(), vec![], "handler isb");
+
+    let mut s = Script::new();
+    s.dsb(0, BarrierOption::ISHST).tlbi_va(0, VA);
+    irq(&mut s, &|s| {
+        s.dsb(0, BarrierOption::ISH);
+    });
+    s.isb(0);
+    assert_eq!(s.kinds(), vec![], "handler dsb completes the thread's TLBI");
+
+    let mut s = Script::new();
+    irq(&mut s, &|s| {
+        s.tlbi_va(0, VA).isb(0);
+    });
+    assert_eq!(
+        s.kinds(),
+        vec![FindingKind::MissingBarrier],
+        "handler's own TLBI"
+    );
+
+    // Without the handler frame it is the same code's sequence.
+    let mut s = Script::new();
+    s.dsb(0, BarrierOption::ISHST).tlbi_va(0, VA).isb(0);
+    assert_eq!(s.kinds(), vec![FindingKind::MissingBarrier]);
+}
+
 /// A page-table store before a pending TLBI is completed is a missing barrier only
 /// when it changes the translation the TLBI targets: an IRQ handler may map other
 /// pages between a TLBI and its `dsb ish`.
