@@ -3,7 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 ./setup.sh --deps
-cargo test --workspace --release
+cargo test --workspace --release --no-fail-fast
 
 # The trace reader's fuzz targets, briefly and with a fixed seed (cargo-fuzz passes
 # -Z flags, which the stable toolchain accepts with RUSTC_BOOTSTRAP=1).
