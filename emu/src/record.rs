@@ -137,6 +137,8 @@ enum Func {
     AllocPercpu,
     AllocReservedPercpu,
     FreePercpu,
+    CsdLockWait,
+    CsdUnlock,
 }
 
 impl Func {
@@ -153,7 +155,7 @@ impl Func {
         )
     }
 
-    const ALL: [(Func, &'static str, bool); 19] = [
+    const ALL: [(Func, &'static str, bool); 21] = [
         (Func::SpinLock, "spin_lock", true),
         (Func::SpinTrylock, "spin_trylock", true),
         (Func::SpinUnlock, "spin_unlock", false),
@@ -174,6 +176,9 @@ impl Func {
         (Func::AllocPercpu, "__alloc_percpu", true),
         (Func::AllocReservedPercpu, "__alloc_reserved_percpu", true),
         (Func::FreePercpu, "free_percpu", false),
+        // docs/machine.md: C ABI, (request, target cpu) and (request).
+        (Func::CsdLockWait, "csd_lock_wait", false),
+        (Func::CsdUnlock, "csd_unlock", false),
     ];
 }
 
@@ -938,6 +943,11 @@ impl Recorder {
                 return;
             }
             Func::FreePercpu => EventKind::PercpuFree { addr: x0 },
+            Func::CsdLockWait => EventKind::CsdWait {
+                target: CpuId(x1 as u16),
+                csd: x0,
+            },
+            Func::CsdUnlock => EventKind::CsdUnlock { csd: x0 },
             Func::FreePages => EventKind::PageFree {
                 pa: x0,
                 order: x1 as u8,

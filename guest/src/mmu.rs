@@ -329,11 +329,16 @@ pub extern "C" fn flush_tlb_kernel_range(start: usize, end: usize) {
                 }
                 crate::sync::local_irq_restore(flags);
                 if !here {
-                    crate::smp::smp_call_function_single(
-                        target,
-                        flush_ipi_handler,
-                        &request as *const FlushRequest as usize,
-                    );
+                    let arg = &request as *const FlushRequest as usize;
+                    if crate::pcpu_platform::ipi_flush_irqs_off_injected() {
+                        crate::smp::smp_call_function_single_unchecked(
+                            target,
+                            flush_ipi_handler,
+                            arg,
+                        );
+                    } else {
+                        crate::smp::smp_call_function_single(target, flush_ipi_handler, arg);
+                    }
                 }
             }
         }

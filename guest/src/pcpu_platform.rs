@@ -42,6 +42,9 @@
 //!   `inject=extend-no-restart` makes `fixed`'s allocation walk on after
 //!   dropping it to extend a map, as the seed does; the allocator's checks
 //!   (allocator/src/percpu.rs) catch what the races break.
+//!   `inject=ipi-flush-irqs-off` takes it around the allocator's TLB flushes:
+//!   with `flush=ipi` a flusher then waits, IRQs off, for CPUs that may be
+//!   spinning on it with IRQs off (the host's wait-for graph reports it).
 //! - `pcpu_mutex` (mutex; `mutex` variant only): everything of the allocator.
 //! - `pcpu_vm_pool` (spinlock, irqsave): the slot bitmaps (used, lazily
 //!   freed) of the chunk address pool; held while the pool itself is reserved
@@ -411,7 +414,7 @@ impl Platform for GuestPlatform {
 
     /// CONTEXT: as unmap_pages.
     fn flush_tlb_kernel_range(&self, start: usize, end: usize) {
-        mmu::flush_tlb_kernel_range(start, end);
+        flush_kernel_range(start, end);
     }
 
     /// CONTEXT: pcpu_lock held with IRQs off (maybe hard-IRQ), or pcpu_mutex;
@@ -437,7 +440,7 @@ impl GuestPlatform {
         for slot in (0..POOL_SLOTS).filter(|&slot| lazy & (1u128 << slot) != 0) {
             if !self.skip_tlb_flush {
                 let start = base + slot * slot_size;
-                mmu::flush_tlb_kernel_range(start, start + slot_size);
+                flush_kernel_range(start, start + slot_size);
                 VM_RELEASE_FLUSHES.fetch_add(1, Relaxed);
             }
         }
@@ -540,6 +543,32 @@ static PCPU: PcpuCell = PcpuCell {
 /// CONTEXT: any, after boot.
 pub fn variant() -> Variant {
     boot_info().variant
+}
+
+/// The allocator's TLB flush. `inject=ipi-flush-irqs-off` issues it under
+/// `pcpu_lock` with IRQs off, as a port would that kept the seed's pre-2009
+/// habit of releasing memory under `pcpu_lock`: with `flush=ipi` the flusher
+/// waits for every other CPU's IPI handler while one of them may be spinning,
+/// IRQs masked, for `pcpu_lock` (a free, even from an IRQ handler).
+///
+/// CONTEXT: process context, allocator mutex held, no spinlock; does not sleep.
+fn flush_kernel_range(start: usize, end: usize) {
+    if !ipi_flush_irqs_off_injected() {
+        mmu::flush_tlb_kernel_range(start, end);
+        return;
+    }
+    let flags = sync::spin_lock_irqsave(&pcpu_lock);
+    mmu::flush_tlb_kernel_range(start, end);
+    sync::spin_unlock_irqrestore(&pcpu_lock, flags);
+}
+
+/// Whether the bootargs inject the IPI flush under `pcpu_lock` with IRQs off.
+///
+/// CONTEXT: any, after boot.
+pub fn ipi_flush_irqs_off_injected() -> bool {
+    boot_info()
+        .inject
+        .is_some_and(|word| word.as_str() == "ipi-flush-irqs-off")
 }
 
 /// Whether the bootargs inject the missing TLB flush on chunk release.

@@ -118,6 +118,24 @@ pub fn smp_call_function_single(target: usize, func: fn(usize), arg: usize) {
         irqs_enabled(),
         "smp_call_function_single with IRQs masked would deadlock"
     );
+    call_and_wait(target, func, arg);
+}
+
+/// [`smp_call_function_single`] to another CPU without its check that IRQs are
+/// on: only for `inject=ipi-flush-irqs-off`, the porting bug of an IPI-based
+/// TLB flush issued with IRQs off, which deadlocks when the target waits with
+/// IRQs masked for something the caller holds (the host reports the cycle).
+///
+/// CONTEXT: any but hard-IRQ; may be called with IRQs masked and spinlocks
+/// held (that is the bug). Does not sleep.
+pub fn smp_call_function_single_unchecked(target: usize, func: fn(usize), arg: usize) {
+    call_and_wait(target, func, arg);
+}
+
+/// Queues the call for `target`, sends it the IPI and waits for it.
+///
+/// CONTEXT: `target` is not this CPU; does not sleep.
+fn call_and_wait(target: usize, func: fn(usize), arg: usize) {
     let mut request = CallRequest {
         func,
         arg,
@@ -131,9 +149,32 @@ pub fn smp_call_function_single(target: usize, func: fn(usize), arg: usize) {
         queue.head = &request;
     }
     gic::send_sgi(target, gic::SGI_CALL_FUNCTION);
+    csd_lock_wait(&request, target);
+}
+
+/// Spins until `target` has run `request` (Linux's `csd_lock_wait`). The host
+/// probes its entry: from here until `csd_unlock` of the same request, this
+/// task waits for `target` to take its IPI.
+///
+/// CONTEXT: the sender of `request`; does not sleep.
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn csd_lock_wait(request: &CallRequest, target: usize) {
+    // Only the host's probe reads it (x1): keep it passed.
+    core::hint::black_box(target);
     while !request.done.load(Acquire) {
         core::hint::spin_loop();
     }
+}
+
+/// Marks `request` run: its sender may go on and free it (Linux's
+/// `csd_unlock`). The host probes its entry.
+///
+/// CONTEXT: hard-IRQ on the request's target; the last touch of `request`.
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn csd_unlock(request: &CallRequest) {
+    request.done.store(true, Release);
 }
 
 /// Runs every call request queued for this CPU.
@@ -154,7 +195,7 @@ pub fn handle_call_function_ipi() {
         // SAFETY: alive until we set done; after that we must not touch it.
         unsafe {
             ((*request).func)((*request).arg);
-            (*request).done.store(true, Release);
+            csd_unlock(&*request);
         }
     }
 }

@@ -155,7 +155,7 @@ impl Online {
             let was = a.locks.deadlocked();
             a.feed(events, strings);
             if !was && a.locks.deadlocked() {
-                stop.stop("deadlock: tasks wait for each other's locks");
+                stop.stop("deadlock: tasks wait for each other (locks or IPIs)");
             }
         });
         (Self { analyses }, sink)

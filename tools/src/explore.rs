@@ -453,6 +453,7 @@ pub fn explore(args: &ExploreArgs) -> Result<Verdict, BadInput> {
     let kernel = kernel::load(args.kernel.as_deref())?;
     let scenario = args.scenario.as_deref().unwrap_or_default();
     kernel::check_scenario(&kernel, scenario)?;
+    crate::run::check_inject_with_flush(args.inject, args.flush)?;
     if let Some(kind) = args.until_bug.as_deref() {
         if !matches!(kind, "any" | "guest-fault") && traces::FindingKind::from_name(kind).is_none()
         {

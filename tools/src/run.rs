@@ -66,6 +66,21 @@ pub enum Inject {
     /// The kernel's TLB flush invalidates only the flushing CPU's TLB (`tlbi
     /// vaae1`, `dsb nsh`): a port that forgot remote shootdowns.
     LocalFlushOnly,
+    /// The allocator's TLB flush runs under pcpu_lock with IRQs off; with
+    /// `--flush ipi` (which it needs) the flusher waits for IPI handlers of CPUs
+    /// that may spin on pcpu_lock with IRQs masked: a real deadlock.
+    IpiFlushIrqsOff,
+}
+
+/// `--inject ipi-flush-irqs-off` only means something with `--flush ipi`.
+pub fn check_inject_with_flush(inject: Option<Inject>, flush: Flush) -> Result<(), BadInput> {
+    if matches!(inject, Some(Inject::IpiFlushIrqsOff)) && flush != Flush::Ipi {
+        return Err(BadInput(
+            "--inject ipi-flush-irqs-off needs --flush ipi (the other strategies send no IPI)"
+                .into(),
+        ));
+    }
+    Ok(())
 }
 
 /// How the guest's `flush_tlb_kernel_range` reaches the other CPUs (the bootarg
@@ -370,6 +385,7 @@ pub fn verdict_of(outcome: &emu::RunOutcome, mmu: &MmuRun, locks: &check::LockRu
 pub fn run(args: &RunArgs) -> Result<Verdict, BadInput> {
     let kernel = kernel::load(args.kernel.as_deref())?;
     kernel::check_scenario(&kernel, &args.scenario)?;
+    check_inject_with_flush(args.inject, args.flush)?;
     if args.bare {
         let mut machine = Machine::new(args.machine_config(), &kernel)?;
         return Ok(bare_run(args, &kernel, &mut machine));

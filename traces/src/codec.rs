@@ -302,6 +302,8 @@ fn layout(kind: &EventKind) -> Layout {
         EventKind::PageTablePage { .. } => plain(tag::PT_PAGE, Body::default()),
         EventKind::StaleTlbUse { .. } => plain(tag::STALE_TLB_USE, Body::default()),
         EventKind::Stack { .. } => plain(tag::STACK, Body::default()),
+        EventKind::CsdWait { .. } => plain(tag::CSD_WAIT, Body::default()),
+        EventKind::CsdUnlock { .. } => plain(tag::CSD_UNLOCK, Body::default()),
         EventKind::Unknown { tag } => plain(tag, Body::default()),
     }
 }
@@ -311,7 +313,12 @@ fn layout(kind: &EventKind) -> Layout {
 fn known_sized(tag: u8) -> bool {
     matches!(
         tag,
-        tag::TLB_FILL | tag::PT_PAGE | tag::STALE_TLB_USE | tag::STACK
+        tag::TLB_FILL
+            | tag::PT_PAGE
+            | tag::STALE_TLB_USE
+            | tag::STACK
+            | tag::CSD_WAIT
+            | tag::CSD_UNLOCK
     )
 }
 
@@ -363,6 +370,11 @@ fn sized_body(kind: &EventKind) -> Vec<u8> {
             put_uleb(&mut body, value);
         }
         EventKind::Stack { frames } => put_uleb(&mut body, frames.0.into()),
+        EventKind::CsdWait { target, csd } => {
+            put_uleb(&mut body, target.0.into());
+            put_va(&mut body, csd);
+        }
+        EventKind::CsdUnlock { csd } => put_va(&mut body, csd),
         _ => {}
     }
     body
@@ -439,6 +451,17 @@ fn decode_sized(tag: u8, body: &[u8], string_count: usize) -> Result<Option<Even
                 frames: StrId(id as u32),
             }
         }
+        tag::CSD_WAIT => {
+            let target =
+                u16::try_from(uleb()?).map_err(|_| Malformed::new("CPU number out of range"))?;
+            EventKind::CsdWait {
+                target: CpuId(target),
+                csd: unzigzag(uleb()?) as u64,
+            }
+        }
+        tag::CSD_UNLOCK => EventKind::CsdUnlock {
+            csd: unzigzag(uleb()?) as u64,
+        },
         _ => return Ok(None),
     };
     Ok(Some(kind))

@@ -369,6 +369,18 @@ pub enum EventKind {
     Stack {
         frames: StrId,
     },
+    /// The task waits (spinning) until CPU `target` has run the cross-CPU call
+    /// `csd` it queued and sent an IPI for (Linux's `csd_lock_wait`); the wait
+    /// lasts until that call's [`EventKind::CsdUnlock`].
+    CsdWait {
+        target: CpuId,
+        csd: u64,
+    },
+    /// The cross-CPU call `csd` has run on this CPU: its sender may go on
+    /// (Linux's `csd_unlock`).
+    CsdUnlock {
+        csd: u64,
+    },
     /// A kind this reader does not know (written by a newer writer); its payload was
     /// skipped. `tag` is its record tag (0x80..=0xff). Writing it back stores an empty
     /// payload.
@@ -406,6 +418,8 @@ impl EventKind {
             EventKind::PageTablePage { .. } => "pt-page",
             EventKind::StaleTlbUse { .. } => "stale-tlb-use",
             EventKind::Stack { .. } => "stack",
+            EventKind::CsdWait { .. } => "csd-wait",
+            EventKind::CsdUnlock { .. } => "csd-unlock",
             EventKind::Tlbi { .. } => "tlbi",
             EventKind::Dsb { .. } => "dsb",
             EventKind::Dmb { .. } => "dmb",
@@ -602,6 +616,8 @@ impl fmt::Display for EventDisplay<'_> {
             EventKind::IrqInject { cpu, intid } => write!(f, " {cpu} intid={intid}"),
             EventKind::Marker { label, value } => write!(f, " {}={value}", text(*label)),
             EventKind::Stack { frames } => write!(f, " {}", text(*frames)),
+            EventKind::CsdWait { target, csd } => write!(f, " {target} csd={csd:#x}"),
+            EventKind::CsdUnlock { csd } => write!(f, " csd={csd:#x}"),
             EventKind::Unknown { tag } => write!(f, " tag={tag:#04x}"),
             EventKind::Sleep
             | EventKind::MightSleep

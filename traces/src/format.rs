@@ -172,6 +172,14 @@
 //! interrupt injection, exception entry, the TLB model's records) have no stack of
 //! their own.
 //!
+//! Since 1.4 cross-CPU calls (an IPI whose sender spins until the target has run
+//! it) are recorded, so that a wait for an IPI joins the wait-for graph:
+//!
+//! | tag | kind | body |
+//! | --- | --- | --- |
+//! | `0x84` | csd wait | `uleb target` (the CPU asked), `zz csd` (the call's address) |
+//! | `0x85` | csd unlock | `zz csd` |
+//!
 //! `zz` here is the zigzag of the value itself (kernel addresses are "negative").
 //! Bytes after the fields of a known sized kind are ignored (room for later fields).
 //!
@@ -189,7 +197,7 @@ pub const MAGIC: [u8; 8] = *b"\x89PCPUTR\n";
 /// The format major version this crate writes and reads.
 pub const VERSION_MAJOR: u16 = 1;
 /// The format minor version this crate writes (it reads any minor of its major).
-pub const VERSION_MINOR: u16 = 3;
+pub const VERSION_MINOR: u16 = 4;
 /// Size of the fixed part of the header (before the body).
 pub const HEADER_FIXED_LEN: usize = 20;
 /// Largest header body a reader accepts.
@@ -251,4 +259,7 @@ pub(crate) mod tag {
     pub const STALE_TLB_USE: u8 = 0x82;
     /// Sized kind of minor version 3: a backtrace.
     pub const STACK: u8 = 0x83;
+    /// Sized kinds of minor version 4: cross-CPU calls waited for and completed.
+    pub const CSD_WAIT: u8 = 0x84;
+    pub const CSD_UNLOCK: u8 = 0x85;
 }

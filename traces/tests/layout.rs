@@ -42,7 +42,7 @@ fn hand_header() -> Vec<u8> {
     body.push(1); // one extra pair
     body.extend(b"\x06inject\x0eskip-tlb-flush");
     let mut out = b"\x89PCPUTR\n".to_vec();
-    out.extend([1, 0, 3, 0]); // version 1.3
+    out.extend([1, 0, 4, 0]); // version 1.4
     out.extend((body.len() as u32).to_le_bytes());
     out.extend(crc32fast::hash(&body).to_le_bytes());
     out.extend(body);
@@ -51,6 +51,8 @@ fn hand_header() -> Vec<u8> {
 
 const LOCK_ADDR: u64 = 0x4010_0000;
 const PERCPU_ADDR: u64 = 0xffff_8000_2000_0040;
+/// A cross-CPU call on a kernel stack.
+const CSD_ADDR: u64 = 0xffff_0000_0081_3f40;
 
 /// The records, each as documented, with the events they stand for.
 fn records() -> Vec<(Vec<u8>, Option<Event>)> {
@@ -133,6 +135,38 @@ fn records() -> Vec<(Vec<u8>, Option<Event>)> {
             vec![0x83, 0x01, 0, 1, 1],
             Some(event(127, 0x1010, 0, EventKind::Stack { frames: StrId(1) })),
         ),
+        (
+            // csd wait (sized, 1.4): pc mode 1, caller mode 0; body: target 2, zz csd.
+            cat(&[
+                &[0x84, 0x01, 3],
+                &uleb(1 + zz(CSD_ADDR as i64).len() as u64),
+                &[2],
+                &zz(CSD_ADDR as i64),
+            ]),
+            Some(event(
+                130,
+                0x1010,
+                0,
+                EventKind::CsdWait {
+                    target: CpuId(2),
+                    csd: CSD_ADDR,
+                },
+            )),
+        ),
+        (
+            // csd unlock (sized, 1.4): body zz csd.
+            cat(&[
+                &[0x85, 0x01, 2],
+                &uleb(zz(CSD_ADDR as i64).len() as u64),
+                &zz(CSD_ADDR as i64),
+            ]),
+            Some(event(
+                132,
+                0x1010,
+                0,
+                EventKind::CsdUnlock { csd: CSD_ADDR },
+            )),
+        ),
     ]
 }
 
@@ -153,11 +187,11 @@ fn future_records() -> Vec<(Vec<u8>, Option<Event>)> {
     vec![
         (
             vec![0x90, 0x51, 1, 3, 1, 2, 3],
-            Some(event(128, 0x1010, EventKind::Unknown { tag: 0x90 })),
+            Some(event(133, 0x1010, EventKind::Unknown { tag: 0x90 })),
         ),
         (
             vec![0x21, 0x03, 2, 8],
-            Some(event(130, 0x1014, EventKind::Isb)),
+            Some(event(135, 0x1014, EventKind::Isb)),
         ),
     ]
 }

@@ -31,8 +31,11 @@
 //! - **Atomic context** for sleep points: hard IRQ, a spinlock held, IRQs masked, or
 //!   a nonzero preemption count (`PreemptDisable`/`PreemptEnable`).
 //! - **Wait-for graph**: a task between `LockAttempt` and `LockAcquired` waits for
-//!   the lock; a lock's owner is the task that holds it. A cycle task → lock → owner
-//!   → … → task is a real deadlock ([`Validator::deadlocked`]).
+//!   the lock; a lock's owner is the task that holds it. A task between `CsdWait`
+//!   and the call's `CsdUnlock` waits for its target CPU to take an IPI: while that
+//!   CPU has IRQs masked, it waits for the task running there (which cannot take
+//!   it before it unmasks). A cycle task → lock or IPI → owner → … → task is a real
+//!   deadlock ([`Validator::deadlocked`]).
 //!
 //! # Findings (kinds from DESIGN.md)
 //! `circular-dependency`, `irq-inversion`, `inconsistent-irq-state`,
@@ -157,6 +160,25 @@ impl TaskState {
     }
 }
 
+/// A cross-CPU call a task waits for (`CsdWait` until its `CsdUnlock`).
+#[derive(Debug, Clone, Copy)]
+struct CsdWaiting {
+    task: u32,
+    target: u16,
+    csd: u64,
+    site: Site,
+    /// The task's hard-IRQ depth when it began (as [`Waiting::ctx`]).
+    ctx: u32,
+}
+
+/// What a task in a wait-for cycle waits for.
+#[derive(Debug, Clone, Copy)]
+enum Wait {
+    Lock(Waiting),
+    /// Its target CPU, IRQs masked, to take the IPI of this call.
+    Ipi(CsdWaiting),
+}
+
 #[derive(Debug, Default, Clone)]
 struct TaskState {
     held: Vec<Held>,
@@ -235,6 +257,8 @@ pub struct Validator {
     /// cannot collide, so no unvalidated chain is ever skipped.
     chains: HashSet<Box<[u32]>>,
     owners: FxMap<u64, u32>,
+    /// Cross-CPU calls waited for, by call address.
+    csd_waits: FxMap<u64, CsdWaiting>,
     findings: Findings,
     /// The frames of each backtrace string seen (by string id).
     stacks: FxMap<u32, Box<[u64]>>,
@@ -275,6 +299,7 @@ impl Validator {
             backward: Vec::new(),
             chains: HashSet::new(),
             owners: FxMap::default(),
+            csd_waits: FxMap::default(),
             findings: Findings::default(),
             stacks: FxMap::default(),
             flagged: Default::default(),
@@ -463,6 +488,20 @@ impl Validator {
                 t.hardirq = t.hardirq.saturating_sub(1);
                 t.irqs_on_in_hardirq = false;
                 t.irqs.pop();
+            }
+            EventKind::CsdWait { target, csd } => {
+                let wait = CsdWaiting {
+                    task: e.task.0,
+                    target: target.0,
+                    csd,
+                    site: self.site_of(e),
+                    ctx: self.task(e.task).hardirq,
+                };
+                self.csd_waits.insert(csd, wait);
+                self.check_wait_cycle(e);
+            }
+            EventKind::CsdUnlock { csd } => {
+                self.csd_waits.remove(&csd);
             }
             EventKind::MightSleep => self.sleep_point(e, "might_sleep()"),
             EventKind::ReclaimEnter => self.task(e.task).reclaim += 1,
@@ -829,6 +868,29 @@ impl Validator {
         }
     }
 
+    /// What `task` is blocked on and who must move first: its innermost pending
+    /// acquisition of a lock someone holds, else a cross-CPU call whose target
+    /// has IRQs masked (then the task running there).
+    fn blocked_on(&self, task: u32) -> Option<(Wait, u32)> {
+        let t = self.tasks.get(&task)?;
+        let lock = t
+            .waiting
+            .iter()
+            .rev()
+            .filter(|w| w.ctx == t.hardirq)
+            .find_map(|w| self.owners.get(&w.addr).map(|&o| (Wait::Lock(*w), o)));
+        lock.or_else(|| {
+            self.csd_waits
+                .values()
+                .filter(|w| w.task == task && w.ctx == t.hardirq)
+                .find_map(|w| {
+                    let cpu = self.cpus.get(w.target as usize)?;
+                    let (running, _) = cpu.running?;
+                    (cpu.masked && running != task).then_some((Wait::Ipi(*w), running))
+                })
+        })
+    }
+
     /// After `e`'s task started waiting: does the wait-for graph close a cycle?
     fn check_wait_cycle(&mut self, e: &Event) {
         let start = e.task.0;
@@ -840,18 +902,10 @@ impl Validator {
             self.report_irq_self_deadlock(e, start, irq_wait, queued);
             return;
         }
-        let mut cycle: Vec<(u32, Waiting)> = Vec::new();
+        let mut cycle: Vec<(u32, Wait)> = Vec::new();
         let mut task = start;
         for _ in 0..=self.tasks.len() {
-            // What the task is blocked on: its innermost pending acquisition of a
-            // lock someone holds.
-            let Some((waiting, owner)) = self.tasks.get(&task).and_then(|t| {
-                t.waiting
-                    .iter()
-                    .rev()
-                    .filter(|w| w.ctx == t.hardirq)
-                    .find_map(|w| self.owners.get(&w.addr).map(|&o| (*w, o)))
-            }) else {
+            let Some((waiting, owner)) = self.blocked_on(task) else {
                 return;
             };
             cycle.push((task, waiting));

@@ -3,7 +3,7 @@
 //! locks, the reporter's `stack backtrace:`) and the same facts structured for the
 //! JSON report ([`Finding::locks`], [`Finding::sites`], [`Finding::tasks`]).
 
-use super::{ClassId, Held, Site, Validator, Waiting};
+use super::{ClassId, Held, Site, Validator, Wait, Waiting};
 use crate::event::{Event, LockFlavor};
 use crate::finding::{Finding, FindingKind, FindingLock, FindingSite, FindingTask};
 
@@ -737,29 +737,56 @@ impl Validator {
         );
     }
 
-    pub(super) fn report_deadlock(&mut self, e: &Event, cycle: &[(u32, Waiting)]) {
+    pub(super) fn report_deadlock(&mut self, e: &Event, cycle: &[(u32, Wait)]) {
         self.deadlocked = true;
         let mut out = Draft::default();
-        out.line("DEADLOCK: tasks wait for each other's locks");
+        let ipi = cycle.iter().any(|(_, w)| matches!(w, Wait::Ipi(_)));
+        out.line(if ipi {
+            "DEADLOCK: tasks wait for each other's locks and IPIs"
+        } else {
+            "DEADLOCK: tasks wait for each other's locks"
+        });
         let mut names = Vec::new();
-        for (i, (task, waiting)) in cycle.iter().enumerate() {
+        let mut links = Vec::new();
+        for (i, (task, wait)) in cycle.iter().enumerate() {
             let holder = cycle[(i + 1) % cycle.len()].0;
-            names.push(self.name(waiting.class).to_string());
-            out.line(format!(
-                "{} waits for {:#x} {} held by {}, {}",
-                self.task_label(*task),
-                waiting.addr,
-                self.lock_label(waiting.class),
-                self.task_label(holder),
-                self.at(&waiting.site)
-            ));
-            self.stack_lines(&waiting.site, &mut out);
-            self.record_lock(waiting.class, Some(waiting.addr), &mut out);
-            self.record_site("wait", Some(waiting.class), &waiting.site, &mut out);
+            match wait {
+                Wait::Lock(waiting) => {
+                    names.push(self.name(waiting.class).to_string());
+                    links.push(self.name(waiting.class).to_string());
+                    out.line(format!(
+                        "{} waits for {:#x} {} held by {}, {}",
+                        self.task_label(*task),
+                        waiting.addr,
+                        self.lock_label(waiting.class),
+                        self.task_label(holder),
+                        self.at(&waiting.site)
+                    ));
+                    self.stack_lines(&waiting.site, &mut out);
+                    self.record_lock(waiting.class, Some(waiting.addr), &mut out);
+                    self.record_site("wait", Some(waiting.class), &waiting.site, &mut out);
+                }
+                Wait::Ipi(waiting) => {
+                    names.push("ipi".to_string());
+                    links.push(format!("ipi to cpu{}", waiting.target));
+                    out.line(format!(
+                        "{} waits for cpu{} to run its cross-CPU call {:#x}, but cpu{} has IRQs masked and runs {}, {}",
+                        self.task_label(*task),
+                        waiting.target,
+                        waiting.csd,
+                        waiting.target,
+                        self.task_label(holder),
+                        self.at(&waiting.site)
+                    ));
+                    self.stack_lines(&waiting.site, &mut out);
+                    self.record_site("wait", None, &waiting.site, &mut out);
+                }
+            }
         }
         let chain: Vec<String> = cycle
             .iter()
-            .map(|(task, w)| format!("{} --({})-->", self.task_label(*task), self.name(w.class)))
+            .zip(&links)
+            .map(|((task, _), link)| format!("{} --({link})-->", self.task_label(*task)))
             .collect();
         out.line("Wait-for cycle:");
         out.line(format!(
@@ -783,7 +810,11 @@ impl Validator {
         names.sort();
         self.finding(
             FindingKind::Deadlock,
-            "deadlock: a cycle of tasks waiting for locks",
+            if ipi {
+                "deadlock: a cycle of tasks waiting for locks and IPIs"
+            } else {
+                "deadlock: a cycle of tasks waiting for locks"
+            },
             names.join(" "),
             out,
             e,

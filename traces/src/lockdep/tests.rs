@@ -1170,3 +1170,60 @@ fn an_irq_queued_behind_the_code_it_interrupted_deadlocks_whoever_holds_the_lock
     other.hardirq().attempt("b", LockFlavor::Spin);
     assert!(!other.run().deadlocked());
 }
+
+/// Task 1 on cpu0 holds `pcpu_lock` (IRQs off) and waits for its cross-CPU call
+/// to cpu1; task 2 on cpu1 spins for `pcpu_lock` with IRQs masked, so it never
+/// takes the IPI: the porting bug of an IPI TLB flush issued under a spinlock.
+fn ipi_under_spinlock(s: &mut Script, unmask_first: bool, unlock_first: bool) {
+    const CSD: u64 = 0xffff_0000_0081_3f40;
+    s.on(0, 1).irqs(false).spin("pcpu_lock");
+    s.push(EventKind::CsdWait {
+        target: CpuId(1),
+        csd: CSD,
+    });
+    s.on(1, 2);
+    if unlock_first {
+        s.push(EventKind::CsdUnlock { csd: CSD });
+    }
+    if !unmask_first {
+        s.irqs(false);
+    }
+    s.attempt("pcpu_lock", LockFlavor::SpinIrqSave);
+}
+
+#[test]
+fn an_ipi_waited_for_under_a_lock_its_target_spins_on_with_irqs_masked_deadlocks() {
+    let mut s = script();
+    ipi_under_spinlock(&mut s, false, false);
+    let v = s.run();
+    assert!(v.deadlocked());
+    let d = v
+        .findings()
+        .iter()
+        .find(|f| f.kind == FindingKind::Deadlock)
+        .expect("a deadlock finding");
+    assert_eq!(d.key, "ipi pcpu_lock");
+    assert!(d.title.contains("IPIs"), "{}", d.title);
+    for line in [
+        "?/1 waits for cpu1 to run its cross-CPU call 0xffff000000813f40, but cpu1 has IRQs masked and runs ?/2",
+        "?/2 --(pcpu_lock)--> ?/1 --(ipi to cpu1)--> ?/2",
+    ] {
+        assert!(
+            d.details.iter().any(|l| l.contains(line)),
+            "{line}\n{:#?}",
+            d.details
+        );
+    }
+}
+
+#[test]
+fn an_ipi_wait_is_no_deadlock_while_its_target_can_take_it_or_after_it_ran() {
+    // The target spins with IRQs on: it takes the IPI while it waits.
+    let mut s = script();
+    ipi_under_spinlock(&mut s, true, false);
+    assert!(!s.run().deadlocked());
+    // The call already ran (csd_unlock) before the target masked and waited.
+    let mut s = script();
+    ipi_under_spinlock(&mut s, false, true);
+    assert!(!s.run().deadlocked());
+}

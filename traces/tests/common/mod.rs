@@ -190,6 +190,11 @@ pub fn kind(strings: u32) -> impl Strategy<Value = EventKind> {
             value
         }),
         tlb_fill().prop_map(EventKind::TlbFill),
+        (any::<u16>(), any::<u64>()).prop_map(|(cpu, csd)| EventKind::CsdWait {
+            target: CpuId(cpu),
+            csd
+        }),
+        any::<u64>().prop_map(|csd| EventKind::CsdUnlock { csd }),
         (address(), 0u8..4, any::<u64>())
             .prop_map(|(pa, level, va_base)| { EventKind::PageTablePage { pa, level, va_base } }),
         (any::<u64>(), 0usize..3, any::<bool>(), any::<u64>()).prop_map(
