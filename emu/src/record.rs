@@ -137,7 +137,7 @@ enum Func {
     AllocPercpu,
     AllocReservedPercpu,
     FreePercpu,
-    CsdLockWait,
+    CsdLock,
     CsdUnlock,
 }
 
@@ -177,7 +177,7 @@ impl Func {
         (Func::AllocReservedPercpu, "__alloc_reserved_percpu", true),
         (Func::FreePercpu, "free_percpu", false),
         // docs/machine.md: C ABI, (request, target cpu) and (request).
-        (Func::CsdLockWait, "csd_lock_wait", false),
+        (Func::CsdLock, "csd_lock", false),
         (Func::CsdUnlock, "csd_unlock", false),
     ];
 }
@@ -943,7 +943,7 @@ impl Recorder {
                 return;
             }
             Func::FreePercpu => EventKind::PercpuFree { addr: x0 },
-            Func::CsdLockWait => EventKind::CsdWait {
+            Func::CsdLock => EventKind::CsdWait {
                 target: CpuId(x1 as u16),
                 csd: x0,
             },

@@ -142,6 +142,7 @@ fn call_and_wait(target: usize, func: fn(usize), arg: usize) {
         done: AtomicBool::new(false),
         next: core::ptr::null(),
     };
+    csd_lock(&request, target);
     {
         let mut queue = cpu(target).ipi.queue.lock_irqsave();
         // Requests run in any order; pushing at the head keeps this O(1).
@@ -149,19 +150,26 @@ fn call_and_wait(target: usize, func: fn(usize), arg: usize) {
         queue.head = &request;
     }
     gic::send_sgi(target, gic::SGI_CALL_FUNCTION);
-    csd_lock_wait(&request, target);
+    csd_lock_wait(&request);
 }
 
-/// Spins until `target` has run `request` (Linux's `csd_lock_wait`). The host
-/// probes its entry: from here until `csd_unlock` of the same request, this
-/// task waits for `target` to take its IPI.
+/// `request` is now pending on `target` (Linux's `csd_lock`, before the request
+/// is queued and the IPI sent, so that its `csd_unlock` cannot come first). The
+/// host probes its entry: from here until `csd_unlock` of the same request,
+/// this task waits for `target` to take its IPI.
 ///
 /// CONTEXT: the sender of `request`; does not sleep.
 #[no_mangle]
 #[inline(never)]
-pub extern "C" fn csd_lock_wait(request: &CallRequest, target: usize) {
-    // Only the host's probe reads it (x1): keep it passed.
-    core::hint::black_box(target);
+pub extern "C" fn csd_lock(request: &CallRequest, target: usize) {
+    // Only the host's probe reads them (x0, x1): keep them passed.
+    core::hint::black_box((request, target));
+}
+
+/// Spins until the target has run `request` (Linux's `csd_lock_wait`).
+///
+/// CONTEXT: the sender of `request`; does not sleep.
+fn csd_lock_wait(request: &CallRequest) {
     while !request.done.load(Acquire) {
         core::hint::spin_loop();
     }

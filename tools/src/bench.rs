@@ -86,6 +86,8 @@ pub fn bench(args: &BenchArgs) -> Result<Verdict, BadInput> {
     let allocator = crate::bench_alloc::measure(&kernel)?;
     progress.set_message("bench: lock validator");
     let lockdep = crate::bench_lockdep::measure(&kernel, MIN_MEASURE)?;
+    progress.set_message("bench: TLB flush strategies");
+    let flush = crate::bench_flush::measure(&kernel)?;
     progress.finish_and_clear();
 
     match args.report {
@@ -165,6 +167,7 @@ pub fn bench(args: &BenchArgs) -> Result<Verdict, BadInput> {
                     println!("  {:5} (the run did not complete: {failure})", cost.variant);
                 }
             }
+            crate::bench_flush::print(&flush);
             println!(
                 "bench took {:.1} s wall (goal <= 30)",
                 started.elapsed().as_secs_f64()
@@ -190,7 +193,8 @@ pub fn bench(args: &BenchArgs) -> Result<Verdict, BadInput> {
                                        "check_events_per_second": c.cost.events_per_second()}))
                                        .collect::<Vec<_>>()},
                        "mmu": mmu.iter().map(|c| json!({"scenario": c.scenario, "ratio": c.ratio(), "runs": c.runs}))
-                                 .collect::<Vec<_>>()})
+                                 .collect::<Vec<_>>(),
+                       "flush": crate::bench_flush::json(&flush)})
             );
         }
     }

@@ -36,7 +36,7 @@ pub const QEMU_CPUS: [usize; 2] = [1, 4];
 const MIB: f64 = 1024.0 * 1024.0;
 
 /// CPU time of the calling thread.
-fn thread_cpu() -> Duration {
+pub(crate) fn thread_cpu() -> Duration {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
@@ -194,12 +194,23 @@ fn storm_ops(console: &str) -> Option<u64> {
 fn finished(what: &str, cmd: &mut Command) -> Result<crate::bench_check::ChildUsage, BadInput> {
     let child = run_child(cmd).map_err(|e| BadInput(format!("{what}: {e}")))?;
     if !child.status.success() {
+        // A JSON report's findings say more than the console's last line.
+        let findings: Option<Vec<String>> = serde_json::from_slice::<Value>(&child.stdout)
+            .ok()
+            .and_then(|report| {
+                let list = report["findings"].as_array()?;
+                Some(
+                    list.iter()
+                        .map(|f| format!("{} {}", f["kind"], f["key"]))
+                        .collect(),
+                )
+            });
         let stderr = String::from_utf8_lossy(&child.stderr);
-        return Err(BadInput(format!(
-            "{what} failed ({}): {}",
-            child.status,
-            stderr.lines().last().unwrap_or("")
-        )));
+        let why = match findings {
+            Some(findings) if !findings.is_empty() => format!("found {}", findings.join(", ")),
+            _ => stderr.lines().last().unwrap_or("").to_string(),
+        };
+        return Err(BadInput(format!("{what} failed ({}): {why}", child.status)));
     }
     Ok(child)
 }

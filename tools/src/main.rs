@@ -9,6 +9,7 @@ mod bench;
 mod bench_alloc;
 mod bench_check;
 mod bench_explore;
+mod bench_flush;
 mod bench_lockdep;
 mod bench_machine;
 mod bench_mmu;

@@ -138,6 +138,11 @@ struct Waiting {
     /// The task's hard-IRQ depth when it began: an IRQ taken while it waits (e.g.
     /// inside `mutex_lock` before the task sleeps) runs, so does not wait for it.
     ctx: u32,
+    /// A spinlock: the task waits on its CPU (a mutex's waiter sleeps, and its CPU
+    /// goes on to other work).
+    spins: bool,
+    /// Its CPU had IRQs masked when the wait began (so while it spins).
+    masked: bool,
 }
 
 impl TaskState {
@@ -169,6 +174,9 @@ struct CsdWaiting {
     site: Site,
     /// The task's hard-IRQ depth when it began (as [`Waiting::ctx`]).
     ctx: u32,
+    /// Its CPU had IRQs masked when the call was made pending: the mask it spins
+    /// with (queueing the call masks them only for a moment).
+    masked: bool,
 }
 
 /// What a task in a wait-for cycle waits for.
@@ -496,6 +504,7 @@ impl Validator {
                     csd,
                     site: self.site_of(e),
                     ctx: self.task(e.task).hardirq,
+                    masked: self.masked(e.cpu.0),
                 };
                 self.csd_waits.insert(csd, wait);
                 self.check_wait_cycle(e);
@@ -540,6 +549,7 @@ impl Validator {
         if flavor == LockFlavor::Mutex {
             self.sleep_point(e, "mutex_lock()");
         }
+        let masked = self.masked(e.cpu.0);
         let t = self.tasks.entry(e.task.0).or_default();
         let ctx = t.hardirq;
         if flavor != LockFlavor::Pseudo {
@@ -548,11 +558,12 @@ impl Validator {
                 class,
                 site,
                 ctx,
+                spins: is_spin(flavor),
+                masked,
             });
         }
         // Usage is marked at the attempt, before any wait (as lockdep's
         // `lock_acquire` marks it before the contended spin).
-        let masked = self.masked(e.cpu.0);
         self.mark_usage(e, class, ctx, masked, false);
         // The chain: context, held classes of this context, the new class.
         let t = &self.tasks[&e.task.0];
@@ -869,8 +880,9 @@ impl Validator {
     }
 
     /// What `task` is blocked on and who must move first: its innermost pending
-    /// acquisition of a lock someone holds, else a cross-CPU call whose target
-    /// has IRQs masked (then the task running there).
+    /// acquisition of a lock someone holds, else a cross-CPU call (then the task
+    /// running on its target, which takes the IPI unless it is blocked itself with
+    /// IRQs masked: see [`Self::ipis_stay_untaken`]).
     fn blocked_on(&self, task: u32) -> Option<(Wait, u32)> {
         let t = self.tasks.get(&task)?;
         let lock = t
@@ -884,10 +896,23 @@ impl Validator {
                 .values()
                 .filter(|w| w.task == task && w.ctx == t.hardirq)
                 .find_map(|w| {
-                    let cpu = self.cpus.get(w.target as usize)?;
-                    let (running, _) = cpu.running?;
-                    (cpu.masked && running != task).then_some((Wait::Ipi(*w), running))
+                    let (running, _) = self.cpus.get(w.target as usize)?.running?;
+                    (running != task).then_some((Wait::Ipi(*w), running))
                 })
+        })
+    }
+
+    /// Whether every IPI waited for in `cycle` stays untaken: the task running on
+    /// its target (the next in the cycle) waits there, spinning with IRQs masked
+    /// (one that sleeps, as a mutex waiter does, leaves its CPU to other work, and
+    /// one spinning with IRQs on takes the IPI).
+    fn ipis_stay_untaken(cycle: &[(u32, Wait)]) -> bool {
+        cycle.iter().enumerate().all(|(i, (_, wait))| {
+            !matches!(wait, Wait::Ipi(_))
+                || match cycle[(i + 1) % cycle.len()].1 {
+                    Wait::Lock(next) => next.spins && next.masked,
+                    Wait::Ipi(next) => next.masked,
+                }
         })
     }
 
@@ -910,7 +935,9 @@ impl Validator {
             };
             cycle.push((task, waiting));
             if owner == start {
-                self.report_deadlock(e, &cycle);
+                if Self::ipis_stay_untaken(&cycle) {
+                    self.report_deadlock(e, &cycle);
+                }
                 return;
             }
             if cycle.iter().any(|&(t, _)| t == owner) {

@@ -770,7 +770,7 @@ impl Validator {
                     names.push("ipi".to_string());
                     links.push(format!("ipi to cpu{}", waiting.target));
                     out.line(format!(
-                        "{} waits for cpu{} to run its cross-CPU call {:#x}, but cpu{} has IRQs masked and runs {}, {}",
+                        "{} waits for cpu{} to run its cross-CPU call {:#x}, but cpu{} runs {}, which waits with IRQs masked, {}",
                         self.task_label(*task),
                         waiting.target,
                         waiting.csd,

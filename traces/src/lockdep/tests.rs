@@ -1205,7 +1205,7 @@ fn an_ipi_waited_for_under_a_lock_its_target_spins_on_with_irqs_masked_deadlocks
     assert_eq!(d.key, "ipi pcpu_lock");
     assert!(d.title.contains("IPIs"), "{}", d.title);
     for line in [
-        "?/1 waits for cpu1 to run its cross-CPU call 0xffff000000813f40, but cpu1 has IRQs masked and runs ?/2",
+        "?/1 waits for cpu1 to run its cross-CPU call 0xffff000000813f40, but cpu1 runs ?/2, which waits with IRQs masked",
         "?/2 --(pcpu_lock)--> ?/1 --(ipi to cpu1)--> ?/2",
     ] {
         assert!(
@@ -1226,4 +1226,36 @@ fn an_ipi_wait_is_no_deadlock_while_its_target_can_take_it_or_after_it_ran() {
     let mut s = script();
     ipi_under_spinlock(&mut s, false, true);
     assert!(!s.run().deadlocked());
+    // The target waits, IRQs masked, for a mutex the sender holds: it sleeps, and
+    // its CPU takes the IPI once it runs something else.
+    let mut s = script();
+    s.on(0, 1).mutex("m");
+    s.push(EventKind::CsdWait {
+        target: CpuId(1),
+        csd: 0x40,
+    });
+    s.on(1, 2).irqs(false).attempt("m", LockFlavor::Mutex);
+    assert!(!s.run().deadlocked());
+    // Two CPUs call each other with IRQs on (each masks them only for a moment
+    // to queue its call): each takes the other's IPI while it waits.
+    let mut s = script();
+    for (cpu, target) in [(0, 1), (1, 0)] {
+        s.on(cpu, cpu as u32 + 1).push(EventKind::CsdWait {
+            target: CpuId(target),
+            csd: 0x80 + u64::from(cpu),
+        });
+        s.irqs(false);
+    }
+    assert!(!s.run().deadlocked());
+    // The same with IRQs off when the calls were made: neither ever takes one.
+    let mut s = script();
+    for (cpu, target) in [(0, 1), (1, 0)] {
+        s.on(cpu, cpu as u32 + 1)
+            .irqs(false)
+            .push(EventKind::CsdWait {
+                target: CpuId(target),
+                csd: 0x80 + u64::from(cpu),
+            });
+    }
+    assert!(s.run().deadlocked());
 }

@@ -212,8 +212,8 @@ pub fn kind(strings: u32) -> impl Strategy<Value = EventKind> {
             frames: StrId(frames)
         }),
         // Sized tags this crate does not know (0x80..=0x82 are the TLB model's, 0x83
-        // the stack).
-        (0x84u8..=0xff).prop_map(|tag| EventKind::Unknown { tag }),
+        // the stack, 0x84..=0x85 the cross-CPU calls').
+        (0x86u8..=0xff).prop_map(|tag| EventKind::Unknown { tag }),
     ]
 }
 
