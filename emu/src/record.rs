@@ -113,6 +113,8 @@ const THREAD_CANARY: u64 = 192;
 const STACK_CANARY: u64 = 0x57ac_c0de_57ac_c0de;
 const THREAD_SLEEPING: u32 = 1;
 const SPIN_NAME: u64 = 16;
+/// `CallRequest.done` (a byte; docs/machine.md).
+const CSD_DONE: u64 = 16;
 const MUTEX_NAME: u64 = 56;
 
 /// A probed function.
@@ -137,7 +139,7 @@ enum Func {
     AllocPercpu,
     AllocReservedPercpu,
     FreePercpu,
-    CsdLock,
+    CsdLockWait,
     CsdUnlock,
 }
 
@@ -177,7 +179,7 @@ impl Func {
         (Func::AllocReservedPercpu, "__alloc_reserved_percpu", true),
         (Func::FreePercpu, "free_percpu", false),
         // docs/machine.md: C ABI, (request, target cpu) and (request).
-        (Func::CsdLock, "csd_lock", false),
+        (Func::CsdLockWait, "csd_lock_wait", false),
         (Func::CsdUnlock, "csd_unlock", false),
     ];
 }
@@ -943,10 +945,18 @@ impl Recorder {
                 return;
             }
             Func::FreePercpu => EventKind::PercpuFree { addr: x0 },
-            Func::CsdLock => EventKind::CsdWait {
-                target: CpuId(x1 as u16),
-                csd: x0,
-            },
+            Func::CsdLockWait => {
+                // A call its target already ran makes no wait (its csd_unlock came
+                // before this entry).
+                let done = read_u64(uc, x0 + CSD_DONE).unwrap_or(0) & 0xff != 0;
+                if done {
+                    return;
+                }
+                EventKind::CsdWait {
+                    target: CpuId(x1 as u16),
+                    csd: x0,
+                }
+            }
             Func::CsdUnlock => EventKind::CsdUnlock { csd: x0 },
             Func::FreePages => EventKind::PageFree {
                 pa: x0,

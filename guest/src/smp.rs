@@ -13,13 +13,17 @@ use crate::gic;
 use crate::percpu::{cpu, this_cpu};
 use crate::sync::{irqs_enabled, SpinLock};
 
-/// A function to run on another CPU, in its IRQ handler.
+/// A function to run on another CPU, in its IRQ handler. `repr(C)`: the host
+/// reads `done` at +16 when the sender starts waiting (docs/machine.md).
+#[repr(C)]
 pub struct CallRequest {
     func: fn(usize),
     arg: usize,
     done: AtomicBool,
     next: *const CallRequest,
 }
+
+const _: () = assert!(core::mem::offset_of!(CallRequest, done) == 16);
 
 struct CallQueue {
     head: *const CallRequest,
@@ -142,7 +146,6 @@ fn call_and_wait(target: usize, func: fn(usize), arg: usize) {
         done: AtomicBool::new(false),
         next: core::ptr::null(),
     };
-    csd_lock(&request, target);
     {
         let mut queue = cpu(target).ipi.queue.lock_irqsave();
         // Requests run in any order; pushing at the head keeps this O(1).
@@ -150,26 +153,19 @@ fn call_and_wait(target: usize, func: fn(usize), arg: usize) {
         queue.head = &request;
     }
     gic::send_sgi(target, gic::SGI_CALL_FUNCTION);
-    csd_lock_wait(&request);
+    csd_lock_wait(&request, target);
 }
 
-/// `request` is now pending on `target` (Linux's `csd_lock`, before the request
-/// is queued and the IPI sent, so that its `csd_unlock` cannot come first). The
-/// host probes its entry: from here until `csd_unlock` of the same request,
-/// this task waits for `target` to take its IPI.
+/// Spins until `target` has run `request` (Linux's `csd_lock_wait`). The host
+/// probes its entry: unless `done` is already set there, this task waits for
+/// `target` to take its IPI until `csd_unlock` of the same request.
 ///
 /// CONTEXT: the sender of `request`; does not sleep.
 #[no_mangle]
 #[inline(never)]
-pub extern "C" fn csd_lock(request: &CallRequest, target: usize) {
-    // Only the host's probe reads them (x0, x1): keep them passed.
-    core::hint::black_box((request, target));
-}
-
-/// Spins until the target has run `request` (Linux's `csd_lock_wait`).
-///
-/// CONTEXT: the sender of `request`; does not sleep.
-fn csd_lock_wait(request: &CallRequest) {
+pub extern "C" fn csd_lock_wait(request: &CallRequest, target: usize) {
+    // Only the host's probe reads it (x1): keep it passed.
+    core::hint::black_box(target);
     while !request.done.load(Acquire) {
         core::hint::spin_loop();
     }

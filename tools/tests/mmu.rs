@@ -410,7 +410,7 @@ fn an_ipi_flush_under_pcpu_lock_with_irqs_off_is_a_reported_deadlock() {
     assert!(has("which waits with IRQs masked"), "{details:#?}");
     assert!(has("(pcpu_lock)") && has("held by"), "{details:#?}");
     // Both stacks: the IPI waiter's and the lock waiter's.
-    assert!(has("<csd_lock+0x0"), "{details:#?}");
+    assert!(has("<csd_lock_wait+0x0"), "{details:#?}");
     assert!(has("<spin_lock_irqsave+0x0"), "{details:#?}");
 
     let check = percpu_lab(&["check", "--report", "json", trace_arg]);

@@ -369,9 +369,9 @@ pub enum EventKind {
     Stack {
         frames: StrId,
     },
-    /// The task's cross-CPU call `csd` is pending on CPU `target` (Linux's
-    /// `csd_lock`, before the call is queued and the IPI sent): the task waits,
-    /// spinning, until that call's [`EventKind::CsdUnlock`].
+    /// The task waits (spinning) until CPU `target` has run the cross-CPU call
+    /// `csd` it queued and sent an IPI for (Linux's `csd_lock_wait`, recorded only
+    /// if the call has not run yet): until that call's [`EventKind::CsdUnlock`].
     CsdWait {
         target: CpuId,
         csd: u64,
