@@ -213,10 +213,20 @@ pub enum FlushStrategy {
     Ipi,
     /// `tlbi vmalle1is`: every translation of every CPU, whatever the range.
     Full,
+    /// Broadcast invalidation, but the allocator's reclaim defers its flushes
+    /// (and the page frees that must wait for them) to its end and flushes
+    /// their union once (guest/src/pcpu_platform.rs); a union above
+    /// [`MAX_TLBI_PAGES`] pages becomes one `tlbi vmalle1is`, as arm64 Linux
+    /// does past `MAX_TLBI_OPS`.
+    Batched,
 }
 
+/// Pages above which one ranged flush of the `batched` strategy invalidates
+/// everything instead (arm64 Linux's `MAX_TLBI_OPS`, one table's entries).
+pub const MAX_TLBI_PAGES: usize = 512;
+
 impl FlushStrategy {
-    const ALL: [FlushStrategy; 3] = [Self::Broadcast, Self::Ipi, Self::Full];
+    const ALL: [FlushStrategy; 4] = [Self::Broadcast, Self::Ipi, Self::Full, Self::Batched];
 
     /// The bootarg value.
     ///
@@ -226,6 +236,7 @@ impl FlushStrategy {
             Self::Broadcast => "broadcast",
             Self::Ipi => "ipi",
             Self::Full => "full",
+            Self::Batched => "batched",
         }
     }
 
@@ -297,7 +308,14 @@ pub extern "C" fn flush_tlb_kernel_range(start: usize, end: usize) {
         return;
     }
     match info.flush {
-        FlushStrategy::Broadcast => {
+        FlushStrategy::Batched if (end - start) / PAGE_SIZE > MAX_TLBI_PAGES => {
+            // SAFETY: invalidates every stage-1 EL1 translation of every CPU:
+            // only drops cached translations.
+            unsafe {
+                core::arch::asm!("tlbi vmalle1is", "dsb ish", "isb", options(nostack, preserves_flags))
+            };
+        }
+        FlushStrategy::Broadcast | FlushStrategy::Batched => {
             let mut va = start & !(PAGE_SIZE - 1);
             while va < end {
                 // SAFETY: TLB invalidation by VA, all ASIDs, inner shareable:

@@ -50,6 +50,10 @@
 //!   freed) of the chunk address pool; held while the pool itself is reserved
 //!   (once), so it nests outside `vm_area_lock`. Not held while a purge
 //!   flushes.
+//! - `pcpu_flush_batch` (spinlock, irqsave; `flush=batched` only): the reclaim
+//!   work's deferred TLB flush range and page frees, and which thread owns the
+//!   batch. Only the owner adds to it; it is never held while flushing or
+//!   freeing, so nothing nests inside it.
 //! - `pcpu_reclaim_done` (wait queue, its spinlock irqsave): threads waiting
 //!   for the reclaim work to finish a run; the wait condition reads an atomic
 //!   only, so nothing nests inside it.
@@ -69,6 +73,7 @@ use allocator::{Config, Gfp, MapError, Page, PcpuPtr, Percpu, Platform, Variant,
 
 use crate::arch;
 use crate::bootinfo::boot_info;
+use crate::config::MAX_CPUS;
 use crate::mmu::{self, PageKind};
 use crate::mutex::{self, RawMutex};
 use crate::page_alloc;
@@ -287,7 +292,9 @@ impl Platform for GuestPlatform {
                 FREED_WHILE_MAPPED.fetch_add(1, Relaxed);
             }
         }
-        page_alloc::free_pages(page.0 as usize, 0);
+        if !FlushBatch::defer_free(page.0 as usize) {
+            page_alloc::free_pages(page.0 as usize, 0);
+        }
     }
 
     /// `pcpu_mem_alloc`: kzalloc up to a page, vmalloc above.
@@ -414,7 +421,9 @@ impl Platform for GuestPlatform {
 
     /// CONTEXT: as unmap_pages.
     fn flush_tlb_kernel_range(&self, start: usize, end: usize) {
-        flush_kernel_range(start, end);
+        if !FlushBatch::defer_flush(start, end) {
+            flush_kernel_range(start, end);
+        }
     }
 
     /// CONTEXT: pcpu_lock held with IRQs off (maybe hard-IRQ), or pcpu_mutex;
@@ -480,10 +489,144 @@ static RECLAIM_DONE: WaitQueue = WaitQueue::new("pcpu_reclaim_done");
 /// CONTEXT: a kworker (process context, may sleep, no lock held).
 fn pcpu_reclaim(_: &'static Work) {
     let pcpu = pcpu();
+    let batch = FlushBatch::open();
     pcpu.reclaim_work();
+    if batch {
+        FlushBatch::close();
+    }
     CHUNKS_RECLAIMED.store(pcpu.stats().chunks_reclaimed, Release);
     RECLAIM_WORK_RUNS.fetch_add(1, AcqRel);
     RECLAIM_DONE.wake_all();
+}
+
+/// Pages a batch holds before it flushes early.
+const BATCH_PAGES: usize = 256;
+
+/// `flush=batched`: the TLB flushes of one run of the reclaim work, and the
+/// page frees that must follow them, deferred to its end (one flush of the
+/// union of the ranges, then the frees). Reclaim works of several CPUs may
+/// run at once (they serialize on `pcpu_alloc_mutex` inside): each has its
+/// own batch.
+struct FlushBatch {
+    /// The thread that opened it (`sched::current_thread_ptr`), 0 if free.
+    owner: usize,
+    start: usize,
+    end: usize,
+    pages: [usize; BATCH_PAGES],
+    count: usize,
+}
+
+impl FlushBatch {
+    const EMPTY: FlushBatch = FlushBatch {
+        owner: 0,
+        start: usize::MAX,
+        end: 0,
+        pages: [0; BATCH_PAGES],
+        count: 0,
+    };
+}
+
+/// One batch per reclaim work that may run at once (one per CPU).
+static FLUSH_BATCHES: [SpinLock<FlushBatch>; MAX_CPUS] =
+    [const { SpinLock::new("pcpu_flush_batch", FlushBatch::EMPTY) }; MAX_CPUS];
+
+impl FlushBatch {
+    /// The batch the running thread opened, if any.
+    ///
+    /// CONTEXT: any; takes each pcpu_flush_batch briefly.
+    fn mine() -> Option<&'static SpinLock<FlushBatch>> {
+        let me = crate::sched::current_thread_ptr() as usize;
+        FLUSH_BATCHES
+            .iter()
+            .find(|batch| batch.lock_irqsave().owner == me)
+    }
+
+    /// Opens a batch for the running thread if the strategy is `batched`;
+    /// whether it did.
+    ///
+    /// CONTEXT: the reclaim work, no spinlock held.
+    fn open() -> bool {
+        if boot_info().flush != mmu::FlushStrategy::Batched {
+            return false;
+        }
+        let me = crate::sched::current_thread_ptr() as usize;
+        for batch in &FLUSH_BATCHES {
+            let mut batch = batch.lock_irqsave();
+            if batch.owner == 0 {
+                batch.owner = me;
+                return true;
+            }
+        }
+        panic!("pcpu: more flush batches open than CPUs");
+    }
+
+    /// Whether the running thread has a batch open (then it takes the range).
+    ///
+    /// CONTEXT: as unmap_pages.
+    fn defer_flush(start: usize, end: usize) -> bool {
+        let Some(batch) = Self::mine() else {
+            return false;
+        };
+        let mut batch = batch.lock_irqsave();
+        batch.start = batch.start.min(start);
+        batch.end = batch.end.max(end);
+        true
+    }
+
+    /// Whether the running thread has a batch open (then it frees `page` after
+    /// the batch's flush; a full batch is flushed and emptied first).
+    ///
+    /// CONTEXT: process context, no spinlock held; does not sleep.
+    fn defer_free(page: usize) -> bool {
+        let Some(batch) = Self::mine() else {
+            return false;
+        };
+        if batch.lock_irqsave().count == BATCH_PAGES {
+            Self::flush_and_free(batch);
+        }
+        let mut batch = batch.lock_irqsave();
+        let count = batch.count;
+        batch.pages[count] = page;
+        batch.count += 1;
+        true
+    }
+
+    /// Flushes the union of `batch`'s deferred ranges once, then frees its
+    /// deferred pages; the batch stays open.
+    ///
+    /// CONTEXT: the batch's owner, no spinlock held; does not sleep.
+    fn flush_and_free(batch: &SpinLock<FlushBatch>) {
+        let (start, end) = {
+            let mut batch = batch.lock_irqsave();
+            let range = (batch.start, batch.end);
+            (batch.start, batch.end) = (usize::MAX, 0);
+            range
+        };
+        if start < end {
+            flush_kernel_range(start, end);
+        }
+        // One page at a time: the lock is not held while zone_lock is taken.
+        loop {
+            let page = {
+                let mut batch = batch.lock_irqsave();
+                if batch.count == 0 {
+                    break;
+                }
+                batch.count -= 1;
+                batch.pages[batch.count]
+            };
+            page_alloc::free_pages(page, 0);
+        }
+    }
+
+    /// Flushes and frees what the running thread's batch holds and closes it.
+    ///
+    /// CONTEXT: the batch's owner, no spinlock held; does not sleep.
+    fn close() {
+        let batch = Self::mine().expect("pcpu: closing a flush batch never opened");
+        Self::flush_and_free(batch);
+        batch.lock_irqsave().owner = 0;
+    }
 }
 
 /// Whether some allocation has pcpu_lock dropped to allocate metadata now.

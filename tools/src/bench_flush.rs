@@ -14,7 +14,7 @@ use emu::{CallStats, KernelImage, Machine};
 use crate::BadInput;
 
 /// The strategies compared, in `--flush` order.
-pub const STRATEGIES: [&str; 3] = ["broadcast", "ipi", "full"];
+pub const STRATEGIES: [&str; 4] = ["broadcast", "ipi", "full", "batched"];
 /// The measured run: unmaps, flushes and reuses chunks all the time.
 pub const ARGS: [&str; 4] = ["--scenario", "reclaim", "--variant", "fixed"];
 /// Interleaved timed runs of each strategy (the median is printed).
@@ -146,11 +146,15 @@ mod tests {
         let costs = measure(&kernel).unwrap();
         let by = |s: &str| costs.iter().find(|c| c.strategy == s).unwrap();
         let (broadcast, ipi, full) = (by("broadcast"), by("ipi"), by("full"));
-        for c in &costs {
+        let batched = by("batched");
+        for c in [broadcast, ipi, full] {
             assert_eq!(c.cpu_times.len(), RUNS);
             assert!(c.flushes.calls > 0, "{}", c.strategy);
             assert_eq!(c.flushes.calls, broadcast.flushes.calls, "{}", c.strategy);
         }
+        // One flush per reclaim run at most, never more than one per chunk.
+        assert!(batched.flushes.calls > 0 && batched.flushes.calls <= broadcast.flushes.calls);
+        assert_eq!(batched.cross_cpu_calls, 0);
         // Each of the other three CPUs runs one call per flush.
         assert_eq!(ipi.cross_cpu_calls, 3 * ipi.flushes.calls);
         assert_eq!((broadcast.cross_cpu_calls, full.cross_cpu_calls), (0, 0));

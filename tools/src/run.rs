@@ -96,6 +96,10 @@ pub enum Flush {
     Ipi,
     /// `tlbi vmalle1is`: everything, on every CPU.
     Full,
+    /// Broadcast, but the allocator's reclaim defers its flushes and the page
+    /// frees behind them, and flushes their union once at its end (everything
+    /// past 512 pages).
+    Batched,
 }
 
 impl Flush {
