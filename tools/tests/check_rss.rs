@@ -84,9 +84,9 @@ fn check_child_peak_rss_is_its_own_and_check_counts_every_event() {
     );
     assert!(cost.peak_rss_bytes < hog.peak_rss_bytes, "{cost:?}");
 
-    // Streaming: about 30 times the events, about the same memory (were the events
-    // kept, even at 8 bytes each, this would be 12 MiB more).
-    let long = dir.0.join("storm-q10.trace");
+    // Streaming: about 35 times the events (5-instruction slices), about the same
+    // memory (were the events kept, even at 8 bytes each, this would be 24 MiB more).
+    let long = dir.0.join("storm-q5.trace");
     bench_check::record(
         bin(),
         None,
@@ -96,7 +96,7 @@ fn check_child_peak_rss_is_its_own_and_check_counts_every_event() {
             "--variant",
             "fixed",
             "--quantum",
-            "10",
+            "5",
         ],
         &long,
     )
