@@ -63,8 +63,8 @@
 //! the deterministic scheduler fixes, and handed to the sink after each slice.
 
 use std::cell::RefCell;
-use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
+use traces::fx::{FxHashMap, FxHashSet};
 
 use traces::{
     CpuId, Event, EventKind, IrqMaskCause, LockFlavor, LockRef, StrId, StringTable, TaskId,
@@ -335,26 +335,26 @@ struct State {
     tasks: Vec<Option<TaskId>>,
     /// Tasks whose name was recorded (a `task:NAME` marker with the task number,
     /// before the first context switch from or to it).
-    named: HashSet<u32>,
-    open: HashMap<(usize, u64, Func), OpenCall>,
+    named: FxHashSet<u32>,
+    open: FxHashMap<(usize, u64, Func), OpenCall>,
     /// Exceptions entered and not yet returned from: (CPU, SP after entry) → IRQ number
     /// (`None`: synchronous).
-    exceptions: HashMap<(usize, u64), Option<u32>>,
+    exceptions: FxHashMap<(usize, u64), Option<u32>>,
     /// (lock address, name pointer, name length) → class.
-    classes: HashMap<(u64, u64, u64), StrId>,
+    classes: FxHashMap<(u64, u64, u64), StrId>,
     /// Exact symbol at an address (static locks), looked up once.
-    symbols: HashMap<u64, Option<String>>,
+    symbols: FxHashMap<u64, Option<String>>,
     samples: Vec<MaskSample>,
     /// Tail-calling wrappers entered: (CPU, SP) -> (flavour, wrapper entry, caller).
-    wrapped: HashMap<(usize, u64), (LockFlavor, u64, u64)>,
+    wrapped: FxHashMap<(usize, u64), (LockFlavor, u64, u64)>,
     /// Each distinct backtrace seen, as its interned string.
-    stacks: HashMap<Vec<u64>, StrId>,
+    stacks: FxHashMap<Vec<u64>, StrId>,
     /// The backtrace each CPU's last `Stack` event named.
     cpu_stack: Vec<Option<StrId>>,
     /// Spin lock events decided at a function's entry and recorded at the
     /// instruction that makes them true (a ticket taken, the releasing store), per
     /// task, innermost (an IRQ handler's) last.
-    deferred: HashMap<TaskId, Vec<Deferred>>,
+    deferred: FxHashMap<TaskId, Vec<Deferred>>,
 }
 
 /// A spin lock event waiting for its instruction.
@@ -497,16 +497,16 @@ impl Recorder {
                 strings,
                 slice_base: 0,
                 tasks: vec![None; cores.len()],
-                open: HashMap::new(),
-                exceptions: HashMap::new(),
-                classes: HashMap::new(),
-                symbols: HashMap::new(),
+                open: FxHashMap::default(),
+                exceptions: FxHashMap::default(),
+                classes: FxHashMap::default(),
+                symbols: FxHashMap::default(),
                 samples: Vec::new(),
-                wrapped: HashMap::new(),
-                stacks: HashMap::new(),
+                wrapped: FxHashMap::default(),
+                stacks: FxHashMap::default(),
                 cpu_stack: vec![None; cores.len()],
-                named: HashSet::new(),
-                deferred: HashMap::new(),
+                named: FxHashSet::default(),
+                deferred: FxHashMap::default(),
             }),
             sink: RefCell::new(sink),
             gate,

@@ -29,7 +29,9 @@
 //! change found by a compare) and `StaleTlbUse`. With the guest's TLBIs and barriers
 //! (recorded by `simmu.rs`) they are all the TLB check needs.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use traces::fx::FxHashMap;
 
 use traces::aarch64::TlbiScope;
 use traces::tlb::{HeldEntry, HeldTlbs, StaleSince};
@@ -151,14 +153,14 @@ pub struct ModelEvent {
 #[derive(Clone)]
 pub struct MmuModel {
     held: HeldTlbs<StaleReport>,
-    pt_pages: HashMap<u64, PtPage>,
+    pt_pages: FxHashMap<u64, PtPage>,
     /// Pages found to be page tables since the running CPU was last told (it must
     /// stop soon: it may hold write permission to them in its soft TLB).
     new_pt_pages: Vec<u64>,
     /// CPUs whose Unicorn TLB must be flushed before they run again.
     need_flush: Vec<bool>,
     /// Freed physical pages still reachable through a stale entry: freed at.
-    freed: HashMap<u64, u64>,
+    freed: FxHashMap<u64, u64>,
     /// Per CPU: page-table pages it was let write (see [`MmuModel::open_write_window`]).
     windows: Vec<Vec<WriteWindow>>,
     /// Whether the machine checks TLB maintenance (hooks its barriers and
@@ -173,10 +175,10 @@ impl MmuModel {
     pub fn new(cpus: usize, checks: bool) -> Self {
         Self {
             held: HeldTlbs::new(cpus),
-            pt_pages: HashMap::new(),
+            pt_pages: FxHashMap::default(),
             new_pt_pages: Vec::new(),
             need_flush: vec![false; cpus],
-            freed: HashMap::new(),
+            freed: FxHashMap::default(),
             windows: (0..cpus).map(|_| Vec::new()).collect(),
             checks,
             stats: MmuStats {

@@ -49,6 +49,7 @@ pub mod error;
 pub mod event;
 pub mod finding;
 pub mod format;
+pub mod fx;
 pub mod header;
 pub mod lockdep;
 pub mod reader;

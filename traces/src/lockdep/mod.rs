@@ -51,10 +51,10 @@ mod graph;
 mod report;
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::hash::{BuildHasherDefault, Hasher};
 
 use crate::event::{backtrace, Event, EventKind, LockFlavor, LockRef, StrId, TaskId};
 use crate::finding::{Finding, Findings};
+use crate::fx::FxHashMap as FxMap;
 use crate::strings::StringTable;
 
 /// The pseudo-lock's class name.
@@ -63,36 +63,6 @@ pub const FS_RECLAIM: &str = "fs_reclaim";
 /// Names code addresses for reports: `(address, is_return_address)` →
 /// `"function+0x10"`. Return addresses are named by the call that made them.
 pub type Symbolizer = Box<dyn Fn(u64, bool) -> Option<String>>;
-
-/// A fast hasher for small integer keys.
-#[derive(Default, Clone, Copy)]
-pub struct FxHasher(u64);
-
-impl Hasher for FxHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.write_u64(b as u64);
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x517c_c1b7_2722_0a95);
-    }
-    fn write_u32(&mut self, n: u32) {
-        self.write_u64(n as u64)
-    }
-    fn write_u16(&mut self, n: u16) {
-        self.write_u64(n as u64)
-    }
-    fn write_usize(&mut self, n: usize) {
-        self.write_u64(n as u64)
-    }
-}
-
-type FxBuild = BuildHasherDefault<FxHasher>;
-type FxMap<K, V> = HashMap<K, V, FxBuild>;
 
 /// Where something happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

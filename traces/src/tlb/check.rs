@@ -1,6 +1,8 @@
 //! [`TlbCheck`]: the TLB-shootdown findings from the MMU events of a run.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use crate::fx::FxHashMap;
 
 use crate::aarch64::{level_shift, Descriptor, DsbReach, TlbiScope, PAGE_MASK, PAGE_SIZE};
 use crate::analysis::Analysis;
@@ -74,8 +76,8 @@ struct At {
 #[derive(Default)]
 pub struct TlbCheck {
     held: HeldTlbs,
-    pt_pages: HashMap<u64, PtPage>,
-    broken: HashMap<u64, Broken>,
+    pt_pages: FxHashMap<u64, PtPage>,
+    broken: FxHashMap<u64, Broken>,
     /// Per CPU, a stack of contexts: an IRQ handler's `isb` or TLBI is not
     /// the interrupted code's, which completes its own maintenance after the
     /// handler returns; a `dsb` completes everything the CPU issued before it.

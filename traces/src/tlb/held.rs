@@ -2,7 +2,7 @@
 //! tables change) until a TLBI that reaches them, marked stale when a descriptor
 //! they went through changes.
 
-use std::collections::HashMap;
+use crate::fx::FxHashMap;
 
 use crate::aarch64::{level_shift, TlbiScope, PAGE_MASK};
 use crate::event::TlbFill;
@@ -50,17 +50,17 @@ impl<T> HeldEntry<T> {
 /// descriptor (to mark them stale when it changes).
 #[derive(Debug, Clone)]
 pub struct HeldTlbs<T = ()> {
-    tlbs: Vec<HashMap<u64, HeldEntry<T>>>,
+    tlbs: Vec<FxHashMap<u64, HeldEntry<T>>>,
     /// Descriptor address → (CPU, page) entries that used it (possibly outdated:
     /// checked against the entry).
-    users: HashMap<u64, Vec<(usize, u64)>>,
+    users: FxHashMap<u64, Vec<(usize, u64)>>,
 }
 
 impl<T> Default for HeldTlbs<T> {
     fn default() -> Self {
         Self {
             tlbs: Vec::new(),
-            users: HashMap::new(),
+            users: FxHashMap::default(),
         }
     }
 }
@@ -68,13 +68,13 @@ impl<T> Default for HeldTlbs<T> {
 impl<T> HeldTlbs<T> {
     pub fn new(cpus: usize) -> Self {
         let mut held = Self::default();
-        held.tlbs.resize_with(cpus, HashMap::new);
+        held.tlbs.resize_with(cpus, FxHashMap::default);
         held
     }
 
-    fn cpu_mut(&mut self, cpu: usize) -> &mut HashMap<u64, HeldEntry<T>> {
+    fn cpu_mut(&mut self, cpu: usize) -> &mut FxHashMap<u64, HeldEntry<T>> {
         if self.tlbs.len() <= cpu {
-            self.tlbs.resize_with(cpu + 1, HashMap::new);
+            self.tlbs.resize_with(cpu + 1, FxHashMap::default);
         }
         &mut self.tlbs[cpu]
     }
