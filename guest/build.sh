@@ -40,13 +40,20 @@ done < <(env | sed -n 's/^\([A-Za-z_][A-Za-z0-9_]*\)=.*/\1/p')
 target_dir="${CARGO_TARGET_DIR:-$repo/target/guest}"
 target=aarch64-unknown-none-softfloat
 
-# Source paths in panic messages and DWARF start at /percpu-lab instead of the
-# repository's directory (emu::GUEST_SOURCE_ROOT, which reports leave off), so
-# the guest, and every report quoting it, is the same wherever it was cloned.
+# The guest must be the same bytes wherever the repository was cloned: its
+# instruction counts, hence every schedule and report, follow from them.
+# - Source paths in panic messages and DWARF start at /percpu-lab instead of the
+#   repository's directory (emu::GUEST_SOURCE_ROOT, which reports leave off). The
+#   allocator, reached through the guest/allocator link, is named by cargo
+#   relative to guest/ and mapped back to /percpu-lab/allocator.
+# - Cargo hashes a path dependency's absolute path into crate metadata, hence
+#   into symbol names and the layout of the whole image, unless it lies under the
+#   guest's workspace root: that is why the allocator is reached through the
+#   guest/allocator link and not as ../allocator.
 case "$repo" in
     *'"'* | *\\*) echo "guest/build.sh: the repository path may not contain \" or \\: $repo" >&2; exit 2 ;;
 esac
-remap="target.$target.rustflags=[\"--remap-path-prefix=$repo=/percpu-lab\"]"
+remap="target.$target.rustflags=[\"--remap-path-prefix=$repo=/percpu-lab\", \"--remap-path-prefix=allocator=/percpu-lab/allocator\"]"
 
 cd "$guest_dir"
 RUSTC="$rustc" RUSTC_BOOTSTRAP=1 "$cargo" build --release --target "$target" \

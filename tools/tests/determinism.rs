@@ -283,3 +283,62 @@ fn debug_and_release_builds_give_identical_reports_and_traces() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Copies the directory tree `from` to `to`, links as links, leaving out `target/`.
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("create the copy's directory");
+    for entry in std::fs::read_dir(from).expect("read the source tree") {
+        let entry = entry.expect("directory entry");
+        let (src, dst) = (entry.path(), to.join(entry.file_name()));
+        let kind = entry.file_type().expect("file type");
+        if kind.is_symlink() {
+            let target = std::fs::read_link(&src).expect("read link");
+            std::os::unix::fs::symlink(target, &dst).expect("copy link");
+        } else if kind.is_dir() {
+            if entry.file_name() != "target" {
+                copy_tree(&src, &dst);
+            }
+        } else {
+            std::fs::copy(&src, &dst).expect("copy file");
+        }
+    }
+}
+
+/// The guest's instruction counts, hence every schedule and report, follow from its
+/// bytes: a copy of its sources at another path (of another length) builds the very
+/// ELF and Image this binary embeds. Cargo would otherwise hash the allocator's
+/// absolute path into the guest's symbol names and layout (guest/build.sh).
+#[test]
+fn the_guest_is_the_same_bytes_wherever_the_repository_is_cloned() {
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root");
+    let dir = fresh_dir("clone");
+    let clone = dir.join("another").join("clone-of-percpu-lab");
+    for part in ["guest", "allocator"] {
+        copy_tree(&workspace.join(part), &clone.join(part));
+    }
+    let out = clone.join("out");
+    let status = Command::new(clone.join("guest/build.sh"))
+        .arg(&out)
+        .env("CARGO_TARGET_DIR", clone.join("target"))
+        .status()
+        .expect("guest/build.sh runs");
+    assert!(status.success(), "building the copied guest failed");
+    for (name, ours) in [
+        ("percpu-guest.elf", env!("PERCPU_GUEST_ELF")),
+        ("Image", env!("PERCPU_GUEST_IMAGE")),
+    ] {
+        let theirs = std::fs::read(out.join(name)).expect("the copy's build output");
+        let ours = std::fs::read(ours).expect("this build's guest");
+        assert!(
+            ours == theirs,
+            "{name} built at {} differs from this build's from byte {:?} (sizes {} and {})",
+            clone.display(),
+            first_difference(&ours, &theirs),
+            ours.len(),
+            theirs.len()
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
