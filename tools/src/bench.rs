@@ -52,6 +52,15 @@ pub fn require_clean(end: &RunEnd, what: &str) -> Result<(), BadInput> {
     }
 }
 
+/// An event count for people: "43 k events", "2.0 M events".
+fn events_text(events: u64) -> String {
+    if events >= 1_000_000 {
+        format!("{:.1} M events", events as f64 / 1e6)
+    } else {
+        format!("{:.0} k events", events as f64 / 1e3)
+    }
+}
+
 pub fn bench(args: &BenchArgs) -> Result<Verdict, BadInput> {
     if args.explore {
         return bench_explore(args);
@@ -126,13 +135,7 @@ pub fn bench(args: &BenchArgs) -> Result<Verdict, BadInput> {
             let per_trace = |figure: &dyn Fn(&CheckCost) -> String| {
                 check
                     .iter()
-                    .map(|c| {
-                        format!(
-                            "{:.1} M events: {}",
-                            c.cost.events as f64 / 1e6,
-                            figure(&c.cost)
-                        )
-                    })
+                    .map(|c| format!("{}: {}", events_text(c.cost.events), figure(&c.cost)))
                     .collect::<Vec<_>>()
                     .join(", ")
             };
@@ -141,13 +144,13 @@ pub fn bench(args: &BenchArgs) -> Result<Verdict, BadInput> {
                 per_trace(&|c| format!("{:.1} MiB", c.peak_rss_bytes as f64 / MIB))
             );
             println!(
-                "  check speed: {} (over the child's CPU time)",
+                "  check speed: {} (over the child's CPU time, start-up included)",
                 per_trace(&|c| format!("{:.1} M events/s", c.events_per_second() / 1e6))
             );
             for c in &check {
                 println!(
-                    "    {:.1} M events: `run {}`",
-                    c.cost.events as f64 / 1e6,
+                    "    {}: `run {}`",
+                    events_text(c.cost.events),
                     c.run_args.join(" ")
                 );
             }
