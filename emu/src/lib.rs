@@ -67,6 +67,7 @@ pub mod lines;
 pub mod machine;
 pub mod memory;
 pub mod mmu;
+mod observe;
 pub mod probe;
 pub mod psci;
 pub mod record;
@@ -86,5 +87,5 @@ pub use machine::{
 };
 pub use memory::{GuestMemory, GuestRam, OutOfRam, RAM_BASE};
 pub use probe::{CallStats, ProbeId};
-pub use record::{EventSink, MaskSample, RecordOptions};
+pub use record::{EventSink, MaskSample, RecordOptions, Recording};
 pub use sched::{SchedPoint, SchedView, Scheduler, SchedulerKind, Slice};

@@ -18,9 +18,10 @@ use crate::insn;
 use crate::kernel::{KernelError, KernelImage};
 use crate::memory::{GuestMemory, GuestRam, OutOfRam, RAM_BASE};
 use crate::mmu::{self, Access};
+use crate::observe::RunObserver;
 use crate::probe::{self, CallProbe, CallStats, ProbeId};
 use crate::psci;
-use crate::record::{EventSink, MaskSample, RecordOptions, Recorder};
+use crate::record::{EventSink, RecordOptions, Recorder, Recording};
 use crate::sched::{make_scheduler, SchedView, Scheduler, SchedulerKind};
 use crate::simmu::SimMmu;
 use crate::timer::{VirtualClock, VirtualTimer};
@@ -221,8 +222,11 @@ pub struct Machine {
     slices: u64,
     end: Option<RunEnd>,
     probes: Vec<Rc<CallProbe>>,
-    /// Set while recording events (`None`: no hook added, nothing to pay).
-    recorder: Option<Rc<Recorder>>,
+    /// Whoever watches the run loop (the recorder, while recording events; none:
+    /// no hook added, nothing to pay).
+    observers: Vec<Rc<dyn RunObserver>>,
+    /// Events are being recorded (at most one recorder per machine).
+    recording: bool,
     /// A reason to stop, set by whoever holds a [`Machine::stop_request`] handle.
     stop: StopRequest,
     /// The simulated MMU (`None` with Unicorn's built-in one).
@@ -327,7 +331,8 @@ impl Machine {
             slices: 0,
             end: None,
             probes: Vec::new(),
-            recorder: None,
+            observers: Vec::new(),
+            recording: false,
             stop: StopRequest::default(),
             mmu: sim_mmu,
             ram,
@@ -386,9 +391,14 @@ impl Machine {
     }
 
     /// Records guest events from now on (see [`crate::record`]); they reach `sink`
-    /// after each slice, in order.
-    pub fn record(&mut self, options: RecordOptions, sink: EventSink) -> Result<(), EmuError> {
-        if self.recorder.is_some() {
+    /// after each slice, in order. The returned handle gives what the recording
+    /// keeps besides events.
+    pub fn record(
+        &mut self,
+        options: RecordOptions,
+        sink: EventSink,
+    ) -> Result<Recording, EmuError> {
+        if self.recording {
             return Err(EmuError::Config("already recording".into()));
         }
         let scheduler = self.scheduler.clone();
@@ -398,8 +408,9 @@ impl Machine {
                 .at_point(&crate::sched::SchedPoint { cpu, kind })
         });
         let recorder = Recorder::install(&mut self.cores, &self.kernel, options, sink, gate)?;
-        self.recorder = Some(recorder);
-        Ok(())
+        self.observers.push(recorder.clone());
+        self.recording = true;
+        Ok(Recording::new(recorder))
     }
 
     /// Runs the rest of the run under `scheduler` instead (e.g. each schedule of an
@@ -417,13 +428,6 @@ impl Machine {
     /// delivered first), e.g. from an event sink that found a deadlock.
     pub fn stop_request(&self) -> StopRequest {
         self.stop.clone()
-    }
-
-    /// The PSTATE.I samples taken so far with [`RecordOptions::sample_irq_mask`].
-    pub fn take_irq_mask_samples(&self) -> Vec<MaskSample> {
-        self.recorder
-            .as_ref()
-            .map_or_else(Vec::new, |r| r.take_samples())
     }
 
     /// What the probe `id` has measured so far.
@@ -461,8 +465,8 @@ impl Machine {
                 break end;
             }
             self.end = self.step();
-            if let Some(recorder) = &self.recorder {
-                recorder.flush();
+            for observer in &self.observers {
+                observer.slice_ended();
             }
             if let Some(reason) = self.stop.0.borrow_mut().take() {
                 self.end.get_or_insert(RunEnd::Stopped { reason });
@@ -535,9 +539,8 @@ impl Machine {
         };
         let slice = self.scheduler.borrow_mut().next(&view);
         let cpu = slice.cpu;
-        if let Some(recorder) = &self.recorder {
-            recorder.slice_start(self.total_insns);
-            recorder.sched_decision(cpu, slice.insns, self.total_insns);
+        for observer in &self.observers {
+            observer.slice_starts(cpu, slice.insns, self.total_insns);
         }
         assert!(
             runnable.contains(&cpu),
@@ -597,16 +600,18 @@ impl Machine {
         let return_pc = core.pc;
         match exception::enter(&mut core.uc, Kind::Irq, core.pc) {
             Ok(pc) => {
-                if let Some(recorder) = &self.recorder {
+                if !self.observers.is_empty() {
                     // What the handler's GICC_IAR read will return (1023: spurious).
                     let intid = self.board.borrow().gic.pending_intid(cpu);
-                    recorder.exception_entered(
-                        &core.uc,
-                        cpu,
-                        Some(intid.unwrap_or(1023)),
-                        return_pc,
-                        self.total_insns,
-                    );
+                    for observer in &self.observers {
+                        observer.exception_entered(
+                            &core.uc,
+                            cpu,
+                            Some(intid.unwrap_or(1023)),
+                            return_pc,
+                            self.total_insns,
+                        );
+                    }
                 }
                 core.pc = pc;
                 core.irqs += 1;
@@ -719,8 +724,8 @@ impl Machine {
                 // is already past it); for the others, the instruction itself.
                 match exception::enter(&mut core.uc, Kind::Sync(exc), pc) {
                     Ok(vector) => {
-                        if let Some(recorder) = &self.recorder {
-                            recorder.exception_entered(&core.uc, cpu, None, pc, self.total_insns);
+                        for observer in &self.observers {
+                            observer.exception_entered(&core.uc, cpu, None, pc, self.total_insns);
                         }
                         core.pc = vector;
                         core.last_exception = Some(TakenException {

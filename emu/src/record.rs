@@ -75,6 +75,7 @@ use crate::cpu::{read_xreg, uc_err, Core, SliceCounter};
 use crate::exception::{self, PSTATE_I};
 use crate::kernel::KernelImage;
 use crate::machine::EmuError;
+use crate::observe::RunObserver;
 use crate::unwind::{frame_chain_with, frame_set_up_at, frames_above};
 
 /// Receives the events of each slice, in order, with the run's string table.
@@ -551,47 +552,6 @@ impl Recorder {
         Ok(recorder)
     }
 
-    /// The machine starts a slice with `total_insns` retired so far.
-    pub(crate) fn slice_start(&self, total_insns: u64) {
-        self.state.borrow_mut().slice_base = total_insns;
-    }
-
-    /// Hands the events recorded so far (the queued ones too) to the sink.
-    pub(crate) fn flush(&self) {
-        let mut st = self.state.borrow_mut();
-        st.take_queued(None);
-        if st.pending.is_empty() {
-            return;
-        }
-        let events = std::mem::take(&mut st.pending);
-        st.recorded += events.len() as u64;
-        (self.sink.borrow_mut())(&events, &st.strings);
-        let mut events = events;
-        events.clear();
-        st.pending = events;
-    }
-
-    pub(crate) fn take_samples(&self) -> Vec<MaskSample> {
-        std::mem::take(&mut self.state.borrow_mut().samples)
-    }
-
-    /// The host's scheduler gives `cpu` a slice of `insns`.
-    pub(crate) fn sched_decision(&self, cpu: usize, insns: u64, now: u64) {
-        let mut st = self.state.borrow_mut();
-        let task = st.tasks[cpu].unwrap_or_default();
-        st.push(
-            now,
-            cpu,
-            task,
-            0,
-            0,
-            EventKind::SchedDecision {
-                cpu: CpuId(cpu as u16),
-                slice: insns,
-            },
-        );
-    }
-
     /// Records `task`'s innermost deferred event that `wanted` accepts, at `now`.
     fn record_deferred(&self, cpu: usize, task: TaskId, now: u64, wanted: fn(&EventKind) -> bool) {
         let mut st = self.state.borrow_mut();
@@ -607,7 +567,7 @@ impl Recorder {
 
     /// The host entered an exception on `cpu` (an IRQ if `irq` has its number); PSTATE
     /// and SP are already those of the handler, SPSR_EL1 holds the old PSTATE.
-    pub(crate) fn exception_entered(
+    fn record_exception_entry(
         &self,
         uc: &Unicorn<'_, ()>,
         cpu: usize,
@@ -1230,6 +1190,67 @@ fn thread_id(uc: &Unicorn<'_, ()>, thread: u64) -> TaskId {
     ) {
         (Some(id), Some(STACK_CANARY)) if id <= u32::MAX as u64 => TaskId(id as u32),
         _ => TaskId((thread >> 4) as u32),
+    }
+}
+
+impl RunObserver for Recorder {
+    /// Notes where the slice starts and records the scheduler's decision.
+    fn slice_starts(&self, cpu: usize, insns: u64, total_insns: u64) {
+        let mut st = self.state.borrow_mut();
+        st.slice_base = total_insns;
+        let task = st.tasks[cpu].unwrap_or_default();
+        st.push(
+            total_insns,
+            cpu,
+            task,
+            0,
+            0,
+            EventKind::SchedDecision {
+                cpu: CpuId(cpu as u16),
+                slice: insns,
+            },
+        );
+    }
+
+    fn exception_entered(
+        &self,
+        uc: &Unicorn<'_, ()>,
+        cpu: usize,
+        irq: Option<u32>,
+        return_pc: u64,
+        now: u64,
+    ) {
+        self.record_exception_entry(uc, cpu, irq, return_pc, now);
+    }
+
+    /// Hands the events recorded so far (the queued ones too) to the sink.
+    fn slice_ended(&self) {
+        let mut st = self.state.borrow_mut();
+        st.take_queued(None);
+        if st.pending.is_empty() {
+            return;
+        }
+        let events = std::mem::take(&mut st.pending);
+        st.recorded += events.len() as u64;
+        (self.sink.borrow_mut())(&events, &st.strings);
+        let mut events = events;
+        events.clear();
+        st.pending = events;
+    }
+}
+
+/// A recording attached with [`crate::Machine::record`]: what it keeps besides the
+/// events it hands to its sink.
+pub struct Recording(Rc<Recorder>);
+
+impl Recording {
+    pub(crate) fn new(recorder: Rc<Recorder>) -> Self {
+        Self(recorder)
+    }
+
+    /// The PSTATE.I samples taken so far with [`RecordOptions::sample_irq_mask`].
+    pub fn take_irq_mask_samples(&self) -> Vec<MaskSample> {
+        std::mem::take(&mut self.0.state.borrow_mut().samples)
     }
 }
 

@@ -92,7 +92,7 @@ fn record_to_end(
     // A run that deadlocks ends there, as `percpu-lab run` ends it.
     let mut validator = traces::Validator::new();
     let stop = machine.stop_request();
-    machine
+    let recording = machine
         .record(
             RecordOptions {
                 sample_irq_mask: sample,
@@ -109,9 +109,9 @@ fn record_to_end(
         )
         .unwrap();
     let outcome = machine.run(&mut |_, _| {});
-    let samples = machine.take_irq_mask_samples();
+    let samples = recording.take_irq_mask_samples();
     let mmu = machine.mmu_stats();
-    drop(machine);
+    drop((machine, recording));
     let (events, strings) = Rc::try_unwrap(out).ok().unwrap().into_inner();
     let recorded = Recorded {
         events,

@@ -54,7 +54,7 @@ impl Snapshot {
 
 impl Machine {
     fn refuse_hooked_state(&self, what: &str) -> Result<(), EmuError> {
-        if self.recorder.is_some() || !self.probes.is_empty() {
+        if !self.observers.is_empty() || !self.probes.is_empty() {
             return Err(EmuError::Config(format!(
                 "cannot {what} a machine that records events or has call probes: \
                  attach them after restoring"
