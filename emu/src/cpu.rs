@@ -9,9 +9,9 @@ use unicorn_engine::{
     Arch, Arm64CpuModel, Arm64Insn, Mode, Prot, RegisterARM64, RegisterARM64CP, Unicorn,
 };
 
+use crate::error::{uc_err, EmuError};
 use crate::exception::PSTATE_I;
 use crate::gic::{self, Gic};
-use crate::machine::{CpuState, EmuError, TakenException};
 use crate::memory::GuestRam;
 use crate::mmu::TranslationRegs;
 use crate::psci;
@@ -20,11 +20,27 @@ use crate::syshook::{self, SysHook};
 use crate::timer::{VirtualClock, VirtualTimer, CNTFRQ_HZ, VTIMER_INTID};
 use crate::uart::{Uart, UART_BASE, UART_SIZE};
 
-pub(crate) fn uc_err(during: &'static str) -> impl Fn(unicorn_engine::uc_error) -> EmuError {
-    move |e| EmuError::Unicorn {
-        during,
-        error: format!("{e:?}"),
-    }
+/// What a core is doing between slices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CpuState {
+    /// Not started yet, or stopped with PSCI CPU_OFF.
+    Off,
+    Running,
+    /// In WFI until an interrupt is pending for it.
+    WaitingForInterrupt,
+    /// After a WFE, until an event (another CPU's SEV) or an interrupt arrives.
+    WaitingForEvent,
+}
+
+/// A synchronous exception the host entered on a CPU.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TakenException {
+    /// "SVC", "BRK", "undefined instruction", "data abort", "instruction abort".
+    pub kind: &'static str,
+    pub esr: u64,
+    pub far: Option<u64>,
+    /// Preferred return address (ELR_EL1).
+    pub elr: u64,
 }
 
 /// Which hooks a core gets: all of them, or only what counting and stopping need

@@ -57,6 +57,7 @@
 
 pub mod bench;
 mod cpu;
+mod error;
 mod events;
 pub mod exception;
 pub mod fdt;

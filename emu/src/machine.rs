@@ -2,20 +2,22 @@
 //! loop that hands out slices, delivers interrupts and ends the run.
 
 use std::cell::RefCell;
-use std::fmt;
 use std::rc::Rc;
 
 use unicorn_engine::{RegisterARM64, Unicorn};
 
 pub(crate) use crate::cpu::Hooks;
 use crate::cpu::{
-    read_insn, read_xreg, translation_regs, uc_err, Board, Core, IrqStop, IrqWatch, SCTLR_EL1,
+    read_insn, read_xreg, translation_regs, Board, Core, IrqStop, IrqWatch, SCTLR_EL1,
 };
+pub use crate::cpu::{CpuState, TakenException};
+use crate::error::uc_err;
+pub use crate::error::EmuError;
 use crate::exception::{self, Kind, Synchronous, PSTATE_EL1H_MASKED, PSTATE_I};
 use crate::fdt::{self, BoardDescription};
 use crate::gic::{self, Gic};
 use crate::insn;
-use crate::kernel::{KernelError, KernelImage};
+use crate::kernel::KernelImage;
 use crate::memory::{GuestMemory, GuestRam, OutOfRam, RAM_BASE};
 use crate::mmu::{self, Access};
 use crate::observe::RunObserver;
@@ -84,43 +86,6 @@ impl Default for MachineConfig {
     }
 }
 
-/// Why a machine could not be built.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum EmuError {
-    Config(String),
-    Kernel(KernelError),
-    Unicorn { during: &'static str, error: String },
-}
-
-impl fmt::Display for EmuError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Config(why) => write!(f, "invalid machine configuration: {why}"),
-            Self::Kernel(e) => e.fmt(f),
-            Self::Unicorn { during, error } => write!(f, "emulator error while {during}: {error}"),
-        }
-    }
-}
-
-impl std::error::Error for EmuError {}
-
-impl From<KernelError> for EmuError {
-    fn from(e: KernelError) -> Self {
-        Self::Kernel(e)
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CpuState {
-    /// Not started yet, or stopped with PSCI CPU_OFF.
-    Off,
-    Running,
-    /// In WFI until an interrupt is pending for it.
-    WaitingForInterrupt,
-    /// After a WFE, until an event (another CPU's SEV) or an interrupt arrives.
-    WaitingForEvent,
-}
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RunEnd {
     PoweredOff {
@@ -175,17 +140,6 @@ pub struct CpuReport {
     /// The last synchronous exception this CPU took (what an "unexpected exception"
     /// panic is about).
     pub last_exception: Option<TakenException>,
-}
-
-/// A synchronous exception the host entered on a CPU.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TakenException {
-    /// "SVC", "BRK", "undefined instruction", "data abort", "instruction abort".
-    pub kind: &'static str,
-    pub esr: u64,
-    pub far: Option<u64>,
-    /// Preferred return address (ELR_EL1).
-    pub elr: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

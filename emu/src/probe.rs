@@ -15,8 +15,8 @@ use std::rc::Rc;
 
 use unicorn_engine::{RegisterARM64, Unicorn};
 
-use crate::cpu::{uc_err, SliceCounter};
-use crate::machine::EmuError;
+use crate::cpu::SliceCounter;
+use crate::error::{uc_err, EmuError};
 
 /// AArch64 `ret` (to x30).
 const RET: u32 = 0xd65f_03c0;

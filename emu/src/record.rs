@@ -71,10 +71,10 @@ use traces::{
 };
 use unicorn_engine::{Prot, RegisterARM64, Unicorn};
 
-use crate::cpu::{read_xreg, uc_err, Core, SliceCounter};
+use crate::cpu::{read_xreg, Core, SliceCounter};
+use crate::error::{uc_err, EmuError};
 use crate::exception::{self, PSTATE_I};
 use crate::kernel::KernelImage;
-use crate::machine::EmuError;
 use crate::observe::RunObserver;
 use crate::unwind::{frame_chain_with, frame_set_up_at, frames_above};
 

@@ -47,11 +47,11 @@ use traces::aarch64::TlbiScope;
 use traces::{BarrierOption, EventKind};
 use unicorn_engine::{MemType, Prot, RegisterARM64, TlbEntry, TlbType, Unicorn};
 
-use crate::cpu::{read_insn, read_xreg, translation_regs, uc_err, Core, SliceCounter};
+use crate::cpu::{read_insn, read_xreg, translation_regs, Core, SliceCounter};
+use crate::error::{uc_err, EmuError};
 use crate::exception::Synchronous;
 use crate::insn;
 use crate::kernel::KernelImage;
-use crate::machine::EmuError;
 use crate::memory::GuestRam;
 use crate::mmu::{Access, Fault, TranslationRegs};
 use crate::record::Recorder;
