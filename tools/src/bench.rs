@@ -5,7 +5,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Args;
-use emu::{MachineConfig, RunEnd};
 use serde_json::json;
 
 use crate::bench_check::CheckCost;
@@ -29,27 +28,6 @@ pub struct BenchArgs {
     /// schedules to the first detection of each target, random against PCT.
     #[arg(long)]
     pub explore: bool,
-}
-
-/// The machine configuration of `percpu-lab run ARGS` (round-robin unless ARGS say
-/// otherwise): each figure measures a run a user can make.
-pub fn run_config(args: &[&str]) -> Result<MachineConfig, BadInput> {
-    let argv: Vec<&str> = ["run", "--sched", "rr"]
-        .iter()
-        .chain(args)
-        .copied()
-        .collect();
-    Ok(crate::tracefile::parse_run_args(&argv)?.machine_config())
-}
-
-/// A measured run must have powered off cleanly; anything else gives no figure.
-pub fn require_clean(end: &RunEnd, what: &str) -> Result<(), BadInput> {
-    match end {
-        RunEnd::PoweredOff { status: 0, .. } => Ok(()),
-        other => Err(BadInput(format!(
-            "{what} did not pass under bench: {other:?}"
-        ))),
-    }
 }
 
 /// An event count for people: "43 k events", "2.0 M events".

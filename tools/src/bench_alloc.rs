@@ -29,7 +29,7 @@ pub fn measure(kernel: &KernelImage) -> Result<Vec<AllocCost>, BadInput> {
 }
 
 fn measure_variant(kernel: &KernelImage, variant: &'static str) -> Result<AllocCost, BadInput> {
-    let config = crate::bench::run_config(&["--scenario", "storm", "--variant", variant])?;
+    let config = crate::bench_run::run_config(&["--scenario", "storm", "--variant", variant])?;
     let mut machine = Machine::new(config, kernel)?;
     let alloc = machine.probe_calls(ALLOC_ENTRY)?;
     let free = machine.probe_calls(FREE_ENTRY)?;

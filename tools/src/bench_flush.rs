@@ -46,13 +46,13 @@ fn one_run(
     strategy: &'static str,
 ) -> Result<(FlushCost, Duration), BadInput> {
     let args: Vec<&str> = ARGS.iter().copied().chain(["--flush", strategy]).collect();
-    let mut machine = Machine::new(crate::bench::run_config(&args)?, kernel)?;
+    let mut machine = Machine::new(crate::bench_run::run_config(&args)?, kernel)?;
     let flushes = machine.probe_calls("flush_tlb_kernel_range")?;
     let calls = machine.probe_calls("csd_unlock")?;
     let started = crate::bench_machine::thread_cpu();
     let outcome = machine.run(&mut |_, _| {});
     let cpu = crate::bench_machine::thread_cpu().saturating_sub(started);
-    crate::bench::require_clean(
+    crate::bench_run::require_clean(
         &outcome.end,
         &format!("`run {}` with --flush {strategy}", ARGS.join(" ")),
     )?;

@@ -45,7 +45,7 @@ pub fn measure(kernel: &KernelImage, min_time: Duration) -> Result<LockdepBench,
         let start = Instant::now();
         let outcome = machine.run(&mut |_, _| {});
         bench.bare += start.elapsed();
-        crate::bench::require_clean(&outcome.end, "storm")?;
+        crate::bench_run::require_clean(&outcome.end, "storm")?;
 
         let mut machine = Machine::new(args.machine_config(), kernel)?;
         let (online, sink) = crate::check::Online::new(kernel, &machine, args.checks_mmu());
@@ -66,7 +66,7 @@ pub fn measure(kernel: &KernelImage, min_time: Duration) -> Result<LockdepBench,
         let start = Instant::now();
         let outcome = machine.run(&mut |_, _| {});
         bench.online += start.elapsed();
-        crate::bench::require_clean(&outcome.end, "storm")?;
+        crate::bench_run::require_clean(&outcome.end, "storm")?;
         if !online.findings().is_empty() {
             return Err(BadInput("storm has lock findings under bench".into()));
         }

@@ -155,7 +155,7 @@ pub fn emulation(kernel: &KernelImage, work: Workload) -> Result<Cost, BadInput>
     let start = thread_cpu();
     let outcome = machine.run(&mut |_, _| {});
     let cpu = thread_cpu() - start;
-    crate::bench::require_clean(&outcome.end, &format!("storm on {} cpus", work.cpus))?;
+    crate::bench_run::require_clean(&outcome.end, &format!("storm on {} cpus", work.cpus))?;
     Ok(Cost {
         insns: outcome.total_insns,
         cpu,
@@ -169,7 +169,7 @@ pub fn raw(kernel: &KernelImage, scale: u64) -> Result<Cost, BadInput> {
     let start = thread_cpu();
     let run = instance.run(u64::MAX / 4);
     let cpu = thread_cpu() - start;
-    crate::bench::require_clean(&run.end, "storm on the raw instance")?;
+    crate::bench_run::require_clean(&run.end, "storm on the raw instance")?;
     Ok(Cost {
         insns: run.insns,
         cpu,
@@ -182,7 +182,7 @@ pub fn spin_share(kernel: &KernelImage, work: Workload) -> Result<f64, BadInput>
     let mut machine = work.machine(kernel, &["--mmu", "builtin"])?;
     let probe = machine.probe_calls("spin_lock")?;
     let outcome = machine.run(&mut |_, _| {});
-    crate::bench::require_clean(&outcome.end, "storm with a spin_lock probe")?;
+    crate::bench_run::require_clean(&outcome.end, "storm with a spin_lock probe")?;
     Ok(machine.call_stats(probe).insns as f64 / outcome.total_insns.max(1) as f64)
 }
 

@@ -33,13 +33,13 @@ impl MmuCost {
 }
 
 fn timed(kernel: &KernelImage, scenario: &str, mmu: MmuMode) -> Result<(Duration, u64), BadInput> {
-    let mut config = crate::bench::run_config(&["--scenario", scenario])?;
+    let mut config = crate::bench_run::run_config(&["--scenario", scenario])?;
     config.mmu = mmu;
     let mut machine = Machine::new(config, kernel)?;
     let start = Instant::now();
     let outcome = machine.run(&mut |_, _| {});
     let elapsed = start.elapsed();
-    crate::bench::require_clean(&outcome.end, &format!("{scenario} with the {mmu:?} MMU"))?;
+    crate::bench_run::require_clean(&outcome.end, &format!("{scenario} with the {mmu:?} MMU"))?;
     Ok((elapsed, outcome.total_insns))
 }
 

@@ -46,7 +46,7 @@ pub fn measure(kernel: &KernelImage, min_time: Duration) -> Result<TraceBench, B
         let start = Instant::now();
         let outcome = machine.run(&mut |_, _| {});
         bench.without += start.elapsed();
-        crate::bench::require_clean(&outcome.end, "storm")?;
+        crate::bench_run::require_clean(&outcome.end, "storm")?;
 
         let mut machine = Machine::new(args.machine_config(), kernel)?;
         let file = tracefile::create(&path)?;
@@ -55,7 +55,7 @@ pub fn measure(kernel: &KernelImage, min_time: Duration) -> Result<TraceBench, B
         let outcome = machine.run(&mut |_, _| {});
         let (_, summary) = recording.finish(&outcome)?;
         bench.with_trace += start.elapsed();
-        crate::bench::require_clean(&outcome.end, "storm")?;
+        crate::bench_run::require_clean(&outcome.end, "storm")?;
         bench.events += summary.events;
         bench.bytes += summary.bytes;
         bench.runs += 1;

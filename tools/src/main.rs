@@ -13,6 +13,7 @@ mod bench_flush;
 mod bench_lockdep;
 mod bench_machine;
 mod bench_mmu;
+mod bench_run;
 mod bench_trace;
 mod check;
 mod explore;
