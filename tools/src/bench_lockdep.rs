@@ -48,7 +48,7 @@ pub fn measure(kernel: &KernelImage, min_time: Duration) -> Result<LockdepBench,
         crate::bench_run::require_clean(&outcome.end, "storm")?;
 
         let mut machine = Machine::new(args.machine_config(), kernel)?;
-        let (online, sink) = crate::check::Online::new(kernel, &machine, args.checks_mmu());
+        let (online, sink) = crate::analysis::Online::new(kernel, &machine, args.checks_mmu());
         let kept: Rc<RefCell<(Vec<Event>, StringTable)>> = Rc::default();
         let keep = recorded.is_none().then(|| kept.clone());
         let mut sink = sink;

@@ -354,7 +354,7 @@ impl Plan<'_> {
             recording.finish(&outcome)?;
         }
         let mmu = crate::mmu_report::MmuRun::of(&machine, &analyses);
-        let locks = crate::check::LockRun::of(&analyses);
+        let locks = crate::analysis::LockRun::of(&analyses);
         let mut causes = BTreeMap::new();
         for f in mmu.findings.iter().chain(&locks.findings) {
             let kind = f.kind.as_str();

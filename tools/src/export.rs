@@ -284,12 +284,12 @@ pub fn export(args: &ExportArgs) -> Result<Verdict, BadInput> {
 
 /// Findings are made again from the trace itself (as `check` does), so a view shows
 /// them at the events that made them.
-fn analyses_for(header: &traces::Header) -> crate::check::Analyses {
-    let tlb_check = crate::check::trace_has_tlb_events(&header.config, header.minor);
-    crate::check::Analyses::new(None, tlb_check)
+fn analyses_for(header: &traces::Header) -> crate::analysis::Analyses {
+    let tlb_check = crate::analysis::trace_has_tlb_events(&header.config, header.minor);
+    crate::analysis::Analyses::new(None, tlb_check)
 }
 
-fn all_findings(analyses: &crate::check::Analyses) -> Vec<Finding> {
+fn all_findings(analyses: &crate::analysis::Analyses) -> Vec<Finding> {
     analyses
         .tlb_findings()
         .iter()

@@ -4,6 +4,8 @@
 //! Exit codes (DESIGN.md): 0 ran with no findings, 1 findings, 2 bad input or usage,
 //! 3 guest fault (panic, unhandled exception, watchdog), 130 interrupted (SIGINT/SIGTERM).
 
+mod analysis;
+mod args;
 mod atomic_file;
 mod bench;
 mod bench_alloc;

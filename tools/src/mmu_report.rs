@@ -5,7 +5,7 @@ use emu::tlb::MmuStats;
 use serde_json::{json, Value};
 use traces::finding::Finding;
 
-use crate::check::CodeNamer;
+use crate::analysis::CodeNamer;
 
 /// What the simulated MMU reported for one run.
 #[derive(Debug, Default, Clone)]
@@ -17,7 +17,7 @@ pub struct MmuRun {
 
 impl MmuRun {
     /// The machine's counts and what the online TLB check found.
-    pub fn of(machine: &emu::Machine, analyses: &crate::check::Online) -> Self {
+    pub fn of(machine: &emu::Machine, analyses: &crate::analysis::Online) -> Self {
         Self {
             findings: analyses.tlb_findings(),
             stats: machine.mmu_stats(),
@@ -112,5 +112,5 @@ pub fn print_text(mmu: &MmuRun) {
             );
         }
     }
-    crate::check::print_findings("TLB check", &mmu.findings);
+    crate::analysis::print_findings("TLB check", &mmu.findings);
 }

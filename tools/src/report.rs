@@ -4,16 +4,11 @@ use clap::ValueEnum;
 use emu::{CpuReport, KernelImage, RunEnd, RunOutcome};
 use serde_json::{json, Value};
 
-use crate::check::{self, LockRun};
+use crate::analysis::{self, LockRun};
+pub use crate::args::ReportFormat;
+use crate::args::RunArgs;
 use crate::mmu_report::{self, MmuRun};
-use crate::run::RunArgs;
 use crate::Verdict;
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum ReportFormat {
-    Text,
-    Json,
-}
 
 /// A run that powered off with status 0 is clean, and so, as far as the guest goes,
 /// is one the host stopped (a deadlock it found: its findings make the exit code);
@@ -44,7 +39,7 @@ pub fn print(
             print_text(kernel, outcome);
             print_held_locks(outcome, locks);
             mmu_report::print_text(mmu);
-            check::print_text(&locks.findings);
+            analysis::print_text(&locks.findings);
         }
         ReportFormat::Json => println!("{}", json_report(args, kernel, outcome, mmu, locks)),
     }
@@ -66,7 +61,7 @@ pub fn describe_end(end: &RunEnd) -> String {
 
 /// `0x40081234 <func+0x14 (file:line)>` (a return address named by its call, as
 /// Linux's `%pB`), or the bare address.
-fn symbolized(namer: &check::CodeNamer, addr: u64, ret: bool) -> String {
+fn symbolized(namer: &analysis::CodeNamer, addr: u64, ret: bool) -> String {
     match namer.name(addr, ret) {
         Some((symbol, Some(line))) => format!("{addr:#x} <{symbol} ({line})>"),
         Some((symbol, None)) => format!("{addr:#x} <{symbol}>"),
@@ -100,7 +95,7 @@ fn print_text(kernel: &KernelImage, outcome: &RunOutcome) {
         outcome.total_insns, outcome.slices
     );
     let with_backtraces = shows_backtraces(&outcome.end);
-    let namer = check::CodeNamer::new(kernel);
+    let namer = analysis::CodeNamer::new(kernel);
     for cpu in &outcome.cpus {
         println!(
             "cpu{}: {:?}, {} instructions, {} irqs, pc {}",
@@ -124,7 +119,7 @@ fn print_text(kernel: &KernelImage, outcome: &RunOutcome) {
 /// goes away; adding keys keeps it.
 pub const SCHEMA_VERSION: u32 = 2;
 
-fn cpu_json(namer: &check::CodeNamer, cpu: &CpuReport) -> Value {
+fn cpu_json(namer: &analysis::CodeNamer, cpu: &CpuReport) -> Value {
     let (symbol, _) = namer.name(cpu.pc, false).unzip();
     json!({
         "cpu": cpu.cpu,
@@ -144,7 +139,7 @@ fn json_report(
     mmu: &MmuRun,
     locks: &LockRun,
 ) -> Value {
-    let namer = check::CodeNamer::new(kernel);
+    let namer = analysis::CodeNamer::new(kernel);
     json!({
         "schema_version": SCHEMA_VERSION,
         "findings": mmu.findings.iter().chain(&locks.findings).map(|f| mmu_report::finding_json(f, Some(&namer))).collect::<Vec<_>>(),
@@ -160,7 +155,7 @@ fn json_report(
             "slices": outcome.slices,
             "cpus": outcome.cpus.iter().map(|cpu| cpu_json(&namer, cpu)).collect::<Vec<_>>(),
             "mmu": mmu.stats.as_ref().map(mmu_report::stats_json),
-            "lockdep": check::stats_json(&locks.stats),
+            "lockdep": analysis::stats_json(&locks.stats),
         },
     })
 }

@@ -16,8 +16,8 @@ use traces::{
     TraceReader, TraceWriter, WriteSummary, WriterOptions,
 };
 
+use crate::args::RunArgs;
 use crate::atomic_file::{AtomicFile, Commit};
-use crate::run::RunArgs;
 use crate::{interrupt, BadInput};
 
 /// The `extra` header key for `--max-insns` (replay passes every extra key back to
