@@ -565,69 +565,6 @@ impl Recorder {
         st.push_stacked(d.stack, now, cpu, task, d.pc, d.caller, d.kind);
     }
 
-    /// The host entered an exception on `cpu` (an IRQ if `irq` has its number); PSTATE
-    /// and SP are already those of the handler, SPSR_EL1 holds the old PSTATE.
-    fn record_exception_entry(
-        &self,
-        uc: &Unicorn<'_, ()>,
-        cpu: usize,
-        irq: Option<u32>,
-        return_pc: u64,
-        now: u64,
-    ) {
-        let was_masked = exception::spsr_el1(uc) & PSTATE_I != 0;
-        let sp = reg(uc, RegisterARM64::SP);
-        let task = self.task(uc, cpu);
-        // Taken between spin_lock's store-exclusive and the branch on its status:
-        // the ticket is already taken (the general registers are still the
-        // interrupted code's).
-        if let Some((at, status)) = self.ticket_taken_at {
-            if return_pc == at && read_xreg(uc, status) == 0 {
-                self.record_deferred(cpu, task, now, is_attempt);
-            }
-        }
-        let mut st = self.state.borrow_mut();
-        let pc = reg(uc, RegisterARM64::PC);
-        if let Some(intid) = irq {
-            st.push(
-                now,
-                cpu,
-                task,
-                return_pc,
-                0,
-                EventKind::IrqInject {
-                    cpu: CpuId(cpu as u16),
-                    intid,
-                },
-            );
-        }
-        if !was_masked {
-            st.push(
-                now,
-                cpu,
-                task,
-                pc,
-                return_pc,
-                EventKind::IrqMask {
-                    old: false,
-                    new: true,
-                    cause: IrqMaskCause::ExceptionEntry,
-                },
-            );
-        }
-        if let Some(intid) = irq {
-            st.push(
-                now,
-                cpu,
-                task,
-                pc,
-                return_pc,
-                EventKind::HardIrqEnter { intid },
-            );
-        }
-        st.exceptions.insert((cpu, sp), irq);
-    }
-
     /// Queues an event another part of the machine saw on `cpu` at virtual `time`
     /// (the simulated MMU's, see [`crate::simmu`]). It enters the stream before the
     /// recorder's next event, attributed to the running task; `uc` is given where
@@ -1212,6 +1149,9 @@ impl RunObserver for Recorder {
         );
     }
 
+    /// Records the entry: an IRQ's injection, IRQs masked by it (when they were
+    /// on), the hard-IRQ context it opens, and a spinlock ticket the interrupted
+    /// code had already taken; remembers the exception by its stack for the `eret`.
     fn exception_entered(
         &self,
         uc: &Unicorn<'_, ()>,
@@ -1220,7 +1160,57 @@ impl RunObserver for Recorder {
         return_pc: u64,
         now: u64,
     ) {
-        self.record_exception_entry(uc, cpu, irq, return_pc, now);
+        let was_masked = exception::spsr_el1(uc) & PSTATE_I != 0;
+        let sp = reg(uc, RegisterARM64::SP);
+        let task = self.task(uc, cpu);
+        // Taken between spin_lock's store-exclusive and the branch on its status:
+        // the ticket is already taken (the general registers are still the
+        // interrupted code's).
+        if let Some((at, status)) = self.ticket_taken_at {
+            if return_pc == at && read_xreg(uc, status) == 0 {
+                self.record_deferred(cpu, task, now, is_attempt);
+            }
+        }
+        let mut st = self.state.borrow_mut();
+        let pc = reg(uc, RegisterARM64::PC);
+        if let Some(intid) = irq {
+            st.push(
+                now,
+                cpu,
+                task,
+                return_pc,
+                0,
+                EventKind::IrqInject {
+                    cpu: CpuId(cpu as u16),
+                    intid,
+                },
+            );
+        }
+        if !was_masked {
+            st.push(
+                now,
+                cpu,
+                task,
+                pc,
+                return_pc,
+                EventKind::IrqMask {
+                    old: false,
+                    new: true,
+                    cause: IrqMaskCause::ExceptionEntry,
+                },
+            );
+        }
+        if let Some(intid) = irq {
+            st.push(
+                now,
+                cpu,
+                task,
+                pc,
+                return_pc,
+                EventKind::HardIrqEnter { intid },
+            );
+        }
+        st.exceptions.insert((cpu, sp), irq);
     }
 
     /// Hands the events recorded so far (the queued ones too) to the sink.

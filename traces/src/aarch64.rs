@@ -3,8 +3,6 @@
 //! option orders. One definition, so the machine and the analysis of its trace cannot
 //! disagree on them.
 
-use crate::event::{BarrierOption, TlbiOp};
-
 /// Bits 47:12 of a descriptor: the next table or the output address.
 pub const OUTPUT_ADDRESS: u64 = 0x0000_ffff_ffff_f000;
 /// The translation granule (4 KiB).
@@ -155,6 +153,65 @@ impl DsbReach {
             full: types == 3,
             shareable: domain != 1,
         }
+    }
+}
+
+/// The operation of a `tlbi` instruction (EL1 forms, stage 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TlbiOp {
+    /// All entries of the current VMID.
+    Vmalle1,
+    /// By VA and ASID, all levels.
+    Vae1,
+    /// By VA and ASID, last level only.
+    Vale1,
+    /// By VA, all ASIDs, all levels.
+    Vaae1,
+    /// By VA, all ASIDs, last level only.
+    Vaale1,
+    /// By ASID.
+    Aside1,
+    /// Any other TLBI: its system-instruction encoding `op1:CRm:op2` (10 bits used).
+    Other(u16),
+}
+
+/// A barrier domain/type: the 4-bit `CRm` option field of `dsb`/`dmb`
+/// (e.g. `0b1111` = SY, `0b1011` = ISH, `0b1010` = ISHST).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct BarrierOption(pub u8);
+
+impl BarrierOption {
+    pub const OSHLD: BarrierOption = BarrierOption(0b0001);
+    pub const OSHST: BarrierOption = BarrierOption(0b0010);
+    pub const OSH: BarrierOption = BarrierOption(0b0011);
+    pub const NSHLD: BarrierOption = BarrierOption(0b0101);
+    pub const NSHST: BarrierOption = BarrierOption(0b0110);
+    pub const NSH: BarrierOption = BarrierOption(0b0111);
+    pub const ISHLD: BarrierOption = BarrierOption(0b1001);
+    pub const ISHST: BarrierOption = BarrierOption(0b1010);
+    pub const ISH: BarrierOption = BarrierOption(0b1011);
+    pub const LD: BarrierOption = BarrierOption(0b1101);
+    pub const ST: BarrierOption = BarrierOption(0b1110);
+    pub const SY: BarrierOption = BarrierOption(0b1111);
+
+    /// The assembler's name for the option, or `#imm` for the reserved encodings.
+    pub fn name(self) -> String {
+        let known = match self.0 {
+            0b0001 => "oshld",
+            0b0010 => "oshst",
+            0b0011 => "osh",
+            0b0101 => "nshld",
+            0b0110 => "nshst",
+            0b0111 => "nsh",
+            0b1001 => "ishld",
+            0b1010 => "ishst",
+            0b1011 => "ish",
+            0b1101 => "ld",
+            0b1110 => "st",
+            0b1111 => "sy",
+            other => return format!("#{other}"),
+        };
+        known.to_string()
     }
 }
 

@@ -16,6 +16,8 @@
 use std::fmt;
 
 use crate::aarch64::Access;
+pub use crate::aarch64::{BarrierOption, TlbiOp};
+pub use crate::strings::StrId;
 use crate::strings::StringTable;
 
 /// A guest CPU (core) number.
@@ -25,10 +27,6 @@ pub struct CpuId(pub u16);
 /// A guest task (kernel thread) id as the guest numbers them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct TaskId(pub u32);
-
-/// An index into the trace's string table (dense, assigned in order of definition).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct StrId(pub u32);
 
 /// One recorded event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,65 +131,6 @@ pub enum IrqMaskCause {
     Eret,
 }
 
-/// The operation of a `tlbi` instruction (EL1 forms, stage 1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum TlbiOp {
-    /// All entries of the current VMID.
-    Vmalle1,
-    /// By VA and ASID, all levels.
-    Vae1,
-    /// By VA and ASID, last level only.
-    Vale1,
-    /// By VA, all ASIDs, all levels.
-    Vaae1,
-    /// By VA, all ASIDs, last level only.
-    Vaale1,
-    /// By ASID.
-    Aside1,
-    /// Any other TLBI: its system-instruction encoding `op1:CRm:op2` (10 bits used).
-    Other(u16),
-}
-
-/// A barrier domain/type: the 4-bit `CRm` option field of `dsb`/`dmb`
-/// (e.g. `0b1111` = SY, `0b1011` = ISH, `0b1010` = ISHST).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct BarrierOption(pub u8);
-
-impl BarrierOption {
-    pub const OSHLD: BarrierOption = BarrierOption(0b0001);
-    pub const OSHST: BarrierOption = BarrierOption(0b0010);
-    pub const OSH: BarrierOption = BarrierOption(0b0011);
-    pub const NSHLD: BarrierOption = BarrierOption(0b0101);
-    pub const NSHST: BarrierOption = BarrierOption(0b0110);
-    pub const NSH: BarrierOption = BarrierOption(0b0111);
-    pub const ISHLD: BarrierOption = BarrierOption(0b1001);
-    pub const ISHST: BarrierOption = BarrierOption(0b1010);
-    pub const ISH: BarrierOption = BarrierOption(0b1011);
-    pub const LD: BarrierOption = BarrierOption(0b1101);
-    pub const ST: BarrierOption = BarrierOption(0b1110);
-    pub const SY: BarrierOption = BarrierOption(0b1111);
-
-    /// The assembler's name for the option, or `#imm` for the reserved encodings.
-    pub fn name(self) -> String {
-        let known = match self.0 {
-            0b0001 => "oshld",
-            0b0010 => "oshst",
-            0b0011 => "osh",
-            0b0101 => "nshld",
-            0b0110 => "nshst",
-            0b0111 => "nsh",
-            0b1001 => "ishld",
-            0b1010 => "ishst",
-            0b1011 => "ish",
-            0b1101 => "ld",
-            0b1110 => "st",
-            0b1111 => "sy",
-            other => return format!("#{other}"),
-        };
-        known.to_string()
-    }
-}
-
 /// A translation entered into a CPU's TLB: one 4 KiB page of it (a block is held page
 /// by page).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -206,7 +145,7 @@ pub struct TlbFill {
     pub exec: bool,
     /// nG clear: the entry matches every ASID.
     pub global: bool,
-    /// The ASID (TTBR0_EL1[63:48]) it was filled under.
+    /// The ASID (bits 63:48 of TTBR0_EL1) it was filled under.
     pub asid: u16,
     /// Physical addresses of the descriptors the walk read, outermost first, the leaf
     /// last (`walk[..walk_len]`).

@@ -2,7 +2,9 @@
 
 use std::collections::HashMap;
 
-use crate::event::StrId;
+/// An index into the trace's string table (dense, assigned in order of definition).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct StrId(pub u32);
 
 /// Strings by dense id (0, 1, 2, … in order of first interning), with lookup by text.
 ///

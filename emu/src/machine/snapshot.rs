@@ -33,7 +33,8 @@ struct CoreState {
     last_exception: Option<TakenException>,
 }
 
-/// A machine's state at one point (see the [module](self)).
+/// A machine's complete state between slices, from [`crate::Machine::snapshot`],
+/// for [`crate::Machine::restore`] on the same machine.
 pub struct Snapshot {
     cores: Vec<CoreState>,
     ram: Vec<(usize, Box<[u8]>)>,
