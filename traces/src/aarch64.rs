@@ -180,44 +180,58 @@ pub enum TlbiOp {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct BarrierOption(pub u8);
 
-impl BarrierOption {
-    pub const OSHLD: BarrierOption = BarrierOption(0b0001);
-    pub const OSHST: BarrierOption = BarrierOption(0b0010);
-    pub const OSH: BarrierOption = BarrierOption(0b0011);
-    pub const NSHLD: BarrierOption = BarrierOption(0b0101);
-    pub const NSHST: BarrierOption = BarrierOption(0b0110);
-    pub const NSH: BarrierOption = BarrierOption(0b0111);
-    pub const ISHLD: BarrierOption = BarrierOption(0b1001);
-    pub const ISHST: BarrierOption = BarrierOption(0b1010);
-    pub const ISH: BarrierOption = BarrierOption(0b1011);
-    pub const LD: BarrierOption = BarrierOption(0b1101);
-    pub const ST: BarrierOption = BarrierOption(0b1110);
-    pub const SY: BarrierOption = BarrierOption(0b1111);
+/// Declares the named barrier options once: each becomes a constant of
+/// [`BarrierOption`] and the name [`BarrierOption::name`] gives it.
+macro_rules! barrier_options {
+    ($($constant:ident = $bits:literal, $name:literal;)*) => {
+        impl BarrierOption {
+            $(
+                #[doc = concat!("`", $name, "`")]
+                pub const $constant: BarrierOption = BarrierOption($bits);
+            )*
 
-    /// The assembler's name for the option, or `#imm` for the reserved encodings.
-    pub fn name(self) -> String {
-        let known = match self.0 {
-            0b0001 => "oshld",
-            0b0010 => "oshst",
-            0b0011 => "osh",
-            0b0101 => "nshld",
-            0b0110 => "nshst",
-            0b0111 => "nsh",
-            0b1001 => "ishld",
-            0b1010 => "ishst",
-            0b1011 => "ish",
-            0b1101 => "ld",
-            0b1110 => "st",
-            0b1111 => "sy",
-            other => return format!("#{other}"),
-        };
-        known.to_string()
-    }
+            /// The assembler's name for the option, or `#imm` for the reserved encodings.
+            pub fn name(self) -> String {
+                match self.0 {
+                    $($bits => $name.to_string(),)*
+                    other => format!("#{other}"),
+                }
+            }
+        }
+    };
+}
+
+barrier_options! {
+    OSHLD = 0b0001, "oshld";
+    OSHST = 0b0010, "oshst";
+    OSH = 0b0011, "osh";
+    NSHLD = 0b0101, "nshld";
+    NSHST = 0b0110, "nshst";
+    NSH = 0b0111, "nsh";
+    ISHLD = 0b1001, "ishld";
+    ISHST = 0b1010, "ishst";
+    ISH = 0b1011, "ish";
+    LD = 0b1101, "ld";
+    ST = 0b1110, "st";
+    SY = 0b1111, "sy";
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn barrier_options_are_named_as_the_assembler_names_them() {
+        assert_eq!(BarrierOption::ISH.name(), "ish");
+        assert_eq!(BarrierOption::NSHST.name(), "nshst");
+        assert_eq!(BarrierOption(0b1111), BarrierOption::SY);
+        // Reserved encodings (no assembler name) print as immediates.
+        assert_eq!(BarrierOption(0).name(), "#0");
+        assert_eq!(BarrierOption(0b1100).name(), "#12");
+        let named: std::collections::BTreeSet<String> =
+            (0u8..16).map(|bits| BarrierOption(bits).name()).collect();
+        assert_eq!(named.iter().filter(|n| !n.starts_with('#')).count(), 12);
+    }
 
     #[test]
     fn tlbi_operands_give_va_and_asid() {
