@@ -482,7 +482,11 @@ fn smoke_page_allocator() {
     page_alloc::kfree(buffer, 3 * PAGE_SIZE);
 
     page_alloc::register_shrinker(&SMOKE_SHRINKER);
-    page_alloc::set_low_watermark(page_alloc::free_page_count() + 1);
+    // Well above the free count, so that pages other CPUs free meanwhile (their
+    // smoke threads, work items) cannot lift it back over the watermark before
+    // the allocation looks: with a margin of one page, QEMU's parallel vCPUs
+    // once skipped the reclaim.
+    page_alloc::set_low_watermark(page_alloc::free_page_count() + 64);
     let page = page_alloc::alloc_pages(0, Gfp::Kernel).expect("a page under pressure");
     page_alloc::free_pages(page, 0);
     page_alloc::set_low_watermark(32);
