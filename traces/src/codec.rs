@@ -304,6 +304,8 @@ fn layout(kind: &EventKind) -> Layout {
         EventKind::Stack { .. } => plain(tag::STACK, Body::default()),
         EventKind::CsdWait { .. } => plain(tag::CSD_WAIT, Body::default()),
         EventKind::CsdUnlock { .. } => plain(tag::CSD_UNLOCK, Body::default()),
+        EventKind::LocalLockClass { .. } => plain(tag::LOCAL_LOCK_CLASS, Body::default()),
+        EventKind::LockMemoryFreed { .. } => plain(tag::LOCK_MEMORY_FREED, Body::default()),
         EventKind::Unknown { tag } => plain(tag, Body::default()),
     }
 }
@@ -319,6 +321,8 @@ fn known_sized(tag: u8) -> bool {
             | tag::STACK
             | tag::CSD_WAIT
             | tag::CSD_UNLOCK
+            | tag::LOCAL_LOCK_CLASS
+            | tag::LOCK_MEMORY_FREED
     )
 }
 
@@ -375,6 +379,11 @@ fn sized_body(kind: &EventKind) -> Vec<u8> {
             put_va(&mut body, csd);
         }
         EventKind::CsdUnlock { csd } => put_va(&mut body, csd),
+        EventKind::LocalLockClass { class } => put_uleb(&mut body, class.0.into()),
+        EventKind::LockMemoryFreed { addr, len } => {
+            put_va(&mut body, addr);
+            put_uleb(&mut body, len);
+        }
         _ => {}
     }
     body
@@ -461,6 +470,19 @@ fn decode_sized(tag: u8, body: &[u8], string_count: usize) -> Result<Option<Even
         }
         tag::CSD_UNLOCK => EventKind::CsdUnlock {
             csd: unzigzag(uleb()?) as u64,
+        },
+        tag::LOCAL_LOCK_CLASS => {
+            let id = uleb()?;
+            if id >= string_count as u64 {
+                return Err(Malformed::new("undefined string id"));
+            }
+            EventKind::LocalLockClass {
+                class: StrId(id as u32),
+            }
+        }
+        tag::LOCK_MEMORY_FREED => EventKind::LockMemoryFreed {
+            addr: unzigzag(uleb()?) as u64,
+            len: uleb()?,
         },
         _ => return Ok(None),
     };

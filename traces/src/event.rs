@@ -320,6 +320,18 @@ pub enum EventKind {
     CsdUnlock {
         csd: u64,
     },
+    /// Lock class `class` is a `local_lock_t` (lockdep's `LD_LOCK_PERCPU`): a
+    /// per-CPU lock that is no real lock for IRQ-inversion purposes (recorded once,
+    /// before the class's first lock event).
+    LocalLockClass {
+        class: StrId,
+    },
+    /// Memory `[addr, addr+len)` is freed or re-initialised (lockdep's
+    /// `debug_check_no_locks_freed`): a lock the task holds in it is a bug.
+    LockMemoryFreed {
+        addr: u64,
+        len: u64,
+    },
     /// A kind this reader does not know (written by a newer writer); its payload was
     /// skipped. `tag` is its record tag (0x80..=0xff). Writing it back stores an empty
     /// payload.
@@ -359,6 +371,8 @@ impl EventKind {
             EventKind::Stack { .. } => "stack",
             EventKind::CsdWait { .. } => "csd-wait",
             EventKind::CsdUnlock { .. } => "csd-unlock",
+            EventKind::LocalLockClass { .. } => "local-lock-class",
+            EventKind::LockMemoryFreed { .. } => "lock-memory-freed",
             EventKind::Tlbi { .. } => "tlbi",
             EventKind::Dsb { .. } => "dsb",
             EventKind::Dmb { .. } => "dmb",
@@ -385,7 +399,9 @@ impl EventKind {
     /// Every string id the payload refers to (at most one today).
     pub fn string_ref(&self) -> Option<StrId> {
         match *self {
-            EventKind::Marker { label, .. } | EventKind::Stack { frames: label } => Some(label),
+            EventKind::Marker { label, .. }
+            | EventKind::Stack { frames: label }
+            | EventKind::LocalLockClass { class: label } => Some(label),
             _ => self.lock().map(|lock| lock.class),
         }
     }
@@ -557,6 +573,10 @@ impl fmt::Display for EventDisplay<'_> {
             EventKind::Stack { frames } => write!(f, " {}", text(*frames)),
             EventKind::CsdWait { target, csd } => write!(f, " {target} csd={csd:#x}"),
             EventKind::CsdUnlock { csd } => write!(f, " csd={csd:#x}"),
+            EventKind::LocalLockClass { class } => write!(f, " {}", text(*class)),
+            EventKind::LockMemoryFreed { addr, len } => {
+                write!(f, " {addr:#x}..{:#x}", addr.wrapping_add(*len))
+            }
             EventKind::Unknown { tag } => write!(f, " tag={tag:#04x}"),
             EventKind::Sleep
             | EventKind::MightSleep

@@ -34,6 +34,9 @@ finding_kinds! {
     SleepInAtomic => "sleep-in-atomic",
     RecursiveLocking => "recursive-locking",
     BadUnlock => "bad-unlock",
+    /// Memory freed or re-initialised while the task holds a lock in it (lockdep's
+    /// `debug_check_no_locks_freed`).
+    HeldLockFreed => "held-lock-freed",
     /// A `CONTEXT:` claim (assert-held) the guest made that did not hold.
     ContextViolation => "context-violation",
     Deadlock => "deadlock",

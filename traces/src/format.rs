@@ -180,6 +180,14 @@
 //! | `0x84` | csd wait | `uleb target` (the CPU asked), `zz csd` (the call's address) |
 //! | `0x85` | csd unlock | `zz csd` |
 //!
+//! Since 1.5 two facts lockdep has about Linux locks are recorded (by the Linux
+//! profile of the recorder):
+//!
+//! | tag | kind | body |
+//! | --- | --- | --- |
+//! | `0x86` | local-lock class | `uleb class` (a string id: the class is a `local_lock_t`, lockdep's `LD_LOCK_PERCPU`) |
+//! | `0x87` | lock memory freed | `zz addr`, `uleb len` (memory freed or re-initialised; a lock held in it is a bug) |
+//!
 //! `zz` here is the zigzag of the value itself (kernel addresses are "negative").
 //! Bytes after the fields of a known sized kind are ignored (room for later fields).
 //!
@@ -197,7 +205,7 @@ pub const MAGIC: [u8; 8] = *b"\x89PCPUTR\n";
 /// The format major version this crate writes and reads.
 pub const VERSION_MAJOR: u16 = 1;
 /// The format minor version this crate writes (it reads any minor of its major).
-pub const VERSION_MINOR: u16 = 4;
+pub const VERSION_MINOR: u16 = 5;
 /// Size of the fixed part of the header (before the body).
 pub const HEADER_FIXED_LEN: usize = 20;
 /// Largest header body a reader accepts.
@@ -262,4 +270,6 @@ pub(crate) mod tag {
     /// Sized kinds of minor version 4: cross-CPU calls waited for and completed.
     pub const CSD_WAIT: u8 = 0x84;
     pub const CSD_UNLOCK: u8 = 0x85;
+    pub const LOCAL_LOCK_CLASS: u8 = 0x86;
+    pub const LOCK_MEMORY_FREED: u8 = 0x87;
 }

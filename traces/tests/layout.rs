@@ -42,7 +42,7 @@ fn hand_header() -> Vec<u8> {
     body.push(1); // one extra pair
     body.extend(b"\x06inject\x0eskip-tlb-flush");
     let mut out = b"\x89PCPUTR\n".to_vec();
-    out.extend([1, 0, 4, 0]); // version 1.4
+    out.extend([1, 0, 5, 0]); // version 1.5
     out.extend((body.len() as u32).to_le_bytes());
     out.extend(crc32fast::hash(&body).to_le_bytes());
     out.extend(body);
@@ -167,6 +167,34 @@ fn records() -> Vec<(Vec<u8>, Option<Event>)> {
                 EventKind::CsdUnlock { csd: CSD_ADDR },
             )),
         ),
+        (
+            // local-lock class (sized, 1.5): body: the class's string id.
+            vec![0x86, 0x01, 1, 1, 0],
+            Some(event(
+                133,
+                0x1010,
+                0,
+                EventKind::LocalLockClass { class: StrId(0) },
+            )),
+        ),
+        (
+            // lock memory freed (sized, 1.5): body: zz addr, uleb len (64).
+            cat(&[
+                &[0x87, 0x01, 1],
+                &uleb(zz(LOCK_ADDR as i64).len() as u64 + 1),
+                &zz(LOCK_ADDR as i64),
+                &[64],
+            ]),
+            Some(event(
+                134,
+                0x1010,
+                0,
+                EventKind::LockMemoryFreed {
+                    addr: LOCK_ADDR,
+                    len: 64,
+                },
+            )),
+        ),
     ]
 }
 
@@ -187,11 +215,11 @@ fn future_records() -> Vec<(Vec<u8>, Option<Event>)> {
     vec![
         (
             vec![0x90, 0x51, 1, 3, 1, 2, 3],
-            Some(event(133, 0x1010, EventKind::Unknown { tag: 0x90 })),
+            Some(event(135, 0x1010, EventKind::Unknown { tag: 0x90 })),
         ),
         (
             vec![0x21, 0x03, 2, 8],
-            Some(event(135, 0x1014, EventKind::Isb)),
+            Some(event(137, 0x1014, EventKind::Isb)),
         ),
     ]
 }

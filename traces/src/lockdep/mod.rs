@@ -40,7 +40,12 @@
 //! # Findings (kinds from DESIGN.md)
 //! `circular-dependency`, `irq-inversion`, `inconsistent-irq-state`,
 //! `irqs-enabled-in-hardirq`, `sleep-in-atomic`, `recursive-locking`, `bad-unlock`,
+//! `held-lock-freed` (`LockMemoryFreed` over a lock the task holds),
 //! `context-violation` (an assert-held on a lock the task does not hold), `deadlock`.
+//!
+//! A `local_lock_t` class (`LocalLockClass`) is no real lock for IRQ inversion, as
+//! in lockdep (`usage_skip`): the searches for a hardirq-safe or -unsafe class
+//! neither match nor pass through it.
 //! Each is reported once per distinct cause (its `key`).
 //!
 //! Not checked: a `Sleep` event itself (the guest blocks inside the scheduler with
@@ -48,6 +53,7 @@
 //! blocking allocations (GFP `__GFP_DIRECT_RECLAIM`) are the sleep points checked.
 
 mod graph;
+pub mod oracle;
 mod report;
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -87,6 +93,8 @@ struct Class {
     in_hardirq: Option<Site>,
     /// First acquisition (or hold) with IRQs on outside hard-IRQ context.
     hardirq_on: Option<Site>,
+    /// A `local_lock_t` (lockdep's `LD_LOCK_PERCPU`).
+    local: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -330,6 +338,7 @@ impl Validator {
             name: name.to_string(),
             in_hardirq: None,
             hardirq_on: None,
+            local: false,
         });
         self.by_name.insert(name.to_string(), id);
         self.forward.push(Vec::new());
@@ -483,6 +492,12 @@ impl Validator {
                 self.csd_waits.remove(&csd);
             }
             EventKind::MightSleep => self.sleep_point(e, "might_sleep()"),
+            EventKind::LocalLockClass { class } => {
+                let name = strings.get(class).unwrap_or_default().to_string();
+                let id = self.class_named(&name);
+                self.classes[id as usize].local = true;
+            }
+            EventKind::LockMemoryFreed { addr, len } => self.memory_freed(e, addr, len),
             EventKind::ReclaimEnter => self.task(e.task).reclaim += 1,
             EventKind::ReclaimExit => {
                 let t = self.task(e.task);
@@ -712,13 +727,29 @@ impl Validator {
     /// inconsistent, and an inversion through it would be the same cause again.
     fn only_safe(&self, c: ClassId) -> bool {
         let c = &self.classes[c as usize];
-        c.in_hardirq.is_some() && c.hardirq_on.is_none()
+        c.in_hardirq.is_some() && c.hardirq_on.is_none() && !c.local
     }
 
     /// Hardirq-unsafe and not also safe (see [`Self::only_safe`]).
     fn only_unsafe(&self, c: ClassId) -> bool {
         let c = &self.classes[c as usize];
-        c.hardirq_on.is_some() && c.in_hardirq.is_none()
+        c.hardirq_on.is_some() && c.in_hardirq.is_none() && !c.local
+    }
+
+    /// lockdep's `debug_check_no_locks_freed`: the task must hold no lock inside
+    /// memory it frees or re-initialises.
+    fn memory_freed(&mut self, e: &Event, addr: u64, len: u64) {
+        let end = addr.saturating_add(len);
+        let freed = self.tasks.get(&e.task.0).and_then(|t| {
+            t.held
+                .iter()
+                .rev()
+                .find(|h| h.addr >= addr && h.addr < end)
+                .copied()
+        });
+        if let Some(held) = freed {
+            self.report_held_lock_freed(e, &held, addr, len);
+        }
     }
 
     fn mark_in_hardirq(&mut self, e: &Event, class: ClassId, site: Site) {
@@ -733,7 +764,7 @@ impl Validator {
             return;
         }
         // A safe class now: nothing it leads to may be unsafe.
-        if let Some(path) = self.search(class, true, |c| self.only_unsafe(c)) {
+        if let Some(path) = self.usage_search(class, true, |c| self.only_unsafe(c)) {
             // lockdep's scenario names the lock next to the one just marked.
             self.report_irq_inversion(e, &path, path[1]);
         }
@@ -749,7 +780,7 @@ impl Validator {
             return;
         }
         // An unsafe class now: nothing that leads to it may be safe.
-        if let Some(mut path) = self.search(class, false, |c| self.only_safe(c)) {
+        if let Some(mut path) = self.usage_search(class, false, |c| self.only_safe(c)) {
             path.reverse();
             self.report_irq_inversion(e, &path, path[path.len() - 2]);
         }
@@ -763,11 +794,35 @@ impl Validator {
         forward: bool,
         wanted: impl Fn(ClassId) -> bool,
     ) -> Option<Vec<ClassId>> {
+        self.search_graph(from, forward, false, wanted)
+    }
+
+    /// [`Self::search`] for IRQ usage: local locks are skipped (lockdep's
+    /// `usage_skip`).
+    fn usage_search(
+        &self,
+        from: ClassId,
+        forward: bool,
+        wanted: impl Fn(ClassId) -> bool,
+    ) -> Option<Vec<ClassId>> {
+        self.search_graph(from, forward, true, wanted)
+    }
+
+    fn search_graph(
+        &self,
+        from: ClassId,
+        forward: bool,
+        skip_local: bool,
+        wanted: impl Fn(ClassId) -> bool,
+    ) -> Option<Vec<ClassId>> {
         let graph = if forward {
             &self.forward
         } else {
             &self.backward
         };
+        if skip_local && self.classes[from as usize].local {
+            return None; // lockdep skips the search's root too
+        }
         let mut parent: FxMap<ClassId, ClassId> = FxMap::default();
         let mut queue = VecDeque::from([from]);
         parent.insert(from, from);
@@ -777,6 +832,9 @@ impl Validator {
                     continue;
                 }
                 parent.insert(next, c);
+                if skip_local && self.classes[next as usize].local {
+                    continue; // neither a match nor a way through
+                }
                 if wanted(next) {
                     let mut path = vec![next];
                     let mut at = next;
@@ -823,7 +881,7 @@ impl Validator {
         let safe = if self.only_safe(prev.class) {
             Some(vec![prev.class])
         } else {
-            self.search(prev.class, false, |c| self.only_safe(c))
+            self.usage_search(prev.class, false, |c| self.only_safe(c))
                 .map(|mut p| {
                     p.reverse();
                     p
@@ -833,7 +891,7 @@ impl Validator {
             let unsafe_ = if self.only_unsafe(next) {
                 Some(vec![next])
             } else {
-                self.search(next, true, |c| self.only_unsafe(c))
+                self.usage_search(next, true, |c| self.only_unsafe(c))
             };
             if let Some(unsafe_) = unsafe_ {
                 let mut path = safe;

@@ -439,6 +439,23 @@ impl Validator {
         self.finding(FindingKind::BadUnlock, "bad unlock balance", key, out, e);
     }
 
+    pub(super) fn report_held_lock_freed(&mut self, e: &Event, held: &Held, addr: u64, len: u64) {
+        let site = self.site_of(e);
+        let name = self.name(held.class).to_string();
+        let mut out = Draft::default();
+        out.line("WARNING: held lock freed!");
+        out.line(format!(
+            "{} is freeing memory {addr:#x}-{:#x}, with a lock still held there!",
+            self.task_label(e.task.0),
+            addr.saturating_add(len).saturating_sub(1)
+        ));
+        self.lock_line(held.class, held.addr, &held.site, "held", &mut out);
+        self.held_lines(e.task.0, &mut out);
+        self.reporter_lines(&site, &mut out);
+        let key = format!("{name} {}", self.func_of(e.caller, true));
+        self.finding(FindingKind::HeldLockFreed, "held lock freed", key, out, e);
+    }
+
     pub(super) fn report_context_violation(&mut self, e: &Event, class: ClassId) {
         let site = self.site_of(e);
         let addr = e.kind.lock().map_or(0, |l| l.addr);

@@ -1259,3 +1259,66 @@ fn an_ipi_wait_is_no_deadlock_while_its_target_can_take_it_or_after_it_ran() {
     }
     assert!(s.run().deadlocked());
 }
+
+/// lockdep's `local_lock_2` and `local_lock_3A` self-tests: a local lock taken
+/// with IRQs on, then under an IRQ-safe lock, is no IRQ inversion (lockdep's
+/// `usage_skip`) — neither as its end nor as a way through (`3A`: local → B).
+/// The same classes as ordinary locks are an inversion.
+#[test]
+fn a_local_lock_is_neither_end_nor_middle_of_an_irq_inversion() {
+    for local in [true, false] {
+        let mut s = script();
+        if local {
+            let class = s.strings.intern("local_A");
+            s.push(EventKind::LocalLockClass { class });
+        }
+        s.spin("local_A").spin("B").unspin("B").unspin("local_A");
+        s.hardirq().spin("A").unspin("A").hardirq_exit();
+        s.irqs(false)
+            .spin("A")
+            .spin("local_A")
+            .unspin("local_A")
+            .unspin("A")
+            .irqs(true);
+        let expected: &[FindingKind] = if local {
+            &[]
+        } else {
+            &[FindingKind::IrqInversion]
+        };
+        assert_eq!(s.kinds(), expected, "local: {local}");
+    }
+}
+
+/// A local lock still makes dependencies: it closes a cycle like any lock.
+#[test]
+fn a_local_lock_still_closes_a_cycle() {
+    let mut s = script();
+    let class = s.strings.intern("local_A");
+    s.push(EventKind::LocalLockClass { class });
+    s.spin("local_A").spin("B").unspin("B").unspin("local_A");
+    s.spin("B").spin("local_A").unspin("local_A").unspin("B");
+    assert_eq!(s.kinds(), [FindingKind::CircularDependency]);
+}
+
+/// lockdep's `init_held_*` self-tests: re-initialising (or freeing) a lock the
+/// task holds; memory next to it, or a lock another task holds, is fine.
+#[test]
+fn freeing_memory_with_a_held_lock_in_it_is_reported() {
+    let mut s = script();
+    s.spin("A");
+    let addr = s.lock("A").addr;
+    s.push(EventKind::LockMemoryFreed {
+        addr: addr + 8,
+        len: 64,
+    });
+    s.on(1, 2).push(EventKind::LockMemoryFreed { addr, len: 8 });
+    assert_eq!(s.kinds(), []);
+    s.on(0, 1).push(EventKind::LockMemoryFreed { addr, len: 8 });
+    let v = s.run();
+    let kinds: Vec<_> = v.findings().iter().map(|f| f.kind).collect();
+    assert_eq!(kinds, [FindingKind::HeldLockFreed]);
+    assert!(v.findings()[0]
+        .details
+        .iter()
+        .any(|l| l.contains("held lock freed")));
+}
