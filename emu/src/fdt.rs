@@ -20,11 +20,17 @@ pub fn dtb_address(ram_base: u64, ram_size: u64) -> u64 {
     ram_base + (ram_size / 2).min(128 << 20)
 }
 
+/// The most the arm64 boot protocol allows a device tree (what follows it in RAM
+/// may start this far after it).
+pub const DTB_MAX_SIZE: u64 = 2 << 20;
+
 pub struct BoardDescription<'a> {
     pub cpus: usize,
     pub ram_base: u64,
     pub ram_size: u64,
     pub bootargs: &'a str,
+    /// The initrd's physical `[start, end)`, if there is one.
+    pub initrd: Option<(u64, u64)>,
 }
 
 pub fn build(board: &BoardDescription<'_>) -> Result<Vec<u8>, vm_fdt::Error> {
@@ -39,6 +45,10 @@ pub fn build(board: &BoardDescription<'_>) -> Result<Vec<u8>, vm_fdt::Error> {
     let chosen = fdt.begin_node("chosen")?;
     fdt.property_string("bootargs", board.bootargs)?;
     fdt.property_string("stdout-path", &format!("/pl011@{UART_BASE:x}"))?;
+    if let Some((start, end)) = board.initrd {
+        fdt.property_u64("linux,initrd-start", start)?;
+        fdt.property_u64("linux,initrd-end", end)?;
+    }
     fdt.end_node(chosen)?;
 
     let memory = fdt.begin_node(&format!("memory@{:x}", board.ram_base))?;
@@ -123,10 +133,18 @@ mod tests {
             ram_base: 0x4000_0000,
             ram_size: 128 << 20,
             bootargs: "scenario=smoke seed=3",
+            initrd: Some((0x4420_0000, 0x4420_1234)),
         })
         .unwrap();
         let fdt = fdt::Fdt::new(&blob).unwrap();
         assert_eq!(fdt.chosen().bootargs(), Some("scenario=smoke seed=3"));
+        let chosen = fdt.find_node("/chosen").unwrap();
+        let u64_of = |name| {
+            let bytes = chosen.property(name).unwrap().value;
+            u64::from_be_bytes(bytes.try_into().unwrap())
+        };
+        assert_eq!(u64_of("linux,initrd-start"), 0x4420_0000);
+        assert_eq!(u64_of("linux,initrd-end"), 0x4420_1234);
         let region = fdt.memory().regions().next().unwrap();
         assert_eq!(region.starting_address as u64, 0x4000_0000);
         assert_eq!(region.size, Some(128 << 20));

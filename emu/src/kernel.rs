@@ -1,6 +1,13 @@
 //! The guest kernel ELF: loadable segments (by physical address), entry point and the
 //! symbol table used to name PCs and to read exported data such as
 //! `PERCPU_LAB_SCENARIOS`.
+//!
+//! A Linux `vmlinux` links its segments with physical = virtual addresses in the
+//! kernel half, where no board has RAM: it is meant to be loaded by the arm64 boot
+//! protocol instead (Documentation/arch/arm64/booting.rst), as its flat `Image` at a
+//! 2 MiB-aligned RAM address plus the header's `text_offset`. Such an ELF (its first
+//! segment starts with the `Image` header) is placed that way: the segments keep
+//! their link addresses and get physical ones at the start of RAM.
 
 use std::fmt;
 use std::path::Path;
@@ -9,7 +16,15 @@ use goblin::elf::{
     header, program_header::PT_LOAD, sym::STT_FUNC, sym::STT_NOTYPE, sym::STT_OBJECT, Elf,
 };
 
-use crate::memory::{GuestMemory, OutOfRam};
+use crate::memory::{GuestMemory, OutOfRam, RAM_BASE};
+
+/// The arm64 `Image` header's magic, at offset 0x38 (`ARM\x64`).
+const IMAGE_MAGIC: [u8; 4] = *b"ARM\x64";
+const IMAGE_MAGIC_OFFSET: usize = 0x38;
+/// The header's little-endian u64 `text_offset`, at offset 8.
+const IMAGE_TEXT_OFFSET: usize = 8;
+/// Addresses from here up are the kernel half of the address space.
+const KERNEL_HALF: u64 = 0xffff_0000_0000_0000;
 
 /// Why a file cannot be used as the guest kernel.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,6 +139,9 @@ pub struct KernelImage {
     entry: u64,
     /// Function and object symbols, sorted by address.
     symbols: Vec<Symbol>,
+    /// Placed by the arm64 boot protocol (a Linux `vmlinux`), not by its ELF
+    /// physical addresses.
+    boot_protocol: bool,
 }
 
 impl KernelImage {
@@ -144,7 +162,7 @@ impl KernelImage {
             });
         }
         check_type(elf.header.e_type)?;
-        let segments: Vec<Segment> = elf
+        let mut segments: Vec<Segment> = elf
             .program_headers
             .iter()
             .filter(|ph| ph.p_type == PT_LOAD && ph.p_memsz > 0)
@@ -172,6 +190,7 @@ impl KernelImage {
                 )));
             }
         }
+        let boot_protocol = place_by_boot_protocol(&mut segments, &bytes);
         check_no_overlap(&segments, "physical", |s| s.paddr)?;
         check_no_overlap(&segments, "virtual", |s| s.vaddr)?;
         let entry_in_code = segments.iter().any(|s| {
@@ -210,8 +229,16 @@ impl KernelImage {
             bytes: Vec::new(),
             segments,
             symbols,
+            boot_protocol,
         };
         Ok(Self { bytes, ..image })
+    }
+
+    /// Whether this is a Linux-style `vmlinux` placed by the arm64 boot protocol
+    /// (see the module doc) rather than a percpu-lab guest loaded by its ELF
+    /// physical addresses.
+    pub fn is_boot_protocol_image(&self) -> bool {
+        self.boot_protocol
     }
 
     /// Physical address the boot CPU starts at (the ELF entry, moved to its physical
@@ -397,6 +424,38 @@ impl KernelImage {
             .find(|s| s.paddr != s.vaddr && paddr >= s.paddr && paddr < s.paddr + s.mem_size)?;
         Some(s.vaddr + (paddr - s.paddr))
     }
+}
+
+/// Gives the segments of a `vmlinux` (every segment linked at physical addresses in
+/// the kernel half, the lowest one starting with the arm64 `Image` header) the
+/// physical addresses its flat `Image` has when loaded at the start of RAM plus
+/// `text_offset`; says whether it did. Other ELFs are left alone.
+fn place_by_boot_protocol(segments: &mut [Segment], bytes: &[u8]) -> bool {
+    if !segments.iter().all(|s| s.paddr >= KERNEL_HALF) {
+        return false;
+    }
+    let Some(first) = segments.iter().min_by_key(|s| s.vaddr).copied() else {
+        return false;
+    };
+    let header_end = IMAGE_MAGIC_OFFSET + IMAGE_MAGIC.len();
+    if (first.file_size as usize) < header_end {
+        return false;
+    }
+    let header = &bytes[first.file_offset as usize..][..header_end];
+    if header[IMAGE_MAGIC_OFFSET..] != IMAGE_MAGIC {
+        return false;
+    }
+    let text_offset = u64::from_le_bytes(
+        header[IMAGE_TEXT_OFFSET..IMAGE_TEXT_OFFSET + 8]
+            .try_into()
+            .expect("8 bytes"),
+    );
+    // RAM_BASE is 2 MiB-aligned, as the protocol asks of the Image's base.
+    let base = RAM_BASE + text_offset;
+    for s in segments.iter_mut() {
+        s.paddr = base + (s.vaddr - first.vaddr);
+    }
+    true
 }
 
 /// Only a linked executable has the fixed addresses the machine loads it at.

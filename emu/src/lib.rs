@@ -57,6 +57,7 @@
 
 pub mod bench;
 mod cpu;
+pub mod dwarf;
 mod error;
 mod events;
 pub mod exception;

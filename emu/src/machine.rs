@@ -48,6 +48,9 @@ pub struct MachineConfig {
     /// Watchdog: instructions over all CPUs before the run is stopped.
     pub max_insns: u64,
     pub bootargs: String,
+    /// An initial RAM disk, placed in RAM after the device tree and named in its
+    /// `/chosen` (`linux,initrd-start`/`-end`), as QEMU's `-initrd` does.
+    pub initrd: Option<std::sync::Arc<[u8]>>,
     /// Which MMU translates guest addresses (see [`MmuMode`]).
     pub mmu: MmuMode,
     /// Test aid: flush every core's Unicorn soft TLB every this many translation blocks
@@ -80,6 +83,7 @@ impl Default for MachineConfig {
             quantum: 10_000,
             max_insns: 2_000_000_000,
             bootargs: "scenario=smoke".into(),
+            initrd: None,
             mmu: MmuMode::default(),
             churn_soft_tlb: 0,
         }
@@ -217,14 +221,32 @@ impl Machine {
             .ok_or_else(|| EmuError::Config("cannot allocate guest RAM".into()))?;
         kernel.check_fits(RAM_BASE, config.ram_size)?;
         kernel.load_into(&mut ram)?;
+        let dtb_addr = fdt::dtb_address(RAM_BASE, config.ram_size);
+        let initrd = match &config.initrd {
+            Some(bytes) => {
+                let start = dtb_addr + fdt::DTB_MAX_SIZE;
+                let end = start + bytes.len() as u64;
+                if end > RAM_BASE + config.ram_size {
+                    return Err(EmuError::Config(format!(
+                        "the initrd ({} bytes at {start:#x}) does not fit in {} MiB of RAM",
+                        bytes.len(),
+                        config.ram_size >> 20
+                    )));
+                }
+                ram.write(start, bytes)
+                    .map_err(|e: OutOfRam| EmuError::Config(format!("initrd: {e}")))?;
+                Some((start, end))
+            }
+            None => None,
+        };
         let dtb = fdt::build(&BoardDescription {
             cpus: config.cpus,
             ram_base: RAM_BASE,
             ram_size: config.ram_size,
             bootargs: &config.bootargs,
+            initrd,
         })
         .map_err(|e| EmuError::Config(format!("cannot build the device tree: {e:?}")))?;
-        let dtb_addr = fdt::dtb_address(RAM_BASE, config.ram_size);
         if kernel.physical_end() > dtb_addr {
             return Err(EmuError::Config(format!(
                 "the kernel ends at {:#x}, past the device tree at {dtb_addr:#x}",

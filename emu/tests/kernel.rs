@@ -194,3 +194,114 @@ fn source_lines_come_from_the_dwarf_line_tables() {
         "without a prefix to strip"
     );
 }
+
+/// Where arm64 Linux links itself (`vmlinux`: physical = virtual addresses).
+const LINUX_LINK: u64 = 0xffff_ffc0_0800_0000;
+const TEXT_OFFSET: u64 = 0x8_0000;
+
+/// A tiny `vmlinux`: the arm64 `Image` header (a branch over it, `text_offset`,
+/// the magic), then code that powers off with status = x0 (the device tree's
+/// address, as the boot protocol hands it over).
+fn tiny_vmlinux(magic: &[u8; 4]) -> Vec<u8> {
+    let base = emu::RAM_BASE + TEXT_OFFSET;
+    let mut a = Asm::default();
+    a.b(base + 0x40).emit(0);
+    a.quad(TEXT_OFFSET)
+        .quad(0x1000)
+        .quad(0xa)
+        .quad(0)
+        .quad(0)
+        .quad(0);
+    a.emit(u32::from_le_bytes(*magic)).emit(0);
+    assert_eq!(a.here(), base + 0x40);
+    a.system_off_with(0);
+    elf(
+        &a.bytes(),
+        LINUX_LINK,
+        EM_AARCH64,
+        &[("primary_entry", LINUX_LINK + 0x40, 16)],
+    )
+}
+
+#[test]
+fn a_vmlinux_is_placed_by_the_arm64_boot_protocol() {
+    let kernel = KernelImage::from_bytes(tiny_vmlinux(b"ARM\x64")).unwrap();
+    assert!(kernel.is_boot_protocol_image());
+    // Code runs at its physical address before the kernel's MMU is on; it is
+    // named by its link address.
+    assert_eq!(kernel.entry(), emu::RAM_BASE + TEXT_OFFSET);
+    assert_eq!(
+        kernel
+            .symbolize(emu::RAM_BASE + TEXT_OFFSET + 0x44)
+            .as_deref(),
+        Some("primary_entry+0x4")
+    );
+    let config = MachineConfig {
+        cpus: 1,
+        ..MachineConfig::default()
+    };
+    let dtb = emu::fdt::dtb_address(emu::RAM_BASE, config.ram_size);
+    let (outcome, _, _) = run(config, &kernel);
+    assert_eq!(
+        outcome.end,
+        emu::RunEnd::PoweredOff {
+            cpu: 0,
+            status: dtb
+        }
+    );
+}
+
+#[test]
+fn a_kernel_half_elf_without_the_image_header_is_refused() {
+    // Without the header it is an ordinary ELF, loaded at its physical
+    // addresses, which no RAM has.
+    let kernel = KernelImage::from_bytes(tiny_vmlinux(b"NOPE")).unwrap();
+    assert!(!kernel.is_boot_protocol_image());
+    let err = Machine::new(MachineConfig::default(), &kernel)
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(err.contains("outside guest RAM"), "{err}");
+}
+
+#[test]
+fn the_initrd_lies_after_the_device_tree_which_names_it() {
+    let kernel = KernelImage::from_bytes(tiny_vmlinux(b"ARM\x64")).unwrap();
+    let initrd: Vec<u8> = (0..5000u32).map(|i| (i * 7) as u8).collect();
+    let config = MachineConfig {
+        cpus: 1,
+        initrd: Some(initrd.clone().into()),
+        ..MachineConfig::default()
+    };
+    let dtb_addr = emu::fdt::dtb_address(emu::RAM_BASE, config.ram_size);
+    let machine = Machine::new(config, &kernel).unwrap();
+    let start = dtb_addr + emu::fdt::DTB_MAX_SIZE;
+    let mut loaded = vec![0; initrd.len()];
+    machine.memory().read(start, &mut loaded).unwrap();
+    assert_eq!(loaded, initrd);
+    let mut blob = vec![0; 64 << 10];
+    machine.memory().read(dtb_addr, &mut blob).unwrap();
+    let fdt = fdt::Fdt::new(&blob).unwrap();
+    let chosen = fdt.find_node("/chosen").unwrap();
+    let u64_of = |name| {
+        let bytes = chosen.property(name).unwrap().value;
+        u64::from_be_bytes(bytes.try_into().unwrap())
+    };
+    assert_eq!(u64_of("linux,initrd-start"), start);
+    assert_eq!(u64_of("linux,initrd-end"), start + initrd.len() as u64);
+
+    let too_big = MachineConfig {
+        cpus: 1,
+        ram_size: 16 << 20,
+        initrd: Some(vec![0; 16 << 20].into()),
+        ..MachineConfig::default()
+    };
+    let err = Machine::new(too_big, &kernel)
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(
+        err.contains("initrd") && err.contains("does not fit"),
+        "{err}"
+    );
+}

@@ -21,6 +21,8 @@ pub enum ReportFormat {
 pub const DEFAULT_QUANTUM: u64 = 2_000;
 /// Total guest instructions (all CPUs) after which the watchdog ends the run.
 pub const DEFAULT_MAX_INSNS: u64 = 2_000_000_000;
+/// Guest RAM (MiB) unless `--ram` says otherwise.
+pub const DEFAULT_RAM_MIB: u64 = 128;
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum Variant {
@@ -129,7 +131,7 @@ pub enum Mmu {
     Builtin,
 }
 
-#[derive(Args, Debug)]
+#[derive(Args, Debug, Clone)]
 pub struct RunArgs {
     /// Number of emulated CPUs (1 to 8: GICv2's limit).
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=8))]
@@ -173,9 +175,28 @@ pub struct RunArgs {
     /// Watchdog: end the run as a guest fault after this many instructions (all CPUs).
     #[arg(long, default_value_t = DEFAULT_MAX_INSNS, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_insns: u64,
-    /// Guest kernel ELF (default: the built-in guest).
+    /// Guest kernel ELF (default: the built-in guest): a percpu-lab guest, or a
+    /// Linux arm64 `vmlinux` (loaded by the arm64 boot protocol; the analyses see
+    /// only what they recognise in it).
     #[arg(long)]
     pub kernel: Option<PathBuf>,
+    /// The kernel command line (`/chosen/bootargs`), instead of the one made from
+    /// `--scenario`, `--seed`, `--variant`, `--inject`, `--flush` and `--scale`
+    /// (a Linux kernel gets an empty one by default, `earlycon keep_bootcon` with
+    /// `--oracle`).
+    #[arg(long)]
+    pub cmdline: Option<String>,
+    /// An initial RAM disk, put in guest RAM after the device tree and named in its
+    /// `/chosen` (`linux,initrd-start`/`-end`).
+    #[arg(long, value_name = "FILE")]
+    pub initrd: Option<PathBuf>,
+    /// Judge the lock validator against an independent oracle instead of
+    /// reporting the run's findings.
+    #[arg(long, value_enum)]
+    pub oracle: Option<crate::oracle::Oracle>,
+    /// Guest RAM in MiB.
+    #[arg(long, value_name = "MIB", default_value_t = DEFAULT_RAM_MIB, value_parser = clap::value_parser!(u64).range(16..=8192))]
+    pub ram: u64,
     /// Report format on stdout; with `json`, the guest console goes to stderr.
     #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
     pub report: ReportFormat,
@@ -211,7 +232,11 @@ pub struct RunArgs {
 }
 
 impl RunArgs {
-    fn bootargs(&self) -> String {
+    /// The kernel command line: `--cmdline`, or the percpu-lab guest's own words.
+    pub fn bootargs(&self) -> String {
+        if let Some(cmdline) = &self.cmdline {
+            return cmdline.clone();
+        }
         let variant = self
             .variant
             .to_possible_value()
@@ -235,9 +260,21 @@ impl RunArgs {
         bootargs
     }
 
-    pub fn machine_config(&self) -> MachineConfig {
-        MachineConfig {
+    /// The machine these arguments describe (reads the `--initrd` file).
+    pub fn machine_config(&self) -> Result<MachineConfig, BadInput> {
+        let initrd = match &self.initrd {
+            Some(path) => {
+                crate::input_file::require_regular(path)?;
+                let bytes = std::fs::read(path)
+                    .map_err(|e| BadInput(format!("cannot read {}: {e}", path.display())))?;
+                Some(bytes.into())
+            }
+            None => None,
+        };
+        Ok(MachineConfig {
             cpus: self.cpus as usize,
+            ram_size: self.ram << 20,
+            initrd,
             sched: self.scheduler_kind(),
             irq_points: self.irq_points.clone().unwrap_or_default(),
             seed: self.sched_seed.unwrap_or(self.seed),
@@ -250,8 +287,7 @@ impl RunArgs {
                 Mmu::Builtin => MmuMode::Builtin,
             },
             churn_soft_tlb: self.churn_soft_tlb,
-            ..MachineConfig::default()
-        }
+        })
     }
 }
 

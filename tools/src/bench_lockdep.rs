@@ -41,13 +41,13 @@ pub fn measure(kernel: &KernelImage, min_time: Duration) -> Result<LockdepBench,
     let mut bench = LockdepBench::default();
     let mut recorded: Option<(Vec<Event>, StringTable)> = None;
     while bench.bare < min_time || bench.runs < 2 {
-        let mut machine = Machine::new(args.machine_config(), kernel)?;
+        let mut machine = Machine::new(args.machine_config()?, kernel)?;
         let start = Instant::now();
         let outcome = machine.run(&mut |_, _| {});
         bench.bare += start.elapsed();
         crate::bench_run::require_clean(&outcome.end, "storm")?;
 
-        let mut machine = Machine::new(args.machine_config(), kernel)?;
+        let mut machine = Machine::new(args.machine_config()?, kernel)?;
         let (online, sink) = crate::analysis::Online::new(kernel, &machine, args.checks_mmu());
         let kept: Rc<RefCell<(Vec<Event>, StringTable)>> = Rc::default();
         let keep = recorded.is_none().then(|| kept.clone());

@@ -97,7 +97,7 @@ impl Workload {
         let mut argv: Vec<String> = vec!["run".into()];
         argv.extend(self.run_args());
         argv.extend(extra.iter().map(|s| s.to_string()));
-        let config = crate::tracefile::parse_run_args(&argv)?.machine_config();
+        let config = crate::tracefile::parse_run_args(&argv)?.machine_config()?;
         Ok(Machine::new(config, kernel)?)
     }
 

@@ -13,7 +13,7 @@ pub fn run_config(args: &[&str]) -> Result<MachineConfig, BadInput> {
         .chain(args)
         .copied()
         .collect();
-    Ok(crate::tracefile::parse_run_args(&argv)?.machine_config())
+    crate::tracefile::parse_run_args(&argv)?.machine_config()
 }
 
 /// A measured run must have powered off cleanly; anything else gives no figure.

@@ -42,13 +42,13 @@ pub fn measure(kernel: &KernelImage, min_time: Duration) -> Result<TraceBench, B
     let path = std::env::temp_dir().join(format!("percpu-lab-bench-{}.trace", std::process::id()));
     let mut bench = TraceBench::default();
     while bench.without < min_time || bench.runs < 2 {
-        let mut machine = Machine::new(args.machine_config(), kernel)?;
+        let mut machine = Machine::new(args.machine_config()?, kernel)?;
         let start = Instant::now();
         let outcome = machine.run(&mut |_, _| {});
         bench.without += start.elapsed();
         crate::bench_run::require_clean(&outcome.end, "storm")?;
 
-        let mut machine = Machine::new(args.machine_config(), kernel)?;
+        let mut machine = Machine::new(args.machine_config()?, kernel)?;
         let file = tracefile::create(&path)?;
         let recording = Recording::start(&mut machine, file, &config)?;
         let start = Instant::now();

@@ -25,6 +25,7 @@ mod input_file;
 mod interrupt;
 mod kernel;
 mod mmu_report;
+mod oracle;
 mod perfetto_tasks;
 mod progress;
 mod replay;

@@ -267,7 +267,7 @@ pub fn replay(args: &ReplayArgs) -> Result<Verdict, BadInput> {
     run_args.kernel = args.kernel.clone();
     kernel::check_scenario(&kernel, &run_args.scenario)?;
 
-    let mut machine = Machine::new(run_args.machine_config(), &kernel)?;
+    let mut machine = Machine::new(run_args.machine_config()?, &kernel)?;
     let compare = Rc::new(RefCell::new(Compare {
         recorded: Recorded {
             reader,

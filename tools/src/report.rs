@@ -148,7 +148,7 @@ fn json_report(
         "config": { "cpus": args.cpus, "scenario": args.scenario, "seed": args.seed,
                     "sched": format!("{:?}", args.sched).to_lowercase(), "quantum": args.quantum,
                     "variant": args.variant.to_possible_value().map(|v| v.get_name().to_string()),
-                    "bootargs": args.machine_config().bootargs,
+                    "bootargs": args.bootargs(),
                     "sched_settings": args.sched_flags().into_iter().map(|(k, v)| (k.to_string(), Value::from(v))).collect::<serde_json::Map<_, _>>() },
         "stats": {
             "total_insns": outcome.total_insns,

@@ -43,7 +43,7 @@ pub struct Watched {
 
 /// Boots `kernel` for `args` with every analysis (and the trace) attached.
 pub fn watched(args: &RunArgs, kernel: &emu::KernelImage) -> Result<Watched, BadInput> {
-    let config = args.machine_config();
+    let config = args.machine_config()?;
     tracing::info!(bootargs = %config.bootargs, cpus = config.cpus, "booting");
     let mut machine = Machine::new(config, kernel)?;
     // The lock validator sees every event, with or without a trace file.
@@ -86,10 +86,30 @@ pub fn verdict_of(outcome: &emu::RunOutcome, mmu: &MmuRun, locks: &analysis::Loc
 
 pub fn run(args: &RunArgs) -> Result<Verdict, BadInput> {
     let kernel = kernel::load(args.kernel.as_deref())?;
-    kernel::check_scenario(&kernel, &args.scenario)?;
+    let foreign;
+    let args = if kernel.is_boot_protocol_image() {
+        // A Linux kernel has no scenarios, and gets only the command line it is
+        // given (the oracle's stops right after the self-test, before the console
+        // driver is up: it prints through the early console).
+        let default = match args.oracle {
+            Some(_) => crate::oracle::DEFAULT_CMDLINE,
+            None => "",
+        };
+        foreign = RunArgs {
+            cmdline: Some(args.cmdline.clone().unwrap_or_else(|| default.into())),
+            ..args.clone()
+        };
+        &foreign
+    } else {
+        kernel::check_scenario(&kernel, &args.scenario)?;
+        args
+    };
     check_inject_with_flush(args.inject, args.flush)?;
+    if args.oracle.is_some() {
+        return crate::oracle::run(args, &kernel);
+    }
     if args.bare {
-        let mut machine = Machine::new(args.machine_config(), &kernel)?;
+        let mut machine = Machine::new(args.machine_config()?, &kernel)?;
         return Ok(bare_run(args, &kernel, &mut machine));
     }
     let Watched {

@@ -62,6 +62,8 @@
 //! before the hooked one. Events are recorded in the order the host ran them, which
 //! the deterministic scheduler fixes, and handed to the sink after each slice.
 
+mod linux;
+
 use std::cell::RefCell;
 use std::rc::Rc;
 use traces::fx::{FxHashMap, FxHashSet};
@@ -213,6 +215,8 @@ enum Site {
     },
     /// `spin_unlock`'s store-release that hands the lock on.
     ReleaseStore,
+    /// A hooked address of the Linux profile.
+    Linux(linux::LinuxSite),
 }
 
 /// Where, in `spin_lock`'s code, its ticket is known taken: the offset of the
@@ -356,6 +360,8 @@ struct State {
     /// instruction that makes them true (a ticket taken, the releasing store), per
     /// task, innermost (an IRQ handler's) last.
     deferred: FxHashMap<TaskId, Vec<Deferred>>,
+    /// The Linux profile's state (unused with a percpu-lab guest).
+    linux: linux::LinuxState,
 }
 
 /// A spin lock event waiting for its instruction.
@@ -374,6 +380,8 @@ pub(crate) struct Recorder {
     sink: RefCell<EventSink>,
     gate: PointGate,
     kernel: KernelImage,
+    /// Set for a Linux kernel: what it hooks instead of our guest's functions.
+    linux: Option<linux::LinuxProfile>,
     wrappers: Wrappers,
     fs_reclaim: u64,
     release_fs_reclaim_at_reclaim_exit: bool,
@@ -405,6 +413,18 @@ impl Recorder {
         sink: EventSink,
         gate: PointGate,
     ) -> Result<Rc<Recorder>, EmuError> {
+        if kernel.is_boot_protocol_image() {
+            let (profile, sites) = match linux::LinuxProfile::detect(kernel)? {
+                Some((profile, sites)) => (Some(profile), sites),
+                None => {
+                    tracing::warn!("the kernel has no lockdep: its locking is not recorded");
+                    (None, Vec::new())
+                }
+            };
+            let recorder = Rc::new(Self::new(cores.len(), kernel, profile, sink, gate));
+            recorder.hook(cores, &sites, options)?;
+            return Ok(recorder);
+        }
         let mut sites: Vec<(u64, Site)> = Vec::new();
         let have = |name: &str| kernel.symbol_address(name).is_some();
         let release_fs_reclaim_at_reclaim_exit =
@@ -485,19 +505,38 @@ impl Recorder {
                 sites.push((start, Site::WrapperEntry { flavor }));
             }
         }
+        let recorder = Rc::new(Recorder {
+            wrappers,
+            fs_reclaim: kernel.symbol_address("fs_reclaim_acquire").unwrap_or(0),
+            release_fs_reclaim_at_reclaim_exit,
+            ticket_taken_at,
+            release_store,
+            ..Self::new(cores.len(), kernel, None, sink, gate)
+        });
+        recorder.hook(cores, &sites, options)?;
+        Ok(recorder)
+    }
+
+    fn new(
+        cpus: usize,
+        kernel: &KernelImage,
+        linux: Option<linux::LinuxProfile>,
+        sink: EventSink,
+        gate: PointGate,
+    ) -> Self {
         let mut strings = StringTable::new();
         strings.intern("fs_reclaim");
         let queued = Rc::new(RefCell::new(Vec::new()));
-        let recorder = Rc::new(Recorder {
+        Recorder {
             queued: queued.clone(),
             state: RefCell::new(State {
                 pending: Vec::new(),
                 queued,
-                last_time: vec![0; cores.len()],
+                last_time: vec![0; cpus],
                 recorded: 0,
                 strings,
                 slice_base: 0,
-                tasks: vec![None; cores.len()],
+                tasks: vec![None; cpus],
                 open: FxHashMap::default(),
                 exceptions: FxHashMap::default(),
                 classes: FxHashMap::default(),
@@ -505,23 +544,34 @@ impl Recorder {
                 samples: Vec::new(),
                 wrapped: FxHashMap::default(),
                 stacks: FxHashMap::default(),
-                cpu_stack: vec![None; cores.len()],
+                cpu_stack: vec![None; cpus],
                 named: FxHashSet::default(),
                 deferred: FxHashMap::default(),
+                linux: linux::LinuxState::new(cpus),
             }),
             sink: RefCell::new(sink),
             gate,
             kernel: kernel.clone(),
-            wrappers,
-            fs_reclaim: kernel.symbol_address("fs_reclaim_acquire").unwrap_or(0),
-            release_fs_reclaim_at_reclaim_exit,
-            ticket_taken_at,
-            release_store,
-        });
+            linux,
+            wrappers: Wrappers::default(),
+            fs_reclaim: 0,
+            release_fs_reclaim_at_reclaim_exit: false,
+            ticket_taken_at: None,
+            release_store: false,
+        }
+    }
+
+    /// Hooks `sites` on every core (and the mask sampler if asked for).
+    fn hook(
+        self: &Rc<Self>,
+        cores: &mut [Core],
+        sites: &[(u64, Site)],
+        options: RecordOptions,
+    ) -> Result<(), EmuError> {
         let err = uc_err("installing the recording probes");
         for (cpu, core) in cores.iter_mut().enumerate() {
-            for &(addr, site) in &sites {
-                let (rec, counter) = (recorder.clone(), core.counter.clone());
+            for &(addr, site) in sites {
+                let (rec, counter) = (self.clone(), core.counter.clone());
                 core.uc
                     .add_code_hook(addr, addr, move |uc, pc, _| {
                         rec.on_site(uc, cpu, &counter, site, pc)
@@ -529,7 +579,7 @@ impl Recorder {
                     .map_err(&err)?;
             }
             if options.sample_irq_mask {
-                let rec = recorder.clone();
+                let rec = self.clone();
                 core.uc
                     .add_block_hook(1, 0, move |uc, pc, _| {
                         let masked = reg(uc, RegisterARM64::PSTATE) & PSTATE_I != 0;
@@ -546,10 +596,10 @@ impl Recorder {
             }
             core.uc.ctl_flush_tb().map_err(&err)?;
             if let Some(mmu) = &core.mmu {
-                mmu.start_recording(recorder.clone());
+                mmu.start_recording(self.clone());
             }
         }
-        Ok(recorder)
+        Ok(())
     }
 
     /// Records `task`'s innermost deferred event that `wanted` accepts, at `now`.
@@ -594,6 +644,9 @@ impl Recorder {
 
     /// The running task of `cpu` (cached; read from the guest the first time).
     fn task(&self, uc: &Unicorn<'_, ()>, cpu: usize) -> TaskId {
+        if self.linux.is_some() {
+            return TaskId((reg(uc, RegisterARM64::SP_EL0) >> 4) as u32);
+        }
         if let Some(task) = self.state.borrow().tasks[cpu] {
             return task;
         }
@@ -644,6 +697,9 @@ impl Recorder {
         pc: u64,
     ) {
         let now = self.state.borrow().slice_base + counter.retired_before(pc);
+        if let (Site::Linux(site), Some(profile)) = (site, &self.linux) {
+            return self.on_linux_site(uc, profile, cpu, site, pc, now);
+        }
         let task = self.task(uc, cpu);
         let x = |n| read_xreg(uc, n);
         let sp = reg(uc, RegisterARM64::SP);
@@ -702,6 +758,7 @@ impl Recorder {
                 st.wrapped.insert((cpu, sp), (flavor, pc, lr));
             }
             Site::Entry(func) => self.on_entry(uc, cpu, func, pc, now, task, sp, lr),
+            Site::Linux(_) => {}
             Site::Return(func) => {
                 let Some(call) = self.state.borrow_mut().open.remove(&(cpu, sp, func)) else {
                     return;
@@ -1163,6 +1220,18 @@ impl RunObserver for Recorder {
         let was_masked = exception::spsr_el1(uc) & PSTATE_I != 0;
         let sp = reg(uc, RegisterARM64::SP);
         let task = self.task(uc, cpu);
+        if self.linux.is_some() {
+            // Linux's IRQ state and context are lockdep's (see linux.rs); only
+            // the host's own decision is recorded here.
+            if let Some(intid) = irq {
+                let cpu_id = CpuId(cpu as u16);
+                let kind = EventKind::IrqInject { cpu: cpu_id, intid };
+                self.state
+                    .borrow_mut()
+                    .push(now, cpu, task, return_pc, 0, kind);
+            }
+            return;
+        }
         // Taken between spin_lock's store-exclusive and the branch on its status:
         // the ticket is already taken (the general registers are still the
         // interrupted code's).

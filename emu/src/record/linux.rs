@@ -1,0 +1,414 @@
+//! The recorder's profile for Linux kernels built with lockdep: instead of our
+//! guest's lock functions and data layout, it hooks lockdep's own entry points, so
+//! every lock type the kernel annotates is seen the way lockdep sees it.
+//!
+//! # What is hooked
+//! - `lock_acquire(map, subclass, trylock, read, check, nest_lock, ip)`: an
+//!   exclusive acquisition becomes `LockAttempt` + `LockAcquired` (lockdep is told
+//!   before the lock is waited for), a trylock (only reported once it succeeded) a
+//!   `Trylock`. Read acquisitions and those with a `nest_lock` (ww_mutex) have no
+//!   counterpart in the event model: they become `unmodelled:…` markers instead.
+//! - `lock_release(map, ip)`: `LockRelease` of the class the map was acquired as.
+//! - `debug_check_no_locks_freed(from, len)` (memory freed or a lock
+//!   re-initialised): `LockMemoryFreed`.
+//! - A class whose map says `lock_type` = `LD_LOCK_PERCPU` (a `local_lock_t`) is
+//!   announced once by `LocalLockClass`.
+//! - `lockdep_hardirqs_on/off`: lockdep's own IRQ state, as `IrqMask` events (only
+//!   changes are recorded).
+//! - `lockdep_softirqs_on/off`: an `unmodelled:softirq` marker (the validator has
+//!   no softirq context).
+//! - The locking self-test: `dotest(fn, expected, mask)` starts a case (marker
+//!   `selftest:case:<fn>`, value `expected | mask << 1`); the return from its call
+//!   of `fn` (the instruction after `dotest`'s first `blr`) ends it (marker
+//!   `selftest:end`, value: the kernel's `debug_locks` there, 0 once lockdep
+//!   reported: what `dotest` itself compares); the return of `locking_selftest`
+//!   is `selftest:done`. So a case's window holds the case alone, not `dotest`'s
+//!   printing of its verdict.
+//!
+//! Hard-IRQ context is lockdep's too: the per-CPU `hardirq_context` counter (what
+//! `lockdep_hardirq_enter()` raises, for real interrupts and for the self-test's
+//! simulated ones), read at every hooked call; a change becomes
+//! `HardIrqEnter`/`HardIrqExit`. The task is `current` (SP_EL0), named once by a
+//! `task:<comm>` marker.
+//!
+//! # Layouts
+//! `lockdep_map`'s `key`, `name` and `wait_type_inner` and `task_struct`'s `comm`
+//! are read at the offsets the kernel's DWARF gives ([`crate::dwarf`]). A lock
+//! class is its key (and subclass, as a `/n` suffix), named by the map's name; two
+//! keys with one name get `#2`, `#3`… so that they stay two classes.
+
+use traces::fx::FxHashMap;
+use traces::{EventKind, IrqMaskCause, LockFlavor, LockRef, StrId, TaskId};
+use unicorn_engine::{Prot, RegisterARM64, Unicorn};
+
+use super::{exit_offsets, read_u64, reg, Recorder, Site, State};
+use crate::cpu::read_xreg;
+use crate::error::EmuError;
+use crate::kernel::KernelImage;
+
+/// lockdep's `LD_WAIT_SLEEP`: a map with this inner wait type is a sleeping lock.
+const LD_WAIT_SLEEP: u8 = 4;
+/// lockdep's `LD_LOCK_PERCPU` lock type: a `local_lock_t`.
+const LD_LOCK_PERCPU: u8 = 1;
+/// Longest lock class or task name read from the guest.
+const NAME_MAX: usize = 64;
+/// `task_struct::comm` is `char[TASK_COMM_LEN]`.
+const TASK_COMM_LEN: usize = 16;
+
+/// An address to hook and what it is.
+type HookedSite = (u64, Site);
+
+/// A hooked address of the Linux profile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum LinuxSite {
+    LockAcquire,
+    LockRelease,
+    MemoryFreed,
+    HardirqsOn,
+    HardirqsOff,
+    Softirqs,
+    SelftestCase,
+    SelftestCaseEnd,
+    SelftestDone,
+}
+
+/// Where the profile reads the kernel's data (link addresses and offsets).
+#[derive(Debug, Clone)]
+pub(super) struct LinuxProfile {
+    map_key: u64,
+    map_name: u64,
+    map_wait_inner: u64,
+    map_lock_type: u64,
+    task_comm: u64,
+    /// The per-CPU `hardirq_context` (its link address; add the CPU's offset).
+    hardirq_context: Option<u64>,
+    debug_locks: Option<u64>,
+}
+
+/// Per-CPU and per-lock state of the Linux profile.
+#[derive(Debug, Default)]
+pub(super) struct LinuxState {
+    /// lockdep's `hardirq_context` last seen per CPU.
+    hardirq: Vec<u32>,
+    /// lockdep's IRQ state last seen per CPU (`None`: not yet seen).
+    masked: Vec<Option<bool>>,
+    /// (key, subclass) → class.
+    classes: FxHashMap<(u64, u32), StrId>,
+    /// Keys seen per class name, in order (the first keeps the bare name).
+    keys_named: FxHashMap<String, Vec<u64>>,
+    /// The class each map was last acquired as (releases do not say the subclass).
+    acquired_as: FxHashMap<u64, StrId>,
+}
+
+impl LinuxProfile {
+    /// The profile and its hooked addresses for a lockdep kernel; `None` when the
+    /// kernel has no lockdep entry points (nothing of its locking is seen then).
+    pub(super) fn detect(
+        kernel: &KernelImage,
+    ) -> Result<Option<(Self, Vec<HookedSite>)>, EmuError> {
+        let (Some(_), Some(_)) = (
+            kernel.symbol_address("lock_acquire"),
+            kernel.symbol_address("lock_release"),
+        ) else {
+            return Ok(None);
+        };
+        let layouts =
+            crate::dwarf::struct_layouts(kernel.elf_bytes(), &["lockdep_map", "task_struct"]);
+        let member = |ty: &str, name: &str| {
+            layouts.get(ty).and_then(|l| l.offset(name)).ok_or_else(|| {
+                EmuError::Config(format!(
+                    "the kernel has lockdep but its DWARF gives no {ty}::{name} (build it with debug info)"
+                ))
+            })
+        };
+        let profile = LinuxProfile {
+            map_key: member("lockdep_map", "key")?,
+            map_name: member("lockdep_map", "name")?,
+            map_wait_inner: member("lockdep_map", "wait_type_inner")?,
+            map_lock_type: member("lockdep_map", "lock_type")?,
+            task_comm: member("task_struct", "comm")?,
+            hardirq_context: kernel.symbol_address("hardirq_context"),
+            debug_locks: kernel.symbol_address("debug_locks"),
+        };
+        let mut sites = Vec::new();
+        for (name, site) in [
+            ("lock_acquire", LinuxSite::LockAcquire),
+            ("lock_release", LinuxSite::LockRelease),
+            ("debug_check_no_locks_freed", LinuxSite::MemoryFreed),
+            ("lockdep_hardirqs_on", LinuxSite::HardirqsOn),
+            ("lockdep_hardirqs_off", LinuxSite::HardirqsOff),
+            ("lockdep_softirqs_on", LinuxSite::Softirqs),
+            ("lockdep_softirqs_off", LinuxSite::Softirqs),
+            ("dotest", LinuxSite::SelftestCase),
+        ] {
+            if let Some((entry, _)) = kernel.function_code(name)? {
+                sites.push((entry, Site::Linux(site)));
+            }
+        }
+        if let Some((entry, code)) = kernel.function_code("dotest")? {
+            if let Some(off) = first_indirect_call(code) {
+                sites.push((entry + off + 4, Site::Linux(LinuxSite::SelftestCaseEnd)));
+            }
+        }
+        if let Some((entry, code)) = kernel.function_code("locking_selftest")? {
+            for off in exit_offsets(code) {
+                sites.push((entry + off, Site::Linux(LinuxSite::SelftestDone)));
+            }
+        }
+        Ok(Some((profile, sites)))
+    }
+}
+
+/// The offset of the first `blr xN` (an indirect call) in `code`.
+fn first_indirect_call(code: &[u8]) -> Option<u64> {
+    const BLR_MASK: u32 = 0xffff_fc1f;
+    const BLR: u32 = 0xd63f_0000;
+    code.chunks_exact(4)
+        .position(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]) & BLR_MASK == BLR)
+        .map(|i| 4 * i as u64)
+}
+
+/// A NUL-terminated string of guest virtual memory (at most `max` bytes).
+fn read_c_string(uc: &Unicorn<'_, ()>, addr: u64, max: usize) -> Option<String> {
+    let mut buf = vec![0; max];
+    uc.vmem_read(addr, Prot::READ, &mut buf).ok()?;
+    let len = buf.iter().position(|&b| b == 0).unwrap_or(max);
+    Some(String::from_utf8_lossy(&buf[..len]).into_owned())
+}
+
+fn read_u32(uc: &Unicorn<'_, ()>, addr: u64) -> Option<u32> {
+    let mut buf = [0; 4];
+    uc.vmem_read(addr, Prot::READ, &mut buf).ok()?;
+    Some(u32::from_le_bytes(buf))
+}
+
+impl Recorder {
+    /// The running task: `current`, which arm64 Linux keeps in SP_EL0; named by a
+    /// `task:<comm>` marker the first time it is seen.
+    pub(super) fn linux_task(
+        &self,
+        uc: &Unicorn<'_, ()>,
+        st: &mut State,
+        profile: &LinuxProfile,
+        cpu: usize,
+        now: u64,
+    ) -> TaskId {
+        let current = reg(uc, RegisterARM64::SP_EL0);
+        let task = TaskId((current >> 4) as u32);
+        st.tasks[cpu] = Some(task);
+        if current != 0 && st.named.insert(task.0) {
+            let comm = read_c_string(uc, current + profile.task_comm, TASK_COMM_LEN)
+                .unwrap_or_else(|| "?".into());
+            let label = st.strings.intern(&format!("task:{comm}"));
+            let value = u64::from(task.0);
+            st.push(now, cpu, task, 0, 0, EventKind::Marker { label, value });
+        }
+        task
+    }
+
+    pub(super) fn on_linux_site(
+        &self,
+        uc: &Unicorn<'_, ()>,
+        profile: &LinuxProfile,
+        cpu: usize,
+        site: LinuxSite,
+        pc: u64,
+        now: u64,
+    ) {
+        let x = |n| read_xreg(uc, n);
+        let mut st = self.state.borrow_mut();
+        let task = self.linux_task(uc, &mut st, profile, cpu, now);
+        self.sync_hardirq_context(uc, &mut st, profile, cpu, task, pc, now);
+        let marker = |st: &mut State, label: &str, value: u64| {
+            let label = st.strings.intern(label);
+            st.push(now, cpu, task, pc, 0, EventKind::Marker { label, value });
+        };
+        match site {
+            LinuxSite::LockAcquire => {
+                let (map, subclass, trylock, read, nest_lock, ip) =
+                    (x(0), x(1) as u32, x(2) as u32, x(3) as u32, x(5), x(6));
+                if read != 0 {
+                    return marker(&mut st, "unmodelled:read-lock", map);
+                }
+                if nest_lock != 0 {
+                    return marker(&mut st, "unmodelled:nest-lock", map);
+                }
+                let lock = self.linux_lock(uc, &mut st, profile, (cpu, now), map, subclass);
+                st.linux.acquired_as.insert(map, lock.class);
+                let mut wait_inner = [0u8];
+                let sleeps = uc
+                    .vmem_read(map + profile.map_wait_inner, Prot::READ, &mut wait_inner)
+                    .is_ok()
+                    && wait_inner[0] == LD_WAIT_SLEEP;
+                let flavor = if sleeps {
+                    LockFlavor::Mutex
+                } else {
+                    LockFlavor::Spin
+                };
+                let stack = self.stack_id(uc, &mut st, ip, x(29));
+                let lr = x(30);
+                if trylock != 0 {
+                    let kind = EventKind::Trylock {
+                        lock,
+                        flavor,
+                        acquired: true,
+                    };
+                    return st.push_stacked(stack, now, cpu, task, lr, ip, kind);
+                }
+                for kind in [
+                    EventKind::LockAttempt { lock, flavor },
+                    EventKind::LockAcquired { lock, flavor },
+                ] {
+                    st.push_stacked(stack, now, cpu, task, lr, ip, kind);
+                }
+            }
+            LinuxSite::LockRelease => {
+                let (map, ip) = (x(0), x(1));
+                let class = match st.linux.acquired_as.get(&map) {
+                    Some(&class) => class,
+                    None => {
+                        self.linux_lock(uc, &mut st, profile, (cpu, now), map, 0)
+                            .class
+                    }
+                };
+                let lock = LockRef { addr: map, class };
+                let flavor = LockFlavor::Spin;
+                let stack = self.stack_id(uc, &mut st, ip, x(29));
+                let kind = EventKind::LockRelease { lock, flavor };
+                st.push_stacked(stack, now, cpu, task, x(30), ip, kind);
+            }
+            LinuxSite::MemoryFreed => {
+                let kind = EventKind::LockMemoryFreed {
+                    addr: x(0),
+                    len: x(1),
+                };
+                st.push(now, cpu, task, x(30), x(30), kind);
+            }
+            LinuxSite::HardirqsOn | LinuxSite::HardirqsOff => {
+                let new = site == LinuxSite::HardirqsOff;
+                let old = st.linux.masked[cpu].unwrap_or(!new);
+                st.linux.masked[cpu] = Some(new);
+                if old != new {
+                    let kind = EventKind::IrqMask {
+                        old,
+                        new,
+                        cause: IrqMaskCause::Instruction,
+                    };
+                    let ip = x(0);
+                    let stack = self.stack_id(uc, &mut st, ip, x(29));
+                    st.push_stacked(stack, now, cpu, task, x(30), ip, kind);
+                }
+            }
+            LinuxSite::Softirqs => marker(&mut st, "unmodelled:softirq", 0),
+            LinuxSite::SelftestCase => {
+                let case = self
+                    .kernel
+                    .symbolize(x(0))
+                    .map(|name| name.trim_end_matches("+0x0").to_string())
+                    .unwrap_or_else(|| format!("{:#x}", x(0)));
+                let (expected, mask) = (x(1) & 1, x(2) & 0xffff_ffff);
+                marker(
+                    &mut st,
+                    &format!("selftest:case:{case}"),
+                    expected | mask << 1,
+                );
+            }
+            LinuxSite::SelftestCaseEnd => {
+                let debug_locks = profile
+                    .debug_locks
+                    .and_then(|addr| read_u32(uc, addr))
+                    .unwrap_or(1);
+                marker(&mut st, "selftest:end", u64::from(debug_locks));
+            }
+            LinuxSite::SelftestDone => marker(&mut st, "selftest:done", 0),
+        }
+    }
+
+    /// Records lockdep's hard-IRQ context entered or left since the CPU's last
+    /// hooked call.
+    #[allow(clippy::too_many_arguments)]
+    fn sync_hardirq_context(
+        &self,
+        uc: &Unicorn<'_, ()>,
+        st: &mut State,
+        profile: &LinuxProfile,
+        cpu: usize,
+        task: TaskId,
+        pc: u64,
+        now: u64,
+    ) {
+        let Some(var) = profile.hardirq_context else {
+            return;
+        };
+        let per_cpu_offset = reg(uc, RegisterARM64::TPIDR_EL1);
+        let Some(depth) = read_u32(uc, var.wrapping_add(per_cpu_offset)) else {
+            return;
+        };
+        let seen = st.linux.hardirq[cpu];
+        st.linux.hardirq[cpu] = depth;
+        for _ in seen..depth {
+            st.push(now, cpu, task, pc, 0, EventKind::HardIrqEnter { intid: 0 });
+        }
+        for _ in depth..seen {
+            st.push(now, cpu, task, pc, 0, EventKind::HardIrqExit { intid: 0 });
+        }
+    }
+
+    /// The lock of map `map` acquired with `subclass`.
+    #[allow(clippy::too_many_arguments)]
+    fn linux_lock(
+        &self,
+        uc: &Unicorn<'_, ()>,
+        st: &mut State,
+        profile: &LinuxProfile,
+        (cpu, now): (usize, u64),
+        map: u64,
+        subclass: u32,
+    ) -> LockRef {
+        let key = read_u64(uc, map + profile.map_key).unwrap_or(0);
+        if let Some(&class) = st.linux.classes.get(&(key, subclass)) {
+            return LockRef { addr: map, class };
+        }
+        let name = read_u64(uc, map + profile.map_name)
+            .and_then(|ptr| read_c_string(uc, ptr, NAME_MAX))
+            .filter(|name| !name.is_empty())
+            .unwrap_or_else(|| format!("key@{key:#x}"));
+        let keys = st.linux.keys_named.entry(name.clone()).or_default();
+        let nth = match keys.iter().position(|&k| k == key) {
+            Some(i) => i,
+            None => {
+                keys.push(key);
+                keys.len() - 1
+            }
+        };
+        let mut text = name;
+        if nth > 0 {
+            text += &format!("#{}", nth + 1);
+        }
+        if subclass > 0 {
+            text += &format!("/{subclass}");
+        }
+        let class = st.strings.intern(&text);
+        st.linux.classes.insert((key, subclass), class);
+        let mut lock_type = [0u8];
+        let local = uc
+            .vmem_read(map + profile.map_lock_type, Prot::READ, &mut lock_type)
+            .is_ok()
+            && lock_type[0] == LD_LOCK_PERCPU;
+        if local {
+            let task = st.tasks[cpu].unwrap_or_default();
+            st.push(now, cpu, task, 0, 0, EventKind::LocalLockClass { class });
+        }
+        LockRef { addr: map, class }
+    }
+}
+
+impl LinuxState {
+    pub(super) fn new(cpus: usize) -> Self {
+        Self {
+            hardirq: vec![0; cpus],
+            masked: vec![None; cpus],
+            ..Self::default()
+        }
+    }
+}

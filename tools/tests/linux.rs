@@ -1,0 +1,134 @@
+//! Real Linux as a guest: the small lockdep kernel that
+//! `tools/linux/build-lockdep-kernel.sh` builds from Debian's `linux-source-6.1`
+//! (built here on first use, then kept under `target/`), booted by the arm64 boot
+//! protocol, with its own locking self-test as the oracle of our validator.
+//! Needs the packages `./setup.sh --deps` installs; fails with that advice
+//! without them.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use common::percpu_lab;
+
+/// Builds the kernel unless the build script finds it up to date (once per test
+/// process: two builds into one directory would trample each other).
+fn lockdep_kernel() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(build).clone()
+}
+
+fn build() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let status = Command::new(root.join("tools/linux/build-lockdep-kernel.sh"))
+        .status()
+        .expect("the kernel build script runs");
+    assert!(
+        status.success(),
+        "building the lockdep kernel failed ({status}); run ./setup.sh --deps first"
+    );
+    root.join("target/linux-lockdep/vmlinux")
+}
+
+/// Every case of the kernel's locking self-test is judged: none disagrees with
+/// the kernel's lockdep, and the cases kept out say why. The figures are
+/// deterministic (same kernel, same machine); a change in them is a change in
+/// what the validator models.
+#[test]
+fn the_validator_agrees_with_the_kernels_lockdep_on_its_self_test() {
+    let vmlinux = lockdep_kernel();
+    let run = percpu_lab(&[
+        "run",
+        "--kernel",
+        vmlinux.to_str().unwrap(),
+        "--cpus",
+        "1",
+        "--mmu",
+        "builtin",
+        "--oracle",
+        "lockdep-selftest",
+    ]);
+    assert_eq!(run.code, 0, "{}", run.describe());
+    // The kernel itself passed its self-test on our board, as it does on QEMU.
+    assert!(
+        run.console_contains("Good, all 349 testcases passed!"),
+        "{}",
+        run.describe()
+    );
+    let summary = run.stdout.lines().last().unwrap_or_default();
+    assert_eq!(
+        summary,
+        "oracle: 76/349 locking self-test cases agree (0 disagree, 273 unmodelled: \
+         nest-lock 26, read-lock 200, softirq 109, ww-mutex 36)",
+        "{}",
+        run.describe()
+    );
+    let table: Vec<&str> = run
+        .stdout
+        .lines()
+        .filter(|l| !l.starts_with("[cpu") && !l.starts_with("=="))
+        .collect();
+    assert_eq!(table.len(), 349 + 1);
+    // A case per kind the validator reports, each agreeing.
+    for (case, host) in [
+        ("AA_spin", "recursive-locking"),
+        ("ABBA_spin", "circular-dependency"),
+        ("double_unlock_spin", "bad-unlock"),
+        ("init_held_spin", "held-lock-freed"),
+        ("irqsafe1_hard_spin_12", "inconsistent-irq-state"),
+        ("local_lock_2", "clean"),
+    ] {
+        let line = table
+            .iter()
+            .find(|l| l.split_whitespace().next() == Some(case))
+            .unwrap_or_else(|| panic!("no case {case}:\n{}", run.stdout));
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(&cols[3..], [host, "agree"], "{line}");
+    }
+}
+
+/// The same judgement as JSON, and the guest console on stderr.
+#[test]
+fn the_oracle_reports_as_json_too() {
+    let vmlinux = lockdep_kernel();
+    let run = percpu_lab(&[
+        "run",
+        "--kernel",
+        vmlinux.to_str().unwrap(),
+        "--cpus",
+        "1",
+        "--mmu",
+        "builtin",
+        "--oracle",
+        "lockdep-selftest",
+        "--report",
+        "json",
+        "--max-insns",
+        "200000000",
+    ]);
+    // Cut short by the watchdog: the self-test did not finish, a guest failure.
+    assert_eq!(run.code, 3, "{}", run.describe());
+    let report = run.json();
+    assert_eq!(report["oracle"], "lockdep-selftest");
+    assert_eq!(report["finished"], false);
+    let cases = report["cases"].as_array().unwrap();
+    assert!(!cases.is_empty() && cases.len() < 349, "{}", cases.len());
+    assert_eq!(cases[0]["name"], "AA_spin");
+    assert_eq!(cases[0]["verdict"], "agree");
+    assert!(run.stderr.contains("[cpu0] Booting Linux"));
+}
+
+/// A kernel without the self-test cannot be an oracle: a usage error.
+#[test]
+fn the_oracle_needs_a_kernel_with_the_self_test() {
+    let run = percpu_lab(&["run", "--oracle", "lockdep-selftest"]);
+    assert_eq!(run.code, 2, "{}", run.describe());
+    assert!(
+        run.stderr.contains("DEBUG_LOCKING_API_SELFTESTS"),
+        "{}",
+        run.describe()
+    );
+    assert_eq!(run.stderr.trim().lines().count(), 1, "{}", run.describe());
+}
