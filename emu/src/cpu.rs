@@ -247,6 +247,8 @@ pub(crate) struct Core {
     pub(crate) counter: Rc<SliceCounter>,
     /// The simulated MMU's hooks on this core (`None`: Unicorn's built-in MMU).
     pub(crate) mmu: Option<Rc<CoreMmu>>,
+    /// While waiting in WFE: the exclusive monitor a store may clear.
+    pub(crate) monitor: Option<crate::events::Monitor>,
     /// Declared after `uc`: the engine refers to these until it is dropped.
     _sys_hooks: Vec<SysHook>,
 }
@@ -286,6 +288,7 @@ impl Core {
             insns: 0,
             irqs: 0,
             last_exception: None,
+            monitor: None,
             counter,
             mmu,
             _sys_hooks: sys_hooks,

@@ -13,9 +13,23 @@
 //! running); a WFE always ends its block in QEMU, so when a block ending in a WFE
 //! starts with the event register clear, the slice stops right after that block and
 //! the CPU waits, to resume after the WFE (the WFE completes when woken).
+//!
+//! A store by another CPU that clears a waiting CPU's exclusive monitor is an event
+//! too (Arm ARM: clearing the global monitor generates one). Linux waits that way,
+//! with no SEV (`smp_cond_load_*` → `__cmpwait`: `ldxr`, compare, `wfe`): when a CPU
+//! starts to wait right after a load-exclusive, the machine notes the address and
+//! the value loaded ([`Monitor`]) and wakes the CPU once the value there differs.
+//! (A store of the same value, which would clear the monitor too, is not seen: the
+//! waits this serves are for a value to change.)
 
 use crate::cpu::{Core, SliceCounter};
 use crate::kernel::KernelImage;
+
+/// LDXR/LDAXR of any size (bits 31-30 size, bit 15 acquire, Rn 9-5, Rt 4-0).
+const LDXR_MASK: u32 = 0x3fff_7c00;
+const LDXR: u32 = 0x085f_7c00;
+/// How many instructions before a WFE its load-exclusive may lie.
+const MONITOR_LOOKBACK: u64 = 4;
 
 const WFE: u32 = 0xd503_205f;
 const SEV: u32 = 0xd503_209f;
@@ -100,6 +114,49 @@ pub(crate) fn install(cores: &[Core], kernel: &KernelImage) {
 }
 
 /// Whether the slice of `counter` stopped at `pc` to wait after a WFE.
+/// What a CPU waiting in WFE watches: the physical address its last
+/// load-exclusive read (`size` bytes) and the value it read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Monitor {
+    pub(crate) pa: u64,
+    pub(crate) size: usize,
+    pub(crate) value: u64,
+}
+
+impl Monitor {
+    /// The monitor of a CPU that waits at the WFE before `resume_pc`, if a
+    /// load-exclusive shortly before it set one: `base` reads a general register
+    /// (the load's address register), `translate` gives a virtual address's
+    /// physical one, `read` a physical little-endian value of a size.
+    pub(crate) fn before_wfe(
+        kernel: &KernelImage,
+        resume_pc: u64,
+        base: impl Fn(u32) -> u64,
+        translate: impl Fn(u64) -> Option<u64>,
+        read: impl Fn(u64, usize) -> Option<u64>,
+    ) -> Option<Monitor> {
+        let wfe = resume_pc.checked_sub(4)?;
+        let (start, code) = kernel.function_containing(wfe)?;
+        let load = (1..=MONITOR_LOOKBACK)
+            .map_while(|back| wfe.checked_sub(4 * back).filter(|&a| a >= start))
+            .map(|addr| {
+                let off = (addr - start) as usize;
+                u32::from_le_bytes(code[off..off + 4].try_into().expect("4 bytes"))
+            })
+            .find(|word| word & LDXR_MASK == LDXR)?;
+        let size = 1usize << (load >> 30);
+        let pa = translate(base((load >> 5) & 31))?;
+        let value = read(pa, size)?;
+        Some(Monitor { pa, size, value })
+    }
+
+    /// Whether another CPU has changed the watched value (an event for the
+    /// waiter).
+    pub(crate) fn cleared(&self, read: impl Fn(u64, usize) -> Option<u64>) -> bool {
+        read(self.pa, self.size) != Some(self.value)
+    }
+}
+
 pub(crate) fn waits_at(counter: &SliceCounter, pc: u64) -> bool {
     counter.wfe_wait.get()
         && counter

@@ -474,16 +474,22 @@ impl Machine {
             });
         }
         self.board.borrow_mut().update_timer_lines();
+        let ram = &self.ram;
         for (cpu, core) in self.cores.iter_mut().enumerate() {
             let mut board = self.board.borrow_mut();
             let irq = board.gic.irq_line(cpu);
+            let monitor_cleared = || {
+                core.monitor
+                    .is_some_and(|m| m.cleared(|pa, size| read_sized(ram, pa, size)))
+            };
             match core.state {
                 CpuState::WaitingForInterrupt if irq => core.state = CpuState::Running,
-                CpuState::WaitingForEvent if irq || board.events[cpu] => {
+                CpuState::WaitingForEvent if irq || board.events[cpu] || monitor_cleared() => {
                     // A wake-up event (an interrupt counts, even masked) completes
                     // the WFE, which consumes it.
                     board.events[cpu] = false;
                     core.state = CpuState::Running;
+                    core.monitor = None;
                 }
                 _ => {}
             }
@@ -667,6 +673,26 @@ impl Machine {
         }
     }
 
+    /// The exclusive monitor `cpu` set just before the WFE it stopped at, if any
+    /// (see [`crate::events::Monitor`]).
+    fn exclusive_monitor(&self, cpu: usize) -> Option<crate::events::Monitor> {
+        let core = &self.cores[cpu];
+        let regs = crate::cpu::translation_regs(&core.uc);
+        crate::events::Monitor::before_wfe(
+            &self.kernel,
+            core.pc,
+            |reg| crate::cpu::read_xreg(&core.uc, reg),
+            |va| {
+                if !regs.mmu_on() {
+                    return Some(va);
+                }
+                let t = crate::mmu::walk_any(&self.ram, &regs, va).ok()?;
+                Some(t.pa | (va & 0xfff))
+            },
+            |pa, size| read_sized(&self.ram, pa, size),
+        )
+    }
+
     fn finish_slice(&mut self, cpu: usize, end: SliceEnd) -> Option<RunEnd> {
         let pc = self.cores[cpu].pc;
         let fault = |what: String| Some(RunEnd::Fault { cpu, pc, what });
@@ -681,7 +707,10 @@ impl Machine {
                 None
             }
             SliceEnd::Wfe => {
-                self.cores[cpu].state = CpuState::WaitingForEvent;
+                let monitor = self.exclusive_monitor(cpu);
+                let core = &mut self.cores[cpu];
+                core.state = CpuState::WaitingForEvent;
+                core.monitor = monitor;
                 None
             }
             SliceEnd::Error(e) => fault(format!("emulator stopped: {e}")),
@@ -881,4 +910,11 @@ fn run_within_block(core: &mut Core, until: u64) -> Result<(), unicorn_engine::u
         "ran past {until:#x}"
     );
     Ok(())
+}
+
+/// A little-endian value of `size` bytes (1, 2, 4 or 8) at `pa`.
+fn read_sized(ram: &GuestRam, pa: u64, size: usize) -> Option<u64> {
+    let mut bytes = [0u8; 8];
+    ram.read(pa, &mut bytes[..size.min(8)]).ok()?;
+    Some(u64::from_le_bytes(bytes))
 }

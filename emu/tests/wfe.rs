@@ -47,3 +47,56 @@ fn a_contended_spin_lock_costs_about_what_an_uncontended_one_does() {
         );
     }
 }
+
+/// Linux waits for a value with `ldxr; cbnz; wfe` and no SEV from the writer
+/// (`smp_cond_load_*`): the writer's store clears the waiter's exclusive monitor,
+/// which is an event. CPU 0 waits so for a flag CPU 1 sets with a plain store;
+/// it must wake and power off with the flag's value (else the watchdog ends it).
+#[test]
+fn a_store_to_the_address_a_wfe_waits_on_wakes_it() {
+    use common::*;
+    const LDXR_W1_X0: u32 = 0x885f_7c01;
+    const WFE: u32 = 0xd503_205f;
+    let flag = LOAD + 0x800;
+    let secondary = LOAD + 0x400;
+    let mut a = Asm::default();
+    a.psci(0xc400_0003, &[1, secondary, flag]);
+    a.mov64(0, flag);
+    let wait = a.here();
+    a.emit(LDXR_W1_X0);
+    let done = wait + 16;
+    a.cbnz(false, 1, done).emit(WFE).b(wait);
+    assert_eq!(a.here(), done);
+    a.system_off_with(1);
+    a.align_to(secondary);
+    for _ in 0..200 {
+        a.emit(NOP);
+    }
+    a.mov64(2, 7).emit(str_w(2, 0, 0));
+    let spin = a.here();
+    a.b(spin);
+    a.align_to(flag).emit(0);
+    let code = a.bytes();
+    let kernel = KernelImage::from_bytes(elf(
+        &code,
+        LOAD,
+        EM_AARCH64,
+        &[("wait_for_flag", LOAD, code.len() as u64)],
+    ))
+    .unwrap();
+    for sched in [SchedulerKind::RoundRobin, SchedulerKind::Random] {
+        let config = MachineConfig {
+            cpus: 2,
+            sched: sched.clone(),
+            quantum: 50,
+            max_insns: 1_000_000,
+            ..MachineConfig::default()
+        };
+        let (outcome, _, _) = run(config, &kernel);
+        assert_eq!(
+            outcome.end,
+            RunEnd::PoweredOff { cpu: 0, status: 7 },
+            "{sched:?}"
+        );
+    }
+}

@@ -437,3 +437,15 @@ impl<T> Drop for SpinGuard<'_, T> {
         }
     }
 }
+
+/// Memory `[addr, addr+len)` is about to be freed or re-initialised: the host
+/// checks that the calling thread holds no lock inside it, as Linux's
+/// `debug_check_no_locks_freed` does (a probe symbol; nothing to do here but be
+/// called).
+///
+/// CONTEXT: any.
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn debug_check_no_locks_freed(addr: usize, len: usize) {
+    core::hint::black_box((addr, len));
+}

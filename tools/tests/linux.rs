@@ -132,3 +132,39 @@ fn the_oracle_needs_a_kernel_with_the_self_test() {
     );
     assert_eq!(run.stderr.trim().lines().count(), 1, "{}", run.describe());
 }
+
+/// The lockdep kernel boots on 4 CPUs (secondaries by PSCI, their spin waits
+/// woken by the stores that end them: `ldxr`/`wfe` with no SEV) to its "no init"
+/// panic, which `panic=-1` turns into a reset.
+#[test]
+fn linux_boots_on_four_cpus_to_its_init() {
+    let vmlinux = lockdep_kernel();
+    let run = percpu_lab(&[
+        "run",
+        "--kernel",
+        vmlinux.to_str().unwrap(),
+        "--cpus",
+        "4",
+        "--mmu",
+        "builtin",
+        "--cmdline",
+        "earlycon keep_bootcon panic=-1",
+    ]);
+    assert!(
+        run.console_contains("smp: Brought up 1 node, 4 CPUs"),
+        "{}",
+        run.describe()
+    );
+    assert!(
+        run.console_contains("No working init found"),
+        "{}",
+        run.describe()
+    );
+    assert!(
+        run.stdout
+            .lines()
+            .any(|l| l.starts_with("== guest reset by cpu")),
+        "{}",
+        run.describe()
+    );
+}

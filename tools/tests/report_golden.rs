@@ -46,6 +46,10 @@ const CASES: &[(&str, &[&str])] = &[
         &["--scenario", "selftest-lock-assert-unheld"],
     ),
     ("deadlock", &["--scenario", "selftest-lock-abba-deadlock"]),
+    (
+        "held-lock-freed",
+        &["--scenario", "selftest-lock-free-held"],
+    ),
     ("stale-tlb", &["--scenario", "selftest-stale-tlb"]),
     (
         "missing-tlb-flush",

@@ -31,6 +31,7 @@ struct CoreState {
     insns: u64,
     irqs: u64,
     last_exception: Option<TakenException>,
+    monitor: Option<crate::events::Monitor>,
 }
 
 /// A machine's complete state between slices, from [`crate::Machine::snapshot`],
@@ -84,6 +85,7 @@ impl Machine {
                     insns: core.insns,
                     irqs: core.irqs,
                     last_exception: core.last_exception.clone(),
+                    monitor: core.monitor,
                 })
             })
             .collect::<Result<Vec<_>, EmuError>>()?;
@@ -123,6 +125,7 @@ impl Machine {
             core.insns = saved.insns;
             core.irqs = saved.irqs;
             core.last_exception = saved.last_exception.clone();
+            core.monitor = saved.monitor;
             if let Some(mmu) = &core.mmu {
                 mmu.forget();
             }

@@ -25,6 +25,11 @@
 //!   is `selftest:done`. So a case's window holds the case alone, not `dotest`'s
 //!   printing of its verdict.
 //!
+//! - `lockdep_reset` (which forgets the calling task's held locks): a
+//!   `lockdep:reset` marker. The first hooked call also records the
+//!   `recorder:no-waits` marker: lockdep hears of an acquisition before the lock is
+//!   waited for, so no wait is seen and the wait-for graph does not apply.
+//!
 //! Hard-IRQ context is lockdep's too: the per-CPU `hardirq_context` counter (what
 //! `lockdep_hardirq_enter()` raises, for real interrupts and for the self-test's
 //! simulated ones), read at every hooked call; a change becomes
@@ -67,6 +72,7 @@ pub(super) enum LinuxSite {
     HardirqsOn,
     HardirqsOff,
     Softirqs,
+    LockdepReset,
     SelftestCase,
     SelftestCaseEnd,
     SelftestDone,
@@ -98,6 +104,8 @@ pub(super) struct LinuxState {
     keys_named: FxHashMap<String, Vec<u64>>,
     /// The class each map was last acquired as (releases do not say the subclass).
     acquired_as: FxHashMap<u64, StrId>,
+    /// The `recorder:no-waits` marker has been recorded.
+    announced: bool,
 }
 
 impl LinuxProfile {
@@ -139,6 +147,7 @@ impl LinuxProfile {
             ("lockdep_hardirqs_off", LinuxSite::HardirqsOff),
             ("lockdep_softirqs_on", LinuxSite::Softirqs),
             ("lockdep_softirqs_off", LinuxSite::Softirqs),
+            ("lockdep_reset", LinuxSite::LockdepReset),
             ("dotest", LinuxSite::SelftestCase),
         ] {
             if let Some((entry, _)) = kernel.function_code(name)? {
@@ -223,6 +232,9 @@ impl Recorder {
             let label = st.strings.intern(label);
             st.push(now, cpu, task, pc, 0, EventKind::Marker { label, value });
         };
+        if !std::mem::replace(&mut st.linux.announced, true) {
+            marker(&mut st, traces::lockdep::NO_WAITS_MARKER, 0);
+        }
         match site {
             LinuxSite::LockAcquire => {
                 let (map, subclass, trylock, read, nest_lock, ip) =
@@ -300,6 +312,7 @@ impl Recorder {
                 }
             }
             LinuxSite::Softirqs => marker(&mut st, "unmodelled:softirq", 0),
+            LinuxSite::LockdepReset => marker(&mut st, traces::lockdep::LOCKDEP_RESET_MARKER, 0),
             LinuxSite::SelftestCase => {
                 let case = self
                     .kernel

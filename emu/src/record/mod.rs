@@ -7,7 +7,7 @@
 //!   `lockdep_assert_held`, `lockdep_assert_mutex_held`, `might_sleep`,
 //!   `cpu_switch_to`, `wake_up_thread`, `alloc_pages`, `free_pages`, `direct_reclaim`,
 //!   `fs_reclaim_acquire`, `fs_reclaim_release`, `__alloc_percpu`,
-//!   `__alloc_reserved_percpu`, `free_percpu`, and the exits (`ret`, or a
+//!   `__alloc_reserved_percpu`, `free_percpu`, `debug_check_no_locks_freed`, and the exits (`ret`, or a
 //!   `b` out of the function: a tail call) of those whose result matters. A return is matched to its call by (CPU, stack pointer, function): a
 //!   function returns with the SP it was entered with, and each thread has its own
 //!   stack, so a call that sleeps (a mutex) is matched when its thread comes back.
@@ -144,6 +144,7 @@ enum Func {
     FreePercpu,
     CsdLockWait,
     CsdUnlock,
+    CheckNoLocksFreed,
 }
 
 impl Func {
@@ -160,7 +161,7 @@ impl Func {
         )
     }
 
-    const ALL: [(Func, &'static str, bool); 21] = [
+    const ALL: [(Func, &'static str, bool); 22] = [
         (Func::SpinLock, "spin_lock", true),
         (Func::SpinTrylock, "spin_trylock", true),
         (Func::SpinUnlock, "spin_unlock", false),
@@ -184,6 +185,8 @@ impl Func {
         // docs/machine.md: C ABI, (request, target cpu) and (request).
         (Func::CsdLockWait, "csd_lock_wait", false),
         (Func::CsdUnlock, "csd_unlock", false),
+        // docs/machine.md: C ABI, (address, length).
+        (Func::CheckNoLocksFreed, "debug_check_no_locks_freed", false),
     ];
 }
 
@@ -912,6 +915,7 @@ impl Recorder {
                 }
             }
             Func::CsdUnlock => EventKind::CsdUnlock { csd: x0 },
+            Func::CheckNoLocksFreed => EventKind::LockMemoryFreed { addr: x0, len: x1 },
             Func::FreePages => EventKind::PageFree {
                 pa: x0,
                 order: x1 as u8,
@@ -1158,6 +1162,7 @@ fn needs_stack(kind: &EventKind) -> bool {
             | EventKind::Trylock { .. }
             | EventKind::AssertHeld { .. }
             | EventKind::MightSleep
+            | EventKind::LockMemoryFreed { .. }
             | EventKind::PageAlloc { .. }
             | EventKind::IrqMask { new: false, .. }
     )

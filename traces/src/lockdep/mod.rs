@@ -66,6 +66,15 @@ use crate::strings::StringTable;
 /// The pseudo-lock's class name.
 pub const FS_RECLAIM: &str = "fs_reclaim";
 
+/// Marker: lockdep was reset for the event's task (Linux's `lockdep_reset`, which
+/// its locking self-test calls after each case): the locks it holds are forgotten.
+pub const LOCKDEP_RESET_MARKER: &str = "lockdep:reset";
+
+/// Marker: the recorder does not see lock waits (Linux's lockdep is told of an
+/// acquisition before the lock is waited for), so there is no wait-for graph to
+/// find a real deadlock in; only lockdep's own checks apply.
+pub const NO_WAITS_MARKER: &str = "recorder:no-waits";
+
 /// Names code addresses for reports: `(address, is_return_address)` →
 /// `"function+0x10"`. Return addresses are named by the call that made them.
 pub type Symbolizer = Box<dyn Fn(u64, bool) -> Option<String>>;
@@ -227,6 +236,8 @@ pub struct Stats {
 /// The validator. Feed it events in order with [`Validator::feed`].
 pub struct Validator {
     symbolize: Option<Symbolizer>,
+    /// Whether lock waits are recorded (see [`NO_WAITS_MARKER`]).
+    waits_recorded: bool,
     classes: Vec<Class>,
     by_name: HashMap<String, ClassId>,
     /// Class of each string id seen (index = `StrId`), `u32::MAX` = not resolved.
@@ -290,6 +301,7 @@ impl Validator {
             stacks: FxMap::default(),
             flagged: Default::default(),
             deadlocked: false,
+            waits_recorded: true,
             stats: Stats::default(),
         };
         v.fs_reclaim = v.class_named(FS_RECLAIM);
@@ -517,8 +529,16 @@ impl Validator {
                 }
             }
             EventKind::Marker { label, value } => {
-                if let Some(name) = strings.get(label).and_then(|l| l.strip_prefix("task:")) {
+                let label = strings.get(label).unwrap_or_default();
+                if let Some(name) = label.strip_prefix("task:") {
                     self.task_names.insert(value as u32, name.to_string());
+                } else if label == LOCKDEP_RESET_MARKER {
+                    let t = self.task(e.task);
+                    t.held.clear();
+                    t.waiting.clear();
+                    self.owners.retain(|_, owner| *owner != e.task.0);
+                } else if label == NO_WAITS_MARKER {
+                    self.waits_recorded = false;
                 }
             }
             _ => {}
@@ -946,6 +966,9 @@ impl Validator {
 
     /// After `e`'s task started waiting: does the wait-for graph close a cycle?
     fn check_wait_cycle(&mut self, e: &Event) {
+        if !self.waits_recorded {
+            return;
+        }
         let start = e.task.0;
         if let Some((irq_wait, queued)) = self
             .tasks

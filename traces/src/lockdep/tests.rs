@@ -1322,3 +1322,47 @@ fn freeing_memory_with_a_held_lock_in_it_is_reported() {
         .iter()
         .any(|l| l.contains("held lock freed")));
 }
+
+/// Linux's `lockdep_reset` forgets the task's held locks (its self-test leaves
+/// `A` held after an A-A case); without it, taking `A` again would be recursive.
+#[test]
+fn a_lockdep_reset_forgets_the_tasks_held_locks() {
+    let mut s = script();
+    s.spin("A");
+    s.on(1, 2).spin("B");
+    let reset = s.strings.intern(LOCKDEP_RESET_MARKER);
+    s.on(0, 1).push(EventKind::Marker {
+        label: reset,
+        value: 0,
+    });
+    s.spin("A").unspin("A");
+    assert_eq!(s.kinds(), []);
+    // Only the resetting task's: task 2 still holds B (and now waits for itself).
+    s.on(1, 2).spin("B");
+    assert_eq!(
+        s.kinds(),
+        [FindingKind::RecursiveLocking, FindingKind::Deadlock]
+    );
+}
+
+/// Without recorded waits (Linux's lockdep hooks), an attempt on a lock another
+/// task holds is no wait, so no real deadlock; lockdep's cycle is still found.
+#[test]
+fn without_recorded_waits_there_is_no_wait_for_graph() {
+    for waits in [true, false] {
+        let mut s = script();
+        if !waits {
+            let label = s.strings.intern(NO_WAITS_MARKER);
+            s.push(EventKind::Marker { label, value: 0 });
+        }
+        s.spin("A");
+        s.on(1, 2).spin("B").attempt("A", LockFlavor::Spin);
+        s.on(0, 1).attempt("B", LockFlavor::Spin);
+        let v = s.run();
+        assert_eq!(v.deadlocked(), waits);
+        assert!(v
+            .findings()
+            .iter()
+            .any(|f| f.kind == FindingKind::CircularDependency));
+    }
+}
