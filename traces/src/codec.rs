@@ -306,6 +306,7 @@ fn layout(kind: &EventKind) -> Layout {
         EventKind::CsdUnlock { .. } => plain(tag::CSD_UNLOCK, Body::default()),
         EventKind::LocalLockClass { .. } => plain(tag::LOCAL_LOCK_CLASS, Body::default()),
         EventKind::LockMemoryFreed { .. } => plain(tag::LOCK_MEMORY_FREED, Body::default()),
+        EventKind::ReadLock { .. } => plain(tag::READ_LOCK, Body::default()),
         EventKind::Unknown { tag } => plain(tag, Body::default()),
     }
 }
@@ -323,6 +324,7 @@ fn known_sized(tag: u8) -> bool {
             | tag::CSD_UNLOCK
             | tag::LOCAL_LOCK_CLASS
             | tag::LOCK_MEMORY_FREED
+            | tag::READ_LOCK
     )
 }
 
@@ -383,6 +385,15 @@ fn sized_body(kind: &EventKind) -> Vec<u8> {
         EventKind::LockMemoryFreed { addr, len } => {
             put_va(&mut body, addr);
             put_uleb(&mut body, len);
+        }
+        EventKind::ReadLock {
+            lock,
+            recursive,
+            trylock,
+        } => {
+            put_va(&mut body, lock.addr);
+            put_uleb(&mut body, lock.class.0.into());
+            put_uleb(&mut body, u64::from(recursive) | u64::from(trylock) << 1);
         }
         _ => {}
     }
@@ -484,6 +495,25 @@ fn decode_sized(tag: u8, body: &[u8], string_count: usize) -> Result<Option<Even
             addr: unzigzag(uleb()?) as u64,
             len: uleb()?,
         },
+        tag::READ_LOCK => {
+            let addr = unzigzag(uleb()?) as u64;
+            let id = uleb()?;
+            if id >= string_count as u64 {
+                return Err(Malformed::new("undefined string id"));
+            }
+            let bits = uleb()?;
+            if bits >> 2 != 0 {
+                return Err(Malformed::new("invalid read lock bits"));
+            }
+            EventKind::ReadLock {
+                lock: LockRef {
+                    addr,
+                    class: StrId(id as u32),
+                },
+                recursive: bits & 1 != 0,
+                trylock: bits & 2 != 0,
+            }
+        }
         _ => return Ok(None),
     };
     Ok(Some(kind))

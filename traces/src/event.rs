@@ -332,6 +332,15 @@ pub enum EventKind {
         addr: u64,
         len: u64,
     },
+    /// `lock` acquired for reading (lockdep's `lock_acquire` with `read` 1, or 2 for
+    /// a `recursive` reader, which may nest in another reader of its class); a
+    /// `trylock` is recorded only once it succeeded. An ordinary `LockRelease`
+    /// releases it.
+    ReadLock {
+        lock: LockRef,
+        recursive: bool,
+        trylock: bool,
+    },
     /// A kind this reader does not know (written by a newer writer); its payload was
     /// skipped. `tag` is its record tag (0x80..=0xff). Writing it back stores an empty
     /// payload.
@@ -373,6 +382,7 @@ impl EventKind {
             EventKind::CsdUnlock { .. } => "csd-unlock",
             EventKind::LocalLockClass { .. } => "local-lock-class",
             EventKind::LockMemoryFreed { .. } => "lock-memory-freed",
+            EventKind::ReadLock { .. } => "read-lock",
             EventKind::Tlbi { .. } => "tlbi",
             EventKind::Dsb { .. } => "dsb",
             EventKind::Dmb { .. } => "dmb",
@@ -391,6 +401,7 @@ impl EventKind {
             | EventKind::LockAcquired { lock, .. }
             | EventKind::LockRelease { lock, .. }
             | EventKind::Trylock { lock, .. }
+            | EventKind::ReadLock { lock, .. }
             | EventKind::AssertHeld { lock } => Some(lock),
             _ => None,
         }
@@ -576,6 +587,20 @@ impl fmt::Display for EventDisplay<'_> {
             EventKind::LocalLockClass { class } => write!(f, " {}", text(*class)),
             EventKind::LockMemoryFreed { addr, len } => {
                 write!(f, " {addr:#x}..{:#x}", addr.wrapping_add(*len))
+            }
+            EventKind::ReadLock {
+                lock: l,
+                recursive,
+                trylock,
+            } => {
+                write!(f, " {}", lock(l))?;
+                if *recursive {
+                    write!(f, " recursive")?;
+                }
+                if *trylock {
+                    write!(f, " trylock")?;
+                }
+                Ok(())
             }
             EventKind::Unknown { tag } => write!(f, " tag={tag:#04x}"),
             EventKind::Sleep

@@ -180,13 +180,14 @@
 //! | `0x84` | csd wait | `uleb target` (the CPU asked), `zz csd` (the call's address) |
 //! | `0x85` | csd unlock | `zz csd` |
 //!
-//! Since 1.5 two facts lockdep has about Linux locks are recorded (by the Linux
+//! Since 1.5 three facts lockdep has about Linux locks are recorded (by the Linux
 //! profile of the recorder):
 //!
 //! | tag | kind | body |
 //! | --- | --- | --- |
 //! | `0x86` | local-lock class | `uleb class` (a string id: the class is a `local_lock_t`, lockdep's `LD_LOCK_PERCPU`) |
 //! | `0x87` | lock memory freed | `zz addr`, `uleb len` (memory freed or re-initialised; a lock held in it is a bug) |
+//! | `0x88` | read lock | `zz addr`, `uleb class` (string id), `uleb bits` (bit 0 recursive, bit 1 trylock): an acquisition for reading (lockdep's `read` 1, or 2 when recursive); released by an ordinary lock release |
 //!
 //! `zz` here is the zigzag of the value itself (kernel addresses are "negative").
 //! Bytes after the fields of a known sized kind are ignored (room for later fields).
@@ -272,4 +273,5 @@ pub(crate) mod tag {
     pub const CSD_UNLOCK: u8 = 0x85;
     pub const LOCAL_LOCK_CLASS: u8 = 0x86;
     pub const LOCK_MEMORY_FREED: u8 = 0x87;
+    pub const READ_LOCK: u8 = 0x88;
 }

@@ -195,6 +195,25 @@ fn records() -> Vec<(Vec<u8>, Option<Event>)> {
                 },
             )),
         ),
+        (
+            // read lock (sized, 1.5): body: zz addr, class 0, bits 1 (recursive).
+            cat(&[
+                &[0x88, 0x01, 1],
+                &uleb(zz(LOCK_ADDR as i64).len() as u64 + 2),
+                &zz(LOCK_ADDR as i64),
+                &[0, 1],
+            ]),
+            Some(event(
+                135,
+                0x1010,
+                0,
+                EventKind::ReadLock {
+                    lock,
+                    recursive: true,
+                    trylock: false,
+                },
+            )),
+        ),
     ]
 }
 
@@ -215,11 +234,11 @@ fn future_records() -> Vec<(Vec<u8>, Option<Event>)> {
     vec![
         (
             vec![0x90, 0x51, 1, 3, 1, 2, 3],
-            Some(event(135, 0x1010, EventKind::Unknown { tag: 0x90 })),
+            Some(event(136, 0x1010, EventKind::Unknown { tag: 0x90 })),
         ),
         (
             vec![0x21, 0x03, 2, 8],
-            Some(event(137, 0x1014, EventKind::Isb)),
+            Some(event(138, 0x1014, EventKind::Isb)),
         ),
     ]
 }

@@ -6,8 +6,9 @@
 //! - `lock_acquire(map, subclass, trylock, read, check, nest_lock, ip)`: an
 //!   exclusive acquisition becomes `LockAttempt` + `LockAcquired` (lockdep is told
 //!   before the lock is waited for), a trylock (only reported once it succeeded) a
-//!   `Trylock`. Read acquisitions and those with a `nest_lock` (ww_mutex) have no
-//!   counterpart in the event model: they become `unmodelled:…` markers instead.
+//!   `Trylock`, a read acquisition a `ReadLock` (recursive when `read` is 2).
+//!   Those with a `nest_lock` (ww_mutex) have no counterpart in the event model:
+//!   they become an `unmodelled:nest-lock` marker instead.
 //! - `lock_release(map, ip)`: `LockRelease` of the class the map was acquired as.
 //! - `debug_check_no_locks_freed(from, len)` (memory freed or a lock
 //!   re-initialised): `LockMemoryFreed`.
@@ -239,9 +240,6 @@ impl Recorder {
             LinuxSite::LockAcquire => {
                 let (map, subclass, trylock, read, nest_lock, ip) =
                     (x(0), x(1) as u32, x(2) as u32, x(3) as u32, x(5), x(6));
-                if read != 0 {
-                    return marker(&mut st, "unmodelled:read-lock", map);
-                }
                 if nest_lock != 0 {
                     return marker(&mut st, "unmodelled:nest-lock", map);
                 }
@@ -259,6 +257,14 @@ impl Recorder {
                 };
                 let stack = self.stack_id(uc, &mut st, ip, x(29));
                 let lr = x(30);
+                if read != 0 {
+                    let kind = EventKind::ReadLock {
+                        lock,
+                        recursive: read == 2,
+                        trylock: trylock != 0,
+                    };
+                    return st.push_stacked(stack, now, cpu, task, lr, ip, kind);
+                }
                 if trylock != 0 {
                     let kind = EventKind::Trylock {
                         lock,

@@ -1160,6 +1160,7 @@ fn needs_stack(kind: &EventKind) -> bool {
             | EventKind::LockAcquired { .. }
             | EventKind::LockRelease { .. }
             | EventKind::Trylock { .. }
+            | EventKind::ReadLock { .. }
             | EventKind::AssertHeld { .. }
             | EventKind::MightSleep
             | EventKind::LockMemoryFreed { .. }

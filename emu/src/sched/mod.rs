@@ -119,6 +119,7 @@ pub fn is_point(kind: &EventKind) -> bool {
             | EventKind::LockAcquired { .. }
             | EventKind::LockRelease { .. }
             | EventKind::Trylock { .. }
+            | EventKind::ReadLock { .. }
             | EventKind::IrqMask { .. }
             | EventKind::ContextSwitch { .. }
             | EventKind::Sleep

@@ -28,6 +28,16 @@
 //!   trylock); acquired with IRQs on outside hard-IRQ context (or held while IRQs are
 //!   turned on) it is *hardirq-unsafe*. A class that is both is one
 //!   `inconsistent-irq-state`, whichever fact came first.
+//! - **Readers** (`ReadLock`, from Linux's lockdep; our guest has none): held with
+//!   their read level (1, or 2 for a recursive reader), which is part of the chain.
+//!   A recursive reader may nest in a reader of its class. Each edge keeps the
+//!   dependency kinds seen (-(SR)->, -(ER)->, -(SN)->, -(EN)->: shared or exclusive
+//!   holder, recursive reader or not next), and every search follows strong paths
+//!   only (no -(*R)-> followed by -(S*)->), as lockdep's `__bfs` does; a cycle is
+//!   a deadlock only if it is strong all round (`hlock_conflict`). A reader marks
+//!   the `_READ` usage bits: read in hard-IRQ context and read with IRQs on is
+//!   consistent; read in it and written with IRQs on is not; a path that ends in
+//!   recursive reads only meets a class's written usage, not its read usage.
 //! - **Atomic context** for sleep points: hard IRQ, a spinlock held, IRQs masked, or
 //!   a nonzero preemption count (`PreemptDisable`/`PreemptEnable`).
 //! - **Wait-for graph**: a task between `LockAttempt` and `LockAcquired` waits for
@@ -102,8 +112,96 @@ struct Class {
     in_hardirq: Option<Site>,
     /// First acquisition (or hold) with IRQs on outside hard-IRQ context.
     hardirq_on: Option<Site>,
+    /// `in_hardirq` for read acquisitions (lockdep's `_READ` usage bits).
+    in_hardirq_read: Option<Site>,
+    /// `hardirq_on` for read acquisitions.
+    hardirq_on_read: Option<Site>,
     /// A `local_lock_t` (lockdep's `LD_LOCK_PERCPU`).
     local: bool,
+}
+
+/// lockdep's hard-IRQ usage bits of a class (`LOCK_USED_IN_HARDIRQ[_READ]`,
+/// `LOCK_ENABLED_HARDIRQ[_READ]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Usage {
+    InHardirq,
+    InHardirqRead,
+    HardirqOn,
+    HardirqOnRead,
+}
+
+impl Usage {
+    fn of(used_in: bool, read: bool) -> Self {
+        match (used_in, read) {
+            (true, false) => Usage::InHardirq,
+            (true, true) => Usage::InHardirqRead,
+            (false, false) => Usage::HardirqOn,
+            (false, true) => Usage::HardirqOnRead,
+        }
+    }
+
+    fn used_in(self) -> bool {
+        matches!(self, Usage::InHardirq | Usage::InHardirqRead)
+    }
+
+    fn read(self) -> bool {
+        matches!(self, Usage::InHardirqRead | Usage::HardirqOnRead)
+    }
+}
+
+impl Class {
+    fn usage(&self, bit: Usage) -> Option<Site> {
+        match bit {
+            Usage::InHardirq => self.in_hardirq,
+            Usage::InHardirqRead => self.in_hardirq_read,
+            Usage::HardirqOn => self.hardirq_on,
+            Usage::HardirqOnRead => self.hardirq_on_read,
+        }
+    }
+
+    fn usage_mut(&mut self, bit: Usage) -> &mut Option<Site> {
+        match bit {
+            Usage::InHardirq => &mut self.in_hardirq,
+            Usage::InHardirqRead => &mut self.in_hardirq_read,
+            Usage::HardirqOn => &mut self.hardirq_on,
+            Usage::HardirqOnRead => &mut self.hardirq_on_read,
+        }
+    }
+
+    /// Usage lockdep reports as an inconsistent state: written in hard-IRQ context
+    /// and held with IRQs on, or read in it and written with IRQs on.
+    fn inconsistent(&self) -> bool {
+        (self.in_hardirq.is_some() && (self.hardirq_on.is_some() || self.hardirq_on_read.is_some()))
+            || (self.in_hardirq_read.is_some() && self.hardirq_on.is_some())
+    }
+
+    /// Where it became hardirq-safe (a write first, else a read).
+    fn safe_site(&self) -> Option<Site> {
+        self.in_hardirq.or(self.in_hardirq_read)
+    }
+
+    /// Where it became hardirq-unsafe (a write first, else a read).
+    fn unsafe_site(&self) -> Option<Site> {
+        self.hardirq_on.or(self.hardirq_on_read)
+    }
+}
+
+/// lockdep's dependency kinds (`calc_dep`): bit `(prev is exclusive) + 2 * (next is
+/// not a recursive reader)`, i.e. -(SR)->, -(ER)->, -(SN)->, -(EN)->.
+const DEP_SR: u8 = 1;
+const DEP_ER: u8 = 2;
+const DEP_SN: u8 = 4;
+const DEP_EN: u8 = 8;
+
+/// The dependency `prev` → `next` given their read levels (0 write, 1 read, 2
+/// recursive read).
+fn dep_of(prev_read: u8, next_read: u8) -> u8 {
+    1 << (u8::from(prev_read == 0) + 2 * u8::from(next_read != 2))
+}
+
+/// The same dependency seen from its far end (`calc_depb`): ER and SN swap.
+fn dep_backwards(dep: u8) -> u8 {
+    dep & (DEP_SR | DEP_EN) | (dep & DEP_ER) << 1 | (dep & DEP_SN) >> 1
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -112,6 +210,8 @@ struct Held {
     addr: u64,
     flavor: LockFlavor,
     trylock: bool,
+    /// 0 a writer (exclusive), 1 a reader, 2 a recursive reader.
+    read: u8,
     /// The task's hard-IRQ depth when it was taken.
     ctx: u32,
     site: Site,
@@ -220,6 +320,8 @@ impl Default for CpuState {
 #[derive(Debug, Clone, Copy)]
 struct Edge {
     next: Site,
+    /// The dependency kinds seen ([`DEP_SR`] …).
+    dep: u8,
 }
 
 /// Counters for reports and benchmarks.
@@ -350,6 +452,8 @@ impl Validator {
             name: name.to_string(),
             in_hardirq: None,
             hardirq_on: None,
+            in_hardirq_read: None,
+            hardirq_on_read: None,
             local: false,
         });
         self.by_name.insert(name.to_string(), id);
@@ -443,12 +547,26 @@ impl Validator {
             EventKind::LockAttempt { lock, flavor } => {
                 self.stats.lock_events += 1;
                 let class = self.class_of(lock, Some(flavor), strings);
-                self.attempt(e, lock.addr, class, flavor);
+                self.attempt(e, lock.addr, class, flavor, 0);
             }
             EventKind::LockAcquired { lock, flavor } => {
                 self.stats.lock_events += 1;
                 let class = self.class_of(lock, Some(flavor), strings);
-                self.acquired(e, lock.addr, class, flavor, false);
+                self.acquired(e, lock.addr, class, flavor, false, 0);
+            }
+            EventKind::ReadLock {
+                lock,
+                recursive,
+                trylock,
+            } => {
+                self.stats.lock_events += 1;
+                let flavor = LockFlavor::Spin;
+                let class = self.class_of(lock, Some(flavor), strings);
+                let read = if recursive { 2 } else { 1 };
+                if !trylock {
+                    self.attempt(e, lock.addr, class, flavor, read);
+                }
+                self.acquired(e, lock.addr, class, flavor, trylock, read);
             }
             EventKind::Trylock {
                 lock,
@@ -458,7 +576,7 @@ impl Validator {
                 self.stats.lock_events += 1;
                 if acquired {
                     let class = self.class_of(lock, Some(flavor), strings);
-                    self.acquired(e, lock.addr, class, flavor, true);
+                    self.acquired(e, lock.addr, class, flavor, true, 0);
                 }
             }
             EventKind::LockRelease { lock, flavor } => {
@@ -549,7 +667,7 @@ impl Validator {
         self.cpus.get(cpu as usize).is_none_or(|c| c.masked)
     }
 
-    fn attempt(&mut self, e: &Event, addr: u64, class: ClassId, flavor: LockFlavor) {
+    fn attempt(&mut self, e: &Event, addr: u64, class: ClassId, flavor: LockFlavor, read: u8) {
         let site = self.site_of(e);
         if flavor == LockFlavor::Mutex {
             self.sleep_point(e, "mutex_lock()");
@@ -569,25 +687,35 @@ impl Validator {
         }
         // Usage is marked at the attempt, before any wait (as lockdep's
         // `lock_acquire` marks it before the contended spin).
-        self.mark_usage(e, class, ctx, masked, false);
-        // The chain: context, held classes of this context, the new class.
+        self.mark_usage(e, class, ctx, masked, false, read);
+        // The chain: context, held classes of this context (with how each is
+        // held), the new class.
         let t = &self.tasks[&e.task.0];
         let mut chain = vec![ctx];
+        let link = |class: ClassId, read: u8, trylock: bool| {
+            class << 3 | u32::from(read) << 1 | u32::from(trylock)
+        };
         for held in t.held.iter().filter(|h| h.ctx == ctx) {
-            chain.push(held.class << 1 | held.trylock as u32);
+            chain.push(link(held.class, held.read, held.trylock));
         }
-        chain.push(class << 1);
+        chain.push(link(class, read, false));
         if !self.chains.insert(chain.into_boxed_slice()) {
             self.stats.chain_cache_hits += 1;
         } else {
             let t = &self.tasks[&e.task.0];
             let same_ctx: Vec<Held> = t.held.iter().filter(|h| h.ctx == ctx).copied().collect();
-            if let Some(prev) = same_ctx.iter().rev().find(|h| h.class == class) {
+            // lockdep's check_deadlock: a recursive reader may nest in a reader of
+            // its class; then the dependency is added as any other.
+            let recursion = same_ctx
+                .iter()
+                .rev()
+                .find(|h| h.class == class && !(read == 2 && h.read != 0));
+            if let Some(prev) = recursion {
                 let prev = *prev;
                 self.report_recursive(e, prev, addr, class, flavor);
             } else {
                 for prev in same_ctx.iter().rev() {
-                    self.add_edge(e, prev, class);
+                    self.add_edge(e, prev, class, read);
                     if !prev.trylock {
                         break;
                     }
@@ -606,6 +734,7 @@ impl Validator {
         class: ClassId,
         flavor: LockFlavor,
         trylock: bool,
+        read: u8,
     ) {
         let site = self.site_of(e);
         let masked = self.masked(e.cpu.0);
@@ -619,6 +748,7 @@ impl Validator {
             addr,
             flavor,
             trylock,
+            read,
             ctx,
             site,
         });
@@ -627,21 +757,30 @@ impl Validator {
         }
         if trylock {
             // A trylock has no attempt event: its usage is marked here.
-            self.mark_usage(e, class, ctx, masked, true);
+            self.mark_usage(e, class, ctx, masked, true, read);
         }
     }
 
     /// lockdep's `mark_usage`: acquired in hard-IRQ context the class is
     /// hardirq-safe (a trylock never marks that: it cannot deadlock against the
     /// interrupted code); acquired with IRQs on it is hardirq-unsafe.
-    fn mark_usage(&mut self, e: &Event, class: ClassId, ctx: u32, masked: bool, trylock: bool) {
+    /// A reader marks the `_READ` bits.
+    fn mark_usage(
+        &mut self,
+        e: &Event,
+        class: ClassId,
+        ctx: u32,
+        masked: bool,
+        trylock: bool,
+        read: u8,
+    ) {
         let site = self.site_of(e);
         if ctx > 0 {
             if !trylock {
-                self.mark_in_hardirq(e, class, site);
+                self.mark(e, class, Usage::of(true, read != 0), read, site);
             }
         } else if !masked {
-            self.mark_hardirq_on(e, class, site);
+            self.mark(e, class, Usage::of(false, read != 0), read, site);
         }
     }
 
@@ -684,8 +823,8 @@ impl Validator {
         if self.tasks.get(&e.task.0).is_some_and(|t| t.reclaim > 0) {
             return;
         }
-        self.attempt(e, 0, fs, LockFlavor::Pseudo);
-        self.acquired(e, 0, fs, LockFlavor::Pseudo, false);
+        self.attempt(e, 0, fs, LockFlavor::Pseudo, 0);
+        self.acquired(e, 0, fs, LockFlavor::Pseudo, false, 0);
         let t = self.tasks.entry(e.task.0).or_default();
         if let Some(i) = t.held.iter().rposition(|h| h.class == fs) {
             t.held.remove(i);
@@ -739,21 +878,23 @@ impl Validator {
         let held = t.held.clone();
         let site = self.site_of(e);
         for h in held {
-            self.mark_hardirq_on(e, h.class, site);
+            self.mark(e, h.class, Usage::of(false, h.read != 0), h.read, site);
         }
     }
 
-    /// Hardirq-safe and not also unsafe: a class that is both was reported as
-    /// inconsistent, and an inversion through it would be the same cause again.
-    fn only_safe(&self, c: ClassId) -> bool {
+    /// lockdep's `usage_match` for a hardirq-safe class (`only_xr`: the path to it
+    /// has only recursive-read dependencies, then only a written usage counts). A
+    /// class reported as inconsistent is left out: an inversion through it would
+    /// be the same cause again.
+    fn safe_usage(&self, c: ClassId, only_xr: bool) -> bool {
         let c = &self.classes[c as usize];
-        c.in_hardirq.is_some() && c.hardirq_on.is_none() && !c.local
+        !c.inconsistent() && (c.in_hardirq.is_some() || !only_xr && c.in_hardirq_read.is_some())
     }
 
-    /// Hardirq-unsafe and not also safe (see [`Self::only_safe`]).
-    fn only_unsafe(&self, c: ClassId) -> bool {
+    /// [`Self::safe_usage`] for a hardirq-unsafe class.
+    fn unsafe_usage(&self, c: ClassId, only_xr: bool) -> bool {
         let c = &self.classes[c as usize];
-        c.hardirq_on.is_some() && c.in_hardirq.is_none() && !c.local
+        !c.inconsistent() && (c.hardirq_on.is_some() || !only_xr && c.hardirq_on_read.is_some())
     }
 
     /// lockdep's `debug_check_no_locks_freed`: the task must hold no lock inside
@@ -772,147 +913,185 @@ impl Validator {
         }
     }
 
-    fn mark_in_hardirq(&mut self, e: &Event, class: ClassId, site: Site) {
-        if self.classes[class as usize].in_hardirq.is_some() {
+    /// lockdep's `mark_lock` + `mark_lock_irq`: a new usage bit of `class`
+    /// (acquired or held as `read`) must not conflict with its other bits (an
+    /// inconsistent state) nor, along the dependencies, with another class's.
+    fn mark(&mut self, e: &Event, class: ClassId, bit: Usage, read: u8, site: Site) {
+        let c = &mut self.classes[class as usize];
+        if c.usage(bit).is_some() {
             return;
         }
-        self.classes[class as usize].in_hardirq = Some(site);
-        if let Some(on) = self.classes[class as usize].hardirq_on {
-            // lockdep's `mark_lock_irq` stops at the inconsistent state: one
-            // cause, one finding (no inversion report for the same mark).
-            self.report_inconsistent(e, class, on, site, true);
+        *c.usage_mut(bit) = Some(site);
+        let (excl, excl_read) = if bit.used_in() {
+            (Usage::HardirqOn, Usage::HardirqOnRead)
+        } else {
+            (Usage::InHardirq, Usage::InHardirqRead)
+        };
+        let other = c
+            .usage(excl)
+            .or(if bit.read() { None } else { c.usage(excl_read) });
+        if let Some(other) = other {
+            // lockdep's `valid_state` stops at the inconsistent state: one cause,
+            // one finding (no inversion report for the same mark).
+            let (on, safe) = if bit.used_in() {
+                (other, site)
+            } else {
+                (site, other)
+            };
+            self.report_inconsistent(e, class, on, safe, bit.used_in());
             return;
         }
-        // A safe class now: nothing it leads to may be unsafe.
-        if let Some(path) = self.usage_search(class, true, |c| self.only_unsafe(c)) {
-            // lockdep's scenario names the lock next to the one just marked.
-            self.report_irq_inversion(e, &path, path[1]);
-        }
-    }
-
-    fn mark_hardirq_on(&mut self, e: &Event, class: ClassId, site: Site) {
-        if self.classes[class as usize].hardirq_on.is_some() {
-            return;
-        }
-        self.classes[class as usize].hardirq_on = Some(site);
-        if let Some(safe) = self.classes[class as usize].in_hardirq {
-            self.report_inconsistent(e, class, site, safe, false);
-            return;
-        }
-        // An unsafe class now: nothing that leads to it may be safe.
-        if let Some(mut path) = self.usage_search(class, false, |c| self.only_safe(c)) {
+        if bit.used_in() {
+            // A safe class now: nothing it leads to may be unsafe.
+            let found = self.bfs(class, read == 2, true, |c, xr| self.unsafe_usage(c, xr));
+            if let Some(path) = found {
+                // lockdep's scenario names the lock next to the one just marked.
+                let middle = path.get(1).copied().unwrap_or(class);
+                self.report_irq_inversion(e, &path, middle);
+            }
+        } else if let Some(mut path) =
+            self.bfs(class, read != 0, false, |c, xr| self.safe_usage(c, xr))
+        {
+            // An unsafe class now: nothing that leads to it may be safe.
             path.reverse();
-            self.report_irq_inversion(e, &path, path[path.len() - 2]);
+            let middle = path.len().checked_sub(2).map_or(class, |i| path[i]);
+            self.report_irq_inversion(e, &path, middle);
         }
     }
 
-    /// Breadth-first search from `from` (excluded) along the graph (`forward` or
-    /// backward) for a class satisfying `wanted`; the path from `from` to it.
-    fn search(
+    /// lockdep's `__bfs` along strong dependency paths (no -(*R)-> followed by
+    /// -(S*)->), forward or backward from `root` (whose `only_xr` is given),
+    /// skipping local locks (`usage_skip`): the first class `wanted` accepts (given
+    /// whether the path to it has only -(*R)-> dependencies), the root included, and
+    /// the path from the root to it. As in lockdep, each class is reached once, by
+    /// the first dependency the search meets, strong or not.
+    fn bfs(
         &self,
-        from: ClassId,
+        root: ClassId,
+        root_only_xr: bool,
         forward: bool,
-        wanted: impl Fn(ClassId) -> bool,
+        wanted: impl Fn(ClassId, bool) -> bool,
     ) -> Option<Vec<ClassId>> {
-        self.search_graph(from, forward, false, wanted)
+        self.strong_search(root, root_only_xr, forward, true, wanted)
     }
 
-    /// [`Self::search`] for IRQ usage: local locks are skipped (lockdep's
-    /// `usage_skip`).
-    fn usage_search(
+    fn strong_search(
         &self,
-        from: ClassId,
-        forward: bool,
-        wanted: impl Fn(ClassId) -> bool,
-    ) -> Option<Vec<ClassId>> {
-        self.search_graph(from, forward, true, wanted)
-    }
-
-    fn search_graph(
-        &self,
-        from: ClassId,
+        root: ClassId,
+        root_only_xr: bool,
         forward: bool,
         skip_local: bool,
-        wanted: impl Fn(ClassId) -> bool,
+        wanted: impl Fn(ClassId, bool) -> bool,
     ) -> Option<Vec<ClassId>> {
+        // Reached classes: (parent, only_xr, usable).
+        let mut reached: FxMap<ClassId, (ClassId, bool)> = FxMap::default();
+        let mut queue: VecDeque<(ClassId, ClassId, u8)> = VecDeque::new();
+        let visit = |c: ClassId, only_xr: bool, reached: &FxMap<ClassId, (ClassId, bool)>| {
+            if skip_local && self.classes[c as usize].local {
+                return None;
+            }
+            if !wanted(c, only_xr) {
+                return None;
+            }
+            let mut path = vec![c];
+            let mut at = c;
+            while at != root {
+                at = reached[&at].0;
+                path.push(at);
+            }
+            path.reverse();
+            Some(path)
+        };
+        reached.insert(root, (root, root_only_xr));
+        if let Some(path) = visit(root, root_only_xr, &reached) {
+            return Some(path);
+        }
+        if skip_local && self.classes[root as usize].local {
+            return None;
+        }
         let graph = if forward {
             &self.forward
         } else {
             &self.backward
         };
-        if skip_local && self.classes[from as usize].local {
-            return None; // lockdep skips the search's root too
-        }
-        let mut parent: FxMap<ClassId, ClassId> = FxMap::default();
-        let mut queue = VecDeque::from([from]);
-        parent.insert(from, from);
-        while let Some(c) = queue.pop_front() {
+        let enqueue = |queue: &mut VecDeque<(ClassId, ClassId, u8)>, c: ClassId| {
             for &next in &graph[c as usize] {
-                if parent.contains_key(&next) {
-                    continue;
-                }
-                parent.insert(next, c);
-                if skip_local && self.classes[next as usize].local {
-                    continue; // neither a match nor a way through
-                }
-                if wanted(next) {
-                    let mut path = vec![next];
-                    let mut at = next;
-                    while at != from {
-                        at = parent[&at];
-                        path.push(at);
-                    }
-                    path.reverse();
-                    return Some(path);
-                }
-                queue.push_back(next);
+                let dep = if forward {
+                    self.edges[&(c, next)].dep
+                } else {
+                    dep_backwards(self.edges[&(next, c)].dep)
+                };
+                queue.push_back((next, c, dep));
             }
+        };
+        enqueue(&mut queue, root);
+        while let Some((c, parent, mut dep)) = queue.pop_front() {
+            if reached.contains_key(&c) {
+                continue;
+            }
+            if reached[&parent].1 {
+                dep &= !(DEP_SR | DEP_SN);
+            }
+            let only_xr = dep & (DEP_SN | DEP_EN) == 0;
+            reached.insert(c, (parent, only_xr));
+            if dep == 0 {
+                continue; // reached, but by no strong path: lockdep skips it for good
+            }
+            if let Some(path) = visit(c, only_xr, &reached) {
+                return Some(path);
+            }
+            if skip_local && self.classes[c as usize].local {
+                continue;
+            }
+            enqueue(&mut queue, c);
         }
         None
     }
 
-    /// The path `from` → … → `to` along dependencies, if there is one.
-    fn path(&self, from: ClassId, to: ClassId) -> Option<Vec<ClassId>> {
-        if from == to {
-            return Some(vec![from]);
-        }
-        self.search(from, true, |c| c == to)
-    }
-
-    fn add_edge(&mut self, e: &Event, prev: &Held, next: ClassId) {
+    fn add_edge(&mut self, e: &Event, prev: &Held, next: ClassId, next_read: u8) {
         let key = (prev.class, next);
-        if self.edges.contains_key(&key) {
+        let dep = dep_of(prev.read, next_read);
+        if self.edges.get(&key).is_some_and(|edge| edge.dep & dep != 0) {
             return;
         }
-        // Would A → B close a cycle? Look for B → … → A first.
-        let cycle = self.path(next, prev.class);
-        self.edges.insert(
-            key,
-            Edge {
-                next: self.site_of(e),
-            },
-        );
-        self.forward[prev.class as usize].push(next);
-        self.backward[next as usize].push(prev.class);
-        if let Some(path) = cycle {
-            self.report_circular(e, prev, next, &path);
+        // lockdep's check_noncircular: would this close a strong cycle? Look for
+        // B → … → A first, ending so that A → B conflicts with it.
+        let cycle = self.strong_search(next, next_read == 2, true, false, |c, only_xr| {
+            c == prev.class && (prev.read == 0 || !only_xr)
+        });
+        match self.edges.get_mut(&key) {
+            Some(edge) => edge.dep |= dep,
+            None => {
+                let next_site = self.site_of(e);
+                self.edges.insert(
+                    key,
+                    Edge {
+                        next: next_site,
+                        dep,
+                    },
+                );
+                self.forward[prev.class as usize].push(next);
+                self.backward[next as usize].push(prev.class);
+            }
         }
-        // A hardirq-safe class reaching (through this edge) a hardirq-unsafe one.
-        let safe = if self.only_safe(prev.class) {
-            Some(vec![prev.class])
-        } else {
-            self.usage_search(prev.class, false, |c| self.only_safe(c))
-                .map(|mut p| {
-                    p.reverse();
-                    p
-                })
-        };
-        if let Some(safe) = safe {
-            let unsafe_ = if self.only_unsafe(next) {
-                Some(vec![next])
-            } else {
-                self.usage_search(next, true, |c| self.only_unsafe(c))
-            };
+        match cycle {
+            // A reader of the class nesting in a recursive one: lockdep reports
+            // it as a recursion, with the same cause.
+            Some(path) if path.len() == 1 => {
+                let addr = e.kind.lock().map_or(0, |l| l.addr);
+                self.report_recursive(e, *prev, addr, next, prev.flavor);
+            }
+            Some(path) => self.report_circular(e, prev, next, &path),
+            None => {}
+        }
+        // lockdep's check_irq_usage: a hardirq-safe class reaching (through this
+        // dependency) a hardirq-unsafe one.
+        let safe = self.bfs(prev.class, prev.read != 0, false, |c, xr| {
+            self.safe_usage(c, xr)
+        });
+        if let Some(mut safe) = safe {
+            safe.reverse();
+            let unsafe_ = self.bfs(next, next_read == 2, true, |c, xr| self.unsafe_usage(c, xr));
             if let Some(unsafe_) = unsafe_ {
                 let mut path = safe;
                 path.extend(unsafe_);

@@ -67,19 +67,22 @@ impl Validator {
 
     /// lockdep's usage bits, `{hardirq-write hardirq-read softirq-write
     /// softirq-read}`: `+` used with IRQs on, `-` used in IRQ context, `?` both, `.`
-    /// neither. Read locks are not modelled (`.`); the guest has no softirqs and never
-    /// disables them, so a lock used with IRQs on is used with softirqs on too.
+    /// neither. Softirqs are not modelled: a lock used with IRQs on is taken to be
+    /// used with softirqs on too.
     pub(super) fn usage(&self, class: ClassId) -> String {
         let c = &self.classes[class as usize];
-        let on = c.hardirq_on.is_some();
-        let hardirq = match (on, c.in_hardirq.is_some()) {
+        let bits = |on: bool, used_in: bool| match (on, used_in) {
             (true, true) => '?',
             (true, false) => '+',
             (false, true) => '-',
             (false, false) => '.',
         };
-        let softirq = if on { '+' } else { '.' };
-        format!("{{{hardirq}.{softirq}.}}")
+        let (on, on_read) = (c.hardirq_on.is_some(), c.hardirq_on_read.is_some());
+        let write = bits(on, c.in_hardirq.is_some());
+        let read = bits(on_read, c.in_hardirq_read.is_some());
+        let soft_write = if on { '+' } else { '.' };
+        let soft_read = if on_read { '+' } else { '.' };
+        format!("{{{write}{read}{soft_write}{soft_read}}}")
     }
 
     /// `(name){usage}`.
@@ -665,7 +668,7 @@ impl Validator {
         out.line("a HARDIRQ-irq-safe lock:");
         out.line(format!(" {}", self.lock_label(safe)));
         self.record_lock(safe, None, &mut out);
-        if let Some(s) = self.classes[safe as usize].in_hardirq {
+        if let Some(s) = self.classes[safe as usize].safe_site() {
             self.usage_lines(
                 "... which became HARDIRQ-irq-safe at:",
                 &s,
@@ -677,7 +680,7 @@ impl Validator {
         out.line("depends on a HARDIRQ-irq-unsafe lock:");
         out.line(format!(" {}", self.lock_label(unsafe_)));
         self.record_lock(unsafe_, None, &mut out);
-        if let Some(s) = self.classes[unsafe_ as usize].hardirq_on {
+        if let Some(s) = self.classes[unsafe_ as usize].unsafe_site() {
             self.usage_lines(
                 "... which became HARDIRQ-irq-unsafe at:",
                 &s,

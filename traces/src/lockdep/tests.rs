@@ -90,6 +90,16 @@ impl Script {
         self.unlock(name, LockFlavor::Spin)
     }
 
+    /// A read acquisition (`recursive`: lockdep's `read` 2, else 1).
+    fn read(&mut self, name: &str, recursive: bool) -> &mut Self {
+        let lock = self.lock(name);
+        self.push(EventKind::ReadLock {
+            lock,
+            recursive,
+            trylock: false,
+        })
+    }
+
     fn irqs(&mut self, on: bool) -> &mut Self {
         self.push(EventKind::IrqMask {
             old: on,
@@ -1365,4 +1375,67 @@ fn without_recorded_waits_there_is_no_wait_for_graph() {
             .iter()
             .any(|f| f.kind == FindingKind::CircularDependency));
     }
+}
+
+/// lockdep's check_deadlock: a recursive reader nests in any reader of its class;
+/// a non-recursive reader, or any nesting in a writer, is recursion.
+#[test]
+fn only_a_recursive_reader_nests_in_a_reader_of_its_class() {
+    for (first_read, second_recursive, expected) in [
+        (Some(false), true, &[][..]),
+        (Some(true), true, &[][..]),
+        (Some(true), false, &[FindingKind::RecursiveLocking][..]),
+        (None, true, &[FindingKind::RecursiveLocking][..]),
+    ] {
+        let mut s = script();
+        match first_read {
+            Some(recursive) => s.read("X#1", recursive),
+            None => s.spin("X#1"),
+        };
+        s.read("X#2", second_recursive).unspin("X#2").unspin("X#1");
+        assert_eq!(
+            s.kinds(),
+            expected,
+            "{first_read:?} then {second_recursive}"
+        );
+    }
+}
+
+/// lockdep-design.rst's strong paths: X read recursively then Y written, against
+/// Y written then X read. A recursive reader of X is not blocked by B's wait, so
+/// X -(SN)-> Y -(ER)-> X is no deadlock; a non-recursive one waits behind a
+/// writer, so X -(SN)-> Y -(EN)-> X is.
+#[test]
+fn a_cycle_through_a_recursive_read_is_no_deadlock_unless_strong() {
+    for (recursive, expected) in [
+        (true, &[][..]),
+        (false, &[FindingKind::CircularDependency][..]),
+    ] {
+        let mut s = script();
+        s.read("X", true).spin("Y").unspin("Y").unspin("X");
+        s.on(1, 2)
+            .spin("Y")
+            .read("X", recursive)
+            .unspin("X")
+            .unspin("Y");
+        assert_eq!(s.kinds(), expected, "recursive: {recursive}");
+    }
+}
+
+/// Read in hard-IRQ context and read with IRQs on is consistent for recursive
+/// readers; written with IRQs on it is not (lockdep's `valid_state`), and a
+/// non-recursive reader with IRQs on inverts against its own use in IRQs.
+#[test]
+fn irq_usage_of_readers_follows_lockdeps_read_bits() {
+    let mut s = script();
+    s.hardirq().read("R", true).unspin("R").hardirq_exit();
+    s.read("R", true).unspin("R");
+    assert_eq!(s.kinds(), []);
+    s.spin("R").unspin("R");
+    assert_eq!(s.kinds(), [FindingKind::InconsistentIrqState]);
+
+    let mut s = script();
+    s.read("N", false).unspin("N");
+    s.hardirq().read("N", false).unspin("N").hardirq_exit();
+    assert_eq!(s.kinds(), [FindingKind::IrqInversion]);
 }

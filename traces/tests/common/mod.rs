@@ -200,6 +200,16 @@ pub fn kind(strings: u32) -> impl Strategy<Value = EventKind> {
         }),
         (any::<u64>(), any::<u64>())
             .prop_map(|(addr, len)| EventKind::LockMemoryFreed { addr, len }),
+        (address(), 0..strings, any::<bool>(), any::<bool>()).prop_map(
+            |(addr, class, recursive, trylock)| EventKind::ReadLock {
+                lock: LockRef {
+                    addr,
+                    class: StrId(class)
+                },
+                recursive,
+                trylock
+            }
+        ),
         (address(), 0u8..4, any::<u64>())
             .prop_map(|(pa, level, va_base)| { EventKind::PageTablePage { pa, level, va_base } }),
         (any::<u64>(), 0usize..3, any::<bool>(), any::<u64>()).prop_map(
@@ -217,8 +227,8 @@ pub fn kind(strings: u32) -> impl Strategy<Value = EventKind> {
             frames: StrId(frames)
         }),
         // Sized tags this crate does not know (0x80..=0x82 are the TLB model's, 0x83
-        // the stack, 0x84..=0x85 the cross-CPU calls', 0x86..=0x87 lockdep's facts).
-        (0x88u8..=0xff).prop_map(|tag| EventKind::Unknown { tag }),
+        // the stack, 0x84..=0x85 the cross-CPU calls', 0x86..=0x88 lockdep's facts).
+        (0x89u8..=0xff).prop_map(|tag| EventKind::Unknown { tag }),
     ]
 }
 
