@@ -307,6 +307,10 @@ fn layout(kind: &EventKind) -> Layout {
         EventKind::LocalLockClass { .. } => plain(tag::LOCAL_LOCK_CLASS, Body::default()),
         EventKind::LockMemoryFreed { .. } => plain(tag::LOCK_MEMORY_FREED, Body::default()),
         EventKind::ReadLock { .. } => plain(tag::READ_LOCK, Body::default()),
+        EventKind::SoftIrqEnter => plain(tag::SOFTIRQ_ENTER, Body::default()),
+        EventKind::SoftIrqExit => plain(tag::SOFTIRQ_EXIT, Body::default()),
+        EventKind::SoftirqsOn => plain(tag::SOFTIRQS_ON, Body::default()),
+        EventKind::SoftirqsOff => plain(tag::SOFTIRQS_OFF, Body::default()),
         EventKind::Unknown { tag } => plain(tag, Body::default()),
     }
 }
@@ -325,6 +329,10 @@ fn known_sized(tag: u8) -> bool {
             | tag::LOCAL_LOCK_CLASS
             | tag::LOCK_MEMORY_FREED
             | tag::READ_LOCK
+            | tag::SOFTIRQ_ENTER
+            | tag::SOFTIRQ_EXIT
+            | tag::SOFTIRQS_ON
+            | tag::SOFTIRQS_OFF
     )
 }
 
@@ -495,6 +503,10 @@ fn decode_sized(tag: u8, body: &[u8], string_count: usize) -> Result<Option<Even
             addr: unzigzag(uleb()?) as u64,
             len: uleb()?,
         },
+        tag::SOFTIRQ_ENTER => EventKind::SoftIrqEnter,
+        tag::SOFTIRQ_EXIT => EventKind::SoftIrqExit,
+        tag::SOFTIRQS_ON => EventKind::SoftirqsOn,
+        tag::SOFTIRQS_OFF => EventKind::SoftirqsOff,
         tag::READ_LOCK => {
             let addr = unzigzag(uleb()?) as u64;
             let id = uleb()?;

@@ -341,6 +341,14 @@ pub enum EventKind {
         recursive: bool,
         trylock: bool,
     },
+    /// The task enters softirq context (Linux's lockdep: `softirq_context` up).
+    SoftIrqEnter,
+    /// The task leaves softirq context.
+    SoftIrqExit,
+    /// The task enables softirqs (lockdep's `lockdep_softirqs_on`).
+    SoftirqsOn,
+    /// The task disables softirqs (`local_bh_disable`).
+    SoftirqsOff,
     /// A kind this reader does not know (written by a newer writer); its payload was
     /// skipped. `tag` is its record tag (0x80..=0xff). Writing it back stores an empty
     /// payload.
@@ -383,6 +391,10 @@ impl EventKind {
             EventKind::LocalLockClass { .. } => "local-lock-class",
             EventKind::LockMemoryFreed { .. } => "lock-memory-freed",
             EventKind::ReadLock { .. } => "read-lock",
+            EventKind::SoftIrqEnter => "softirq-enter",
+            EventKind::SoftIrqExit => "softirq-exit",
+            EventKind::SoftirqsOn => "softirqs-on",
+            EventKind::SoftirqsOff => "softirqs-off",
             EventKind::Tlbi { .. } => "tlbi",
             EventKind::Dsb { .. } => "dsb",
             EventKind::Dmb { .. } => "dmb",
@@ -607,7 +619,11 @@ impl fmt::Display for EventDisplay<'_> {
             | EventKind::MightSleep
             | EventKind::ReclaimEnter
             | EventKind::ReclaimExit
-            | EventKind::Isb => Ok(()),
+            | EventKind::Isb
+            | EventKind::SoftIrqEnter
+            | EventKind::SoftIrqExit
+            | EventKind::SoftirqsOn
+            | EventKind::SoftirqsOff => Ok(()),
         }
     }
 }

@@ -180,13 +180,17 @@
 //! | `0x84` | csd wait | `uleb target` (the CPU asked), `zz csd` (the call's address) |
 //! | `0x85` | csd unlock | `zz csd` |
 //!
-//! Since 1.5 three facts lockdep has about Linux locks are recorded (by the Linux
+//! Since 1.5 the facts lockdep has about Linux locks are recorded (by the Linux
 //! profile of the recorder):
 //!
 //! | tag | kind | body |
 //! | --- | --- | --- |
 //! | `0x86` | local-lock class | `uleb class` (a string id: the class is a `local_lock_t`, lockdep's `LD_LOCK_PERCPU`) |
 //! | `0x87` | lock memory freed | `zz addr`, `uleb len` (memory freed or re-initialised; a lock held in it is a bug) |
+//! | `0x89` | softirq enter | — (the task enters softirq context: lockdep's `softirq_context`) |
+//! | `0x8a` | softirq exit | — |
+//! | `0x8b` | softirqs on | — (the task enables softirqs: lockdep's `softirqs_enabled`) |
+//! | `0x8c` | softirqs off | — |
 //! | `0x88` | read lock | `zz addr`, `uleb class` (string id), `uleb bits` (bit 0 recursive, bit 1 trylock): an acquisition for reading (lockdep's `read` 1, or 2 when recursive); released by an ordinary lock release |
 //!
 //! `zz` here is the zigzag of the value itself (kernel addresses are "negative").
@@ -274,4 +278,8 @@ pub(crate) mod tag {
     pub const LOCAL_LOCK_CLASS: u8 = 0x86;
     pub const LOCK_MEMORY_FREED: u8 = 0x87;
     pub const READ_LOCK: u8 = 0x88;
+    pub const SOFTIRQ_ENTER: u8 = 0x89;
+    pub const SOFTIRQ_EXIT: u8 = 0x8a;
+    pub const SOFTIRQS_ON: u8 = 0x8b;
+    pub const SOFTIRQS_OFF: u8 = 0x8c;
 }

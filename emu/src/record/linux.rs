@@ -16,8 +16,8 @@
 //!   announced once by `LocalLockClass`.
 //! - `lockdep_hardirqs_on/off`: lockdep's own IRQ state, as `IrqMask` events (only
 //!   changes are recorded).
-//! - `lockdep_softirqs_on/off`: an `unmodelled:softirq` marker (the validator has
-//!   no softirq context).
+//! - `lockdep_softirqs_on/off`: `SoftirqsOn`/`SoftirqsOff` (lockdep's
+//!   `softirqs_enabled` of the task).
 //! - The locking self-test: `dotest(fn, expected, mask)` starts a case (marker
 //!   `selftest:case:<fn>`, value `expected | mask << 1`); the return from its call
 //!   of `fn` (the instruction after `dotest`'s first `blr`) ends it (marker
@@ -34,8 +34,9 @@
 //! Hard-IRQ context is lockdep's too: the per-CPU `hardirq_context` counter (what
 //! `lockdep_hardirq_enter()` raises, for real interrupts and for the self-test's
 //! simulated ones), read at every hooked call; a change becomes
-//! `HardIrqEnter`/`HardIrqExit`. The task is `current` (SP_EL0), named once by a
-//! `task:<comm>` marker.
+//! `HardIrqEnter`/`HardIrqExit`. Softirq context likewise is the task's
+//! `softirq_context` (`SoftIrqEnter`/`SoftIrqExit`). The task is `current`
+//! (SP_EL0), named once by a `task:<comm>` marker.
 //!
 //! # Layouts
 //! `lockdep_map`'s `key`, `name` and `wait_type_inner` and `task_struct`'s `comm`
@@ -72,7 +73,8 @@ pub(super) enum LinuxSite {
     MemoryFreed,
     HardirqsOn,
     HardirqsOff,
-    Softirqs,
+    SoftirqsOn,
+    SoftirqsOff,
     LockdepReset,
     SelftestCase,
     SelftestCaseEnd,
@@ -87,6 +89,8 @@ pub(super) struct LinuxProfile {
     map_wait_inner: u64,
     map_lock_type: u64,
     task_comm: u64,
+    /// `task_struct::softirq_context`, if the kernel traces IRQ flags.
+    task_softirq_context: Option<u64>,
     /// The per-CPU `hardirq_context` (its link address; add the CPU's offset).
     hardirq_context: Option<u64>,
     debug_locks: Option<u64>,
@@ -97,6 +101,8 @@ pub(super) struct LinuxProfile {
 pub(super) struct LinuxState {
     /// lockdep's `hardirq_context` last seen per CPU.
     hardirq: Vec<u32>,
+    /// Each task's `softirq_context` last seen.
+    softirq: FxHashMap<TaskId, u32>,
     /// lockdep's IRQ state last seen per CPU (`None`: not yet seen).
     masked: Vec<Option<bool>>,
     /// (key, subclass) → class.
@@ -136,6 +142,9 @@ impl LinuxProfile {
             map_wait_inner: member("lockdep_map", "wait_type_inner")?,
             map_lock_type: member("lockdep_map", "lock_type")?,
             task_comm: member("task_struct", "comm")?,
+            task_softirq_context: layouts
+                .get("task_struct")
+                .and_then(|l| l.offset("softirq_context")),
             hardirq_context: kernel.symbol_address("hardirq_context"),
             debug_locks: kernel.symbol_address("debug_locks"),
         };
@@ -146,8 +155,8 @@ impl LinuxProfile {
             ("debug_check_no_locks_freed", LinuxSite::MemoryFreed),
             ("lockdep_hardirqs_on", LinuxSite::HardirqsOn),
             ("lockdep_hardirqs_off", LinuxSite::HardirqsOff),
-            ("lockdep_softirqs_on", LinuxSite::Softirqs),
-            ("lockdep_softirqs_off", LinuxSite::Softirqs),
+            ("lockdep_softirqs_on", LinuxSite::SoftirqsOn),
+            ("lockdep_softirqs_off", LinuxSite::SoftirqsOff),
             ("lockdep_reset", LinuxSite::LockdepReset),
             ("dotest", LinuxSite::SelftestCase),
         ] {
@@ -229,6 +238,18 @@ impl Recorder {
         let mut st = self.state.borrow_mut();
         let task = self.linux_task(uc, &mut st, profile, cpu, now);
         self.sync_hardirq_context(uc, &mut st, profile, cpu, task, pc, now);
+        if let Some(offset) = profile.task_softirq_context {
+            let current = reg(uc, RegisterARM64::SP_EL0);
+            if let Some(depth) = read_u32(uc, current.wrapping_add(offset)) {
+                let seen = st.linux.softirq.insert(task, depth).unwrap_or(0);
+                for _ in seen..depth {
+                    st.push(now, cpu, task, pc, 0, EventKind::SoftIrqEnter);
+                }
+                for _ in depth..seen {
+                    st.push(now, cpu, task, pc, 0, EventKind::SoftIrqExit);
+                }
+            }
+        }
         let marker = |st: &mut State, label: &str, value: u64| {
             let label = st.strings.intern(label);
             st.push(now, cpu, task, pc, 0, EventKind::Marker { label, value });
@@ -317,7 +338,8 @@ impl Recorder {
                     st.push_stacked(stack, now, cpu, task, x(30), ip, kind);
                 }
             }
-            LinuxSite::Softirqs => marker(&mut st, "unmodelled:softirq", 0),
+            LinuxSite::SoftirqsOn => st.push(now, cpu, task, pc, 0, EventKind::SoftirqsOn),
+            LinuxSite::SoftirqsOff => st.push(now, cpu, task, pc, 0, EventKind::SoftirqsOff),
             LinuxSite::LockdepReset => marker(&mut st, traces::lockdep::LOCKDEP_RESET_MARKER, 0),
             LinuxSite::SelftestCase => {
                 let case = self

@@ -38,6 +38,11 @@
 //!   the `_READ` usage bits: read in hard-IRQ context and read with IRQs on is
 //!   consistent; read in it and written with IRQs on is not; a path that ends in
 //!   recursive reads only meets a class's written usage, not its read usage.
+//! - **Softirqs** (`SoftIrqEnter`/`Exit`, `SoftirqsOn`/`Off`, from Linux's lockdep;
+//!   a task starts with softirqs enabled, and our guest never changes that): the
+//!   same usage rules in a state of their own (`IN-SOFTIRQ`, `SOFTIRQ-ON`); a lock
+//!   counts as used with softirqs enabled only with hard IRQs enabled too, and
+//!   turning softirqs on marks the locks held then.
 //! - **Atomic context** for sleep points: hard IRQ, a spinlock held, IRQs masked, or
 //!   a nonzero preemption count (`PreemptDisable`/`PreemptEnable`).
 //! - **Wait-for graph**: a task between `LockAttempt` and `LockAcquired` waits for
@@ -108,81 +113,85 @@ type ClassId = u32;
 #[derive(Debug, Clone)]
 struct Class {
     name: String,
-    /// First acquisition in hard-IRQ context.
-    in_hardirq: Option<Site>,
-    /// First acquisition (or hold) with IRQs on outside hard-IRQ context.
-    hardirq_on: Option<Site>,
-    /// `in_hardirq` for read acquisitions (lockdep's `_READ` usage bits).
-    in_hardirq_read: Option<Site>,
-    /// `hardirq_on` for read acquisitions.
-    hardirq_on_read: Option<Site>,
+    /// lockdep's usage bits, each with where it was first set (see [`Usage`]).
+    usage: [Option<Site>; 8],
     /// A `local_lock_t` (lockdep's `LD_LOCK_PERCPU`).
     local: bool,
 }
 
-/// lockdep's hard-IRQ usage bits of a class (`LOCK_USED_IN_HARDIRQ[_READ]`,
-/// `LOCK_ENABLED_HARDIRQ[_READ]`).
+/// The interrupt contexts lockdep tracks usage for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Usage {
-    InHardirq,
-    InHardirqRead,
-    HardirqOn,
-    HardirqOnRead,
+pub(crate) enum IrqState {
+    Hard,
+    Soft,
+}
+
+impl IrqState {
+    const ALL: [IrqState; 2] = [IrqState::Hard, IrqState::Soft];
+
+    /// lockdep's name of the state, e.g. in `{IN-HARDIRQ-W}`.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            IrqState::Hard => "HARDIRQ",
+            IrqState::Soft => "SOFTIRQ",
+        }
+    }
+}
+
+/// One of lockdep's usage bits: `LOCK_USED_IN_<STATE>[_READ]` (`used_in`) or
+/// `LOCK_ENABLED_<STATE>[_READ]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Usage {
+    state: IrqState,
+    used_in: bool,
+    read: bool,
 }
 
 impl Usage {
-    fn of(used_in: bool, read: bool) -> Self {
-        match (used_in, read) {
-            (true, false) => Usage::InHardirq,
-            (true, true) => Usage::InHardirqRead,
-            (false, false) => Usage::HardirqOn,
-            (false, true) => Usage::HardirqOnRead,
+    fn of(state: IrqState, used_in: bool, read: bool) -> Self {
+        Usage {
+            state,
+            used_in,
+            read,
         }
     }
 
-    fn used_in(self) -> bool {
-        matches!(self, Usage::InHardirq | Usage::InHardirqRead)
-    }
-
-    fn read(self) -> bool {
-        matches!(self, Usage::InHardirqRead | Usage::HardirqOnRead)
+    fn index(self) -> usize {
+        (self.state as usize) * 4 + usize::from(!self.used_in) * 2 + usize::from(self.read)
     }
 }
 
 impl Class {
     fn usage(&self, bit: Usage) -> Option<Site> {
-        match bit {
-            Usage::InHardirq => self.in_hardirq,
-            Usage::InHardirqRead => self.in_hardirq_read,
-            Usage::HardirqOn => self.hardirq_on,
-            Usage::HardirqOnRead => self.hardirq_on_read,
-        }
+        self.usage[bit.index()]
     }
 
     fn usage_mut(&mut self, bit: Usage) -> &mut Option<Site> {
-        match bit {
-            Usage::InHardirq => &mut self.in_hardirq,
-            Usage::InHardirqRead => &mut self.in_hardirq_read,
-            Usage::HardirqOn => &mut self.hardirq_on,
-            Usage::HardirqOnRead => &mut self.hardirq_on_read,
-        }
+        &mut self.usage[bit.index()]
     }
 
-    /// Usage lockdep reports as an inconsistent state: written in hard-IRQ context
-    /// and held with IRQs on, or read in it and written with IRQs on.
-    fn inconsistent(&self) -> bool {
-        (self.in_hardirq.is_some() && (self.hardirq_on.is_some() || self.hardirq_on_read.is_some()))
-            || (self.in_hardirq_read.is_some() && self.hardirq_on.is_some())
+    fn has(&self, state: IrqState, used_in: bool, read: bool) -> bool {
+        self.usage(Usage::of(state, used_in, read)).is_some()
     }
 
-    /// Where it became hardirq-safe (a write first, else a read).
-    fn safe_site(&self) -> Option<Site> {
-        self.in_hardirq.or(self.in_hardirq_read)
+    /// Usage lockdep reports as an inconsistent state: written in the IRQ context
+    /// and held with it enabled, or read in it and written with it enabled.
+    fn inconsistent(&self, state: IrqState) -> bool {
+        let has = |used_in, read| self.has(state, used_in, read);
+        (has(true, false) && (has(false, false) || has(false, true)))
+            || (has(true, true) && has(false, false))
     }
 
-    /// Where it became hardirq-unsafe (a write first, else a read).
-    fn unsafe_site(&self) -> Option<Site> {
-        self.hardirq_on.or(self.hardirq_on_read)
+    /// Where it became safe for `state` (a write first, else a read).
+    fn safe_site(&self, state: IrqState) -> Option<Site> {
+        self.usage(Usage::of(state, true, false))
+            .or(self.usage(Usage::of(state, true, true)))
+    }
+
+    /// Where it became unsafe for `state` (a write first, else a read).
+    fn unsafe_site(&self, state: IrqState) -> Option<Site> {
+        self.usage(Usage::of(state, false, false))
+            .or(self.usage(Usage::of(state, false, true)))
     }
 }
 
@@ -284,6 +293,10 @@ struct TaskState {
     preempt: u32,
     /// IRQs were turned on inside the current hard-IRQ handler (reported once).
     irqs_on_in_hardirq: bool,
+    /// Softirq context nesting (`SoftIrqEnter`/`SoftIrqExit`).
+    softirq: u32,
+    /// Softirqs are disabled (`SoftirqsOff`; a task starts with them on).
+    softirqs_off: bool,
     /// The IRQ numbers of the handlers running, innermost last.
     irqs: Vec<u32>,
     /// Acquisitions begun and not completed, innermost last (a mutex's attempt
@@ -450,10 +463,7 @@ impl Validator {
         let id = self.classes.len() as ClassId;
         self.classes.push(Class {
             name: name.to_string(),
-            in_hardirq: None,
-            hardirq_on: None,
-            in_hardirq_read: None,
-            hardirq_on_read: None,
+            usage: [None; 8],
             local: false,
         });
         self.by_name.insert(name.to_string(), id);
@@ -622,6 +632,13 @@ impl Validator {
                 self.csd_waits.remove(&csd);
             }
             EventKind::MightSleep => self.sleep_point(e, "might_sleep()"),
+            EventKind::SoftIrqEnter => self.task(e.task).softirq += 1,
+            EventKind::SoftIrqExit => {
+                let t = self.task(e.task);
+                t.softirq = t.softirq.saturating_sub(1);
+            }
+            EventKind::SoftirqsOff => self.task(e.task).softirqs_off = true,
+            EventKind::SoftirqsOn => self.softirqs_enabled(e),
             EventKind::LocalLockClass { class } => {
                 let name = strings.get(class).unwrap_or_default().to_string();
                 let id = self.class_named(&name);
@@ -687,7 +704,7 @@ impl Validator {
         }
         // Usage is marked at the attempt, before any wait (as lockdep's
         // `lock_acquire` marks it before the contended spin).
-        self.mark_usage(e, class, ctx, masked, false, read);
+        self.mark_usage(e, class, masked, false, read);
         // The chain: context, held classes of this context (with how each is
         // held), the new class.
         let t = &self.tasks[&e.task.0];
@@ -757,30 +774,71 @@ impl Validator {
         }
         if trylock {
             // A trylock has no attempt event: its usage is marked here.
-            self.mark_usage(e, class, ctx, masked, true, read);
+            self.mark_usage(e, class, masked, true, read);
         }
     }
 
     /// lockdep's `mark_usage`: acquired in hard-IRQ context the class is
     /// hardirq-safe (a trylock never marks that: it cannot deadlock against the
     /// interrupted code); acquired with IRQs on it is hardirq-unsafe.
-    /// A reader marks the `_READ` bits.
-    fn mark_usage(
-        &mut self,
-        e: &Event,
-        class: ClassId,
-        ctx: u32,
-        masked: bool,
-        trylock: bool,
-        read: u8,
-    ) {
+    /// A reader marks the `_READ` bits. Softirq context and softirqs enabled
+    /// mark the softirq bits the same way (used with softirqs enabled only counts
+    /// with hard IRQs enabled too).
+    fn mark_usage(&mut self, e: &Event, class: ClassId, masked: bool, trylock: bool, read: u8) {
         let site = self.site_of(e);
-        if ctx > 0 {
+        let t = self.tasks.entry(e.task.0).or_default();
+        let (hardirq, softirq, softirqs_on) = (t.hardirq, t.softirq, !t.softirqs_off);
+        let is_read = read != 0;
+        // The softirq bits first: a report made while marking the hard-IRQ ones
+        // then shows both (as the guest's reports always have).
+        if softirq > 0 && !trylock {
+            self.mark(
+                e,
+                class,
+                Usage::of(IrqState::Soft, true, is_read),
+                read,
+                site,
+            );
+        }
+        if hardirq == 0 && !masked && softirqs_on {
+            self.mark(
+                e,
+                class,
+                Usage::of(IrqState::Soft, false, is_read),
+                read,
+                site,
+            );
+        }
+        if hardirq > 0 {
             if !trylock {
-                self.mark(e, class, Usage::of(true, read != 0), read, site);
+                let bit = Usage::of(IrqState::Hard, true, is_read);
+                self.mark(e, class, bit, read, site);
             }
         } else if !masked {
-            self.mark(e, class, Usage::of(false, read != 0), read, site);
+            self.mark(
+                e,
+                class,
+                Usage::of(IrqState::Hard, false, is_read),
+                read,
+                site,
+            );
+        }
+    }
+
+    /// lockdep's `lockdep_softirqs_on`: held locks are now held with softirqs
+    /// enabled (if hard IRQs are enabled too).
+    fn softirqs_enabled(&mut self, e: &Event) {
+        let masked = self.masked(e.cpu.0);
+        let t = self.task(e.task);
+        t.softirqs_off = false;
+        if masked || t.hardirq > 0 {
+            return;
+        }
+        let held = t.held.clone();
+        let site = self.site_of(e);
+        for h in held {
+            let bit = Usage::of(IrqState::Soft, false, h.read != 0);
+            self.mark(e, h.class, bit, h.read, site);
         }
     }
 
@@ -877,8 +935,20 @@ impl Validator {
         // {HARDIRQ-ON-W}", the same finding as when the facts come the other way.
         let held = t.held.clone();
         let site = self.site_of(e);
+        let softirqs_on = self.tasks.get(&e.task.0).is_some_and(|t| !t.softirqs_off);
         for h in held {
-            self.mark(e, h.class, Usage::of(false, h.read != 0), h.read, site);
+            let read = h.read != 0;
+            if softirqs_on {
+                let bit = Usage::of(IrqState::Soft, false, read);
+                self.mark(e, h.class, bit, h.read, site);
+            }
+            self.mark(
+                e,
+                h.class,
+                Usage::of(IrqState::Hard, false, read),
+                h.read,
+                site,
+            );
         }
     }
 
@@ -886,15 +956,17 @@ impl Validator {
     /// has only recursive-read dependencies, then only a written usage counts). A
     /// class reported as inconsistent is left out: an inversion through it would
     /// be the same cause again.
-    fn safe_usage(&self, c: ClassId, only_xr: bool) -> bool {
+    fn safe_usage(&self, c: ClassId, only_xr: bool, state: IrqState) -> bool {
         let c = &self.classes[c as usize];
-        !c.inconsistent() && (c.in_hardirq.is_some() || !only_xr && c.in_hardirq_read.is_some())
+        !c.inconsistent(state)
+            && (c.has(state, true, false) || !only_xr && c.has(state, true, true))
     }
 
-    /// [`Self::safe_usage`] for a hardirq-unsafe class.
-    fn unsafe_usage(&self, c: ClassId, only_xr: bool) -> bool {
+    /// [`Self::safe_usage`] for an unsafe class.
+    fn unsafe_usage(&self, c: ClassId, only_xr: bool, state: IrqState) -> bool {
         let c = &self.classes[c as usize];
-        !c.inconsistent() && (c.hardirq_on.is_some() || !only_xr && c.hardirq_on_read.is_some())
+        !c.inconsistent(state)
+            && (c.has(state, false, false) || !only_xr && c.has(state, false, true))
     }
 
     /// lockdep's `debug_check_no_locks_freed`: the task must hold no lock inside
@@ -922,40 +994,40 @@ impl Validator {
             return;
         }
         *c.usage_mut(bit) = Some(site);
-        let (excl, excl_read) = if bit.used_in() {
-            (Usage::HardirqOn, Usage::HardirqOnRead)
-        } else {
-            (Usage::InHardirq, Usage::InHardirqRead)
-        };
+        let state = bit.state;
+        let excl = Usage::of(state, !bit.used_in, false);
+        let excl_read = Usage::of(state, !bit.used_in, true);
         let other = c
             .usage(excl)
-            .or(if bit.read() { None } else { c.usage(excl_read) });
+            .or(if bit.read { None } else { c.usage(excl_read) });
         if let Some(other) = other {
             // lockdep's `valid_state` stops at the inconsistent state: one cause,
             // one finding (no inversion report for the same mark).
-            let (on, safe) = if bit.used_in() {
+            let (on, safe) = if bit.used_in {
                 (other, site)
             } else {
                 (site, other)
             };
-            self.report_inconsistent(e, class, on, safe, bit.used_in());
+            self.report_inconsistent(e, class, on, safe, bit.used_in, state);
             return;
         }
-        if bit.used_in() {
+        if bit.used_in {
             // A safe class now: nothing it leads to may be unsafe.
-            let found = self.bfs(class, read == 2, true, |c, xr| self.unsafe_usage(c, xr));
+            let found = self.bfs(class, read == 2, true, |c, xr| {
+                self.unsafe_usage(c, xr, state)
+            });
             if let Some(path) = found {
                 // lockdep's scenario names the lock next to the one just marked.
                 let middle = path.get(1).copied().unwrap_or(class);
-                self.report_irq_inversion(e, &path, middle);
+                self.report_irq_inversion(e, &path, middle, state);
             }
-        } else if let Some(mut path) =
-            self.bfs(class, read != 0, false, |c, xr| self.safe_usage(c, xr))
-        {
+        } else if let Some(mut path) = self.bfs(class, read != 0, false, |c, xr| {
+            self.safe_usage(c, xr, state)
+        }) {
             // An unsafe class now: nothing that leads to it may be safe.
             path.reverse();
             let middle = path.len().checked_sub(2).map_or(class, |i| path[i]);
-            self.report_irq_inversion(e, &path, middle);
+            self.report_irq_inversion(e, &path, middle, state);
         }
     }
 
@@ -1084,14 +1156,19 @@ impl Validator {
             Some(path) => self.report_circular(e, prev, next, &path),
             None => {}
         }
-        // lockdep's check_irq_usage: a hardirq-safe class reaching (through this
-        // dependency) a hardirq-unsafe one.
-        let safe = self.bfs(prev.class, prev.read != 0, false, |c, xr| {
-            self.safe_usage(c, xr)
-        });
-        if let Some(mut safe) = safe {
+        // lockdep's check_irq_usage: an IRQ-safe class reaching (through this
+        // dependency) a class unsafe for the same IRQ context; the first found.
+        for state in IrqState::ALL {
+            let safe = self.bfs(prev.class, prev.read != 0, false, |c, xr| {
+                self.safe_usage(c, xr, state)
+            });
+            let Some(mut safe) = safe else {
+                continue;
+            };
             safe.reverse();
-            let unsafe_ = self.bfs(next, next_read == 2, true, |c, xr| self.unsafe_usage(c, xr));
+            let unsafe_ = self.bfs(next, next_read == 2, true, |c, xr| {
+                self.unsafe_usage(c, xr, state)
+            });
             if let Some(unsafe_) = unsafe_ {
                 let mut path = safe;
                 path.extend(unsafe_);
@@ -1101,7 +1178,8 @@ impl Validator {
                 } else {
                     prev.class
                 };
-                self.report_irq_inversion(e, &path, middle);
+                self.report_irq_inversion(e, &path, middle, state);
+                break;
             }
         }
     }

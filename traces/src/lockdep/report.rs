@@ -3,7 +3,7 @@
 //! locks, the reporter's `stack backtrace:`) and the same facts structured for the
 //! JSON report ([`Finding::locks`], [`Finding::sites`], [`Finding::tasks`]).
 
-use super::{ClassId, Held, Site, Validator, Wait, Waiting};
+use super::{ClassId, Held, IrqState, Site, Validator, Wait, Waiting};
 use crate::event::{Event, LockFlavor};
 use crate::finding::{Finding, FindingKind, FindingLock, FindingSite, FindingTask};
 
@@ -67,8 +67,7 @@ impl Validator {
 
     /// lockdep's usage bits, `{hardirq-write hardirq-read softirq-write
     /// softirq-read}`: `+` used with IRQs on, `-` used in IRQ context, `?` both, `.`
-    /// neither. Softirqs are not modelled: a lock used with IRQs on is taken to be
-    /// used with softirqs on too.
+    /// neither.
     pub(super) fn usage(&self, class: ClassId) -> String {
         let c = &self.classes[class as usize];
         let bits = |on: bool, used_in: bool| match (on, used_in) {
@@ -77,12 +76,14 @@ impl Validator {
             (false, true) => '-',
             (false, false) => '.',
         };
-        let (on, on_read) = (c.hardirq_on.is_some(), c.hardirq_on_read.is_some());
-        let write = bits(on, c.in_hardirq.is_some());
-        let read = bits(on_read, c.in_hardirq_read.is_some());
-        let soft_write = if on { '+' } else { '.' };
-        let soft_read = if on_read { '+' } else { '.' };
-        format!("{{{write}{read}{soft_write}{soft_read}}}")
+        let char_of = |state, read| bits(c.has(state, false, read), c.has(state, true, read));
+        format!(
+            "{{{}{}{}{}}}",
+            char_of(IrqState::Hard, false),
+            char_of(IrqState::Hard, true),
+            char_of(IrqState::Soft, false),
+            char_of(IrqState::Soft, true)
+        )
     }
 
     /// `(name){usage}`.
@@ -535,7 +536,7 @@ impl Validator {
                         ));
                         self.record_lock(class, None, &mut out);
                         self.record_site("release", Some(class), &rel, &mut out);
-                        if let Some(acq) = self.classes[class as usize].in_hardirq {
+                        if let Some(acq) = self.classes[class as usize].safe_site(IrqState::Hard) {
                             self.usage_lines(
                                 &format!("({}) was taken in hard-IRQ context:", self.name(class)),
                                 &acq,
@@ -563,7 +564,7 @@ impl Validator {
                 self.enables_irqs_line(e, &site, &mut out);
                 out.line("while holding:");
                 self.lock_line(h.class, h.addr, &h.site, "held", &mut out);
-                if let Some(acq) = self.classes[h.class as usize].in_hardirq {
+                if let Some(acq) = self.classes[h.class as usize].safe_site(IrqState::Hard) {
                     self.usage_lines(
                         &format!("({name}) is taken in hard-IRQ context:"),
                         &acq,
@@ -589,6 +590,7 @@ impl Validator {
 
     /// `class` was used with IRQs on (`on`) and in hard-IRQ context (`safe`); `now_safe`
     /// says which came second.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn report_inconsistent(
         &mut self,
         e: &Event,
@@ -596,17 +598,24 @@ impl Validator {
         on: Site,
         safe: Site,
         now_safe: bool,
+        state: IrqState,
     ) {
         let name = self.name(class).to_string();
+        let st = state.name();
+        let (on_bits, in_bits) = (format!("{{{st}-ON-W}}"), format!("{{IN-{st}-W}}"));
         let (from, to) = if now_safe {
-            ("{HARDIRQ-ON-W}", "{IN-HARDIRQ-W}")
+            (on_bits.as_str(), in_bits.as_str())
         } else {
-            ("{IN-HARDIRQ-W}", "{HARDIRQ-ON-W}")
+            (in_bits.as_str(), on_bits.as_str())
+        };
+        let (on_role, in_role) = match state {
+            IrqState::Hard => ("irqs-on", "in-hardirq"),
+            IrqState::Soft => ("softirqs-on", "in-softirq"),
         };
         let (now, before, before_role) = if now_safe {
-            (safe, on, "irqs-on")
+            (safe, on, on_role)
         } else {
-            (on, safe, "in-hardirq")
+            (on, safe, in_role)
         };
         let addr = e.kind.lock().map_or(0, |l| l.addr);
         let mut out = Draft::default();
@@ -639,10 +648,14 @@ impl Validator {
         self.held_lines(e.task.0, &mut out);
         let site = self.site_of(e);
         self.reporter_lines(&site, &mut out);
+        let key = match state {
+            IrqState::Hard => name,
+            IrqState::Soft => format!("{name} softirq"),
+        };
         self.finding(
             FindingKind::InconsistentIrqState,
             "inconsistent lock state",
-            name,
+            key,
             out,
             e,
         );
@@ -651,40 +664,57 @@ impl Validator {
     /// `path` = safe → … → unsafe along dependencies; `middle` is the lock lockdep's
     /// scenario shows CPU1 taking after the safe one (the other end of the dependency
     /// that completed the path, or the neighbour of the lock whose usage did).
-    pub(super) fn report_irq_inversion(&mut self, e: &Event, path: &[ClassId], middle: ClassId) {
+    pub(super) fn report_irq_inversion(
+        &mut self,
+        e: &Event,
+        path: &[ClassId],
+        middle: ClassId,
+        state: IrqState,
+    ) {
+        let st = state.name();
         self.flag_path(path);
         let (safe, unsafe_) = (path[0], path[path.len() - 1]);
         let middle = if middle == safe { unsafe_ } else { middle };
         let (sn, un) = (self.name(safe).to_string(), self.name(unsafe_).to_string());
         let site = self.site_of(e);
         let mut out = Draft::default();
-        out.line("WARNING: HARDIRQ-safe -> HARDIRQ-unsafe lock order detected");
+        out.line(format!(
+            "WARNING: {st}-safe -> {st}-unsafe lock order detected"
+        ));
         out.line(format!(
             "{} {} made the last link, {}",
             self.task_label(e.task.0),
             self.irq_state(e),
             self.at(&site)
         ));
-        out.line("a HARDIRQ-irq-safe lock:");
+        out.line(format!("a {st}-irq-safe lock:"));
         out.line(format!(" {}", self.lock_label(safe)));
         self.record_lock(safe, None, &mut out);
-        if let Some(s) = self.classes[safe as usize].safe_site() {
+        if let Some(s) = self.classes[safe as usize].safe_site(state) {
             self.usage_lines(
-                "... which became HARDIRQ-irq-safe at:",
+                &format!("... which became {st}-irq-safe at:"),
                 &s,
-                "in-hardirq",
+                if state == IrqState::Hard {
+                    "in-hardirq"
+                } else {
+                    "in-softirq"
+                },
                 safe,
                 &mut out,
             );
         }
-        out.line("depends on a HARDIRQ-irq-unsafe lock:");
+        out.line(format!("depends on a {st}-irq-unsafe lock:"));
         out.line(format!(" {}", self.lock_label(unsafe_)));
         self.record_lock(unsafe_, None, &mut out);
-        if let Some(s) = self.classes[unsafe_ as usize].unsafe_site() {
+        if let Some(s) = self.classes[unsafe_ as usize].unsafe_site(state) {
             self.usage_lines(
-                "... which became HARDIRQ-irq-unsafe at:",
+                &format!("... which became {st}-irq-unsafe at:"),
                 &s,
-                "irqs-on",
+                if state == IrqState::Hard {
+                    "irqs-on"
+                } else {
+                    "softirqs-on"
+                },
                 unsafe_,
                 &mut out,
             );
@@ -698,18 +728,28 @@ impl Validator {
         out.line(format!("       {:<28}CPU1", "CPU0"));
         out.line(format!("       {:<28}----", "----"));
         out.line(format!("  lock({un});"));
-        out.line(format!("       {:<28}local_irq_disable();", ""));
+        let disable = match state {
+            IrqState::Hard => "local_irq_disable();",
+            IrqState::Soft => "local_bh_disable();",
+        };
+        out.line(format!("       {:<28}{disable}", ""));
         out.line(format!("       {:<28}lock({sn});", ""));
         out.line(format!("       {:<28}lock({middle});", ""));
-        out.line("  <Interrupt>");
+        out.line(match state {
+            IrqState::Hard => "  <Interrupt>",
+            IrqState::Soft => "  <SoftIRQ>",
+        });
         out.line(format!("    lock({sn});"));
         out.line(" *** DEADLOCK ***");
         self.held_lines(e.task.0, &mut out);
         self.reporter_lines(&site, &mut out);
         self.finding(
             FindingKind::IrqInversion,
-            "possible irq lock inversion dependency (HARDIRQ-safe -> HARDIRQ-unsafe)",
-            format!("{sn} -> {un}"),
+            &format!("possible irq lock inversion dependency ({st}-safe -> {st}-unsafe)"),
+            match state {
+                IrqState::Hard => format!("{sn} -> {un}"),
+                IrqState::Soft => format!("{sn} -> {un} (softirq)"),
+            },
             out,
             e,
         );

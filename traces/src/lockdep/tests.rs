@@ -1439,3 +1439,50 @@ fn irq_usage_of_readers_follows_lockdeps_read_bits() {
     s.hardirq().read("N", false).unspin("N").hardirq_exit();
     assert_eq!(s.kinds(), [FindingKind::IrqInversion]);
 }
+
+/// Softirq usage mirrors hard-IRQ usage: a lock taken in softirq context and
+/// with softirqs enabled is inconsistent; with softirqs disabled around it
+/// (`local_bh_disable`) it is fine; and hard and soft states are separate (taken
+/// in softirq, held with hard IRQs on but softirqs off: clean).
+#[test]
+fn softirq_usage_is_a_state_of_its_own() {
+    // A softirq runs with softirqs disabled (`__do_softirq`).
+    let mut s = script();
+    s.push(EventKind::SoftirqsOff)
+        .push(EventKind::SoftIrqEnter)
+        .spin("S")
+        .unspin("S")
+        .push(EventKind::SoftIrqExit);
+    s.spin("S").unspin("S");
+    assert_eq!(s.kinds(), []);
+    s.push(EventKind::SoftirqsOn).spin("S").unspin("S");
+    let v = s.run();
+    let kinds: Vec<_> = v.findings().iter().map(|f| f.kind).collect();
+    assert_eq!(kinds, [FindingKind::InconsistentIrqState]);
+    assert!(v.findings()[0]
+        .details
+        .iter()
+        .any(|l| l.contains("{IN-SOFTIRQ-W} -> {SOFTIRQ-ON-W}")));
+}
+
+/// Enabling softirqs marks the locks held then as softirq-unsafe (lockdep's
+/// `lockdep_softirqs_on` → `mark_held_locks`), and a softirq-safe lock depending
+/// on one is a softirq inversion.
+#[test]
+fn a_softirq_safe_lock_may_not_depend_on_a_softirq_unsafe_one() {
+    let mut s = script();
+    s.push(EventKind::SoftirqsOff)
+        .spin("U")
+        .push(EventKind::SoftirqsOn)
+        .unspin("U");
+    s.push(EventKind::SoftirqsOff)
+        .push(EventKind::SoftIrqEnter)
+        .spin("SAFE")
+        .unspin("SAFE")
+        .push(EventKind::SoftIrqExit);
+    s.spin("SAFE").spin("U").unspin("U").unspin("SAFE");
+    let v = s.run();
+    let kinds: Vec<_> = v.findings().iter().map(|f| f.kind).collect();
+    assert_eq!(kinds, [FindingKind::IrqInversion]);
+    assert_eq!(v.findings()[0].key, "SAFE -> U (softirq)");
+}

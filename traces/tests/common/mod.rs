@@ -227,8 +227,12 @@ pub fn kind(strings: u32) -> impl Strategy<Value = EventKind> {
             frames: StrId(frames)
         }),
         // Sized tags this crate does not know (0x80..=0x82 are the TLB model's, 0x83
-        // the stack, 0x84..=0x85 the cross-CPU calls', 0x86..=0x88 lockdep's facts).
-        (0x89u8..=0xff).prop_map(|tag| EventKind::Unknown { tag }),
+        // the stack, 0x84..=0x85 the cross-CPU calls', 0x86..=0x8c lockdep's facts).
+        (0x8du8..=0xff).prop_map(|tag| EventKind::Unknown { tag }),
+        Just(EventKind::SoftIrqEnter),
+        Just(EventKind::SoftIrqExit),
+        Just(EventKind::SoftirqsOn),
+        Just(EventKind::SoftirqsOff),
     ]
 }
 
