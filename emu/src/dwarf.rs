@@ -29,22 +29,7 @@ impl StructLayout {
 /// found.
 pub fn struct_layouts(elf: &[u8], names: &[&str]) -> HashMap<String, StructLayout> {
     let mut found = HashMap::new();
-    let Ok(object) = goblin::elf::Elf::parse(elf) else {
-        return found;
-    };
-    let section = |id: gimli::SectionId| -> Result<Reader<'_>, gimli::Error> {
-        let data = object
-            .section_headers
-            .iter()
-            .find(|h| object.shdr_strtab.get_at(h.sh_name) == Some(id.name()))
-            .and_then(|h| {
-                let start = usize::try_from(h.sh_offset).ok()?;
-                elf.get(start..start.checked_add(usize::try_from(h.sh_size).ok()?)?)
-            })
-            .unwrap_or(&[]);
-        Ok(EndianSlice::new(data, LittleEndian))
-    };
-    let Ok(dwarf) = gimli::Dwarf::load(section) else {
+    let Some(dwarf) = load(elf) else {
         return found;
     };
     let mut units = dwarf.units();
@@ -101,6 +86,63 @@ fn find_structs(
         collect_members(dwarf, unit, child, 0, &mut layout.members);
         found.insert(name, layout);
     }
+}
+
+/// The values of the C enumerators `names` (`enum` constants), from the first
+/// unit that defines each; stops reading once all are found.
+pub fn enumerator_values(elf: &[u8], names: &[&str]) -> HashMap<String, i64> {
+    let mut found = HashMap::new();
+    let Some(dwarf) = load(elf) else {
+        return found;
+    };
+    let mut units = dwarf.units();
+    while let Ok(Some(header)) = units.next() {
+        let Ok(unit) = dwarf.unit(header) else {
+            continue;
+        };
+        let mut entries = unit.entries();
+        while let Ok(Some(entry)) = entries.next_dfs() {
+            if entry.tag() != gimli::DW_TAG_enumerator {
+                continue;
+            }
+            let Some(name) = entry_name(&dwarf, &unit, entry) else {
+                continue;
+            };
+            if !names.contains(&name.as_str()) || found.contains_key(&name) {
+                continue;
+            }
+            let value = match entry.attr_value(gimli::DW_AT_const_value) {
+                Some(AttributeValue::Sdata(v)) => Some(v),
+                Some(v) => v.udata_value().map(|v| v as i64),
+                None => None,
+            };
+            if let Some(value) = value {
+                found.insert(name, value);
+            }
+        }
+        if found.len() == names.len() {
+            break;
+        }
+    }
+    found
+}
+
+/// `elf`'s DWARF sections, borrowed.
+fn load(elf: &[u8]) -> Option<gimli::Dwarf<Reader<'_>>> {
+    let object = goblin::elf::Elf::parse(elf).ok()?;
+    let section = |id: gimli::SectionId| -> Result<Reader<'_>, gimli::Error> {
+        let data = object
+            .section_headers
+            .iter()
+            .find(|h| object.shdr_strtab.get_at(h.sh_name) == Some(id.name()))
+            .and_then(|h| {
+                let start = usize::try_from(h.sh_offset).ok()?;
+                elf.get(start..start.checked_add(usize::try_from(h.sh_size).ok()?)?)
+            })
+            .unwrap_or(&[]);
+        Ok(EndianSlice::new(data, LittleEndian))
+    };
+    gimli::Dwarf::load(section).ok()
 }
 
 /// Adds the members of the struct or union `node` at `base` to `members`,

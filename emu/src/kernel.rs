@@ -241,6 +241,12 @@ impl KernelImage {
         self.boot_protocol
     }
 
+    /// Where code linked at `vaddr` also runs, if anywhere else: a boot-protocol
+    /// kernel runs its early code at its physical address, MMU off.
+    pub fn physical_alias(&self, vaddr: u64) -> Option<u64> {
+        self.to_physical(vaddr).filter(|&pa| pa != vaddr)
+    }
+
     /// Physical address the boot CPU starts at (the ELF entry, moved to its physical
     /// address when it is given as a link-time virtual address).
     pub fn entry(&self) -> u64 {

@@ -325,7 +325,10 @@ impl SimMmu {
         }
     }
 
-    /// Code hooks on every DSB/ISB of the kernel and on `free_pages` (checks only).
+    /// Code hooks on every DSB/ISB of the kernel, at its link address and where it
+    /// runs before the MMU is on (a boot-protocol kernel's physical alias), and on
+    /// our guest's `free_pages` (checks only; Linux's takes a virtual address and
+    /// is one of many ways it frees pages).
     pub(crate) fn install_barrier_hooks(
         &self,
         cores: &mut [Core],
@@ -335,8 +338,15 @@ impl SimMmu {
             return Ok(());
         }
         let words: Vec<(u64, u32)> = kernel.code_words().collect();
-        let barriers = barrier_sites(&words);
-        let free_pages = kernel.symbol_address("free_pages");
+        let mut barriers = barrier_sites(&words);
+        let aliases: Vec<_> = barriers
+            .iter()
+            .filter_map(|&(addr, barrier)| Some((kernel.physical_alias(addr)?, barrier)))
+            .collect();
+        barriers.extend(aliases);
+        let free_pages = kernel
+            .symbol_address("free_pages")
+            .filter(|_| !kernel.is_boot_protocol_image());
         for core in cores.iter_mut() {
             let Some(mmu) = core.mmu.clone() else {
                 continue;

@@ -391,7 +391,9 @@ impl MmuModel {
                 if e.stale.is_some() && e.tag == StaleReport::Armed {
                     e.tag = StaleReport::Reported;
                     self.stats.stale_accesses += 1;
-                    let now = match mmu::walk_any(mem, regs, va) {
+                    // What the tables give this very access (a permission
+                    // they no longer grant is a fault).
+                    let now = match mmu::walk(mem, regs, va, access) {
                         Ok(t) => WalkResult::Maps(t.pa),
                         Err(f) => WalkResult::Faults(f.status as u8),
                     };

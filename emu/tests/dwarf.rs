@@ -19,3 +19,17 @@ fn reads_a_struct_layout_from_the_guest_dwarf() {
     assert_eq!(percpu.offset("no_such_member"), None);
     assert!(percpu.size > 24);
 }
+
+/// Enumerator values by name (the guest's `Gfp`: `Kernel` 0, `Atomic` 1); a name
+/// the DWARF lacks is absent.
+#[test]
+fn reads_enumerator_values_from_the_guest_dwarf() {
+    let Some(guest) = common::guest() else {
+        return;
+    };
+    let values =
+        emu::dwarf::enumerator_values(guest.elf_bytes(), &["Kernel", "Atomic", "NoSuchValue"]);
+    assert_eq!(values.get("Kernel"), Some(&0));
+    assert_eq!(values.get("Atomic"), Some(&1));
+    assert!(!values.contains_key("NoSuchValue"));
+}

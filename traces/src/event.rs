@@ -267,7 +267,8 @@ pub enum EventKind {
     },
     /// The first access, after its CPU's TLB entry for the page of `va` went stale,
     /// that the machine saw go through it (Unicorn's own TLB was flushed when it went
-    /// stale, so this moment is fixed by the guest); `now` is what the tables give.
+    /// stale, so this moment is fixed by the guest); `now` is what the tables give
+    /// this access (a permission they no longer grant is a fault).
     StaleTlbUse {
         va: u64,
         access: Access,

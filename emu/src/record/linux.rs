@@ -26,10 +26,14 @@
 //!   is `selftest:done`. So a case's window holds the case alone, not `dotest`'s
 //!   printing of its verdict.
 //!
+//! - `lockdep_free_key_range` and `lockdep_reset_lock` (lockdep forgets the
+//!   classes of those keys): the next acquisition of such a lock starts a new
+//!   class (its name gets a `#n` suffix).
 //! - `lockdep_reset` (which forgets the calling task's held locks): a
 //!   `lockdep:reset` marker. The first hooked call also records the
-//!   `recorder:no-waits` marker: lockdep hears of an acquisition before the lock is
-//!   waited for, so no wait is seen and the wait-for graph does not apply.
+//!   `recorder:lockdep-only` marker: lockdep hears of an acquisition before the
+//!   lock is waited for and of no sleep, so neither the wait-for graph nor the
+//!   sleep checks apply.
 //!
 //! Hard-IRQ context is lockdep's too: the per-CPU `hardirq_context` counter (what
 //! `lockdep_hardirq_enter()` raises, for real interrupts and for the self-test's
@@ -39,10 +43,15 @@
 //! (SP_EL0), named once by a `task:<comm>` marker.
 //!
 //! # Layouts
-//! `lockdep_map`'s `key`, `name` and `wait_type_inner` and `task_struct`'s `comm`
-//! are read at the offsets the kernel's DWARF gives ([`crate::dwarf`]). A lock
+//! `lockdep_map`'s `key`, `name`, `wait_type_inner` and `lock_type` and
+//! `task_struct`'s `comm` are read at the offsets the kernel's DWARF gives
+//! ([`crate::dwarf`]), and compared with the values of `LD_WAIT_SLEEP` (a sleeping
+//! lock; its value depends on the kernel's configuration) and `LD_LOCK_PERCPU`
+//! that the DWARF gives too. A lock
 //! class is its key (and subclass, as a `/n` suffix), named by the map's name; two
-//! keys with one name get `#2`, `#3`… so that they stay two classes.
+//! keys with one name get `#2`, `#3`… so that they stay two classes. A static
+//! lock's map has no key until lockdep first sees it: its key is then the map's own
+//! address, as lockdep makes it.
 
 use traces::fx::FxHashMap;
 use traces::{EventKind, IrqMaskCause, LockFlavor, LockRef, StrId, TaskId};
@@ -53,10 +62,6 @@ use crate::cpu::read_xreg;
 use crate::error::EmuError;
 use crate::kernel::KernelImage;
 
-/// lockdep's `LD_WAIT_SLEEP`: a map with this inner wait type is a sleeping lock.
-const LD_WAIT_SLEEP: u8 = 4;
-/// lockdep's `LD_LOCK_PERCPU` lock type: a `local_lock_t`.
-const LD_LOCK_PERCPU: u8 = 1;
 /// Longest lock class or task name read from the guest.
 const NAME_MAX: usize = 64;
 /// `task_struct::comm` is `char[TASK_COMM_LEN]`.
@@ -76,6 +81,8 @@ pub(super) enum LinuxSite {
     SoftirqsOn,
     SoftirqsOff,
     LockdepReset,
+    FreeKeyRange,
+    ResetLock,
     SelftestCase,
     SelftestCaseEnd,
     SelftestDone,
@@ -88,6 +95,9 @@ pub(super) struct LinuxProfile {
     map_name: u64,
     map_wait_inner: u64,
     map_lock_type: u64,
+    /// `LD_WAIT_SLEEP` and `LD_LOCK_PERCPU` in this kernel.
+    wait_sleep: u8,
+    lock_percpu: u8,
     task_comm: u64,
     /// `task_struct::softirq_context`, if the kernel traces IRQ flags.
     task_softirq_context: Option<u64>,
@@ -107,11 +117,15 @@ pub(super) struct LinuxState {
     masked: Vec<Option<bool>>,
     /// (key, subclass) → class.
     classes: FxHashMap<(u64, u32), StrId>,
-    /// Keys seen per class name, in order (the first keeps the bare name).
-    keys_named: FxHashMap<String, Vec<u64>>,
+    /// Keys seen per class name, in order, with their generation (the first
+    /// keeps the bare name).
+    keys_named: FxHashMap<String, Vec<(u64, u32)>>,
+    /// How often each key's classes were zapped (a zapped key's next class is a
+    /// new one, as lockdep registers it afresh).
+    generation: FxHashMap<u64, u32>,
     /// The class each map was last acquired as (releases do not say the subclass).
     acquired_as: FxHashMap<u64, StrId>,
-    /// The `recorder:no-waits` marker has been recorded.
+    /// The `recorder:lockdep-only` marker has been recorded.
     announced: bool,
 }
 
@@ -136,7 +150,20 @@ impl LinuxProfile {
                 ))
             })
         };
+        let enums = crate::dwarf::enumerator_values(
+            kernel.elf_bytes(),
+            &["LD_WAIT_SLEEP", "LD_LOCK_PERCPU"],
+        );
+        let enumerator = |name: &str| {
+            enums.get(name).map(|&v| v as u8).ok_or_else(|| {
+                EmuError::Config(format!(
+                    "the kernel has lockdep but its DWARF gives no {name}"
+                ))
+            })
+        };
         let profile = LinuxProfile {
+            wait_sleep: enumerator("LD_WAIT_SLEEP")?,
+            lock_percpu: enumerator("LD_LOCK_PERCPU")?,
             map_key: member("lockdep_map", "key")?,
             map_name: member("lockdep_map", "name")?,
             map_wait_inner: member("lockdep_map", "wait_type_inner")?,
@@ -158,6 +185,8 @@ impl LinuxProfile {
             ("lockdep_softirqs_on", LinuxSite::SoftirqsOn),
             ("lockdep_softirqs_off", LinuxSite::SoftirqsOff),
             ("lockdep_reset", LinuxSite::LockdepReset),
+            ("lockdep_free_key_range", LinuxSite::FreeKeyRange),
+            ("lockdep_reset_lock", LinuxSite::ResetLock),
             ("dotest", LinuxSite::SelftestCase),
         ] {
             if let Some((entry, _)) = kernel.function_code(name)? {
@@ -255,7 +284,7 @@ impl Recorder {
             st.push(now, cpu, task, pc, 0, EventKind::Marker { label, value });
         };
         if !std::mem::replace(&mut st.linux.announced, true) {
-            marker(&mut st, traces::lockdep::NO_WAITS_MARKER, 0);
+            marker(&mut st, traces::lockdep::LOCKDEP_ONLY_MARKER, 0);
         }
         match site {
             LinuxSite::LockAcquire => {
@@ -270,7 +299,7 @@ impl Recorder {
                 let sleeps = uc
                     .vmem_read(map + profile.map_wait_inner, Prot::READ, &mut wait_inner)
                     .is_ok()
-                    && wait_inner[0] == LD_WAIT_SLEEP;
+                    && wait_inner[0] == profile.wait_sleep;
                 let flavor = if sleeps {
                     LockFlavor::Mutex
                 } else {
@@ -341,6 +370,15 @@ impl Recorder {
             LinuxSite::SoftirqsOn => st.push(now, cpu, task, pc, 0, EventKind::SoftirqsOn),
             LinuxSite::SoftirqsOff => st.push(now, cpu, task, pc, 0, EventKind::SoftirqsOff),
             LinuxSite::LockdepReset => marker(&mut st, traces::lockdep::LOCKDEP_RESET_MARKER, 0),
+            LinuxSite::FreeKeyRange => {
+                let (start, end) = (x(0), x(0).saturating_add(x(1)));
+                st.linux.zap(|key| (start..end).contains(&key));
+            }
+            LinuxSite::ResetLock => {
+                let map = x(0);
+                let key = read_u64(uc, map + profile.map_key).unwrap_or(0);
+                st.linux.zap(|k| k == key || k == map);
+            }
             LinuxSite::SelftestCase => {
                 let case = self
                     .kernel
@@ -406,7 +444,12 @@ impl Recorder {
         map: u64,
         subclass: u32,
     ) -> LockRef {
-        let key = read_u64(uc, map + profile.map_key).unwrap_or(0);
+        // A static lock's map has no key until lockdep registers it: then its key
+        // is the map's own address (lockdep's `static_obj` rule).
+        let key = match read_u64(uc, map + profile.map_key) {
+            Some(0) | None => map,
+            Some(key) => key,
+        };
         if let Some(&class) = st.linux.classes.get(&(key, subclass)) {
             return LockRef { addr: map, class };
         }
@@ -414,11 +457,12 @@ impl Recorder {
             .and_then(|ptr| read_c_string(uc, ptr, NAME_MAX))
             .filter(|name| !name.is_empty())
             .unwrap_or_else(|| format!("key@{key:#x}"));
+        let generation = st.linux.generation.get(&key).copied().unwrap_or(0);
         let keys = st.linux.keys_named.entry(name.clone()).or_default();
-        let nth = match keys.iter().position(|&k| k == key) {
+        let nth = match keys.iter().position(|&k| k == (key, generation)) {
             Some(i) => i,
             None => {
-                keys.push(key);
+                keys.push((key, generation));
                 keys.len() - 1
             }
         };
@@ -435,7 +479,7 @@ impl Recorder {
         let local = uc
             .vmem_read(map + profile.map_lock_type, Prot::READ, &mut lock_type)
             .is_ok()
-            && lock_type[0] == LD_LOCK_PERCPU;
+            && lock_type[0] == profile.lock_percpu;
         if local {
             let task = st.tasks[cpu].unwrap_or_default();
             st.push(now, cpu, task, 0, 0, EventKind::LocalLockClass { class });
@@ -445,6 +489,21 @@ impl Recorder {
 }
 
 impl LinuxState {
+    /// lockdep forgets the classes of the keys `zapped` accepts
+    /// (`lockdep_free_key_range`, `lockdep_reset_lock`): their locks get new
+    /// classes from now on.
+    fn zap(&mut self, zapped: impl Fn(u64) -> bool) {
+        let generation = &mut self.generation;
+        self.classes.retain(|&(key, _), _| {
+            if zapped(key) {
+                *generation.entry(key).or_default() += 1;
+                false
+            } else {
+                true
+            }
+        });
+    }
+
     pub(super) fn new(cpus: usize) -> Self {
         Self {
             hardirq: vec![0; cpus],

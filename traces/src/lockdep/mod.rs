@@ -85,10 +85,12 @@ pub const FS_RECLAIM: &str = "fs_reclaim";
 /// its locking self-test calls after each case): the locks it holds are forgotten.
 pub const LOCKDEP_RESET_MARKER: &str = "lockdep:reset";
 
-/// Marker: the recorder does not see lock waits (Linux's lockdep is told of an
-/// acquisition before the lock is waited for), so there is no wait-for graph to
-/// find a real deadlock in; only lockdep's own checks apply.
-pub const NO_WAITS_MARKER: &str = "recorder:no-waits";
+/// Marker: the recorder sees what Linux's lockdep sees, no more: acquisitions are
+/// announced before any wait, and no sleep is seen. So there is no wait-for graph
+/// to find a real deadlock in, and no sleep-in-atomic check (the kernel's own
+/// `might_sleep` knows its boot stages and sleeping primitives); only lockdep's
+/// checks apply.
+pub const LOCKDEP_ONLY_MARKER: &str = "recorder:lockdep-only";
 
 /// Names code addresses for reports: `(address, is_return_address)` →
 /// `"function+0x10"`. Return addresses are named by the call that made them.
@@ -351,8 +353,9 @@ pub struct Stats {
 /// The validator. Feed it events in order with [`Validator::feed`].
 pub struct Validator {
     symbolize: Option<Symbolizer>,
-    /// Whether lock waits are recorded (see [`NO_WAITS_MARKER`]).
-    waits_recorded: bool,
+    /// Whether the events show more than lockdep sees: waits and sleeps (see
+    /// [`LOCKDEP_ONLY_MARKER`]).
+    beyond_lockdep: bool,
     classes: Vec<Class>,
     by_name: HashMap<String, ClassId>,
     /// Class of each string id seen (index = `StrId`), `u32::MAX` = not resolved.
@@ -416,7 +419,7 @@ impl Validator {
             stacks: FxMap::default(),
             flagged: Default::default(),
             deadlocked: false,
-            waits_recorded: true,
+            beyond_lockdep: true,
             stats: Stats::default(),
         };
         v.fs_reclaim = v.class_named(FS_RECLAIM);
@@ -672,8 +675,8 @@ impl Validator {
                     t.held.clear();
                     t.waiting.clear();
                     self.owners.retain(|_, owner| *owner != e.task.0);
-                } else if label == NO_WAITS_MARKER {
-                    self.waits_recorded = false;
+                } else if label == LOCKDEP_ONLY_MARKER {
+                    self.beyond_lockdep = false;
                 }
             }
             _ => {}
@@ -912,6 +915,9 @@ impl Validator {
     }
 
     fn sleep_point(&mut self, e: &Event, what: &str) {
+        if !self.beyond_lockdep {
+            return;
+        }
         if let Some(reason) = self.atomic_reason(e) {
             self.report_sleep_in_atomic(e, what, &reason);
         }
@@ -1223,7 +1229,7 @@ impl Validator {
 
     /// After `e`'s task started waiting: does the wait-for graph close a cycle?
     fn check_wait_cycle(&mut self, e: &Event) {
-        if !self.waits_recorded {
+        if !self.beyond_lockdep {
             return;
         }
         let start = e.task.0;

@@ -1355,14 +1355,32 @@ fn a_lockdep_reset_forgets_the_tasks_held_locks() {
     );
 }
 
-/// Without recorded waits (Linux's lockdep hooks), an attempt on a lock another
-/// task holds is no wait, so no real deadlock; lockdep's cycle is still found.
+/// With lockdep's view only (Linux's lockdep hooks), an attempt on a lock another
+/// task holds is no wait, so no real deadlock; lockdep's cycle is still found. A
+/// mutex taken under a spinlock is no sleep-in-atomic finding either.
+#[test]
+fn with_lockdeps_view_only_there_is_no_wait_for_graph_nor_sleep_check() {
+    for lockdep_only in [false, true] {
+        let mut s = script();
+        if lockdep_only {
+            let label = s.strings.intern(LOCKDEP_ONLY_MARKER);
+            s.push(EventKind::Marker { label, value: 0 });
+        }
+        s.spin("S")
+            .mutex("M")
+            .unlock("M", LockFlavor::Mutex)
+            .unspin("S");
+        let sleeps = s.kinds().contains(&FindingKind::SleepInAtomic);
+        assert_eq!(sleeps, !lockdep_only);
+    }
+}
+
 #[test]
 fn without_recorded_waits_there_is_no_wait_for_graph() {
     for waits in [true, false] {
         let mut s = script();
         if !waits {
-            let label = s.strings.intern(NO_WAITS_MARKER);
+            let label = s.strings.intern(LOCKDEP_ONLY_MARKER);
             s.push(EventKind::Marker { label, value: 0 });
         }
         s.spin("A");

@@ -166,6 +166,12 @@ impl TlbCheck {
             return;
         };
         let (pa, filled_at) = (entry.fill.pa, entry.filled_at);
+        if now == WalkResult::Maps(pa) {
+            // The tables give this access the page the stale entry gave: the
+            // change was one the access cannot see (a permission it still has, a
+            // block rebuilt from pages, Linux's fixmap and rodata updates).
+            return;
+        }
         let now = match now {
             WalkResult::Maps(pa) => format!("now map it to {pa:#x}"),
             WalkResult::Faults(status) => format!("now give a fault (status {status:#x})"),
