@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-use common::percpu_lab;
+use common::{percpu_lab, qemu_console_of};
 
 /// Builds the kernel unless the build script finds it up to date (once per test
 /// process: two builds into one directory would trample each other).
@@ -30,6 +30,50 @@ fn build() -> PathBuf {
         "building the lockdep kernel failed ({status}); run ./setup.sh --deps first"
     );
     root.join("target/linux-lockdep/vmlinux")
+}
+
+/// The self-test's table, from its header to its verdict line, in `lines`.
+fn selftest_table(lines: &[String]) -> Vec<String> {
+    let start = lines
+        .iter()
+        .position(|l| l.contains("| Locking API testsuite:"));
+    let end = lines
+        .iter()
+        .position(|l| l.contains("testcases passed") || l.contains("FAILED"));
+    match (start, end) {
+        (Some(start), Some(end)) if start < end => lines[start..=end].to_vec(),
+        _ => Vec::new(),
+    }
+}
+
+/// The same kernel prints the same self-test table on our board and on QEMU's
+/// `virt` (one CPU: the self-test runs before the others are up).
+#[test]
+fn the_self_test_table_is_the_same_on_qemu() {
+    let vmlinux = lockdep_kernel();
+    let image = vmlinux.with_file_name("Image");
+    let cmdline = "earlycon keep_bootcon panic=-1";
+    let qemu = qemu_console_of(&image, 1, cmdline, "tcg,thread=single");
+    let ours = percpu_lab(&[
+        "run",
+        "--kernel",
+        vmlinux.to_str().unwrap(),
+        "--cpus",
+        "1",
+        "--mmu",
+        "builtin",
+        "--oracle",
+        "lockdep-selftest",
+        "--cmdline",
+        cmdline,
+    ]);
+    let table = selftest_table(&ours.console_lines(0));
+    assert!(table.len() > 100, "{}", ours.describe());
+    assert!(table
+        .last()
+        .unwrap()
+        .contains("Good, all 349 testcases passed!"));
+    assert_eq!(table, selftest_table(&qemu));
 }
 
 /// Every case of the kernel's locking self-test is judged: none disagrees with

@@ -96,6 +96,23 @@ pub fn qemu_console(cpus: usize, bootargs: &str) -> Vec<String> {
 
 /// [`qemu_console`] with QEMU's `-accel` setting `accel` (e.g. `tcg,thread=multi`).
 pub fn qemu_console_tcg(cpus: usize, bootargs: &str, accel: &str) -> Vec<String> {
+    qemu_console_of(
+        std::path::Path::new(env!("PERCPU_GUEST_IMAGE")),
+        cpus,
+        bootargs,
+        accel,
+    )
+}
+
+/// The console lines of `qemu-system-aarch64 -M virt` booting the flat `image`
+/// (ours or a Linux `Image`), which must end QEMU (power-off, or a reset with
+/// `-no-reboot`) within two minutes.
+pub fn qemu_console_of(
+    image: &std::path::Path,
+    cpus: usize,
+    bootargs: &str,
+    accel: &str,
+) -> Vec<String> {
     let output = Command::new("timeout")
         .args([
             "120",
@@ -116,13 +133,9 @@ pub fn qemu_console_tcg(cpus: usize, bootargs: &str, accel: &str) -> Vec<String>
             "-accel",
             accel,
         ])
-        .args([
-            "-no-reboot",
-            "-kernel",
-            env!("PERCPU_GUEST_IMAGE"),
-            "-append",
-            bootargs,
-        ])
+        .args(["-no-reboot", "-kernel"])
+        .arg(image)
+        .args(["-append", bootargs])
         .stdin(std::process::Stdio::null())
         .output()
         .expect("qemu-system-aarch64 is installed by ./setup.sh (package qemu-system-arm)");
