@@ -348,6 +348,15 @@ impl RunArgs {
         if self.scale != 1 {
             flags.push(("scale", self.scale.to_string()));
         }
+        if let Some(cmdline) = &self.cmdline {
+            flags.push(("cmdline", cmdline.clone()));
+        }
+        if let Some(initrd) = &self.initrd {
+            flags.push(("initrd", initrd.display().to_string()));
+        }
+        if self.ram != DEFAULT_RAM_MIB {
+            flags.push(("ram", self.ram.to_string()));
+        }
         flags
     }
 

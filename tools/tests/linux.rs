@@ -226,3 +226,42 @@ fn linux_boots_on_four_cpus_to_its_init_with_a_silent_tlb_checker() {
         .collect();
     assert!(tlb_findings.is_empty(), "{tlb_findings:#?}");
 }
+
+/// A Linux run's trace replays identically (its command line and kernel too) and
+/// `check` re-derives its findings offline.
+#[test]
+fn a_linux_trace_replays_and_checks() {
+    let vmlinux = lockdep_kernel();
+    let kernel = vmlinux.to_str().unwrap();
+    let trace = common::scratch("linux.trace");
+    let run = common::record(
+        &trace,
+        &[
+            "--kernel",
+            kernel,
+            "--cpus",
+            "2",
+            "--cmdline",
+            "earlycon keep_bootcon",
+            "--max-insns",
+            "300000000",
+            "--report",
+            "json",
+        ],
+    );
+    let found = common::kinds(&run);
+    assert!(!found.is_empty(), "{}", run.describe());
+    let replay = percpu_lab(&["replay", trace.to_str().unwrap(), "--kernel", kernel]);
+    assert_eq!(replay.code, 0, "{}", replay.describe());
+    assert!(replay.stdout.contains("identical"), "{}", replay.describe());
+    let check = percpu_lab(&[
+        "check",
+        trace.to_str().unwrap(),
+        "--kernel",
+        kernel,
+        "--report",
+        "json",
+    ]);
+    assert_eq!(check.code, 1, "{}", check.describe());
+    assert_eq!(common::kinds(&check), found);
+}
