@@ -337,9 +337,15 @@ pub fn replay(args: &ReplayArgs) -> Result<Verdict, BadInput> {
                 tracefile::ending_of(&outcome.end)
             ),
         };
+        // A Linux kernel has no scenario: the workload is the kernel itself.
+        let workload = if kernel.is_boot_protocol_image() {
+            "kernel"
+        } else {
+            header.scenario.as_str()
+        };
         println!(
-            "replay of {file}: identical, {} events{damaged}, ended: {ended} ({} {} cpus, seed {})",
-            compare.index, header.scenario, header.cpus, header.seed
+            "replay of {file}: identical, {} events{damaged}, ended: {ended} ({workload} {} cpus, seed {})",
+            compare.index, header.cpus, header.seed
         );
         return Ok(Verdict::Clean);
     };
