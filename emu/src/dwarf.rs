@@ -29,25 +29,15 @@ impl StructLayout {
 /// found.
 pub fn struct_layouts(elf: &[u8], names: &[&str]) -> HashMap<String, StructLayout> {
     let mut found = HashMap::new();
-    let Some(dwarf) = load(elf) else {
-        return found;
-    };
-    let mut units = dwarf.units();
-    while let Ok(Some(header)) = units.next() {
-        let Ok(unit) = dwarf.unit(header) else {
-            continue;
-        };
+    each_unit(elf, |dwarf, unit| {
         let Ok(mut tree) = unit.entries_tree(None) else {
-            continue;
+            return false;
         };
-        let Ok(root) = tree.root() else {
-            continue;
-        };
-        find_structs(&dwarf, &unit, root, names, &mut found);
-        if found.len() == names.len() {
-            break;
+        if let Ok(root) = tree.root() {
+            find_structs(dwarf, unit, root, names, &mut found);
         }
-    }
+        found.len() == names.len()
+    });
     found
 }
 
@@ -92,20 +82,13 @@ fn find_structs(
 /// unit that defines each; stops reading once all are found.
 pub fn enumerator_values(elf: &[u8], names: &[&str]) -> HashMap<String, i64> {
     let mut found = HashMap::new();
-    let Some(dwarf) = load(elf) else {
-        return found;
-    };
-    let mut units = dwarf.units();
-    while let Ok(Some(header)) = units.next() {
-        let Ok(unit) = dwarf.unit(header) else {
-            continue;
-        };
+    each_unit(elf, |dwarf, unit| {
         let mut entries = unit.entries();
         while let Ok(Some(entry)) = entries.next_dfs() {
             if entry.tag() != gimli::DW_TAG_enumerator {
                 continue;
             }
-            let Some(name) = entry_name(&dwarf, &unit, entry) else {
+            let Some(name) = entry_name(dwarf, unit, entry) else {
                 continue;
             };
             if !names.contains(&name.as_str()) || found.contains_key(&name) {
@@ -120,11 +103,29 @@ pub fn enumerator_values(elf: &[u8], names: &[&str]) -> HashMap<String, i64> {
                 found.insert(name, value);
             }
         }
-        if found.len() == names.len() {
-            break;
+        found.len() == names.len()
+    });
+    found
+}
+
+/// Calls `visit` with each compilation unit of `elf`'s DWARF until it returns
+/// `true` (done).
+fn each_unit<'a>(
+    elf: &'a [u8],
+    mut visit: impl FnMut(&gimli::Dwarf<Reader<'a>>, &gimli::Unit<Reader<'a>>) -> bool,
+) {
+    let Some(dwarf) = load(elf) else {
+        return;
+    };
+    let mut units = dwarf.units();
+    while let Ok(Some(header)) = units.next() {
+        let Ok(unit) = dwarf.unit(header) else {
+            continue;
+        };
+        if visit(&dwarf, &unit) {
+            return;
         }
     }
-    found
 }
 
 /// `elf`'s DWARF sections, borrowed.

@@ -5,7 +5,6 @@
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::rc::Rc;
 
 use clap::ValueEnum;
@@ -58,14 +57,8 @@ pub fn run(args: &RunArgs, kernel: &KernelImage) -> Result<Verdict, BadInput> {
     );
     let sink = interrupt::stop_on_signal(machine.stop_request(), sink);
     machine.record(RecordOptions::default(), sink)?;
-    let to_stderr = matches!(args.report, ReportFormat::Json);
-    let outcome = machine.run(&mut |cpu, line| {
-        let _ = if to_stderr {
-            writeln!(std::io::stderr(), "[cpu{cpu}] {line}")
-        } else {
-            writeln!(std::io::stdout(), "[cpu{cpu}] {line}")
-        };
-    });
+    let outcome =
+        machine.run(&mut |cpu, line| crate::run::print_console_line(args.report, cpu, line));
     crate::end_quietly_on_closed_stdout();
     let oracle = oracle.borrow();
     let finished = oracle.done();

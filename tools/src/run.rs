@@ -13,16 +13,19 @@ use crate::mmu_report::MmuRun;
 use crate::report;
 use crate::{analysis, interrupt, kernel, tracefile, BadInput, Verdict};
 
+/// Prints a guest console line as `[cpuN] line`: on stdout, or on stderr when
+/// stdout carries a JSON report. A reader that went away (`| head`) is ignored:
+/// the run goes on.
+pub fn print_console_line(format: ReportFormat, cpu: usize, line: &str) {
+    let _ = match format {
+        ReportFormat::Json => writeln!(std::io::stderr(), "[cpu{cpu}] {line}"),
+        ReportFormat::Text => writeln!(std::io::stdout(), "[cpu{cpu}] {line}"),
+    };
+}
+
 /// `run --bare`: what the machine costs with nothing watching it.
 fn bare_run(args: &RunArgs, kernel: &emu::KernelImage, machine: &mut Machine) -> Verdict {
-    let to_stderr = matches!(args.report, ReportFormat::Json);
-    let outcome = machine.run(&mut |cpu, line| {
-        let _ = if to_stderr {
-            writeln!(std::io::stderr(), "[cpu{cpu}] {line}")
-        } else {
-            writeln!(std::io::stdout(), "[cpu{cpu}] {line}")
-        };
-    });
+    let outcome = machine.run(&mut |cpu, line| print_console_line(args.report, cpu, line));
     let (mmu, locks) = (MmuRun::default(), analysis::LockRun::default());
     crate::end_quietly_on_closed_stdout();
     report::print(args, kernel, &outcome, &mmu, &locks);
@@ -121,16 +124,11 @@ pub fn run(args: &RunArgs) -> Result<Verdict, BadInput> {
 
     // With `--report json` stdout carries only the report. A reader that goes away
     // (`| head`) must not stop the run: the trace still has to be finished.
-    let console_to_stderr = matches!(args.report, ReportFormat::Json);
     let mut console = |cpu: usize, line: &str| {
         if let Some(recording) = &recording {
             recording.console_line(cpu, line);
         }
-        let _ = if console_to_stderr {
-            writeln!(std::io::stderr(), "[cpu{cpu}] {line}")
-        } else {
-            writeln!(std::io::stdout(), "[cpu{cpu}] {line}")
-        };
+        print_console_line(args.report, cpu, line);
     };
     let outcome = machine.run(&mut console);
     progress.finish_and_clear();

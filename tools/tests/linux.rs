@@ -32,6 +32,24 @@ fn build() -> PathBuf {
     root.join("target/linux-lockdep/vmlinux")
 }
 
+/// `percpu-lab run --kernel <the lockdep kernel> ARGS…`.
+fn run_linux(args: &[&str]) -> common::Run {
+    let vmlinux = lockdep_kernel();
+    let mut argv = vec!["run", "--kernel", vmlinux.to_str().unwrap()];
+    argv.extend_from_slice(args);
+    percpu_lab(&argv)
+}
+
+/// The oracle's run: one CPU, Unicorn's MMU (the self-test is all there is to it).
+const ORACLE: &[&str] = &[
+    "--cpus",
+    "1",
+    "--mmu",
+    "builtin",
+    "--oracle",
+    "lockdep-selftest",
+];
+
 /// The self-test's table, from its header to its verdict line, in `lines`.
 fn selftest_table(lines: &[String]) -> Vec<String> {
     let start = lines
@@ -54,19 +72,7 @@ fn the_self_test_table_is_the_same_on_qemu() {
     let image = vmlinux.with_file_name("Image");
     let cmdline = "earlycon keep_bootcon panic=-1";
     let qemu = qemu_console_of(&image, 1, cmdline, "tcg,thread=single");
-    let ours = percpu_lab(&[
-        "run",
-        "--kernel",
-        vmlinux.to_str().unwrap(),
-        "--cpus",
-        "1",
-        "--mmu",
-        "builtin",
-        "--oracle",
-        "lockdep-selftest",
-        "--cmdline",
-        cmdline,
-    ]);
+    let ours = run_linux(&[ORACLE, &["--cmdline", cmdline]].concat());
     let table = selftest_table(&ours.console_lines(0));
     assert!(table.len() > 100, "{}", ours.describe());
     assert!(table
@@ -82,18 +88,7 @@ fn the_self_test_table_is_the_same_on_qemu() {
 /// what the validator models.
 #[test]
 fn the_validator_agrees_with_the_kernels_lockdep_on_its_self_test() {
-    let vmlinux = lockdep_kernel();
-    let run = percpu_lab(&[
-        "run",
-        "--kernel",
-        vmlinux.to_str().unwrap(),
-        "--cpus",
-        "1",
-        "--mmu",
-        "builtin",
-        "--oracle",
-        "lockdep-selftest",
-    ]);
+    let run = run_linux(ORACLE);
     assert_eq!(run.code, 0, "{}", run.describe());
     // The kernel itself passed its self-test on our board, as it does on QEMU.
     assert!(
@@ -138,22 +133,7 @@ fn the_validator_agrees_with_the_kernels_lockdep_on_its_self_test() {
 /// The same judgement as JSON, and the guest console on stderr.
 #[test]
 fn the_oracle_reports_as_json_too() {
-    let vmlinux = lockdep_kernel();
-    let run = percpu_lab(&[
-        "run",
-        "--kernel",
-        vmlinux.to_str().unwrap(),
-        "--cpus",
-        "1",
-        "--mmu",
-        "builtin",
-        "--oracle",
-        "lockdep-selftest",
-        "--report",
-        "json",
-        "--max-insns",
-        "200000000",
-    ]);
+    let run = run_linux(&[ORACLE, &["--report", "json", "--max-insns", "200000000"]].concat());
     // Cut short by the watchdog: the self-test did not finish, a guest failure.
     assert_eq!(run.code, 3, "{}", run.describe());
     let report = run.json();
@@ -186,11 +166,7 @@ fn the_oracle_needs_a_kernel_with_the_self_test() {
 /// nothing to report on the way.
 #[test]
 fn linux_boots_on_four_cpus_to_its_init_with_a_silent_tlb_checker() {
-    let vmlinux = lockdep_kernel();
-    let run = percpu_lab(&[
-        "run",
-        "--kernel",
-        vmlinux.to_str().unwrap(),
+    let run = run_linux(&[
         "--cpus",
         "4",
         "--cmdline",
