@@ -408,6 +408,15 @@ fn sized_body(kind: &EventKind) -> Vec<u8> {
     body
 }
 
+/// String id `id` of a sized body, which must be one of the `string_count`
+/// defined so far.
+fn defined_string(id: u64, string_count: usize) -> Result<StrId, Malformed> {
+    if id >= string_count as u64 {
+        return Err(Malformed::new("undefined string id"));
+    }
+    Ok(StrId(id as u32))
+}
+
 /// Decodes the body of sized kind `tag` (`string_count` strings are defined); `None`
 /// for a tag this crate does not know.
 fn decode_sized(tag: u8, body: &[u8], string_count: usize) -> Result<Option<EventKind>, Malformed> {
@@ -470,15 +479,9 @@ fn decode_sized(tag: u8, body: &[u8], string_count: usize) -> Result<Option<Even
             };
             EventKind::StaleTlbUse { va, access, now }
         }
-        tag::STACK => {
-            let id = uleb()?;
-            if id >= string_count as u64 {
-                return Err(Malformed::new("undefined string id"));
-            }
-            EventKind::Stack {
-                frames: StrId(id as u32),
-            }
-        }
+        tag::STACK => EventKind::Stack {
+            frames: defined_string(uleb()?, string_count)?,
+        },
         tag::CSD_WAIT => {
             let target =
                 u16::try_from(uleb()?).map_err(|_| Malformed::new("CPU number out of range"))?;
@@ -490,15 +493,9 @@ fn decode_sized(tag: u8, body: &[u8], string_count: usize) -> Result<Option<Even
         tag::CSD_UNLOCK => EventKind::CsdUnlock {
             csd: unzigzag(uleb()?) as u64,
         },
-        tag::LOCAL_LOCK_CLASS => {
-            let id = uleb()?;
-            if id >= string_count as u64 {
-                return Err(Malformed::new("undefined string id"));
-            }
-            EventKind::LocalLockClass {
-                class: StrId(id as u32),
-            }
-        }
+        tag::LOCAL_LOCK_CLASS => EventKind::LocalLockClass {
+            class: defined_string(uleb()?, string_count)?,
+        },
         tag::LOCK_MEMORY_FREED => EventKind::LockMemoryFreed {
             addr: unzigzag(uleb()?) as u64,
             len: uleb()?,
@@ -509,19 +506,13 @@ fn decode_sized(tag: u8, body: &[u8], string_count: usize) -> Result<Option<Even
         tag::SOFTIRQS_OFF => EventKind::SoftirqsOff,
         tag::READ_LOCK => {
             let addr = unzigzag(uleb()?) as u64;
-            let id = uleb()?;
-            if id >= string_count as u64 {
-                return Err(Malformed::new("undefined string id"));
-            }
+            let class = defined_string(uleb()?, string_count)?;
             let bits = uleb()?;
             if bits >> 2 != 0 {
                 return Err(Malformed::new("invalid read lock bits"));
             }
             EventKind::ReadLock {
-                lock: LockRef {
-                    addr,
-                    class: StrId(id as u32),
-                },
+                lock: LockRef { addr, class },
                 recursive: bits & 1 != 0,
                 trylock: bits & 2 != 0,
             }
