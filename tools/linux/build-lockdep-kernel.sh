@@ -19,6 +19,12 @@ main() {
     fragment="$here/lockdep.config"
 
     [ -f "$tarball" ] || { echo "build-lockdep-kernel: $tarball missing (apt-get install linux-source-6.1)" >&2; exit 2; }
+    # One build at a time into OUT (test.sh starts one in the background, and the
+    # first test that needs the kernel runs this again): a second caller waits for
+    # the first, then finds the kernel up to date.
+    mkdir -p "$(dirname "$out")"
+    exec 9>"$out.lock"
+    flock 9
     stamp="$(cat "$fragment" "$0" | sha256sum | cut -c1-16)-$(stat -c %s "$tarball")"
     if [ -f "$out/stamp" ] && [ "$(cat "$out/stamp")" = "$stamp" ] \
             && [ -f "$out/vmlinux" ] && [ -f "$out/Image" ]; then
