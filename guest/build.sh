@@ -61,7 +61,9 @@ RUSTC="$rustc" RUSTC_BOOTSTRAP=1 "$cargo" build --release --target "$target" \
     -Zbuild-std-features=compiler-builtins-mem --config "$remap"
 
 elf="$target_dir/$target/release/percpu-guest"
-cp "$elf" "$out/percpu-guest.elf.tmp"
-mv "$out/percpu-guest.elf.tmp" "$out/percpu-guest.elf"
-llvm-objcopy -O binary "$out/percpu-guest.elf" "$out/Image.tmp"
-mv "$out/Image.tmp" "$out/Image"
+# Temporary names of this process's own: the debug and release host builds may run
+# this at once (test.sh), and each rename must move a file that is complete.
+cp "$elf" "$out/percpu-guest.elf.tmp$$"
+mv "$out/percpu-guest.elf.tmp$$" "$out/percpu-guest.elf"
+llvm-objcopy -O binary "$out/percpu-guest.elf" "$out/Image.tmp$$"
+mv "$out/Image.tmp$$" "$out/Image"
