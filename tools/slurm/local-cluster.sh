@@ -188,12 +188,6 @@ SlurmdPidFile=$dir/slurmd.pid
 SlurmctldLogFile=$dir/slurmctld.log
 SlurmdLogFile=$dir/slurmd.log
 ReturnToService=2
-# Never purge finished jobs: then \`sbatch --wait\` polls every 2 s instead of backing off
-# to 8 s and 32 s (its back-off grows only while below MinJobAge/2).
-MinJobAge=0
-# Start batch jobs as soon as they are submitted or resources free up, not in rounds
-# up to 3 s apart (the default batch_sched_delay).
-SchedulerParameters=batch_sched_delay=0
 MpiDefault=none
 MailProg=/bin/true
 NodeName=$node NodeAddr=127.0.0.1 CPUs=$(nproc) State=UNKNOWN
