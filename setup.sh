@@ -17,11 +17,13 @@ cd "$(dirname "$0")"
 # graphviz: renders the lock dependency graph (`--graph OUT.svg`).
 # slurm-wlm, munge: the one-node Slurm cluster the sharded-exploration test starts
 #   (tools/slurm/local-cluster.sh; munge's package creates /etc/munge/munge.key).
+# pkgconf: lets a second profile's build link the Unicorn core the first one built
+#   (tools/tests/determinism.rs).
 # linux-source-6.1 gcc-aarch64-linux-gnu flex bison bc libssl-dev libelf-dev cpio:
 #   the small Linux with lockdep that the validator is checked against
 #   (tools/linux/build-lockdep-kernel.sh, run by the test that needs it).
 packages=(cmake libclang-dev rustc-web rust-web-src lld llvm qemu-system-arm graphviz
-          slurm-wlm munge
+          slurm-wlm munge pkgconf
           linux-source-6.1 gcc-aarch64-linux-gnu flex bison bc libssl-dev libelf-dev cpio)
 
 missing=()

@@ -240,13 +240,19 @@ fn working_directory_and_environment_do_not_change_reports_or_traces() {
 /// The same jobs with the host crates built in the other profile (debug when this test
 /// runs in release, release in debug) give the same bytes. The other binary is built
 /// here when it is missing; the guest kernel is the same file for both.
+///
+/// From release, "debug" is the `determinism` profile: our crates exactly as `dev`
+/// builds them, dependencies unoptimised, and Unicorn's C core the very library the
+/// release build made (through pkg-config), instead of a second cmake build of it.
 #[test]
 fn debug_and_release_builds_give_identical_reports_and_traces() {
     let binary = this_binary();
     let profile_dir = binary.parent().expect("target/<profile>");
-    let (other_profile, cargo_flag) = match profile_dir.file_name().and_then(|n| n.to_str()) {
-        Some("release") => ("debug", None),
-        _ => ("release", Some("--release")),
+    let from_release = profile_dir.file_name().and_then(|n| n.to_str()) == Some("release");
+    let (other_profile, cargo_flags) = if from_release {
+        ("determinism", ["--profile", "determinism"])
+    } else {
+        ("release", ["--profile", "release"])
     };
     let other = profile_dir
         .parent()
@@ -257,13 +263,19 @@ fn debug_and_release_builds_give_identical_reports_and_traces() {
         .parent()
         .expect("workspace root");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut build = Command::new(cargo);
     // Always ask cargo: it rebuilds a stale binary and does nothing for a fresh one.
-    let status = Command::new(cargo)
+    build
         .args(["build", "--bin", "percpu-lab"])
-        .args(cargo_flag)
-        .current_dir(workspace)
-        .status()
-        .expect("cargo runs");
+        .args(cargo_flags)
+        .current_dir(workspace);
+    if let Some(pkgconfig) = from_release
+        .then(|| unicorn_pkgconfig(profile_dir))
+        .flatten()
+    {
+        build.env("PKG_CONFIG_PATH", pkgconfig);
+    }
+    let status = build.status().expect("cargo runs");
     assert!(
         status.success(),
         "building the {other_profile} percpu-lab failed"
@@ -282,6 +294,27 @@ fn debug_and_release_builds_give_identical_reports_and_traces() {
         );
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The pkg-config directory of the Unicorn core the build in `profile_dir` installed
+/// (the newest, if stale builds lie beside it).
+fn unicorn_pkgconfig(profile_dir: &Path) -> Option<PathBuf> {
+    std::fs::read_dir(profile_dir.join("build"))
+        .ok()?
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("unicorn-engine-sys-")
+        })
+        .map(|e| e.path().join("out/lib"))
+        .filter(|lib| lib.join("pkgconfig/unicorn.pc").is_file())
+        .filter_map(|lib| {
+            let built = lib.join("libunicorn.a").metadata().ok()?.modified().ok()?;
+            Some((built, lib.join("pkgconfig")))
+        })
+        .max()
+        .map(|(_, dir)| dir)
 }
 
 /// Copies the directory tree `from` to `to`, links as links, leaving out `target/`.
