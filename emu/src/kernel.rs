@@ -8,6 +8,11 @@
 //! 2 MiB-aligned RAM address plus the header's `text_offset`. Such an ELF (its first
 //! segment starts with the `Image` header) is placed that way: the segments keep
 //! their link addresses and get physical ones at the start of RAM.
+//!
+//! A bare `Image` (no ELF around it) is placed the same way. It names nothing by
+//! itself: its symbols come from the `vmlinux` it was made from (symbols and DWARF;
+//! its loadable contents must be the Image's bytes) or from its `System.map` (names
+//! only; its `_end - _text` must be the header's image size).
 
 use std::fmt;
 use std::path::Path;
@@ -23,6 +28,12 @@ const IMAGE_MAGIC: [u8; 4] = *b"ARM\x64";
 const IMAGE_MAGIC_OFFSET: usize = 0x38;
 /// The header's little-endian u64 `text_offset`, at offset 8.
 const IMAGE_TEXT_OFFSET: usize = 8;
+/// The header's little-endian u64 `image_size` (`_end - _text`; 0 before Linux 3.17).
+const IMAGE_SIZE_OFFSET: usize = 16;
+/// The header's little-endian u64 flags; bit 0 set means a big-endian kernel.
+const IMAGE_FLAGS_OFFSET: usize = 24;
+/// The header's size (the magic and one reserved word end it).
+const IMAGE_HEADER_SIZE: usize = 64;
 /// Addresses from here up are the kernel half of the address space.
 const KERNEL_HALF: u64 = 0xffff_0000_0000_0000;
 
@@ -62,13 +73,19 @@ pub enum KernelError {
         addr: u64,
     },
     Malformed(String),
+    /// `--symbols` given for a kernel that is an ELF (it has its own).
+    SymbolsForElf,
+    /// The symbols file cannot be used for the `Image`.
+    BadSymbols(String),
+    /// The symbols file describes another build than the `Image`.
+    SymbolsMismatch(String),
 }
 
 impl fmt::Display for KernelError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Unreadable { path, reason } => write!(f, "cannot read kernel {path}: {reason}"),
-            Self::NotElf => write!(f, "kernel is not an ELF file"),
+            Self::NotElf => write!(f, "kernel is neither an ELF file nor an arm64 Image"),
             Self::Not64Bit => write!(
                 f,
                 "kernel is a 32-bit ELF; an AArch64 (64-bit) kernel is needed"
@@ -106,6 +123,14 @@ impl fmt::Display for KernelError {
                 "kernel function `{name}` (probed by the recorder) at {addr:#x} lies outside the loaded code"
             ),
             Self::Malformed(why) => write!(f, "kernel ELF is malformed: {why}"),
+            Self::SymbolsForElf => write!(
+                f,
+                "--symbols is for a bare arm64 Image; this kernel is an ELF with its own symbols"
+            ),
+            Self::BadSymbols(why) => write!(f, "the kernel's symbols are unusable: {why}"),
+            Self::SymbolsMismatch(why) => {
+                write!(f, "the symbols are not those of this Image: {why}")
+            }
         }
     }
 }
@@ -134,26 +159,70 @@ struct Symbol {
 /// A parsed, validated guest kernel.
 #[derive(Debug, Clone)]
 pub struct KernelImage {
+    /// The file that runs: an ELF, or a bare `Image`.
     bytes: Vec<u8>,
     segments: Vec<Segment>,
     entry: u64,
     /// Function and object symbols, sorted by address.
     symbols: Vec<Symbol>,
-    /// Placed by the arm64 boot protocol (a Linux `vmlinux`), not by its ELF
-    /// physical addresses.
+    /// Placed by the arm64 boot protocol (a Linux `vmlinux` or `Image`), not by its
+    /// ELF physical addresses.
     boot_protocol: bool,
+    debug_info: DebugInfo,
+}
+
+/// Where a kernel's DWARF is.
+#[derive(Debug, Clone)]
+enum DebugInfo {
+    /// In the ELF that runs.
+    InFile,
+    /// In the `vmlinux` given for a bare `Image`.
+    Separate(Vec<u8>),
+    /// Nowhere (an `Image` with a `System.map`, or with no symbols).
+    Absent,
+}
+
+/// Where a bare `Image`'s symbols come from.
+#[derive(Debug, Clone, Copy)]
+pub enum ImageSymbols<'a> {
+    /// None: PCs stay numbers.
+    None,
+    /// The `vmlinux` the Image was made from (symbols and DWARF).
+    Vmlinux(&'a [u8]),
+    /// Its `System.map` (`address type name` lines).
+    SystemMap(&'a str),
 }
 
 impl KernelImage {
     pub fn from_path(path: &Path) -> Result<Self, KernelError> {
-        let bytes = std::fs::read(path).map_err(|e| KernelError::Unreadable {
-            path: path.display().to_string(),
-            reason: e.to_string(),
-        })?;
-        Self::from_bytes(bytes)
+        Self::from_bytes(read(path)?)
     }
 
+    /// The kernel at `path`, with a bare `Image`'s symbols from `symbols` (a
+    /// `vmlinux`, or else a `System.map`); an ELF kernel refuses them.
+    pub fn from_path_with_symbols(path: &Path, symbols: &Path) -> Result<Self, KernelError> {
+        let bytes = read(path)?;
+        if bytes.starts_with(header::ELFMAG) {
+            return Err(KernelError::SymbolsForElf);
+        }
+        let symbols_file = read(symbols)?;
+        if symbols_file.starts_with(header::ELFMAG) {
+            return Self::from_image(bytes, ImageSymbols::Vmlinux(&symbols_file));
+        }
+        let text = std::str::from_utf8(&symbols_file).map_err(|_| {
+            KernelError::BadSymbols(format!(
+                "{} is neither an ELF vmlinux nor a text System.map",
+                symbols.display()
+            ))
+        })?;
+        Self::from_image(bytes, ImageSymbols::SystemMap(text))
+    }
+
+    /// An ELF kernel, or a bare arm64 `Image` (with no symbols).
     pub fn from_bytes(bytes: Vec<u8>) -> Result<Self, KernelError> {
+        if !bytes.starts_with(header::ELFMAG) && image_header(&bytes).is_some() {
+            return Self::from_image(bytes, ImageSymbols::None);
+        }
         check_ident(&bytes)?;
         let elf = Elf::parse(&bytes).map_err(|e| KernelError::Malformed(e.to_string()))?;
         if elf.header.e_machine != header::EM_AARCH64 {
@@ -202,36 +271,66 @@ impl KernelImage {
         if !entry_in_code {
             return Err(KernelError::EntryOutsideCode { entry: elf.entry });
         }
-        let mut symbols: Vec<Symbol> = elf
-            .syms
-            .iter()
-            // Untyped symbols are assembly labels (exception entry, context switch).
-            .filter(|s| {
-                matches!(s.st_type(), STT_FUNC | STT_OBJECT | STT_NOTYPE) && s.st_value != 0
-            })
-            .filter_map(|s| {
-                let raw = elf.strtab.get_at(s.st_name)?;
-                if raw.is_empty() || raw.starts_with('$') || raw.starts_with(".L") {
-                    return None; // mapping symbols ($x, $d) and local temporaries
-                }
-                Some(Symbol {
-                    addr: s.st_value,
-                    size: s.st_size,
-                    name: format!("{:#}", rustc_demangle::demangle(raw)),
-                    raw_name: raw.to_string(),
-                })
-            })
-            .collect();
-        // At one address the sized symbol sorts last, so that lookups prefer it.
-        symbols.sort_by_key(|s| (s.addr, s.size));
         let image = Self {
             entry: elf.entry,
             bytes: Vec::new(),
             segments,
-            symbols,
+            symbols: elf_symbols(&elf),
             boot_protocol,
+            debug_info: DebugInfo::InFile,
         };
         Ok(Self { bytes, ..image })
+    }
+
+    /// A bare arm64 `Image`, placed by the boot protocol, named by `symbols`.
+    pub fn from_image(image: Vec<u8>, symbols: ImageSymbols<'_>) -> Result<Self, KernelError> {
+        let header = image_header(&image).ok_or(KernelError::NotElf)?;
+        if header.big_endian {
+            return Err(KernelError::NotLittleEndian);
+        }
+        let file_size = image.len() as u64;
+        let mem_size = header.image_size.max(file_size);
+        let paddr = RAM_BASE + header.text_offset;
+        let whole = |vaddr: u64| Segment {
+            vaddr,
+            paddr,
+            file_offset: 0,
+            file_size,
+            mem_size,
+            executable: true,
+        };
+        let (segments, symbols, debug_info) = match symbols {
+            // Unnamed, it is known at its physical addresses only.
+            ImageSymbols::None => (vec![whole(paddr)], Vec::new(), DebugInfo::Absent),
+            ImageSymbols::Vmlinux(vmlinux) => {
+                let (segments, symbols) = vmlinux_layout(vmlinux, &image, &header)?;
+                (segments, symbols, DebugInfo::Separate(vmlinux.to_vec()))
+            }
+            ImageSymbols::SystemMap(map) => {
+                let mut symbols = system_map_symbols(map)?;
+                let text = symbol_in(&symbols, "_text")?;
+                let end = symbol_in(&symbols, "_end")?;
+                if header.image_size != 0 && end.wrapping_sub(text) != header.image_size {
+                    return Err(KernelError::SymbolsMismatch(format!(
+                        "its _end - _text is {:#x}, the Image's size {:#x}",
+                        end.wrapping_sub(text),
+                        header.image_size
+                    )));
+                }
+                size_by_next(&mut symbols, text + mem_size);
+                let segments = map_segments(&symbols, text, paddr, file_size, mem_size);
+                (segments, symbols, DebugInfo::Absent)
+            }
+        };
+        let entry = segments.iter().map(|s| s.vaddr).min().unwrap_or(paddr);
+        Ok(Self {
+            bytes: image,
+            segments,
+            entry,
+            symbols,
+            boot_protocol: true,
+            debug_info,
+        })
     }
 
     /// Whether this is a Linux-style `vmlinux` placed by the arm64 boot protocol
@@ -239,6 +338,12 @@ impl KernelImage {
     /// physical addresses.
     pub fn is_boot_protocol_image(&self) -> bool {
         self.boot_protocol
+    }
+
+    /// Whether anything names the kernel's addresses (a bare `Image` given without
+    /// `--symbols` has no names, and its link addresses are unknown).
+    pub fn has_symbols(&self) -> bool {
+        !self.symbols.is_empty()
     }
 
     /// Where code linked at `vaddr` also runs, if anywhere else: a boot-protocol
@@ -394,9 +499,19 @@ impl KernelImage {
             })
     }
 
-    /// The ELF file as loaded (e.g. to hash it).
-    pub fn elf_bytes(&self) -> &[u8] {
+    /// The kernel file as given (ELF or `Image`), e.g. to hash it.
+    pub fn file_bytes(&self) -> &[u8] {
         &self.bytes
+    }
+
+    /// The ELF that holds the kernel's DWARF: the kernel itself, or the `vmlinux`
+    /// given as a bare `Image`'s symbols; `None` when there is no such ELF.
+    pub fn debug_elf(&self) -> Option<&[u8]> {
+        match &self.debug_info {
+            DebugInfo::InFile => Some(&self.bytes),
+            DebugInfo::Separate(elf) => Some(elf),
+            DebugInfo::Absent => None,
+        }
     }
 
     pub fn symbol_address(&self, name: &str) -> Option<u64> {
@@ -432,6 +547,209 @@ impl KernelImage {
     }
 }
 
+fn read(path: &Path) -> Result<Vec<u8>, KernelError> {
+    std::fs::read(path).map_err(|e| KernelError::Unreadable {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })
+}
+
+/// The fields of an arm64 `Image` header the loader needs.
+struct ImageHeader {
+    text_offset: u64,
+    image_size: u64,
+    big_endian: bool,
+}
+
+/// The header of an arm64 `Image` at the start of `bytes`, if its magic is there.
+fn image_header(bytes: &[u8]) -> Option<ImageHeader> {
+    let header = bytes.get(..IMAGE_HEADER_SIZE)?;
+    if header[IMAGE_MAGIC_OFFSET..IMAGE_MAGIC_OFFSET + 4] != IMAGE_MAGIC {
+        return None;
+    }
+    let word = |at: usize| u64::from_le_bytes(header[at..at + 8].try_into().expect("8 bytes"));
+    Some(ImageHeader {
+        text_offset: word(IMAGE_TEXT_OFFSET),
+        image_size: word(IMAGE_SIZE_OFFSET),
+        big_endian: word(IMAGE_FLAGS_OFFSET) & 1 != 0,
+    })
+}
+
+/// Function, object and label symbols of `elf`, sorted by address.
+fn elf_symbols(elf: &Elf) -> Vec<Symbol> {
+    let mut symbols: Vec<Symbol> = elf
+        .syms
+        .iter()
+        // Untyped symbols are assembly labels (exception entry, context switch).
+        .filter(|s| matches!(s.st_type(), STT_FUNC | STT_OBJECT | STT_NOTYPE) && s.st_value != 0)
+        .filter_map(|s| {
+            let raw = elf.strtab.get_at(s.st_name)?;
+            if raw.is_empty() || raw.starts_with('$') || raw.starts_with(".L") {
+                return None; // mapping symbols ($x, $d) and local temporaries
+            }
+            Some(Symbol {
+                addr: s.st_value,
+                size: s.st_size,
+                name: format!("{:#}", rustc_demangle::demangle(raw)),
+                raw_name: raw.to_string(),
+            })
+        })
+        .collect();
+    // At one address the sized symbol sorts last, so that lookups prefer it.
+    symbols.sort_by_key(|s| (s.addr, s.size));
+    symbols
+}
+
+/// The address of `name` among `symbols`.
+fn symbol_in(symbols: &[Symbol], name: &str) -> Result<u64, KernelError> {
+    symbols
+        .iter()
+        .find(|s| s.raw_name == name)
+        .map(|s| s.addr)
+        .ok_or_else(|| KernelError::BadSymbols(format!("they have no `{name}`")))
+}
+
+/// The segments and symbols of the `vmlinux` an `Image` was made from, with file
+/// offsets into the Image; checks that each segment's contents are the Image's.
+fn vmlinux_layout(
+    vmlinux: &[u8],
+    image: &[u8],
+    header: &ImageHeader,
+) -> Result<(Vec<Segment>, Vec<Symbol>), KernelError> {
+    let bad = |why: String| KernelError::BadSymbols(format!("the vmlinux {why}"));
+    check_ident(vmlinux).map_err(|e| bad(format!("is unusable ({e})")))?;
+    let elf = Elf::parse(vmlinux).map_err(|e| bad(format!("is malformed ({e})")))?;
+    if elf.header.e_machine != header::EM_AARCH64 {
+        return Err(bad("is not for AArch64".into()));
+    }
+    let symbols = elf_symbols(&elf);
+    let text = symbol_in(&symbols, "_text")?;
+    let mut segments = Vec::new();
+    for ph in elf
+        .program_headers
+        .iter()
+        .filter(|ph| ph.p_type == PT_LOAD && ph.p_memsz > 0)
+    {
+        let offset = ph.p_vaddr.wrapping_sub(text);
+        let in_image = image.len() as u64 > offset;
+        let file_size = if in_image {
+            ph.p_filesz.min(image.len() as u64 - offset)
+        } else {
+            0
+        };
+        let ours = &image[offset.min(image.len() as u64) as usize..][..file_size as usize];
+        let theirs = vmlinux
+            .get(ph.p_offset as usize..)
+            .and_then(|b| b.get(..file_size as usize));
+        if theirs != Some(ours) || (ph.p_filesz > 0 && !in_image) {
+            return Err(KernelError::SymbolsMismatch(format!(
+                "the vmlinux segment at {:#x} is not what the Image holds there",
+                ph.p_vaddr
+            )));
+        }
+        segments.push(Segment {
+            vaddr: ph.p_vaddr,
+            paddr: RAM_BASE + header.text_offset + offset,
+            file_offset: offset,
+            file_size,
+            mem_size: ph.p_memsz,
+            executable: ph.p_flags & goblin::elf::program_header::PF_X != 0,
+        });
+    }
+    if segments.is_empty() {
+        return Err(bad("has no loadable segment".into()));
+    }
+    Ok((segments, symbols))
+}
+
+/// The symbols of a `System.map` (`address type name` per line), sorted by address
+/// and without sizes; absolute (`A`), undefined and debugging ones are left out.
+fn system_map_symbols(map: &str) -> Result<Vec<Symbol>, KernelError> {
+    let mut symbols = Vec::new();
+    for (n, line) in map.lines().enumerate() {
+        let mut fields = line.split_whitespace();
+        let (Some(addr), Some(kind), Some(name), None) =
+            (fields.next(), fields.next(), fields.next(), fields.next())
+        else {
+            return Err(KernelError::BadSymbols(format!(
+                "System.map line {} is not `address type name`",
+                n + 1
+            )));
+        };
+        let addr = u64::from_str_radix(addr, 16).map_err(|_| {
+            KernelError::BadSymbols(format!("System.map line {}: bad address", n + 1))
+        })?;
+        if matches!(kind, "A" | "a" | "U" | "N" | "n") || name.starts_with('$') {
+            continue;
+        }
+        symbols.push(Symbol {
+            addr,
+            size: 0,
+            name: name.to_string(),
+            raw_name: name.to_string(),
+        });
+    }
+    symbols.sort_by_key(|s| s.addr);
+    Ok(symbols)
+}
+
+/// An `Image`'s segments as its `System.map` shows them: code in `[_text, _etext)`
+/// and in `[__inittext_begin, __inittext_end)` (arm64 Linux's layout), data around
+/// them; all of it code when the map does not mark them.
+fn map_segments(
+    symbols: &[Symbol],
+    text: u64,
+    paddr: u64,
+    file_size: u64,
+    mem_size: u64,
+) -> Vec<Segment> {
+    let offset_of = |name: &str| {
+        symbol_in(symbols, name)
+            .ok()
+            .map(|a| a.wrapping_sub(text))
+            .filter(|&off| off <= file_size)
+    };
+    let code: Vec<(u64, u64)> = [("_text", "_etext"), ("__inittext_begin", "__inittext_end")]
+        .iter()
+        .filter_map(|(start, end)| Some((offset_of(start)?, offset_of(end)?)))
+        .filter(|(start, end)| start < end)
+        .collect();
+    let mut cuts: Vec<u64> = code.iter().flat_map(|&(s, e)| [s, e]).collect();
+    cuts.extend([0, file_size]);
+    cuts.sort_unstable();
+    cuts.dedup();
+    let all_code = code.is_empty();
+    cuts.windows(2)
+        .map(|w| {
+            let (start, end) = (w[0], w[1]);
+            let last = end == file_size;
+            Segment {
+                vaddr: text + start,
+                paddr: paddr + start,
+                file_offset: start,
+                file_size: end - start,
+                // The tail past the file (`.bss`) belongs to the last piece.
+                mem_size: if last { mem_size - start } else { end - start },
+                executable: all_code || code.iter().any(|&(s, e)| start >= s && end <= e),
+            }
+        })
+        .collect()
+}
+
+/// Gives each unsized symbol the size up to the next higher address (the last one
+/// up to `end`), so that its code can be read and probed.
+fn size_by_next(symbols: &mut [Symbol], end: u64) {
+    let starts: Vec<u64> = symbols.iter().map(|s| s.addr).collect();
+    for (i, sym) in symbols.iter_mut().enumerate() {
+        let next = starts[i..]
+            .iter()
+            .copied()
+            .find(|&a| a > sym.addr)
+            .unwrap_or(end);
+        sym.size = next.saturating_sub(sym.addr);
+    }
+}
+
 /// Gives the segments of a `vmlinux` (every segment linked at physical addresses in
 /// the kernel half, the lowest one starting with the arm64 `Image` header) the
 /// physical addresses its flat `Image` has when loaded at the start of RAM plus
@@ -443,21 +761,12 @@ fn place_by_boot_protocol(segments: &mut [Segment], bytes: &[u8]) -> bool {
     let Some(first) = segments.iter().min_by_key(|s| s.vaddr).copied() else {
         return false;
     };
-    let header_end = IMAGE_MAGIC_OFFSET + IMAGE_MAGIC.len();
-    if (first.file_size as usize) < header_end {
+    let contents = &bytes[first.file_offset as usize..][..first.file_size as usize];
+    let Some(header) = image_header(contents) else {
         return false;
-    }
-    let header = &bytes[first.file_offset as usize..][..header_end];
-    if header[IMAGE_MAGIC_OFFSET..] != IMAGE_MAGIC {
-        return false;
-    }
-    let text_offset = u64::from_le_bytes(
-        header[IMAGE_TEXT_OFFSET..IMAGE_TEXT_OFFSET + 8]
-            .try_into()
-            .expect("8 bytes"),
-    );
+    };
     // RAM_BASE is 2 MiB-aligned, as the protocol asks of the Image's base.
-    let base = RAM_BASE + text_offset;
+    let base = RAM_BASE + header.text_offset;
     for s in segments.iter_mut() {
         s.paddr = base + (s.vaddr - first.vaddr);
     }

@@ -81,7 +81,7 @@ pub mod tlb;
 pub mod uart;
 pub mod unwind;
 
-pub use kernel::{KernelError, KernelImage};
+pub use kernel::{ImageSymbols, KernelError, KernelImage};
 pub use lines::{SourceLines, GUEST_SOURCE_ROOT};
 pub use machine::{
     CpuReport, CpuState, EmuError, Machine, MachineConfig, MmuMode, RunEnd, RunOutcome, Snapshot,

@@ -10,7 +10,7 @@ fn reads_a_struct_layout_from_the_guest_dwarf() {
     let Some(guest) = common::guest() else {
         return;
     };
-    let layouts = emu::dwarf::struct_layouts(guest.elf_bytes(), &["PerCpu", "NoSuchStruct"]);
+    let layouts = emu::dwarf::struct_layouts(guest.file_bytes(), &["PerCpu", "NoSuchStruct"]);
     assert!(!layouts.contains_key("NoSuchStruct"));
     let percpu = &layouts["PerCpu"];
     assert_eq!(percpu.offset("id"), Some(0));
@@ -28,7 +28,7 @@ fn reads_enumerator_values_from_the_guest_dwarf() {
         return;
     };
     let values =
-        emu::dwarf::enumerator_values(guest.elf_bytes(), &["Kernel", "Atomic", "NoSuchValue"]);
+        emu::dwarf::enumerator_values(guest.file_bytes(), &["Kernel", "Atomic", "NoSuchValue"]);
     assert_eq!(values.get("Kernel"), Some(&0));
     assert_eq!(values.get("Atomic"), Some(&1));
     assert!(!values.contains_key("NoSuchValue"));

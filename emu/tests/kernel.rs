@@ -6,7 +6,7 @@ mod common;
 use std::path::Path;
 
 use common::*;
-use emu::{KernelError, KernelImage, Machine, MachineConfig};
+use emu::{ImageSymbols, KernelError, KernelImage, Machine, MachineConfig};
 
 fn valid() -> Vec<u8> {
     elf(&[0x1f, 0x20, 0x03, 0xd5], LOAD, EM_AARCH64, &[])
@@ -169,7 +169,7 @@ fn source_lines_come_from_the_dwarf_line_tables() {
     assert!(emu::SourceLines::parse(&valid(), None).is_none());
     assert!(emu::SourceLines::parse(b"not an elf", None).is_none());
     let Some(guest) = guest() else { return };
-    let lines = emu::SourceLines::parse(guest.elf_bytes(), Some(emu::GUEST_SOURCE_ROOT))
+    let lines = emu::SourceLines::parse(guest.file_bytes(), Some(emu::GUEST_SOURCE_ROOT))
         .expect("the guest is built with line tables");
     let entry = guest.symbol_address("free_pages").expect("free_pages");
     let line = lines.lookup(entry).expect("a line for free_pages");
@@ -188,7 +188,7 @@ fn source_lines_come_from_the_dwarf_line_tables() {
         "{alloc_line}"
     );
     assert!(lines.lookup(0).is_none());
-    let absolute = emu::SourceLines::parse(guest.elf_bytes(), None).unwrap();
+    let absolute = emu::SourceLines::parse(guest.file_bytes(), None).unwrap();
     assert!(
         absolute.lookup(entry).unwrap().ends_with(&line),
         "without a prefix to strip"
@@ -203,6 +203,19 @@ const TEXT_OFFSET: u64 = 0x8_0000;
 /// the magic), then code that powers off with status = x0 (the device tree's
 /// address, as the boot protocol hands it over).
 fn tiny_vmlinux(magic: &[u8; 4]) -> Vec<u8> {
+    elf(
+        &tiny_image(magic),
+        LINUX_LINK,
+        EM_AARCH64,
+        &[
+            ("_text", LINUX_LINK, 0),
+            ("primary_entry", LINUX_LINK + 0x40, 16),
+        ],
+    )
+}
+
+/// The bare `Image` of [`tiny_vmlinux`] (its image size: 0x1000).
+fn tiny_image(magic: &[u8; 4]) -> Vec<u8> {
     let base = emu::RAM_BASE + TEXT_OFFSET;
     let mut a = Asm::default();
     a.b(base + 0x40).emit(0);
@@ -215,12 +228,8 @@ fn tiny_vmlinux(magic: &[u8; 4]) -> Vec<u8> {
     a.emit(u32::from_le_bytes(*magic)).emit(0);
     assert_eq!(a.here(), base + 0x40);
     a.system_off_with(0);
-    elf(
-        &a.bytes(),
-        LINUX_LINK,
-        EM_AARCH64,
-        &[("primary_entry", LINUX_LINK + 0x40, 16)],
-    )
+    a.quad(0).quad(0); // data after the code (`_etext`)
+    a.bytes()
 }
 
 #[test]
@@ -248,6 +257,112 @@ fn a_vmlinux_is_placed_by_the_arm64_boot_protocol() {
             cpu: 0,
             status: dtb
         }
+    );
+}
+
+/// Runs `kernel` on one CPU: the tiny kernel powers off with the device tree's
+/// address as its status.
+fn powers_off_with_the_dtb(kernel: &KernelImage) {
+    let config = MachineConfig {
+        cpus: 1,
+        ..MachineConfig::default()
+    };
+    let dtb = emu::fdt::dtb_address(emu::RAM_BASE, config.ram_size);
+    let (outcome, _, _) = run(config, kernel);
+    assert_eq!(
+        outcome.end,
+        emu::RunEnd::PoweredOff {
+            cpu: 0,
+            status: dtb
+        }
+    );
+}
+
+#[test]
+fn a_bare_image_is_placed_like_its_vmlinux_and_named_by_its_symbols() {
+    let image = tiny_image(b"ARM\x64");
+    let entry = emu::RAM_BASE + TEXT_OFFSET;
+    let unnamed = KernelImage::from_bytes(image.clone()).unwrap();
+    assert!(unnamed.is_boot_protocol_image() && !unnamed.has_symbols());
+    assert_eq!(unnamed.entry(), entry);
+    assert_eq!(unnamed.symbolize(entry + 0x44), None);
+    assert!(unnamed.debug_elf().is_none());
+    powers_off_with_the_dtb(&unnamed);
+
+    let vmlinux = tiny_vmlinux(b"ARM\x64");
+    let named = KernelImage::from_image(image.clone(), ImageSymbols::Vmlinux(&vmlinux)).unwrap();
+    assert_eq!(named.entry(), entry);
+    assert_eq!(named.file_bytes(), &image[..], "the Image is what runs");
+    assert_eq!(
+        named.debug_elf(),
+        Some(&vmlinux[..]),
+        "the DWARF is the vmlinux's"
+    );
+    for pc in [entry + 0x44, LINUX_LINK + 0x44] {
+        assert_eq!(named.symbolize(pc).as_deref(), Some("primary_entry+0x4"));
+    }
+    powers_off_with_the_dtb(&named);
+
+    let etext = image.len() as u64 - 16;
+    let map = format!(
+        "{LINUX_LINK:016x} T _text\n{:016x} T primary_entry\n{:016x} D _etext\n\
+         0000000000000000 A _kernel_flags_le\n{:016x} B _end\n",
+        LINUX_LINK + 0x40,
+        LINUX_LINK + etext,
+        LINUX_LINK + 0x1000
+    );
+    let mapped = KernelImage::from_image(image, ImageSymbols::SystemMap(&map)).unwrap();
+    assert!(mapped.debug_elf().is_none(), "a System.map has no DWARF");
+    assert_eq!(
+        mapped.symbolize(LINUX_LINK + 0x44).as_deref(),
+        Some("primary_entry+0x4")
+    );
+    // Code is what lies before `_etext`.
+    let (at, code) = mapped.function_code("primary_entry").unwrap().unwrap();
+    assert_eq!((at, code.len() as u64), (LINUX_LINK + 0x40, etext - 0x40));
+    assert!(mapped.function_containing(LINUX_LINK + etext).is_none());
+    assert!(mapped.function_containing(LINUX_LINK + 0x48).is_some());
+    powers_off_with_the_dtb(&mapped);
+}
+
+#[test]
+fn symbols_of_another_build_are_refused() {
+    let vmlinux = tiny_vmlinux(b"ARM\x64");
+    let mut image = tiny_image(b"ARM\x64");
+    image[0x44] ^= 1;
+    let err = KernelImage::from_image(image.clone(), ImageSymbols::Vmlinux(&vmlinux)).unwrap_err();
+    assert!(matches!(err, KernelError::SymbolsMismatch(_)), "{err}");
+    assert!(
+        err.to_string().contains("not what the Image holds"),
+        "{err}"
+    );
+
+    let sized = |end: u64| format!("{LINUX_LINK:x} T _text\n{:x} B _end\n", LINUX_LINK + end);
+    let err = KernelImage::from_image(image.clone(), ImageSymbols::SystemMap(&sized(0x2000)))
+        .unwrap_err();
+    assert!(matches!(err, KernelError::SymbolsMismatch(_)), "{err}");
+    assert!(
+        KernelImage::from_image(image.clone(), ImageSymbols::SystemMap(&sized(0x1000))).is_ok()
+    );
+
+    for (map, why) in [
+        ("ffffffc008000040 T primary_entry\n", "no `_text`"),
+        ("ffffffc008000000 T\n", "line 1"),
+        ("zzzz T _text\n", "bad address"),
+    ] {
+        let err = KernelImage::from_image(image.clone(), ImageSymbols::SystemMap(map)).unwrap_err();
+        assert!(matches!(err, KernelError::BadSymbols(_)), "{err}");
+        assert!(err.to_string().contains(why), "{err}");
+    }
+}
+
+#[test]
+fn a_big_endian_image_is_refused() {
+    let mut image = tiny_image(b"ARM\x64");
+    image[24] |= 1; // the header's flags: bit 0 is the kernel's endianness
+    assert_eq!(
+        KernelImage::from_bytes(image).unwrap_err(),
+        KernelError::NotLittleEndian
     );
 }
 

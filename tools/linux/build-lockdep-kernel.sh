@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the small lockdep kernel (Debian's linux-source-6.1, tinyconfig plus
-# lockdep.config) into target/linux-lockdep/{Image,vmlinux}. Does nothing when the
+# lockdep.config) into target/linux-lockdep/{Image,vmlinux,System.map}. Does nothing when the
 # kernel there was built from the same config fragment and source tarball.
 #
 #   tools/linux/build-lockdep-kernel.sh [OUT_DIR]
@@ -27,7 +27,7 @@ main() {
     flock 9
     stamp="$(cat "$fragment" "$0" | sha256sum | cut -c1-16)-$(stat -c %s "$tarball")"
     if [ -f "$out/stamp" ] && [ "$(cat "$out/stamp")" = "$stamp" ] \
-            && [ -f "$out/vmlinux" ] && [ -f "$out/Image" ]; then
+            && [ -f "$out/vmlinux" ] && [ -f "$out/Image" ] && [ -f "$out/System.map" ]; then
         exit 0
     fi
 
@@ -74,6 +74,7 @@ main() {
     make "${make_args[@]}" -j"$(nproc)" Image vmlinux
     cp "$src/arch/arm64/boot/Image" "$out/Image.tmp" && mv "$out/Image.tmp" "$out/Image"
     cp "$src/vmlinux" "$out/vmlinux.tmp" && mv "$out/vmlinux.tmp" "$out/vmlinux"
+    cp "$src/System.map" "$out/System.map.tmp" && mv "$out/System.map.tmp" "$out/System.map"
     echo "$stamp" > "$out/stamp"
     echo "build-lockdep-kernel: $out/vmlinux"
 }

@@ -22,7 +22,9 @@ pub struct CodeNamer {
 impl CodeNamer {
     pub fn new(kernel: &KernelImage) -> Self {
         // File names relative to the repository the guest was built from.
-        let lines = SourceLines::parse(kernel.elf_bytes(), Some(emu::GUEST_SOURCE_ROOT));
+        let lines = kernel
+            .debug_elf()
+            .and_then(|elf| SourceLines::parse(elf, Some(emu::GUEST_SOURCE_ROOT)));
         Self {
             kernel: kernel.clone(),
             lines: lines.map(Rc::new),

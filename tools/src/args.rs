@@ -175,11 +175,15 @@ pub struct RunArgs {
     /// Watchdog: end the run as a guest fault after this many instructions (all CPUs).
     #[arg(long, default_value_t = DEFAULT_MAX_INSNS, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_insns: u64,
-    /// Guest kernel ELF (default: the built-in guest): a percpu-lab guest, or a
-    /// Linux arm64 `vmlinux` (loaded by the arm64 boot protocol; the analyses see
-    /// only what they recognise in it).
+    /// Guest kernel (default: the built-in guest): a percpu-lab guest ELF, or a
+    /// Linux arm64 `vmlinux` or bare `Image` (loaded by the arm64 boot protocol;
+    /// the analyses see only what they recognise in it).
     #[arg(long)]
     pub kernel: Option<PathBuf>,
+    /// A bare `Image`'s symbols: the `vmlinux` it was made from (names, and the
+    /// DWARF the Linux recorder needs), or its `System.map` (names only).
+    #[arg(long, value_name = "VMLINUX|SYSTEM.MAP")]
+    pub symbols: Option<PathBuf>,
     /// The kernel command line (`/chosen/bootargs`), instead of the one made from
     /// `--scenario`, `--seed`, `--variant`, `--inject`, `--flush` and `--scale`
     /// (a Linux kernel gets an empty one by default, `earlycon keep_bootcon` with
@@ -353,6 +357,9 @@ impl RunArgs {
         }
         if let Some(initrd) = &self.initrd {
             flags.push(("initrd", initrd.display().to_string()));
+        }
+        if let Some(symbols) = &self.symbols {
+            flags.push(("symbols", symbols.display().to_string()));
         }
         if self.ram != DEFAULT_RAM_MIB {
             flags.push(("ram", self.ram.to_string()));

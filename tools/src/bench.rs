@@ -55,7 +55,7 @@ pub fn bench(args: &BenchArgs) -> Result<Verdict, BadInput> {
     let check = crate::bench_check::measure(&exe, args.kernel.as_deref(), |message| {
         progress.set_message(message)
     })?;
-    let kernel = kernel::load(args.kernel.as_deref())?;
+    let kernel = kernel::load(args.kernel.as_deref(), None)?;
     // QEMU boots the flat Image of the built-in guest (a --kernel ELF has none).
     let image = args
         .kernel

@@ -142,7 +142,7 @@ mod tests {
 
     #[test]
     fn every_strategy_flushes_the_same_ranges_and_only_ipi_sends_calls() {
-        let kernel = crate::kernel::load(None).unwrap();
+        let kernel = crate::kernel::load(None, None).unwrap();
         let costs = measure(&kernel).unwrap();
         let by = |s: &str| costs.iter().find(|c| c.strategy == s).unwrap();
         let (broadcast, ipi, full) = (by("broadcast"), by("ipi"), by("full"));

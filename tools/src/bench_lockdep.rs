@@ -96,7 +96,7 @@ mod tests {
 
     #[test]
     fn measures_analysis_throughput_and_online_cost() {
-        let kernel = crate::kernel::load(None).unwrap();
+        let kernel = crate::kernel::load(None, None).unwrap();
         let bench = measure(&kernel, Duration::ZERO).unwrap();
         assert_eq!(bench.runs, 2);
         assert!(bench.events > 20_000, "{bench:?}");

@@ -70,7 +70,7 @@ mod tests {
 
     #[test]
     fn measures_events_bytes_and_overhead_of_the_same_run() {
-        let kernel = crate::kernel::load(None).unwrap();
+        let kernel = crate::kernel::load(None, None).unwrap();
         let bench = measure(&kernel, Duration::ZERO).unwrap();
         assert_eq!(bench.runs, 2);
         // The same deterministic run twice: twice its events.

@@ -38,8 +38,10 @@ pub fn check(args: &CheckArgs) -> Result<Verdict, BadInput> {
     let mut reader = tracefile::open(&args.file)?;
     let header = reader.header().clone();
     let config = header.config.clone();
-    let kernel = match kernel::load(args.kernel.as_deref()) {
-        Ok(kernel) if ElfHash::of(kernel.elf_bytes()) == config.guest_elf => Some(kernel),
+    // A bare Image is named by the symbols it was run with.
+    let symbols = config.extra.get("symbols").map(std::path::Path::new);
+    let kernel = match kernel::load(args.kernel.as_deref(), symbols) {
+        Ok(kernel) if ElfHash::of(kernel.file_bytes()) == config.guest_elf => Some(kernel),
         _ => {
             eprintln!(
                 "percpu-lab: warning: {}: recorded from another guest kernel than the one \

@@ -450,7 +450,7 @@ pub fn explore(args: &ExploreArgs) -> Result<Verdict, BadInput> {
     if !args.merge.is_empty() {
         return merge(args);
     }
-    let kernel = kernel::load(args.kernel.as_deref())?;
+    let kernel = kernel::load(args.kernel.as_deref(), None)?;
     let scenario = args.scenario.as_deref().unwrap_or_default();
     kernel::check_scenario(&kernel, scenario)?;
     crate::run::check_inject_with_flush(args.inject, args.flush)?;

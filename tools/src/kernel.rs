@@ -19,13 +19,23 @@ pub struct Scenario {
     pub summary: String,
 }
 
-pub fn load(path: Option<&Path>) -> Result<KernelImage, BadInput> {
-    match path {
-        Some(path) => {
+/// The kernel at `path` (default: the built-in guest); a bare `Image` is named by
+/// `symbols` (its `vmlinux` or `System.map`).
+pub fn load(path: Option<&Path>, symbols: Option<&Path>) -> Result<KernelImage, BadInput> {
+    match (path, symbols) {
+        (Some(path), Some(symbols)) => {
+            crate::input_file::require_regular(path)?;
+            crate::input_file::require_regular(symbols)?;
+            Ok(KernelImage::from_path_with_symbols(path, symbols)?)
+        }
+        (Some(path), None) => {
             crate::input_file::require_regular(path)?;
             Ok(KernelImage::from_path(path)?)
         }
-        None => KernelImage::from_bytes(BUILT_IN_GUEST.to_vec()).map_err(|e| {
+        (None, Some(_)) => Err(BadInput(
+            "--symbols names a bare Image's symbols: give the Image with --kernel".into(),
+        )),
+        (None, None) => KernelImage::from_bytes(BUILT_IN_GUEST.to_vec()).map_err(|e| {
             BadInput(format!(
                 "the built-in guest is unusable ({e}); rebuild with ./setup.sh"
             ))

@@ -236,7 +236,7 @@ fn init_logging(verbosity: u8) {
 }
 
 fn list_scenarios(kernel_path: Option<&std::path::Path>) -> Result<Verdict, BadInput> {
-    let kernel = kernel::load(kernel_path)?;
+    let kernel = kernel::load(kernel_path, None)?;
     let scenarios = kernel::scenarios(&kernel)?;
     let width = scenarios.iter().map(|s| s.name.len()).max().unwrap_or(0);
     for scenario in &scenarios {

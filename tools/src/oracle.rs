@@ -42,6 +42,13 @@ pub fn run(args: &RunArgs, kernel: &KernelImage) -> Result<Verdict, BadInput> {
              tools/linux/build-lockdep-kernel.sh builds one"
         )));
     }
+    if kernel.debug_elf().is_none() {
+        return Err(BadInput(
+            "--oracle lockdep-selftest reads lockdep's structures through the kernel's DWARF: \
+             give the Image's vmlinux as --symbols (a System.map has no DWARF)"
+                .into(),
+        ));
+    }
     let mut machine = Machine::new(args.machine_config()?, kernel)?;
     let oracle = Rc::new(RefCell::new(SelftestOracle::new()));
     let stop = machine.stop_request();

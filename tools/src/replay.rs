@@ -242,7 +242,7 @@ fn check_guest(
     kernel: &KernelImage,
     recorded: &ElfHash,
 ) -> Result<(), BadInput> {
-    let ours = ElfHash::of(kernel.elf_bytes());
+    let ours = ElfHash::of(kernel.file_bytes());
     if ours == *recorded {
         return Ok(());
     }
@@ -261,9 +261,9 @@ fn check_guest(
 pub fn replay(args: &ReplayArgs) -> Result<Verdict, BadInput> {
     let reader = tracefile::open(&args.file)?;
     let header = reader.header().config.clone();
-    let kernel = kernel::load(args.kernel.as_deref())?;
-    check_guest(args, &kernel, &header.guest_elf)?;
     let mut run_args = tracefile::run_args_of(&header)?;
+    let kernel = kernel::load(args.kernel.as_deref(), run_args.symbols.as_deref())?;
+    check_guest(args, &kernel, &header.guest_elf)?;
     run_args.kernel = args.kernel.clone();
     if !kernel.is_boot_protocol_image() {
         kernel::check_scenario(&kernel, &run_args.scenario)?;

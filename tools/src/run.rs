@@ -88,7 +88,7 @@ pub fn verdict_of(outcome: &emu::RunOutcome, mmu: &MmuRun, locks: &analysis::Loc
 }
 
 pub fn run(args: &RunArgs) -> Result<Verdict, BadInput> {
-    let kernel = kernel::load(args.kernel.as_deref())?;
+    let kernel = kernel::load(args.kernel.as_deref(), args.symbols.as_deref())?;
     let foreign;
     let args = if kernel.is_boot_protocol_image() {
         // A Linux kernel has no scenarios, and gets only the command line it is
@@ -108,6 +108,14 @@ pub fn run(args: &RunArgs) -> Result<Verdict, BadInput> {
         args
     };
     check_inject_with_flush(args.inject, args.flush)?;
+    if !kernel.has_symbols() && args.checks_mmu() {
+        // The TLB check hooks barriers at the code's link addresses.
+        return Err(BadInput(
+            "--mmu checked needs the kernel's link addresses: give a bare Image's \
+             vmlinux or System.map as --symbols, or run it with --mmu builtin"
+                .into(),
+        ));
+    }
     if args.oracle.is_some() {
         return crate::oracle::run(args, &kernel);
     }

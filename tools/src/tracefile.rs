@@ -38,7 +38,7 @@ pub fn trace_config(args: &RunArgs, kernel: &KernelImage) -> TraceConfig {
         extra.insert(key.to_string(), value);
     }
     TraceConfig {
-        guest_elf: ElfHash::of(kernel.elf_bytes()),
+        guest_elf: ElfHash::of(kernel.file_bytes()),
         cpus: args.cpus as u32,
         variant: name(args.variant.to_possible_value()),
         scenario: args.scenario.clone(),

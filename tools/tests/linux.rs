@@ -241,3 +241,124 @@ fn a_linux_trace_replays_and_checks() {
     assert_eq!(check.code, 1, "{}", check.describe());
     assert_eq!(common::kinds(&check), found);
 }
+
+/// A short run of the lockdep kernel, 2 CPUs, well into its self-test.
+const SHORT_RUN: &[&str] = &[
+    "--cpus",
+    "2",
+    "--cmdline",
+    "earlycon keep_bootcon",
+    "--max-insns",
+    "60000000",
+    "--report",
+    "json",
+];
+
+/// A bare `Image` runs as its `vmlinux` does when the vmlinux names it (`--symbols`):
+/// the same report, lock findings included (the recorder reads lockdep through the
+/// vmlinux's DWARF), and a trace that replays. With its `System.map` it is named
+/// but its locking is not recorded (no DWARF), and the run says so.
+#[test]
+fn a_bare_image_runs_named_by_its_vmlinux_or_its_system_map() {
+    let vmlinux = lockdep_kernel();
+    let dir = vmlinux.parent().unwrap();
+    let (image, map) = (dir.join("Image"), dir.join("System.map"));
+    let (vmlinux, image, map) = (
+        vmlinux.to_str().unwrap(),
+        image.to_str().unwrap(),
+        map.to_str().unwrap(),
+    );
+    let of_vmlinux = run_linux(SHORT_RUN);
+    assert!(
+        !common::kinds(&of_vmlinux).is_empty(),
+        "{}",
+        of_vmlinux.describe()
+    );
+    let trace = common::scratch("image.trace");
+    let of_image = common::record(
+        &trace,
+        &[&["--kernel", image, "--symbols", vmlinux], SHORT_RUN].concat(),
+    );
+    assert_eq!(of_image.code, of_vmlinux.code, "{}", of_image.describe());
+    assert_eq!(of_image.stdout, of_vmlinux.stdout, "the same report");
+    let replay = percpu_lab(&["replay", trace.to_str().unwrap(), "--kernel", image]);
+    assert_eq!(replay.code, 0, "{}", replay.describe());
+    assert!(replay.stdout.contains("identical"), "{}", replay.describe());
+
+    let mapped = percpu_lab(&[&["run", "--kernel", image, "--symbols", map], SHORT_RUN].concat());
+    assert_eq!(mapped.code, 3, "a watchdog end: {}", mapped.describe());
+    assert!(mapped.stderr.contains("no DWARF"), "{}", mapped.describe());
+    assert!(common::kinds(&mapped).is_empty(), "{}", mapped.describe());
+    let report = mapped.json();
+    let frame = &report["stats"]["cpus"][0]["backtrace"][0];
+    let symbol = frame["symbol"].as_str().unwrap_or_default();
+    assert!(symbol.contains("+0x"), "named: {frame}");
+    assert!(
+        frame["file"].is_null(),
+        "a System.map has no lines: {frame}"
+    );
+}
+
+/// Symbols that cannot name the Image are one-line usage errors (exit 2).
+#[test]
+fn an_image_without_usable_symbols_is_a_usage_error() {
+    let vmlinux = lockdep_kernel();
+    let dir = vmlinux.parent().unwrap();
+    let (image, map) = (dir.join("Image"), dir.join("System.map"));
+    let (vmlinux, image, map) = (
+        vmlinux.to_str().unwrap(),
+        image.to_str().unwrap(),
+        map.to_str().unwrap(),
+    );
+    // Another build's map: the kernel image ends elsewhere.
+    let other_map = common::scratch("other-System.map");
+    let text = std::fs::read_to_string(map).unwrap();
+    let shifted: String = text
+        .lines()
+        .map(|l| match l.strip_suffix(" B _end") {
+            Some(addr) => format!(
+                "{:016x} B _end\n",
+                u64::from_str_radix(addr, 16).unwrap() + 0x1000
+            ),
+            None => format!("{l}\n"),
+        })
+        .collect();
+    std::fs::write(&other_map, shifted).unwrap();
+    let other_map = other_map.to_str().unwrap();
+    for (args, says) in [
+        (
+            vec!["--kernel", image],
+            "--mmu checked needs the kernel's link addresses",
+        ),
+        (
+            vec![
+                "--kernel",
+                image,
+                "--symbols",
+                map,
+                "--oracle",
+                "lockdep-selftest",
+            ],
+            "a System.map has no DWARF",
+        ),
+        (
+            vec!["--kernel", vmlinux, "--symbols", map],
+            "--symbols is for a bare arm64 Image",
+        ),
+        (
+            vec!["--kernel", image, "--symbols", other_map],
+            "not those of this Image",
+        ),
+        (vec!["--symbols", map], "give the Image with --kernel"),
+    ] {
+        let run = percpu_lab(&[&["run"], &args[..]].concat());
+        assert_eq!(run.code, 2, "{args:?}: {}", run.describe());
+        assert_eq!(
+            run.stderr.lines().count(),
+            1,
+            "{args:?}: {}",
+            run.describe()
+        );
+        assert!(run.stderr.contains(says), "{args:?}: {}", run.describe());
+    }
+}

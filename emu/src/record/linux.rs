@@ -139,10 +139,22 @@ impl LinuxProfile {
             kernel.symbol_address("lock_acquire"),
             kernel.symbol_address("lock_release"),
         ) else {
+            if kernel.has_symbols() {
+                tracing::warn!("the kernel has no lockdep: its locking is not recorded");
+            } else {
+                tracing::warn!(
+                    "the kernel has no symbols (give a bare Image's vmlinux as --symbols): its locking is not recorded"
+                );
+            }
             return Ok(None);
         };
-        let layouts =
-            crate::dwarf::struct_layouts(kernel.elf_bytes(), &["lockdep_map", "task_struct"]);
+        let Some(elf) = kernel.debug_elf() else {
+            tracing::warn!(
+                "the kernel has lockdep but no DWARF here (give its vmlinux as --symbols): its locking is not recorded"
+            );
+            return Ok(None);
+        };
+        let layouts = crate::dwarf::struct_layouts(elf, &["lockdep_map", "task_struct"]);
         let member = |ty: &str, name: &str| {
             layouts.get(ty).and_then(|l| l.offset(name)).ok_or_else(|| {
                 EmuError::Config(format!(
@@ -150,10 +162,7 @@ impl LinuxProfile {
                 ))
             })
         };
-        let enums = crate::dwarf::enumerator_values(
-            kernel.elf_bytes(),
-            &["LD_WAIT_SLEEP", "LD_LOCK_PERCPU"],
-        );
+        let enums = crate::dwarf::enumerator_values(elf, &["LD_WAIT_SLEEP", "LD_LOCK_PERCPU"]);
         let enumerator = |name: &str| {
             enums.get(name).map(|&v| v as u8).ok_or_else(|| {
                 EmuError::Config(format!(

@@ -419,10 +419,7 @@ impl Recorder {
         if kernel.is_boot_protocol_image() {
             let (profile, sites) = match linux::LinuxProfile::detect(kernel)? {
                 Some((profile, sites)) => (Some(profile), sites),
-                None => {
-                    tracing::warn!("the kernel has no lockdep: its locking is not recorded");
-                    (None, Vec::new())
-                }
+                None => (None, Vec::new()),
             };
             let recorder = Rc::new(Self::new(cores.len(), kernel, profile, sink, gate));
             recorder.hook(cores, &sites, options)?;
