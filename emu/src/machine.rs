@@ -183,8 +183,8 @@ pub struct Machine {
     /// Whoever watches the run loop (the recorder, while recording events; none:
     /// no hook added, nothing to pay).
     observers: Vec<Rc<dyn RunObserver>>,
-    /// Events are being recorded (at most one recorder per machine).
-    recording: bool,
+    /// The recorder, while events are recorded (at most one per machine).
+    recorder: Option<Rc<crate::record::Recorder>>,
     /// A reason to stop, set by whoever holds a [`Machine::stop_request`] handle.
     stop: StopRequest,
     /// The simulated MMU (`None` with Unicorn's built-in one).
@@ -308,7 +308,7 @@ impl Machine {
             end: None,
             probes: Vec::new(),
             observers: Vec::new(),
-            recording: false,
+            recorder: None,
             stop: StopRequest::default(),
             mmu: sim_mmu,
             ram,
@@ -374,7 +374,7 @@ impl Machine {
         options: RecordOptions,
         sink: EventSink,
     ) -> Result<Recording, EmuError> {
-        if self.recording {
+        if self.recorder.is_some() {
             return Err(EmuError::Config("already recording".into()));
         }
         let scheduler = self.scheduler.clone();
@@ -385,7 +385,7 @@ impl Machine {
         });
         let recorder = Recorder::install(&mut self.cores, &self.kernel, options, sink, gate)?;
         self.observers.push(recorder.clone());
-        self.recording = true;
+        self.recorder = Some(recorder.clone());
         Ok(Recording::new(recorder))
     }
 

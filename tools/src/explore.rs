@@ -17,6 +17,7 @@
 //! summary does not depend on J or on host speed, with `--until-bug` too (it stops
 //! at the lowest failing index, or the lowest with the finding kind it names).
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -25,7 +26,7 @@ use std::sync::mpsc;
 
 use clap::{Args, ValueEnum};
 use emu::sched::{delay_set, delay_sets, schedule_seed, Pct, Xoshiro256};
-use emu::KernelImage;
+use emu::{KernelImage, Machine, Snapshot};
 use serde_json::{json, Value};
 
 use crate::atomic_file::AtomicFile;
@@ -192,6 +193,10 @@ struct Plan<'a> {
     args: &'a ExploreArgs,
     kernel: KernelImage,
     steps: u64,
+    /// This process's machine, recording, and its power-on snapshot: each schedule
+    /// after the first restores it instead of booting a machine, and finds the
+    /// code translated (schedules differ only in their scheduler).
+    reused: RefCell<Option<(Machine, Snapshot)>>,
 }
 
 impl Plan<'_> {
@@ -330,15 +335,39 @@ impl Plan<'_> {
         tracefile::parse_run_args(&argv)
     }
 
-    /// Runs one schedule; with `trace`, records it there.
+    /// Runs one schedule; with `trace`, records it there (on a machine of its own).
     fn run(&self, index: u64, sched: &[String], trace: Option<&Path>) -> Result<Outcome, BadInput> {
         let args = self.run_args(sched, trace)?;
-        let run::Watched {
-            mut machine,
-            analyses,
-            recording,
-            progress,
-        } = run::watched(&args, &self.kernel)?;
+        let mut reused = self.reused.borrow_mut();
+        let mut own = None;
+        let (analyses, recording, progress) = match reused.as_mut().filter(|_| trace.is_none()) {
+            Some((machine, power_on)) => {
+                let (analyses, sink, progress) = run::analysed(&args, &self.kernel, machine);
+                machine.restore_recording(power_on, sink)?;
+                let config = args.machine_config()?;
+                machine.set_scheduler(emu::sched::make_scheduler(
+                    &config.sched,
+                    config.seed,
+                    config.quantum,
+                    &config.irq_points,
+                ));
+                (analyses, None, progress)
+            }
+            None => {
+                let watched = run::watched(&args, &self.kernel)?;
+                if trace.is_none() {
+                    let power_on = watched.machine.snapshot()?;
+                    *reused = Some((watched.machine, power_on));
+                } else {
+                    own = Some(watched.machine);
+                }
+                (watched.analyses, watched.recording, watched.progress)
+            }
+        };
+        let machine = match own.as_mut() {
+            Some(machine) => machine,
+            None => &mut reused.as_mut().expect("kept above").0,
+        };
         let mut panic_line = None;
         let outcome = machine.run(&mut |cpu, line| {
             if let Some(recording) = &recording {
@@ -353,7 +382,7 @@ impl Plan<'_> {
         if let Some(recording) = recording {
             recording.finish(&outcome)?;
         }
-        let mmu = crate::mmu_report::MmuRun::of(&machine, &analyses);
+        let mmu = crate::mmu_report::MmuRun::of(machine, &analyses);
         let locks = crate::analysis::LockRun::of(&analyses);
         let mut causes = BTreeMap::new();
         for f in mmu.findings.iter().chain(&locks.findings) {
@@ -471,6 +500,7 @@ pub fn explore(args: &ExploreArgs) -> Result<Verdict, BadInput> {
         args,
         kernel,
         steps: 1,
+        reused: RefCell::new(None),
     };
     plan.steps = match args.steps {
         Some(steps) => steps,

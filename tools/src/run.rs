@@ -50,9 +50,7 @@ pub fn watched(args: &RunArgs, kernel: &emu::KernelImage) -> Result<Watched, Bad
     tracing::info!(bootargs = %config.bootargs, cpus = config.cpus, "booting");
     let mut machine = Machine::new(config, kernel)?;
     // The lock validator sees every event, with or without a trace file.
-    let (analyses, validator_sink) = analysis::Online::new(kernel, &machine, args.checks_mmu());
-    let validator_sink = interrupt::stop_on_signal(machine.stop_request(), validator_sink);
-    let (validator_sink, progress) = crate::progress::count_run(validator_sink);
+    let (analyses, validator_sink, progress) = analysed(args, kernel, &machine);
     let recording = match &args.trace {
         Some(path) => {
             let trace_config = tracefile::trace_config(args, kernel);
@@ -75,6 +73,19 @@ pub fn watched(args: &RunArgs, kernel: &emu::KernelImage) -> Result<Watched, Bad
         recording,
         progress,
     })
+}
+
+/// The analyses of a run of `args` on `machine`, and the sink that feeds them
+/// (it stops the machine on SIGINT/SIGTERM and counts the run's progress).
+pub fn analysed(
+    args: &RunArgs,
+    kernel: &emu::KernelImage,
+    machine: &Machine,
+) -> (analysis::Online, emu::EventSink, indicatif::ProgressBar) {
+    let (analyses, sink) = analysis::Online::new(kernel, machine, args.checks_mmu());
+    let sink = interrupt::stop_on_signal(machine.stop_request(), sink);
+    let (sink, progress) = crate::progress::count_run(sink);
+    (analyses, sink, progress)
 }
 
 /// What a watched run found.

@@ -356,3 +356,36 @@ fn irq_arrivals_find_the_irq_plain_self_deadlock() {
     assert_eq!(again.code, 1, "{}", again.describe());
     assert!(common::kinds(&again).contains(&"deadlock".to_string()));
 }
+
+/// A process runs its schedules on one machine, restored to its power-on snapshot
+/// for each (code already translated); one process per schedule boots a fresh
+/// machine each time. Both give the same schedules: the same instructions in all,
+/// the same findings, each with the same count and first schedule.
+#[test]
+fn schedules_on_a_restored_machine_are_the_schedules_of_fresh_machines() {
+    for (scenario, variant, sched) in [("storm", "fine", "random"), ("fs-reclaim", "mutex", "pct")]
+    {
+        let base = [
+            "--scenario",
+            scenario,
+            "--variant",
+            variant,
+            "--schedules",
+            "4",
+            "--sched",
+            sched,
+            "--report",
+            "json",
+        ];
+        let reused = explore(&[&base[..], &["--jobs", "1"]].concat());
+        let fresh = explore(&[&base[..], &["--jobs", "4"]].concat());
+        assert_eq!(reused.code, fresh.code, "{}", reused.describe());
+        let (reused, fresh) = (reused.json(), fresh.json());
+        assert!(reused["guest_insns"].as_u64() > Some(0), "{reused}");
+        assert!(
+            !reused["findings"].as_array().unwrap().is_empty(),
+            "{reused}"
+        );
+        assert_eq!(reused, fresh);
+    }
+}

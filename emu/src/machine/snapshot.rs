@@ -10,9 +10,12 @@
 //! the saved ones, and flushes each core's soft TLB; translated code is kept (it is
 //! keyed by physical address, and the kernel's code does not change).
 //!
-//! A machine that records events or has call probes keeps state in its hooks that a
-//! snapshot does not hold: both [`Machine::snapshot`] and [`Machine::restore`]
-//! refuse it. Attach the recorder after restoring instead.
+//! A snapshot holds no recorder state. A recording machine is snapshotted as any
+//! other; it is put back with [`Machine::restore_recording`], which restarts the
+//! recording into a new sink as if the recorder were attached at the snapshot (its
+//! hooks stay, so the code translated with them stays too: an exploration restores
+//! its power-on snapshot for every schedule). Call probes keep counts in their hooks
+//! that a snapshot does not hold: a machine with probes is refused.
 
 use unicorn_engine::unicorn_const::uc_error;
 use unicorn_engine::Context;
@@ -56,11 +59,10 @@ impl Snapshot {
 }
 
 impl Machine {
-    fn refuse_hooked_state(&self, what: &str) -> Result<(), EmuError> {
-        if !self.observers.is_empty() || !self.probes.is_empty() {
+    fn refuse_probes(&self, what: &str) -> Result<(), EmuError> {
+        if !self.probes.is_empty() {
             return Err(EmuError::Config(format!(
-                "cannot {what} a machine that records events or has call probes: \
-                 attach them after restoring"
+                "cannot {what} a machine with call probes: attach them after restoring"
             )));
         }
         Ok(())
@@ -69,7 +71,7 @@ impl Machine {
     /// Saves the machine's complete state (between runs: [`Machine::run`] has
     /// returned, e.g. at its watchdog, or not started).
     pub fn snapshot(&self) -> Result<Snapshot, EmuError> {
-        self.refuse_hooked_state("snapshot")?;
+        self.refuse_probes("snapshot")?;
         let cores = self
             .cores
             .iter()
@@ -105,7 +107,43 @@ impl Machine {
     /// Puts the machine back in the state `snapshot` saved (a snapshot of this
     /// machine). The next [`Machine::run`] continues from there.
     pub fn restore(&mut self, snapshot: &Snapshot) -> Result<(), EmuError> {
-        self.refuse_hooked_state("restore")?;
+        if self.recorder.is_some() {
+            return Err(EmuError::Config(
+                "a machine that records events is restored with restore_recording \
+                 (its recording needs a new sink)"
+                    .into(),
+            ));
+        }
+        self.put_back(snapshot)
+    }
+
+    /// Puts the machine back in the state `snapshot` saved and records from there
+    /// into `sink`, as a recorder attached at the snapshot would (see the module
+    /// doc). The machine must be recording.
+    pub fn restore_recording(
+        &mut self,
+        snapshot: &Snapshot,
+        sink: crate::EventSink,
+    ) -> Result<(), EmuError> {
+        let Some(recorder) = self.recorder.clone() else {
+            return Err(EmuError::Config(
+                "restore_recording needs a machine that records events".into(),
+            ));
+        };
+        self.put_back(snapshot)?;
+        recorder.restart(sink);
+        // A snapshot taken before recording started has the MMU model not
+        // recording its events.
+        for core in &self.cores {
+            if let Some(mmu) = &core.mmu {
+                mmu.start_recording(recorder.clone());
+            }
+        }
+        Ok(())
+    }
+
+    fn put_back(&mut self, snapshot: &Snapshot) -> Result<(), EmuError> {
+        self.refuse_probes("restore")?;
         if snapshot.cores.len() != self.cores.len() {
             return Err(EmuError::Config(format!(
                 "a snapshot of {} cores does not fit a machine of {}",

@@ -367,6 +367,34 @@ struct State {
     linux: linux::LinuxState,
 }
 
+impl State {
+    /// What a recorder knows before its first event.
+    fn fresh(cpus: usize, queued: Rc<RefCell<Vec<Queued>>>) -> Self {
+        let mut strings = StringTable::new();
+        strings.intern("fs_reclaim");
+        State {
+            pending: Vec::new(),
+            queued,
+            last_time: vec![0; cpus],
+            recorded: 0,
+            strings,
+            slice_base: 0,
+            tasks: vec![None; cpus],
+            open: FxHashMap::default(),
+            exceptions: FxHashMap::default(),
+            classes: FxHashMap::default(),
+            symbols: FxHashMap::default(),
+            samples: Vec::new(),
+            wrapped: FxHashMap::default(),
+            stacks: FxHashMap::default(),
+            cpu_stack: vec![None; cpus],
+            named: FxHashSet::default(),
+            deferred: FxHashMap::default(),
+            linux: linux::LinuxState::new(cpus),
+        }
+    }
+}
+
 /// A spin lock event waiting for its instruction.
 #[derive(Debug, Clone, Copy)]
 struct Deferred {
@@ -524,31 +552,10 @@ impl Recorder {
         sink: EventSink,
         gate: PointGate,
     ) -> Self {
-        let mut strings = StringTable::new();
-        strings.intern("fs_reclaim");
         let queued = Rc::new(RefCell::new(Vec::new()));
         Recorder {
             queued: queued.clone(),
-            state: RefCell::new(State {
-                pending: Vec::new(),
-                queued,
-                last_time: vec![0; cpus],
-                recorded: 0,
-                strings,
-                slice_base: 0,
-                tasks: vec![None; cpus],
-                open: FxHashMap::default(),
-                exceptions: FxHashMap::default(),
-                classes: FxHashMap::default(),
-                symbols: FxHashMap::default(),
-                samples: Vec::new(),
-                wrapped: FxHashMap::default(),
-                stacks: FxHashMap::default(),
-                cpu_stack: vec![None; cpus],
-                named: FxHashSet::default(),
-                deferred: FxHashMap::default(),
-                linux: linux::LinuxState::new(cpus),
-            }),
+            state: RefCell::new(State::fresh(cpus, queued)),
             sink: RefCell::new(sink),
             gate,
             kernel: kernel.clone(),
@@ -559,6 +566,15 @@ impl Recorder {
             ticket_taken_at: None,
             release_store: false,
         }
+    }
+
+    /// Starts recording afresh into `sink`, as a recorder attached now would (its
+    /// hooks stay where they are): for a machine put back to a snapshot.
+    pub(crate) fn restart(&self, sink: EventSink) {
+        let cpus = self.state.borrow().last_time.len();
+        self.queued.borrow_mut().clear();
+        *self.state.borrow_mut() = State::fresh(cpus, self.queued.clone());
+        *self.sink.borrow_mut() = sink;
     }
 
     /// Hooks `sites` on every core (and the mask sampler if asked for).
