@@ -97,11 +97,16 @@ impl Gic {
             .min()
             .unwrap_or(IDLE_PRIORITY);
         let mut best: Option<(u8, u32, u32)> = None;
-        for intid in 0..NR_IRQS as u32 {
+        // Asked at every slice for every CPU, and mostly nothing is pending: visit
+        // only the pending and enabled INTIDs.
+        let mut candidates = self.pending_mask(cpu) & self.enabled_mask(cpu);
+        while candidates != 0 {
+            let intid = candidates.trailing_zeros();
+            candidates &= candidates - 1;
             let Some(source) = self.pending_source(cpu, intid) else {
                 continue;
             };
-            if !self.enabled(cpu, intid) || c.active.iter().any(|&(a, _)| a == intid) {
+            if c.active.iter().any(|&(a, _)| a == intid) {
                 continue;
             }
             let prio = self.priority(cpu, intid);
@@ -110,6 +115,28 @@ impl Gic {
             }
         }
         best.map(|(_, intid, source)| (intid, source))
+    }
+
+    /// Bit `i` set: INTID `i` is pending for `cpu` ([`Gic::pending_source`] finds
+    /// a source).
+    fn pending_mask(&self, cpu: usize) -> u64 {
+        let c = &self.cpus[cpu];
+        let sgis = c
+            .sgi_sources
+            .iter()
+            .enumerate()
+            .filter(|&(_, &sources)| sources != 0)
+            .fold(0u64, |mask, (i, _)| mask | 1 << i);
+        let ppis = u64::from((c.ppi_pending | c.ppi_level) & !((1u32 << SGIS) - 1));
+        let spis = (0..NR_IRQS - PRIVATE)
+            .filter(|&i| self.spi_pending & (1 << i) != 0 && self.spi_targets[i] & (1 << cpu) != 0)
+            .fold(0u64, |mask, i| mask | 1 << (i + PRIVATE));
+        sgis | ppis | spis
+    }
+
+    /// Bit `i` set: INTID `i` is enabled for `cpu`.
+    fn enabled_mask(&self, cpu: usize) -> u64 {
+        u64::from(self.cpus[cpu].private_enabled) | u64::from(self.spi_enabled) << PRIVATE
     }
 
     fn pending_source(&self, cpu: usize, intid: u32) -> Option<u32> {
@@ -123,15 +150,6 @@ impl Gic {
         } else {
             let targeted = self.spi_targets[i - PRIVATE] & (1 << cpu) != 0;
             (targeted && self.spi_pending & (1 << (i - PRIVATE)) != 0).then_some(0)
-        }
-    }
-
-    fn enabled(&self, cpu: usize, intid: u32) -> bool {
-        let i = intid as usize;
-        if i < PRIVATE {
-            self.cpus[cpu].private_enabled & (1 << i) != 0
-        } else {
-            self.spi_enabled & (1 << (i - PRIVATE)) != 0
         }
     }
 
