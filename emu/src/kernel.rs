@@ -16,6 +16,7 @@
 
 use std::fmt;
 use std::path::Path;
+use std::sync::Arc;
 
 use goblin::elf::{
     header, program_header::PT_LOAD, sym::STT_FUNC, sym::STT_NOTYPE, sym::STT_OBJECT, Elf,
@@ -159,12 +160,13 @@ struct Symbol {
 /// A parsed, validated guest kernel.
 #[derive(Debug, Clone)]
 pub struct KernelImage {
-    /// The file that runs: an ELF, or a bare `Image`.
-    bytes: Vec<u8>,
+    /// The file that runs: an ELF, or a bare `Image` (shared: clones are cheap, and
+    /// every analysis of every explored schedule holds one).
+    bytes: Arc<[u8]>,
     segments: Vec<Segment>,
     entry: u64,
     /// Function and object symbols, sorted by address.
-    symbols: Vec<Symbol>,
+    symbols: Arc<[Symbol]>,
     /// Placed by the arm64 boot protocol (a Linux `vmlinux` or `Image`), not by its
     /// ELF physical addresses.
     boot_protocol: bool,
@@ -177,7 +179,7 @@ enum DebugInfo {
     /// In the ELF that runs.
     InFile,
     /// In the `vmlinux` given for a bare `Image`.
-    Separate(Vec<u8>),
+    Separate(Arc<[u8]>),
     /// Nowhere (an `Image` with a `System.map`, or with no symbols).
     Absent,
 }
@@ -273,13 +275,16 @@ impl KernelImage {
         }
         let image = Self {
             entry: elf.entry,
-            bytes: Vec::new(),
+            bytes: Arc::from([]),
             segments,
-            symbols: elf_symbols(&elf),
+            symbols: elf_symbols(&elf).into(),
             boot_protocol,
             debug_info: DebugInfo::InFile,
         };
-        Ok(Self { bytes, ..image })
+        Ok(Self {
+            bytes: bytes.into(),
+            ..image
+        })
     }
 
     /// A bare arm64 `Image`, placed by the boot protocol, named by `symbols`.
@@ -304,7 +309,7 @@ impl KernelImage {
             ImageSymbols::None => (vec![whole(paddr)], Vec::new(), DebugInfo::Absent),
             ImageSymbols::Vmlinux(vmlinux) => {
                 let (segments, symbols) = vmlinux_layout(vmlinux, &image, &header)?;
-                (segments, symbols, DebugInfo::Separate(vmlinux.to_vec()))
+                (segments, symbols, DebugInfo::Separate(vmlinux.into()))
             }
             ImageSymbols::SystemMap(map) => {
                 let mut symbols = system_map_symbols(map)?;
@@ -324,10 +329,10 @@ impl KernelImage {
         };
         let entry = segments.iter().map(|s| s.vaddr).min().unwrap_or(paddr);
         Ok(Self {
-            bytes: image,
+            bytes: image.into(),
             segments,
             entry,
-            symbols,
+            symbols: symbols.into(),
             boot_protocol: true,
             debug_info,
         })

@@ -120,11 +120,39 @@ impl GuestRam {
 
     /// Every page that is not all zero, by offset (what a snapshot keeps).
     pub(crate) fn nonzero_pages(&self) -> Vec<(usize, Box<[u8]>)> {
+        let touched = self.touched_pages();
         self.bytes()
             .chunks_exact(PAGE_SIZE)
             .enumerate()
-            .filter(|(_, page)| page.iter().any(|&b| b != 0))
+            .filter(|&(i, page)| touched.get(i) != Some(&false) && page.iter().any(|&b| b != 0))
             .map(|(i, page)| (i * PAGE_SIZE, Box::from(page)))
+            .collect()
+    }
+
+    /// Per page, whether the host may hold data for it: a page of this private
+    /// anonymous mapping that is neither present nor swapped out
+    /// (`/proc/self/pagemap` bits 63 and 62) was never written, or was given back
+    /// by [`GuestRam::reset_to`], and reads as zero; scanning it would only fault
+    /// it in. Empty (scan everything) when pagemap cannot be read or host pages
+    /// are not guest pages.
+    fn touched_pages(&self) -> Vec<bool> {
+        use std::os::unix::fs::FileExt;
+        const PRESENT_OR_SWAPPED: u64 = 3 << 62;
+        // SAFETY: sysconf has no memory effects.
+        if unsafe { libc::sysconf(libc::_SC_PAGESIZE) } != PAGE_SIZE as libc::c_long {
+            return Vec::new();
+        }
+        let pages = self.size / PAGE_SIZE;
+        let mut entries = vec![0u8; pages * 8];
+        let first = (self.ptr.as_ptr() as usize / PAGE_SIZE * 8) as u64;
+        let read = std::fs::File::open("/proc/self/pagemap")
+            .and_then(|f| f.read_exact_at(&mut entries, first));
+        if read.is_err() {
+            return Vec::new();
+        }
+        entries
+            .chunks_exact(8)
+            .map(|e| u64::from_le_bytes(e.try_into().expect("8 bytes")) & PRESENT_OR_SWAPPED != 0)
             .collect()
     }
 
@@ -192,6 +220,41 @@ impl Drop for GuestRam {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_snapshot_keeps_exactly_the_nonzero_pages_and_skips_untouched_ones() {
+        let pages = 64;
+        let mut ram = GuestRam::new(RAM_BASE, (pages * PAGE_SIZE) as u64).unwrap();
+        ram.write_u64(RAM_BASE + 3 * PAGE_SIZE as u64 + 16, 7)
+            .unwrap();
+        ram.write_u64(RAM_BASE + 9 * PAGE_SIZE as u64, 0).unwrap(); // touched, still zero
+        let mut zero = [0u8; 8];
+        ram.read(RAM_BASE + 20 * PAGE_SIZE as u64, &mut zero)
+            .unwrap(); // read only
+        let saved = ram.nonzero_pages();
+        assert_eq!(
+            saved.iter().map(|(at, _)| *at).collect::<Vec<_>>(),
+            [3 * PAGE_SIZE]
+        );
+        let touched = ram.touched_pages();
+        if !touched.is_empty() {
+            // pagemap readable here: written pages count, never-touched ones do not.
+            assert!(touched[3] && touched[9]);
+            assert!(!touched[0] && !touched[40]);
+        }
+        ram.write_u64(RAM_BASE + 5 * PAGE_SIZE as u64, 1).unwrap();
+        ram.reset_to(&saved);
+        let touched = ram.touched_pages();
+        if !touched.is_empty() {
+            assert!(!touched[5], "given back to the host by reset_to");
+        }
+        assert_eq!(
+            ram.read_u64(RAM_BASE + 3 * PAGE_SIZE as u64 + 16).unwrap(),
+            7
+        );
+        assert_eq!(ram.read_u64(RAM_BASE + 5 * PAGE_SIZE as u64).unwrap(), 0);
+        assert_eq!(ram.nonzero_pages().len(), 1);
+    }
 
     #[test]
     fn reads_back_what_was_written_and_rejects_the_outside() {

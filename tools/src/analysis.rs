@@ -3,7 +3,7 @@
 //! event recording) and offline by `percpu-lab check FILE`, with the same findings
 //! both ways; their part of the text and JSON reports.
 
-use std::cell::RefCell;
+use std::cell::{OnceCell, RefCell};
 use std::rc::Rc;
 
 use emu::{EventSink, KernelImage, Machine, SourceLines, StopRequest};
@@ -16,19 +16,27 @@ use traces::{Analysis, Event, Finding, StringTable, TraceConfig, Validator};
 #[derive(Clone)]
 pub struct CodeNamer {
     kernel: KernelImage,
-    lines: Option<Rc<SourceLines>>,
+    /// Read on first use (shared by clones): most runs name no code at all, and an
+    /// exploration makes a namer for every schedule.
+    lines: Rc<OnceCell<Option<SourceLines>>>,
 }
 
 impl CodeNamer {
     pub fn new(kernel: &KernelImage) -> Self {
-        // File names relative to the repository the guest was built from.
-        let lines = kernel
-            .debug_elf()
-            .and_then(|elf| SourceLines::parse(elf, Some(emu::GUEST_SOURCE_ROOT)));
         Self {
             kernel: kernel.clone(),
-            lines: lines.map(Rc::new),
+            lines: Rc::default(),
         }
+    }
+
+    fn lines(&self) -> Option<&SourceLines> {
+        self.lines
+            .get_or_init(|| {
+                // File names relative to the repository the guest was built from.
+                let elf = self.kernel.debug_elf()?;
+                SourceLines::parse(elf, Some(emu::GUEST_SOURCE_ROOT))
+            })
+            .as_ref()
     }
 
     /// `func+0x14` and `file:line` of `addr`; a return address (`ret`) by the call
@@ -39,7 +47,7 @@ impl CodeNamer {
         } else {
             (self.kernel.symbolize(addr)?, addr)
         };
-        let line = self.lines.as_ref().and_then(|l| l.lookup(call));
+        let line = self.lines().and_then(|l| l.lookup(call));
         Some((symbol, line))
     }
 
@@ -57,8 +65,7 @@ impl CodeNamer {
 
 /// Names code addresses from `kernel`'s symbols and line tables:
 /// `spin_lock+0x8 (guest/src/sync.rs:120)`; a return address by its call.
-pub fn symbolizer(kernel: &KernelImage) -> Symbolizer {
-    let namer = CodeNamer::new(kernel);
+pub fn symbolizer(namer: CodeNamer) -> Symbolizer {
     Box::new(move |addr, ret| {
         let (symbol, line) = namer.name(addr, ret)?;
         Some(match line {
@@ -78,12 +85,13 @@ pub struct Analyses {
 impl Analyses {
     /// Analyses naming code addresses of `kernel` (if given).
     pub fn new(kernel: Option<&KernelImage>, tlb_check: bool) -> Self {
-        let tlb = tlb_check.then(|| match kernel {
-            Some(kernel) => TlbCheck::with_symbolizer(symbolizer(kernel)),
+        let namer = kernel.map(CodeNamer::new);
+        let tlb = tlb_check.then(|| match &namer {
+            Some(namer) => TlbCheck::with_symbolizer(symbolizer(namer.clone())),
             None => TlbCheck::new(),
         });
-        let locks = match kernel {
-            Some(kernel) => Validator::with_symbolizer(symbolizer(kernel)),
+        let locks = match namer {
+            Some(namer) => Validator::with_symbolizer(symbolizer(namer)),
             None => Validator::new(),
         };
         Self { locks, tlb }
