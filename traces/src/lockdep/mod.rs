@@ -1008,11 +1008,13 @@ impl Validator {
             .or(if bit.read { None } else { c.usage(excl_read) });
         if let Some(other) = other {
             // lockdep's `valid_state` stops at the inconsistent state: one cause,
-            // one finding (no inversion report for the same mark).
+            // one finding (no inversion report for the same mark). Its names say
+            // which of the two usages were reads (`{HARDIRQ-ON-R}`).
+            let other_read = c.usage(excl).is_none();
             let (on, safe) = if bit.used_in {
-                (other, site)
+                ((other, other_read), (site, bit.read))
             } else {
-                (site, other)
+                ((site, bit.read), (other, other_read))
             };
             self.report_inconsistent(e, class, on, safe, bit.used_in, state);
             return;

@@ -588,21 +588,22 @@ impl Validator {
         );
     }
 
-    /// `class` was used with IRQs on (`on`) and in hard-IRQ context (`safe`); `now_safe`
-    /// says which came second.
-    #[allow(clippy::too_many_arguments)]
+    /// `class` was used with IRQs on (`on`) and in hard-IRQ context (`safe`), each
+    /// with whether that usage was a read; `now_safe` says which came second.
     pub(super) fn report_inconsistent(
         &mut self,
         e: &Event,
         class: ClassId,
-        on: Site,
-        safe: Site,
+        (on, on_read): (Site, bool),
+        (safe, safe_read): (Site, bool),
         now_safe: bool,
         state: IrqState,
     ) {
         let name = self.name(class).to_string();
         let st = state.name();
-        let (on_bits, in_bits) = (format!("{{{st}-ON-W}}"), format!("{{IN-{st}-W}}"));
+        let access = |read: bool| if read { 'R' } else { 'W' };
+        let on_bits = format!("{{{st}-ON-{}}}", access(on_read));
+        let in_bits = format!("{{IN-{st}-{}}}", access(safe_read));
         let (from, to) = if now_safe {
             (on_bits.as_str(), in_bits.as_str())
         } else {

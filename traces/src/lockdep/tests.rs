@@ -1458,6 +1458,35 @@ fn irq_usage_of_readers_follows_lockdeps_read_bits() {
     assert_eq!(s.kinds(), [FindingKind::IrqInversion]);
 }
 
+/// lockdep names each usage of an inconsistent state by its access: a read in
+/// hard-IRQ context then a write with IRQs on is `{IN-HARDIRQ-R} ->
+/// {HARDIRQ-ON-W}`; a read with IRQs on then a write in hard-IRQ context is
+/// `{HARDIRQ-ON-R} -> {IN-HARDIRQ-W}` (`print_usage_bug`'s `usage_str`).
+#[test]
+fn inconsistent_states_name_read_usages_with_r() {
+    let mut s = script();
+    s.hardirq().read("R", true).unspin("R").hardirq_exit();
+    s.spin("R").unspin("R");
+    let v = s.run();
+    assert_eq!(v.findings().len(), 1);
+    assert!(
+        v.findings()[0].details[1].contains("{IN-HARDIRQ-R} -> {HARDIRQ-ON-W}"),
+        "{:?}",
+        v.findings()[0].details
+    );
+
+    let mut s = script();
+    s.read("R", true).unspin("R");
+    s.hardirq().spin("R").unspin("R").hardirq_exit();
+    let v = s.run();
+    assert_eq!(v.findings().len(), 1);
+    assert!(
+        v.findings()[0].details[1].contains("{HARDIRQ-ON-R} -> {IN-HARDIRQ-W}"),
+        "{:?}",
+        v.findings()[0].details
+    );
+}
+
 /// Softirq usage mirrors hard-IRQ usage: a lock taken in softirq context and
 /// with softirqs enabled is inconsistent; with softirqs disabled around it
 /// (`local_bh_disable`) it is fine; and hard and soft states are separate (taken
