@@ -842,10 +842,7 @@ pub fn irq_race_main(_: usize) {
         sched::yield_now();
     }
     TICK_EXTRA.store(false, Release);
-    println!(
-        "cpu0: irq-race: {} freed by ticks",
-        IRQ_FREES.load(Relaxed)
-    );
+    println!("cpu0: irq-race: {} freed by ticks", IRQ_FREES.load(Relaxed));
     finish("irq-race")
 }
 
@@ -1288,9 +1285,7 @@ static MAPG_WATCHER_DONE: Completion = Completion::new();
 /// CONTEXT: thread on CPU 1; may sleep.
 fn map_grow_watcher(grower: usize) {
     while !MAPG_STOP.load(Acquire) {
-        if pcpu_platform::mem_alloc_in_flight()
-            && IRQ_FREE_QUEUES[grower].lock_irqsave().len != 0
-        {
+        if pcpu_platform::mem_alloc_in_flight() && IRQ_FREE_QUEUES[grower].lock_irqsave().len != 0 {
             smp_call_function_single(grower, irq_free_ipi, IRQ_DRAIN_PER_IPI);
         }
         sched::yield_now();

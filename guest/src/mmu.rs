@@ -301,7 +301,10 @@ pub extern "C" fn flush_tlb_kernel_range(start: usize, end: usize) {
     let info = boot_info();
     // The other CPUs must see the cleared entries before they invalidate.
     arch::dsb_ishst();
-    if info.inject.is_some_and(|word| word.as_str() == "local-flush-only") {
+    if info
+        .inject
+        .is_some_and(|word| word.as_str() == "local-flush-only")
+    {
         let flags = crate::sync::local_irq_save();
         local_flush_tlb_range(start, end);
         crate::sync::local_irq_restore(flags);
@@ -312,7 +315,12 @@ pub extern "C" fn flush_tlb_kernel_range(start: usize, end: usize) {
             // SAFETY: invalidates every stage-1 EL1 translation of every CPU:
             // only drops cached translations.
             unsafe {
-                core::arch::asm!("tlbi vmalle1is", "dsb ish", "isb", options(nostack, preserves_flags))
+                core::arch::asm!(
+                    "tlbi vmalle1is",
+                    "dsb ish",
+                    "isb",
+                    options(nostack, preserves_flags)
+                )
             };
         }
         FlushStrategy::Broadcast | FlushStrategy::Batched => {
@@ -332,7 +340,12 @@ pub extern "C" fn flush_tlb_kernel_range(start: usize, end: usize) {
             // SAFETY: invalidates every stage-1 EL1 translation of every CPU:
             // only drops cached translations.
             unsafe {
-                core::arch::asm!("tlbi vmalle1is", "dsb ish", "isb", options(nostack, preserves_flags))
+                core::arch::asm!(
+                    "tlbi vmalle1is",
+                    "dsb ish",
+                    "isb",
+                    options(nostack, preserves_flags)
+                )
             };
         }
         FlushStrategy::Ipi => {
