@@ -5,8 +5,8 @@ cd "$(dirname "$0")"
 ./setup.sh --deps
 # The lockdep kernel of tools/tests/linux.rs builds meanwhile, on the cores compiling
 # and testing leave idle (that test waits for it: the build script takes a lock).
-# Not so the debug percpu-lab of tools/tests/determinism.rs: built here at nice 19 it
-# made that test wait on a low-priority build (321 s instead of 235 s).
+# Not so the `determinism`-profile percpu-lab of tools/tests/determinism.rs: a build
+# at nice 19 here would make that test wait on a low-priority build.
 mkdir -p target
 nice -n 19 tools/linux/build-lockdep-kernel.sh >target/linux-lockdep-build.log 2>&1 &
 kernel_build=$!
