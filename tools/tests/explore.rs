@@ -73,24 +73,27 @@ fn pct_finds_the_mutex_deadlock_and_its_trace_replays() {
     assert!(common::kinds(&again).contains(&"deadlock".to_string()));
 }
 
-/// Schedules per scenario: as many as about ten seconds of one core buys
-/// (map-grow and map-race run ten million instructions a schedule, the
-/// others one to two million).
+/// Schedules per scenario in the suite: as many as about ten seconds of one core
+/// buys (each process restores one machine for all its schedules; map-grow and
+/// map-race run 60 to 95 million instructions a schedule, the others 2 to 35
+/// million). [`the_clean_variant_is_clean_on_200_pct_schedules_of_every_scenario`]
+/// runs 200 of each.
 const CLEAN_SCHEDULES: [(&str, u32); 9] = [
     ("smoke", 200),
     ("irq-race", 200),
     ("storm", 80),
     ("irq-free", 60),
-    ("fs-reclaim", 80),
+    ("fs-reclaim", 200),
     ("reclaim", 80),
     ("reclaim-reuse", 80),
     ("map-grow", 12),
     ("map-race", 12),
 ];
 
-#[test]
-fn the_clean_variant_is_clean_on_pct_schedules_of_each_scenario() {
-    for (scenario, schedules) in CLEAN_SCHEDULES {
+/// Explores `schedules` PCT schedules of each scenario with the clean variant and
+/// asserts that none finds anything.
+fn clean_on(scenarios: impl IntoIterator<Item = (&'static str, u32)>) {
+    for (scenario, schedules) in scenarios {
         let schedules = schedules.to_string();
         let run = explore(&[
             "--scenario",
@@ -111,6 +114,21 @@ fn the_clean_variant_is_clean_on_pct_schedules_of_each_scenario() {
         assert_eq!(s["schedules_run"].to_string(), schedules, "{scenario}");
         assert_eq!(s["findings"], Value::Array(vec![]), "{scenario}");
     }
+}
+
+#[test]
+fn the_clean_variant_is_clean_on_pct_schedules_of_each_scenario() {
+    clean_on(CLEAN_SCHEDULES);
+}
+
+/// What the exploration issue asks: 200 schedules of every scenario, about 9
+/// minutes on two cores (map-grow and map-race take 3.5 each), so not in the
+/// default suite: `cargo test --release -p percpu-lab --test explore --
+/// --ignored`.
+#[test]
+#[ignore = "about 9 minutes; run with --ignored"]
+fn the_clean_variant_is_clean_on_200_pct_schedules_of_every_scenario() {
+    clean_on(CLEAN_SCHEDULES.map(|(scenario, _)| (scenario, 200)));
 }
 
 #[test]
