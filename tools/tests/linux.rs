@@ -284,6 +284,23 @@ fn a_bare_image_runs_named_by_its_vmlinux_or_its_system_map() {
     let replay = percpu_lab(&["replay", trace.to_str().unwrap(), "--kernel", image]);
     assert_eq!(replay.code, 0, "{}", replay.describe());
     assert!(replay.stdout.contains("identical"), "{}", replay.describe());
+    // `check` names code through the symbols the trace was recorded with.
+    let check = percpu_lab(&[
+        "check",
+        trace.to_str().unwrap(),
+        "--kernel",
+        image,
+        "--report",
+        "json",
+    ]);
+    assert_eq!(check.code, 1, "{}", check.describe());
+    assert_eq!(common::kinds(&check), common::kinds(&of_image));
+    let named = |run: &common::Run| {
+        common::findings(run)
+            .iter()
+            .any(|f| common::finding_text(f).contains("dotest+0x"))
+    };
+    assert!(named(&of_image) && named(&check), "{}", check.describe());
 
     let mapped = percpu_lab(&[&["run", "--kernel", image, "--symbols", map], SHORT_RUN].concat());
     assert_eq!(mapped.code, 3, "a watchdog end: {}", mapped.describe());
