@@ -225,21 +225,28 @@ fn a_linux_trace_replays_and_checks() {
             "json",
         ],
     );
-    let found = common::kinds(&run);
-    assert!(!found.is_empty(), "{}", run.describe());
-    let replay = percpu_lab(&["replay", trace.to_str().unwrap(), "--kernel", kernel]);
+    assert!(!common::kinds(&run).is_empty(), "{}", run.describe());
+    replays_and_checks(&trace, kernel, &run);
+}
+
+/// `trace`, recorded by `run` on `kernel`, replays identically and `check` gives
+/// its findings again; returns the check.
+fn replays_and_checks(trace: &Path, kernel: &str, run: &common::Run) -> common::Run {
+    let trace = trace.to_str().unwrap();
+    let replay = percpu_lab(&["replay", trace, "--kernel", kernel]);
     assert_eq!(replay.code, 0, "{}", replay.describe());
     assert!(replay.stdout.contains("identical"), "{}", replay.describe());
-    let check = percpu_lab(&[
-        "check",
-        trace.to_str().unwrap(),
-        "--kernel",
-        kernel,
-        "--report",
-        "json",
-    ]);
+    let check = percpu_lab(&["check", trace, "--kernel", kernel, "--report", "json"]);
     assert_eq!(check.code, 1, "{}", check.describe());
-    assert_eq!(common::kinds(&check), found);
+    assert_eq!(common::kinds(&check), common::kinds(run));
+    check
+}
+
+/// The lockdep kernel's `vmlinux`, `Image` and `System.map`.
+fn lockdep_kernel_files() -> (String, String, String) {
+    let vmlinux = lockdep_kernel();
+    let file = |name: &str| vmlinux.with_file_name(name).to_str().unwrap().to_string();
+    (file("vmlinux"), file("Image"), file("System.map"))
 }
 
 /// A short run of the lockdep kernel, 2 CPUs, well into its self-test.
@@ -260,14 +267,8 @@ const SHORT_RUN: &[&str] = &[
 /// but its locking is not recorded (no DWARF), and the run says so.
 #[test]
 fn a_bare_image_runs_named_by_its_vmlinux_or_its_system_map() {
-    let vmlinux = lockdep_kernel();
-    let dir = vmlinux.parent().unwrap();
-    let (image, map) = (dir.join("Image"), dir.join("System.map"));
-    let (vmlinux, image, map) = (
-        vmlinux.to_str().unwrap(),
-        image.to_str().unwrap(),
-        map.to_str().unwrap(),
-    );
+    let (vmlinux, image, map) = lockdep_kernel_files();
+    let (vmlinux, image, map) = (vmlinux.as_str(), image.as_str(), map.as_str());
     let of_vmlinux = run_linux(SHORT_RUN);
     assert!(
         !common::kinds(&of_vmlinux).is_empty(),
@@ -281,20 +282,8 @@ fn a_bare_image_runs_named_by_its_vmlinux_or_its_system_map() {
     );
     assert_eq!(of_image.code, of_vmlinux.code, "{}", of_image.describe());
     assert_eq!(of_image.stdout, of_vmlinux.stdout, "the same report");
-    let replay = percpu_lab(&["replay", trace.to_str().unwrap(), "--kernel", image]);
-    assert_eq!(replay.code, 0, "{}", replay.describe());
-    assert!(replay.stdout.contains("identical"), "{}", replay.describe());
     // `check` names code through the symbols the trace was recorded with.
-    let check = percpu_lab(&[
-        "check",
-        trace.to_str().unwrap(),
-        "--kernel",
-        image,
-        "--report",
-        "json",
-    ]);
-    assert_eq!(check.code, 1, "{}", check.describe());
-    assert_eq!(common::kinds(&check), common::kinds(&of_image));
+    let check = replays_and_checks(&trace, image, &of_image);
     let named = |run: &common::Run| {
         common::findings(run)
             .iter()
@@ -319,14 +308,8 @@ fn a_bare_image_runs_named_by_its_vmlinux_or_its_system_map() {
 /// Symbols that cannot name the Image are one-line usage errors (exit 2).
 #[test]
 fn an_image_without_usable_symbols_is_a_usage_error() {
-    let vmlinux = lockdep_kernel();
-    let dir = vmlinux.parent().unwrap();
-    let (image, map) = (dir.join("Image"), dir.join("System.map"));
-    let (vmlinux, image, map) = (
-        vmlinux.to_str().unwrap(),
-        image.to_str().unwrap(),
-        map.to_str().unwrap(),
-    );
+    let (vmlinux, image, map) = lockdep_kernel_files();
+    let (vmlinux, image, map) = (vmlinux.as_str(), image.as_str(), map.as_str());
     // Another build's map: the kernel image ends elsewhere.
     let other_map = common::scratch("other-System.map");
     let text = std::fs::read_to_string(map).unwrap();

@@ -1464,27 +1464,30 @@ fn irq_usage_of_readers_follows_lockdeps_read_bits() {
 /// `{HARDIRQ-ON-R} -> {IN-HARDIRQ-W}` (`print_usage_bug`'s `usage_str`).
 #[test]
 fn inconsistent_states_name_read_usages_with_r() {
-    let mut s = script();
-    s.hardirq().read("R", true).unspin("R").hardirq_exit();
-    s.spin("R").unspin("R");
-    let v = s.run();
-    assert_eq!(v.findings().len(), 1);
-    assert!(
-        v.findings()[0].details[1].contains("{IN-HARDIRQ-R} -> {HARDIRQ-ON-W}"),
-        "{:?}",
-        v.findings()[0].details
-    );
-
-    let mut s = script();
-    s.read("R", true).unspin("R");
-    s.hardirq().spin("R").unspin("R").hardirq_exit();
-    let v = s.run();
-    assert_eq!(v.findings().len(), 1);
-    assert!(
-        v.findings()[0].details[1].contains("{HARDIRQ-ON-R} -> {IN-HARDIRQ-W}"),
-        "{:?}",
-        v.findings()[0].details
-    );
+    let read_in_irq_then_write = script()
+        .hardirq()
+        .read("R", true)
+        .unspin("R")
+        .hardirq_exit()
+        .spin("R")
+        .unspin("R")
+        .run();
+    let read_then_write_in_irq = script()
+        .read("R", true)
+        .unspin("R")
+        .hardirq()
+        .spin("R")
+        .unspin("R")
+        .hardirq_exit()
+        .run();
+    for (v, usage) in [
+        (read_in_irq_then_write, "{IN-HARDIRQ-R} -> {HARDIRQ-ON-W}"),
+        (read_then_write_in_irq, "{HARDIRQ-ON-R} -> {IN-HARDIRQ-W}"),
+    ] {
+        assert_eq!(v.findings().len(), 1);
+        let details = &v.findings()[0].details;
+        assert!(details[1].contains(usage), "{details:?}");
+    }
 }
 
 /// Softirq usage mirrors hard-IRQ usage: a lock taken in softirq context and
