@@ -184,6 +184,10 @@ pub struct RunArgs {
     /// DWARF the Linux recorder needs), or its `System.map` (names only).
     #[arg(long, value_name = "VMLINUX|SYSTEM.MAP")]
     pub symbols: Option<PathBuf>,
+    /// Replay aid: the SHA-256 the `--symbols` file had when the trace was recorded
+    /// (other symbols are refused).
+    #[arg(long, hide = true, requires = "symbols")]
+    pub symbols_sha256: Option<String>,
     /// The kernel command line (`/chosen/bootargs`), instead of the one made from
     /// `--scenario`, `--seed`, `--variant`, `--inject`, `--flush` and `--scale`
     /// (a Linux kernel gets an empty one by default, `earlycon keep_bootcon` with

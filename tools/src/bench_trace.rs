@@ -38,7 +38,7 @@ impl TraceBench {
 
 pub fn measure(kernel: &KernelImage, min_time: Duration) -> Result<TraceBench, BadInput> {
     let args = tracefile::parse_run_args(&ARGS)?;
-    let config = tracefile::trace_config(&args, kernel);
+    let config = tracefile::trace_config(&args, kernel)?;
     let path = std::env::temp_dir().join(format!("percpu-lab-bench-{}.trace", std::process::id()));
     let mut bench = TraceBench::default();
     while bench.without < min_time || bench.runs < 2 {

@@ -38,9 +38,24 @@ pub fn check(args: &CheckArgs) -> Result<Verdict, BadInput> {
     let mut reader = tracefile::open(&args.file)?;
     let header = reader.header().clone();
     let config = header.config.clone();
-    // A bare Image is named by the symbols it was run with.
+    // A bare Image is named by the symbols it was run with, if they are unchanged.
     let symbols = config.extra.get("symbols").map(std::path::Path::new);
+    let recorded_symbols = config.extra.get(tracefile::SYMBOLS_SHA256_KEY);
     let kernel = match kernel::load(args.kernel.as_deref(), symbols) {
+        Ok(_)
+            if symbols
+                .zip(recorded_symbols)
+                .is_some_and(|(path, recorded)| {
+                    kernel::symbols_digest(path).ok().as_ref() != Some(recorded)
+                }) =>
+        {
+            eprintln!(
+                "percpu-lab: warning: {}: its symbols file changed since it was recorded; \
+                 code addresses are not named",
+                args.file.display()
+            );
+            None
+        }
         Ok(kernel) if ElfHash::of(kernel.file_bytes()) == config.guest_elf => Some(kernel),
         _ => {
             eprintln!(

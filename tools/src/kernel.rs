@@ -43,6 +43,29 @@ pub fn load(path: Option<&Path>, symbols: Option<&Path>) -> Result<KernelImage, 
     }
 }
 
+/// The SHA-256 of a `--symbols` file, as a trace header keeps it.
+pub fn symbols_digest(path: &Path) -> Result<String, BadInput> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| BadInput(format!("cannot read {}: {e}", path.display())))?;
+    Ok(traces::ElfHash::of(&bytes).to_hex())
+}
+
+/// Refuses a `--symbols` file other than the one a trace was recorded with
+/// (`--symbols-sha256`, which replay passes back from the header).
+pub fn check_symbols_digest(args: &crate::run::RunArgs) -> Result<(), BadInput> {
+    let (Some(path), Some(recorded)) = (&args.symbols, &args.symbols_sha256) else {
+        return Ok(());
+    };
+    let ours = symbols_digest(path)?;
+    if ours == *recorded {
+        return Ok(());
+    }
+    Err(BadInput(format!(
+        "{} is not the symbols file the trace was recorded with (sha256 {recorded}; it has {ours})",
+        path.display()
+    )))
+}
+
 pub fn scenarios(kernel: &KernelImage) -> Result<Vec<Scenario>, BadInput> {
     let table = kernel.symbol_bytes(SCENARIO_TABLE_SYMBOL).ok_or_else(|| {
         BadInput(format!(

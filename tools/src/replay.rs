@@ -262,6 +262,7 @@ pub fn replay(args: &ReplayArgs) -> Result<Verdict, BadInput> {
     let reader = tracefile::open(&args.file)?;
     let header = reader.header().config.clone();
     let mut run_args = tracefile::run_args_of(&header)?;
+    kernel::check_symbols_digest(&run_args)?;
     let kernel = kernel::load(args.kernel.as_deref(), run_args.symbols.as_deref())?;
     check_guest(args, &kernel, &header.guest_elf)?;
     run_args.kernel = args.kernel.clone();

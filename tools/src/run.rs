@@ -53,7 +53,7 @@ pub fn watched(args: &RunArgs, kernel: &emu::KernelImage) -> Result<Watched, Bad
     let (analyses, validator_sink, progress) = analysed(args, kernel, &machine);
     let recording = match &args.trace {
         Some(path) => {
-            let trace_config = tracefile::trace_config(args, kernel);
+            let trace_config = tracefile::trace_config(args, kernel)?;
             let file = tracefile::create(path)?;
             Some(tracefile::Recording::start_with(
                 &mut machine,
@@ -99,6 +99,7 @@ pub fn verdict_of(outcome: &emu::RunOutcome, mmu: &MmuRun, locks: &analysis::Loc
 }
 
 pub fn run(args: &RunArgs) -> Result<Verdict, BadInput> {
+    kernel::check_symbols_digest(args)?;
     let kernel = kernel::load(args.kernel.as_deref(), args.symbols.as_deref())?;
     let foreign;
     let args = if kernel.is_boot_protocol_image() {

@@ -23,9 +23,12 @@ use crate::{interrupt, BadInput};
 /// The `extra` header key for `--max-insns` (replay passes every extra key back to
 /// `run` as `--KEY VALUE`).
 pub const MAX_INSNS_KEY: &str = "max-insns";
+/// The header key of the `--symbols` file's SHA-256 (replayed as the hidden
+/// `--symbols-sha256`).
+pub const SYMBOLS_SHA256_KEY: &str = "symbols-sha256";
 
 /// The header config of the run `args` describes, on `kernel`.
-pub fn trace_config(args: &RunArgs, kernel: &KernelImage) -> TraceConfig {
+pub fn trace_config(args: &RunArgs, kernel: &KernelImage) -> Result<TraceConfig, BadInput> {
     let name = |v: Option<clap::builder::PossibleValue>| {
         v.map(|v| v.get_name().to_string()).unwrap_or_default()
     };
@@ -37,7 +40,15 @@ pub fn trace_config(args: &RunArgs, kernel: &KernelImage) -> TraceConfig {
     for (key, value) in args.guest_flags().into_iter().chain(args.sched_flags()) {
         extra.insert(key.to_string(), value);
     }
-    TraceConfig {
+    // The header hashes the kernel file; a bare Image's symbols are named by path,
+    // so their contents are hashed too (replay refuses other symbols).
+    if let Some(symbols) = &args.symbols {
+        extra.insert(
+            SYMBOLS_SHA256_KEY.to_string(),
+            crate::kernel::symbols_digest(symbols)?,
+        );
+    }
+    Ok(TraceConfig {
         guest_elf: ElfHash::of(kernel.file_bytes()),
         cpus: args.cpus as u32,
         variant: name(args.variant.to_possible_value()),
@@ -46,7 +57,7 @@ pub fn trace_config(args: &RunArgs, kernel: &KernelImage) -> TraceConfig {
         scheduler: name(args.sched.to_possible_value()),
         quantum: args.quantum,
         extra,
-    }
+    })
 }
 
 /// The `percpu-lab run` arguments that repeat the recorded run.

@@ -362,3 +362,51 @@ fn an_image_without_usable_symbols_is_a_usage_error() {
         assert!(run.stderr.contains(says), "{args:?}: {}", run.describe());
     }
 }
+
+/// The trace keeps the `--symbols` file's hash: once the file changes, replay
+/// refuses it in one line (it would diverge for no visible reason) and `check`
+/// names no code.
+#[test]
+fn a_trace_refuses_symbols_changed_since_it_was_recorded() {
+    let (_, image, map) = lockdep_kernel_files();
+    let copy = common::scratch("recorded-System.map");
+    std::fs::copy(&map, &copy).unwrap();
+    let trace = common::scratch("symbols.trace");
+    let (copy, trace_path) = (copy.to_str().unwrap(), trace.to_str().unwrap());
+    let run = common::record(
+        &trace,
+        &[
+            "--kernel",
+            &image,
+            "--symbols",
+            copy,
+            "--cpus",
+            "1",
+            "--max-insns",
+            "5000000",
+        ],
+    );
+    assert_eq!(run.code, 3, "a watchdog end: {}", run.describe());
+    let replay = percpu_lab(&["replay", trace_path, "--kernel", &image]);
+    assert_eq!(replay.code, 0, "{}", replay.describe());
+
+    let mut text = std::fs::read_to_string(copy).unwrap();
+    text.push_str("ffffffc008000000 t added_later\n");
+    std::fs::write(copy, text).unwrap();
+    let replay = percpu_lab(&["replay", trace_path, "--kernel", &image]);
+    assert_eq!(replay.code, 2, "{}", replay.describe());
+    assert_eq!(replay.stderr.lines().count(), 1, "{}", replay.describe());
+    assert!(
+        replay
+            .stderr
+            .contains("not the symbols file the trace was recorded with"),
+        "{}",
+        replay.describe()
+    );
+    let check = percpu_lab(&["check", trace_path, "--kernel", &image]);
+    assert!(
+        check.stderr.contains("symbols file changed"),
+        "{}",
+        check.describe()
+    );
+}
