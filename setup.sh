@@ -13,7 +13,9 @@ cd "$(dirname "$0")"
 # rustc-web, rust-web-src: Debian's rustc + library source, which can build `core`
 #   for the bare-metal guest (-Zbuild-std); the rustup toolchain cannot.
 # lld, llvm: link the guest and make its flat Image (llvm-objcopy).
-# qemu-system-arm: the independent peer the guest is cross-checked against.
+# qemu-system-arm, qemu-system-misc: the independent peers the guest is
+#   cross-checked against (qemu-system-aarch64; qemu-system-riscv64 with OpenSBI,
+#   whose firmware comes with qemu-system-data).
 # graphviz: renders the lock dependency graph (`--graph OUT.svg`).
 # slurm-wlm, munge: the one-node Slurm cluster the sharded-exploration test starts
 #   (tools/slurm/local-cluster.sh; munge's package creates /etc/munge/munge.key).
@@ -22,7 +24,7 @@ cd "$(dirname "$0")"
 # linux-source-6.1 gcc-aarch64-linux-gnu flex bison bc libssl-dev libelf-dev cpio:
 #   the small Linux with lockdep that the validator is checked against
 #   (tools/linux/build-lockdep-kernel.sh, run by the test that needs it).
-packages=(cmake libclang-dev rustc-web rust-web-src lld llvm qemu-system-arm graphviz
+packages=(cmake libclang-dev rustc-web rust-web-src lld llvm qemu-system-arm qemu-system-misc graphviz
           slurm-wlm munge pkgconf
           linux-source-6.1 gcc-aarch64-linux-gnu flex bison bc libssl-dev libelf-dev cpio)
 

@@ -1,16 +1,23 @@
 #!/usr/bin/env bash
 # Builds the release guest kernel.
 #
-#   guest/build.sh OUT_DIR
+#   guest/build.sh OUT_DIR [aarch64|riscv64]
 #
-# writes OUT_DIR/percpu-guest.elf (with symbols and debug info) and OUT_DIR/Image
-# (the flat arm64 Image). Uses CARGO_TARGET_DIR if set, else <repo>/target/guest.
+# aarch64 (the default) writes OUT_DIR/percpu-guest.elf (with symbols and debug
+# info) and OUT_DIR/Image (the flat arm64 Image); riscv64 writes
+# OUT_DIR/percpu-guest-riscv64.elf. Uses CARGO_TARGET_DIR if set, else
+# <repo>/target/guest.
 set -euo pipefail
 
-if [ $# -ne 1 ]; then
-    echo "usage: guest/build.sh OUT_DIR" >&2
+if [ $# -lt 1 ] || [ $# -gt 2 ]; then
+    echo "usage: guest/build.sh OUT_DIR [aarch64|riscv64]" >&2
     exit 2
 fi
+case "${2:-aarch64}" in
+    aarch64) target=aarch64-unknown-none-softfloat ;;
+    riscv64) target=riscv64gc-unknown-none-elf ;;
+    *) echo "guest/build.sh: unknown ISA '$2' (aarch64 or riscv64)" >&2; exit 2 ;;
+esac
 guest_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(dirname "$guest_dir")"
 mkdir -p "$1"
@@ -38,7 +45,6 @@ while IFS= read -r name; do
 done < <(env | sed -n 's/^\([A-Za-z_][A-Za-z0-9_]*\)=.*/\1/p')
 
 target_dir="${CARGO_TARGET_DIR:-$repo/target/guest}"
-target=aarch64-unknown-none-softfloat
 
 # The guest must be the same bytes wherever the repository was cloned: its
 # instruction counts, hence every schedule and report, follow from them.
@@ -63,6 +69,11 @@ RUSTC="$rustc" RUSTC_BOOTSTRAP=1 "$cargo" build --release --target "$target" \
 elf="$target_dir/$target/release/percpu-guest"
 # Temporary names of this process's own: the debug and release host builds may run
 # this at once (test.sh), and each rename must move a file that is complete.
+if [ "$target" = riscv64gc-unknown-none-elf ]; then
+    cp "$elf" "$out/percpu-guest-riscv64.elf.tmp$$"
+    mv "$out/percpu-guest-riscv64.elf.tmp$$" "$out/percpu-guest-riscv64.elf"
+    exit 0
+fi
 cp "$elf" "$out/percpu-guest.elf.tmp$$"
 mv "$out/percpu-guest.elf.tmp$$" "$out/percpu-guest.elf"
 llvm-objcopy -O binary "$out/percpu-guest.elf" "$out/Image.tmp$$"

@@ -1,6 +1,6 @@
 //! Builds the guest kernel (guest/build.sh) so that `percpu-lab run` works with no
 //! `--kernel`: the ELF is embedded in the binary and the flat `Image` path is
-//! exported for the QEMU cross-check test. Also records what `--version` prints:
+//! exported for the QEMU cross-check test, as is the RISC-V build's ELF. Also records what `--version` prints:
 //! the git commit built from and the guest ELF's SHA-256.
 
 use std::path::{Path, PathBuf};
@@ -22,13 +22,19 @@ fn main() {
         "guest/build.sh",
         "guest/.cargo",
         "guest/link.ld",
+        "guest/link-riscv64.ld",
         "allocator/src",
         "allocator/Cargo.toml",
     ] {
         println!("cargo:rerun-if-changed={}", repo.join(input).display());
     }
 
-    build_guest(repo, &out);
+    build_guest(repo, &out, "aarch64");
+    build_guest(repo, &out, "riscv64");
+    println!(
+        "cargo:rustc-env=PERCPU_GUEST_RISCV64_ELF={}",
+        out.join("percpu-guest-riscv64.elf").display()
+    );
     println!(
         "cargo:rustc-env=PERCPU_GUEST_ELF={}",
         out.join("percpu-guest.elf").display()
@@ -87,10 +93,11 @@ fn git_commit(repo: &Path) -> String {
 /// Runs the guest's own build script with a clean environment: the variables an
 /// outer cargo sets for build scripts (RUSTC, RUSTFLAGS, CARGO_*, TARGET, jobserver
 /// flags) would otherwise leak into the guest's cross build.
-fn build_guest(repo: &Path, out: &Path) {
+fn build_guest(repo: &Path, out: &Path, isa: &str) {
     let mut cmd = Command::new("bash");
     cmd.arg(repo.join("guest/build.sh"))
         .arg(out)
+        .arg(isa)
         .current_dir(repo)
         .env_clear();
     for keep in ["PATH", "HOME", "CARGO_HOME", "LANG", "TMPDIR"] {

@@ -307,7 +307,7 @@ fn finish(name: &str) -> ! {
         stats.chunks_created,
         stats.chunks_reclaimed
     );
-    crate::psci::system_off(0)
+    crate::arch::system_off(0)
 }
 
 /// Panics unless the allocator's index (slot lists, address tree, every

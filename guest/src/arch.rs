@@ -119,3 +119,93 @@ pub fn isb() {
     // SAFETY: as above.
     unsafe { asm!("isb", options(nostack, preserves_flags)) };
 }
+
+// ---------------------------------------------------------------------------
+// The names the rest of the kernel uses on every architecture (riscv64/arch.rs
+// defines the same set, by meaning).
+
+/// Frequency of [`counter`]: the board's CNTFRQ_EL0 (QEMU virt and ours).
+pub const COUNTER_HZ: u64 = 62_500_000;
+
+pub use self::daif as irq_mask_word;
+pub use self::dsb_ishst as table_store_barrier;
+pub use self::isb as context_barrier;
+pub use self::mpidr_affinity as this_cpu_hw_id;
+pub use self::set_daif as set_irq_mask_word;
+pub use self::DAIF_IRQ as IRQ_MASKED;
+pub(crate) use crate::gic as irqchip;
+pub use crate::head::secondary_entry_address;
+pub use crate::psci::{cpu_on, system_off};
+
+/// The running CPU's per-CPU data pointer (TPIDR_EL1).
+///
+/// CONTEXT: any.
+#[inline(always)]
+pub fn this_cpu_data() -> usize {
+    read_sysreg!("tpidr_el1") as usize
+}
+
+/// Sets [`this_cpu_data`].
+///
+/// # Safety
+/// Every later `this_cpu_data` on this CPU returns `pointer`.
+///
+/// CONTEXT: bring-up of this CPU.
+#[inline(always)]
+pub unsafe fn set_this_cpu_data(pointer: usize) {
+    write_sysreg!("tpidr_el1", pointer as u64);
+}
+
+/// Completes this CPU's TLB maintenance in flight (`dsb ish`): a context switch
+/// must not hand a TLBI over to the next thread.
+///
+/// CONTEXT: any.
+#[inline(always)]
+pub fn complete_tlb_maintenance() {
+    // SAFETY: a barrier only.
+    unsafe { asm!("dsb ish", options(nostack, preserves_flags)) };
+}
+
+/// Programs this CPU's timer to interrupt at counter value `deadline` (the
+/// virtual timer, enabled and unmasked).
+///
+/// CONTEXT: IRQs masked, or a caller that owns the timer.
+#[inline(always)]
+pub fn set_timer(deadline: u64) {
+    // SAFETY: the virtual timer belongs to this CPU's kernel; enable, unmasked.
+    unsafe {
+        write_sysreg!("cntv_cval_el0", deadline);
+        write_sysreg!("cntv_ctl_el0", 1);
+    }
+    isb();
+}
+
+/// Whether this CPU's timer condition is met (CNTV_CTL_EL0.ISTATUS).
+///
+/// CONTEXT: any.
+#[inline(always)]
+pub fn timer_pending() -> bool {
+    read_sysreg!("cntv_ctl_el0") & (1 << 2) != 0
+}
+
+/// The frame pointer (x29) of the caller.
+///
+/// CONTEXT: any.
+#[inline(always)]
+pub fn frame_pointer() -> usize {
+    let fp: usize;
+    // SAFETY: reads the frame pointer register only.
+    unsafe { asm!("mov {}, x29", out(reg) fp, options(nomem, nostack, preserves_flags)) };
+    fp
+}
+
+/// The frame record at `fp`: (the caller's frame pointer, the return address).
+///
+/// # Safety
+/// `fp` is a frame pointer of the running stack.
+///
+/// CONTEXT: any.
+#[inline(always)]
+pub unsafe fn frame_record(fp: usize) -> (usize, usize) {
+    (*(fp as *const usize), *((fp + 8) as *const usize))
+}

@@ -8,5 +8,5 @@ pub const BOOT_STACK_SIZE: usize = 16 * 1024;
 pub const THREAD_STACK_PAGES: usize = 4;
 /// Size of a page (4 KiB granule everywhere).
 pub const PAGE_SIZE: usize = 4096;
-/// Timer tick: about 1 ms at 62.5 MHz.
-pub const TICK_COUNTS: u64 = 62_500;
+/// Timer tick: 1 ms of the counter.
+pub const TICK_COUNTS: u64 = crate::arch::COUNTER_HZ / 1000;

@@ -1,4 +1,5 @@
-//! The PL011 console: whole lines under one spinlock.
+//! The console (the board's PL011 on arm64, its NS16550A on RISC-V): whole lines
+//! under one spinlock.
 //!
 //! `println!` formats into a buffer on the caller's stack first and only then takes
 //! `CONSOLE_LOCK` (irqsave) to push the bytes, so lines from different CPUs never
@@ -8,9 +9,13 @@ use core::fmt::{self, Write};
 
 use crate::sync::SpinLock;
 
+#[cfg(target_arch = "aarch64")]
 const UART_BASE: usize = 0x0900_0000;
+#[cfg(target_arch = "aarch64")]
 const UARTDR: usize = 0x00;
+#[cfg(target_arch = "aarch64")]
 const UARTFR: usize = 0x18;
+#[cfg(target_arch = "aarch64")]
 const UARTFR_TXFF: u32 = 1 << 5;
 
 /// Longest line kept; longer lines are cut (and marked with `...`).
@@ -59,6 +64,7 @@ impl Write for LineBuffer {
 }
 
 /// CONTEXT: CONSOLE_LOCK held, or the fatal paths (print_line_dying, print_raw).
+#[cfg(target_arch = "aarch64")]
 fn put_byte(b: u8) {
     let fr = (UART_BASE + UARTFR) as *const u32;
     let dr = (UART_BASE + UARTDR) as *mut u32;
@@ -68,6 +74,28 @@ fn put_byte(b: u8) {
             core::hint::spin_loop();
         }
         dr.write_volatile(b as u32);
+    }
+}
+
+/// The NS16550A's transmit register and line status (LSR.THRE: it may take a byte).
+#[cfg(target_arch = "riscv64")]
+const NS16550_BASE: usize = 0x1000_0000;
+#[cfg(target_arch = "riscv64")]
+const NS16550_LSR: usize = 5;
+#[cfg(target_arch = "riscv64")]
+const NS16550_LSR_THRE: u8 = 1 << 5;
+
+/// CONTEXT: CONSOLE_LOCK held, or the fatal paths (print_line_dying, print_raw).
+#[cfg(target_arch = "riscv64")]
+fn put_byte(b: u8) {
+    let lsr = (NS16550_BASE + NS16550_LSR) as *const u8;
+    let thr = NS16550_BASE as *mut u8;
+    // SAFETY: the NS16550A registers are identity-mapped device memory.
+    unsafe {
+        while lsr.read_volatile() & NS16550_LSR_THRE == 0 {
+            core::hint::spin_loop();
+        }
+        thr.write_volatile(b);
     }
 }
 

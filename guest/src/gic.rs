@@ -7,6 +7,7 @@
 use core::sync::atomic::{AtomicU8, Ordering::Relaxed};
 
 use crate::config::MAX_CPUS;
+use crate::irq::Irq;
 
 const GICD: usize = 0x0800_0000;
 const GICC: usize = 0x0801_0000;
@@ -113,4 +114,16 @@ pub fn acknowledge() -> u32 {
 /// CONTEXT: IRQ handler.
 pub fn end_of_interrupt(iar: u32) {
     write(GICC, GICC_EOIR, iar);
+}
+
+/// Sends the IPI `irq` (an SGI) to logical CPU `cpu`.
+///
+/// CONTEXT: any; does not sleep.
+#[inline(always)]
+pub fn send_ipi(cpu: usize, irq: Irq) {
+    let sgi = match irq {
+        Irq::Reschedule => SGI_RESCHEDULE,
+        _ => SGI_CALL_FUNCTION,
+    };
+    send_sgi(cpu, sgi);
 }

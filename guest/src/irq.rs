@@ -2,9 +2,8 @@
 
 use core::sync::atomic::{AtomicUsize, Ordering::*};
 
-use crate::arch::{self, write_sysreg};
+use crate::arch;
 use crate::config::TICK_COUNTS;
-use crate::gic;
 use crate::percpu::this_cpu;
 
 /// Arms this CPU's virtual timer for the next tick.
@@ -15,23 +14,30 @@ pub fn arm_tick() {
     arm_timer_at(arch::counter() + TICK_COUNTS);
 }
 
-/// Programs the virtual timer to fire at counter value `deadline` and enables it.
+/// Programs this CPU's timer to fire at counter value `deadline`.
 ///
 /// CONTEXT: as arm_tick.
 pub fn arm_timer_at(deadline: u64) {
-    // SAFETY: the virtual timer belongs to this CPU's kernel; enable, unmasked.
-    unsafe {
-        write_sysreg!("cntv_cval_el0", deadline);
-        write_sysreg!("cntv_ctl_el0", 1);
-    }
-    arch::isb();
+    arch::set_timer(deadline);
 }
 
-/// Whether the virtual timer's condition is met (CNTV_CTL_EL0.ISTATUS).
+/// Whether this CPU's timer has reached its deadline (its interrupt pending).
 ///
 /// CONTEXT: any.
 pub fn timer_condition_met() -> bool {
-    arch::read_sysreg!("cntv_ctl_el0") & (1 << 2) != 0
+    arch::timer_pending()
+}
+
+/// The interrupts the kernel takes, whatever the interrupt controller calls them.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Irq {
+    /// This CPU's timer (the arm64 path dispatches GIC numbers directly).
+    #[cfg_attr(target_arch = "aarch64", allow(dead_code))]
+    Timer,
+    /// IPI: run the scheduler.
+    Reschedule,
+    /// IPI: run the queued cross-CPU calls.
+    CallFunction,
 }
 
 /// A function every CPU's timer tick calls (0 = none): scenarios use it for
@@ -71,7 +77,9 @@ fn on_timer_tick() {
 /// reschedule is due and it is preemptible.
 ///
 /// CONTEXT: hard-IRQ (from the vectors), IRQs masked throughout.
+#[cfg(target_arch = "aarch64")]
 pub fn handle_irq() {
+    use crate::gic;
     let cpu = this_cpu();
     cpu.hardirq_depth.fetch_add(1, Relaxed);
     loop {
@@ -88,6 +96,23 @@ pub fn handle_irq() {
         }
         gic::end_of_interrupt(iar);
     }
+    cpu.hardirq_depth.fetch_sub(1, Relaxed);
+    crate::sched::preempt_from_irq();
+}
+
+/// As the arm64 `handle_irq`, with the RISC-V interrupt causes.
+///
+/// CONTEXT: hard-IRQ (from the trap vector), IRQs masked throughout.
+#[cfg(target_arch = "riscv64")]
+pub fn handle_irq() {
+    let cpu = this_cpu();
+    cpu.hardirq_depth.fetch_add(1, Relaxed);
+    arch::irqchip::handle_pending(|irq| match irq {
+        Ok(Irq::Timer) => on_timer_tick(),
+        Ok(Irq::Reschedule) => cpu.need_resched.store(true, Relaxed),
+        Ok(Irq::CallFunction) => crate::smp::handle_call_function_ipi(),
+        Err(other) => panic!("unexpected interrupt {}", other),
+    });
     cpu.hardirq_depth.fetch_sub(1, Relaxed);
     crate::sched::preempt_from_irq();
 }

@@ -179,7 +179,7 @@ fn run_selected(arg: usize) {
     let case = &CASES[SELECTED.load(Relaxed)];
     (case.main)(arg);
     println!("cpu0: {}: done", case.name);
-    crate::psci::system_off(0);
+    crate::arch::system_off(0);
 }
 
 /// CONTEXT: as `spin_lock`: IRQs on or off, preemption off while held; does not sleep.

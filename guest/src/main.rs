@@ -33,31 +33,68 @@
 #![no_main]
 
 mod alloc_scenarios;
+#[cfg(target_arch = "aarch64")]
 mod arch;
 mod bootinfo;
 mod config;
 mod console;
+#[cfg(target_arch = "aarch64")]
 mod exceptions;
 mod fdt;
+#[cfg(target_arch = "aarch64")]
 mod gic;
+#[cfg(target_arch = "aarch64")]
 mod head;
 mod irq;
 mod lock_selftest;
 mod mmu;
+#[cfg(target_arch = "aarch64")]
 mod mmu_selftest;
 mod mutex;
 mod page_alloc;
+#[cfg(target_arch = "aarch64")]
+mod paging;
 mod panic;
 mod pcpu_platform;
 mod percpu;
+#[cfg(target_arch = "aarch64")]
 mod psci;
 mod rand;
 mod scenarios;
 mod sched;
 mod smp;
+#[cfg(target_arch = "aarch64")]
+mod switch;
 mod sync;
+mod tlbflush;
 mod vmalloc;
 mod workqueue;
+
+// The RISC-V counterparts of the arm64-only modules above, under the same names.
+#[cfg(target_arch = "riscv64")]
+#[path = "riscv64/arch.rs"]
+mod arch;
+#[cfg(target_arch = "riscv64")]
+#[path = "riscv64/exceptions.rs"]
+mod exceptions;
+#[cfg(target_arch = "riscv64")]
+#[path = "riscv64/head.rs"]
+mod head;
+#[cfg(target_arch = "riscv64")]
+#[path = "riscv64/irqchip.rs"]
+mod irqchip;
+#[cfg(target_arch = "riscv64")]
+#[path = "riscv64/mmu_selftest.rs"]
+mod mmu_selftest;
+#[cfg(target_arch = "riscv64")]
+#[path = "riscv64/paging.rs"]
+mod paging;
+#[cfg(target_arch = "riscv64")]
+#[path = "riscv64/sbi.rs"]
+mod sbi;
+#[cfg(target_arch = "riscv64")]
+#[path = "riscv64/switch.rs"]
+mod switch;
 
 use crate::bootinfo::boot_info;
 use crate::percpu::this_cpu;
@@ -72,7 +109,7 @@ extern "C" {
 /// CONTEXT: bring-up, IRQs masked, no lock held.
 fn bring_up_this_cpu(id: usize) {
     mmu::enable_this_cpu();
-    gic::init_this_cpu(id, boot_info().cpu_mpidr[id]);
+    arch::irqchip::init_this_cpu(id, boot_info().cpu_mpidr[id]);
     sched::init_this_cpu();
     irq::arm_tick();
     smp::mark_online();
@@ -85,12 +122,12 @@ fn bring_up_this_cpu(id: usize) {
 #[no_mangle]
 extern "C" fn kernel_main(dtb: usize) -> ! {
     percpu::init_this_cpu(0);
-    if let Err(error) = bootinfo::parse(dtb, arch::mpidr_affinity()) {
+    if let Err(error) = bootinfo::parse(dtb, arch::this_cpu_hw_id()) {
         panic!("cannot read the device tree at 0x{:x}: {:?}", dtb, error);
     }
     let info = boot_info();
     mmu::build_tables(info.ram_base, info.ram_size);
-    gic::init_distributor();
+    arch::irqchip::init_distributor();
     bring_up_this_cpu(0);
     println!(
         "cpu0: percpu-lab guest: scenario={} seed={} variant={} cpus={}",

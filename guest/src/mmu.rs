@@ -19,33 +19,19 @@
 
 use core::cell::UnsafeCell;
 
-use crate::arch::{self, read_sysreg, write_sysreg};
 use crate::bootinfo::boot_info;
 use crate::config::PAGE_SIZE;
 use crate::page_alloc::{self, Gfp};
+use crate::paging;
+pub use crate::paging::VMALLOC_START;
 use crate::sync::SpinLock;
+pub use crate::tlbflush::{FlushStrategy, MAX_TLBI_PAGES};
 
-/// First address of the vmalloc area.
-pub const VMALLOC_START: usize = 0xffff_ff80_0000_0000;
 /// One past the last address of the vmalloc area (1 GiB).
 pub const VMALLOC_END: usize = VMALLOC_START + (1 << 30);
 
 const ENTRIES: usize = 512;
 const GIB: u64 = 1 << 30;
-
-// Descriptor bits.
-const VALID: u64 = 1 << 0;
-const TABLE_OR_PAGE: u64 = 1 << 1;
-const ATTR_DEVICE: u64 = 0 << 2; // MAIR index 0
-const ATTR_NORMAL: u64 = 1 << 2; // MAIR index 1
-const SH_INNER: u64 = 3 << 8;
-const AF: u64 = 1 << 10;
-const PXN: u64 = 1 << 53;
-const UXN: u64 = 1 << 54;
-const OUTPUT_MASK: u64 = 0x0000_ffff_ffff_f000;
-
-/// MAIR_EL1: index 0 = Device-nGnRE, index 1 = Normal, inner/outer write-back RW-allocate.
-const MAIR: u64 = 0x04 | (0xff << 8);
 
 /// Attributes of a vmalloc-area page.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -84,16 +70,16 @@ static VMAP_LOCK: SpinLock<()> = SpinLock::new("vmap_lock", ());
 pub fn build_tables(ram_base: u64, ram_size: u64) {
     // SAFETY: single CPU at boot; nothing walks these tables yet.
     let identity = unsafe { &mut *IDENTITY_L1.0.get() };
-    identity[0] = VALID | ATTR_DEVICE | AF | PXN | UXN;
+    identity[0] = paging::DEVICE_BLOCK;
     let first = ram_base / GIB;
     let last = (ram_base + ram_size - 1) / GIB;
     for gib in first..=last {
-        identity[gib as usize] = (gib * GIB) | VALID | ATTR_NORMAL | SH_INNER | AF | UXN;
+        identity[gib as usize] = paging::ram_block(gib * GIB);
     }
-    // SAFETY: as above.
-    let kernel = unsafe { &mut *KERNEL_L1.0.get() };
-    kernel[l1_index(VMALLOC_START)] = VMALLOC_L2.base() | VALID | TABLE_OR_PAGE;
-    arch::dsb_sy_isb();
+    // SAFETY: as above (with one root, the same table as `identity`).
+    let kernel = unsafe { &mut *paging::kernel_root(&IDENTITY_L1.0, &KERNEL_L1.0).get() };
+    kernel[l1_index(VMALLOC_START)] = paging::table_entry(VMALLOC_L2.base());
+    paging::tables_built_barrier();
 }
 
 /// Turns the MMU and caches on for this CPU with the kernel tables.
@@ -101,35 +87,7 @@ pub fn build_tables(ram_base: u64, ram_size: u64) {
 /// CONTEXT: each CPU once at bring-up, after `build_tables`; IRQs masked; the code
 /// runs identity-mapped so execution continues across the switch.
 pub fn enable_this_cpu() {
-    let pa_range = read_sysreg!("id_aa64mmfr0_el1") & 0xf;
-    let tcr: u64 = 25            // T0SZ: 39-bit lower half
-        | (1 << 8) | (1 << 10)   // IRGN0/ORGN0: write-back write-allocate
-        | (3 << 12)              // SH0: inner shareable
-        | (25 << 16)             // T1SZ: 39-bit upper half
-        | (1 << 24) | (1 << 26)  // IRGN1/ORGN1
-        | (3 << 28)              // SH1
-        | (2 << 30)              // TG1: 4 KiB (TG0 = 0 is 4 KiB too)
-        | (pa_range.min(5) << 32); // IPS: what the CPU supports
-    let sctlr = read_sysreg!("sctlr_el1");
-    // M (MMU), C (data cache), I (instruction cache) on; WXN off.
-    let sctlr = (sctlr | 1 | (1 << 2) | (1 << 12)) & !(1 << 19);
-    // SAFETY: the tables map this code identically, so turning translation on does
-    // not move the running code; the TLB is clean of stale entries first.
-    unsafe {
-        write_sysreg!("mair_el1", MAIR);
-        write_sysreg!("tcr_el1", tcr);
-        write_sysreg!("ttbr0_el1", IDENTITY_L1.base());
-        write_sysreg!("ttbr1_el1", KERNEL_L1.base());
-        arch::isb();
-        core::arch::asm!(
-            "tlbi vmalle1",
-            "dsb nsh",
-            "isb",
-            options(nostack, preserves_flags)
-        );
-        write_sysreg!("sctlr_el1", sctlr);
-        arch::isb();
-    }
+    paging::enable_this_cpu(IDENTITY_L1.base(), KERNEL_L1.base());
 }
 
 /// CONTEXT: any; pure.
@@ -169,18 +127,18 @@ fn pte_slot(va: usize, create: bool) -> Result<Option<*mut u64>, MapError> {
     // SAFETY: VMAP_LOCK held; VMALLOC_L2 is only touched under it.
     let l2 = unsafe { &mut *VMALLOC_L2.0.get() };
     let entry = &mut l2[l2_index(va)];
-    if *entry & VALID == 0 {
+    if !paging::is_valid(*entry) {
         if !create {
             return Ok(None);
         }
         let table = page_alloc::alloc_pages(0, Gfp::Atomic).ok_or(MapError::NoMemory)?;
         // SAFETY: a fresh page from the allocator, identity-mapped, ours alone.
         unsafe { core::ptr::write_bytes(table as *mut u8, 0, PAGE_SIZE) };
-        arch::dsb_ishst();
-        *entry = table as u64 | VALID | TABLE_OR_PAGE;
-        arch::dsb_ishst();
+        paging::table_store_barrier();
+        *entry = paging::table_entry(table as u64);
+        paging::table_store_barrier();
     }
-    let l3 = (*entry & OUTPUT_MASK) as *mut u64;
+    let l3 = paging::entry_output(*entry) as *mut u64;
     // SAFETY: the table is a whole page of 512 entries.
     Ok(Some(unsafe { l3.add(l3_index(va)) }))
 }
@@ -190,87 +148,11 @@ fn lockdep_assert_vmap_held() {
     crate::sync::lockdep_assert_held(VMAP_LOCK.raw());
 }
 
-/// CONTEXT: any; pure.
-fn page_descriptor(pa: usize, kind: PageKind) -> u64 {
-    match kind {
-        PageKind::Data => {
-            pa as u64 | VALID | TABLE_OR_PAGE | ATTR_NORMAL | SH_INNER | AF | PXN | UXN
-        }
-    }
-}
-
-/// How `flush_tlb_kernel_range` reaches the other CPUs' TLBs (the `flush=`
-/// bootarg): the porting experiment of an architecture without broadcast
-/// invalidation.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum FlushStrategy {
-    /// One `tlbi vaae1is` per page: the hardware broadcasts it (ARM64's way).
-    Broadcast,
-    /// A call-function IPI to every other CPU, each invalidating its own TLB
-    /// (`tlbi vaae1`, `dsb nsh`): the way of RISC-V (`sfence.vma`) and x86
-    /// (`invlpg`). The sender waits for every CPU, so it needs IRQs on, as
-    /// Linux's `on_each_cpu` does.
-    Ipi,
-    /// `tlbi vmalle1is`: every translation of every CPU, whatever the range.
-    Full,
-    /// Broadcast invalidation, but the allocator's reclaim defers its flushes
-    /// (and the page frees that must wait for them) to its end and flushes
-    /// their union once (guest/src/pcpu_platform.rs); a union above
-    /// [`MAX_TLBI_PAGES`] pages becomes one `tlbi vmalle1is`, as arm64 Linux
-    /// does past `MAX_TLBI_OPS`.
-    Batched,
-}
-
-/// Pages above which one ranged flush of the `batched` strategy invalidates
-/// everything instead (arm64 Linux's `MAX_TLBI_OPS`, one table's entries).
-pub const MAX_TLBI_PAGES: usize = 512;
-
-impl FlushStrategy {
-    const ALL: [FlushStrategy; 4] = [Self::Broadcast, Self::Ipi, Self::Full, Self::Batched];
-
-    /// The bootarg value.
-    ///
-    /// CONTEXT: any; pure.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Broadcast => "broadcast",
-            Self::Ipi => "ipi",
-            Self::Full => "full",
-            Self::Batched => "batched",
-        }
-    }
-
-    /// Parses [`FlushStrategy::name`].
-    ///
-    /// CONTEXT: any; pure.
-    pub fn from_name(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|s| s.name() == name)
-    }
-}
-
 /// A range to invalidate, on the stack of the CPU that asked (it waits until
 /// every CPU is done with it).
 struct FlushRequest {
     start: usize,
     end: usize,
-}
-
-/// Invalidates `start..end` in this CPU's TLB only.
-///
-/// CONTEXT: any; IRQs masked (a call-function handler, or the flushing CPU
-/// with IRQs saved off); does not sleep.
-fn local_flush_tlb_range(start: usize, end: usize) {
-    let mut va = start & !(PAGE_SIZE - 1);
-    while va < end {
-        // SAFETY: TLB invalidation by VA, all ASIDs, this CPU only: only drops
-        // cached translations.
-        unsafe {
-            core::arch::asm!("tlbi vaae1, {}", in(reg) (va >> 12) as u64, options(nostack, preserves_flags))
-        };
-        va += PAGE_SIZE;
-    }
-    // SAFETY: barriers only.
-    unsafe { core::arch::asm!("dsb nsh", "isb", options(nostack, preserves_flags)) };
 }
 
 /// The call-function IPI handler of the `ipi` strategy: `arg` points at the
@@ -281,7 +163,7 @@ fn flush_ipi_handler(arg: usize) {
     // SAFETY: the sender keeps the request alive until this handler is done
     // (smp_call_function_single waits for it).
     let request = unsafe { &*(arg as *const FlushRequest) };
-    local_flush_tlb_range(request.start, request.end);
+    paging::local_flush_tlb_range(request.start, request.end);
 }
 
 /// Invalidates the TLB entries for kernel pages `start..end` on every CPU, by
@@ -300,54 +182,24 @@ fn flush_ipi_handler(arg: usize) {
 pub extern "C" fn flush_tlb_kernel_range(start: usize, end: usize) {
     let info = boot_info();
     // The other CPUs must see the cleared entries before they invalidate.
-    arch::dsb_ishst();
+    paging::table_store_barrier();
     if info
         .inject
         .is_some_and(|word| word.as_str() == "local-flush-only")
     {
         let flags = crate::sync::local_irq_save();
-        local_flush_tlb_range(start, end);
+        paging::local_flush_tlb_range(start, end);
         crate::sync::local_irq_restore(flags);
         return;
     }
     match info.flush {
         FlushStrategy::Batched if (end - start) / PAGE_SIZE > MAX_TLBI_PAGES => {
-            // SAFETY: invalidates every stage-1 EL1 translation of every CPU:
-            // only drops cached translations.
-            unsafe {
-                core::arch::asm!(
-                    "tlbi vmalle1is",
-                    "dsb ish",
-                    "isb",
-                    options(nostack, preserves_flags)
-                )
-            };
+            paging::broadcast_flush_all()
         }
         FlushStrategy::Broadcast | FlushStrategy::Batched => {
-            let mut va = start & !(PAGE_SIZE - 1);
-            while va < end {
-                // SAFETY: TLB invalidation by VA, all ASIDs, inner shareable:
-                // only drops cached translations.
-                unsafe {
-                    core::arch::asm!("tlbi vaae1is, {}", in(reg) (va >> 12) as u64, options(nostack, preserves_flags))
-                };
-                va += PAGE_SIZE;
-            }
-            // SAFETY: barriers only.
-            unsafe { core::arch::asm!("dsb ish", "isb", options(nostack, preserves_flags)) };
+            paging::broadcast_flush_tlb_range(start, end)
         }
-        FlushStrategy::Full => {
-            // SAFETY: invalidates every stage-1 EL1 translation of every CPU:
-            // only drops cached translations.
-            unsafe {
-                core::arch::asm!(
-                    "tlbi vmalle1is",
-                    "dsb ish",
-                    "isb",
-                    options(nostack, preserves_flags)
-                )
-            };
-        }
+        FlushStrategy::Full => paging::broadcast_flush_all(),
         FlushStrategy::Ipi => {
             let request = FlushRequest { start, end };
             for target in 0..crate::smp::online_cpus() {
@@ -356,7 +208,7 @@ pub extern "C" fn flush_tlb_kernel_range(start: usize, end: usize) {
                 let flags = crate::sync::local_irq_save();
                 let here = target == crate::percpu::this_cpu().id;
                 if here {
-                    local_flush_tlb_range(start, end);
+                    paging::local_flush_tlb_range(start, end);
                 }
                 crate::sync::local_irq_restore(flags);
                 if !here {
@@ -398,21 +250,21 @@ pub fn map_page(va: usize, pa: usize, kind: PageKind) -> Result<(), MapError> {
     }
     let _guard = VMAP_LOCK.lock_irqsave();
     let slot = pte_slot(va, true)?.expect("created");
-    let new = page_descriptor(pa, kind);
+    let new = paging::page_entry(pa, kind);
     // SAFETY: `slot` is an entry of a live level-3 table, guarded by VMAP_LOCK.
     unsafe {
         let old = slot.read_volatile();
         if old == new {
             return Ok(());
         }
-        if old & VALID != 0 {
+        if paging::is_valid(old) {
             slot.write_volatile(0);
             flush_tlb_kernel_range(va, va + PAGE_SIZE);
         }
         slot.write_volatile(new);
     }
-    arch::dsb_ishst();
-    arch::isb();
+    paging::table_store_barrier();
+    paging::context_barrier();
     Ok(())
 }
 
@@ -447,9 +299,9 @@ fn clear_pte(va: usize) -> bool {
     match pte_slot(va, false) {
         // SAFETY: live level-3 entry under VMAP_LOCK.
         Ok(Some(slot)) => unsafe {
-            let was_valid = slot.read_volatile() & VALID != 0;
+            let was_valid = paging::is_valid(slot.read_volatile());
             slot.write_volatile(0);
-            arch::dsb_ishst();
+            paging::table_store_barrier();
             was_valid
         },
         _ => false,
@@ -465,5 +317,5 @@ pub fn translate(va: usize) -> Option<usize> {
     let slot = pte_slot(va & !(PAGE_SIZE - 1), false).ok()??;
     // SAFETY: live level-3 entry under VMAP_LOCK.
     let entry = unsafe { slot.read_volatile() };
-    (entry & VALID != 0).then(|| (entry & OUTPUT_MASK) as usize + (va & (PAGE_SIZE - 1)))
+    paging::is_valid(entry).then(|| paging::entry_output(entry) as usize + (va & (PAGE_SIZE - 1)))
 }

@@ -26,7 +26,7 @@ fn on_panic(info: &PanicInfo) -> ! {
         // A panic while printing the first one: give up on printing.
         Err(owner) if owner == me => {
             crate::console::print_raw("\nPANIC: nested panic while panicking\n");
-            crate::psci::system_off(1)
+            crate::arch::system_off(1)
         }
         // Another CPU is already reporting; let it finish and power off.
         Err(_) => loop {
@@ -43,7 +43,7 @@ fn on_panic(info: &PanicInfo) -> ! {
         None => crate::console::print_line_dying(format_args!("PANIC: {}", info.message())),
     }
     print_backtrace(me as usize - 1);
-    crate::psci::system_off(1)
+    crate::arch::system_off(1)
 }
 
 /// Frames printed at most (a corrupt chain must not loop forever).
@@ -57,17 +57,13 @@ const MAX_FRAMES: usize = 32;
 fn print_backtrace(cpu: usize) {
     let info = crate::bootinfo::boot_info();
     let ram = info.ram_base as usize..(info.ram_base + info.ram_size) as usize;
-    let mut fp: usize;
-    // SAFETY: reads the frame pointer register only.
-    unsafe {
-        core::arch::asm!("mov {}, x29", out(reg) fp, options(nomem, nostack, preserves_flags))
-    };
+    let mut fp = crate::arch::frame_pointer();
     for _ in 0..MAX_FRAMES {
         if fp == 0 || fp % 16 != 0 || !ram.contains(&fp) {
             break;
         }
         // SAFETY: a 16-aligned address in identity-mapped RAM on this CPU's stack.
-        let (next, pc) = unsafe { (*(fp as *const usize), *((fp + 8) as *const usize)) };
+        let (next, pc) = unsafe { crate::arch::frame_record(fp) };
         if pc == 0 {
             break;
         }

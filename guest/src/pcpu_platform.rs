@@ -407,8 +407,8 @@ impl Platform for GuestPlatform {
     ///
     /// CONTEXT: as map_pages.
     fn flush_cache_vmap(&self, _start: usize, _end: usize) {
-        arch::dsb_ishst();
-        arch::isb();
+        arch::table_store_barrier();
+        arch::context_barrier();
     }
 
     /// The data cache is PIPT on arm64: nothing to write back; a barrier so the
@@ -416,7 +416,7 @@ impl Platform for GuestPlatform {
     ///
     /// CONTEXT: as unmap_pages.
     fn flush_cache_vunmap(&self, _start: usize, _end: usize) {
-        arch::dsb_ishst();
+        arch::table_store_barrier();
     }
 
     /// CONTEXT: as unmap_pages.

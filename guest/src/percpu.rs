@@ -6,7 +6,7 @@
 
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Ordering::Relaxed};
 
-use crate::arch::{read_sysreg, write_sysreg};
+use crate::arch;
 use crate::config::MAX_CPUS;
 use crate::sched::{RunQueue, Thread};
 use crate::smp::IpiMailbox;
@@ -68,7 +68,7 @@ static PER_CPU: [PerCpu; MAX_CPUS] = {
 pub fn init_this_cpu(id: usize) {
     let slot: *const PerCpu = &PER_CPU[id];
     // SAFETY: TPIDR_EL1 is reserved for this pointer; nothing else uses it.
-    unsafe { write_sysreg!("tpidr_el1", slot as u64) };
+    unsafe { arch::set_this_cpu_data(slot as usize) };
 }
 
 /// The running CPU's data.
@@ -77,7 +77,7 @@ pub fn init_this_cpu(id: usize) {
 /// CPUs only at a switch, and threads never migrate here, so the reference stays valid
 /// for the running thread.
 pub fn this_cpu() -> &'static PerCpu {
-    let slot = read_sysreg!("tpidr_el1") as *const PerCpu;
+    let slot = arch::this_cpu_data() as *const PerCpu;
     // SAFETY: init_this_cpu stored the address of a static PerCpu.
     unsafe { &*slot }
 }

@@ -280,7 +280,7 @@ fn irqmask_main(_: usize) {
         core::hint::spin_loop();
     }
     println!("cpu0: irqmask: ok");
-    crate::psci::system_off(0);
+    crate::arch::system_off(0);
 }
 
 // ---------------------------------------------------------------------------
@@ -432,7 +432,7 @@ fn smoke_main(_: usize) {
 
     smoke_page_allocator();
     println!("cpu0: smoke: done");
-    crate::psci::system_off(0);
+    crate::arch::system_off(0);
 }
 
 /// Pages come and go, a vmalloc range is reserved, mapped, used, unmapped,

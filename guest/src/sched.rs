@@ -22,21 +22,12 @@ use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering::*};
 use crate::config::{MAX_CPUS, PAGE_SIZE, THREAD_STACK_PAGES};
 use crate::page_alloc::{self, Gfp};
 use crate::percpu::{cpu, this_cpu};
+use crate::switch::{cpu_switch_to, Context};
 use crate::sync::{self, local_irq_restore, local_irq_save, SpinLock};
 
 pub const RUNNING: u32 = 0;
 pub const SLEEPING: u32 = 1;
 pub const DEAD: u32 = 2;
-
-/// Callee-saved state of a switched-out thread (the layout `cpu_switch_to` uses).
-#[repr(C)]
-#[derive(Default)]
-struct Context {
-    x19_x28: [u64; 10],
-    fp: u64,
-    lr: u64,
-    sp: u64,
-}
 
 const NAME_MAX: usize = 16;
 
@@ -74,12 +65,7 @@ impl Thread {
     /// CONTEXT: any (const).
     const fn idle() -> Self {
         Thread {
-            context: UnsafeCell::new(Context {
-                x19_x28: [0; 10],
-                fp: 0,
-                lr: 0,
-                sp: 0,
-            }),
+            context: UnsafeCell::new(Context::EMPTY),
             name: *b"idle\0\0\0\0\0\0\0\0\0\0\0\0",
             cpu: 0,
             state: AtomicU32::new(RUNNING),
@@ -175,47 +161,6 @@ impl RunList {
     }
 }
 
-core::arch::global_asm!(
-    r#"
-    .text
-    // x0 = previous thread, x1 = next thread (Context first in Thread).
-    // Returns the previous thread in x0 on the next thread's stack.
-    .global cpu_switch_to
-cpu_switch_to:
-    stp     x19, x20, [x0, #0]
-    stp     x21, x22, [x0, #16]
-    stp     x23, x24, [x0, #32]
-    stp     x25, x26, [x0, #48]
-    stp     x27, x28, [x0, #64]
-    stp     x29, x30, [x0, #80]
-    mov     x9, sp
-    str     x9, [x0, #96]
-    ldp     x19, x20, [x1, #0]
-    ldp     x21, x22, [x1, #16]
-    ldp     x23, x24, [x1, #32]
-    ldp     x25, x26, [x1, #48]
-    ldp     x27, x28, [x1, #64]
-    ldp     x29, x30, [x1, #80]
-    ldr     x9, [x1, #96]
-    mov     sp, x9
-    ret
-
-    // First instructions of a new thread: x0 = previous thread, x19 = this one.
-    .global thread_trampoline
-thread_trampoline:
-    mov     x1, x19
-    bl      thread_start
-    brk     #0
-"#
-);
-
-// Thread holds Rust fn pointers, but the assembly only touches its Context.
-#[allow(improper_ctypes)]
-extern "C" {
-    fn cpu_switch_to(prev: *mut Thread, next: *mut Thread) -> *mut Thread;
-    fn thread_trampoline();
-}
-
 /// The running thread.
 ///
 /// CONTEXT: any, after `init_this_cpu`.
@@ -264,12 +209,7 @@ pub fn spawn_on(
     let len = name.len().min(NAME_MAX);
     name_bytes[..len].copy_from_slice(&name.as_bytes()[..len]);
     let stack_top = (base + THREAD_STACK_PAGES * PAGE_SIZE) as u64;
-    let mut context = Context {
-        sp: stack_top,
-        lr: thread_trampoline as *const () as u64,
-        ..Context::default()
-    };
-    context.x19_x28[0] = thread as u64;
+    let context = Context::for_new_thread(stack_top, thread as u64);
     // SAFETY: fresh pages, ours alone until the thread is queued below.
     unsafe {
         thread.write(Thread {
@@ -446,8 +386,7 @@ fn switch_threads(preempted: bool) {
         // flight, or a thread preempted between its TLBI and its `dsb ish` would
         // leave the TLBI to the next thread, and its own `dsb ish` (on another
         // CPU if it migrates) would not complete it.
-        // SAFETY: a barrier only.
-        unsafe { core::arch::asm!("dsb ish", options(nostack, preserves_flags)) };
+        crate::arch::complete_tlb_maintenance();
         // SAFETY: both threads belong to this CPU; prev's context is saved here and
         // next's was saved when it last switched out (or built by spawn_on).
         let last = unsafe { cpu_switch_to(prev, next) };

@@ -7,9 +7,10 @@
 
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering::*};
 
+use crate::arch::irqchip;
 use crate::bootinfo::boot_info;
 use crate::config::MAX_CPUS;
-use crate::gic;
+use crate::irq::Irq;
 use crate::percpu::{cpu, this_cpu};
 use crate::sync::{irqs_enabled, SpinLock};
 
@@ -69,7 +70,7 @@ pub fn mark_online() {
 }
 
 /// How long (counter ticks, one virtual second) the boot CPU waits for a secondary.
-const BRING_UP_TIMEOUT: u64 = 62_500_000;
+const BRING_UP_TIMEOUT: u64 = crate::arch::COUNTER_HZ;
 
 /// Starts every secondary CPU with PSCI CPU_ON and waits until each is online.
 ///
@@ -77,9 +78,9 @@ const BRING_UP_TIMEOUT: u64 = 62_500_000;
 /// set by the secondaries themselves, not by an IRQ).
 pub fn bring_up_secondaries() {
     let info = boot_info();
-    let entry = crate::head::secondary_entry_address();
+    let entry = crate::arch::secondary_entry_address();
     for id in 1..info.cpu_count {
-        let status = crate::psci::cpu_on(info.cpu_mpidr[id], entry, id as u64);
+        let status = crate::arch::cpu_on(info.cpu_mpidr[id], entry, id as u64);
         if status != 0 {
             panic!(
                 "PSCI CPU_ON for cpu{} (MPIDR 0x{:x}) failed: {}",
@@ -100,7 +101,7 @@ pub fn bring_up_secondaries() {
 ///
 /// CONTEXT: any; does not sleep.
 pub fn send_reschedule(target: usize) {
-    gic::send_sgi(target, gic::SGI_RESCHEDULE);
+    irqchip::send_ipi(target, Irq::Reschedule);
 }
 
 /// Runs `func(arg)` on CPU `target` (in its IRQ handler, IRQs masked there) and
@@ -152,7 +153,7 @@ fn call_and_wait(target: usize, func: fn(usize), arg: usize) {
         request.next = queue.head;
         queue.head = &request;
     }
-    gic::send_sgi(target, gic::SGI_CALL_FUNCTION);
+    irqchip::send_ipi(target, Irq::CallFunction);
     csd_lock_wait(&request, target);
 }
 

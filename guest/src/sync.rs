@@ -17,7 +17,7 @@ use core::cell::UnsafeCell;
 use core::ops::{Deref, DerefMut};
 use core::sync::atomic::{AtomicU32, Ordering::*};
 
-use crate::arch::{self, DAIF_IRQ};
+use crate::arch::{self, IRQ_MASKED};
 use crate::percpu::this_cpu;
 
 /// A lock's name where the host can read it: the pointer and length of a
@@ -128,7 +128,7 @@ impl RawSpinLock {
 ///
 /// CONTEXT: any.
 pub fn irqs_enabled() -> bool {
-    arch::daif() & DAIF_IRQ == 0
+    arch::irq_mask_word() & IRQ_MASKED == 0
 }
 
 /// Masks IRQs on this CPU.
@@ -138,7 +138,7 @@ pub fn irqs_enabled() -> bool {
 #[inline(never)]
 pub extern "C" fn local_irq_disable() {
     // SAFETY: masking IRQs is always safe.
-    unsafe { arch::set_daif(arch::daif() | DAIF_IRQ) };
+    unsafe { arch::set_irq_mask_word(arch::irq_mask_word() | IRQ_MASKED) };
 }
 
 /// Unmasks IRQs on this CPU.
@@ -148,7 +148,7 @@ pub extern "C" fn local_irq_disable() {
 #[inline(never)]
 pub extern "C" fn local_irq_enable() {
     // SAFETY: kernel code outside IRQ handlers is always ready for an IRQ.
-    unsafe { arch::set_daif(arch::daif() & !DAIF_IRQ) };
+    unsafe { arch::set_irq_mask_word(arch::irq_mask_word() & !IRQ_MASKED) };
 }
 
 /// Masks IRQs and returns the previous DAIF value for `local_irq_restore`.
@@ -157,9 +157,9 @@ pub extern "C" fn local_irq_enable() {
 #[no_mangle]
 #[inline(never)]
 pub extern "C" fn local_irq_save() -> u64 {
-    let flags = arch::daif();
+    let flags = arch::irq_mask_word();
     // SAFETY: masking IRQs is always safe.
-    unsafe { arch::set_daif(flags | DAIF_IRQ) };
+    unsafe { arch::set_irq_mask_word(flags | IRQ_MASKED) };
     flags
 }
 
@@ -169,9 +169,9 @@ pub extern "C" fn local_irq_save() -> u64 {
 #[no_mangle]
 #[inline(never)]
 pub extern "C" fn local_irq_restore(flags: u64) {
-    let now = arch::daif();
+    let now = arch::irq_mask_word();
     // SAFETY: restores a state this context had before.
-    unsafe { arch::set_daif((now & !DAIF_IRQ) | (flags & DAIF_IRQ)) };
+    unsafe { arch::set_irq_mask_word((now & !IRQ_MASKED) | (flags & IRQ_MASKED)) };
 }
 
 // ---------------------------------------------------------------------------

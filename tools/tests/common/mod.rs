@@ -167,6 +167,46 @@ pub fn qemu_console_of(
         .collect()
 }
 
+/// The console lines of `qemu-system-riscv64 -M virt` (OpenSBI as the firmware,
+/// 128 MiB, `cpus` harts on one host thread) booting the RISC-V guest ELF with
+/// `bootargs`: the guest's lines only, from its first (`cpu0: online`) on, as
+/// OpenSBI's banner names the hart that won its boot lottery.
+pub fn qemu_riscv64_console(cpus: usize, bootargs: &str) -> Vec<String> {
+    qemu_riscv64_console_tcg(cpus, bootargs, "tcg,thread=single")
+}
+
+/// [`qemu_riscv64_console`] with QEMU's `-accel` setting `accel`.
+pub fn qemu_riscv64_console_tcg(cpus: usize, bootargs: &str, accel: &str) -> Vec<String> {
+    let output = Command::new("timeout")
+        .args([
+            "120",
+            "qemu-system-riscv64",
+            "-M",
+            "virt",
+            "-bios",
+            "default",
+        ])
+        .args(["-smp", &cpus.to_string(), "-m", "128M", "-nographic"])
+        .args(["-monitor", "none", "-accel", accel, "-no-reboot"])
+        .arg("-kernel")
+        .arg(env!("PERCPU_GUEST_RISCV64_ELF"))
+        .args(["-append", bootargs])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("qemu-system-riscv64 is installed by ./setup.sh (package qemu-system-misc)");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert_ne!(
+        output.status.code(),
+        Some(124),
+        "the RISC-V guest did not power QEMU off: {bootargs}\n{text}"
+    );
+    text.lines()
+        .map(|l| l.trim_end_matches('\r').to_string())
+        .skip_while(|l| l != "cpu0: online")
+        .filter(|l| !l.is_empty())
+        .collect()
+}
+
 /// A path for a scratch file, in a directory of this test binary and process.
 pub fn scratch(name: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!(

@@ -1,0 +1,81 @@
+//! The first instructions on RISC-V: the boot hart's entry (from the firmware,
+//! a0 = hart id, a1 = device tree) and the secondary harts' entry (SBI HSM
+//! `hart_start`, a0 = hart id, a1 = the logical CPU number).
+//!
+//! Both run in S-mode with the MMU off; they mask interrupts, keep the hart id in
+//! `sscratch`, set a stack and the trap vector, then call into Rust.
+
+use crate::config::{BOOT_STACK_SIZE, MAX_CPUS};
+
+/// One boot stack per CPU. Each later becomes the stack of that CPU's idle thread.
+#[repr(C, align(4096))]
+pub struct BootStacks(pub [[u8; BOOT_STACK_SIZE]; MAX_CPUS]);
+
+#[no_mangle]
+pub static mut BOOT_STACKS: BootStacks = BootStacks([[0; BOOT_STACK_SIZE]; MAX_CPUS]);
+
+const _: () = assert!(BOOT_STACK_SIZE.is_power_of_two());
+
+core::arch::global_asm!(
+    r#"
+    .section .text.head, "ax"
+    .global _start
+_start:
+    csrw    sie, zero
+    csrci   sstatus, 2
+    csrw    sscratch, a0
+    mv      s1, a1                  // the device tree's physical address
+
+    // Zero the BSS (boot stacks included) before anything lives there.
+    la      t0, __bss_start
+    la      t1, __bss_end
+1:  bgeu    t0, t1, 2f
+    sd      zero, 0(t0)
+    addi    t0, t0, 8
+    j       1b
+2:
+    li      a0, 0
+    call    boot_cpu_setup
+    mv      a0, s1
+    call    kernel_main
+3:  wfi
+    j       3b
+
+    .text
+    .global secondary_entry
+secondary_entry:
+    csrw    sie, zero
+    csrci   sstatus, 2
+    csrw    sscratch, a0
+    mv      s1, a1
+    mv      a0, a1
+    call    boot_cpu_setup
+    mv      a0, s1
+    call    secondary_main
+4:  wfi
+    j       4b
+
+    // a0 = logical CPU number. Points sp at the top of that CPU's boot stack,
+    // installs the trap vector and ends the frame-pointer chain. Clobbers t0-t1.
+boot_cpu_setup:
+    la      t0, BOOT_STACKS
+    addi    t1, a0, 1
+    slli    t1, t1, {stack_shift}
+    add     sp, t0, t1
+    la      t0, trap_entry
+    csrw    stvec, t0
+    mv      s0, zero
+    ret
+"#,
+    stack_shift = const BOOT_STACK_SIZE.trailing_zeros(),
+);
+
+/// Physical address of the secondary entry point handed to SBI `hart_start`.
+///
+/// CONTEXT: any.
+pub fn secondary_entry_address() -> u64 {
+    extern "C" {
+        fn secondary_entry();
+    }
+    secondary_entry as *const () as u64
+}
