@@ -19,6 +19,9 @@ fn main() {
         std::process::exit(2)
     });
     let mut config = MachineConfig::default();
+    if kernel.isa() == emu::Isa::Riscv64 {
+        config.mmu = emu::MmuMode::Builtin;
+    }
     if let Some(cpus) = args.get(1) {
         config.cpus = cpus.parse().expect("CPUS is a number");
     }

@@ -19,6 +19,7 @@ use crate::simmu::{self, CoreMmu};
 use crate::syshook::{self, SysHook};
 use crate::timer::{VirtualClock, VirtualTimer, CNTFRQ_HZ, VTIMER_INTID};
 use crate::uart::{Uart, UART_BASE, UART_SIZE};
+use crate::{riscv, Isa};
 
 /// What a core is doing between slices.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,6 +86,11 @@ pub(crate) struct SliceCounter {
     pub(crate) irq_maybe_pending: Cell<bool>,
     /// Where the block hook stopped the slice for an IRQ, if it did.
     pub(crate) irq_stop: Cell<Option<IrqStop>>,
+    /// RISC-V: the trap vector (`stvec`) as the slice started; QEMU enters it for
+    /// the interrupts it takes, which the block hook counts there.
+    pub(crate) trap_vector: Cell<u64>,
+    /// RISC-V: interrupts QEMU took during the slice.
+    pub(crate) interrupts_taken: Cell<u64>,
 }
 
 /// Where a slice stops so that an IRQ is taken at its instruction boundary.
@@ -113,6 +119,7 @@ impl SliceCounter {
             .set(irqs.timer_fires_after.unwrap_or(u64::MAX));
         self.irq_maybe_pending.set(irqs.line_high);
         self.irq_stop.set(None);
+        self.interrupts_taken.set(0);
     }
 
     /// Notes that something may have asserted the core's IRQ line (`high`: a GIC
@@ -179,6 +186,9 @@ pub(crate) struct Board {
     pub(crate) running: u64,
     /// Each CPU's event register (WFE/SEV, events.rs).
     pub(crate) events: Vec<bool>,
+    /// The cores' instruction set: on RISC-V QEMU delivers interrupts itself and
+    /// the GIC is not on the board.
+    pub(crate) isa: Isa,
 }
 
 impl Board {
@@ -232,7 +242,7 @@ impl Board {
         let deadline = self.timers[cpu].deadline(self.clock.now());
         IrqWatch {
             timer_fires_after: deadline.map(|t| self.clock.insns_until(t, running)),
-            line_high: self.gic.irq_line(cpu),
+            line_high: self.isa == Isa::Aarch64 && self.gic.irq_line(cpu),
         }
     }
 }
@@ -249,6 +259,8 @@ pub(crate) struct Core {
     pub(crate) mmu: Option<Rc<CoreMmu>>,
     /// While waiting in WFE: the exclusive monitor a store may clear.
     pub(crate) monitor: Option<crate::events::Monitor>,
+    /// RISC-V: the host has raised `mip.STIP` (the timer's deadline passed).
+    pub(crate) timer_pending: bool,
     /// Declared after `uc`: the engine refers to these until it is dropped.
     _sys_hooks: Vec<SysHook>,
 }
@@ -261,17 +273,29 @@ impl Core {
         hooks: Hooks,
         sim_mmu: Option<&Rc<simmu::Shared>>,
     ) -> Result<Self, EmuError> {
-        let mut uc = Unicorn::new(Arch::ARM64, Mode::ARM).map_err(uc_err("creating a core"))?;
-        // QEMU's cross-check runs on cortex-a72: same instruction set here.
-        uc.ctl_set_cpu_model(Arm64CpuModel::A72 as i32)
-            .map_err(uc_err("selecting the CPU model"))?;
+        let isa = board.borrow().isa;
+        let mut uc = match isa {
+            Isa::Aarch64 => {
+                let mut uc =
+                    Unicorn::new(Arch::ARM64, Mode::ARM).map_err(uc_err("creating a core"))?;
+                // QEMU's cross-check runs on cortex-a72: same instruction set here.
+                uc.ctl_set_cpu_model(Arm64CpuModel::A72 as i32)
+                    .map_err(uc_err("selecting the CPU model"))?;
+                uc
+            }
+            Isa::Riscv64 => riscv::new_engine()?,
+        };
         // SAFETY: `ram` outlives every core (see `Machine`'s field order) and is only
         // accessed by the host between slices.
         unsafe { uc.mem_map_ptr(ram.base(), ram.size(), Prot::ALL, ram.host_ptr().cast()) }
             .map_err(uc_err("mapping guest RAM"))?;
-        declare_lower_els_aarch64(&mut uc)?;
         let counter = Rc::new(SliceCounter::default());
         install_counting_hooks(&mut uc, cpu, &counter, board)?;
+        if isa == Isa::Riscv64 {
+            install_riscv_devices(&mut uc, cpu, board)?;
+            return Ok(Self::with_engine(uc, counter, None, Vec::new()));
+        }
+        declare_lower_els_aarch64(&mut uc)?;
         install_devices(&mut uc, cpu, board, &counter)?;
         let mmu = match sim_mmu {
             Some(shared) => Some(simmu::install_core(&mut uc, cpu, shared, &counter)?),
@@ -281,7 +305,16 @@ impl Core {
             Hooks::Full => install_sysreg_hooks(&mut uc, cpu, board, &counter, mmu.clone())?,
             Hooks::CountOnly => Vec::new(),
         };
-        Ok(Self {
+        Ok(Self::with_engine(uc, counter, mmu, sys_hooks))
+    }
+
+    fn with_engine(
+        uc: Unicorn<'static, ()>,
+        counter: Rc<SliceCounter>,
+        mmu: Option<Rc<CoreMmu>>,
+        sys_hooks: Vec<SysHook>,
+    ) -> Self {
+        Self {
             uc,
             state: CpuState::Off,
             pc: 0,
@@ -289,10 +322,11 @@ impl Core {
             irqs: 0,
             last_exception: None,
             monitor: None,
+            timer_pending: false,
             counter,
             mmu,
             _sys_hooks: sys_hooks,
-        })
+        }
     }
 }
 
@@ -398,6 +432,9 @@ pub(crate) fn install_counting_hooks(
             c.wfe_wait
                 .set(sites.block_runs(&mut b.borrow_mut().events, cpu, addr, size));
         }
+        if addr == c.trap_vector.get() && riscv::interrupt_entered(uc) {
+            c.interrupts_taken.set(c.interrupts_taken.get() + 1);
+        }
         c.block_start.set(addr);
         c.block_size.set(size);
         c.executed.set(c.executed.get() + insns);
@@ -411,14 +448,38 @@ pub(crate) fn install_counting_hooks(
         }
     })
     .map_err(uc_err("adding the block hook"))?;
-    let c = counter.clone();
+    let (c, b) = (counter.clone(), board.clone());
+    let isa = board.borrow().isa;
     uc.add_intr_hook(move |uc, intno| {
+        if isa == Isa::Riscv64 && intno == 2 && emulate_rdtime(uc, &b, &c) {
+            return;
+        }
         c.exception.set(Some(intno));
         c.stop_requested.set(true);
         let _ = uc.emu_stop();
     })
     .map_err(uc_err("adding the exception hook"))?;
     Ok(())
+}
+
+/// RISC-V has no `time` CSR in Unicorn: a `rdtime` traps as an illegal
+/// instruction, with the PC past it. Gives its register the board's time there
+/// and lets the slice go on after it; the instructions of its block after it,
+/// counted when the block started, are taken back (the rest runs as a new
+/// block). Returns false for any other illegal instruction.
+fn emulate_rdtime(uc: &mut Unicorn<'_, ()>, board: &RefCell<Board>, c: &SliceCounter) -> bool {
+    let Ok(pc) = uc.pc_read() else {
+        return false;
+    };
+    let at = pc.wrapping_sub(4);
+    let Some(rd) = read_insn(uc, at).and_then(riscv::rdtime_destination) else {
+        return false;
+    };
+    let time = riscv::time_at(board.borrow().now_at(c, at));
+    riscv::set_xreg(uc, rd, time);
+    c.executed.set(c.retired_before(pc));
+    c.block_start.set(u64::MAX);
+    true
 }
 
 /// Decides, at the start of a block of `insns` instructions at `addr`, whether the
@@ -445,6 +506,16 @@ fn irq_stop(
 ) -> Option<IrqStop> {
     let executed = c.executed.get();
     let fires_after = c.timer_fires_after.get();
+    if board.borrow().isa == Isa::Riscv64 {
+        // QEMU takes the interrupt once the host raises mip.STIP: stop exactly
+        // where the deadline falls, masked or not (the guest may read sip).
+        if executed >= fires_after {
+            c.timer_fires_after.set(u64::MAX);
+            return Some(IrqStop::BlockStart);
+        }
+        return (fires_after - executed < insns)
+            .then(|| IrqStop::Within(addr + 4 * (fires_after - executed)));
+    }
     if executed >= fires_after {
         c.timer_fires_after.set(u64::MAX);
         let mut b = board.borrow_mut();
@@ -582,4 +653,28 @@ pub(crate) fn install_sysreg_hooks(
     })
     .map_err(uc_err("adding the SYS hook"))?;
     Ok(vec![mrs, msr, sys])
+}
+
+/// The RISC-V board's NS16550A: transmit holding register at 0, line status at
+/// 5 (always ready to take a byte).
+fn install_riscv_devices(
+    uc: &mut Unicorn<'static, ()>,
+    cpu: usize,
+    board: &Rc<RefCell<Board>>,
+) -> Result<(), EmuError> {
+    const LSR: u64 = 5;
+    const LSR_THRE_TEMT: u64 = 0x60;
+    let b = board.clone();
+    uc.mmio_map(
+        riscv::UART_BASE,
+        riscv::UART_SIZE,
+        Some(|_: &mut Unicorn<'_, ()>, off, _| if off == LSR { LSR_THRE_TEMT } else { 0 }),
+        Some(move |_: &mut Unicorn<'_, ()>, off, _, value| {
+            if off == 0 {
+                b.borrow_mut().uart.write(cpu, 0, value)
+            }
+        }),
+    )
+    .map_err(uc_err("mapping the UART"))?;
+    Ok(())
 }

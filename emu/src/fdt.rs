@@ -42,19 +42,7 @@ pub fn build(board: &BoardDescription<'_>) -> Result<Vec<u8>, vm_fdt::Error> {
     fdt.property_string("model", "percpu-lab virt")?;
     fdt.property_u32("interrupt-parent", GIC_PHANDLE)?;
 
-    let chosen = fdt.begin_node("chosen")?;
-    fdt.property_string("bootargs", board.bootargs)?;
-    fdt.property_string("stdout-path", &format!("/pl011@{UART_BASE:x}"))?;
-    if let Some((start, end)) = board.initrd {
-        fdt.property_u64("linux,initrd-start", start)?;
-        fdt.property_u64("linux,initrd-end", end)?;
-    }
-    fdt.end_node(chosen)?;
-
-    let memory = fdt.begin_node(&format!("memory@{:x}", board.ram_base))?;
-    fdt.property_string("device_type", "memory")?;
-    fdt.property_array_u64("reg", &[board.ram_base, board.ram_size])?;
-    fdt.end_node(memory)?;
+    chosen_and_memory(&mut fdt, board, &format!("/pl011@{UART_BASE:x}"))?;
 
     let cpus = fdt.begin_node("cpus")?;
     fdt.property_u32("#address-cells", 1)?;
@@ -122,6 +110,81 @@ pub fn build(board: &BoardDescription<'_>) -> Result<Vec<u8>, vm_fdt::Error> {
     fdt.finish()
 }
 
+/// `/chosen` (bootargs, the console, the initrd) and the memory node: the same on
+/// both boards.
+fn chosen_and_memory(
+    fdt: &mut FdtWriter,
+    board: &BoardDescription<'_>,
+    stdout_path: &str,
+) -> Result<(), vm_fdt::Error> {
+    let chosen = fdt.begin_node("chosen")?;
+    fdt.property_string("bootargs", board.bootargs)?;
+    fdt.property_string("stdout-path", stdout_path)?;
+    if let Some((start, end)) = board.initrd {
+        fdt.property_u64("linux,initrd-start", start)?;
+        fdt.property_u64("linux,initrd-end", end)?;
+    }
+    fdt.end_node(chosen)?;
+
+    let memory = fdt.begin_node(&format!("memory@{:x}", board.ram_base))?;
+    fdt.property_string("device_type", "memory")?;
+    fdt.property_array_u64("reg", &[board.ram_base, board.ram_size])?;
+    fdt.end_node(memory)
+}
+
+/// The device tree of the RISC-V board (QEMU's riscv64 `virt` as far as the guest
+/// reads it): `/chosen`, memory, the harts (with the timebase and each hart's
+/// local interrupt controller) and the NS16550A.
+pub fn build_riscv(board: &BoardDescription<'_>) -> Result<Vec<u8>, vm_fdt::Error> {
+    use crate::riscv;
+    let mut fdt = FdtWriter::new()?;
+    let root = fdt.begin_node("")?;
+    fdt.property_u32("#address-cells", 2)?;
+    fdt.property_u32("#size-cells", 2)?;
+    fdt.property_string("compatible", "riscv-virtio")?;
+    fdt.property_string("model", "percpu-lab riscv-virtio")?;
+
+    let uart = format!("serial@{:x}", riscv::UART_BASE);
+    chosen_and_memory(&mut fdt, board, &format!("/soc/{uart}"))?;
+
+    let cpus = fdt.begin_node("cpus")?;
+    fdt.property_u32("#address-cells", 1)?;
+    fdt.property_u32("#size-cells", 0)?;
+    fdt.property_u32("timebase-frequency", riscv::TIMEBASE_HZ as u32)?;
+    for hart in 0..board.cpus {
+        let node = fdt.begin_node(&format!("cpu@{hart}"))?;
+        fdt.property_string("device_type", "cpu")?;
+        fdt.property_u32("reg", hart as u32)?;
+        fdt.property_string("status", "okay")?;
+        fdt.property_string("compatible", "riscv")?;
+        fdt.property_string("riscv,isa", "rv64imafd")?;
+        fdt.property_string("mmu-type", "riscv,sv39")?;
+        let intc = fdt.begin_node("interrupt-controller")?;
+        fdt.property_u32("#interrupt-cells", 1)?;
+        fdt.property_null("interrupt-controller")?;
+        fdt.property_string("compatible", "riscv,cpu-intc")?;
+        fdt.property_u32("phandle", 1 + hart as u32)?;
+        fdt.end_node(intc)?;
+        fdt.end_node(node)?;
+    }
+    fdt.end_node(cpus)?;
+
+    let soc = fdt.begin_node("soc")?;
+    fdt.property_u32("#address-cells", 2)?;
+    fdt.property_u32("#size-cells", 2)?;
+    fdt.property_string("compatible", "simple-bus")?;
+    fdt.property_null("ranges")?;
+    let serial = fdt.begin_node(&uart)?;
+    fdt.property_string("compatible", "ns16550a")?;
+    fdt.property_array_u64("reg", &[riscv::UART_BASE, riscv::UART_SIZE])?;
+    fdt.property_u32("clock-frequency", 3_686_400)?;
+    fdt.end_node(serial)?;
+    fdt.end_node(soc)?;
+
+    fdt.end_node(root)?;
+    fdt.finish()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -165,5 +228,38 @@ mod tests {
             .collect();
         assert_eq!(regs, [DIST_BASE, CPU_IF_BASE]);
         assert_eq!(dtb_address(0x4000_0000, 128 << 20), 0x4400_0000);
+    }
+
+    #[test]
+    fn an_ordinary_parser_reads_the_riscv_board_back() {
+        let blob = build_riscv(&BoardDescription {
+            cpus: 4,
+            ram_base: crate::riscv::RAM_BASE,
+            ram_size: 128 << 20,
+            bootargs: "scenario=storm",
+            initrd: None,
+        })
+        .unwrap();
+        let fdt = fdt::Fdt::new(&blob).unwrap();
+        assert_eq!(fdt.chosen().bootargs(), Some("scenario=storm"));
+        let region = fdt.memory().regions().next().unwrap();
+        assert_eq!(region.starting_address as u64, 0x8000_0000);
+        let harts: Vec<usize> = fdt.cpus().map(|c| c.ids().first()).collect();
+        assert_eq!(harts, [0, 1, 2, 3]);
+        let hart = fdt.cpus().next().unwrap();
+        assert_eq!(hart.timebase_frequency(), 10_000_000);
+        assert_eq!(
+            hart.property("mmu-type").unwrap().as_str(),
+            Some("riscv,sv39")
+        );
+        let uart = fdt.find_compatible(&["ns16550a"]).unwrap();
+        assert_eq!(
+            uart.reg().unwrap().next().unwrap().starting_address as u64,
+            crate::riscv::UART_BASE
+        );
+        assert_eq!(
+            fdt.chosen().stdout().map(|n| n.name),
+            Some("serial@10000000")
+        );
     }
 }

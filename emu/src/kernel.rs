@@ -23,6 +23,7 @@ use goblin::elf::{
 };
 
 use crate::memory::{GuestMemory, OutOfRam, RAM_BASE};
+use crate::Isa;
 
 /// The arm64 `Image` header's magic, at offset 0x38 (`ARM\x64`).
 const IMAGE_MAGIC: [u8; 4] = *b"ARM\x64";
@@ -96,7 +97,7 @@ impl fmt::Display for KernelError {
                 "kernel is a big-endian ELF; a little-endian AArch64 kernel is needed"
             ),
             Self::WrongMachine { machine } => {
-                write!(f, "kernel is built for {machine}, not AArch64")
+                write!(f, "kernel is built for {machine}, not AArch64 or RV64")
             }
             Self::NoLoadableSegment => write!(f, "kernel has no loadable (PT_LOAD) segment"),
             Self::SegmentOutsideRam { paddr, size } => write!(
@@ -160,6 +161,9 @@ struct Symbol {
 /// A parsed, validated guest kernel.
 #[derive(Debug, Clone)]
 pub struct KernelImage {
+    /// The instruction set it is built for (its ELF `e_machine`; a bare `Image`
+    /// is arm64).
+    isa: Isa,
     /// The file that runs: an ELF, or a bare `Image` (shared: clones are cheap, and
     /// every analysis of every explored schedule holds one).
     bytes: Arc<[u8]>,
@@ -227,11 +231,15 @@ impl KernelImage {
         }
         check_ident(&bytes)?;
         let elf = Elf::parse(&bytes).map_err(|e| KernelError::Malformed(e.to_string()))?;
-        if elf.header.e_machine != header::EM_AARCH64 {
-            return Err(KernelError::WrongMachine {
-                machine: machine_name(elf.header.e_machine),
-            });
-        }
+        let isa = match elf.header.e_machine {
+            header::EM_AARCH64 => Isa::Aarch64,
+            header::EM_RISCV if elf.is_64 => Isa::Riscv64,
+            other => {
+                return Err(KernelError::WrongMachine {
+                    machine: machine_name(other),
+                })
+            }
+        };
         check_type(elf.header.e_type)?;
         let mut segments: Vec<Segment> = elf
             .program_headers
@@ -261,7 +269,7 @@ impl KernelImage {
                 )));
             }
         }
-        let boot_protocol = place_by_boot_protocol(&mut segments, &bytes);
+        let boot_protocol = isa == Isa::Aarch64 && place_by_boot_protocol(&mut segments, &bytes);
         check_no_overlap(&segments, "physical", |s| s.paddr)?;
         check_no_overlap(&segments, "virtual", |s| s.vaddr)?;
         let entry_in_code = segments.iter().any(|s| {
@@ -274,6 +282,7 @@ impl KernelImage {
             return Err(KernelError::EntryOutsideCode { entry: elf.entry });
         }
         let image = Self {
+            isa,
             entry: elf.entry,
             bytes: Arc::from([]),
             segments,
@@ -329,6 +338,7 @@ impl KernelImage {
         };
         let entry = segments.iter().map(|s| s.vaddr).min().unwrap_or(paddr);
         Ok(Self {
+            isa: Isa::Aarch64,
             bytes: image.into(),
             segments,
             entry,
@@ -355,6 +365,11 @@ impl KernelImage {
     /// kernel runs its early code at its physical address, MMU off.
     pub fn physical_alias(&self, vaddr: u64) -> Option<u64> {
         self.to_physical(vaddr).filter(|&pa| pa != vaddr)
+    }
+
+    /// The instruction set the kernel is built for.
+    pub fn isa(&self) -> Isa {
+        self.isa
     }
 
     /// Physical address the boot CPU starts at (the ELF entry, moved to its physical

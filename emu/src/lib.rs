@@ -73,6 +73,7 @@ mod observe;
 pub mod probe;
 pub mod psci;
 pub mod record;
+pub mod riscv;
 pub mod sched;
 mod simmu;
 mod syshook;
@@ -82,6 +83,34 @@ pub mod uart;
 pub mod unwind;
 
 pub use kernel::{ImageSymbols, KernelError, KernelImage};
+
+/// The instruction set a machine's cores run (chosen by its kernel).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Isa {
+    /// ARMv8-A AArch64 on QEMU's `virt` board: PL011, GICv2, generic timer, PSCI.
+    Aarch64,
+    /// RV64GC in S-mode on QEMU's riscv64 `virt` board: NS16550A, the host as the
+    /// SBI firmware (TIME, IPI, RFENCE, HSM, SRST).
+    Riscv64,
+}
+
+impl Isa {
+    /// The name `--arch` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Isa::Aarch64 => "aarch64",
+            Isa::Riscv64 => "riscv64",
+        }
+    }
+
+    /// Physical address of the board's RAM.
+    pub fn ram_base(self) -> u64 {
+        match self {
+            Isa::Aarch64 => RAM_BASE,
+            Isa::Riscv64 => riscv::RAM_BASE,
+        }
+    }
+}
 pub use lines::{SourceLines, GUEST_SOURCE_ROOT};
 pub use machine::{
     CpuReport, CpuState, EmuError, Machine, MachineConfig, MmuMode, RunEnd, RunOutcome, Snapshot,

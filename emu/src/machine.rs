@@ -18,7 +18,7 @@ use crate::fdt::{self, BoardDescription};
 use crate::gic::{self, Gic};
 use crate::insn;
 use crate::kernel::KernelImage;
-use crate::memory::{GuestMemory, GuestRam, OutOfRam, RAM_BASE};
+use crate::memory::{GuestMemory, GuestRam, OutOfRam};
 use crate::mmu::{self, Access};
 use crate::observe::RunObserver;
 use crate::probe::{self, CallProbe, CallStats, ProbeId};
@@ -30,6 +30,7 @@ use crate::timer::{VirtualClock, VirtualTimer};
 use crate::tlb::MmuStats;
 use crate::uart::Uart;
 use crate::unwind;
+use crate::{riscv, Isa};
 
 mod snapshot;
 pub use snapshot::Snapshot;
@@ -217,16 +218,24 @@ impl Machine {
                 config.ram_size
             )));
         }
-        let mut ram = GuestRam::new(RAM_BASE, config.ram_size)
+        let isa = kernel.isa();
+        if isa == Isa::Riscv64 && config.mmu != MmuMode::Builtin {
+            return Err(EmuError::Config(
+                "the simulated MMU walks arm64 tables only: a riscv64 kernel runs with --mmu builtin"
+                    .into(),
+            ));
+        }
+        let ram_base = isa.ram_base();
+        let mut ram = GuestRam::new(ram_base, config.ram_size)
             .ok_or_else(|| EmuError::Config("cannot allocate guest RAM".into()))?;
-        kernel.check_fits(RAM_BASE, config.ram_size)?;
+        kernel.check_fits(ram_base, config.ram_size)?;
         kernel.load_into(&mut ram)?;
-        let dtb_addr = fdt::dtb_address(RAM_BASE, config.ram_size);
+        let dtb_addr = fdt::dtb_address(ram_base, config.ram_size);
         let initrd = match &config.initrd {
             Some(bytes) => {
                 let start = dtb_addr + fdt::DTB_MAX_SIZE;
                 let end = start + bytes.len() as u64;
-                if end > RAM_BASE + config.ram_size {
+                if end > ram_base + config.ram_size {
                     return Err(EmuError::Config(format!(
                         "the initrd ({} bytes at {start:#x}) does not fit in {} MiB of RAM",
                         bytes.len(),
@@ -239,13 +248,17 @@ impl Machine {
             }
             None => None,
         };
-        let dtb = fdt::build(&BoardDescription {
+        let description = BoardDescription {
             cpus: config.cpus,
-            ram_base: RAM_BASE,
+            ram_base,
             ram_size: config.ram_size,
             bootargs: &config.bootargs,
             initrd,
-        })
+        };
+        let dtb = match isa {
+            Isa::Aarch64 => fdt::build(&description),
+            Isa::Riscv64 => fdt::build_riscv(&description),
+        }
         .map_err(|e| EmuError::Config(format!("cannot build the device tree: {e:?}")))?;
         if kernel.physical_end() > dtb_addr {
             return Err(EmuError::Config(format!(
@@ -263,6 +276,7 @@ impl Machine {
             clock: VirtualClock::default(),
             running: 1,
             events: vec![false; config.cpus],
+            isa,
         }));
         let sim_mmu = match (hooks, config.mmu) {
             (Hooks::Full, MmuMode::Simulated | MmuMode::Checked) => Some(SimMmu::new(
@@ -286,7 +300,7 @@ impl Machine {
         if let Some(m) = &sim_mmu {
             m.install_barrier_hooks(&mut cores, kernel)?;
         }
-        if hooks == Hooks::Full {
+        if hooks == Hooks::Full && isa == Isa::Aarch64 {
             crate::events::install(&cores, kernel);
         }
         for core in &cores {
@@ -313,7 +327,11 @@ impl Machine {
             mmu: sim_mmu,
             ram,
         };
-        machine.power_on(0, kernel.entry(), dtb_addr)?;
+        match isa {
+            Isa::Aarch64 => machine.power_on(0, kernel.entry(), dtb_addr)?,
+            // a0 = the boot hart's id, a1 = the device tree.
+            Isa::Riscv64 => machine.power_on_hart(0, kernel.entry(), 0, dtb_addr)?,
+        }
         Ok(machine)
     }
 
@@ -335,6 +353,16 @@ impl Machine {
         if let Some(mmu) = &core.mmu {
             mmu.regs_changed();
         }
+        core.pc = entry;
+        core.state = CpuState::Running;
+        Ok(())
+    }
+
+    /// Starts RISC-V hart `cpu` at `entry` (S-mode, MMU off, interrupts masked)
+    /// with a0/a1.
+    fn power_on_hart(&mut self, cpu: usize, entry: u64, a0: u64, a1: u64) -> Result<(), EmuError> {
+        let core = &mut self.cores[cpu];
+        riscv::power_on(&mut core.uc, entry, a0, a1).map_err(uc_err("starting a hart"))?;
         core.pc = entry;
         core.state = CpuState::Running;
         Ok(())
@@ -376,6 +404,11 @@ impl Machine {
     ) -> Result<Recording, EmuError> {
         if self.recorder.is_some() {
             return Err(EmuError::Config("already recording".into()));
+        }
+        if self.kernel.isa() != Isa::Aarch64 {
+            return Err(EmuError::Config(
+                "recording reads arm64 registers and instructions: not yet on riscv64".into(),
+            ));
         }
         let scheduler = self.scheduler.clone();
         let gate = Box::new(move |cpu, kind: &traces::EventKind| {
@@ -473,11 +506,14 @@ impl Machine {
                 limit: self.config.max_insns,
             });
         }
-        self.board.borrow_mut().update_timer_lines();
+        self.update_timer_lines();
         let ram = &self.ram;
         for (cpu, core) in self.cores.iter_mut().enumerate() {
             let mut board = self.board.borrow_mut();
-            let irq = board.gic.irq_line(cpu);
+            let irq = match board.isa {
+                Isa::Aarch64 => board.gic.irq_line(cpu),
+                Isa::Riscv64 => riscv::interrupt_pending(&core.uc),
+            };
             let monitor_cleared = || {
                 core.monitor
                     .is_some_and(|m| m.cleared(|pa, size| read_sized(ram, pa, size)))
@@ -556,6 +592,7 @@ impl Machine {
             end = SliceEnd::Error("no instruction executed".into());
         }
         self.cores[cpu].insns += retired;
+        self.cores[cpu].irqs += self.cores[cpu].counter.interrupts_taken.get();
         self.total_insns += retired;
         self.slices += 1;
         self.board.borrow_mut().clock.advance(retired, running);
@@ -567,13 +604,33 @@ impl Machine {
         self.finish_slice(cpu, end)
     }
 
+    /// Sets every timer's interrupt output to its level now: the GIC's PPIs on
+    /// arm64, `mip.STIP` on RISC-V.
+    fn update_timer_lines(&mut self) {
+        let mut board = self.board.borrow_mut();
+        board.update_timer_lines();
+        if board.isa == Isa::Riscv64 {
+            let now = board.clock.now();
+            for (cpu, core) in self.cores.iter_mut().enumerate() {
+                let level = board.timers[cpu].irq_level(now);
+                if level != core.timer_pending {
+                    riscv::set_pending(&mut core.uc, riscv::STIP, level);
+                    core.timer_pending = level;
+                }
+            }
+        }
+    }
+
     /// Takes a pending IRQ on `cpu` if its PSTATE.I allows: at the start of its slice
     /// (one that became pending while other CPUs ran) and where its block hook
     /// ended the slice for one.
     fn deliver_irq(&mut self, cpu: usize) -> Result<(), RunEnd> {
-        if !self.board.borrow().gic.irq_line(cpu) {
+        let board = self.board.borrow();
+        // On RISC-V QEMU takes the interrupts the host raised in `mip`.
+        if board.isa == Isa::Riscv64 || !board.gic.irq_line(cpu) {
             return Ok(());
         }
+        drop(board);
         let core = &mut self.cores[cpu];
         let pstate = core.uc.reg_read(RegisterARM64::PSTATE).unwrap_or(PSTATE_I);
         if pstate & PSTATE_I != 0 {
@@ -610,6 +667,11 @@ impl Machine {
     fn run_slice(&mut self, cpu: usize, budget: u64, irqs: IrqWatch) -> (u64, SliceEnd) {
         let core = &mut self.cores[cpu];
         core.counter.start(budget, core.insns, irqs);
+        let trap_vector = match self.board.borrow().isa {
+            Isa::Aarch64 => u64::MAX,
+            Isa::Riscv64 => riscv::trap_vector(&core.uc),
+        };
+        core.counter.trap_vector.set(trap_vector);
         let mut result = core.uc.emu_start(core.pc, 0, 0, 0);
         if let (Ok(()), Some(IrqStop::Within(until))) = (&result, core.counter.irq_stop.get()) {
             result = run_within_block(core, until);
@@ -638,17 +700,21 @@ impl Machine {
         if crate::events::waits_at(counter, core.pc) {
             return (counter.executed.get(), SliceEnd::Wfe);
         }
-        // WFI returns from emu_start by itself, with the PC past it at the end of the
-        // last block that ran.
-        let block_end = counter
-            .block_start
-            .get()
-            .wrapping_add(counter.block_size.get() as u64);
+        // WFI returns from emu_start by itself, with the PC past it: at the end of
+        // the last block that ran on arm64, where WFI ends its block; inside it on
+        // RISC-V, whose WFI does not (the rest of the block did not run).
+        let (start, size) = (counter.block_start.get(), counter.block_size.get() as u64);
+        let is_wfi = |word| match self.board.borrow().isa {
+            Isa::Aarch64 => insn::is_wfi(word),
+            Isa::Riscv64 => word == riscv::WFI,
+        };
         if !counter.stop_requested.get()
-            && block_end == core.pc
-            && read_insn(&mut core.uc, core.pc.wrapping_sub(4)).is_some_and(insn::is_wfi)
+            && start != u64::MAX
+            && core.pc > start
+            && core.pc <= start.wrapping_add(size)
+            && read_insn(&mut core.uc, core.pc.wrapping_sub(4)).is_some_and(is_wfi)
         {
-            return (counter.executed.get(), SliceEnd::Wfi);
+            return (counter.retired_before(core.pc), SliceEnd::Wfi);
         }
         (counter.executed.get(), SliceEnd::Budget)
     }
@@ -699,7 +765,7 @@ impl Machine {
         match end {
             SliceEnd::Budget => None,
             SliceEnd::Interrupt => {
-                self.board.borrow_mut().update_timer_lines();
+                self.update_timer_lines();
                 self.deliver_irq(cpu).err()
             }
             SliceEnd::Wfi => {
@@ -714,6 +780,9 @@ impl Machine {
                 None
             }
             SliceEnd::Error(e) => fault(format!("emulator stopped: {e}")),
+            SliceEnd::Exception(cause) if self.kernel.isa() == Isa::Riscv64 => {
+                self.riscv_exception(cpu, cause)
+            }
             SliceEnd::Exception(_) | SliceEnd::Abort(_) => {
                 let exc = match end {
                     SliceEnd::Abort(exc) => exc,
@@ -748,6 +817,140 @@ impl Machine {
                 }
             }
         }
+    }
+
+    /// A RISC-V exception on `cpu` (its PC is past the faulting instruction): an
+    /// `ecall` is an SBI call to the host; anything else enters the guest's trap
+    /// handler as the hardware would.
+    fn riscv_exception(&mut self, cpu: usize, cause: u32) -> Option<RunEnd> {
+        const ECALL_FROM_S: u32 = 9;
+        const ECALL: u32 = 8;
+        if cause == ECALL || cause == ECALL_FROM_S {
+            return self.sbi_call(cpu);
+        }
+        let core = &mut self.cores[cpu];
+        let epc = core.pc.wrapping_sub(4);
+        let word = read_insn(&mut core.uc, epc).unwrap_or(0);
+        let tval = match cause {
+            4..=7 | 13 | 15 => riscv::access_address(&core.uc, word).unwrap_or(0),
+            1 | 12 => epc,
+            2 => word as u64,
+            _ => 0,
+        };
+        match riscv::enter_trap(&mut core.uc, cause as u64, epc, tval) {
+            Ok(Some(handler)) => {
+                core.pc = handler;
+                core.last_exception = Some(TakenException {
+                    kind: riscv::exception_name(cause),
+                    esr: cause as u64,
+                    far: Some(tval),
+                    elr: epc,
+                });
+                None
+            }
+            _ => Some(RunEnd::Fault {
+                cpu,
+                pc: epc,
+                what: format!(
+                    "{} with no trap vector (stvec = 0)",
+                    riscv::exception_name(cause)
+                ),
+            }),
+        }
+    }
+
+    /// Carries out the SBI call of the `ecall` before `cpu`'s PC (the host is the
+    /// firmware): a7 = extension, a6 = function, a0.. = arguments; the error goes
+    /// back in a0 and the value in a1.
+    fn sbi_call(&mut self, cpu: usize) -> Option<RunEnd> {
+        use riscv::sbi;
+        let harts = self.cores.len();
+        let arg = |m: &Self, n: u32| riscv::xreg(&m.cores[cpu].uc, 10 + n);
+        let (extension, function) = (arg(self, 7), arg(self, 6));
+        let (a0, a1, a2, a3) = (arg(self, 0), arg(self, 1), arg(self, 2), arg(self, 3));
+        let mut value = 0;
+        let error = match (extension, function) {
+            (sbi::BASE, 0) => {
+                value = 2; // SBI v0.2
+                sbi::SUCCESS
+            }
+            (sbi::BASE, 3) => {
+                value =
+                    [sbi::TIME, sbi::IPI, sbi::RFENCE, sbi::HSM, sbi::SRST].contains(&a0) as u64;
+                sbi::SUCCESS
+            }
+            (sbi::BASE, 1..=6) => sbi::SUCCESS,
+            (sbi::TIME, 0) => {
+                let mut board = self.board.borrow_mut();
+                let timer = &mut board.timers[cpu];
+                timer.set_cval(riscv::clock_at_time(a0));
+                timer.set_ctl(1);
+                drop(board);
+                // The new deadline lowers the line at once (or raises it, if past).
+                self.update_timer_lines();
+                sbi::SUCCESS
+            }
+            (sbi::IPI, 0) => {
+                for target in riscv::harts_in_mask(a0, a1, harts) {
+                    riscv::set_pending(&mut self.cores[target].uc, riscv::SSIP, true);
+                }
+                sbi::SUCCESS
+            }
+            (sbi::RFENCE, 0..=2) => {
+                // fence.i, sfence.vma, sfence.vma.asid: the instance drops all of it.
+                for target in riscv::harts_in_mask(a0, a1, harts) {
+                    let uc = &mut self.cores[target].uc;
+                    let _ = if function == 0 {
+                        uc.ctl_flush_tb()
+                    } else {
+                        uc.ctl_flush_tlb()
+                    };
+                }
+                sbi::SUCCESS
+            }
+            (sbi::HSM, 0) => match usize::try_from(a0).ok().filter(|&t| t < harts) {
+                None => sbi::ERR_INVALID_PARAM,
+                Some(target) if self.cores[target].state != CpuState::Off => {
+                    sbi::ERR_ALREADY_AVAILABLE
+                }
+                Some(target) => match self.power_on_hart(target, a1, a0, a2) {
+                    Ok(()) => sbi::SUCCESS,
+                    Err(e) => {
+                        return Some(RunEnd::Fault {
+                            cpu: target,
+                            pc: a1,
+                            what: format!("hart_start failed: {e}"),
+                        })
+                    }
+                },
+            },
+            (sbi::HSM, 2) => {
+                value = match usize::try_from(a0).ok().filter(|&t| t < harts) {
+                    Some(target) if self.cores[target].state != CpuState::Off => 0,
+                    Some(_) => 1,
+                    None => return self.sbi_return(cpu, sbi::ERR_INVALID_PARAM, 0),
+                };
+                sbi::SUCCESS
+            }
+            (sbi::SRST, 0) => {
+                // Reset type 0 is a shutdown; the reason (0 none, 1 system
+                // failure) is the status the run ends with.
+                return Some(match a0 {
+                    0 => RunEnd::PoweredOff { cpu, status: a1 },
+                    _ => RunEnd::Reset { cpu, status: a1 },
+                });
+            }
+            _ => sbi::ERR_NOT_SUPPORTED,
+        };
+        let _ = a3;
+        self.sbi_return(cpu, error, value)
+    }
+
+    fn sbi_return(&mut self, cpu: usize, error: i64, value: u64) -> Option<RunEnd> {
+        let uc = &mut self.cores[cpu].uc;
+        riscv::set_xreg(uc, 10, error as u64);
+        riscv::set_xreg(uc, 11, value);
+        None
     }
 
     /// Turns Unicorn's exception number into the exception to enter, or `None` for a
@@ -862,13 +1065,21 @@ impl Machine {
     }
 
     fn reports(&mut self) -> Vec<CpuReport> {
+        let isa = self.kernel.isa();
         self.cores
             .iter_mut()
             .enumerate()
             .map(|(cpu, core)| {
-                let fp = core.uc.reg_read(RegisterARM64::X29).unwrap_or(0);
-                let backtrace =
-                    unwind::frame_pointer_chain(&unwind::CoreView::new(&mut core.uc), fp);
+                let backtrace = match isa {
+                    Isa::Aarch64 => {
+                        let fp = core.uc.reg_read(RegisterARM64::X29).unwrap_or(0);
+                        unwind::frame_pointer_chain(&unwind::CoreView::new(&mut core.uc), fp)
+                    }
+                    Isa::Riscv64 => {
+                        let fp = riscv::frame_pointer(&core.uc);
+                        unwind::riscv_frame_pointer_chain(&unwind::CoreView::new(&mut core.uc), fp)
+                    }
+                };
                 CpuReport {
                     cpu,
                     state: core.state,

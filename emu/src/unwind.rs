@@ -43,13 +43,30 @@ pub fn frame_pointer_chain(mem: &dyn GuestMemory, fp: u64) -> Vec<u64> {
     frame_chain_with(|addr| mem.read_u64(addr).ok(), fp)
 }
 
+/// [`frame_pointer_chain`] for RISC-V, whose frame record {caller's s0, ra} lies
+/// just below the frame pointer.
+pub fn riscv_frame_pointer_chain(mem: &dyn GuestMemory, fp: u64) -> Vec<u64> {
+    frame_chain_at(|addr| mem.read_u64(addr).ok(), fp, [-16, -8])
+}
+
 /// [`frame_pointer_chain`] over any reader of guest u64s (a probe reads through
 /// its core while the core runs).
-pub(crate) fn frame_chain_with(read_u64: impl Fn(u64) -> Option<u64>, mut fp: u64) -> Vec<u64> {
+pub(crate) fn frame_chain_with(read_u64: impl Fn(u64) -> Option<u64>, fp: u64) -> Vec<u64> {
+    frame_chain_at(read_u64, fp, [0, 8])
+}
+
+/// Walks frame records whose caller's frame pointer and return address lie at
+/// `record` (offsets from the frame pointer).
+fn frame_chain_at(
+    read_u64: impl Fn(u64) -> Option<u64>,
+    mut fp: u64,
+    record: [i64; 2],
+) -> Vec<u64> {
+    let at = |fp: u64, offset: i64| read_u64(fp.wrapping_add_signed(offset));
     let mut trace = Vec::new();
     let mut seen = Vec::new();
     while fp != 0 && fp.is_multiple_of(8) && trace.len() < MAX_FRAMES && !seen.contains(&fp) {
-        let (Some(next), Some(ret)) = (read_u64(fp), read_u64(fp + 8)) else {
+        let (Some(next), Some(ret)) = (at(fp, record[0]), at(fp, record[1])) else {
             break;
         };
         if ret == 0 {

@@ -56,7 +56,10 @@ fn big_endian() {
 #[test]
 fn wrong_architecture_is_named() {
     let err = KernelImage::from_bytes(elf(&[0x90], LOAD, EM_X86_64, &[])).unwrap_err();
-    assert_eq!(err.to_string(), "kernel is built for x86-64, not AArch64");
+    assert_eq!(
+        err.to_string(),
+        "kernel is built for x86-64, not AArch64 or RV64"
+    );
 }
 
 #[test]

@@ -131,8 +131,32 @@ pub enum Mmu {
     Builtin,
 }
 
+/// The instruction set of the built-in guest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Arch {
+    /// ARMv8-A on the arm64 `virt` board (recording and every analysis).
+    Aarch64,
+    /// RV64 on the riscv64 `virt` board with the host as SBI firmware (the
+    /// machine alone so far: no recording, no analyses; `--mmu builtin`).
+    Riscv64,
+}
+
+impl Arch {
+    /// The machine's name for it.
+    pub fn isa(self) -> emu::Isa {
+        match self {
+            Arch::Aarch64 => emu::Isa::Aarch64,
+            Arch::Riscv64 => emu::Isa::Riscv64,
+        }
+    }
+}
+
 #[derive(Args, Debug, Clone)]
 pub struct RunArgs {
+    /// Instruction set of the built-in guest (default aarch64); with `--kernel`,
+    /// the kernel's own, which this must match if given.
+    #[arg(long, value_enum)]
+    pub arch: Option<Arch>,
     /// Number of emulated CPUs (1 to 8: GICv2's limit).
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=8))]
     pub cpus: u64,
@@ -219,9 +243,10 @@ pub struct RunArgs {
     /// `scale=`; deterministic like everything else.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     pub scale: u64,
-    /// Which MMU translates guest addresses.
-    #[arg(long, value_enum, default_value_t = Mmu::Checked)]
-    pub mmu: Mmu,
+    /// Which MMU translates guest addresses (default: checked; builtin, the only
+    /// one, on riscv64).
+    #[arg(long, value_enum)]
+    pub mmu: Option<Mmu>,
     /// Record the run's events into this trace file (for `replay` and `export`).
     #[arg(long)]
     pub trace: Option<PathBuf>,
@@ -289,7 +314,7 @@ impl RunArgs {
             quantum: self.quantum,
             max_insns: self.max_insns,
             bootargs: self.bootargs(),
-            mmu: match self.mmu {
+            mmu: match self.mmu() {
                 Mmu::Checked => MmuMode::Checked,
                 Mmu::Simulated => MmuMode::Simulated,
                 Mmu::Builtin => MmuMode::Builtin,
@@ -371,8 +396,13 @@ impl RunArgs {
         flags
     }
 
+    /// `--mmu`, or its default.
+    pub fn mmu(&self) -> Mmu {
+        self.mmu.unwrap_or(Mmu::Checked)
+    }
+
     /// Whether the run checks TLB maintenance (its MMU events are recorded then).
     pub fn checks_mmu(&self) -> bool {
-        matches!(self.mmu, Mmu::Checked)
+        matches!(self.mmu(), Mmu::Checked)
     }
 }

@@ -5,10 +5,13 @@ use std::path::Path;
 
 use emu::KernelImage;
 
+use crate::args::Arch;
 use crate::BadInput;
 
 /// The guest built from `guest/` by `tools/build.rs`.
 static BUILT_IN_GUEST: &[u8] = include_bytes!(env!("PERCPU_GUEST_ELF"));
+/// The same guest built for RISC-V.
+static BUILT_IN_RISCV64_GUEST: &[u8] = include_bytes!(env!("PERCPU_GUEST_RISCV64_ELF"));
 
 /// The symbol under which a percpu-lab guest lists its scenarios as
 /// `name<TAB>summary<LF>` lines (docs/machine.md).
@@ -22,6 +25,32 @@ pub struct Scenario {
 /// The kernel at `path` (default: the built-in guest); a bare `Image` is named by
 /// `symbols` (its `vmlinux` or `System.map`).
 pub fn load(path: Option<&Path>, symbols: Option<&Path>) -> Result<KernelImage, BadInput> {
+    load_for(path, symbols, None)
+}
+
+/// [`load`], with `--arch`: which built-in guest, or what the kernel at `path`
+/// must be built for.
+pub fn load_for(
+    path: Option<&Path>,
+    symbols: Option<&Path>,
+    arch: Option<Arch>,
+) -> Result<KernelImage, BadInput> {
+    let kernel = load_file(path, symbols, arch.unwrap_or(Arch::Aarch64))?;
+    match arch {
+        Some(arch) if arch.isa() != kernel.isa() => Err(BadInput(format!(
+            "--arch {} does not match the kernel, which is built for {}",
+            arch.isa().name(),
+            kernel.isa().name()
+        ))),
+        _ => Ok(kernel),
+    }
+}
+
+fn load_file(
+    path: Option<&Path>,
+    symbols: Option<&Path>,
+    arch: Arch,
+) -> Result<KernelImage, BadInput> {
     match (path, symbols) {
         (Some(path), Some(symbols)) => {
             crate::input_file::require_regular(path)?;
@@ -35,7 +64,11 @@ pub fn load(path: Option<&Path>, symbols: Option<&Path>) -> Result<KernelImage, 
         (None, Some(_)) => Err(BadInput(
             "--symbols names a bare Image's symbols: give the Image with --kernel".into(),
         )),
-        (None, None) => KernelImage::from_bytes(BUILT_IN_GUEST.to_vec()).map_err(|e| {
+        (None, None) => KernelImage::from_bytes(match arch {
+            Arch::Aarch64 => BUILT_IN_GUEST.to_vec(),
+            Arch::Riscv64 => BUILT_IN_RISCV64_GUEST.to_vec(),
+        })
+        .map_err(|e| {
             BadInput(format!(
                 "the built-in guest is unusable ({e}); rebuild with ./setup.sh"
             ))

@@ -36,7 +36,7 @@ pub fn trace_config(args: &RunArgs, kernel: &KernelImage) -> Result<TraceConfig,
     extra.insert(MAX_INSNS_KEY.to_string(), args.max_insns.to_string());
     // Every other `run` flag that changes what the machine does (replay passes each
     // extra key back as `--KEY VALUE`).
-    extra.insert("mmu".to_string(), name(args.mmu.to_possible_value()));
+    extra.insert("mmu".to_string(), name(args.mmu().to_possible_value()));
     for (key, value) in args.guest_flags().into_iter().chain(args.sched_flags()) {
         extra.insert(key.to_string(), value);
     }

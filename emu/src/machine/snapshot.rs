@@ -35,6 +35,9 @@ struct CoreState {
     irqs: u64,
     last_exception: Option<TakenException>,
     monitor: Option<crate::events::Monitor>,
+    /// RISC-V: whether the host had raised `mip.STIP` (the register itself is in
+    /// `registers`).
+    timer_pending: bool,
 }
 
 /// A machine's complete state between slices, from [`crate::Machine::snapshot`],
@@ -88,6 +91,7 @@ impl Machine {
                     irqs: core.irqs,
                     last_exception: core.last_exception.clone(),
                     monitor: core.monitor,
+                    timer_pending: core.timer_pending,
                 })
             })
             .collect::<Result<Vec<_>, EmuError>>()?;
@@ -164,6 +168,7 @@ impl Machine {
             core.irqs = saved.irqs;
             core.last_exception = saved.last_exception.clone();
             core.monitor = saved.monitor;
+            core.timer_pending = saved.timer_pending;
             if let Some(mmu) = &core.mmu {
                 mmu.forget();
             }
