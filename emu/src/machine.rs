@@ -405,11 +405,6 @@ impl Machine {
         if self.recorder.is_some() {
             return Err(EmuError::Config("already recording".into()));
         }
-        if self.kernel.isa() != Isa::Aarch64 {
-            return Err(EmuError::Config(
-                "recording reads arm64 registers and instructions: not yet on riscv64".into(),
-            ));
-        }
         let scheduler = self.scheduler.clone();
         let gate = Box::new(move |cpu, kind: &traces::EventKind| {
             scheduler
@@ -839,6 +834,9 @@ impl Machine {
         };
         match riscv::enter_trap(&mut core.uc, cause as u64, epc, tval) {
             Ok(Some(handler)) => {
+                for observer in &self.observers {
+                    observer.exception_entered(&core.uc, cpu, None, epc, self.total_insns);
+                }
                 core.pc = handler;
                 core.last_exception = Some(TakenException {
                     kind: riscv::exception_name(cause),

@@ -57,7 +57,7 @@ pub(crate) fn frame_chain_with(read_u64: impl Fn(u64) -> Option<u64>, fp: u64) -
 
 /// Walks frame records whose caller's frame pointer and return address lie at
 /// `record` (offsets from the frame pointer).
-fn frame_chain_at(
+pub(crate) fn frame_chain_at(
     read_u64: impl Fn(u64) -> Option<u64>,
     mut fp: u64,
     record: [i64; 2],

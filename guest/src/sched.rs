@@ -601,3 +601,16 @@ impl Completion {
 pub fn current_thread_ptr() -> *mut Thread {
     current_ptr()
 }
+
+// The host's recorder reads these fields of a Thread (emu/src/record/abi.rs):
+// after the ISA's `Context`, at the same distances on every ISA.
+const CONTEXT_SIZE: usize = core::mem::size_of::<Context>();
+const _: () = {
+    use core::mem::offset_of;
+    assert!(CONTEXT_SIZE == if cfg!(target_arch = "riscv64") { 112 } else { 104 });
+    assert!(offset_of!(Thread, name) == CONTEXT_SIZE);
+    assert!(offset_of!(Thread, state) == CONTEXT_SIZE + 24);
+    assert!(offset_of!(Thread, queued) == CONTEXT_SIZE + 28);
+    assert!(offset_of!(Thread, id) == CONTEXT_SIZE + 80);
+    assert!(offset_of!(Thread, canary) == CONTEXT_SIZE + 88);
+};

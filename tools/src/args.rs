@@ -136,8 +136,8 @@ pub enum Mmu {
 pub enum Arch {
     /// ARMv8-A on the arm64 `virt` board (recording and every analysis).
     Aarch64,
-    /// RV64 on the riscv64 `virt` board with the host as SBI firmware (the
-    /// machine alone so far: no recording, no analyses; `--mmu builtin`).
+    /// RV64 on the riscv64 `virt` board with the host as SBI firmware
+    /// (recording and the lock validator; no TLB check yet: `--mmu builtin`).
     Riscv64,
 }
 
@@ -372,6 +372,10 @@ impl RunArgs {
             v.map(|v| v.get_name().to_string()).unwrap_or_default()
         };
         let mut flags = Vec::new();
+        // Only the non-default ISA: arm64 headers stay as they were.
+        if self.arch == Some(Arch::Riscv64) {
+            flags.push(("arch", "riscv64".to_string()));
+        }
         if let Some(inject) = self.inject {
             flags.push(("inject", name(inject.to_possible_value())));
         }

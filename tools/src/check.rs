@@ -41,7 +41,12 @@ pub fn check(args: &CheckArgs) -> Result<Verdict, BadInput> {
     // A bare Image is named by the symbols it was run with, if they are unchanged.
     let symbols = config.extra.get("symbols").map(std::path::Path::new);
     let recorded_symbols = config.extra.get(tracefile::SYMBOLS_SHA256_KEY);
-    let kernel = match kernel::load(args.kernel.as_deref(), symbols) {
+    // A riscv64 run of the built-in guest says so (`arch`); arm64 is the default.
+    let arch = match config.extra.get("arch").map(String::as_str) {
+        Some("riscv64") => Some(crate::args::Arch::Riscv64),
+        _ => None,
+    };
+    let kernel = match kernel::load_for(args.kernel.as_deref(), symbols, arch) {
         Ok(_)
             if symbols
                 .zip(recorded_symbols)

@@ -263,7 +263,11 @@ pub fn replay(args: &ReplayArgs) -> Result<Verdict, BadInput> {
     let header = reader.header().config.clone();
     let mut run_args = tracefile::run_args_of(&header)?;
     kernel::check_symbols_digest(&run_args)?;
-    let kernel = kernel::load(args.kernel.as_deref(), run_args.symbols.as_deref())?;
+    let kernel = kernel::load_for(
+        args.kernel.as_deref(),
+        run_args.symbols.as_deref(),
+        run_args.arch,
+    )?;
     check_guest(args, &kernel, &header.guest_elf)?;
     run_args.kernel = args.kernel.clone();
     if !kernel.is_boot_protocol_image() {

@@ -35,44 +35,27 @@ fn bare_run(args: &RunArgs, kernel: &emu::KernelImage, machine: &mut Machine) ->
     }
 }
 
-/// A run of a RISC-V kernel: the machine alone, as `--bare` (recording reads
-/// arm64 registers and the simulated MMU walks arm64 tables, so neither runs
-/// yet), with Unicorn's MMU. What needs them is refused; stderr says that no
-/// analysis ran, so that a clean exit is not read as a clean bill.
-fn riscv64_run(args: &RunArgs, kernel: &emu::KernelImage) -> Result<Verdict, BadInput> {
-    let needs_recording = [
-        (args.trace.is_some(), "--trace"),
-        (args.graph.is_some(), "--graph"),
-        (args.oracle.is_some(), "--oracle"),
-        (args.irq_points.is_some(), "--irq-points"),
+/// The arguments of a run of a RISC-V kernel: Unicorn's MMU (the simulated one
+/// walks arm64 tables only, so there is no TLB check yet), no Linux oracle.
+fn riscv64_args(args: &RunArgs) -> Result<RunArgs, BadInput> {
+    let refused = [
         (
-            matches!(
-                args.sched,
-                crate::args::Sched::Pct | crate::args::Sched::Delay
-            ),
-            "--sched pct/delay (scheduling points)",
+            args.mmu
+                .is_some_and(|m| !matches!(m, crate::args::Mmu::Builtin)),
+            "--mmu checked/simulated (the simulated MMU walks arm64 page tables only)",
         ),
         (
-            !matches!(args.mmu(), crate::args::Mmu::Builtin) && args.mmu.is_some(),
-            "--mmu checked/simulated",
+            args.oracle.is_some(),
+            "--oracle (it runs a Linux arm64 kernel)",
         ),
     ];
-    if let Some((_, flag)) = needs_recording.iter().find(|(given, _)| *given) {
-        return Err(BadInput(format!(
-            "{flag} is not available on riscv64 yet: its events are not recorded (run it with --arch aarch64)"
-        )));
+    if let Some((_, flag)) = refused.iter().find(|(given, _)| *given) {
+        return Err(BadInput(format!("{flag} is not available on riscv64")));
     }
-    kernel::check_scenario(kernel, &args.scenario)?;
-    check_inject_with_flush(args.inject, args.flush)?;
-    let args = RunArgs {
+    Ok(RunArgs {
         mmu: Some(crate::args::Mmu::Builtin),
         ..args.clone()
-    };
-    eprintln!(
-        "percpu-lab: riscv64 runs the machine alone: no events are recorded, so no lock, IRQ or TLB analysis runs"
-    );
-    let mut machine = Machine::new(args.machine_config()?, kernel)?;
-    Ok(bare_run(&args, kernel, &mut machine))
+    })
 }
 
 /// A machine booted for `args`, with the online analyses watching it and, with
@@ -141,9 +124,13 @@ pub fn verdict_of(outcome: &emu::RunOutcome, mmu: &MmuRun, locks: &analysis::Loc
 pub fn run(args: &RunArgs) -> Result<Verdict, BadInput> {
     kernel::check_symbols_digest(args)?;
     let kernel = kernel::load_for(args.kernel.as_deref(), args.symbols.as_deref(), args.arch)?;
-    if kernel.isa() == emu::Isa::Riscv64 {
-        return riscv64_run(args, &kernel);
-    }
+    let riscv64;
+    let args = if kernel.isa() == emu::Isa::Riscv64 {
+        riscv64 = riscv64_args(args)?;
+        &riscv64
+    } else {
+        args
+    };
     let foreign;
     let args = if kernel.is_boot_protocol_image() {
         // A Linux kernel has no scenarios, and gets only the command line it is

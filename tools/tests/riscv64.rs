@@ -1,8 +1,8 @@
 //! `run --arch riscv64`: the same guest built for RISC-V, on the emulated riscv64
-//! `virt` board with the host as SBI firmware. The machine alone for now (no
-//! recording, hence no analyses): what is checked is that the guest behaves as
-//! it does on arm64 and under QEMU, deterministically, and that whatever needs
-//! recording is refused in one line.
+//! `virt` board with the host as SBI firmware, recorded and checked by the same
+//! lock validator: the guest behaves as it does on arm64 (and under QEMU), the
+//! validator gives the arm64 verdicts, runs are deterministic, traces replay and
+//! check. The TLB check (the simulated MMU) is arm64's only: refused in one line.
 
 mod common;
 
@@ -38,11 +38,6 @@ fn smoke_prints_the_arm64_lines() {
             riscv64.describe()
         );
         assert_eq!(sorted(&riscv64), sorted(&arm64), "{cpus} CPUs");
-        assert!(
-            riscv64.stderr.contains("no lock, IRQ or TLB analysis runs"),
-            "a riscv64 run must say that nothing was analysed: {}",
-            riscv64.stderr
-        );
     }
 }
 
@@ -65,7 +60,8 @@ fn every_allocator_scenario_and_flush_strategy_runs_to_its_summary() {
                     "random",
                 ]);
                 let what = format!("{scenario} {variant} seed {seed}");
-                assert_eq!(run.code, 0, "{what}: {}", run.describe());
+                // `irq` on irq-free has its finding (exit 1); every run ends.
+                assert!(run.code <= 1, "{what}: {}", run.describe());
                 let (allocs, frees) = allocs_and_frees(&run, scenario)
                     .unwrap_or_else(|| panic!("{what}: no summary: {}", run.describe()));
                 assert!(allocs > 0 && allocs == frees, "{what}: {allocs} vs {frees}");
@@ -94,12 +90,48 @@ fn every_allocator_scenario_and_flush_strategy_runs_to_its_summary() {
     }
 }
 
-/// The seed's `mutex` variant deadlocks on fs-reclaim; with no recording on
-/// riscv64 the guest's own progress watchdog reports it (a guest fault, exit 3),
-/// naming the lock holders.
+/// The finding kinds of a run (sorted, repeats kept).
+fn finding_kinds(args: &[&str]) -> Vec<String> {
+    let run = percpu_lab(&[args, &["--report", "json"]].concat());
+    assert!(run.code <= 1, "{args:?}: {}", run.describe());
+    let mut kinds = common::kinds(&run);
+    kinds.sort();
+    kinds
+}
+
+/// The seed's variants as DESIGN.md says percpu-lab must show them, on RISC-V:
+/// the lock validator's verdicts are arm64's (both with Unicorn's MMU: the TLB
+/// check is arm64's only), scenario by scenario. A real deadlock happens on
+/// some seeds of `mutex` only, and which ones differs with the ISA's
+/// interleaving: the other kinds must agree.
 #[test]
-fn the_mutex_variant_deadlocks_on_fs_reclaim() {
-    let run = percpu_lab(&[
+fn the_variants_get_the_arm64_verdicts() {
+    let distinct_but_deadlock = |mut kinds: Vec<String>| {
+        kinds.dedup();
+        kinds.retain(|k| k != "deadlock");
+        kinds
+    };
+    for scenario in ["storm", "irq-free", "fs-reclaim", "reclaim"] {
+        for variant in ["fine", "fixed", "irq", "irq-plain", "mutex"] {
+            let args = [
+                "run",
+                "--scenario",
+                scenario,
+                "--variant",
+                variant,
+                "--mmu",
+                "builtin",
+            ];
+            let arm64 = finding_kinds(&args);
+            let riscv64 = finding_kinds(&[&args[..], &["--arch", "riscv64"]].concat());
+            assert_eq!(
+                distinct_but_deadlock(riscv64),
+                distinct_but_deadlock(arm64),
+                "{scenario} {variant}"
+            );
+        }
+    }
+    let cycle = finding_kinds(&[
         "run",
         "--arch",
         "riscv64",
@@ -108,42 +140,116 @@ fn the_mutex_variant_deadlocks_on_fs_reclaim() {
         "--variant",
         "mutex",
     ]);
-    assert_eq!(run.code, 3, "{}", run.describe());
     assert!(
-        run.console_contains("PANIC: watchdog:"),
-        "{}",
-        run.describe()
+        cycle.contains(&"circular-dependency".to_string()),
+        "{cycle:?}"
     );
+    let irq = finding_kinds(&[
+        "run",
+        "--arch",
+        "riscv64",
+        "--scenario",
+        "irq-free",
+        "--variant",
+        "irq",
+    ]);
     assert!(
-        run.console_contains("pcpu_mutex held by"),
-        "{}",
-        run.describe()
+        irq.contains(&"irqs-enabled-in-hardirq".to_string()),
+        "{irq:?}"
     );
 }
 
+/// Every lock self-test (known-good and known-bad patterns, each naming the
+/// finding it must produce) gives on RISC-V exactly the findings it gives on arm64.
 #[test]
-fn runs_are_deterministic_and_follow_the_seed() {
-    let args = |seed: &'static str| {
-        [
-            "run",
+fn every_lock_selftest_gives_the_arm64_findings() {
+    let list = percpu_lab(&["scenarios"]);
+    let cases: Vec<&str> = list
+        .stdout
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|name| name.starts_with("selftest-lock"))
+        .collect();
+    assert!(cases.len() >= 20, "{}", list.stdout);
+    for case in cases {
+        let args = ["run", "--scenario", case, "--mmu", "builtin"];
+        let riscv64 = finding_kinds(&[&args[..], &["--arch", "riscv64"]].concat());
+        assert_eq!(riscv64, finding_kinds(&args), "{case}");
+    }
+}
+
+/// A riscv64 trace replays identically and `check` finds in it, from the file
+/// alone, what the run found.
+#[test]
+fn a_trace_replays_and_checks() {
+    let trace = common::scratch("riscv64-fs-reclaim.trace");
+    let run = common::record(
+        &trace,
+        &[
             "--arch",
             "riscv64",
             "--scenario",
-            "storm",
-            "--sched",
-            "random",
-            "--seed",
-            seed,
+            "fs-reclaim",
+            "--variant",
+            "mutex",
             "--report",
             "json",
-        ]
+        ],
+    );
+    assert_eq!(run.code, 1, "{}", run.describe());
+    let replay = common::replay(&trace);
+    assert_eq!(replay.code, 0, "{}", replay.describe());
+    assert!(replay.stdout.contains("identical"), "{}", replay.describe());
+    let check = percpu_lab(&["check", trace.to_str().unwrap(), "--report", "json"]);
+    assert_eq!(
+        common::kinds(&check),
+        common::kinds(&run),
+        "{}",
+        check.describe()
+    );
+    assert!(!check.stderr.contains("not named"), "{}", check.stderr);
+}
+
+/// Same inputs, same bytes: the report and the trace, whether or not Unicorn's
+/// soft TLB is refilled at other moments (as on a loaded host); another seed
+/// changes the run.
+#[test]
+fn runs_are_deterministic_and_follow_the_seed() {
+    let run = |seed: &str, churn: &str, trace: &std::path::Path| {
+        common::record(
+            trace,
+            &[
+                "--arch",
+                "riscv64",
+                "--scenario",
+                "irq-free",
+                "--variant",
+                "irq",
+                "--sched",
+                "random",
+                "--seed",
+                seed,
+                "--churn-soft-tlb",
+                churn,
+                "--report",
+                "json",
+            ],
+        )
     };
-    let first = percpu_lab(&args("5"));
-    let again = percpu_lab(&args("5"));
-    let other = percpu_lab(&args("6"));
-    assert_eq!(first.code, 0, "{}", first.describe());
-    assert_eq!(first.stdout, again.stdout, "same seed, different reports");
-    assert_eq!(first.stderr, again.stderr, "same seed, different consoles");
+    let traces = ["a", "b", "c"].map(|n| common::scratch(&format!("riscv64-det-{n}.trace")));
+    let first = run("5", "0", &traces[0]);
+    let churned = run("5", "3", &traces[1]);
+    let other = run("6", "0", &traces[2]);
+    assert_eq!(first.code, 1, "{}", first.describe());
+    assert_eq!(
+        first.stdout, churned.stdout,
+        "soft-TLB refills changed the report"
+    );
+    let bytes = |path: &std::path::Path| std::fs::read(path).expect("trace written");
+    assert!(
+        bytes(&traces[0]) == bytes(&traces[1]),
+        "soft-TLB refills changed the trace"
+    );
     let insns = |run: &common::Run| run.json()["stats"]["total_insns"].clone();
     assert_ne!(insns(&first), insns(&other), "the seed changes nothing");
 }
@@ -170,16 +276,15 @@ fn a_guest_fault_is_reported_with_symbolised_pcs() {
 }
 
 #[test]
-fn what_needs_recording_is_refused_in_one_line() {
-    let trace = common::scratch("riscv64.trace");
+fn the_tlb_check_and_a_mismatched_kernel_are_refused_in_one_line() {
+    let trace = common::scratch("riscv64-refused.trace");
     let trace = trace.to_str().expect("UTF-8 path");
     let riscv_elf = env!("PERCPU_GUEST_RISCV64_ELF");
     let arm_elf = env!("PERCPU_GUEST_ELF");
     for args in [
-        vec!["--trace", trace],
-        vec!["--mmu", "checked"],
-        vec!["--sched", "pct"],
-        vec!["--graph", "out.dot"],
+        vec!["--mmu", "checked", "--trace", trace],
+        vec!["--mmu", "simulated"],
+        vec!["--oracle", "lockdep-selftest"],
         vec!["--kernel", arm_elf],
     ] {
         let run = percpu_lab(&[&["run", "--arch", "riscv64"][..], &args].concat());

@@ -57,7 +57,8 @@ use traces::fx::FxHashMap;
 use traces::{EventKind, IrqMaskCause, LockFlavor, LockRef, StrId, TaskId};
 use unicorn_engine::{Prot, RegisterARM64, Unicorn};
 
-use super::{exit_offsets, read_u64, reg, Recorder, Site, State};
+use super::abi::Abi;
+use super::{read_u64, reg, Recorder, Site, State};
 use crate::cpu::read_xreg;
 use crate::error::EmuError;
 use crate::kernel::KernelImage;
@@ -208,7 +209,7 @@ impl LinuxProfile {
             }
         }
         if let Some((entry, code)) = kernel.function_code("locking_selftest")? {
-            for off in exit_offsets(code) {
+            for off in Abi(crate::Isa::Aarch64).exit_offsets(code) {
                 sites.push((entry + off, Site::Linux(LinuxSite::SelftestDone)));
             }
         }

@@ -62,6 +62,7 @@
 //! before the hooked one. Events are recorded in the order the host ran them, which
 //! the deterministic scheduler fixes, and handed to the sink after each slice.
 
+mod abi;
 mod linux;
 
 use std::cell::RefCell;
@@ -73,12 +74,14 @@ use traces::{
 };
 use unicorn_engine::{Prot, RegisterARM64, Unicorn};
 
-use crate::cpu::{read_xreg, Core, SliceCounter};
+use abi::{Abi, MaskWrite};
+
+use crate::cpu::{Core, SliceCounter};
 use crate::error::{uc_err, EmuError};
-use crate::exception::{self, PSTATE_I};
 use crate::kernel::KernelImage;
 use crate::observe::RunObserver;
-use crate::unwind::{frame_chain_with, frame_set_up_at, frames_above};
+use crate::unwind::{frame_chain_at, frames_above};
+use crate::Isa;
 
 /// Receives the events of each slice, in order, with the run's string table.
 pub type EventSink = Box<dyn FnMut(&[Event], &StringTable)>;
@@ -195,18 +198,15 @@ impl Func {
 enum Site {
     Entry(Func),
     Return(Func),
-    /// `msr daif, xN`; `framed`: its function's frame record is set up there.
-    DaifWrite {
-        reg: u32,
+    /// An instruction that can change the IRQ mask; `framed`: its function's
+    /// frame record is set up there.
+    Mask {
+        write: MaskWrite,
         framed: bool,
     },
-    /// `msr daifset, #imm` (`set`) or `msr daifclr, #imm`.
-    DaifImm {
-        set: bool,
-        imm: u32,
-        framed: bool,
-    },
-    Eret,
+    /// RISC-V: the trap vector's first instruction (the guest's `trap_entry`),
+    /// where QEMU enters the interrupts it takes.
+    TrapEntry,
     /// A lock wrapper that tail-calls its primitive.
     WrapperEntry {
         flavor: LockFlavor,
@@ -245,58 +245,12 @@ fn release_store_site(code: &[u8]) -> Option<u64> {
         .map(|i| 4 * i as u64)
 }
 
-/// The target of the `b` instruction `word` at `addr`.
-fn branch_target(addr: u64, word: u32) -> Option<u64> {
-    (word & 0xfc00_0000 == 0x1400_0000)
-        .then(|| addr.wrapping_add((((word << 6) as i32 >> 6) as i64 * 4) as u64))
-}
-
-/// Where a function's code leaves it: each `ret`, and each `b` to outside the
-/// function (a tail call: the frame is gone, SP is back at its entry value).
-fn exit_offsets(code: &[u8]) -> impl Iterator<Item = u64> + '_ {
-    const RET: u32 = 0xd65f_03c0;
-    let len = code.len() as u64;
-    code.chunks_exact(4).enumerate().filter_map(move |(i, w)| {
-        let word = u32::from_le_bytes([w[0], w[1], w[2], w[3]]);
-        let at = 4 * i as u64;
-        let exits = word == RET || branch_target(at, word).is_some_and(|target| target >= len);
-        exits.then_some(at)
-    })
-}
-
 fn is_attempt(kind: &EventKind) -> bool {
     matches!(kind, EventKind::LockAttempt { .. })
 }
 
 fn is_release(kind: &EventKind) -> bool {
     matches!(kind, EventKind::LockRelease { .. })
-}
-
-/// Decodes an instruction that can change PSTATE.I.
-fn daif_site(word: u32) -> Option<Site> {
-    const ERET: u32 = 0xd69f_03e0;
-    if word == ERET {
-        return Some(Site::Eret);
-    }
-    if word & 0xffff_ffe0 == 0xd51b_4220 {
-        return Some(Site::DaifWrite {
-            reg: word & 31,
-            framed: false,
-        });
-    }
-    match word & 0xffff_f0ff {
-        0xd503_40df => Some(Site::DaifImm {
-            set: true,
-            imm: (word >> 8) & 0xf,
-            framed: false,
-        }),
-        0xd503_40ff => Some(Site::DaifImm {
-            set: false,
-            imm: (word >> 8) & 0xf,
-            framed: false,
-        }),
-        _ => None,
-    }
 }
 
 /// A call still open at its entry: what the return needs.
@@ -406,6 +360,8 @@ struct Deferred {
 
 /// The recording state of a machine.
 pub(crate) struct Recorder {
+    /// Registers and conventions of the cores' instruction set.
+    abi: Abi,
     state: RefCell<State>,
     queued: Rc<RefCell<Vec<Queued>>>,
     sink: RefCell<EventSink>,
@@ -453,6 +409,7 @@ impl Recorder {
             recorder.hook(cores, &sites, options)?;
             return Ok(recorder);
         }
+        let abi = Abi(kernel.isa());
         let mut sites: Vec<(u64, Site)> = Vec::new();
         let have = |name: &str| kernel.symbol_address(name).is_some();
         let release_fs_reclaim_at_reclaim_exit =
@@ -465,8 +422,9 @@ impl Recorder {
             let returns =
                 needs_return || (func == Func::DirectReclaim && release_fs_reclaim_at_reclaim_exit);
             if returns {
-                for off in exit_offsets(code) {
-                    let tail_call = code[off as usize..][..4] != 0xd65f_03c0u32.to_le_bytes();
+                for off in abi.exit_offsets(code) {
+                    let word = u32::from_le_bytes(code[off as usize..][..4].try_into().unwrap());
+                    let tail_call = !abi.is_return(word);
                     if tail_call && func.result_matters() {
                         // Its result is not in x0 yet at the branch: say so rather
                         // than record a wrong one (no guest function does this today).
@@ -482,29 +440,35 @@ impl Recorder {
         // A spin lock is waited for from its ticket on, and free from the store
         // that hands it on: events there, not at the functions' entries, so that an
         // IRQ taken in between sees the lock as the hardware has it.
+        // (arm64's exclusives only: on RISC-V both events stay at the entries.)
+        let arm64 = abi.0 == Isa::Aarch64;
         let mut ticket_taken_at = None;
-        if let Some((entry, code)) = kernel.function_code("spin_lock")? {
+        if let Some((entry, code)) = kernel.function_code("spin_lock")?.filter(|_| arm64) {
             if let Some((off, status)) = ticket_taken_site(code) {
                 sites.push((entry + off, Site::TicketTaken { status }));
                 ticket_taken_at = Some((entry + off, status));
             }
         }
         let mut release_store = false;
-        if let Some((entry, code)) = kernel.function_code("spin_unlock")? {
+        if let Some((entry, code)) = kernel.function_code("spin_unlock")?.filter(|_| arm64) {
             if let Some(off) = release_store_site(code) {
                 sites.push((entry + off, Site::ReleaseStore));
                 release_store = true;
             }
         }
         for (addr, word) in kernel.code_words() {
-            if let Some(mut site) = daif_site(word) {
-                let set_up = kernel
+            if let Some(write) = abi.mask_write(word) {
+                let framed = kernel
                     .function_containing(addr)
-                    .is_some_and(|(start, code)| frame_set_up_at(code, (addr - start) as usize));
-                if let Site::DaifWrite { framed, .. } | Site::DaifImm { framed, .. } = &mut site {
-                    *framed = set_up;
-                }
-                sites.push((addr, site));
+                    .is_some_and(|(start, code)| {
+                        abi.frame_set_up_at(code, (addr - start) as usize)
+                    });
+                sites.push((addr, Site::Mask { write, framed }));
+            }
+        }
+        if abi.0 == Isa::Riscv64 {
+            if let Some(vector) = kernel.symbol_address("trap_entry") {
+                sites.push((vector, Site::TrapEntry));
             }
         }
         let mut wrappers = Wrappers::default();
@@ -525,9 +489,9 @@ impl Recorder {
                 .ranges
                 .push((start, start + code.len() as u64, flavor));
             let primitive = kernel.symbol_address(primitive);
-            let tail_calls = exit_offsets(code).any(|off| {
-                let word = u32::from_le_bytes(code[off as usize..][..4].try_into().unwrap());
-                branch_target(start + off, word).is_some_and(|t| Some(t) == primitive)
+            let tail_calls = abi.exit_offsets(code).any(|off| {
+                abi.jump_target(code, off)
+                    .is_some_and(|t| Some(start.wrapping_add_signed(t)) == primitive)
             });
             if tail_calls {
                 sites.push((start, Site::WrapperEntry { flavor }));
@@ -554,6 +518,7 @@ impl Recorder {
     ) -> Self {
         let queued = Rc::new(RefCell::new(Vec::new()));
         Recorder {
+            abi: Abi(kernel.isa()),
             queued: queued.clone(),
             state: RefCell::new(State::fresh(cpus, queued)),
             sink: RefCell::new(sink),
@@ -598,7 +563,7 @@ impl Recorder {
                 let rec = self.clone();
                 core.uc
                     .add_block_hook(1, 0, move |uc, pc, _| {
-                        let masked = reg(uc, RegisterARM64::PSTATE) & PSTATE_I != 0;
+                        let masked = rec.abi.irqs_masked(uc);
                         let mut st = rec.state.borrow_mut();
                         let events_before = st.recorded + st.pending.len() as u64;
                         st.samples.push(MaskSample {
@@ -666,13 +631,13 @@ impl Recorder {
         if let Some(task) = self.state.borrow().tasks[cpu] {
             return task;
         }
-        let percpu = reg(uc, RegisterARM64::TPIDR_EL1);
+        let percpu = self.abi.percpu(uc);
         if percpu == 0 {
             return TaskId(0);
         }
         match read_u64(uc, percpu + PERCPU_CURRENT) {
             Some(thread) if thread != 0 => {
-                let task = thread_id(uc, thread);
+                let task = self.thread_id(uc, thread);
                 self.state.borrow_mut().tasks[cpu] = Some(task);
                 task
             }
@@ -717,54 +682,59 @@ impl Recorder {
             return self.on_linux_site(uc, profile, cpu, site, pc, now);
         }
         let task = self.task(uc, cpu);
-        let x = |n| read_xreg(uc, n);
-        let sp = reg(uc, RegisterARM64::SP);
-        let lr = x(30);
+        let abi = self.abi;
+        let sp = abi.sp(uc);
+        let lr = abi.link(uc);
         match site {
-            Site::DaifWrite { .. } | Site::DaifImm { .. } | Site::Eret => {
-                let old = reg(uc, RegisterARM64::PSTATE) & PSTATE_I != 0;
-                let (new, cause) = match site {
-                    Site::DaifWrite { reg, .. } => {
-                        let value = if reg == 31 { 0 } else { x(reg) };
-                        (value & PSTATE_I != 0, IrqMaskCause::Instruction)
-                    }
-                    Site::DaifImm { set, imm, .. } => {
-                        let i = imm & 2 != 0;
-                        (
-                            if set { old || i } else { old && !i },
-                            IrqMaskCause::Instruction,
-                        )
-                    }
-                    _ => (exception::spsr_el1(uc) & PSTATE_I != 0, IrqMaskCause::Eret),
+            Site::Mask { write, framed } => {
+                let old = abi.irqs_masked(uc);
+                let new = abi.mask_after(uc, write, old);
+                let exception_return = matches!(write, MaskWrite::Eret | MaskWrite::Sret);
+                let cause = if exception_return {
+                    IrqMaskCause::Eret
+                } else {
+                    IrqMaskCause::Instruction
                 };
                 let mut st = self.state.borrow_mut();
-                if site == Site::Eret {
+                if exception_return {
                     if let Some(Some(intid)) = st.exceptions.remove(&(cpu, sp)) {
                         st.push(now, cpu, task, pc, 0, EventKind::HardIrqExit { intid });
                     }
                 }
                 if old != new {
                     let kind = EventKind::IrqMask { old, new, cause };
-                    match site {
+                    if exception_return || new {
                         // Unmasking is what reports point at; masking needs no stack.
-                        Site::DaifWrite { framed, .. } | Site::DaifImm { framed, .. } if !new => {
-                            // The caller: in the frame record once the function
-                            // pushed one, else still in the link register.
-                            let fp = x(29);
-                            let caller = if framed {
-                                read_u64(uc, fp + 8).unwrap_or(0)
-                            } else {
-                                lr
-                            };
-                            let stack = self.stack_id(uc, &mut st, caller, fp);
-                            st.push_stacked(stack, now, cpu, task, pc, caller, kind);
-                        }
-                        _ => st.push(now, cpu, task, pc, 0, kind),
+                        st.push(now, cpu, task, pc, 0, kind);
+                    } else {
+                        // The caller: in the frame record once the function
+                        // pushed one, else still in the link register.
+                        let fp = abi.frame_pointer(uc);
+                        let caller = if framed {
+                            self.caller_in_frame(uc, fp)
+                        } else {
+                            lr
+                        };
+                        let stack = self.stack_id(uc, &mut st, caller, fp);
+                        st.push_stacked(stack, now, cpu, task, pc, caller, kind);
                     }
                 }
             }
+            Site::TrapEntry => {
+                // QEMU took an interrupt (scause's top bit); the host's own
+                // exception entries are reported by the machine.
+                if crate::riscv::interrupt_entered(uc) {
+                    let cause = uc
+                        .reg_read(unicorn_engine::RegisterRISCV::SCAUSE)
+                        .unwrap_or(0);
+                    let epc = uc
+                        .reg_read(unicorn_engine::RegisterRISCV::SEPC)
+                        .unwrap_or(0);
+                    self.exception_entered(uc, cpu, Some(cause as u32), epc, now);
+                }
+            }
             Site::TicketTaken { status } => {
-                if x(status) == 0 {
+                if abi.xreg(uc, status) == 0 {
                     self.record_deferred(cpu, task, now, is_attempt);
                 }
             }
@@ -796,8 +766,7 @@ impl Recorder {
         sp: u64,
         lr: u64,
     ) {
-        let x0 = read_xreg(uc, 0);
-        let x1 = read_xreg(uc, 1);
+        let (x0, x1) = (self.abi.arg(uc, 0), self.abi.arg(uc, 1));
         let (mut pc, mut caller, mut flavor) = (pc, lr, LockFlavor::Spin);
         if matches!(func, Func::SpinLock | Func::SpinUnlock | Func::SpinTrylock) {
             let tail_called = self.state.borrow_mut().wrapped.remove(&(cpu, sp));
@@ -806,13 +775,13 @@ impl Recorder {
             } else if let Some((wrapper, f)) = self.wrappers.find(lr) {
                 pc = wrapper;
                 flavor = f;
-                caller = read_u64(uc, read_xreg(uc, 29) + 8).unwrap_or(0);
+                caller = self.caller_in_frame(uc, self.abi.frame_pointer(uc));
             }
         }
         let spin = |st: &mut State| self.lock_ref(uc, st, x0, SPIN_NAME);
         let mutex = |st: &mut State| self.lock_ref(uc, st, x0, MUTEX_NAME);
         let mut st = self.state.borrow_mut();
-        let stack = self.stack_id(uc, &mut st, caller, read_xreg(uc, 29));
+        let stack = self.stack_id(uc, &mut st, caller, self.abi.frame_pointer(uc));
         let open = OpenCall {
             stack,
             pc,
@@ -874,12 +843,12 @@ impl Recorder {
             },
             Func::MightSleep => EventKind::MightSleep,
             Func::CpuSwitchTo => {
-                let (from, to) = (thread_id(uc, x0), thread_id(uc, x1));
+                let (from, to) = (self.thread_id(uc, x0), self.thread_id(uc, x1));
                 for (thread, id) in [(x0, from), (x1, to)] {
                     if st.named.insert(id.0) {
                         let label = st
                             .strings
-                            .intern(&format!("task:{}", thread_name(uc, thread)));
+                            .intern(&format!("task:{}", self.thread_name(uc, thread)));
                         st.push_stacked(
                             stack,
                             now,
@@ -896,8 +865,9 @@ impl Recorder {
                 }
                 // Going to sleep: SLEEPING and not left on the run queue (a thread
                 // preempted right after setting SLEEPING stays queued).
-                let state = read_u64(uc, x0 + THREAD_STATE).unwrap_or(0) as u32;
-                let queued = read_u64(uc, x0 + THREAD_QUEUED).unwrap_or(0) as u8 != 0;
+                let field = |offset| x0 + offset + self.abi.thread_field_shift();
+                let state = read_u64(uc, field(THREAD_STATE)).unwrap_or(0) as u32;
+                let queued = read_u64(uc, field(THREAD_QUEUED)).unwrap_or(0) as u8 != 0;
                 let sleeping = state == THREAD_SLEEPING && !queued;
                 if sleeping {
                     st.push_stacked(stack, now, cpu, from, pc, lr, EventKind::Sleep);
@@ -969,8 +939,7 @@ impl Recorder {
         now: u64,
         task: TaskId,
     ) {
-        let x0 = read_xreg(uc, 0);
-        let x1 = read_xreg(uc, 1);
+        let (x0, x1) = (self.abi.arg(uc, 0), self.abi.arg(uc, 1));
         let mut st = self.state.borrow_mut();
         let (pc, caller) = (call.pc, call.caller);
         let kind = match func {
@@ -997,7 +966,7 @@ impl Recorder {
                     return;
                 }
                 EventKind::Wake {
-                    task: thread_id(uc, call.arg),
+                    task: self.thread_id(uc, call.arg),
                 }
             }
             // Rust ABI: `Option<usize>` comes back as (discriminant, value) in x0, x1.
@@ -1042,7 +1011,7 @@ impl Recorder {
     /// records start at `fp`): the frames after `pc` and `caller`, which the event
     /// itself carries (so events of one function share a stack).
     fn stack_id(&self, uc: &Unicorn<'_, ()>, st: &mut State, caller: u64, fp: u64) -> StrId {
-        let chain = frame_chain_with(|addr| read_u64(uc, addr), fp);
+        let chain = frame_chain_at(|addr| read_u64(uc, addr), fp, self.abi.frame_record());
         let frames = frames_above(caller, &chain).to_vec();
         if let Some(&id) = st.stacks.get(&frames) {
             return id;
@@ -1052,6 +1021,35 @@ impl Recorder {
             .intern(&traces::event::backtrace::encode(&frames));
         st.stacks.insert(frames, id);
         id
+    }
+
+    /// The return address in the frame record at `fp`.
+    fn caller_in_frame(&self, uc: &Unicorn<'_, ()>, fp: u64) -> u64 {
+        let offset = self.abi.frame_record()[1];
+        read_u64(uc, fp.wrapping_add_signed(offset)).unwrap_or(0)
+    }
+
+    /// The thread's name (NUL-padded bytes in the guest).
+    fn thread_name(&self, uc: &Unicorn<'_, ()>, thread: u64) -> String {
+        let mut buf = [0; THREAD_NAME_LEN];
+        let at = thread + THREAD_NAME + self.abi.thread_field_shift();
+        if uc.vmem_read(at, Prot::READ, &mut buf).is_err() {
+            return "?".into();
+        }
+        let len = buf.iter().position(|&b| b == 0).unwrap_or(THREAD_NAME_LEN);
+        String::from_utf8_lossy(&buf[..len]).into_owned()
+    }
+
+    /// The guest's number for the thread at `thread`.
+    fn thread_id(&self, uc: &Unicorn<'_, ()>, thread: u64) -> TaskId {
+        let shift = self.abi.thread_field_shift();
+        match (
+            read_u64(uc, thread + THREAD_ID + shift),
+            read_u64(uc, thread + THREAD_CANARY + shift),
+        ) {
+            (Some(id), Some(STACK_CANARY)) if id <= u32::MAX as u64 => TaskId(id as u32),
+            _ => TaskId((thread >> 4) as u32),
+        }
     }
 
     fn fs_reclaim_lock(&self) -> LockRef {
@@ -1182,30 +1180,6 @@ fn needs_stack(kind: &EventKind) -> bool {
     )
 }
 
-/// The thread's name (NUL-padded bytes in the guest).
-fn thread_name(uc: &Unicorn<'_, ()>, thread: u64) -> String {
-    let mut buf = [0; THREAD_NAME_LEN];
-    if uc
-        .vmem_read(thread + THREAD_NAME, Prot::READ, &mut buf)
-        .is_err()
-    {
-        return "?".into();
-    }
-    let len = buf.iter().position(|&b| b == 0).unwrap_or(THREAD_NAME_LEN);
-    String::from_utf8_lossy(&buf[..len]).into_owned()
-}
-
-/// The guest's number for the thread at `thread`.
-fn thread_id(uc: &Unicorn<'_, ()>, thread: u64) -> TaskId {
-    match (
-        read_u64(uc, thread + THREAD_ID),
-        read_u64(uc, thread + THREAD_CANARY),
-    ) {
-        (Some(id), Some(STACK_CANARY)) if id <= u32::MAX as u64 => TaskId(id as u32),
-        _ => TaskId((thread >> 4) as u32),
-    }
-}
-
 impl RunObserver for Recorder {
     /// Notes where the slice starts and records the scheduler's decision.
     fn slice_starts(&self, cpu: usize, insns: u64, total_insns: u64) {
@@ -1236,8 +1210,8 @@ impl RunObserver for Recorder {
         return_pc: u64,
         now: u64,
     ) {
-        let was_masked = exception::spsr_el1(uc) & PSTATE_I != 0;
-        let sp = reg(uc, RegisterARM64::SP);
+        let was_masked = self.abi.masked_before_exception(uc);
+        let sp = self.abi.sp(uc);
         let task = self.task(uc, cpu);
         if self.linux.is_some() {
             // Linux's IRQ state and context are lockdep's (see linux.rs); only
@@ -1255,12 +1229,12 @@ impl RunObserver for Recorder {
         // the ticket is already taken (the general registers are still the
         // interrupted code's).
         if let Some((at, status)) = self.ticket_taken_at {
-            if return_pc == at && read_xreg(uc, status) == 0 {
+            if return_pc == at && self.abi.xreg(uc, status) == 0 {
                 self.record_deferred(cpu, task, now, is_attempt);
             }
         }
         let mut st = self.state.borrow_mut();
-        let pc = reg(uc, RegisterARM64::PC);
+        let pc = self.abi.pc(uc);
         if let Some(intid) = irq {
             st.push(
                 now,
@@ -1336,6 +1310,8 @@ impl Recording {
 mod tests {
     use super::*;
 
+    const ARM64: Abi = Abi(Isa::Aarch64);
+
     #[test]
     fn a_function_exits_at_its_rets_and_tail_calls() {
         let words: [u32; 5] = [
@@ -1346,39 +1322,31 @@ mod tests {
             0x17ff_fff0, // b -64: outside
         ];
         let code: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
-        assert_eq!(exit_offsets(&code).collect::<Vec<_>>(), vec![4, 12, 16]);
+        assert_eq!(
+            ARM64.exit_offsets(&code).collect::<Vec<_>>(),
+            vec![4, 12, 16]
+        );
     }
 
     #[test]
     fn decodes_every_daif_writing_instruction() {
-        assert_eq!(daif_site(0xd69f_03e0), Some(Site::Eret));
+        assert_eq!(ARM64.mask_write(0xd69f_03e0), Some(MaskWrite::Eret));
         assert_eq!(
-            daif_site(0xd51b_4228),
-            Some(Site::DaifWrite {
-                reg: 8,
-                framed: false
-            })
+            ARM64.mask_write(0xd51b_4228),
+            Some(MaskWrite::DaifRegister(8))
         );
         // msr daifset, #15 / msr daifclr, #2
         assert_eq!(
-            daif_site(0xd503_4fdf),
-            Some(Site::DaifImm {
-                set: true,
-                imm: 15,
-                framed: false
-            })
+            ARM64.mask_write(0xd503_4fdf),
+            Some(MaskWrite::DaifImmediate { set: true, imm: 15 })
         );
         assert_eq!(
-            daif_site(0xd503_42ff),
-            Some(Site::DaifImm {
-                set: false,
-                imm: 2,
-                framed: false
-            })
+            ARM64.mask_write(0xd503_42ff),
+            Some(MaskWrite::DaifImmediate { set: false, imm: 2 })
         );
         // mrs x8, daif; msr nzcv, x0; nop
         for word in [0xd53b_4228, 0xd51b_4200, 0xd503_201f] {
-            assert_eq!(daif_site(word), None, "{word:#x}");
+            assert_eq!(ARM64.mask_write(word), None, "{word:#x}");
         }
     }
 }
