@@ -190,6 +190,8 @@ pub struct Machine {
     stop: StopRequest,
     /// The simulated MMU (`None` with Unicorn's built-in one).
     mmu: Option<SimMmu>,
+    /// RISC-V: remote fences the SBI RFENCE calls asked for (one per target hart).
+    sbi_remote_fences: u64,
     ram: GuestRam,
 }
 
@@ -325,6 +327,7 @@ impl Machine {
             recorder: None,
             stop: StopRequest::default(),
             mmu: sim_mmu,
+            sbi_remote_fences: 0,
             ram,
         };
         match isa {
@@ -375,9 +378,10 @@ impl Machine {
             || EmuError::Config(format!("the kernel has no function `{symbol}` to probe"));
         let entry = self.kernel.symbol_address(symbol).ok_or_else(missing)?;
         let code = self.kernel.symbol_bytes(symbol).ok_or_else(missing)?;
-        let returns: Vec<u64> = probe::ret_offsets(code)
+        let isa = self.kernel.isa();
+        let returns: Vec<u64> = probe::ret_offsets(code, isa)
             .map(|off| entry + off)
-            .chain(probe::return_sites(self.kernel.code_words(), entry))
+            .chain(probe::return_sites(self.kernel.code_words(), entry, isa))
             .collect();
         let call_probe = Rc::new(CallProbe::new(self.cores.len()));
         for (cpu, core) in self.cores.iter_mut().enumerate() {
@@ -388,6 +392,7 @@ impl Machine {
                 &call_probe,
                 entry,
                 &returns,
+                isa,
             )?;
         }
         self.probes.push(call_probe);
@@ -897,6 +902,7 @@ impl Machine {
             (sbi::RFENCE, 0..=2) => {
                 // fence.i, sfence.vma, sfence.vma.asid: the instance drops all of it.
                 for target in riscv::harts_in_mask(a0, a1, harts) {
+                    self.sbi_remote_fences += 1;
                     let uc = &mut self.cores[target].uc;
                     let _ = if function == 0 {
                         uc.ctl_flush_tb()
@@ -1089,6 +1095,12 @@ impl Machine {
                 }
             })
             .collect()
+    }
+
+    /// RISC-V: the remote fences SBI RFENCE calls asked for so far, one per
+    /// target hart (the firmware's TLB shoot-down; 0 on arm64).
+    pub fn sbi_remote_fences(&self) -> u64 {
+        self.sbi_remote_fences
     }
 
     /// The simulated MMU's counts (`None` with the built-in MMU).

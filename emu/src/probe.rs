@@ -13,13 +13,16 @@
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
-use unicorn_engine::{RegisterARM64, Unicorn};
+use unicorn_engine::{RegisterARM64, RegisterRISCV, Unicorn};
 
 use crate::cpu::SliceCounter;
 use crate::error::{uc_err, EmuError};
 
-/// AArch64 `ret` (to x30).
+use crate::Isa;
+
+/// AArch64 `ret` (to x30); RISC-V `ret` (`jalr x0, 0(ra)`).
 const RET: u32 = 0xd65f_03c0;
+const RISCV_RET: u32 = 0x0000_8067;
 
 /// What a probe measured.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -81,17 +84,67 @@ impl CallProbe {
 }
 
 /// Offsets of the `ret` instructions in a function's code.
-pub(crate) fn ret_offsets(code: &[u8]) -> impl Iterator<Item = u64> + '_ {
+pub(crate) fn ret_offsets(code: &[u8], isa: Isa) -> impl Iterator<Item = u64> + '_ {
+    let ret = match isa {
+        Isa::Aarch64 => RET,
+        Isa::Riscv64 => RISCV_RET,
+    };
     code.chunks_exact(4)
         .enumerate()
-        .filter(|(_, word)| u32::from_le_bytes([word[0], word[1], word[2], word[3]]) == RET)
+        .filter(move |(_, word)| u32::from_le_bytes([word[0], word[1], word[2], word[3]]) == ret)
         .map(|(i, _)| 4 * i as u64)
 }
 
-/// The return addresses of every direct call (`bl`) to `entry` in `code`
-/// (`(address, instruction)` pairs). A call also ends there when the function
-/// leaves by a tail call (`b`) rather than its own `ret`.
+/// The return addresses of every direct call to `entry` in `code` (`(address,
+/// instruction)` pairs, in address order): `bl`, or RISC-V's `jal ra` and
+/// `auipc ra` + `jalr ra`. A call also ends there when the function leaves by a
+/// tail call rather than its own `ret`.
 pub(crate) fn return_sites(
+    code: impl Iterator<Item = (u64, u32)>,
+    entry: u64,
+    isa: Isa,
+) -> Vec<u64> {
+    match isa {
+        Isa::Aarch64 => arm64_return_sites(code, entry).collect(),
+        Isa::Riscv64 => riscv_return_sites(code, entry),
+    }
+}
+
+fn riscv_return_sites(code: impl Iterator<Item = (u64, u32)>, entry: u64) -> Vec<u64> {
+    const RA: u32 = 1;
+    let mut sites = Vec::new();
+    let mut previous: Option<(u64, u32)> = None;
+    for (addr, word) in code {
+        let rd = (word >> 7) & 0x1f;
+        let target = match word & 0x7f {
+            // jal ra, imm
+            0x6f if rd == RA => {
+                let imm = ((word >> 31) & 1) << 20
+                    | ((word >> 21) & 0x3ff) << 1
+                    | ((word >> 20) & 1) << 11
+                    | ((word >> 12) & 0xff) << 12;
+                Some(addr.wrapping_add_signed(((imm << 11) as i32 >> 11) as i64))
+            }
+            // jalr ra, lo(ra) after auipc ra, hi
+            0x67 if rd == RA && (word >> 15) & 0x1f == RA => previous
+                .filter(|&(at, auipc)| {
+                    at + 4 == addr && auipc & 0x7f == 0x17 && (auipc >> 7) & 0x1f == RA
+                })
+                .map(|(at, auipc)| {
+                    let hi = (auipc & 0xffff_f000) as i32 as i64;
+                    at.wrapping_add_signed(hi + (word as i32 >> 20) as i64)
+                }),
+            _ => None,
+        };
+        if target == Some(entry) {
+            sites.push(addr + 4);
+        }
+        previous = Some((addr, word));
+    }
+    sites
+}
+
+fn arm64_return_sites(
     code: impl Iterator<Item = (u64, u32)>,
     entry: u64,
 ) -> impl Iterator<Item = u64> {
@@ -111,12 +164,17 @@ pub(crate) fn install(
     probe: &Rc<CallProbe>,
     entry: u64,
     returns: &[u64],
+    isa: Isa,
 ) -> Result<(), EmuError> {
     let sites = std::iter::once((entry, true)).chain(returns.iter().map(|&r| (r, false)));
     for (addr, is_entry) in sites {
         let (probe, counter) = (probe.clone(), counter.clone());
         uc.add_code_hook(addr, addr, move |uc, pc, _| {
-            let sp = uc.reg_read(RegisterARM64::SP).unwrap_or(0);
+            let sp = match isa {
+                Isa::Aarch64 => uc.reg_read(RegisterARM64::SP),
+                Isa::Riscv64 => uc.reg_read(RegisterRISCV::X2),
+            }
+            .unwrap_or(0);
             let now = counter.retired_total_before(pc);
             if is_entry {
                 probe.enter(cpu, sp, now);
@@ -184,8 +242,23 @@ mod tests {
             (0x4000_2000, bl(0x4000_2000, entry)),     // backwards
             (0x4000_2004, 0x1400_0000 | 1),            // b, not bl
         ];
-        let sites: Vec<u64> = return_sites(code.into_iter(), entry).collect();
+        let sites = return_sites(code.into_iter(), entry, Isa::Aarch64);
         assert_eq!(sites, vec![0x4000_0004, 0x4000_2004]);
+    }
+
+    #[test]
+    fn riscv_return_sites_are_after_each_jal_or_auipc_jalr_to_the_entry() {
+        let entry = 0x8020_1000;
+        let code = [
+            (0x8020_0000, 0x0000_10ef_u32), // jal ra, +0x1000: the entry
+            (0x8020_0ff0, 0x0000_0097),     // auipc ra, 0
+            (0x8020_0ff4, 0x00c0_80e7),     // jalr ra, 12(ra): 0x8020_0ffc, not it
+            (0x8020_2000, 0xffff_f097),     // auipc ra, -1 (page)
+            (0x8020_2004, 0x0000_80e7),     // jalr ra, 0(ra)
+            (0x8020_3000, 0x0000_106f),     // j +0x1000 (no link)
+        ];
+        let sites = return_sites(code.into_iter(), entry, Isa::Riscv64);
+        assert_eq!(sites, vec![0x8020_0004, 0x8020_2008]);
     }
 
     #[test]
@@ -194,6 +267,9 @@ mod tests {
         for word in [0xd503_201fu32, RET, 0xd65f_0000 /* br x0 */, RET] {
             code.extend_from_slice(&word.to_le_bytes());
         }
-        assert_eq!(ret_offsets(&code).collect::<Vec<_>>(), vec![4, 12]);
+        assert_eq!(
+            ret_offsets(&code, Isa::Aarch64).collect::<Vec<_>>(),
+            vec![4, 12]
+        );
     }
 }

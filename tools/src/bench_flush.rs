@@ -1,9 +1,10 @@
 //! The TLB-flush strategies' part of `percpu-lab bench` (a porting experiment):
-//! the same `reclaim` run of the clean variant with each `--flush` strategy, and
-//! what its flushes cost. Guest figures are deterministic: calls to the guest's
+//! the same `reclaim` run of the clean variant with each `--flush` strategy, on
+//! arm64 and on RISC-V, and what its flushes cost. Guest figures are deterministic: calls to the guest's
 //! `flush_tlb_kernel_range` and guest instructions per call (inclusive of callees,
 //! so of the IPI sender's wait for every handler: see `emu::probe`), cross-CPU calls
-//! run (`csd_unlock`), and TLBIs by kind. Host time is CPU time per run, the median
+//! run (`csd_unlock`), TLBIs by kind (arm64: the simulated MMU counts them) and
+//! remote fences asked of the SBI firmware (RISC-V: its `broadcast`). Host time is CPU time per run, the median
 //! of interleaved runs (machine set-up not timed).
 
 use std::collections::BTreeMap;
@@ -21,11 +22,15 @@ pub const ARGS: [&str; 4] = ["--scenario", "reclaim", "--variant", "fixed"];
 const RUNS: usize = 3;
 
 pub struct FlushCost {
+    /// `aarch64` or `riscv64`.
+    pub isa: &'static str,
     pub strategy: &'static str,
     pub flushes: CallStats,
     /// Cross-CPU calls run by their targets (one per IPI the flushes sent).
     pub cross_cpu_calls: u64,
     pub tlbis: BTreeMap<String, u64>,
+    /// RISC-V: remote fences the SBI RFENCE calls asked for (one per hart).
+    pub remote_fences: u64,
     pub total_insns: u64,
     /// Host CPU time of each timed run.
     pub cpu_times: Vec<Duration>,
@@ -45,7 +50,18 @@ fn one_run(
     kernel: &KernelImage,
     strategy: &'static str,
 ) -> Result<(FlushCost, Duration), BadInput> {
-    let args: Vec<&str> = ARGS.iter().copied().chain(["--flush", strategy]).collect();
+    let isa = kernel.isa();
+    // The simulated MMU walks arm64 tables only: RISC-V runs on Unicorn's.
+    let mmu: &[&str] = match isa {
+        emu::Isa::Aarch64 => &[],
+        emu::Isa::Riscv64 => &["--mmu", "builtin"],
+    };
+    let args: Vec<&str> = ARGS
+        .iter()
+        .copied()
+        .chain(["--flush", strategy])
+        .chain(mmu.iter().copied())
+        .collect();
     let mut machine = Machine::new(crate::bench_run::run_config(&args)?, kernel)?;
     let flushes = machine.probe_calls("flush_tlb_kernel_range")?;
     let calls = machine.probe_calls("csd_unlock")?;
@@ -59,10 +75,12 @@ fn one_run(
     let stats = machine.mmu_stats().unwrap_or_default();
     Ok((
         FlushCost {
+            isa: isa.name(),
             strategy,
             flushes: machine.call_stats(flushes),
             cross_cpu_calls: machine.call_stats(calls).calls,
             tlbis: stats.tlbi_by_kind,
+            remote_fences: machine.sbi_remote_fences(),
             total_insns: outcome.total_insns,
             cpu_times: Vec::new(),
         },
@@ -70,10 +88,16 @@ fn one_run(
     ))
 }
 
+/// Every strategy on `kernel` (arm64) and on the built-in RISC-V guest.
 pub fn measure(kernel: &KernelImage) -> Result<Vec<FlushCost>, BadInput> {
+    let riscv = crate::kernel::load_for(None, None, Some(crate::args::Arch::Riscv64))?;
+    let runs: Vec<(&KernelImage, &'static str)> = [kernel, &riscv]
+        .into_iter()
+        .flat_map(|k| STRATEGIES.into_iter().map(move |s| (k, s)))
+        .collect();
     let mut costs: Vec<FlushCost> = Vec::new();
     for round in 0..RUNS {
-        for (i, strategy) in STRATEGIES.into_iter().enumerate() {
+        for (i, &(kernel, strategy)) in runs.iter().enumerate() {
             let (cost, cpu) = one_run(kernel, strategy)?;
             if round == 0 {
                 costs.push(cost);
@@ -91,8 +115,16 @@ pub fn print(costs: &[FlushCost]) {
         ARGS.join(" ")
     );
     println!(
-        "  {:9} {:>7} {:>13} {:>11} {:>24} {:>12} {:>11}",
-        "strategy", "flushes", "insns/flush", "IPI calls", "TLBIs", "run insns", "host CPU ms"
+        "  {:8} {:9} {:>7} {:>13} {:>11} {:>24} {:>11} {:>12} {:>11}",
+        "ISA",
+        "strategy",
+        "flushes",
+        "insns/flush",
+        "IPI calls",
+        "TLBIs",
+        "SBI fences",
+        "run insns",
+        "host CPU ms"
     );
     for c in costs {
         let tlbis: Vec<String> = c
@@ -101,20 +133,31 @@ pub fn print(costs: &[FlushCost]) {
             .filter(|(kind, _)| kind.as_str() != "vmalle1")
             .map(|(kind, n)| format!("{kind} {n}"))
             .collect();
+        let tlbis = if c.isa == "aarch64" {
+            tlbis.join(", ")
+        } else {
+            "-".to_string()
+        };
         println!(
-            "  {:9} {:>7} {:>13} {:>11} {:>24} {:>12} {:>11.1}",
+            "  {:8} {:9} {:>7} {:>13} {:>11} {:>24} {:>11} {:>12} {:>11.1}",
+            c.isa,
             c.strategy,
             c.flushes.calls,
             c.flushes
                 .insns_per_call()
                 .map_or("-".to_string(), |n| format!("{n:.0}")),
             c.cross_cpu_calls,
-            tlbis.join(", "),
+            tlbis,
+            c.remote_fences,
             c.total_insns,
             c.median_cpu().as_secs_f64() * 1e3
         );
     }
-    println!("  (TLBIs leave out each CPU's vmalle1 at MMU start-up; insns/flush include the IPI sender's wait)");
+    println!(
+        "  (TLBIs leave out each CPU's vmalle1 at MMU start-up, and are not counted on RISC-V, \
+         whose runs use Unicorn's MMU; insns/flush include the IPI sender's wait; RISC-V's \
+         broadcast is the firmware's: one SBI remote fence per hart)"
+    );
 }
 
 /// The strategy cost table, for `bench --report json`.
@@ -123,11 +166,13 @@ pub fn json(costs: &[FlushCost]) -> serde_json::Value {
         .iter()
         .map(|c| {
             serde_json::json!({
+                "isa": c.isa,
                 "strategy": c.strategy,
                 "flushes": c.flushes.calls,
                 "insns_per_flush": c.flushes.insns_per_call(),
                 "cross_cpu_calls": c.cross_cpu_calls,
                 "tlbis": c.tlbis,
+                "sbi_remote_fences": c.remote_fences,
                 "run_insns": c.total_insns,
                 "host_cpu_seconds_median": c.median_cpu().as_secs_f64(),
             })
@@ -144,7 +189,12 @@ mod tests {
     fn every_strategy_flushes_the_same_ranges_and_only_ipi_sends_calls() {
         let kernel = crate::kernel::load(None, None).unwrap();
         let costs = measure(&kernel).unwrap();
-        let by = |s: &str| costs.iter().find(|c| c.strategy == s).unwrap();
+        let by = |s: &str| {
+            costs
+                .iter()
+                .find(|c| c.isa == "aarch64" && c.strategy == s)
+                .unwrap()
+        };
         let (broadcast, ipi, full) = (by("broadcast"), by("ipi"), by("full"));
         let batched = by("batched");
         for c in [broadcast, ipi, full] {
@@ -162,5 +212,26 @@ mod tests {
         assert!(per_flush(ipi) > per_flush(broadcast));
         assert!(full.tlbis.contains_key("vmalle1is") && !full.tlbis.contains_key("vaae1is"));
         assert!(ipi.tlbis.contains_key("vaae1") && !ipi.tlbis.contains_key("vaae1is"));
+        assert_eq!(broadcast.remote_fences, 0);
+
+        // RISC-V: the same flushes; `ipi` sends the calls, `broadcast` and `full`
+        // ask the firmware for one remote fence per hart and flush instead.
+        let rv = |s: &str| {
+            costs
+                .iter()
+                .find(|c| c.isa == "riscv64" && c.strategy == s)
+                .unwrap()
+        };
+        let (broadcast, ipi, full, batched) =
+            (rv("broadcast"), rv("ipi"), rv("full"), rv("batched"));
+        assert!(broadcast.flushes.calls > 0);
+        assert_eq!(ipi.flushes.calls, broadcast.flushes.calls);
+        assert_eq!(full.flushes.calls, broadcast.flushes.calls);
+        assert!(batched.flushes.calls > 0 && batched.flushes.calls <= broadcast.flushes.calls);
+        assert_eq!(ipi.cross_cpu_calls, 3 * ipi.flushes.calls);
+        assert_eq!(ipi.remote_fences, 0);
+        assert_eq!(broadcast.remote_fences, 4 * broadcast.flushes.calls);
+        assert_eq!(full.remote_fences, 4 * full.flushes.calls);
+        assert!(broadcast.tlbis.is_empty() && broadcast.cross_cpu_calls == 0);
     }
 }

@@ -50,6 +50,7 @@ pub struct Snapshot {
     total_insns: u64,
     slices: u64,
     max_insns: u64,
+    sbi_remote_fences: u64,
     end: Option<RunEnd>,
     mmu: Option<MmuModel>,
 }
@@ -103,6 +104,7 @@ impl Machine {
             total_insns: self.total_insns,
             slices: self.slices,
             max_insns: self.config.max_insns,
+            sbi_remote_fences: self.sbi_remote_fences,
             end: self.end.clone(),
             mmu: self.mmu.as_ref().map(|m| m.model()),
         })
@@ -178,6 +180,7 @@ impl Machine {
         self.total_insns = snapshot.total_insns;
         self.slices = snapshot.slices;
         self.config.max_insns = snapshot.max_insns;
+        self.sbi_remote_fences = snapshot.sbi_remote_fences;
         self.end = snapshot.end.clone();
         self.stop.0.borrow_mut().take();
         if let (Some(mmu), Some(model)) = (&self.mmu, &snapshot.mmu) {
