@@ -101,6 +101,10 @@ pub struct ExploreArgs {
     /// Guest kernel ELF (default: the built-in guest).
     #[arg(long)]
     pub kernel: Option<PathBuf>,
+    /// Instruction set of the built-in guest (as `run --arch`); riscv64 runs use
+    /// Unicorn's MMU (no TLB check).
+    #[arg(long, value_enum)]
+    pub arch: Option<crate::args::Arch>,
     /// Worker processes.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=256))]
     pub jobs: u32,
@@ -243,6 +247,13 @@ impl Plan<'_> {
         }
         if let Some(path) = &a.kernel {
             argv.extend(["--kernel".into(), path.display().to_string()]);
+        }
+        if self.kernel.isa() == emu::Isa::Riscv64 {
+            // The simulated MMU walks arm64 tables only.
+            argv.extend(["--mmu".into(), "builtin".into()]);
+            if a.arch.is_some() {
+                argv.extend(["--arch".into(), "riscv64".into()]);
+            }
         }
         argv
     }
@@ -479,7 +490,7 @@ pub fn explore(args: &ExploreArgs) -> Result<Verdict, BadInput> {
     if !args.merge.is_empty() {
         return merge(args);
     }
-    let kernel = kernel::load(args.kernel.as_deref(), None)?;
+    let kernel = kernel::load_for(args.kernel.as_deref(), None, args.arch)?;
     let scenario = args.scenario.as_deref().unwrap_or_default();
     kernel::check_scenario(&kernel, scenario)?;
     crate::run::check_inject_with_flush(args.inject, args.flush)?;

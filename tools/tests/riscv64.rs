@@ -346,3 +346,44 @@ fn riscv64(args: &str, more: &[&str]) -> common::Run {
     argv.extend_from_slice(more);
     percpu_lab(&argv)
 }
+
+/// `explore --arch riscv64`: PCT schedules of the seed's `mutex` variant find the
+/// cycle (and real deadlocks), the printed command reproduces the first one, and
+/// the clean variant explores clean.
+#[test]
+fn exploration_finds_the_cycle_and_the_fixed_variant_clean() {
+    let explore = |variant: &str, schedules: &str| {
+        percpu_lab(&[
+            "explore",
+            "--arch",
+            "riscv64",
+            "--scenario",
+            "fs-reclaim",
+            "--variant",
+            variant,
+            "--schedules",
+            schedules,
+            "--sched",
+            "pct",
+        ])
+    };
+    let mutex = explore("mutex", "4");
+    assert_eq!(mutex.code, 1, "{}", mutex.describe());
+    assert!(
+        mutex.stdout.contains("- circular-dependency:"),
+        "{}",
+        mutex.stdout
+    );
+    let command = mutex
+        .stdout
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("run:    percpu-lab "))
+        .expect("a command to reproduce");
+    let argv: Vec<&str> = command.split_whitespace().collect();
+    assert!(argv.contains(&"riscv64"), "{command}");
+    let again = percpu_lab(&[&argv[..], &["--report", "json"]].concat());
+    assert!(common::kinds(&again).contains(&"circular-dependency".to_string()));
+    let fixed = explore("fixed", "12");
+    assert_eq!(fixed.code, 0, "{}", fixed.describe());
+    assert!(fixed.stdout.contains("0 failing"), "{}", fixed.stdout);
+}
