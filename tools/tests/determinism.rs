@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 /// Jobs whose reports carry MMU statistics and findings, lock findings, a host-stopped
-/// deadlock and a clean run.
+/// deadlock and a clean run, and a RISC-V run with its lock findings.
 const JOBS: &[&[&str]] = &[
     &["--scenario", "storm", "--seed", "3"],
     &[
@@ -35,6 +35,16 @@ const JOBS: &[&[&str]] = &[
         "0",
     ],
     &["--variant", "irq", "--scenario", "irq-free", "--seed", "2"],
+    &[
+        "--arch",
+        "riscv64",
+        "--variant",
+        "mutex",
+        "--scenario",
+        "fs-reclaim",
+        "--seed",
+        "1",
+    ],
 ];
 
 /// Everything a job leaves that must not depend on the host.
