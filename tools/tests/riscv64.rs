@@ -387,3 +387,42 @@ fn exploration_finds_the_cycle_and_the_fixed_variant_clean() {
     assert_eq!(fixed.code, 0, "{}", fixed.describe());
     assert!(fixed.stdout.contains("0 failing"), "{}", fixed.stdout);
 }
+
+/// DESIGN.md's verdicts on seeds 0-9 with random schedules, on RISC-V: the
+/// `mutex` variant's cycle on fs-reclaim on every seed, the `irq` variant's IRQs
+/// enabled in a hard-IRQ handler on irq-free, and the clean variant clean on both.
+#[test]
+fn the_verdicts_hold_on_seeds_zero_to_nine() {
+    for seed in 0..10 {
+        let seed = seed.to_string();
+        let kinds = |scenario: &str, variant: &str| {
+            finding_kinds(&[
+                "run",
+                "--arch",
+                "riscv64",
+                "--scenario",
+                scenario,
+                "--variant",
+                variant,
+                "--seed",
+                &seed,
+                "--sched",
+                "random",
+            ])
+        };
+        let cycle = kinds("fs-reclaim", "mutex");
+        assert!(
+            cycle.contains(&"circular-dependency".into()),
+            "seed {seed}: {cycle:?}"
+        );
+        let irq = kinds("irq-free", "irq");
+        assert!(
+            irq.contains(&"irqs-enabled-in-hardirq".into()),
+            "seed {seed}: {irq:?}"
+        );
+        for scenario in ["fs-reclaim", "irq-free"] {
+            let clean = kinds(scenario, "fixed");
+            assert!(clean.is_empty(), "seed {seed}: fixed {scenario}: {clean:?}");
+        }
+    }
+}
