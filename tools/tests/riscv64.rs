@@ -46,19 +46,8 @@ fn every_allocator_scenario_and_flush_strategy_runs_to_its_summary() {
     for scenario in ["storm", "irq-free", "fs-reclaim", "reclaim"] {
         for variant in ["fine", "fixed", "irq"] {
             for seed in ["0", "1"] {
-                let run = percpu_lab(&[
-                    "run",
-                    "--arch",
-                    "riscv64",
-                    "--scenario",
-                    scenario,
-                    "--variant",
-                    variant,
-                    "--seed",
-                    seed,
-                    "--sched",
-                    "random",
-                ]);
+                let args = format!("--scenario {scenario} --variant {variant} --seed {seed}");
+                let run = riscv64(&args, &["--sched", "random"]);
                 let what = format!("{scenario} {variant} seed {seed}");
                 // `irq` on irq-free has its finding (exit 1); every run ends.
                 assert!(run.code <= 1, "{what}: {}", run.describe());
@@ -396,19 +385,11 @@ fn the_verdicts_hold_on_seeds_zero_to_nine() {
     for seed in 0..10 {
         let seed = seed.to_string();
         let kinds = |scenario: &str, variant: &str| {
-            finding_kinds(&[
-                "run",
-                "--arch",
-                "riscv64",
-                "--scenario",
-                scenario,
-                "--variant",
-                variant,
-                "--seed",
-                &seed,
-                "--sched",
-                "random",
-            ])
+            let args = format!(
+                "run --arch riscv64 --scenario {scenario} --variant {variant} --seed {seed} \
+                 --sched random"
+            );
+            finding_kinds(&args.split_whitespace().collect::<Vec<_>>())
         };
         let cycle = kinds("fs-reclaim", "mutex");
         assert!(
