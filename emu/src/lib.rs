@@ -1,7 +1,11 @@
-//! The emulated multicore ARM64 machine of percpu-lab: one Unicorn instance per core
-//! over shared guest RAM, taking turns on one host thread under a deterministic
-//! scheduler, with the devices of QEMU's `virt` board (PL011, GICv2, generic timer,
-//! PSCI) modelled on the host. See `docs/machine.md` for the contract with the guest.
+//! The emulated multicore machine of percpu-lab: one Unicorn instance per core over
+//! shared guest RAM, taking turns on one host thread under a deterministic
+//! scheduler, with the devices of QEMU's `virt` board modelled on the host: for
+//! arm64 (PL011, GICv2, generic timer, PSCI) or for RISC-V (NS16550A, the timer and
+//! IPIs through SBI, the host as the firmware: [`riscv`]). The kernel's ELF picks
+//! the [`Isa`]; what differs lives in `machine/aarch64.rs`, `machine/riscv64.rs`,
+//! [`riscv`] and `record/abi.rs`. See `docs/machine.md` for the contract with the
+//! guest.
 //!
 //! # How a run goes
 //! [`Machine::run`] repeats: update timer interrupt levels, wake CPUs in WFI with an

@@ -4,25 +4,20 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use unicorn_engine::{RegisterARM64, Unicorn};
+use unicorn_engine::RegisterARM64;
 
 pub(crate) use crate::cpu::Hooks;
-use crate::cpu::{
-    read_insn, read_xreg, translation_regs, Board, Core, IrqStop, IrqWatch, SCTLR_EL1,
-};
+use crate::cpu::{read_insn, Board, Core, IrqStop, IrqWatch};
 pub use crate::cpu::{CpuState, TakenException};
-use crate::error::uc_err;
 pub use crate::error::EmuError;
-use crate::exception::{self, Kind, Synchronous, PSTATE_EL1H_MASKED, PSTATE_I};
+use crate::exception::Synchronous;
 use crate::fdt::{self, BoardDescription};
 use crate::gic::{self, Gic};
 use crate::insn;
 use crate::kernel::KernelImage;
 use crate::memory::{GuestMemory, GuestRam, OutOfRam};
-use crate::mmu::{self, Access};
 use crate::observe::RunObserver;
 use crate::probe::{self, CallProbe, CallStats, ProbeId};
-use crate::psci;
 use crate::record::{EventSink, RecordOptions, Recorder, Recording};
 use crate::sched::{make_scheduler, SchedView, Scheduler, SchedulerKind};
 use crate::simmu::SimMmu;
@@ -32,6 +27,8 @@ use crate::uart::Uart;
 use crate::unwind;
 use crate::{riscv, Isa};
 
+mod aarch64;
+mod riscv64;
 mod snapshot;
 pub use snapshot::Snapshot;
 
@@ -338,39 +335,6 @@ impl Machine {
         Ok(machine)
     }
 
-    /// Starts `cpu` at `entry` (EL1h, DAIF masked, MMU off) with `x0` = `context`.
-    fn power_on(&mut self, cpu: usize, entry: u64, context: u64) -> Result<(), EmuError> {
-        let core = &mut self.cores[cpu];
-        let uc = &mut core.uc;
-        let err = uc_err("starting a core");
-        uc.reg_write(RegisterARM64::PSTATE, PSTATE_EL1H_MASKED)
-            .map_err(&err)?;
-        let mut sctlr = SCTLR_EL1;
-        uc.reg_read_arm64_coproc(&mut sctlr).map_err(&err)?;
-        // MMU, data and instruction caches off, as after reset (also rebuilds hflags).
-        uc.reg_write_arm64_coproc(&sctlr.val(sctlr.val & !0b1_0000_0000_0101))
-            .map_err(&err)?;
-        uc.reg_write(RegisterARM64::X0, context).map_err(&err)?;
-        uc.reg_write(RegisterARM64::PC, entry).map_err(&err)?;
-        uc.ctl_flush_tlb().map_err(&err)?;
-        if let Some(mmu) = &core.mmu {
-            mmu.regs_changed();
-        }
-        core.pc = entry;
-        core.state = CpuState::Running;
-        Ok(())
-    }
-
-    /// Starts RISC-V hart `cpu` at `entry` (S-mode, MMU off, interrupts masked)
-    /// with a0/a1.
-    fn power_on_hart(&mut self, cpu: usize, entry: u64, a0: u64, a1: u64) -> Result<(), EmuError> {
-        let core = &mut self.cores[cpu];
-        riscv::power_on(&mut core.uc, entry, a0, a1).map_err(uc_err("starting a hart"))?;
-        core.pc = entry;
-        core.state = CpuState::Running;
-        Ok(())
-    }
-
     /// Counts the calls of the function named `symbol` and their instructions, on
     /// every CPU, from now on (see [`crate::probe`]).
     pub fn probe_calls(&mut self, symbol: &str) -> Result<ProbeId, EmuError> {
@@ -621,46 +585,12 @@ impl Machine {
         }
     }
 
-    /// Takes a pending IRQ on `cpu` if its PSTATE.I allows: at the start of its slice
-    /// (one that became pending while other CPUs ran) and where its block hook
-    /// ended the slice for one.
+    /// Takes a pending IRQ on `cpu` where the host delivers them (arm64's GIC); on
+    /// RISC-V the CPU takes the interrupts the host raised in `mip` itself.
     fn deliver_irq(&mut self, cpu: usize) -> Result<(), RunEnd> {
-        let board = self.board.borrow();
-        // On RISC-V QEMU takes the interrupts the host raised in `mip`.
-        if board.isa == Isa::Riscv64 || !board.gic.irq_line(cpu) {
-            return Ok(());
-        }
-        drop(board);
-        let core = &mut self.cores[cpu];
-        let pstate = core.uc.reg_read(RegisterARM64::PSTATE).unwrap_or(PSTATE_I);
-        if pstate & PSTATE_I != 0 {
-            return Ok(());
-        }
-        let return_pc = core.pc;
-        match exception::enter(&mut core.uc, Kind::Irq, core.pc) {
-            Ok(pc) => {
-                if !self.observers.is_empty() {
-                    // What the handler's GICC_IAR read will return (1023: spurious).
-                    let intid = self.board.borrow().gic.pending_intid(cpu);
-                    for observer in &self.observers {
-                        observer.exception_entered(
-                            &core.uc,
-                            cpu,
-                            Some(intid.unwrap_or(1023)),
-                            return_pc,
-                            self.total_insns,
-                        );
-                    }
-                }
-                core.pc = pc;
-                core.irqs += 1;
-                Ok(())
-            }
-            Err(_) => Err(RunEnd::Fault {
-                cpu,
-                pc: core.pc,
-                what: "IRQ with no vector table (VBAR_EL1 = 0)".into(),
-            }),
+        match self.kernel.isa() {
+            Isa::Aarch64 => self.deliver_gic_irq(cpu),
+            Isa::Riscv64 => Ok(()),
         }
     }
 
@@ -739,26 +669,6 @@ impl Machine {
         }
     }
 
-    /// The exclusive monitor `cpu` set just before the WFE it stopped at, if any
-    /// (see [`crate::events::Monitor`]).
-    fn exclusive_monitor(&self, cpu: usize) -> Option<crate::events::Monitor> {
-        let core = &self.cores[cpu];
-        let regs = crate::cpu::translation_regs(&core.uc);
-        crate::events::Monitor::before_wfe(
-            &self.kernel,
-            core.pc,
-            |reg| crate::cpu::read_xreg(&core.uc, reg),
-            |va| {
-                if !regs.mmu_on() {
-                    return Some(va);
-                }
-                let t = crate::mmu::walk_any(&self.ram, &regs, va).ok()?;
-                Some(t.pa | (va & 0xfff))
-            },
-            |pa, size| read_sized(&self.ram, pa, size),
-        )
-    }
-
     fn finish_slice(&mut self, cpu: usize, end: SliceEnd) -> Option<RunEnd> {
         let pc = self.cores[cpu].pc;
         let fault = |what: String| Some(RunEnd::Fault { cpu, pc, what });
@@ -783,289 +693,13 @@ impl Machine {
             SliceEnd::Exception(cause) if self.kernel.isa() == Isa::Riscv64 => {
                 self.riscv_exception(cpu, cause)
             }
-            SliceEnd::Exception(_) | SliceEnd::Abort(_) => {
-                let exc = match end {
-                    SliceEnd::Abort(exc) => exc,
-                    SliceEnd::Exception(intno) => match self.classify(cpu, intno) {
-                        Ok(Some(exc)) => exc,
-                        Ok(None) => return self.psci_call(cpu),
-                        Err(what) => return fault(what),
-                    },
-                    _ => unreachable!(),
-                };
-                let core = &mut self.cores[cpu];
-                // SVC's preferred return address is the next instruction (Unicorn's PC
-                // is already past it); for the others, the instruction itself.
-                match exception::enter(&mut core.uc, Kind::Sync(exc), pc) {
-                    Ok(vector) => {
-                        for observer in &self.observers {
-                            observer.exception_entered(&core.uc, cpu, None, pc, self.total_insns);
-                        }
-                        core.pc = vector;
-                        core.last_exception = Some(TakenException {
-                            kind: exc.name(),
-                            esr: core.uc.reg_read(RegisterARM64::ESR_EL1).unwrap_or(0),
-                            far: exc.far(),
-                            elr: pc,
-                        });
-                        None
-                    }
-                    Err(_) => fault(format!(
-                        "{} with no vector table (VBAR_EL1 = 0)",
-                        exc.name()
-                    )),
-                }
-            }
+            SliceEnd::Exception(intno) => match self.classify(cpu, intno) {
+                Ok(Some(exc)) => self.enter_synchronous(cpu, exc),
+                Ok(None) => self.psci_call(cpu),
+                Err(what) => fault(what),
+            },
+            SliceEnd::Abort(exc) => self.enter_synchronous(cpu, exc),
         }
-    }
-
-    /// A RISC-V exception on `cpu` (its PC is past the faulting instruction): an
-    /// `ecall` is an SBI call to the host; anything else enters the guest's trap
-    /// handler as the hardware would.
-    fn riscv_exception(&mut self, cpu: usize, cause: u32) -> Option<RunEnd> {
-        const ECALL_FROM_S: u32 = 9;
-        const ECALL: u32 = 8;
-        if cause == ECALL || cause == ECALL_FROM_S {
-            return self.sbi_call(cpu);
-        }
-        let core = &mut self.cores[cpu];
-        let epc = core.pc.wrapping_sub(4);
-        let word = read_insn(&mut core.uc, epc).unwrap_or(0);
-        let tval = match cause {
-            4..=7 | 13 | 15 => riscv::access_address(&core.uc, word).unwrap_or(0),
-            1 | 12 => epc,
-            2 => word as u64,
-            _ => 0,
-        };
-        match riscv::enter_trap(&mut core.uc, cause as u64, epc, tval) {
-            Ok(Some(handler)) => {
-                for observer in &self.observers {
-                    observer.exception_entered(&core.uc, cpu, None, epc, self.total_insns);
-                }
-                core.pc = handler;
-                core.last_exception = Some(TakenException {
-                    kind: riscv::exception_name(cause),
-                    esr: cause as u64,
-                    far: Some(tval),
-                    elr: epc,
-                });
-                None
-            }
-            _ => Some(RunEnd::Fault {
-                cpu,
-                pc: epc,
-                what: format!(
-                    "{} with no trap vector (stvec = 0)",
-                    riscv::exception_name(cause)
-                ),
-            }),
-        }
-    }
-
-    /// Carries out the SBI call of the `ecall` before `cpu`'s PC (the host is the
-    /// firmware): a7 = extension, a6 = function, a0.. = arguments; the error goes
-    /// back in a0 and the value in a1.
-    fn sbi_call(&mut self, cpu: usize) -> Option<RunEnd> {
-        use riscv::sbi;
-        let harts = self.cores.len();
-        let arg = |m: &Self, n: u32| riscv::xreg(&m.cores[cpu].uc, 10 + n);
-        let (extension, function) = (arg(self, 7), arg(self, 6));
-        let (a0, a1, a2, a3) = (arg(self, 0), arg(self, 1), arg(self, 2), arg(self, 3));
-        let mut value = 0;
-        let error = match (extension, function) {
-            (sbi::BASE, 0) => {
-                value = 2; // SBI v0.2
-                sbi::SUCCESS
-            }
-            (sbi::BASE, 3) => {
-                value =
-                    [sbi::TIME, sbi::IPI, sbi::RFENCE, sbi::HSM, sbi::SRST].contains(&a0) as u64;
-                sbi::SUCCESS
-            }
-            (sbi::BASE, 1..=6) => sbi::SUCCESS,
-            (sbi::TIME, 0) => {
-                let mut board = self.board.borrow_mut();
-                let timer = &mut board.timers[cpu];
-                timer.set_cval(riscv::clock_at_time(a0));
-                timer.set_ctl(1);
-                drop(board);
-                // The new deadline lowers the line at once (or raises it, if past).
-                self.update_timer_lines();
-                sbi::SUCCESS
-            }
-            (sbi::IPI, 0) => {
-                for target in riscv::harts_in_mask(a0, a1, harts) {
-                    riscv::set_pending(&mut self.cores[target].uc, riscv::SSIP, true);
-                }
-                sbi::SUCCESS
-            }
-            (sbi::RFENCE, 0..=2) => {
-                // fence.i, sfence.vma, sfence.vma.asid: the instance drops all of it.
-                for target in riscv::harts_in_mask(a0, a1, harts) {
-                    self.sbi_remote_fences += 1;
-                    let uc = &mut self.cores[target].uc;
-                    let _ = if function == 0 {
-                        uc.ctl_flush_tb()
-                    } else {
-                        uc.ctl_flush_tlb()
-                    };
-                }
-                sbi::SUCCESS
-            }
-            (sbi::HSM, 0) => match usize::try_from(a0).ok().filter(|&t| t < harts) {
-                None => sbi::ERR_INVALID_PARAM,
-                Some(target) if self.cores[target].state != CpuState::Off => {
-                    sbi::ERR_ALREADY_AVAILABLE
-                }
-                Some(target) => match self.power_on_hart(target, a1, a0, a2) {
-                    Ok(()) => sbi::SUCCESS,
-                    Err(e) => {
-                        return Some(RunEnd::Fault {
-                            cpu: target,
-                            pc: a1,
-                            what: format!("hart_start failed: {e}"),
-                        })
-                    }
-                },
-            },
-            (sbi::HSM, 2) => {
-                value = match usize::try_from(a0).ok().filter(|&t| t < harts) {
-                    Some(target) if self.cores[target].state != CpuState::Off => 0,
-                    Some(_) => 1,
-                    None => return self.sbi_return(cpu, sbi::ERR_INVALID_PARAM, 0),
-                };
-                sbi::SUCCESS
-            }
-            (sbi::SRST, 0) => {
-                // Reset type 0 is a shutdown; the reason (0 none, 1 system
-                // failure) is the status the run ends with.
-                return Some(match a0 {
-                    0 => RunEnd::PoweredOff { cpu, status: a1 },
-                    _ => RunEnd::Reset { cpu, status: a1 },
-                });
-            }
-            _ => sbi::ERR_NOT_SUPPORTED,
-        };
-        let _ = a3;
-        self.sbi_return(cpu, error, value)
-    }
-
-    fn sbi_return(&mut self, cpu: usize, error: i64, value: u64) -> Option<RunEnd> {
-        let uc = &mut self.cores[cpu].uc;
-        riscv::set_xreg(uc, 10, error as u64);
-        riscv::set_xreg(uc, 11, value);
-        None
-    }
-
-    /// Turns Unicorn's exception number into the exception to enter, or `None` for a
-    /// PSCI call (HVC, which Unicorn reports like an undefined instruction).
-    fn classify(&mut self, cpu: usize, intno: u32) -> Result<Option<Synchronous>, String> {
-        const EXCP_UDEF: u32 = 1;
-        const EXCP_SWI: u32 = 2;
-        const EXCP_PREFETCH_ABORT: u32 = 3;
-        const EXCP_DATA_ABORT: u32 = 4;
-        const EXCP_BKPT: u32 = 7;
-        let core = &mut self.cores[cpu];
-        let pc = core.pc;
-        let word_at = |uc: &mut Unicorn<'static, ()>, addr| read_insn(uc, addr).unwrap_or(0);
-        if intno == EXCP_UDEF && insn::is_hvc(word_at(&mut core.uc, pc)) {
-            return Ok(None);
-        }
-        Ok(Some(match intno {
-            EXCP_UDEF => Synchronous::Undefined,
-            EXCP_SWI => Synchronous::Svc {
-                imm: insn::imm16(word_at(&mut core.uc, pc - 4)),
-            },
-            EXCP_BKPT => Synchronous::Brk {
-                imm: insn::imm16(word_at(&mut core.uc, pc)),
-            },
-            EXCP_PREFETCH_ABORT => {
-                let status =
-                    mmu::fault_status(&self.ram, &translation_regs(&core.uc), pc, Access::Fetch);
-                // No fault in the tables: call it a level 3 translation fault.
-                Synchronous::InstructionAbort {
-                    far: pc,
-                    status: status.unwrap_or(0b00_0111),
-                }
-            }
-            EXCP_DATA_ABORT => {
-                let word = word_at(&mut core.uc, pc);
-                let access = insn::decode_mem_access(word);
-                let uc = &core.uc;
-                let far = access.map_or(0, |a| a.address(|r| read_xreg(uc, r)));
-                let is_write = access.is_some_and(|a| a.is_write);
-                let kind = if is_write {
-                    Access::Write
-                } else {
-                    Access::Read
-                };
-                // The tables allow the access: what is left is an alignment fault.
-                let status = mmu::fault_status(&self.ram, &translation_regs(uc), far, kind)
-                    .unwrap_or(mmu::ALIGNMENT_FAULT);
-                Synchronous::DataAbort {
-                    far,
-                    is_write,
-                    status,
-                }
-            }
-            other => return Err(format!("unexpected exception number {other}")),
-        }))
-    }
-
-    /// Carries out the PSCI call of the HVC at `cpu`'s PC.
-    fn psci_call(&mut self, cpu: usize) -> Option<RunEnd> {
-        let reg = |m: &Self, r| m.cores[cpu].uc.reg_read(r).unwrap_or(0);
-        let function = reg(self, RegisterARM64::X0) as u32;
-        let (x1, x2, x3) = (
-            reg(self, RegisterARM64::X1),
-            reg(self, RegisterARM64::X2),
-            reg(self, RegisterARM64::X3),
-        );
-        // The HVC itself retires; the caller continues after it.
-        let core = &mut self.cores[cpu];
-        core.insns += 1;
-        self.total_insns += 1;
-        core.pc += 4;
-        let result: u64 = match function {
-            psci::PSCI_VERSION => psci::VERSION_0_2,
-            psci::MIGRATE_INFO_TYPE => psci::TOS_NOT_PRESENT,
-            psci::SYSTEM_OFF => return Some(RunEnd::PoweredOff { cpu, status: x1 }),
-            psci::SYSTEM_RESET => return Some(RunEnd::Reset { cpu, status: x1 }),
-            psci::CPU_OFF => {
-                self.cores[cpu].state = CpuState::Off;
-                return None;
-            }
-            psci::AFFINITY_INFO => match psci::cpu_of_mpidr(x1, self.cores.len()) {
-                // Only level 0 (a single CPU) is meaningful on this board.
-                Some(target) if x2 == 0 => match self.cores[target].state {
-                    CpuState::Off => psci::AFFINITY_OFF,
-                    _ => psci::AFFINITY_ON,
-                },
-                _ => psci::INVALID_PARAMETERS as u64,
-            },
-            psci::CPU_ON => match psci::cpu_of_mpidr(x1, self.cores.len()) {
-                None => psci::INVALID_PARAMETERS as u64,
-                Some(target) if self.cores[target].state != CpuState::Off => {
-                    psci::ALREADY_ON as u64
-                }
-                Some(target) => match self.power_on(target, x2, x3) {
-                    Ok(()) => psci::SUCCESS as u64,
-                    Err(e) => {
-                        return Some(RunEnd::Fault {
-                            cpu: target,
-                            pc: x2,
-                            what: format!("CPU_ON failed: {e}"),
-                        })
-                    }
-                },
-            },
-            _ => psci::NOT_SUPPORTED as u64,
-        };
-        let core = &mut self.cores[cpu];
-        core.uc
-            .reg_write(RegisterARM64::X0, result)
-            .expect("x0 write");
-        None
     }
 
     fn reports(&mut self) -> Vec<CpuReport> {
