@@ -38,7 +38,22 @@ impl AtomicFile {
                     pending: None,
                 });
             }
-            Ok(_) => {}
+            Ok(_) => {
+                // A regular file whose path does not resolve to a name: the file
+                // behind /dev/stdout was deleted, or is anonymous. A rename would
+                // replace the link (/dev/stdout itself) by a file: write in place.
+                if std::fs::canonicalize(dest).is_err() {
+                    let file = OpenOptions::new()
+                        .write(true)
+                        .truncate(true)
+                        .open(dest)
+                        .map_err(cannot)?;
+                    return Ok(Self {
+                        file,
+                        pending: None,
+                    });
+                }
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(cannot(e)),
         }
@@ -181,6 +196,38 @@ mod tests {
             .unwrap()
             .file_type()
             .is_char_device());
+    }
+
+    /// What `> FILE; rm FILE` then `--perfetto /dev/stdout` does: a link (here
+    /// one of our own, like /dev/stdout) to a process's descriptor of a deleted
+    /// file. The bytes go to that file through the link, and the link stays a
+    /// link (a rename onto it had made /dev/stdout a regular file on this host).
+    #[test]
+    fn a_link_to_a_deleted_file_is_written_through_and_kept() {
+        use std::io::{Read, Seek};
+        use std::os::fd::AsRawFd;
+        let deleted = scratch("deleted");
+        let mut held = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&deleted)
+            .unwrap();
+        held.write_all(b"stale bytes").unwrap();
+        std::fs::remove_file(&deleted).unwrap();
+        let link = scratch("stdout-link");
+        let fd_path = format!("/proc/self/fd/{}", held.as_raw_fd());
+        std::os::unix::fs::symlink(&fd_path, &link).unwrap();
+        let mut file = AtomicFile::create(&link).unwrap();
+        file.write_all(b"report").unwrap();
+        file.commit().unwrap();
+        assert!(std::fs::symlink_metadata(&link).unwrap().is_symlink());
+        let mut written = String::new();
+        held.rewind().unwrap();
+        held.read_to_string(&mut written).unwrap();
+        assert_eq!(written, "report");
+        std::fs::remove_file(&link).unwrap();
     }
 
     #[test]
