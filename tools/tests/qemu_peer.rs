@@ -44,17 +44,21 @@ fn smoke_prints_the_same_lines_under_qemu() {
 #[test]
 fn guest_scenarios_pass_under_qemu() {
     let _alone = one_at_a_time();
+    guest_test_script(env!("PERCPU_GUEST_IMAGE"), "aarch64");
+}
+
+/// Runs guest/test-qemu.sh on `image` for `isa` and requires every check to pass.
+fn guest_test_script(image: &str, isa: &str) {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../guest/test-qemu.sh");
     let output = Command::new("bash")
-        .arg(script)
-        .arg(env!("PERCPU_GUEST_IMAGE"))
+        .args([script, image, isa])
         .stdin(Stdio::null())
         .output()
         .expect("bash runs");
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),
-        "guest/test-qemu.sh failed:\n{stdout}\n{}",
+        "guest/test-qemu.sh {isa} failed:\n{stdout}\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(stdout.contains("all QEMU checks passed"), "{stdout}");
@@ -97,21 +101,7 @@ fn riscv64_guest_prints_the_arm64_smoke_lines_under_qemu() {
 #[test]
 fn riscv64_guest_scenarios_pass_under_qemu() {
     let _alone = one_at_a_time();
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../guest/test-qemu.sh");
-    let output = Command::new("bash")
-        .arg(script)
-        .arg(env!("PERCPU_GUEST_RISCV64_ELF"))
-        .arg("riscv64")
-        .stdin(Stdio::null())
-        .output()
-        .expect("bash runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "guest/test-qemu.sh riscv64 failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(stdout.contains("all QEMU checks passed"), "{stdout}");
+    guest_test_script(env!("PERCPU_GUEST_RISCV64_ELF"), "riscv64");
 }
 
 /// The allocator scenarios on the RISC-V build under QEMU: every scenario runs
