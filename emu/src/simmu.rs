@@ -40,7 +40,7 @@
 //!
 //! The TLB check ([`traces::tlb::TlbCheck`]) needs nothing else.
 
-use std::cell::{Cell, OnceCell, RefCell};
+use std::cell::{Cell, OnceCell, RefCell, RefMut};
 use std::rc::Rc;
 
 use traces::aarch64::TlbiScope;
@@ -143,6 +143,16 @@ impl CoreMmu {
         self.regs.get()
     }
 
+    /// The model, told this core's translation registers first: what it is about
+    /// to do may compare this core's stores to page tables, and whether a page is
+    /// still a table depends on every core's registers.
+    fn model_for<D>(&self, uc: &Unicorn<'_, D>) -> RefMut<'_, MmuModel> {
+        let regs = self.regs(uc);
+        let mut model = self.shared.model.borrow_mut();
+        model.set_translation_regs(self.cpu, regs);
+        model
+    }
+
     /// From the MSR hook: a write to a translation register invalidates the cache.
     pub(crate) fn on_msr(&self, access: &SysAccess<'_>) {
         let cp = access.cp;
@@ -160,11 +170,9 @@ impl CoreMmu {
         }
         let (op, broadcast) = trace_tlbi(cp.op1, cp.crm, cp.op2);
         let at = self.at(access.pc());
-        if let Some(scope) = TlbiScope::of(op, cp.val) {
+        if let (Some(scope), Some(uc)) = (TlbiScope::of(op, cp.val), access.engine()) {
             let name = op.mnemonic(broadcast);
-            self.shared
-                .model
-                .borrow_mut()
+            self.model_for(&uc)
                 .tlbi(&self.shared.ram, scope, broadcast, name, at);
         }
         if let (Some(recorder), Some(uc)) = (self.recorder.get(), access.engine()) {
@@ -356,7 +364,7 @@ impl SimMmu {
                 core.uc
                     .add_code_hook(addr, addr, move |uc, pc, _| {
                         let at = m.at(pc);
-                        m.shared.model.borrow_mut().barrier(&m.shared.ram, m.cpu);
+                        m.model_for(uc).barrier(&m.shared.ram, m.cpu);
                         m.record_barrier(uc, barrier, at);
                     })
                     .map_err(uc_err("adding a barrier hook"))?;
@@ -370,12 +378,8 @@ impl SimMmu {
                             uc.reg_read(RegisterARM64::X1).unwrap_or(0).min(20),
                         );
                         let at = m.at(pc);
-                        m.shared.model.borrow_mut().pages_freed(
-                            &m.shared.ram,
-                            addr,
-                            4096 << order,
-                            at,
-                        );
+                        m.model_for(uc)
+                            .pages_freed(&m.shared.ram, addr, 4096 << order, at);
                         m.hand_over(Some(uc));
                     })
                     .map_err(uc_err("adding the free_pages hook"))?;
@@ -401,7 +405,11 @@ impl SimMmu {
     /// write permission back.
     pub(crate) fn after_slice(&mut self, cores: &mut [Core], cpu: usize) {
         self.shared.in_slice.set(false);
+        let regs = cores[cpu].mmu.as_ref().map(|mmu| mmu.regs(&cores[cpu].uc));
         let mut model = self.shared.model.borrow_mut();
+        if let Some(regs) = regs {
+            model.set_translation_regs(cpu, regs);
+        }
         model.take_new_pt_pages();
         if model.close_windows(&self.shared.ram, cpu) {
             cores[cpu].uc.ctl_flush_tlb().expect("TLB flush");

@@ -118,6 +118,8 @@ pub struct MmuStats {
     pub pt_writes_valid_to_valid: u64,
     pub pt_writes_other: u64,
     pub pt_pages: u64,
+    /// Page-table pages no longer in use when next stored to (a freed table reused).
+    pub pt_pages_retired: u64,
     /// Stale translations used: the first access through each after it went stale.
     pub stale_accesses: u64,
     /// Faults delivered to the guest by the walker.
@@ -154,6 +156,9 @@ pub struct ModelEvent {
 pub struct MmuModel {
     held: HeldTlbs<StaleReport>,
     pt_pages: FxHashMap<u64, PtPage>,
+    /// Each CPU's translation registers as last seen (`None`: it has not run), which
+    /// tell whether a page is still a table.
+    roots: Vec<Option<TranslationRegs>>,
     /// Pages found to be page tables since the running CPU was last told (it must
     /// stop soon: it may hold write permission to them in its soft TLB).
     new_pt_pages: Vec<u64>,
@@ -176,6 +181,7 @@ impl MmuModel {
         Self {
             held: HeldTlbs::new(cpus),
             pt_pages: FxHashMap::default(),
+            roots: vec![None; cpus],
             new_pt_pages: Vec::new(),
             need_flush: vec![false; cpus],
             freed: FxHashMap::default(),
@@ -223,6 +229,53 @@ impl MmuModel {
     /// The translation `cpu` holds for the page of `va`, if any.
     pub fn held(&self, cpu: usize, va: u64) -> Option<&Held> {
         self.held.get(cpu, va)
+    }
+
+    /// `cpu`'s translation registers are `regs` now (called before any of its
+    /// stores to page tables are compared, and when it stops).
+    pub fn set_translation_regs(&mut self, cpu: usize, regs: TranslationRegs) {
+        self.roots[cpu] = Some(regs);
+    }
+
+    /// Whether page-table page `page` can still give a translation: some CPU's
+    /// translation registers walk to it (MMU on or not: a CPU about to turn it on
+    /// uses them), or some TLB entry was walked through it. A page neither
+    /// reaches is a table no longer (Linux frees its boot tables and reuses them).
+    fn in_use(&self, mem: &dyn GuestMemory, page: u64, info: PtPage) -> bool {
+        if self.roots.iter().all(Option::is_none) {
+            // Not told any CPU's registers: no way to tell.
+            return true;
+        }
+        let reaches = |regs: &TranslationRegs| -> bool {
+            let Ok((mut table, start, input_bits)) = mmu::walk_start(regs, info.va_base) else {
+                return false;
+            };
+            if info.level < start {
+                return false;
+            }
+            let span_mask = (1u64 << input_bits.min(63)) - 1;
+            for level in start..info.level {
+                let shift = mmu::level_shift(level);
+                let index = (info.va_base >> shift) & 511 & (span_mask >> shift);
+                match mem.read_u64(table + 8 * index) {
+                    Ok(desc) => match Descriptor::decode(desc, level) {
+                        Descriptor::Table(next) => table = next,
+                        _ => return false,
+                    },
+                    Err(_) => return false,
+                }
+            }
+            table == page
+        };
+        self.roots.iter().flatten().any(reaches) || self.held.walked_through_page(page)
+    }
+
+    /// `page` is a table no longer: stores to it change no translation.
+    fn retire_pt_page(&mut self, page: u64, at: At) {
+        if self.pt_pages.remove(&page).is_some() {
+            self.stats.pt_pages_retired += 1;
+            self.record(at, EventKind::PageTableRetired { pa: page });
+        }
     }
 
     pub fn is_page_table(&self, pa: u64) -> bool {
@@ -295,6 +348,10 @@ impl MmuModel {
         for w in &mut windows {
             if mem.read(w.page, &mut now).is_err() || now[..] == w.snapshot[..] {
                 continue;
+            }
+            match self.pt_pages.get(&w.page) {
+                Some(&info) if !self.in_use(mem, w.page, info) => self.retire_pt_page(w.page, w.at),
+                _ => {}
             }
             for i in (0..PAGE_SIZE as usize).step_by(8) {
                 let old = u64::from_le_bytes(w.snapshot[i..i + 8].try_into().expect("8 bytes"));
@@ -857,6 +914,50 @@ mod tests {
                 (at(0, 2), write(0, PAGE_B | PAGE))
             ]
         );
+    }
+
+    /// A page-table page stays one while a CPU's registers reach it or a TLB entry
+    /// was walked through it; stored to after neither holds, it is retired (Linux
+    /// reusing its freed boot tables as data), and a later walk makes it a table again.
+    #[test]
+    fn a_table_page_nothing_reaches_is_retired_when_stored_to() {
+        let (mut ram, regs, mut m) = setup(2);
+        m.set_translation_regs(0, regs);
+        m.set_translation_regs(1, regs);
+        read(&mut m, &ram, &regs, 0);
+        m.record_events();
+        let elsewhere = TranslationRegs {
+            ttbr0: RAM_BASE + 0x3000,
+            ..regs
+        };
+        m.set_translation_regs(0, elsewhere);
+        let mut junk = 0x1111;
+        let mut store_junk = |m: &mut MmuModel, ram: &mut GuestRam, time| {
+            m.open_write_window(ram, L3, at(0, time));
+            junk += 0x1000;
+            ram.write_u64(L3, junk).unwrap();
+            m.close_windows(ram, 0);
+        };
+        // CPU 0 switched tables but still holds a translation walked through L3.
+        store_junk(&mut m, &mut ram, 2);
+        assert_eq!(recorded(&mut m), vec!["pt-write"]);
+        m.tlbi(&ram, TlbiScope::All, false, "vmalle1".into(), at(0, 3));
+        // CPU 1's registers still reach L3.
+        store_junk(&mut m, &mut ram, 4);
+        assert_eq!(recorded(&mut m), vec!["pt-write"]);
+        m.set_translation_regs(1, elsewhere);
+        store_junk(&mut m, &mut ram, 5);
+        assert_eq!(recorded(&mut m), vec!["pt-retired"]);
+        assert!(!m.is_page_table(L3) && m.is_page_table(L2));
+        assert_eq!(m.stats.pt_pages_retired, 1);
+        store_junk(&mut m, &mut ram, 6);
+        assert_eq!(recorded(&mut m), Vec::<&str>::new());
+        // Walked through again: a table again.
+        ram.write_u64(L3, PAGE_A | PAGE).unwrap();
+        m.set_translation_regs(0, regs);
+        read(&mut m, &ram, &regs, 0);
+        assert_eq!(recorded(&mut m), vec!["pt-page", "tlb-fill"]);
+        assert!(m.is_page_table(L3));
     }
 
     #[test]

@@ -77,6 +77,7 @@ pub fn stats_json(s: &MmuStats) -> Value {
             "other": s.pt_writes_other,
         },
         "pt_pages": s.pt_pages,
+        "pt_pages_retired": s.pt_pages_retired,
         "stale_accesses": s.stale_accesses,
         "faults": s.faults,
         "freed_while_reachable": {

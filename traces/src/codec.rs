@@ -300,6 +300,7 @@ fn layout(kind: &EventKind) -> Layout {
         }
         EventKind::TlbFill(_) => plain(tag::TLB_FILL, Body::default()),
         EventKind::PageTablePage { .. } => plain(tag::PT_PAGE, Body::default()),
+        EventKind::PageTableRetired { .. } => plain(tag::PT_RETIRED, Body::default()),
         EventKind::StaleTlbUse { .. } => plain(tag::STALE_TLB_USE, Body::default()),
         EventKind::Stack { .. } => plain(tag::STACK, Body::default()),
         EventKind::CsdWait { .. } => plain(tag::CSD_WAIT, Body::default()),
@@ -322,6 +323,7 @@ fn known_sized(tag: u8) -> bool {
         tag,
         tag::TLB_FILL
             | tag::PT_PAGE
+            | tag::PT_RETIRED
             | tag::STALE_TLB_USE
             | tag::STACK
             | tag::CSD_WAIT
@@ -373,6 +375,7 @@ fn sized_body(kind: &EventKind) -> Vec<u8> {
             put_uleb(&mut body, level.into());
             put_va(&mut body, va_base);
         }
+        EventKind::PageTableRetired { pa } => put_uleb(&mut body, pa),
         EventKind::StaleTlbUse { va, access, now } => {
             put_va(&mut body, va);
             put_uleb(&mut body, access_code(access));
@@ -464,6 +467,7 @@ fn decode_sized(tag: u8, body: &[u8], string_count: usize) -> Result<Option<Even
                 va_base,
             }
         }
+        tag::PT_RETIRED => EventKind::PageTableRetired { pa: uleb()? },
         tag::STALE_TLB_USE => {
             let va = unzigzag(uleb()?) as u64;
             let access = *Access::ALL

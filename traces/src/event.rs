@@ -265,6 +265,12 @@ pub enum EventKind {
         level: u8,
         va_base: u64,
     },
+    /// Page `pa` stopped being a page table: no CPU's translation registers reach it
+    /// and no TLB entry was filled through it, so stores to it (a freed table
+    /// reused as data) change no translation.
+    PageTableRetired {
+        pa: u64,
+    },
     /// The first access, after its CPU's TLB entry for the page of `va` went stale,
     /// that the machine saw go through it (Unicorn's own TLB was flushed when it went
     /// stale, so this moment is fixed by the guest); `now` is what the tables give
@@ -385,6 +391,7 @@ impl EventKind {
             EventKind::PageTableWrite { .. } => "pt-write",
             EventKind::TlbFill(_) => "tlb-fill",
             EventKind::PageTablePage { .. } => "pt-page",
+            EventKind::PageTableRetired { .. } => "pt-retired",
             EventKind::StaleTlbUse { .. } => "stale-tlb-use",
             EventKind::Stack { .. } => "stack",
             EventKind::CsdWait { .. } => "csd-wait",
@@ -574,6 +581,7 @@ impl fmt::Display for EventDisplay<'_> {
             EventKind::PageTablePage { pa, level, va_base } => {
                 write!(f, " pa={pa:#x} level={level} va_base={va_base:#x}")
             }
+            EventKind::PageTableRetired { pa } => write!(f, " pa={pa:#x}"),
             EventKind::StaleTlbUse { va, access, now } => {
                 write!(f, " va={va:#x} {access:?} now ")?;
                 match now {

@@ -193,6 +193,14 @@
 //! | `0x8c` | softirqs off | — |
 //! | `0x88` | read lock | `zz addr`, `uleb class` (string id), `uleb bits` (bit 0 recursive, bit 1 trylock): an acquisition for reading (lockdep's `read` 1, or 2 when recursive); released by an ordinary lock release |
 //!
+//! Since 1.6 the TLB model says when a page stops being a page table (a kernel
+//! freeing its boot tables and reusing the memory as data), so that stores to it
+//! are no longer read as descriptor changes:
+//!
+//! | tag | kind | body |
+//! | --- | --- | --- |
+//! | `0x8d` | page-table page retired | `uleb pa` (no CPU's translation registers reach the page and no TLB entry was filled through it) |
+//!
 //! `zz` here is the zigzag of the value itself (kernel addresses are "negative").
 //! Bytes after the fields of a known sized kind are ignored (room for later fields).
 //!
@@ -210,7 +218,7 @@ pub const MAGIC: [u8; 8] = *b"\x89PCPUTR\n";
 /// The format major version this crate writes and reads.
 pub const VERSION_MAJOR: u16 = 1;
 /// The format minor version this crate writes (it reads any minor of its major).
-pub const VERSION_MINOR: u16 = 5;
+pub const VERSION_MINOR: u16 = 6;
 /// Size of the fixed part of the header (before the body).
 pub const HEADER_FIXED_LEN: usize = 20;
 /// Largest header body a reader accepts.
@@ -282,4 +290,6 @@ pub(crate) mod tag {
     pub const SOFTIRQ_EXIT: u8 = 0x8a;
     pub const SOFTIRQS_ON: u8 = 0x8b;
     pub const SOFTIRQS_OFF: u8 = 0x8c;
+    /// Sized kind of minor version 6: a page-table page no longer in use.
+    pub const PT_RETIRED: u8 = 0x8d;
 }

@@ -42,7 +42,7 @@ fn hand_header() -> Vec<u8> {
     body.push(1); // one extra pair
     body.extend(b"\x06inject\x0eskip-tlb-flush");
     let mut out = b"\x89PCPUTR\n".to_vec();
-    out.extend([1, 0, 5, 0]); // version 1.5
+    out.extend([1, 0, 6, 0]); // version 1.6
     out.extend((body.len() as u32).to_le_bytes());
     out.extend(crc32fast::hash(&body).to_le_bytes());
     out.extend(body);
@@ -214,8 +214,25 @@ fn records() -> Vec<(Vec<u8>, Option<Event>)> {
                 },
             )),
         ),
+        (
+            // page-table page retired (sized, 1.6), at the same time: body: uleb pa.
+            cat(&[
+                &[0x8d, 0x01, 0],
+                &uleb(uleb(RETIRED_PA).len() as u64),
+                &uleb(RETIRED_PA),
+            ]),
+            Some(event(
+                135,
+                0x1010,
+                0,
+                EventKind::PageTableRetired { pa: RETIRED_PA },
+            )),
+        ),
     ]
 }
+
+/// The physical page of the retired page-table page.
+const RETIRED_PA: u64 = 0x4031_0000;
 
 /// The backtrace string of the stack record.
 const STACK: &str = "4008e980 4008d78c";

@@ -526,6 +526,12 @@ impl Analysis for TlbCheck {
                 self.pt_pages
                     .insert(pa & PAGE_MASK, PtPage { level, va_base });
             }
+            EventKind::PageTableRetired { pa } => {
+                let page = pa & PAGE_MASK;
+                self.pt_pages.remove(&page);
+                // Its breaks can no longer be completed or remade by a store to it.
+                self.broken.retain(|desc, _| desc & PAGE_MASK != page);
+            }
             EventKind::PageTableWrite { desc_pa, old, new } => {
                 self.descriptor_changed(desc_pa, old, new, at)
             }

@@ -130,6 +130,13 @@ impl<T> HeldTlbs<T> {
         cpus
     }
 
+    /// Whether some held translation was walked through a descriptor in page `page`.
+    pub fn walked_through_page(&self, page: u64) -> bool {
+        let page = page & PAGE_MASK;
+        self.entries()
+            .any(|(_, e)| e.fill.descriptors().iter().any(|d| d & PAGE_MASK == page))
+    }
+
     /// The entries that went through descriptor `desc`: (CPU, page, physical page),
     /// in order.
     pub fn holders(&self, desc: u64) -> Vec<(usize, u64, u64)> {

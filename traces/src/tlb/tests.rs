@@ -387,6 +387,36 @@ fn break_before_make_is_checked_both_ways() {
     assert_eq!(s.kinds(), vec![]);
 }
 
+/// Once the model retires a page-table page (a kernel reusing a freed table as data),
+/// stores to it are no descriptor changes, and a break left open in it is forgotten.
+#[test]
+fn stores_to_a_retired_table_page_are_not_remaps() {
+    let reuse = |s: &mut Script| {
+        s.store(0, PAGE_A | PAGE, 0).store(0, 0, PAGE_B | PAGE);
+    };
+    let mut s = Script::new();
+    reuse(&mut s);
+    assert_eq!(s.kinds(), vec![FindingKind::BreakBeforeMake]);
+    let mut s = Script::new();
+    s.on(0, EventKind::PageTableRetired { pa: L3 });
+    reuse(&mut s);
+    assert_eq!(s.kinds(), vec![]);
+    // Retired between the break and the store that completes it.
+    let mut s = Script::new();
+    s.store(0, PAGE_A | PAGE, 0)
+        .on(0, EventKind::PageTableRetired { pa: L3 })
+        .on(
+            0,
+            EventKind::PageTablePage {
+                pa: L3,
+                level: 3,
+                va_base: VA & !((1 << 21) - 1),
+            },
+        )
+        .store(0, 0, PAGE_B | PAGE);
+    assert_eq!(s.kinds(), vec![]);
+}
+
 #[test]
 fn barriers_must_order_the_store_and_complete_the_tlbi() {
     let mut s = Script::new();

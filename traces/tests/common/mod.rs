@@ -226,9 +226,11 @@ pub fn kind(strings: u32) -> impl Strategy<Value = EventKind> {
         (0..strings).prop_map(|frames| EventKind::Stack {
             frames: StrId(frames)
         }),
-        // Sized tags this crate does not know (0x80..=0x82 are the TLB model's, 0x83
-        // the stack, 0x84..=0x85 the cross-CPU calls', 0x86..=0x8c lockdep's facts).
-        (0x8du8..=0xff).prop_map(|tag| EventKind::Unknown { tag }),
+        address().prop_map(|pa| EventKind::PageTableRetired { pa }),
+        // Sized tags this crate does not know (0x80..=0x82 and 0x8d are the TLB
+        // model's, 0x83 the stack, 0x84..=0x85 the cross-CPU calls', 0x86..=0x8c
+        // lockdep's facts).
+        (0x8eu8..=0xff).prop_map(|tag| EventKind::Unknown { tag }),
         Just(EventKind::SoftIrqEnter),
         Just(EventKind::SoftIrqExit),
         Just(EventKind::SoftirqsOn),
