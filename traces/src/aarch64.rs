@@ -99,6 +99,14 @@ pub enum TlbiScope {
     Va { va: u64, asid: Option<u16> },
     /// ASIDE1: non-global entries of one ASID.
     Asid(u16),
+    /// The pages of `start..end`, RISC-V's way: of every ASID (`None`), or only the
+    /// non-global entries of one (`sfence.vma` and SBI remote fences with an ASID
+    /// leave global mappings alone).
+    Range {
+        start: u64,
+        end: u64,
+        asid: Option<u16>,
+    },
 }
 
 impl TlbiScope {
@@ -120,14 +128,30 @@ impl TlbiScope {
         })
     }
 
+    /// The scope of an invalidation by meaning (a trace's `TlbInvalidate`): `len` bytes
+    /// from `start` (0: every address), of `asid` (`None`: every ASID).
+    pub fn of_range(start: u64, len: u64, asid: Option<u16>) -> Self {
+        match (len, asid) {
+            (0, None) => TlbiScope::All,
+            (0, Some(asid)) => TlbiScope::Asid(asid),
+            (len, asid) => TlbiScope::Range {
+                start,
+                end: start.saturating_add(len),
+                asid,
+            },
+        }
+    }
+
     /// Whether the TLBI reaches the translation of `va` through a descriptor whose
     /// level maps `1 << shift` bytes.
     pub fn covers(&self, va: u64, shift: u32) -> bool {
+        let mask = !((1u64 << shift) - 1);
         match *self {
             TlbiScope::All | TlbiScope::Asid(_) => true,
-            TlbiScope::Va { va: tlbi_va, .. } => {
-                let mask = !((1u64 << shift) - 1);
-                tlbi_va & mask == va & mask
+            TlbiScope::Va { va: tlbi_va, .. } => tlbi_va & mask == va & mask,
+            TlbiScope::Range { start, end, .. } => {
+                let block = va & mask;
+                block < end && block.saturating_add(!mask) >= start
             }
         }
     }

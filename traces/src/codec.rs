@@ -301,6 +301,7 @@ fn layout(kind: &EventKind) -> Layout {
         EventKind::TlbFill(_) => plain(tag::TLB_FILL, Body::default()),
         EventKind::PageTablePage { .. } => plain(tag::PT_PAGE, Body::default()),
         EventKind::PageTableRetired { .. } => plain(tag::PT_RETIRED, Body::default()),
+        EventKind::TlbInvalidate { .. } => plain(tag::TLB_INVALIDATE, Body::default()),
         EventKind::StaleTlbUse { .. } => plain(tag::STALE_TLB_USE, Body::default()),
         EventKind::Stack { .. } => plain(tag::STACK, Body::default()),
         EventKind::CsdWait { .. } => plain(tag::CSD_WAIT, Body::default()),
@@ -324,6 +325,7 @@ fn known_sized(tag: u8) -> bool {
         tag::TLB_FILL
             | tag::PT_PAGE
             | tag::PT_RETIRED
+            | tag::TLB_INVALIDATE
             | tag::STALE_TLB_USE
             | tag::STACK
             | tag::CSD_WAIT
@@ -376,6 +378,17 @@ fn sized_body(kind: &EventKind) -> Vec<u8> {
             put_va(&mut body, va_base);
         }
         EventKind::PageTableRetired { pa } => put_uleb(&mut body, pa),
+        EventKind::TlbInvalidate {
+            cpus,
+            start,
+            len,
+            asid,
+        } => {
+            put_uleb(&mut body, cpus);
+            put_va(&mut body, start);
+            put_uleb(&mut body, len);
+            put_uleb(&mut body, asid.map_or(0, |a| u64::from(a) + 1));
+        }
         EventKind::StaleTlbUse { va, access, now } => {
             put_va(&mut body, va);
             put_uleb(&mut body, access_code(access));
@@ -468,6 +481,21 @@ fn decode_sized(tag: u8, body: &[u8], string_count: usize) -> Result<Option<Even
             }
         }
         tag::PT_RETIRED => EventKind::PageTableRetired { pa: uleb()? },
+        tag::TLB_INVALIDATE => {
+            let cpus = uleb()?;
+            let start = unzigzag(uleb()?) as u64;
+            let len = uleb()?;
+            let asid = match uleb()? {
+                0 => None,
+                n => Some(u16::try_from(n - 1).map_err(|_| Malformed::new("ASID out of range"))?),
+            };
+            EventKind::TlbInvalidate {
+                cpus,
+                start,
+                len,
+                asid,
+            }
+        }
         tag::STALE_TLB_USE => {
             let va = unzigzag(uleb()?) as u64;
             let access = *Access::ALL

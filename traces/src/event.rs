@@ -280,6 +280,17 @@ pub enum EventKind {
         access: Access,
         now: WalkResult,
     },
+    /// A TLB invalidation by meaning, as an ISA without Arm's TLBI records it
+    /// (RISC-V's `sfence.vma`, and the SBI remote fences the host runs for the
+    /// guest): on the CPUs whose bits are set in `cpus`, of `len` bytes from `start`
+    /// (`len` 0: every address), for `asid` (`None`: every ASID; one ASID leaves
+    /// global entries alone).
+    TlbInvalidate {
+        cpus: u64,
+        start: u64,
+        len: u64,
+        asid: Option<u16>,
+    },
     /// `tlbi <op>[is], <operand>`; `broadcast` is the inner-shareable (`…is`) form.
     Tlbi {
         op: TlbiOp,
@@ -392,6 +403,7 @@ impl EventKind {
             EventKind::TlbFill(_) => "tlb-fill",
             EventKind::PageTablePage { .. } => "pt-page",
             EventKind::PageTableRetired { .. } => "pt-retired",
+            EventKind::TlbInvalidate { .. } => "tlb-invalidate",
             EventKind::StaleTlbUse { .. } => "stale-tlb-use",
             EventKind::Stack { .. } => "stack",
             EventKind::CsdWait { .. } => "csd-wait",
@@ -582,6 +594,23 @@ impl fmt::Display for EventDisplay<'_> {
                 write!(f, " pa={pa:#x} level={level} va_base={va_base:#x}")
             }
             EventKind::PageTableRetired { pa } => write!(f, " pa={pa:#x}"),
+            EventKind::TlbInvalidate {
+                cpus,
+                start,
+                len,
+                asid,
+            } => {
+                write!(f, " cpus={cpus:#x}")?;
+                if *len == 0 {
+                    write!(f, " all")?;
+                } else {
+                    write!(f, " va={start:#x} len={len:#x}")?;
+                }
+                match asid {
+                    Some(asid) => write!(f, " asid={asid}"),
+                    None => Ok(()),
+                }
+            }
             EventKind::StaleTlbUse { va, access, now } => {
                 write!(f, " va={va:#x} {access:?} now ")?;
                 match now {

@@ -195,11 +195,13 @@
 //!
 //! Since 1.6 the TLB model says when a page stops being a page table (a kernel
 //! freeing its boot tables and reusing the memory as data), so that stores to it
-//! are no longer read as descriptor changes:
+//! are no longer read as descriptor changes, and an ISA without Arm's TLBIs
+//! (RISC-V) records its TLB invalidations by meaning:
 //!
 //! | tag | kind | body |
 //! | --- | --- | --- |
 //! | `0x8d` | page-table page retired | `uleb pa` (no CPU's translation registers reach the page and no TLB entry was filled through it) |
+//! | `0x8e` | TLB invalidate | `uleb cpus` (a bit per CPU invalidated), `zz start`, `uleb len` (0: every address), `uleb asid` (0: every ASID, else the ASID + 1: its non-global entries) |
 //!
 //! `zz` here is the zigzag of the value itself (kernel addresses are "negative").
 //! Bytes after the fields of a known sized kind are ignored (room for later fields).
@@ -290,6 +292,8 @@ pub(crate) mod tag {
     pub const SOFTIRQ_EXIT: u8 = 0x8a;
     pub const SOFTIRQS_ON: u8 = 0x8b;
     pub const SOFTIRQS_OFF: u8 = 0x8c;
-    /// Sized kind of minor version 6: a page-table page no longer in use.
+    /// Sized kinds of minor version 6: a page-table page no longer in use, and a TLB
+    /// invalidation by meaning.
     pub const PT_RETIRED: u8 = 0x8d;
+    pub const TLB_INVALIDATE: u8 = 0x8e;
 }

@@ -53,6 +53,7 @@ pub mod fx;
 pub mod header;
 pub mod lockdep;
 pub mod reader;
+pub mod riscv64;
 pub mod strings;
 pub mod tlb;
 pub mod varint;

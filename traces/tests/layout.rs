@@ -228,8 +228,32 @@ fn records() -> Vec<(Vec<u8>, Option<Event>)> {
                 EventKind::PageTableRetired { pa: RETIRED_PA },
             )),
         ),
+        (
+            // TLB invalidate (sized, 1.6): CPUs 0 and 2, one page at zz VA, every ASID.
+            cat(&[
+                &[0x8e, 0x01, 0],
+                &uleb(zz(INVALIDATED_VA as i64).len() as u64 + 4),
+                &[0b101],
+                &zz(INVALIDATED_VA as i64),
+                &[0x80, 0x20, 0],
+            ]),
+            Some(event(
+                135,
+                0x1010,
+                0,
+                EventKind::TlbInvalidate {
+                    cpus: 0b101,
+                    start: INVALIDATED_VA,
+                    len: 4096,
+                    asid: None,
+                },
+            )),
+        ),
     ]
 }
+
+/// The page of the TLB invalidate.
+const INVALIDATED_VA: u64 = 0xffff_ffc0_0004_1000;
 
 /// The physical page of the retired page-table page.
 const RETIRED_PA: u64 = 0x4031_0000;

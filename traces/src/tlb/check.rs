@@ -9,6 +9,7 @@ use crate::analysis::Analysis;
 use crate::event::{Event, EventKind, WalkResult};
 use crate::finding::{Finding, FindingKind, Findings};
 use crate::lockdep::Symbolizer;
+use crate::riscv64::PageTableFormat;
 use crate::strings::StringTable;
 use crate::tlb::held::{HeldTlbs, StaleSince};
 
@@ -89,6 +90,8 @@ pub struct TlbCheck {
     last_time: u64,
     findings: Findings,
     symbolize: Option<Symbolizer>,
+    /// The tables' format, and with it which rules apply.
+    format: PageTableFormat,
 }
 
 impl TlbCheck {
@@ -102,6 +105,11 @@ impl TlbCheck {
             symbolize: Some(symbolize),
             ..Self::default()
         }
+    }
+
+    /// This check for a machine whose tables are in `format` (Arm's by default).
+    pub fn for_format(self, format: PageTableFormat) -> Self {
+        Self { format, ..self }
     }
 
     /// The translations each CPU holds now, as the events tell.
@@ -210,22 +218,23 @@ impl TlbCheck {
             return;
         }
         let shift = level_shift(page.level);
-        let va = page
-            .va_base
-            .wrapping_add(((desc & (PAGE_SIZE - 1)) / 8) << shift);
-        // A TLBI of this translation still in flight on this CPU, in any
-        // context: the store races it whoever made it.
-        self.barriers(at.cpu);
-        let pending = self.contexts(at.cpu).iter_mut().find_map(|state| {
-            let tlbi = state.pending_tlbi.filter(|t| t.scope.covers(va, shift))?;
-            state.pending_tlbi = None;
-            Some(tlbi)
-        });
-        self.barriers(at.cpu).unordered_store = Some((at.pc, false));
-        if let Some(tlbi) = pending {
-            self.missing_completion(tlbi.pc, "a page-table store", at);
+        let index = (desc & (PAGE_SIZE - 1)) / 8;
+        let va = self.format.entry_va(page.va_base, index, shift);
+        if self.format.arm_rules() {
+            // A TLBI of this translation still in flight on this CPU, in any
+            // context: the store races it whoever made it.
+            self.barriers(at.cpu);
+            let pending = self.contexts(at.cpu).iter_mut().find_map(|state| {
+                let tlbi = state.pending_tlbi.filter(|t| t.scope.covers(va, shift))?;
+                state.pending_tlbi = None;
+                Some(tlbi)
+            });
+            self.barriers(at.cpu).unordered_store = Some((at.pc, false));
+            if let Some(tlbi) = pending {
+                self.missing_completion(tlbi.pc, "a page-table store", at);
+            }
         }
-        if Descriptor::change_matters(old, new, page.level) {
+        if self.format.change_matters(old, new, page.level) {
             let since = StaleSince {
                 time: at.time,
                 cpu: at.cpu,
@@ -233,8 +242,8 @@ impl TlbCheck {
             };
             self.held.mark_stale(desc, since);
         }
-        let od = Descriptor::decode(old, page.level);
-        let nd = Descriptor::decode(new, page.level);
+        let od = self.format.decode(old, page.level);
+        let nd = self.format.decode(new, page.level);
         self.check_remap(desc, od, nd, va, shift, at);
     }
 
@@ -248,8 +257,9 @@ impl TlbCheck {
         at: At,
     ) {
         let here = self.place(at.pc);
+        let bbm = self.format.arm_rules();
         match (od.is_valid(), nd.is_valid()) {
-            (true, true) if od != nd => self.report(
+            (true, true) if od != nd && bbm => self.report(
                 FindingKind::BreakBeforeMake,
                 format!("live descriptor for va {va:#x} changed without break-before-make"),
                 format!("bbm {:#x}", at.pc),
@@ -261,7 +271,7 @@ impl TlbCheck {
                 ],
                 at,
             ),
-            (true, false) => {
+            (true, false) if bbm => {
                 self.broken.insert(desc, Broken { old: od, va, shift });
             }
             (false, true) => {
@@ -351,9 +361,20 @@ impl TlbCheck {
         // one ASID: kernel mappings are global, so it completes none).
         self.broken.retain(|_, b| match scope {
             TlbiScope::All => false,
-            TlbiScope::Va { .. } => !scope.covers(b.va, b.shift),
+            TlbiScope::Va { .. } | TlbiScope::Range { .. } => !scope.covers(b.va, b.shift),
             TlbiScope::Asid(_) => true,
         });
+    }
+
+    /// An invalidation by meaning (RISC-V's `sfence.vma` and SBI remote fences): on
+    /// each CPU in `cpus`, with no barrier rules of its own.
+    fn invalidate_on(&mut self, cpus: u64, scope: TlbiScope, at: At) {
+        for cpu in (0..64).filter(|c| cpus >> c & 1 != 0) {
+            let removed = self.held.invalidate(cpu, false, scope);
+            for (_, entry) in removed {
+                self.close_if_unreachable(entry.fill.pa, Some(at));
+            }
+        }
     }
 
     fn dsb(&mut self, reach: DsbReach, cpu: usize) {
@@ -544,6 +565,12 @@ impl Analysis for TlbCheck {
                     self.tlbi(scope, broadcast, at);
                 }
             }
+            EventKind::TlbInvalidate {
+                cpus,
+                start,
+                len,
+                asid,
+            } => self.invalidate_on(cpus, TlbiScope::of_range(start, len, asid), at),
             EventKind::Dsb { option } => self.dsb(DsbReach::of(option), at.cpu),
             EventKind::Isb => self.isb(at),
             EventKind::HardIrqEnter { .. } => {

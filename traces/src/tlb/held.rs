@@ -36,6 +36,10 @@ impl<T> HeldEntry<T> {
         match scope {
             TlbiScope::All => true,
             TlbiScope::Asid(asid) => !fill.global && fill.asid == asid,
+            TlbiScope::Range { asid, .. } => {
+                let of_asid = asid.is_none_or(|a| !fill.global && fill.asid == a);
+                of_asid && scope.covers(va, level_shift(fill.level))
+            }
             TlbiScope::Va { va: tlbi_va, asid } => {
                 let of_asid = asid.is_none_or(|a| fill.global || fill.asid == a);
                 // A block is held page by page: a TLBI anywhere in it removes them all.

@@ -4,7 +4,8 @@
 //!
 //! The machine records what its TLB model does ([`crate::EventKind::TlbFill`],
 //! [`crate::EventKind::PageTablePage`], [`crate::EventKind::StaleTlbUse`]) next to
-//! the guest's own maintenance (`PageTableWrite`, `Tlbi`, `Dsb`, `Isb`); [`held`]
+//! the guest's own maintenance (`PageTableWrite`, `Tlbi`, `Dsb`, `Isb`, or on RISC-V
+//! `TlbInvalidate`, and `PageTableRetired` when a table page goes out of use); [`held`]
 //! keeps which translations each CPU holds, the state both the machine and this
 //! check derive from those events, and [`check`] turns the events into findings:
 //! - `stale-tlb`: an access through a held translation the tables no longer give;
@@ -20,6 +21,10 @@
 //!   use-after-free through the TLB — with how long (instructions) until the TLBI
 //!   that removed the last one, the CPUs that held them, and whether the page was
 //!   allocated again meanwhile.
+//!
+//! The tables' format ([`crate::riscv64::PageTableFormat`]) says what a descriptor
+//! means and which rules apply: break-before-make and the barrier rules are Arm's;
+//! RISC-V allows a valid entry to change directly and `sfence.vma` orders itself.
 
 pub mod check;
 pub mod held;

@@ -826,3 +826,62 @@ fn a_refill_through_other_tables_is_not_made_stale_by_the_old_ones() {
     s.store(1, PAGE_A | PAGE, 0);
     assert!(s.held(0) && !s.stale(0));
 }
+
+/// The same tables in Sv39: a valid entry may change directly (RISC-V has no
+/// break-before-make), there are no barrier rules, and a remote CPU keeps a stale
+/// translation until an invalidation by meaning reaches it.
+#[test]
+fn riscv_tables_follow_riscv_rules() {
+    use crate::riscv64::{PageTableFormat, PTE_A, PTE_D, PTE_R, PTE_V, PTE_W};
+    let pte = |pa: u64| (pa >> 12) << 10 | PTE_V | PTE_R | PTE_W | PTE_A | PTE_D;
+    let invalidate = |cpus: u64, len: u64| EventKind::TlbInvalidate {
+        cpus,
+        start: VA,
+        len,
+        asid: None,
+    };
+    let sv39 = || Script::with(TlbCheck::new().for_format(PageTableFormat::Sv39));
+    // Straight from A to B, then fenced on both harts: clean.
+    let mut s = sv39();
+    s.fill(0)
+        .fill(1)
+        .store(0, pte(PAGE_A), pte(PAGE_B))
+        .on(0, invalidate(0b11, 4096));
+    assert_eq!(s.kinds(), vec![]);
+    assert!(!s.held(0) && !s.held(1));
+    // Fenced locally only: hart 1 uses its stale entry.
+    let mut s = sv39();
+    s.fill(0)
+        .fill(1)
+        .store(0, pte(PAGE_A), 0)
+        .on(0, invalidate(0b01, 4096));
+    assert!(!s.held(0) && s.stale(1));
+    s.stale_use(1);
+    assert_eq!(s.kinds(), vec![FindingKind::StaleTlb]);
+    // A range that misses the page, and an ASID's fence, leave a global entry alone.
+    let mut s = sv39();
+    s.fill(0).on(0, invalidate(0b01, 0)).fill(0);
+    s.on(
+        0,
+        EventKind::TlbInvalidate {
+            cpus: 1,
+            start: VA + 4096,
+            len: 4096,
+            asid: None,
+        },
+    )
+    .on(
+        0,
+        EventKind::TlbInvalidate {
+            cpus: 1,
+            start: VA,
+            len: 4096,
+            asid: Some(0),
+        },
+    );
+    assert!(s.held(0));
+    // The same direct change in Arm's tables is a break-before-make finding.
+    let mut s = Script::new();
+    s.fill(0).store(0, PAGE_A | PAGE, PAGE_B | PAGE);
+    assert_eq!(s.kinds(), vec![FindingKind::BreakBeforeMake]);
+}

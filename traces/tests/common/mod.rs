@@ -227,10 +227,18 @@ pub fn kind(strings: u32) -> impl Strategy<Value = EventKind> {
             frames: StrId(frames)
         }),
         address().prop_map(|pa| EventKind::PageTableRetired { pa }),
-        // Sized tags this crate does not know (0x80..=0x82 and 0x8d are the TLB
-        // model's, 0x83 the stack, 0x84..=0x85 the cross-CPU calls', 0x86..=0x8c
+        (any::<u64>(), address(), any::<u64>(), any::<Option<u16>>()).prop_map(
+            |(cpus, start, len, asid)| EventKind::TlbInvalidate {
+                cpus,
+                start,
+                len,
+                asid
+            }
+        ),
+        // Sized tags this crate does not know (0x80..=0x82 and 0x8d..=0x8e are the
+        // TLB model's, 0x83 the stack, 0x84..=0x85 the cross-CPU calls', 0x86..=0x8c
         // lockdep's facts).
-        (0x8eu8..=0xff).prop_map(|tag| EventKind::Unknown { tag }),
+        (0x8fu8..=0xff).prop_map(|tag| EventKind::Unknown { tag }),
         Just(EventKind::SoftIrqEnter),
         Just(EventKind::SoftIrqExit),
         Just(EventKind::SoftirqsOn),
