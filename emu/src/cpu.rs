@@ -291,16 +291,20 @@ impl Core {
             .map_err(uc_err("mapping guest RAM"))?;
         let counter = Rc::new(SliceCounter::default());
         install_counting_hooks(&mut uc, cpu, &counter, board)?;
-        if isa == Isa::Riscv64 {
-            install_riscv_devices(&mut uc, cpu, board)?;
-            return Ok(Self::with_engine(uc, counter, None, Vec::new()));
+        match isa {
+            Isa::Riscv64 => install_riscv_devices(&mut uc, cpu, board)?,
+            Isa::Aarch64 => {
+                declare_lower_els_aarch64(&mut uc)?;
+                install_devices(&mut uc, cpu, board, &counter)?;
+            }
         }
-        declare_lower_els_aarch64(&mut uc)?;
-        install_devices(&mut uc, cpu, board, &counter)?;
         let mmu = match sim_mmu {
-            Some(shared) => Some(simmu::install_core(&mut uc, cpu, shared, &counter)?),
+            Some(shared) => Some(simmu::install_core(&mut uc, cpu, shared, &counter, isa)?),
             None => None,
         };
+        if isa == Isa::Riscv64 {
+            return Ok(Self::with_engine(uc, counter, mmu, Vec::new()));
+        }
         let sys_hooks = match hooks {
             Hooks::Full => install_sysreg_hooks(&mut uc, cpu, board, &counter, mmu.clone())?,
             Hooks::CountOnly => Vec::new(),
@@ -376,12 +380,13 @@ pub(crate) fn translation_regs<D>(uc: &Unicorn<'_, D>) -> TranslationRegs {
         let mut reg = reg;
         uc.reg_read_arm64_coproc(&mut reg).map_or(0, |()| reg.val)
     };
-    TranslationRegs {
+    crate::mmu::VmsaRegs {
         sctlr: cp(SCTLR_EL1),
         tcr: cp(TCR_EL1),
         ttbr0: uc.reg_read(RegisterARM64::TTBR0_EL1).unwrap_or(0),
         ttbr1: uc.reg_read(RegisterARM64::TTBR1_EL1).unwrap_or(0),
     }
+    .into()
 }
 
 /// General register `n` (31 = SP, as a load/store base).

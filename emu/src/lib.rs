@@ -80,6 +80,7 @@ pub mod record;
 pub mod riscv;
 pub mod sched;
 mod simmu;
+pub mod sv39;
 mod syshook;
 pub mod timer;
 pub mod tlb;

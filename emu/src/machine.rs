@@ -218,12 +218,6 @@ impl Machine {
             )));
         }
         let isa = kernel.isa();
-        if isa == Isa::Riscv64 && config.mmu != MmuMode::Builtin {
-            return Err(EmuError::Config(
-                "the simulated MMU walks arm64 tables only: a riscv64 kernel runs with --mmu builtin"
-                    .into(),
-            ));
-        }
         let ram_base = isa.ram_base();
         let mut ram = GuestRam::new(ram_base, config.ram_size)
             .ok_or_else(|| EmuError::Config("cannot allocate guest RAM".into()))?;
@@ -282,6 +276,7 @@ impl Machine {
                 &ram,
                 config.cpus,
                 config.mmu == MmuMode::Checked,
+                isa,
             )),
             _ => None,
         };
@@ -715,6 +710,9 @@ impl Machine {
                 Ok(None) => self.psci_call(cpu),
                 Err(what) => fault(what),
             },
+            SliceEnd::Abort(exc) if self.kernel.isa() == Isa::Riscv64 => {
+                self.riscv_page_fault(cpu, exc)
+            }
             SliceEnd::Abort(exc) => self.enter_synchronous(cpu, exc),
         }
     }

@@ -17,16 +17,74 @@ use crate::memory::GuestMemory;
 
 /// The translation registers of one core.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct TranslationRegs {
+pub struct VmsaRegs {
     pub sctlr: u64,
     pub tcr: u64,
     pub ttbr0: u64,
     pub ttbr1: u64,
 }
 
+/// What selects a core's translation: Arm's registers, or RISC-V's `satp` (Sv39,
+/// walked by [`crate::sv39`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TranslationRegs {
+    Vmsa(VmsaRegs),
+    Sv39 { satp: u64 },
+}
+
+impl Default for TranslationRegs {
+    fn default() -> Self {
+        TranslationRegs::Vmsa(VmsaRegs::default())
+    }
+}
+
+impl From<VmsaRegs> for TranslationRegs {
+    fn from(regs: VmsaRegs) -> Self {
+        TranslationRegs::Vmsa(regs)
+    }
+}
+
 impl TranslationRegs {
     pub fn mmu_on(&self) -> bool {
-        self.sctlr & 1 != 0
+        match self {
+            TranslationRegs::Vmsa(regs) => regs.sctlr & 1 != 0,
+            TranslationRegs::Sv39 { satp } => satp >> 60 == crate::sv39::SATP_MODE_SV39,
+        }
+    }
+
+    /// The current ASID (non-global entries are filled under it).
+    pub fn asid(&self) -> u16 {
+        match self {
+            TranslationRegs::Vmsa(regs) => (regs.ttbr0 >> 48) as u16,
+            TranslationRegs::Sv39 { satp } => (satp >> 44) as u16,
+        }
+    }
+
+    /// The VA the first entry of the root table that translates `va` maps.
+    pub fn root_va_base(&self, va: u64) -> u64 {
+        match self {
+            TranslationRegs::Vmsa(_) => {
+                let Ok((_, _, input_bits)) = walk_start(self, va) else {
+                    return 0;
+                };
+                // TTBR1's table maps the top of the address space.
+                if (va >> 55) & 1 == 1 && input_bits < 64 {
+                    !((1u64 << input_bits) - 1)
+                } else {
+                    0
+                }
+            }
+            // One root for both halves: its entries from 256 on sign-extend.
+            TranslationRegs::Sv39 { .. } => 0,
+        }
+    }
+
+    /// The format of the tables these registers select.
+    pub fn format(&self) -> traces::riscv64::PageTableFormat {
+        match self {
+            TranslationRegs::Vmsa(_) => traces::riscv64::PageTableFormat::Vmsa,
+            TranslationRegs::Sv39 { .. } => traces::riscv64::PageTableFormat::Sv39,
+        }
     }
 }
 
@@ -44,7 +102,7 @@ pub struct Fault {
 }
 
 impl Fault {
-    fn new(kind: u64, level: u8) -> Self {
+    pub(crate) fn new(kind: u64, level: u8) -> Self {
         Self {
             status: kind + level as u64,
             level,
@@ -98,6 +156,10 @@ impl Translation {
 /// Where a walk for `va` starts: the table base, the start level and the input size,
 /// or the level 0 translation fault of an address the tables do not cover.
 pub fn walk_start(regs: &TranslationRegs, va: u64) -> Result<(u64, u8, u32), Fault> {
+    let regs = match regs {
+        TranslationRegs::Vmsa(regs) => regs,
+        TranslationRegs::Sv39 { satp } => return crate::sv39::walk_start(*satp, va),
+    };
     let upper = (va >> 55) & 1 == 1;
     let tcr = regs.tcr;
     let (tsz, walk_disabled, granule_4k, ttbr) = if upper {
@@ -149,6 +211,10 @@ pub fn walk_any(
     regs: &TranslationRegs,
     va: u64,
 ) -> Result<Translation, Fault> {
+    let vmsa = match regs {
+        TranslationRegs::Vmsa(vmsa) => vmsa,
+        TranslationRegs::Sv39 { satp } => return crate::sv39::walk_any(mem, *satp, va),
+    };
     let (mut table, start_level, input_bits) = walk_start(regs, va)?;
     let mut tables = [0u64; 3];
     let mut n_tables = 0u8;
@@ -186,7 +252,7 @@ pub fn walk_any(
         let read_only = ap & 2 != 0 || no_write;
         let el0_writable = ap == 0b01 && !no_write;
         let write = !read_only;
-        let wxn = regs.sctlr & (1 << 19) != 0 && write;
+        let wxn = vmsa.sctlr & (1 << 19) != 0 && write;
         let exec = desc & (1 << 53) == 0 && !pxn_table && !el0_writable && !wxn;
         return Ok(Translation {
             pa,
@@ -237,13 +303,13 @@ mod tests {
         ram.write_u64(L3 + 24, 0x4010_3000 | 0x403 | (1 << 53))
             .unwrap(); // page 3: PXN
                        // 39-bit VA, 4 KiB granules, no TTBR1 walks.
-        let regs = TranslationRegs {
+        let regs = VmsaRegs {
             sctlr: 1,
             tcr: 25 | (1 << 23) | (2 << 30),
             ttbr0: L1,
             ttbr1: 0,
         };
-        (ram, regs)
+        (ram, regs.into())
     }
 
     #[test]
@@ -288,7 +354,10 @@ mod tests {
             Some(0b00_0100),
             "TTBR1 walks disabled"
         );
-        let off = TranslationRegs { sctlr: 0, ..regs };
+        let TranslationRegs::Vmsa(vmsa) = regs else {
+            unreachable!("set up as VMSA")
+        };
+        let off = VmsaRegs { sctlr: 0, ..vmsa }.into();
         assert_eq!(fault_status(&ram, &off, 0x8000_4000, Access::Read), None);
     }
 
@@ -307,12 +376,13 @@ mod tests {
         ram.write_u64(l2 + 8, 0x4020_0000 | 0x401).unwrap();
         ram.write_u64(l2ro, l3ro | 3).unwrap();
         ram.write_u64(l3ro, 0x4030_0000 | 0x403).unwrap();
-        let regs = TranslationRegs {
+        let regs: TranslationRegs = VmsaRegs {
             sctlr: 1,
             tcr: 25 | (25 << 16) | (2 << 30),
             ttbr0: t0,
             ttbr1: t1,
-        };
+        }
+        .into();
         (ram, regs)
     }
 
@@ -384,12 +454,13 @@ mod tests {
         ram.write_u64(L3, 0x4010_0000 | 0x443).unwrap(); // AP = 01: EL0 read-write
         ram.write_u64(L3 + 8, 0x4010_1000 | 0x803).unwrap(); // AF clear, nG
         ram.write_u64(L3 + 16, 0x4010_2000 | 0xc03).unwrap(); // nG
-        let mut regs = TranslationRegs {
+        let mut vmsa = VmsaRegs {
             sctlr: 1,
             tcr: 25 | (1 << 23),
             ttbr0: L1,
             ttbr1: 0,
         };
+        let regs: TranslationRegs = vmsa.into();
         let t = walk_any(&ram, &regs, 0x8000_0000).unwrap();
         assert!(t.write && !t.exec);
         assert_eq!(
@@ -398,8 +469,8 @@ mod tests {
         );
         let t = walk_any(&ram, &regs, 0x8000_2000).unwrap();
         assert!(t.exec && !t.global);
-        regs.sctlr |= 1 << 19; // WXN: writable implies execute-never
-        assert!(!walk_any(&ram, &regs, 0x8000_2000).unwrap().exec);
+        vmsa.sctlr |= 1 << 19; // WXN: writable implies execute-never
+        assert!(!walk_any(&ram, &vmsa.into(), 0x8000_2000).unwrap().exec);
     }
 
     #[test]

@@ -45,7 +45,7 @@ use std::rc::Rc;
 
 use traces::aarch64::TlbiScope;
 use traces::{BarrierOption, EventKind};
-use unicorn_engine::{MemType, Prot, RegisterARM64, TlbEntry, TlbType, Unicorn};
+use unicorn_engine::{MemType, Prot, RegisterRISCV, TlbEntry, TlbType, Unicorn};
 
 use crate::cpu::{read_insn, read_xreg, translation_regs, Core, SliceCounter};
 use crate::error::{uc_err, EmuError};
@@ -53,10 +53,12 @@ use crate::exception::Synchronous;
 use crate::insn;
 use crate::kernel::KernelImage;
 use crate::memory::GuestRam;
-use crate::mmu::{Access, Fault, TranslationRegs};
+use crate::mmu::{Access, Fault, TranslationRegs, PAGE_SIZE};
+use crate::record::abi::Abi;
 use crate::record::Recorder;
 use crate::syshook::SysAccess;
-use crate::tlb::{At, Barrier, FillAnswer, MmuModel, RamView};
+use crate::tlb::{At, Barrier, FillAnswer, Invalidation, MmuModel, RamView};
+use crate::Isa;
 
 /// State shared by every core's MMU hooks.
 pub(crate) struct Shared {
@@ -71,6 +73,8 @@ pub(crate) struct Shared {
 /// One core's side.
 pub(crate) struct CoreMmu {
     cpu: usize,
+    /// Which registers select the tables and hold the return address.
+    abi: Abi,
     shared: Rc<Shared>,
     counter: Rc<SliceCounter>,
     regs: Cell<TranslationRegs>,
@@ -99,7 +103,7 @@ impl CoreMmu {
 
     /// Queues what the model did since the last call with the recorder. Called with
     /// no borrow of the model held; `uc` as for [`Recorder::queue`].
-    fn hand_over(&self, uc: Option<&Unicorn<'_, ()>>) {
+    pub(crate) fn hand_over(&self, uc: Option<&Unicorn<'_, ()>>) {
         let Some(recorder) = self.recorder.get() else {
             return;
         };
@@ -122,7 +126,7 @@ impl CoreMmu {
             },
             Barrier::Isb => EventKind::Isb,
         };
-        recorder.queue(Some(uc), self.cpu, at.time, at.pc, read_xreg(uc, 30), kind);
+        recorder.queue(Some(uc), self.cpu, at.time, at.pc, self.abi.link(uc), kind);
     }
 
     pub(crate) fn regs_changed(&self) {
@@ -137,6 +141,11 @@ impl CoreMmu {
     }
 
     fn regs<D>(&self, uc: &Unicorn<'_, D>) -> TranslationRegs {
+        if self.abi.0 == Isa::Riscv64 {
+            // No hook sees a `csrw satp`: read it every time (one register).
+            let satp = uc.reg_read(RegisterRISCV::SATP).unwrap_or(0);
+            return TranslationRegs::Sv39 { satp };
+        }
         if self.regs_dirty.replace(false) {
             self.regs.set(translation_regs(uc));
         }
@@ -187,7 +196,7 @@ impl CoreMmu {
                 self.cpu,
                 at.time,
                 at.pc,
-                read_xreg(&uc, 30),
+                self.abi.link(&uc),
                 kind,
             );
         }
@@ -256,6 +265,24 @@ impl CoreMmu {
         }
     }
 
+    /// Tells the model of every `free_pages(addr, order)` (entry at `entry`).
+    fn hook_free_pages(
+        self: &Rc<Self>,
+        uc: &mut Unicorn<'static, ()>,
+        entry: u64,
+    ) -> Result<(), EmuError> {
+        let m = self.clone();
+        uc.add_code_hook(entry, entry, move |uc, pc, _| {
+            let (addr, order) = (m.abi.arg(uc, 0), m.abi.arg(uc, 1).min(20));
+            let at = m.at(pc);
+            m.model_for(uc)
+                .pages_freed(&m.shared.ram, addr, 4096 << order, at);
+            m.hand_over(Some(uc));
+        })
+        .map_err(uc_err("adding the free_pages hook"))?;
+        Ok(())
+    }
+
     /// The abort to enter for a slice that `emu_start` ended with an MMU fault.
     pub(crate) fn take_fault(&self, uc: &mut Unicorn<'static, ()>, pc: u64) -> Option<Synchronous> {
         let (va, access, fault) = self.fault.take()?;
@@ -266,9 +293,13 @@ impl CoreMmu {
             },
             Access::Read | Access::Write => {
                 // Unicorn gives the page; the instruction gives the byte.
-                let decoded = read_insn(uc, pc)
-                    .and_then(insn::decode_mem_access)
-                    .map(|a| a.address(|r| read_xreg(uc, r)));
+                let word = read_insn(uc, pc);
+                let decoded = match self.abi.0 {
+                    Isa::Aarch64 => word
+                        .and_then(insn::decode_mem_access)
+                        .map(|a| a.address(|r| read_xreg(uc, r))),
+                    Isa::Riscv64 => word.and_then(|w| crate::riscv::access_address(uc, w)),
+                };
                 let far = decoded.filter(|a| a & !0xfff == va).unwrap_or(va);
                 Synchronous::DataAbort {
                     far,
@@ -280,15 +311,44 @@ impl CoreMmu {
     }
 }
 
+/// RISC-V: Unicorn's soft TLB is flushed at every CSR instruction on `satp`. QEMU
+/// keeps it across a change of mode, so the fetches between turning translation on
+/// and the `sfence.vma` after it would reach the model only when host timing has
+/// refilled the soft TLB meanwhile (DESIGN.md): flushed here, they always do.
+fn install_satp_hooks(cores: &mut [Core], words: &[(u64, u32)]) -> Result<(), EmuError> {
+    const SATP: u32 = 0x180;
+    let sites: Vec<u64> = words
+        .iter()
+        .filter(|&&(_, w)| w & 0x7f == 0x73 && (w >> 12) & 7 != 0 && (w >> 12) & 7 != 4)
+        .filter(|&&(_, w)| w >> 20 == SATP)
+        .map(|&(addr, _)| addr)
+        .collect();
+    for core in cores.iter_mut() {
+        for &addr in &sites {
+            core.uc
+                .add_code_hook(addr, addr, |uc, _, _| {
+                    let _ = uc.ctl_flush_tlb();
+                })
+                .map_err(uc_err("adding a satp hook"))?;
+        }
+        core.uc
+            .ctl_flush_tb()
+            .map_err(uc_err("adding satp hooks"))?;
+    }
+    Ok(())
+}
+
 /// Switches `uc` to the virtual TLB answered by the model.
 pub(crate) fn install_core(
     uc: &mut Unicorn<'static, ()>,
     cpu: usize,
     shared: &Rc<Shared>,
     counter: &Rc<SliceCounter>,
+    isa: Isa,
 ) -> Result<Rc<CoreMmu>, EmuError> {
     let core = Rc::new(CoreMmu {
         cpu,
+        abi: Abi(isa),
         shared: shared.clone(),
         counter: counter.clone(),
         regs: Cell::new(TranslationRegs::default()),
@@ -320,10 +380,14 @@ impl SimMmu {
         *self.shared.model.borrow_mut() = model;
     }
 
-    pub(crate) fn new(ram: &GuestRam, cpus: usize, checks: bool) -> Self {
+    pub(crate) fn new(ram: &GuestRam, cpus: usize, checks: bool, isa: Isa) -> Self {
+        let format = match isa {
+            Isa::Aarch64 => traces::riscv64::PageTableFormat::Vmsa,
+            Isa::Riscv64 => traces::riscv64::PageTableFormat::Sv39,
+        };
         Self {
             shared: Rc::new(Shared {
-                model: RefCell::new(MmuModel::new(cpus, checks)),
+                model: RefCell::new(MmuModel::for_format(cpus, checks, format)),
                 slice_base: Cell::new(0),
                 in_slice: Cell::new(false),
                 // SAFETY: the machine drops its cores (and with them every hook holding
@@ -342,10 +406,16 @@ impl SimMmu {
         cores: &mut [Core],
         kernel: &KernelImage,
     ) -> Result<(), EmuError> {
+        let words: Vec<(u64, u32)> = kernel.code_words().collect();
+        if kernel.isa() == Isa::Riscv64 {
+            install_satp_hooks(cores, &words)?;
+        }
         if !self.shared.model.borrow().checks() {
             return Ok(());
         }
-        let words: Vec<(u64, u32)> = kernel.code_words().collect();
+        if kernel.isa() == Isa::Riscv64 {
+            return self.install_sfence_hooks(cores, kernel, &words);
+        }
         let mut barriers = barrier_sites(&words);
         let aliases: Vec<_> = barriers
             .iter()
@@ -370,25 +440,85 @@ impl SimMmu {
                     .map_err(uc_err("adding a barrier hook"))?;
             }
             if let Some(entry) = free_pages {
-                let m = mmu.clone();
-                core.uc
-                    .add_code_hook(entry, entry, move |uc, pc, _| {
-                        let (addr, order) = (
-                            uc.reg_read(RegisterARM64::X0).unwrap_or(0),
-                            uc.reg_read(RegisterARM64::X1).unwrap_or(0).min(20),
-                        );
-                        let at = m.at(pc);
-                        m.model_for(uc)
-                            .pages_freed(&m.shared.ram, addr, 4096 << order, at);
-                        m.hand_over(Some(uc));
-                    })
-                    .map_err(uc_err("adding the free_pages hook"))?;
+                mmu.hook_free_pages(&mut core.uc, entry)?;
             }
             core.uc
                 .ctl_flush_tb()
                 .map_err(uc_err("adding barrier hooks"))?;
         }
         Ok(())
+    }
+
+    /// RISC-V: code hooks on every `sfence.vma` of the kernel (no CSR or system
+    /// instruction hook exists there) and on our guest's `free_pages`.
+    fn install_sfence_hooks(
+        &self,
+        cores: &mut [Core],
+        kernel: &KernelImage,
+        words: &[(u64, u32)],
+    ) -> Result<(), EmuError> {
+        let sites: Vec<(u64, u32, u32)> = words
+            .iter()
+            .filter(|&&(_, word)| word & 0xfe00_7fff == 0x1200_0073)
+            .map(|&(addr, word)| (addr, (word >> 15) & 31, (word >> 20) & 31))
+            .collect();
+        let free_pages = kernel.symbol_address("free_pages");
+        for core in cores.iter_mut() {
+            let Some(mmu) = core.mmu.clone() else {
+                continue;
+            };
+            for &(addr, rs1, rs2) in &sites {
+                let m = mmu.clone();
+                core.uc
+                    .add_code_hook(addr, addr, move |uc, pc, _| {
+                        // rs1 = x0: every address; rs2 = x0: every ASID.
+                        let (start, len) = match rs1 {
+                            0 => (0, 0),
+                            _ => (m.abi.xreg(uc, rs1) & !(PAGE_SIZE - 1), PAGE_SIZE),
+                        };
+                        let asid = (rs2 != 0).then(|| m.abi.xreg(uc, rs2) as u16);
+                        let inv = Invalidation {
+                            cpus: 1 << m.cpu,
+                            start,
+                            len,
+                            asid,
+                        };
+                        let name = if rs1 == 0 {
+                            "sfence.vma"
+                        } else {
+                            "sfence.vma va"
+                        };
+                        let at = m.at(pc);
+                        m.model_for(uc).invalidate_on(&m.shared.ram, inv, name, at);
+                        m.hand_over(Some(uc));
+                    })
+                    .map_err(uc_err("adding an sfence.vma hook"))?;
+            }
+            if let Some(entry) = free_pages {
+                mmu.hook_free_pages(&mut core.uc, entry)?;
+            }
+            core.uc
+                .ctl_flush_tb()
+                .map_err(uc_err("adding sfence.vma hooks"))?;
+        }
+        Ok(())
+    }
+
+    /// An SBI remote fence `core` asked for (its `ecall` at `pc`, virtual time
+    /// `time`), carried out by the host.
+    pub(crate) fn remote_fence(&self, core: &Core, inv: Invalidation, pc: u64, time: u64) {
+        let Some(mmu) = &core.mmu else {
+            return;
+        };
+        let at = At {
+            cpu: mmu.cpu,
+            pc,
+            time,
+        };
+        let name = "sbi remote sfence.vma";
+        mmu.model_for(&core.uc)
+            .invalidate_on(&self.shared.ram, inv, name, at);
+        mmu.hand_over(Some(&core.uc));
     }
 
     /// Before `cpu` runs a slice starting at virtual time `now`: flush the Unicorn TLB

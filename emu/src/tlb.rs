@@ -34,6 +34,7 @@ use std::collections::BTreeMap;
 use traces::fx::FxHashMap;
 
 use traces::aarch64::TlbiScope;
+use traces::riscv64::PageTableFormat;
 use traces::tlb::{HeldEntry, HeldTlbs, StaleSince};
 use traces::{EventKind, TlbFill, WalkResult};
 
@@ -137,6 +138,17 @@ pub enum FillAnswer {
     Fault(Fault),
 }
 
+/// A TLB invalidation by meaning: on each CPU whose bit is set in `cpus`, of `len`
+/// bytes from `start` (0: every address), of `asid` (`None`: every ASID; one ASID
+/// leaves global entries alone).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Invalidation {
+    pub cpus: u64,
+    pub start: u64,
+    pub len: u64,
+    pub asid: Option<u16>,
+}
+
 /// Who made an event: CPU, PC and virtual time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct At {
@@ -171,13 +183,21 @@ pub struct MmuModel {
     /// Whether the machine checks TLB maintenance (hooks its barriers and
     /// `free_pages`).
     checks: bool,
+    /// The format of the guest's tables.
+    format: PageTableFormat,
     pub stats: MmuStats,
     /// Changes not yet taken by the recorder (`None`: not recording).
     log: Option<Vec<ModelEvent>>,
 }
 
 impl MmuModel {
+    /// A model of `cpus` TLBs over tables in Arm's format.
     pub fn new(cpus: usize, checks: bool) -> Self {
+        Self::for_format(cpus, checks, PageTableFormat::Vmsa)
+    }
+
+    /// A model of `cpus` TLBs over tables in `format`.
+    pub fn for_format(cpus: usize, checks: bool, format: PageTableFormat) -> Self {
         Self {
             held: HeldTlbs::new(cpus),
             pt_pages: FxHashMap::default(),
@@ -187,6 +207,7 @@ impl MmuModel {
             freed: FxHashMap::default(),
             windows: (0..cpus).map(|_| Vec::new()).collect(),
             checks,
+            format,
             stats: MmuStats {
                 tlb_fills: vec![0; cpus],
                 ..MmuStats::default()
@@ -258,7 +279,7 @@ impl MmuModel {
                 let shift = mmu::level_shift(level);
                 let index = (info.va_base >> shift) & 511 & (span_mask >> shift);
                 match mem.read_u64(table + 8 * index) {
-                    Ok(desc) => match Descriptor::decode(desc, level) {
+                    Ok(desc) => match self.format.decode(desc, level) {
                         Descriptor::Table(next) => table = next,
                         _ => return false,
                     },
@@ -378,13 +399,12 @@ impl MmuModel {
         let Ok((root, start, input_bits)) = mmu::walk_start(regs, va) else {
             return;
         };
-        let upper = (va >> 55) & 1 == 1;
         let span_mask = if input_bits >= 64 {
             u64::MAX
         } else {
             (1u64 << input_bits) - 1
         };
-        let root_base = if upper { !span_mask } else { 0 };
+        let root_base = regs.root_va_base(va);
         if !self.pt_pages.contains_key(&root) {
             self.add_pt_page(root, start, root_base, at);
         }
@@ -395,7 +415,7 @@ impl MmuModel {
             let Ok(desc) = mem.read_u64(table + 8 * index) else {
                 return;
             };
-            match Descriptor::decode(desc, level) {
+            match self.format.decode(desc, level) {
                 Descriptor::Table(next) => {
                     if !self.pt_pages.contains_key(&next) {
                         self.add_pt_page(next, level + 1, va & !((1u64 << shift) - 1), at);
@@ -494,7 +514,7 @@ impl MmuModel {
             write: t.write,
             exec: t.exec,
             global: t.global,
-            asid: (regs.ttbr0 >> 48) as u16,
+            asid: regs.asid(),
             walk,
             walk_len: t.n_tables + 1,
         };
@@ -561,12 +581,11 @@ impl MmuModel {
         }
         let level = page.level;
         let shift = mmu::level_shift(level);
-        let va = page
-            .va_base
-            .wrapping_add(((desc_addr & (PAGE_SIZE - 1)) / 8) << shift);
+        let index = (desc_addr & (PAGE_SIZE - 1)) / 8;
+        let va = self.format.entry_va(page.va_base, index, shift);
         let (od, nd) = (
-            Descriptor::decode(old, level),
-            Descriptor::decode(new, level),
+            self.format.decode(old, level),
+            self.format.decode(new, level),
         );
         match (od.is_valid(), nd.is_valid()) {
             (true, false) => self.stats.pt_writes_valid_to_invalid += 1,
@@ -577,7 +596,7 @@ impl MmuModel {
         let desc_pa = desc_addr;
         self.record(at, EventKind::PageTableWrite { desc_pa, old, new });
         let mut stop = false;
-        if Descriptor::change_matters(old, new, level) {
+        if self.format.change_matters(old, new, level) {
             let since = StaleSince {
                 time: at.time,
                 cpu: at.cpu,
@@ -617,7 +636,44 @@ impl MmuModel {
             self.stats.broadcast_invalidations += 1;
         }
         let removed = self.held.invalidate(at.cpu, broadcast, scope);
-        // Freed pages no longer reachable once no stale entry maps them.
+        self.forget_removed(&removed, at);
+    }
+
+    /// Invalidation `inv` by `at.cpu` (RISC-V's `sfence.vma`, or an SBI remote fence
+    /// the host runs for it); recorded as such, since no instruction of the trace
+    /// says it.
+    pub fn invalidate_on(&mut self, mem: &dyn GuestMemory, inv: Invalidation, name: &str, at: At) {
+        let Invalidation {
+            cpus,
+            start,
+            len,
+            asid,
+        } = inv;
+        self.sync_windows(mem, at.cpu);
+        *self.stats.tlbi_by_kind.entry(name.to_string()).or_default() += 1;
+        if cpus & !(1 << at.cpu) != 0 {
+            self.stats.broadcast_invalidations += 1;
+        }
+        let scope = TlbiScope::of_range(start, len, asid);
+        let mut removed = Vec::new();
+        for cpu in (0..self.need_flush.len()).filter(|c| cpus >> c & 1 != 0) {
+            removed.extend(self.held.invalidate(cpu, false, scope));
+        }
+        self.record(
+            at,
+            EventKind::TlbInvalidate {
+                cpus,
+                start,
+                len,
+                asid,
+            },
+        );
+        self.forget_removed(&removed, at);
+    }
+
+    /// Freed pages no longer reachable once no stale entry maps them: their window
+    /// ends at `at`.
+    fn forget_removed(&mut self, removed: &[(usize, Held)], at: At) {
         for (_, entry) in removed.iter().filter(|(_, e)| e.stale.is_some()) {
             let pa = entry.fill.pa;
             let Some(&freed_at) = self.freed.get(&pa) else {
@@ -732,12 +788,13 @@ mod tests {
         ram.write_u64(L1 + 8 * 2, L2 | 3).unwrap();
         ram.write_u64(L2, L3 | 3).unwrap();
         ram.write_u64(L3, PAGE_A | PAGE).unwrap();
-        let regs = TranslationRegs {
+        let regs = crate::mmu::VmsaRegs {
             sctlr: 1,
             tcr: 25 | (1 << 23),
             ttbr0: L1,
             ttbr1: 0,
-        };
+        }
+        .into();
         (ram, regs, MmuModel::new(cpus, true))
     }
 
@@ -926,10 +983,14 @@ mod tests {
         m.set_translation_regs(1, regs);
         read(&mut m, &ram, &regs, 0);
         m.record_events();
-        let elsewhere = TranslationRegs {
-            ttbr0: RAM_BASE + 0x3000,
-            ..regs
+        let TranslationRegs::Vmsa(vmsa) = regs else {
+            unreachable!("set up as VMSA")
         };
+        let elsewhere = crate::mmu::VmsaRegs {
+            ttbr0: RAM_BASE + 0x3000,
+            ..vmsa
+        }
+        .into();
         m.set_translation_regs(0, elsewhere);
         let mut junk = 0x1111;
         let mut store_junk = |m: &mut MmuModel, ram: &mut GuestRam, time| {
@@ -958,6 +1019,31 @@ mod tests {
         read(&mut m, &ram, &regs, 0);
         assert_eq!(recorded(&mut m), vec!["pt-page", "tlb-fill"]);
         assert!(m.is_page_table(L3));
+    }
+
+    /// An invalidation by meaning reaches the CPUs it names and the pages of its
+    /// range, and is recorded (no instruction in the trace says it).
+    #[test]
+    fn an_invalidation_by_meaning_reaches_the_cpus_and_pages_it_names() {
+        let (ram, regs, mut m) = setup(3);
+        for cpu in 0..3 {
+            read(&mut m, &ram, &regs, cpu);
+        }
+        m.record_events();
+        let inv = |cpus, start| Invalidation {
+            cpus,
+            start,
+            len: PAGE_SIZE,
+            asid: None,
+        };
+        m.invalidate_on(&ram, inv(0b101, VA + PAGE_SIZE), "sfence.vma", at(0, 2));
+        assert!((0..3).all(|cpu| m.held(cpu, VA).is_some()), "another page");
+        m.invalidate_on(&ram, inv(0b101, VA), "sfence.vma", at(0, 3));
+        let held: Vec<bool> = (0..3).map(|cpu| m.held(cpu, VA).is_some()).collect();
+        assert_eq!(held, vec![false, true, false]);
+        assert_eq!(recorded(&mut m), vec!["tlb-invalidate", "tlb-invalidate"]);
+        assert_eq!(m.stats.tlbi_by_kind.get("sfence.vma"), Some(&2));
+        assert_eq!(m.stats.broadcast_invalidations, 2);
     }
 
     #[test]

@@ -9,6 +9,7 @@ use std::rc::Rc;
 use emu::{EventSink, KernelImage, Machine, SourceLines, StopRequest};
 use serde_json::{json, Value};
 use traces::lockdep::{Stats, Symbolizer};
+use traces::riscv64::PageTableFormat;
 use traces::tlb::TlbCheck;
 use traces::{Analysis, Event, Finding, StringTable, TraceConfig, Validator};
 
@@ -83,12 +84,16 @@ pub struct Analyses {
 }
 
 impl Analyses {
-    /// Analyses naming code addresses of `kernel` (if given).
-    pub fn new(kernel: Option<&KernelImage>, tlb_check: bool) -> Self {
+    /// Analyses naming code addresses of `kernel` (if given), with the TLB check of
+    /// tables in `tlb_check`'s format if given.
+    pub fn new(kernel: Option<&KernelImage>, tlb_check: Option<PageTableFormat>) -> Self {
         let namer = kernel.map(CodeNamer::new);
-        let tlb = tlb_check.then(|| match &namer {
-            Some(namer) => TlbCheck::with_symbolizer(symbolizer(namer.clone())),
-            None => TlbCheck::new(),
+        let tlb = tlb_check.map(|format| {
+            match &namer {
+                Some(namer) => TlbCheck::with_symbolizer(symbolizer(namer.clone())),
+                None => TlbCheck::new(),
+            }
+            .for_format(format)
         });
         let locks = match namer {
             Some(namer) => Validator::with_symbolizer(symbolizer(namer)),
@@ -124,6 +129,25 @@ pub fn trace_has_tlb_events(config: &TraceConfig, minor: u16) -> bool {
     config.extra.get("mmu").map(String::as_str) == Some("checked") && minor >= 2
 }
 
+/// The TLB check a trace's events allow: its run's tables' format (RISC-V's when
+/// the trace says `arch=riscv64`), or `None` without the TLB model's events.
+pub fn trace_tlb_check(config: &TraceConfig, minor: u16) -> Option<PageTableFormat> {
+    trace_has_tlb_events(config, minor).then(|| {
+        match config.extra.get("arch").map(String::as_str) {
+            Some("riscv64") => PageTableFormat::Sv39,
+            _ => PageTableFormat::Vmsa,
+        }
+    })
+}
+
+/// The format of `kernel`'s page tables.
+pub fn page_table_format(kernel: &KernelImage) -> PageTableFormat {
+    match kernel.isa() {
+        emu::Isa::Aarch64 => PageTableFormat::Vmsa,
+        emu::Isa::Riscv64 => PageTableFormat::Sv39,
+    }
+}
+
 /// The analyses fed by a running machine.
 pub struct Online {
     analyses: Rc<RefCell<Analyses>>,
@@ -133,7 +157,8 @@ impl Online {
     /// Analyses of `kernel`'s events (the TLB check if `tlb_check`), and the sink that
     /// feeds them (stopping the machine at the first real deadlock).
     pub fn new(kernel: &KernelImage, machine: &Machine, tlb_check: bool) -> (Self, EventSink) {
-        let analyses = Rc::new(RefCell::new(Analyses::new(Some(kernel), tlb_check)));
+        let format = tlb_check.then(|| page_table_format(kernel));
+        let analyses = Rc::new(RefCell::new(Analyses::new(Some(kernel), format)));
         let stop: StopRequest = machine.stop_request();
         let fed = analyses.clone();
         let sink: EventSink = Box::new(move |events: &[Event], strings: &StringTable| {

@@ -136,8 +136,8 @@ pub enum Mmu {
 pub enum Arch {
     /// ARMv8-A on the arm64 `virt` board (recording and every analysis).
     Aarch64,
-    /// RV64 on the riscv64 `virt` board with the host as SBI firmware
-    /// (recording and the lock validator; no TLB check yet: `--mmu builtin`).
+    /// RV64 on the riscv64 `virt` board with the host as SBI firmware (recording,
+    /// the lock validator and the TLB check; no Linux oracle).
     Riscv64,
 }
 

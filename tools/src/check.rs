@@ -81,7 +81,8 @@ pub fn check(args: &CheckArgs) -> Result<Verdict, BadInput> {
             header.minor
         );
     }
-    let mut analyses = Analyses::new(kernel.as_ref(), tlb_check);
+    let format = crate::analysis::trace_tlb_check(&config, header.minor);
+    let mut analyses = Analyses::new(kernel.as_ref(), format);
     let namer = kernel.as_ref().map(CodeNamer::new);
     let mut events: u64 = 0;
     // The last events, where a finished trace says how its run ended.

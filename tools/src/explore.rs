@@ -101,8 +101,7 @@ pub struct ExploreArgs {
     /// Guest kernel ELF (default: the built-in guest).
     #[arg(long)]
     pub kernel: Option<PathBuf>,
-    /// Instruction set of the built-in guest (as `run --arch`); riscv64 runs use
-    /// Unicorn's MMU (no TLB check).
+    /// Instruction set of the built-in guest (as `run --arch`).
     #[arg(long, value_enum)]
     pub arch: Option<crate::args::Arch>,
     /// Worker processes.
@@ -248,12 +247,8 @@ impl Plan<'_> {
         if let Some(path) = &a.kernel {
             argv.extend(["--kernel".into(), path.display().to_string()]);
         }
-        if self.kernel.isa() == emu::Isa::Riscv64 {
-            // The simulated MMU walks arm64 tables only.
-            argv.extend(["--mmu".into(), "builtin".into()]);
-            if a.arch.is_some() {
-                argv.extend(["--arch".into(), "riscv64".into()]);
-            }
+        if self.kernel.isa() == emu::Isa::Riscv64 && a.arch.is_some() {
+            argv.extend(["--arch".into(), "riscv64".into()]);
         }
         argv
     }

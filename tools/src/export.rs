@@ -285,8 +285,8 @@ pub fn export(args: &ExportArgs) -> Result<Verdict, BadInput> {
 /// Findings are made again from the trace itself (as `check` does), so a view shows
 /// them at the events that made them.
 fn analyses_for(header: &traces::Header) -> crate::analysis::Analyses {
-    let tlb_check = crate::analysis::trace_has_tlb_events(&header.config, header.minor);
-    crate::analysis::Analyses::new(None, tlb_check)
+    let format = crate::analysis::trace_tlb_check(&header.config, header.minor);
+    crate::analysis::Analyses::new(None, format)
 }
 
 fn all_findings(analyses: &crate::analysis::Analyses) -> Vec<Finding> {

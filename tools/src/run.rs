@@ -35,27 +35,14 @@ fn bare_run(args: &RunArgs, kernel: &emu::KernelImage, machine: &mut Machine) ->
     }
 }
 
-/// The arguments of a run of a RISC-V kernel: Unicorn's MMU (the simulated one
-/// walks arm64 tables only, so there is no TLB check yet), no Linux oracle.
+/// The arguments of a run of a RISC-V kernel: everything but the Linux oracle.
 fn riscv64_args(args: &RunArgs) -> Result<RunArgs, BadInput> {
-    let refused = [
-        (
-            args.mmu
-                .is_some_and(|m| !matches!(m, crate::args::Mmu::Builtin)),
-            "--mmu checked/simulated (the simulated MMU walks arm64 page tables only)",
-        ),
-        (
-            args.oracle.is_some(),
-            "--oracle (it runs a Linux arm64 kernel)",
-        ),
-    ];
-    if let Some((_, flag)) = refused.iter().find(|(given, _)| *given) {
-        return Err(BadInput(format!("{flag} is not available on riscv64")));
+    if args.oracle.is_some() {
+        return Err(BadInput(
+            "--oracle (it runs a Linux arm64 kernel) is not available on riscv64".into(),
+        ));
     }
-    Ok(RunArgs {
-        mmu: Some(crate::args::Mmu::Builtin),
-        ..args.clone()
-    })
+    Ok(args.clone())
 }
 
 /// A machine booted for `args`, with the online analyses watching it and, with

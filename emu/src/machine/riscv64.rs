@@ -41,6 +41,34 @@ impl Machine {
             2 => word as u64,
             _ => 0,
         };
+        self.riscv_trap(cpu, cause, epc, tval)
+    }
+
+    /// A page fault the simulated MMU refused an access with: the CPU takes it as
+    /// the page fault of the access's kind (its PC is the faulting instruction).
+    pub(super) fn riscv_page_fault(
+        &mut self,
+        cpu: usize,
+        exc: crate::exception::Synchronous,
+    ) -> Option<RunEnd> {
+        use crate::exception::Synchronous;
+        let (cause, tval) = match exc {
+            Synchronous::InstructionAbort { far, .. } => (12, far),
+            Synchronous::DataAbort {
+                far,
+                is_write: false,
+                ..
+            } => (13, far),
+            Synchronous::DataAbort { far, .. } => (15, far),
+            other => unreachable!("the MMU gives aborts only, not {other:?}"),
+        };
+        let epc = self.cores[cpu].pc;
+        self.riscv_trap(cpu, cause, epc, tval)
+    }
+
+    /// Enters the guest's trap handler for exception `cause` at `epc`.
+    fn riscv_trap(&mut self, cpu: usize, cause: u32, epc: u64, tval: u64) -> Option<RunEnd> {
+        let core = &mut self.cores[cpu];
         match riscv::enter_trap(&mut core.uc, cause as u64, epc, tval) {
             Ok(Some(handler)) => {
                 for observer in &self.observers {
@@ -104,6 +132,24 @@ impl Machine {
                 sbi::SUCCESS
             }
             (sbi::RFENCE, 0..=2) => {
+                if let (Some(mmu), 1..=2) = (&self.mmu, function) {
+                    // The model drops what the fence names: a size of 0 or all ones
+                    // is every address; sfence.vma.asid names an ASID in a4.
+                    let mask = riscv::harts_in_mask(a0, a1, harts)
+                        .into_iter()
+                        .fold(0u64, |mask, hart| mask | 1 << hart);
+                    let len = if a3 == u64::MAX { 0 } else { a3 };
+                    let start = if len == 0 { 0 } else { a2 };
+                    let asid = (function == 2).then(|| arg(self, 4) as u16);
+                    let inv = crate::tlb::Invalidation {
+                        cpus: mask,
+                        start,
+                        len,
+                        asid,
+                    };
+                    let core = &self.cores[cpu];
+                    mmu.remote_fence(core, inv, core.pc.wrapping_sub(4), self.total_insns);
+                }
                 // fence.i, sfence.vma, sfence.vma.asid: the instance drops all of it.
                 for target in riscv::harts_in_mask(a0, a1, harts) {
                     self.sbi_remote_fences += 1;

@@ -27,7 +27,7 @@ const SSTATUS: u32 = 0x100;
 /// How a RISC-V instruction changes `sstatus` (its CSR instruction's kind), and
 /// what with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum CsrWrite {
+pub(crate) enum CsrWrite {
     /// `csrrw`: the source replaces the register.
     Write,
     /// `csrrs`: the source's bits are set.
@@ -38,7 +38,7 @@ pub(super) enum CsrWrite {
 
 /// An instruction that can change the IRQ mask, as decoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum MaskWrite {
+pub(crate) enum MaskWrite {
     /// `msr daif, xN` (31: xzr).
     DaifRegister(u32),
     /// `msr daifset, #imm` (`set`) or `msr daifclr, #imm`.
@@ -58,7 +58,7 @@ pub(super) enum MaskWrite {
 
 /// The recorder's view of one instruction set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Abi(pub(super) Isa);
+pub(crate) struct Abi(pub(crate) Isa);
 
 impl Abi {
     fn riscv_x<D>(uc: &Unicorn<'_, D>, n: u32) -> u64 {
@@ -66,7 +66,7 @@ impl Abi {
     }
 
     /// Argument `n` (0: also the result at a return).
-    pub(super) fn arg<D>(self, uc: &Unicorn<'_, D>, n: u32) -> u64 {
+    pub(crate) fn arg<D>(self, uc: &Unicorn<'_, D>, n: u32) -> u64 {
         match self.0 {
             Isa::Aarch64 => crate::cpu::read_xreg(uc, n),
             Isa::Riscv64 => Self::riscv_x(uc, 10 + n),
@@ -74,33 +74,33 @@ impl Abi {
     }
 
     /// General register `n` as the ISA numbers it.
-    pub(super) fn xreg<D>(self, uc: &Unicorn<'_, D>, n: u32) -> u64 {
+    pub(crate) fn xreg<D>(self, uc: &Unicorn<'_, D>, n: u32) -> u64 {
         match self.0 {
             Isa::Aarch64 => crate::cpu::read_xreg(uc, n),
             Isa::Riscv64 => Self::riscv_x(uc, n),
         }
     }
 
-    pub(super) fn sp<D>(self, uc: &Unicorn<'_, D>) -> u64 {
+    pub(crate) fn sp<D>(self, uc: &Unicorn<'_, D>) -> u64 {
         match self.0 {
             Isa::Aarch64 => uc.reg_read(RegisterARM64::SP).unwrap_or(0),
             Isa::Riscv64 => Self::riscv_x(uc, 2),
         }
     }
 
-    pub(super) fn pc<D>(self, uc: &Unicorn<'_, D>) -> u64 {
+    pub(crate) fn pc<D>(self, uc: &Unicorn<'_, D>) -> u64 {
         uc.pc_read().unwrap_or(0)
     }
 
     /// The link register (the return address before a frame record holds it).
-    pub(super) fn link<D>(self, uc: &Unicorn<'_, D>) -> u64 {
+    pub(crate) fn link<D>(self, uc: &Unicorn<'_, D>) -> u64 {
         match self.0 {
             Isa::Aarch64 => crate::cpu::read_xreg(uc, 30),
             Isa::Riscv64 => Self::riscv_x(uc, 1),
         }
     }
 
-    pub(super) fn frame_pointer<D>(self, uc: &Unicorn<'_, D>) -> u64 {
+    pub(crate) fn frame_pointer<D>(self, uc: &Unicorn<'_, D>) -> u64 {
         match self.0 {
             Isa::Aarch64 => crate::cpu::read_xreg(uc, 29),
             Isa::Riscv64 => Self::riscv_x(uc, 8),
@@ -109,7 +109,7 @@ impl Abi {
 
     /// Where, from a frame pointer, the frame record holds the caller's frame
     /// pointer and the return address.
-    pub(super) fn frame_record(self) -> [i64; 2] {
+    pub(crate) fn frame_record(self) -> [i64; 2] {
         match self.0 {
             Isa::Aarch64 => [0, 8],
             Isa::Riscv64 => [-16, -8],
@@ -117,7 +117,7 @@ impl Abi {
     }
 
     /// The per-CPU data pointer.
-    pub(super) fn percpu<D>(self, uc: &Unicorn<'_, D>) -> u64 {
+    pub(crate) fn percpu<D>(self, uc: &Unicorn<'_, D>) -> u64 {
         match self.0 {
             Isa::Aarch64 => uc.reg_read(RegisterARM64::TPIDR_EL1).unwrap_or(0),
             Isa::Riscv64 => Self::riscv_x(uc, 4),
@@ -125,7 +125,7 @@ impl Abi {
     }
 
     /// Whether IRQs are masked now.
-    pub(super) fn irqs_masked<D>(self, uc: &Unicorn<'_, D>) -> bool {
+    pub(crate) fn irqs_masked<D>(self, uc: &Unicorn<'_, D>) -> bool {
         match self.0 {
             Isa::Aarch64 => uc
                 .reg_read(RegisterARM64::PSTATE)
@@ -138,7 +138,7 @@ impl Abi {
 
     /// In an exception handler's first instruction: whether the interrupted code
     /// had IRQs masked (what the return restores).
-    pub(super) fn masked_before_exception<D>(self, uc: &Unicorn<'_, D>) -> bool {
+    pub(crate) fn masked_before_exception<D>(self, uc: &Unicorn<'_, D>) -> bool {
         match self.0 {
             Isa::Aarch64 => exception::spsr_el1(uc) & PSTATE_I != 0,
             Isa::Riscv64 => uc
@@ -149,7 +149,7 @@ impl Abi {
 
     /// How far the guest's `Thread` fields lie past their arm64 offsets: its
     /// `Context` is one register longer on RISC-V (guest/src/sched.rs asserts it).
-    pub(super) fn thread_field_shift(self) -> u64 {
+    pub(crate) fn thread_field_shift(self) -> u64 {
         match self.0 {
             Isa::Aarch64 => 0,
             Isa::Riscv64 => 8,
@@ -157,7 +157,7 @@ impl Abi {
     }
 
     /// The IRQ mask after `write` runs on a core whose mask is `masked_now`.
-    pub(super) fn mask_after<D>(
+    pub(crate) fn mask_after<D>(
         self,
         uc: &Unicorn<'_, D>,
         write: MaskWrite,
@@ -190,7 +190,7 @@ impl Abi {
     }
 
     /// Decodes an instruction that can change the IRQ mask.
-    pub(super) fn mask_write(self, word: u32) -> Option<MaskWrite> {
+    pub(crate) fn mask_write(self, word: u32) -> Option<MaskWrite> {
         match self.0 {
             Isa::Aarch64 => arm64_mask_write(word),
             Isa::Riscv64 => riscv_mask_write(word),
@@ -198,7 +198,7 @@ impl Abi {
     }
 
     /// Whether `word` returns from its function.
-    pub(super) fn is_return(self, word: u32) -> bool {
+    pub(crate) fn is_return(self, word: u32) -> bool {
         match self.0 {
             Isa::Aarch64 => word == 0xd65f_03c0,
             Isa::Riscv64 => word == 0x0000_8067, // jalr x0, 0(ra)
@@ -208,7 +208,7 @@ impl Abi {
     /// The target, relative to the code's start, of the unconditional jump that
     /// does not link at `offset` of `code`: `b`; `jal x0`, or the linker's far
     /// `tail` (`auipc rT, hi` then `jalr x0, lo(rT)`).
-    pub(super) fn jump_target(self, code: &[u8], offset: u64) -> Option<i64> {
+    pub(crate) fn jump_target(self, code: &[u8], offset: u64) -> Option<i64> {
         let word_at = |at: u64| {
             let bytes = code.get(at as usize..at as usize + 4)?;
             Some(u32::from_le_bytes(bytes.try_into().ok()?))
@@ -241,7 +241,7 @@ impl Abi {
 
     /// Where a function's code leaves it: each return, and each jump out of it (a
     /// tail call: the frame is gone, SP is back at its entry value).
-    pub(super) fn exit_offsets(self, code: &[u8]) -> impl Iterator<Item = u64> + '_ {
+    pub(crate) fn exit_offsets(self, code: &[u8]) -> impl Iterator<Item = u64> + '_ {
         let len = code.len() as i64;
         (0..code.len() as u64 / 4)
             .map(|i| 4 * i)
@@ -256,7 +256,7 @@ impl Abi {
 
     /// Whether the function whose code is `code` has its frame record set up at
     /// `offset` (so the caller is in the record, not in the link register).
-    pub(super) fn frame_set_up_at(self, code: &[u8], offset: usize) -> bool {
+    pub(crate) fn frame_set_up_at(self, code: &[u8], offset: usize) -> bool {
         match self.0 {
             Isa::Aarch64 => crate::unwind::frame_set_up_at(code, offset),
             Isa::Riscv64 => riscv_frame_set_up_at(code, offset),

@@ -62,7 +62,7 @@
 //! before the hooked one. Events are recorded in the order the host ran them, which
 //! the deterministic scheduler fixes, and handed to the sink after each slice.
 
-mod abi;
+pub(crate) mod abi;
 mod linux;
 
 use std::cell::RefCell;
