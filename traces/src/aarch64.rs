@@ -257,6 +257,33 @@ mod tests {
         assert_eq!(named.iter().filter(|n| !n.starts_with('#')).count(), 12);
     }
 
+    /// An invalidation by meaning: no length is everything (of one ASID or all), a
+    /// length is the pages it touches, its end excluded.
+    #[test]
+    fn ranges_cover_the_blocks_they_touch() {
+        const VA: u64 = 0xffff_ffc0_0004_1000;
+        assert_eq!(TlbiScope::of_range(VA, 0, None), TlbiScope::All);
+        assert_eq!(TlbiScope::of_range(VA, 0, Some(5)), TlbiScope::Asid(5));
+        let page = TlbiScope::of_range(VA, 4096, Some(5));
+        assert_eq!(
+            page,
+            TlbiScope::Range {
+                start: VA,
+                end: VA + 4096,
+                asid: Some(5)
+            }
+        );
+        assert!(page.covers(VA, 12) && page.covers(VA + 0xfff, 12));
+        assert!(!page.covers(VA + 4096, 12), "the end is excluded");
+        assert!(!page.covers(VA - 4096, 12));
+        // A range inside a page, or inside a block, reaches it.
+        let bytes = TlbiScope::of_range(VA + 0x800, 16, None);
+        assert!(bytes.covers(VA, 12));
+        assert!(page.covers(VA + 0x5000, 21), "the 2 MiB block holding VA");
+        assert!(!page.covers(VA + 0x5000, 12));
+        assert!(TlbiScope::of_range(VA, 4097, None).covers(VA + 4096, 12));
+    }
+
     #[test]
     fn tlbi_operands_give_va_and_asid() {
         let xt = (0xffff_ff80_0000_1000u64 >> 12) & ((1 << 44) - 1);

@@ -179,6 +179,59 @@ mod tests {
     }
 
     #[test]
+    fn the_address_is_the_ppn_alone_and_execute_only_is_a_leaf() {
+        // Bits 63:54 (N, PBMT, reserved) are not part of the address.
+        let high = leaf(0x8020_1000, PTE_R) | 1 << 63 | 1 << 61;
+        assert_eq!(pte_address(high), 0x8020_1000);
+        let exec_only = leaf(0x8020_1000, PTE_X);
+        assert_eq!(
+            decode(exec_only, 3),
+            Descriptor::Leaf {
+                output: 0x8020_1000,
+                level: 3
+            }
+        );
+        let exec_giga = leaf(0x8000_0000, PTE_X);
+        assert!(matches!(
+            decode(exec_giga, 1),
+            Descriptor::Leaf { level: 1, .. }
+        ));
+    }
+
+    #[test]
+    fn every_permission_and_the_global_bit_matter() {
+        let page = leaf(0x8020_1000, PTE_R | PTE_W);
+        for bit in [PTE_G, PTE_X, PTE_U, PTE_W] {
+            assert!(change_matters(page, page ^ bit, 3), "bit {bit:#x}");
+        }
+    }
+
+    /// Each format dispatches to its own rules: they differ on a page whose bit 10
+    /// (Sv39's PPN, Arm's access flag) changes and on Sv39's accessed bit.
+    #[test]
+    fn each_format_applies_its_own_rules() {
+        let page = leaf(0x8020_1000, PTE_R | PTE_W);
+        let (sv39, vmsa) = (PageTableFormat::Sv39, PageTableFormat::Vmsa);
+        assert_eq!(sv39.decode(page, 3), decode(page, 3));
+        assert_eq!(vmsa.decode(page, 3), Descriptor::decode(page, 3));
+        assert_ne!(sv39.decode(page, 3), vmsa.decode(page, 3));
+        let next_page = leaf(0x8020_2000, PTE_R | PTE_W);
+        assert!(sv39.change_matters(page, next_page, 3));
+        assert!(!sv39.change_matters(page, page & !PTE_A, 3));
+        assert!(vmsa.change_matters(page, page & !PTE_A, 3), "Arm's AP[1]");
+        assert!(sv39.change_matters(page, page ^ PTE_D, 3));
+        assert!(
+            !vmsa.change_matters(0x4010_0403, 0x4010_0003, 3),
+            "Arm's AF"
+        );
+        assert!(
+            sv39.change_matters(0x4010_0403, 0x4010_0003, 3),
+            "Sv39's PPN bit 0"
+        );
+        assert!(sv39.arm_rules() != vmsa.arm_rules() && vmsa.arm_rules());
+    }
+
+    #[test]
     fn the_one_root_holds_both_halves() {
         let f = PageTableFormat::Sv39;
         assert_eq!(f.entry_va(0, 2, 30), 0x8000_0000);

@@ -507,6 +507,10 @@ fn tlb_model_records_with_invalid_fields_are_rejected() {
     const TLB_FILL: u8 = 0x80;
     const PT_PAGE: u8 = 0x81;
     const STALE_TLB_USE: u8 = 0x82;
+    const TLB_INVALIDATE: u8 = 0x8e;
+    // cpus 0b11, start 0, one page (4096), ASID 5 (stored + 1); then ASID 65537.
+    read_clean(&sized(TLB_INVALIDATE, 0, &[3, 0, 0x80, 0x20, 6]));
+    let invalidate_asid_too_big = [3, 0, 0x80, 0x20, 0x82, 0x80, 0x04];
     // va 0, pa 0, bits (level 3, write), asid 5, one descriptor at 8.
     let fill = [0, 0, 3 | 4, 5, 1, 8];
     read_clean(&sized(TLB_FILL, 0, &fill));
@@ -526,6 +530,10 @@ fn tlb_model_records_with_invalid_fields_are_rejected() {
             "invalid TLB fill attributes",
         ),
         (sized(TLB_FILL, 0, &asid_too_big), "ASID out of range"),
+        (
+            sized(TLB_INVALIDATE, 0, &invalidate_asid_too_big),
+            "ASID out of range",
+        ),
         (
             sized(TLB_FILL, 0, &[0, 0, 3, 5, 0]),
             "table walk length out of range",

@@ -331,6 +331,25 @@ impl TlbCheck {
     }
 
     fn tlbi(&mut self, scope: TlbiScope, broadcast: bool, at: At) {
+        if self.format.arm_rules() {
+            self.tlbi_barriers(scope, broadcast, at);
+        }
+        let removed = self.held.invalidate(at.cpu, broadcast, scope);
+        for (_, entry) in removed {
+            self.close_if_unreachable(entry.fill.pa, Some(at));
+        }
+        // The breaks this TLBI completes (ASIDE1 removes only non-global entries of
+        // one ASID: kernel mappings are global, so it completes none).
+        self.broken.retain(|_, b| match scope {
+            TlbiScope::All => false,
+            TlbiScope::Va { .. } | TlbiScope::Range { .. } => !scope.covers(b.va, b.shift),
+            TlbiScope::Asid(_) => true,
+        });
+    }
+
+    /// Arm's rules at a TLBI: the stores before it ordered by a `dsb`, and the TLBI
+    /// itself in flight until one completes it.
+    fn tlbi_barriers(&mut self, scope: TlbiScope, broadcast: bool, at: At) {
         if let Some((store_pc, nsh_ordered)) = self.barriers(at.cpu).unordered_store.take() {
             if broadcast || !nsh_ordered {
                 let details = vec![format!(
@@ -352,17 +371,6 @@ impl TlbCheck {
             pc: at.pc,
             broadcast,
             scope,
-        });
-        let removed = self.held.invalidate(at.cpu, broadcast, scope);
-        for (_, entry) in removed {
-            self.close_if_unreachable(entry.fill.pa, Some(at));
-        }
-        // The breaks this TLBI completes (ASIDE1 removes only non-global entries of
-        // one ASID: kernel mappings are global, so it completes none).
-        self.broken.retain(|_, b| match scope {
-            TlbiScope::All => false,
-            TlbiScope::Va { .. } | TlbiScope::Range { .. } => !scope.covers(b.va, b.shift),
-            TlbiScope::Asid(_) => true,
         });
     }
 
@@ -503,6 +511,9 @@ impl TlbCheck {
     }
 
     fn isb(&mut self, at: At) {
+        if !self.format.arm_rules() {
+            return;
+        }
         if let Some(tlbi) = self.barriers(at.cpu).pending_tlbi.take() {
             self.missing_completion(tlbi.pc, "an `isb`", at);
         }

@@ -236,6 +236,67 @@ mod tests {
         }
     }
 
+    /// RISC-V's range invalidations: the pages (and blocks) of the range, and with an
+    /// ASID only that ASID's non-global entries.
+    #[test]
+    fn a_range_removes_the_entries_it_touches_of_its_asid() {
+        const VA: u64 = 0x8000_0000;
+        let range = |start, len, asid| TlbiScope::of_range(start, len, asid);
+        let mut held: HeldTlbs = HeldTlbs::new(1);
+        for va in [VA, VA + 4096, VA + 8192] {
+            held.insert(0, fill(va), 0, ());
+        }
+        let removed = held.invalidate(0, false, range(VA, 8192, None));
+        let pages: Vec<u64> = removed.iter().map(|(_, e)| e.fill.va).collect();
+        assert_eq!(pages, vec![VA, VA + 4096]);
+        assert!(held.get(0, VA + 8192).is_some());
+        // One ASID's fence leaves global entries and other ASIDs' alone.
+        let private = |asid| TlbFill {
+            global: false,
+            asid,
+            ..fill(VA)
+        };
+        held.insert(0, private(1), 0, ());
+        assert!(held
+            .invalidate(0, false, range(VA, 4096, Some(2)))
+            .is_empty());
+        assert_eq!(held.invalidate(0, false, range(VA, 4096, Some(1))).len(), 1);
+        // A block is reached by a range anywhere in it.
+        let block = TlbFill {
+            level: 2,
+            ..fill(VA + 0x5000)
+        };
+        held.insert(0, block, 0, ());
+        assert_eq!(held.invalidate(0, false, range(VA, 4096, None)).len(), 1);
+    }
+
+    /// Which page-table pages held entries were walked through, at any offset, stale
+    /// or not.
+    #[test]
+    fn walks_are_found_by_their_table_pages() {
+        let mut held: HeldTlbs = HeldTlbs::new(1);
+        let through = TlbFill {
+            walk: [0x4000_0010, 0x4000_1000, 0x4000_2028, 0],
+            walk_len: 3,
+            ..fill(0x8000_5000)
+        };
+        held.insert(0, through, 0, ());
+        assert!(held.walked_through_page(0x4000_2000));
+        assert!(
+            held.walked_through_page(0x4000_2010),
+            "any address in the page"
+        );
+        assert!(held.walked_through_page(0x4000_0000));
+        assert!(!held.walked_through_page(0x4000_3000));
+        let since = StaleSince {
+            time: 1,
+            cpu: 0,
+            pc: 0,
+        };
+        assert_eq!(held.mark_stale(0x4000_2028, since), vec![0]);
+        assert!(held.walked_through_page(0x4000_2000), "stale entries count");
+    }
+
     /// What the machine's model keeps beside each entry is reached by any address of
     /// the page, per CPU.
     #[test]

@@ -885,3 +885,156 @@ fn riscv_tables_follow_riscv_rules() {
     s.fill(0).store(0, PAGE_A | PAGE, PAGE_B | PAGE);
     assert_eq!(s.kinds(), vec![FindingKind::BreakBeforeMake]);
 }
+
+/// Sv39 entries and fences for the scripts below.
+mod sv39 {
+    use super::*;
+    use crate::riscv64::{PageTableFormat, PTE_A, PTE_D, PTE_R, PTE_V, PTE_W, PTE_X};
+
+    pub fn script() -> Script {
+        Script::with(TlbCheck::new().for_format(PageTableFormat::Sv39))
+    }
+
+    pub fn leaf(pa: u64, perms: u64) -> u64 {
+        (pa >> 12) << 10 | perms | PTE_V | PTE_A | PTE_D
+    }
+
+    pub fn pte(pa: u64) -> u64 {
+        leaf(pa, PTE_R | PTE_W)
+    }
+
+    pub fn exec_only(pa: u64) -> u64 {
+        leaf(pa, PTE_X)
+    }
+
+    pub fn pointer(table: u64) -> u64 {
+        (table >> 12) << 10 | PTE_V
+    }
+
+    /// A fence of VA's page on the harts of `cpus`.
+    pub fn fence(cpus: u64) -> EventKind {
+        EventKind::TlbInvalidate {
+            cpus,
+            start: VA,
+            len: 4096,
+            asid: None,
+        }
+    }
+
+    pub const ACCESSED: u64 = PTE_A;
+}
+
+/// A fence reaches exactly the harts it names, up to hart 63; an entry removed
+/// from the last TLB holding a freed page closes that page's window there.
+#[test]
+fn riscv_fences_reach_the_harts_they_name() {
+    let mut s = sv39::script();
+    s.fill(0).fill(1).on(0, sv39::fence(0b10));
+    assert!(
+        s.held(0) && !s.held(1),
+        "the issuer is not fenced unless named"
+    );
+    s.fill_as(63, VA, 0, true).on(0, sv39::fence(1 << 63));
+    assert!(s.check.held().get(63, VA).is_none());
+
+    let mut s = sv39::script();
+    s.fill(1).fill(2).on(
+        0,
+        EventKind::PageFree {
+            pa: PAGE_A,
+            order: 0,
+        },
+    );
+    s.on(0, sv39::fence(0b10));
+    assert_eq!(s.kinds(), vec![], "hart 2 still reaches the page");
+    s.on(0, sv39::fence(0b100));
+    assert_eq!(s.kinds(), vec![FindingKind::FreedPageInTlb]);
+    let text = s.check.findings()[0].details.join("\n");
+    assert!(text.contains("until the TLBI"), "{text}");
+}
+
+/// RISC-V has no break-before-make nor barrier rules, even around an Arm-style
+/// maintenance sequence; its changes are judged by Sv39's meaning of the bits.
+#[test]
+fn riscv_changes_are_judged_by_sv39_rules() {
+    use sv39::{exec_only, pte};
+    // Invalid, fenced, then valid again: nothing to report.
+    let mut s = sv39::script();
+    s.fill(0)
+        .store(0, pte(PAGE_A), 0)
+        .on(0, sv39::fence(1))
+        .store(0, 0, pte(PAGE_B));
+    s.tlbi_va(0, VA).isb(0);
+    assert_eq!(s.kinds(), vec![]);
+    // A new output makes the entry stale; clearing the accessed bit does not.
+    let mut s = sv39::script();
+    s.fill(0).store(0, pte(PAGE_A), pte(PAGE_A + 0x1000));
+    assert!(s.stale(0));
+    let mut s = sv39::script();
+    s.fill(0)
+        .store(0, pte(PAGE_A), pte(PAGE_A) & !sv39::ACCESSED);
+    assert!(!s.stale(0));
+    // Mapped again (as an execute-only page, valid only in Sv39) while hart 1 still
+    // holds the old mapping.
+    let mut s = sv39::script();
+    s.fill(1)
+        .store(0, pte(PAGE_A), 0)
+        .on(0, sv39::fence(1))
+        .store(0, 0, exec_only(PAGE_B));
+    assert_eq!(s.kinds(), vec![FindingKind::MissingTlbFlush]);
+}
+
+/// Sv39's one root maps the upper half from its entry 256 on: a finding there names
+/// the sign-extended address.
+#[test]
+fn riscv_root_entries_of_the_upper_half_name_upper_addresses() {
+    let upper = 0xffff_ffc0_0000_0000;
+    let root_entry = L1 + 8 * 256;
+    let mut s = sv39::script();
+    s.on(
+        1,
+        EventKind::TlbFill(TlbFill {
+            va: upper,
+            pa: PAGE_A,
+            level: 3,
+            write: true,
+            exec: false,
+            global: true,
+            asid: 0,
+            walk: [root_entry, L2, L3, 0],
+            walk_len: 3,
+        }),
+    );
+    s.store_at(0, root_entry, sv39::pointer(L2), 0)
+        .store_at(0, root_entry, 0, sv39::pointer(L3));
+    assert_eq!(s.kinds(), vec![FindingKind::MissingTlbFlush]);
+    let title = &s.check.findings()[0].title;
+    assert!(title.contains("va 0xffffffc000000000"), "{title}");
+}
+
+/// A retired page's breaks are forgotten wherever they are in it, and the event
+/// may name any address of the page.
+#[test]
+fn a_retirement_covers_its_whole_page() {
+    let entry = L3 + 8 * 5;
+    let remake = |s: &mut Script| {
+        s.on(
+            0,
+            EventKind::PageTablePage {
+                pa: L3,
+                level: 3,
+                va_base: VA & !((1 << 21) - 1),
+            },
+        )
+        .store_at(0, entry, 0, PAGE_B | PAGE);
+    };
+    let mut s = Script::new();
+    s.store_at(0, entry, PAGE_A | PAGE, 0);
+    remake(&mut s);
+    assert_eq!(s.kinds(), vec![FindingKind::BreakBeforeMake], "control");
+    let mut s = Script::new();
+    s.store_at(0, entry, PAGE_A | PAGE, 0)
+        .on(0, EventKind::PageTableRetired { pa: L3 | 0x18 });
+    remake(&mut s);
+    assert_eq!(s.kinds(), vec![]);
+}
