@@ -597,9 +597,15 @@ impl Machine {
             Isa::Riscv64 => riscv::trap_vector(&core.uc),
         };
         core.counter.trap_vector.set(trap_vector);
+        let isa = self.board.borrow().isa;
         let mut result = core.uc.emu_start(core.pc, 0, 0, 0);
         if let (Ok(()), Some(IrqStop::Within(until))) = (&result, core.counter.irq_stop.get()) {
             result = run_within_block(core, until);
+            if isa == Isa::Aarch64 && aarch64::exit_trapped_as_wfi(&core.uc, &core.counter, until) {
+                // Not the guest's exception: the run stopped at `until`, as asked.
+                core.counter.exception.set(None);
+                result = core.uc.set_pc(until);
+            }
             let stopped_at = core.uc.pc_read().unwrap_or(until);
             // A RISC-V WFI does not end its block: one before the deadline's
             // instruction ends the run there, and the core waits (below).

@@ -6,12 +6,16 @@
 //! 16..=39) and EPD0/EPD1, start level from the input size, levels 0–3, table, block
 //! (levels 1 and 2) and page descriptors, the hierarchical APTable/PXNTable/UXNTable
 //! bits, `AP[2:1]`, PXN/UXN (and EL1 never executing EL0-writable memory), SCTLR_EL1.WXN,
-//! the access flag (no hardware update: AF = 0 faults) and nG. MMU off
-//! (SCTLR_EL1.M = 0) is a flat, fully permitted map. Not modelled: other granules
-//! (treated as walks that fault), PAN, address size faults, stage 2.
+//! the access flag (no hardware update: AF = 0 faults), nG and the ASID (TTBR1_EL1's
+//! when TCR_EL1.A1 is set, as Linux sets it, else TTBR0_EL1's; 8 bits unless
+//! TCR_EL1.AS). A walk gives the permissions of EL1 and of EL0 (`AP[1]`, UXN,
+//! APTable[0], UXNTable). MMU off (SCTLR_EL1.M = 0) is a flat, fully permitted map.
+//! Not modelled: other granules (treated as walks that fault), PAN, address size
+//! faults, stage 2.
 
 use traces::aarch64::OUTPUT_ADDRESS;
 pub use traces::aarch64::{level_shift, Access, Descriptor, PAGE_SIZE};
+pub use traces::Perms;
 
 use crate::memory::GuestMemory;
 
@@ -55,7 +59,21 @@ impl TranslationRegs {
     /// The current ASID (non-global entries are filled under it).
     pub fn asid(&self) -> u16 {
         match self {
-            TranslationRegs::Vmsa(regs) => (regs.ttbr0 >> 48) as u16,
+            TranslationRegs::Vmsa(regs) => {
+                const A1: u64 = 1 << 22;
+                const AS: u64 = 1 << 36;
+                let ttbr = if regs.tcr & A1 != 0 {
+                    regs.ttbr1
+                } else {
+                    regs.ttbr0
+                };
+                let asid = (ttbr >> 48) as u16;
+                if regs.tcr & AS != 0 {
+                    asid
+                } else {
+                    asid & 0xff
+                }
+            }
             TranslationRegs::Sv39 { satp } => (satp >> 44) as u16,
         }
     }
@@ -120,10 +138,12 @@ pub struct Translation {
     pub pa: u64,
     /// Level of the leaf descriptor: 3 page, 2 a 2 MiB block, 1 a 1 GiB block.
     pub level: u8,
-    /// Permissions at EL1.
+    /// Permissions at EL1 (S-mode).
     pub read: bool,
     pub write: bool,
     pub exec: bool,
+    /// Permissions at EL0 (U-mode).
+    pub user: Perms,
     /// nG clear: the entry matches every ASID.
     pub global: bool,
     /// Physical address of the leaf descriptor and of the table descriptors above it
@@ -144,12 +164,21 @@ impl Translation {
     pub fn uses_descriptor(&self, desc: u64) -> bool {
         self.leaf == desc || self.tables[..self.n_tables as usize].contains(&desc)
     }
-    pub fn allows(&self, access: Access) -> bool {
-        match access {
-            Access::Read => self.read,
-            Access::Write => self.write,
-            Access::Fetch => self.exec,
+    /// The permissions at EL1 (`el0` false) or EL0.
+    pub fn perms(&self, el0: bool) -> Perms {
+        if el0 {
+            self.user
+        } else {
+            Perms {
+                read: self.read,
+                write: self.write,
+                exec: self.exec,
+            }
         }
+    }
+
+    pub fn allows(&self, access: Access, el0: bool) -> bool {
+        self.perms(el0).allows(access)
     }
 }
 
@@ -187,25 +216,27 @@ pub fn walk_start(regs: &TranslationRegs, va: u64) -> Result<(u64, u8, u32), Fau
     Ok((ttbr & OUTPUT_ADDRESS, start_level, input_bits))
 }
 
-/// Translates `va` for an EL1 `access` through the tables in `mem`. `Ok` also for an
-/// access the permissions forbid is not given: a forbidden access is a permission
-/// fault; use [`walk_any`] to get the translation regardless of the access.
+/// Translates `va` for an `access` at EL1 (at EL0 if `el0`) through the tables in
+/// `mem`. `Ok` also for an access the permissions forbid is not given: a forbidden
+/// access is a permission fault; use [`walk_any`] to get the translation regardless
+/// of the access.
 pub fn walk(
     mem: &dyn GuestMemory,
     regs: &TranslationRegs,
     va: u64,
     access: Access,
+    el0: bool,
 ) -> Result<Translation, Fault> {
     let t = walk_any(mem, regs, va)?;
-    if t.allows(access) {
+    if t.allows(access, el0) {
         Ok(t)
     } else {
         Err(Fault::new(PERMISSION_FAULT, t.level))
     }
 }
 
-/// Translates `va` (MMU on) with the EL1 permissions it grants; faults are
-/// translation and access flag faults only.
+/// Translates `va` (MMU on) with the permissions it grants at EL1 and EL0; faults
+/// are translation and access flag faults only.
 pub fn walk_any(
     mem: &dyn GuestMemory,
     regs: &TranslationRegs,
@@ -220,6 +251,7 @@ pub fn walk_any(
     let mut n_tables = 0u8;
     // Hierarchical restrictions from table descriptors.
     let (mut no_write, mut pxn_table) = (false, false);
+    let (mut no_el0, mut uxn_table) = (false, false);
     for level in start_level..=3 {
         let shift = level_shift(level);
         let index_bits = (input_bits - shift).min(9);
@@ -238,6 +270,8 @@ pub fn walk_any(
             tables[n_tables as usize] = desc_addr;
             n_tables += 1;
             no_write |= desc & (1 << 62) != 0; // APTable[1]
+            no_el0 |= desc & (1 << 61) != 0; // APTable[0]
+            uxn_table |= desc & (1 << 60) != 0;
             pxn_table |= desc & (1 << 59) != 0;
             table = desc & OUTPUT_ADDRESS;
             continue;
@@ -254,12 +288,24 @@ pub fn walk_any(
         let write = !read_only;
         let wxn = vmsa.sctlr & (1 << 19) != 0 && write;
         let exec = desc & (1 << 53) == 0 && !pxn_table && !el0_writable && !wxn;
+        // EL0 reads with AP[1]; executes unless UXN (an execute-only page is AP[1]
+        // clear), never what it may write under WXN.
+        let el0_read = ap & 1 != 0 && !no_el0;
+        let el0_write = el0_read && !read_only;
+        let user = Perms {
+            read: el0_read,
+            write: el0_write,
+            exec: desc & (1 << 54) == 0
+                && !uxn_table
+                && !(vmsa.sctlr & (1 << 19) != 0 && el0_write),
+        };
         return Ok(Translation {
             pa,
             level,
             read: true,
             write,
             exec,
+            user,
             global: desc & (1 << 11) == 0,
             leaf: desc_addr,
             tables,
@@ -270,18 +316,19 @@ pub fn walk_any(
     unreachable!("level 3 always ends the walk")
 }
 
-/// The fault an EL1 `access` to `va` takes, or `None` if the tables allow it (so the
-/// abort had another cause, such as alignment).
+/// The fault an `access` to `va` at EL1 (at EL0 if `el0`) takes, or `None` if the
+/// tables allow it (so the abort had another cause, such as alignment).
 pub fn fault_status(
     tables: &dyn GuestMemory,
     regs: &TranslationRegs,
     va: u64,
     access: Access,
+    el0: bool,
 ) -> Option<u64> {
     if !regs.mmu_on() {
         return None; // MMU off: no translation faults
     }
-    walk(tables, regs, va, access).err().map(|f| f.status)
+    walk(tables, regs, va, access, el0).err().map(|f| f.status)
 }
 
 #[cfg(test)]
@@ -315,7 +362,7 @@ mod tests {
     #[test]
     fn names_the_fault_and_its_level() {
         let (ram, regs) = setup();
-        let status = |va, access| fault_status(&ram, &regs, va, access);
+        let status = |va, access| fault_status(&ram, &regs, va, access, false);
         assert_eq!(status(0x8000_0000, Access::Write), None);
         assert_eq!(status(0x8000_1000, Access::Read), None);
         assert_eq!(
@@ -358,7 +405,10 @@ mod tests {
             unreachable!("set up as VMSA")
         };
         let off = VmsaRegs { sctlr: 0, ..vmsa }.into();
-        assert_eq!(fault_status(&ram, &off, 0x8000_4000, Access::Read), None);
+        assert_eq!(
+            fault_status(&ram, &off, 0x8000_4000, Access::Read, false),
+            None
+        );
     }
 
     /// Upper half: 39-bit TTBR1 walk starting at level 1, with a 2 MiB block, a table
@@ -392,18 +442,18 @@ mod tests {
     fn walks_both_halves_blocks_and_pages() {
         let (ram, regs) = two_halves();
         // 1 GiB block in TTBR0: the 4 KiB page inside it, level 1, one descriptor.
-        let t = walk(&ram, &regs, 0x4123_4567, Access::Write).unwrap();
+        let t = walk(&ram, &regs, 0x4123_4567, Access::Write, false).unwrap();
         assert_eq!((t.pa, t.level, t.n_tables), (0x4123_4000, 1, 0));
         assert_eq!(t.leaf, L1 + 8);
         assert!(t.read && t.write && t.exec && t.global);
         // 2 MiB block in TTBR1 (VA bit 55 set): level 2 under one table.
-        let t = walk(&ram, &regs, UPPER + 0x20_5000, Access::Read).unwrap();
+        let t = walk(&ram, &regs, UPPER + 0x20_5000, Access::Read, false).unwrap();
         assert_eq!((t.pa, t.level, t.n_tables), (0x4020_5000, 2, 1));
         assert_eq!(t.block_shift(), 21);
         assert!(t.uses_descriptor(L1 + 0x1000) && t.uses_descriptor(L1 + 0x2000 + 8));
         // Hole in the level 2 table: translation fault at level 2.
         assert_eq!(
-            walk(&ram, &regs, UPPER + 0x40_0000, Access::Read),
+            walk(&ram, &regs, UPPER + 0x40_0000, Access::Read, false),
             Err(Fault {
                 status: 0b00_0110,
                 level: 2
@@ -411,13 +461,13 @@ mod tests {
         );
         // Between the halves (bits above 39 neither all 0 nor all 1): level 0 fault.
         assert_eq!(
-            walk(&ram, &regs, 0xffff_0000_0000_0000, Access::Read)
+            walk(&ram, &regs, 0xffff_0000_0000_0000, Access::Read, false)
                 .unwrap_err()
                 .status,
             0b00_0100
         );
         assert_eq!(
-            walk(&ram, &regs, 0x0000_ff80_0000_0000, Access::Read)
+            walk(&ram, &regs, 0x0000_ff80_0000_0000, Access::Read, false)
                 .unwrap_err()
                 .status,
             0b00_0100
@@ -435,15 +485,112 @@ mod tests {
             "APTable[1] and PXNTable inherited"
         );
         assert_eq!(
-            walk(&ram, &regs, va, Access::Write).unwrap_err(),
+            walk(&ram, &regs, va, Access::Write, false).unwrap_err(),
             Fault {
                 status: 0b00_1111,
                 level: 3
             }
         );
-        assert!(walk(&ram, &regs, va, Access::Fetch)
+        assert!(walk(&ram, &regs, va, Access::Fetch, false)
             .unwrap_err()
             .is_permission());
+    }
+
+    /// EL0's permissions: AP[1] grants reads (AP[2] takes writes away at both
+    /// levels), UXN and UXNTable take execution, APTable[0] takes every data access
+    /// below it, an execute-only page (AP[1] clear, UXN clear) executes, and WXN keeps
+    /// EL0 from executing what it may write.
+    #[test]
+    fn el0_has_its_own_permissions() {
+        let mut ram = GuestRam::new(RAM_BASE, 0x10_0000).unwrap();
+        ram.write_u64(L1 + 8 * 2, L2 | 3).unwrap(); // 0x8000_0000 -> L2
+        ram.write_u64(L1 + 8 * 3, (L2 + 0x800) | 3 | (1 << 61) | (1 << 60))
+            .unwrap(); // 0xc000_0000 -> L2's upper half, APTable[0] + UXNTable
+        ram.write_u64(L2, L3 | 3).unwrap();
+        ram.write_u64(L2 + 0x800, L3 | 3).unwrap();
+        let pages: [(u64, u64); 5] = [
+            (0x443 | (1 << 53) | (1 << 54), 0b011), // AP 01, PXN, UXN: EL0 rw-
+            (0x4c3 | (1 << 53), 0b101),             // AP 11, PXN only: EL0 r-x
+            (0x403 | (1 << 53) | (1 << 54), 0b000), // AP 00: kernel only
+            (0x483 | (1 << 53), 0b100),             // AP 10, UXN clear: execute-only
+            (0x443 | (1 << 54), 0b011),             // AP 01, UXN: EL0 rw-
+        ];
+        for (i, &(attrs, _)) in pages.iter().enumerate() {
+            ram.write_u64(L3 + 8 * i as u64, 0x4010_0000 + (i as u64) * 0x1000 | attrs)
+                .unwrap();
+        }
+        let mut vmsa = VmsaRegs {
+            sctlr: 1,
+            tcr: 25 | (1 << 23),
+            ttbr0: L1,
+            ttbr1: 0,
+        };
+        let regs: TranslationRegs = vmsa.into();
+        for (i, &(_, user)) in pages.iter().enumerate() {
+            let va = 0x8000_0000 + i as u64 * 0x1000;
+            let t = walk_any(&ram, &regs, va).unwrap();
+            assert_eq!(t.user.bits(), user, "page {i}: {}", t.user.letters());
+            assert_eq!(
+                walk(&ram, &regs, va, Access::Read, true).is_ok(),
+                user & 1 != 0,
+                "page {i}"
+            );
+        }
+        // At EL1 the execute-only page is read-only and never executes (PXN).
+        let t = walk_any(&ram, &regs, 0x8000_3000).unwrap();
+        assert!(t.read && !t.write && !t.exec);
+        assert_eq!(
+            fault_status(&ram, &regs, 0x8000_2000, Access::Read, true),
+            Some(0b00_1111),
+            "a kernel page read from EL0: permission fault, level 3"
+        );
+        assert_eq!(
+            fault_status(&ram, &regs, 0x8000_2000, Access::Read, false),
+            None
+        );
+        // The same leaves under APTable[0] and UXNTable: nothing for EL0.
+        for i in 0..pages.len() as u64 {
+            let t = walk_any(&ram, &regs, 0xc000_0000 + i * 0x1000).unwrap();
+            assert_eq!(t.user, Perms::NONE, "page {i} under APTable[0]");
+        }
+        vmsa.sctlr |= 1 << 19; // WXN
+        let t = walk_any(&ram, &vmsa.into(), 0x8000_4000).unwrap();
+        assert_eq!(t.user.letters(), "rw-");
+        ram.write_u64(L3 + 8 * 4, 0x4010_4000 | 0x443 | (1 << 53))
+            .unwrap(); // UXN clear
+        assert_eq!(
+            walk_any(&ram, &regs, 0x8000_4000).unwrap().user.letters(),
+            "rwx"
+        );
+        assert_eq!(
+            walk_any(&ram, &vmsa.into(), 0x8000_4000)
+                .unwrap()
+                .user
+                .letters(),
+            "rw-",
+            "WXN: EL0 never executes what it may write"
+        );
+    }
+
+    /// The ASID comes from TTBR1 when TCR.A1 is set (Linux), else from TTBR0, and
+    /// is 8 bits wide unless TCR.AS.
+    #[test]
+    fn the_asid_follows_tcr_a1_and_as() {
+        let regs = |tcr: u64| -> TranslationRegs {
+            VmsaRegs {
+                sctlr: 1,
+                tcr,
+                ttbr0: 0x1234 << 48,
+                ttbr1: 0x5678 << 48,
+            }
+            .into()
+        };
+        const A1: u64 = 1 << 22;
+        const AS: u64 = 1 << 36;
+        assert_eq!(regs(0).asid(), 0x34);
+        assert_eq!(regs(AS).asid(), 0x1234);
+        assert_eq!(regs(A1).asid(), 0x78);
+        assert_eq!(regs(A1 | AS).asid(), 0x5678);
     }
 
     #[test]

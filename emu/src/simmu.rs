@@ -45,15 +45,15 @@ use std::rc::Rc;
 
 use traces::aarch64::TlbiScope;
 use traces::{BarrierOption, EventKind};
-use unicorn_engine::{MemType, Prot, RegisterRISCV, TlbEntry, TlbType, Unicorn};
+use unicorn_engine::{MemType, Prot, RegisterARM64, RegisterRISCV, TlbEntry, TlbType, Unicorn};
 
 use crate::cpu::{read_insn, read_xreg, translation_regs, Core, SliceCounter};
 use crate::error::{uc_err, EmuError};
 use crate::exception::Synchronous;
 use crate::insn;
 use crate::kernel::KernelImage;
-use crate::memory::GuestRam;
-use crate::mmu::{Access, Fault, TranslationRegs, PAGE_SIZE};
+use crate::memory::{GuestMemory, GuestRam};
+use crate::mmu::{self, Access, Fault, TranslationRegs, PAGE_SIZE};
 use crate::record::abi::Abi;
 use crate::record::Recorder;
 use crate::syshook::SysAccess;
@@ -212,8 +212,9 @@ impl CoreMmu {
         let guest = self.shared.in_slice.get();
         let pc = if guest { uc.pc_read().unwrap_or(0) } else { 0 };
         let at = self.at(pc);
+        let el0 = self.access_is_el0(uc, &regs, va, access);
         let mut model = self.shared.model.borrow_mut();
-        let answer = model.fill(&self.shared.ram, &regs, va, access, at, guest);
+        let answer = model.fill(&self.shared.ram, &regs, va, access, el0, at, guest);
         if guest && self.recorder.get().is_some() {
             // Queued without reading guest memory: this may run inside a probe.
             drop(model);
@@ -229,6 +230,7 @@ impl CoreMmu {
         match answer {
             FillAnswer::Map {
                 pa,
+                read,
                 mut write,
                 exec,
             } => {
@@ -243,7 +245,10 @@ impl CoreMmu {
                         write = false;
                     }
                 }
-                let mut perms = Prot::READ;
+                let mut perms = Prot::NONE;
+                if read {
+                    perms |= Prot::READ;
+                }
                 if write {
                     perms |= Prot::WRITE;
                 }
@@ -261,6 +266,39 @@ impl CoreMmu {
                     self.fault.set(Some((va, access, fault)));
                 }
                 None
+            }
+        }
+    }
+
+    /// Whether the access being filled has EL0's (U-mode's) permissions: the core runs
+    /// at EL0, or at EL1 an `ldtr`/`sttr` (Linux's uaccess) reaches the lower half.
+    /// Unicorn fills a TLB per privilege, so the answer is kept for the right one.
+    fn access_is_el0<D>(
+        &self,
+        uc: &Unicorn<'_, D>,
+        regs: &TranslationRegs,
+        va: u64,
+        access: Access,
+    ) -> bool {
+        match self.abi.0 {
+            Isa::Riscv64 => uc.reg_read(RegisterRISCV::PRIV).is_ok_and(|p| p == 0),
+            Isa::Aarch64 => {
+                let pstate = uc.reg_read(RegisterARM64::PSTATE).unwrap_or(0b0100);
+                if pstate & 0b1100 == 0 {
+                    return true;
+                }
+                if access == Access::Fetch || (va >> 55) & 1 == 1 || !regs.mmu_on() {
+                    return false;
+                }
+                // The instruction, read through the tables: this runs inside a fill,
+                // where a read through Unicorn's TLB would come back here.
+                let Ok(pc) = uc.pc_read() else {
+                    return false;
+                };
+                mmu::walk_any(&self.shared.ram, regs, pc)
+                    .ok()
+                    .and_then(|t| self.shared.ram.read_u32(t.pa | (pc & 0xfff)).ok())
+                    .is_some_and(insn::is_unprivileged)
             }
         }
     }

@@ -13,7 +13,7 @@ use traces::aarch64::{level_shift, Descriptor};
 use traces::riscv64::{self, PTE_A, PTE_D, PTE_G, PTE_R, PTE_U, PTE_W, PTE_X};
 
 use crate::memory::GuestMemory;
-use crate::mmu::{Fault, Translation, ACCESS_FLAG_FAULT, PAGE_SIZE, TRANSLATION_FAULT};
+use crate::mmu::{Fault, Perms, Translation, ACCESS_FLAG_FAULT, PAGE_SIZE, TRANSLATION_FAULT};
 
 /// `satp.MODE` of Sv39.
 pub const SATP_MODE_SV39: u64 = 8;
@@ -51,12 +51,25 @@ pub fn walk_any(mem: &dyn GuestMemory, satp: u64, va: u64) -> Result<Translation
                 }
                 let supervisor = pte & PTE_U == 0;
                 let block_mask = (1u64 << shift) - 1;
+                // Which privilege the page is for (S-mode reaching U pages, SUM,
+                // is not modelled): that one gets R, W (with D) and X.
+                let (read, write, exec) = (
+                    pte & PTE_R != 0,
+                    pte & PTE_W != 0 && pte & PTE_D != 0,
+                    pte & PTE_X != 0,
+                );
+                let user = Perms {
+                    read: !supervisor && read,
+                    write: !supervisor && write,
+                    exec: !supervisor && exec,
+                };
                 return Ok(Translation {
                     pa: output | (va & block_mask & !(PAGE_SIZE - 1)),
                     level,
-                    read: supervisor && pte & PTE_R != 0,
-                    write: supervisor && pte & PTE_W != 0 && pte & PTE_D != 0,
-                    exec: supervisor && pte & PTE_X != 0,
+                    read: supervisor && read,
+                    write: supervisor && write,
+                    exec: supervisor && exec,
+                    user,
                     global: pte & PTE_G != 0,
                     leaf: desc_addr,
                     tables,
@@ -112,9 +125,9 @@ mod tests {
         let (ram, regs) = setup();
         assert!(regs.mmu_on());
         assert_eq!(regs.asid(), 3);
-        let t = walk(&ram, &regs, RAM + 0x1234_5000, Access::Fetch).unwrap();
+        let t = walk(&ram, &regs, RAM + 0x1234_5000, Access::Fetch, false).unwrap();
         assert_eq!((t.pa, t.level, t.n_tables), (RAM + 0x1234_5000, 1, 0));
-        let t = walk(&ram, &regs, VMALLOC, Access::Write).unwrap();
+        let t = walk(&ram, &regs, VMALLOC, Access::Write, false).unwrap();
         assert_eq!((t.pa, t.level, t.global), (RAM + 0x5000, 3, true));
         assert_eq!(t.tables, [ROOT + 8 * 256, MID, 0]);
         assert_eq!(t.leaf, LEAVES);
@@ -124,7 +137,7 @@ mod tests {
     #[test]
     fn faults_as_the_spec_says() {
         let (ram, regs) = setup();
-        let status = |va, access| walk(&ram, &regs, va, access).err().map(|f| f.status);
+        let status = |va, access| walk(&ram, &regs, va, access, false).err().map(|f| f.status);
         assert_eq!(
             status(VMALLOC + 0x1000, Access::Read),
             Some(ACCESS_FLAG_FAULT + 3)

@@ -39,7 +39,7 @@ use traces::tlb::{HeldEntry, HeldTlbs, StaleSince};
 use traces::{EventKind, TlbFill, WalkResult};
 
 use crate::memory::{GuestMemory, OutOfRam};
-use crate::mmu::{self, Access, Descriptor, Fault, TranslationRegs, PAGE_SIZE};
+use crate::mmu::{self, Access, Descriptor, Fault, Perms, TranslationRegs, PAGE_SIZE};
 
 const PAGE_MASK: u64 = !(PAGE_SIZE - 1);
 
@@ -61,11 +61,34 @@ pub enum StaleReport {
 /// A translation the model holds for a CPU.
 pub type Held = HeldEntry<StaleReport>;
 
-fn allows(entry: &Held, access: Access) -> bool {
-    match access {
-        Access::Read => true,
-        Access::Write => entry.fill.write,
-        Access::Fetch => entry.fill.exec,
+/// What a held entry lets EL1 (`el0` false) or EL0 do.
+fn held_perms(entry: &Held, el0: bool) -> Perms {
+    if el0 {
+        entry.fill.user
+    } else {
+        Perms {
+            read: true,
+            write: entry.fill.write,
+            exec: entry.fill.exec,
+        }
+    }
+}
+
+/// The answer to a fill for `access` through a translation to `pa` with `perms`
+/// (leaf at `level`): mapped with those permissions, or a permission fault.
+fn answer(pa: u64, perms: Perms, level: u8, access: Access) -> FillAnswer {
+    if perms.allows(access) {
+        FillAnswer::Map {
+            pa,
+            read: perms.read,
+            write: perms.write,
+            exec: perms.exec,
+        }
+    } else {
+        FillAnswer::Fault(Fault {
+            status: mmu::PERMISSION_FAULT + u64::from(level),
+            level,
+        })
     }
 }
 
@@ -134,7 +157,12 @@ pub struct MmuStats {
 /// What a fill gives Unicorn.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FillAnswer {
-    Map { pa: u64, write: bool, exec: bool },
+    Map {
+        pa: u64,
+        read: bool,
+        write: bool,
+        exec: bool,
+    },
     Fault(Fault),
 }
 
@@ -247,9 +275,10 @@ impl MmuModel {
         self.checks
     }
 
-    /// The translation `cpu` holds for the page of `va`, if any.
-    pub fn held(&self, cpu: usize, va: u64) -> Option<&Held> {
-        self.held.get(cpu, va)
+    /// The translation `cpu` holds for the page of `va` under `asid` (`None`: the
+    /// global one, else the first held), if any.
+    pub fn held(&self, cpu: usize, va: u64, asid: Option<u16>) -> Option<&Held> {
+        self.held.get(cpu, va, asid)
     }
 
     /// `cpu`'s translation registers are `regs` now (called before any of its
@@ -427,14 +456,17 @@ impl MmuModel {
         }
     }
 
-    /// Answers a soft-TLB miss of `at.cpu` for `va`. `guest` is false for the host's
-    /// own reads through a core's MMU (nothing changes then).
+    /// Answers a soft-TLB miss of `at.cpu` for `va`, for an `access` at EL1 (at EL0
+    /// if `el0`). `guest` is false for the host's own reads through a core's MMU
+    /// (nothing changes then).
+    #[allow(clippy::too_many_arguments)]
     pub fn fill(
         &mut self,
         mem: &dyn GuestMemory,
         regs: &TranslationRegs,
         va: u64,
         access: Access,
+        el0: bool,
         at: At,
         guest: bool,
     ) -> FillAnswer {
@@ -442,26 +474,17 @@ impl MmuModel {
         if !regs.mmu_on() {
             return FillAnswer::Map {
                 pa: va,
+                read: true,
                 write: true,
                 exec: true,
             };
         }
         let cpu = at.cpu;
+        let asid = regs.asid();
         // Open write windows are compared at the CPU's next TLBI, barrier, free_pages or
         // slice end, never here: fills come at host-dependent moments.
-        if let Some(e) = self.held.get_mut(cpu, va) {
-            let answer = if allows(e, access) {
-                FillAnswer::Map {
-                    pa: e.fill.pa,
-                    write: e.fill.write,
-                    exec: e.fill.exec,
-                }
-            } else {
-                FillAnswer::Fault(Fault {
-                    status: mmu::PERMISSION_FAULT + u64::from(e.fill.level),
-                    level: e.fill.level,
-                })
-            };
+        if let Some(e) = self.held.get_mut(cpu, va, Some(asid)) {
+            let answer = answer(e.fill.pa, held_perms(e, el0), e.fill.level, access);
             if guest {
                 // A refused access faults, so every one comes back here: countable.
                 self.stats.faults += matches!(answer, FillAnswer::Fault(_)) as u64;
@@ -470,28 +493,28 @@ impl MmuModel {
                     self.stats.stale_accesses += 1;
                     // What the tables give this very access (a permission
                     // they no longer grant is a fault).
-                    let now = match mmu::walk(mem, regs, va, access) {
+                    let now = match mmu::walk(mem, regs, va, access, el0) {
                         Ok(t) => WalkResult::Maps(t.pa),
                         Err(f) => WalkResult::Faults(f.status as u8),
                     };
-                    self.record(at, EventKind::StaleTlbUse { va, access, now });
+                    let asid = Some(asid);
+                    self.record(
+                        at,
+                        EventKind::StaleTlbUse {
+                            va,
+                            access,
+                            now,
+                            asid,
+                        },
+                    );
                 }
             }
             return answer;
         }
         let walked = mmu::walk_any(mem, regs, va);
-        let refused = |t: &mmu::Translation| Fault {
-            status: mmu::PERMISSION_FAULT + u64::from(t.level),
-            level: t.level,
-        };
         if !guest {
             return match walked {
-                Ok(t) if t.allows(access) => FillAnswer::Map {
-                    pa: t.pa,
-                    write: t.write,
-                    exec: t.exec,
-                },
-                Ok(t) => FillAnswer::Fault(refused(&t)),
+                Ok(t) => answer(t.pa, t.perms(el0), t.level, access),
                 Err(f) => FillAnswer::Fault(f),
             };
         }
@@ -513,24 +536,18 @@ impl MmuModel {
             level: t.level,
             write: t.write,
             exec: t.exec,
+            user: t.user,
             global: t.global,
-            asid: regs.asid(),
+            asid,
             walk,
             walk_len: t.n_tables + 1,
         };
         self.held.insert(cpu, fill, at.time, StaleReport::Waiting);
         self.record(at, EventKind::TlbFill(fill));
         self.stats.tlb_fills[cpu] += 1;
-        if t.allows(access) {
-            FillAnswer::Map {
-                pa: t.pa,
-                write: t.write,
-                exec: t.exec,
-            }
-        } else {
-            self.stats.faults += 1;
-            FillAnswer::Fault(refused(&t))
-        }
+        let answer = answer(t.pa, t.perms(el0), t.level, access);
+        self.stats.faults += matches!(answer, FillAnswer::Fault(_)) as u64;
+        answer
     }
 
     /// A store of `size` bytes of `value` at physical `addr` by the guest, seen before
@@ -807,7 +824,7 @@ mod tests {
     }
 
     fn read(m: &mut MmuModel, ram: &GuestRam, regs: &TranslationRegs, cpu: usize) -> FillAnswer {
-        m.fill(ram, regs, VA, Access::Read, at(cpu, 1), true)
+        m.fill(ram, regs, VA, Access::Read, false, at(cpu, 1), true)
     }
 
     /// Stores `new` to the descriptor of VA as the guest would (model told first).
@@ -834,11 +851,89 @@ mod tests {
         assert_eq!(Barrier::decode(0xd503_201f), None, "NOP");
     }
 
+    /// Two processes map the same user VA under their own ASIDs (nG pages): each
+    /// CPU holds an entry per ASID and answers an access from the entry of the ASID
+    /// it runs under, with EL0's permissions for an EL0 access; a kernel-only page
+    /// refuses EL0.
+    #[test]
+    fn user_pages_are_held_per_asid_with_el0_permissions() {
+        let (mut ram, _, mut m) = setup(1);
+        const NG: u64 = 1 << 11;
+        const UXN: u64 = 1 << 54;
+        const PXN: u64 = 1 << 53;
+        // A: EL0 read-write (AP 01); B, another process's table: EL0 read-only (AP 11).
+        ram.write_u64(L3, PAGE_A | PAGE | NG | 0x40 | UXN | PXN)
+            .unwrap();
+        const L1_B: u64 = RAM_BASE + 0x8000;
+        const L2_B: u64 = RAM_BASE + 0x9000;
+        const L3_B: u64 = RAM_BASE + 0xa000;
+        ram.write_u64(L1_B + 8 * 2, L2_B | 3).unwrap();
+        ram.write_u64(L2_B, L3_B | 3).unwrap();
+        ram.write_u64(L3_B, PAGE_B | PAGE | NG | 0xc0 | PXN)
+            .unwrap();
+        // Linux's registers: TCR.A1, the ASID in TTBR1.
+        let process = |l1: u64, asid: u64| -> TranslationRegs {
+            crate::mmu::VmsaRegs {
+                sctlr: 1,
+                tcr: 25 | (1 << 23) | (1 << 22),
+                ttbr0: l1,
+                ttbr1: asid << 48,
+            }
+            .into()
+        };
+        let (a, b) = (process(L1, 1), process(L1_B, 2));
+        let mut fill = |regs: &TranslationRegs, access, el0, time| {
+            m.fill(&ram, regs, VA, access, el0, at(0, time), true)
+        };
+        let map = |pa, read, write, exec| FillAnswer::Map {
+            pa,
+            read,
+            write,
+            exec,
+        };
+        assert_eq!(
+            fill(&a, Access::Write, true, 1),
+            map(PAGE_A, true, true, false)
+        );
+        assert_eq!(
+            fill(&b, Access::Read, true, 2),
+            map(PAGE_B, true, false, true)
+        );
+        // Held, not walked again: each ASID gets its own page back.
+        assert_eq!(
+            fill(&a, Access::Read, true, 3),
+            map(PAGE_A, true, true, false)
+        );
+        assert!(
+            matches!(fill(&b, Access::Write, true, 4), FillAnswer::Fault(f) if f.is_permission())
+        );
+        assert!(
+            matches!(fill(&a, Access::Fetch, true, 5), FillAnswer::Fault(f) if f.is_permission())
+        );
+        // EL1 through the same entries: its own permissions (never executing B).
+        assert_eq!(
+            fill(&b, Access::Read, false, 6),
+            map(PAGE_B, true, false, false)
+        );
+        assert_eq!(m.stats.tlb_fills, vec![2]);
+        assert_eq!(m.held(0, VA, Some(1)).map(|e| e.fill.pa), Some(PAGE_A));
+        assert_eq!(m.held(0, VA, Some(2)).map(|e| e.fill.pa), Some(PAGE_B));
+        assert!(m.held(0, VA, Some(3)).is_none());
+        // Kernel only (AP 00, global): EL0 is refused, EL1 is not.
+        ram.write_u64(L3 + 8, PAGE_B | PAGE | UXN | PXN).unwrap();
+        let va = VA + 0x1000;
+        let el0 = m.fill(&ram, &a, va, Access::Read, true, at(0, 7), true);
+        assert!(matches!(el0, FillAnswer::Fault(f) if f.is_permission()));
+        let el1 = m.fill(&ram, &a, va, Access::Read, false, at(0, 8), true);
+        assert_eq!(el1, map(PAGE_B, true, true, false));
+    }
+
     #[test]
     fn fills_are_held_until_invalidated_even_when_the_tables_change() {
         let (mut ram, regs, mut m) = setup(2);
         let mapped_a = FillAnswer::Map {
             pa: PAGE_A,
+            read: true,
             write: true,
             exec: true,
         };
@@ -858,7 +953,7 @@ mod tests {
         );
         // A broadcast TLBI removes it everywhere; the refill walks the new tables.
         tlbi(&mut m, &ram, true, at(0, 4));
-        assert!(m.held(0, VA).is_none());
+        assert!(m.held(0, VA, None).is_none());
         assert!(matches!(read(&mut m, &ram, &regs, 0), FillAnswer::Fault(_)));
         assert_eq!(m.stats.tlbi_by_kind.get("vaae1is"), Some(&1));
         assert_eq!(m.stats.broadcast_invalidations, 1);
@@ -871,8 +966,8 @@ mod tests {
         read(&mut m, &ram, &regs, 1);
         store(&mut m, &mut ram, 0, 0, 2);
         tlbi(&mut m, &ram, false, at(0, 4));
-        assert!(m.held(0, VA).is_none());
-        assert!(m.held(1, VA).is_some_and(|e| e.stale.is_some()));
+        assert!(m.held(0, VA, None).is_none());
+        assert!(m.held(1, VA, None).is_some_and(|e| e.stale.is_some()));
     }
 
     /// A stale entry's use is recorded once, on the first access after its CPU's
@@ -905,6 +1000,7 @@ mod tests {
                 va: VA,
                 access: Access::Read,
                 now: WalkResult::Faults(0b00_0111),
+                asid: Some(0),
             }
         );
         assert_eq!(m.stats.stale_accesses, 1);
@@ -1037,9 +1133,12 @@ mod tests {
             asid: None,
         };
         m.invalidate_on(&ram, inv(0b101, VA + PAGE_SIZE), "sfence.vma", at(0, 2));
-        assert!((0..3).all(|cpu| m.held(cpu, VA).is_some()), "another page");
+        assert!(
+            (0..3).all(|cpu| m.held(cpu, VA, None).is_some()),
+            "another page"
+        );
         m.invalidate_on(&ram, inv(0b101, VA), "sfence.vma", at(0, 3));
-        let held: Vec<bool> = (0..3).map(|cpu| m.held(cpu, VA).is_some()).collect();
+        let held: Vec<bool> = (0..3).map(|cpu| m.held(cpu, VA, None).is_some()).collect();
         assert_eq!(held, vec![false, true, false]);
         assert_eq!(recorded(&mut m), vec!["tlb-invalidate", "tlb-invalidate"]);
         assert_eq!(m.stats.tlbi_by_kind.get("sfence.vma"), Some(&2));

@@ -377,6 +377,66 @@ fn a_timer_deadline_inside_a_long_slice_is_taken_at_its_instruction() {
     }
 }
 
+/// `deadline_program` with the loop at EL0, as Linux runs user space: SCTLR_EL1.nTWI
+/// clear, so a WFI at EL0 traps. The IRQ goes to the lower-EL vector.
+fn el0_deadline_program(deadline: u64) -> (Asm, u64, u64, u64) {
+    let mut a = Asm::default();
+    set_vbar(&mut a);
+    enable_gic(&mut a);
+    a.mov64(20, DATA);
+    a.emit(mrs(3, SCTLR_EL1));
+    a.emit(0xd2a0_0024); // mov x4, #0x10000 (nTWI)
+    a.emit(0x8a24_0063); // bic x3, x3, x4
+    a.emit(msr(SCTLR_EL1, 3));
+    a.mov64(3, deadline).emit(msr(CNTV_CVAL_EL0, 3));
+    a.mov64(3, 1).emit(msr(CNTV_CTL_EL0, 3));
+    let body = LOAD + 0x400;
+    a.mov64(3, body).emit(msr(ELR_EL1, 3));
+    a.emit(0xd518_401f); // msr spsr_el1, xzr: EL0t, IRQs unmasked
+    a.emit(ERET);
+    let before_body = (a.here() - LOAD) / 4;
+    a.align_to(body);
+    for _ in 0..7 {
+        a.emit(add(1, 1, 1));
+    }
+    a.b(body);
+    a.align_to(VECTORS + 0x480);
+    a.emit(mrs(6, CNTVCT_EL0)).emit(str_x(6, 20, 0));
+    a.emit(mrs(11, ELR_EL1));
+    a.system_off_with(11);
+    let handler_insns = (a.here() - (VECTORS + 0x480)) / 4;
+    (a, body, handler_insns, before_body)
+}
+
+/// Unicorn ends a run stopped inside a block by imitating a WFI at the stop; at EL0
+/// with nTWI clear that WFI traps, which the machine once delivered to the guest as
+/// an undefined instruction on the instruction before (Linux killed the process
+/// with SIGILL). The IRQ is taken at its instruction, as at EL1.
+#[test]
+fn a_timer_deadline_inside_an_el0_block_is_an_irq_not_an_undefined_instruction() {
+    let (_, _, _, before_body) = el0_deadline_program(0x1_0001);
+    let deadline = before_body + 8 * 9_000 + 3;
+    let (program, body, handler_insns, same) = el0_deadline_program(deadline);
+    assert_eq!(before_body, same);
+    for quantum in [7, 1000, 1 << 30] {
+        let config = MachineConfig {
+            quantum,
+            ..one_cpu()
+        };
+        let (outcome, machine, _) = run(config, &program.kernel());
+        assert_eq!(
+            outcome.end,
+            RunEnd::PoweredOff {
+                cpu: 0,
+                status: body + 4 * 3
+            },
+            "ELR_EL1: the instruction the deadline falls on (quantum {quantum})"
+        );
+        assert_eq!(machine.memory().read_u64(DATA).unwrap(), deadline);
+        assert_eq!(outcome.cpus[0].insns, deadline + handler_insns);
+    }
+}
+
 #[test]
 fn an_sgi_a_cpu_sends_itself_is_taken_within_the_block_that_sent_it() {
     let mut a = Asm::default();

@@ -206,14 +206,20 @@ pub fn perfetto(trace: &Trace, findings: &[Finding]) -> Value {
                 out.push(instant(format!("dsb {}", option.name()), json!({})))
             }
             EventKind::Isb => out.push(instant("isb".into(), json!({}))),
-            EventKind::StaleTlbUse { va, access, now } => {
+            EventKind::StaleTlbUse {
+                va,
+                access,
+                now,
+                asid,
+            } => {
                 let now = match now {
                     WalkResult::Maps(pa) => format!("maps to {pa:#x}"),
                     WalkResult::Faults(status) => format!("faults (status {status:#x})"),
                 };
                 out.push(instant(
                     "stale tlb use".into(),
-                    json!({"va": format!("{va:#x}"), "access": format!("{access:?}"), "tables now": now}),
+                    json!({"va": format!("{va:#x}"), "access": format!("{access:?}"),
+                           "tables now": now, "asid": asid}),
                 ))
             }
             EventKind::Marker { label, value } if !class(label).starts_with("task:") => {

@@ -5,8 +5,8 @@
 
 use crate::aarch64::Access;
 use crate::event::{
-    BarrierOption, CpuId, Event, EventKind, IrqMaskCause, LockFlavor, LockRef, StrId, TaskId,
-    TlbFill, TlbiOp, WalkResult,
+    BarrierOption, CpuId, Event, EventKind, IrqMaskCause, LockFlavor, LockRef, Perms, StrId,
+    TaskId, TlbFill, TlbiOp, WalkResult,
 };
 use crate::format::{tag, MAX_CPUS, MAX_STRING_LEN};
 use crate::strings::StringTable;
@@ -371,6 +371,7 @@ fn sized_body(kind: &EventKind) -> Vec<u8> {
             for &desc in fill.descriptors() {
                 put_uleb(&mut body, desc);
             }
+            put_uleb(&mut body, fill.user.bits());
         }
         EventKind::PageTablePage { pa, level, va_base } => {
             put_uleb(&mut body, pa);
@@ -389,7 +390,12 @@ fn sized_body(kind: &EventKind) -> Vec<u8> {
             put_uleb(&mut body, len);
             put_uleb(&mut body, asid.map_or(0, |a| u64::from(a) + 1));
         }
-        EventKind::StaleTlbUse { va, access, now } => {
+        EventKind::StaleTlbUse {
+            va,
+            access,
+            now,
+            asid,
+        } => {
             put_va(&mut body, va);
             put_uleb(&mut body, access_code(access));
             let (code, value) = match now {
@@ -398,6 +404,7 @@ fn sized_body(kind: &EventKind) -> Vec<u8> {
             };
             put_uleb(&mut body, code);
             put_uleb(&mut body, value);
+            put_uleb(&mut body, asid.map_or(0, |a| u64::from(a) + 1));
         }
         EventKind::Stack { frames } => put_uleb(&mut body, frames.0.into()),
         EventKind::CsdWait { target, csd } => {
@@ -433,6 +440,14 @@ fn defined_string(id: u64, string_count: usize) -> Result<StrId, Malformed> {
     Ok(StrId(id as u32))
 }
 
+/// A field a later minor version appended to a sized body: absent in older traces.
+fn optional_uleb(cursor: &mut ByteCursor<'_>) -> Result<Option<u64>, Malformed> {
+    if cursor.is_empty() {
+        return Ok(None);
+    }
+    cursor.uleb().map(Some).map_err(Malformed::varint)
+}
+
 /// Decodes the body of sized kind `tag` (`string_count` strings are defined); `None`
 /// for a tag this crate does not know.
 fn decode_sized(tag: u8, body: &[u8], string_count: usize) -> Result<Option<EventKind>, Malformed> {
@@ -455,12 +470,18 @@ fn decode_sized(tag: u8, body: &[u8], string_count: usize) -> Result<Option<Even
             for desc in &mut walk[..walk_len as usize] {
                 *desc = uleb()?;
             }
+            // Since 1.7: EL0's permissions (none before).
+            let user = optional_uleb(&mut cursor)?.unwrap_or(0);
+            if user >> 3 != 0 {
+                return Err(Malformed::new("invalid TLB fill EL0 permissions"));
+            }
             EventKind::TlbFill(TlbFill {
                 va,
                 pa,
                 level: (bits & 3) as u8,
                 write: bits & 4 != 0,
                 exec: bits & 8 != 0,
+                user: Perms::from_bits(user),
                 global: bits & 16 != 0,
                 asid,
                 walk,
@@ -509,7 +530,17 @@ fn decode_sized(tag: u8, body: &[u8], string_count: usize) -> Result<Option<Even
                 ),
                 _ => return Err(Malformed::new("invalid walk result")),
             };
-            EventKind::StaleTlbUse { va, access, now }
+            // Since 1.7: the ASID + 1 (0 or absent: not known).
+            let asid = match optional_uleb(&mut cursor)?.unwrap_or(0) {
+                0 => None,
+                n => Some(u16::try_from(n - 1).map_err(|_| Malformed::new("ASID out of range"))?),
+            };
+            EventKind::StaleTlbUse {
+                va,
+                access,
+                now,
+                asid,
+            }
         }
         tag::STACK => EventKind::Stack {
             frames: defined_string(uleb()?, string_count)?,

@@ -141,11 +141,15 @@ pub struct TlbFill {
     pub pa: u64,
     /// The leaf descriptor's level (3 for a page, 2 or 1 for a block).
     pub level: u8,
+    /// Write and execute permission at EL1 (S-mode); EL1 may always read.
     pub write: bool,
     pub exec: bool,
+    /// What EL0 (U-mode) may do through it.
+    pub user: Perms,
     /// nG clear: the entry matches every ASID.
     pub global: bool,
-    /// The ASID (bits 63:48 of TTBR0_EL1) it was filled under.
+    /// The ASID it was filled under (TTBR1_EL1's when TCR_EL1.A1 is set, else
+    /// TTBR0_EL1's; `satp`'s on RISC-V).
     pub asid: u16,
     /// Physical addresses of the descriptors the walk read, outermost first, the leaf
     /// last (`walk[..walk_len]`).
@@ -157,6 +161,56 @@ impl TlbFill {
     /// The descriptors the walk read.
     pub fn descriptors(&self) -> &[u64] {
         &self.walk[..usize::from(self.walk_len).min(4)]
+    }
+}
+
+/// Which accesses a translation allows at one privilege level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Perms {
+    pub read: bool,
+    pub write: bool,
+    pub exec: bool,
+}
+
+impl Perms {
+    /// No access at all (a kernel-only page, seen from EL0).
+    pub const NONE: Perms = Perms {
+        read: false,
+        write: false,
+        exec: false,
+    };
+
+    pub fn allows(&self, access: Access) -> bool {
+        match access {
+            Access::Read => self.read,
+            Access::Write => self.write,
+            Access::Fetch => self.exec,
+        }
+    }
+
+    /// As `ls -l` shows them: `rwx`, `r--`, `---`.
+    pub fn letters(&self) -> String {
+        let bit = |on, c| if on { c } else { '-' };
+        [
+            bit(self.read, 'r'),
+            bit(self.write, 'w'),
+            bit(self.exec, 'x'),
+        ]
+        .iter()
+        .collect()
+    }
+
+    /// Bits 0–2: read, write, execute (the trace's encoding).
+    pub fn bits(&self) -> u64 {
+        u64::from(self.read) | u64::from(self.write) << 1 | u64::from(self.exec) << 2
+    }
+
+    pub fn from_bits(bits: u64) -> Self {
+        Perms {
+            read: bits & 1 != 0,
+            write: bits & 2 != 0,
+            exec: bits & 4 != 0,
+        }
     }
 }
 
@@ -279,6 +333,9 @@ pub enum EventKind {
         va: u64,
         access: Access,
         now: WalkResult,
+        /// The ASID the access was made under (`None` in traces older than 1.7,
+        /// which held one entry per page).
+        asid: Option<u16>,
     },
     /// A TLB invalidation by meaning, as an ISA without Arm's TLBI records it
     /// (RISC-V's `sfence.vma`, and the SBI remote fences the host runs for the
@@ -573,16 +630,17 @@ impl fmt::Display for EventDisplay<'_> {
                 write!(f, " desc={desc_pa:#x} {old:#x} -> {new:#x}")
             }
             EventKind::TlbFill(fill) => {
-                let perms = match (fill.write, fill.exec) {
-                    (true, true) => "rwx",
-                    (true, false) => "rw-",
-                    (false, true) => "r-x",
-                    (false, false) => "r--",
-                };
+                let perms = Perms {
+                    read: true,
+                    write: fill.write,
+                    exec: fill.exec,
+                }
+                .letters();
+                let user = fill.user.letters();
                 let scope = if fill.global { "global" } else { "asid" };
                 write!(
                     f,
-                    " va={:#x} pa={:#x} level={} {perms} {scope}={} walk={:x?}",
+                    " va={:#x} pa={:#x} level={} {perms} el0={user} {scope}={} walk={:x?}",
                     fill.va,
                     fill.pa,
                     fill.level,
@@ -611,11 +669,20 @@ impl fmt::Display for EventDisplay<'_> {
                     None => Ok(()),
                 }
             }
-            EventKind::StaleTlbUse { va, access, now } => {
+            EventKind::StaleTlbUse {
+                va,
+                access,
+                now,
+                asid,
+            } => {
                 write!(f, " va={va:#x} {access:?} now ")?;
                 match now {
-                    WalkResult::Maps(pa) => write!(f, "pa={pa:#x}"),
-                    WalkResult::Faults(status) => write!(f, "faults status={status:#x}"),
+                    WalkResult::Maps(pa) => write!(f, "pa={pa:#x}")?,
+                    WalkResult::Faults(status) => write!(f, "faults status={status:#x}")?,
+                }
+                match asid {
+                    Some(asid) => write!(f, " asid={asid}"),
+                    None => Ok(()),
                 }
             }
             EventKind::Tlbi {

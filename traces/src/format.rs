@@ -203,6 +203,14 @@
 //! | `0x8d` | page-table page retired | `uleb pa` (no CPU's translation registers reach the page and no TLB entry was filled through it) |
 //! | `0x8e` | TLB invalidate | `uleb cpus` (a bit per CPU invalidated), `zz start`, `uleb len` (0: every address), `uleb asid` (0: every ASID, else the ASID + 1: its non-global entries) |
 //!
+//! Since 1.7 user space runs under the checked MMU (a Linux guest's processes), and
+//! two sized bodies gain a field at their end, absent in older traces:
+//!
+//! | tag | field appended |
+//! | --- | --- |
+//! | `0x80` TLB fill | `uleb el0` (bit 0 read, bit 1 write, bit 2 execute: what EL0 / U-mode may do through the entry; absent: nothing) |
+//! | `0x82` stale TLB use | `uleb asid` (0 or absent: not known, else the ASID of the access + 1: a CPU holds an entry per page and ASID) |
+//!
 //! `zz` here is the zigzag of the value itself (kernel addresses are "negative").
 //! Bytes after the fields of a known sized kind are ignored (room for later fields).
 //!
@@ -220,7 +228,7 @@ pub const MAGIC: [u8; 8] = *b"\x89PCPUTR\n";
 /// The format major version this crate writes and reads.
 pub const VERSION_MAJOR: u16 = 1;
 /// The format minor version this crate writes (it reads any minor of its major).
-pub const VERSION_MINOR: u16 = 6;
+pub const VERSION_MINOR: u16 = 7;
 /// Size of the fixed part of the header (before the body).
 pub const HEADER_FIXED_LEN: usize = 20;
 /// Largest header body a reader accepts.

@@ -63,8 +63,8 @@ pub use analysis::Analysis;
 pub use ending::{ConsoleDigest, Ending, RunTail, TailTracker};
 pub use error::{Damage, DamageCause, OpenError, WriteError};
 pub use event::{
-    BarrierOption, CpuId, Event, EventDisplay, EventKind, IrqMaskCause, LockFlavor, LockRef, StrId,
-    TaskId, TlbFill, TlbiOp, WalkResult,
+    BarrierOption, CpuId, Event, EventDisplay, EventKind, IrqMaskCause, LockFlavor, LockRef, Perms,
+    StrId, TaskId, TlbFill, TlbiOp, WalkResult,
 };
 pub use finding::{Finding, FindingKind, FindingLock, FindingSite, FindingTask, Findings};
 pub use header::{ElfHash, Header, TraceConfig};

@@ -3,10 +3,11 @@
 
 mod common;
 
+use traces::aarch64::Access;
 use traces::varint::{put_uleb, zigzag};
 use traces::{
-    read_trace, CpuId, ElfHash, Event, EventKind, IrqMaskCause, LockFlavor, LockRef, StrId,
-    StringTable, TaskId, TraceConfig, TraceWriter, WriterOptions,
+    read_trace, CpuId, ElfHash, Event, EventKind, IrqMaskCause, LockFlavor, LockRef, Perms, StrId,
+    StringTable, TaskId, TlbFill, TraceConfig, TraceWriter, WalkResult, WriterOptions,
 };
 
 fn uleb(value: u64) -> Vec<u8> {
@@ -42,7 +43,7 @@ fn hand_header() -> Vec<u8> {
     body.push(1); // one extra pair
     body.extend(b"\x06inject\x0eskip-tlb-flush");
     let mut out = b"\x89PCPUTR\n".to_vec();
-    out.extend([1, 0, 6, 0]); // version 1.6
+    out.extend([1, 0, 7, 0]); // version 1.7
     out.extend((body.len() as u32).to_le_bytes());
     out.extend(crc32fast::hash(&body).to_le_bytes());
     out.extend(body);
@@ -249,8 +250,78 @@ fn records() -> Vec<(Vec<u8>, Option<Event>)> {
                 },
             )),
         ),
+        (
+            // TLB fill (sized, 1.2; its EL0 permissions since 1.7): a user page of
+            // ASID 5, level 3, writable at EL1, one descriptor, EL0 rw-.
+            cat(&[
+                &[0x80, 0x01, 0],
+                &uleb(
+                    zz(USER_VA as i64).len() as u64
+                        + uleb(USER_PA).len() as u64
+                        + 3
+                        + uleb(USER_PTE).len() as u64
+                        + 1,
+                ),
+                &zz(USER_VA as i64),
+                &uleb(USER_PA),
+                &[0b0111, 5, 1],
+                &uleb(USER_PTE),
+                &[0b011],
+            ]),
+            Some(event(
+                135,
+                0x1010,
+                0,
+                EventKind::TlbFill(TlbFill {
+                    va: USER_VA,
+                    pa: USER_PA,
+                    level: 3,
+                    write: true,
+                    exec: false,
+                    user: Perms {
+                        read: true,
+                        write: true,
+                        exec: false,
+                    },
+                    global: false,
+                    asid: 5,
+                    walk: [USER_PTE, 0, 0, 0],
+                    walk_len: 1,
+                }),
+            )),
+        ),
+        (
+            // stale TLB use (sized, 1.2; its ASID + 1 since 1.7): a write of the user
+            // page, which the tables now map to another page.
+            cat(&[
+                &[0x82, 0x01, 0],
+                &uleb(
+                    zz(USER_VA as i64).len() as u64 + 2 + uleb(USER_PA + 0x1000).len() as u64 + 1,
+                ),
+                &zz(USER_VA as i64),
+                &[1, 0],
+                &uleb(USER_PA + 0x1000),
+                &[6],
+            ]),
+            Some(event(
+                135,
+                0x1010,
+                0,
+                EventKind::StaleTlbUse {
+                    va: USER_VA,
+                    access: Access::Write,
+                    now: WalkResult::Maps(USER_PA + 0x1000),
+                    asid: Some(5),
+                },
+            )),
+        ),
     ]
 }
+
+/// The user page of the TLB fill, where it maps and its descriptor.
+const USER_VA: u64 = 0x40_0000;
+const USER_PA: u64 = 0x4020_3000;
+const USER_PTE: u64 = 0x4030_0010;
 
 /// The page of the TLB invalidate.
 const INVALIDATED_VA: u64 = 0xffff_ffc0_0004_1000;
@@ -321,5 +392,76 @@ fn the_reader_decodes_the_documented_bytes_and_skips_future_kinds() {
         traces::event::backtrace::decode(trace.strings.get(StrId(1)).unwrap()),
         Some(vec![0x4008_e980, 0x4008_d78c])
     );
+    assert_eq!(trace.events, events);
+}
+
+/// A 1.6 writer's TLB fill and stale TLB use end before the fields 1.7 appended:
+/// they read as no EL0 permission and an unknown ASID; a later minor's extra bytes
+/// after the 1.7 fields are skipped.
+#[test]
+fn bodies_without_the_appended_fields_read_as_before() {
+    let cat = |parts: &[&[u8]]| parts.concat();
+    let fill_16 = cat(&[
+        &[0x80, 0x01, 0],
+        &uleb(
+            zz(USER_VA as i64).len() as u64
+                + uleb(USER_PA).len() as u64
+                + 3
+                + uleb(USER_PTE).len() as u64,
+        ),
+        &zz(USER_VA as i64),
+        &uleb(USER_PA),
+        &[0b0111, 5, 1],
+        &uleb(USER_PTE),
+    ]);
+    let stale_16 = cat(&[
+        &[0x82, 0x01, 0],
+        &uleb(zz(USER_VA as i64).len() as u64 + 3),
+        &zz(USER_VA as i64),
+        &[0, 1, 0x0f],
+    ]);
+    let stale_later = cat(&[
+        &[0x82, 0x01, 0],
+        &uleb(zz(USER_VA as i64).len() as u64 + 6),
+        &zz(USER_VA as i64),
+        &[0, 1, 0x0f, 3, 0xaa, 0xbb],
+    ]);
+    // After the documented records, whose last event is at the time and place
+    // these share (flags 0x01).
+    let mut all = records();
+    let first = all.last().and_then(|(_, e)| *e).unwrap();
+    let at = |kind| {
+        Some(Event {
+            time: first.time,
+            pc: first.pc,
+            caller: first.caller,
+            kind,
+            ..first
+        })
+    };
+    let fill = TlbFill {
+        va: USER_VA,
+        pa: USER_PA,
+        level: 3,
+        write: true,
+        exec: false,
+        user: Perms::NONE,
+        global: false,
+        asid: 5,
+        walk: [USER_PTE, 0, 0, 0],
+        walk_len: 1,
+    };
+    let stale = |asid| EventKind::StaleTlbUse {
+        va: USER_VA,
+        access: Access::Read,
+        now: WalkResult::Faults(0x0f),
+        asid,
+    };
+    all.push((fill_16, at(EventKind::TlbFill(fill))));
+    all.push((stale_16, at(stale(None))));
+    all.push((stale_later, at(stale(Some(2)))));
+    let (file, events) = hand_file(&all);
+    let trace = read_trace(&file).unwrap();
+    assert!(trace.damage.is_none(), "{:?}", trace.damage);
     assert_eq!(trace.events, events);
 }

@@ -87,8 +87,9 @@ impl Machine {
                 imm: insn::imm16(word_at(&mut core.uc, pc)),
             },
             EXCP_PREFETCH_ABORT => {
-                let status =
-                    mmu::fault_status(&self.ram, &translation_regs(&core.uc), pc, Access::Fetch);
+                let el0 = at_el0(&core.uc);
+                let regs = translation_regs(&core.uc);
+                let status = mmu::fault_status(&self.ram, &regs, pc, Access::Fetch, el0);
                 // No fault in the tables: call it a level 3 translation fault.
                 Synchronous::InstructionAbort {
                     far: pc,
@@ -106,8 +107,10 @@ impl Machine {
                 } else {
                     Access::Read
                 };
+                // An `ldtr`/`sttr` at EL1 has EL0's permissions.
+                let el0 = at_el0(uc) || insn::is_unprivileged(word);
                 // The tables allow the access: what is left is an alignment fault.
-                let status = mmu::fault_status(&self.ram, &translation_regs(uc), far, kind)
+                let status = mmu::fault_status(&self.ram, &translation_regs(uc), far, kind, el0)
                     .unwrap_or(mmu::ALIGNMENT_FAULT);
                 Synchronous::DataAbort {
                     far,
@@ -242,4 +245,32 @@ impl Machine {
             }),
         }
     }
+}
+
+/// Whether the core runs at EL0 (PSTATE.EL).
+fn at_el0(uc: &Unicorn<'static, ()>) -> bool {
+    uc.reg_read(RegisterARM64::PSTATE)
+        .is_ok_and(|pstate| pstate & 0b1100 == 0)
+}
+
+/// Whether a run stopped at its `until` address by Unicorn took the exit for a
+/// trapped WFI: Unicorn ends such a run by imitating a WFI there, and at EL0 with
+/// SCTLR_EL1.nTWI clear (as Linux runs user space) a WFI traps, so the run ends in
+/// an undefined-instruction exception with the PC on the instruction before
+/// `until`, which has already run.
+pub(super) fn exit_trapped_as_wfi(
+    uc: &Unicorn<'static, ()>,
+    counter: &crate::cpu::SliceCounter,
+    until: u64,
+) -> bool {
+    const EXCP_UDEF: u32 = 1;
+    const SCTLR_NTWI: u64 = 1 << 16;
+    let sctlr = {
+        let mut reg = SCTLR_EL1;
+        uc.reg_read_arm64_coproc(&mut reg).map_or(0, |()| reg.val)
+    };
+    counter.exception.get() == Some(EXCP_UDEF)
+        && at_el0(uc)
+        && sctlr & SCTLR_NTWI == 0
+        && uc.pc_read().is_ok_and(|pc| pc == until.wrapping_sub(4))
 }

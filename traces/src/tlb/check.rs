@@ -166,8 +166,15 @@ impl TlbCheck {
         self.findings.report(finding);
     }
 
-    fn stale_use(&mut self, va: u64, access: crate::aarch64::Access, now: WalkResult, at: At) {
-        let Some(entry) = self.held.get(at.cpu, va) else {
+    fn stale_use(
+        &mut self,
+        va: u64,
+        access: crate::aarch64::Access,
+        now: WalkResult,
+        asid: Option<u16>,
+        at: At,
+    ) {
+        let Some(entry) = self.held.get(at.cpu, va, asid) else {
             return;
         };
         let Some(since) = entry.stale else {
@@ -595,7 +602,12 @@ impl Analysis for TlbCheck {
                     self.contexts(at.cpu).pop();
                 }
             }
-            EventKind::StaleTlbUse { va, access, now } => self.stale_use(va, access, now, at),
+            EventKind::StaleTlbUse {
+                va,
+                access,
+                now,
+                asid,
+            } => self.stale_use(va, access, now, asid, at),
             _ => return,
         }
         // Only the events looked at: a trace's closing markers are not fed online.

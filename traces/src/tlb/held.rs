@@ -50,13 +50,14 @@ impl<T> HeldEntry<T> {
     }
 }
 
-/// Every CPU's held translations, by page, and which entries went through each
-/// descriptor (to mark them stale when it changes).
+/// Every CPU's held translations, by page (a page may be held once globally and once
+/// per ASID), and which entries went through each descriptor (to mark them stale
+/// when it changes).
 #[derive(Debug, Clone)]
 pub struct HeldTlbs<T = ()> {
-    tlbs: Vec<FxHashMap<u64, HeldEntry<T>>>,
+    tlbs: Vec<FxHashMap<u64, Vec<HeldEntry<T>>>>,
     /// Descriptor address → (CPU, page) entries that used it (possibly outdated:
-    /// checked against the entry).
+    /// checked against the entries).
     users: FxHashMap<u64, Vec<(usize, u64)>>,
 }
 
@@ -69,6 +70,20 @@ impl<T> Default for HeldTlbs<T> {
     }
 }
 
+/// The entry of a page that answers an access under `asid`: its own before a global
+/// one, as a global entry is what the page holds for every ASID. `None` (a trace that
+/// did not say): the global entry, else the first entered.
+fn position<T>(entries: &[HeldEntry<T>], asid: Option<u16>) -> Option<usize> {
+    let global = || entries.iter().position(|e| e.fill.global);
+    match asid {
+        Some(a) => entries
+            .iter()
+            .position(|e| !e.fill.global && e.fill.asid == a)
+            .or_else(global),
+        None => global().or((!entries.is_empty()).then_some(0)),
+    }
+}
+
 impl<T> HeldTlbs<T> {
     pub fn new(cpus: usize) -> Self {
         let mut held = Self::default();
@@ -76,23 +91,27 @@ impl<T> HeldTlbs<T> {
         held
     }
 
-    fn cpu_mut(&mut self, cpu: usize) -> &mut FxHashMap<u64, HeldEntry<T>> {
+    fn cpu_mut(&mut self, cpu: usize) -> &mut FxHashMap<u64, Vec<HeldEntry<T>>> {
         if self.tlbs.len() <= cpu {
             self.tlbs.resize_with(cpu + 1, FxHashMap::default);
         }
         &mut self.tlbs[cpu]
     }
 
-    /// The translation `cpu` holds for the page of `va`.
-    pub fn get(&self, cpu: usize, va: u64) -> Option<&HeldEntry<T>> {
-        self.tlbs.get(cpu)?.get(&(va & PAGE_MASK))
+    /// The translation `cpu` holds for the page of `va` under `asid` (`None`: the
+    /// global one, else the first held).
+    pub fn get(&self, cpu: usize, va: u64, asid: Option<u16>) -> Option<&HeldEntry<T>> {
+        let entries = self.tlbs.get(cpu)?.get(&(va & PAGE_MASK))?;
+        position(entries, asid).map(|i| &entries[i])
     }
 
-    pub fn get_mut(&mut self, cpu: usize, va: u64) -> Option<&mut HeldEntry<T>> {
-        self.tlbs.get_mut(cpu)?.get_mut(&(va & PAGE_MASK))
+    pub fn get_mut(&mut self, cpu: usize, va: u64, asid: Option<u16>) -> Option<&mut HeldEntry<T>> {
+        let entries = self.tlbs.get_mut(cpu)?.get_mut(&(va & PAGE_MASK))?;
+        position(entries, asid).map(move |i| &mut entries[i])
     }
 
-    /// `cpu` entered `fill` at `time`.
+    /// `cpu` entered `fill` at `time` (replacing what it held for the page under the
+    /// same ASID, or globally).
     pub fn insert(&mut self, cpu: usize, fill: TlbFill, time: u64, tag: T) {
         let va = fill.va & PAGE_MASK;
         for &desc in fill.descriptors() {
@@ -104,7 +123,14 @@ impl<T> HeldTlbs<T> {
             stale: None,
             tag,
         };
-        self.cpu_mut(cpu).insert(va, entry);
+        let entries = self.cpu_mut(cpu).entry(va).or_default();
+        let same = |e: &HeldEntry<T>| {
+            e.fill.global == fill.global && (fill.global || e.fill.asid == fill.asid)
+        };
+        match entries.iter().position(same) {
+            Some(i) => entries[i] = entry,
+            None => entries.push(entry),
+        }
     }
 
     /// Marks every held translation that went through descriptor `desc` stale (those
@@ -117,13 +143,15 @@ impl<T> HeldTlbs<T> {
         let mut cpus = Vec::new();
         let mut kept = Vec::with_capacity(users.len());
         for &(cpu, va) in users.iter() {
-            let Some(entry) = self.tlbs[cpu].get_mut(&va).filter(|e| e.uses(desc)) else {
+            let Some(entries) = self.tlbs[cpu].get_mut(&va) else {
                 continue;
             };
-            kept.push((cpu, va));
-            if entry.stale.is_none() {
-                entry.stale = Some(since);
-                cpus.push(cpu);
+            for entry in entries.iter_mut().filter(|e| e.uses(desc)) {
+                kept.push((cpu, va));
+                if entry.stale.is_none() {
+                    entry.stale = Some(since);
+                    cpus.push(cpu);
+                }
             }
         }
         kept.sort_unstable();
@@ -149,9 +177,13 @@ impl<T> HeldTlbs<T> {
             .get(&desc)
             .into_iter()
             .flatten()
-            .filter_map(|&(cpu, va)| {
-                let entry = self.tlbs[cpu].get(&va).filter(|e| e.uses(desc))?;
-                Some((cpu, va, entry.fill.pa))
+            .flat_map(|&(cpu, va)| {
+                self.tlbs[cpu]
+                    .get(&va)
+                    .into_iter()
+                    .flatten()
+                    .filter(move |e| e.uses(desc))
+                    .map(move |e| (cpu, va, e.fill.pa))
             })
             .collect();
         out.sort_unstable();
@@ -160,7 +192,8 @@ impl<T> HeldTlbs<T> {
     }
 
     /// A TLBI of `scope` by `cpu`, `broadcast` to every CPU or local: removes the
-    /// entries it reaches and returns them, ordered by CPU and page.
+    /// entries it reaches and returns them, ordered by CPU and page (a page's entries
+    /// in the order they were entered).
     pub fn invalidate(
         &mut self,
         cpu: usize,
@@ -175,27 +208,27 @@ impl<T> HeldTlbs<T> {
         let mut removed = Vec::new();
         for cpu in reached {
             let tlb = &mut self.tlbs[cpu];
-            let pages: Vec<u64> = match scope {
+            let mut pages: Vec<u64> = match scope {
                 // One page, unless blocks are held: then any page of a block with it.
-                TlbiScope::Va { va, .. } if tlb.values().all(|e| e.fill.level == 3) => {
-                    let page = va & PAGE_MASK;
-                    tlb.get(&page)
-                        .filter(|e| e.invalidated_by(page, scope))
-                        .map(|_| page)
-                        .into_iter()
-                        .collect()
+                TlbiScope::Va { va, .. } if tlb.values().flatten().all(|e| e.fill.level == 3) => {
+                    vec![va & PAGE_MASK]
                 }
-                _ => tlb
-                    .iter()
-                    .filter(|(&page, e)| e.invalidated_by(page, scope))
-                    .map(|(&page, _)| page)
-                    .collect(),
+                _ => tlb.keys().copied().collect(),
             };
-            let mut pages = pages;
             pages.sort_unstable();
             for page in pages {
-                let entry = tlb.remove(&page).expect("listed above");
-                removed.push((cpu, entry));
+                let Some(entries) = tlb.get_mut(&page) else {
+                    continue;
+                };
+                let (gone, kept): (Vec<_>, Vec<_>) = std::mem::take(entries)
+                    .into_iter()
+                    .partition(|e| e.invalidated_by(page, scope));
+                removed.extend(gone.into_iter().map(|e| (cpu, e)));
+                if kept.is_empty() {
+                    tlb.remove(&page);
+                } else {
+                    *entries = kept;
+                }
             }
         }
         removed
@@ -206,7 +239,7 @@ impl<T> HeldTlbs<T> {
         self.tlbs
             .iter()
             .enumerate()
-            .flat_map(|(cpu, tlb)| tlb.values().map(move |e| (cpu, e)))
+            .flat_map(|(cpu, tlb)| tlb.values().flatten().map(move |e| (cpu, e)))
     }
 
     /// `cpu`'s held entries, mutable, in no particular order.
@@ -214,13 +247,14 @@ impl<T> HeldTlbs<T> {
         self.tlbs
             .get_mut(cpu)
             .into_iter()
-            .flat_map(|t| t.values_mut())
+            .flat_map(|t| t.values_mut().flatten())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::Perms;
 
     fn fill(va: u64) -> TlbFill {
         TlbFill {
@@ -229,6 +263,7 @@ mod tests {
             level: 3,
             write: true,
             exec: false,
+            user: Perms::NONE,
             global: true,
             asid: 0,
             walk: [0x4000_2000, 0, 0, 0],
@@ -249,7 +284,7 @@ mod tests {
         let removed = held.invalidate(0, false, range(VA, 8192, None));
         let pages: Vec<u64> = removed.iter().map(|(_, e)| e.fill.va).collect();
         assert_eq!(pages, vec![VA, VA + 4096]);
-        assert!(held.get(0, VA + 8192).is_some());
+        assert!(held.get(0, VA + 8192, None).is_some());
         // One ASID's fence leaves global entries and other ASIDs' alone.
         let private = |asid| TlbFill {
             global: false,
@@ -268,6 +303,84 @@ mod tests {
         };
         held.insert(0, block, 0, ());
         assert_eq!(held.invalidate(0, false, range(VA, 4096, None)).len(), 1);
+    }
+
+    /// A page is held once per ASID and once globally: an access finds its own ASID's
+    /// entry, else the global one, never another ASID's; entering a page again
+    /// replaces only the entry of the same ASID (or the global one).
+    #[test]
+    fn a_page_is_held_per_asid() {
+        const VA: u64 = 0x40_0000;
+        let mut held: HeldTlbs = HeldTlbs::new(1);
+        let private = |asid, pa| TlbFill {
+            global: false,
+            asid,
+            pa,
+            ..fill(VA)
+        };
+        held.insert(0, private(1, 0x1000), 0, ());
+        held.insert(0, private(2, 0x2000), 0, ());
+        let pa = |held: &HeldTlbs, asid| held.get(0, VA, asid).map(|e| e.fill.pa);
+        assert_eq!(pa(&held, Some(1)), Some(0x1000));
+        assert_eq!(pa(&held, Some(2)), Some(0x2000));
+        assert_eq!(
+            pa(&held, Some(3)),
+            None,
+            "another ASID's entry never answers"
+        );
+        assert_eq!(
+            pa(&held, None),
+            Some(0x1000),
+            "unknown ASID: the first entered"
+        );
+        held.insert(0, private(1, 0x3000), 1, ());
+        assert_eq!(pa(&held, Some(1)), Some(0x3000));
+        assert_eq!(held.entries().count(), 2, "replaced, not added");
+        held.insert(
+            0,
+            TlbFill {
+                pa: 0x4000,
+                ..fill(VA)
+            },
+            2,
+            (),
+        );
+        assert_eq!(pa(&held, Some(3)), Some(0x4000), "the global entry");
+        assert_eq!(
+            pa(&held, Some(2)),
+            Some(0x2000),
+            "its own before the global one"
+        );
+        assert_eq!(pa(&held, None), Some(0x4000));
+        // Both ASIDs' entries went through the same table: both go stale.
+        let since = StaleSince {
+            time: 3,
+            cpu: 0,
+            pc: 0,
+        };
+        assert_eq!(held.mark_stale(0x4000_2000, since), vec![0]);
+        assert_eq!(held.entries().filter(|(_, e)| e.stale.is_some()).count(), 3);
+        assert_eq!(held.holders(0x4000_2000).len(), 3);
+        // An ASID's invalidation takes only its own.
+        let gone = held.invalidate(0, false, TlbiScope::Asid(2));
+        assert_eq!(gone.len(), 1);
+        assert_eq!(gone[0].1.fill.pa, 0x2000);
+        assert_eq!(pa(&held, Some(2)), Some(0x4000));
+        let gone = held.invalidate(
+            0,
+            false,
+            TlbiScope::Va {
+                va: VA,
+                asid: Some(1),
+            },
+        );
+        let pas: Vec<u64> = gone.iter().map(|(_, e)| e.fill.pa).collect();
+        assert_eq!(
+            pas,
+            vec![0x3000, 0x4000],
+            "by VA for ASID 1: its own and the global"
+        );
+        assert_eq!(held.entries().count(), 0);
     }
 
     /// Which page-table pages held entries were walked through, at any offset, stale
@@ -303,19 +416,19 @@ mod tests {
     fn entries_carry_their_owner_s_tag() {
         let mut held: HeldTlbs<u32> = HeldTlbs::new(2);
         held.insert(1, fill(0x8000_1000), 5, 7);
-        let entry = held.get_mut(1, 0x8000_1abc).expect("held");
+        let entry = held.get_mut(1, 0x8000_1abc, Some(3)).expect("held");
         entry.tag += 1;
         assert_eq!(
-            held.get(1, 0x8000_1000).map(|e| (e.tag, e.filled_at)),
+            held.get(1, 0x8000_1000, None).map(|e| (e.tag, e.filled_at)),
             Some((8, 5))
         );
-        assert!(held.get_mut(0, 0x8000_1000).is_none());
-        assert!(held.get_mut(1, 0x8000_0000).is_none());
-        assert!(held.get_mut(2, 0x8000_1000).is_none(), "no such CPU");
+        assert!(held.get_mut(0, 0x8000_1000, None).is_none());
+        assert!(held.get_mut(1, 0x8000_0000, None).is_none());
+        assert!(held.get_mut(2, 0x8000_1000, None).is_none(), "no such CPU");
         for entry in held.entries_of_mut(1) {
             entry.tag = 40;
         }
         assert_eq!(held.entries_of_mut(0).count(), 0);
-        assert_eq!(held.get(1, 0x8000_1000).map(|e| e.tag), Some(40));
+        assert_eq!(held.get(1, 0x8000_1000, None).map(|e| e.tag), Some(40));
     }
 }

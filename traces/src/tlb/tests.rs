@@ -2,7 +2,9 @@
 
 use super::*;
 use crate::aarch64::Access;
-use crate::event::{BarrierOption, CpuId, Event, EventKind, TaskId, TlbFill, TlbiOp, WalkResult};
+use crate::event::{
+    BarrierOption, CpuId, Event, EventKind, Perms, TaskId, TlbFill, TlbiOp, WalkResult,
+};
 use crate::{Analysis, FindingKind, StringTable};
 
 const L1: u64 = 0x4000_0000;
@@ -81,6 +83,7 @@ impl Script {
                 level: 3,
                 write: true,
                 exec: true,
+                user: Perms::NONE,
                 global,
                 asid,
                 walk: [L1 + 16, L2, L3 + 8 * index, 0],
@@ -144,6 +147,7 @@ impl Script {
                 va: VA,
                 access: Access::Read,
                 now,
+                asid: None,
             },
         )
     }
@@ -153,13 +157,13 @@ impl Script {
     }
 
     fn held(&self, cpu: usize) -> bool {
-        self.check.held().get(cpu, VA).is_some()
+        self.check.held().get(cpu, VA, None).is_some()
     }
 
     fn stale(&self, cpu: usize) -> bool {
         self.check
             .held()
-            .get(cpu, VA)
+            .get(cpu, VA, None)
             .is_some_and(|e| e.stale.is_some())
     }
 }
@@ -302,6 +306,7 @@ fn a_tlbi_inside_a_block_removes_the_whole_block() {
                 level: 2,
                 write: true,
                 exec: false,
+                user: Perms::NONE,
                 global: true,
                 asid: 0,
                 walk: [L1 + 16, L2, 0, 0],
@@ -580,6 +585,7 @@ fn the_direct_map_does_not_keep_a_freed_page_reachable() {
             level: 2,
             write: true,
             exec: false,
+            user: Perms::NONE,
             global: true,
             asid: 0,
             walk: [L1 + 8, L2 + 8, 0, 0],
@@ -646,15 +652,15 @@ fn held_entries_are_found_by_any_address_in_their_page() {
     let odd_page = VA + 4096;
     s.fill_as(0, odd_page, 0, true);
     let held = s.check.held();
-    assert!(held.get(0, odd_page + 0xfff).is_some());
-    assert!(held.get(0, VA).is_none() && held.get(0, odd_page + 4096).is_none());
-    assert!(held.get(1, odd_page).is_none());
+    assert!(held.get(0, odd_page + 0xfff, None).is_some());
+    assert!(held.get(0, VA, None).is_none() && held.get(0, odd_page + 4096, None).is_none());
+    assert!(held.get(1, odd_page, None).is_none());
     // A store to the odd page's own descriptor (L3 + 8) makes it stale, not VA's.
     s.fill(0).store_at(1, L3 + 8, PAGE_A | PAGE, 0);
     assert!(s
         .check
         .held()
-        .get(0, odd_page)
+        .get(0, odd_page, None)
         .is_some_and(|e| e.stale.is_some()));
     assert!(!s.stale(0));
 }
@@ -817,6 +823,7 @@ fn a_refill_through_other_tables_is_not_made_stale_by_the_old_ones() {
             level: 3,
             write: true,
             exec: true,
+            user: Perms::NONE,
             global: true,
             asid: 0,
             walk: [L1 + 16, L2, other_l3, 0],
@@ -935,7 +942,7 @@ fn riscv_fences_reach_the_harts_they_name() {
         "the issuer is not fenced unless named"
     );
     s.fill_as(63, VA, 0, true).on(0, sv39::fence(1 << 63));
-    assert!(s.check.held().get(63, VA).is_none());
+    assert!(s.check.held().get(63, VA, None).is_none());
 
     let mut s = sv39::script();
     s.fill(1).fill(2).on(
@@ -999,6 +1006,7 @@ fn riscv_root_entries_of_the_upper_half_name_upper_addresses() {
             level: 3,
             write: true,
             exec: false,
+            user: Perms::NONE,
             global: true,
             asid: 0,
             walk: [root_entry, L2, L3, 0],

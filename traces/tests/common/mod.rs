@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 use proptest::prelude::*;
 use traces::aarch64::Access;
 use traces::{
-    BarrierOption, CpuId, ElfHash, Event, EventKind, IrqMaskCause, LockFlavor, LockRef, StrId,
-    StringTable, TaskId, TlbFill, TlbiOp, TraceConfig, TraceWriter, WalkResult, WriteSummary,
-    WriterOptions,
+    BarrierOption, CpuId, ElfHash, Event, EventKind, IrqMaskCause, LockFlavor, LockRef, Perms,
+    StrId, StringTable, TaskId, TlbFill, TlbiOp, TraceConfig, TraceWriter, WalkResult,
+    WriteSummary, WriterOptions,
 };
 
 pub fn config() -> TraceConfig {
@@ -103,22 +103,26 @@ fn tlb_fill() -> impl Strategy<Value = TlbFill> {
             any::<u16>(),
         ),
         proptest::collection::vec(address(), 1..=4),
+        0u64..8,
     )
-        .prop_map(|((va, pa, level, [write, exec, global], asid), descs)| {
-            let mut walk = [0; 4];
-            walk[..descs.len()].copy_from_slice(&descs);
-            TlbFill {
-                va,
-                pa,
-                level,
-                write,
-                exec,
-                global,
-                asid,
-                walk,
-                walk_len: descs.len() as u8,
-            }
-        })
+        .prop_map(
+            |((va, pa, level, [write, exec, global], asid), descs, user)| {
+                let mut walk = [0; 4];
+                walk[..descs.len()].copy_from_slice(&descs);
+                TlbFill {
+                    va,
+                    pa,
+                    level,
+                    write,
+                    exec,
+                    user: Perms::from_bits(user),
+                    global,
+                    asid,
+                    walk,
+                    walk_len: descs.len() as u8,
+                }
+            },
+        )
 }
 
 pub fn kind(strings: u32) -> impl Strategy<Value = EventKind> {
@@ -212,8 +216,14 @@ pub fn kind(strings: u32) -> impl Strategy<Value = EventKind> {
         ),
         (address(), 0u8..4, any::<u64>())
             .prop_map(|(pa, level, va_base)| { EventKind::PageTablePage { pa, level, va_base } }),
-        (any::<u64>(), 0usize..3, any::<bool>(), any::<u64>()).prop_map(
-            |(va, access, faults, now)| EventKind::StaleTlbUse {
+        (
+            any::<u64>(),
+            0usize..3,
+            any::<bool>(),
+            any::<u64>(),
+            proptest::option::of(any::<u16>())
+        )
+            .prop_map(|(va, access, faults, now, asid)| EventKind::StaleTlbUse {
                 va,
                 access: Access::ALL[access],
                 now: if faults {
@@ -221,8 +231,8 @@ pub fn kind(strings: u32) -> impl Strategy<Value = EventKind> {
                 } else {
                     WalkResult::Maps(now)
                 },
-            }
-        ),
+                asid,
+            }),
         (0..strings).prop_map(|frames| EventKind::Stack {
             frames: StrId(frames)
         }),
