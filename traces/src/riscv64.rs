@@ -108,6 +108,15 @@ impl PageTableFormat {
         }
     }
 
+    /// Whether the leaf descriptor `desc` maps for every ASID (Arm's nG clear,
+    /// RISC-V's G set).
+    pub fn is_global(self, desc: u64) -> bool {
+        match self {
+            PageTableFormat::Vmsa => desc & (1 << 11) == 0,
+            PageTableFormat::Sv39 => desc & PTE_G != 0,
+        }
+    }
+
     /// Whether a valid entry may only be replaced through invalid and a TLB
     /// invalidation (Arm's break-before-make), and whether TLB maintenance needs
     /// barriers of its own (Arm's `dsb`). RISC-V's `sfence.vma` orders the earlier

@@ -24,6 +24,10 @@ struct PtPage {
 #[derive(Debug, Clone, Copy)]
 struct Broken {
     old: Descriptor,
+    /// The old descriptor mapped for one ASID only (a user page): an invalidation
+    /// of an ASID completes its break. Which ASID a table serves is not known, so
+    /// any ASID's does.
+    private: bool,
     va: u64,
     shift: u32,
 }
@@ -249,20 +253,13 @@ impl TlbCheck {
             };
             self.held.mark_stale(desc, since);
         }
-        let od = self.format.decode(old, page.level);
-        let nd = self.format.decode(new, page.level);
-        self.check_remap(desc, od, nd, va, shift, at);
+        self.check_remap(desc, old, new, page.level, va, at);
     }
 
-    fn check_remap(
-        &mut self,
-        desc: u64,
-        od: Descriptor,
-        nd: Descriptor,
-        va: u64,
-        shift: u32,
-        at: At,
-    ) {
+    fn check_remap(&mut self, desc: u64, old: u64, new: u64, level: u8, va: u64, at: At) {
+        let shift = level_shift(level);
+        let od = self.format.decode(old, level);
+        let nd = self.format.decode(new, level);
         let here = self.place(at.pc);
         let bbm = self.format.arm_rules();
         match (od.is_valid(), nd.is_valid()) {
@@ -279,10 +276,30 @@ impl TlbCheck {
                 at,
             ),
             (true, false) if bbm => {
-                self.broken.insert(desc, Broken { old: od, va, shift });
+                let private = matches!(od, Descriptor::Leaf { .. }) && !self.format.is_global(old);
+                let broken = Broken {
+                    old: od,
+                    private,
+                    va,
+                    shift,
+                };
+                self.broken.insert(desc, broken);
             }
             (false, true) => {
-                let holders = self.held.holders(desc);
+                // An entry still giving the page the new descriptor gives its address
+                // differs at most in permissions, which the architecture lets a TLB
+                // hold until the next invalidation (Linux's mprotect clears and sets
+                // a PTE, then flushes the range).
+                let output = |hva: u64| match nd {
+                    Descriptor::Leaf { output, .. } => Some(output | (hva & ((1 << shift) - 1))),
+                    _ => None,
+                };
+                let holders: Vec<_> = self
+                    .held
+                    .holders(desc)
+                    .into_iter()
+                    .filter(|&(_, hva, pa)| output(hva) != Some(pa & PAGE_MASK))
+                    .collect();
                 let broken = self.broken.remove(&desc);
                 if !holders.is_empty() {
                     let mut details = vec![format!(
@@ -346,11 +363,11 @@ impl TlbCheck {
             self.close_if_unreachable(entry.fill.pa, Some(at));
         }
         // The breaks this TLBI completes (ASIDE1 removes only non-global entries of
-        // one ASID: kernel mappings are global, so it completes none).
+        // one ASID: kernel mappings are global, so it completes only user ones).
         self.broken.retain(|_, b| match scope {
             TlbiScope::All => false,
             TlbiScope::Va { .. } | TlbiScope::Range { .. } => !scope.covers(b.va, b.shift),
-            TlbiScope::Asid(_) => true,
+            TlbiScope::Asid(_) => !b.private,
         });
     }
 

@@ -366,6 +366,49 @@ fn a_break_is_completed_only_by_a_tlbi_of_its_address() {
     }
 }
 
+/// Linux's mprotect: a user PTE is cleared and set again with other permissions,
+/// and the range is flushed only after. A TLB still holding the page (with the old
+/// permissions) is what the architecture allows: no missing flush. Remapping to
+/// another page while one holds the old one still is.
+#[test]
+fn a_permission_change_through_invalid_needs_no_flush_in_between() {
+    const NG: u64 = 1 << 11;
+    const RO: u64 = 0x80;
+    let user = |pa| pa | PAGE | NG | 0x40;
+    let mut s = Script::new();
+    s.fill_as(1, VA, 5, false)
+        .store(0, user(PAGE_A), 0)
+        .store(0, 0, user(PAGE_A) | RO);
+    assert_eq!(s.kinds(), vec![]);
+    let mut s = Script::new();
+    s.fill_as(1, VA, 5, false)
+        .store(0, user(PAGE_A), 0)
+        .store(0, 0, user(PAGE_B));
+    assert_eq!(s.kinds(), vec![FindingKind::MissingTlbFlush]);
+}
+
+/// A user (non-global) page's break is completed by an invalidation of an ASID
+/// (Linux tears an address space down and flushes it by ASID); a kernel (global)
+/// page's is not.
+#[test]
+fn an_asid_invalidation_completes_the_break_of_a_user_page_only() {
+    const NG: u64 = 1 << 11;
+    for (ng, complete) in [(NG, true), (0, false)] {
+        let mut s = Script::new();
+        s.store(0, PAGE_A | PAGE | ng, 0)
+            .dsb(0, BarrierOption::ISHST)
+            .tlbi(0, TlbiOp::Aside1, true, 7 << 48)
+            .dsb(0, BarrierOption::ISH)
+            .store(0, 0, PAGE_B | PAGE | ng);
+        let expected = if complete {
+            vec![]
+        } else {
+            vec![FindingKind::BreakBeforeMake]
+        };
+        assert_eq!(s.kinds(), expected, "nG {ng:#x}");
+    }
+}
+
 #[test]
 fn break_before_make_is_checked_both_ways() {
     // Straight from A to B.
