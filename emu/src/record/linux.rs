@@ -8,7 +8,11 @@
 //!   before the lock is waited for), a trylock (only reported once it succeeded) a
 //!   `Trylock`, a read acquisition a `ReadLock` (recursive when `read` is 2).
 //!   Those with a `nest_lock` (ww_mutex) have no counterpart in the event model:
-//!   they become an `unmodelled:nest-lock` marker instead.
+//!   they become an `unmodelled:nest-lock` marker instead. Those lockdep does not
+//!   validate, `check` 0 (RCU's) or a map of the `__lockdep_no_validate__` key
+//!   (`dev->mutex`), are not recorded, nor are their releases. A subclass-0
+//!   acquisition takes the subclass of the class in the map's `class_cache[0]`, as
+//!   lockdep does after `lockdep_set_subclass` (the workqueue's unbound pools).
 //! - `lock_release(map, ip)`: `LockRelease` of the class the map was acquired as.
 //! - `debug_check_no_locks_freed(from, len)` (memory freed or a lock
 //!   re-initialised): `LockMemoryFreed`.
@@ -53,7 +57,7 @@
 //! lock's map has no key until lockdep first sees it: its key is then the map's own
 //! address, as lockdep makes it.
 
-use traces::fx::FxHashMap;
+use traces::fx::{FxHashMap, FxHashSet};
 use traces::{EventKind, IrqMaskCause, LockFlavor, LockRef, StrId, TaskId};
 use unicorn_engine::{Prot, RegisterARM64, Unicorn};
 
@@ -100,6 +104,12 @@ pub(super) struct LinuxProfile {
     wait_sleep: u8,
     lock_percpu: u8,
     task_comm: u64,
+    /// `lockdep_map::class_cache` and `lock_class::subclass`: the class a map's
+    /// subclass-0 acquisitions take (`lockdep_set_subclass` makes it another).
+    map_class_cache: Option<u64>,
+    class_subclass: Option<u64>,
+    /// `__lockdep_no_validate__`: the key of locks lockdep does not validate.
+    no_validate_key: Option<u64>,
     /// `task_struct::softirq_context`, if the kernel traces IRQ flags.
     task_softirq_context: Option<u64>,
     /// The per-CPU `hardirq_context` (its link address; add the CPU's offset).
@@ -126,6 +136,10 @@ pub(super) struct LinuxState {
     generation: FxHashMap<u64, u32>,
     /// The class each map was last acquired as (releases do not say the subclass).
     acquired_as: FxHashMap<u64, StrId>,
+    /// Maps lockdep does not validate (acquired with `check` 0, as RCU's are, or of
+    /// the no-validate key, as `dev->mutex`): their acquisitions and releases are
+    /// not recorded.
+    unchecked: FxHashSet<u64>,
     /// The `recorder:lockdep-only` marker has been recorded.
     announced: bool,
 }
@@ -155,7 +169,9 @@ impl LinuxProfile {
             );
             return Ok(None);
         };
-        let layouts = crate::dwarf::struct_layouts(elf, &["lockdep_map", "task_struct"]);
+        let layouts =
+            crate::dwarf::struct_layouts(elf, &["lockdep_map", "task_struct", "lock_class"]);
+        let optional = |ty: &str, name: &str| layouts.get(ty).and_then(|l| l.offset(name));
         let member = |ty: &str, name: &str| {
             layouts.get(ty).and_then(|l| l.offset(name)).ok_or_else(|| {
                 EmuError::Config(format!(
@@ -179,9 +195,10 @@ impl LinuxProfile {
             map_wait_inner: member("lockdep_map", "wait_type_inner")?,
             map_lock_type: member("lockdep_map", "lock_type")?,
             task_comm: member("task_struct", "comm")?,
-            task_softirq_context: layouts
-                .get("task_struct")
-                .and_then(|l| l.offset("softirq_context")),
+            map_class_cache: optional("lockdep_map", "class_cache"),
+            class_subclass: optional("lock_class", "subclass"),
+            no_validate_key: kernel.symbol_address("__lockdep_no_validate__"),
+            task_softirq_context: optional("task_struct", "softirq_context"),
             hardirq_context: kernel.symbol_address("hardirq_context"),
             debug_locks: kernel.symbol_address("debug_locks"),
         };
@@ -214,6 +231,21 @@ impl LinuxProfile {
             }
         }
         Ok(Some((profile, sites)))
+    }
+}
+
+impl LinuxProfile {
+    /// The subclass a subclass-0 acquisition of `map` takes: that of the class in
+    /// the map's `class_cache[0]`, which `lockdep_init_map` with a subclass (what
+    /// `lockdep_set_subclass` calls) points at its subclass's class.
+    fn cached_subclass(&self, uc: &Unicorn<'_, ()>, map: u64) -> u32 {
+        let (Some(cache), Some(subclass)) = (self.map_class_cache, self.class_subclass) else {
+            return 0;
+        };
+        match read_u64(uc, map + cache) {
+            Some(class) if class != 0 => read_u32(uc, class + subclass).unwrap_or(0),
+            _ => 0,
+        }
     }
 }
 
@@ -298,11 +330,29 @@ impl Recorder {
         }
         match site {
             LinuxSite::LockAcquire => {
-                let (map, subclass, trylock, read, nest_lock, ip) =
-                    (x(0), x(1) as u32, x(2) as u32, x(3) as u32, x(5), x(6));
+                let (map, subclass, trylock, read, check, nest_lock, ip) = (
+                    x(0),
+                    x(1) as u32,
+                    x(2) as u32,
+                    x(3) as u32,
+                    x(4),
+                    x(5),
+                    x(6),
+                );
+                let no_validate = profile.no_validate_key.is_some()
+                    && read_u64(uc, map + profile.map_key) == profile.no_validate_key;
+                if check == 0 || no_validate {
+                    st.linux.unchecked.insert(map);
+                    return;
+                }
                 if nest_lock != 0 {
                     return marker(&mut st, "unmodelled:nest-lock", map);
                 }
+                let subclass = if subclass == 0 {
+                    profile.cached_subclass(uc, map)
+                } else {
+                    subclass
+                };
                 let lock = self.linux_lock(uc, &mut st, profile, (cpu, now), map, subclass);
                 st.linux.acquired_as.insert(map, lock.class);
                 let mut wait_inner = [0u8];
@@ -342,6 +392,9 @@ impl Recorder {
             }
             LinuxSite::LockRelease => {
                 let (map, ip) = (x(0), x(1));
+                if st.linux.unchecked.contains(&map) {
+                    return;
+                }
                 let class = match st.linux.acquired_as.get(&map) {
                     Some(&class) => class,
                     None => {

@@ -845,14 +845,21 @@ impl Validator {
         }
     }
 
+    /// A release names the held lock by its instance, as lockdep's
+    /// `match_held_lock` does: whatever class the releaser thinks it has (Linux's
+    /// `down_write_nested(&sb->s_umount, 1)` is released by a plain `up_write`).
+    /// Pseudo-locks, which have no address, go by class.
     fn release(&mut self, e: &Event, addr: u64, class: ClassId, flavor: LockFlavor) {
         let site = self.site_of(e);
         let t = self.tasks.entry(e.task.0).or_default();
-        match t
-            .held
-            .iter()
-            .rposition(|h| h.addr == addr && h.class == class)
-        {
+        let is_it = |h: &Held| {
+            if addr != 0 {
+                h.addr == addr
+            } else {
+                h.class == class
+            }
+        };
+        match t.held.iter().rposition(is_it) {
             Some(i) => {
                 t.held.remove(i);
                 if flavor != LockFlavor::Pseudo && self.owners.get(&addr) == Some(&e.task.0) {

@@ -1536,3 +1536,26 @@ fn a_softirq_safe_lock_may_not_depend_on_a_softirq_unsafe_one() {
     assert_eq!(kinds, [FindingKind::IrqInversion]);
     assert_eq!(v.findings()[0].key, "SAFE -> U (softirq)");
 }
+
+/// A release finds the held lock by its instance, as lockdep's `match_held_lock`:
+/// Linux takes `sb->s_umount` with `down_write_nested(…, 1)` (class `/1`) and
+/// releases it with `up_write`, whose map was last acquired elsewhere as subclass 0.
+/// Releasing another instance of the class is still a bad unlock.
+#[test]
+fn a_release_matches_the_held_instance_whatever_class_it_names() {
+    let mut s = Script::new();
+    s.spin("s_umount/1");
+    let addr = s.addrs["s_umount/1"];
+    let plain = LockRef {
+        addr,
+        class: s.strings.intern("s_umount"),
+    };
+    s.push(EventKind::LockRelease {
+        lock: plain,
+        flavor: LockFlavor::Spin,
+    });
+    assert_eq!(s.kinds(), []);
+    let mut s = Script::new();
+    s.spin("s_umount#1").unlock("s_umount#2", LockFlavor::Spin);
+    assert_eq!(s.kinds(), [FindingKind::BadUnlock]);
+}
