@@ -24,9 +24,9 @@ struct PtPage {
 #[derive(Debug, Clone, Copy)]
 struct Broken {
     old: Descriptor,
-    /// The old descriptor mapped for one ASID only (a user page): an invalidation
-    /// of an ASID completes its break. Which ASID a table serves is not known, so
-    /// any ASID's does.
+    /// The old descriptor mapped for one ASID only (a user page, or a table in
+    /// TTBR0's half): an invalidation of an ASID completes its break. Which ASID a
+    /// table serves is not known, so any ASID's does.
     private: bool,
     va: u64,
     shift: u32,
@@ -276,7 +276,11 @@ impl TlbCheck {
                 at,
             ),
             (true, false) if bbm => {
-                let private = matches!(od, Descriptor::Leaf { .. }) && !self.format.is_global(old);
+                // A user table's walks are cached per ASID too (TTBR0's half).
+                let private = match od {
+                    Descriptor::Leaf { .. } => !self.format.is_global(old),
+                    _ => self.format.arm_rules() && (va >> 55) & 1 == 0,
+                };
                 let broken = Broken {
                     old: od,
                     private,
@@ -579,8 +583,18 @@ impl Analysis for TlbCheck {
                 self.pages_allocated(pa, order, at)
             }
             EventKind::PageTablePage { pa, level, va_base } => {
-                self.pt_pages
-                    .insert(pa & PAGE_MASK, PtPage { level, va_base });
+                let page = pa & PAGE_MASK;
+                let info = PtPage { level, va_base };
+                if self
+                    .pt_pages
+                    .insert(page, info)
+                    .is_some_and(|was| was != info)
+                {
+                    // A freed table reused for another level or range (Linux frees a
+                    // process's tables and gives the pages to the next): the breaks
+                    // of its old role are moot.
+                    self.broken.retain(|desc, _| desc & PAGE_MASK != page);
+                }
             }
             EventKind::PageTableRetired { pa } => {
                 let page = pa & PAGE_MASK;

@@ -409,6 +409,45 @@ fn an_asid_invalidation_completes_the_break_of_a_user_page_only() {
     }
 }
 
+/// A user table's descriptor (TTBR0's half) cleared by Linux's free_pgtables is
+/// completed by the address space's ASID flush; and a table page the model
+/// announces again for another level (freed, then reused by the next process)
+/// leaves the breaks of its old role behind.
+#[test]
+fn table_breaks_end_with_an_asid_flush_or_the_page_s_new_role() {
+    let table = L3 | 3;
+    let mut s = Script::new();
+    s.store_at(0, L2, table, 0)
+        .dsb(0, BarrierOption::ISHST)
+        .tlbi(0, TlbiOp::Aside1, true, 7 << 48)
+        .dsb(0, BarrierOption::ISH)
+        .store_at(0, L2, 0, PAGE_B | 3);
+    assert_eq!(s.kinds(), vec![]);
+    let mut s = Script::new();
+    s.store_at(0, L2, table, 0).on(
+        0,
+        EventKind::PageTablePage {
+            pa: L2,
+            level: 3,
+            va_base: 0x40_0000,
+        },
+    );
+    s.store_at(0, L2, 0, PAGE_B | PAGE);
+    assert_eq!(s.kinds(), vec![]);
+    // Announced again in the same role, the break stands.
+    let mut s = Script::new();
+    s.store_at(0, L2, table, 0).on(
+        0,
+        EventKind::PageTablePage {
+            pa: L2,
+            level: 2,
+            va_base: VA & !((1 << 30) - 1),
+        },
+    );
+    s.store_at(0, L2, 0, PAGE_B | 1);
+    assert_eq!(s.kinds(), vec![FindingKind::BreakBeforeMake]);
+}
+
 #[test]
 fn break_before_make_is_checked_both_ways() {
     // Straight from A to B.
