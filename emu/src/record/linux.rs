@@ -33,6 +33,7 @@
 //! - `lockdep_free_key_range` and `lockdep_reset_lock` (lockdep forgets the
 //!   classes of those keys): the next acquisition of such a lock starts a new
 //!   class (its name gets a `#n` suffix).
+//! - `__set_task_comm` (exec renames the task): a new `task:<comm>` marker for it.
 //! - `lockdep_reset` (which forgets the calling task's held locks): a
 //!   `lockdep:reset` marker. The first hooked call also records the
 //!   `recorder:lockdep-only` marker: lockdep hears of an acquisition before the
@@ -91,6 +92,7 @@ pub(super) enum LinuxSite {
     SelftestCase,
     SelftestCaseEnd,
     SelftestDone,
+    SetTaskComm,
 }
 
 /// Where the profile reads the kernel's data (link addresses and offsets).
@@ -215,6 +217,7 @@ impl LinuxProfile {
             ("lockdep_free_key_range", LinuxSite::FreeKeyRange),
             ("lockdep_reset_lock", LinuxSite::ResetLock),
             ("dotest", LinuxSite::SelftestCase),
+            ("__set_task_comm", LinuxSite::SetTaskComm),
         ] {
             if let Some((entry, _)) = kernel.function_code(name)? {
                 sites.push((entry, Site::Linux(site)));
@@ -463,6 +466,17 @@ impl Recorder {
                 marker(&mut st, "selftest:end", u64::from(debug_locks));
             }
             LinuxSite::SelftestDone => marker(&mut st, "selftest:done", 0),
+            LinuxSite::SetTaskComm => {
+                // `__set_task_comm(tsk, buf, exec)`: a task renamed (by exec, as a
+                // forked shell becomes `mount`) is named again.
+                let (tsk, buf) = (x(0), x(1));
+                if let Some(comm) = read_c_string(uc, buf, TASK_COMM_LEN - 1) {
+                    let label = st.strings.intern(&format!("task:{comm}"));
+                    let value = tsk >> 4;
+                    st.named.insert(value as u32);
+                    st.push(now, cpu, task, pc, 0, EventKind::Marker { label, value });
+                }
+            }
         }
     }
 
