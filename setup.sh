@@ -28,16 +28,38 @@ packages=(cmake libclang-dev rustc-web rust-web-src lld llvm qemu-system-arm qem
           slurm-wlm munge pkgconf
           linux-source-6.1 gcc-aarch64-linux-gnu flex bison bc libssl-dev libelf-dev cpio)
 
+# busybox-static:arm64 is downloaded, never installed, by tools/linux/build-initramfs.sh
+# (the Linux guest's user-space workload): apt needs the arm64 package lists for it.
+as_root=()
+[ "$(id -u)" -eq 0 ] || as_root=(sudo)
+lists_stale=0
+if ! dpkg --print-foreign-architectures | grep -qx arm64; then
+    echo "setup: adding the arm64 architecture to apt (for busybox-static:arm64)"
+    "${as_root[@]}" dpkg --add-architecture arm64
+    lists_stale=1
+fi
+
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+if ((${#missing[@]})) || ((lists_stale)); then
+    "${as_root[@]}" apt-get update -q
+fi
 if ((${#missing[@]})); then
     echo "setup: installing ${missing[*]}"
-    as_root=()
-    [ "$(id -u)" -eq 0 ] || as_root=(sudo)
-    "${as_root[@]}" apt-get update -q
-    DEBIAN_FRONTEND=noninteractive "${as_root[@]}" apt-get install -y -q "${missing[@]}"
+    # A qemu-utils of another QEMU release (some machines come with a backported
+    # one) breaks the distribution's qemu-system packages: take the one that
+    # matches them.
+    extra=()
+    qemu=$(apt-cache policy qemu-system-arm | awk '/Candidate:/ {print $2}')
+    utils=$(dpkg-query -W -f='${Version}' qemu-utils 2>/dev/null || true)
+    if [ -n "$utils" ] && [ -n "$qemu" ] && [ "$utils" != "$qemu" ] \
+            && ! dpkg-query -W -f='${Status}' qemu-system-arm 2>/dev/null | grep -q "install ok installed"; then
+        echo "setup: qemu-utils $utils does not go with qemu-system-arm $qemu; installing qemu-utils $qemu"
+        extra=(--allow-downgrades "qemu-utils=$qemu")
+    fi
+    DEBIAN_FRONTEND=noninteractive "${as_root[@]}" apt-get install -y -q "${missing[@]}" "${extra[@]}"
 fi
 
 if ! command -v cargo >/dev/null; then

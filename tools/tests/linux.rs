@@ -410,3 +410,112 @@ fn a_trace_refuses_symbols_changed_since_it_was_recorded() {
         check.describe()
     );
 }
+
+/// The initramfs of the user-space workload (tools/linux/build-initramfs.sh:
+/// Debian's static arm64 busybox, parallel shells mounting and unmounting tmpfs).
+fn workload_initramfs() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+            let status = Command::new(root.join("tools/linux/build-initramfs.sh"))
+                .status()
+                .expect("the initramfs build script runs");
+            assert!(
+                status.success(),
+                "building the workload's initramfs failed ({status}); run ./setup.sh --deps first"
+            );
+            root.join("target/linux-workload/initramfs.cpio")
+        })
+        .clone()
+}
+
+/// Real user space on 4 CPUs under the checked MMU with recording on: busybox's
+/// shells (EL0, one ASID each) mount and unmount tmpfs in parallel, so the real
+/// mm/percpu.c allocates and frees per-CPU counters, and the machine powers off as
+/// on QEMU. Every lock finding comes from the kernel's own self-test, which
+/// provokes them on purpose; the TLB checker is silent; the recorder names the
+/// allocator's real locks, taken by the workload's `mount`s; and `check`
+/// re-derives the findings from the trace.
+#[test]
+fn a_busybox_workload_exercises_the_real_percpu_allocator_on_four_cpus() {
+    let vmlinux = lockdep_kernel();
+    let kernel = vmlinux.to_str().unwrap();
+    let initrd = workload_initramfs();
+    let trace = common::scratch("workload.trace");
+    let run = common::record(
+        &trace,
+        &[
+            "--kernel",
+            kernel,
+            "--initrd",
+            initrd.to_str().unwrap(),
+            "--cpus",
+            "4",
+            "--cmdline",
+            "earlycon keep_bootcon workers=4 rounds=3",
+            "--report",
+            "json",
+        ],
+    );
+    for w in 1..=4 {
+        assert!(
+            run.console_contains(&format!("workload: shell {w} done")),
+            "{}",
+            run.describe()
+        );
+    }
+    assert!(run.console_contains("workload: done"), "{}", run.describe());
+    assert!(!run.console_contains("failed"), "{}", run.describe());
+    let report = run.json();
+    let end = report["end"]["summary"].as_str().unwrap_or_default();
+    assert!(end.starts_with("powered off"), "{end}");
+    let findings = common::findings(&run);
+    let outside_selftest: Vec<String> = findings
+        .iter()
+        .map(common::finding_text)
+        .filter(|text| !text.contains("locking_selftest"))
+        .collect();
+    assert!(outside_selftest.is_empty(), "{outside_selftest:#?}");
+
+    let bytes = std::fs::read(&trace).unwrap();
+    let recorded = traces::read_trace(&bytes).unwrap();
+    let mut comm = std::collections::HashMap::new();
+    let mut taken_by = std::collections::BTreeMap::<(String, String), u32>::new();
+    let mut user_fills = 0;
+    for e in &recorded.events {
+        match e.kind {
+            traces::EventKind::Marker { label, value } => {
+                let label = recorded.strings.get(label).unwrap_or_default();
+                if let Some(name) = label.strip_prefix("task:") {
+                    comm.insert(value as u32, name.to_string());
+                }
+            }
+            traces::EventKind::LockAcquired { lock, .. } => {
+                let class = recorded.strings.get(lock.class).unwrap_or_default();
+                if class == "pcpu_alloc_mutex" || class == "pcpu_lock" {
+                    let task = comm.get(&e.task.0).cloned().unwrap_or_default();
+                    *taken_by.entry((class.to_string(), task)).or_default() += 1;
+                }
+            }
+            traces::EventKind::TlbFill(fill) if fill.user.read && !fill.global => user_fills += 1,
+            _ => {}
+        }
+    }
+    let by_mount = |class: &str| taken_by.get(&(class.to_string(), "mount".to_string()));
+    // Each of the 12 mounts allocates the superblock's per-CPU counters.
+    assert!(
+        by_mount("pcpu_alloc_mutex").is_some_and(|&n| n >= 12),
+        "{taken_by:?}"
+    );
+    assert!(
+        by_mount("pcpu_lock").is_some_and(|&n| n >= 12),
+        "{taken_by:?}"
+    );
+    assert!(user_fills > 100, "{user_fills} user-page TLB fills");
+
+    let trace = trace.to_str().unwrap();
+    let check = percpu_lab(&["check", trace, "--kernel", kernel, "--report", "json"]);
+    assert_eq!(check.code, 1, "{}", check.describe());
+    assert_eq!(common::kinds(&check), common::kinds(&run));
+}
