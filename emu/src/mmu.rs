@@ -516,8 +516,11 @@ mod tests {
             (0x443 | (1 << 54), 0b011),             // AP 01, UXN: EL0 rw-
         ];
         for (i, &(attrs, _)) in pages.iter().enumerate() {
-            ram.write_u64(L3 + 8 * i as u64, 0x4010_0000 + (i as u64) * 0x1000 | attrs)
-                .unwrap();
+            ram.write_u64(
+                L3 + 8 * i as u64,
+                (0x4010_0000 + (i as u64) * 0x1000) | attrs,
+            )
+            .unwrap();
         }
         let mut vmsa = VmsaRegs {
             sctlr: 1,
