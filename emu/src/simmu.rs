@@ -52,8 +52,8 @@ use crate::error::{uc_err, EmuError};
 use crate::exception::Synchronous;
 use crate::insn;
 use crate::kernel::KernelImage;
-use crate::memory::{GuestMemory, GuestRam};
-use crate::mmu::{self, Access, Fault, TranslationRegs, PAGE_SIZE};
+use crate::memory::GuestRam;
+use crate::mmu::{Access, Fault, TranslationRegs, PAGE_SIZE};
 use crate::record::abi::Abi;
 use crate::record::Recorder;
 use crate::syshook::SysAccess;
@@ -68,6 +68,9 @@ pub(crate) struct Shared {
     /// Whether a guest slice is running (fills outside one are the host's own reads).
     in_slice: Cell<bool>,
     ram: RamView,
+    /// The kernel's `ldtr`/`sttr` instructions (Linux's uaccess): at EL1 they
+    /// access memory with EL0's permissions.
+    unprivileged_sites: RefCell<traces::fx::FxHashSet<u64>>,
 }
 
 /// One core's side.
@@ -212,7 +215,7 @@ impl CoreMmu {
         let guest = self.shared.in_slice.get();
         let pc = if guest { uc.pc_read().unwrap_or(0) } else { 0 };
         let at = self.at(pc);
-        let el0 = self.access_is_el0(uc, &regs, va, access);
+        let el0 = self.access_is_el0(uc, pc, access);
         let mut model = self.shared.model.borrow_mut();
         let answer = model.fill(&self.shared.ram, &regs, va, access, el0, at, guest);
         if guest && self.recorder.get().is_some() {
@@ -270,35 +273,18 @@ impl CoreMmu {
         }
     }
 
-    /// Whether the access being filled has EL0's (U-mode's) permissions: the core runs
-    /// at EL0, or at EL1 an `ldtr`/`sttr` (Linux's uaccess) reaches the lower half.
-    /// Unicorn fills a TLB per privilege, so the answer is kept for the right one.
-    fn access_is_el0<D>(
-        &self,
-        uc: &Unicorn<'_, D>,
-        regs: &TranslationRegs,
-        va: u64,
-        access: Access,
-    ) -> bool {
+    /// Whether the access being filled (by the instruction at `pc`, 0 for the
+    /// host's own reads) has EL0's (U-mode's) permissions: the core runs at EL0, or
+    /// at EL1 one of the kernel's `ldtr`/`sttr` (Linux's uaccess) makes it. Unicorn
+    /// fills a TLB per privilege, so the answer is kept for the right one.
+    fn access_is_el0<D>(&self, uc: &Unicorn<'_, D>, pc: u64, access: Access) -> bool {
         match self.abi.0 {
             Isa::Riscv64 => uc.reg_read(RegisterRISCV::PRIV).is_ok_and(|p| p == 0),
             Isa::Aarch64 => {
                 let pstate = uc.reg_read(RegisterARM64::PSTATE).unwrap_or(0b0100);
-                if pstate & 0b1100 == 0 {
-                    return true;
-                }
-                if access == Access::Fetch || (va >> 55) & 1 == 1 || !regs.mmu_on() {
-                    return false;
-                }
-                // The instruction, read through the tables: this runs inside a fill,
-                // where a read through Unicorn's TLB would come back here.
-                let Ok(pc) = uc.pc_read() else {
-                    return false;
-                };
-                mmu::walk_any(&self.shared.ram, regs, pc)
-                    .ok()
-                    .and_then(|t| self.shared.ram.read_u32(t.pa | (pc & 0xfff)).ok())
-                    .is_some_and(insn::is_unprivileged)
+                pstate & 0b1100 == 0
+                    || (access != Access::Fetch
+                        && self.shared.unprivileged_sites.borrow().contains(&pc))
             }
         }
     }
@@ -431,6 +417,7 @@ impl SimMmu {
                 // SAFETY: the machine drops its cores (and with them every hook holding
                 // this) before its RAM.
                 ram: unsafe { RamView::new(ram) },
+                unprivileged_sites: RefCell::default(),
             }),
         }
     }
@@ -447,6 +434,12 @@ impl SimMmu {
         let words: Vec<(u64, u32)> = kernel.code_words().collect();
         if kernel.isa() == Isa::Riscv64 {
             install_satp_hooks(cores, &words)?;
+        } else {
+            *self.shared.unprivileged_sites.borrow_mut() = words
+                .iter()
+                .filter(|&&(_, word)| insn::is_unprivileged(word))
+                .map(|&(addr, _)| addr)
+                .collect();
         }
         if !self.shared.model.borrow().checks() {
             return Ok(());

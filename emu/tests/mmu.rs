@@ -18,6 +18,8 @@ const TEST_VA: u64 = 0x8000_0000;
 const PAGE_ATTRS: u64 = 0x707;
 const READ_ONLY: u64 = 1 << 7;
 const PXN: u64 = 1 << 53;
+/// `ldtr x8, [x5]`: an EL1 load with EL0's permissions (Linux's uaccess).
+const LDTR_X8_X5: u32 = 0xf840_08a8;
 
 /// x19 = where the handler resumes: just after the next instruction (`mov64` of an
 /// address in the kernel's 0x4008_xxxx range is two words).
@@ -45,6 +47,9 @@ fn program() -> Asm {
     a.mov64(5, 0x80_0000_0000);
     resume_after_next(&mut a);
     a.emit(ldr_x(8, 5)); // beyond the 39-bit range: translation fault, level 0
+    a.mov64(5, TEST_VA + 8);
+    resume_after_next(&mut a);
+    a.emit(LDTR_X8_X5); // EL0's view of the read-only page: no access, level 3
     a.emit(orr(1, 7)); // status: what the read-only page held
     a.mov64(0, 0x8400_0008).emit(HVC);
 
@@ -77,7 +82,7 @@ fn run_with(mmu: MmuMode) -> (RunEnd, Vec<[u64; 3]>, Option<emu::tlb::MmuStats>)
     let mut machine = emu::Machine::new(config, &kernel).unwrap();
     let outcome = machine.run(&mut |_, _| {});
     let mem = machine.memory();
-    let records = (0..4)
+    let records = (0..5)
         .map(|i| {
             let at = RECORDS + 24 * i;
             [
@@ -104,6 +109,7 @@ fn faults_carry_the_architectural_syndrome() {
     let store_at = find(str_x(7, 5, 0), LOAD);
     let load_at = find(ldr_x(8, 5), store_at);
     let far_load_at = find(ldr_x(8, 5), load_at);
+    let ldtr_at = find(LDTR_X8_X5, far_load_at);
     assert_eq!(
         records,
         vec![
@@ -115,10 +121,13 @@ fn faults_carry_the_architectural_syndrome() {
             [0x8600_000f, TEST_VA + 0x1000, TEST_VA + 0x1000],
             // Translation fault level 0.
             [0x9600_0004, 0x80_0000_0000, far_load_at],
+            // The ldtr: EL0 may not read the kernel's page (AP 10): permission
+            // fault level 3, where the plain load above read it.
+            [0x9600_000f, TEST_VA + 8, ldtr_at],
         ]
     );
     let stats = stats.expect("the simulated MMU reports");
-    assert_eq!(stats.faults, 4);
+    assert_eq!(stats.faults, 5);
     assert!(stats.tlb_fills[0] >= 3);
 }
 
