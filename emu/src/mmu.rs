@@ -340,6 +340,16 @@ mod tests {
     const L2: u64 = RAM_BASE + 0x1000;
     const L3: u64 = RAM_BASE + 0x2000;
 
+    /// MMU on, a 39-bit lower half from `L1`, no TTBR1 walks.
+    fn lower_half_only() -> VmsaRegs {
+        VmsaRegs {
+            sctlr: 1,
+            tcr: 25 | (1 << 23),
+            ttbr0: L1,
+            ttbr1: 0,
+        }
+    }
+
     fn setup() -> (GuestRam, TranslationRegs) {
         let mut ram = GuestRam::new(RAM_BASE, 0x10_0000).unwrap();
         ram.write_u64(L1 + 8 * 2, L2 | 3).unwrap(); // VA 0x8000_0000 -> L2
@@ -522,12 +532,7 @@ mod tests {
             )
             .unwrap();
         }
-        let mut vmsa = VmsaRegs {
-            sctlr: 1,
-            tcr: 25 | (1 << 23),
-            ttbr0: L1,
-            ttbr1: 0,
-        };
+        let mut vmsa = lower_half_only();
         let regs: TranslationRegs = vmsa.into();
         for (i, &(_, user)) in pages.iter().enumerate() {
             let va = 0x8000_0000 + i as u64 * 0x1000;
@@ -604,12 +609,7 @@ mod tests {
         ram.write_u64(L3, 0x4010_0000 | 0x443).unwrap(); // AP = 01: EL0 read-write
         ram.write_u64(L3 + 8, 0x4010_1000 | 0x803).unwrap(); // AF clear, nG
         ram.write_u64(L3 + 16, 0x4010_2000 | 0xc03).unwrap(); // nG
-        let mut vmsa = VmsaRegs {
-            sctlr: 1,
-            tcr: 25 | (1 << 23),
-            ttbr0: L1,
-            ttbr1: 0,
-        };
+        let mut vmsa = lower_half_only();
         let regs: TranslationRegs = vmsa.into();
         let t = walk_any(&ram, &regs, 0x8000_0000).unwrap();
         assert!(t.write && !t.exec);

@@ -357,7 +357,17 @@ fn a_timer_deadline_inside_a_long_slice_is_taken_at_its_instruction() {
     let deadline = (body - LOAD) / 4 + 8 * 9_000 + 3;
     let (program, same_body, handler_insns) = deadline_program(deadline);
     assert_eq!(body, same_body);
+    deadline_is_taken_at_its_instruction(&program, body, handler_insns, deadline);
+}
 
+/// Under any quantum, the IRQ of `program` (a `deadline_program`) interrupts the 4th
+/// instruction of its loop `body`, at virtual time `deadline`.
+fn deadline_is_taken_at_its_instruction(
+    program: &Asm,
+    body: u64,
+    handler_insns: u64,
+    deadline: u64,
+) {
     for quantum in [7, 1000, 1 << 30] {
         let config = MachineConfig {
             quantum,
@@ -418,23 +428,7 @@ fn a_timer_deadline_inside_an_el0_block_is_an_irq_not_an_undefined_instruction()
     let deadline = before_body + 8 * 9_000 + 3;
     let (program, body, handler_insns, same) = el0_deadline_program(deadline);
     assert_eq!(before_body, same);
-    for quantum in [7, 1000, 1 << 30] {
-        let config = MachineConfig {
-            quantum,
-            ..one_cpu()
-        };
-        let (outcome, machine, _) = run(config, &program.kernel());
-        assert_eq!(
-            outcome.end,
-            RunEnd::PoweredOff {
-                cpu: 0,
-                status: body + 4 * 3
-            },
-            "ELR_EL1: the instruction the deadline falls on (quantum {quantum})"
-        );
-        assert_eq!(machine.memory().read_u64(DATA).unwrap(), deadline);
-        assert_eq!(outcome.cpus[0].insns, deadline + handler_insns);
-    }
+    deadline_is_taken_at_its_instruction(&program, body, handler_insns, deadline);
 }
 
 #[test]

@@ -21,15 +21,22 @@ fn lockdep_kernel() -> PathBuf {
 }
 
 fn build() -> PathBuf {
+    run_build_script("build-lockdep-kernel.sh", "the lockdep kernel")
+        .join("target/linux-lockdep/vmlinux")
+}
+
+/// Runs `tools/linux/<script>` (which does nothing when its output is up to date);
+/// returns the repository's root.
+fn run_build_script(script: &str, what: &str) -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let status = Command::new(root.join("tools/linux/build-lockdep-kernel.sh"))
+    let status = Command::new(root.join("tools/linux").join(script))
         .status()
-        .expect("the kernel build script runs");
+        .unwrap_or_else(|e| panic!("{script} does not run: {e}"));
     assert!(
         status.success(),
-        "building the lockdep kernel failed ({status}); run ./setup.sh --deps first"
+        "building {what} failed ({status}); run ./setup.sh --deps first"
     );
-    root.join("target/linux-lockdep/vmlinux")
+    root
 }
 
 /// `percpu-lab run --kernel <the lockdep kernel> ARGS…`.
@@ -417,15 +424,8 @@ fn workload_initramfs() -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT
         .get_or_init(|| {
-            let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-            let status = Command::new(root.join("tools/linux/build-initramfs.sh"))
-                .status()
-                .expect("the initramfs build script runs");
-            assert!(
-                status.success(),
-                "building the workload's initramfs failed ({status}); run ./setup.sh --deps first"
-            );
-            root.join("target/linux-workload/initramfs.cpio")
+            run_build_script("build-initramfs.sh", "the workload's initramfs")
+                .join("target/linux-workload/initramfs.cpio")
         })
         .clone()
 }
