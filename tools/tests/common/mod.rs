@@ -109,15 +109,26 @@ pub fn qemu_console_tcg(cpus: usize, bootargs: &str, accel: &str) -> Vec<String>
 /// that deschedules a lock holder's vCPU thread for a few seconds trips it (on our
 /// machine time is virtual and this cannot happen).
 pub fn qemu_console_patient(cpus: usize, bootargs: &str, accel: &str) -> Vec<String> {
+    patiently(|| qemu_console_tcg(cpus, bootargs, accel))
+}
+
+/// The console lines of `boot`, booted again (three runs at most) while the guest's
+/// progress watchdog fires (see [`qemu_console_patient`]).
+fn patiently(boot: impl Fn() -> Vec<String>) -> Vec<String> {
     let watchdog = |lines: &[String]| lines.iter().any(|l| l.starts_with("PANIC: watchdog:"));
-    let mut lines = qemu_console_tcg(cpus, bootargs, accel);
+    let mut lines = boot();
     for _ in 1..3 {
         if !watchdog(&lines) {
             break;
         }
-        lines = qemu_console_tcg(cpus, bootargs, accel);
+        lines = boot();
     }
     lines
+}
+
+/// [`qemu_riscv64_console`], patient as [`qemu_console_patient`] is.
+pub fn qemu_riscv64_console_patient(cpus: usize, bootargs: &str) -> Vec<String> {
+    patiently(|| qemu_riscv64_console(cpus, bootargs))
 }
 
 /// The console lines of `qemu-system-aarch64 -M virt` booting the flat `image`
