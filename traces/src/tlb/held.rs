@@ -208,26 +208,38 @@ impl<T> HeldTlbs<T> {
         let mut removed = Vec::new();
         for cpu in reached {
             let tlb = &mut self.tlbs[cpu];
+            let reaches = |page: u64, entries: &[HeldEntry<T>]| {
+                entries.iter().any(|e| e.invalidated_by(page, scope))
+            };
             let mut pages: Vec<u64> = match scope {
                 // One page, unless blocks are held: then any page of a block with it.
                 TlbiScope::Va { va, .. } if tlb.values().flatten().all(|e| e.fill.level == 3) => {
-                    vec![va & PAGE_MASK]
+                    let page = va & PAGE_MASK;
+                    tlb.get(&page)
+                        .filter(|entries| reaches(page, entries))
+                        .map(|_| page)
+                        .into_iter()
+                        .collect()
                 }
-                _ => tlb.keys().copied().collect(),
+                _ => tlb
+                    .iter()
+                    .filter(|(&page, entries)| reaches(page, entries))
+                    .map(|(&page, _)| page)
+                    .collect(),
             };
             pages.sort_unstable();
             for page in pages {
-                let Some(entries) = tlb.get_mut(&page) else {
-                    continue;
-                };
-                let (gone, kept): (Vec<_>, Vec<_>) = std::mem::take(entries)
-                    .into_iter()
-                    .partition(|e| e.invalidated_by(page, scope));
-                removed.extend(gone.into_iter().map(|e| (cpu, e)));
-                if kept.is_empty() {
+                let entries = tlb.get_mut(&page).expect("listed above");
+                let mut i = 0;
+                while i < entries.len() {
+                    if entries[i].invalidated_by(page, scope) {
+                        removed.push((cpu, entries.remove(i)));
+                    } else {
+                        i += 1;
+                    }
+                }
+                if entries.is_empty() {
                     tlb.remove(&page);
-                } else {
-                    *entries = kept;
                 }
             }
         }
