@@ -126,9 +126,28 @@ fn patiently(boot: impl Fn() -> Vec<String>) -> Vec<String> {
     lines
 }
 
-/// [`qemu_riscv64_console`], patient as [`qemu_console_patient`] is.
+/// [`qemu_riscv64_console`], patient as [`qemu_console_patient`] is, and also with
+/// a run in which the guest started twice (seen here about once in ten runs under
+/// QEMU 7.2 with OpenSBI 1.1: a second hart enters the kernel, and starting it
+/// later fails with SBI's "already available"; not understood, see the session
+/// note) booted again.
 pub fn qemu_riscv64_console_patient(cpus: usize, bootargs: &str) -> Vec<String> {
-    patiently(|| qemu_riscv64_console(cpus, bootargs))
+    let started_twice = |lines: &[String]| {
+        lines
+            .iter()
+            .filter(|l| l.contains("percpu-lab guest:"))
+            .count()
+            > 1
+    };
+    let boot = || qemu_riscv64_console(cpus, bootargs);
+    let mut lines = patiently(boot);
+    for _ in 1..3 {
+        if !started_twice(&lines) {
+            break;
+        }
+        lines = patiently(boot);
+    }
+    lines
 }
 
 /// The console lines of `qemu-system-aarch64 -M virt` booting the flat `image`
