@@ -4,6 +4,13 @@
 //!
 //! Both run in S-mode with the MMU off; they mask interrupts, keep the hart id in
 //! `sscratch`, set a stack and the trap vector, then call into Rust.
+//!
+//! Only one hart may run the boot path. OpenSBI picks its boot hart by a
+//! lottery, and QEMU's virt has been seen (rarely, under host load) to send a
+//! second hart to `_start`; a later hart zeroing the BSS under the first would
+//! wreck it. So `_start` holds a lottery of its own, as Linux's `head.S` does:
+//! the first hart through boots, any other stops itself with SBI HSM
+//! `hart_stop`, after which the boot hart can start it like any secondary.
 
 use crate::config::{BOOT_STACK_SIZE, MAX_CPUS};
 
@@ -23,6 +30,10 @@ core::arch::global_asm!(
 _start:
     csrw    sie, zero
     csrci   sstatus, 2
+    la      t0, boot_lottery
+    li      t1, 1
+    amoadd.w t1, t1, (t0)
+    bnez    t1, lost_boot_lottery
     csrw    sscratch, a0
     mv      s1, a1                  // the device tree's physical address
 
@@ -40,6 +51,19 @@ _start:
     call    kernel_main
 3:  wfi
     j       3b
+
+lost_boot_lottery:
+    li      a7, {ext_hsm}
+    li      a6, {hsm_hart_stop}
+    ecall
+5:  wfi
+    j       5b
+
+    // In .data, not .bss: the winner zeroes the BSS while others may still draw.
+    .data
+    .balign 4
+boot_lottery:
+    .word   0
 
     .text
     .global secondary_entry
@@ -68,6 +92,8 @@ boot_cpu_setup:
     ret
 "#,
     stack_shift = const BOOT_STACK_SIZE.trailing_zeros(),
+    ext_hsm = const crate::sbi::EXT_HSM,
+    hsm_hart_stop = const crate::sbi::HSM_HART_STOP,
 );
 
 /// Physical address of the secondary entry point handed to SBI `hart_start`.
