@@ -73,21 +73,21 @@ fn pct_finds_the_mutex_deadlock_and_its_trace_replays() {
     assert!(common::kinds(&again).contains(&"deadlock".to_string()));
 }
 
-/// Schedules per scenario in the suite: as many as about ten seconds of one core
+/// Schedules per scenario in the suite: as many as about five seconds of one core
 /// buys (each process restores one machine for all its schedules; map-grow and
 /// map-race run 60 to 95 million instructions a schedule, the others 2 to 35
 /// million). [`the_clean_variant_is_clean_on_200_pct_schedules_of_every_scenario`]
 /// runs 200 of each.
 const CLEAN_SCHEDULES: [(&str, u32); 9] = [
-    ("smoke", 200),
-    ("irq-race", 200),
-    ("storm", 80),
-    ("irq-free", 60),
-    ("fs-reclaim", 200),
-    ("reclaim", 80),
-    ("reclaim-reuse", 80),
-    ("map-grow", 12),
-    ("map-race", 12),
+    ("smoke", 100),
+    ("irq-race", 100),
+    ("storm", 40),
+    ("irq-free", 30),
+    ("fs-reclaim", 100),
+    ("reclaim", 40),
+    ("reclaim-reuse", 40),
+    ("map-grow", 6),
+    ("map-race", 6),
 ];
 
 /// Explores `schedules` PCT schedules of each scenario with the clean variant and

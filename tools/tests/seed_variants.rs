@@ -178,7 +178,7 @@ fn reclaim_under_memory_reuse_hands_out_pages_a_tlb_still_maps_on_fine_only() {
 #[test]
 fn fixed_is_clean_on_every_scenario_and_seed() {
     for scenario in SCENARIOS {
-        each_seed(0..20, |seed| {
+        each_seed(0..10, |seed| {
             let run = variant_run("fixed", scenario, seed);
             assert_eq!(
                 (run.code, kinds(&run)),
