@@ -9,16 +9,15 @@ use unicorn_engine::{
     Arch, Arm64CpuModel, Arm64Insn, Mode, Prot, RegisterARM64, RegisterARM64CP, Unicorn,
 };
 
+use crate::board::{Board, IrqWatch, MmioAccess};
 use crate::error::{uc_err, EmuError};
 use crate::exception::PSTATE_I;
-use crate::gic::{self, Gic};
 use crate::memory::GuestRam;
 use crate::mmu::TranslationRegs;
 use crate::psci;
 use crate::simmu::{self, CoreMmu};
 use crate::syshook::{self, SysHook};
-use crate::timer::{VirtualClock, VirtualTimer, CNTFRQ_HZ, VTIMER_INTID};
-use crate::uart::{Uart, UART_BASE, UART_SIZE};
+use crate::timer::CNTFRQ_HZ;
 use crate::{riscv, Isa};
 
 /// What a core is doing between slices.
@@ -165,88 +164,6 @@ impl SliceCounter {
     }
 }
 
-/// What a slice's block hook watches for on its core's IRQ line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct IrqWatch {
-    /// Instructions into the slice after which the core's virtual timer fires.
-    pub(crate) timer_fires_after: Option<u64>,
-    /// The line is asserted as the slice starts (with PSTATE.I set, or the IRQ would
-    /// have been taken).
-    pub(crate) line_high: bool,
-}
-
-/// Devices and time, shared by every core's hooks.
-#[derive(Clone)]
-pub(crate) struct Board {
-    pub(crate) gic: Gic,
-    pub(crate) uart: Uart,
-    pub(crate) timers: Vec<VirtualTimer>,
-    pub(crate) clock: VirtualClock,
-    /// Cores running during the current slice (the clock's divisor).
-    pub(crate) running: u64,
-    /// Each CPU's event register (WFE/SEV, events.rs).
-    pub(crate) events: Vec<bool>,
-    /// The cores' instruction set: on RISC-V QEMU delivers interrupts itself and
-    /// the GIC is not on the board.
-    pub(crate) isa: Isa,
-}
-
-impl Board {
-    /// The time seen by the instruction at `pc` of the running slice.
-    pub(crate) fn now_at(&self, counter: &SliceCounter, pc: u64) -> u64 {
-        self.clock
-            .now_during_slice(counter.retired_before(pc), self.running)
-    }
-
-    pub(crate) fn update_timer_lines(&mut self) {
-        let now = self.clock.now();
-        for cpu in 0..self.timers.len() {
-            self.update_timer_line(cpu, now);
-        }
-    }
-
-    /// Sets `cpu`'s timer PPI to the timer's output at time `now`, and returns it.
-    pub(crate) fn update_timer_line(&mut self, cpu: usize, now: u64) -> bool {
-        let level = self.timers[cpu].irq_level(now);
-        self.gic.set_ppi_level(cpu, VTIMER_INTID, level);
-        level
-    }
-
-    /// The earliest deadline among the timers of CPUs other than `cpu`.
-    pub(crate) fn next_deadline_except(&self, cpu: usize) -> Option<u64> {
-        let now = self.clock.now();
-        let others = self.timers.iter().enumerate().filter(|&(c, _)| c != cpu);
-        others.filter_map(|(_, t)| t.deadline(now)).min()
-    }
-
-    /// Moves virtual time to `cpu`'s timer deadline, if that timer is armed and
-    /// its deadline still ahead (a scheduler's timer arrival).
-    pub(crate) fn fire_timer_now(&mut self, cpu: usize) {
-        if let Some(deadline) = self
-            .timers
-            .get(cpu)
-            .and_then(|t| t.deadline(self.clock.now()))
-        {
-            self.clock.skip_to(deadline);
-        }
-    }
-
-    pub(crate) fn next_deadline(&self) -> Option<u64> {
-        let now = self.clock.now();
-        self.timers.iter().filter_map(|t| t.deadline(now)).min()
-    }
-
-    /// What the block hook of `cpu` watches for in a slice that starts now with
-    /// `running` CPUs.
-    pub(crate) fn irq_watch(&self, cpu: usize, running: u64) -> IrqWatch {
-        let deadline = self.timers[cpu].deadline(self.clock.now());
-        IrqWatch {
-            timer_fires_after: deadline.map(|t| self.clock.insns_until(t, running)),
-            line_high: self.isa == Isa::Aarch64 && self.gic.irq_line(cpu),
-        }
-    }
-}
-
 pub(crate) struct Core {
     pub(crate) uc: Unicorn<'static, ()>,
     pub(crate) state: CpuState,
@@ -291,13 +208,10 @@ impl Core {
             .map_err(uc_err("mapping guest RAM"))?;
         let counter = Rc::new(SliceCounter::default());
         install_counting_hooks(&mut uc, cpu, &counter, board)?;
-        match isa {
-            Isa::Riscv64 => install_riscv_devices(&mut uc, cpu, board)?,
-            Isa::Aarch64 => {
-                declare_lower_els_aarch64(&mut uc)?;
-                install_devices(&mut uc, cpu, board, &counter)?;
-            }
+        if isa == Isa::Aarch64 {
+            declare_lower_els_aarch64(&mut uc)?;
         }
+        install_devices(&mut uc, cpu, board, &counter)?;
         let mmu = match sim_mmu {
             Some(shared) => Some(simmu::install_core(&mut uc, cpu, shared, &counter, isa)?),
             None => None,
@@ -480,7 +394,7 @@ fn emulate_rdtime(uc: &mut Unicorn<'_, ()>, board: &RefCell<Board>, c: &SliceCou
     let Some(rd) = read_insn(uc, at).and_then(riscv::rdtime_destination) else {
         return false;
     };
-    let time = riscv::time_at(board.borrow().now_at(c, at));
+    let time = riscv::time_at(board.borrow().now_at(c.retired_before(at)));
     riscv::set_xreg(uc, rd, time);
     c.executed.set(c.retired_before(pc));
     c.block_start.set(u64::MAX);
@@ -542,48 +456,40 @@ fn irq_stop(
     (fires_inside && unmasked()).then(|| IrqStop::Within(addr + 4 * (fires_after - executed)))
 }
 
-pub(crate) fn install_devices(
+/// Maps the windows of the board's devices on this core: its loads and stores
+/// there reach the device's state on the shared board.
+fn install_devices(
     uc: &mut Unicorn<'static, ()>,
     cpu: usize,
     board: &Rc<RefCell<Board>>,
     counter: &Rc<SliceCounter>,
 ) -> Result<(), EmuError> {
-    // A GIC write (an SGI to itself, an EOI, an enable, the priority mask) may assert
-    // the writer's IRQ line: its block hook then looks at the next block start.
-    let (b1, b2, c) = (board.clone(), board.clone(), counter.clone());
-    uc.mmio_map(
-        gic::DIST_BASE,
-        gic::REGION_SIZE,
-        Some(move |_: &mut Unicorn<'_, ()>, off, size| b1.borrow().gic.dist_read(cpu, off, size)),
-        Some(move |_: &mut Unicorn<'_, ()>, off, size, value| {
-            let gic = &mut b2.borrow_mut().gic;
-            gic.dist_write(cpu, off, size, value);
-            c.irq_line_may_have_risen(gic.irq_line(cpu));
-        }),
-    )
-    .map_err(uc_err("mapping the GIC distributor"))?;
-    let (b1, b2, c) = (board.clone(), board.clone(), counter.clone());
-    uc.mmio_map(
-        gic::CPU_IF_BASE,
-        gic::REGION_SIZE,
-        Some(move |_: &mut Unicorn<'_, ()>, off, _| b1.borrow_mut().gic.cpu_read(cpu, off)),
-        Some(move |_: &mut Unicorn<'_, ()>, off, _, value| {
-            let gic = &mut b2.borrow_mut().gic;
-            gic.cpu_write(cpu, off, value);
-            c.irq_line_may_have_risen(gic.irq_line(cpu));
-        }),
-    )
-    .map_err(uc_err("mapping the GIC CPU interface"))?;
-    let (b1, b2) = (board.clone(), board.clone());
-    uc.mmio_map(
-        UART_BASE,
-        UART_SIZE,
-        Some(move |_: &mut Unicorn<'_, ()>, off, _| b1.borrow().uart.read(off)),
-        Some(move |_: &mut Unicorn<'_, ()>, off, _, value| {
-            b2.borrow_mut().uart.write(cpu, off, value)
-        }),
-    )
-    .map_err(uc_err("mapping the UART"))?;
+    let devices = board.borrow().kind().devices;
+    for &device in devices {
+        for (window, range) in device.windows().iter().enumerate() {
+            let access = move |offset, size| MmioAccess {
+                cpu,
+                window,
+                offset,
+                size,
+            };
+            let (b1, b2, c) = (board.clone(), board.clone(), counter.clone());
+            uc.mmio_map(
+                range.base,
+                range.size,
+                Some(move |_: &mut Unicorn<'_, ()>, offset, size| {
+                    device.read(&mut b1.borrow_mut(), access(offset, size))
+                }),
+                Some(move |_: &mut Unicorn<'_, ()>, offset, size, value| {
+                    let line = device.write(&mut b2.borrow_mut(), access(offset, size), value);
+                    if let Some(high) = line {
+                        c.irq_line_may_have_risen(high);
+                    }
+                }),
+            )
+            .map_err(uc_err(range.mapping))?;
+        }
+    }
     Ok(())
 }
 
@@ -599,7 +505,7 @@ pub(crate) fn install_sysreg_hooks(
     let (b, c) = (board.clone(), counter.clone());
     let mrs = syshook::add(uc, Arm64Insn::UC_ARM64_INS_MRS, move |access| {
         let board = b.borrow();
-        let now = || board.now_at(&c, access.pc());
+        let now = || board.now_at(c.retired_before(access.pc()));
         let value = match sysreg(access.cp) {
             MPIDR_EL1 => psci::mpidr_register(cpu),
             CNTFRQ_EL0 => CNTFRQ_HZ,
@@ -622,7 +528,7 @@ pub(crate) fn install_sysreg_hooks(
         // hook takes a pending IRQ if the write unmasked it.
         let cp = access.cp;
         let mut board = b.borrow_mut();
-        let now = board.now_at(&c, access.pc());
+        let now = board.now_at(c.retired_before(access.pc()));
         let timer = &mut board.timers[cpu];
         match sysreg(cp) {
             CNTV_CTL_EL0 => timer.set_ctl(cp.val),
@@ -658,28 +564,4 @@ pub(crate) fn install_sysreg_hooks(
     })
     .map_err(uc_err("adding the SYS hook"))?;
     Ok(vec![mrs, msr, sys])
-}
-
-/// The RISC-V board's NS16550A: transmit holding register at 0, line status at
-/// 5 (always ready to take a byte).
-fn install_riscv_devices(
-    uc: &mut Unicorn<'static, ()>,
-    cpu: usize,
-    board: &Rc<RefCell<Board>>,
-) -> Result<(), EmuError> {
-    const LSR: u64 = 5;
-    const LSR_THRE_TEMT: u64 = 0x60;
-    let b = board.clone();
-    uc.mmio_map(
-        riscv::UART_BASE,
-        riscv::UART_SIZE,
-        Some(|_: &mut Unicorn<'_, ()>, off, _| if off == LSR { LSR_THRE_TEMT } else { 0 }),
-        Some(move |_: &mut Unicorn<'_, ()>, off, _, value| {
-            if off == 0 {
-                b.borrow_mut().uart.write(cpu, 0, value)
-            }
-        }),
-    )
-    .map_err(uc_err("mapping the UART"))?;
-    Ok(())
 }

@@ -60,6 +60,7 @@
 //!   are write-protected in the fill answers instead (see `simmu`).
 
 pub mod bench;
+mod board;
 mod cpu;
 pub mod dwarf;
 mod error;

@@ -6,8 +6,9 @@ use std::rc::Rc;
 
 use unicorn_engine::RegisterARM64;
 
+use crate::board::{self, Board, IrqWatch};
 pub(crate) use crate::cpu::Hooks;
-use crate::cpu::{read_insn, Board, Core, IrqStop, IrqWatch};
+use crate::cpu::{read_insn, Core, IrqStop};
 pub use crate::cpu::{CpuState, TakenException};
 pub use crate::error::EmuError;
 use crate::exception::Synchronous;
@@ -248,11 +249,8 @@ impl Machine {
             bootargs: &config.bootargs,
             initrd,
         };
-        let dtb = match isa {
-            Isa::Aarch64 => fdt::build(&description),
-            Isa::Riscv64 => fdt::build_riscv(&description),
-        }
-        .map_err(|e| EmuError::Config(format!("cannot build the device tree: {e:?}")))?;
+        let dtb = board::device_tree(isa, &description)
+            .map_err(|e| EmuError::Config(format!("cannot build the device tree: {e:?}")))?;
         if kernel.physical_end() > dtb_addr {
             return Err(EmuError::Config(format!(
                 "the kernel ends at {:#x}, past the device tree at {dtb_addr:#x}",

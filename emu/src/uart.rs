@@ -4,7 +4,8 @@
 pub const UART_BASE: u64 = 0x0900_0000;
 pub const UART_SIZE: u64 = 0x1000;
 
-const UARTDR: u64 = 0x00;
+/// The data register: a store transmits its low byte.
+pub const UARTDR: u64 = 0x00;
 const UARTFR: u64 = 0x18;
 /// Flag register: transmit FIFO empty, receive FIFO empty (never busy, never full).
 const FR_IDLE: u64 = 0x90;

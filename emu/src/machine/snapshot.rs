@@ -21,7 +21,7 @@ use unicorn_engine::unicorn_const::uc_error;
 use unicorn_engine::Context;
 
 use super::{CpuState, EmuError, Machine, RunEnd, TakenException};
-use crate::cpu::Board;
+use crate::board::Board;
 use crate::error::uc_err;
 use crate::sched::Scheduler;
 use crate::tlb::MmuModel;
