@@ -41,6 +41,7 @@ const SSTATUS_SIE: u64 = 1 << 1;
 const SSTATUS_SPIE: u64 = 1 << 5;
 const SSTATUS_SPP: u64 = 1 << 8;
 
+const PRIV_U: u64 = 0;
 const PRIV_S: u64 = 1;
 const PRIV_M: u64 = 3;
 
@@ -201,6 +202,12 @@ pub(crate) fn enter_trap(
     epc: u64,
     tval: u64,
 ) -> Result<Option<u64>, unicorn_engine::uc_error> {
+    // The trap is taken in S-mode, from whichever mode the hart was in. The
+    // mode goes first: Unicorn refuses a CSR access the current mode may not
+    // make, and a refused read leaves its value undefined (from U-mode, `stvec`
+    // read as a host address).
+    let previous = uc.reg_read(RegisterRISCV::PRIV)?;
+    uc.reg_write(RegisterRISCV::PRIV, PRIV_S)?;
     let stvec = uc.reg_read(RegisterRISCV::STVEC)? & !3;
     if stvec == 0 {
         return Ok(None);
@@ -211,7 +218,8 @@ pub(crate) fn enter_trap(
     } else {
         0
     };
-    let sstatus = (sstatus & !(SSTATUS_SIE | SSTATUS_SPIE)) | spie | SSTATUS_SPP;
+    let spp = if previous == PRIV_U { 0 } else { SSTATUS_SPP };
+    let sstatus = (sstatus & !(SSTATUS_SIE | SSTATUS_SPIE | SSTATUS_SPP)) | spie | spp;
     uc.reg_write(RegisterRISCV::SSTATUS, sstatus)?;
     uc.reg_write(RegisterRISCV::SEPC, epc)?;
     uc.reg_write(RegisterRISCV::SCAUSE, cause)?;
@@ -271,5 +279,29 @@ mod tests {
         assert_eq!(harts_in_mask(0b101, 1, 4), vec![1, 3]);
         assert_eq!(harts_in_mask(1, u64::MAX, 3), vec![0, 1, 2]);
         assert_eq!(harts_in_mask(1, 7, 4), Vec::<usize>::new());
+    }
+
+    /// A trap taken in U-mode enters S-mode at `stvec` with `sstatus.SPP` clear
+    /// (so the handler's `sret` goes back to U), whereas one taken in S-mode
+    /// keeps SPP set. Reading `stvec` in U-mode would give an undefined value.
+    #[test]
+    fn a_trap_from_user_mode_enters_supervisor_mode_at_the_vector() {
+        const VECTOR: u64 = 0x8020_0100;
+        for (from, spp) in [(PRIV_U, 0), (PRIV_S, SSTATUS_SPP)] {
+            let mut uc = new_engine().unwrap();
+            uc.reg_write(RegisterRISCV::STVEC, VECTOR).unwrap();
+            let sstatus = uc.reg_read(RegisterRISCV::SSTATUS).unwrap();
+            uc.reg_write(RegisterRISCV::SSTATUS, sstatus | SSTATUS_SIE)
+                .unwrap();
+            uc.reg_write(RegisterRISCV::PRIV, from).unwrap();
+            let handler = enter_trap(&mut uc, 2, 0x1000, 0x73).unwrap();
+            assert_eq!(handler, Some(VECTOR), "from {from}");
+            assert_eq!(uc.reg_read(RegisterRISCV::PRIV).unwrap(), PRIV_S);
+            let sstatus = uc.reg_read(RegisterRISCV::SSTATUS).unwrap();
+            assert_eq!(sstatus & SSTATUS_SPP, spp, "from {from}");
+            assert_eq!(sstatus & (SSTATUS_SIE | SSTATUS_SPIE), SSTATUS_SPIE);
+            assert_eq!(uc.reg_read(RegisterRISCV::SEPC).unwrap(), 0x1000);
+            assert_eq!(uc.reg_read(RegisterRISCV::PC).unwrap(), VECTOR);
+        }
     }
 }
