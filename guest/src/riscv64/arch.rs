@@ -11,7 +11,7 @@
 
 use core::arch::asm;
 
-pub use crate::head::secondary_entry_address;
+pub use crate::head::{publish_secondary, secondary_entry_address};
 pub(crate) use crate::irqchip;
 pub use crate::sbi::{cpu_on, system_off};
 

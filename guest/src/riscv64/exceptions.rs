@@ -80,7 +80,11 @@ trap_entry:
     call    trap_dispatch
 
     // Return: sepc/sstatus come back from the frame (another thread may have
-    // trapped while this one was switched out inside the handler).
+    // trapped while this one was switched out inside the handler). Interrupts
+    // are masked first, as Linux's ret_from_exception does: a handler may have
+    // unmasked them, and one taken between the csrw of sepc and the sret
+    // would overwrite sepc with its own return address.
+    csrci   sstatus, 2
     ld      t0, 248(sp)
     csrw    sepc, t0
     ld      t0, 256(sp)

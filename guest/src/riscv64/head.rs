@@ -5,12 +5,16 @@
 //! Both run in S-mode with the MMU off; they mask interrupts, keep the hart id in
 //! `sscratch`, set a stack and the trap vector, then call into Rust.
 //!
-//! Only one hart may run the boot path. OpenSBI picks its boot hart by a
-//! lottery, and QEMU's virt has been seen (rarely, under host load) to send a
-//! second hart to `_start`; a later hart zeroing the BSS under the first would
-//! wreck it. So `_start` holds a lottery of its own, as Linux's `head.S` does:
-//! the first hart through boots, any other stops itself with SBI HSM
-//! `hart_stop`, after which the boot hart can start it like any secondary.
+//! Only one hart may run the boot path. QEMU's virt has been seen (rarely,
+//! under host load) to send a second hart to `_start`: beside the boot hart, or
+//! instead of the `secondary_entry` that SBI `hart_start` named for it. A late
+//! hart zeroing the BSS under the first would wreck it. So `_start` holds a
+//! lottery of its own, as Linux's `head.S` does: the first hart through boots;
+//! any other waits until the boot hart publishes its logical CPU number in
+//! [`SECONDARY_SLOTS`] (before `hart_start`), then enters as that secondary.
+//! A hart no one starts waits there for good.
+
+use core::sync::atomic::{AtomicU64, Ordering::Release};
 
 use crate::config::{BOOT_STACK_SIZE, MAX_CPUS};
 
@@ -22,6 +26,27 @@ pub struct BootStacks(pub [[u8; BOOT_STACK_SIZE]; MAX_CPUS]);
 pub static mut BOOT_STACKS: BootStacks = BootStacks([[0; BOOT_STACK_SIZE]; MAX_CPUS]);
 
 const _: () = assert!(BOOT_STACK_SIZE.is_power_of_two());
+
+/// Per hart id: 0, or 1 + the logical CPU number the boot hart has asked that
+/// hart to come up as. In `.data`, not `.bss`: a hart may read it before the
+/// boot hart has zeroed the BSS.
+#[no_mangle]
+#[link_section = ".data.secondary_slots"]
+pub static SECONDARY_SLOTS: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+
+/// Publishes that hart `hart` is to come up as logical CPU `cpu` (whichever
+/// entry it arrives at). `false`: the hart id is past [`SECONDARY_SLOTS`].
+///
+/// CONTEXT: boot CPU, before starting that hart.
+pub fn publish_secondary(hart: u64, cpu: u64) -> bool {
+    match SECONDARY_SLOTS.get(hart as usize) {
+        Some(slot) => {
+            slot.store(cpu + 1, Release);
+            true
+        }
+        None => false,
+    }
+}
 
 core::arch::global_asm!(
     r#"
@@ -52,12 +77,20 @@ _start:
 3:  wfi
     j       3b
 
+    // a0 = hart id. Waits for the boot hart to publish this hart's CPU number.
 lost_boot_lottery:
-    li      a7, {ext_hsm}
-    li      a6, {hsm_hart_stop}
-    ecall
-5:  wfi
-    j       5b
+    li      t0, {max_cpus}
+    bgeu    a0, t0, 6f
+    la      t1, SECONDARY_SLOTS
+    slli    t2, a0, 3
+    add     t1, t1, t2
+5:  ld      t2, 0(t1)
+    beqz    t2, 5b
+    fence   r, rw
+    addi    a1, t2, -1
+    j       secondary_entry
+6:  wfi
+    j       6b
 
     // In .data, not .bss: the winner zeroes the BSS while others may still draw.
     .data
@@ -92,8 +125,7 @@ boot_cpu_setup:
     ret
 "#,
     stack_shift = const BOOT_STACK_SIZE.trailing_zeros(),
-    ext_hsm = const crate::sbi::EXT_HSM,
-    hsm_hart_stop = const crate::sbi::HSM_HART_STOP,
+    max_cpus = const MAX_CPUS,
 );
 
 /// Physical address of the secondary entry point handed to SBI `hart_start`.

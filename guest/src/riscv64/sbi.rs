@@ -4,14 +4,13 @@
 const EXT_TIME: u64 = 0x5449_4D45;
 const EXT_IPI: u64 = 0x0073_5049;
 const EXT_RFENCE: u64 = 0x5246_4E43;
-/// The Hart State Management extension.
-pub const EXT_HSM: u64 = 0x0048_534D;
+const EXT_HSM: u64 = 0x0048_534D;
 /// HSM `hart_start`.
 const HSM_HART_START: u64 = 0;
-/// HSM `hart_stop`: the calling hart stops and can be started again.
-pub const HSM_HART_STOP: u64 = 1;
 /// `SBI_ERR_ALREADY_AVAILABLE`: `hart_start` of a hart that is running.
 const ERR_ALREADY_AVAILABLE: i64 = -6;
+/// `SBI_ERR_INVALID_PARAM`.
+const ERR_INVALID_PARAM: i64 = -3;
 const EXT_SRST: u64 = 0x5352_5354;
 
 /// CONTEXT: any; does not sleep.
@@ -55,22 +54,21 @@ pub fn remote_sfence_vma(hart: u64, start: u64, size: u64) {
     call(EXT_RFENCE, 1, [1, hart, start, size]);
 }
 
-/// Starts hart `hart` at `entry` with a0 = its hart id, a1 = `context`. Returns
-/// the SBI error (0 = success).
+/// Starts hart `hart` at `entry` with a0 = its hart id, a1 = `context` (its
+/// logical CPU number). Returns the SBI error (0 = success).
 ///
-/// A hart that entered `_start` beside the boot hart (see `head.rs`) runs
-/// until it has stopped itself; while it does, `hart_start` answers "already
-/// available", so that answer is retried for up to a virtual second.
+/// The CPU number is published first (`head.rs`): a hart the firmware sent to
+/// `_start` instead, now or earlier, takes it from there. Such a hart is
+/// already running, so "already available" means it is on its way.
 ///
-/// CONTEXT: any; does not sleep.
+/// CONTEXT: boot CPU; does not sleep.
 pub fn cpu_on(hart: u64, entry: u64, context: u64) -> i64 {
-    let start = crate::arch::counter();
-    loop {
-        let error = call(EXT_HSM, HSM_HART_START, [hart, entry, context, 0]);
-        if error != ERR_ALREADY_AVAILABLE || crate::arch::counter() - start > crate::arch::COUNTER_HZ {
-            return error;
-        }
-        core::hint::spin_loop();
+    if !crate::arch::publish_secondary(hart, context) {
+        return ERR_INVALID_PARAM;
+    }
+    match call(EXT_HSM, HSM_HART_START, [hart, entry, context, 0]) {
+        ERR_ALREADY_AVAILABLE => 0,
+        error => error,
     }
 }
 
