@@ -38,9 +38,7 @@ fn assert_bad_input(args: &[&str], expect_in_message: &str) {
 }
 
 fn temp_file(name: &str, contents: &[u8]) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("percpu-lab-bad-input-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(name);
+    let path = common::scratch(name);
     std::fs::write(&path, contents).unwrap();
     path
 }
@@ -342,10 +340,7 @@ fn percpu_lab_with_file_size_limit(args: &[&str], limit: u64) -> common::Run {
 
 /// An empty directory for one test's outputs.
 fn empty_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "percpu-lab-bad-input-{}-{name}",
-        std::process::id()
-    ));
+    let dir = common::scratch(&format!("{name}.d"));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir

@@ -112,8 +112,7 @@ fn no_colour_escapes_when_stderr_is_a_pipe() {
 
 #[test]
 fn export_to_standard_output_writes_in_place() {
-    let dir = std::env::temp_dir().join(format!("percpu-lab-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = common::scratch_dir();
     let trace = dir.join("smoke.trace");
     let recorded = percpu_lab(&[
         "run",

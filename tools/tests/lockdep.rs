@@ -148,7 +148,7 @@ fn irq_irq_free_reports_irqs_enabled_in_hardirq_on_every_seed() {
 
 #[test]
 fn check_gives_the_findings_of_the_run_that_wrote_the_trace() {
-    let dir = std::env::temp_dir().join(format!("percpu-lab-lockdep-{}", std::process::id()));
+    let dir = common::scratch("traces");
     std::fs::create_dir_all(&dir).unwrap();
     for (variant, scenario, seed) in [
         ("mutex", "fs-reclaim", "0"),

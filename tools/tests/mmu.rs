@@ -375,7 +375,7 @@ fn an_ipi_flush_under_pcpu_lock_with_irqs_off_is_a_reported_deadlock() {
         refused.stderr
     );
 
-    let trace = std::env::temp_dir().join(format!("percpu-lab-ipi-{}.trace", std::process::id()));
+    let trace = common::scratch("ipi.trace");
     let trace_arg = trace.to_str().unwrap();
     let map_race = |seed: &str, inject: Option<&str>, trace: Option<&str>| {
         let mut args = vec![

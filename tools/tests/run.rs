@@ -190,10 +190,7 @@ fn scenarios_lists_the_kernels_table() {
 
 #[test]
 fn a_closed_stdout_neither_panics_nor_loses_the_trace() {
-    let trace = std::env::temp_dir().join(format!(
-        "percpu-lab-closed-stdout-{}.trace",
-        std::process::id()
-    ));
+    let trace = common::scratch("closed-stdout.trace");
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_percpu-lab"))
         .args([
             "run",

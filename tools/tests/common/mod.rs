@@ -126,28 +126,9 @@ fn patiently(boot: impl Fn() -> Vec<String>) -> Vec<String> {
     lines
 }
 
-/// [`qemu_riscv64_console`], patient as [`qemu_console_patient`] is, and also with
-/// a run in which the guest started twice (seen here about once in ten runs under
-/// QEMU 7.2 with OpenSBI 1.1: a second hart enters the kernel, and starting it
-/// later fails with SBI's "already available"; not understood, see the session
-/// note) booted again.
+/// [`qemu_riscv64_console`], patient as [`qemu_console_patient`] is.
 pub fn qemu_riscv64_console_patient(cpus: usize, bootargs: &str) -> Vec<String> {
-    let started_twice = |lines: &[String]| {
-        lines
-            .iter()
-            .filter(|l| l.contains("percpu-lab guest:"))
-            .count()
-            > 1
-    };
-    let boot = || qemu_riscv64_console(cpus, bootargs);
-    let mut lines = patiently(boot);
-    for _ in 1..3 {
-        if !started_twice(&lines) {
-            break;
-        }
-        lines = patiently(boot);
-    }
-    lines
+    patiently(|| qemu_riscv64_console(cpus, bootargs))
 }
 
 /// The console lines of `qemu-system-aarch64 -M virt` booting the flat `image`
@@ -237,15 +218,33 @@ pub fn qemu_riscv64_console_tcg(cpus: usize, bootargs: &str, accel: &str) -> Vec
         .collect()
 }
 
-/// A path for a scratch file, in a directory of this test binary and process.
+/// This test process's scratch directory, `target/tmp/percpu-lab-<test>-<pid>`:
+/// inside `target/`, never in the system's temporary directory. The directories
+/// that finished processes of the same test left there are removed when it is
+/// first asked for, so a run leaves at most one behind per test binary.
+pub fn scratch_dir() -> &'static std::path::Path {
+    static DIR: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let root = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"));
+        let prefix = format!("percpu-lab-{}-", env!("CARGO_CRATE_NAME"));
+        for entry in std::fs::read_dir(root).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let pid = name
+                .strip_prefix(&prefix)
+                .and_then(|p| p.parse::<u32>().ok());
+            if pid.is_some_and(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists()) {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+        let dir = root.join(format!("{prefix}{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    })
+}
+
+/// A path for a scratch file, in [`scratch_dir`].
 pub fn scratch(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "percpu-lab-{}-{}",
-        env!("CARGO_CRATE_NAME"),
-        std::process::id()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
+    scratch_dir().join(name)
 }
 
 /// `percpu-lab run --trace PATH ARGS…`.
