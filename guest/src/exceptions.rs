@@ -95,7 +95,11 @@ exception_entry:
     bl      exception_dispatch
 
     // Return: ELR/SPSR come back from the frame (another thread may have taken
-    // exceptions while this one was switched out inside the handler).
+    // exceptions while this one was switched out inside the handler). IRQs are
+    // masked first, as Linux's kernel_exit does: a handler may have unmasked
+    // them, and one taken between the msr of ELR and the eret would overwrite
+    // ELR with its own return address.
+    msr     daifset, #2
     ldp     x1, x2, [sp, #256]
     msr     elr_el1, x1
     msr     spsr_el1, x2
