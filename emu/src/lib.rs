@@ -85,6 +85,7 @@ pub mod sv39;
 mod syshook;
 pub mod timer;
 pub mod tlb;
+mod translation;
 pub mod uart;
 pub mod unwind;
 

@@ -13,7 +13,9 @@ use traces::aarch64::{level_shift, Descriptor};
 use traces::riscv64::{self, PTE_A, PTE_D, PTE_G, PTE_R, PTE_U, PTE_W, PTE_X};
 
 use crate::memory::GuestMemory;
-use crate::mmu::{Fault, Perms, Translation, ACCESS_FLAG_FAULT, PAGE_SIZE, TRANSLATION_FAULT};
+use crate::translation::{Fault, Translation, ACCESS_FLAG_FAULT, TRANSLATION_FAULT};
+use traces::aarch64::PAGE_SIZE;
+use traces::Perms;
 
 /// `satp.MODE` of Sv39.
 pub const SATP_MODE_SV39: u64 = 8;
