@@ -52,11 +52,11 @@ pub enum Strategy {
 
 #[derive(Args, Debug, Clone)]
 pub struct ExploreArgs {
-    /// Guest workload (see `percpu-lab scenarios`).
-    #[arg(long, required_unless_present = "merge")]
+    /// Guest workload (see `percpu-lab scenarios`); not for a Linux `--kernel`.
+    #[arg(long, required_unless_present_any = ["merge", "kernel"])]
     pub scenario: Option<String>,
-    /// Allocator locking variant.
-    #[arg(long, value_enum, required_unless_present = "merge")]
+    /// Allocator locking variant; not for a Linux `--kernel`.
+    #[arg(long, value_enum, required_unless_present_any = ["merge", "kernel"])]
     pub variant: Option<Variant>,
     /// How many schedules (indices 0..N; with `--shard`, this shard's share of them).
     #[arg(long, required_unless_present = "merge")]
@@ -98,9 +98,16 @@ pub struct ExploreArgs {
     /// Watchdog per schedule (as `run --max-insns`).
     #[arg(long, default_value_t = run::DEFAULT_MAX_INSNS, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_insns: u64,
-    /// Guest kernel ELF (default: the built-in guest).
+    /// Guest kernel ELF (default: the built-in guest), or a Linux kernel (as
+    /// `run --kernel`): then every schedule boots it with `--cmdline` and `--initrd`.
     #[arg(long)]
     pub kernel: Option<PathBuf>,
+    /// The kernel command line of every schedule (as `run --cmdline`).
+    #[arg(long)]
+    pub cmdline: Option<String>,
+    /// An initial RAM disk for every schedule (as `run --initrd`).
+    #[arg(long, value_name = "FILE")]
+    pub initrd: Option<PathBuf>,
     /// Instruction set of the built-in guest (as `run --arch`).
     #[arg(long, value_enum)]
     pub arch: Option<crate::args::Arch>,
@@ -203,36 +210,34 @@ struct Plan<'a> {
 }
 
 impl Plan<'_> {
-    fn scenario(&self) -> &str {
-        self.args.scenario.as_deref().unwrap_or_default()
-    }
-
     /// `percpu-lab run` arguments (without the program name) common to every
     /// schedule.
     fn base_argv(&self) -> Vec<String> {
         let a = self.args;
-        let variant = a
-            .variant
-            .expect("required")
-            .to_possible_value()
-            .expect("named");
-        let mut argv: Vec<String> = [
-            "--scenario",
-            self.scenario(),
-            "--variant",
-            variant.get_name(),
-            "--seed",
-            &a.seed.to_string(),
-            "--cpus",
-            &a.cpus.to_string(),
-            "--quantum",
-            &a.quantum.to_string(),
-            "--max-insns",
-            &a.max_insns.to_string(),
-        ]
-        .into_iter()
-        .map(String::from)
-        .collect();
+        let mut argv: Vec<String> = Vec::new();
+        if let (Some(scenario), Some(variant)) = (&a.scenario, a.variant) {
+            let variant = variant.to_possible_value().expect("named");
+            argv.extend([
+                "--scenario".into(),
+                scenario.clone(),
+                "--variant".into(),
+                variant.get_name().into(),
+            ]);
+        }
+        argv.extend(
+            [
+                "--seed",
+                &a.seed.to_string(),
+                "--cpus",
+                &a.cpus.to_string(),
+                "--quantum",
+                &a.quantum.to_string(),
+                "--max-insns",
+                &a.max_insns.to_string(),
+            ]
+            .into_iter()
+            .map(String::from),
+        );
         if let Some(inject) = a.inject {
             argv.push("--inject".into());
             argv.push(inject.to_possible_value().expect("named").get_name().into());
@@ -246,6 +251,12 @@ impl Plan<'_> {
         }
         if let Some(path) = &a.kernel {
             argv.extend(["--kernel".into(), path.display().to_string()]);
+        }
+        if let Some(cmdline) = &a.cmdline {
+            argv.extend(["--cmdline".into(), cmdline.clone()]);
+        }
+        if let Some(path) = &a.initrd {
+            argv.extend(["--initrd".into(), path.display().to_string()]);
         }
         if self.kernel.isa() == emu::Isa::Riscv64 && a.arch.is_some() {
             argv.extend(["--arch".into(), "riscv64".into()]);
@@ -486,8 +497,22 @@ pub fn explore(args: &ExploreArgs) -> Result<Verdict, BadInput> {
         return merge(args);
     }
     let kernel = kernel::load_for(args.kernel.as_deref(), None, args.arch)?;
-    let scenario = args.scenario.as_deref().unwrap_or_default();
-    kernel::check_scenario(&kernel, scenario)?;
+    if kernel.is_boot_protocol_image() {
+        if args.scenario.is_some() || args.variant.is_some() || args.inject.is_some() {
+            return Err(BadInput(
+                "--scenario, --variant and --inject are for the percpu-lab guest: a Linux \
+                 kernel is explored with --cmdline (and --initrd)"
+                    .into(),
+            ));
+        }
+    } else {
+        let (Some(scenario), Some(_)) = (args.scenario.as_deref(), args.variant) else {
+            return Err(BadInput(
+                "exploring the percpu-lab guest needs --scenario and --variant".into(),
+            ));
+        };
+        kernel::check_scenario(&kernel, scenario)?;
+    }
     crate::run::check_inject_with_flush(args.inject, args.flush)?;
     if let Some(kind) = args.until_bug.as_deref() {
         if !matches!(kind, "any" | "guest-fault") && traces::FindingKind::from_name(kind).is_none()
@@ -720,7 +745,7 @@ fn config_json(plan: &Plan<'_>) -> Value {
     let a = plan.args;
     let name = |v: Option<clap::builder::PossibleValue>| v.map(|v| v.get_name().to_string());
     json!({
-        "scenario": plan.scenario(), "variant": name(a.variant.and_then(|v| v.to_possible_value())),
+        "scenario": a.scenario, "variant": name(a.variant.and_then(|v| v.to_possible_value())),
         "seed": a.seed, "sched": name(a.sched.to_possible_value()), "explore_seed": a.explore_seed,
         "pct_depth": (a.sched == Strategy::Pct).then_some(a.pct_depth),
         "delay_bound": (a.sched == Strategy::Delay).then_some(a.delay_bound),
@@ -728,6 +753,7 @@ fn config_json(plan: &Plan<'_>) -> Value {
         "inject": name(a.inject.and_then(|i| i.to_possible_value())), "scale": a.scale,
         "flush": name(a.flush.to_possible_value()),
         "schedules": a.schedules, "irq_arrivals": a.irq_arrivals,
+        "kernel": a.kernel.as_ref().map(|p| p.display().to_string()), "cmdline": a.cmdline,
     })
 }
 
@@ -753,6 +779,7 @@ fn save_schedule(
         words.extend(plan.base_argv());
         words.extend(sched.iter().cloned());
         words.extend(extra.iter().cloned());
+        let words: Vec<String> = words.iter().map(|w| shell_word(w)).collect();
         words.join(" ")
     };
     let mut schedule = json!({
@@ -776,7 +803,7 @@ fn save_schedule(
             }
         }
         schedule["trace"] = json!(name);
-        schedule["replay"] = json!(format!("percpu-lab replay {}", path.display()));
+        schedule["replay"] = json!(replay_command(plan.args.kernel.as_deref(), &path));
     }
     Ok(schedule)
 }
@@ -827,11 +854,37 @@ fn finish(args: &ExploreArgs, summary: Value) -> Result<Verdict, BadInput> {
     })
 }
 
+/// The command that replays the saved `trace` (with the kernel it ran, when that
+/// is not the built-in guest).
+fn replay_command(kernel: Option<&Path>, trace: &Path) -> String {
+    let mut words = vec!["percpu-lab".to_string(), "replay".to_string()];
+    if let Some(kernel) = kernel {
+        words.extend(["--kernel".into(), kernel.display().to_string()]);
+    }
+    words.push(trace.display().to_string());
+    let words: Vec<String> = words.iter().map(|w| shell_word(w)).collect();
+    words.join(" ")
+}
+
+/// `word` as one word of a POSIX shell command line.
+fn shell_word(word: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "-_./=,:+@%".contains(c);
+    if !word.is_empty() && word.chars().all(plain) {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''"))
+    }
+}
+
 fn print_text(summary: &Value) {
     let c = &summary["config"];
+    let what = match (c["scenario"].as_str(), c["variant"].as_str()) {
+        (Some(scenario), Some(variant)) => format!("{scenario} / {variant}"),
+        _ => c["kernel"].as_str().unwrap_or("?").to_string(),
+    };
     println!(
-        "explored {} schedules of {} / {} ({} scheduler, exploration seed {}): {} failing, {} distinct findings",
-        summary["schedules_run"], c["scenario"].as_str().unwrap_or("?"), c["variant"].as_str().unwrap_or("?"),
+        "explored {} schedules of {what} ({} scheduler, exploration seed {}): {} failing, {} distinct findings",
+        summary["schedules_run"],
         c["sched"].as_str().unwrap_or("?"), c["explore_seed"], summary["failing_schedules"],
         summary["findings"].as_array().map_or(0, Vec::len),
     );
@@ -885,7 +938,8 @@ fn merge(args: &ExploreArgs) -> Result<Verdict, BadInput> {
             let mut f = f.clone();
             if let Some(trace) = f["schedule"]["trace"].as_str() {
                 let path = dir.join(trace);
-                f["schedule"]["replay"] = json!(format!("percpu-lab replay {}", path.display()));
+                let kernel = summary["config"]["kernel"].as_str().map(Path::new);
+                f["schedule"]["replay"] = json!(replay_command(kernel, &path));
             }
             match findings.get_mut(&key) {
                 Some(seen) => {

@@ -495,3 +495,74 @@ fn a_busybox_workload_exercises_the_real_percpu_allocator_on_four_cpus() {
     assert_eq!(check.code, 1, "{}", check.describe());
     assert_eq!(common::kinds(&check), common::kinds(&run));
 }
+
+/// `explore` takes a Linux kernel as `run` does: every schedule boots it (here
+/// 40 M instructions of the boot on two CPUs, which reach the locking self-test),
+/// the findings are folded by cause, the first failing schedule of each is saved,
+/// and its replay command (naming the kernel) replays it identically. The
+/// percpu-lab guest's options are refused for it in one line.
+#[test]
+fn explore_runs_schedules_of_a_linux_kernel() {
+    let vmlinux = lockdep_kernel();
+    let kernel = vmlinux.to_str().unwrap();
+    let dir = common::scratch("explore-linux");
+    let _ = std::fs::remove_dir_all(&dir);
+    let explore = |extra: &[&str]| {
+        let mut argv = vec![
+            "explore",
+            "--kernel",
+            kernel,
+            "--cpus",
+            "2",
+            "--max-insns",
+            "40000000",
+            "--sched",
+            "pct",
+            "--report",
+            "json",
+        ];
+        argv.extend_from_slice(extra);
+        percpu_lab(&argv)
+    };
+    let run = explore(&["--schedules", "3", "--save-failures", dir.to_str().unwrap()]);
+    assert_eq!(run.code, 1, "{}", run.describe());
+    let summary = run.json();
+    assert_eq!(summary["schedules_run"], 3);
+    assert!(summary["config"]["scenario"].is_null(), "{summary}");
+    assert!(
+        summary["config"]["steps"].as_u64().unwrap() > 100,
+        "{summary}"
+    );
+    let findings = summary["findings"].as_array().unwrap();
+    let kinds: Vec<&str> = findings
+        .iter()
+        .map(|f| f["kind"].as_str().unwrap())
+        .collect();
+    assert!(kinds.contains(&"recursive-locking"), "{kinds:?}");
+    for f in findings {
+        assert!((1..=3).contains(&f["count"].as_u64().unwrap()), "{f}");
+    }
+    let replay = findings
+        .iter()
+        .find(|f| f["kind"] == "recursive-locking")
+        .and_then(|f| f["schedule"]["replay"].as_str())
+        .expect("a saved schedule");
+    let words: Vec<&str> = replay.split(' ').collect();
+    assert_eq!(&words[..4], ["percpu-lab", "replay", "--kernel", kernel]);
+    let replayed = percpu_lab(&words[1..]);
+    assert_eq!(replayed.code, 0, "{}", replayed.describe());
+    assert!(
+        replayed.stdout.contains("identical"),
+        "{}",
+        replayed.describe()
+    );
+
+    let refused = explore(&["--schedules", "1", "--scenario", "smoke"]);
+    assert_eq!(refused.code, 2, "{}", refused.describe());
+    assert_eq!(
+        refused.stderr.trim().lines().count(),
+        1,
+        "{}",
+        refused.stderr
+    );
+}
