@@ -519,6 +519,15 @@ impl KernelImage {
             })
     }
 
+    /// Where the executable segments lie in guest physical memory.
+    pub fn code_physical_ranges(&self) -> Vec<std::ops::Range<u64>> {
+        self.segments
+            .iter()
+            .filter(|s| s.executable)
+            .map(|s| s.paddr..s.paddr + s.mem_size)
+            .collect()
+    }
+
     /// The kernel file as given (ELF or `Image`), e.g. to hash it.
     pub fn file_bytes(&self) -> &[u8] {
         &self.bytes

@@ -71,6 +71,16 @@ pub(crate) struct Shared {
     /// The kernel's `ldtr`/`sttr` instructions (Linux's uaccess): at EL1 they
     /// access memory with EL0's permissions.
     unprivileged_sites: RefCell<traces::fx::FxHashSet<u64>>,
+    /// Physical pages of the kernel's executable segments, page-aligned.
+    code_pages: RefCell<Vec<std::ops::Range<u64>>>,
+}
+
+impl Shared {
+    /// Whether the page holding `pa` holds kernel code.
+    fn holds_code(&self, pa: u64) -> bool {
+        let page = pa & !(PAGE_SIZE - 1);
+        self.code_pages.borrow().iter().any(|r| r.contains(&page))
+    }
 }
 
 /// One core's side.
@@ -248,6 +258,10 @@ impl CoreMmu {
                         write = false;
                     }
                 }
+                // Unicorn sends every store to a page whose soft-TLB entry is
+                // executable through its self-modifying-code check, however often:
+                // a data fill on a page of no kernel code leaves execute out (a
+                // fetch there fills again, with it).
                 let mut perms = Prot::NONE;
                 if read {
                     perms |= Prot::READ;
@@ -255,7 +269,7 @@ impl CoreMmu {
                 if write {
                     perms |= Prot::WRITE;
                 }
-                if exec {
+                if exec && (access == Access::Fetch || self.shared.holds_code(pa)) {
                     perms |= Prot::EXEC;
                 }
                 // Unicorn's target pages are 1 KiB: keep the offset inside the 4 KiB page.
@@ -418,6 +432,7 @@ impl SimMmu {
                 // this) before its RAM.
                 ram: unsafe { RamView::new(ram) },
                 unprivileged_sites: RefCell::default(),
+                code_pages: RefCell::default(),
             }),
         }
     }
@@ -431,6 +446,11 @@ impl SimMmu {
         cores: &mut [Core],
         kernel: &KernelImage,
     ) -> Result<(), EmuError> {
+        *self.shared.code_pages.borrow_mut() = kernel
+            .code_physical_ranges()
+            .into_iter()
+            .map(|r| r.start & !(PAGE_SIZE - 1)..r.end.next_multiple_of(PAGE_SIZE))
+            .collect();
         let words: Vec<(u64, u32)> = kernel.code_words().collect();
         if kernel.isa() == Isa::Riscv64 {
             install_satp_hooks(cores, &words)?;

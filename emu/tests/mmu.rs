@@ -138,3 +138,35 @@ fn the_built_in_mmu_gives_the_same_syndromes() {
     assert!(stats.is_none());
     assert_eq!(builtin, run_with(MmuMode::Checked).1);
 }
+
+/// A page outside the kernel's executable segments gets no execute permission in
+/// Unicorn's soft TLB when a load or store fills it (so that stores there skip
+/// Unicorn's self-modifying-code check): code the kernel writes there and then
+/// jumps to must still run, the fetch filling the page again with execute.
+#[test]
+fn code_written_to_a_data_page_runs() {
+    const MOVZ_X7_42: u32 = 0xd280_0547;
+    const BR_X5: u32 = 0xd61f_00a0;
+    let page = DATA + 0x2000;
+    let mut a = Asm::default();
+    a.mov64(5, page);
+    a.mov64(6, MOVZ_X7_42 as u64).emit(str_w(6, 5, 0));
+    // The `b` at page + 4 back to `back` below (imm26, in words).
+    let back = LOAD + 0x100;
+    let offset = ((back as i64 - (page + 4) as i64) / 4) as u32 & 0x03ff_ffff;
+    a.mov64(6, (0x1400_0000 | offset) as u64)
+        .emit(str_w(6, 5, 4));
+    a.emit(BR_X5);
+    a.align_to(back);
+    a.system_off_with(7);
+    let config = MachineConfig {
+        cpus: 1,
+        quantum: 1000,
+        max_insns: 100_000,
+        mmu: MmuMode::Checked,
+        ..MachineConfig::default()
+    };
+    let mut machine = emu::Machine::new(config, &a.kernel()).unwrap();
+    let outcome = machine.run(&mut |_, _| {});
+    assert_eq!(outcome.end, RunEnd::PoweredOff { cpu: 0, status: 42 });
+}
