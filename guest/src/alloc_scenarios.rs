@@ -137,6 +137,15 @@ fn fill_copy(start: usize, size: usize, tag: u64, cpu: usize) {
     }
     let mut raw = first.wrapping_add(step.wrapping_mul(((body - (start & !7)) / 8) as u64));
     let mut addr = body;
+    // Whole lines first: one emulated block per line rather than per word.
+    while addr + LINE_BYTES <= body_end {
+        for word in 0..LINE_BYTES / 8 {
+            // SAFETY: an aligned word of the copy (the line lies inside it).
+            unsafe { ((addr + word * 8) as *mut u64).write_volatile(raw | mask) };
+            raw = raw.wrapping_add(step);
+        }
+        addr += LINE_BYTES;
+    }
     while addr < body_end {
         // SAFETY: an aligned word of the copy.
         unsafe { (addr as *mut u64).write_volatile(raw | mask) };
@@ -144,6 +153,39 @@ fn fill_copy(start: usize, size: usize, tag: u64, cpu: usize) {
         addr += 8;
     }
 }
+
+/// Keeps the CPU busy for `units` steps of three instructions (a stand-in for
+/// work outside the allocator; its length sets the race windows). The steps run
+/// eight to a loop pass: a `spin_loop` hint per step (an `isb` on arm64) would end
+/// an emulated block at every step, and per-block cost dominates emulating them.
+///
+/// CONTEXT: any.
+fn busy_work(units: u64) {
+    let step = || {
+        // SAFETY: `nop` has no effect.
+        unsafe {
+            core::arch::asm!(
+                "nop",
+                "nop",
+                "nop",
+                options(nomem, nostack, preserves_flags)
+            )
+        }
+    };
+    for _ in 0..units / 8 {
+        for _ in 0..8 {
+            step();
+        }
+    }
+    for _ in 0..units % 8 {
+        step();
+    }
+}
+
+/// Bytes the pattern loops handle per unrolled step: a cache line's worth of
+/// words, so that the emulator runs one block per line instead of one per word
+/// (per-block cost dominates emulation of such tight loops).
+const LINE_BYTES: usize = 64;
 
 /// The first byte of `start..start + size` that differs from `expect`:
 /// (address, found byte, expected byte).
@@ -169,6 +211,29 @@ fn check_copy(start: usize, size: usize, expect: Expect) -> Option<(usize, u8, u
     }
     let mut raw = first.wrapping_add(step.wrapping_mul(((body - (start & !7)) / 8) as u64));
     let mut addr = body;
+    // Whole lines while they match; a line with a difference is searched word by
+    // word below.
+    while addr + LINE_BYTES <= body_end {
+        let mut differ = 0;
+        let mut expected = raw;
+        for word in 0..LINE_BYTES / 8 {
+            // SAFETY: an aligned word of the copy (the line lies inside it).
+            differ |=
+                unsafe { ((addr + word * 8) as *const u64).read_volatile() } ^ (expected | mask);
+            expected = expected.wrapping_add(step);
+        }
+        // Opaque to the optimiser, which would otherwise test each word with its
+        // own branch, one emulated block per word again.
+        // SAFETY: an empty asm statement; it only launders the value.
+        unsafe {
+            core::arch::asm!("/* {0} */", inout(reg) differ, options(pure, nomem, nostack, preserves_flags))
+        };
+        if differ != 0 {
+            break;
+        }
+        raw = expected;
+        addr += LINE_BYTES;
+    }
     while addr < body_end {
         // SAFETY: an aligned word of the copy.
         if unsafe { (addr as *const u64).read_volatile() } != raw | mask {
@@ -791,9 +856,7 @@ fn irq_race_thread(cpu: usize) {
         set_state(cpu, ALLOC);
         let (size, align) = random_size_align(&mut rng, MIN_UNIT_SIZE);
         let mut area = alloc_checked("irq-race", size, align, false);
-        for _ in 0..rng.below(IRQR_USE_SPINS) {
-            core::hint::spin_loop();
-        }
+        busy_work(rng.below(IRQR_USE_SPINS));
         if rng.below(IRQR_QUEUE_ONE_IN) != 0 {
             set_state(cpu, FREE);
             free_checked("irq-race", area);
@@ -958,9 +1021,7 @@ fn fs_thread(worker: usize) {
         }
         set_state(worker, IDLE);
         // Work outside fs_lock (the FS is not always in the free path).
-        for _ in 0..rng.below(FS_WORK_SPINS) {
-            core::hint::spin_loop();
-        }
+        busy_work(rng.below(FS_WORK_SPINS));
         let area = FS_HANDOFF_RING.lock_irqsave().pop();
         match area {
             Some(area) => {
@@ -1007,9 +1068,7 @@ fn fs_alloc_thread(cpu: usize) {
             }
         }
         // Use the area a while (outside the allocator's locks).
-        for _ in 0..rng.below(FS_USE_SPINS) {
-            core::hint::spin_loop();
-        }
+        busy_work(rng.below(FS_USE_SPINS));
         sched::yield_now();
     }
     set_state(cpu, DONE);

@@ -47,6 +47,7 @@ mod gic;
 mod head;
 mod irq;
 mod lock_selftest;
+mod mem;
 mod mmu;
 #[cfg(target_arch = "aarch64")]
 mod mmu_selftest;
