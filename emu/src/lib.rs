@@ -58,6 +58,10 @@
 //!   enters the abort. Fills come for 1 KiB target pages. Any memory-write hook, even
 //!   bounded to one page, puts every load and store on the slow path, so page tables
 //!   are write-protected in the fill answers instead (see `simmu`).
+//! - Unicorn never marks RAM dirty: every store to a page whose soft-TLB entry is
+//!   executable goes through the self-modifying-code check (`notdirty_write`), not
+//!   only the first. The fill answer for a load or store leaves execute out on pages
+//!   outside the kernel's executable segments; a fetch there fills the page again.
 
 pub mod bench;
 mod board;
