@@ -4,8 +4,12 @@
 //! Both halves use a 4 KiB granule and 39-bit virtual addresses (T0SZ = T1SZ = 25),
 //! so a walk starts at level 1:
 //! - TTBR0: level-1 1 GiB blocks, identity. The first GiB (the board's devices) is
-//!   Device-nGnRE, execute-never; the GiBs covering RAM are Normal write-back.
-//!   Everything else faults.
+//!   Device-nGnRE, execute-never; the GiBs covering RAM are Normal write-back and
+//!   execute-never, except that the kernel's GiB is split into 2 MiB blocks and
+//!   the 2 MiB holding the kernel's code into pages, so that its code pages are the
+//!   only executable ones (W^X, as Linux maps its linear map; an emulator also
+//!   checks every store to an executable page for code it translated). Everything
+//!   else faults.
 //! - TTBR1: the vmalloc area is the first GiB of the upper half,
 //!   `VMALLOC_START..VMALLOC_END`, one level-2 table (static) pointing at level-3
 //!   tables allocated on demand from the page allocator.
@@ -58,6 +62,18 @@ impl Table {
 }
 
 static IDENTITY_L1: Table = Table::new();
+/// The kernel's GiB, in 2 MiB blocks.
+static IDENTITY_L2: Table = Table::new();
+/// The 2 MiB holding the kernel's code, in pages.
+static IDENTITY_L3: Table = Table::new();
+
+extern "C" {
+    /// The kernel's code, page-aligned (link.ld).
+    static __text_start: u8;
+    static __text_end: u8;
+}
+
+const MIB2: u64 = 2 << 20;
 static KERNEL_L1: Table = Table::new();
 static VMALLOC_L2: Table = Table::new();
 
@@ -74,8 +90,26 @@ pub fn build_tables(ram_base: u64, ram_size: u64) {
     let first = ram_base / GIB;
     let last = (ram_base + ram_size - 1) / GIB;
     for gib in first..=last {
-        identity[gib as usize] = paging::ram_block(gib * GIB);
+        identity[gib as usize] = paging::ram_leaf(gib * GIB, GIB, false);
     }
+    // SAFETY: linker symbols; only their addresses are taken.
+    let text = unsafe { &raw const __text_start as u64..&raw const __text_end as u64 };
+    let text_block = text.start & !(MIB2 - 1);
+    if text.end > text_block + MIB2 {
+        panic!("the kernel's code crosses a 2 MiB boundary: {:x?}", text);
+    }
+    // SAFETY: as above; nothing else refers to these two tables.
+    let (l2, l3) = unsafe { (&mut *IDENTITY_L2.0.get(), &mut *IDENTITY_L3.0.get()) };
+    let text_gib = text.start & !(GIB - 1);
+    for (i, entry) in l2.iter_mut().enumerate() {
+        *entry = paging::ram_leaf(text_gib + i as u64 * MIB2, MIB2, false);
+    }
+    for (i, entry) in l3.iter_mut().enumerate() {
+        let page = text_block + (i * PAGE_SIZE) as u64;
+        *entry = paging::ram_leaf(page, PAGE_SIZE as u64, text.contains(&page));
+    }
+    l2[l2_index(text_block as usize)] = paging::table_entry(IDENTITY_L3.base());
+    identity[(text_gib / GIB) as usize] = paging::table_entry(IDENTITY_L2.base());
     // SAFETY: as above (with one root, the same table as `identity`).
     let kernel = unsafe { &mut *paging::kernel_root(&IDENTITY_L1.0, &KERNEL_L1.0).get() };
     kernel[l1_index(VMALLOC_START)] = paging::table_entry(VMALLOC_L2.base());

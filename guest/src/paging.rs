@@ -3,9 +3,10 @@
 //!
 //! Both halves use a 4 KiB granule and 39-bit virtual addresses (T0SZ = T1SZ = 25),
 //! so a walk starts at level 1:
-//! - TTBR0: level-1 1 GiB blocks, identity. The first GiB (the board's devices) is
-//!   Device-nGnRE, execute-never; the GiBs covering RAM are Normal write-back.
-//!   Everything else faults.
+//! - TTBR0: identity. Level-1 1 GiB blocks: the first GiB (the board's devices) is
+//!   Device-nGnRE, execute-never; the GiBs covering RAM are Normal write-back,
+//!   execute-never, except the kernel's, split down to pages so that only its
+//!   code is executable (mmu.rs). Everything else faults.
 //! - TTBR1: the vmalloc area is the first GiB of the upper half.
 
 use crate::arch::{self, read_sysreg, write_sysreg};
@@ -33,12 +34,20 @@ const MAIR: u64 = 0x04 | (0xff << 8);
 /// Device-nGnRE, execute-never.
 pub const DEVICE_BLOCK: u64 = VALID | ATTR_DEVICE | AF | PXN | UXN;
 
-/// The level-1 block descriptor of the RAM GiB at `pa`: Normal write-back.
+/// The descriptor mapping the RAM at `pa` identically, Normal write-back: a block
+/// of `size` (1 GiB at level 1, 2 MiB at level 2) or a page (level 3), executable
+/// at EL1 only if `exec`.
 ///
 /// CONTEXT: any; pure.
 #[inline(always)]
-pub fn ram_block(pa: u64) -> u64 {
-    pa | VALID | ATTR_NORMAL | SH_INNER | AF | UXN
+pub fn ram_leaf(pa: u64, size: u64, exec: bool) -> u64 {
+    let kind = if size == PAGE_SIZE as u64 {
+        TABLE_OR_PAGE
+    } else {
+        0
+    };
+    let never_exec = if exec { 0 } else { PXN };
+    pa | kind | VALID | ATTR_NORMAL | SH_INNER | AF | UXN | never_exec
 }
 
 /// The table the vmalloc area hangs from: TTBR1's, not the identity map's.

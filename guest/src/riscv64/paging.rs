@@ -32,11 +32,13 @@ fn leaf(pa: u64, permissions: u64) -> u64 {
 /// The gigapage of the board's devices (the first GiB): read-write, no execute.
 pub const DEVICE_BLOCK: u64 = ((0 >> 12) << 10) | R | W | V | G | A | D;
 
-/// The gigapage of the RAM GiB at `pa`.
+/// The leaf mapping the RAM at `pa` identically: a gigapage, a megapage or a
+/// page (Sv39 leaves look alike at every level, so `size` changes nothing),
+/// executable only if `exec`.
 ///
 /// CONTEXT: any; pure.
-pub fn ram_block(pa: u64) -> u64 {
-    leaf(pa, R | W | X)
+pub fn ram_leaf(pa: u64, _size: u64, exec: bool) -> u64 {
+    leaf(pa, R | W | if exec { X } else { 0 })
 }
 
 /// The table the vmalloc area hangs from: Sv39 has one root, the identity map's.
