@@ -211,38 +211,63 @@ enum Site {
     WrapperEntry {
         flavor: LockFlavor,
     },
-    /// `spin_lock`'s `cbnz wS` after the store-exclusive that takes a ticket: the
-    /// ticket is taken when `wS` (the store's status) is 0.
+    /// Right after the instruction of `spin_lock` that takes a ticket: arm64's
+    /// `cbnz wS` after the store-exclusive, the ticket taken when `wS` (the
+    /// store's status) is 0; RISC-V's instruction after the `amoadd.w`, which
+    /// always takes it (`status` None).
     TicketTaken {
-        status: u32,
+        status: Option<u32>,
     },
-    /// `spin_unlock`'s store-release that hands the lock on.
+    /// `spin_unlock`'s store that hands the lock on (arm64's store-release,
+    /// RISC-V's store after `fence rw, w`).
     ReleaseStore,
     /// A hooked address of the Linux profile.
     Linux(linux::LinuxSite),
 }
 
-/// Where, in `spin_lock`'s code, its ticket is known taken: the offset of the
-/// `cbnz wS` right after its first store-exclusive, and `S`.
-fn ticket_taken_site(code: &[u8]) -> Option<(u64, u32)> {
+/// Where, in `spin_lock`'s code, its ticket is known taken, and the register
+/// that says whether it was: see [`Site::TicketTaken`].
+fn ticket_taken_site(isa: Isa, code: &[u8]) -> Option<(u64, Option<u32>)> {
     let words: Vec<u32> = code
         .chunks_exact(4)
         .map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]))
         .collect();
-    // STXR/STLXR (32- or 64-bit): size 1x, 001000 0 0 0, Rs, o0, Rt2 = 11111.
-    let is_store_exclusive = |w: u32| w & 0xbfe0_7c00 == 0x8800_7c00;
-    let at = words.iter().position(|&w| is_store_exclusive(w))?;
-    let status = (words[at] >> 16) & 31;
-    // CBNZ (32-bit) on the status register.
-    let next = *words.get(at + 1)?;
-    (next & 0xff00_001f == 0x3500_0000 | status).then_some((4 * (at as u64 + 1), status))
+    match isa {
+        Isa::Aarch64 => {
+            // STXR/STLXR (32- or 64-bit): size 1x, 001000 0 0 0, Rs, o0, Rt2 = 11111.
+            let is_store_exclusive = |w: u32| w & 0xbfe0_7c00 == 0x8800_7c00;
+            let at = words.iter().position(|&w| is_store_exclusive(w))?;
+            let status = (words[at] >> 16) & 31;
+            // CBNZ (32-bit) on the status register.
+            let next = *words.get(at + 1)?;
+            (next & 0xff00_001f == 0x3500_0000 | status)
+                .then_some((4 * (at as u64 + 1), Some(status)))
+        }
+        Isa::Riscv64 => {
+            // AMOADD.W (any aq/rl): funct5 00000, funct3 010, opcode AMO.
+            let at = words.iter().position(|&w| w & 0xf800_707f == 0x0000_202f)?;
+            (at + 1 < words.len()).then_some((4 * (at as u64 + 1), None))
+        }
+    }
 }
 
-/// The offset of `spin_unlock`'s first store-release (STLR, 32- or 64-bit).
-fn release_store_site(code: &[u8]) -> Option<u64> {
-    code.chunks_exact(4)
-        .position(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]) & 0xbfff_fc00 == 0x889f_fc00)
-        .map(|i| 4 * i as u64)
+/// The offset of `spin_unlock`'s store that releases the lock: arm64's first
+/// store-release (STLR, 32- or 64-bit), RISC-V's first store word after a
+/// `fence rw, w`.
+fn release_store_site(isa: Isa, code: &[u8]) -> Option<u64> {
+    let mut words = code
+        .chunks_exact(4)
+        .map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]));
+    let at = match isa {
+        Isa::Aarch64 => words.position(|w| w & 0xbfff_fc00 == 0x889f_fc00)?,
+        Isa::Riscv64 => {
+            const FENCE_RW_W: u32 = 0x0310_000f;
+            let is_store_word = |w: u32| w & 0x707f == 0x2023;
+            let fence = words.position(|w| w == FENCE_RW_W)?;
+            fence + 1 + words.position(is_store_word)?
+        }
+    };
+    Some(4 * at as u64)
 }
 
 fn is_attempt(kind: &EventKind) -> bool {
@@ -374,7 +399,7 @@ pub(crate) struct Recorder {
     release_fs_reclaim_at_reclaim_exit: bool,
     /// `spin_lock`'s [`Site::TicketTaken`] (address, status register), if found:
     /// its `LockAttempt` waits there.
-    ticket_taken_at: Option<(u64, u32)>,
+    ticket_taken_at: Option<(u64, Option<u32>)>,
     /// Whether `spin_unlock` has a [`Site::ReleaseStore`]: its `LockRelease` waits
     /// there.
     release_store: bool,
@@ -440,18 +465,16 @@ impl Recorder {
         // A spin lock is waited for from its ticket on, and free from the store
         // that hands it on: events there, not at the functions' entries, so that an
         // IRQ taken in between sees the lock as the hardware has it.
-        // (arm64's exclusives only: on RISC-V both events stay at the entries.)
-        let arm64 = abi.0 == Isa::Aarch64;
         let mut ticket_taken_at = None;
-        if let Some((entry, code)) = kernel.function_code("spin_lock")?.filter(|_| arm64) {
-            if let Some((off, status)) = ticket_taken_site(code) {
+        if let Some((entry, code)) = kernel.function_code("spin_lock")? {
+            if let Some((off, status)) = ticket_taken_site(abi.0, code) {
                 sites.push((entry + off, Site::TicketTaken { status }));
                 ticket_taken_at = Some((entry + off, status));
             }
         }
         let mut release_store = false;
-        if let Some((entry, code)) = kernel.function_code("spin_unlock")?.filter(|_| arm64) {
-            if let Some(off) = release_store_site(code) {
+        if let Some((entry, code)) = kernel.function_code("spin_unlock")? {
+            if let Some(off) = release_store_site(abi.0, code) {
                 sites.push((entry + off, Site::ReleaseStore));
                 release_store = true;
             }
@@ -734,7 +757,7 @@ impl Recorder {
                 }
             }
             Site::TicketTaken { status } => {
-                if abi.xreg(uc, status) == 0 {
+                if status.is_none_or(|status| abi.xreg(uc, status) == 0) {
                     self.record_deferred(cpu, task, now, is_attempt);
                 }
             }
@@ -1225,11 +1248,12 @@ impl RunObserver for Recorder {
             }
             return;
         }
-        // Taken between spin_lock's store-exclusive and the branch on its status:
-        // the ticket is already taken (the general registers are still the
-        // interrupted code's).
+        // Taken right after the instruction that takes spin_lock's ticket (on
+        // arm64, with the store-exclusive's status still to be branched on): the
+        // ticket is already taken (the general registers are the interrupted
+        // code's).
         if let Some((at, status)) = self.ticket_taken_at {
-            if return_pc == at && self.abi.xreg(uc, status) == 0 {
+            if return_pc == at && status.is_none_or(|status| self.abi.xreg(uc, status) == 0) {
                 self.record_deferred(cpu, task, now, is_attempt);
             }
         }
@@ -1311,6 +1335,46 @@ mod tests {
     use super::*;
 
     const ARM64: Abi = Abi(Isa::Aarch64);
+
+    fn code(words: &[u32]) -> Vec<u8> {
+        words.iter().flat_map(|w| w.to_le_bytes()).collect()
+    }
+
+    #[test]
+    fn spin_lock_events_sit_where_the_ticket_is_taken_and_the_lock_handed_on() {
+        let arm64_lock = code(&[
+            0x885f_fe68, // ldaxr w8, [x19]
+            0x1100_0509, // add w9, w8, #1
+            0x880a_7e69, // stxr w10, w9, [x19]
+            0x35ff_ffaa, // cbnz w10, the ldaxr
+        ]);
+        assert_eq!(
+            ticket_taken_site(Isa::Aarch64, &arm64_lock),
+            Some((12, Some(10)))
+        );
+        let arm64_unlock = code(&[0xd503_201f, 0x889f_fd28]); // nop; stlr w8, [x9]
+        assert_eq!(release_store_site(Isa::Aarch64, &arm64_unlock), Some(4));
+        let riscv_lock = code(&[
+            0x0010_0513, // li a0, 1
+            0x04a4_a52f, // amoadd.w.aq a0, a0, (s1)
+            0x0044_a583, // lw a1, 4(s1)
+        ]);
+        assert_eq!(
+            ticket_taken_site(Isa::Riscv64, &riscv_lock),
+            Some((8, None))
+        );
+        let riscv_unlock = code(&[
+            0x0005_2423, // sw zero, 8(a0): the owner, before the fence
+            0x0045_2583, // lw a1, 4(a0)
+            0x0310_000f, // fence rw, w
+            0x0015_8593, // addi a1, a1, 1
+            0x00b5_2223, // sw a1, 4(a0): the release
+        ]);
+        assert_eq!(release_store_site(Isa::Riscv64, &riscv_unlock), Some(16));
+        // Neither pattern in the other's code.
+        assert_eq!(ticket_taken_site(Isa::Riscv64, &arm64_lock), None);
+        assert_eq!(release_store_site(Isa::Aarch64, &riscv_unlock), None);
+    }
 
     #[test]
     fn a_function_exits_at_its_rets_and_tail_calls() {

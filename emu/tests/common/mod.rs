@@ -297,10 +297,21 @@ impl Asm {
 /// building the `tools` crate does, or `PERCPU_GUEST_ELF=path`); tests that need it
 /// say so and pass without it.
 pub fn guest() -> Option<KernelImage> {
-    let path = std::env::var_os("PERCPU_GUEST_ELF")
+    built_guest("PERCPU_GUEST_ELF", "percpu-guest.elf")
+}
+
+/// The real RISC-V guest, likewise (`PERCPU_GUEST_RISCV64_ELF=path`).
+pub fn riscv_guest() -> Option<KernelImage> {
+    built_guest("PERCPU_GUEST_RISCV64_ELF", "percpu-guest-riscv64.elf")
+}
+
+fn built_guest(variable: &str, file: &str) -> Option<KernelImage> {
+    let path = std::env::var_os(variable)
         .map(PathBuf::from)
         .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/guest/percpu-guest.elf")
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../target/guest")
+                .join(file)
         });
     if !path.exists() {
         eprintln!("no guest kernel at {}: skipped", path.display());
