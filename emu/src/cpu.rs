@@ -347,7 +347,7 @@ pub(crate) fn install_counting_hooks(
             }
             return;
         }
-        if let Some(sites) = c.event_sites.get().filter(|s| s.may_hold(addr, size)) {
+        if let Some(sites) = c.event_sites.get().filter(|s| s.holds_any(addr, size)) {
             c.wfe_wait
                 .set(sites.block_runs(&mut b.borrow_mut().events, cpu, addr, size));
         }

@@ -41,9 +41,13 @@ pub(crate) struct EventSites {
     wait: Vec<u64>,
     signal_all: Vec<u64>,
     signal_self: Vec<u64>,
-    /// Every site lies in `span` (so most blocks are ruled out by two compares:
-    /// this runs at every block).
-    span: (u64, u64),
+    /// Every site, sorted.
+    all: Vec<u64>,
+    /// [`EventSites::holds_any`] runs at every block, so it looks here first: a bit
+    /// per 64-byte line of code, folded onto 2048 bits, set for the lines that hold
+    /// a site. (A span from the first site to the last took in most of the kernel
+    /// once one lay far from the rest, and sent most blocks to the exact check.)
+    lines: [u64; 32],
 }
 
 impl EventSites {
@@ -57,23 +61,38 @@ impl EventSites {
                 _ => {}
             }
         }
-        let all = || {
-            sites
-                .wait
-                .iter()
-                .chain(&sites.signal_all)
-                .chain(&sites.signal_self)
-        };
-        sites.span = (
-            all().copied().min().unwrap_or(u64::MAX),
-            all().copied().max().unwrap_or(0),
-        );
+        sites.index();
         sites
     }
 
-    /// Whether a block of `size` bytes at `start` may hold a site.
-    pub(crate) fn may_hold(&self, start: u64, size: u32) -> bool {
-        start <= self.span.1 && start + u64::from(size) > self.span.0
+    /// Fills `all` and `lines` from the three lists.
+    fn index(&mut self) {
+        self.all = [&self.wait[..], &self.signal_all, &self.signal_self].concat();
+        self.all.sort_unstable();
+        for &site in &self.all {
+            let (word, bit) = Self::line_bit(site >> 6);
+            self.lines[word] |= bit;
+        }
+    }
+
+    fn line_bit(line: u64) -> (usize, u64) {
+        let folded = (line % 2048) as usize;
+        (folded / 64, 1 << (folded % 64))
+    }
+
+    /// Whether a block of `size` bytes at `start` holds a site.
+    pub(crate) fn holds_any(&self, start: u64, size: u32) -> bool {
+        let end = start + u64::from(size);
+        let maybe = (start >> 6..=end.saturating_sub(1) >> 6).any(|line| {
+            let (word, bit) = Self::line_bit(line);
+            self.lines[word] & bit != 0
+        });
+        maybe && {
+            let first_at_or_after = self.all.partition_point(|&site| site < start);
+            self.all
+                .get(first_at_or_after)
+                .is_some_and(|&site| site < end)
+        }
     }
 
     fn any_in(list: &[u64], start: u64, size: u32) -> bool {
@@ -171,14 +190,20 @@ mod tests {
 
     #[test]
     fn a_block_signals_its_sev_and_waits_at_its_wfe_only_without_an_event() {
-        let sites = EventSites {
+        let mut sites = EventSites {
             wait: vec![0x1010],
             signal_all: vec![0x2008],
             signal_self: vec![0x3000],
-            span: (0x1010, 0x3000),
+            ..EventSites::default()
         };
-        assert!(sites.may_hold(0x1000, 0x14) && sites.may_hold(0x3000, 4));
-        assert!(!sites.may_hold(0x1000, 0x10) && !sites.may_hold(0x3004, 8));
+        sites.index();
+        assert!(sites.holds_any(0x1000, 0x14) && sites.holds_any(0x3000, 4));
+        assert!(sites.holds_any(0x2000, 0x10));
+        assert!(!sites.holds_any(0x1000, 0x10) && !sites.holds_any(0x3004, 8));
+        // Between two sites (where a span of them reached), and on a line that
+        // folds onto a site's (2048 lines of 64 bytes further on).
+        assert!(!sites.holds_any(0x1014, 0x100) && !sites.holds_any(0x2010, 0x80));
+        assert!(!sites.holds_any(0x1000 + (2048 << 6), 0x14));
         let mut events = vec![false, false];
         let mut run = |start, size| {
             let waits = sites.block_runs(&mut events, 0, start, size);
