@@ -67,6 +67,8 @@ pub fn online_cpus() -> usize {
 pub fn mark_online() {
     ONLINE[this_cpu().id].store(true, Release);
     ONLINE_COUNT.fetch_add(1, AcqRel);
+    // Wakes the boot CPU, waiting for this flag in `bring_up_secondaries`.
+    crate::arch::send_event();
 }
 
 /// How long (counter ticks, one virtual second) the boot CPU waits for a secondary.
@@ -74,8 +76,9 @@ const BRING_UP_TIMEOUT: u64 = crate::arch::COUNTER_HZ;
 
 /// Starts every secondary CPU with PSCI CPU_ON and waits until each is online.
 ///
-/// CONTEXT: boot CPU, once; does not sleep (spins on the online flags, which are
-/// set by the secondaries themselves, not by an IRQ).
+/// CONTEXT: boot CPU, once; does not sleep (waits on the online flags, which are
+/// set by the secondaries themselves, not by an IRQ: with WFE between checks on
+/// arm64, so that an emulator runs the secondary meanwhile rather than the wait).
 pub fn bring_up_secondaries() {
     let info = boot_info();
     let entry = crate::arch::secondary_entry_address();
@@ -92,7 +95,7 @@ pub fn bring_up_secondaries() {
             if crate::arch::counter() - start > BRING_UP_TIMEOUT {
                 panic!("cpu{} did not come online", id);
             }
-            core::hint::spin_loop();
+            crate::arch::wait_for_event();
         }
     }
 }
