@@ -7,15 +7,15 @@
 //! board's list and [`device_tree`] writes the nodes of the same list, so no
 //! device is mapped without being described, nor described where it does not
 //! answer. A new device is a type implementing [`BusDevice`] and one entry in a
-//! board's list ([`BoardKind::of`]).
+//! board's list (`arch/<isa>/board.rs`).
 
 use vm_fdt::FdtWriter;
 
+use crate::arch::aarch64::gic::Gic;
 use crate::fdt::{self, BoardDescription};
-use crate::gic::{self, Gic};
 use crate::timer::{VirtualClock, VirtualTimer, VTIMER_INTID};
-use crate::uart::{self, Uart};
-use crate::{psci, riscv, Isa};
+use crate::uart::Uart;
+use crate::Isa;
 
 /// What a slice's block hook watches for on its core's IRQ line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -159,45 +159,21 @@ pub(crate) trait BusDevice: Sync {
 
 /// What tells the boards apart: the root node, the CPUs and the devices.
 pub(crate) struct BoardKind {
-    compatible: &'static str,
-    model: &'static str,
+    pub(crate) compatible: &'static str,
+    pub(crate) model: &'static str,
     /// The root's `interrupt-parent`, where every device's interrupts go.
-    interrupt_parent: Option<u32>,
+    pub(crate) interrupt_parent: Option<u32>,
     /// Writes `/cpus`.
-    cpus: fn(&mut FdtWriter, usize) -> Result<(), vm_fdt::Error>,
+    pub(crate) cpus: fn(&mut FdtWriter, usize) -> Result<(), vm_fdt::Error>,
     /// The `simple-bus` node the devices sit under (`None`: the root).
-    bus_node: Option<&'static str>,
+    pub(crate) bus_node: Option<&'static str>,
     /// The devices, in device-tree order.
     pub(crate) devices: &'static [&'static dyn BusDevice],
 }
 
-/// QEMU's arm64 `virt` with a GICv2.
-const AARCH64_VIRT: BoardKind = BoardKind {
-    compatible: "linux,dummy-virt",
-    model: "percpu-lab virt",
-    interrupt_parent: Some(GIC_PHANDLE),
-    cpus: arm_cpus,
-    bus_node: None,
-    devices: &[&Psci, &GicV2, &ArchTimer, &ApbClock, &Pl011],
-};
-
-/// QEMU's riscv64 `virt`, as far as the guest reads it (the host is the SBI
-/// firmware, so no CLINT or PLIC is described).
-const RISCV64_VIRT: BoardKind = BoardKind {
-    compatible: "riscv-virtio",
-    model: "percpu-lab riscv-virtio",
-    interrupt_parent: None,
-    cpus: riscv_harts,
-    bus_node: Some("soc"),
-    devices: &[&Ns16550],
-};
-
 impl BoardKind {
     pub(crate) fn of(isa: Isa) -> &'static BoardKind {
-        match isa {
-            Isa::Aarch64 => &AARCH64_VIRT,
-            Isa::Riscv64 => &RISCV64_VIRT,
-        }
+        isa.arch().board()
     }
 }
 
@@ -249,246 +225,11 @@ pub(crate) fn device_tree(
     fdt.finish()
 }
 
-const GIC_PHANDLE: u32 = 1;
-const CLOCK_PHANDLE: u32 = 2;
-/// Interrupt specifier types and flags (GIC binding).
-const GIC_SPI: u32 = 0;
-const GIC_PPI: u32 = 1;
-const IRQ_LEVEL_HIGH: u32 = 4;
-
-/// The arm64 CPUs: Cortex-A72s started with PSCI.
-fn arm_cpus(fdt: &mut FdtWriter, count: usize) -> Result<(), vm_fdt::Error> {
-    let cpus = fdt.begin_node("cpus")?;
-    fdt.property_u32("#address-cells", 1)?;
-    fdt.property_u32("#size-cells", 0)?;
-    for cpu in 0..count {
-        let node = fdt.begin_node(&format!("cpu@{cpu}"))?;
-        fdt.property_string("device_type", "cpu")?;
-        fdt.property_string("compatible", "arm,cortex-a72")?;
-        fdt.property_u32("reg", psci::mpidr_of(cpu) as u32)?;
-        fdt.property_string("enable-method", "psci")?;
-        fdt.end_node(node)?;
-    }
-    fdt.end_node(cpus)
-}
-
-/// The harts, with the timebase and each hart's local interrupt controller.
-fn riscv_harts(fdt: &mut FdtWriter, count: usize) -> Result<(), vm_fdt::Error> {
-    let cpus = fdt.begin_node("cpus")?;
-    fdt.property_u32("#address-cells", 1)?;
-    fdt.property_u32("#size-cells", 0)?;
-    fdt.property_u32("timebase-frequency", riscv::TIMEBASE_HZ as u32)?;
-    for hart in 0..count {
-        let node = fdt.begin_node(&format!("cpu@{hart}"))?;
-        fdt.property_string("device_type", "cpu")?;
-        fdt.property_u32("reg", hart as u32)?;
-        fdt.property_string("status", "okay")?;
-        fdt.property_string("compatible", "riscv")?;
-        fdt.property_string("riscv,isa", "rv64imafd")?;
-        fdt.property_string("mmu-type", "riscv,sv39")?;
-        let intc = fdt.begin_node("interrupt-controller")?;
-        fdt.property_u32("#interrupt-cells", 1)?;
-        fdt.property_null("interrupt-controller")?;
-        fdt.property_string("compatible", "riscv,cpu-intc")?;
-        fdt.property_u32("phandle", 1 + hart as u32)?;
-        fdt.end_node(intc)?;
-        fdt.end_node(node)?;
-    }
-    fdt.end_node(cpus)
-}
-
-/// PSCI 0.2 over HVC: the host plays the firmware.
-struct Psci;
-
-impl BusDevice for Psci {
-    fn node_name(&self) -> String {
-        "psci".into()
-    }
-    fn describe(&self, fdt: &mut FdtWriter, _: &BoardDescription<'_>) -> Result<(), vm_fdt::Error> {
-        fdt.property_string_list("compatible", vec!["arm,psci-0.2".into(), "arm,psci".into()])?;
-        fdt.property_string("method", "hvc")?;
-        fdt.property_u32("cpu_suspend", psci::CPU_SUSPEND)?;
-        fdt.property_u32("cpu_off", psci::CPU_OFF)?;
-        fdt.property_u32("cpu_on", psci::CPU_ON)?;
-        fdt.property_u32("migrate", psci::MIGRATE)
-    }
-}
-
-/// The GICv2: its distributor, then its CPU interface (banked per CPU).
-struct GicV2;
-
-const GIC_WINDOWS: [Window; 2] = [
-    Window {
-        base: gic::DIST_BASE,
-        size: gic::REGION_SIZE,
-        mapping: "mapping the GIC distributor",
-    },
-    Window {
-        base: gic::CPU_IF_BASE,
-        size: gic::REGION_SIZE,
-        mapping: "mapping the GIC CPU interface",
-    },
-];
-
-impl BusDevice for GicV2 {
-    fn node_name(&self) -> String {
-        format!("intc@{:x}", gic::DIST_BASE)
-    }
-    fn describe(&self, fdt: &mut FdtWriter, _: &BoardDescription<'_>) -> Result<(), vm_fdt::Error> {
-        fdt.property_string("compatible", "arm,cortex-a15-gic")?;
-        fdt.property_u32("#interrupt-cells", 3)?;
-        fdt.property_null("interrupt-controller")?;
-        let reg: Vec<u64> = GIC_WINDOWS.iter().flat_map(|w| [w.base, w.size]).collect();
-        fdt.property_array_u64("reg", &reg)?;
-        fdt.property_phandle(GIC_PHANDLE)
-    }
-    fn windows(&self) -> &'static [Window] {
-        &GIC_WINDOWS
-    }
-    fn read(&self, board: &mut Board, a: MmioAccess) -> u64 {
-        match a.window {
-            0 => board.gic.dist_read(a.cpu, a.offset, a.size),
-            _ => board.gic.cpu_read(a.cpu, a.offset),
-        }
-    }
-    /// A write (an SGI to itself, an EOI, an enable, the priority mask) may
-    /// assert the writer's IRQ line: its block hook then looks at the next block.
-    fn write(&self, board: &mut Board, a: MmioAccess, value: u64) -> Option<bool> {
-        match a.window {
-            0 => board.gic.dist_write(a.cpu, a.offset, a.size, value),
-            _ => board.gic.cpu_write(a.cpu, a.offset, value),
-        }
-        Some(board.gic.irq_line(a.cpu))
-    }
-}
-
-/// The architected timer: its PPIs, wired to every CPU.
-struct ArchTimer;
-
-impl BusDevice for ArchTimer {
-    fn node_name(&self) -> String {
-        "timer".into()
-    }
-    fn describe(
-        &self,
-        fdt: &mut FdtWriter,
-        board: &BoardDescription<'_>,
-    ) -> Result<(), vm_fdt::Error> {
-        // PPI flags carry a mask of the CPUs the interrupt is wired to (GICv2 binding).
-        let ppi_flags = (((1u32 << board.cpus) - 1) << 8) | IRQ_LEVEL_HIGH;
-        fdt.property_string("compatible", "arm,armv8-timer")?;
-        // Secure, non-secure physical, virtual, hypervisor: PPIs 13, 14, 11, 10.
-        let ppis: Vec<u32> = [13, 14, 11, 10]
-            .iter()
-            .flat_map(|&p| [GIC_PPI, p, ppi_flags])
-            .collect();
-        fdt.property_array_u32("interrupts", &ppis)?;
-        fdt.property_null("always-on")
-    }
-}
-
-/// The 24 MHz clock the PL011 names.
-struct ApbClock;
-
-impl BusDevice for ApbClock {
-    fn node_name(&self) -> String {
-        "apb-pclk".into()
-    }
-    fn describe(&self, fdt: &mut FdtWriter, _: &BoardDescription<'_>) -> Result<(), vm_fdt::Error> {
-        fdt.property_string("compatible", "fixed-clock")?;
-        fdt.property_u32("#clock-cells", 0)?;
-        fdt.property_u32("clock-frequency", 24_000_000)?;
-        fdt.property_string("clock-output-names", "clk24mhz")?;
-        fdt.property_phandle(CLOCK_PHANDLE)
-    }
-}
-
-/// The arm64 console, transmit side ([`Uart`]).
-struct Pl011;
-
-impl BusDevice for Pl011 {
-    fn node_name(&self) -> String {
-        format!("pl011@{:x}", uart::UART_BASE)
-    }
-    fn describe(&self, fdt: &mut FdtWriter, _: &BoardDescription<'_>) -> Result<(), vm_fdt::Error> {
-        fdt.property_string_list(
-            "compatible",
-            vec!["arm,pl011".into(), "arm,primecell".into()],
-        )?;
-        fdt.property_array_u64("reg", &[uart::UART_BASE, uart::UART_SIZE])?;
-        fdt.property_array_u32("interrupts", &[GIC_SPI, 1, IRQ_LEVEL_HIGH])?;
-        fdt.property_array_u32("clocks", &[CLOCK_PHANDLE, CLOCK_PHANDLE])?;
-        fdt.property_string_list("clock-names", vec!["uartclk".into(), "apb_pclk".into()])
-    }
-    fn windows(&self) -> &'static [Window] {
-        &[Window {
-            base: uart::UART_BASE,
-            size: uart::UART_SIZE,
-            mapping: "mapping the UART",
-        }]
-    }
-    fn read(&self, board: &mut Board, a: MmioAccess) -> u64 {
-        board.uart.read(a.offset)
-    }
-    fn write(&self, board: &mut Board, a: MmioAccess, value: u64) -> Option<bool> {
-        board.uart.write(a.cpu, a.offset, value);
-        None
-    }
-    fn is_console(&self) -> bool {
-        true
-    }
-}
-
-/// The RISC-V console, an NS16550A: transmit holding register at 0, line status
-/// at 5 (always ready to take a byte); its lines go to the same [`Uart`].
-struct Ns16550;
-
-impl Ns16550 {
-    const THR: u64 = 0;
-    const LSR: u64 = 5;
-    /// Transmit holding register empty, transmitter empty.
-    const LSR_THRE_TEMT: u64 = 0x60;
-}
-
-impl BusDevice for Ns16550 {
-    fn node_name(&self) -> String {
-        format!("serial@{:x}", riscv::UART_BASE)
-    }
-    fn describe(&self, fdt: &mut FdtWriter, _: &BoardDescription<'_>) -> Result<(), vm_fdt::Error> {
-        fdt.property_string("compatible", "ns16550a")?;
-        fdt.property_array_u64("reg", &[riscv::UART_BASE, riscv::UART_SIZE])?;
-        fdt.property_u32("clock-frequency", 3_686_400)
-    }
-    fn windows(&self) -> &'static [Window] {
-        &[Window {
-            base: riscv::UART_BASE,
-            size: riscv::UART_SIZE,
-            mapping: "mapping the UART",
-        }]
-    }
-    fn read(&self, _: &mut Board, a: MmioAccess) -> u64 {
-        if a.offset == Self::LSR {
-            Self::LSR_THRE_TEMT
-        } else {
-            0
-        }
-    }
-    fn write(&self, board: &mut Board, a: MmioAccess, value: u64) -> Option<bool> {
-        if a.offset == Self::THR {
-            board.uart.write(a.cpu, uart::UARTDR, value);
-        }
-        None
-    }
-    fn is_console(&self) -> bool {
-        true
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::arch::aarch64::gic::{CPU_IF_BASE, DIST_BASE};
     use crate::fdt::dtb_address;
-    use crate::gic::{CPU_IF_BASE, DIST_BASE};
     use crate::uart::UART_BASE;
 
     #[test]
@@ -541,7 +282,7 @@ mod tests {
             Isa::Riscv64,
             &BoardDescription {
                 cpus: 4,
-                ram_base: crate::riscv::RAM_BASE,
+                ram_base: crate::arch::riscv64::hart::RAM_BASE,
                 ram_size: 128 << 20,
                 bootargs: "scenario=storm",
                 initrd: None,
@@ -563,7 +304,7 @@ mod tests {
         let uart = fdt.find_compatible(&["ns16550a"]).unwrap();
         assert_eq!(
             uart.reg().unwrap().next().unwrap().starting_address as u64,
-            crate::riscv::UART_BASE
+            crate::arch::riscv64::hart::UART_BASE
         );
         assert_eq!(
             fdt.chosen().stdout().map(|n| n.name),

@@ -2,10 +2,11 @@
 //! shared guest RAM, taking turns on one host thread under a deterministic
 //! scheduler, with the devices of QEMU's `virt` board modelled on the host: for
 //! arm64 (PL011, GICv2, generic timer, PSCI) or for RISC-V (NS16550A, the timer and
-//! IPIs through SBI, the host as the firmware: [`riscv`]). The kernel's ELF picks
-//! the [`Isa`]; what differs lives in `machine/aarch64.rs`, `machine/riscv64.rs`,
-//! [`riscv`] and `record/abi.rs`. See `docs/machine.md` for the contract with the
-//! guest.
+//! IPIs through SBI, the host as the firmware). The kernel's ELF picks the
+//! [`Isa`]; what differs lives behind the `arch` seam (`arch/aarch64/`,
+//! `arch/riscv64/`), plus the recorder's register conventions in `record/abi.rs`
+//! and the simulated MMU's choice of walker. See `docs/machine.md` for the contract
+//! with the guest and for what adding an ISA or a device touches.
 //!
 //! # How a run goes
 //! [`Machine::run`] repeats: update timer interrupt levels, wake CPUs in WFI with an
@@ -51,9 +52,9 @@
 //!   banks, so exception entry from EL1t banks SP_EL0 and loads SP_EL1 by hand.
 //! - QEMU 5.0 ignores SCTLR_EL1.A for ordinary loads; exclusives still fault when
 //!   unaligned. ESR/FAR are never filled in: the host decodes the faulting load/store
-//!   for FAR and walks the page tables for the fault status code ([`mmu`]).
+//!   for FAR and walks the page tables for the fault status code (`arch/aarch64/mmu.rs`).
 //! - The simulated MMU (default, [`MmuMode::Checked`]): `TlbType::VIRTUAL` with a fill
-//!   hook answered by our walker ([`mmu`]) through a per-CPU TLB model ([`tlb`]); a
+//!   hook answered by our walker (`arch/aarch64/mmu.rs`) through a per-CPU TLB model ([`tlb`]); a
 //!   refused fill ends `emu_start` with `UC_ERR_EXCEPTION` at the access, and the host
 //!   enters the abort. Fills come for 1 KiB target pages. Any memory-write hook, even
 //!   bounded to one page, puts every load and store on the slow path, so page tables
@@ -63,36 +64,31 @@
 //!   only the first. The fill answer for a load or store leaves execute out on pages
 //!   outside the kernel's executable segments; a fetch there fills the page again.
 
+mod arch;
 pub mod bench;
 mod board;
+mod core_setup;
 mod cpu;
 pub mod dwarf;
 mod error;
-mod events;
-pub mod exception;
 pub mod fdt;
-pub mod gic;
-pub mod insn;
+mod hardware;
 pub mod kernel;
 pub mod lines;
 pub mod machine;
 pub mod memory;
-pub mod mmu;
 mod observe;
 pub mod probe;
-pub mod psci;
 pub mod record;
-pub mod riscv;
 pub mod sched;
 mod simmu;
-pub mod sv39;
-mod syshook;
 pub mod timer;
 pub mod tlb;
 mod translation;
 pub mod uart;
 pub mod unwind;
 
+pub use arch::riscv64::time_at as riscv_time_at;
 pub use kernel::{ImageSymbols, KernelError, KernelImage};
 
 /// The instruction set a machine's cores run (chosen by its kernel).
@@ -116,9 +112,14 @@ impl Isa {
 
     /// Physical address of the board's RAM.
     pub fn ram_base(self) -> u64 {
+        self.arch().ram_base()
+    }
+
+    /// The implementation of this instruction set.
+    pub(crate) fn arch(self) -> &'static dyn arch::Arch {
         match self {
-            Isa::Aarch64 => RAM_BASE,
-            Isa::Riscv64 => riscv::RAM_BASE,
+            Isa::Aarch64 => &arch::aarch64::Aarch64,
+            Isa::Riscv64 => &arch::riscv64::Riscv64,
         }
     }
 }

@@ -4,20 +4,19 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use unicorn_engine::RegisterARM64;
-
+use crate::arch::aarch64::exception::Synchronous;
+use crate::arch::aarch64::gic::{self, Gic};
+use crate::arch::Arch;
 use crate::board::{self, Board, IrqWatch};
 pub(crate) use crate::cpu::Hooks;
 use crate::cpu::{read_insn, Core, IrqStop};
 pub use crate::cpu::{CpuState, TakenException};
 pub use crate::error::EmuError;
-use crate::exception::Synchronous;
 use crate::fdt::{self, BoardDescription};
-use crate::gic::{self, Gic};
-use crate::insn;
+use crate::hardware::Hardware;
+pub use crate::hardware::RunEnd;
 use crate::kernel::KernelImage;
 use crate::memory::{GuestMemory, GuestRam, OutOfRam};
-use crate::observe::RunObserver;
 use crate::probe::{self, CallProbe, CallStats, ProbeId};
 use crate::record::{EventSink, RecordOptions, Recorder, Recording};
 use crate::sched::{make_scheduler, SchedView, Scheduler, SchedulerKind};
@@ -25,11 +24,7 @@ use crate::simmu::SimMmu;
 use crate::timer::{VirtualClock, VirtualTimer};
 use crate::tlb::MmuStats;
 use crate::uart::Uart;
-use crate::unwind;
-use crate::{riscv, Isa};
 
-mod aarch64;
-mod riscv64;
 mod snapshot;
 pub use snapshot::Snapshot;
 
@@ -89,35 +84,6 @@ impl Default for MachineConfig {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RunEnd {
-    PoweredOff {
-        cpu: usize,
-        status: u64,
-    },
-    Reset {
-        cpu: usize,
-        status: u64,
-    },
-    /// Something the guest could not take: an emulator error (such as a fetch from
-    /// unmapped memory) or an exception with no vector table.
-    Fault {
-        cpu: usize,
-        pc: u64,
-        what: String,
-    },
-    Watchdog {
-        limit: u64,
-    },
-    /// No CPU can run and nothing will wake one.
-    Hang,
-    /// An analysis of the recorded events asked to stop ([`Machine::stop_request`]),
-    /// e.g. on a real deadlock.
-    Stopped {
-        reason: String,
-    },
-}
-
 /// See [`Machine::stop_request`].
 #[derive(Debug, Clone, Default)]
 pub struct StopRequest(Rc<RefCell<Option<String>>>);
@@ -168,29 +134,21 @@ enum SliceEnd {
 }
 
 pub struct Machine {
-    // Field order matters: the Unicorn instances map `ram` and must be dropped first.
-    cores: Vec<Core>,
-    board: Rc<RefCell<Board>>,
+    /// What the instruction set's code acts on; dropped first (its cores map RAM
+    /// that it drops last).
+    pub(crate) hw: Hardware,
     /// Shared with the recorder, which asks it at scheduling points.
     scheduler: Rc<RefCell<Box<dyn Scheduler>>>,
     config: MachineConfig,
-    kernel: KernelImage,
-    total_insns: u64,
+    /// What the kernel's instruction set does where the machine asks.
+    arch: &'static dyn Arch,
     slices: u64,
     end: Option<RunEnd>,
     probes: Vec<Rc<CallProbe>>,
-    /// Whoever watches the run loop (the recorder, while recording events; none:
-    /// no hook added, nothing to pay).
-    observers: Vec<Rc<dyn RunObserver>>,
     /// The recorder, while events are recorded (at most one per machine).
     recorder: Option<Rc<crate::record::Recorder>>,
     /// A reason to stop, set by whoever holds a [`Machine::stop_request`] handle.
     stop: StopRequest,
-    /// The simulated MMU (`None` with Unicorn's built-in one).
-    mmu: Option<SimMmu>,
-    /// RISC-V: remote fences the SBI RFENCE calls asked for (one per target hart).
-    sbi_remote_fences: u64,
-    ram: GuestRam,
 }
 
 impl Machine {
@@ -292,39 +250,38 @@ impl Machine {
         if let Some(m) = &sim_mmu {
             m.install_barrier_hooks(&mut cores, kernel)?;
         }
-        if hooks == Hooks::Full && isa == Isa::Aarch64 {
-            crate::events::install(&cores, kernel);
+        if hooks == Hooks::Full {
+            isa.arch().install_kernel_hooks(&cores, kernel);
         }
         for core in &cores {
             core.counter.churn_every.set(config.churn_soft_tlb);
         }
         let mut machine = Self {
-            cores,
-            board,
+            hw: Hardware {
+                cores,
+                board,
+                kernel: kernel.clone(),
+                total_insns: 0,
+                observers: Vec::new(),
+                mmu: sim_mmu,
+                sbi_remote_fences: 0,
+                ram,
+            },
             scheduler: Rc::new(RefCell::new(make_scheduler(
                 &config.sched,
                 config.seed,
                 config.quantum,
                 &config.irq_points,
             ))),
-            kernel: kernel.clone(),
+            arch: isa.arch(),
             config,
-            total_insns: 0,
             slices: 0,
             end: None,
             probes: Vec::new(),
-            observers: Vec::new(),
             recorder: None,
             stop: StopRequest::default(),
-            mmu: sim_mmu,
-            sbi_remote_fences: 0,
-            ram,
         };
-        match isa {
-            Isa::Aarch64 => machine.power_on(0, kernel.entry(), dtb_addr)?,
-            // a0 = the boot hart's id, a1 = the device tree.
-            Isa::Riscv64 => machine.power_on_hart(0, kernel.entry(), 0, dtb_addr)?,
-        }
+        isa.arch().boot(&mut machine.hw, kernel.entry(), dtb_addr)?;
         Ok(machine)
     }
 
@@ -333,15 +290,15 @@ impl Machine {
     pub fn probe_calls(&mut self, symbol: &str) -> Result<ProbeId, EmuError> {
         let missing =
             || EmuError::Config(format!("the kernel has no function `{symbol}` to probe"));
-        let entry = self.kernel.symbol_address(symbol).ok_or_else(missing)?;
-        let code = self.kernel.symbol_bytes(symbol).ok_or_else(missing)?;
-        let isa = self.kernel.isa();
+        let entry = self.hw.kernel.symbol_address(symbol).ok_or_else(missing)?;
+        let code = self.hw.kernel.symbol_bytes(symbol).ok_or_else(missing)?;
+        let isa = self.hw.kernel.isa();
         let returns: Vec<u64> = probe::ret_offsets(code, isa)
             .map(|off| entry + off)
-            .chain(probe::return_sites(self.kernel.code_words(), entry, isa))
+            .chain(probe::return_sites(self.hw.kernel.code_words(), entry, isa))
             .collect();
-        let call_probe = Rc::new(CallProbe::new(self.cores.len()));
-        for (cpu, core) in self.cores.iter_mut().enumerate() {
+        let call_probe = Rc::new(CallProbe::new(self.hw.cores.len()));
+        for (cpu, core) in self.hw.cores.iter_mut().enumerate() {
             probe::install(
                 &mut core.uc,
                 cpu,
@@ -373,8 +330,8 @@ impl Machine {
                 .borrow_mut()
                 .at_point(&crate::sched::SchedPoint { cpu, kind })
         });
-        let recorder = Recorder::install(&mut self.cores, &self.kernel, options, sink, gate)?;
-        self.observers.push(recorder.clone());
+        let recorder = Recorder::install(&mut self.hw.cores, &self.hw.kernel, options, sink, gate)?;
+        self.hw.observers.push(recorder.clone());
         self.recorder = Some(recorder.clone());
         Ok(Recording::new(recorder))
     }
@@ -403,12 +360,12 @@ impl Machine {
 
     /// Instructions executed so far by all CPUs.
     pub fn total_insns(&self) -> u64 {
-        self.total_insns
+        self.hw.total_insns
     }
 
     /// Lets a run that the watchdog stopped go on for `insns` more instructions.
     pub fn extend_watchdog(&mut self, insns: u64) {
-        self.config.max_insns = self.total_insns.saturating_add(insns);
+        self.config.max_insns = self.hw.total_insns.saturating_add(insns);
         if matches!(self.end, Some(RunEnd::Watchdog { .. })) {
             self.end = None;
         }
@@ -420,7 +377,7 @@ impl Machine {
 
     /// Guest physical memory, e.g. to inspect it after a run.
     pub fn memory(&self) -> &dyn GuestMemory {
-        &self.ram
+        &self.hw.ram
     }
 
     /// Runs until the machine ends; each finished console line goes to `console` with
@@ -431,7 +388,7 @@ impl Machine {
                 break end;
             }
             self.end = self.step();
-            for observer in &self.observers {
+            for observer in &self.hw.observers {
                 observer.slice_ended();
             }
             if let Some(reason) = self.stop.0.borrow_mut().take() {
@@ -439,18 +396,18 @@ impl Machine {
             }
             self.emit_console(console);
         };
-        self.board.borrow_mut().uart.flush_partial();
+        self.hw.board.borrow_mut().uart.flush_partial();
         self.emit_console(console);
         RunOutcome {
             end,
             cpus: self.reports(),
-            total_insns: self.total_insns,
+            total_insns: self.hw.total_insns,
             slices: self.slices,
         }
     }
 
     fn emit_console(&mut self, console: &mut dyn FnMut(usize, &str)) {
-        let lines = self.board.borrow_mut().uart.take_lines();
+        let lines = self.hw.board.borrow_mut().uart.take_lines();
         for (cpu, line) in lines {
             console(cpu, &line);
         }
@@ -458,22 +415,19 @@ impl Machine {
 
     /// Decides and runs one slice. Returns how the run ended, if it did.
     fn step(&mut self) -> Option<RunEnd> {
-        if self.total_insns >= self.config.max_insns {
+        if self.hw.total_insns >= self.config.max_insns {
             return Some(RunEnd::Watchdog {
                 limit: self.config.max_insns,
             });
         }
         self.update_timer_lines();
-        let ram = &self.ram;
-        for (cpu, core) in self.cores.iter_mut().enumerate() {
-            let mut board = self.board.borrow_mut();
-            let irq = match board.isa {
-                Isa::Aarch64 => board.gic.irq_line(cpu),
-                Isa::Riscv64 => riscv::interrupt_pending(&core.uc),
-            };
+        let ram = &self.hw.ram;
+        for (cpu, core) in self.hw.cores.iter_mut().enumerate() {
+            let mut board = self.hw.board.borrow_mut();
+            let irq = self.arch.irq_pending(&board, core, cpu);
             let monitor_cleared = || {
                 core.monitor
-                    .is_some_and(|m| m.cleared(|pa, size| read_sized(ram, pa, size)))
+                    .is_some_and(|m| m.cleared(|pa, size| ram.read_le(pa, size)))
             };
             match core.state {
                 CpuState::WaitingForInterrupt if irq => core.state = CpuState::Running,
@@ -487,17 +441,17 @@ impl Machine {
                 _ => {}
             }
         }
-        let runnable: Vec<usize> = (0..self.cores.len())
-            .filter(|&c| self.cores[c].state == CpuState::Running)
+        let runnable: Vec<usize> = (0..self.hw.cores.len())
+            .filter(|&c| self.hw.cores[c].state == CpuState::Running)
             .collect();
         if runnable.is_empty() {
-            let waiting = self.cores.iter().any(|c| {
+            let waiting = self.hw.cores.iter().any(|c| {
                 matches!(
                     c.state,
                     CpuState::WaitingForInterrupt | CpuState::WaitingForEvent
                 )
             });
-            let mut board = self.board.borrow_mut();
+            let mut board = self.hw.board.borrow_mut();
             return match board.next_deadline() {
                 Some(deadline) if waiting => {
                     board.clock.skip_to(deadline);
@@ -508,14 +462,14 @@ impl Machine {
         }
         let view = SchedView {
             runnable: &runnable,
-            cpus: self.cores.len(),
-            total_insns: self.total_insns,
+            cpus: self.hw.cores.len(),
+            total_insns: self.hw.total_insns,
             slices: self.slices,
         };
         let slice = self.scheduler.borrow_mut().next(&view);
         let cpu = slice.cpu;
-        for observer in &self.observers {
-            observer.slice_starts(cpu, slice.insns, self.total_insns);
+        for observer in &self.hw.observers {
+            observer.slice_starts(cpu, slice.insns, self.hw.total_insns);
         }
         assert!(
             runnable.contains(&cpu),
@@ -526,9 +480,9 @@ impl Machine {
         if let Err(end) = self.deliver_irq(cpu) {
             return Some(end);
         }
-        let mut budget = slice.insns.min(self.config.max_insns - self.total_insns);
+        let mut budget = slice.insns.min(self.config.max_insns - self.hw.total_insns);
         let irqs = {
-            let mut board = self.board.borrow_mut();
+            let mut board = self.hw.board.borrow_mut();
             board.running = running;
             // Another CPU's deadline ends the slice at a block boundary near it, so
             // that a CPU waiting in WFI wakes on time; this CPU's own is exact.
@@ -537,78 +491,60 @@ impl Machine {
             }
             board.irq_watch(cpu, running)
         };
-        if let Some(mmu) = &mut self.mmu {
-            mmu.before_slice(&mut self.cores, cpu, self.total_insns);
+        if let Some(mmu) = &mut self.hw.mmu {
+            mmu.before_slice(&mut self.hw.cores, cpu, self.hw.total_insns);
         }
         let (retired, mut end) = self.run_slice(cpu, budget, irqs);
-        if let Some(mmu) = &mut self.mmu {
-            mmu.after_slice(&mut self.cores, cpu);
+        if let Some(mmu) = &mut self.hw.mmu {
+            mmu.after_slice(&mut self.hw.cores, cpu);
         }
         if retired == 0 && matches!(end, SliceEnd::Budget) {
             // Nothing ran and nothing said why: stop rather than spin on empty slices.
             end = SliceEnd::Error("no instruction executed".into());
         }
-        self.cores[cpu].insns += retired;
-        self.cores[cpu].irqs += self.cores[cpu].counter.interrupts_taken.get();
-        self.total_insns += retired;
+        self.hw.cores[cpu].insns += retired;
+        self.hw.cores[cpu].irqs += self.hw.cores[cpu].counter.interrupts_taken.get();
+        self.hw.total_insns += retired;
         self.slices += 1;
-        self.board.borrow_mut().clock.advance(retired, running);
+        self.hw.board.borrow_mut().clock.advance(retired, running);
         let timer_now = self.scheduler.borrow_mut().take_timer_request();
         if let Some(timer_cpu) = timer_now {
-            self.board.borrow_mut().fire_timer_now(timer_cpu);
+            self.hw.board.borrow_mut().fire_timer_now(timer_cpu);
         }
         self.broadcast_maintenance(cpu);
         self.finish_slice(cpu, end)
     }
 
-    /// Sets every timer's interrupt output to its level now: the GIC's PPIs on
-    /// arm64, `mip.STIP` on RISC-V.
-    fn update_timer_lines(&mut self) {
-        let mut board = self.board.borrow_mut();
+    /// Sets every timer's interrupt output to its level now (the GIC's PPIs on
+    /// arm64, `mip.STIP` on RISC-V).
+    pub(crate) fn update_timer_lines(&mut self) {
+        let mut board = self.hw.board.borrow_mut();
         board.update_timer_lines();
-        if board.isa == Isa::Riscv64 {
-            let now = board.clock.now();
-            for (cpu, core) in self.cores.iter_mut().enumerate() {
-                let level = board.timers[cpu].irq_level(now);
-                if level != core.timer_pending {
-                    riscv::set_pending(&mut core.uc, riscv::STIP, level);
-                    core.timer_pending = level;
-                }
-            }
-        }
+        self.arch.drive_timer_inputs(&board, &mut self.hw.cores);
     }
 
-    /// Takes a pending IRQ on `cpu` where the host delivers them (arm64's GIC); on
-    /// RISC-V the CPU takes the interrupts the host raised in `mip` itself.
+    /// Takes a pending IRQ on `cpu` where the host delivers them.
     fn deliver_irq(&mut self, cpu: usize) -> Result<(), RunEnd> {
-        match self.kernel.isa() {
-            Isa::Aarch64 => self.deliver_gic_irq(cpu),
-            Isa::Riscv64 => Ok(()),
-        }
+        self.arch.deliver_irq(&mut self.hw, cpu)
     }
 
     fn run_slice(&mut self, cpu: usize, budget: u64, irqs: IrqWatch) -> (u64, SliceEnd) {
-        let core = &mut self.cores[cpu];
+        let core = &mut self.hw.cores[cpu];
         core.counter.start(budget, core.insns, irqs);
-        let trap_vector = match self.board.borrow().isa {
-            Isa::Aarch64 => u64::MAX,
-            Isa::Riscv64 => riscv::trap_vector(&core.uc),
-        };
-        core.counter.trap_vector.set(trap_vector);
-        let isa = self.board.borrow().isa;
+        let arch = self.arch;
+        core.counter.trap_vector.set(arch.trap_vector(&core.uc));
         let mut result = core.uc.emu_start(core.pc, 0, 0, 0);
         if let (Ok(()), Some(IrqStop::Within(until))) = (&result, core.counter.irq_stop.get()) {
             result = run_within_block(core, until);
-            if isa == Isa::Aarch64 && aarch64::exit_trapped_as_wfi(&core.uc, &core.counter, until) {
+            if arch.stop_raised_exception(&core.uc, &core.counter, until) {
                 // Not the guest's exception: the run stopped at `until`, as asked.
                 core.counter.exception.set(None);
                 result = core.uc.set_pc(until);
             }
             let stopped_at = core.uc.pc_read().unwrap_or(until);
-            // A RISC-V WFI does not end its block: one before the deadline's
+            // A WFI that does not end its block (RISC-V's) before the deadline's
             // instruction ends the run there, and the core waits (below).
-            let waits = stopped_at != until
-                && read_insn(&mut core.uc, stopped_at.wrapping_sub(4)) == Some(riscv::WFI);
+            let waits = stopped_at != until && arch.stopped_after_wfi(&mut core.uc, stopped_at);
             if waits {
                 core.counter.irq_stop.set(None);
             }
@@ -643,17 +579,14 @@ impl Machine {
         if counter.irq_stop.get().is_some() {
             return (counter.executed.get(), SliceEnd::Interrupt);
         }
-        if crate::events::waits_at(counter, core.pc) {
+        if counter.waits_after_wfe_at(core.pc) {
             return (counter.executed.get(), SliceEnd::Wfe);
         }
         // WFI returns from emu_start by itself, with the PC past it: at the end of
         // the last block that ran on arm64, where WFI ends its block; inside it on
         // RISC-V, whose WFI does not (the rest of the block did not run).
         let (start, size) = (counter.block_start.get(), counter.block_size.get() as u64);
-        let is_wfi = |word| match self.board.borrow().isa {
-            Isa::Aarch64 => insn::is_wfi(word),
-            Isa::Riscv64 => word == riscv::WFI,
-        };
+        let is_wfi = |word| arch.is_wfi(word);
         if !counter.stop_requested.get()
             && start != u64::MAX
             && core.pc > start
@@ -667,13 +600,13 @@ impl Machine {
 
     /// Applies a core's inner-shareable maintenance to every other core.
     fn broadcast_maintenance(&mut self, cpu: usize) {
-        let counter = self.cores[cpu].counter.clone();
+        let counter = self.hw.cores[cpu].counter.clone();
         let tlb = counter.tlb_broadcast.replace(false);
         let code = counter.code_broadcast.replace(false);
         if !(tlb || code) {
             return;
         }
-        for (other, core) in self.cores.iter_mut().enumerate() {
+        for (other, core) in self.hw.cores.iter_mut().enumerate() {
             if other != cpu {
                 if tlb {
                     core.uc.ctl_flush_tlb().expect("TLB flush");
@@ -686,7 +619,7 @@ impl Machine {
     }
 
     fn finish_slice(&mut self, cpu: usize, end: SliceEnd) -> Option<RunEnd> {
-        let pc = self.cores[cpu].pc;
+        let pc = self.hw.cores[cpu].pc;
         let fault = |what: String| Some(RunEnd::Fault { cpu, pc, what });
         match end {
             SliceEnd::Budget => None,
@@ -695,48 +628,30 @@ impl Machine {
                 self.deliver_irq(cpu).err()
             }
             SliceEnd::Wfi => {
-                self.cores[cpu].state = CpuState::WaitingForInterrupt;
+                self.hw.cores[cpu].state = CpuState::WaitingForInterrupt;
                 None
             }
             SliceEnd::Wfe => {
-                let monitor = self.exclusive_monitor(cpu);
-                let core = &mut self.cores[cpu];
+                let monitor = self.arch.exclusive_monitor(&self.hw, cpu);
+                let core = &mut self.hw.cores[cpu];
                 core.state = CpuState::WaitingForEvent;
                 core.monitor = monitor;
                 None
             }
             SliceEnd::Error(e) => fault(format!("emulator stopped: {e}")),
-            SliceEnd::Exception(cause) if self.kernel.isa() == Isa::Riscv64 => {
-                self.riscv_exception(cpu, cause)
-            }
-            SliceEnd::Exception(intno) => match self.classify(cpu, intno) {
-                Ok(Some(exc)) => self.enter_synchronous(cpu, exc),
-                Ok(None) => self.psci_call(cpu),
-                Err(what) => fault(what),
-            },
-            SliceEnd::Abort(exc) if self.kernel.isa() == Isa::Riscv64 => {
-                self.riscv_page_fault(cpu, exc)
-            }
-            SliceEnd::Abort(exc) => self.enter_synchronous(cpu, exc),
+            SliceEnd::Exception(cause) => self.arch.exception(&mut self.hw, cpu, cause),
+            SliceEnd::Abort(exc) => self.arch.abort(&mut self.hw, cpu, exc),
         }
     }
 
     fn reports(&mut self) -> Vec<CpuReport> {
-        let isa = self.kernel.isa();
-        self.cores
+        let arch = self.arch;
+        self.hw
+            .cores
             .iter_mut()
             .enumerate()
             .map(|(cpu, core)| {
-                let backtrace = match isa {
-                    Isa::Aarch64 => {
-                        let fp = core.uc.reg_read(RegisterARM64::X29).unwrap_or(0);
-                        unwind::frame_pointer_chain(&unwind::CoreView::new(&mut core.uc), fp)
-                    }
-                    Isa::Riscv64 => {
-                        let fp = riscv::frame_pointer(&core.uc);
-                        unwind::riscv_frame_pointer_chain(&unwind::CoreView::new(&mut core.uc), fp)
-                    }
-                };
+                let backtrace = arch.backtrace(&mut core.uc);
                 CpuReport {
                     cpu,
                     state: core.state,
@@ -753,19 +668,20 @@ impl Machine {
     /// RISC-V: the remote fences SBI RFENCE calls asked for so far, one per
     /// target hart (the firmware's TLB shoot-down; 0 on arm64).
     pub fn sbi_remote_fences(&self) -> u64 {
-        self.sbi_remote_fences
+        self.hw.sbi_remote_fences
     }
 
     /// The simulated MMU's counts (`None` with the built-in MMU).
     pub fn mmu_stats(&self) -> Option<MmuStats> {
-        self.mmu
+        self.hw
+            .mmu
             .as_ref()
-            .map(|m| m.shared.model.borrow().stats_at(self.total_insns))
+            .map(|m| m.shared.model.borrow().stats_at(self.hw.total_insns))
     }
 
     /// The kernel this machine runs (for symbolising reports).
     pub fn kernel(&self) -> &KernelImage {
-        &self.kernel
+        &self.hw.kernel
     }
 }
 
@@ -778,11 +694,4 @@ fn run_within_block(core: &mut Core, until: u64) -> Result<(), unicorn_engine::u
     core.uc.ctl_remove_cache(until, until + 4)?;
     core.counter.stop_requested.set(false);
     core.uc.emu_start(pc, until, 0, 0)
-}
-
-/// A little-endian value of `size` bytes (1, 2, 4 or 8) at `pa`.
-fn read_sized(ram: &GuestRam, pa: u64, size: usize) -> Option<u64> {
-    let mut bytes = [0u8; 8];
-    ram.read(pa, &mut bytes[..size.min(8)]).ok()?;
-    Some(u64::from_le_bytes(bytes))
 }

@@ -45,6 +45,12 @@ pub trait GuestMemory {
         self.read(addr, &mut b)?;
         Ok(u64::from_le_bytes(b))
     }
+    /// A little-endian value of `size` bytes (at most 8) at `addr`.
+    fn read_le(&self, addr: u64, size: usize) -> Option<u64> {
+        let mut bytes = [0u8; 8];
+        self.read(addr, &mut bytes[..size.min(8)]).ok()?;
+        Some(u64::from_le_bytes(bytes))
+    }
     fn write_u32(&mut self, addr: u64, value: u32) -> Result<(), OutOfRam> {
         self.write(addr, &value.to_le_bytes())
     }

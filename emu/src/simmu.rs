@@ -1,4 +1,4 @@
-//! Wiring of the simulated MMU ([`crate::tlb::MmuModel`] over [`crate::mmu`]) into the
+//! Wiring of the simulated MMU ([`crate::tlb::MmuModel`] over [`crate::arch::aarch64::mmu`]) into the
 //! cores: Unicorn's virtual-TLB mode and its fill hook, the TLBI and translation
 //! register writes seen by the SYS/MSR hooks, page-table pages write-protected in
 //! Unicorn, code hooks on the kernel's DSBs (and the ISBs right after maintenance) and
@@ -47,16 +47,17 @@ use traces::aarch64::TlbiScope;
 use traces::{BarrierOption, EventKind};
 use unicorn_engine::{MemType, Prot, RegisterARM64, RegisterRISCV, TlbEntry, TlbType, Unicorn};
 
-use crate::cpu::{read_insn, read_xreg, translation_regs, Core, SliceCounter};
+use crate::arch::aarch64::exception::Synchronous;
+use crate::arch::aarch64::insn;
+use crate::arch::aarch64::mmu::{Access, Fault, TranslationRegs, PAGE_SIZE};
+use crate::arch::aarch64::regs::{read_xreg, translation_regs};
+use crate::arch::aarch64::syshook::SysAccess;
+use crate::cpu::{read_insn, Core, SliceCounter};
 use crate::error::{uc_err, EmuError};
-use crate::exception::Synchronous;
-use crate::insn;
 use crate::kernel::KernelImage;
 use crate::memory::GuestRam;
-use crate::mmu::{Access, Fault, TranslationRegs, PAGE_SIZE};
 use crate::record::abi::Abi;
 use crate::record::Recorder;
-use crate::syshook::SysAccess;
 use crate::tlb::{At, Barrier, FillAnswer, Invalidation, MmuModel, RamView};
 use crate::Isa;
 
@@ -336,7 +337,9 @@ impl CoreMmu {
                     Isa::Aarch64 => word
                         .and_then(insn::decode_mem_access)
                         .map(|a| a.address(|r| read_xreg(uc, r))),
-                    Isa::Riscv64 => word.and_then(|w| crate::riscv::access_address(uc, w)),
+                    Isa::Riscv64 => {
+                        word.and_then(|w| crate::arch::riscv64::hart::access_address(uc, w))
+                    }
                 };
                 let far = decoded.filter(|a| a & !0xfff == va).unwrap_or(va);
                 Synchronous::DataAbort {

@@ -6,7 +6,7 @@
 //! Unicorn runs in its virtual-TLB mode and asks [`MmuModel::fill`] on every miss of
 //! its own soft TLB. The model answers from the CPU's modelled TLB if that holds the
 //! page (as hardware would: an entry lives until a TLBI removes it, however the tables
-//! changed since) and walks the tables ([`crate::mmu`]) otherwise. Stores to
+//! changed since) and walks the tables (`arch/aarch64/mmu.rs`) otherwise. Stores to
 //! page-table pages are found by comparing the pages a CPU was let write (the tables
 //! are write-protected in the fill answers; a store opens a compare window on its
 //! page, see `simmu.rs`), every TLBI reaches [`MmuModel::tlbi`].
@@ -38,8 +38,10 @@ use traces::riscv64::PageTableFormat;
 use traces::tlb::{HeldEntry, HeldTlbs, StaleSince};
 use traces::{EventKind, TlbFill, WalkResult};
 
+use crate::arch::aarch64::mmu::{
+    self, Access, Descriptor, Fault, Perms, TranslationRegs, PAGE_SIZE,
+};
 use crate::memory::{GuestMemory, OutOfRam};
-use crate::mmu::{self, Access, Descriptor, Fault, Perms, TranslationRegs, PAGE_SIZE};
 
 const PAGE_MASK: u64 = !(PAGE_SIZE - 1);
 
@@ -805,7 +807,7 @@ mod tests {
         ram.write_u64(L1 + 8 * 2, L2 | 3).unwrap();
         ram.write_u64(L2, L3 | 3).unwrap();
         ram.write_u64(L3, PAGE_A | PAGE).unwrap();
-        let regs = crate::mmu::VmsaRegs {
+        let regs = crate::arch::aarch64::mmu::VmsaRegs {
             sctlr: 1,
             tcr: 25 | (1 << 23),
             ttbr0: L1,
@@ -873,7 +875,7 @@ mod tests {
             .unwrap();
         // Linux's registers: TCR.A1, the ASID in TTBR1.
         let process = |l1: u64, asid: u64| -> TranslationRegs {
-            crate::mmu::VmsaRegs {
+            crate::arch::aarch64::mmu::VmsaRegs {
                 sctlr: 1,
                 tcr: 25 | (1 << 23) | (1 << 22),
                 ttbr0: l1,
@@ -1082,7 +1084,7 @@ mod tests {
         let TranslationRegs::Vmsa(vmsa) = regs else {
             unreachable!("set up as VMSA")
         };
-        let elsewhere = crate::mmu::VmsaRegs {
+        let elsewhere = crate::arch::aarch64::mmu::VmsaRegs {
             ttbr0: RAM_BASE + 0x3000,
             ..vmsa
         }

@@ -2,7 +2,7 @@
 //! fault that stopped it. The walkers (`mmu` for VMSAv8-64, `sv39` for RISC-V)
 //! both produce these, so neither needs the other.
 
-use traces::aarch64::{level_shift, Access};
+use traces::aarch64::Access;
 use traces::Perms;
 
 /// Fault status codes (DFSC/IFSC).
@@ -56,10 +56,12 @@ pub struct Translation {
 
 impl Translation {
     /// Size of the block or page the leaf maps, as a shift.
+    #[cfg(test)]
     pub fn block_shift(&self) -> u32 {
-        level_shift(self.level)
+        traces::aarch64::level_shift(self.level)
     }
     /// Whether the walk read the descriptor at physical address `desc`.
+    #[cfg(test)]
     pub fn uses_descriptor(&self, desc: u64) -> bool {
         self.leaf == desc || self.tables[..self.n_tables as usize].contains(&desc)
     }

@@ -187,7 +187,7 @@ fn rdtime_reads_the_clock_at_its_instruction() {
     for quantum in [7, 100, 100_000] {
         let (elapsed, insns) = powered_off(&asm.kernel(), config(1, quantum));
         // From the first rdtime to the second: GAP + 1 instructions.
-        let expected = emu::riscv::time_at(GAP as u64 + 1) - emu::riscv::time_at(0);
+        let expected = emu::riscv_time_at(GAP as u64 + 1) - emu::riscv_time_at(0);
         assert_eq!(elapsed, expected, "quantum {quantum}");
         assert_eq!(
             insns, program_insns,

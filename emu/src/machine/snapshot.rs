@@ -34,7 +34,7 @@ struct CoreState {
     insns: u64,
     irqs: u64,
     last_exception: Option<TakenException>,
-    monitor: Option<crate::events::Monitor>,
+    monitor: Option<crate::arch::aarch64::wfe::Monitor>,
     /// RISC-V: whether the host had raised `mip.STIP` (the register itself is in
     /// `registers`).
     timer_pending: bool,
@@ -77,6 +77,7 @@ impl Machine {
     pub fn snapshot(&self) -> Result<Snapshot, EmuError> {
         self.refuse_probes("snapshot")?;
         let cores = self
+            .hw
             .cores
             .iter()
             .map(|core| {
@@ -98,15 +99,15 @@ impl Machine {
             .collect::<Result<Vec<_>, EmuError>>()?;
         Ok(Snapshot {
             cores,
-            ram: self.ram.nonzero_pages(),
-            board: self.board.borrow().clone(),
+            ram: self.hw.ram.nonzero_pages(),
+            board: self.hw.board.borrow().clone(),
             scheduler: self.scheduler.borrow().boxed_clone(),
-            total_insns: self.total_insns,
+            total_insns: self.hw.total_insns,
             slices: self.slices,
             max_insns: self.config.max_insns,
-            sbi_remote_fences: self.sbi_remote_fences,
+            sbi_remote_fences: self.hw.sbi_remote_fences,
             end: self.end.clone(),
-            mmu: self.mmu.as_ref().map(|m| m.model()),
+            mmu: self.hw.mmu.as_ref().map(|m| m.model()),
         })
     }
 
@@ -140,7 +141,7 @@ impl Machine {
         recorder.restart(sink);
         // A snapshot taken before recording started has the MMU model not
         // recording its events.
-        for core in &self.cores {
+        for core in &self.hw.cores {
             if let Some(mmu) = &core.mmu {
                 mmu.start_recording(recorder.clone());
             }
@@ -150,15 +151,15 @@ impl Machine {
 
     fn put_back(&mut self, snapshot: &Snapshot) -> Result<(), EmuError> {
         self.refuse_probes("restore")?;
-        if snapshot.cores.len() != self.cores.len() {
+        if snapshot.cores.len() != self.hw.cores.len() {
             return Err(EmuError::Config(format!(
                 "a snapshot of {} cores does not fit a machine of {}",
                 snapshot.cores.len(),
-                self.cores.len()
+                self.hw.cores.len()
             )));
         }
-        self.ram.reset_to(&snapshot.ram);
-        for (core, saved) in self.cores.iter_mut().zip(&snapshot.cores) {
+        self.hw.ram.reset_to(&snapshot.ram);
+        for (core, saved) in self.hw.cores.iter_mut().zip(&snapshot.cores) {
             let failed = |e: uc_error| uc_err("restoring a core")(e);
             core.uc.context_restore(&saved.registers).map_err(failed)?;
             // The soft TLB holds translations of the tables as they were; the
@@ -175,15 +176,15 @@ impl Machine {
                 mmu.forget();
             }
         }
-        *self.board.borrow_mut() = snapshot.board.clone();
+        *self.hw.board.borrow_mut() = snapshot.board.clone();
         *self.scheduler.borrow_mut() = snapshot.scheduler.boxed_clone();
-        self.total_insns = snapshot.total_insns;
+        self.hw.total_insns = snapshot.total_insns;
         self.slices = snapshot.slices;
         self.config.max_insns = snapshot.max_insns;
-        self.sbi_remote_fences = snapshot.sbi_remote_fences;
+        self.hw.sbi_remote_fences = snapshot.sbi_remote_fences;
         self.end = snapshot.end.clone();
         self.stop.0.borrow_mut().take();
-        if let (Some(mmu), Some(model)) = (&self.mmu, &snapshot.mmu) {
+        if let (Some(mmu), Some(model)) = (&self.hw.mmu, &snapshot.mmu) {
             mmu.set_model(model.clone());
         }
         Ok(())

@@ -15,7 +15,7 @@
 
 use unicorn_engine::{RegisterARM64, RegisterRISCV, Unicorn};
 
-use crate::exception::{self, PSTATE_I};
+use crate::arch::aarch64::exception::{self, PSTATE_I};
 use crate::Isa;
 
 /// `sstatus.SIE` and `sstatus.SPIE`.
@@ -62,13 +62,13 @@ pub(crate) struct Abi(pub(crate) Isa);
 
 impl Abi {
     fn riscv_x<D>(uc: &Unicorn<'_, D>, n: u32) -> u64 {
-        crate::riscv::xreg(uc, n)
+        crate::arch::riscv64::hart::xreg(uc, n)
     }
 
     /// Argument `n` (0: also the result at a return).
     pub(crate) fn arg<D>(self, uc: &Unicorn<'_, D>, n: u32) -> u64 {
         match self.0 {
-            Isa::Aarch64 => crate::cpu::read_xreg(uc, n),
+            Isa::Aarch64 => crate::arch::aarch64::regs::read_xreg(uc, n),
             Isa::Riscv64 => Self::riscv_x(uc, 10 + n),
         }
     }
@@ -76,7 +76,7 @@ impl Abi {
     /// General register `n` as the ISA numbers it.
     pub(crate) fn xreg<D>(self, uc: &Unicorn<'_, D>, n: u32) -> u64 {
         match self.0 {
-            Isa::Aarch64 => crate::cpu::read_xreg(uc, n),
+            Isa::Aarch64 => crate::arch::aarch64::regs::read_xreg(uc, n),
             Isa::Riscv64 => Self::riscv_x(uc, n),
         }
     }
@@ -95,14 +95,14 @@ impl Abi {
     /// The link register (the return address before a frame record holds it).
     pub(crate) fn link<D>(self, uc: &Unicorn<'_, D>) -> u64 {
         match self.0 {
-            Isa::Aarch64 => crate::cpu::read_xreg(uc, 30),
+            Isa::Aarch64 => crate::arch::aarch64::regs::read_xreg(uc, 30),
             Isa::Riscv64 => Self::riscv_x(uc, 1),
         }
     }
 
     pub(crate) fn frame_pointer<D>(self, uc: &Unicorn<'_, D>) -> u64 {
         match self.0 {
-            Isa::Aarch64 => crate::cpu::read_xreg(uc, 29),
+            Isa::Aarch64 => crate::arch::aarch64::regs::read_xreg(uc, 29),
             Isa::Riscv64 => Self::riscv_x(uc, 8),
         }
     }

@@ -64,7 +64,7 @@ use unicorn_engine::{Prot, RegisterARM64, Unicorn};
 
 use super::abi::Abi;
 use super::{read_u64, reg, Recorder, Site, State};
-use crate::cpu::read_xreg;
+use crate::arch::aarch64::regs::read_xreg;
 use crate::error::EmuError;
 use crate::kernel::KernelImage;
 

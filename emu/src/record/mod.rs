@@ -746,7 +746,7 @@ impl Recorder {
             Site::TrapEntry => {
                 // QEMU took an interrupt (scause's top bit); the host's own
                 // exception entries are reported by the machine.
-                if crate::riscv::interrupt_entered(uc) {
+                if crate::arch::riscv64::hart::interrupt_entered(uc) {
                     let cause = uc
                         .reg_read(unicorn_engine::RegisterRISCV::SCAUSE)
                         .unwrap_or(0);

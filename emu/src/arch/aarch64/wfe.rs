@@ -22,7 +22,6 @@
 //! (A store of the same value, which would clear the monitor too, is not seen: the
 //! waits this serves are for a value to change.)
 
-use crate::cpu::{Core, SliceCounter};
 use crate::kernel::KernelImage;
 
 /// LDXR/LDAXR of any size (bits 31-30 size, bit 15 acquire, Rn 9-5, Rt 4-0).
@@ -51,7 +50,7 @@ pub(crate) struct EventSites {
 }
 
 impl EventSites {
-    fn of(kernel: &KernelImage) -> Self {
+    pub(crate) fn of(kernel: &KernelImage) -> Self {
         let mut sites = EventSites::default();
         for (addr, word) in kernel.code_words() {
             match word {
@@ -124,15 +123,6 @@ impl EventSites {
     }
 }
 
-/// Gives every core the kernel's event sites.
-pub(crate) fn install(cores: &[Core], kernel: &KernelImage) {
-    let sites = std::rc::Rc::new(EventSites::of(kernel));
-    for core in cores {
-        let _ = core.counter.event_sites.set(sites.clone());
-    }
-}
-
-/// Whether the slice of `counter` stopped at `pc` to wait after a WFE.
 /// What a CPU waiting in WFE watches: the physical address its last
 /// load-exclusive read (`size` bytes) and the value it read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -174,14 +164,6 @@ impl Monitor {
     pub(crate) fn cleared(&self, read: impl Fn(u64, usize) -> Option<u64>) -> bool {
         read(self.pa, self.size) != Some(self.value)
     }
-}
-
-pub(crate) fn waits_at(counter: &SliceCounter, pc: u64) -> bool {
-    counter.wfe_wait.get()
-        && counter
-            .event_sites
-            .get()
-            .is_some_and(|sites| sites.after_wait(pc))
 }
 
 #[cfg(test)]

@@ -32,7 +32,7 @@ pub struct VmsaRegs {
 }
 
 /// What selects a core's translation: Arm's registers, or RISC-V's `satp` (Sv39,
-/// walked by [`crate::sv39`]).
+/// walked by [`crate::arch::riscv64::sv39`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TranslationRegs {
     Vmsa(VmsaRegs),
@@ -55,7 +55,9 @@ impl TranslationRegs {
     pub fn mmu_on(&self) -> bool {
         match self {
             TranslationRegs::Vmsa(regs) => regs.sctlr & 1 != 0,
-            TranslationRegs::Sv39 { satp } => satp >> 60 == crate::sv39::SATP_MODE_SV39,
+            TranslationRegs::Sv39 { satp } => {
+                satp >> 60 == crate::arch::riscv64::sv39::SATP_MODE_SV39
+            }
         }
     }
 
@@ -114,7 +116,7 @@ impl TranslationRegs {
 pub fn walk_start(regs: &TranslationRegs, va: u64) -> Result<(u64, u8, u32), Fault> {
     let regs = match regs {
         TranslationRegs::Vmsa(regs) => regs,
-        TranslationRegs::Sv39 { satp } => return crate::sv39::walk_start(*satp, va),
+        TranslationRegs::Sv39 { satp } => return crate::arch::riscv64::sv39::walk_start(*satp, va),
     };
     let upper = (va >> 55) & 1 == 1;
     let tcr = regs.tcr;
@@ -171,7 +173,9 @@ pub fn walk_any(
 ) -> Result<Translation, Fault> {
     let vmsa = match regs {
         TranslationRegs::Vmsa(vmsa) => vmsa,
-        TranslationRegs::Sv39 { satp } => return crate::sv39::walk_any(mem, *satp, va),
+        TranslationRegs::Sv39 { satp } => {
+            return crate::arch::riscv64::sv39::walk_any(mem, *satp, va)
+        }
     };
     let (mut table, start_level, input_bits) = walk_start(regs, va)?;
     let mut tables = [0u64; 3];

@@ -228,33 +228,6 @@ pub(crate) fn enter_trap(
     Ok(Some(stvec))
 }
 
-/// SBI extensions and functions the host implements.
-pub(crate) mod sbi {
-    pub const BASE: u64 = 0x10;
-    pub const TIME: u64 = 0x5449_4d45;
-    pub const IPI: u64 = 0x0073_5049;
-    pub const RFENCE: u64 = 0x5246_4e43;
-    pub const HSM: u64 = 0x0048_534d;
-    pub const SRST: u64 = 0x5352_5354;
-
-    pub const SUCCESS: i64 = 0;
-    pub const ERR_NOT_SUPPORTED: i64 = -2;
-    pub const ERR_INVALID_PARAM: i64 = -3;
-    pub const ERR_ALREADY_AVAILABLE: i64 = -6;
-}
-
-/// The harts a `hart_mask`/`hart_mask_base` pair names, among `harts`.
-pub(crate) fn harts_in_mask(mask: u64, base: u64, harts: usize) -> Vec<usize> {
-    if base == u64::MAX {
-        return (0..harts).collect();
-    }
-    (0..64)
-        .filter(|bit| mask & (1 << bit) != 0)
-        .filter_map(|bit| usize::try_from(base.checked_add(bit)?).ok())
-        .filter(|&hart| hart < harts)
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -272,13 +245,10 @@ mod tests {
     }
 
     #[test]
-    fn rdtime_and_addresses_decode() {
+    fn rdtime_decodes() {
         // rdtime a5 = csrrs a5, time, zero
         assert_eq!(rdtime_destination(0xc01027f3), Some(15));
         assert_eq!(rdtime_destination(0xc00027f3), None); // rdcycle
-        assert_eq!(harts_in_mask(0b101, 1, 4), vec![1, 3]);
-        assert_eq!(harts_in_mask(1, u64::MAX, 3), vec![0, 1, 2]);
-        assert_eq!(harts_in_mask(1, 7, 4), Vec::<usize>::new());
     }
 
     /// A trap taken in U-mode enters S-mode at `stvec` with `sstatus.SPP` clear

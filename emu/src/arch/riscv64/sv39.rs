@@ -87,8 +87,8 @@ pub fn walk_any(mem: &dyn GuestMemory, satp: u64, va: u64) -> Result<Translation
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::arch::aarch64::mmu::{walk, Access, TranslationRegs, PERMISSION_FAULT};
     use crate::memory::GuestRam;
-    use crate::mmu::{walk, Access, TranslationRegs, PERMISSION_FAULT};
     use traces::riscv64::PTE_V;
 
     const RAM: u64 = 0x8000_0000;

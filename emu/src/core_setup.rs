@@ -1,0 +1,154 @@
+//! A new core: its engine from the ISA ([`crate::arch::Arch`]), guest RAM mapped,
+//! and the machine's own hooks on it: the block hook that counts instructions and
+//! stops the slice where an interrupt is due, the exception hook, and the device
+//! windows of the board.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use unicorn_engine::{Prot, Unicorn};
+
+use crate::arch::{Arch, CoreHooks};
+use crate::board::{Board, MmioAccess};
+use crate::cpu::{Core, Hooks, IrqStop, SliceCounter};
+use crate::error::{uc_err, EmuError};
+use crate::memory::GuestRam;
+use crate::simmu;
+
+impl Core {
+    pub(crate) fn new(
+        cpu: usize,
+        ram: &GuestRam,
+        board: &Rc<RefCell<Board>>,
+        hooks: Hooks,
+        sim_mmu: Option<&Rc<simmu::Shared>>,
+    ) -> Result<Self, EmuError> {
+        let isa = board.borrow().isa;
+        let arch = isa.arch();
+        let mut uc = arch.new_engine()?;
+        // SAFETY: `ram` outlives every core (see `Machine`'s field order) and is only
+        // accessed by the host between slices.
+        unsafe { uc.mem_map_ptr(ram.base(), ram.size(), Prot::ALL, ram.host_ptr().cast()) }
+            .map_err(uc_err("mapping guest RAM"))?;
+        let counter = Rc::new(SliceCounter::default());
+        install_counting_hooks(&mut uc, cpu, &counter, board, arch)?;
+        install_devices(&mut uc, cpu, board, &counter)?;
+        let mmu = match sim_mmu {
+            Some(shared) => Some(simmu::install_core(&mut uc, cpu, shared, &counter, isa)?),
+            None => None,
+        };
+        let keep_alive = arch.install_core_hooks(&mut CoreHooks {
+            uc: &mut uc,
+            cpu,
+            board,
+            counter: &counter,
+            mmu: mmu.clone(),
+            hooks,
+        })?;
+        Ok(Self::with_engine(uc, counter, mmu, keep_alive))
+    }
+}
+
+pub(crate) fn install_counting_hooks(
+    uc: &mut Unicorn<'static, ()>,
+    cpu: usize,
+    counter: &Rc<SliceCounter>,
+    board: &Rc<RefCell<Board>>,
+    arch: &'static dyn Arch,
+) -> Result<(), EmuError> {
+    let (c, b) = (counter.clone(), board.clone());
+    // Counting per block is nearly free; a per-instruction count hook is not. A stop
+    // requested here takes effect before the block runs (measured), so the budget
+    // is checked on entry to each block and a block is counted only when it runs.
+    uc.add_block_hook(1, 0, move |uc, addr, size| {
+        let insns = size as u64 / 4;
+        let over_budget = c.executed.get() >= c.budget.get();
+        // Past the budget only a stop that runs nothing more is wanted.
+        let irq = c
+            .irq_due_by(insns)
+            .then(|| arch.irq_stop(uc, cpu, &b, &c, addr, insns))
+            .flatten()
+            .filter(|&stop| !over_budget || stop == IrqStop::BlockStart);
+        if over_budget || irq.is_some() {
+            c.irq_stop.set(irq);
+            if !c.stop_requested.replace(true) {
+                let _ = uc.emu_stop();
+            }
+            return;
+        }
+        if c.wfe_wait.get() {
+            // The previous block ended in a WFE with no event: wait from here.
+            if !c.stop_requested.replace(true) {
+                let _ = uc.emu_stop();
+            }
+            return;
+        }
+        if let Some(sites) = c.event_sites.get().filter(|s| s.holds_any(addr, size)) {
+            c.wfe_wait
+                .set(sites.block_runs(&mut b.borrow_mut().events, cpu, addr, size));
+        }
+        if addr == c.trap_vector.get() && arch.interrupt_entered(uc) {
+            c.interrupts_taken.set(c.interrupts_taken.get() + 1);
+        }
+        c.block_start.set(addr);
+        c.block_size.set(size);
+        c.executed.set(c.executed.get() + insns);
+        let every = c.churn_every.get();
+        if every != 0 {
+            let blocks = c.blocks.get() + 1;
+            c.blocks.set(blocks);
+            if blocks.is_multiple_of(every) {
+                let _ = uc.ctl_flush_tlb();
+            }
+        }
+    })
+    .map_err(uc_err("adding the block hook"))?;
+    let (c, b) = (counter.clone(), board.clone());
+    uc.add_intr_hook(move |uc, intno| {
+        if arch.emulates_in_place(uc, intno, &b, &c) {
+            return;
+        }
+        c.exception.set(Some(intno));
+        c.stop_requested.set(true);
+        let _ = uc.emu_stop();
+    })
+    .map_err(uc_err("adding the exception hook"))?;
+    Ok(())
+}
+
+/// Maps the windows of the board's devices on this core: its loads and stores
+/// there reach the device's state on the shared board.
+fn install_devices(
+    uc: &mut Unicorn<'static, ()>,
+    cpu: usize,
+    board: &Rc<RefCell<Board>>,
+    counter: &Rc<SliceCounter>,
+) -> Result<(), EmuError> {
+    let devices = board.borrow().kind().devices;
+    for &device in devices {
+        for (window, range) in device.windows().iter().enumerate() {
+            let access = move |offset, size| MmioAccess {
+                cpu,
+                window,
+                offset,
+                size,
+            };
+            let (b1, b2, c) = (board.clone(), board.clone(), counter.clone());
+            uc.mmio_map(
+                range.base,
+                range.size,
+                Some(move |_: &mut Unicorn<'_, ()>, offset, size| {
+                    device.read(&mut b1.borrow_mut(), access(offset, size))
+                }),
+                Some(move |_: &mut Unicorn<'_, ()>, offset, size, value| {
+                    let line = device.write(&mut b2.borrow_mut(), access(offset, size), value);
+                    if let Some(high) = line {
+                        c.irq_line_may_have_risen(high);
+                    }
+                }),
+            )
+            .map_err(uc_err(range.mapping))?;
+        }
+    }
+    Ok(())
+}
