@@ -12,6 +12,7 @@
 use vm_fdt::FdtWriter;
 
 use crate::arch::aarch64::gic::Gic;
+use crate::arch::riscv64::plic::Plic;
 use crate::fdt::{self, BoardDescription};
 use crate::timer::{VirtualClock, VirtualTimer, VTIMER_INTID};
 use crate::uart::Uart;
@@ -31,6 +32,8 @@ pub(crate) struct IrqWatch {
 #[derive(Clone)]
 pub(crate) struct Board {
     pub(crate) gic: Gic,
+    /// RISC-V's interrupt controller for devices (no source wired).
+    pub(crate) plic: Plic,
     pub(crate) uart: Uart,
     pub(crate) timers: Vec<VirtualTimer>,
     pub(crate) clock: VirtualClock,
@@ -155,6 +158,11 @@ pub(crate) trait BusDevice: Sync {
     fn is_console(&self) -> bool {
         false
     }
+    /// Whether its registers belong to the firmware the host plays: its node
+    /// (with its `reg`) is written, its window is not mapped for the guest.
+    fn firmware_only(&self) -> bool {
+        false
+    }
 }
 
 /// What tells the boards apart: the root node, the CPUs and the devices.
@@ -216,6 +224,11 @@ pub(crate) fn device_tree(
     for device in kind.devices {
         let node = fdt.begin_node(&device.node_name())?;
         device.describe(&mut fdt, board)?;
+        if device.firmware_only() {
+            // The device-tree specification's mark for a device that works but
+            // is another software component's (here, the firmware's).
+            fdt.property_string("status", "reserved")?;
+        }
         fdt.end_node(node)?;
     }
     if let Some(node) = bus {
@@ -310,6 +323,48 @@ mod tests {
             fdt.chosen().stdout().map(|n| n.name),
             Some("serial@10000000")
         );
+        // The PLIC and the CLINT as QEMU describes them: every hart's external
+        // (11 M, 9 S) and software and timer (3, 7) interrupts.
+        let cells = |node: ::fdt::node::FdtNode<'_, '_>| -> Vec<u32> {
+            let bytes = node.property("interrupts-extended").unwrap().value;
+            bytes
+                .chunks(4)
+                .map(|c| u32::from_be_bytes(c.try_into().unwrap()))
+                .collect()
+        };
+        let intc = |hart: usize| {
+            fdt.find_node(&format!("/cpus/cpu@{hart}/interrupt-controller"))
+                .unwrap()
+                .property("phandle")
+                .unwrap()
+                .as_usize()
+                .unwrap() as u32
+        };
+        let plic = fdt.find_compatible(&["riscv,plic0"]).unwrap();
+        assert_eq!(plic.name, "plic@c000000");
+        assert_eq!(
+            plic.property("riscv,ndev").unwrap().as_usize(),
+            Some(crate::arch::riscv64::plic::SOURCES as usize)
+        );
+        let expected: Vec<u32> = (0..4).flat_map(|h| [intc(h), 11, intc(h), 9]).collect();
+        assert_eq!(cells(plic), expected);
+        let plic_phandle = plic.property("phandle").unwrap().as_usize();
+        assert_eq!(
+            uart.property("interrupt-parent").unwrap().as_usize(),
+            plic_phandle
+        );
+        assert_eq!(uart.property("interrupts").unwrap().as_usize(), Some(10));
+        let clint = fdt.find_compatible(&["riscv,clint0"]).unwrap();
+        let expected: Vec<u32> = (0..4).flat_map(|h| [intc(h), 3, intc(h), 7]).collect();
+        assert_eq!(cells(clint), expected);
+        assert_eq!(
+            clint.reg().unwrap().next().unwrap().starting_address as u64,
+            0x0200_0000
+        );
+        assert_eq!(
+            clint.property("status").and_then(|p| p.as_str()),
+            Some("reserved")
+        );
     }
 
     /// The registration contract: each device's node gives exactly the windows
@@ -341,7 +396,11 @@ mod tests {
                 });
                 let mapped: Vec<(u64, u64)> =
                     device.windows().iter().map(|w| (w.base, w.size)).collect();
-                assert_eq!(described, mapped, "{isa:?} {path}");
+                if device.firmware_only() {
+                    assert!(mapped.is_empty() && !described.is_empty(), "{isa:?} {path}");
+                } else {
+                    assert_eq!(described, mapped, "{isa:?} {path}");
+                }
                 windows_mapped += mapped.len();
                 if device.is_console() {
                     assert_eq!(tree.chosen().stdout().unwrap().name, device.node_name());

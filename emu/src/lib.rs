@@ -1,8 +1,8 @@
 //! The emulated multicore machine of percpu-lab: one Unicorn instance per core over
 //! shared guest RAM, taking turns on one host thread under a deterministic
 //! scheduler, with the devices of QEMU's `virt` board modelled on the host: for
-//! arm64 (PL011, GICv2, generic timer, PSCI) or for RISC-V (NS16550A, the timer and
-//! IPIs through SBI, the host as the firmware). The kernel's ELF picks the
+//! arm64 (PL011, GICv2, generic timer, PSCI) or for RISC-V (NS16550A, PLIC, the
+//! timer and IPIs through SBI, the host as the firmware and its CLINT). The kernel's ELF picks the
 //! [`Isa`]; what differs lives behind the `arch` seam (`arch/aarch64/`,
 //! `arch/riscv64/`), plus the recorder's register conventions in `record/abi.rs`
 //! and the simulated MMU's choice of walker. See `docs/machine.md` for the contract
@@ -96,7 +96,7 @@ pub use kernel::{ImageSymbols, KernelError, KernelImage};
 pub enum Isa {
     /// ARMv8-A AArch64 on QEMU's `virt` board: PL011, GICv2, generic timer, PSCI.
     Aarch64,
-    /// RV64GC in S-mode on QEMU's riscv64 `virt` board: NS16550A, the host as the
+    /// RV64GC in S-mode on QEMU's riscv64 `virt` board: NS16550A, PLIC, the host as the
     /// SBI firmware (TIME, IPI, RFENCE, HSM, SRST).
     Riscv64,
 }

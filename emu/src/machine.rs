@@ -6,6 +6,7 @@ use std::rc::Rc;
 
 use crate::arch::aarch64::exception::Synchronous;
 use crate::arch::aarch64::gic::{self, Gic};
+use crate::arch::riscv64::plic::Plic;
 use crate::arch::Arch;
 use crate::board::{self, Board, IrqWatch};
 pub(crate) use crate::cpu::Hooks;
@@ -220,6 +221,7 @@ impl Machine {
 
         let board = Rc::new(RefCell::new(Board {
             gic: Gic::new(config.cpus),
+            plic: Plic::new(config.cpus),
             uart: Uart::new(config.cpus),
             timers: vec![VirtualTimer::default(); config.cpus],
             clock: VirtualClock::default(),

@@ -1,7 +1,7 @@
 //! The RISC-V board with hand-assembled programs (encodings from the RISC-V
 //! unprivileged and privileged specifications): `rdtime` emulation, the timer
 //! interrupt at its exact instruction whatever the slicing, WFI, SBI IPIs and
-//! hart start, and the host's trap entry for an exception.
+//! hart start, the host's trap entry for an exception, and the PLIC and CLINT.
 
 mod common;
 
@@ -72,6 +72,17 @@ impl Asm {
         let hi = ((off + 0x800) >> 12) as u32;
         self.emit((hi << 12) | (rd << 7) | 0x17);
         self.addi(rd, rd, (off - ((hi as i32 as i64) << 12)) as i32)
+    }
+    /// `lw rd, imm(rs1)`.
+    fn lw(&mut self, rd: u32, rs1: u32, imm: i32) -> &mut Self {
+        self.i_type(0x03, 2, rd, rs1, imm)
+    }
+    /// `sw rs2, imm(rs1)`.
+    fn sw(&mut self, rs2: u32, rs1: u32, imm: i32) -> &mut Self {
+        let imm = imm as u32 & 0xfff;
+        self.emit(
+            (imm >> 5) << 25 | (rs2 << 20) | (rs1 << 15) | (2 << 12) | (imm & 0x1f) << 7 | 0x23,
+        )
     }
     fn csr(&mut self, funct3: u32, rd: u32, csr: u32, rs1: u32) -> &mut Self {
         self.emit((csr << 20) | (rs1 << 15) | (funct3 << 12) | (rd << 7) | 0x73)
@@ -312,4 +323,69 @@ fn an_exception_enters_the_trap_handler_with_scause_sepc_and_stval() {
         ..config(1, 3)
     };
     assert_eq!(powered_off(&kernel, sched).0, (2 << 32) + illegal as u64);
+}
+
+/// The PLIC answers at QEMU's address as QEMU 7.2's does from S-mode (the same
+/// stores and loads, printed by a program under OpenSBI, gave these values):
+/// priorities keep 3 bits, for sources up to 96; enables cover bits 0 to 95;
+/// thresholds keep 3 bits; with nothing wired, nothing is pending or claimed.
+/// The program powers off with a bit set for each load that read otherwise.
+#[test]
+fn the_plic_reads_back_what_a_guest_sets_up_as_on_qemu() {
+    const PLIC: u64 = 0x0c00_0000;
+    const T2: u32 = 7;
+    const HART1_S_ENABLE: u64 = PLIC + 0x2000 + 0x80 * 3;
+    const HART1_S_CONTEXT: u64 = PLIC + 0x20_0000 + 0x1000 * 3;
+    let cases: [(u64, u32, u32); 12] = [
+        (PLIC + 4 * 10, 0xff, 7),
+        (PLIC + 4 * 11, 5, 5),
+        (PLIC + 4 * 12, 8, 0),
+        (PLIC, 3, 0),
+        (PLIC + 4 * 96, 3, 3),
+        (PLIC + 4 * 97, 3, 0),
+        (HART1_S_ENABLE, 1 << 10 | 1, 1 << 10 | 1),
+        (HART1_S_ENABLE + 8, u32::MAX, u32::MAX),
+        (HART1_S_ENABLE + 12, u32::MAX, 0),
+        (HART1_S_CONTEXT, 0xff, 7),
+        (HART1_S_CONTEXT + 4, 0, 0),
+        (PLIC + 0x1000, 0xffff, 0),
+    ];
+    let mut asm = Asm::default();
+    asm.li(T2, 0);
+    for (bit, &(addr, value, expected)) in cases.iter().enumerate() {
+        // `lw` sign-extends: so are the values loaded to compare with.
+        let load = |asm: &mut Asm, reg, value: u32| {
+            match value {
+                u32::MAX => asm.addi(reg, ZERO, -1),
+                small => asm.li(reg, u64::from(small)),
+            };
+        };
+        asm.li(A0, addr);
+        load(&mut asm, A1, value);
+        asm.sw(A1, A0, 0).lw(A2, A0, 0);
+        load(&mut asm, A3, expected);
+        // t1 = (a2 != a3) << bit; t2 |= t1
+        asm.emit((A3 << 20) | (A2 << 15) | (4 << 12) | (T1 << 7) | 0x33); // xor
+        asm.emit((T1 << 20) | (ZERO << 15) | (3 << 12) | (T1 << 7) | 0x33); // sltu
+        asm.emit(((bit as u32) << 20) | (T1 << 15) | (1 << 12) | (T1 << 7) | 0x13); // slli
+        asm.emit((T1 << 20) | (T2 << 15) | (6 << 12) | (T2 << 7) | 0x33); // or
+    }
+    asm.shutdown_with(T2);
+    assert_eq!(powered_off(&asm.kernel(), config(2, 1000)).0, 0);
+}
+
+/// The CLINT is the firmware's (OpenSBI's PMP keeps S-mode out on QEMU): a load
+/// from it ends the run as a fault at that instruction, not a host crash.
+#[test]
+fn a_load_from_the_clint_is_a_fault() {
+    let mut asm = Asm::default();
+    asm.li(T0, 0x0200_0000);
+    let load_at = asm.here();
+    asm.lw(T1, T0, 0).shutdown_with(T1);
+    let (outcome, _, _) = common::run(config(1, 1000), &asm.kernel());
+    assert!(
+        matches!(outcome.end, RunEnd::Fault { cpu: 0, pc, .. } if pc == load_at),
+        "{:?}",
+        outcome.end
+    );
 }

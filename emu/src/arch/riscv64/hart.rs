@@ -1,4 +1,4 @@
-//! The RISC-V board: QEMU's riscv64 `virt` as far as the guest needs it (RAM at
+//! A RISC-V hart as the host drives it, on QEMU's riscv64 `virt` (RAM at
 //! 0x8000_0000, an NS16550A, the device tree in a1 and the hart id in a0) with the
 //! host as the SBI firmware (TIME, IPI, RFENCE, HSM, SRST).
 //!

@@ -1,6 +1,7 @@
 //! RISC-V (RV64GC) on QEMU's riscv64 `virt` board, S-mode with the host as the
 //! SBI firmware ([`sbi`]): the hart's registers and traps ([`hart`]), the Sv39
-//! walk ([`sv39`]) and the board ([`board`]).
+//! walk ([`sv39`]) and the board ([`board`]: the NS16550A, the PLIC ([`plic`]) and
+//! the firmware's CLINT).
 
 use std::cell::RefCell;
 
@@ -17,6 +18,7 @@ use crate::unwind;
 
 pub(crate) mod board;
 pub mod hart;
+pub(crate) mod plic;
 pub(crate) mod sbi;
 pub(crate) mod sv39;
 
