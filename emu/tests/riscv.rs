@@ -389,3 +389,35 @@ fn a_load_from_the_clint_is_a_fault() {
         outcome.end
     );
 }
+
+/// A WFI does not end a RISC-V block: when the timer's deadline falls on an
+/// instruction after a WFI of the same block, the run up to the deadline stops
+/// at the WFI and the hart waits there, so the interrupt is taken right after
+/// the WFI (`sepc`), not at the deadline's instruction, whatever the slicing.
+#[test]
+fn a_wfi_before_the_deadline_in_its_block_waits_for_it() {
+    let mut asm = Asm::default();
+    let handler = LOAD + 0x400;
+    asm.la(T0, handler).csrw(STVEC, T0);
+    asm.li(T0, STIP).csrs(SIE, T0).li(T0, 2).csrs(SSTATUS, T0);
+    // The deadline: 4 ticks of time (25 instructions on one hart) from here.
+    asm.rdtime(A0).addi(A0, A0, 4).sbi(0x5449_4d45, 0);
+    asm.nop().nop().wfi();
+    let after_wfi = asm.here();
+    for _ in 0..64 {
+        asm.nop();
+    }
+    asm.li(A2, 1).shutdown_with(A2);
+    asm.pad_to(handler);
+    asm.csrr(A2, 0x141).shutdown_with(A2); // sepc
+    let kernel = asm.kernel();
+    // Up to the WFI, then the handler: the nops after the WFI never run.
+    let ran = (after_wfi - LOAD) / 4 + (asm.here() - handler) / 4;
+    for quantum in [5, 100, 20_000] {
+        assert_eq!(
+            powered_off(&kernel, config(1, quantum)),
+            (after_wfi, ran),
+            "quantum {quantum}"
+        );
+    }
+}
