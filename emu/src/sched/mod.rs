@@ -350,6 +350,13 @@ mod strategy_tests {
         }
     }
 
+    fn view_of(runnable: &[usize], cpus: usize) -> SchedView<'_> {
+        SchedView {
+            cpus,
+            ..view(runnable)
+        }
+    }
+
     fn point(cpu: usize, scheduler: &mut dyn Scheduler) -> bool {
         scheduler.at_point(&SchedPoint {
             cpu,
@@ -407,6 +414,77 @@ mod strategy_tests {
             .change_points()
             .iter()
             .all(|&p| (1..=500).contains(&p)));
+    }
+
+    /// Change points are scheduling point numbers, and points are counted from
+    /// 1: every drawn one is in `1..=steps` (with one step, all are point 1).
+    #[test]
+    fn pct_draws_change_points_among_the_points_that_come() {
+        for seed in 0..64 {
+            assert_eq!(Pct::new(seed, 100, 4, 1).change_points(), [1, 1, 1]);
+            let drawn = Pct::new(seed, 100, 6, 2);
+            assert!(drawn.change_points().iter().all(|p| [1, 2].contains(p)));
+        }
+    }
+
+    /// A change point puts its CPU below every initial priority: every other
+    /// CPU runs before it again, whatever the seed (no tie with the lowest).
+    #[test]
+    fn pct_a_demoted_cpu_runs_after_every_other() {
+        for cpus in 2..=4 {
+            let all: Vec<usize> = (0..cpus).collect();
+            for seed in 0..32 {
+                let mut pct = Pct::with_change_points(seed, 100, 2, 100, vec![1]);
+                let demoted = pct.next(&view_of(&all, cpus)).cpu;
+                assert!(point(demoted, &mut pct));
+                let mut runnable = all.clone();
+                let mut order = Vec::new();
+                while !runnable.is_empty() {
+                    let cpu = pct.next(&view_of(&runnable, cpus)).cpu;
+                    order.push(cpu);
+                    runnable.retain(|&c| c != cpu);
+                }
+                assert_eq!(order.last(), Some(&demoted), "{cpus} cpus, seed {seed}");
+            }
+        }
+    }
+
+    /// However long every CPU stays runnable, none waits more than the bound
+    /// for its turn (a CPU made to yield goes below every earlier yielder).
+    #[test]
+    fn no_cpu_starves_under_any_strategy() {
+        let all = [0, 1, 2, 3];
+        let strategies: Vec<Box<dyn Scheduler>> = vec![
+            Box::new(Pct::new(5, 100, 1, 10)),
+            Box::new(DelayBounded::new(100, vec![])),
+            Box::new(SeededRandom::new(5, 100)),
+            Box::new(RoundRobin::new(100)),
+        ];
+        for mut strategy in strategies {
+            let mut last_ran = [0usize; 4];
+            for slice in 1..=20 * MAX_SLICES_PASSED_OVER as usize {
+                last_ran[strategy.next(&view(&all)).cpu] = slice;
+                for (cpu, &ran) in last_ran.iter().enumerate() {
+                    assert!(
+                        slice - ran <= 4 * MAX_SLICES_PASSED_OVER as usize,
+                        "CPU {cpu} waited from slice {ran} to {slice}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// Delays given twice are one delay; the later ones still come.
+    #[test]
+    fn a_repeated_delay_does_not_hide_the_next() {
+        let mut delay = DelayBounded::new(100, vec![3, 1, 3, 5]);
+        let fired: Vec<u64> = (1..=6)
+            .filter(|_| {
+                delay.next(&view(&[0, 1]));
+                point(0, &mut delay)
+            })
+            .collect();
+        assert_eq!(fired, [1, 3, 5]);
     }
 
     #[test]
