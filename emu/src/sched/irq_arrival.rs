@@ -118,6 +118,26 @@ mod tests {
         }
     }
 
+    /// An arrival at point `p` lands at point `p` itself when that point is a
+    /// plain acquisition, and arrivals given in any order land in point order.
+    #[test]
+    fn an_arrival_lands_at_its_own_point_and_in_point_order() {
+        let mut s = IrqArrivals::new(Box::new(RoundRobin::new(100)), vec![4, 2]);
+        let release = EventKind::LockRelease {
+            lock: LOCK,
+            flavor: LockFlavor::Spin,
+        };
+        let mut at = |cpu, kind: &EventKind| {
+            let end = s.at_point(&SchedPoint { cpu, kind });
+            (end, s.take_timer_request())
+        };
+        assert_eq!(at(0, &release), (false, None));
+        assert_eq!(at(1, &acquired()), (true, Some(1)), "point 2");
+        assert_eq!(at(2, &acquired()), (false, None), "point 3");
+        assert_eq!(at(3, &acquired()), (true, Some(3)), "point 4");
+        assert_eq!(at(0, &acquired()), (false, None), "point 5");
+    }
+
     #[test]
     fn an_arrival_lands_at_the_first_acquisition_from_its_point_on() {
         let mut s = IrqArrivals::new(Box::new(RoundRobin::new(100)), vec![3, 2]);
