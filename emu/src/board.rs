@@ -39,7 +39,7 @@ pub(crate) struct Board {
     pub(crate) clock: VirtualClock,
     /// Cores running during the current slice (the clock's divisor).
     pub(crate) running: u64,
-    /// Each CPU's event register (WFE/SEV, events.rs).
+    /// Each CPU's event register (WFE/SEV, `arch/aarch64/wfe.rs`).
     pub(crate) events: Vec<bool>,
     /// The cores' instruction set: on RISC-V QEMU delivers interrupts itself and
     /// the GIC is not on the board.

@@ -55,7 +55,7 @@ pub(crate) struct SliceCounter {
     pub(crate) block_size: Cell<u32>,
     /// Exception number from the INTR hook.
     pub(crate) exception: Cell<Option<u32>>,
-    /// The last block run ends in a WFE that waits (events.rs).
+    /// The last block run ends in a WFE that waits (`arch/aarch64/wfe.rs`).
     pub(crate) wfe_wait: Cell<bool>,
     /// The kernel's WFE/SEV sites (set once the kernel is known).
     pub(crate) event_sites: OnceCell<Rc<crate::arch::aarch64::wfe::EventSites>>,

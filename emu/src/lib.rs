@@ -44,8 +44,14 @@
 //!   MIPS where `emu_start`'s `count` gives ~220 and an empty code hook ~100
 //!   (`cargo run -p emu --release --example hookcost`).
 //! - The binding's MRS/MSR/SYS hook proxy returns a Rust `bool` where C reads a
-//!   `uint32_t`: declined instructions were skipped anyway. The `syshook` module registers
-//!   these hooks through the C API instead.
+//!   `uint32_t`: declined instructions were skipped anyway. `arch/aarch64/syshook.rs` registers
+//!   these hooks through the C API instead. Only the first such hook registered for
+//!   an instruction kind is called (`gen_hook_sys` in `translate-a64.c`: "Only one
+//!   hook per instruction for SYS/SYSL/MRS/MSR is allowed"), so the simulated MMU's
+//!   watch on them rides on the machine's own hooks.
+//! - Inside an MMIO callback the PC reads as the start of the running translation
+//!   block, not the accessing instruction (measured): a device knows which CPU
+//!   wrote, not at which instruction.
 //! - The cortex-a72 model has EL2/EL3 with SCR_EL3.RW = HCR_EL2.RW = 0, which makes
 //!   every ERET to EL1 illegal (PSTATE.IL): the machine sets both bits at reset.
 //! - Unicorn's SP register is the live stack pointer; writing PSTATE does not switch
