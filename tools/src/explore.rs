@@ -457,8 +457,8 @@ fn join(points: &[u64]) -> String {
 /// A message with its numbers (counts, addresses, times) masked, so that the same
 /// failure on two schedules has one key.
 fn without_numbers(text: &str) -> String {
+    // Each piece is a run of letters and digits and the separator after it.
     let mut out = String::new();
-    let mut in_number = false;
     for word in text.split_inclusive(|c: char| !c.is_ascii_alphanumeric()) {
         let (body, sep) = word.split_at(
             word.trim_end_matches(|c: char| !c.is_ascii_alphanumeric())
@@ -469,14 +469,7 @@ fn without_numbers(text: &str) -> String {
                 || body
                     .strip_prefix("0x")
                     .is_some_and(|h| h.bytes().all(|b| b.is_ascii_hexdigit())));
-        if numeric {
-            if !in_number {
-                out.push('N');
-            }
-        } else {
-            out.push_str(body);
-        }
-        in_number = numeric && sep.is_empty();
+        out.push_str(if numeric { "N" } else { body });
         out.push_str(sep);
     }
     out
@@ -978,6 +971,7 @@ mod tests {
             "PANIC: no alloc for N ticks; N done at N, cpu2"
         );
         assert_eq!(without_numbers("x 12 34"), "x N N");
+        assert_eq!(without_numbers("1.25 at t=7, 0x1f:3"), "N.N at t=N, N:N");
     }
 
     #[test]
