@@ -284,6 +284,23 @@ fn delay_bounded_exploration_enumerates_from_the_base_schedule() {
     let s = run.json();
     assert_eq!(s["schedules_run"], 5);
     assert!(s["config"]["steps"].as_u64().unwrap() > 100, "{s}");
+    // With no delays allowed there is one schedule, however many are asked for.
+    let run = explore(&[
+        "--scenario",
+        "smoke",
+        "--variant",
+        "fixed",
+        "--schedules",
+        "3",
+        "--sched",
+        "delay",
+        "--delay-bound",
+        "0",
+        "--report",
+        "json",
+    ]);
+    assert_eq!(run.code, 0, "{}", run.describe());
+    assert_eq!(run.json()["schedules_run"], 1);
 }
 
 #[test]
