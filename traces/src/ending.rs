@@ -282,9 +282,46 @@ mod tests {
             value: 0,
         };
         assert!(RunTail::parse(&[console, other], &strings).is_none());
+        // The writer's markers have no caller: guest markers at one place do.
+        let called = |mut e: Event| {
+            e.caller = 0x40;
+            e
+        };
+        assert!(RunTail::parse(&[called(console), called(end)], &strings).is_none());
         let both = [console, end];
         let (events, found) = RunTail::split(&both, &strings);
         assert!(events.is_empty() && found == Some(tail));
+    }
+
+    /// The tail names the task running on its CPU after the last event (the one
+    /// switched to, not the one switching) and comes no earlier than that event.
+    #[test]
+    fn the_tail_takes_the_running_task_and_the_last_time() {
+        let event = |time, cpu, task, kind| Event {
+            time,
+            cpu: CpuId(cpu),
+            task: TaskId(task),
+            pc: 0x100,
+            caller: 0,
+            kind,
+        };
+        let mut tracker = TailTracker::default();
+        tracker.events(&[
+            event(10, 0, 1, EventKind::Sleep),
+            event(
+                500,
+                1,
+                2,
+                EventKind::ContextSwitch {
+                    from: TaskId(2),
+                    to: TaskId(7),
+                },
+            ),
+        ]);
+        let tail = tracker.tail(Ending::Hang, CpuId(1), 0, 100);
+        assert_eq!((tail.task, tail.time), (TaskId(7), 500));
+        assert_eq!(tracker.tail(Ending::Hang, CpuId(0), 0, 900).time, 900);
+        assert_eq!(tracker.tail(Ending::Hang, CpuId(0), 0, 900).task, TaskId(1));
     }
 
     #[test]
