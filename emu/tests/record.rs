@@ -881,3 +881,62 @@ fn events_where_the_lock_word_changes(
     }
     panic!("no IRQ inside spin_unlock before its store in 400 seeds ({in_lock} in spin_lock)");
 }
+
+/// Every IPI the guest sends is an `ipi-send` on the sender's CPU, and its target
+/// takes it later as a hard IRQ with the ISA's number for it (arm64: the SGI, whose
+/// number is the message's; RISC-V: the supervisor software interrupt). IPIs may
+/// coalesce but never appear from nowhere; every cross-CPU call sends one.
+#[test]
+fn ipi_sends_are_recorded_and_each_is_taken_by_its_target() {
+    let Some(arm64) = guest() else { return };
+    let Some(riscv) = riscv_guest() else { return };
+    for (kernel, ipi_intid) in [(&arm64, (|msg| msg) as fn(u32) -> u32), (&riscv, |_| 1)] {
+        let run = record(kernel, "reclaim variant=fixed flush=ipi", 4, 1, false);
+        let isa = kernel.isa().name();
+        // Per (target CPU, interrupt number): IPIs sent and taken so far.
+        let mut sent: BTreeMap<(u16, u32), (usize, usize)> = BTreeMap::new();
+        let mut last_taken: BTreeMap<(u16, u32), usize> = BTreeMap::new();
+        let mut last_sent: BTreeMap<(u16, u32), usize> = BTreeMap::new();
+        let mut by_msg: BTreeMap<u32, usize> = BTreeMap::new();
+        for (at, e) in run.events.iter().enumerate() {
+            match e.kind {
+                EventKind::IpiSend { target, msg, intid } => {
+                    assert!(
+                        target != e.cpu && target.0 < 4 && intid == ipi_intid(msg),
+                        "{isa}: {}",
+                        e.display(&run.strings)
+                    );
+                    *by_msg.entry(msg).or_default() += 1;
+                    let key = (target.0, intid);
+                    sent.entry(key).or_default().0 += 1;
+                    last_sent.insert(key, at);
+                }
+                EventKind::HardIrqEnter { intid } => {
+                    if let Some(counts) = sent.get_mut(&(e.cpu.0, intid)) {
+                        counts.1 += 1;
+                        assert!(
+                            counts.1 <= counts.0,
+                            "{isa}: an IPI taken that no CPU sent: {}",
+                            e.display(&run.strings)
+                        );
+                        last_taken.insert((e.cpu.0, intid), at);
+                    }
+                }
+                _ => {}
+            }
+        }
+        for (key, at) in &last_sent {
+            assert!(
+                last_taken.get(key).is_some_and(|taken| taken > at),
+                "{isa}: the last IPI to cpu{} (interrupt {}) was never taken",
+                key.0,
+                key.1
+            );
+        }
+        let calls = count(&run.events, |k| matches!(k, EventKind::CsdUnlock { .. }));
+        assert!(calls > 0, "{isa}: the ipi flush made no cross-CPU call");
+        assert_eq!(by_msg.get(&1), Some(&calls), "{isa}: {by_msg:?}");
+        assert!(by_msg.get(&0).is_some_and(|&n| n > 0), "{isa}: {by_msg:?}");
+        assert_eq!(by_msg.len(), 2, "{isa}: {by_msg:?}");
+    }
+}

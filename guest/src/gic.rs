@@ -7,7 +7,7 @@
 use core::sync::atomic::{AtomicU8, Ordering::Relaxed};
 
 use crate::config::MAX_CPUS;
-use crate::irq::Irq;
+use crate::irq::IpiMessage;
 
 const GICD: usize = 0x0800_0000;
 const GICC: usize = 0x0801_0000;
@@ -33,6 +33,12 @@ pub const SPURIOUS: u32 = 1020;
 /// SGI numbers the kernel uses.
 pub const SGI_RESCHEDULE: u32 = 0;
 pub const SGI_CALL_FUNCTION: u32 = 1;
+// The host records an IPI as taken on the SGI of its message's number
+// (emu/src/record/abi.rs).
+const _: () = assert!(
+    SGI_RESCHEDULE == IpiMessage::Reschedule as u32
+        && SGI_CALL_FUNCTION == IpiMessage::CallFunction as u32
+);
 /// The virtual timer's PPI.
 pub const PPI_VIRTUAL_TIMER: u32 = 27;
 
@@ -116,14 +122,14 @@ pub fn end_of_interrupt(iar: u32) {
     write(GICC, GICC_EOIR, iar);
 }
 
-/// Sends the IPI `irq` (an SGI) to logical CPU `cpu`.
+/// Sends IPI `msg` (an SGI) to logical CPU `cpu`.
 ///
 /// CONTEXT: any; does not sleep.
 #[inline(always)]
-pub fn send_ipi(cpu: usize, irq: Irq) {
-    let sgi = match irq {
-        Irq::Reschedule => SGI_RESCHEDULE,
-        _ => SGI_CALL_FUNCTION,
+pub fn send_ipi(cpu: usize, msg: IpiMessage) {
+    let sgi = match msg {
+        IpiMessage::Reschedule => SGI_RESCHEDULE,
+        IpiMessage::CallFunction => SGI_CALL_FUNCTION,
     };
     send_sgi(cpu, sgi);
 }

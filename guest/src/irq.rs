@@ -28,6 +28,17 @@ pub fn timer_condition_met() -> bool {
     arch::timer_pending()
 }
 
+/// The IPI messages the kernel sends, numbered as Linux numbers them on arm64 and
+/// RISC-V alike: the host reads the number at `smp_cross_call`'s entry.
+#[repr(u32)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum IpiMessage {
+    /// Run the scheduler.
+    Reschedule = 0,
+    /// Run the queued cross-CPU calls.
+    CallFunction = 1,
+}
+
 /// The interrupts the kernel takes, whatever the interrupt controller calls them.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Irq {

@@ -10,7 +10,7 @@ use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering::*};
 use crate::arch::irqchip;
 use crate::bootinfo::boot_info;
 use crate::config::MAX_CPUS;
-use crate::irq::Irq;
+use crate::irq::IpiMessage;
 use crate::percpu::{cpu, this_cpu};
 use crate::sync::{irqs_enabled, SpinLock};
 
@@ -104,7 +104,19 @@ pub fn bring_up_secondaries() {
 ///
 /// CONTEXT: any; does not sleep.
 pub fn send_reschedule(target: usize) {
-    irqchip::send_ipi(target, Irq::Reschedule);
+    smp_cross_call(target, IpiMessage::Reschedule);
+}
+
+/// Sends IPI `msg` to CPU `target`: every IPI the kernel sends goes through here
+/// (Linux's arm64 `smp_cross_call`). Stores before this call are visible to the
+/// target's handler. The host probes its entry and records an `ipi-send`
+/// (docs/machine.md: C ABI, (target cpu, message number)).
+///
+/// CONTEXT: any; does not sleep.
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn smp_cross_call(target: usize, msg: IpiMessage) {
+    irqchip::send_ipi(target, msg);
 }
 
 /// Runs `func(arg)` on CPU `target` (in its IRQ handler, IRQs masked there) and
@@ -156,7 +168,7 @@ fn call_and_wait(target: usize, func: fn(usize), arg: usize) {
         request.next = queue.head;
         queue.head = &request;
     }
-    irqchip::send_ipi(target, Irq::CallFunction);
+    smp_cross_call(target, IpiMessage::CallFunction);
     csd_lock_wait(&request, target);
 }
 

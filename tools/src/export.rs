@@ -7,7 +7,9 @@
 //! masks IRQs; a CPU starts masked) and `events` (instants: page and per-CPU
 //! alloc/free, reclaim, TLBIs, markers, findings). Lock holds per CPU are async
 //! spans (`b`/`e`, category `lock`, one id per lock address) because holds of
-//! different locks overlap without nesting. Then one process per task
+//! different locks overlap without nesting. An IPI is an arrow (category `ipi`)
+//! from its sender's task to the target's hard-IRQ span that took it (IPIs sent
+//! while one was pending all end at the same span). Then one process per task
 //! ([`crate::perfetto_tasks`]): what it runs, waits for and holds, with flow arrows
 //! from each waiter to the holder, and its findings. Time: one guest instruction
 //! (the trace's time unit) is shown as one nanosecond.
@@ -81,6 +83,9 @@ pub fn perfetto(trace: &Trace, findings: &[Finding]) -> Value {
     // be released on another CPU after its holder migrated: its span ends where
     // it began.
     let mut held: BTreeMap<u64, (u16, String)> = BTreeMap::new();
+    // IPIs sent and not yet taken: (target CPU, interrupt) -> their arrows' ids.
+    let mut ipis_in_flight: BTreeMap<(u16, u32), Vec<u64>> = BTreeMap::new();
+    let mut ipis_sent = 0u64;
     let class = |id| strings.get(id).unwrap_or("?").to_string();
     // Task names, from the recorder's `task:NAME` markers.
     let mut task_names: BTreeMap<u32, String> = BTreeMap::new();
@@ -145,6 +150,28 @@ pub fn perfetto(trace: &Trace, findings: &[Finding]) -> Value {
             EventKind::HardIrqEnter { intid } => {
                 t.hardirq_depth += 1;
                 out.push(span("B", TID_HARDIRQ, format!("irq {intid}")));
+                for id in ipis_in_flight.remove(&(pid, intid)).unwrap_or_default() {
+                    out.push(
+                        json!({"ph": "f", "bp": "e", "id": id, "cat": "ipi", "name": "ipi",
+                        "pid": pid, "tid": TID_HARDIRQ, "ts": ts(time)}),
+                    );
+                }
+            }
+            EventKind::IpiSend { target, msg, intid } => {
+                let id = ipis_sent;
+                ipis_sent += 1;
+                let message = traces::event::ipi_message_name(msg)
+                    .map_or_else(|| msg.to_string(), str::to_string);
+                out.push(instant(
+                    format!("ipi send -> {target}"),
+                    json!({"target": target.0, "message": message, "intid": intid}),
+                ));
+                out.push(json!({"ph": "s", "id": id, "cat": "ipi", "name": "ipi",
+                    "pid": pid, "tid": TID_TASKS, "ts": ts(time)}));
+                ipis_in_flight
+                    .entry((target.0, intid))
+                    .or_default()
+                    .push(id);
             }
             EventKind::HardIrqExit { .. } if t.hardirq_depth > 0 => {
                 t.hardirq_depth -= 1;
@@ -488,6 +515,60 @@ mod tests {
         let found = list.iter().find(|e| e["cat"] == "finding").unwrap();
         assert_eq!(found["ph"], "i");
         assert_eq!(found["name"], "deadlock");
+    }
+
+    #[test]
+    fn an_ipi_is_an_arrow_to_the_hard_irq_that_took_it() {
+        let send = |time, target| {
+            event(
+                time,
+                0,
+                EventKind::IpiSend {
+                    target: CpuId(target),
+                    msg: 1,
+                    intid: 1,
+                },
+            )
+        };
+        let irq = |time, cpu, intid| event(time, cpu, EventKind::HardIrqEnter { intid });
+        let events = vec![
+            send(1, 1),
+            send(2, 2),
+            // CPU 1's timer first: not the IPI.
+            irq(3, 1, 27),
+            send(4, 1),
+            irq(5, 1, 1),
+            irq(6, 2, 1),
+            // Nothing in flight for CPU 2 any more.
+            irq(7, 2, 1),
+        ];
+        let json = perfetto(&trace_of(3, StringTable::new(), events), &[]);
+        let arrows: Vec<(&str, u64, u64, f64)> = json["traceEvents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["cat"] == "ipi")
+            .map(|e| {
+                let field = |k: &str| e[k].as_u64().unwrap();
+                (
+                    e["ph"].as_str().unwrap(),
+                    field("id"),
+                    field("pid"),
+                    e["ts"].as_f64().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            arrows,
+            [
+                ("s", 0, 0, ts(1)),
+                ("s", 1, 0, ts(2)),
+                ("s", 2, 0, ts(4)),
+                ("f", 0, 1, ts(5)),
+                ("f", 2, 1, ts(5)),
+                ("f", 1, 2, ts(6)),
+            ]
+        );
     }
 
     #[test]

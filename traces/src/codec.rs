@@ -306,6 +306,7 @@ fn layout(kind: &EventKind) -> Layout {
         EventKind::Stack { .. } => plain(tag::STACK, Body::default()),
         EventKind::CsdWait { .. } => plain(tag::CSD_WAIT, Body::default()),
         EventKind::CsdUnlock { .. } => plain(tag::CSD_UNLOCK, Body::default()),
+        EventKind::IpiSend { .. } => plain(tag::IPI_SEND, Body::default()),
         EventKind::LocalLockClass { .. } => plain(tag::LOCAL_LOCK_CLASS, Body::default()),
         EventKind::LockMemoryFreed { .. } => plain(tag::LOCK_MEMORY_FREED, Body::default()),
         EventKind::ReadLock { .. } => plain(tag::READ_LOCK, Body::default()),
@@ -330,6 +331,7 @@ fn known_sized(tag: u8) -> bool {
             | tag::STACK
             | tag::CSD_WAIT
             | tag::CSD_UNLOCK
+            | tag::IPI_SEND
             | tag::LOCAL_LOCK_CLASS
             | tag::LOCK_MEMORY_FREED
             | tag::READ_LOCK
@@ -412,6 +414,11 @@ fn sized_body(kind: &EventKind) -> Vec<u8> {
             put_va(&mut body, csd);
         }
         EventKind::CsdUnlock { csd } => put_va(&mut body, csd),
+        EventKind::IpiSend { target, msg, intid } => {
+            put_uleb(&mut body, target.0.into());
+            put_uleb(&mut body, msg.into());
+            put_uleb(&mut body, intid.into());
+        }
         EventKind::LocalLockClass { class } => put_uleb(&mut body, class.0.into()),
         EventKind::LockMemoryFreed { addr, len } => {
             put_va(&mut body, addr);
@@ -555,6 +562,14 @@ fn decode_sized(tag: u8, body: &[u8], string_count: usize) -> Result<Option<Even
         }
         tag::CSD_UNLOCK => EventKind::CsdUnlock {
             csd: unzigzag(uleb()?) as u64,
+        },
+        tag::IPI_SEND => EventKind::IpiSend {
+            target: CpuId(
+                u16::try_from(uleb()?).map_err(|_| Malformed::new("CPU number out of range"))?,
+            ),
+            msg: u32::try_from(uleb()?).map_err(|_| Malformed::new("IPI message out of range"))?,
+            intid: u32::try_from(uleb()?)
+                .map_err(|_| Malformed::new("interrupt number out of range"))?,
         },
         tag::LOCAL_LOCK_CLASS => EventKind::LocalLockClass {
             class: defined_string(uleb()?, string_count)?,

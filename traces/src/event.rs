@@ -395,6 +395,17 @@ pub enum EventKind {
     CsdUnlock {
         csd: u64,
     },
+    /// This CPU sends IPI message `msg` to CPU `target` (one event per target).
+    /// `msg` numbers the messages as Linux does on arm64 and RISC-V alike for the two
+    /// the allocator's kernel sends: 0 reschedule, 1 call-function (see
+    /// [`ipi_message_name`]). The target takes it as a `HardIrqEnter` of `intid`
+    /// (arm64: the SGI; RISC-V: the supervisor software interrupt, 1, for every
+    /// message), once for all the IPIs sent while one was pending.
+    IpiSend {
+        target: CpuId,
+        msg: u32,
+        intid: u32,
+    },
     /// Lock class `class` is a `local_lock_t` (lockdep's `LD_LOCK_PERCPU`): a
     /// per-CPU lock that is no real lock for IRQ-inversion purposes (recorded once,
     /// before the class's first lock event).
@@ -465,6 +476,7 @@ impl EventKind {
             EventKind::Stack { .. } => "stack",
             EventKind::CsdWait { .. } => "csd-wait",
             EventKind::CsdUnlock { .. } => "csd-unlock",
+            EventKind::IpiSend { .. } => "ipi-send",
             EventKind::LocalLockClass { .. } => "local-lock-class",
             EventKind::LockMemoryFreed { .. } => "lock-memory-freed",
             EventKind::ReadLock { .. } => "read-lock",
@@ -504,6 +516,16 @@ impl EventKind {
             | EventKind::LocalLockClass { class: label } => Some(label),
             _ => self.lock().map(|lock| lock.class),
         }
+    }
+}
+
+/// The name of IPI message `msg` of [`EventKind::IpiSend`], for the two messages
+/// whose number Linux's arm64 and RISC-V share.
+pub fn ipi_message_name(msg: u32) -> Option<&'static str> {
+    match msg {
+        0 => Some("reschedule"),
+        1 => Some("call-function"),
+        _ => None,
     }
 }
 
@@ -701,6 +723,10 @@ impl fmt::Display for EventDisplay<'_> {
             EventKind::Stack { frames } => write!(f, " {}", text(*frames)),
             EventKind::CsdWait { target, csd } => write!(f, " {target} csd={csd:#x}"),
             EventKind::CsdUnlock { csd } => write!(f, " csd={csd:#x}"),
+            EventKind::IpiSend { target, msg, intid } => match ipi_message_name(*msg) {
+                Some(name) => write!(f, " {target} {name} intid={intid}"),
+                None => write!(f, " {target} msg={msg} intid={intid}"),
+            },
             EventKind::LocalLockClass { class } => write!(f, " {}", text(*class)),
             EventKind::LockMemoryFreed { addr, len } => {
                 write!(f, " {addr:#x}..{:#x}", addr.wrapping_add(*len))

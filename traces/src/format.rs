@@ -211,6 +211,13 @@
 //! | `0x80` TLB fill | `uleb el0` (bit 0 read, bit 1 write, bit 2 execute: what EL0 / U-mode may do through the entry; absent: nothing) |
 //! | `0x82` stale TLB use | `uleb asid` (0 or absent: not known, else the ASID of the access + 1: a CPU holds an entry per page and ASID) |
 //!
+//! Since 1.8 the IPIs a kernel sends are recorded (the guest's `smp_cross_call`,
+//! Linux's `__ipi_send_mask`), one record per target CPU:
+//!
+//! | tag | kind | body |
+//! | --- | --- | --- |
+//! | `0x8f` | IPI send | `uleb target` (the CPU sent to), `uleb msg` (the kernel's IPI message: 0 reschedule, 1 call-function, others as the kernel numbers them), `uleb intid` (the interrupt the target takes it as: its `hardirq enter`'s number) |
+//!
 //! `zz` here is the zigzag of the value itself (kernel addresses are "negative").
 //! Bytes after the fields of a known sized kind are ignored (room for later fields).
 //!
@@ -228,7 +235,7 @@ pub const MAGIC: [u8; 8] = *b"\x89PCPUTR\n";
 /// The format major version this crate writes and reads.
 pub const VERSION_MAJOR: u16 = 1;
 /// The format minor version this crate writes (it reads any minor of its major).
-pub const VERSION_MINOR: u16 = 7;
+pub const VERSION_MINOR: u16 = 8;
 /// Size of the fixed part of the header (before the body).
 pub const HEADER_FIXED_LEN: usize = 20;
 /// Largest header body a reader accepts.
@@ -304,4 +311,6 @@ pub(crate) mod tag {
     /// invalidation by meaning.
     pub const PT_RETIRED: u8 = 0x8d;
     pub const TLB_INVALIDATE: u8 = 0x8e;
+    /// Sized kind of minor version 8: an IPI sent.
+    pub const IPI_SEND: u8 = 0x8f;
 }

@@ -43,7 +43,7 @@ fn hand_header() -> Vec<u8> {
     body.push(1); // one extra pair
     body.extend(b"\x06inject\x0eskip-tlb-flush");
     let mut out = b"\x89PCPUTR\n".to_vec();
-    out.extend([1, 0, 7, 0]); // version 1.7
+    out.extend([1, 0, 8, 0]); // version 1.8
     out.extend((body.len() as u32).to_le_bytes());
     out.extend(crc32fast::hash(&body).to_le_bytes());
     out.extend(body);
@@ -312,6 +312,21 @@ fn records() -> Vec<(Vec<u8>, Option<Event>)> {
                     access: Access::Write,
                     now: WalkResult::Maps(USER_PA + 0x1000),
                     asid: Some(5),
+                },
+            )),
+        ),
+        (
+            // IPI send (sized, 1.8): same time, pc mode 1, caller mode 0; body: target
+            // 3, message 1 (call-function), taken as interrupt 1.
+            vec![0x8f, 0x01, 0, 3, 3, 1, 1],
+            Some(event(
+                135,
+                0x1010,
+                0,
+                EventKind::IpiSend {
+                    target: CpuId(3),
+                    msg: 1,
+                    intid: 1,
                 },
             )),
         ),

@@ -65,6 +65,16 @@ impl Abi {
         crate::arch::riscv64::hart::xreg(uc, n)
     }
 
+    /// The interrupt our guest's IPI message `msg` arrives as: on arm64 the SGI of
+    /// the same number (guest/src/gic.rs), on RISC-V the supervisor software
+    /// interrupt for every message (guest/src/riscv64/irqchip.rs).
+    pub(crate) fn ipi_intid(self, msg: u32) -> u32 {
+        match self.0 {
+            Isa::Aarch64 => msg,
+            Isa::Riscv64 => 1,
+        }
+    }
+
     /// Argument `n` (0: also the result at a return).
     pub(crate) fn arg<D>(self, uc: &Unicorn<'_, D>, n: u32) -> u64 {
         match self.0 {

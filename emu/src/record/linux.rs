@@ -34,6 +34,10 @@
 //!   classes of those keys): the next acquisition of such a lock starts a new
 //!   class (its name gets a `#n` suffix).
 //! - `__set_task_comm` (exec renames the task): a new `task:<comm>` marker for it.
+//! - `__ipi_send_mask(desc, mask)` (arm64's `smp_cross_call` sends every IPI
+//!   through it): an `IpiSend` per CPU in the mask when `desc` is one of
+//!   `ipi_desc[nr_ipi]`, its index being the message (Linux's `ipi_msg_type`) and
+//!   the SGI the target takes it as.
 //! - `lockdep_reset` (which forgets the calling task's held locks): a
 //!   `lockdep:reset` marker. The first hooked call also records the
 //!   `recorder:lockdep-only` marker: lockdep hears of an acquisition before the
@@ -59,7 +63,7 @@
 //! address, as lockdep makes it.
 
 use traces::fx::{FxHashMap, FxHashSet};
-use traces::{EventKind, IrqMaskCause, LockFlavor, LockRef, StrId, TaskId};
+use traces::{CpuId, EventKind, IrqMaskCause, LockFlavor, LockRef, StrId, TaskId};
 use unicorn_engine::{Prot, RegisterARM64, Unicorn};
 
 use super::abi::Abi;
@@ -93,6 +97,7 @@ pub(super) enum LinuxSite {
     SelftestCaseEnd,
     SelftestDone,
     SetTaskComm,
+    IpiSendMask,
 }
 
 /// Where the profile reads the kernel's data (link addresses and offsets).
@@ -117,6 +122,9 @@ pub(super) struct LinuxProfile {
     /// The per-CPU `hardirq_context` (its link address; add the CPU's offset).
     hardirq_context: Option<u64>,
     debug_locks: Option<u64>,
+    /// arm64's `ipi_desc` array and its length `nr_ipi`: the descriptor of each
+    /// IPI message.
+    ipi_desc: Option<(u64, u64)>,
 }
 
 /// Per-CPU and per-lock state of the Linux profile.
@@ -203,6 +211,9 @@ impl LinuxProfile {
             task_softirq_context: optional("task_struct", "softirq_context"),
             hardirq_context: kernel.symbol_address("hardirq_context"),
             debug_locks: kernel.symbol_address("debug_locks"),
+            ipi_desc: kernel
+                .symbol_address("ipi_desc")
+                .zip(kernel.symbol_address("nr_ipi")),
         };
         let mut sites = Vec::new();
         for (name, site) in [
@@ -218,6 +229,7 @@ impl LinuxProfile {
             ("lockdep_reset_lock", LinuxSite::ResetLock),
             ("dotest", LinuxSite::SelftestCase),
             ("__set_task_comm", LinuxSite::SetTaskComm),
+            ("__ipi_send_mask", LinuxSite::IpiSendMask),
         ] {
             if let Some((entry, _)) = kernel.function_code(name)? {
                 sites.push((entry, Site::Linux(site)));
@@ -238,6 +250,13 @@ impl LinuxProfile {
 }
 
 impl LinuxProfile {
+    /// The IPI message whose descriptor is `desc` (its index in `ipi_desc`).
+    fn ipi_message(&self, uc: &Unicorn<'_, ()>, desc: u64) -> Option<u32> {
+        let (table, count) = self.ipi_desc?;
+        let count = read_u32(uc, count)?.min(16);
+        (0..count).find(|&i| read_u64(uc, table + 8 * u64::from(i)) == Some(desc))
+    }
+
     /// The subclass a subclass-0 acquisition of `map` takes: that of the class in
     /// the map's `class_cache[0]`, which `lockdep_init_map` with a subclass (what
     /// `lockdep_set_subclass` calls) points at its subclass's class.
@@ -466,6 +485,21 @@ impl Recorder {
                 marker(&mut st, "selftest:end", u64::from(debug_locks));
             }
             LinuxSite::SelftestDone => marker(&mut st, "selftest:done", 0),
+            LinuxSite::IpiSendMask => {
+                let Some(msg) = profile.ipi_message(uc, x(0)) else {
+                    return;
+                };
+                // Our machine has at most 64 CPUs: the mask's first word.
+                let mask = read_u64(uc, x(1)).unwrap_or(0);
+                for target in (0..64u16).filter(|&cpu| mask >> cpu & 1 != 0) {
+                    let kind = EventKind::IpiSend {
+                        target: CpuId(target),
+                        msg,
+                        intid: msg,
+                    };
+                    st.push(now, cpu, task, pc, x(30), kind);
+                }
+            }
             LinuxSite::SetTaskComm => {
                 // `__set_task_comm(tsk, buf, exec)`: a task renamed (by exec, as a
                 // forked shell becomes `mount`) is named again.

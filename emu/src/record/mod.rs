@@ -147,6 +147,7 @@ enum Func {
     FreePercpu,
     CsdLockWait,
     CsdUnlock,
+    SmpCrossCall,
     CheckNoLocksFreed,
 }
 
@@ -164,7 +165,7 @@ impl Func {
         )
     }
 
-    const ALL: [(Func, &'static str, bool); 22] = [
+    const ALL: [(Func, &'static str, bool); 23] = [
         (Func::SpinLock, "spin_lock", true),
         (Func::SpinTrylock, "spin_trylock", true),
         (Func::SpinUnlock, "spin_unlock", false),
@@ -188,6 +189,8 @@ impl Func {
         // docs/machine.md: C ABI, (request, target cpu) and (request).
         (Func::CsdLockWait, "csd_lock_wait", false),
         (Func::CsdUnlock, "csd_unlock", false),
+        // docs/machine.md: C ABI, (target cpu, IPI message).
+        (Func::SmpCrossCall, "smp_cross_call", false),
         // docs/machine.md: C ABI, (address, length).
         (Func::CheckNoLocksFreed, "debug_check_no_locks_freed", false),
     ];
@@ -921,6 +924,11 @@ impl Recorder {
                 }
             }
             Func::CsdUnlock => EventKind::CsdUnlock { csd: x0 },
+            Func::SmpCrossCall => EventKind::IpiSend {
+                target: CpuId(x0 as u16),
+                msg: x1 as u32,
+                intid: self.abi.ipi_intid(x1 as u32),
+            },
             Func::CheckNoLocksFreed => EventKind::LockMemoryFreed { addr: x0, len: x1 },
             Func::FreePages => EventKind::PageFree {
                 pa: x0,

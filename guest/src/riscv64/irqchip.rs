@@ -7,7 +7,7 @@ use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering::*};
 
 use crate::arch;
 use crate::config::MAX_CPUS;
-use crate::irq::Irq;
+use crate::irq::{IpiMessage, Irq};
 use crate::percpu::this_cpu;
 
 /// Hart id of each logical CPU.
@@ -16,10 +16,10 @@ static HART_ID: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
 static PENDING_IPIS: [AtomicUsize; MAX_CPUS] = [const { AtomicUsize::new(0) }; MAX_CPUS];
 
 /// CONTEXT: any; pure.
-fn ipi_bit(irq: Irq) -> usize {
-    match irq {
-        Irq::Reschedule => 1,
-        _ => 2,
+fn ipi_bit(msg: IpiMessage) -> usize {
+    match msg {
+        IpiMessage::Reschedule => 1,
+        IpiMessage::CallFunction => 2,
     }
 }
 
@@ -36,12 +36,12 @@ pub fn init_this_cpu(cpu: usize, hart: u64) {
     arch::enable_timer_and_software_interrupts();
 }
 
-/// Sends IPI `irq` to logical CPU `cpu`. Stores before this call are visible to
+/// Sends IPI `msg` to logical CPU `cpu`. Stores before this call are visible to
 /// the target's handler.
 ///
 /// CONTEXT: any; does not sleep.
-pub fn send_ipi(cpu: usize, irq: Irq) {
-    PENDING_IPIS[cpu].fetch_or(ipi_bit(irq), AcqRel);
+pub fn send_ipi(cpu: usize, msg: IpiMessage) {
+    PENDING_IPIS[cpu].fetch_or(ipi_bit(msg), AcqRel);
     crate::sbi::send_ipi(HART_ID[cpu].load(Relaxed));
 }
 

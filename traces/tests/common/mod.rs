@@ -199,6 +199,13 @@ pub fn kind(strings: u32) -> impl Strategy<Value = EventKind> {
             csd
         }),
         any::<u64>().prop_map(|csd| EventKind::CsdUnlock { csd }),
+        (any::<u16>(), any::<u32>(), any::<u32>()).prop_map(|(cpu, msg, intid)| {
+            EventKind::IpiSend {
+                target: CpuId(cpu),
+                msg,
+                intid,
+            }
+        }),
         (0..strings).prop_map(|class| EventKind::LocalLockClass {
             class: StrId(class)
         }),
@@ -247,8 +254,8 @@ pub fn kind(strings: u32) -> impl Strategy<Value = EventKind> {
         ),
         // Sized tags this crate does not know (0x80..=0x82 and 0x8d..=0x8e are the
         // TLB model's, 0x83 the stack, 0x84..=0x85 the cross-CPU calls', 0x86..=0x8c
-        // lockdep's facts).
-        (0x8fu8..=0xff).prop_map(|tag| EventKind::Unknown { tag }),
+        // lockdep's facts, 0x8f an IPI sent).
+        (0x90u8..=0xff).prop_map(|tag| EventKind::Unknown { tag }),
         Just(EventKind::SoftIrqEnter),
         Just(EventKind::SoftIrqExit),
         Just(EventKind::SoftirqsOn),
