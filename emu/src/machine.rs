@@ -250,7 +250,7 @@ impl Machine {
             })
             .collect::<Result<Vec<_>, _>>()?;
         if let Some(m) = &sim_mmu {
-            m.install_barrier_hooks(&mut cores, kernel)?;
+            m.install_code_hooks(&mut cores, kernel)?;
         }
         if hooks == Hooks::Full {
             isa.arch().install_kernel_hooks(&cores, kernel);

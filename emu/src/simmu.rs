@@ -1,8 +1,11 @@
 //! Wiring of the simulated MMU ([`crate::tlb::MmuModel`] over [`crate::arch::aarch64::mmu`]) into the
-//! cores: Unicorn's virtual-TLB mode and its fill hook, the TLBI and translation
-//! register writes seen by the SYS/MSR hooks, page-table pages write-protected in
-//! Unicorn, code hooks on the kernel's DSBs (and the ISBs right after maintenance) and
-//! on `free_pages`.
+//! cores: Unicorn's virtual-TLB mode and its fill hook, page-table pages
+//! write-protected in Unicorn, and a code hook on `free_pages`. What differs by
+//! instruction set is asked of an [`IsaMmu`] (`arch/<isa>/simmu.rs`): the table
+//! format and the registers that select the tables, EL0 / U-mode accesses, and
+//! the hooks that see TLB maintenance (arm64: TLBIs from the SYS hook, code hooks
+//! on DSBs and the ISBs right after maintenance; RISC-V: code hooks on
+//! `sfence.vma` and `satp` writes).
 //!
 //! Unicorn facts this relies on (read in its 2.1.4 source, checked by tests):
 //! - the fill hook runs after `cpu_restore_state`, so the PC is the accessing
@@ -43,23 +46,60 @@
 use std::cell::{Cell, OnceCell, RefCell, RefMut};
 use std::rc::Rc;
 
-use traces::aarch64::TlbiScope;
-use traces::{BarrierOption, EventKind};
-use unicorn_engine::{MemType, Prot, RegisterARM64, RegisterRISCV, TlbEntry, TlbType, Unicorn};
+use traces::riscv64::PageTableFormat;
+use traces::EventKind;
+use unicorn_engine::{MemType, Prot, TlbEntry, TlbType, Unicorn};
 
 use crate::arch::aarch64::exception::Synchronous;
-use crate::arch::aarch64::insn;
 use crate::arch::aarch64::mmu::{Access, Fault, TranslationRegs, PAGE_SIZE};
-use crate::arch::aarch64::regs::{read_xreg, translation_regs};
-use crate::arch::aarch64::syshook::SysAccess;
 use crate::cpu::{read_insn, Core, SliceCounter};
 use crate::error::{uc_err, EmuError};
 use crate::kernel::KernelImage;
 use crate::memory::GuestRam;
-use crate::record::abi::Abi;
+use crate::record::abi::IsaAbi;
 use crate::record::Recorder;
-use crate::tlb::{At, Barrier, FillAnswer, Invalidation, MmuModel, RamView};
+use crate::tlb::{At, FillAnswer, Invalidation, MmuModel, RamView};
 use crate::Isa;
+
+/// What the simulated MMU's wiring asks of an instruction set: one per ISA, in
+/// `arch/<isa>/simmu.rs`; [`crate::arch::Arch::mmu`] picks it.
+pub(crate) trait IsaMmu: Sync {
+    /// The page-table format the model walks.
+    fn format(&self) -> PageTableFormat;
+    /// The core's registers that select and shape the translation tables now.
+    fn translation_regs(&self, uc: &Unicorn<'_, ()>) -> TranslationRegs;
+    /// Whether every write to those registers reaches a hook (which then calls
+    /// [`CoreMmu::regs_changed`]): the value read can be kept until then.
+    fn regs_writes_seen(&self) -> bool;
+    /// Whether the access being filled has EL0's (U-mode's) permissions: the core
+    /// runs at EL0, or (`unprivileged`) the kernel instruction making it is one
+    /// of [`Self::unprivileged_sites`].
+    fn access_is_el0(&self, uc: &Unicorn<'_, ()>, unprivileged: bool, access: Access) -> bool;
+    /// The address the load or store `word` (the faulting instruction) accesses.
+    fn data_access_address(&self, uc: &Unicorn<'_, ()>, word: u32) -> Option<u64>;
+    /// The kernel's instructions that access memory with EL0's permissions from
+    /// EL1 (arm64's `ldtr`/`sttr`).
+    fn unprivileged_sites(&self, _words: &[(u64, u32)]) -> Vec<u64> {
+        Vec::new()
+    }
+    /// Hooks the translation needs with the checks on or off, on every core.
+    fn install_translation_hooks(
+        &self,
+        _cores: &mut [Core],
+        _words: &[(u64, u32)],
+    ) -> Result<(), EmuError> {
+        Ok(())
+    }
+    /// Hooks that show the model the kernel's TLB maintenance and barriers (with
+    /// the checks on), on every core with an MMU; `words` are the kernel's code.
+    fn install_maintenance_hooks(
+        &self,
+        mmu: &SimMmu,
+        cores: &mut [Core],
+        kernel: &KernelImage,
+        words: &[(u64, u32)],
+    ) -> Result<(), EmuError>;
+}
 
 /// State shared by every core's MMU hooks.
 pub(crate) struct Shared {
@@ -87,8 +127,10 @@ impl Shared {
 /// One core's side.
 pub(crate) struct CoreMmu {
     cpu: usize,
-    /// Which registers select the tables and hold the return address.
-    abi: Abi,
+    /// Which registers select the tables, and what an access's privilege is.
+    isa: &'static dyn IsaMmu,
+    /// Which registers hold arguments and the return address.
+    abi: &'static dyn IsaAbi,
     shared: Rc<Shared>,
     counter: Rc<SliceCounter>,
     regs: Cell<TranslationRegs>,
@@ -100,7 +142,18 @@ pub(crate) struct CoreMmu {
 }
 
 impl CoreMmu {
-    fn at(&self, pc: u64) -> At {
+    /// The CPU this is.
+    pub(crate) fn cpu(&self) -> usize {
+        self.cpu
+    }
+
+    /// Guest RAM, as the model reads it.
+    pub(crate) fn ram(&self) -> &RamView {
+        &self.shared.ram
+    }
+
+    /// Where and when the instruction at `pc` of the running slice is.
+    pub(crate) fn at(&self, pc: u64) -> At {
         At {
             cpu: self.cpu,
             pc,
@@ -128,18 +181,13 @@ impl CoreMmu {
         }
     }
 
-    /// A hooked barrier at `pc`, after the model saw it.
-    fn record_barrier(&self, uc: &Unicorn<'_, ()>, barrier: Barrier, at: At) {
+    /// Records `kind`, an instruction the model just saw (a TLBI, a barrier), at
+    /// `at`, after what the model did before it.
+    pub(crate) fn record(&self, uc: &Unicorn<'_, ()>, at: At, kind: EventKind) {
         let Some(recorder) = self.recorder.get() else {
             return;
         };
         self.hand_over(Some(uc));
-        let kind = match barrier {
-            Barrier::Dsb(crm) => EventKind::Dsb {
-                option: BarrierOption(crm as u8),
-            },
-            Barrier::Isb => EventKind::Isb,
-        };
         recorder.queue(Some(uc), self.cpu, at.time, at.pc, self.abi.link(uc), kind);
     }
 
@@ -154,14 +202,12 @@ impl CoreMmu {
         self.fault.set(None);
     }
 
-    fn regs<D>(&self, uc: &Unicorn<'_, D>) -> TranslationRegs {
-        if self.abi.0 == Isa::Riscv64 {
-            // No hook sees a `csrw satp`: read it every time (one register).
-            let satp = uc.reg_read(RegisterRISCV::SATP).unwrap_or(0);
-            return TranslationRegs::Sv39 { satp };
+    fn regs(&self, uc: &Unicorn<'_, ()>) -> TranslationRegs {
+        if !self.isa.regs_writes_seen() {
+            return self.isa.translation_regs(uc);
         }
         if self.regs_dirty.replace(false) {
-            self.regs.set(translation_regs(uc));
+            self.regs.set(self.isa.translation_regs(uc));
         }
         self.regs.get()
     }
@@ -169,51 +215,11 @@ impl CoreMmu {
     /// The model, told this core's translation registers first: what it is about
     /// to do may compare this core's stores to page tables, and whether a page is
     /// still a table depends on every core's registers.
-    fn model_for<D>(&self, uc: &Unicorn<'_, D>) -> RefMut<'_, MmuModel> {
+    pub(crate) fn model_for(&self, uc: &Unicorn<'_, ()>) -> RefMut<'_, MmuModel> {
         let regs = self.regs(uc);
         let mut model = self.shared.model.borrow_mut();
         model.set_translation_regs(self.cpu, regs);
         model
-    }
-
-    /// From the MSR hook: a write to a translation register invalidates the cache.
-    pub(crate) fn on_msr(&self, access: &SysAccess<'_>) {
-        let cp = access.cp;
-        // SCTLR_EL1, TTBR0/1_EL1, TCR_EL1 (op0 3, op1 0, CRn 1 or 2, CRm 0).
-        if cp.op0 == 3 && cp.op1 == 0 && cp.crm == 0 && (cp.crn == 1 || cp.crn == 2) {
-            self.regs_dirty.set(true);
-        }
-    }
-
-    /// From the SYS hook: TLB maintenance reaches the model before it runs.
-    pub(crate) fn on_sys(&self, access: &SysAccess<'_>) {
-        let cp = access.cp;
-        if cp.op1 != 0 || cp.crn != 8 {
-            return;
-        }
-        let (op, broadcast) = trace_tlbi(cp.op1, cp.crm, cp.op2);
-        let at = self.at(access.pc());
-        if let (Some(scope), Some(uc)) = (TlbiScope::of(op, cp.val), access.engine()) {
-            let name = op.mnemonic(broadcast);
-            self.model_for(&uc)
-                .tlbi(&self.shared.ram, scope, broadcast, name, at);
-        }
-        if let (Some(recorder), Some(uc)) = (self.recorder.get(), access.engine()) {
-            self.hand_over(Some(&uc));
-            let kind = EventKind::Tlbi {
-                op,
-                broadcast,
-                operand: cp.val,
-            };
-            recorder.queue(
-                Some(&uc),
-                self.cpu,
-                at.time,
-                at.pc,
-                self.abi.link(&uc),
-                kind,
-            );
-        }
     }
 
     fn fill(&self, uc: &mut Unicorn<'_, ()>, va: u64, kind: MemType) -> Option<TlbEntry> {
@@ -289,19 +295,11 @@ impl CoreMmu {
     }
 
     /// Whether the access being filled (by the instruction at `pc`, 0 for the
-    /// host's own reads) has EL0's (U-mode's) permissions: the core runs at EL0, or
-    /// at EL1 one of the kernel's `ldtr`/`sttr` (Linux's uaccess) makes it. Unicorn
-    /// fills a TLB per privilege, so the answer is kept for the right one.
-    fn access_is_el0<D>(&self, uc: &Unicorn<'_, D>, pc: u64, access: Access) -> bool {
-        match self.abi.0 {
-            Isa::Riscv64 => uc.reg_read(RegisterRISCV::PRIV).is_ok_and(|p| p == 0),
-            Isa::Aarch64 => {
-                let pstate = uc.reg_read(RegisterARM64::PSTATE).unwrap_or(0b0100);
-                pstate & 0b1100 == 0
-                    || (access != Access::Fetch
-                        && self.shared.unprivileged_sites.borrow().contains(&pc))
-            }
-        }
+    /// host's own reads) has EL0's (U-mode's) permissions ([`IsaMmu::access_is_el0`]).
+    /// Unicorn fills a TLB per privilege, so the answer is kept for the right one.
+    fn access_is_el0(&self, uc: &Unicorn<'_, ()>, pc: u64, access: Access) -> bool {
+        let unprivileged = self.shared.unprivileged_sites.borrow().contains(&pc);
+        self.isa.access_is_el0(uc, unprivileged, access)
     }
 
     /// Tells the model of every `free_pages(addr, order)` (entry at `entry`).
@@ -333,14 +331,7 @@ impl CoreMmu {
             Access::Read | Access::Write => {
                 // Unicorn gives the page; the instruction gives the byte.
                 let word = read_insn(uc, pc);
-                let decoded = match self.abi.0 {
-                    Isa::Aarch64 => word
-                        .and_then(insn::decode_mem_access)
-                        .map(|a| a.address(|r| read_xreg(uc, r))),
-                    Isa::Riscv64 => {
-                        word.and_then(|w| crate::arch::riscv64::hart::access_address(uc, w))
-                    }
-                };
+                let decoded = word.and_then(|w| self.isa.data_access_address(uc, w));
                 let far = decoded.filter(|a| a & !0xfff == va).unwrap_or(va);
                 Synchronous::DataAbort {
                     far,
@@ -350,33 +341,6 @@ impl CoreMmu {
             }
         })
     }
-}
-
-/// RISC-V: Unicorn's soft TLB is flushed at every CSR instruction on `satp`. QEMU
-/// keeps it across a change of mode, so the fetches between turning translation on
-/// and the `sfence.vma` after it would reach the model only when host timing has
-/// refilled the soft TLB meanwhile (DESIGN.md): flushed here, they always do.
-fn install_satp_hooks(cores: &mut [Core], words: &[(u64, u32)]) -> Result<(), EmuError> {
-    const SATP: u32 = 0x180;
-    let sites: Vec<u64> = words
-        .iter()
-        .filter(|&&(_, w)| w & 0x7f == 0x73 && (w >> 12) & 7 != 0 && (w >> 12) & 7 != 4)
-        .filter(|&&(_, w)| w >> 20 == SATP)
-        .map(|&(addr, _)| addr)
-        .collect();
-    for core in cores.iter_mut() {
-        for &addr in &sites {
-            core.uc
-                .add_code_hook(addr, addr, |uc, _, _| {
-                    let _ = uc.ctl_flush_tlb();
-                })
-                .map_err(uc_err("adding a satp hook"))?;
-        }
-        core.uc
-            .ctl_flush_tb()
-            .map_err(uc_err("adding satp hooks"))?;
-    }
-    Ok(())
 }
 
 /// Switches `uc` to the virtual TLB answered by the model.
@@ -389,7 +353,8 @@ pub(crate) fn install_core(
 ) -> Result<Rc<CoreMmu>, EmuError> {
     let core = Rc::new(CoreMmu {
         cpu,
-        abi: Abi(isa),
+        isa: isa.arch().mmu(),
+        abi: isa.arch().abi(),
         shared: shared.clone(),
         counter: counter.clone(),
         regs: Cell::new(TranslationRegs::default()),
@@ -422,10 +387,7 @@ impl SimMmu {
     }
 
     pub(crate) fn new(ram: &GuestRam, cpus: usize, checks: bool, isa: Isa) -> Self {
-        let format = match isa {
-            Isa::Aarch64 => traces::riscv64::PageTableFormat::Vmsa,
-            Isa::Riscv64 => traces::riscv64::PageTableFormat::Sv39,
-        };
+        let format = isa.arch().mmu().format();
         Self {
             shared: Rc::new(Shared {
                 model: RefCell::new(MmuModel::for_format(cpus, checks, format)),
@@ -440,11 +402,12 @@ impl SimMmu {
         }
     }
 
-    /// Code hooks on every DSB/ISB of the kernel, at its link address and where it
-    /// runs before the MMU is on (a boot-protocol kernel's physical alias), and on
-    /// our guest's `free_pages` (checks only; Linux's takes a virtual address and
-    /// is one of many ways it frees pages).
-    pub(crate) fn install_barrier_hooks(
+    /// The hooks the model needs on the kernel's code: the ISA's
+    /// ([`IsaMmu::install_translation_hooks`], and with the checks on
+    /// [`IsaMmu::install_maintenance_hooks`]) and, with the checks on, one on our
+    /// guest's `free_pages` (Linux's takes a virtual address and is one of many
+    /// ways it frees pages).
+    pub(crate) fn install_code_hooks(
         &self,
         cores: &mut [Core],
         kernel: &KernelImage,
@@ -455,105 +418,25 @@ impl SimMmu {
             .map(|r| r.start & !(PAGE_SIZE - 1)..r.end.next_multiple_of(PAGE_SIZE))
             .collect();
         let words: Vec<(u64, u32)> = kernel.code_words().collect();
-        if kernel.isa() == Isa::Riscv64 {
-            install_satp_hooks(cores, &words)?;
-        } else {
-            *self.shared.unprivileged_sites.borrow_mut() = words
-                .iter()
-                .filter(|&&(_, word)| insn::is_unprivileged(word))
-                .map(|&(addr, _)| addr)
-                .collect();
+        let isa = kernel.isa().arch().mmu();
+        *self.shared.unprivileged_sites.borrow_mut() =
+            isa.unprivileged_sites(&words).into_iter().collect();
+        isa.install_translation_hooks(cores, &words)?;
+        if self.shared.model.borrow().checks() {
+            isa.install_maintenance_hooks(self, cores, kernel, &words)?;
+            let free_pages = kernel
+                .symbol_address("free_pages")
+                .filter(|_| !kernel.is_boot_protocol_image());
+            for core in cores.iter_mut() {
+                if let (Some(mmu), Some(entry)) = (&core.mmu, free_pages) {
+                    mmu.hook_free_pages(&mut core.uc, entry)?;
+                }
+            }
         }
-        if !self.shared.model.borrow().checks() {
-            return Ok(());
-        }
-        if kernel.isa() == Isa::Riscv64 {
-            return self.install_sfence_hooks(cores, kernel, &words);
-        }
-        let mut barriers = barrier_sites(&words);
-        let aliases: Vec<_> = barriers
-            .iter()
-            .filter_map(|&(addr, barrier)| Some((kernel.physical_alias(addr)?, barrier)))
-            .collect();
-        barriers.extend(aliases);
-        let free_pages = kernel
-            .symbol_address("free_pages")
-            .filter(|_| !kernel.is_boot_protocol_image());
         for core in cores.iter_mut() {
-            let Some(mmu) = core.mmu.clone() else {
-                continue;
-            };
-            for &(addr, barrier) in &barriers {
-                let m = mmu.clone();
-                core.uc
-                    .add_code_hook(addr, addr, move |uc, pc, _| {
-                        let at = m.at(pc);
-                        m.model_for(uc).barrier(&m.shared.ram, m.cpu);
-                        m.record_barrier(uc, barrier, at);
-                    })
-                    .map_err(uc_err("adding a barrier hook"))?;
-            }
-            if let Some(entry) = free_pages {
-                mmu.hook_free_pages(&mut core.uc, entry)?;
-            }
             core.uc
                 .ctl_flush_tb()
-                .map_err(uc_err("adding barrier hooks"))?;
-        }
-        Ok(())
-    }
-
-    /// RISC-V: code hooks on every `sfence.vma` of the kernel (no CSR or system
-    /// instruction hook exists there) and on our guest's `free_pages`.
-    fn install_sfence_hooks(
-        &self,
-        cores: &mut [Core],
-        kernel: &KernelImage,
-        words: &[(u64, u32)],
-    ) -> Result<(), EmuError> {
-        let sites: Vec<(u64, u32, u32)> = words
-            .iter()
-            .filter(|&&(_, word)| word & 0xfe00_7fff == 0x1200_0073)
-            .map(|&(addr, word)| (addr, (word >> 15) & 31, (word >> 20) & 31))
-            .collect();
-        let free_pages = kernel.symbol_address("free_pages");
-        for core in cores.iter_mut() {
-            let Some(mmu) = core.mmu.clone() else {
-                continue;
-            };
-            for &(addr, rs1, rs2) in &sites {
-                let m = mmu.clone();
-                core.uc
-                    .add_code_hook(addr, addr, move |uc, pc, _| {
-                        // rs1 = x0: every address; rs2 = x0: every ASID.
-                        let (start, len) = match rs1 {
-                            0 => (0, 0),
-                            _ => (m.abi.xreg(uc, rs1) & !(PAGE_SIZE - 1), PAGE_SIZE),
-                        };
-                        let asid = (rs2 != 0).then(|| m.abi.xreg(uc, rs2) as u16);
-                        let inv = Invalidation {
-                            cpus: 1 << m.cpu,
-                            start,
-                            len,
-                            asid,
-                        };
-                        let name = if rs1 == 0 {
-                            "sfence.vma"
-                        } else {
-                            "sfence.vma va"
-                        };
-                        let at = m.at(pc);
-                        m.model_for(uc).invalidate_on(&m.shared.ram, inv, name, at);
-                        m.hand_over(Some(uc));
-                    })
-                    .map_err(uc_err("adding an sfence.vma hook"))?;
-            }
-            if let Some(entry) = free_pages {
-                mmu.hook_free_pages(&mut core.uc, entry)?;
-            }
-            core.uc
-                .ctl_flush_tb()
-                .map_err(uc_err("adding sfence.vma hooks"))?;
+                .map_err(uc_err("adding the MMU's code hooks"))?;
         }
         Ok(())
     }
@@ -603,121 +486,5 @@ impl SimMmu {
         if let Some(mmu) = &core.mmu {
             mmu.hand_over(Some(&core.uc));
         }
-    }
-}
-
-/// A TLBI (SYS with op1 0, CRn 8) as the trace names it, and whether it is broadcast
-/// (…OS, range …IS/…OS, …IS: CRm 1, 2, 3, 5). The ops the model decodes get their
-/// kind; the others are `Other(op1:CRm:op2)`.
-fn trace_tlbi(op1: u32, crm: u32, op2: u32) -> (traces::TlbiOp, bool) {
-    use traces::TlbiOp as T;
-    let op = match (crm, op2) {
-        (1 | 3 | 7, 0) => T::Vmalle1,
-        (1 | 3 | 7, 1) => T::Vae1,
-        (1 | 3 | 7, 2) => T::Aside1,
-        (1 | 3 | 7, 3) => T::Vaae1,
-        (1 | 3 | 7, 5) => T::Vale1,
-        (1 | 3 | 7, 7) => T::Vaale1,
-        _ => T::Other(((op1 << 7) | (crm << 3) | op2) as u16),
-    };
-    (op, matches!(crm, 1 | 2 | 3 | 5))
-}
-
-/// Whether `word` is a TLBI (SYS with CRn = 8).
-fn is_tlbi(word: u32) -> bool {
-    word & 0xfff8_f000 == 0xd508_8000
-}
-
-/// The barriers to hook: every DSB, and the ISBs that follow TLB maintenance or a DSB
-/// closely (within 4 instructions). ISBs elsewhere, such as in spin-wait loops, are
-/// left alone: they are hot and cannot complete a TLBI.
-fn barrier_sites(words: &[(u64, u32)]) -> Vec<(u64, Barrier)> {
-    let mut sites = Vec::new();
-    for (i, &(addr, word)) in words.iter().enumerate() {
-        match Barrier::decode(word) {
-            Some(Barrier::Isb) => {
-                let recent = &words[i.saturating_sub(4)..i];
-                let after_maintenance = recent.iter().any(|&(a, w)| {
-                    a + 16 >= addr
-                        && (is_tlbi(w) || matches!(Barrier::decode(w), Some(Barrier::Dsb(_))))
-                });
-                if after_maintenance {
-                    sites.push((addr, Barrier::Isb));
-                }
-            }
-            Some(b) => sites.push((addr, b)),
-            None => {}
-        }
-    }
-    sites
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tlbis_keep_their_kind_in_the_trace() {
-        use traces::TlbiOp as T;
-        let ops = [
-            T::Vmalle1,
-            T::Vae1,
-            T::Aside1,
-            T::Vaae1,
-            T::Vale1,
-            T::Vaale1,
-        ];
-        for (crm, broadcast) in [(1, true), (3, true), (7, false)] {
-            for (op2, op) in [0, 1, 2, 3, 5, 7].into_iter().zip(ops) {
-                assert_eq!(
-                    trace_tlbi(0, crm, op2),
-                    (op, broadcast),
-                    "crm {crm} op2 {op2}"
-                );
-            }
-        }
-        assert_eq!(trace_tlbi(0, 3, 3).0.mnemonic(true), "vaae1is");
-        // tlbi rvae1is (a range form the model does not decode): op1 0, CRm 2, op2 1.
-        assert_eq!(trace_tlbi(0, 2, 1), (T::Other((2 << 3) | 1), true));
-        assert_eq!(TlbiScope::of(trace_tlbi(0, 2, 1).0, 0), None);
-        assert_eq!(trace_tlbi(0, 7, 3), (T::Vaae1, false));
-    }
-
-    #[test]
-    fn hooks_dsbs_and_the_isbs_after_maintenance_only() {
-        const DSB_ISH: u32 = 0xd503_3b9f;
-        const DSB_ISHST: u32 = 0xd503_3a9f;
-        const ISB: u32 = 0xd503_3fdf;
-        const TLBI_VAAE1IS: u32 = 0xd508_8360;
-        const NOP: u32 = 0xd503_201f;
-        let code = [
-            DSB_ISHST,
-            TLBI_VAAE1IS,
-            DSB_ISH,
-            ISB,
-            NOP,
-            NOP,
-            NOP,
-            NOP,
-            NOP,
-            ISB,
-            TLBI_VAAE1IS,
-            ISB,
-        ];
-        let words: Vec<(u64, u32)> = code
-            .iter()
-            .enumerate()
-            .map(|(i, &w)| (0x1000 + 4 * i as u64, w))
-            .collect();
-        assert!(is_tlbi(TLBI_VAAE1IS) && !is_tlbi(DSB_ISH) && !is_tlbi(NOP));
-        assert_eq!(
-            barrier_sites(&words),
-            vec![
-                (0x1000, Barrier::Dsb(0b1010)),
-                (0x1008, Barrier::Dsb(0b1011)),
-                (0x100c, Barrier::Isb),
-                (0x102c, Barrier::Isb),
-            ]
-        );
     }
 }

@@ -19,6 +19,8 @@ use crate::cpu::{Core, Hooks, IrqStop, KeepAlive, SliceCounter};
 use crate::error::EmuError;
 use crate::hardware::{Hardware, RunEnd};
 use crate::kernel::KernelImage;
+use crate::record::abi::IsaAbi;
+use crate::simmu::IsaMmu;
 
 pub mod aarch64;
 pub mod riscv64;
@@ -32,6 +34,10 @@ use aarch64::exception::Synchronous;
 pub(crate) trait Arch: Sync {
     /// Physical address of the board's RAM.
     fn ram_base(&self) -> u64;
+    /// What the recorder reads of a core and decodes of the kernel's code.
+    fn abi(&self) -> &'static dyn IsaAbi;
+    /// How the simulated MMU sees the ISA's translation and TLB maintenance.
+    fn mmu(&self) -> &'static dyn IsaMmu;
     /// The board: its root node, its CPUs and its devices (the bus).
     fn board(&self) -> &'static BoardKind;
     /// A new core's engine, configured as the ISA needs before the machine adds

@@ -66,8 +66,7 @@ use traces::fx::{FxHashMap, FxHashSet};
 use traces::{CpuId, EventKind, IrqMaskCause, LockFlavor, LockRef, StrId, TaskId};
 use unicorn_engine::{Prot, RegisterARM64, Unicorn};
 
-use super::abi::Abi;
-use super::{read_u64, reg, Recorder, Site, State};
+use super::{read_u64, Recorder, Site, State};
 use crate::arch::aarch64::regs::read_xreg;
 use crate::error::EmuError;
 use crate::kernel::KernelImage;
@@ -241,7 +240,7 @@ impl LinuxProfile {
             }
         }
         if let Some((entry, code)) = kernel.function_code("locking_selftest")? {
-            for off in Abi(crate::Isa::Aarch64).exit_offsets(code) {
+            for off in kernel.isa().arch().abi().exit_offsets(code) {
                 sites.push((entry + off, Site::Linux(LinuxSite::SelftestDone)));
             }
         }
@@ -281,6 +280,16 @@ fn first_indirect_call(code: &[u8]) -> Option<u64> {
 }
 
 /// A NUL-terminated string of guest virtual memory (at most `max` bytes).
+fn reg(uc: &Unicorn<'_, ()>, r: RegisterARM64) -> u64 {
+    uc.reg_read(r).unwrap_or(0)
+}
+
+/// The running task: arm64 Linux keeps `current` in SP_EL0 (its `task_struct`,
+/// 16-byte aligned, so shifted to fit a task id).
+pub(super) fn current_task(uc: &Unicorn<'_, ()>) -> TaskId {
+    TaskId((reg(uc, RegisterARM64::SP_EL0) >> 4) as u32)
+}
+
 fn read_c_string(uc: &Unicorn<'_, ()>, addr: u64, max: usize) -> Option<String> {
     let mut buf = vec![0; max];
     uc.vmem_read(addr, Prot::READ, &mut buf).ok()?;
@@ -306,7 +315,7 @@ impl Recorder {
         now: u64,
     ) -> TaskId {
         let current = reg(uc, RegisterARM64::SP_EL0);
-        let task = TaskId((current >> 4) as u32);
+        let task = current_task(uc);
         st.tasks[cpu] = Some(task);
         if current != 0 && st.named.insert(task.0) {
             let comm = read_c_string(uc, current + profile.task_comm, TASK_COMM_LEN)

@@ -72,16 +72,15 @@ use traces::fx::{FxHashMap, FxHashSet};
 use traces::{
     CpuId, Event, EventKind, IrqMaskCause, LockFlavor, LockRef, StrId, StringTable, TaskId,
 };
-use unicorn_engine::{Prot, RegisterARM64, Unicorn};
+use unicorn_engine::{Prot, Unicorn};
 
-use abi::{Abi, MaskWrite};
+use abi::{IsaAbi, MaskWrite};
 
 use crate::cpu::{Core, SliceCounter};
 use crate::error::{uc_err, EmuError};
 use crate::kernel::KernelImage;
 use crate::observe::RunObserver;
 use crate::unwind::{frame_chain_at, frames_above};
-use crate::Isa;
 
 /// Receives the events of each slice, in order, with the run's string table.
 pub type EventSink = Box<dyn FnMut(&[Event], &StringTable)>;
@@ -228,51 +227,6 @@ enum Site {
     Linux(linux::LinuxSite),
 }
 
-/// Where, in `spin_lock`'s code, its ticket is known taken, and the register
-/// that says whether it was: see [`Site::TicketTaken`].
-fn ticket_taken_site(isa: Isa, code: &[u8]) -> Option<(u64, Option<u32>)> {
-    let words: Vec<u32> = code
-        .chunks_exact(4)
-        .map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]))
-        .collect();
-    match isa {
-        Isa::Aarch64 => {
-            // STXR/STLXR (32- or 64-bit): size 1x, 001000 0 0 0, Rs, o0, Rt2 = 11111.
-            let is_store_exclusive = |w: u32| w & 0xbfe0_7c00 == 0x8800_7c00;
-            let at = words.iter().position(|&w| is_store_exclusive(w))?;
-            let status = (words[at] >> 16) & 31;
-            // CBNZ (32-bit) on the status register.
-            let next = *words.get(at + 1)?;
-            (next & 0xff00_001f == 0x3500_0000 | status)
-                .then_some((4 * (at as u64 + 1), Some(status)))
-        }
-        Isa::Riscv64 => {
-            // AMOADD.W (any aq/rl): funct5 00000, funct3 010, opcode AMO.
-            let at = words.iter().position(|&w| w & 0xf800_707f == 0x0000_202f)?;
-            (at + 1 < words.len()).then_some((4 * (at as u64 + 1), None))
-        }
-    }
-}
-
-/// The offset of `spin_unlock`'s store that releases the lock: arm64's first
-/// store-release (STLR, 32- or 64-bit), RISC-V's first store word after a
-/// `fence rw, w`.
-fn release_store_site(isa: Isa, code: &[u8]) -> Option<u64> {
-    let mut words = code
-        .chunks_exact(4)
-        .map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]));
-    let at = match isa {
-        Isa::Aarch64 => words.position(|w| w & 0xbfff_fc00 == 0x889f_fc00)?,
-        Isa::Riscv64 => {
-            const FENCE_RW_W: u32 = 0x0310_000f;
-            let is_store_word = |w: u32| w & 0x707f == 0x2023;
-            let fence = words.position(|w| w == FENCE_RW_W)?;
-            fence + 1 + words.position(is_store_word)?
-        }
-    };
-    Some(4 * at as u64)
-}
-
 fn is_attempt(kind: &EventKind) -> bool {
     matches!(kind, EventKind::LockAttempt { .. })
 }
@@ -389,7 +343,7 @@ struct Deferred {
 /// The recording state of a machine.
 pub(crate) struct Recorder {
     /// Registers and conventions of the cores' instruction set.
-    abi: Abi,
+    abi: &'static dyn IsaAbi,
     state: RefCell<State>,
     queued: Rc<RefCell<Vec<Queued>>>,
     sink: RefCell<EventSink>,
@@ -415,10 +369,6 @@ fn read_u64(uc: &Unicorn<'_, ()>, addr: u64) -> Option<u64> {
     Some(u64::from_le_bytes(buf))
 }
 
-fn reg(uc: &Unicorn<'_, ()>, r: RegisterARM64) -> u64 {
-    uc.reg_read(r).unwrap_or(0)
-}
-
 impl Recorder {
     /// Hooks every core; events go to `sink`.
     pub(crate) fn install(
@@ -437,7 +387,7 @@ impl Recorder {
             recorder.hook(cores, &sites, options)?;
             return Ok(recorder);
         }
-        let abi = Abi(kernel.isa());
+        let abi = kernel.isa().arch().abi();
         let mut sites: Vec<(u64, Site)> = Vec::new();
         let have = |name: &str| kernel.symbol_address(name).is_some();
         let release_fs_reclaim_at_reclaim_exit =
@@ -470,14 +420,20 @@ impl Recorder {
         // IRQ taken in between sees the lock as the hardware has it.
         let mut ticket_taken_at = None;
         if let Some((entry, code)) = kernel.function_code("spin_lock")? {
-            if let Some((off, status)) = ticket_taken_site(abi.0, code) {
-                sites.push((entry + off, Site::TicketTaken { status }));
-                ticket_taken_at = Some((entry + off, status));
+            if let Some(site) = abi.ticket_taken_site(code) {
+                let at = entry + site.offset;
+                sites.push((
+                    at,
+                    Site::TicketTaken {
+                        status: site.status,
+                    },
+                ));
+                ticket_taken_at = Some((at, site.status));
             }
         }
         let mut release_store = false;
         if let Some((entry, code)) = kernel.function_code("spin_unlock")? {
-            if let Some(off) = release_store_site(abi.0, code) {
+            if let Some(off) = abi.release_store_site(code) {
                 sites.push((entry + off, Site::ReleaseStore));
                 release_store = true;
             }
@@ -492,10 +448,11 @@ impl Recorder {
                 sites.push((addr, Site::Mask { write, framed }));
             }
         }
-        if abi.0 == Isa::Riscv64 {
-            if let Some(vector) = kernel.symbol_address("trap_entry") {
-                sites.push((vector, Site::TrapEntry));
-            }
+        if let Some(vector) = abi
+            .interrupt_vector_symbol()
+            .and_then(|name| kernel.symbol_address(name))
+        {
+            sites.push((vector, Site::TrapEntry));
         }
         let mut wrappers = Wrappers::default();
         for (name, flavor, primitive) in [
@@ -515,7 +472,7 @@ impl Recorder {
                 .ranges
                 .push((start, start + code.len() as u64, flavor));
             let primitive = kernel.symbol_address(primitive);
-            let tail_calls = abi.exit_offsets(code).any(|off| {
+            let tail_calls = abi.exit_offsets(code).into_iter().any(|off| {
                 abi.jump_target(code, off)
                     .is_some_and(|t| Some(start.wrapping_add_signed(t)) == primitive)
             });
@@ -544,7 +501,7 @@ impl Recorder {
     ) -> Self {
         let queued = Rc::new(RefCell::new(Vec::new()));
         Recorder {
-            abi: Abi(kernel.isa()),
+            abi: kernel.isa().arch().abi(),
             queued: queued.clone(),
             state: RefCell::new(State::fresh(cpus, queued)),
             sink: RefCell::new(sink),
@@ -652,7 +609,7 @@ impl Recorder {
     /// The running task of `cpu` (cached; read from the guest the first time).
     fn task(&self, uc: &Unicorn<'_, ()>, cpu: usize) -> TaskId {
         if self.linux.is_some() {
-            return TaskId((reg(uc, RegisterARM64::SP_EL0) >> 4) as u32);
+            return linux::current_task(uc);
         }
         if let Some(task) = self.state.borrow().tasks[cpu] {
             return task;
@@ -715,7 +672,7 @@ impl Recorder {
             Site::Mask { write, framed } => {
                 let old = abi.irqs_masked(uc);
                 let new = abi.mask_after(uc, write, old);
-                let exception_return = matches!(write, MaskWrite::Eret | MaskWrite::Sret);
+                let exception_return = write.exception_return;
                 let cause = if exception_return {
                     IrqMaskCause::Eret
                 } else {
@@ -749,14 +706,8 @@ impl Recorder {
             Site::TrapEntry => {
                 // QEMU took an interrupt (scause's top bit); the host's own
                 // exception entries are reported by the machine.
-                if crate::arch::riscv64::hart::interrupt_entered(uc) {
-                    let cause = uc
-                        .reg_read(unicorn_engine::RegisterRISCV::SCAUSE)
-                        .unwrap_or(0);
-                    let epc = uc
-                        .reg_read(unicorn_engine::RegisterRISCV::SEPC)
-                        .unwrap_or(0);
-                    self.exception_entered(uc, cpu, Some(cause as u32), epc, now);
+                if let Some((cause, epc)) = self.abi.interrupt_taken(uc) {
+                    self.exception_entered(uc, cpu, Some(cause), epc, now);
                 }
             }
             Site::TicketTaken { status } => {
@@ -1266,7 +1217,7 @@ impl RunObserver for Recorder {
             }
         }
         let mut st = self.state.borrow_mut();
-        let pc = self.abi.pc(uc);
+        let pc = uc.pc_read().unwrap_or(0);
         if let Some(intid) = irq {
             st.push(
                 now,
@@ -1335,90 +1286,5 @@ impl Recording {
     /// The PSTATE.I samples taken so far with [`RecordOptions::sample_irq_mask`].
     pub fn take_irq_mask_samples(&self) -> Vec<MaskSample> {
         std::mem::take(&mut self.0.state.borrow_mut().samples)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const ARM64: Abi = Abi(Isa::Aarch64);
-
-    fn code(words: &[u32]) -> Vec<u8> {
-        words.iter().flat_map(|w| w.to_le_bytes()).collect()
-    }
-
-    #[test]
-    fn spin_lock_events_sit_where_the_ticket_is_taken_and_the_lock_handed_on() {
-        let arm64_lock = code(&[
-            0x885f_fe68, // ldaxr w8, [x19]
-            0x1100_0509, // add w9, w8, #1
-            0x880a_7e69, // stxr w10, w9, [x19]
-            0x35ff_ffaa, // cbnz w10, the ldaxr
-        ]);
-        assert_eq!(
-            ticket_taken_site(Isa::Aarch64, &arm64_lock),
-            Some((12, Some(10)))
-        );
-        let arm64_unlock = code(&[0xd503_201f, 0x889f_fd28]); // nop; stlr w8, [x9]
-        assert_eq!(release_store_site(Isa::Aarch64, &arm64_unlock), Some(4));
-        let riscv_lock = code(&[
-            0x0010_0513, // li a0, 1
-            0x04a4_a52f, // amoadd.w.aq a0, a0, (s1)
-            0x0044_a583, // lw a1, 4(s1)
-        ]);
-        assert_eq!(
-            ticket_taken_site(Isa::Riscv64, &riscv_lock),
-            Some((8, None))
-        );
-        let riscv_unlock = code(&[
-            0x0005_2423, // sw zero, 8(a0): the owner, before the fence
-            0x0045_2583, // lw a1, 4(a0)
-            0x0310_000f, // fence rw, w
-            0x0015_8593, // addi a1, a1, 1
-            0x00b5_2223, // sw a1, 4(a0): the release
-        ]);
-        assert_eq!(release_store_site(Isa::Riscv64, &riscv_unlock), Some(16));
-        // Neither pattern in the other's code.
-        assert_eq!(ticket_taken_site(Isa::Riscv64, &arm64_lock), None);
-        assert_eq!(release_store_site(Isa::Aarch64, &riscv_unlock), None);
-    }
-
-    #[test]
-    fn a_function_exits_at_its_rets_and_tail_calls() {
-        let words: [u32; 5] = [
-            0x1400_0002, // b +8: inside
-            0xd65f_03c0, // ret
-            0x17ff_fffe, // b -8: inside
-            0x1400_0010, // b +64: outside (tail call)
-            0x17ff_fff0, // b -64: outside
-        ];
-        let code: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
-        assert_eq!(
-            ARM64.exit_offsets(&code).collect::<Vec<_>>(),
-            vec![4, 12, 16]
-        );
-    }
-
-    #[test]
-    fn decodes_every_daif_writing_instruction() {
-        assert_eq!(ARM64.mask_write(0xd69f_03e0), Some(MaskWrite::Eret));
-        assert_eq!(
-            ARM64.mask_write(0xd51b_4228),
-            Some(MaskWrite::DaifRegister(8))
-        );
-        // msr daifset, #15 / msr daifclr, #2
-        assert_eq!(
-            ARM64.mask_write(0xd503_4fdf),
-            Some(MaskWrite::DaifImmediate { set: true, imm: 15 })
-        );
-        assert_eq!(
-            ARM64.mask_write(0xd503_42ff),
-            Some(MaskWrite::DaifImmediate { set: false, imm: 2 })
-        );
-        // mrs x8, daif; msr nzcv, x0; nop
-        for word in [0xd53b_4228, 0xd51b_4200, 0xd503_201f] {
-            assert_eq!(ARM64.mask_write(word), None, "{word:#x}");
-        }
     }
 }

@@ -20,6 +20,7 @@ use exception::{Kind, Synchronous, PSTATE_EL1H_MASKED, PSTATE_I};
 use mmu::Access;
 use regs::{read_xreg, translation_regs, SCTLR_EL1};
 
+pub(crate) mod abi;
 pub(crate) mod board;
 pub(crate) mod exception;
 pub(crate) mod gic;
@@ -27,6 +28,7 @@ pub(crate) mod insn;
 pub(crate) mod mmu;
 pub(crate) mod psci;
 pub(crate) mod regs;
+pub(crate) mod simmu;
 pub(crate) mod syshook;
 pub(crate) mod wfe;
 
@@ -34,6 +36,14 @@ pub(crate) mod wfe;
 pub(crate) struct Aarch64;
 
 impl Arch for Aarch64 {
+    fn abi(&self) -> &'static dyn crate::record::abi::IsaAbi {
+        &abi::Aarch64Abi
+    }
+
+    fn mmu(&self) -> &'static dyn crate::simmu::IsaMmu {
+        &simmu::Aarch64Mmu
+    }
+
     fn ram_base(&self) -> u64 {
         crate::memory::RAM_BASE
     }

@@ -108,7 +108,7 @@ pub(crate) fn install_sysreg_hooks(
     let (b, c, m) = (board.clone(), counter.clone(), mmu.clone());
     let msr = syshook::add(uc, Arm64Insn::UC_ARM64_INS_MSR, move |access| {
         if let Some(m) = &m {
-            m.on_msr(access);
+            super::simmu::on_msr(m, access);
         }
         // A DAIF write is left to Unicorn: it ends its block, whose successor's block
         // hook takes a pending IRQ if the write unmasked it.
@@ -136,7 +136,7 @@ pub(crate) fn install_sysreg_hooks(
     let c = counter.clone();
     let sys = syshook::add(uc, Arm64Insn::UC_ARM64_INS_SYS, move |access| {
         if let Some(m) = &mmu {
-            m.on_sys(access);
+            super::simmu::on_sys(m, access);
         }
         let cp = access.cp;
         match (cp.op1, cp.crn, cp.crm, cp.op2) {

@@ -162,7 +162,7 @@ pub(crate) fn rdtime_destination(word: u32) -> Option<u32> {
 }
 
 /// The address a load or store instruction accesses (for `stval`).
-pub(crate) fn access_address(uc: &Unicorn<'static, ()>, word: u32) -> Option<u64> {
+pub(crate) fn access_address(uc: &Unicorn<'_, ()>, word: u32) -> Option<u64> {
     let rs1 = (word >> 15) & 0x1f;
     let base = xreg(uc, rs1);
     let offset = match word & 0x7f {

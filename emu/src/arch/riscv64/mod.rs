@@ -16,10 +16,12 @@ use crate::error::{uc_err, EmuError};
 use crate::hardware::{Hardware, RunEnd};
 use crate::unwind;
 
+pub(crate) mod abi;
 pub(crate) mod board;
 pub mod hart;
 pub(crate) mod plic;
 pub(crate) mod sbi;
+pub(crate) mod simmu;
 pub(crate) mod sv39;
 
 pub use hart::time_at;
@@ -28,6 +30,14 @@ pub use hart::time_at;
 pub(crate) struct Riscv64;
 
 impl Arch for Riscv64 {
+    fn abi(&self) -> &'static dyn crate::record::abi::IsaAbi {
+        &abi::Riscv64Abi
+    }
+
+    fn mmu(&self) -> &'static dyn crate::simmu::IsaMmu {
+        &simmu::Riscv64Mmu
+    }
+
     fn ram_base(&self) -> u64 {
         hart::RAM_BASE
     }
