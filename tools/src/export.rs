@@ -229,6 +229,16 @@ pub fn perfetto(trace: &Trace, findings: &[Finding]) -> Value {
                 json!({"desc_pa": format!("{desc_pa:#x}"), "old": format!("{old:#x}"),
                        "new": format!("{new:#x}")}),
             )),
+            EventKind::TlbInvalidate {
+                cpus,
+                start,
+                len,
+                asid,
+            } => out.push(instant(
+                "tlb invalidate".into(),
+                json!({"cpus": format!("{cpus:#x}"), "start": format!("{start:#x}"),
+                       "len": len, "asid": asid}),
+            )),
             EventKind::Dsb { option } => {
                 out.push(instant(format!("dsb {}", option.name()), json!({})))
             }

@@ -5,6 +5,7 @@
 //! - [`TraceReader`]: iterates the events of a file in memory or a `Read`, recovering
 //!   every whole chunk of a truncated or damaged file ([`Damage`]).
 //! - [`ending`]: how a recorded run ended (the two events a finished trace ends with).
+//! - [`maintenance`]: TLB maintenance and barriers by meaning, the same for every ISA.
 //! - [`format`](mod@format): the byte layout, precise enough to write a reader in another language.
 //!
 //! This crate does not depend on the emulator: a trace file alone is enough to analyse.
@@ -52,6 +53,7 @@ pub mod format;
 pub mod fx;
 pub mod header;
 pub mod lockdep;
+pub mod maintenance;
 pub mod reader;
 pub mod riscv64;
 pub mod strings;

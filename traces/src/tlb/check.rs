@@ -9,6 +9,7 @@ use crate::analysis::Analysis;
 use crate::event::{Event, EventKind, WalkResult};
 use crate::finding::{Finding, FindingKind, Findings};
 use crate::lockdep::Symbolizer;
+use crate::maintenance::{Completion, Maintenance, Reach};
 use crate::riscv64::PageTableFormat;
 use crate::strings::StringTable;
 use crate::tlb::held::{HeldTlbs, StaleSince};
@@ -358,8 +359,8 @@ impl TlbCheck {
         );
     }
 
-    fn tlbi(&mut self, scope: TlbiScope, broadcast: bool, at: At) {
-        if self.format.arm_rules() {
+    fn tlbi(&mut self, scope: TlbiScope, broadcast: bool, completion: Completion, at: At) {
+        if completion == Completion::AtBarrier {
             self.tlbi_barriers(scope, broadcast, at);
         }
         let removed = self.held.invalidate(at.cpu, broadcast, scope);
@@ -605,23 +606,29 @@ impl Analysis for TlbCheck {
             EventKind::PageTableWrite { desc_pa, old, new } => {
                 self.descriptor_changed(desc_pa, old, new, at)
             }
-            EventKind::Tlbi {
-                op,
-                broadcast,
-                operand,
-            } => {
-                if let Some(scope) = TlbiScope::of(op, operand) {
-                    self.tlbi(scope, broadcast, at);
-                }
-            }
-            EventKind::TlbInvalidate {
-                cpus,
-                start,
-                len,
-                asid,
-            } => self.invalidate_on(cpus, TlbiScope::of_range(start, len, asid), at),
-            EventKind::Dsb { option } => self.dsb(DsbReach::of(option), at.cpu),
-            EventKind::Isb => self.isb(at),
+            EventKind::Tlbi { .. }
+            | EventKind::TlbInvalidate { .. }
+            | EventKind::Dsb { .. }
+            | EventKind::Dmb { .. }
+            | EventKind::Isb => match event.kind.maintenance() {
+                Some(Maintenance::Invalidate {
+                    reach,
+                    scope,
+                    completion,
+                }) => match reach {
+                    Reach::ThisCpu => self.tlbi(scope, false, completion, at),
+                    Reach::Broadcast => self.tlbi(scope, true, completion, at),
+                    Reach::Cpus(cpus) => self.invalidate_on(cpus, scope, at),
+                },
+                Some(Maintenance::Barrier {
+                    reach,
+                    completes_maintenance: true,
+                }) => self.dsb(reach, at.cpu),
+                Some(Maintenance::ContextSync) => self.isb(at),
+                // A DMB completes no TLBI (nor does it order a descriptor store
+                // before one); a TLBI form the model does not decode.
+                Some(Maintenance::Barrier { .. }) | None => {}
+            },
             EventKind::HardIrqEnter { .. } => {
                 self.barriers(at.cpu);
                 self.contexts(at.cpu).push(BarrierState::default());
