@@ -126,12 +126,21 @@ fn count(events: &[Event], pred: impl Fn(&EventKind) -> bool) -> usize {
     events.iter().filter(|e| pred(&e.kind)).count()
 }
 
+/// The IRQ mask the events give (PSTATE.I on arm64, `sstatus.SIE` clear on
+/// RISC-V) is the core's at every block boundary: mask writes, exception entry
+/// and `eret`/`sret` are all seen.
 #[test]
 fn irq_mask_from_events_matches_pstate_at_every_block_boundary() {
-    let Some(kernel) = guest() else { return };
+    let Some(arm64) = guest() else { return };
+    let Some(riscv) = riscv_guest() else { return };
     // irq-free with the patch's first version re-enables IRQs inside hard-IRQ handlers.
-    for scenario in ["smoke", "storm", "irq-free variant=irq"] {
-        let run = record(&kernel, scenario, 4, 1, true);
+    let runs = ["smoke", "storm", "irq-free variant=irq"]
+        .into_iter()
+        .map(|scenario| (&arm64, scenario))
+        .chain([(&riscv, "storm"), (&riscv, "irq-free variant=irq")]);
+    for (kernel, scenario) in runs {
+        let run = record(kernel, scenario, 4, 1, true);
+        let scenario = &format!("{} {scenario}", kernel.isa().name());
         // Unmasks by an instruction while a hard-IRQ handler runs on that CPU.
         let mut depth = [0i32; 8];
         let mut unmasked_in_irq = 0;

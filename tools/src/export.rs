@@ -45,6 +45,9 @@ const TID_HARDIRQ: u32 = 2;
 const TID_IRQS_OFF: u32 = 3;
 const TID_EVENTS: u32 = 4;
 
+/// The first id of the IPI arrows (below: [`crate::perfetto_tasks`]'s).
+const IPI_FLOW_IDS: u64 = 1 << 40;
+
 fn ts(time: u64) -> f64 {
     time as f64 / 1000.0
 }
@@ -83,9 +86,11 @@ pub fn perfetto(trace: &Trace, findings: &[Finding]) -> Value {
     // be released on another CPU after its holder migrated: its span ends where
     // it began.
     let mut held: BTreeMap<u64, (u16, String)> = BTreeMap::new();
-    // IPIs sent and not yet taken: (target CPU, interrupt) -> their arrows' ids.
-    let mut ipis_in_flight: BTreeMap<(u16, u32), Vec<u64>> = BTreeMap::new();
-    let mut ipis_sent = 0u64;
+    // IPIs sent and not yet taken: (target CPU, interrupt) -> each one's arrow
+    // start (its id, sender and time). An arrow is written once its IPI is taken,
+    // so none is left without an end; its ids follow the waits-for arrows'.
+    let mut ipis_in_flight: BTreeMap<(u16, u32), Vec<(u64, u16, u64)>> = BTreeMap::new();
+    let mut ipis_sent = IPI_FLOW_IDS;
     let class = |id| strings.get(id).unwrap_or("?").to_string();
     // Task names, from the recorder's `task:NAME` markers.
     let mut task_names: BTreeMap<u32, String> = BTreeMap::new();
@@ -150,7 +155,10 @@ pub fn perfetto(trace: &Trace, findings: &[Finding]) -> Value {
             EventKind::HardIrqEnter { intid } => {
                 t.hardirq_depth += 1;
                 out.push(span("B", TID_HARDIRQ, format!("irq {intid}")));
-                for id in ipis_in_flight.remove(&(pid, intid)).unwrap_or_default() {
+                let taken = ipis_in_flight.remove(&(pid, intid)).unwrap_or_default();
+                for (id, sender, sent) in taken {
+                    out.push(json!({"ph": "s", "id": id, "cat": "ipi", "name": "ipi",
+                        "pid": sender, "tid": TID_TASKS, "ts": ts(sent)}));
                     out.push(
                         json!({"ph": "f", "bp": "e", "id": id, "cat": "ipi", "name": "ipi",
                         "pid": pid, "tid": TID_HARDIRQ, "ts": ts(time)}),
@@ -166,12 +174,10 @@ pub fn perfetto(trace: &Trace, findings: &[Finding]) -> Value {
                     format!("ipi send -> {target}"),
                     json!({"target": target.0, "message": message, "intid": intid}),
                 ));
-                out.push(json!({"ph": "s", "id": id, "cat": "ipi", "name": "ipi",
-                    "pid": pid, "tid": TID_TASKS, "ts": ts(time)}));
                 ipis_in_flight
                     .entry((target.0, intid))
                     .or_default()
-                    .push(id);
+                    .push((id, pid, time));
             }
             EventKind::HardIrqExit { .. } if t.hardirq_depth > 0 => {
                 t.hardirq_depth -= 1;
@@ -551,6 +557,8 @@ mod tests {
             irq(6, 2, 1),
             // Nothing in flight for CPU 2 any more.
             irq(7, 2, 1),
+            // Never taken: no arrow.
+            send(8, 2),
         ];
         let json = perfetto(&trace_of(3, StringTable::new(), events), &[]);
         let arrows: Vec<(&str, u64, u64, f64)> = json["traceEvents"]
@@ -560,9 +568,10 @@ mod tests {
             .filter(|e| e["cat"] == "ipi")
             .map(|e| {
                 let field = |k: &str| e[k].as_u64().unwrap();
+                let id = field("id") - IPI_FLOW_IDS;
                 (
                     e["ph"].as_str().unwrap(),
-                    field("id"),
+                    id,
                     field("pid"),
                     e["ts"].as_f64().unwrap(),
                 )
@@ -572,10 +581,10 @@ mod tests {
             arrows,
             [
                 ("s", 0, 0, ts(1)),
-                ("s", 1, 0, ts(2)),
-                ("s", 2, 0, ts(4)),
                 ("f", 0, 1, ts(5)),
+                ("s", 2, 0, ts(4)),
                 ("f", 2, 1, ts(5)),
+                ("s", 1, 0, ts(2)),
                 ("f", 1, 2, ts(6)),
             ]
         );

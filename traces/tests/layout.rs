@@ -317,15 +317,16 @@ fn records() -> Vec<(Vec<u8>, Option<Event>)> {
         ),
         (
             // IPI send (sized, 1.8): same time, pc mode 1, caller mode 0; body: target
-            // 3, message 1 (call-function), taken as interrupt 1.
-            vec![0x8f, 0x01, 0, 3, 3, 1, 1],
+            // 3, message 0 (reschedule), taken as interrupt 1 (RISC-V's software
+            // interrupt).
+            vec![0x8f, 0x01, 0, 3, 3, 0, 1],
             Some(event(
                 135,
                 0x1010,
                 0,
                 EventKind::IpiSend {
                     target: CpuId(3),
-                    msg: 1,
+                    msg: 0,
                     intid: 1,
                 },
             )),

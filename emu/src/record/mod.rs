@@ -93,7 +93,8 @@ pub(crate) type PointGate = Box<dyn Fn(usize, &EventKind) -> bool>;
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RecordOptions {
     /// Test aid: sample PSTATE.I at every translation-block boundary (slow: a PSTATE
-    /// read per block), see [`MaskSample`].
+    /// read per block), see [`MaskSample`]; but at the vector where the engine
+    /// enters interrupts itself (RISC-V), whose events come after the sample.
     pub sample_irq_mask: bool,
 }
 
@@ -533,6 +534,14 @@ impl Recorder {
         options: RecordOptions,
     ) -> Result<(), EmuError> {
         let err = uc_err("installing the recording probes");
+        // An interrupt the engine enters itself has masked IRQs before the vector's
+        // block starts, and is recorded by the vector's own probe, which runs after
+        // the block hook: a sample there would precede its events.
+        let vectors: Vec<u64> = sites
+            .iter()
+            .filter(|(_, site)| *site == Site::TrapEntry)
+            .map(|&(addr, _)| addr)
+            .collect();
         for (cpu, core) in cores.iter_mut().enumerate() {
             for &(addr, site) in sites {
                 let (rec, counter) = (self.clone(), core.counter.clone());
@@ -543,9 +552,12 @@ impl Recorder {
                     .map_err(&err)?;
             }
             if options.sample_irq_mask {
-                let rec = self.clone();
+                let (rec, vectors) = (self.clone(), vectors.clone());
                 core.uc
                     .add_block_hook(1, 0, move |uc, pc, _| {
+                        if vectors.contains(&pc) {
+                            return;
+                        }
                         let masked = rec.abi.irqs_masked(uc);
                         let mut st = rec.state.borrow_mut();
                         let events_before = st.recorded + st.pending.len() as u64;

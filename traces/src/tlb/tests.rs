@@ -550,6 +550,28 @@ fn barriers_must_order_the_store_and_complete_the_tlbi() {
     let mut s = Script::new();
     s.tlbi_va(0, VA).dsb(1, BarrierOption::ISH).isb(0);
     assert_eq!(s.kinds(), vec![FindingKind::MissingBarrier]);
+    // A DMB orders memory accesses but waits for no TLBI, nor does it order a
+    // descriptor store before one.
+    let mut s = Script::new();
+    s.fill(0).store(0, PAGE_A | PAGE, 0);
+    s.on(
+        0,
+        EventKind::Dmb {
+            option: BarrierOption::ISHST,
+        },
+    );
+    s.tlbi_va(0, VA);
+    s.on(
+        0,
+        EventKind::Dmb {
+            option: BarrierOption::ISH,
+        },
+    );
+    s.isb(0);
+    assert_eq!(
+        s.kinds(),
+        vec![FindingKind::MissingBarrier, FindingKind::MissingBarrier]
+    );
 }
 
 /// An IRQ handler's `isb` does not end the interrupted code's TLBI sequence:
