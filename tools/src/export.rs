@@ -45,6 +45,14 @@ const TID_HARDIRQ: u32 = 2;
 const TID_IRQS_OFF: u32 = 3;
 const TID_EVENTS: u32 = 4;
 
+/// An IPI's arrow, waiting for its target to take it.
+struct IpiArrow {
+    id: u64,
+    /// The sending CPU, and when it sent it.
+    sender: u16,
+    sent: u64,
+}
+
 /// The first id of the IPI arrows (below: [`crate::perfetto_tasks`]'s).
 const IPI_FLOW_IDS: u64 = 1 << 40;
 
@@ -89,7 +97,7 @@ pub fn perfetto(trace: &Trace, findings: &[Finding]) -> Value {
     // IPIs sent and not yet taken: (target CPU, interrupt) -> each one's arrow
     // start (its id, sender and time). An arrow is written once its IPI is taken,
     // so none is left without an end; its ids follow the waits-for arrows'.
-    let mut ipis_in_flight: BTreeMap<(u16, u32), Vec<(u64, u16, u64)>> = BTreeMap::new();
+    let mut ipis_in_flight: BTreeMap<(u16, u32), Vec<IpiArrow>> = BTreeMap::new();
     let mut ipis_sent = IPI_FLOW_IDS;
     let class = |id| strings.get(id).unwrap_or("?").to_string();
     // Task names, from the recorder's `task:NAME` markers.
@@ -156,7 +164,7 @@ pub fn perfetto(trace: &Trace, findings: &[Finding]) -> Value {
                 t.hardirq_depth += 1;
                 out.push(span("B", TID_HARDIRQ, format!("irq {intid}")));
                 let taken = ipis_in_flight.remove(&(pid, intid)).unwrap_or_default();
-                for (id, sender, sent) in taken {
+                for IpiArrow { id, sender, sent } in taken {
                     out.push(json!({"ph": "s", "id": id, "cat": "ipi", "name": "ipi",
                         "pid": sender, "tid": TID_TASKS, "ts": ts(sent)}));
                     out.push(
@@ -177,7 +185,11 @@ pub fn perfetto(trace: &Trace, findings: &[Finding]) -> Value {
                 ipis_in_flight
                     .entry((target.0, intid))
                     .or_default()
-                    .push((id, pid, time));
+                    .push(IpiArrow {
+                        id,
+                        sender: pid,
+                        sent: time,
+                    });
             }
             EventKind::HardIrqExit { .. } if t.hardirq_depth > 0 => {
                 t.hardirq_depth -= 1;
