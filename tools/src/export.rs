@@ -8,8 +8,8 @@
 //! alloc/free, reclaim, TLBIs, markers, findings). Lock holds per CPU are async
 //! spans (`b`/`e`, category `lock`, one id per lock address) because holds of
 //! different locks overlap without nesting. An IPI is an arrow (category `ipi`)
-//! from its sender's task to the target's hard-IRQ span that took it (IPIs sent
-//! while one was pending all end at the same span). Then one process per task
+//! from its sender's task to the task its target CPU ran when the host delivered
+//! the interrupt (IPIs sent while one was pending all end there). Then one process per task
 //! ([`crate::perfetto_tasks`]): what it runs, waits for and holds, with flow arrows
 //! from each waiter to the holder, and its findings. Time: one guest instruction
 //! (the trace's time unit) is shown as one nanosecond.
@@ -163,13 +163,18 @@ pub fn perfetto(trace: &Trace, findings: &[Finding]) -> Value {
             EventKind::HardIrqEnter { intid } => {
                 t.hardirq_depth += 1;
                 out.push(span("B", TID_HARDIRQ, format!("irq {intid}")));
-                let taken = ipis_in_flight.remove(&(pid, intid)).unwrap_or_default();
+            }
+            EventKind::IrqInject { cpu: target, intid } => {
+                // The IPIs this interrupt delivers: arrows to the task it interrupts.
+                let taken = ipis_in_flight
+                    .remove(&(target.0, intid))
+                    .unwrap_or_default();
                 for IpiArrow { id, sender, sent } in taken {
                     out.push(json!({"ph": "s", "id": id, "cat": "ipi", "name": "ipi",
                         "pid": sender, "tid": TID_TASKS, "ts": ts(sent)}));
                     out.push(
                         json!({"ph": "f", "bp": "e", "id": id, "cat": "ipi", "name": "ipi",
-                        "pid": pid, "tid": TID_HARDIRQ, "ts": ts(time)}),
+                        "pid": target.0, "tid": TID_TASKS, "ts": ts(time)}),
                     );
                 }
             }
@@ -546,7 +551,7 @@ mod tests {
     }
 
     #[test]
-    fn an_ipi_is_an_arrow_to_the_hard_irq_that_took_it() {
+    fn an_ipi_is_an_arrow_to_where_its_interrupt_was_taken() {
         let send = |time, target| {
             event(
                 time,
@@ -558,7 +563,13 @@ mod tests {
                 },
             )
         };
-        let irq = |time, cpu, intid| event(time, cpu, EventKind::HardIrqEnter { intid });
+        let irq = |time, cpu, intid| {
+            let kind = EventKind::IrqInject {
+                cpu: CpuId(cpu),
+                intid,
+            };
+            event(time, cpu, kind)
+        };
         let events = vec![
             send(1, 1),
             send(2, 2),
