@@ -38,39 +38,7 @@ pub fn check(args: &CheckArgs) -> Result<Verdict, BadInput> {
     let mut reader = tracefile::open(&args.file)?;
     let header = reader.header().clone();
     let config = header.config.clone();
-    // A bare Image is named by the symbols it was run with, if they are unchanged.
-    let symbols = config.extra.get("symbols").map(std::path::Path::new);
-    let recorded_symbols = config.extra.get(tracefile::SYMBOLS_SHA256_KEY);
-    // A riscv64 run of the built-in guest says so (`arch`); arm64 is the default.
-    let arch = match config.extra.get("arch").map(String::as_str) {
-        Some("riscv64") => Some(crate::args::Arch::Riscv64),
-        _ => None,
-    };
-    let kernel = match kernel::load_for(args.kernel.as_deref(), symbols, arch) {
-        Ok(_)
-            if symbols
-                .zip(recorded_symbols)
-                .is_some_and(|(path, recorded)| {
-                    kernel::symbols_digest(path).ok().as_ref() != Some(recorded)
-                }) =>
-        {
-            eprintln!(
-                "percpu-lab: warning: {}: its symbols file changed since it was recorded; \
-                 code addresses are not named",
-                args.file.display()
-            );
-            None
-        }
-        Ok(kernel) if ElfHash::of(kernel.file_bytes()) == config.guest_elf => Some(kernel),
-        _ => {
-            eprintln!(
-                "percpu-lab: warning: {}: recorded from another guest kernel than the one \
-                 given (--kernel); code addresses are not named",
-                args.file.display()
-            );
-            None
-        }
-    };
+    let kernel = recorded_kernel(&args.file, &config, args.kernel.as_deref());
     let tlb_check = trace_has_tlb_events(&config, header.minor);
     if config.extra.get("mmu").map(String::as_str) == Some("checked") && !tlb_check {
         eprintln!(
@@ -160,4 +128,48 @@ pub fn check(args: &CheckArgs) -> Result<Verdict, BadInput> {
     } else {
         Verdict::Findings
     })
+}
+
+/// The kernel `trace` (its configuration `config`) was recorded from, to name its
+/// code addresses: `kernel` if given, else the built-in guest of the trace's ISA, or
+/// the symbols a bare Image was run with; `None`, with a warning, when that is not
+/// the recorded kernel (or its symbols changed since).
+pub fn recorded_kernel(
+    trace: &std::path::Path,
+    config: &traces::TraceConfig,
+    kernel: Option<&std::path::Path>,
+) -> Option<emu::KernelImage> {
+    // A bare Image is named by the symbols it was run with, if they are unchanged.
+    let symbols = config.extra.get("symbols").map(std::path::Path::new);
+    let recorded_symbols = config.extra.get(tracefile::SYMBOLS_SHA256_KEY);
+    // A riscv64 run of the built-in guest says so (`arch`); arm64 is the default.
+    let arch = match config.extra.get("arch").map(String::as_str) {
+        Some("riscv64") => Some(crate::args::Arch::Riscv64),
+        _ => None,
+    };
+    match kernel::load_for(kernel, symbols, arch) {
+        Ok(_)
+            if symbols
+                .zip(recorded_symbols)
+                .is_some_and(|(path, recorded)| {
+                    kernel::symbols_digest(path).ok().as_ref() != Some(recorded)
+                }) =>
+        {
+            eprintln!(
+                "percpu-lab: warning: {}: its symbols file changed since it was recorded; \
+                 code addresses are not named",
+                trace.display()
+            );
+            None
+        }
+        Ok(kernel) if ElfHash::of(kernel.file_bytes()) == config.guest_elf => Some(kernel),
+        _ => {
+            eprintln!(
+                "percpu-lab: warning: {}: recorded from another guest kernel than the one \
+                 given (--kernel); code addresses are not named",
+                trace.display()
+            );
+            None
+        }
+    }
 }

@@ -22,6 +22,9 @@ use clap::Args;
 use serde_json::{json, Value};
 use traces::{Event, EventKind, Finding, Trace, WalkResult};
 
+use emu::KernelImage;
+
+use crate::analysis::Analyses;
 use crate::atomic_file::AtomicFile;
 use crate::perfetto_tasks::{task_track, TaskTracks};
 use crate::tracefile;
@@ -38,6 +41,10 @@ pub struct ExportArgs {
     /// Write an ftrace-like text log (one line per event, the findings at the end).
     #[arg(long, value_name = "OUT.txt")]
     pub text: Option<PathBuf>,
+    /// The guest kernel ELF the trace was recorded from, to name code addresses
+    /// (default: the built-in guest; used only if it is the trace's kernel).
+    #[arg(long)]
+    pub kernel: Option<PathBuf>,
 }
 
 const TID_TASKS: u32 = 1;
@@ -339,23 +346,25 @@ pub fn perfetto(trace: &Trace, findings: &[Finding]) -> Value {
 }
 
 pub fn export(args: &ExportArgs) -> Result<Verdict, BadInput> {
+    let config = tracefile::open(&args.file)?.header().config.clone();
+    let kernel = crate::check::recorded_kernel(&args.file, &config, args.kernel.as_deref());
     if let Some(out) = &args.text {
-        export_text(&args.file, out)?;
+        export_text(&args.file, out, kernel.as_ref())?;
     }
     if let Some(out) = &args.perfetto {
-        export_perfetto(&args.file, out)?;
+        export_perfetto(&args.file, out, kernel.as_ref())?;
     }
     Ok(Verdict::Clean)
 }
 
 /// Findings are made again from the trace itself (as `check` does), so a view shows
 /// them at the events that made them.
-fn analyses_for(header: &traces::Header) -> crate::analysis::Analyses {
+fn analyses_for(header: &traces::Header, kernel: Option<&KernelImage>) -> Analyses {
     let format = crate::analysis::trace_tlb_check(&header.config, header.minor);
-    crate::analysis::Analyses::new(None, format)
+    Analyses::new(kernel, format)
 }
 
-fn all_findings(analyses: &crate::analysis::Analyses) -> Vec<Finding> {
+fn all_findings(analyses: &Analyses) -> Vec<Finding> {
     analyses
         .tlb_findings()
         .iter()
@@ -364,7 +373,7 @@ fn all_findings(analyses: &crate::analysis::Analyses) -> Vec<Finding> {
         .collect()
 }
 
-fn export_perfetto(file: &Path, out: &Path) -> Result<(), BadInput> {
+fn export_perfetto(file: &Path, out: &Path, kernel: Option<&KernelImage>) -> Result<(), BadInput> {
     let mut reader = tracefile::open(file)?;
     let events: Vec<Event> = reader.by_ref().collect();
     tracefile::warn_damage(file, reader.damage());
@@ -375,7 +384,7 @@ fn export_perfetto(file: &Path, out: &Path) -> Result<(), BadInput> {
         trailer: reader.trailer().copied(),
         damage: reader.damage().cloned(),
     };
-    let mut analyses = analyses_for(&trace.header);
+    let mut analyses = analyses_for(&trace.header, kernel);
     analyses.feed(&trace.events, &trace.strings);
     analyses.finish();
     let json = perfetto(&trace, &all_findings(&analyses));
@@ -390,11 +399,11 @@ fn export_perfetto(file: &Path, out: &Path) -> Result<(), BadInput> {
 
 /// The ftrace-like log, streamed: `TASK-ID [CPU] TIME: EVENT`, then the findings as
 /// comment lines.
-fn export_text(file: &Path, out: &Path) -> Result<(), BadInput> {
+fn export_text(file: &Path, out: &Path, kernel: Option<&KernelImage>) -> Result<(), BadInput> {
     let mut reader = tracefile::open(file)?;
     let header = reader.header().clone();
     let config = &header.config;
-    let mut analyses = analyses_for(&header);
+    let mut analyses = analyses_for(&header, kernel);
     let mut task_names: BTreeMap<u32, String> = BTreeMap::new();
     let file_out = AtomicFile::create(out)?;
     let write = || -> std::io::Result<()> {
@@ -418,9 +427,10 @@ fn export_text(file: &Path, out: &Path) -> Result<(), BadInput> {
             let task = event.task.0;
             let name = task_names.get(&task).map_or("task", String::as_str);
             let who = format!("{name}-{task}");
-            let at = match event.pc {
-                0 => String::new(),
-                pc => format!(" at {pc:#x}"),
+            let at = match (event.pc, kernel.and_then(|k| k.symbolize(event.pc))) {
+                (0, _) => String::new(),
+                (pc, Some(symbol)) => format!(" at {pc:#x} <{symbol}>"),
+                (pc, None) => format!(" at {pc:#x}"),
             };
             writeln!(
                 w,

@@ -523,8 +523,8 @@ fn mmu_findings_are_rederived_by_check_and_shown_by_export() {
 }
 
 /// `export --text`: an ftrace-like log with one line per event (task, CPU, time,
-/// event), then the findings `check` makes, as comment lines; `--perfetto` may be
-/// given with it.
+/// event, its code address named), then the findings `check` makes, as comment
+/// lines; `--perfetto` may be given with it.
 #[test]
 fn text_export_has_a_line_per_event_and_the_findings() {
     let trace = scratch("text.trace");
@@ -554,6 +554,13 @@ fn text_export_has_a_line_per_event_and_the_findings() {
         assert!(kind.starts_with(event.kind.name()), "{line}");
     }
     assert!(log.contains("fs-alloc-"), "task names come from the trace");
+    // Code addresses are named from the built-in guest, the trace's kernel.
+    let unnamed: Vec<&&str> = lines
+        .iter()
+        .filter(|l| l.contains(" at 0x") && !l.ends_with('>'))
+        .collect();
+    assert!(unnamed.is_empty(), "{:?}", &unnamed[..unnamed.len().min(3)]);
+    assert!(log.contains(" <mutex_lock+0x0>"), "no mutex_lock in the log");
     let check = percpu_lab(&["check", "--report", "json", trace.to_str().unwrap()]);
     let kinds = common::kinds(&check);
     assert!(log.contains(&format!("# {} finding(s)", kinds.len())));
