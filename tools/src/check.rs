@@ -38,7 +38,7 @@ pub fn check(args: &CheckArgs) -> Result<Verdict, BadInput> {
     let mut reader = tracefile::open(&args.file)?;
     let header = reader.header().clone();
     let config = header.config.clone();
-    let kernel = recorded_kernel(&args.file, &config, args.kernel.as_deref());
+    let kernel = recorded_kernel(&args.file, &config, args.kernel.as_deref())?;
     let tlb_check = trace_has_tlb_events(&config, header.minor);
     if config.extra.get("mmu").map(String::as_str) == Some("checked") && !tlb_check {
         eprintln!(
@@ -133,12 +133,13 @@ pub fn check(args: &CheckArgs) -> Result<Verdict, BadInput> {
 /// The kernel `trace` (its configuration `config`) was recorded from, to name its
 /// code addresses: `kernel` if given, else the built-in guest of the trace's ISA, or
 /// the symbols a bare Image was run with; `None`, with a warning, when that is not
-/// the recorded kernel (or its symbols changed since).
+/// the recorded kernel (or its symbols changed since). A `kernel` that cannot be
+/// read as one is bad input.
 pub fn recorded_kernel(
     trace: &std::path::Path,
     config: &traces::TraceConfig,
     kernel: Option<&std::path::Path>,
-) -> Option<emu::KernelImage> {
+) -> Result<Option<emu::KernelImage>, BadInput> {
     // A bare Image is named by the symbols it was run with, if they are unchanged.
     let symbols = config.extra.get("symbols").map(std::path::Path::new);
     let recorded_symbols = config.extra.get(tracefile::SYMBOLS_SHA256_KEY);
@@ -147,7 +148,8 @@ pub fn recorded_kernel(
         Some("riscv64") => Some(crate::args::Arch::Riscv64),
         _ => None,
     };
-    match kernel::load_for(kernel, symbols, arch) {
+    Ok(match kernel::load_for(kernel, symbols, arch) {
+        Err(e) if kernel.is_some() => return Err(e),
         Ok(_)
             if symbols
                 .zip(recorded_symbols)
@@ -171,5 +173,5 @@ pub fn recorded_kernel(
             );
             None
         }
-    }
+    })
 }

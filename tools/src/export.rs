@@ -347,7 +347,7 @@ pub fn perfetto(trace: &Trace, findings: &[Finding]) -> Value {
 
 pub fn export(args: &ExportArgs) -> Result<Verdict, BadInput> {
     let config = tracefile::open(&args.file)?.header().config.clone();
-    let kernel = crate::check::recorded_kernel(&args.file, &config, args.kernel.as_deref());
+    let kernel = crate::check::recorded_kernel(&args.file, &config, args.kernel.as_deref())?;
     if let Some(out) = &args.text {
         export_text(&args.file, out, kernel.as_ref())?;
     }

@@ -406,3 +406,25 @@ fn a_full_disk_leaves_no_partial_export() {
     assert_eq!(free.code, 0, "{}", free.describe());
     serde_json::from_slice::<serde_json::Value>(&std::fs::read(&out).unwrap()).unwrap();
 }
+
+/// `check` and `export` name code with the kernel `--kernel` gives: one that
+/// cannot be read is refused as `run` refuses it, not passed over.
+#[test]
+fn an_unreadable_kernel_for_check_or_export_is_refused() {
+    let trace = common::scratch("bad-kernel.trace");
+    let run = common::record(&trace, &["--scenario", "smoke", "--cpus", "1"]);
+    assert_eq!(run.code, 0, "{}", run.describe());
+    let t = trace.to_str().unwrap();
+    let missing = "/nonexistent/vmlinux";
+    let expect = format!("cannot open {missing}: No such file or directory (os error 2)");
+    assert_refused_at_once(&["check", t, "--kernel", missing], &expect);
+    let out = common::scratch("bad-kernel.txt");
+    let export = ["export", t, "--text", out.to_str().unwrap(), "--kernel", missing];
+    assert_refused_at_once(&export, &expect);
+    assert!(!out.exists(), "nothing is written for a refused export");
+    let not_elf = temp_file("not-a-kernel", b"hello");
+    assert_refused_at_once(
+        &["check", t, "--kernel", not_elf.to_str().unwrap()],
+        "kernel is neither an ELF file nor an arm64 Image",
+    );
+}

@@ -560,7 +560,10 @@ fn text_export_has_a_line_per_event_and_the_findings() {
         .filter(|l| l.contains(" at 0x") && !l.ends_with('>'))
         .collect();
     assert!(unnamed.is_empty(), "{:?}", &unnamed[..unnamed.len().min(3)]);
-    assert!(log.contains(" <mutex_lock+0x0>"), "no mutex_lock in the log");
+    assert!(
+        log.contains(" <mutex_lock+0x0>"),
+        "no mutex_lock in the log"
+    );
     let check = percpu_lab(&["check", "--report", "json", trace.to_str().unwrap()]);
     let kinds = common::kinds(&check);
     assert!(log.contains(&format!("# {} finding(s)", kinds.len())));
