@@ -7,7 +7,9 @@
 //!   `lockdep_assert_held`, `lockdep_assert_mutex_held`, `might_sleep`,
 //!   `cpu_switch_to`, `wake_up_thread`, `alloc_pages`, `free_pages`, `direct_reclaim`,
 //!   `fs_reclaim_acquire`, `fs_reclaim_release`, `__alloc_percpu`,
-//!   `__alloc_reserved_percpu`, `free_percpu`, `debug_check_no_locks_freed`, and the exits (`ret`, or a
+//!   `__alloc_reserved_percpu`, `free_percpu`, `debug_check_no_locks_freed`,
+//!   `csd_lock_wait`, `csd_unlock`, `smp_cross_call` (every IPI sent: an
+//!   `IpiSend` with the interrupt the ISA delivers it as), and the exits (`ret`, or a
 //!   `b` out of the function: a tail call) of those whose result matters. A return is matched to its call by (CPU, stack pointer, function): a
 //!   function returns with the SP it was entered with, and each thread has its own
 //!   stack, so a call that sleeps (a mutex) is matched when its thread comes back.
@@ -23,11 +25,14 @@
 //!   has it (an IRQ taken between the store-exclusive and its `cbnz` records the
 //!   attempt at the exception entry). A guest without those instructions gets
 //!   both events at the entry.
-//! - Every instruction that can change PSTATE.I, found by scanning the kernel's
-//!   executable segments: `msr daif, xN`, `msr daifset/daifclr, #imm` (which never
-//!   reach Unicorn's MSR hook) and `eret`. The hook runs before the instruction and
-//!   computes the new mask from the register, the immediate or SPSR_EL1. Exception
-//!   entry (done by the host) is reported by the machine. A CPU powers on masked.
+//! - Every instruction that can change the IRQ mask, found by scanning the kernel's
+//!   executable segments (the ISA's [`abi::IsaAbi::mask_write`]): arm64's
+//!   `msr daif, xN`, `msr daifset/daifclr, #imm` (which never reach Unicorn's MSR
+//!   hook) and `eret`; RISC-V's CSR writes to `sstatus` and `sret`. The hook runs
+//!   before the instruction and computes the new mask from the register, the
+//!   immediate or what the exception saved. Exception entry done by the host is
+//!   reported by the machine; an interrupt the engine enters itself (RISC-V) by a
+//!   probe on the guest's trap vector. A CPU powers on masked.
 //! - The host's own decisions: each slice the scheduler hands out
 //!   ([`EventKind::SchedDecision`]) and each IRQ it delivers ([`EventKind::IrqInject`],
 //!   then `HardIrqEnter`); the `eret` that leaves an IRQ is `HardIrqExit` (matched by
