@@ -26,7 +26,7 @@
 //!   attempt at the exception entry). A guest without those instructions gets
 //!   both events at the entry.
 //! - Every instruction that can change the IRQ mask, found by scanning the kernel's
-//!   executable segments (the ISA's [`abi::IsaAbi::mask_write`]): arm64's
+//!   executable segments (the ISA's `IsaAbi::mask_write`): arm64's
 //!   `msr daif, xN`, `msr daifset/daifclr, #imm` (which never reach Unicorn's MSR
 //!   hook) and `eret`; RISC-V's CSR writes to `sstatus` and `sret`. The hook runs
 //!   before the instruction and computes the new mask from the register, the
