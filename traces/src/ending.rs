@@ -241,9 +241,8 @@ impl TailTracker {
 mod tests {
     use super::*;
 
-    #[test]
-    fn every_ending_survives_its_events() {
-        for ending in [
+    fn every_ending() -> [Ending; 8] {
+        [
             Ending::PowerOff { status: 0 },
             Ending::PowerOff { status: 3 },
             Ending::Reset { status: 1 },
@@ -254,7 +253,23 @@ mod tests {
                 reason: "deadlock: tasks wait".into(),
             },
             Ending::Interrupted,
-        ] {
+        ]
+    }
+
+    /// Only an ending the host chose (an analysis's stop, a signal) is one a
+    /// re-run would not reach by itself: a replay must stop there.
+    #[test]
+    fn only_the_host_s_stops_are_host_stopped() {
+        let stopped: Vec<bool> = every_ending().iter().map(Ending::host_stopped).collect();
+        assert_eq!(
+            stopped,
+            [false, false, false, false, false, false, true, true]
+        );
+    }
+
+    #[test]
+    fn every_ending_survives_its_events() {
+        for ending in every_ending() {
             let mut tracker = TailTracker::default();
             tracker.console_line(1, "hello");
             let tail = tracker.tail(ending, CpuId(1), 0x4000, 99);
