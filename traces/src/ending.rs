@@ -267,6 +267,25 @@ mod tests {
         );
     }
 
+    /// The words `replay` and the reports end a run with.
+    #[test]
+    fn each_ending_reads_as_what_happened() {
+        let text: Vec<String> = every_ending().iter().map(ToString::to_string).collect();
+        assert_eq!(
+            text,
+            [
+                "power-off",
+                "power-off with status 3",
+                "reset (status 1)",
+                "guest fault",
+                "watchdog (3000000 instructions)",
+                "hang",
+                "host stop (deadlock: tasks wait)",
+                "interrupted (SIGINT/SIGTERM)",
+            ]
+        );
+    }
+
     #[test]
     fn every_ending_survives_its_events() {
         for ending in every_ending() {
