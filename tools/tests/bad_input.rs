@@ -419,7 +419,14 @@ fn an_unreadable_kernel_for_check_or_export_is_refused() {
     let expect = format!("cannot open {missing}: No such file or directory (os error 2)");
     assert_refused_at_once(&["check", t, "--kernel", missing], &expect);
     let out = common::scratch("bad-kernel.txt");
-    let export = ["export", t, "--text", out.to_str().unwrap(), "--kernel", missing];
+    let export = [
+        "export",
+        t,
+        "--text",
+        out.to_str().unwrap(),
+        "--kernel",
+        missing,
+    ];
     assert_refused_at_once(&export, &expect);
     assert!(!out.exists(), "nothing is written for a refused export");
     let not_elf = temp_file("not-a-kernel", b"hello");

@@ -267,6 +267,19 @@ mod tests {
         );
     }
 
+    /// The tail carries the digest of the console lines the tracker was told of.
+    #[test]
+    fn the_tail_carries_the_console_digest() {
+        let quiet = TailTracker::default();
+        let mut spoke = TailTracker::default();
+        spoke.console_line(1, "hello");
+        let mut digest = ConsoleDigest::default();
+        digest.line(1, "hello");
+        let tail = |t: &TailTracker| t.tail(Ending::Hang, CpuId(0), 0, 5).console;
+        assert_eq!(tail(&spoke), digest);
+        assert_eq!(tail(&quiet), ConsoleDigest::default());
+    }
+
     /// The words `replay` and the reports end a run with.
     #[test]
     fn each_ending_reads_as_what_happened() {

@@ -190,3 +190,18 @@ pub fn parse_header(bytes: &[u8]) -> Result<Header, OpenError> {
         })?;
     parse_body(&fixed, body)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// FIPS 180-2's first SHA-256 example ("abc"), as `sha256sum` prints it.
+    #[test]
+    fn an_elf_hash_is_the_files_sha256() {
+        assert_eq!(
+            ElfHash::of(b"abc").to_hex(),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert_ne!(ElfHash::of(b"abd"), ElfHash::of(b"abc"));
+    }
+}
