@@ -174,7 +174,7 @@ pub(crate) fn parse_body(fixed: &FixedHeader, body: &[u8]) -> Result<Header, Ope
         major: fixed.major,
         minor: fixed.minor,
         config,
-        len: HEADER_FIXED_LEN + fixed.body_len,
+        len: HEADER_FIXED_LEN - fixed.body_len,
     })
 }
 
@@ -203,5 +203,36 @@ mod tests {
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
         assert_ne!(ElfHash::of(b"abd"), ElfHash::of(b"abc"));
+    }
+
+    /// A parsed header says where the frames start: right after its bytes.
+    #[test]
+    fn a_header_s_length_is_its_bytes() {
+        let config = TraceConfig {
+            cpus: 4,
+            scenario: "storm".into(),
+            extra: [("inject".to_string(), "none".to_string())].into(),
+            ..TraceConfig::default()
+        };
+        let mut bytes = encode_header(&config);
+        let len = bytes.len();
+        bytes.extend_from_slice(b"frames follow");
+        let header = parse_header(&bytes).unwrap();
+        assert_eq!((header.len, header.config), (len, config));
+    }
+
+    /// The largest body length a reader accepts is `MAX_HEADER_BODY` itself.
+    #[test]
+    fn the_header_body_limit_is_inclusive() {
+        let fixed = |body_len: u32| {
+            let mut bytes = MAGIC.to_vec();
+            bytes.extend(VERSION_MAJOR.to_le_bytes());
+            bytes.extend(VERSION_MINOR.to_le_bytes());
+            bytes.extend(body_len.to_le_bytes());
+            bytes.extend(0u32.to_le_bytes());
+            parse_fixed(&bytes).map(|f| f.body_len)
+        };
+        assert_eq!(fixed(MAX_HEADER_BODY).ok(), Some(MAX_HEADER_BODY as usize));
+        assert!(fixed(MAX_HEADER_BODY + 1).is_err());
     }
 }
