@@ -41,6 +41,19 @@ run() { # cpus bootargs seconds -> console output
         -m 128M -nographic -no-reboot -accel tcg,thread=single \
         -kernel "$image" -append "$2" 2>&1 || true; } | tr -d '\r' | sed -n '/^cpu0: online$/,$p'
 }
+# A smoke run the timeout stopped (QEMU says "terminating on signal 15") is run
+# once more: on a loaded host (this suite runs several QEMUs at once) an 8-CPU
+# round-robin run can take longer than its limit. A guest that really hangs
+# hangs twice and fails.
+smoke() { # cpus -> console output
+    local out
+    out="$(run "$1" "scenario=smoke seed=$1" 60)"
+    if grep -q "terminating on signal 15" <<<"$out"; then
+        echo "note: smoke on $1 cpus: the timeout stopped QEMU; once more" >&2
+        out="$(run "$1" "scenario=smoke seed=$1" 60)"
+    fi
+    echo "$out"
+}
 expect() { # description output pattern...
     local what="$1" out="$2"
     shift 2
@@ -62,7 +75,7 @@ reject() { # description output pattern
 }
 
 for cpus in 1 2 4 8; do
-    out="$(run "$cpus" "scenario=smoke seed=$cpus" 60)"
+    out="$(smoke "$cpus")"
     patterns=("^cpu0: smoke: $cpus cpus online$" "^cpu0: smoke: done$")
     for ((c = 0; c < cpus; c++)); do
         patterns+=("^cpu$c: online$" "^cpu$c: work item ran$" "^cpu$c: received an IPI from every other CPU$")
@@ -70,7 +83,7 @@ for cpus in 1 2 4 8; do
     expect "smoke on $cpus cpus" "$out" "${patterns[@]}"
     reject "smoke on $cpus cpus" "$out" "PANIC|BUG"
     # The same lines, order aside, on a second run.
-    again="$(run "$cpus" "scenario=smoke seed=$cpus" 60)"
+    again="$(smoke "$cpus")"
     if [ "$(sort <<<"$out")" != "$(sort <<<"$again")" ]; then
         echo "FAIL smoke on $cpus cpus: two runs print different line sets:"
         diff <(sort <<<"$out") <(sort <<<"$again") | sed 's/^/    /'
