@@ -174,7 +174,7 @@ pub(crate) fn parse_body(fixed: &FixedHeader, body: &[u8]) -> Result<Header, Ope
         major: fixed.major,
         minor: fixed.minor,
         config,
-        len: HEADER_FIXED_LEN - fixed.body_len,
+        len: HEADER_FIXED_LEN + fixed.body_len,
     })
 }
 
