@@ -136,5 +136,5 @@ pub use machine::{
 };
 pub use memory::{GuestMemory, GuestRam, OutOfRam, RAM_BASE};
 pub use probe::{CallStats, ProbeId};
-pub use record::{EventSink, MaskSample, RecordOptions, Recording};
+pub use record::{EventSink, LinuxLocks, MaskSample, RecordOptions, Recording};
 pub use sched::{SchedPoint, SchedView, Scheduler, SchedulerKind, Slice};

@@ -96,6 +96,7 @@ fn record_to_end(
         .record(
             RecordOptions {
                 sample_irq_mask: sample,
+                ..RecordOptions::default()
             },
             Box::new(move |events: &[Event], strings: &StringTable| {
                 let mut out = sink_out.borrow_mut();

@@ -189,6 +189,10 @@ impl Online {
         self.analyses.borrow().locks.stats()
     }
 
+    pub fn coverage(&self) -> Option<String> {
+        self.analyses.borrow().locks.coverage().map(str::to_string)
+    }
+
     /// The lock validator's dependency graph (DOT).
     pub fn dot(&self) -> String {
         self.analyses.borrow().locks.dot()
@@ -222,15 +226,21 @@ pub fn print_text(findings: &[Finding]) {
     print_findings("lock validator", findings);
 }
 
-pub fn stats_json(s: &Stats) -> Value {
-    json!({
+/// The validator's figures, and what the recorder saw of a Linux kernel's
+/// locking (`coverage`) when it said.
+pub fn stats_json(s: &Stats, coverage: Option<&str>) -> Value {
+    let mut stats = json!({
         "events": s.events,
         "lock_events": s.lock_events,
         "classes": s.classes,
         "dependencies": s.dependencies,
         "chains": s.chains,
         "chain_cache_hits": s.chain_cache_hits,
-    })
+    });
+    if let Some(coverage) = coverage {
+        stats["coverage"] = json!(coverage);
+    }
+    stats
 }
 
 /// What the lock validator reported for one run.
@@ -240,6 +250,8 @@ pub struct LockRun {
     pub stats: Stats,
     /// The locks each task held when the run ended (lockdep's "all locks held").
     pub held_at_end: Vec<String>,
+    /// What the recorder saw of a Linux kernel's locking.
+    pub coverage: Option<String>,
 }
 
 impl LockRun {
@@ -248,6 +260,7 @@ impl LockRun {
             findings: online.findings(),
             stats: online.stats(),
             held_at_end: online.held_locks(),
+            coverage: online.coverage(),
         }
     }
 }

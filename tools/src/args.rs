@@ -131,6 +131,18 @@ pub enum Mmu {
     Builtin,
 }
 
+/// Where the recorder sees a Linux kernel's locking (`--lock-hooks`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LockHooks {
+    /// lockdep if the kernel has it, else the lock primitives.
+    Auto,
+    /// lockdep's `lock_acquire`/`lock_release` (and its IRQ-state hooks).
+    Lockdep,
+    /// `_raw_spin_lock*`, `mutex_lock*`, `down_*`/`up_*`…, as on a kernel
+    /// without lockdep.
+    Primitives,
+}
+
 /// The instruction set of the built-in guest.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Arch {
@@ -226,6 +238,12 @@ pub struct RunArgs {
     /// reporting the run's findings.
     #[arg(long, value_enum)]
     pub oracle: Option<crate::oracle::Oracle>,
+    /// Where the recorder sees a Linux kernel's locking: lockdep's entry points
+    /// (a kernel built with lockdep and DWARF), the out-of-line lock primitives
+    /// (any kernel; partial: lock instances as classes, IRQ state sampled at lock
+    /// calls), or auto: lockdep if the kernel has it. No effect on our guest.
+    #[arg(long, value_enum, default_value_t = LockHooks::Auto)]
+    pub lock_hooks: LockHooks,
     /// Guest RAM in MiB.
     #[arg(long, value_name = "MIB", default_value_t = DEFAULT_RAM_MIB, value_parser = clap::value_parser!(u64).range(16..=8192))]
     pub ram: u64,
@@ -325,6 +343,18 @@ impl RunArgs {
 }
 
 impl RunArgs {
+    /// What the recorder is asked to record.
+    pub fn record_options(&self) -> emu::RecordOptions {
+        emu::RecordOptions {
+            linux_locks: match self.lock_hooks {
+                LockHooks::Auto => emu::LinuxLocks::Auto,
+                LockHooks::Lockdep => emu::LinuxLocks::Lockdep,
+                LockHooks::Primitives => emu::LinuxLocks::Primitives,
+            },
+            ..emu::RecordOptions::default()
+        }
+    }
+
     pub fn scheduler_kind(&self) -> SchedulerKind {
         match self.sched {
             Sched::Rr => SchedulerKind::RoundRobin,
@@ -396,6 +426,9 @@ impl RunArgs {
         }
         if self.ram != DEFAULT_RAM_MIB {
             flags.push(("ram", self.ram.to_string()));
+        }
+        if self.lock_hooks != LockHooks::Auto {
+            flags.push(("lock-hooks", name(self.lock_hooks.to_possible_value())));
         }
         flags
     }

@@ -88,6 +88,9 @@ pub fn check(args: &CheckArgs) -> Result<Verdict, BadInput> {
                 config.seed,
                 config.cpus
             );
+            if let Some(coverage) = validator.coverage() {
+                println!("== locking seen through {coverage}");
+            }
             print_findings("TLB check", tlb_findings);
             print_text(validator.findings());
             if findings.is_empty() {
@@ -117,7 +120,7 @@ pub fn check(args: &CheckArgs) -> Result<Verdict, BadInput> {
                 "stats": {
                     "trace_events": events,
                     "damaged": damaged,
-                    "lockdep": stats_json(&validator.stats()),
+                    "lockdep": stats_json(&validator.stats(), validator.coverage()),
                 },
             });
             println!("{report}");

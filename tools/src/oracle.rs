@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use clap::ValueEnum;
-use emu::{KernelImage, Machine, RecordOptions, RunEnd};
+use emu::{KernelImage, Machine, RunEnd};
 use serde_json::json;
 use traces::lockdep::oracle::{tally, CaseResult, CaseVerdict, SelftestOracle};
 
@@ -63,7 +63,7 @@ pub fn run(args: &RunArgs, kernel: &KernelImage) -> Result<Verdict, BadInput> {
         },
     );
     let sink = interrupt::stop_on_signal(machine.stop_request(), sink);
-    machine.record(RecordOptions::default(), sink)?;
+    machine.record(args.record_options(), sink)?;
     let outcome =
         machine.run(&mut |cpu, line| crate::run::print_console_line(args.report, cpu, line));
     crate::end_quietly_on_closed_stdout();

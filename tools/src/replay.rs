@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use std::rc::Rc;
 
 use clap::Args;
-use emu::{KernelImage, Machine, RecordOptions, RunOutcome, StopRequest};
+use emu::{KernelImage, Machine, RunOutcome, StopRequest};
 use traces::{ElfHash, Event, RunTail, StrId, StringTable, TailTracker};
 
 use crate::tracefile::{self, FileReader};
@@ -292,7 +292,7 @@ pub fn replay(args: &ReplayArgs) -> Result<Verdict, BadInput> {
     }));
     let sink = compare.clone();
     machine.record(
-        RecordOptions::default(),
+        run_args.record_options(),
         Box::new(move |events: &[Event], strings: &StringTable| {
             sink.borrow_mut().slice(events, strings);
         }),

@@ -38,6 +38,9 @@ pub fn print(
         ReportFormat::Text => {
             print_text(kernel, outcome);
             print_held_locks(outcome, locks);
+            if let Some(coverage) = &locks.coverage {
+                println!("== locking seen through {coverage}");
+            }
             mmu_report::print_text(mmu);
             analysis::print_text(&locks.findings);
         }
@@ -155,7 +158,7 @@ fn json_report(
             "slices": outcome.slices,
             "cpus": outcome.cpus.iter().map(|cpu| cpu_json(&namer, cpu)).collect::<Vec<_>>(),
             "mmu": mmu.stats.as_ref().map(mmu_report::stats_json),
-            "lockdep": analysis::stats_json(&locks.stats),
+            "lockdep": analysis::stats_json(&locks.stats, locks.coverage.as_deref()),
         },
     })
 }

@@ -2,7 +2,7 @@
 
 use std::io::Write;
 
-use emu::{Machine, RecordOptions};
+use emu::Machine;
 
 use crate::args::ReportFormat;
 pub use crate::args::{
@@ -69,11 +69,12 @@ pub fn watched(args: &RunArgs, kernel: &emu::KernelImage) -> Result<Watched, Bad
                 &mut machine,
                 file,
                 &trace_config,
+                args.record_options(),
                 Some(validator_sink),
             )?)
         }
         None => {
-            machine.record(RecordOptions::default(), validator_sink)?;
+            machine.record(args.record_options(), validator_sink)?;
             None
         }
     };

@@ -116,7 +116,7 @@ struct WriterState<W: Write> {
 impl<W: Write + Commit + 'static> Recording<W> {
     /// Writes the header to `out` and has `machine` stream its events into it.
     pub fn start(machine: &mut Machine, out: W, config: &TraceConfig) -> Result<Self, BadInput> {
-        Self::start_with(machine, out, config, None)
+        Self::start_with(machine, out, config, RecordOptions::default(), None)
     }
 
     /// As [`Recording::start`], and hands each slice's events to `tee` too
@@ -125,6 +125,7 @@ impl<W: Write + Commit + 'static> Recording<W> {
         machine: &mut Machine,
         out: W,
         config: &TraceConfig,
+        options: RecordOptions,
         mut tee: Option<EventSink>,
     ) -> Result<Self, BadInput> {
         let writer = TraceWriter::new(out, config, WriterOptions::default())
@@ -137,7 +138,7 @@ impl<W: Write + Commit + 'static> Recording<W> {
         }));
         let sink_state = state.clone();
         machine.record(
-            RecordOptions::default(),
+            options,
             Box::new(move |events: &[Event], strings: &StringTable| {
                 if let Some(tee) = tee.as_mut() {
                     tee(events, strings);

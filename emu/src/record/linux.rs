@@ -1,8 +1,11 @@
-//! The recorder's profile for Linux kernels built with lockdep: instead of our
-//! guest's lock functions and data layout, it hooks lockdep's own entry points, so
-//! every lock type the kernel annotates is seen the way lockdep sees it.
+//! The recorder's profile for Linux kernels: instead of our guest's lock
+//! functions and data layout, it hooks the kernel's own. On a kernel built with
+//! lockdep it hooks lockdep's entry points, so every lock type the kernel
+//! annotates is seen the way lockdep sees it (below). On a kernel without
+//! lockdep (or when asked, [`LinuxLocks::Primitives`]) it hooks the out-of-line
+//! lock primitives instead: see [`super::linux_primitives`].
 //!
-//! # What is hooked
+//! # What is hooked with lockdep
 //! - `lock_acquire(map, subclass, trylock, read, check, nest_lock, ip)`: an
 //!   exclusive acquisition becomes `LockAttempt` + `LockAcquired` (lockdep is told
 //!   before the lock is waited for), a trylock (only reported once it succeeded) a
@@ -66,10 +69,14 @@ use traces::fx::{FxHashMap, FxHashSet};
 use traces::{CpuId, EventKind, IrqMaskCause, LockFlavor, LockRef, StrId, TaskId};
 use unicorn_engine::{Prot, RegisterARM64, Unicorn};
 
-use super::{read_u64, Recorder, Site, State};
+use super::{read_u64, LinuxLocks, Recorder, Site, State};
 use crate::arch::aarch64::regs::read_xreg;
 use crate::error::EmuError;
 use crate::kernel::KernelImage;
+
+/// What the coverage marker says of a lockdep kernel's locking.
+const LOCKDEP_COVERAGE: &str =
+    "lockdep's lock_acquire/lock_release: every lock type the kernel annotates";
 
 /// Longest lock class or task name read from the guest.
 const NAME_MAX: usize = 64;
@@ -97,11 +104,39 @@ pub(super) enum LinuxSite {
     SelftestDone,
     SetTaskComm,
     IpiSendMask,
+    /// The entry of lock primitive number n (see [`super::linux_primitives`]).
+    PrimitiveEntry(u16),
+    /// Where a lock primitive's call returns (its own `ret`s and those of the
+    /// functions it tail-calls).
+    PrimitiveReturn,
+    /// `cpu_switch_to(prev, next)` (when the primitives are hooked).
+    ContextSwitch,
 }
 
 /// Where the profile reads the kernel's data (link addresses and offsets).
 #[derive(Debug, Clone)]
 pub(super) struct LinuxProfile {
+    /// `task_struct::comm` (from DWARF; tasks are unnamed without it).
+    task_comm: Option<u64>,
+    /// arm64's `ipi_desc` array and its length `nr_ipi`: the descriptor of each
+    /// IPI message.
+    ipi_desc: Option<(u64, u64)>,
+    /// `debug_locks` (the self-test's verdict on each case).
+    debug_locks: Option<u64>,
+    /// Where the kernel's locking is seen.
+    pub(super) locks: LockSource,
+}
+
+/// Where the Linux profile sees the kernel's locking.
+#[derive(Debug, Clone)]
+pub(super) enum LockSource {
+    Lockdep(LockdepLayout),
+    Primitives(super::linux_primitives::Primitives),
+}
+
+/// What the profile reads of lockdep's data.
+#[derive(Debug, Clone)]
+pub(super) struct LockdepLayout {
     map_key: u64,
     map_name: u64,
     map_wait_inner: u64,
@@ -109,7 +144,6 @@ pub(super) struct LinuxProfile {
     /// `LD_WAIT_SLEEP` and `LD_LOCK_PERCPU` in this kernel.
     wait_sleep: u8,
     lock_percpu: u8,
-    task_comm: u64,
     /// `lockdep_map::class_cache` and `lock_class::subclass`: the class a map's
     /// subclass-0 acquisitions take (`lockdep_set_subclass` makes it another).
     map_class_cache: Option<u64>,
@@ -120,21 +154,17 @@ pub(super) struct LinuxProfile {
     task_softirq_context: Option<u64>,
     /// The per-CPU `hardirq_context` (its link address; add the CPU's offset).
     hardirq_context: Option<u64>,
-    debug_locks: Option<u64>,
-    /// arm64's `ipi_desc` array and its length `nr_ipi`: the descriptor of each
-    /// IPI message.
-    ipi_desc: Option<(u64, u64)>,
 }
 
 /// Per-CPU and per-lock state of the Linux profile.
 #[derive(Debug, Default)]
 pub(super) struct LinuxState {
     /// lockdep's `hardirq_context` last seen per CPU.
-    hardirq: Vec<u32>,
+    pub(super) hardirq: Vec<u32>,
     /// Each task's `softirq_context` last seen.
     softirq: FxHashMap<TaskId, u32>,
     /// lockdep's IRQ state last seen per CPU (`None`: not yet seen).
-    masked: Vec<Option<bool>>,
+    pub(super) masked: Vec<Option<bool>>,
     /// (key, subclass) → class.
     classes: FxHashMap<(u64, u32), StrId>,
     /// Keys seen per class name, in order, with their generation (the first
@@ -149,40 +179,140 @@ pub(super) struct LinuxState {
     /// the no-validate key, as `dev->mutex`): their acquisitions and releases are
     /// not recorded.
     unchecked: FxHashSet<u64>,
+    /// The lock primitives' state (when they are what is hooked).
+    pub(super) primitives: super::linux_primitives::PrimitiveState,
     /// The `recorder:lockdep-only` marker has been recorded.
     announced: bool,
 }
 
 impl LinuxProfile {
-    /// The profile and its hooked addresses for a lockdep kernel; `None` when the
-    /// kernel has no lockdep entry points (nothing of its locking is seen then).
+    /// The profile and its hooked addresses for a Linux kernel, its locking seen
+    /// where `wanted` says; `None` when the kernel has no symbols (nothing of its
+    /// locking can be seen then).
     pub(super) fn detect(
         kernel: &KernelImage,
+        wanted: LinuxLocks,
     ) -> Result<Option<(Self, Vec<HookedSite>)>, EmuError> {
-        let (Some(_), Some(_)) = (
-            kernel.symbol_address("lock_acquire"),
-            kernel.symbol_address("lock_release"),
-        ) else {
-            if kernel.has_symbols() {
-                tracing::warn!("the kernel has no lockdep: its locking is not recorded");
-            } else {
-                tracing::warn!(
-                    "the kernel has no symbols (give a bare Image's vmlinux as --symbols): its locking is not recorded"
-                );
-            }
-            return Ok(None);
-        };
-        let Some(elf) = kernel.debug_elf() else {
+        if !kernel.has_symbols() {
             tracing::warn!(
-                "the kernel has lockdep but no DWARF here (give its vmlinux as --symbols): its locking is not recorded"
+                "the kernel has no symbols (give a bare Image's vmlinux as --symbols): its locking is not recorded"
             );
             return Ok(None);
+        }
+        let has_lockdep = kernel.symbol_address("lock_acquire").is_some()
+            && kernel.symbol_address("lock_release").is_some();
+        let elf = kernel.debug_elf();
+        let use_lockdep = match wanted {
+            LinuxLocks::Primitives => false,
+            LinuxLocks::Lockdep if !has_lockdep => {
+                return Err(EmuError::Config(
+                    "--lock-hooks lockdep: the kernel was built without lockdep (no lock_acquire)"
+                        .into(),
+                ))
+            }
+            LinuxLocks::Lockdep if elf.is_none() => {
+                return Err(EmuError::Config(
+                    "--lock-hooks lockdep: the kernel's DWARF is not here (give its vmlinux as --symbols)"
+                        .into(),
+                ))
+            }
+            LinuxLocks::Lockdep => true,
+            LinuxLocks::Auto if has_lockdep && elf.is_none() => {
+                tracing::warn!(
+                    "the kernel has lockdep but no DWARF here (give its vmlinux as --symbols): its locking is seen through its lock primitives only"
+                );
+                false
+            }
+            LinuxLocks::Auto => has_lockdep,
         };
-        let layouts =
-            crate::dwarf::struct_layouts(elf, &["lockdep_map", "task_struct", "lock_class"]);
+        let layouts = elf
+            .map(|elf| {
+                crate::dwarf::struct_layouts(
+                    elf,
+                    &["lockdep_map", "task_struct", "lock_class", "thread_info"],
+                )
+            })
+            .unwrap_or_default();
         let optional = |ty: &str, name: &str| layouts.get(ty).and_then(|l| l.offset(name));
+        let task_comm = optional("task_struct", "comm");
+        if elf.is_none() {
+            tracing::warn!(
+                "no DWARF for the kernel here: tasks are not named, IRQ and softirq context are not recorded"
+            );
+        } else if task_comm.is_none() {
+            tracing::warn!("the kernel's DWARF gives no task_struct::comm: tasks are not named");
+        }
+        let mut sites = Vec::new();
+        let entry_of = |name: &str, site: LinuxSite| -> Result<Option<HookedSite>, EmuError> {
+            Ok(kernel
+                .function_code(name)?
+                .map(|(entry, _)| (entry, Site::Linux(site))))
+        };
+        sites.extend(entry_of("__set_task_comm", LinuxSite::SetTaskComm)?);
+        sites.extend(entry_of("__ipi_send_mask", LinuxSite::IpiSendMask)?);
+        // The locking self-test (a lockdep kernel's only): its cases, and the
+        // reset between them.
+        sites.extend(entry_of("lockdep_reset", LinuxSite::LockdepReset)?);
+        sites.extend(entry_of("dotest", LinuxSite::SelftestCase)?);
+        if let Some((entry, code)) = kernel.function_code("dotest")? {
+            if let Some(off) = first_indirect_call(code) {
+                sites.push((entry + off + 4, Site::Linux(LinuxSite::SelftestCaseEnd)));
+            }
+        }
+        if let Some((entry, code)) = kernel.function_code("locking_selftest")? {
+            for off in kernel.isa().arch().abi().exit_offsets(code) {
+                sites.push((entry + off, Site::Linux(LinuxSite::SelftestDone)));
+            }
+        }
+        let locks = if use_lockdep {
+            let layout = LockdepLayout::read(kernel, elf.expect("checked above"), &optional)?;
+            for (name, site) in [
+                ("lock_acquire", LinuxSite::LockAcquire),
+                ("lock_release", LinuxSite::LockRelease),
+                ("debug_check_no_locks_freed", LinuxSite::MemoryFreed),
+                ("lockdep_hardirqs_on", LinuxSite::HardirqsOn),
+                ("lockdep_hardirqs_off", LinuxSite::HardirqsOff),
+                ("lockdep_softirqs_on", LinuxSite::SoftirqsOn),
+                ("lockdep_softirqs_off", LinuxSite::SoftirqsOff),
+                ("lockdep_free_key_range", LinuxSite::FreeKeyRange),
+                ("lockdep_reset_lock", LinuxSite::ResetLock),
+            ] {
+                sites.extend(entry_of(name, site)?);
+            }
+            LockSource::Lockdep(layout)
+        } else {
+            // `current_thread_info()` is the start of `current` (arm64's
+            // THREAD_INFO_IN_TASK): its preemption count is at the sum of the offsets.
+            let preempt_count = optional("task_struct", "thread_info")
+                .zip(optional("thread_info", "preempt_count"))
+                .map(|(info, count)| info + count);
+            let (primitives, primitive_sites) =
+                super::linux_primitives::Primitives::hook(kernel, preempt_count)?;
+            sites.extend(entry_of("cpu_switch_to", LinuxSite::ContextSwitch)?);
+            sites.extend(primitive_sites);
+            LockSource::Primitives(primitives)
+        };
+        let profile = LinuxProfile {
+            task_comm,
+            ipi_desc: kernel
+                .symbol_address("ipi_desc")
+                .zip(kernel.symbol_address("nr_ipi")),
+            debug_locks: kernel.symbol_address("debug_locks"),
+            locks,
+        };
+        Ok(Some((profile, sites)))
+    }
+}
+
+impl LockdepLayout {
+    /// lockdep's layouts and constants in `kernel`, from its DWARF `elf`.
+    fn read(
+        kernel: &KernelImage,
+        elf: &[u8],
+        optional: &dyn Fn(&str, &str) -> Option<u64>,
+    ) -> Result<Self, EmuError> {
         let member = |ty: &str, name: &str| {
-            layouts.get(ty).and_then(|l| l.offset(name)).ok_or_else(|| {
+            optional(ty, name).ok_or_else(|| {
                 EmuError::Config(format!(
                     "the kernel has lockdep but its DWARF gives no {ty}::{name} (build it with debug info)"
                 ))
@@ -196,64 +326,19 @@ impl LinuxProfile {
                 ))
             })
         };
-        let profile = LinuxProfile {
+        Ok(LockdepLayout {
             wait_sleep: enumerator("LD_WAIT_SLEEP")?,
             lock_percpu: enumerator("LD_LOCK_PERCPU")?,
             map_key: member("lockdep_map", "key")?,
             map_name: member("lockdep_map", "name")?,
             map_wait_inner: member("lockdep_map", "wait_type_inner")?,
             map_lock_type: member("lockdep_map", "lock_type")?,
-            task_comm: member("task_struct", "comm")?,
             map_class_cache: optional("lockdep_map", "class_cache"),
             class_subclass: optional("lock_class", "subclass"),
             no_validate_key: kernel.symbol_address("__lockdep_no_validate__"),
             task_softirq_context: optional("task_struct", "softirq_context"),
             hardirq_context: kernel.symbol_address("hardirq_context"),
-            debug_locks: kernel.symbol_address("debug_locks"),
-            ipi_desc: kernel
-                .symbol_address("ipi_desc")
-                .zip(kernel.symbol_address("nr_ipi")),
-        };
-        let mut sites = Vec::new();
-        for (name, site) in [
-            ("lock_acquire", LinuxSite::LockAcquire),
-            ("lock_release", LinuxSite::LockRelease),
-            ("debug_check_no_locks_freed", LinuxSite::MemoryFreed),
-            ("lockdep_hardirqs_on", LinuxSite::HardirqsOn),
-            ("lockdep_hardirqs_off", LinuxSite::HardirqsOff),
-            ("lockdep_softirqs_on", LinuxSite::SoftirqsOn),
-            ("lockdep_softirqs_off", LinuxSite::SoftirqsOff),
-            ("lockdep_reset", LinuxSite::LockdepReset),
-            ("lockdep_free_key_range", LinuxSite::FreeKeyRange),
-            ("lockdep_reset_lock", LinuxSite::ResetLock),
-            ("dotest", LinuxSite::SelftestCase),
-            ("__set_task_comm", LinuxSite::SetTaskComm),
-            ("__ipi_send_mask", LinuxSite::IpiSendMask),
-        ] {
-            if let Some((entry, _)) = kernel.function_code(name)? {
-                sites.push((entry, Site::Linux(site)));
-            }
-        }
-        if let Some((entry, code)) = kernel.function_code("dotest")? {
-            if let Some(off) = first_indirect_call(code) {
-                sites.push((entry + off + 4, Site::Linux(LinuxSite::SelftestCaseEnd)));
-            }
-        }
-        if let Some((entry, code)) = kernel.function_code("locking_selftest")? {
-            for off in kernel.isa().arch().abi().exit_offsets(code) {
-                sites.push((entry + off, Site::Linux(LinuxSite::SelftestDone)));
-            }
-        }
-        Ok(Some((profile, sites)))
-    }
-}
-
-impl LinuxProfile {
-    /// The IPI message whose descriptor is `desc` (its index in `ipi_desc`).
-    fn ipi_message(&self, uc: &Unicorn<'_, ()>, desc: u64) -> Option<u32> {
-        let (table, count) = self.ipi_desc?;
-        let count = read_u32(uc, count)?.min(16);
-        (0..count).find(|&i| read_u64(uc, table + 8 * u64::from(i)) == Some(desc))
+        })
     }
 
     /// The subclass a subclass-0 acquisition of `map` takes: that of the class in
@@ -267,6 +352,15 @@ impl LinuxProfile {
             Some(class) if class != 0 => read_u32(uc, class + subclass).unwrap_or(0),
             _ => 0,
         }
+    }
+}
+
+impl LinuxProfile {
+    /// The IPI message whose descriptor is `desc` (its index in `ipi_desc`).
+    fn ipi_message(&self, uc: &Unicorn<'_, ()>, desc: u64) -> Option<u32> {
+        let (table, count) = self.ipi_desc?;
+        let count = read_u32(uc, count)?.min(16);
+        (0..count).find(|&i| read_u64(uc, table + 8 * u64::from(i)) == Some(desc))
     }
 }
 
@@ -287,7 +381,7 @@ fn reg(uc: &Unicorn<'_, ()>, r: RegisterARM64) -> u64 {
 /// The running task: arm64 Linux keeps `current` in SP_EL0 (its `task_struct`,
 /// 16-byte aligned, so shifted to fit a task id).
 pub(super) fn current_task(uc: &Unicorn<'_, ()>) -> TaskId {
-    TaskId((reg(uc, RegisterARM64::SP_EL0) >> 4) as u32)
+    super::linux_primitives::task_of(reg(uc, RegisterARM64::SP_EL0))
 }
 
 fn read_c_string(uc: &Unicorn<'_, ()>, addr: u64, max: usize) -> Option<String> {
@@ -318,7 +412,9 @@ impl Recorder {
         let task = current_task(uc);
         st.tasks[cpu] = Some(task);
         if current != 0 && st.named.insert(task.0) {
-            let comm = read_c_string(uc, current + profile.task_comm, TASK_COMM_LEN)
+            let comm = profile
+                .task_comm
+                .and_then(|offset| read_c_string(uc, current + offset, TASK_COMM_LEN))
                 .unwrap_or_else(|| "?".into());
             let label = st.strings.intern(&format!("task:{comm}"));
             let value = u64::from(task.0);
@@ -339,26 +435,111 @@ impl Recorder {
         let x = |n| read_xreg(uc, n);
         let mut st = self.state.borrow_mut();
         let task = self.linux_task(uc, &mut st, profile, cpu, now);
-        self.sync_hardirq_context(uc, &mut st, profile, cpu, task, pc, now);
-        if let Some(offset) = profile.task_softirq_context {
-            let current = reg(uc, RegisterARM64::SP_EL0);
-            if let Some(depth) = read_u32(uc, current.wrapping_add(offset)) {
-                let seen = st.linux.softirq.insert(task, depth).unwrap_or(0);
-                for _ in seen..depth {
-                    st.push(now, cpu, task, pc, 0, EventKind::SoftIrqEnter);
-                }
-                for _ in depth..seen {
-                    st.push(now, cpu, task, pc, 0, EventKind::SoftIrqExit);
-                }
-            }
-        }
         let marker = |st: &mut State, label: &str, value: u64| {
             let label = st.strings.intern(label);
             st.push(now, cpu, task, pc, 0, EventKind::Marker { label, value });
         };
+        match &profile.locks {
+            LockSource::Lockdep(lockdep) => {
+                self.sync_lockdep_context(uc, &mut st, lockdep, cpu, task, pc, now)
+            }
+            LockSource::Primitives(primitives) => {
+                self.sync_sampled_context(uc, &mut st, primitives, cpu, task, pc, now)
+            }
+        }
         if !std::mem::replace(&mut st.linux.announced, true) {
             marker(&mut st, traces::lockdep::LOCKDEP_ONLY_MARKER, 0);
+            let coverage = match &profile.locks {
+                LockSource::Lockdep(_) => LOCKDEP_COVERAGE.to_string(),
+                LockSource::Primitives(primitives) => primitives.coverage(),
+            };
+            let label = format!("{}{coverage}", traces::lockdep::COVERAGE_MARKER_PREFIX);
+            marker(&mut st, &label, 0);
         }
+        match site {
+            LinuxSite::PrimitiveEntry(n) => {
+                self.on_primitive_entry(uc, &mut st, n, (cpu, task, pc, now))
+            }
+            LinuxSite::PrimitiveReturn => {
+                if let LockSource::Primitives(primitives) = &profile.locks {
+                    self.on_primitive_return(uc, &mut st, primitives, (cpu, task, now));
+                }
+            }
+            LinuxSite::ContextSwitch => self.on_context_switch(uc, &mut st, (cpu, pc, now)),
+            LinuxSite::SelftestCase => {
+                let case = self
+                    .kernel
+                    .symbolize(x(0))
+                    .map(|name| name.trim_end_matches("+0x0").to_string())
+                    .unwrap_or_else(|| format!("{:#x}", x(0)));
+                let (expected, mask) = (x(1) & 1, x(2) & 0xffff_ffff);
+                marker(
+                    &mut st,
+                    &format!("selftest:case:{case}"),
+                    expected | mask << 1,
+                );
+            }
+            LinuxSite::SelftestCaseEnd => {
+                let debug_locks = profile
+                    .debug_locks
+                    .and_then(|addr| read_u32(uc, addr))
+                    .unwrap_or(1);
+                marker(&mut st, "selftest:end", u64::from(debug_locks));
+            }
+            LinuxSite::SelftestDone => marker(&mut st, "selftest:done", 0),
+            LinuxSite::LockdepReset => {
+                // The task's locks are forgotten (the self-test leaves some held).
+                st.linux.primitives.forget(task);
+                marker(&mut st, traces::lockdep::LOCKDEP_RESET_MARKER, 0)
+            }
+            LinuxSite::IpiSendMask => {
+                let Some(msg) = profile.ipi_message(uc, x(0)) else {
+                    return;
+                };
+                // Our machine has at most 64 CPUs: the mask's first word.
+                let mask = read_u64(uc, x(1)).unwrap_or(0);
+                for target in (0..64u16).filter(|&cpu| mask >> cpu & 1 != 0) {
+                    let kind = EventKind::IpiSend {
+                        target: CpuId(target),
+                        msg,
+                        intid: msg,
+                    };
+                    st.push(now, cpu, task, pc, x(30), kind);
+                }
+            }
+            LinuxSite::SetTaskComm => {
+                // `__set_task_comm(tsk, buf, exec)`: a task renamed (by exec, as a
+                // forked shell becomes `mount`) is named again.
+                let (tsk, buf) = (x(0), x(1));
+                if let Some(comm) = read_c_string(uc, buf, TASK_COMM_LEN - 1) {
+                    let label = st.strings.intern(&format!("task:{comm}"));
+                    let value = tsk >> 4;
+                    st.named.insert(value as u32);
+                    st.push(now, cpu, task, pc, 0, EventKind::Marker { label, value });
+                }
+            }
+            _ => {
+                if let LockSource::Lockdep(lockdep) = &profile.locks {
+                    self.on_lockdep_site(uc, &mut st, lockdep, site, (cpu, task, pc, now));
+                }
+            }
+        }
+    }
+
+    /// A hooked lockdep entry point (or the self-test's).
+    fn on_lockdep_site(
+        &self,
+        uc: &Unicorn<'_, ()>,
+        st: &mut State,
+        profile: &LockdepLayout,
+        site: LinuxSite,
+        (cpu, task, pc, now): (usize, TaskId, u64, u64),
+    ) {
+        let x = |n| read_xreg(uc, n);
+        let marker = |st: &mut State, label: &str, value: u64| {
+            let label = st.strings.intern(label);
+            st.push(now, cpu, task, pc, 0, EventKind::Marker { label, value });
+        };
         match site {
             LinuxSite::LockAcquire => {
                 let (map, subclass, trylock, read, check, nest_lock, ip) = (
@@ -377,14 +558,14 @@ impl Recorder {
                     return;
                 }
                 if nest_lock != 0 {
-                    return marker(&mut st, "unmodelled:nest-lock", map);
+                    return marker(st, "unmodelled:nest-lock", map);
                 }
                 let subclass = if subclass == 0 {
                     profile.cached_subclass(uc, map)
                 } else {
                     subclass
                 };
-                let lock = self.linux_lock(uc, &mut st, profile, (cpu, now), map, subclass);
+                let lock = self.linux_lock(uc, st, profile, (cpu, now), map, subclass);
                 st.linux.acquired_as.insert(map, lock.class);
                 let mut wait_inner = [0u8];
                 let sleeps = uc
@@ -396,7 +577,7 @@ impl Recorder {
                 } else {
                     LockFlavor::Spin
                 };
-                let stack = self.stack_id(uc, &mut st, ip, x(29));
+                let stack = self.stack_id(uc, st, ip, x(29));
                 let lr = x(30);
                 if read != 0 {
                     let kind = EventKind::ReadLock {
@@ -428,14 +609,11 @@ impl Recorder {
                 }
                 let class = match st.linux.acquired_as.get(&map) {
                     Some(&class) => class,
-                    None => {
-                        self.linux_lock(uc, &mut st, profile, (cpu, now), map, 0)
-                            .class
-                    }
+                    None => self.linux_lock(uc, st, profile, (cpu, now), map, 0).class,
                 };
                 let lock = LockRef { addr: map, class };
                 let flavor = LockFlavor::Spin;
-                let stack = self.stack_id(uc, &mut st, ip, x(29));
+                let stack = self.stack_id(uc, st, ip, x(29));
                 let kind = EventKind::LockRelease { lock, flavor };
                 st.push_stacked(stack, now, cpu, task, x(30), ip, kind);
             }
@@ -457,13 +635,12 @@ impl Recorder {
                         cause: IrqMaskCause::Instruction,
                     };
                     let ip = x(0);
-                    let stack = self.stack_id(uc, &mut st, ip, x(29));
+                    let stack = self.stack_id(uc, st, ip, x(29));
                     st.push_stacked(stack, now, cpu, task, x(30), ip, kind);
                 }
             }
             LinuxSite::SoftirqsOn => st.push(now, cpu, task, pc, 0, EventKind::SoftirqsOn),
             LinuxSite::SoftirqsOff => st.push(now, cpu, task, pc, 0, EventKind::SoftirqsOff),
-            LinuxSite::LockdepReset => marker(&mut st, traces::lockdep::LOCKDEP_RESET_MARKER, 0),
             LinuxSite::FreeKeyRange => {
                 let (start, end) = (x(0), x(0).saturating_add(x(1)));
                 st.linux.zap(|key| (start..end).contains(&key));
@@ -473,84 +650,30 @@ impl Recorder {
                 let key = read_u64(uc, map + profile.map_key).unwrap_or(0);
                 st.linux.zap(|k| k == key || k == map);
             }
-            LinuxSite::SelftestCase => {
-                let case = self
-                    .kernel
-                    .symbolize(x(0))
-                    .map(|name| name.trim_end_matches("+0x0").to_string())
-                    .unwrap_or_else(|| format!("{:#x}", x(0)));
-                let (expected, mask) = (x(1) & 1, x(2) & 0xffff_ffff);
-                marker(
-                    &mut st,
-                    &format!("selftest:case:{case}"),
-                    expected | mask << 1,
-                );
-            }
-            LinuxSite::SelftestCaseEnd => {
-                let debug_locks = profile
-                    .debug_locks
-                    .and_then(|addr| read_u32(uc, addr))
-                    .unwrap_or(1);
-                marker(&mut st, "selftest:end", u64::from(debug_locks));
-            }
-            LinuxSite::SelftestDone => marker(&mut st, "selftest:done", 0),
-            LinuxSite::IpiSendMask => {
-                let Some(msg) = profile.ipi_message(uc, x(0)) else {
-                    return;
-                };
-                // Our machine has at most 64 CPUs: the mask's first word.
-                let mask = read_u64(uc, x(1)).unwrap_or(0);
-                for target in (0..64u16).filter(|&cpu| mask >> cpu & 1 != 0) {
-                    let kind = EventKind::IpiSend {
-                        target: CpuId(target),
-                        msg,
-                        intid: msg,
-                    };
-                    st.push(now, cpu, task, pc, x(30), kind);
-                }
-            }
-            LinuxSite::SetTaskComm => {
-                // `__set_task_comm(tsk, buf, exec)`: a task renamed (by exec, as a
-                // forked shell becomes `mount`) is named again.
-                let (tsk, buf) = (x(0), x(1));
-                if let Some(comm) = read_c_string(uc, buf, TASK_COMM_LEN - 1) {
-                    let label = st.strings.intern(&format!("task:{comm}"));
-                    let value = tsk >> 4;
-                    st.named.insert(value as u32);
-                    st.push(now, cpu, task, pc, 0, EventKind::Marker { label, value });
-                }
-            }
+            _ => {}
         }
     }
 
-    /// Records lockdep's hard-IRQ context entered or left since the CPU's last
-    /// hooked call.
+    /// Records lockdep's hard-IRQ and softirq context entered or left since the
+    /// CPU's last hooked call.
     #[allow(clippy::too_many_arguments)]
-    fn sync_hardirq_context(
+    fn sync_lockdep_context(
         &self,
         uc: &Unicorn<'_, ()>,
         st: &mut State,
-        profile: &LinuxProfile,
+        profile: &LockdepLayout,
         cpu: usize,
         task: TaskId,
         pc: u64,
         now: u64,
     ) {
-        let Some(var) = profile.hardirq_context else {
-            return;
-        };
-        let per_cpu_offset = reg(uc, RegisterARM64::TPIDR_EL1);
-        let Some(depth) = read_u32(uc, var.wrapping_add(per_cpu_offset)) else {
-            return;
-        };
-        let seen = st.linux.hardirq[cpu];
-        st.linux.hardirq[cpu] = depth;
-        for _ in seen..depth {
-            st.push(now, cpu, task, pc, 0, EventKind::HardIrqEnter { intid: 0 });
-        }
-        for _ in depth..seen {
-            st.push(now, cpu, task, pc, 0, EventKind::HardIrqExit { intid: 0 });
-        }
+        let hardirq = profile
+            .hardirq_context
+            .and_then(|var| read_u32(uc, var.wrapping_add(reg(uc, RegisterARM64::TPIDR_EL1))));
+        let softirq = profile
+            .task_softirq_context
+            .and_then(|offset| read_u32(uc, reg(uc, RegisterARM64::SP_EL0).wrapping_add(offset)));
+        sync_context(st, (cpu, task, pc, now), hardirq, softirq);
     }
 
     /// The lock of map `map` acquired with `subclass`.
@@ -559,7 +682,7 @@ impl Recorder {
         &self,
         uc: &Unicorn<'_, ()>,
         st: &mut State,
-        profile: &LinuxProfile,
+        profile: &LockdepLayout,
         (cpu, now): (usize, u64),
         map: u64,
         subclass: u32,
@@ -605,6 +728,35 @@ impl Recorder {
             st.push(now, cpu, task, 0, 0, EventKind::LocalLockClass { class });
         }
         LockRef { addr: map, class }
+    }
+}
+
+/// Records the hard-IRQ context (`hardirq`: the CPU's depth now) and the task's
+/// softirq context (`softirq`: its depth now) entered or left since the last look,
+/// when known.
+pub(super) fn sync_context(
+    st: &mut State,
+    (cpu, task, pc, now): (usize, TaskId, u64, u64),
+    hardirq: Option<u32>,
+    softirq: Option<u32>,
+) {
+    if let Some(depth) = hardirq {
+        let seen = std::mem::replace(&mut st.linux.hardirq[cpu], depth);
+        for _ in seen..depth {
+            st.push(now, cpu, task, pc, 0, EventKind::HardIrqEnter { intid: 0 });
+        }
+        for _ in depth..seen {
+            st.push(now, cpu, task, pc, 0, EventKind::HardIrqExit { intid: 0 });
+        }
+    }
+    if let Some(depth) = softirq {
+        let seen = st.linux.softirq.insert(task, depth).unwrap_or(0);
+        for _ in seen..depth {
+            st.push(now, cpu, task, pc, 0, EventKind::SoftIrqEnter);
+        }
+        for _ in depth..seen {
+            st.push(now, cpu, task, pc, 0, EventKind::SoftIrqExit);
+        }
     }
 }
 

@@ -69,6 +69,7 @@
 
 pub(crate) mod abi;
 mod linux;
+mod linux_primitives;
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -94,9 +95,25 @@ pub type EventSink = Box<dyn FnMut(&[Event], &StringTable)>;
 /// [`crate::sched::is_point`] accepts) whether to end its slice there.
 pub(crate) type PointGate = Box<dyn Fn(usize, &EventKind) -> bool>;
 
+/// Where the recorder sees a Linux kernel's locking.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LinuxLocks {
+    /// lockdep's entry points if the kernel has them (and DWARF), else the lock
+    /// primitives.
+    #[default]
+    Auto,
+    /// lockdep's entry points (an error on a kernel without lockdep).
+    Lockdep,
+    /// The out-of-line lock primitives, as on a kernel without lockdep: partial
+    /// (see `record/linux_primitives.rs`), but on any kernel.
+    Primitives,
+}
+
 /// What to record besides the events.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RecordOptions {
+    /// Where a Linux kernel's locking is seen (no effect on our guest).
+    pub linux_locks: LinuxLocks,
     /// Test aid: sample PSTATE.I at every translation-block boundary (slow: a PSTATE
     /// read per block), see [`MaskSample`]; but at the vector where the engine
     /// enters interrupts itself (RISC-V), whose events come after the sample.
@@ -385,7 +402,7 @@ impl Recorder {
         gate: PointGate,
     ) -> Result<Rc<Recorder>, EmuError> {
         if kernel.is_boot_protocol_image() {
-            let (profile, sites) = match linux::LinuxProfile::detect(kernel)? {
+            let (profile, sites) = match linux::LinuxProfile::detect(kernel, options.linux_locks)? {
                 Some((profile, sites)) => (Some(profile), sites),
                 None => (None, Vec::new()),
             };

@@ -92,6 +92,10 @@ pub const LOCKDEP_RESET_MARKER: &str = "lockdep:reset";
 /// checks apply.
 pub const LOCKDEP_ONLY_MARKER: &str = "recorder:lockdep-only";
 
+/// Marker prefix: the rest of the label says which of the kernel's locking the
+/// recorder sees (Linux: through lockdep, or through which lock primitives).
+pub const COVERAGE_MARKER_PREFIX: &str = "recorder:lock-coverage:";
+
 /// Names code addresses for reports: `(address, is_return_address)` →
 /// `"function+0x10"`. Return addresses are named by the call that made them.
 pub type Symbolizer = Box<dyn Fn(u64, bool) -> Option<String>>;
@@ -356,6 +360,9 @@ pub struct Validator {
     /// Whether the events show more than lockdep sees: waits and sleeps (see
     /// [`LOCKDEP_ONLY_MARKER`]).
     beyond_lockdep: bool,
+    /// What the recorder said it sees of the kernel's locking (see
+    /// [`COVERAGE_MARKER_PREFIX`]).
+    coverage: Option<String>,
     classes: Vec<Class>,
     by_name: HashMap<String, ClassId>,
     /// Class of each string id seen (index = `StrId`), `u32::MAX` = not resolved.
@@ -420,6 +427,7 @@ impl Validator {
             flagged: Default::default(),
             deadlocked: false,
             beyond_lockdep: true,
+            coverage: None,
             stats: Stats::default(),
         };
         v.fs_reclaim = v.class_named(FS_RECLAIM);
@@ -444,6 +452,11 @@ impl Validator {
     /// What was found so far.
     pub fn findings(&self) -> &[Finding] {
         self.findings.as_slice()
+    }
+
+    /// What the recorder said it sees of the kernel's locking, if it said.
+    pub fn coverage(&self) -> Option<&str> {
+        self.coverage.as_deref()
     }
 
     /// Whether a real deadlock (a cycle in the wait-for graph) has been found.
@@ -677,6 +690,8 @@ impl Validator {
                     self.owners.retain(|_, owner| *owner != e.task.0);
                 } else if label == LOCKDEP_ONLY_MARKER {
                     self.beyond_lockdep = false;
+                } else if let Some(coverage) = label.strip_prefix(COVERAGE_MARKER_PREFIX) {
+                    self.coverage = Some(coverage.to_string());
                 }
             }
             _ => {}
