@@ -468,8 +468,26 @@ fn a_busybox_workload_exercises_the_real_percpu_allocator_on_four_cpus() {
     let mut user_fills = 0;
     // IPIs sent, by Linux's message number (arm64's `ipi_msg_type`).
     let mut ipis = std::collections::BTreeMap::<u32, u32>::new();
+    // Each task's name and pid by the trace's task number as the markers go, and
+    // every (name, pid) a task had.
+    let (mut names, mut pids) = (
+        std::collections::HashMap::new(),
+        std::collections::HashMap::new(),
+    );
+    let mut named_pids = std::collections::BTreeSet::new();
     for e in &recorded.events {
         match e.kind {
+            traces::EventKind::Marker { label, value } => {
+                let label = recorded.strings.get(label).unwrap_or_default();
+                if let Some(name) = label.strip_prefix("task:") {
+                    names.insert(value, name.to_string());
+                } else if let Some(pid) = label.strip_prefix("task-pid:") {
+                    pids.insert(value, pid.parse::<u32>().unwrap());
+                }
+                if let (Some(name), Some(&pid)) = (names.get(&value), pids.get(&value)) {
+                    named_pids.insert((name.clone(), pid));
+                }
+            }
             traces::EventKind::TlbFill(fill) if fill.user.read && !fill.global => user_fills += 1,
             traces::EventKind::IpiSend { target, msg, intid } => {
                 // Only an IRQ work (5) is raised on the sender itself; each message
@@ -493,6 +511,24 @@ fn a_busybox_workload_exercises_the_real_percpu_allocator_on_four_cpus() {
     assert_eq!(ipis.get(&2), Some(&3), "{ipis:?}");
     // Each of the 12 mounts allocates the superblock's per-CPU counters.
     assert_mounts_took_the_allocators_locks(&taken_by, 12);
+    // Every task named has its pid read (task_struct::pid, from DWARF; a
+    // task_struct freed and given to another task is named anew): the boot task
+    // is 0, busybox's /init 1, and the 12 mounts are 12 processes.
+    assert!(
+        names.keys().all(|task| pids.contains_key(task)),
+        "{names:?} {pids:?}"
+    );
+    let pids_of = |comm: &str| -> Vec<u32> {
+        (named_pids.iter())
+            .filter(|(name, _)| name == comm)
+            .map(|&(_, pid)| pid)
+            .collect()
+    };
+    assert_eq!(pids_of("swapper"), [0]);
+    // (The script's subshells keep its name until they exec.)
+    assert_eq!(pids_of("init").first(), Some(&1));
+    let mounts = pids_of("mount");
+    assert!(mounts.len() >= 12, "{mounts:?}");
     assert!(user_fills > 100, "{user_fills} user-page TLB fills");
 
     replays_and_checks(&trace, kernel, &run);

@@ -118,6 +118,8 @@ pub(super) enum LinuxSite {
 pub(super) struct LinuxProfile {
     /// `task_struct::comm` (from DWARF; tasks are unnamed without it).
     task_comm: Option<u64>,
+    /// `task_struct::pid` (from DWARF).
+    task_pid: Option<u64>,
     /// arm64's `ipi_desc` array and its length `nr_ipi`: the descriptor of each
     /// IPI message.
     ipi_desc: Option<(u64, u64)>,
@@ -179,6 +181,8 @@ pub(super) struct LinuxState {
     /// the no-validate key, as `dev->mutex`): their acquisitions and releases are
     /// not recorded.
     unchecked: FxHashSet<u64>,
+    /// The pid each task was last seen with.
+    pids: FxHashMap<TaskId, u32>,
     /// The lock primitives' state (when they are what is hooked).
     pub(super) primitives: super::linux_primitives::PrimitiveState,
     /// The `recorder:lockdep-only` marker has been recorded.
@@ -294,6 +298,7 @@ impl LinuxProfile {
         };
         let profile = LinuxProfile {
             task_comm,
+            task_pid: optional("task_struct", "pid"),
             ipi_desc: kernel
                 .symbol_address("ipi_desc")
                 .zip(kernel.symbol_address("nr_ipi")),
@@ -356,6 +361,11 @@ impl LockdepLayout {
 }
 
 impl LinuxProfile {
+    /// The pid in the `task_struct` at `tsk`, if the DWARF says where it is.
+    fn pid_of(&self, uc: &Unicorn<'_, ()>, tsk: u64) -> Option<u32> {
+        self.task_pid.and_then(|offset| read_u32(uc, tsk + offset))
+    }
+
     /// The IPI message whose descriptor is `desc` (its index in `ipi_desc`).
     fn ipi_message(&self, uc: &Unicorn<'_, ()>, desc: u64) -> Option<u32> {
         let (table, count) = self.ipi_desc?;
@@ -411,14 +421,23 @@ impl Recorder {
         let current = reg(uc, RegisterARM64::SP_EL0);
         let task = current_task(uc);
         st.tasks[cpu] = Some(task);
-        if current != 0 && st.named.insert(task.0) {
+        if current == 0 {
+            return task;
+        }
+        // A task is new the first time it is seen, or when its `task_struct` now
+        // holds another pid (freed and given to a new task).
+        let pid = profile.pid_of(uc, current);
+        let new = match pid {
+            Some(pid) => st.linux.pids.insert(task, pid) != Some(pid),
+            None => st.named.insert(task.0),
+        };
+        if new {
+            st.named.insert(task.0);
             let comm = profile
                 .task_comm
                 .and_then(|offset| read_c_string(uc, current + offset, TASK_COMM_LEN))
                 .unwrap_or_else(|| "?".into());
-            let label = st.strings.intern(&format!("task:{comm}"));
-            let value = u64::from(task.0);
-            st.push(now, cpu, task, 0, 0, EventKind::Marker { label, value });
+            name_task(st, (cpu, task, 0, now), current, &comm, pid);
         }
         task
     }
@@ -512,10 +531,13 @@ impl Recorder {
                 // forked shell becomes `mount`) is named again.
                 let (tsk, buf) = (x(0), x(1));
                 if let Some(comm) = read_c_string(uc, buf, TASK_COMM_LEN - 1) {
-                    let label = st.strings.intern(&format!("task:{comm}"));
-                    let value = tsk >> 4;
-                    st.named.insert(value as u32);
-                    st.push(now, cpu, task, pc, 0, EventKind::Marker { label, value });
+                    let named = super::linux_primitives::task_of(tsk);
+                    st.named.insert(named.0);
+                    // Its pid too, if this is the first word of it.
+                    let pid = profile
+                        .pid_of(uc, tsk)
+                        .filter(|&pid| st.linux.pids.insert(named, pid) != Some(pid));
+                    name_task(&mut st, (cpu, task, pc, now), tsk, &comm, pid);
                 }
             }
             _ => {
@@ -728,6 +750,25 @@ impl Recorder {
             st.push(now, cpu, task, 0, 0, EventKind::LocalLockClass { class });
         }
         LockRef { addr: map, class }
+    }
+}
+
+/// Records the name of the task whose `task_struct` is at `tsk` (a
+/// `task:<comm>` marker) and its pid if given (a `task-pid:<pid>` marker).
+fn name_task(
+    st: &mut State,
+    (cpu, task, pc, now): (usize, TaskId, u64, u64),
+    tsk: u64,
+    comm: &str,
+    pid: Option<u32>,
+) {
+    let value = u64::from(super::linux_primitives::task_of(tsk).0);
+    let label = st.strings.intern(&format!("task:{comm}"));
+    st.push(now, cpu, task, pc, 0, EventKind::Marker { label, value });
+    if let Some(pid) = pid {
+        let label = format!("{}{pid}", traces::lockdep::TASK_PID_MARKER_PREFIX);
+        let label = st.strings.intern(&label);
+        st.push(now, cpu, task, pc, 0, EventKind::Marker { label, value });
     }
 }
 

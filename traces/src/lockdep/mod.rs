@@ -92,6 +92,11 @@ pub const LOCKDEP_RESET_MARKER: &str = "lockdep:reset";
 /// checks apply.
 pub const LOCKDEP_ONLY_MARKER: &str = "recorder:lockdep-only";
 
+/// Marker prefix: the rest of the label is the kernel's pid of the task whose
+/// number is the marker's value (Linux's `task_struct::pid`; without it a task's
+/// number stands for its pid in reports).
+pub const TASK_PID_MARKER_PREFIX: &str = "task-pid:";
+
 /// Marker prefix: the rest of the label says which of the kernel's locking the
 /// recorder sees (Linux: through lockdep, or through which lock primitives).
 pub const COVERAGE_MARKER_PREFIX: &str = "recorder:lock-coverage:";
@@ -370,6 +375,8 @@ pub struct Validator {
     fs_reclaim: ClassId,
     tasks: FxMap<u32, TaskState>,
     task_names: FxMap<u32, String>,
+    /// The kernel's own pid of each task, when the recorder read it (Linux).
+    task_pids: FxMap<u32, u64>,
     cpus: Vec<CpuState>,
     edges: FxMap<(ClassId, ClassId), Edge>,
     forward: Vec<Vec<ClassId>>,
@@ -415,6 +422,7 @@ impl Validator {
             fs_reclaim: 0,
             tasks: FxMap::default(),
             task_names: FxMap::default(),
+            task_pids: FxMap::default(),
             cpus: Vec::new(),
             edges: FxMap::default(),
             forward: Vec::new(),
@@ -683,6 +691,10 @@ impl Validator {
                 let label = strings.get(label).unwrap_or_default();
                 if let Some(name) = label.strip_prefix("task:") {
                     self.task_names.insert(value as u32, name.to_string());
+                } else if let Some(pid) = label.strip_prefix(TASK_PID_MARKER_PREFIX) {
+                    if let Ok(pid) = pid.parse() {
+                        self.task_pids.insert(value as u32, pid);
+                    }
                 } else if label == LOCKDEP_RESET_MARKER {
                     let t = self.task(e.task);
                     t.held.clear();

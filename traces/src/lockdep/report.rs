@@ -59,10 +59,19 @@ impl Validator {
 
     /// lockdep's `comm/pid`.
     fn task_label(&self, task: u32) -> String {
+        let pid = self.pid(task);
         match self.task_names.get(&task) {
-            Some(name) => format!("{name}/{task}"),
-            None => format!("?/{task}"),
+            Some(name) => format!("{name}/{pid}"),
+            None => format!("?/{pid}"),
         }
+    }
+
+    /// The task's pid as the kernel knows it, else its number in the trace.
+    fn pid(&self, task: u32) -> u64 {
+        self.task_pids
+            .get(&task)
+            .copied()
+            .unwrap_or(u64::from(task))
     }
 
     /// lockdep's usage bits, `{hardirq-write hardirq-read softirq-write
@@ -214,7 +223,9 @@ impl Validator {
         let comm = self.task_names.get(&site.task).map_or("?", String::as_str);
         out.line(format!(
             "CPU: {} PID: {} Comm: {comm} t={}",
-            site.cpu, site.task, site.time
+            site.cpu,
+            self.pid(site.task),
+            site.time
         ));
         if let Some(irq) = self.irq_context(site) {
             out.line(irq);
@@ -494,7 +505,7 @@ impl Validator {
             "in_atomic(): {}, irqs_disabled(): {}, pid: {}, name: {}",
             u8::from(in_atomic),
             u8::from(self.masked(e.cpu.0)),
-            e.task.0,
+            self.pid(e.task.0),
             self.task_names.get(&e.task.0).map_or("?", String::as_str)
         ));
         out.line(format!("{what}: {reason}"));
