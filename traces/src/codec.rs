@@ -195,6 +195,7 @@ fn layout(kind: &EventKind) -> Layout {
         lock: None,
         body,
     };
+
     let lock_op = |op: u8, flavor, lock, kind_bits| Layout {
         tag: tag::LOCK_BASE + 8 * op + flavor_code(flavor),
         kind_bits,
@@ -298,22 +299,11 @@ fn layout(kind: &EventKind) -> Layout {
         EventKind::Marker { label, value } => {
             plain(tag::MARKER, Body::of(&[Uleb(label.0.into()), Uleb(value)]))
         }
-        EventKind::TlbFill(_) => plain(tag::TLB_FILL, Body::default()),
-        EventKind::PageTablePage { .. } => plain(tag::PT_PAGE, Body::default()),
-        EventKind::PageTableRetired { .. } => plain(tag::PT_RETIRED, Body::default()),
-        EventKind::TlbInvalidate { .. } => plain(tag::TLB_INVALIDATE, Body::default()),
-        EventKind::StaleTlbUse { .. } => plain(tag::STALE_TLB_USE, Body::default()),
-        EventKind::Stack { .. } => plain(tag::STACK, Body::default()),
-        EventKind::CsdWait { .. } => plain(tag::CSD_WAIT, Body::default()),
-        EventKind::CsdUnlock { .. } => plain(tag::CSD_UNLOCK, Body::default()),
-        EventKind::IpiSend { .. } => plain(tag::IPI_SEND, Body::default()),
-        EventKind::LocalLockClass { .. } => plain(tag::LOCAL_LOCK_CLASS, Body::default()),
-        EventKind::LockMemoryFreed { .. } => plain(tag::LOCK_MEMORY_FREED, Body::default()),
-        EventKind::ReadLock { .. } => plain(tag::READ_LOCK, Body::default()),
-        EventKind::SoftIrqEnter => plain(tag::SOFTIRQ_ENTER, Body::default()),
-        EventKind::SoftIrqExit => plain(tag::SOFTIRQ_EXIT, Body::default()),
-        EventKind::SoftirqsOn => plain(tag::SOFTIRQS_ON, Body::default()),
-        EventKind::SoftirqsOff => plain(tag::SOFTIRQS_OFF, Body::default()),
+        // A sized kind's body is `sized_body`'s.
+        crate::format::any_sized_kind!() => {
+            let tag = crate::format::sized_tag(kind).expect("a sized kind");
+            plain(tag, Body::default())
+        }
         EventKind::Unknown { tag } => plain(tag, Body::default()),
     }
 }
@@ -321,25 +311,7 @@ fn layout(kind: &EventKind) -> Layout {
 /// Whether sized `tag` is a kind this crate decodes (writing it as `Unknown` would
 /// give a body it cannot parse).
 fn known_sized(tag: u8) -> bool {
-    matches!(
-        tag,
-        tag::TLB_FILL
-            | tag::PT_PAGE
-            | tag::PT_RETIRED
-            | tag::TLB_INVALIDATE
-            | tag::STALE_TLB_USE
-            | tag::STACK
-            | tag::CSD_WAIT
-            | tag::CSD_UNLOCK
-            | tag::IPI_SEND
-            | tag::LOCAL_LOCK_CLASS
-            | tag::LOCK_MEMORY_FREED
-            | tag::READ_LOCK
-            | tag::SOFTIRQ_ENTER
-            | tag::SOFTIRQ_EXIT
-            | tag::SOFTIRQS_ON
-            | tag::SOFTIRQS_OFF
-    )
+    tag::KNOWN.contains(&tag)
 }
 
 /// A signed address (kernel VAs are "negative"): zigzag, so both halves stay short.

@@ -291,26 +291,76 @@ pub(crate) mod tag {
     pub const LOCK_OPS: u8 = 4;
     /// Smallest tag of the sized (skippable) range.
     pub const FIRST_SIZED: u8 = 0x80;
-    /// Sized kinds of minor version 2: what the simulated MMU's TLB model did.
-    pub const TLB_FILL: u8 = 0x80;
-    pub const PT_PAGE: u8 = 0x81;
-    pub const STALE_TLB_USE: u8 = 0x82;
-    /// Sized kind of minor version 3: a backtrace.
-    pub const STACK: u8 = 0x83;
-    /// Sized kinds of minor version 4: cross-CPU calls waited for and completed.
-    pub const CSD_WAIT: u8 = 0x84;
-    pub const CSD_UNLOCK: u8 = 0x85;
-    pub const LOCAL_LOCK_CLASS: u8 = 0x86;
-    pub const LOCK_MEMORY_FREED: u8 = 0x87;
-    pub const READ_LOCK: u8 = 0x88;
-    pub const SOFTIRQ_ENTER: u8 = 0x89;
-    pub const SOFTIRQ_EXIT: u8 = 0x8a;
-    pub const SOFTIRQS_ON: u8 = 0x8b;
-    pub const SOFTIRQS_OFF: u8 = 0x8c;
-    /// Sized kinds of minor version 6: a page-table page no longer in use, and a TLB
+    pub use super::sized::*;
+}
+
+/// The sized (skippable) event kinds, one list: each kind's tag, and the
+/// [`EventKind`](crate::EventKind) it encodes. It makes the tag constants, the
+/// set of sized tags this crate decodes, and the kind → tag map the encoder
+/// uses; each kind's body is written and read in `codec.rs` (`sized_body`,
+/// `decode_sized`), as the table above describes it.
+macro_rules! sized_kinds {
+    ($( $(#[$doc:meta])* $name:ident = $tag:literal => $kind:pat ),* $(,)?) => {
+        pub(crate) mod sized {
+            $( $(#[$doc])* pub const $name: u8 = $tag; )*
+            /// Every sized tag this crate decodes.
+            pub const KNOWN: &[u8] = &[$($name),*];
+        }
+
+        /// The sized tag of `kind`, if it is a sized kind.
+        pub(crate) fn sized_tag(kind: &crate::EventKind) -> Option<u8> {
+            use crate::EventKind;
+            match kind {
+                $( $kind => Some(sized::$name), )*
+                _ => None,
+            }
+        }
+
+        /// A pattern matching every sized kind (so that matches on `EventKind`
+        /// stay exhaustive).
+        macro_rules! any_sized_kind {
+            () => { $($kind)|* };
+        }
+        pub(crate) use any_sized_kind;
+    };
+}
+
+sized_kinds! {
+    /// Minor version 2: what the simulated MMU's TLB model did.
+    TLB_FILL = 0x80 => EventKind::TlbFill(_),
+    PT_PAGE = 0x81 => EventKind::PageTablePage { .. },
+    STALE_TLB_USE = 0x82 => EventKind::StaleTlbUse { .. },
+    /// Minor version 3: a backtrace.
+    STACK = 0x83 => EventKind::Stack { .. },
+    /// Minor version 4: cross-CPU calls waited for and completed, and lockdep's
+    /// kinds from Linux.
+    CSD_WAIT = 0x84 => EventKind::CsdWait { .. },
+    CSD_UNLOCK = 0x85 => EventKind::CsdUnlock { .. },
+    LOCAL_LOCK_CLASS = 0x86 => EventKind::LocalLockClass { .. },
+    LOCK_MEMORY_FREED = 0x87 => EventKind::LockMemoryFreed { .. },
+    READ_LOCK = 0x88 => EventKind::ReadLock { .. },
+    SOFTIRQ_ENTER = 0x89 => EventKind::SoftIrqEnter,
+    SOFTIRQ_EXIT = 0x8a => EventKind::SoftIrqExit,
+    SOFTIRQS_ON = 0x8b => EventKind::SoftirqsOn,
+    SOFTIRQS_OFF = 0x8c => EventKind::SoftirqsOff,
+    /// Minor version 6: a page-table page no longer in use, and a TLB
     /// invalidation by meaning.
-    pub const PT_RETIRED: u8 = 0x8d;
-    pub const TLB_INVALIDATE: u8 = 0x8e;
-    /// Sized kind of minor version 8: an IPI sent.
-    pub const IPI_SEND: u8 = 0x8f;
+    PT_RETIRED = 0x8d => EventKind::PageTableRetired { .. },
+    TLB_INVALIDATE = 0x8e => EventKind::TlbInvalidate { .. },
+    /// Minor version 8: an IPI sent.
+    IPI_SEND = 0x8f => EventKind::IpiSend { .. },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tag;
+
+    #[test]
+    fn sized_tags_are_distinct_and_in_the_sized_range() {
+        let mut tags = tag::KNOWN.to_vec();
+        tags.sort_unstable();
+        tags.dedup();
+        assert_eq!(tags.len(), tag::KNOWN.len());
+        assert!(tags.iter().all(|&t| t >= tag::FIRST_SIZED));
+    }
 }
