@@ -468,6 +468,8 @@ fn a_busybox_workload_exercises_the_real_percpu_allocator_on_four_cpus() {
     let mut user_fills = 0;
     // IPIs sent, by Linux's message number (arm64's `ipi_msg_type`).
     let mut ipis = std::collections::BTreeMap::<u32, u32>::new();
+    // Per interrupt: how often the machine entered it, and hard-IRQ contexts of it.
+    let mut interrupts = std::collections::BTreeMap::<u32, [u32; 2]>::new();
     // Each task's name and pid by the trace's task number as the markers go, and
     // every (name, pid) a task had.
     let (mut names, mut pids) = (
@@ -499,9 +501,27 @@ fn a_busybox_workload_exercises_the_real_percpu_allocator_on_four_cpus() {
                 );
                 *ipis.entry(msg).or_default() += 1;
             }
+            traces::EventKind::IrqInject { intid, .. } => {
+                *interrupts.entry(intid).or_default().first_mut().unwrap() += 1
+            }
+            traces::EventKind::HardIrqEnter { intid } => {
+                *interrupts.entry(intid).or_default().last_mut().unwrap() += 1
+            }
             _ => {}
         }
     }
+    // A hard-IRQ context carries the interrupt the machine entered for it: no
+    // more contexts of an interrupt than it was entered, and every timer tick
+    // (the virtual timer's PPI 27, whose handler always takes locks) is one.
+    for (intid, [entered, contexts]) in &interrupts {
+        assert!(*intid == 0 || contexts <= entered, "{interrupts:?}");
+    }
+    assert!(
+        interrupts
+            .get(&27)
+            .is_some_and(|&[entered, contexts]| entered == contexts && entered > 100),
+        "{interrupts:?}"
+    );
     // Reschedules and cross-CPU calls (IPI_RESCHEDULE, IPI_CALL_FUNC), and the
     // power-off's IPI_CPU_STOP to the three other CPUs.
     assert!(

@@ -50,7 +50,9 @@
 //! Hard-IRQ context is lockdep's too: the per-CPU `hardirq_context` counter (what
 //! `lockdep_hardirq_enter()` raises, for real interrupts and for the self-test's
 //! simulated ones), read at every hooked call; a change becomes
-//! `HardIrqEnter`/`HardIrqExit`. Softirq context likewise is the task's
+//! `HardIrqEnter`/`HardIrqExit`, with the interrupt the host entered last on that
+//! CPU if its exception has not returned yet (every `eret` is hooked for that;
+//! 0 for a context no interrupt was entered for). Softirq context likewise is the task's
 //! `softirq_context` (`SoftIrqEnter`/`SoftIrqExit`). The task is `current`
 //! (SP_EL0), named once by a `task:<comm>` marker.
 //!
@@ -111,6 +113,8 @@ pub(super) enum LinuxSite {
     PrimitiveReturn,
     /// `cpu_switch_to(prev, next)` (when the primitives are hooked).
     ContextSwitch,
+    /// An `eret`: the exception the host entered last on this CPU may be over.
+    ExceptionReturn,
 }
 
 /// Where the profile reads the kernel's data (link addresses and offsets).
@@ -181,6 +185,11 @@ pub(super) struct LinuxState {
     /// the no-validate key, as `dev->mutex`): their acquisitions and releases are
     /// not recorded.
     unchecked: FxHashSet<u64>,
+    /// The interrupt the host entered last on each CPU and the SP it entered
+    /// with, until a hard-IRQ context takes it or its exception returns.
+    pub(super) injected: Vec<Option<(u32, u64)>>,
+    /// The interrupt of each hard-IRQ context each CPU is in, innermost last.
+    irq_contexts: Vec<Vec<u32>>,
     /// The pid each task was last seen with.
     pids: FxHashMap<TaskId, u32>,
     /// The lock primitives' state (when they are what is hooked).
@@ -253,6 +262,13 @@ impl LinuxProfile {
                 .map(|(entry, _)| (entry, Site::Linux(site))))
         };
         sites.extend(entry_of("__set_task_comm", LinuxSite::SetTaskComm)?);
+        let abi = kernel.isa().arch().abi();
+        sites.extend(
+            kernel
+                .code_words()
+                .filter(|&(_, word)| abi.mask_write(word).is_some_and(|w| w.exception_return))
+                .map(|(addr, _)| (addr, Site::Linux(LinuxSite::ExceptionReturn))),
+        );
         sites.extend(entry_of("__ipi_send_mask", LinuxSite::IpiSendMask)?);
         // The locking self-test (a lockdep kernel's only): its cases, and the
         // reset between them.
@@ -453,6 +469,17 @@ impl Recorder {
     ) {
         let x = |n| read_xreg(uc, n);
         let mut st = self.state.borrow_mut();
+        if site == LinuxSite::ExceptionReturn {
+            // Before anything reads `current`: an `eret` to user space has SP_EL0
+            // back at the user's stack. The interrupt entered last, if its
+            // exception (or one it interrupted) is returning, was not seen in
+            // hard-IRQ context.
+            let sp = self.abi.sp(uc);
+            if st.linux.injected[cpu].is_some_and(|(_, entry_sp)| sp >= entry_sp) {
+                st.linux.injected[cpu] = None;
+            }
+            return;
+        }
         let task = self.linux_task(uc, &mut st, profile, cpu, now);
         let marker = |st: &mut State, label: &str, value: u64| {
             let label = st.strings.intern(label);
@@ -485,6 +512,7 @@ impl Recorder {
                 }
             }
             LinuxSite::ContextSwitch => self.on_context_switch(uc, &mut st, (cpu, pc, now)),
+            LinuxSite::ExceptionReturn => {}
             LinuxSite::SelftestCase => {
                 let case = self
                     .kernel
@@ -772,6 +800,10 @@ fn name_task(
     }
 }
 
+/// Deepest hard-IRQ or softirq nesting believed (a deeper count read is not the
+/// kernel's: ignored rather than turned into that many events).
+const MAX_CONTEXT_DEPTH: u32 = 64;
+
 /// Records the hard-IRQ context (`hardirq`: the CPU's depth now) and the task's
 /// softirq context (`softirq`: its depth now) entered or left since the last look,
 /// when known.
@@ -781,13 +813,20 @@ pub(super) fn sync_context(
     hardirq: Option<u32>,
     softirq: Option<u32>,
 ) {
+    let plausible = |depth: Option<u32>| depth.filter(|&d| d <= MAX_CONTEXT_DEPTH);
+    let (hardirq, softirq) = (plausible(hardirq), plausible(softirq));
     if let Some(depth) = hardirq {
         let seen = std::mem::replace(&mut st.linux.hardirq[cpu], depth);
         for _ in seen..depth {
-            st.push(now, cpu, task, pc, 0, EventKind::HardIrqEnter { intid: 0 });
+            // The interrupt the host entered, if this context is its; 0 for one
+            // the kernel only says it is in (the self-test's simulated ones).
+            let intid = st.linux.injected[cpu].take().map_or(0, |(intid, _)| intid);
+            st.linux.irq_contexts[cpu].push(intid);
+            st.push(now, cpu, task, pc, 0, EventKind::HardIrqEnter { intid });
         }
         for _ in depth..seen {
-            st.push(now, cpu, task, pc, 0, EventKind::HardIrqExit { intid: 0 });
+            let intid = st.linux.irq_contexts[cpu].pop().unwrap_or(0);
+            st.push(now, cpu, task, pc, 0, EventKind::HardIrqExit { intid });
         }
     }
     if let Some(depth) = softirq {
@@ -821,6 +860,8 @@ impl LinuxState {
         Self {
             hardirq: vec![0; cpus],
             masked: vec![None; cpus],
+            injected: vec![None; cpus],
+            irq_contexts: vec![Vec::new(); cpus],
             ..Self::default()
         }
     }

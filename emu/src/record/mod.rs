@@ -1230,14 +1230,15 @@ impl RunObserver for Recorder {
         let sp = self.abi.sp(uc);
         let task = self.task(uc, cpu);
         if self.linux.is_some() {
-            // Linux's IRQ state and context are lockdep's (see linux.rs); only
-            // the host's own decision is recorded here.
+            // Linux's IRQ state and context are the kernel's (see linux.rs); only
+            // the host's own decision is recorded here, and the interrupt kept
+            // for the hard-IRQ context the kernel enters for it.
             if let Some(intid) = irq {
                 let cpu_id = CpuId(cpu as u16);
                 let kind = EventKind::IrqInject { cpu: cpu_id, intid };
-                self.state
-                    .borrow_mut()
-                    .push(now, cpu, task, return_pc, 0, kind);
+                let mut st = self.state.borrow_mut();
+                st.push(now, cpu, task, return_pc, 0, kind);
+                st.linux.injected[cpu] = Some((intid, sp));
             }
             return;
         }
