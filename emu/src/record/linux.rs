@@ -168,7 +168,7 @@ pub(super) struct LinuxState {
     /// lockdep's `hardirq_context` last seen per CPU.
     pub(super) hardirq: Vec<u32>,
     /// Each task's `softirq_context` last seen.
-    softirq: FxHashMap<TaskId, u32>,
+    pub(super) softirq: FxHashMap<TaskId, u32>,
     /// lockdep's IRQ state last seen per CPU (`None`: not yet seen).
     pub(super) masked: Vec<Option<bool>>,
     /// (key, subclass) → class.

@@ -23,8 +23,9 @@
 //!   `read_lock_is_recursive()` with queued rwlocks), an rwsem's never.
 //! - A release: `LockRelease` at the entry. `downgrade_write`: the write lock
 //!   released, the read lock taken.
-//! - A primitive entered inside another of the same task on the same lock
-//!   (`mutex_lock_io` calls `mutex_lock`) is the outer one's business.
+//! - A primitive entered inside another of the same task on the same lock, in
+//!   the same hard-IRQ and softirq context (`mutex_lock_io` calls `mutex_lock`),
+//!   is the outer one's business.
 //!
 //! Returns: each `ret` of the primitive's code, and when it ends in a tail call
 //! (`b __mutex_lock_slowpath`), each `ret` of the function it jumps to (which
@@ -223,6 +224,10 @@ pub(crate) struct Primitives {
 struct OpenCall {
     primitive: usize,
     lock: u64,
+    /// The hard-IRQ depth of the CPU and the softirq depth of the task at the
+    /// entry (an interrupt handler's call on the same lock is not nested in the
+    /// call it interrupted).
+    context: (u32, u32),
     stack: StrId,
     pc: u64,
     caller: u64,
@@ -499,12 +504,15 @@ impl Recorder {
         };
         let (lock_addr, lr, fp) = (read_xreg(uc, 0), read_xreg(uc, 30), read_xreg(uc, 29));
         let sp = self.abi.sp(uc);
-        let ours = &st.linux.primitives;
-        if ours
-            .open
-            .iter()
-            .any(|(&(t, _), call)| t == task && call.lock == lock_addr)
-        {
+        let context = (
+            st.linux.hardirq[cpu],
+            st.linux.softirq.get(&task).copied().unwrap_or(0),
+        );
+        let nested =
+            st.linux.primitives.open.iter().any(|(&(t, _), call)| {
+                t == task && call.lock == lock_addr && call.context == context
+            });
+        if nested {
             return;
         }
         let stack = self.stack_id(uc, st, lr, fp);
@@ -535,6 +543,7 @@ impl Recorder {
                 let call = OpenCall {
                     primitive: usize::from(n),
                     lock: lock_addr,
+                    context,
                     stack,
                     pc,
                     caller: lr,
