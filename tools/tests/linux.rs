@@ -118,23 +118,19 @@ fn the_validator_agrees_with_the_kernels_lockdep_on_its_self_test() {
         .collect();
     assert_eq!(table.len(), 349 + 1);
     // A case per kind the validator reports, each agreeing.
-    for (case, host) in [
-        ("AA_spin", "recursive-locking"),
-        ("ABBA_spin", "circular-dependency"),
-        ("double_unlock_spin", "bad-unlock"),
-        ("init_held_spin", "held-lock-freed"),
-        ("irqsafe1_hard_spin_12", "inconsistent-irq-state"),
-        ("local_lock_2", "clean"),
-        ("rlock_AA1", "clean"),
-        ("rsem_AA1", "recursive-locking"),
-    ] {
-        let line = table
-            .iter()
-            .find(|l| l.split_whitespace().next() == Some(case))
-            .unwrap_or_else(|| panic!("no case {case}:\n{}", run.stdout));
-        let cols: Vec<&str> = line.split_whitespace().collect();
-        assert_eq!(&cols[3..], [host, "agree"], "{line}");
-    }
+    assert_cases_agree(
+        &run,
+        &[
+            ("AA_spin", "recursive-locking"),
+            ("ABBA_spin", "circular-dependency"),
+            ("double_unlock_spin", "bad-unlock"),
+            ("init_held_spin", "held-lock-freed"),
+            ("irqsafe1_hard_spin_12", "inconsistent-irq-state"),
+            ("local_lock_2", "clean"),
+            ("rlock_AA1", "clean"),
+            ("rsem_AA1", "recursive-locking"),
+        ],
+    );
 }
 
 /// The same judgement as JSON, and the guest console on stderr.
@@ -641,17 +637,24 @@ fn the_self_test_judges_the_lock_primitives_too() {
         disagree += 1;
     }
     assert_eq!(disagree, 83);
-    for (case, host) in [
-        ("ABBA_spin", "circular-dependency"),
-        ("ABBA_rlock", "clean"),
-        ("double_unlock_mutex", "bad-unlock"),
-        ("irqsafe1_hard_spin_12", "inconsistent-irq-state"),
-        ("irq_inversion_hard_wlock_123", "irq-inversion"),
-        ("rsem_AA1", "recursive-locking"),
-    ] {
-        let line = run
-            .stdout
-            .lines()
+    assert_cases_agree(
+        &run,
+        &[
+            ("ABBA_spin", "circular-dependency"),
+            ("ABBA_rlock", "clean"),
+            ("double_unlock_mutex", "bad-unlock"),
+            ("irqsafe1_hard_spin_12", "inconsistent-irq-state"),
+            ("irq_inversion_hard_wlock_123", "irq-inversion"),
+            ("rsem_AA1", "recursive-locking"),
+        ],
+    );
+}
+
+/// Each `(case, host verdict)`'s row of the oracle's table says the host found
+/// that and agrees with the kernel.
+fn assert_cases_agree(run: &common::Run, cases: &[(&str, &str)]) {
+    for &(case, host) in cases {
+        let line = (run.stdout.lines())
             .find(|l| l.split_whitespace().next() == Some(case))
             .unwrap_or_else(|| panic!("no case {case}:\n{}", run.stdout));
         let cols: Vec<&str> = line.split_whitespace().collect();
