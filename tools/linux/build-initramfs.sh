@@ -46,10 +46,11 @@ main() {
     done
     install -m 0755 "$init" "$tree/init"
 
-    # The same bytes from every build: no build time in the archive.
+    # The same bytes from every build: no build time (nor the host's inode
+    # numbers) in the archive.
     find "$tree" -exec touch -h -d @0 {} +
     # /dev/console comes from the kernel's own built-in initramfs.
-    (cd "$tree" && find . -mindepth 1 | LC_ALL=C sort | cpio --quiet -o -H newc -R 0:0) \
+    (cd "$tree" && find . -mindepth 1 | LC_ALL=C sort | cpio --quiet -o -H newc -R 0:0 --reproducible) \
         > "$cpio_file.tmp"
     mv "$cpio_file.tmp" "$cpio_file"
     echo "build-initramfs: $cpio_file"

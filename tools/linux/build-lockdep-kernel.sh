@@ -43,6 +43,11 @@ main() {
     fi
 
     make_args=(-C "$src" ARCH=arm64 CROSS_COMPILE=aarch64-linux-gnu- -s)
+    # The same kernel from every build, on every host: the version banner would
+    # otherwise carry the build's time, user, host and count, and a banner of
+    # another length moves the kernel's data (and so what a run records).
+    export KBUILD_BUILD_TIMESTAMP="Thu Jan  1 00:00:00 UTC 2026" KBUILD_BUILD_USER=percpu-lab \
+        KBUILD_BUILD_HOST=percpu-lab KBUILD_BUILD_VERSION=1
     echo "build-lockdep-kernel: configuring (tinyconfig + $(basename "$fragment"))"
     quietly() { "$@" > "$out/config.log" 2>&1 || { cat "$out/config.log" >&2; exit 1; }; }
     quietly make "${make_args[@]}" tinyconfig
