@@ -81,7 +81,7 @@ const LOCKDEP_COVERAGE: &str =
     "lockdep's lock_acquire/lock_release: every lock type the kernel annotates";
 
 /// Longest lock class or task name read from the guest.
-const NAME_MAX: usize = 64;
+pub(super) const NAME_MAX: usize = 64;
 /// `task_struct::comm` is `char[TASK_COMM_LEN]`.
 const TASK_COMM_LEN: usize = 16;
 
@@ -410,7 +410,7 @@ pub(super) fn current_task(uc: &Unicorn<'_, ()>) -> TaskId {
     super::linux_primitives::task_of(reg(uc, RegisterARM64::SP_EL0))
 }
 
-fn read_c_string(uc: &Unicorn<'_, ()>, addr: u64, max: usize) -> Option<String> {
+pub(super) fn read_c_string(uc: &Unicorn<'_, ()>, addr: u64, max: usize) -> Option<String> {
     let mut buf = vec![0; max];
     uc.vmem_read(addr, Prot::READ, &mut buf).ok()?;
     let len = buf.iter().position(|&b| b == 0).unwrap_or(max);

@@ -23,6 +23,9 @@
 //!   `read_lock_is_recursive()` with queued rwlocks), an rwsem's never.
 //! - A release: `LockRelease` at the entry. `downgrade_write`: the write lock
 //!   released, the read lock taken.
+//! - An init (`__mutex_init`, `__init_rwsem`, and on kernels with
+//!   `CONFIG_DEBUG_SPINLOCK` `__raw_spin_lock_init` and `__rwlock_init`): no
+//!   event; the lock at its address is a new one from there on (see below).
 //! - A primitive entered inside another of the same task on the same lock, in
 //!   the same hard-IRQ and softirq context (`mutex_lock_io` calls `mutex_lock`),
 //!   is the outer one's business.
@@ -37,9 +40,18 @@
 //! # Lock classes
 //! Without lockdep there are no lock keys: a class is one lock, named by the
 //! kernel symbol it is (`pcpu_alloc_mutex`) or lies in (`init_mm+0x58`), else by
-//! its kind and address (`spinlock@0xffffff80…`). Locks of one type are not
-//! folded into one class, and a lock's memory reused for another lock keeps the
-//! class.
+//! the name its init gave it and its address (`&mm->mmap_lock@0xffffff80…`),
+//! else by its kind and address (`spinlock@0xffffff80…`). Locks of one type are
+//! not folded into one class.
+//!
+//! Memory is reused: the `mm_struct` whose `mmap_lock` was at an address is freed,
+//! and another object's spinlock lands there. One class for both would join
+//! their lock orders into cycles no kernel has. So a class is one lock of one
+//! kind (spinlock, rwlock, mutex, rwsem) at one address, from one init seen
+//! there to the next: a later lifetime's name takes a `#n` suffix. What stays
+//! joined: locks whose init is inline (spinlocks and rwlocks without
+//! `CONFIG_DEBUG_SPINLOCK`), and objects a slab constructor initialises once for
+//! many lifetimes (`anon_vma`), of one kind at one address.
 //!
 //! # IRQ state and context
 //! No lockdep means no `lockdep_hardirqs_on/off` to hook: at every hooked call
@@ -50,7 +62,7 @@
 //! event; a change that comes and goes between two of them is not seen.
 
 use traces::fx::FxHashMap;
-use traces::{EventKind, IrqMaskCause, LockFlavor, LockRef, StrId, TaskId};
+use traces::{EventKind, IrqMaskCause, LockFlavor, LockRef, StrId, StringTable, TaskId};
 use unicorn_engine::{RegisterARM64, Unicorn};
 
 use super::linux::{sync_context, LinuxSite};
@@ -72,6 +84,8 @@ enum Op {
     Release,
     /// `downgrade_write`: from held for writing to held for reading.
     Downgrade,
+    /// Initialises the lock (its name is the second argument): a new lock.
+    Init,
 }
 
 /// The lock type, and whether the primitive takes it shared.
@@ -124,7 +138,7 @@ const fn prim(
 }
 
 use IrqEffect::{Bh, Keep, Off, Save};
-use Op::{Acquire, AcquireOrFail, Downgrade, Release, Trylock};
+use Op::{Acquire, AcquireOrFail, Downgrade, Init, Release, Trylock};
 const SPIN: Kind = Kind::Spin;
 const READ: Kind = Kind::Rwlock { read: true };
 const WRITE: Kind = Kind::Rwlock { read: false };
@@ -197,6 +211,10 @@ const PRIMITIVES: &[Primitive] = &[
     prim("down_write_trylock", "down_write_trylock", Trylock, DOWN_WRITE, Keep),
     prim("up_write", "up_write", Release, DOWN_WRITE, Keep),
     prim("downgrade_write", "downgrade_write", Downgrade, DOWN_WRITE, Keep),
+    prim("__raw_spin_lock_init", "spin_lock_init", Init, SPIN, Keep),
+    prim("__rwlock_init", "rwlock_init", Init, WRITE, Keep),
+    prim("__mutex_init", "mutex_init", Init, MUTEX, Keep),
+    prim("__init_rwsem", "init_rwsem", Init, DOWN_WRITE, Keep),
 ];
 
 /// `preempt_count`'s fields (include/linux/preempt.h).
@@ -238,13 +256,28 @@ struct OpenCall {
 pub(super) struct PrimitiveState {
     /// Calls in flight, by task and SP at the entry.
     open: FxHashMap<(TaskId, u64), OpenCall>,
-    /// Lock address → class.
-    classes: FxHashMap<u64, StrId>,
+    /// The class of the lock of each kind at each address, in its current
+    /// lifetime (an init ends it).
+    classes: FxHashMap<LockAt, StrId>,
+    /// What was seen of each address's lock of each kind.
+    lives: FxHashMap<LockAt, Lifetimes>,
     /// Whether each task had softirqs off at its last look.
     softirqs_off: FxHashMap<TaskId, bool>,
     /// The spinlocks and rwlocks each task holds, in order (a context switch
     /// hands them on).
     held_spinning: FxHashMap<TaskId, Vec<HeldSpin>>,
+}
+
+/// A lock's address and its kind's name.
+type LockAt = (u64, &'static str);
+
+/// The lifetimes of the lock of one kind at one address.
+#[derive(Debug, Default)]
+struct Lifetimes {
+    /// The classes made for it so far (one per lifetime in which it was used).
+    classes: u32,
+    /// The name its last init gave it.
+    name: Option<String>,
 }
 
 /// A spinlock or rwlock held, and how it was taken.
@@ -257,6 +290,38 @@ struct HeldSpin {
 }
 
 impl PrimitiveState {
+    /// An init of the lock at `addr` by `primitive`, named `name`: the lock there
+    /// is a new one.
+    fn renew(&mut self, addr: u64, primitive: &Primitive, name: Option<String>) {
+        let at = (addr, primitive.kind_name());
+        self.classes.remove(&at);
+        self.lives.entry(at).or_default().name = name.filter(|n| !n.is_empty());
+    }
+
+    /// The class of the lock `at`, in its current lifetime; `symbol` names
+    /// what lies at its address.
+    fn class(
+        &mut self,
+        strings: &mut StringTable,
+        at: LockAt,
+        symbol: impl FnOnce() -> Option<String>,
+    ) -> StrId {
+        let (addr, kind) = at;
+        *self.classes.entry(at).or_insert_with(|| {
+            let life = self.lives.entry(at).or_default();
+            let mut name = match (symbol(), &life.name) {
+                (Some(symbol), _) => symbol.trim_end_matches("+0x0").to_string(),
+                (None, Some(name)) => format!("{name}@{addr:#x}"),
+                (None, None) => format!("{kind}@{addr:#x}"),
+            };
+            life.classes += 1;
+            if life.classes > 1 {
+                name += &format!("#{}", life.classes);
+            }
+            strings.intern(&name)
+        })
+    }
+
     /// Forgets the locks `task` holds (`lockdep_reset`).
     pub(super) fn forget(&mut self, task: TaskId) {
         self.held_spinning.remove(&task);
@@ -311,7 +376,10 @@ impl Primitives {
                 continue;
             };
             let mut exits = Vec::new();
-            if !return_sites(kernel, entry, code, 2, &mut exits) && primitive.result_matters() {
+            if primitive.op != Op::Init
+                && !return_sites(kernel, entry, code, 2, &mut exits)
+                && primitive.result_matters()
+            {
                 tracing::warn!(
                     "{}: its tail call cannot be followed to its result: not recorded",
                     primitive.name
@@ -353,7 +421,7 @@ impl Primitives {
             .filter(|&family| !self.hooked.iter().any(|&n| PRIMITIVES[n].family == family))
             .collect();
         let mut text = format!(
-            "lock primitives ({} entry points; no lockdep: a class is one lock, IRQ state sampled at lock calls)",
+            "lock primitives ({} entry points; no lockdep: a class is one lock, from one init to the next; IRQ state sampled at lock calls)",
             self.hooked.len()
         );
         if !unseen.is_empty() {
@@ -503,6 +571,11 @@ impl Recorder {
             return;
         };
         let (lock_addr, lr, fp) = (read_xreg(uc, 0), read_xreg(uc, 30), read_xreg(uc, 29));
+        if primitive.op == Op::Init {
+            let name = super::linux::read_c_string(uc, read_xreg(uc, 1), super::linux::NAME_MAX);
+            st.linux.primitives.renew(lock_addr, &primitive, name);
+            return;
+        }
         let sp = self.abi.sp(uc);
         let context = (
             st.linux.hardirq[cpu],
@@ -533,6 +606,7 @@ impl Recorder {
                 };
                 push(st, kind);
             }
+            Op::Init => {}
             Op::Acquire | Op::AcquireOrFail | Op::Trylock => {
                 if primitive.op == Op::Acquire && !primitive.shared() {
                     if matches!(primitive.irq, IrqEffect::Off | IrqEffect::Save) {
@@ -571,7 +645,7 @@ impl Recorder {
             Op::Acquire => true,
             Op::AcquireOrFail => result as u32 == 0,
             Op::Trylock => result as u32 == 1,
-            Op::Release | Op::Downgrade => return,
+            Op::Release | Op::Downgrade | Op::Init => return,
         };
         let lock = self.primitive_lock(st, &primitive, call.lock);
         let flavor = primitive.flavor();
@@ -663,16 +737,13 @@ impl Recorder {
     }
 
     /// The lock at `addr`, taken or released by `primitive`: its class is the lock
-    /// itself, named by the symbol it is or lies in, else by its kind and address.
+    /// itself in its current lifetime, named by the symbol it is or lies in, else
+    /// by its init's name and its address, else by its kind and address; a later
+    /// lifetime's name has a `#n` suffix.
     fn primitive_lock(&self, st: &mut State, primitive: &Primitive, addr: u64) -> LockRef {
-        let class = *st.linux.primitives.classes.entry(addr).or_insert_with(|| {
-            let name = self
-                .kernel
-                .symbolize(addr)
-                .map(|name| name.trim_end_matches("+0x0").to_string())
-                .unwrap_or_else(|| format!("{}@{addr:#x}", primitive.kind_name()));
-            st.strings.intern(&name)
-        });
+        let symbol = || self.kernel.symbolize(addr);
+        let at = (addr, primitive.kind_name());
+        let class = (st.linux.primitives).class(&mut st.strings, at, symbol);
         LockRef { addr, class }
     }
 }
@@ -751,6 +822,48 @@ mod tests {
         let families: std::collections::BTreeSet<&str> =
             PRIMITIVES.iter().map(|p| p.family).collect();
         assert_eq!(unseen.len(), families.len() - 3);
+    }
+
+    /// A lock is one kind at one address from one init to the next: memory
+    /// reused for a lock of another kind, or initialised again, holds another
+    /// lock, even where no init is seen.
+    #[test]
+    fn a_class_is_one_lock_of_one_kind_from_one_init_to_the_next() {
+        let by_name = |name: &str| PRIMITIVES.iter().find(|p| p.name == name).unwrap();
+        let (rwsem, spin) = (by_name("__init_rwsem"), by_name("_raw_spin_lock"));
+        let mut state = PrimitiveState::default();
+        let mut strings = StringTable::default();
+        let addr = 0xffff_ff80_019d_ba90;
+        let mut class = |state: &mut PrimitiveState, p: &Primitive, symbol: Option<&str>| {
+            let id = state.class(&mut strings, (addr, p.kind_name()), || {
+                symbol.map(str::to_string)
+            });
+            strings.get(id).unwrap().to_string()
+        };
+
+        state.renew(addr, rwsem, Some("&mm->mmap_lock".into()));
+        assert_eq!(
+            class(&mut state, rwsem, None),
+            "&mm->mmap_lock@0xffffff80019dba90"
+        );
+        assert_eq!(class(&mut state, spin, None), "spinlock@0xffffff80019dba90");
+        assert_eq!(
+            class(&mut state, rwsem, None),
+            "&mm->mmap_lock@0xffffff80019dba90"
+        );
+        state.renew(addr, rwsem, Some("&mm->mmap_lock".into()));
+        state.renew(addr, rwsem, Some("&mm->mmap_lock".into()));
+        assert_eq!(
+            class(&mut state, rwsem, None),
+            "&mm->mmap_lock@0xffffff80019dba90#2"
+        );
+        // The spinlock's lifetime goes on: only its own kind's init ends it.
+        assert_eq!(class(&mut state, spin, None), "spinlock@0xffffff80019dba90");
+        state.renew(addr, spin, None);
+        assert_eq!(
+            class(&mut state, spin, Some("init_mm+0x58")),
+            "init_mm+0x58#2"
+        );
     }
 
     #[test]
