@@ -46,27 +46,33 @@ pub fn frame_pointer_chain(mem: &dyn GuestMemory, fp: u64) -> Vec<u64> {
 /// [`frame_pointer_chain`] for RISC-V, whose frame record {caller's s0, ra} lies
 /// just below the frame pointer.
 pub fn riscv_frame_pointer_chain(mem: &dyn GuestMemory, fp: u64) -> Vec<u64> {
-    frame_chain_at(|addr| mem.read_u64(addr).ok(), fp, [-16, -8])
+    frame_chain_at(|at| read_record(|addr| mem.read_u64(addr).ok(), at), fp, -16)
 }
 
 /// [`frame_pointer_chain`] over any reader of guest u64s (a probe reads through
 /// its core while the core runs).
 pub(crate) fn frame_chain_with(read_u64: impl Fn(u64) -> Option<u64>, fp: u64) -> Vec<u64> {
-    frame_chain_at(read_u64, fp, [0, 8])
+    frame_chain_at(|at| read_record(&read_u64, at), fp, 0)
 }
 
-/// Walks frame records whose caller's frame pointer and return address lie at
-/// `record` (offsets from the frame pointer).
+/// The frame record at `at` (the caller's frame pointer, then the return
+/// address) read as two u64s.
+fn read_record(read_u64: impl Fn(u64) -> Option<u64>, at: u64) -> Option<[u64; 2]> {
+    Some([read_u64(at)?, read_u64(at.wrapping_add(8))?])
+}
+
+/// Walks frame records `{caller's frame pointer, return address}` that lie at
+/// `offset` from the frame pointer; `read_record` reads the 16 bytes of one
+/// (in one guest read where that is cheaper than two).
 pub(crate) fn frame_chain_at(
-    read_u64: impl Fn(u64) -> Option<u64>,
+    read_record: impl Fn(u64) -> Option<[u64; 2]>,
     mut fp: u64,
-    record: [i64; 2],
+    offset: i64,
 ) -> Vec<u64> {
-    let at = |fp: u64, offset: i64| read_u64(fp.wrapping_add_signed(offset));
     let mut trace = Vec::new();
     let mut seen = Vec::new();
     while fp != 0 && fp.is_multiple_of(8) && trace.len() < MAX_FRAMES && !seen.contains(&fp) {
-        let (Some(next), Some(ret)) = (at(fp, record[0]), at(fp, record[1])) else {
+        let Some([next, ret]) = read_record(fp.wrapping_add_signed(offset)) else {
             break;
         };
         if ret == 0 {

@@ -50,9 +50,9 @@ pub(crate) trait IsaAbi: Sync {
     /// The link register (the return address before a frame record holds it).
     fn link(&self, uc: &Unicorn<'_, ()>) -> u64;
     fn frame_pointer(&self, uc: &Unicorn<'_, ()>) -> u64;
-    /// Where, from a frame pointer, the frame record holds the caller's frame
-    /// pointer and the return address.
-    fn frame_record(&self) -> [i64; 2];
+    /// Where, from a frame pointer, the frame record lies: the caller's frame
+    /// pointer, then the return address.
+    fn frame_record(&self) -> i64;
     /// The per-CPU data pointer.
     fn percpu(&self, uc: &Unicorn<'_, ()>) -> u64;
     /// Whether IRQs are masked now.

@@ -1027,7 +1027,13 @@ impl Recorder {
     /// records start at `fp`): the frames after `pc` and `caller`, which the event
     /// itself carries (so events of one function share a stack).
     fn stack_id(&self, uc: &Unicorn<'_, ()>, st: &mut State, caller: u64, fp: u64) -> StrId {
-        let chain = frame_chain_at(|addr| read_u64(uc, addr), fp, self.abi.frame_record());
+        let read_record = |at| {
+            let mut buf = [0; 16];
+            uc.vmem_read(at, Prot::READ, &mut buf).ok()?;
+            let word = |i: usize| u64::from_le_bytes(buf[i..i + 8].try_into().unwrap_or_default());
+            Some([word(0), word(8)])
+        };
+        let chain = frame_chain_at(read_record, fp, self.abi.frame_record());
         let frames = frames_above(caller, &chain).to_vec();
         if let Some(&id) = st.stacks.get(&frames) {
             return id;
@@ -1041,7 +1047,7 @@ impl Recorder {
 
     /// The return address in the frame record at `fp`.
     fn caller_in_frame(&self, uc: &Unicorn<'_, ()>, fp: u64) -> u64 {
-        let offset = self.abi.frame_record()[1];
+        let offset = self.abi.frame_record() + 8;
         read_u64(uc, fp.wrapping_add_signed(offset)).unwrap_or(0)
     }
 

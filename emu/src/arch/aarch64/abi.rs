@@ -60,8 +60,8 @@ impl IsaAbi for Aarch64Abi {
         read_xreg(uc, 29)
     }
 
-    fn frame_record(&self) -> [i64; 2] {
-        [0, 8]
+    fn frame_record(&self) -> i64 {
+        0
     }
 
     fn percpu(&self, uc: &Unicorn<'_, ()>) -> u64 {

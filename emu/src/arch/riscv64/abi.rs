@@ -92,8 +92,8 @@ impl IsaAbi for Riscv64Abi {
         xreg(uc, 8)
     }
 
-    fn frame_record(&self) -> [i64; 2] {
-        [-16, -8]
+    fn frame_record(&self) -> i64 {
+        -16
     }
 
     fn percpu(&self, uc: &Unicorn<'_, ()>) -> u64 {
