@@ -48,6 +48,9 @@ main() {
     # another length moves the kernel's data (and so what a run records).
     export KBUILD_BUILD_TIMESTAMP="Thu Jan  1 00:00:00 UTC 2026" KBUILD_BUILD_USER=percpu-lab \
         KBUILD_BUILD_HOST=percpu-lab KBUILD_BUILD_VERSION=1
+    # Nor the checkout's place: DWARF names the sources relative to the tree, so
+    # a report's source lines read the same from any clone.
+    export KCFLAGS="-ffile-prefix-map=$src=." KAFLAGS="-ffile-prefix-map=$src=."
     echo "build-lockdep-kernel: configuring (tinyconfig + $(basename "$fragment"))"
     quietly() { "$@" > "$out/config.log" 2>&1 || { cat "$out/config.log" >&2; exit 1; }; }
     quietly make "${make_args[@]}" tinyconfig
