@@ -101,6 +101,8 @@ pub(crate) fn install_counting_hooks(
                 let _ = uc.ctl_flush_tlb();
             }
         }
+        // Last: the block runs, as a code hook on its first instruction would see.
+        c.block_starts.run(uc, &c, addr);
     })
     .map_err(uc_err("adding the block hook"))?;
     let (c, b) = (counter.clone(), board.clone());

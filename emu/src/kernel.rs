@@ -503,6 +503,16 @@ impl KernelImage {
         Some((sym.addr, &self.bytes[start..start + sym.size as usize]))
     }
 
+    /// The 32-bit word of the executable segments at link address `addr`.
+    pub fn code_word(&self, addr: u64) -> Option<u32> {
+        let end = addr.checked_add(4)?;
+        let seg = (self.segments.iter())
+            .find(|s| s.executable && addr >= s.vaddr && end <= s.vaddr + s.file_size)?;
+        let start = (seg.file_offset + (addr - seg.vaddr)) as usize;
+        let bytes = self.bytes.get(start..start + 4)?;
+        Some(u32::from_le_bytes(bytes.try_into().ok()?))
+    }
+
     /// Every aligned 32-bit word of the executable segments, with its link address
     /// (for scanning the kernel's code for instructions to hook).
     pub fn code_words(&self) -> impl Iterator<Item = (u64, u32)> + '_ {

@@ -72,6 +72,7 @@
 
 mod arch;
 pub mod bench;
+mod block_start;
 mod board;
 mod core_setup;
 mod cpu;

@@ -46,7 +46,11 @@ pub fn frame_pointer_chain(mem: &dyn GuestMemory, fp: u64) -> Vec<u64> {
 /// [`frame_pointer_chain`] for RISC-V, whose frame record {caller's s0, ra} lies
 /// just below the frame pointer.
 pub fn riscv_frame_pointer_chain(mem: &dyn GuestMemory, fp: u64) -> Vec<u64> {
-    frame_chain_at(|at| read_record(|addr| mem.read_u64(addr).ok(), at), fp, -16)
+    frame_chain_at(
+        |at| read_record(|addr| mem.read_u64(addr).ok(), at),
+        fp,
+        -16,
+    )
 }
 
 /// [`frame_pointer_chain`] over any reader of guest u64s (a probe reads through
@@ -69,16 +73,21 @@ pub(crate) fn frame_chain_at(
     mut fp: u64,
     offset: i64,
 ) -> Vec<u64> {
-    let mut trace = Vec::new();
-    let mut seen = Vec::new();
-    while fp != 0 && fp.is_multiple_of(8) && trace.len() < MAX_FRAMES && !seen.contains(&fp) {
+    // Runs at every recorded event: no allocation but the result's one.
+    let mut trace = Vec::with_capacity(16);
+    let mut seen = [0u64; MAX_FRAMES];
+    while fp != 0
+        && fp.is_multiple_of(8)
+        && trace.len() < MAX_FRAMES
+        && !seen[..trace.len()].contains(&fp)
+    {
         let Some([next, ret]) = read_record(fp.wrapping_add_signed(offset)) else {
             break;
         };
         if ret == 0 {
             break;
         }
-        seen.push(fp);
+        seen[trace.len()] = fp;
         trace.push(ret);
         fp = next;
     }

@@ -469,6 +469,35 @@ fn the_same_run_records_the_same_events() {
     );
 }
 
+/// Sites where blocks always start (function entries) run from the block hook
+/// unless the mask sampler's block hook is on, when every site is a code hook:
+/// both ways record the same events, at the same times, with the same stacks.
+#[test]
+fn sites_run_from_the_block_hook_record_what_code_hooks_record() {
+    let Some(kernel) = guest() else { return };
+    for (scenario, cpus) in [("smoke", 2), ("storm", 4), ("irq-free variant=irq", 2)] {
+        let from_block_hook = record(&kernel, scenario, cpus, 5, false);
+        let code_hooks = record(&kernel, scenario, cpus, 5, true);
+        assert!(
+            count(&code_hooks.events, |k| matches!(
+                k,
+                EventKind::LockAcquired { .. }
+            )) > 0
+        );
+        assert_eq!(
+            from_block_hook.events.len(),
+            code_hooks.events.len(),
+            "{scenario}"
+        );
+        assert!(from_block_hook.events == code_hooks.events, "{scenario}");
+        assert_eq!(
+            from_block_hook.strings.iter().collect::<Vec<_>>(),
+            code_hooks.strings.iter().collect::<Vec<_>>(),
+            "{scenario}"
+        );
+    }
+}
+
 /// The scheduler's seed alone (the guest's held fixed) picks the interleaving: four
 /// seeds, including the pairs 2k and 2k+1, give four distinct schedules.
 #[test]

@@ -72,6 +72,20 @@ pub(crate) trait IsaAbi: Sync {
     fn mask_after(&self, uc: &Unicorn<'_, ()>, write: MaskWrite, masked_now: bool) -> bool;
     /// Whether `word` returns from its function.
     fn is_return(&self, word: u32) -> bool;
+    /// Whether Unicorn ends a translation block after `word` whatever it does
+    /// (branches, exception-generating instructions). False where unknown.
+    fn ends_block(&self, _word: u32) -> bool {
+        false
+    }
+    /// Whether `word` never continues to the next instruction (an unconditional
+    /// jump or return), so padding after it is never reached.
+    fn never_falls_through(&self, _word: u32) -> bool {
+        false
+    }
+    /// Whether `word` is the padding compilers put between functions (a NOP).
+    fn is_padding(&self, _word: u32) -> bool {
+        false
+    }
     /// The target, relative to the code's start, of the unconditional jump that
     /// does not link at `offset` of `code`.
     fn jump_target(&self, code: &[u8], offset: u64) -> Option<i64>;

@@ -82,6 +82,7 @@ use unicorn_engine::{Prot, Unicorn};
 
 use abi::{IsaAbi, MaskWrite};
 
+use crate::block_start::always_starts_block;
 use crate::cpu::{Core, SliceCounter};
 use crate::error::{uc_err, EmuError};
 use crate::kernel::KernelImage;
@@ -564,9 +565,27 @@ impl Recorder {
             .filter(|(_, site)| *site == Site::TrapEntry)
             .map(|&(addr, _)| addr)
             .collect();
+        // Sites where blocks always start are run from the block hook (cheaper than
+        // code hooks, see `block_start`); not beside the mask sampler's block hook,
+        // which must see a block start before its sites' events, nor on Linux,
+        // whose code the kernel patches as it boots.
+        let from_block_hook = |addr| {
+            !options.sample_irq_mask
+                && self.linux.is_none()
+                && always_starts_block(&self.kernel, self.abi, addr)
+        };
+        let block_start_sites: Vec<bool> = sites.iter().map(|&(a, _)| from_block_hook(a)).collect();
         for (cpu, core) in cores.iter_mut().enumerate() {
-            for &(addr, site) in sites {
-                let (rec, counter) = (self.clone(), core.counter.clone());
+            for (&(addr, site), &at_block_start) in sites.iter().zip(&block_start_sites) {
+                let rec = self.clone();
+                if at_block_start {
+                    let hook = move |uc: &mut Unicorn<'_, ()>, counter: &SliceCounter, pc| {
+                        rec.on_site(uc, cpu, counter, site, pc)
+                    };
+                    core.counter.block_starts.add(addr, Box::new(hook));
+                    continue;
+                }
+                let counter = core.counter.clone();
                 core.uc
                     .add_code_hook(addr, addr, move |uc, pc, _| {
                         rec.on_site(uc, cpu, &counter, site, pc)
@@ -1034,14 +1053,12 @@ impl Recorder {
             Some([word(0), word(8)])
         };
         let chain = frame_chain_at(read_record, fp, self.abi.frame_record());
-        let frames = frames_above(caller, &chain).to_vec();
-        if let Some(&id) = st.stacks.get(&frames) {
+        let frames = frames_above(caller, &chain);
+        if let Some(&id) = st.stacks.get(frames) {
             return id;
         }
-        let id = st
-            .strings
-            .intern(&traces::event::backtrace::encode(&frames));
-        st.stacks.insert(frames, id);
+        let id = st.strings.intern(&traces::event::backtrace::encode(frames));
+        st.stacks.insert(frames.to_vec(), id);
         id
     }
 

@@ -12,6 +12,7 @@ pub(crate) struct Aarch64Abi;
 
 const ERET: u32 = 0xd69f_03e0;
 const RET: u32 = 0xd65f_03c0;
+const NOP: u32 = 0xd503_201f;
 
 /// An instruction that writes PSTATE.I, decoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,6 +117,29 @@ impl IsaAbi for Aarch64Abi {
         word == RET
     }
 
+    /// Branches (immediate, conditional, compare or test and branch, register)
+    /// and exception generation (`svc`, `hvc`, `smc`, `brk`, `hlt`): QEMU's
+    /// translator ends the block at each.
+    fn ends_block(&self, word: u32) -> bool {
+        let branch_imm = word & 0x7c00_0000 == 0x1400_0000; // b, bl
+        let compare_or_test = word & 0x7c00_0000 == 0x3400_0000; // cbz/cbnz, tbz/tbnz
+        let conditional = word & 0xff00_0010 == 0x5400_0000; // b.cond
+        let exception = word & 0xff00_0000 == 0xd400_0000;
+        let register = word & 0xfe00_0000 == 0xd600_0000; // br, blr, ret, eret
+        branch_imm || compare_or_test || conditional || exception || register
+    }
+
+    /// `b`, `br`, `ret`, `eret`.
+    fn never_falls_through(&self, word: u32) -> bool {
+        let b = word & 0xfc00_0000 == 0x1400_0000;
+        let br = word & 0xffff_fc1f == 0xd61f_0000;
+        b || br || word & 0xffff_fc1f == RET & 0xffff_fc1f || word == ERET
+    }
+
+    fn is_padding(&self, word: u32) -> bool {
+        word == NOP
+    }
+
     /// `b`.
     fn jump_target(&self, code: &[u8], offset: u64) -> Option<i64> {
         let word = word_at(code, offset)?;
@@ -211,5 +235,40 @@ mod tests {
         let unlock = code(&[0xd503_201f, 0x889f_fd28]); // nop; stlr w8, [x9]
         assert_eq!(Aarch64Abi.release_store_site(&unlock), Some(4));
         assert_eq!(Aarch64Abi.release_store_site(&lock), None);
+    }
+
+    /// Which instructions end a translation block, and which never continue to
+    /// the next one (what `block_start` relies on).
+    #[test]
+    fn block_ends_and_fall_throughs_are_decoded() {
+        let abi = Aarch64Abi;
+        // (word, ends its block, never falls through)
+        let cases = [
+            (0x1400_0002, true, true),   // b .+8
+            (0x9400_0002, true, false),  // bl .+8
+            (0x5400_0040, true, false),  // b.eq .+8
+            (0x3400_0040, true, false),  // cbz w0, .+8
+            (0x3600_0040, true, false),  // tbz w0, #0, .+8
+            (0xd61f_0020, true, true),   // br x1
+            (0xd63f_0020, true, false),  // blr x1
+            (RET, true, true),           // ret
+            (0xd65f_0020, true, true),   // ret x1
+            (ERET, true, true),          // eret
+            (0xd400_0001, true, false),  // svc #0
+            (0xd420_0000, true, false),  // brk #0
+            (NOP, false, false),         // nop
+            (0x9100_0400, false, false), // add x0, x0, #1
+            (0xc801_7c02, false, false), // stxr w1, x2, [x0]
+            (0xd503_42ff, false, false), // msr daifclr, #2
+        ];
+        for (word, ends, never_falls_through) in cases {
+            assert_eq!(abi.ends_block(word), ends, "{word:#010x}");
+            assert_eq!(
+                abi.never_falls_through(word),
+                never_falls_through,
+                "{word:#010x}"
+            );
+        }
+        assert!(abi.is_padding(NOP) && !abi.is_padding(RET));
     }
 }

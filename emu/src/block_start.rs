@@ -1,0 +1,99 @@
+//! Hooks on instructions that always start a translation block, run from the
+//! core's block hook rather than as Unicorn code hooks.
+//!
+//! Unicorn runs code hooks through one helper that walks the engine's whole list
+//! of code hooks at every hit (`helper_uc_tracecode`, checking each hook's
+//! range): a recorded storm run on the checked MMU has 80 of them, hit about
+//! 650 000 times per 100 M guest instructions, which cost about 15% of the run.
+//! An instruction that no translation block can reach but from its own start
+//! is reached only where the block hook runs anyway; a bit test there costs one
+//! load per block.
+//!
+//! Such an instruction is one whose predecessor ends every block that holds it
+//! (a branch, an exception-generating instruction: what follows starts a new
+//! block), or padding after an instruction that never continues (a jump, a
+//! return: the padding is never reached).
+
+use std::cell::{Cell, RefCell};
+use std::fmt;
+
+use traces::fx::FxHashMap;
+use unicorn_engine::Unicorn;
+
+use crate::cpu::SliceCounter;
+use crate::kernel::KernelImage;
+use crate::record::abi::IsaAbi;
+
+/// A hook run at the start of each block that starts at its address.
+pub(crate) type BlockStartFn = Box<dyn FnMut(&mut Unicorn<'_, ()>, &SliceCounter, u64)>;
+
+/// Bits of the filter, one per 4-byte instruction slot modulo its size.
+const FILTER_BITS: usize = 1 << 14;
+
+/// One core's block-start hooks.
+pub(crate) struct BlockStartHooks {
+    /// A bit per hooked address (hashed): clear means no hook there.
+    filter: Box<[Cell<u64>]>,
+    hooks: RefCell<FxHashMap<u64, Vec<BlockStartFn>>>,
+}
+
+impl Default for BlockStartHooks {
+    fn default() -> Self {
+        Self {
+            filter: (0..FILTER_BITS / 64).map(|_| Cell::new(0)).collect(),
+            hooks: RefCell::default(),
+        }
+    }
+}
+
+impl fmt::Debug for BlockStartHooks {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let addrs: Vec<u64> = self.hooks.borrow().keys().copied().collect();
+        f.debug_struct("BlockStartHooks")
+            .field("addrs", &addrs)
+            .finish()
+    }
+}
+
+fn slot(addr: u64) -> (usize, u64) {
+    let bit = (addr >> 2) as usize & (FILTER_BITS - 1);
+    (bit / 64, 1 << (bit % 64))
+}
+
+impl BlockStartHooks {
+    /// Runs `hook` whenever a block starting at `addr` runs.
+    pub(crate) fn add(&self, addr: u64, hook: BlockStartFn) {
+        let (word, bit) = slot(addr);
+        self.filter[word].set(self.filter[word].get() | bit);
+        self.hooks.borrow_mut().entry(addr).or_default().push(hook);
+    }
+
+    /// From the block hook: the hooks of `addr`, a block about to run.
+    pub(crate) fn run(&self, uc: &mut Unicorn<'_, ()>, counter: &SliceCounter, addr: u64) {
+        let (word, bit) = slot(addr);
+        if self.filter[word].get() & bit == 0 {
+            return;
+        }
+        let Ok(mut hooks) = self.hooks.try_borrow_mut() else {
+            return;
+        };
+        for hook in hooks.get_mut(&addr).into_iter().flatten() {
+            hook(uc, counter, addr);
+        }
+    }
+}
+
+/// Whether every translation block that holds the instruction at `addr` starts
+/// there (see the module's doc).
+pub(crate) fn always_starts_block(kernel: &KernelImage, abi: &dyn IsaAbi, addr: u64) -> bool {
+    const PADDING_MAX: u64 = 16;
+    let before = |back: u64| kernel.code_word(addr.checked_sub(4 * back)?);
+    match before(1) {
+        Some(word) if abi.ends_block(word) => true,
+        Some(word) if abi.is_padding(word) => (2..=PADDING_MAX)
+            .map_while(before)
+            .find(|&word| !abi.is_padding(word))
+            .is_some_and(|word| abi.never_falls_through(word)),
+        _ => false,
+    }
+}
