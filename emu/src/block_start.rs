@@ -20,24 +20,24 @@ use std::fmt;
 use traces::fx::FxHashMap;
 use unicorn_engine::Unicorn;
 
-use crate::cpu::SliceCounter;
 use crate::kernel::KernelImage;
 use crate::record::abi::IsaAbi;
 
-/// A hook run at the start of each block that starts at its address.
-pub(crate) type BlockStartFn = Box<dyn FnMut(&mut Unicorn<'_, ()>, &SliceCounter, u64)>;
+/// A hook run at the start of each block that starts at its address, given the
+/// core's slice counter `C`.
+pub(crate) type BlockStartFn<C> = Box<dyn FnMut(&mut Unicorn<'_, ()>, &C, u64)>;
 
 /// Bits of the filter, one per 4-byte instruction slot modulo its size.
 const FILTER_BITS: usize = 1 << 14;
 
 /// One core's block-start hooks.
-pub(crate) struct BlockStartHooks {
+pub(crate) struct BlockStartHooks<C> {
     /// A bit per hooked address (hashed): clear means no hook there.
     filter: Box<[Cell<u64>]>,
-    hooks: RefCell<FxHashMap<u64, Vec<BlockStartFn>>>,
+    hooks: RefCell<FxHashMap<u64, Vec<BlockStartFn<C>>>>,
 }
 
-impl Default for BlockStartHooks {
+impl<C> Default for BlockStartHooks<C> {
     fn default() -> Self {
         Self {
             filter: (0..FILTER_BITS / 64).map(|_| Cell::new(0)).collect(),
@@ -46,7 +46,7 @@ impl Default for BlockStartHooks {
     }
 }
 
-impl fmt::Debug for BlockStartHooks {
+impl<C> fmt::Debug for BlockStartHooks<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let addrs: Vec<u64> = self.hooks.borrow().keys().copied().collect();
         f.debug_struct("BlockStartHooks")
@@ -60,16 +60,16 @@ fn slot(addr: u64) -> (usize, u64) {
     (bit / 64, 1 << (bit % 64))
 }
 
-impl BlockStartHooks {
+impl<C> BlockStartHooks<C> {
     /// Runs `hook` whenever a block starting at `addr` runs.
-    pub(crate) fn add(&self, addr: u64, hook: BlockStartFn) {
+    pub(crate) fn add(&self, addr: u64, hook: BlockStartFn<C>) {
         let (word, bit) = slot(addr);
         self.filter[word].set(self.filter[word].get() | bit);
         self.hooks.borrow_mut().entry(addr).or_default().push(hook);
     }
 
     /// From the block hook: the hooks of `addr`, a block about to run.
-    pub(crate) fn run(&self, uc: &mut Unicorn<'_, ()>, counter: &SliceCounter, addr: u64) {
+    pub(crate) fn run(&self, uc: &mut Unicorn<'_, ()>, counter: &C, addr: u64) {
         let (word, bit) = slot(addr);
         if self.filter[word].get() & bit == 0 {
             return;

@@ -81,7 +81,7 @@ pub(crate) struct SliceCounter {
     /// RISC-V: interrupts QEMU took during the slice.
     pub(crate) interrupts_taken: Cell<u64>,
     /// Hooks the block hook runs where a block starts (see [`crate::block_start`]).
-    pub(crate) block_starts: crate::block_start::BlockStartHooks,
+    pub(crate) block_starts: crate::block_start::BlockStartHooks<SliceCounter>,
 }
 
 /// Where a slice stops so that an IRQ is taken at its instruction boundary.
