@@ -43,6 +43,13 @@
 //!   shortened block by itself. The price is two translations of one block. On a tight loop the block hook runs at ~950
 //!   MIPS where `emu_start`'s `count` gives ~220 and an empty code hook ~100
 //!   (`cargo run -p emu --release --example hookcost`).
+//! - Code hooks are bounded at translation time, but each hit runs through one
+//!   helper (`helper_uc_tracecode`) that walks the engine's whole list of code
+//!   hooks: a hit costs in proportion to how many code hooks there are. When a
+//!   hook type has exactly one hook, the generated code calls it directly
+//!   (`gen_uc_tracecode`); a second block hook puts every block through the
+//!   helper. Hence one block hook per core, and sites at block starts run from it
+//!   (`block_start.rs`).
 //! - The binding's MRS/MSR/SYS hook proxy returns a Rust `bool` where C reads a
 //!   `uint32_t`: declined instructions were skipped anyway. `arch/aarch64/syshook.rs` registers
 //!   these hooks through the C API instead. Only the first such hook registered for
