@@ -268,6 +268,10 @@ pub(super) struct PrimitiveState {
     held_spinning: FxHashMap<TaskId, Vec<HeldSpin>>,
 }
 
+/// The most spinlocks and rwlocks a task is taken to hold: lockdep's
+/// `MAX_LOCK_DEPTH`, beyond which it stops validating.
+const MAX_HELD_SPINNING: usize = 48;
+
 /// A lock's address and its kind's name.
 type LockAt = (u64, &'static str);
 
@@ -328,7 +332,10 @@ impl PrimitiveState {
     }
 
     /// Keeps [`Self::held_spinning`] up to date with `kind`, an event of `task`
-    /// about a lock of `primitive`.
+    /// about a lock of `primitive`. A task's list keeps its last
+    /// [`MAX_HELD_SPINNING`] locks: on a kernel that inlines its unlocks
+    /// (`CONFIG_INLINE_SPIN_UNLOCK`) no release is seen, and an unbounded list
+    /// would be handed on whole, and longer, at every context switch.
     fn track(&mut self, task: TaskId, primitive: &Primitive, kind: &EventKind) {
         if !matches!(primitive.kind, Kind::Spin | Kind::Rwlock { .. }) {
             return;
@@ -358,6 +365,9 @@ impl PrimitiveState {
                 }
             }
             _ => {}
+        }
+        if held.len() > MAX_HELD_SPINNING {
+            held.remove(0);
         }
     }
 }
@@ -863,6 +873,33 @@ mod tests {
         assert_eq!(
             class(&mut state, spin, Some("init_mm+0x58")),
             "init_mm+0x58#2"
+        );
+    }
+
+    /// Unlocks the profile does not see (inlined) leave at most lockdep's
+    /// `MAX_LOCK_DEPTH` locks on a task's list, the latest ones.
+    #[test]
+    fn a_task_holds_at_most_max_lock_depth_spinlocks() {
+        let spin = *PRIMITIVES
+            .iter()
+            .find(|p| p.name == "_raw_spin_lock")
+            .unwrap();
+        let mut state = PrimitiveState::default();
+        let task = TaskId(7);
+        for n in 0..100u64 {
+            let lock = LockRef {
+                addr: 0x1000 + 8 * n,
+                class: StrId(n as u32),
+            };
+            let flavor = LockFlavor::Spin;
+            state.track(task, &spin, &EventKind::LockAcquired { lock, flavor });
+        }
+        let held = &state.held_spinning[&task];
+        assert_eq!(held.len(), MAX_HELD_SPINNING);
+        assert_eq!(held.last().unwrap().lock.addr, 0x1000 + 8 * 99);
+        assert_eq!(
+            held[0].lock.addr,
+            0x1000 + 8 * (100 - MAX_HELD_SPINNING as u64)
         );
     }
 
