@@ -5,6 +5,11 @@
 //! or TLB hooks, in one slice as long as the budget. Without the modelled timer the
 //! guest's code path differs from a real run once it waits for time to pass; it is
 //! the same code, at Unicorn's pace. The caller times the calls.
+//!
+//! The engine's floor ([`RawInstance::uncounted`]) drops the counting block hook
+//! too: Unicorn with only the exception stop and the devices, what no machine of
+//! ours can undercut. It counts nothing; the counted raw run of the same path
+//! says how many instructions it ran.
 
 use crate::kernel::KernelImage;
 use crate::machine::{EmuError, Hooks, Machine, MachineConfig, RunEnd};
@@ -16,6 +21,9 @@ pub struct RawRun {
     pub end: RunEnd,
     /// Where the CPU was when the run ended.
     pub pc: u64,
+    /// The guest's console lines, each ended by a newline: what says that two
+    /// runs took the same path when one of them could not count.
+    pub console: String,
 }
 
 /// A raw single-instance machine, built once so that repeated runs can be timed
@@ -26,6 +34,16 @@ pub struct RawInstance {
 
 impl RawInstance {
     pub fn new(kernel: &KernelImage, bootargs: &str) -> Result<Self, EmuError> {
+        Self::with_hooks(kernel, bootargs, Hooks::CountOnly)
+    }
+
+    /// The engine's floor: no block hook, so the run goes to the guest's end (or
+    /// its first WFI) in one slice and [`RawRun::insns`] reads 0.
+    pub fn uncounted(kernel: &KernelImage, bootargs: &str) -> Result<Self, EmuError> {
+        Self::with_hooks(kernel, bootargs, Hooks::Uncounted)
+    }
+
+    fn with_hooks(kernel: &KernelImage, bootargs: &str, hooks: Hooks) -> Result<Self, EmuError> {
         let config = MachineConfig {
             cpus: 1,
             quantum: u64::MAX / 2,
@@ -34,7 +52,7 @@ impl RawInstance {
             ..MachineConfig::default()
         };
         Ok(Self {
-            machine: Machine::with_hooks(config, kernel, Hooks::CountOnly)?,
+            machine: Machine::with_hooks(config, kernel, hooks)?,
         })
     }
 
@@ -42,11 +60,16 @@ impl RawInstance {
     pub fn run(&mut self, insns: u64) -> RawRun {
         let before = self.machine.total_insns();
         self.machine.extend_watchdog(insns);
-        let outcome = self.machine.run(&mut |_, _| {});
+        let mut console = String::new();
+        let outcome = self.machine.run(&mut |_, line| {
+            console.push_str(line);
+            console.push('\n');
+        });
         RawRun {
             insns: outcome.total_insns - before,
             end: outcome.end,
             pc: outcome.cpus[0].pc,
+            console,
         }
     }
 }

@@ -31,7 +31,7 @@ impl Core {
         unsafe { uc.mem_map_ptr(ram.base(), ram.size(), Prot::ALL, ram.host_ptr().cast()) }
             .map_err(uc_err("mapping guest RAM"))?;
         let counter = Rc::new(SliceCounter::default());
-        install_counting_hooks(&mut uc, cpu, &counter, board, arch)?;
+        install_counting_hooks(&mut uc, cpu, &counter, board, arch, hooks)?;
         install_devices(&mut uc, cpu, board, &counter)?;
         let mmu = match sim_mmu {
             Some(shared) => Some(simmu::install_core(&mut uc, cpu, shared, &counter, isa)?),
@@ -50,6 +50,32 @@ impl Core {
 }
 
 pub(crate) fn install_counting_hooks(
+    uc: &mut Unicorn<'static, ()>,
+    cpu: usize,
+    counter: &Rc<SliceCounter>,
+    board: &Rc<RefCell<Board>>,
+    arch: &'static dyn Arch,
+    hooks: Hooks,
+) -> Result<(), EmuError> {
+    if hooks != Hooks::Uncounted {
+        install_block_hook(uc, cpu, counter, board, arch)?;
+    }
+    let (c, b) = (counter.clone(), board.clone());
+    uc.add_intr_hook(move |uc, intno| {
+        if arch.emulates_in_place(uc, intno, &b, &c) {
+            return;
+        }
+        c.exception.set(Some(intno));
+        c.stop_requested.set(true);
+        let _ = uc.emu_stop();
+    })
+    .map_err(uc_err("adding the exception hook"))?;
+    Ok(())
+}
+
+/// The one block hook of a core: counts instructions, stops the slice at its
+/// budget or where an interrupt is due, and runs the sites at block starts.
+fn install_block_hook(
     uc: &mut Unicorn<'static, ()>,
     cpu: usize,
     counter: &Rc<SliceCounter>,
@@ -105,16 +131,6 @@ pub(crate) fn install_counting_hooks(
         c.block_starts.run(uc, &c, addr);
     })
     .map_err(uc_err("adding the block hook"))?;
-    let (c, b) = (counter.clone(), board.clone());
-    uc.add_intr_hook(move |uc, intno| {
-        if arch.emulates_in_place(uc, intno, &b, &c) {
-            return;
-        }
-        c.exception.set(Some(intno));
-        c.stop_requested.set(true);
-        let _ = uc.emu_stop();
-    })
-    .map_err(uc_err("adding the exception hook"))?;
     Ok(())
 }
 

@@ -33,12 +33,15 @@ pub struct TakenException {
     pub elr: u64,
 }
 
-/// Which hooks a core gets: all of them, or only what counting and stopping need
-/// (to measure Unicorn's own speed).
+/// Which hooks a core gets: all of them, only what counting and stopping need
+/// (to measure Unicorn's own speed), or not even the counting block hook (the
+/// engine's floor: instructions go uncounted, and the slice ends only at an
+/// exception or a WFI).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Hooks {
     Full,
     CountOnly,
+    Uncounted,
 }
 
 /// Per-core state written by the hooks during a slice (`Cell`s: hooks run inside

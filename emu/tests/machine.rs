@@ -859,3 +859,38 @@ fn a_watchdog_stop_can_be_extended_and_the_raw_instance_runs_on() {
     assert_eq!(raw.run(10_000).insns, 10_000);
     assert_eq!(raw.run(20_000).insns, 20_000);
 }
+
+#[test]
+fn the_engine_floor_runs_the_counted_path_without_counting_it() {
+    let mut a = Asm::default();
+    a.mov64(1, 1000);
+    let top = a.here();
+    a.emit(sub(1, 1, 1)).cbnz(true, 1, top);
+    a.print("done\n").mov64(2, 5).system_off_with(2);
+    let kernel = a.kernel();
+    let counted = emu::bench::RawInstance::new(&kernel, "")
+        .unwrap()
+        .run(u64::MAX / 4);
+    let floor = emu::bench::RawInstance::uncounted(&kernel, "")
+        .unwrap()
+        .run(u64::MAX / 4);
+    let powered_off = RunEnd::PoweredOff { cpu: 0, status: 5 };
+    assert_eq!(
+        (&counted.end, counted.console.as_str()),
+        (&powered_off, "done\n")
+    );
+    assert_eq!(
+        (&floor.end, floor.console.as_str()),
+        (&powered_off, "done\n")
+    );
+    assert!(
+        counted.insns > 2000,
+        "the loop alone is 2000: {}",
+        counted.insns
+    );
+    assert!(
+        floor.insns < 10,
+        "the floor counts no block: {}",
+        floor.insns
+    );
+}

@@ -164,15 +164,49 @@ pub fn emulation(kernel: &KernelImage, work: Workload) -> Result<Cost, BadInput>
 
 /// Raw Unicorn on the same guest path: storm on one bare instance to power-off.
 pub fn raw(kernel: &KernelImage, scale: u64) -> Result<Cost, BadInput> {
+    Ok(raw_run(kernel, scale, Engine::Counted)?.0)
+}
+
+/// How much of our machine a raw run keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Engine {
+    /// The raw instance: block counting, the exception stop, the devices.
+    Counted,
+    /// Unicorn's floor: not even the block hook.
+    Uncounted,
+}
+
+/// A raw run of storm at `scale` to power-off: its cost (no instructions when
+/// uncounted) and the guest's console, which tells whether two runs took one path.
+fn raw_run(kernel: &KernelImage, scale: u64, engine: Engine) -> Result<(Cost, String), BadInput> {
     let bootargs = Workload { cpus: 1, scale }.bootargs();
-    let mut instance = emu::bench::RawInstance::new(kernel, &bootargs)?;
+    let mut instance = match engine {
+        Engine::Counted => emu::bench::RawInstance::new(kernel, &bootargs)?,
+        Engine::Uncounted => emu::bench::RawInstance::uncounted(kernel, &bootargs)?,
+    };
     let start = thread_cpu();
     let run = instance.run(u64::MAX / 4);
     let cpu = thread_cpu() - start;
     crate::bench_run::require_clean(&run.end, "storm on the raw instance")?;
-    Ok(Cost {
-        insns: run.insns,
-        cpu,
+    let insns = match engine {
+        Engine::Counted => run.insns,
+        Engine::Uncounted => 0,
+    };
+    Ok((Cost { insns, cpu }, run.console))
+}
+
+/// Unicorn's floor on the path of the counted raw run `counted` (with its console
+/// `path`): the median CPU time of `floors` over `counted`'s instructions, or `None`
+/// if any floor run printed another console (another path: no like-for-like figure).
+fn floor_cost(counted: &Cost, path: &str, floors: Vec<(Cost, String)>) -> Option<Cost> {
+    if floors.is_empty() || floors.iter().any(|(_, console)| console != path) {
+        return None;
+    }
+    let mut cpus: Vec<Duration> = floors.into_iter().map(|(c, _)| c.cpu).collect();
+    cpus.sort();
+    Some(Cost {
+        insns: counted.insns,
+        cpu: cpus[cpus.len() / 2],
     })
 }
 
@@ -426,6 +460,8 @@ pub struct MachineFigures {
     /// The whole run's speed against raw Unicorn at 1 CPU: the median of the
     /// ratios of runs made back to back.
     pub whole_vs_raw: f64,
+    /// Unicorn's floor on the raw run's path (see [`floor_cost`]).
+    pub floor: Option<Cost>,
     pub raw_scale: u64,
     pub set_up: SetUp,
     /// Per QEMU CPU count: ours everything on, ours bare, QEMU per TCG mode.
@@ -502,6 +538,8 @@ pub fn measure(
     // The whole run against raw Unicorn: each 1-CPU whole run paired with a raw
     // run right after it, so that the host's drift between phases stays out.
     let mut whole_vs_raw = Vec::new();
+    // Unicorn's floor, run after each paired raw run, in turn with QEMU's runs.
+    let (mut floors, mut counted_path) = (Vec::new(), None);
     for round in 1..=REPEATS {
         for (i, work) in works.iter().enumerate() {
             progress(format!(
@@ -510,8 +548,10 @@ pub fn measure(
             ));
             let run = ours(exe, kernel_path, *work, false)?;
             if work.cpus == 1 {
-                let raw = raw(kernel, work.scale)?;
+                let (raw, path) = raw_run(kernel, work.scale, Engine::Counted)?;
                 whole_vs_raw.push(raw.ns_per_insn() / ns_per_insn(&run).unwrap_or(f64::NAN));
+                floors.push(raw_run(kernel, work.scale, Engine::Uncounted)?);
+                counted_path.get_or_insert((raw, path));
             }
             whole[i].push(run);
             let (Some(image), Some(q)) = (image, QEMU_CPUS.iter().position(|&c| c == work.cpus))
@@ -574,9 +614,11 @@ pub fn measure(
             emulation,
         });
     }
+    let floor = counted_path.and_then(|(counted, path)| floor_cost(&counted, &path, floors));
     Ok(MachineFigures {
         rows,
         raw: median_cost(raws),
+        floor,
         whole_vs_raw: median(whole_vs_raw),
         raw_scale,
         set_up: set_up(kernel, 4)?,
@@ -657,6 +699,19 @@ impl MachineFigures {
             ns_per_insn(&one.whole).unwrap_or(f64::NAN),
             self.whole_vs_raw
         );
+        match &self.floor {
+            Some(floor) => println!(
+                "  Unicorn's floor: that instance without even its block hook (nothing counted or \
+                 stopped; the same console, so the same instructions) {:.2} ns/insn: counting \
+                 blocks is {:.0}% of raw's time (median of {REPEATS})",
+                floor.ns_per_insn(),
+                100.0 * (1.0 - floor.ns_per_insn() / raw)
+            ),
+            None => println!(
+                "  Unicorn's floor: no figure (without its block hook the guest printed another \
+                 console: not the same path)"
+            ),
+        }
         let s = &self.set_up;
         println!(
             "set-up on {} cpus (median of {REPEATS}): new machine {:.0} us, first instruction {:.0} us, \
@@ -722,6 +777,19 @@ impl MachineFigures {
                         row.ours.cpu.as_secs_f64() / best.2.cpu.as_secs_f64(),
                         row.bare.cpu.as_secs_f64() / best.2.cpu.as_secs_f64()
                     );
+                    if let Some(floor) = self.floor.filter(|_| row.cpus == 1) {
+                        let ratio = floor.cpu.as_secs_f64() / best.2.cpu.as_secs_f64();
+                        println!(
+                            "    Unicorn's floor on this work: {:.2} s, emulation alone without \
+                             process start-up = {ratio:.2}x QEMU's whole process{}",
+                            floor.cpu.as_secs_f64(),
+                            if ratio > 1.0 {
+                                ": at 1 cpu the goal is below what the engine itself can do"
+                            } else {
+                                ""
+                            }
+                        );
+                    }
                 }
             }
         }
@@ -745,7 +813,9 @@ impl MachineFigures {
             })).collect::<Vec<_>>(),
             "raw": {"scale": self.raw_scale, "guest_insns": self.raw.insns, "ns_per_insn": self.raw.ns_per_insn(),
                     "run_loop_speed_vs_raw": self.raw.ns_per_insn() / self.rows[0].emulation.ns_per_insn(),
-                    "whole_run_speed_vs_raw": self.whole_vs_raw},
+                    "whole_run_speed_vs_raw": self.whole_vs_raw,
+                    "floor_ns_per_insn": self.floor.map(|f| f.ns_per_insn()),
+                    "floor_cpu_seconds": self.floor.map(|f| f.cpu.as_secs_f64())},
             "set_up": {"cpus": self.set_up.cpus, "new_seconds": self.set_up.new.as_secs_f64(),
                        "first_insn_seconds": self.set_up.first_insn.as_secs_f64(),
                        "drop_seconds": self.set_up.drop.as_secs_f64(),
@@ -772,6 +842,26 @@ mod tests {
         let console = "cpu0: storm: 4 cpus\ncpu0: storm: allocs=120 frees=118 chunks_created=3\n";
         assert_eq!(storm_ops(console), Some(238));
         assert_eq!(storm_ops("cpu0: smoke: done"), None);
+    }
+
+    #[test]
+    fn the_floor_is_a_median_over_the_counted_path_or_nothing() {
+        let cost = |insns, ms| Cost {
+            insns,
+            cpu: Duration::from_millis(ms),
+        };
+        let counted = cost(1000, 9);
+        let floors = |consoles: [&str; 3]| -> Vec<(Cost, String)> {
+            [5, 1, 3]
+                .into_iter()
+                .zip(consoles)
+                .map(|(ms, console)| (cost(0, ms), console.to_string()))
+                .collect()
+        };
+        let same = floor_cost(&counted, "done\n", floors(["done\n"; 3])).unwrap();
+        assert_eq!((same.insns, same.cpu), (1000, Duration::from_millis(3)));
+        assert!(floor_cost(&counted, "done\n", floors(["done\n", "done\n", "other\n"])).is_none());
+        assert!(floor_cost(&counted, "done\n", Vec::new()).is_none());
     }
 
     #[test]

@@ -63,7 +63,7 @@ impl Arch for Aarch64 {
     }
 
     fn install_core_hooks(&self, core: &mut CoreHooks<'_>) -> Result<Vec<KeepAlive>, EmuError> {
-        if core.hooks == Hooks::CountOnly {
+        if core.hooks != Hooks::Full {
             return Ok(Vec::new());
         }
         let hooks = regs::install_sysreg_hooks(
