@@ -134,6 +134,36 @@ fn install_block_hook(
     Ok(())
 }
 
+/// Spares each translation of kernel code a scan of the core's whole soft TLB.
+///
+/// After translating a block, Unicorn resets the translated page's write state in
+/// every soft-TLB entry of every MMU mode (`tlb_reset_dirty_by_vaddr`, a few
+/// microseconds: 6% of a bare storm run), unless a memory hook covers the block's
+/// address. An unmapped-fetch hook over `code` (link addresses) is such a hook at no
+/// cost: the kernel's code is RAM, so the hook never fires there, and it declines if
+/// it did. What the scan guards, a store through an entry already marked written to
+/// a page that later gets code, does not arise on kernel code: stores through
+/// executable entries always take the self-modifying-code check (lib.rs), and a
+/// store through another alias was never covered by a scan of the block's own
+/// virtual page. Where link and physical addresses coincide, Unicorn also never
+/// marks these physical pages written (`notdirty_write` honours the same hook):
+/// stores to them keep taking the check, which is only safer.
+pub(crate) fn skip_translation_rescans(
+    uc: &mut Unicorn<'static, ()>,
+    code: &[std::ops::Range<u64>],
+) -> Result<(), EmuError> {
+    for range in code.iter().filter(|r| !r.is_empty()) {
+        uc.add_mem_hook(
+            unicorn_engine::HookType::MEM_FETCH_UNMAPPED,
+            range.start,
+            range.end - 1,
+            |_, _, _, _, _| false,
+        )
+        .map_err(uc_err("adding the code-range hook"))?;
+    }
+    Ok(())
+}
+
 /// Maps the windows of the board's devices on this core: its loads and stores
 /// there reach the device's state on the shared board.
 fn install_devices(

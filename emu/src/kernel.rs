@@ -148,6 +148,9 @@ struct Segment {
     file_size: u64,
     mem_size: u64,
     executable: bool,
+    /// Whether the segment is known to be code (and what belongs with it, such as
+    /// read-only data): not a whole `Image` only assumed executable, data and all.
+    known_code: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -252,6 +255,7 @@ impl KernelImage {
                 file_size: ph.p_filesz,
                 mem_size: ph.p_memsz,
                 executable: ph.p_flags & goblin::elf::program_header::PF_X != 0,
+                known_code: ph.p_flags & goblin::elf::program_header::PF_X != 0,
             })
             .collect();
         if segments.is_empty() {
@@ -312,6 +316,7 @@ impl KernelImage {
             file_size,
             mem_size,
             executable: true,
+            known_code: false,
         };
         let (segments, symbols, debug_info) = match symbols {
             // Unnamed, it is known at its physical addresses only.
@@ -538,6 +543,17 @@ impl KernelImage {
             .collect()
     }
 
+    /// Where the kernel's code is known to lie, at its link (virtual) addresses:
+    /// executable ELF segments, or an `Image`'s text between its text symbols; not
+    /// a whole `Image` only assumed executable (it holds data too).
+    pub fn known_code_ranges(&self) -> Vec<std::ops::Range<u64>> {
+        self.segments
+            .iter()
+            .filter(|s| s.known_code)
+            .map(|s| s.vaddr..s.vaddr + s.file_size)
+            .collect()
+    }
+
     /// The kernel file as given (ELF or `Image`), e.g. to hash it.
     pub fn file_bytes(&self) -> &[u8] {
         &self.bytes
@@ -693,6 +709,7 @@ fn vmlinux_layout(
             file_size,
             mem_size: ph.p_memsz,
             executable: ph.p_flags & goblin::elf::program_header::PF_X != 0,
+            known_code: ph.p_flags & goblin::elf::program_header::PF_X != 0,
         });
     }
     if segments.is_empty() {
@@ -770,6 +787,7 @@ fn map_segments(
                 // The tail past the file (`.bss`) belongs to the last piece.
                 mem_size: if last { mem_size - start } else { end - start },
                 executable: all_code || code.iter().any(|&(s, e)| start >= s && end <= e),
+                known_code: code.iter().any(|&(s, e)| start >= s && end <= e),
             }
         })
         .collect()

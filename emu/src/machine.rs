@@ -252,6 +252,10 @@ impl Machine {
         if let Some(m) = &sim_mmu {
             m.install_code_hooks(&mut cores, kernel)?;
         }
+        let code = kernel.known_code_ranges();
+        for core in &mut cores {
+            crate::core_setup::skip_translation_rescans(&mut core.uc, &code)?;
+        }
         if hooks == Hooks::Full {
             isa.arch().install_kernel_hooks(&cores, kernel);
         }

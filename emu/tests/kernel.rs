@@ -290,6 +290,10 @@ fn a_bare_image_is_placed_like_its_vmlinux_and_named_by_its_symbols() {
     assert_eq!(unnamed.entry(), entry);
     assert_eq!(unnamed.symbolize(entry + 0x44), None);
     assert!(unnamed.debug_elf().is_none());
+    assert!(
+        unnamed.known_code_ranges().is_empty(),
+        "a whole Image holds data too"
+    );
     powers_off_with_the_dtb(&unnamed);
 
     let vmlinux = tiny_vmlinux(b"ARM\x64");
@@ -325,6 +329,12 @@ fn a_bare_image_is_placed_like_its_vmlinux_and_named_by_its_symbols() {
     assert_eq!((at, code.len() as u64), (LINUX_LINK + 0x40, etext - 0x40));
     assert!(mapped.function_containing(LINUX_LINK + etext).is_none());
     assert!(mapped.function_containing(LINUX_LINK + 0x48).is_some());
+    let code: Vec<(u64, u64)> = mapped
+        .known_code_ranges()
+        .iter()
+        .map(|r| (r.start, r.end))
+        .collect();
+    assert_eq!(code, [(LINUX_LINK, LINUX_LINK + etext)]);
     powers_off_with_the_dtb(&mapped);
 }
 

@@ -894,3 +894,34 @@ fn the_engine_floor_runs_the_counted_path_without_counting_it() {
         floor.insns
     );
 }
+
+/// Code the kernel rewrites in its own code segment after running it runs anew,
+/// with Unicorn's or the simulated MMU (translations of kernel code skip the soft
+/// TLB rescan: the self-modifying-code check must still see the store).
+#[test]
+fn code_rewritten_after_it_ran_runs_anew() {
+    const MOVZ_X7_1: u32 = 0xd280_0027;
+    const MOVZ_X7_42: u32 = 0xd280_0547;
+    for mmu in [emu::MmuMode::Builtin, emu::MmuMode::Checked] {
+        let mut a = Asm::default();
+        let site = LOAD + 0x100;
+        a.mov64(5, site).mov64(8, 0).b(site);
+        a.align_to(site);
+        a.emit(MOVZ_X7_1);
+        let done = site + 0x40;
+        a.cbnz(true, 8, done);
+        a.mov64(8, 1)
+            .mov64(6, MOVZ_X7_42 as u64)
+            .emit(str_w(6, 5, 0));
+        a.b(site);
+        a.align_to(done);
+        a.system_off_with(7);
+        let config = MachineConfig { mmu, ..one_cpu() };
+        let mut machine = emu::Machine::new(config, &a.kernel()).unwrap();
+        assert_eq!(
+            machine.run(&mut |_, _| {}).end,
+            RunEnd::PoweredOff { cpu: 0, status: 42 },
+            "{mmu:?}"
+        );
+    }
+}
