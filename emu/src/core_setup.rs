@@ -88,19 +88,21 @@ fn install_block_hook(
     // is checked on entry to each block and a block is counted only when it runs.
     uc.add_block_hook(1, 0, move |uc, addr, size| {
         let insns = size as u64 / 4;
-        let over_budget = c.executed.get() >= c.budget.get();
-        // Past the budget only a stop that runs nothing more is wanted.
-        let irq = c
-            .irq_due_by(insns)
-            .then(|| arch.irq_stop(uc, cpu, &b, &c, addr, insns))
-            .flatten()
-            .filter(|&stop| !over_budget || stop == IrqStop::BlockStart);
-        if over_budget || irq.is_some() {
-            c.irq_stop.set(irq);
-            if !c.stop_requested.replace(true) {
-                let _ = uc.emu_stop();
+        if c.stepping.get().is_none() {
+            let over_budget = c.executed.get() >= c.budget.get();
+            // Past the budget only a stop that runs nothing more is wanted.
+            let irq = c
+                .irq_due_by(insns)
+                .then(|| arch.irq_stop(uc, cpu, &b, &c, addr, insns))
+                .flatten()
+                .filter(|&stop| !over_budget || stop == IrqStop::BlockStart);
+            if over_budget || irq.is_some() {
+                c.irq_stop.set(irq);
+                if !c.stop_requested.replace(true) {
+                    let _ = uc.emu_stop();
+                }
+                return;
             }
-            return;
         }
         if c.wfe_wait.get() {
             // The previous block ended in a WFE with no event: wait from here.

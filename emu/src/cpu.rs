@@ -60,6 +60,10 @@ pub(crate) struct SliceCounter {
     pub(crate) exception: Cell<Option<u32>>,
     /// The last block run ends in a WFE that waits (`arch/aarch64/wfe.rs`).
     pub(crate) wfe_wait: Cell<bool>,
+    /// arm64: the machine is stepping through a block up to an instruction inside
+    /// it (`arch/aarch64/step.rs`), with the guest's own debug state. The block hook
+    /// then leaves the budget and IRQs alone, as if the block ran whole.
+    pub(crate) stepping: Cell<Option<crate::arch::aarch64::step::GuestDebug>>,
     /// The kernel's WFE/SEV sites (set once the kernel is known).
     pub(crate) event_sites: OnceCell<Rc<crate::arch::aarch64::wfe::EventSites>>,
     /// The guest issued an inner-shareable TLBI: other cores must flush their TLBs.

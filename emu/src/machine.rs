@@ -541,28 +541,10 @@ impl Machine {
         core.counter.trap_vector.set(arch.trap_vector(&core.uc));
         let mut result = core.uc.emu_start(core.pc, 0, 0, 0);
         if let (Ok(()), Some(IrqStop::Within(until))) = (&result, core.counter.irq_stop.get()) {
-            result = run_within_block(core, until);
-            if arch.stop_raised_exception(&core.uc, &core.counter, until) {
-                // Not the guest's exception: the run stopped at `until`, as asked.
-                core.counter.exception.set(None);
-                result = core.uc.set_pc(until);
-            }
-            let stopped_at = core.uc.pc_read().unwrap_or(until);
-            // A WFI that does not end its block (RISC-V's) before the deadline's
-            // instruction ends the run there, and the core waits (below).
-            let waits = stopped_at != until && arch.stopped_after_wfi(&mut core.uc, stopped_at);
-            if waits {
-                core.counter.irq_stop.set(None);
-            }
-            // Only an exception on the way stops it elsewhere; anything else is a
-            // late IRQ.
-            debug_assert!(
-                result.is_err()
-                    || waits
-                    || core.counter.exception.get().is_some()
-                    || stopped_at == until,
-                "ran past {until:#x}"
-            );
+            result = match arch.step_to(core, until) {
+                Some(stepped) => stepped,
+                None => run_within_block(core, until, arch),
+            };
         }
         core.pc = core.uc.pc_read().unwrap_or(core.pc);
         let counter = &core.counter;
@@ -692,12 +674,30 @@ impl Machine {
 }
 
 /// Runs `core`, stopped by its block hook at the start of a block, up to the
-/// instruction at `until` inside that block. Unicorn honours an `until` address
-/// only when it translates code, so the block's translation is dropped first; it
-/// drops the shortened one itself after the run.
-fn run_within_block(core: &mut Core, until: u64) -> Result<(), unicorn_engine::uc_error> {
+/// instruction at `until` inside that block, where the ISA cannot step there
+/// ([`Arch::step_to`]). Unicorn honours an `until` address only when it translates
+/// code, so the block's translation is dropped first; it drops the shortened one
+/// itself after the run.
+fn run_within_block(
+    core: &mut Core,
+    until: u64,
+    arch: &'static dyn Arch,
+) -> Result<(), unicorn_engine::uc_error> {
     let pc = core.uc.pc_read()?;
     core.uc.ctl_remove_cache(until, until + 4)?;
     core.counter.stop_requested.set(false);
-    core.uc.emu_start(pc, until, 0, 0)
+    let result = core.uc.emu_start(pc, until, 0, 0);
+    let stopped_at = core.uc.pc_read().unwrap_or(until);
+    // A WFI that does not end its block (RISC-V's) before the deadline's
+    // instruction ends the run there, and the core waits (in run_slice).
+    let waits = stopped_at != until && arch.stopped_after_wfi(&mut core.uc, stopped_at);
+    if waits {
+        core.counter.irq_stop.set(None);
+    }
+    // Only an exception on the way stops it elsewhere; anything else is a late IRQ.
+    debug_assert!(
+        result.is_err() || waits || core.counter.exception.get().is_some() || stopped_at == until,
+        "ran past {until:#x}"
+    );
+    result
 }

@@ -925,3 +925,56 @@ fn code_rewritten_after_it_ran_runs_anew() {
         );
     }
 }
+
+/// `deadline_program`'s loop reading DAIF and MDSCR_EL1 before the instruction
+/// the deadline falls on; the handler stores both and SPSR_EL1 at `DATA`.
+fn debug_state_program(deadline: u64) -> (Asm, u64) {
+    const MDSCR_EL1: Sys = (2, 0, 0, 2, 2);
+    let mut a = Asm::default();
+    set_vbar(&mut a);
+    enable_gic(&mut a);
+    a.mov64(20, DATA);
+    a.emit(IRQ_ON);
+    a.mov64(3, deadline).emit(msr(CNTV_CVAL_EL0, 3));
+    a.mov64(3, 1).emit(msr(CNTV_CTL_EL0, 3));
+    let body = a.here();
+    a.emit(mrs(1, DAIF)).emit(mrs(2, MDSCR_EL1));
+    for _ in 0..5 {
+        a.emit(add(9, 9, 1));
+    }
+    a.b(body);
+    a.align_to(VECTORS + 0x280);
+    a.emit(str_x(1, 20, 0)).emit(str_x(2, 20, 8));
+    a.emit(mrs(12, SPSR_EL1)).emit(str_x(12, 20, 16));
+    a.emit(mrs(11, ELR_EL1));
+    a.system_off_with(11);
+    (a, body)
+}
+
+/// The machine steps to a deadline inside a block with the architecture's
+/// software step, which needs PSTATE.D and MDSCR_EL1 changed: the guest reads its
+/// own (D set since reset, MDSCR_EL1 zero), the interrupted PSTATE is its own (no
+/// step bit), and the IRQ still interrupts the instruction the deadline falls on.
+#[test]
+fn stepping_to_a_deadline_leaves_the_guest_its_debug_state() {
+    let (_, body) = debug_state_program(0x1_0001);
+    let deadline = (body - LOAD) / 4 + 8 * 9_000 + 4;
+    let (program, same_body) = debug_state_program(deadline);
+    assert_eq!(body, same_body);
+    let (outcome, machine, _) = run(one_cpu(), &program.kernel());
+    assert_eq!(
+        outcome.end,
+        RunEnd::PoweredOff {
+            cpu: 0,
+            status: body + 4 * 4
+        },
+        "ELR_EL1: the 5th instruction of the loop"
+    );
+    let mem = machine.memory();
+    let daif = mem.read_u64(DATA).unwrap();
+    let mdscr = mem.read_u64(DATA + 8).unwrap();
+    assert_eq!((daif, mdscr), (0x340, 0), "D, A and F masked, I not");
+    let spsr = mem.read_u64(DATA + 16).unwrap();
+    assert_eq!(spsr, 0x345, "EL1h, D, A and F masked, no PSTATE.SS");
+    assert_eq!(outcome.cpus[0].irqs, 1);
+}

@@ -104,16 +104,16 @@ pub(crate) trait Arch: Sync {
     }
     /// Whether `word` is the wait-for-interrupt instruction.
     fn is_wfi(&self, word: u32) -> bool;
-    /// After a run asked to stop at `until` inside a block: whether the engine's
-    /// way of stopping there raised an exception that is not the guest's (arm64's
-    /// trapped-WFI exit at EL0). The caller puts the PC on `until`.
-    fn stop_raised_exception(
+    /// Runs `core`, stopped by its block hook at the start of a block, up to the
+    /// instruction at `until` inside it, without dropping the block's translation
+    /// (arm64: software step). `None`: this ISA cannot, and the machine runs the
+    /// block with an `until` address instead.
+    fn step_to(
         &self,
-        _uc: &Unicorn<'static, ()>,
-        _counter: &SliceCounter,
+        _core: &mut Core,
         _until: u64,
-    ) -> bool {
-        false
+    ) -> Option<Result<(), unicorn_engine::uc_error>> {
+        None
     }
     /// Whether the run stopped at `stopped_at` because the instruction before it
     /// was a WFI that does not end its block (RISC-V's): the core waits.

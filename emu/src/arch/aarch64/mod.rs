@@ -29,6 +29,7 @@ pub(crate) mod mmu;
 pub(crate) mod psci;
 pub(crate) mod regs;
 pub(crate) mod simmu;
+pub(crate) mod step;
 pub(crate) mod syshook;
 pub(crate) mod wfe;
 
@@ -102,13 +103,8 @@ impl Arch for Aarch64 {
         insn::is_wfi(word)
     }
 
-    fn stop_raised_exception(
-        &self,
-        uc: &Unicorn<'static, ()>,
-        counter: &SliceCounter,
-        until: u64,
-    ) -> bool {
-        exit_trapped_as_wfi(uc, counter, until)
+    fn step_to(&self, core: &mut Core, until: u64) -> Option<Result<(), unicorn_engine::uc_error>> {
+        Some(step::step_to(core, until))
     }
 
     fn exception(&self, hw: &mut Hardware, cpu: usize, cause: u32) -> Option<RunEnd> {
@@ -400,22 +396,4 @@ fn deliver_gic_irq(hw: &mut Hardware, cpu: usize) -> Result<(), RunEnd> {
 fn at_el0(uc: &Unicorn<'static, ()>) -> bool {
     uc.reg_read(RegisterARM64::PSTATE)
         .is_ok_and(|pstate| pstate & 0b1100 == 0)
-}
-
-/// Whether a run stopped at its `until` address by Unicorn took the exit for a
-/// trapped WFI: Unicorn ends such a run by imitating a WFI there, and at EL0 with
-/// SCTLR_EL1.nTWI clear (as Linux runs user space) a WFI traps, so the run ends in
-/// an undefined-instruction exception with the PC on the instruction before
-/// `until`, which has already run.
-fn exit_trapped_as_wfi(uc: &Unicorn<'static, ()>, counter: &SliceCounter, until: u64) -> bool {
-    const EXCP_UDEF: u32 = 1;
-    const SCTLR_NTWI: u64 = 1 << 16;
-    let sctlr = {
-        let mut reg = SCTLR_EL1;
-        uc.reg_read_arm64_coproc(&mut reg).map_or(0, |()| reg.val)
-    };
-    counter.exception.get() == Some(EXCP_UDEF)
-        && at_el0(uc)
-        && sctlr & SCTLR_NTWI == 0
-        && uc.pc_read().is_ok_and(|pc| pc == until.wrapping_sub(4))
 }

@@ -20,6 +20,8 @@ use crate::timer::CNTFRQ_HZ;
 // System register encodings (op0, op1, CRn, CRm, op2).
 pub(crate) type SysReg = (u32, u32, u32, u32, u32);
 pub(crate) const MPIDR_EL1: SysReg = (3, 0, 0, 0, 5);
+pub(crate) const DAIF: SysReg = (3, 3, 4, 2, 1);
+pub(crate) const MDSCR_EL1: SysReg = (2, 0, 0, 2, 2);
 pub(crate) const CNTFRQ_EL0: SysReg = (3, 3, 14, 0, 0);
 pub(crate) const CNTPCT_EL0: SysReg = (3, 3, 14, 0, 1);
 pub(crate) const CNTVCT_EL0: SysReg = (3, 3, 14, 0, 2);
@@ -30,6 +32,16 @@ pub(crate) const SCTLR_EL1: RegisterARM64CP =
     RegisterARM64CP::new().op0(3).op1(0).crn(1).crm(0).op2(0);
 pub(crate) const TCR_EL1: RegisterARM64CP =
     RegisterARM64CP::new().op0(3).op1(0).crn(2).crm(0).op2(2);
+
+/// The register of encoding `reg`, to read or write from the host.
+pub(crate) const fn cp((op0, op1, crn, crm, op2): SysReg) -> RegisterARM64CP {
+    RegisterARM64CP::new()
+        .op0(op0)
+        .op1(op1)
+        .crn(crn)
+        .crm(crm)
+        .op2(op2)
+}
 
 pub(crate) fn sysreg(cp: &RegisterARM64CP) -> SysReg {
     (cp.op0, cp.op1, cp.crn, cp.crm, cp.op2)
@@ -93,6 +105,18 @@ pub(crate) fn install_sysreg_hooks(
         let board = b.borrow();
         let now = || board.now_at(c.retired_before(access.pc()));
         let value = match sysreg(access.cp) {
+            // While the machine steps (step.rs), the guest's own debug state.
+            DAIF => {
+                let live = || access.engine()?.reg_read(RegisterARM64::PSTATE).ok();
+                match (c.stepping.get(), live()) {
+                    (Some(guest), Some(live)) => guest.daif(live),
+                    _ => return false,
+                }
+            }
+            MDSCR_EL1 => match c.stepping.get() {
+                Some(guest) => guest.mdscr,
+                None => return false,
+            },
             MPIDR_EL1 => psci::mpidr_register(cpu),
             CNTFRQ_EL0 => CNTFRQ_HZ,
             CNTVCT_EL0 | CNTPCT_EL0 => now(),
