@@ -10,18 +10,6 @@ pub fn is_wfi(word: u32) -> bool {
     word == 0xd503_207f
 }
 
-/// Whether `word` may write PSTATE.D: `msr daifset/daifclr, #imm`, `msr daif, xN`,
-/// or `eret` (PSTATE from SPSR_EL1).
-pub fn may_write_daif(word: u32) -> bool {
-    const MSR_DAIFSET_OR_CLR: (u32, u32) = (0xffff_f0df, 0xd503_40df);
-    const MSR_DAIF_XT: (u32, u32) = (0xffff_ffe0, 0xd51b_4220);
-    const ERET: u32 = 0xd69f_03e0;
-    [MSR_DAIFSET_OR_CLR, MSR_DAIF_XT]
-        .iter()
-        .any(|&(mask, bits)| word & mask == bits)
-        || word == ERET
-}
-
 /// The 16-bit immediate of SVC/HVC/BRK.
 pub fn imm16(word: u32) -> u32 {
     (word >> 5) & 0xffff

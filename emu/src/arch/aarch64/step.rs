@@ -15,15 +15,16 @@
 //! Stepping at EL1 also needs MDSCR_EL1.KDE set and PSTATE.D clear. The guest sees
 //! neither: [`GuestDebug`] keeps its own PSTATE.D and MDSCR_EL1, the MRS hook
 //! answers reads of DAIF and MDSCR_EL1 with them, a step that may write PSTATE.D
-//! (`msr daifset/daifclr`, `msr daif`, `eret`) or MDSCR_EL1 updates them, and
+//! (`msr daifset/daifclr`, `msr daif`, `eret`) or MDSCR_EL1 (`msr mdscr_el1`)
+//! updates them (and forces the machine's again), and
 //! both are restored before anything else runs. While stepping, the block hook
 //! leaves the budget and IRQs alone, as if the block ran whole (the
 //! `until`-address way behaved so, and so the traces are the same).
 
 use unicorn_engine::{uc_error, RegisterARM64, RegisterARM64CP, Unicorn};
 
-use super::{insn, regs};
-use crate::cpu::{read_insn, Core, IrqStop};
+use super::regs;
+use crate::cpu::{Core, IrqStop};
 
 /// PSTATE.D (debug exceptions masked) and PSTATE.SS (software step).
 const PSTATE_D: u64 = 1 << 9;
@@ -85,19 +86,26 @@ pub(crate) fn step_to(core: &mut Core, until: u64) -> Result<(), uc_error> {
     stepped
 }
 
+/// Steps from the block's start to `until`. Nothing stepped changes PSTATE.D or
+/// MDSCR_EL1: the instructions that write them (`msr daifset/daifclr`, `msr daif`,
+/// `msr mdscr_el1`, `eret`) end their block, and the steps run only instructions
+/// before `until` inside one block. So both are forced once.
 fn step_until(core: &mut Core, until: u64) -> Result<(), uc_error> {
     let (uc, c) = (&mut core.uc, &core.counter);
+    let guest = c.stepping.get().expect("stepping");
+    let forced_mdscr = guest.mdscr | MDSCR_SS | MDSCR_KDE;
+    let pstate = uc.reg_read(RegisterARM64::PSTATE)?;
+    uc.reg_write(RegisterARM64::PSTATE, pstate & !PSTATE_D)?;
+    write_mdscr(uc, forced_mdscr)?;
     loop {
         let pc = uc.pc_read()?;
         if pc == until {
             c.irq_stop.set(Some(IrqStop::Within(until)));
             return Ok(());
         }
-        let mut guest = c.stepping.get().expect("stepping");
-        let forced = guest.mdscr | MDSCR_SS | MDSCR_KDE;
+        // Each completed step clears PSTATE.SS (read live, not from the flags).
         let pstate = uc.reg_read(RegisterARM64::PSTATE)?;
-        uc.reg_write(RegisterARM64::PSTATE, (pstate & !PSTATE_D) | PSTATE_SS)?;
-        write_mdscr(uc, forced)?;
+        uc.reg_write(RegisterARM64::PSTATE, pstate | PSTATE_SS)?;
         c.stop_requested.set(false);
         uc.emu_start(pc, 0, 0, 0)?;
         let pstate = uc.reg_read(RegisterARM64::PSTATE)?;
@@ -106,13 +114,9 @@ fn step_until(core: &mut Core, until: u64) -> Result<(), uc_error> {
             return Ok(());
         }
         c.exception.set(None);
-        if read_insn(uc, pc).is_some_and(insn::may_write_daif) {
-            guest.d = pstate & PSTATE_D;
-        }
-        let mdscr = read_mdscr(uc)?;
-        if mdscr != forced {
-            guest.mdscr = mdscr;
-        }
-        c.stepping.set(Some(guest));
+        debug_assert!(
+            pstate & PSTATE_D == 0 && read_mdscr(uc) == Ok(forced_mdscr),
+            "the instruction at {pc:#x} changed the debug state"
+        );
     }
 }
