@@ -107,9 +107,11 @@ pub(crate) fn install_sysreg_hooks(
         let value = match sysreg(access.cp) {
             // While the machine steps (step.rs), the guest's own debug state.
             DAIF => {
-                let live = || access.engine()?.reg_read(RegisterARM64::PSTATE).ok();
-                match (c.stepping.get(), live()) {
-                    (Some(guest), Some(live)) => guest.daif(live),
+                let Some(guest) = c.stepping.get() else {
+                    return false;
+                };
+                match access.engine().map(|uc| uc.reg_read(RegisterARM64::PSTATE)) {
+                    Some(Ok(pstate)) => guest.daif(pstate),
                     _ => return false,
                 }
             }
