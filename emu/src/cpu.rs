@@ -63,7 +63,7 @@ pub(crate) struct SliceCounter {
     /// arm64: the machine is stepping through a block up to an instruction inside
     /// it (`arch/aarch64/step.rs`), with the guest's own debug state. The block hook
     /// then leaves the budget and IRQs alone, as if the block ran whole.
-    pub(crate) stepping: Cell<Option<crate::arch::aarch64::step::GuestDebug>>,
+    pub(crate) stepping: Cell<Option<crate::arch::aarch64::debug_state::GuestDebug>>,
     /// The kernel's WFE/SEV sites (set once the kernel is known).
     pub(crate) event_sites: OnceCell<Rc<crate::arch::aarch64::wfe::EventSites>>,
     /// The guest issued an inner-shareable TLBI: other cores must flush their TLBs.

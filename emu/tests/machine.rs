@@ -324,10 +324,9 @@ fn a_pending_timer_irq_is_taken_right_after_the_unmasking_instruction_under_any_
     }
 }
 
-/// One CPU with IRQs on arms its timer for the absolute time `deadline`, then loops
-/// over an 8-instruction body; the handler stores CNTVCT at `DATA` and powers off
-/// with ELR_EL1. Returns the program, the body's address and the handler's length.
-fn deadline_program(deadline: u64) -> (Asm, u64, u64) {
+/// A program for one CPU that unmasks IRQs and arms its timer for the absolute time
+/// `deadline` (x20 = `DATA`); what follows is the caller's.
+fn armed_at(deadline: u64) -> Asm {
     let mut a = Asm::default();
     set_vbar(&mut a);
     enable_gic(&mut a);
@@ -335,6 +334,14 @@ fn deadline_program(deadline: u64) -> (Asm, u64, u64) {
     a.emit(IRQ_ON);
     a.mov64(3, deadline).emit(msr(CNTV_CVAL_EL0, 3));
     a.mov64(3, 1).emit(msr(CNTV_CTL_EL0, 3));
+    a
+}
+
+/// One CPU with IRQs on arms its timer for the absolute time `deadline`, then loops
+/// over an 8-instruction body; the handler stores CNTVCT at `DATA` and powers off
+/// with ELR_EL1. Returns the program, the body's address and the handler's length.
+fn deadline_program(deadline: u64) -> (Asm, u64, u64) {
+    let mut a = armed_at(deadline);
     let body = a.here();
     for _ in 0..7 {
         a.emit(add(1, 1, 1));
@@ -930,13 +937,7 @@ fn code_rewritten_after_it_ran_runs_anew() {
 /// the deadline falls on; the handler stores both and SPSR_EL1 at `DATA`.
 fn debug_state_program(deadline: u64) -> (Asm, u64) {
     const MDSCR_EL1: Sys = (2, 0, 0, 2, 2);
-    let mut a = Asm::default();
-    set_vbar(&mut a);
-    enable_gic(&mut a);
-    a.mov64(20, DATA);
-    a.emit(IRQ_ON);
-    a.mov64(3, deadline).emit(msr(CNTV_CVAL_EL0, 3));
-    a.mov64(3, 1).emit(msr(CNTV_CTL_EL0, 3));
+    let mut a = armed_at(deadline);
     let body = a.here();
     a.emit(mrs(1, DAIF)).emit(mrs(2, MDSCR_EL1));
     for _ in 0..5 {

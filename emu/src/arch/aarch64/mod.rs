@@ -22,6 +22,7 @@ use regs::{read_xreg, translation_regs, SCTLR_EL1};
 
 pub(crate) mod abi;
 pub(crate) mod board;
+pub(crate) mod debug_state;
 pub(crate) mod exception;
 pub(crate) mod gic;
 pub(crate) mod insn;

@@ -23,11 +23,11 @@
 
 use unicorn_engine::{uc_error, RegisterARM64, RegisterARM64CP, Unicorn};
 
+use super::debug_state::{GuestDebug, PSTATE_D};
 use super::regs;
 use crate::cpu::{Core, IrqStop};
 
-/// PSTATE.D (debug exceptions masked) and PSTATE.SS (software step).
-const PSTATE_D: u64 = 1 << 9;
+/// PSTATE.SS (software step).
 const PSTATE_SS: u64 = 1 << 21;
 /// MDSCR_EL1.SS (software step on) and MDSCR_EL1.KDE (debug exceptions at the
 /// EL they target, EL1 here).
@@ -36,22 +36,6 @@ const MDSCR_KDE: u64 = 1 << 13;
 const MDSCR_EL1: RegisterARM64CP = regs::cp(regs::MDSCR_EL1);
 /// Unicorn's exception number for an undefined instruction, and for a completed step.
 const EXCP_UDEF: u32 = 1;
-
-/// What the guest's own PSTATE.D and MDSCR_EL1 are while the machine steps.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct GuestDebug {
-    /// PSTATE.D as the guest set it (0 or [`PSTATE_D`]).
-    pub(crate) d: u64,
-    pub(crate) mdscr: u64,
-}
-
-impl GuestDebug {
-    /// DAIF as the guest would read it, from the live PSTATE.
-    pub(super) fn daif(&self, pstate: u64) -> u64 {
-        const DAIF: u64 = 0xf << 6;
-        (pstate & DAIF & !PSTATE_D) | self.d
-    }
-}
 
 fn read_mdscr(uc: &Unicorn<'static, ()>) -> Result<u64, uc_error> {
     let mut reg = MDSCR_EL1;
