@@ -979,3 +979,34 @@ fn stepping_to_a_deadline_leaves_the_guest_its_debug_state() {
     assert_eq!(spsr, 0x345, "EL1h, D, A and F masked, no PSTATE.SS");
     assert_eq!(outcome.cpus[0].irqs, 1);
 }
+
+/// A fault on the way to a deadline inside a block ends the run at the faulting
+/// instruction, as it would without the deadline.
+#[test]
+fn a_fault_before_a_deadline_inside_its_block_is_reported_at_its_instruction() {
+    let program = |deadline| {
+        let mut a = armed_at(deadline);
+        a.mov64(4, 0x1000); // unmapped
+        let body = a.here();
+        a.emit(add(1, 1, 1)).emit(add(1, 1, 1)).emit(ldr_x(5, 4));
+        for _ in 0..4 {
+            a.emit(add(1, 1, 1));
+        }
+        a.b(body);
+        (a, body)
+    };
+    // Deadlines below 0x1_0000 load with one instruction.
+    let (_, body) = program(0xffff);
+    // The deadline falls on the body's 5th instruction, the load is its 3rd.
+    let (program, same_body) = program((body - LOAD) / 4 + 4);
+    assert_eq!(body, same_body);
+    let (outcome, ..) = run(one_cpu(), &program.kernel());
+    match outcome.end {
+        RunEnd::Fault { cpu: 0, pc, what } => {
+            assert_eq!(pc, body + 8, "the load");
+            assert!(what.contains("READ_UNMAPPED"), "{what}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(outcome.cpus[0].irqs, 0);
+}
