@@ -11,7 +11,7 @@ use crate::bench_check::CheckCost;
 use crate::report::ReportFormat;
 use crate::{kernel, BadInput, Verdict};
 
-/// Each remaining figure repeats its run until at least this much host time has
+/// Each remaining figure repeats its run until at least this much host CPU time has
 /// passed.
 const MIN_MEASURE: Duration = Duration::from_millis(400);
 const MIB: f64 = 1024.0 * 1024.0;
@@ -94,7 +94,7 @@ pub fn bench(args: &BenchArgs) -> Result<Verdict, BadInput> {
             println!("simulated MMU (walker, TLB model, checks) vs built-in, 4 cpus:");
             for cost in &mmu {
                 println!(
-                    "  {}: {:.2}x host time per guest instruction (goal <= 1.3, {} runs each)",
+                    "  {}: {:.2}x host CPU time per guest instruction (goal <= 1.3, {} runs each)",
                     cost.scenario,
                     cost.ratio(),
                     cost.runs

@@ -5,11 +5,12 @@
 
 use std::cell::RefCell;
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use emu::{KernelImage, Machine, RecordOptions};
 use traces::{Event, StringTable, Validator};
 
+use crate::bench_machine::thread_cpu;
 use crate::BadInput;
 
 /// The run measured: `percpu-lab run --scenario storm` (seed 0, random scheduler).
@@ -42,9 +43,9 @@ pub fn measure(kernel: &KernelImage, min_time: Duration) -> Result<LockdepBench,
     let mut recorded: Option<(Vec<Event>, StringTable)> = None;
     while bench.bare < min_time || bench.runs < 2 {
         let mut machine = Machine::new(args.machine_config()?, kernel)?;
-        let start = Instant::now();
+        let start = thread_cpu();
         let outcome = machine.run(&mut |_, _| {});
-        bench.bare += start.elapsed();
+        bench.bare += thread_cpu() - start;
         crate::bench_run::require_clean(&outcome.end, "storm")?;
 
         let mut machine = Machine::new(args.machine_config()?, kernel)?;
@@ -63,9 +64,9 @@ pub fn measure(kernel: &KernelImage, min_time: Duration) -> Result<LockdepBench,
                 }
             }),
         )?;
-        let start = Instant::now();
+        let start = thread_cpu();
         let outcome = machine.run(&mut |_, _| {});
-        bench.online += start.elapsed();
+        bench.online += thread_cpu() - start;
         crate::bench_run::require_clean(&outcome.end, "storm")?;
         if !online.findings().is_empty() {
             return Err(BadInput("storm has lock findings under bench".into()));
@@ -81,9 +82,9 @@ pub fn measure(kernel: &KernelImage, min_time: Duration) -> Result<LockdepBench,
     let (events, strings) = recorded.expect("one run recorded");
     while bench.analysis < min_time || bench.events == 0 {
         let mut validator = Validator::new();
-        let start = Instant::now();
+        let start = thread_cpu();
         validator.feed(&events, &strings);
-        bench.analysis += start.elapsed();
+        bench.analysis += thread_cpu() - start;
         bench.events += events.len() as u64;
         std::hint::black_box(validator.findings());
     }

@@ -2,10 +2,11 @@
 //! `--trace` (into a temporary file), timed alternately; machine set-up is not timed,
 //! finishing the trace is.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use emu::{KernelImage, Machine};
 
+use crate::bench_machine::thread_cpu;
 use crate::tracefile::{self, Recording};
 use crate::BadInput;
 
@@ -30,7 +31,7 @@ impl TraceBench {
         self.bytes as f64 / self.events.max(1) as f64
     }
 
-    /// Host time with `--trace` over host time without.
+    /// Host CPU time with `--trace` over host CPU time without.
     pub fn overhead(&self) -> f64 {
         self.with_trace.as_secs_f64() / self.without.as_secs_f64()
     }
@@ -43,18 +44,18 @@ pub fn measure(kernel: &KernelImage, min_time: Duration) -> Result<TraceBench, B
     let mut bench = TraceBench::default();
     while bench.without < min_time || bench.runs < 2 {
         let mut machine = Machine::new(args.machine_config()?, kernel)?;
-        let start = Instant::now();
+        let start = thread_cpu();
         let outcome = machine.run(&mut |_, _| {});
-        bench.without += start.elapsed();
+        bench.without += thread_cpu() - start;
         crate::bench_run::require_clean(&outcome.end, "storm")?;
 
         let mut machine = Machine::new(args.machine_config()?, kernel)?;
         let file = tracefile::create(&path)?;
         let recording = Recording::start(&mut machine, file, &config)?;
-        let start = Instant::now();
+        let start = thread_cpu();
         let outcome = machine.run(&mut |_, _| {});
         let (_, summary) = recording.finish(&outcome)?;
-        bench.with_trace += start.elapsed();
+        bench.with_trace += thread_cpu() - start;
         crate::bench_run::require_clean(&outcome.end, "storm")?;
         bench.events += summary.events;
         bench.bytes += summary.bytes;
