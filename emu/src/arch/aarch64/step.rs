@@ -9,17 +9,16 @@
 //! instruction is a one-instruction block whose translation is keyed apart from
 //! the whole block's (the step state is part of its flags), so both stay cached.
 //! Each step ends in Unicorn's undefined-instruction exit with PSTATE.SS cleared
-//! (the step completed); an instruction that raised its own exception leaves
-//! PSTATE.SS set.
+//! (the step completed); a step that did not complete (a fault) leaves PSTATE.SS
+//! set.
 //!
 //! Stepping at EL1 also needs MDSCR_EL1.KDE set and PSTATE.D clear. The guest sees
 //! neither: [`GuestDebug`] keeps its own PSTATE.D and MDSCR_EL1, the MRS hook
-//! answers reads of DAIF and MDSCR_EL1 with them, a step that may write PSTATE.D
-//! (`msr daifset/daifclr`, `msr daif`, `eret`) or MDSCR_EL1 (`msr mdscr_el1`)
-//! updates them (and forces the machine's again), and
-//! both are restored before anything else runs. While stepping, the block hook
-//! leaves the budget and IRQs alone, as if the block ran whole (the
-//! `until`-address way behaved so, and so the traces are the same).
+//! answers reads of DAIF and MDSCR_EL1 with them, and both are restored before
+//! anything else runs. No stepped instruction can write them (see `step_until`).
+//! While stepping, the block hook leaves the budget and IRQs alone, as if the
+//! block ran whole (the `until`-address way behaved so, and so the traces are the
+//! same).
 
 use unicorn_engine::{uc_error, RegisterARM64, RegisterARM64CP, Unicorn};
 
