@@ -49,38 +49,98 @@ const MAXRSS_UNIT: u64 = if cfg!(target_os = "macos") { 1 } else { 1024 };
 /// with `wait4`, which gives this one child's resource usage (`getrusage`'s
 /// `RUSAGE_CHILDREN` would be the maximum over every child reaped so far).
 pub fn run_child(cmd: &mut Command) -> io::Result<ChildUsage> {
+    run_child_within(cmd, None)
+}
+
+/// [`run_child`], killing the child once its CPU time passes `cpu_cap` (its
+/// status then says so, and its usage is what it had used by then).
+pub fn run_child_within(cmd: &mut Command, cpu_cap: Option<Duration>) -> io::Result<ChildUsage> {
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()?;
     let pid = child.id() as libc::pid_t;
-    let mut stderr_pipe = child.stderr.take().expect("stderr is piped");
-    let stderr_reader = std::thread::spawn(move || {
-        let mut bytes = Vec::new();
-        stderr_pipe.read_to_end(&mut bytes).map(|_| bytes)
-    });
-    let mut stdout = Vec::new();
-    // The pipe is closed at the end of this statement, even if reading failed, so
-    // the child cannot block on it while it is waited for.
-    let read_stdout = child
-        .stdout
-        .take()
-        .expect("stdout is piped")
-        .read_to_end(&mut stdout);
-    let stderr = stderr_reader
-        .join()
-        .unwrap_or_else(|_| Err(io::Error::other("the stderr reader panicked")));
+    // Each pipe is drained by a thread of its own and closed when that thread
+    // ends, even if reading failed, so the child never blocks on it.
+    let drain = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            pipe.read_to_end(&mut bytes).map(|_| bytes)
+        })
+    };
+    let stdout_reader = drain(Box::new(child.stdout.take().expect("stdout is piped")));
+    let stderr_reader = drain(Box::new(child.stderr.take().expect("stderr is piped")));
+    if let Some(cap) = cpu_cap {
+        kill_past(pid, cap)?;
+    }
     // `child` is never waited for through std: wait4 reaps it here.
     let (status, usage) = wait4(pid)?;
-    read_stdout?;
+    let joined = |reader: std::thread::JoinHandle<io::Result<Vec<u8>>>| {
+        reader
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("a pipe reader panicked")))
+    };
+    let (stdout, stderr) = (joined(stdout_reader), joined(stderr_reader));
     Ok(ChildUsage {
         status,
-        stdout,
+        stdout: stdout?,
         stderr: stderr?,
         peak_rss_bytes: u64::try_from(usage.ru_maxrss).unwrap_or(0) * MAXRSS_UNIT,
         cpu: duration(usage.ru_utime) + duration(usage.ru_stime),
     })
+}
+
+/// Waits until child `pid` exits (left unreaped) or its CPU time passes `cap`,
+/// in which case it is killed. Polled every few milliseconds, from /proc.
+fn kill_past(pid: libc::pid_t, cap: Duration) -> io::Result<()> {
+    const POLL: Duration = Duration::from_millis(5);
+    loop {
+        // SAFETY: `siginfo_t` is plain data, for which all zeroes is valid.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: `pid` is a child of this process not yet reaped (WNOWAIT leaves
+        // it so); `info` is valid for writes for the duration of the call.
+        let polled = unsafe {
+            libc::waitid(
+                libc::P_PID,
+                pid as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+            )
+        };
+        if polled != 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        // SAFETY: waitid filled `info` (or left it zeroed: no child changed state).
+        if unsafe { info.si_pid() } == pid {
+            return Ok(());
+        }
+        if cpu_time(pid).is_some_and(|cpu| cpu > cap) {
+            // SAFETY: plain syscall; `pid` is our unreaped child, so it names no
+            // other process (a zombie ignores the signal).
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            return Ok(());
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+/// User plus system CPU time of process `pid` so far (`/proc/PID/stat`).
+fn cpu_time(pid: libc::pid_t) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces:
+    // the state is field 3, utime and stime fields 14 and 15.
+    let fields: Vec<&str> = stat[stat.rfind(')')? + 1..].split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // SAFETY: plain libc query.
+    let per_second = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).ok()?;
+    Some(Duration::from_secs_f64(
+        ticks as f64 / per_second.max(1) as f64,
+    ))
 }
 
 fn wait4(pid: libc::pid_t) -> io::Result<(ExitStatus, libc::rusage)> {
@@ -248,24 +308,56 @@ pub struct CheckBench {
     pub cost: CheckCost,
 }
 
-/// Records each of [`TRACES`] into a temporary file and measures `check` on it,
-/// one at a time; `progress` is told which.
+/// Records [`TRACES`] into temporary files, side by side (only the traces are
+/// kept, so the host's two cores may share the work), then measures `check` on
+/// each, one at a time; `progress` is told which.
 pub fn measure(
     exe: &Path,
     kernel: Option<&Path>,
     mut progress: impl FnMut(&'static str),
 ) -> Result<Vec<CheckBench>, String> {
-    let mut measured = Vec::new();
-    for (i, run_args) in TRACES.into_iter().enumerate() {
-        let trace = TempFile(std::env::temp_dir().join(format!(
-            "percpu-lab-bench-check-{}-{i}.trace",
-            std::process::id()
-        )));
-        progress("bench: recording a trace for check");
-        record(exe, kernel, run_args, &trace.0)?;
-        progress("bench: check's peak RSS");
-        let cost = check_cost(exe, kernel, &trace.0)?;
-        measured.push(CheckBench { run_args, cost });
-    }
-    Ok(measured)
+    let traces: Vec<TempFile> = (0..TRACES.len())
+        .map(|i| {
+            TempFile(std::env::temp_dir().join(format!(
+                "percpu-lab-bench-check-{}-{i}.trace",
+                std::process::id()
+            )))
+        })
+        .collect();
+    progress("bench: recording traces for check");
+    side_by_side(
+        &TRACES.iter().zip(&traces).collect::<Vec<_>>(),
+        |(run_args, trace)| record(exe, kernel, run_args, &trace.0),
+    )
+    .map_err(|e| e.unwrap_or_else(|| "a recording thread panicked".into()))?;
+    progress("bench: check's peak RSS");
+    TRACES
+        .into_iter()
+        .zip(&traces)
+        .map(|(run_args, trace)| {
+            let cost = check_cost(exe, kernel, &trace.0)?;
+            Ok(CheckBench { run_args, cost })
+        })
+        .collect()
+}
+
+/// `f` of each of `items`, each on a thread of its own, in the order of `items`:
+/// for work whose results do not depend on the host (guest instruction counts,
+/// recorded traces), never for anything timed. The first error, or `None` if a
+/// thread panicked.
+pub fn side_by_side<T: Sync, R: Send, E: Send>(
+    items: &[T],
+    f: impl Fn(&T) -> Result<R, E> + Sync,
+) -> Result<Vec<R>, Option<E>> {
+    std::thread::scope(|scope| {
+        let f = &f;
+        let threads: Vec<_> = items
+            .iter()
+            .map(|item| scope.spawn(move || f(item)))
+            .collect();
+        threads
+            .into_iter()
+            .map(|t| t.join().map_err(|_| None)?.map_err(Some))
+            .collect()
+    })
 }

@@ -23,7 +23,7 @@ use std::time::Duration;
 use emu::{KernelImage, Machine, RunEnd};
 use serde_json::{json, Value};
 
-use crate::bench_check::{own_peak_rss_bytes, run_child};
+use crate::bench_check::{own_peak_rss_bytes, run_child_within, side_by_side};
 use crate::BadInput;
 
 /// Guest instructions each measured `storm` run reaches at least.
@@ -230,6 +230,10 @@ pub struct ProcessCost {
     pub ops: u64,
     /// Guest instructions, when the process reports them (ours does, QEMU not).
     pub insns: Option<u64>,
+    /// Killed once its CPU time passed its cap (QEMU's costlier mode, see
+    /// [`qemu`]): `cpu` and the peak RSS are what it had used by then, and it did
+    /// no countable work.
+    pub stopped: bool,
 }
 
 /// `allocs=A frees=F` of the guest's `storm:` summary line in `console`.
@@ -246,8 +250,18 @@ fn storm_ops(console: &str) -> Option<u64> {
 }
 
 fn finished(what: &str, cmd: &mut Command) -> Result<crate::bench_check::ChildUsage, BadInput> {
-    let child = run_child(cmd).map_err(|e| BadInput(format!("{what}: {e}")))?;
-    if !child.status.success() {
+    finished_within(what, cmd, None)
+}
+
+/// [`finished`], the child killed once its CPU time passes `cpu_cap`; a child so
+/// stopped is no failure (see [`stopped`]).
+fn finished_within(
+    what: &str,
+    cmd: &mut Command,
+    cpu_cap: Option<Duration>,
+) -> Result<crate::bench_check::ChildUsage, BadInput> {
+    let child = run_child_within(cmd, cpu_cap).map_err(|e| BadInput(format!("{what}: {e}")))?;
+    if !child.status.success() && !stopped(&child, cpu_cap) {
         // A JSON report's findings say more than the console's last line.
         let findings: Option<Vec<String>> = serde_json::from_slice::<Value>(&child.stdout)
             .ok()
@@ -267,6 +281,12 @@ fn finished(what: &str, cmd: &mut Command) -> Result<crate::bench_check::ChildUs
         return Err(BadInput(format!("{what} failed ({}): {why}", child.status)));
     }
     Ok(child)
+}
+
+/// Whether `child` was killed for passing `cpu_cap`.
+fn stopped(child: &crate::bench_check::ChildUsage, cpu_cap: Option<Duration>) -> bool {
+    use std::os::unix::process::ExitStatusExt;
+    cpu_cap.is_some_and(|cap| child.cpu > cap) && child.status.signal() == Some(libc::SIGKILL)
 }
 
 /// `percpu-lab run` on `work` as a child process: everything on (the checked MMU,
@@ -297,6 +317,7 @@ pub fn ours(
         peak_rss_bytes: own_rss(child.peak_rss_bytes),
         ops: storm_ops(&console).unwrap_or(0),
         insns: report["stats"]["total_insns"].as_u64(),
+        stopped: false,
     })
 }
 
@@ -320,7 +341,13 @@ impl QemuTcg {
 }
 
 /// `qemu-system-aarch64 -M virt` booting `image` with the workload's bootargs.
-pub fn qemu(image: &Path, work: Workload, tcg: QemuTcg) -> Result<ProcessCost, BadInput> {
+/// QEMU on `work` in `tcg`'s mode, killed once its CPU time passes `cpu_cap`.
+pub fn qemu(
+    image: &Path,
+    work: Workload,
+    tcg: QemuTcg,
+    cpu_cap: Option<Duration>,
+) -> Result<ProcessCost, BadInput> {
     let mut cmd = Command::new("qemu-system-aarch64");
     cmd.args([
         "-M",
@@ -336,7 +363,16 @@ pub fn qemu(image: &Path, work: Workload, tcg: QemuTcg) -> Result<ProcessCost, B
     .arg("-kernel")
     .arg(image)
     .args(["-append", &work.bootargs()]);
-    let child = finished("qemu-system-aarch64", &mut cmd)?;
+    let child = finished_within("qemu-system-aarch64", &mut cmd, cpu_cap)?;
+    if stopped(&child, cpu_cap) {
+        return Ok(ProcessCost {
+            cpu: child.cpu,
+            peak_rss_bytes: own_rss(child.peak_rss_bytes),
+            ops: 0,
+            insns: None,
+            stopped: true,
+        });
+    }
     let console = String::from_utf8_lossy(&child.stdout);
     let ops = storm_ops(&console).ok_or_else(|| {
         let last: Vec<&str> = console.lines().rev().take(3).collect();
@@ -353,14 +389,20 @@ pub fn qemu(image: &Path, work: Workload, tcg: QemuTcg) -> Result<ProcessCost, B
         peak_rss_bytes: own_rss(child.peak_rss_bytes),
         ops,
         insns: None,
+        stopped: false,
     })
 }
 
 /// [`qemu`], run again once if it fails: its guest timer follows host time, so
 /// a loaded host can trip the guest's own watchdogs (guest/test-qemu.sh says
 /// more). A second failure is the answer.
-fn qemu_twice(image: &Path, work: Workload, tcg: QemuTcg) -> Result<ProcessCost, BadInput> {
-    qemu(image, work, tcg).or_else(|_| qemu(image, work, tcg))
+fn qemu_twice(
+    image: &Path,
+    work: Workload,
+    tcg: QemuTcg,
+    cpu_cap: Option<Duration>,
+) -> Result<ProcessCost, BadInput> {
+    qemu(image, work, tcg, cpu_cap).or_else(|_| qemu(image, work, tcg, cpu_cap))
 }
 
 /// Whether QEMU can be run here.
@@ -493,6 +535,15 @@ pub struct QemuRow {
 /// mode's first run: it is not the cheaper mode, so its further runs are skipped
 /// (multi-threaded TCG at 4 CPUs, whose idle threads spin, costs several times
 /// single-threaded TCG and was the bench's longest single item).
+/// The CPU time of the cheapest first run among `modes`, if any has run.
+fn cheapest_first_run(modes: &[Vec<ProcessCost>]) -> Option<Duration> {
+    modes
+        .iter()
+        .filter_map(|runs| runs.first())
+        .map(|c| c.cpu)
+        .min()
+}
+
 fn far_costlier(modes: &[Vec<ProcessCost>], t: usize) -> bool {
     let first = |runs: &Vec<ProcessCost>| runs.first().map(|c| c.cpu);
     let Some(this) = first(&modes[t]) else {
@@ -527,10 +578,11 @@ pub fn measure(
     progress: &dyn Fn(String),
 ) -> Result<MachineFigures, BadInput> {
     progress("bench: calibrating storm to 100 M instructions per CPU count".into());
-    let works: Vec<Workload> = CPU_COUNTS
-        .iter()
-        .map(|&cpus| Workload::steady(exe, kernel_path, cpus))
-        .collect::<Result<_, _>>()?;
+    // Only instruction counts come of it: the CPU counts' children may share the host.
+    let works = side_by_side(&CPU_COUNTS, |&cpus| {
+        Workload::steady(exe, kernel_path, cpus)
+    })
+    .map_err(|e| e.unwrap_or_else(|| BadInput("a calibration thread panicked".into())))?;
     let image = image.filter(|_| qemu_available());
     let mut whole: Vec<Vec<ProcessCost>> = vec![Vec::new(); works.len()];
     // Per QEMU CPU count: ours bare, and QEMU in each TCG mode.
@@ -565,7 +617,12 @@ pub fn measure(
                 if round > 1 && far_costlier(&peer[q], t) {
                     continue;
                 }
-                peer[q][t].push(qemu_twice(image, *work, *tcg)?);
+                // Twice a mode already measured is all the comparison needs.
+                let cap = peer[q][t]
+                    .is_empty()
+                    .then(|| cheapest_first_run(&peer[q]).map(|cpu| 2 * cpu))
+                    .flatten();
+                peer[q][t].push(qemu_twice(image, *work, *tcg, cap)?);
             }
         }
     }
@@ -609,13 +666,19 @@ pub fn measure(
         }
     }
     progress("bench: spinning and set-up".into());
+    // Guest instruction counts only: the CPU counts' runs may share the host, as
+    // long as nothing timed runs beside them.
+    let spin_shares = side_by_side(&works, |&work| spin_share(kernel, work))
+        .map_err(|e| e.unwrap_or_else(|| BadInput("a spin-share thread panicked".into())))?;
     let mut rows = Vec::new();
-    for ((work, whole), emulations) in works.iter().zip(whole).zip(emulations) {
+    for (((work, whole), emulations), spin_share) in
+        works.iter().zip(whole).zip(emulations).zip(spin_shares)
+    {
         let emulation = median_cost(emulations);
         rows.push(Row {
             work: *work,
             insns: emulation.insns,
-            spin_share: spin_share(kernel, *work)?,
+            spin_share,
             whole: median_run(whole),
             emulation,
         });
@@ -763,6 +826,14 @@ impl MachineFigures {
                         .qemu
                         .iter()
                         .map(|(tcg, runs, c)| {
+                            if c.stopped {
+                                return format!(
+                                    "{} stopped past {:.2} s (twice the other mode's CPU; not repeated), {} by then",
+                                    tcg.accel(),
+                                    c.cpu.as_secs_f64(),
+                                    rss_text(c)
+                                );
+                            }
                             let once = match *runs {
                                 REPEATS => String::new(),
                                 runs => format!(
@@ -813,7 +884,7 @@ impl MachineFigures {
     pub fn json(&self) -> Value {
         let process = |c: &ProcessCost| {
             json!({"cpu_seconds": c.cpu.as_secs_f64(), "peak_rss_bytes": c.peak_rss_bytes,
-                   "allocs_and_frees": c.ops, "guest_insns": c.insns})
+                   "allocs_and_frees": c.ops, "guest_insns": c.insns, "stopped": c.stopped})
         };
         json!({
             "workload": "storm --variant fixed --sched rr --seed 0",
@@ -848,6 +919,42 @@ impl MachineFigures {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_child_past_its_cpu_cap_is_killed_and_counts_as_stopped() {
+        let cap = Duration::from_millis(50);
+        // Seconds of CPU if it is not stopped: a broken cap fails here, not hangs.
+        let mut spin = Command::new("sh");
+        spin.args(["-c", "i=0; while [ $i -lt 2000000 ]; do i=$((i+1)); done"]);
+        let child = finished_within("a spinning shell", &mut spin, Some(cap)).unwrap();
+        assert!(stopped(&child, Some(cap)), "{:?}", child.status);
+        assert!(child.cpu > cap);
+        // Within its cap a child runs to its end, its output whole.
+        let mut quick = Command::new("sh");
+        quick.args(["-c", "echo done"]);
+        let child =
+            finished_within("a quick shell", &mut quick, Some(Duration::from_secs(5))).unwrap();
+        assert!(child.status.success() && !stopped(&child, Some(Duration::from_secs(5))));
+        assert_eq!(child.stdout, b"done\n");
+        // A failure stays one.
+        let mut failing = Command::new("sh");
+        failing.args(["-c", "exit 3"]);
+        assert!(finished_within("a failing shell", &mut failing, Some(cap)).is_err());
+    }
+
+    #[test]
+    fn work_side_by_side_keeps_its_order_and_its_errors() {
+        let squares = side_by_side(&[1u64, 2, 3], |&n| Ok::<_, String>(n * n));
+        assert_eq!(squares.unwrap(), vec![1, 4, 9]);
+        let failed = side_by_side(&[1u64, 2, 3], |&n| {
+            if n == 2 {
+                Err(format!("{n}"))
+            } else {
+                Ok(n)
+            }
+        });
+        assert_eq!(failed.unwrap_err(), Some("2".to_string()));
+    }
 
     #[test]
     fn medians_and_the_guest_summary() {
@@ -886,6 +993,7 @@ mod tests {
             peak_rss_bytes: None,
             ops: 0,
             insns: None,
+            stopped: false,
         };
         let modes = vec![vec![run(690)], vec![run(2500)]];
         assert!(!far_costlier(&modes, 0));
