@@ -206,6 +206,9 @@ pub struct MmuModel {
     new_pt_pages: Vec<u64>,
     /// CPUs whose Unicorn TLB must be flushed before they run again.
     need_flush: Vec<bool>,
+    /// Per CPU: the pages where it holds entries made stale since its last flush,
+    /// whose reports the flush arms (nothing else of its can be waiting).
+    newly_stale: Vec<Vec<u64>>,
     /// Freed physical pages still reachable through a stale entry: freed at.
     freed: FxHashMap<u64, u64>,
     /// Per CPU: page-table pages it was let write (see [`MmuModel::open_write_window`]).
@@ -234,6 +237,7 @@ impl MmuModel {
             roots: vec![None; cpus],
             new_pt_pages: Vec::new(),
             need_flush: vec![false; cpus],
+            newly_stale: vec![Vec::new(); cpus],
             freed: FxHashMap::default(),
             windows: (0..cpus).map(|_| Vec::new()).collect(),
             checks,
@@ -349,9 +353,11 @@ impl MmuModel {
     pub fn take_flush(&mut self, cpu: usize) -> bool {
         let flush = std::mem::replace(&mut self.need_flush[cpu], false);
         if flush {
-            for e in self.held.entries_of_mut(cpu) {
-                if e.stale.is_some() && e.tag == StaleReport::Waiting {
-                    e.tag = StaleReport::Armed;
+            for page in std::mem::take(&mut self.newly_stale[cpu]) {
+                for e in self.held.page_entries_mut(cpu, page) {
+                    if e.stale.is_some() && e.tag == StaleReport::Waiting {
+                        e.tag = StaleReport::Armed;
+                    }
                 }
             }
         }
@@ -621,8 +627,9 @@ impl MmuModel {
                 cpu: at.cpu,
                 pc: at.pc,
             };
-            for cpu in self.held.mark_stale(desc_addr, since) {
+            for (cpu, page) in self.held.mark_stale(desc_addr, since) {
                 self.need_flush[cpu] = true;
+                self.newly_stale[cpu].push(page);
                 stop |= cpu == at.cpu;
             }
         }
@@ -721,6 +728,9 @@ impl MmuModel {
     /// reaches.
     pub fn pages_freed(&mut self, mem: &dyn GuestMemory, pa: u64, len: u64, at: At) {
         self.sync_windows(mem, at.cpu);
+        if !self.held.any_stale() {
+            return;
+        }
         let (start, end) = (pa & PAGE_MASK, pa.saturating_add(len));
         let mut reachable: Vec<u64> = self
             .held

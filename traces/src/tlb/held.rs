@@ -56,6 +56,12 @@ impl<T> HeldEntry<T> {
 #[derive(Debug, Clone)]
 pub struct HeldTlbs<T = ()> {
     tlbs: Vec<FxHashMap<u64, Vec<HeldEntry<T>>>>,
+    /// Per CPU: how many block entries it holds in each block, by (block size
+    /// shift, block base). A TLBI of one page reaches every entry of a block that
+    /// holds the page, and only this says, without a scan, whether there is one.
+    blocks: Vec<FxHashMap<(u32, u64), u32>>,
+    /// How many held entries are stale, over all CPUs.
+    stale_entries: usize,
     /// Descriptor address → (CPU, page) entries that used it (possibly outdated:
     /// checked against the entries).
     users: FxHashMap<u64, Vec<(usize, u64)>>,
@@ -65,9 +71,20 @@ impl<T> Default for HeldTlbs<T> {
     fn default() -> Self {
         Self {
             tlbs: Vec::new(),
+            blocks: Vec::new(),
+            stale_entries: 0,
             users: FxHashMap::default(),
         }
     }
+}
+
+/// The block a block entry's translation belongs to: (size shift, base); `None`
+/// for a page.
+fn block_of(fill: &TlbFill) -> Option<(u32, u64)> {
+    (fill.level < 3).then(|| {
+        let shift = level_shift(fill.level);
+        (shift, fill.va & !((1u64 << shift) - 1))
+    })
 }
 
 /// The entry of a page that answers an access under `asid`: its own before a global
@@ -88,14 +105,31 @@ impl<T> HeldTlbs<T> {
     pub fn new(cpus: usize) -> Self {
         let mut held = Self::default();
         held.tlbs.resize_with(cpus, FxHashMap::default);
+        held.blocks.resize_with(cpus, FxHashMap::default);
         held
     }
 
     fn cpu_mut(&mut self, cpu: usize) -> &mut FxHashMap<u64, Vec<HeldEntry<T>>> {
         if self.tlbs.len() <= cpu {
             self.tlbs.resize_with(cpu + 1, FxHashMap::default);
+            self.blocks.resize_with(cpu + 1, FxHashMap::default);
         }
         &mut self.tlbs[cpu]
+    }
+
+    /// Counts `fill` in or out of `cpu`'s blocks, if it is a block entry.
+    fn count_block(blocks: &mut FxHashMap<(u32, u64), u32>, fill: &TlbFill, held: bool) {
+        let Some(block) = block_of(fill) else {
+            return;
+        };
+        if held {
+            *blocks.entry(block).or_default() += 1;
+        } else if let Some(n) = blocks.get_mut(&block) {
+            *n -= 1;
+            if *n == 0 {
+                blocks.remove(&block);
+            }
+        }
     }
 
     /// The translation `cpu` holds for the page of `va` under `asid` (`None`: the
@@ -127,20 +161,29 @@ impl<T> HeldTlbs<T> {
         let same = |e: &HeldEntry<T>| {
             e.fill.global == fill.global && (fill.global || e.fill.asid == fill.asid)
         };
-        match entries.iter().position(same) {
-            Some(i) => entries[i] = entry,
-            None => entries.push(entry),
+        let replaced = match entries.iter().position(same) {
+            Some(i) => Some(std::mem::replace(&mut entries[i], entry)),
+            None => {
+                entries.push(entry);
+                None
+            }
+        };
+        let blocks = &mut self.blocks[cpu];
+        if let Some(old) = replaced {
+            Self::count_block(blocks, &old.fill, false);
+            self.stale_entries -= usize::from(old.stale.is_some());
         }
+        Self::count_block(blocks, &fill, true);
     }
 
     /// Marks every held translation that went through descriptor `desc` stale (those
-    /// already stale keep their first cause); returns the CPUs that got a newly stale
-    /// entry, in order.
-    pub fn mark_stale(&mut self, desc: u64, since: StaleSince) -> Vec<usize> {
+    /// already stale keep their first cause); returns the (CPU, page) of each page
+    /// that got a newly stale entry, in order.
+    pub fn mark_stale(&mut self, desc: u64, since: StaleSince) -> Vec<(usize, u64)> {
         let Some(users) = self.users.get_mut(&desc) else {
             return Vec::new();
         };
-        let mut cpus = Vec::new();
+        let mut pages = Vec::new();
         let mut kept = Vec::with_capacity(users.len());
         for &(cpu, va) in users.iter() {
             let Some(entries) = self.tlbs[cpu].get_mut(&va) else {
@@ -150,16 +193,17 @@ impl<T> HeldTlbs<T> {
                 kept.push((cpu, va));
                 if entry.stale.is_none() {
                     entry.stale = Some(since);
-                    cpus.push(cpu);
+                    self.stale_entries += 1;
+                    pages.push((cpu, va));
                 }
             }
         }
         kept.sort_unstable();
         kept.dedup();
         *users = kept;
-        cpus.sort_unstable();
-        cpus.dedup();
-        cpus
+        pages.sort_unstable();
+        pages.dedup();
+        pages
     }
 
     /// Whether some held translation was walked through a descriptor in page `page`.
@@ -207,13 +251,18 @@ impl<T> HeldTlbs<T> {
         };
         let mut removed = Vec::new();
         for cpu in reached {
-            let tlb = &mut self.tlbs[cpu];
+            let (tlb, blocks) = (&mut self.tlbs[cpu], &mut self.blocks[cpu]);
             let reaches = |page: u64, entries: &[HeldEntry<T>]| {
                 entries.iter().any(|e| e.invalidated_by(page, scope))
             };
+            let in_held_block = |va: u64| {
+                blocks
+                    .keys()
+                    .any(|&(shift, base)| va & !((1u64 << shift) - 1) == base)
+            };
             let mut pages: Vec<u64> = match scope {
-                // One page, unless blocks are held: then any page of a block with it.
-                TlbiScope::Va { va, .. } if tlb.values().flatten().all(|e| e.fill.level == 3) => {
+                // One page, unless a held block holds it: then every page of the block.
+                TlbiScope::Va { va, .. } if !in_held_block(va) => {
                     let page = va & PAGE_MASK;
                     tlb.get(&page)
                         .filter(|entries| reaches(page, entries))
@@ -233,7 +282,10 @@ impl<T> HeldTlbs<T> {
                 let mut i = 0;
                 while i < entries.len() {
                     if entries[i].invalidated_by(page, scope) {
-                        removed.push((cpu, entries.remove(i)));
+                        let entry = entries.remove(i);
+                        Self::count_block(blocks, &entry.fill, false);
+                        self.stale_entries -= usize::from(entry.stale.is_some());
+                        removed.push((cpu, entry));
                     } else {
                         i += 1;
                     }
@@ -246,6 +298,11 @@ impl<T> HeldTlbs<T> {
         removed
     }
 
+    /// Whether any CPU holds a stale entry.
+    pub fn any_stale(&self) -> bool {
+        self.stale_entries != 0
+    }
+
     /// Every held entry: (CPU, entry), in no particular order.
     pub fn entries(&self) -> impl Iterator<Item = (usize, &HeldEntry<T>)> {
         self.tlbs
@@ -254,12 +311,17 @@ impl<T> HeldTlbs<T> {
             .flat_map(|(cpu, tlb)| tlb.values().flatten().map(move |e| (cpu, e)))
     }
 
-    /// `cpu`'s held entries, mutable, in no particular order.
-    pub fn entries_of_mut(&mut self, cpu: usize) -> impl Iterator<Item = &mut HeldEntry<T>> {
+    /// `cpu`'s held entries for the page of `va`, mutable, in the order entered.
+    pub fn page_entries_mut(
+        &mut self,
+        cpu: usize,
+        va: u64,
+    ) -> impl Iterator<Item = &mut HeldEntry<T>> {
         self.tlbs
             .get_mut(cpu)
+            .and_then(|t| t.get_mut(&(va & PAGE_MASK)))
             .into_iter()
-            .flat_map(|t| t.values_mut().flatten())
+            .flatten()
     }
 }
 
@@ -317,6 +379,56 @@ mod tests {
         assert_eq!(held.invalidate(0, false, range(VA, 4096, None)).len(), 1);
     }
 
+    /// A TLBI of one page reaches every page held of a block that holds it, and
+    /// only that page otherwise, whatever else is held; a block's pages leave the
+    /// block index with their entries, and stale entries are counted while held.
+    #[test]
+    fn a_page_tlbi_reaches_the_blocks_that_hold_the_page() {
+        const RAM: u64 = 0x4000_0000;
+        const MAPPED: u64 = 0x10_7000_0000;
+        let va_any = |va| TlbiScope::Va { va, asid: None };
+        let block = |va| TlbFill {
+            level: 1,
+            ..fill(va)
+        };
+        let mut held: HeldTlbs = HeldTlbs::new(2);
+        for va in [RAM, RAM + 0x5000, RAM + 0x20_0000] {
+            held.insert(0, block(va), 0, ());
+        }
+        for va in [MAPPED, MAPPED + 4096] {
+            held.insert(0, fill(va), 0, ());
+        }
+        // A page outside every held block: that page alone.
+        let removed = held.invalidate(0, false, va_any(MAPPED + 4096));
+        assert_eq!(removed.len(), 1);
+        assert!(held.get(0, MAPPED, None).is_some());
+        // A page of the block, even one not held itself: the block's pages.
+        let removed = held.invalidate(0, false, va_any(RAM + 0x3000_0000));
+        let pages: Vec<u64> = removed.iter().map(|(_, e)| e.fill.va).collect();
+        assert_eq!(pages, vec![RAM, RAM + 0x5000, RAM + 0x20_0000]);
+        // The block is gone from the index: its pages held again as pages are
+        // reached one by one.
+        held.insert(0, fill(RAM), 0, ());
+        held.insert(0, fill(RAM + 0x5000), 0, ());
+        assert_eq!(held.invalidate(0, false, va_any(RAM + 0x5000)).len(), 1);
+        assert!(held.get(0, RAM, None).is_some());
+        // Stale entries are counted while held, on any CPU.
+        assert!(!held.any_stale());
+        let since = StaleSince {
+            time: 1,
+            cpu: 1,
+            pc: 0,
+        };
+        held.insert(1, fill(MAPPED), 0, ());
+        let stale = held.mark_stale(0x4000_2000, since);
+        assert_eq!(stale, vec![(0, RAM), (0, MAPPED), (1, MAPPED)]);
+        assert!(held.any_stale());
+        held.insert(1, fill(MAPPED), 2, ());
+        assert!(held.any_stale(), "CPU 0's entries are still stale");
+        held.invalidate(0, true, TlbiScope::All);
+        assert!(!held.any_stale());
+    }
+
     /// A page is held once per ASID and once globally: an access finds its own ASID's
     /// entry, else the global one, never another ASID's; entering a page again
     /// replaces only the entry of the same ASID (or the global one).
@@ -370,7 +482,7 @@ mod tests {
             cpu: 0,
             pc: 0,
         };
-        assert_eq!(held.mark_stale(0x4000_2000, since), vec![0]);
+        assert_eq!(held.mark_stale(0x4000_2000, since), vec![(0, VA)]);
         assert_eq!(held.entries().filter(|(_, e)| e.stale.is_some()).count(), 3);
         assert_eq!(held.holders(0x4000_2000).len(), 3);
         // An ASID's invalidation takes only its own.
@@ -418,7 +530,7 @@ mod tests {
             cpu: 0,
             pc: 0,
         };
-        assert_eq!(held.mark_stale(0x4000_2028, since), vec![0]);
+        assert_eq!(held.mark_stale(0x4000_2028, since).len(), 1);
         assert!(held.walked_through_page(0x4000_2000), "stale entries count");
     }
 
@@ -437,10 +549,15 @@ mod tests {
         assert!(held.get_mut(0, 0x8000_1000, None).is_none());
         assert!(held.get_mut(1, 0x8000_0000, None).is_none());
         assert!(held.get_mut(2, 0x8000_1000, None).is_none(), "no such CPU");
-        for entry in held.entries_of_mut(1) {
+        for entry in held.page_entries_mut(1, 0x8000_1234) {
             entry.tag = 40;
         }
-        assert_eq!(held.entries_of_mut(0).count(), 0);
+        assert_eq!(held.page_entries_mut(0, 0x8000_1000).count(), 0);
+        assert_eq!(
+            held.page_entries_mut(3, 0x8000_1000).count(),
+            0,
+            "no such CPU"
+        );
         assert_eq!(held.get(1, 0x8000_1000, None).map(|e| e.tag), Some(40));
     }
 }
