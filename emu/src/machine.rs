@@ -429,6 +429,12 @@ impl Machine {
         self.update_timer_lines();
         let ram = &self.hw.ram;
         for (cpu, core) in self.hw.cores.iter_mut().enumerate() {
+            if !matches!(
+                core.state,
+                CpuState::WaitingForInterrupt | CpuState::WaitingForEvent
+            ) {
+                continue;
+            }
             let mut board = self.hw.board.borrow_mut();
             let irq = self.arch.irq_pending(&board, core, cpu);
             let monitor_cleared = || {
