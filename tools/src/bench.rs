@@ -49,20 +49,32 @@ pub fn bench(args: &BenchArgs) -> Result<Verdict, BadInput> {
     if let Some(path) = &args.kernel {
         crate::input_file::require_regular(path)?;
     }
-    let progress = crate::progress::spinner("bench: recording a trace for check");
+    let progress = crate::progress::spinner(
+        "bench: recording traces for check, calibrating storm to 100 M instructions per CPU count",
+    );
     let exe = std::env::current_exe()
         .map_err(|e| BadInput(format!("cannot find this executable to run check: {e}")))?;
-    let check = crate::bench_check::measure(&exe, args.kernel.as_deref(), |message| {
-        progress.set_message(message)
-    })?;
-    let kernel = kernel::load(args.kernel.as_deref(), None)?;
+    let kernel_path = args.kernel.as_deref();
+    // Neither gives a host-dependent figure: they share the host's cores.
+    let (traces, works) = std::thread::scope(|scope| {
+        let calibration = scope.spawn(|| crate::bench_machine::calibrate(&exe, kernel_path));
+        let traces = crate::bench_check::record_traces(&exe, kernel_path).map_err(BadInput);
+        let works = calibration
+            .join()
+            .unwrap_or_else(|_| Err(BadInput("the calibration thread panicked".into())));
+        (traces, works)
+    });
+    progress.set_message("bench: check's peak RSS");
+    let check = crate::bench_check::measure(&exe, kernel_path, &traces?)?;
+    let works = works?;
+    let kernel = kernel::load(kernel_path, None)?;
     // QEMU boots the flat Image of the built-in guest (a --kernel ELF has none).
     let image = args
         .kernel
         .is_none()
         .then(|| Path::new(env!("PERCPU_GUEST_IMAGE")));
     let machine =
-        crate::bench_machine::measure(&exe, args.kernel.as_deref(), &kernel, image, &|message| {
+        crate::bench_machine::measure(&exe, kernel_path, &kernel, image, &works, &|message| {
             progress.set_message(message)
         })?;
     progress.set_message("bench: recording");

@@ -308,14 +308,12 @@ pub struct CheckBench {
     pub cost: CheckCost,
 }
 
-/// Records [`TRACES`] into temporary files, side by side (only the traces are
-/// kept, so the host's two cores may share the work), then measures `check` on
-/// each, one at a time; `progress` is told which.
-pub fn measure(
-    exe: &Path,
-    kernel: Option<&Path>,
-    mut progress: impl FnMut(&'static str),
-) -> Result<Vec<CheckBench>, String> {
+/// [`TRACES`], recorded into temporary files (removed when this is dropped).
+pub struct RecordedTraces(Vec<TempFile>);
+
+/// Records [`TRACES`] side by side (only the traces are kept, so the host's two
+/// cores may share the work).
+pub fn record_traces(exe: &Path, kernel: Option<&Path>) -> Result<RecordedTraces, String> {
     let traces: Vec<TempFile> = (0..TRACES.len())
         .map(|i| {
             TempFile(std::env::temp_dir().join(format!(
@@ -324,16 +322,23 @@ pub fn measure(
             )))
         })
         .collect();
-    progress("bench: recording traces for check");
     side_by_side(
         &TRACES.iter().zip(&traces).collect::<Vec<_>>(),
         |(run_args, trace)| record(exe, kernel, run_args, &trace.0),
     )
     .map_err(|e| e.unwrap_or_else(|| "a recording thread panicked".into()))?;
-    progress("bench: check's peak RSS");
+    Ok(RecordedTraces(traces))
+}
+
+/// Measures `check` on each of the `recorded` traces, one at a time.
+pub fn measure(
+    exe: &Path,
+    kernel: Option<&Path>,
+    recorded: &RecordedTraces,
+) -> Result<Vec<CheckBench>, String> {
     TRACES
         .into_iter()
-        .zip(&traces)
+        .zip(&recorded.0)
         .map(|(run_args, trace)| {
             let cost = check_cost(exe, kernel, &trace.0)?;
             Ok(CheckBench { run_args, cost })

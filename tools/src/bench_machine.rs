@@ -568,21 +568,26 @@ fn median_cost(mut costs: Vec<Cost>) -> Cost {
     costs[costs.len() / 2]
 }
 
-/// Measures it all; `progress` hears what runs now. Child processes first, while
-/// this process is still small (their peak RSS figures depend on it).
+/// Storm scaled to [`STEADY_INSNS`] for each of [`CPU_COUNTS`] ([`Workload::steady`]).
+/// Only instruction counts come of it: the CPU counts' children may share the host.
+pub fn calibrate(exe: &Path, kernel_path: Option<&Path>) -> Result<Vec<Workload>, BadInput> {
+    side_by_side(&CPU_COUNTS, |&cpus| {
+        Workload::steady(exe, kernel_path, cpus)
+    })
+    .map_err(|e| e.unwrap_or_else(|| BadInput("a calibration thread panicked".into())))
+}
+
+/// Measures it all on `works` (from [`calibrate`]); `progress` hears what runs
+/// now. Child processes first, while this process is still small (their peak RSS
+/// figures depend on it).
 pub fn measure(
     exe: &Path,
     kernel_path: Option<&Path>,
     kernel: &KernelImage,
     image: Option<&Path>,
+    works: &[Workload],
     progress: &dyn Fn(String),
 ) -> Result<MachineFigures, BadInput> {
-    progress("bench: calibrating storm to 100 M instructions per CPU count".into());
-    // Only instruction counts come of it: the CPU counts' children may share the host.
-    let works = side_by_side(&CPU_COUNTS, |&cpus| {
-        Workload::steady(exe, kernel_path, cpus)
-    })
-    .map_err(|e| e.unwrap_or_else(|| BadInput("a calibration thread panicked".into())))?;
     let image = image.filter(|_| qemu_available());
     let mut whole: Vec<Vec<ProcessCost>> = vec![Vec::new(); works.len()];
     // Per QEMU CPU count: ours bare, and QEMU in each TCG mode.
@@ -668,7 +673,7 @@ pub fn measure(
     progress("bench: spinning and set-up".into());
     // Guest instruction counts only: the CPU counts' runs may share the host, as
     // long as nothing timed runs beside them.
-    let spin_shares = side_by_side(&works, |&work| spin_share(kernel, work))
+    let spin_shares = side_by_side(works, |&work| spin_share(kernel, work))
         .map_err(|e| e.unwrap_or_else(|| BadInput("a spin-share thread panicked".into())))?;
     let mut rows = Vec::new();
     for (((work, whole), emulations), spin_share) in
