@@ -58,7 +58,7 @@ use crate::kernel::KernelImage;
 use crate::memory::GuestRam;
 use crate::record::abi::IsaAbi;
 use crate::record::Recorder;
-use crate::tlb::{At, FillAnswer, Invalidation, MmuModel, RamView};
+use crate::tlb::{At, FillAnswer, Invalidation, MmuModel, RamView, SoftTlbEntry};
 use crate::Isa;
 
 /// What the simulated MMU's wiring asks of an instruction set: one per ISA, in
@@ -139,6 +139,19 @@ pub(crate) struct CoreMmu {
     fault: Cell<Option<(u64, Access, Fault)>>,
     /// Set when the machine starts recording (see the module doc).
     recorder: OnceCell<Rc<Recorder>>,
+    /// What this core's Unicorn TLB may hold: everything the fill hook answered
+    /// since the host last flushed it (Unicorn's own flushes and evictions only
+    /// make this larger than the TLB, never smaller).
+    soft_tlb: RefCell<SoftTlbMirror>,
+}
+
+/// The pages a Unicorn TLB was filled with since it was last flushed.
+#[derive(Default)]
+struct SoftTlbMirror {
+    /// 4 KiB virtual pages translated.
+    pages: traces::fx::FxHashSet<u64>,
+    /// 4 KiB physical pages written through.
+    writable: traces::fx::FxHashSet<u64>,
 }
 
 impl CoreMmu {
@@ -189,6 +202,23 @@ impl CoreMmu {
         };
         self.hand_over(Some(uc));
         recorder.queue(Some(uc), self.cpu, at.time, at.pc, self.abi.link(uc), kind);
+    }
+
+    /// Whether this core's Unicorn TLB may hold `entry`.
+    fn may_hold(&self, entry: SoftTlbEntry) -> bool {
+        let mirror = self.soft_tlb.borrow();
+        match entry {
+            SoftTlbEntry::Page(va) => mirror.pages.contains(&(va & !(PAGE_SIZE - 1))),
+            SoftTlbEntry::WritableFrame(pa) => mirror.writable.contains(&(pa & !(PAGE_SIZE - 1))),
+        }
+    }
+
+    /// Flushes this core's Unicorn TLB.
+    fn flush_soft_tlb(&self, uc: &mut Unicorn<'_, ()>) {
+        uc.ctl_flush_tlb().expect("TLB flush");
+        let mut mirror = self.soft_tlb.borrow_mut();
+        mirror.pages.clear();
+        mirror.writable.clear();
     }
 
     pub(crate) fn regs_changed(&self) {
@@ -279,6 +309,11 @@ impl CoreMmu {
                 if exec && (access == Access::Fetch || self.shared.holds_code(pa)) {
                     perms |= Prot::EXEC;
                 }
+                let mut mirror = self.soft_tlb.borrow_mut();
+                mirror.pages.insert(va & !(PAGE_SIZE - 1));
+                if write {
+                    mirror.writable.insert(pa & !(PAGE_SIZE - 1));
+                }
                 // Unicorn's target pages are 1 KiB: keep the offset inside the 4 KiB page.
                 Some(TlbEntry {
                     paddr: pa | (va & 0xfff),
@@ -361,6 +396,7 @@ pub(crate) fn install_core(
         regs_dirty: Cell::new(true),
         fault: Cell::new(None),
         recorder: OnceCell::new(),
+        soft_tlb: RefCell::default(),
     });
     uc.ctl_set_tlb_type(TlbType::VIRTUAL)
         .map_err(uc_err("selecting the virtual TLB"))?;
@@ -461,9 +497,16 @@ impl SimMmu {
     /// Before `cpu` runs a slice starting at virtual time `now`: flush the Unicorn TLB
     /// the model asked to flush.
     pub(crate) fn before_slice(&mut self, cores: &mut [Core], cpu: usize, now: u64) {
-        if self.shared.model.borrow_mut().take_flush(cpu) {
-            cores[cpu].uc.ctl_flush_tlb().expect("TLB flush");
+        let core = &mut cores[cpu];
+        let mut model = self.shared.model.borrow_mut();
+        match &core.mmu {
+            Some(mmu) if model.take_flush(cpu, &|entry| mmu.may_hold(entry)) => {
+                mmu.flush_soft_tlb(&mut core.uc)
+            }
+            None if model.take_flush(cpu, &|_| true) => core.uc.ctl_flush_tlb().expect("TLB flush"),
+            _ => {}
         }
+        drop(model);
         self.shared.slice_base.set(now);
         self.shared.in_slice.set(true);
     }
@@ -479,7 +522,11 @@ impl SimMmu {
         }
         model.take_new_pt_pages();
         if model.close_windows(&self.shared.ram, cpu) {
-            cores[cpu].uc.ctl_flush_tlb().expect("TLB flush");
+            let core = &mut cores[cpu];
+            match &core.mmu {
+                Some(mmu) => mmu.flush_soft_tlb(&mut core.uc),
+                None => core.uc.ctl_flush_tlb().expect("TLB flush"),
+            }
         }
         drop(model);
         let core = &cores[cpu];

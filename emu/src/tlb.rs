@@ -194,6 +194,15 @@ pub struct ModelEvent {
     pub kind: EventKind,
 }
 
+/// What a CPU's Unicorn TLB may hold that [`MmuModel::take_flush`] asks about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SoftTlbEntry {
+    /// A translation of the 4 KiB virtual page at this address.
+    Page(u64),
+    /// Write permission to the physical page at this address.
+    WritableFrame(u64),
+}
+
 #[derive(Clone)]
 pub struct MmuModel {
     held: HeldTlbs<StaleReport>,
@@ -209,6 +218,9 @@ pub struct MmuModel {
     /// Per CPU: the pages where it holds entries made stale since its last flush,
     /// whose reports the flush arms (nothing else of its can be waiting).
     newly_stale: Vec<Vec<u64>>,
+    /// Per CPU: page-table pages found since its last flush, to which its Unicorn
+    /// TLB may still give write permission.
+    new_tables: Vec<Vec<u64>>,
     /// Freed physical pages still reachable through a stale entry: freed at.
     freed: FxHashMap<u64, u64>,
     /// Per CPU: page-table pages it was let write (see [`MmuModel::open_write_window`]).
@@ -238,6 +250,7 @@ impl MmuModel {
             new_pt_pages: Vec::new(),
             need_flush: vec![false; cpus],
             newly_stale: vec![Vec::new(); cpus],
+            new_tables: vec![Vec::new(); cpus],
             freed: FxHashMap::default(),
             windows: (0..cpus).map(|_| Vec::new()).collect(),
             checks,
@@ -350,18 +363,28 @@ impl MmuModel {
     /// Whether `cpu`'s Unicorn TLB must be flushed before it runs; clears the request.
     /// The caller flushes that TLB when this returns true: from then on the next access
     /// through each of `cpu`'s stale entries reaches the model, so it is armed.
-    pub fn take_flush(&mut self, cpu: usize) -> bool {
-        let flush = std::mem::replace(&mut self.need_flush[cpu], false);
-        if flush {
-            for page in std::mem::take(&mut self.newly_stale[cpu]) {
-                for e in self.held.page_entries_mut(cpu, page) {
-                    if e.stale.is_some() && e.tag == StaleReport::Waiting {
-                        e.tag = StaleReport::Armed;
-                    }
+    /// `may_hold` says what that TLB may hold (`|_| true` when unknown): a flush is
+    /// asked for only when it may hold a stale page or write permission to a new
+    /// page table.
+    pub fn take_flush(&mut self, cpu: usize, may_hold: &dyn Fn(SoftTlbEntry) -> bool) -> bool {
+        if !std::mem::replace(&mut self.need_flush[cpu], false) {
+            return false;
+        }
+        let stale = std::mem::take(&mut self.newly_stale[cpu]);
+        for &page in &stale {
+            for e in self.held.page_entries_mut(cpu, page) {
+                if e.stale.is_some() && e.tag == StaleReport::Waiting {
+                    e.tag = StaleReport::Armed;
                 }
             }
         }
-        flush
+        let tables = std::mem::take(&mut self.new_tables[cpu]);
+        stale
+            .into_iter()
+            .any(|page| may_hold(SoftTlbEntry::Page(page)))
+            || tables
+                .into_iter()
+                .any(|page| may_hold(SoftTlbEntry::WritableFrame(page)))
     }
 
     fn add_pt_page(&mut self, page: u64, level: u8, va_base: u64, at: At) {
@@ -371,6 +394,7 @@ impl MmuModel {
             self.stats.pt_pages = self.pt_pages.len() as u64;
             // Any CPU may hold write permission to the page: take it away.
             self.need_flush.iter_mut().for_each(|f| *f = true);
+            self.new_tables.iter_mut().for_each(|t| t.push(page));
             self.record(
                 at,
                 EventKind::PageTablePage {
@@ -953,11 +977,11 @@ mod tests {
         assert_eq!(m.stats.tlb_fills, vec![1, 0]);
         assert!(m.is_page_table(L3) && m.is_page_table(L1));
         // New page tables: every CPU must drop what write permission it had to them.
-        assert!(m.take_flush(0) && m.take_flush(1));
+        assert!(m.take_flush(0, &|_| true) && m.take_flush(1, &|_| true));
         // Break, no TLBI yet: CPU 0 still uses A; CPU 1 walks and faults.
         store(&mut m, &mut ram, 0, 0, 2);
-        assert!(m.take_flush(0), "CPU 0's Unicorn TLB must go");
-        assert!(!m.take_flush(1), "CPU 1 held nothing");
+        assert!(m.take_flush(0, &|_| true), "CPU 0's Unicorn TLB must go");
+        assert!(!m.take_flush(1, &|_| true), "CPU 1 held nothing");
         assert_eq!(read(&mut m, &ram, &regs, 0), mapped_a);
         assert_eq!(m.stats.stale_accesses, 1);
         assert!(
@@ -969,6 +993,46 @@ mod tests {
         assert!(matches!(read(&mut m, &ram, &regs, 0), FillAnswer::Fault(_)));
         assert_eq!(m.stats.tlbi_by_kind.get("vaae1is"), Some(&1));
         assert_eq!(m.stats.broadcast_invalidations, 1);
+    }
+
+    /// A flush is asked for only when the CPU's Unicorn TLB may hold what must
+    /// leave it (a stale page, write permission to a new table); the stale entry is
+    /// armed either way, so its next use is reported.
+    #[test]
+    fn a_flush_is_asked_for_only_what_the_soft_tlb_may_hold() {
+        let (mut ram, regs, mut m) = setup(1);
+        read(&mut m, &ram, &regs, 0);
+        let nothing = |_: SoftTlbEntry| false;
+        assert!(!m.take_flush(0, &nothing), "new tables it never wrote");
+        let writable_l3 = |e| e == SoftTlbEntry::WritableFrame(L3);
+        store(&mut m, &mut ram, 0, 0, 2);
+        assert!(!m.take_flush(0, &writable_l3), "the stale page is not held");
+        assert!(matches!(
+            read(&mut m, &ram, &regs, 0),
+            FillAnswer::Map { pa: PAGE_A, .. }
+        ));
+        assert_eq!(m.stats.stale_accesses, 1, "armed without a flush");
+        // Held: flushed. And a new table written through the soft TLB: flushed.
+        store(&mut m, &mut ram, PAGE_B | PAGE, 0, 3);
+        tlbi(&mut m, &ram, false, at(0, 4));
+        read(&mut m, &ram, &regs, 0);
+        store(&mut m, &mut ram, 0, 0, 5);
+        assert!(m.take_flush(0, &|e| e == SoftTlbEntry::Page(VA)));
+        ram.write_u64(L3, PAGE_A | PAGE).unwrap();
+        const L2_OTHER: u64 = RAM_BASE + 0x5000;
+        ram.write_u64(L1 + 8 * 3, L2_OTHER | 3).unwrap();
+        ram.write_u64(L2_OTHER, L3 | 3).unwrap();
+        m.fill(
+            &ram,
+            &regs,
+            VA + 0x4000_0000,
+            Access::Read,
+            false,
+            at(0, 6),
+            true,
+        );
+        assert!(m.is_page_table(L2_OTHER));
+        assert!(m.take_flush(0, &|e| e == SoftTlbEntry::WritableFrame(L2_OTHER)));
     }
 
     #[test]
@@ -990,7 +1054,7 @@ mod tests {
         let (mut ram, regs, mut m) = setup(1);
         m.record_events();
         read(&mut m, &ram, &regs, 0);
-        m.take_flush(0);
+        m.take_flush(0, &|_| true);
         assert_eq!(
             recorded(&mut m),
             vec!["pt-page", "pt-page", "pt-page", "tlb-fill"]
@@ -1000,7 +1064,7 @@ mod tests {
         // A refill before the machine flushed: Unicorn may or may not ask, so nothing.
         read(&mut m, &ram, &regs, 0);
         assert_eq!(recorded(&mut m), Vec::<&str>::new());
-        assert!(m.take_flush(0));
+        assert!(m.take_flush(0, &|_| true));
         for _ in 0..3 {
             read(&mut m, &ram, &regs, 0);
         }
@@ -1025,11 +1089,11 @@ mod tests {
         let (mut ram, regs, mut m) = setup(1);
         m.record_events();
         read(&mut m, &ram, &regs, 0);
-        m.take_flush(0);
+        m.take_flush(0, &|_| true);
         m.open_write_window(&ram, L3, at(0, 2));
         ram.write_u64(L3, 0).unwrap();
         m.close_windows(&ram, 0);
-        m.take_flush(0);
+        m.take_flush(0, &|_| true);
         read(&mut m, &ram, &regs, 0);
         let mut check = traces::tlb::TlbCheck::new();
         for e in m.take_events() {
