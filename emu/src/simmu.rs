@@ -24,7 +24,11 @@
 //!   generated code), so TLBIs and register writes come from `cpu`'s own hooks;
 //! - DSB and ISB reach no hook: code hooks on their addresses (found by scanning the
 //!   executable segments) see them. An ISB in a spin-wait loop would cost a hook call
-//!   per iteration, so only ISBs within 4 instructions of a TLBI or DSB are hooked.
+//!   per iteration, so only ISBs within 4 instructions of a TLBI or DSB are hooked;
+//! - in virtual-TLB mode every soft-TLB entry comes from the fill hook, and Unicorn
+//!   flushes only whole TLBs: each core keeps what it answered since the host last
+//!   flushed it, so that the model's flush requests (stale entries, new page
+//!   tables) flush only a core that may hold the pages concerned.
 //!
 //! # Recording
 //! While the machine records ([`crate::record`]), each core queues what its MMU sees
