@@ -758,8 +758,9 @@ impl MmuModel {
         let (start, end) = (pa & PAGE_MASK, pa.saturating_add(len));
         let mut reachable: Vec<u64> = self
             .held
-            .entries()
-            .filter(|(_, e)| e.stale.is_some() && (start..end).contains(&e.fill.pa))
+            .entries_to(start..end)
+            .into_iter()
+            .filter(|(_, e)| e.stale.is_some())
             .map(|(_, e)| e.fill.pa)
             .collect();
         reachable.sort_unstable();

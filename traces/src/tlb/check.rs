@@ -439,8 +439,8 @@ impl TlbCheck {
         let pages = 1u64 << order.min(20);
         let range = pa & PAGE_MASK..(pa & PAGE_MASK) + pages * PAGE_SIZE;
         let mut holders: BTreeMap<u64, Vec<(usize, u64, Option<StaleSince>)>> = BTreeMap::new();
-        for (cpu, entry) in self.held.entries() {
-            if range.contains(&entry.fill.pa) && outlives_a_free(&entry.fill) {
+        for (cpu, entry) in self.held.entries_to(range.clone()) {
+            if outlives_a_free(&entry.fill) {
                 let holder = (cpu, entry.fill.va, entry.stale);
                 holders.entry(entry.fill.pa).or_default().push(holder);
             }

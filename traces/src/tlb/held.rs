@@ -4,7 +4,7 @@
 
 use crate::fx::FxHashMap;
 
-use crate::aarch64::{level_shift, TlbiScope, PAGE_MASK};
+use crate::aarch64::{level_shift, TlbiScope, PAGE_MASK, PAGE_SIZE};
 use crate::event::TlbFill;
 
 /// When, where and by whom a held translation was made stale.
@@ -62,6 +62,9 @@ pub struct HeldTlbs<T = ()> {
     blocks: Vec<FxHashMap<(u32, u64), u32>>,
     /// How many held entries are stale, over all CPUs.
     stale_entries: usize,
+    /// Physical page → (CPU, page) of each entry that translates to it, once per
+    /// entry: what a free of the page may leave reachable.
+    frames: FxHashMap<u64, Vec<(usize, u64)>>,
     /// Descriptor address → (CPU, page) entries that used it (possibly outdated:
     /// checked against the entries).
     users: FxHashMap<u64, Vec<(usize, u64)>>,
@@ -73,6 +76,7 @@ impl<T> Default for HeldTlbs<T> {
             tlbs: Vec::new(),
             blocks: Vec::new(),
             stale_entries: 0,
+            frames: FxHashMap::default(),
             users: FxHashMap::default(),
         }
     }
@@ -115,6 +119,26 @@ impl<T> HeldTlbs<T> {
             self.blocks.resize_with(cpu + 1, FxHashMap::default);
         }
         &mut self.tlbs[cpu]
+    }
+
+    /// Enters (`held`) or removes the frame index's item for `cpu`'s entry `fill`.
+    fn index_frame(
+        frames: &mut FxHashMap<u64, Vec<(usize, u64)>>,
+        cpu: usize,
+        fill: &TlbFill,
+        held: bool,
+    ) {
+        let (frame, item) = (fill.pa & PAGE_MASK, (cpu, fill.va & PAGE_MASK));
+        if held {
+            frames.entry(frame).or_default().push(item);
+        } else if let Some(items) = frames.get_mut(&frame) {
+            if let Some(i) = items.iter().position(|&x| x == item) {
+                items.swap_remove(i);
+            }
+            if items.is_empty() {
+                frames.remove(&frame);
+            }
+        }
     }
 
     /// Counts `fill` in or out of `cpu`'s blocks, if it is a block entry.
@@ -171,9 +195,11 @@ impl<T> HeldTlbs<T> {
         let blocks = &mut self.blocks[cpu];
         if let Some(old) = replaced {
             Self::count_block(blocks, &old.fill, false);
+            Self::index_frame(&mut self.frames, cpu, &old.fill, false);
             self.stale_entries -= usize::from(old.stale.is_some());
         }
         Self::count_block(blocks, &fill, true);
+        Self::index_frame(&mut self.frames, cpu, &fill, true);
     }
 
     /// Marks every held translation that went through descriptor `desc` stale (those
@@ -284,6 +310,7 @@ impl<T> HeldTlbs<T> {
                     if entries[i].invalidated_by(page, scope) {
                         let entry = entries.remove(i);
                         Self::count_block(blocks, &entry.fill, false);
+                        Self::index_frame(&mut self.frames, cpu, &entry.fill, false);
                         self.stale_entries -= usize::from(entry.stale.is_some());
                         removed.push((cpu, entry));
                     } else {
@@ -296,6 +323,39 @@ impl<T> HeldTlbs<T> {
             }
         }
         removed
+    }
+
+    /// Every held entry that translates to a physical address in `range`: (CPU,
+    /// entry), in no particular order.
+    pub fn entries_to(&self, range: std::ops::Range<u64>) -> Vec<(usize, &HeldEntry<T>)> {
+        // A large range is cheaper to test against every entry.
+        const LOOKUPS_MAX: u64 = 256;
+        let first = range.start & PAGE_MASK;
+        if range.end.saturating_sub(first) / PAGE_SIZE > LOOKUPS_MAX {
+            return self
+                .entries()
+                .filter(|(_, e)| range.contains(&e.fill.pa))
+                .collect();
+        }
+        let mut pages: Vec<(usize, u64)> = (first..range.end)
+            .step_by(PAGE_SIZE as usize)
+            .filter_map(|frame| self.frames.get(&frame))
+            .flatten()
+            .copied()
+            .collect();
+        pages.sort_unstable();
+        pages.dedup();
+        pages
+            .into_iter()
+            .flat_map(|(cpu, va)| {
+                self.tlbs[cpu]
+                    .get(&va)
+                    .into_iter()
+                    .flatten()
+                    .filter(|e| range.contains(&e.fill.pa))
+                    .map(move |e| (cpu, e))
+            })
+            .collect()
     }
 
     /// Whether any CPU holds a stale entry.
@@ -427,6 +487,75 @@ mod tests {
         assert!(held.any_stale(), "CPU 0's entries are still stale");
         held.invalidate(0, true, TlbiScope::All);
         assert!(!held.any_stale());
+    }
+
+    /// The entries that translate into a physical range are those a scan of every
+    /// entry finds, through fills, refills of a page elsewhere and invalidations.
+    #[test]
+    fn entries_to_a_range_are_found_as_a_scan_finds_them() {
+        let at = |va: u64, pa: u64| TlbFill { pa, ..fill(va) };
+        let scan = |held: &HeldTlbs, range: std::ops::Range<u64>| {
+            let mut found: Vec<(usize, u64)> = held
+                .entries()
+                .filter(|(_, e)| range.contains(&e.fill.pa))
+                .map(|(cpu, e)| (cpu, e.fill.va))
+                .collect();
+            found.sort_unstable();
+            found
+        };
+        let indexed = |held: &HeldTlbs, range: std::ops::Range<u64>| {
+            let mut found: Vec<(usize, u64)> = held
+                .entries_to(range)
+                .into_iter()
+                .map(|(cpu, e)| (cpu, e.fill.va))
+                .collect();
+            found.sort_unstable();
+            found
+        };
+        let mut held: HeldTlbs = HeldTlbs::new(2);
+        const FRAME: u64 = 0x4010_0000;
+        held.insert(0, at(0x8000_0000, FRAME), 0, ());
+        held.insert(1, at(0x8000_0000, FRAME), 0, ());
+        held.insert(0, at(0x8000_1000, FRAME + 0x1000), 0, ());
+        held.insert(1, at(0x9000_0000, FRAME), 0, ());
+        // Refilled elsewhere: no longer an entry of FRAME.
+        held.insert(1, at(0x8000_0000, FRAME + 0x5000), 1, ());
+        let ranges = [
+            FRAME..FRAME + 0x1000,
+            FRAME..FRAME + 0x2000,
+            FRAME + 0x1000..FRAME + 0x6000,
+            FRAME..FRAME + 0x1000_0000,
+        ];
+        for range in ranges.clone() {
+            assert_eq!(
+                indexed(&held, range.clone()),
+                scan(&held, range.clone()),
+                "{range:x?}"
+            );
+        }
+        assert_eq!(
+            indexed(&held, FRAME..FRAME + 0x1000),
+            vec![(0, 0x8000_0000), (1, 0x9000_0000)]
+        );
+        held.invalidate(
+            0,
+            true,
+            TlbiScope::Va {
+                va: 0x8000_0000,
+                asid: None,
+            },
+        );
+        for range in ranges {
+            assert_eq!(
+                indexed(&held, range.clone()),
+                scan(&held, range.clone()),
+                "{range:x?}"
+            );
+        }
+        assert_eq!(
+            indexed(&held, FRAME..FRAME + 0x1000),
+            vec![(1, 0x9000_0000)]
+        );
     }
 
     /// A page is held once per ASID and once globally: an access finds its own ASID's
