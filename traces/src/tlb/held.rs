@@ -472,6 +472,18 @@ mod tests {
         held.insert(0, fill(RAM + 0x5000), 0, ());
         assert_eq!(held.invalidate(0, false, va_any(RAM + 0x5000)).len(), 1);
         assert!(held.get(0, RAM, None).is_some());
+        // A block still held after one of its pages is entered again as a page:
+        // a TLBI elsewhere in the block still reaches the other page.
+        held.insert(1, block(RAM), 0, ());
+        held.insert(1, block(RAM + 0x7000), 0, ());
+        held.insert(1, fill(RAM), 1, ());
+        let removed = held.invalidate(1, false, va_any(RAM + 0x100_0000));
+        let pages: Vec<u64> = removed.iter().map(|(_, e)| e.fill.va).collect();
+        assert_eq!(pages, vec![RAM + 0x7000]);
+        assert!(
+            held.get(1, RAM, None).is_some(),
+            "a page entry, not the block's"
+        );
         // Stale entries are counted while held, on any CPU.
         assert!(!held.any_stale());
         let since = StaleSince {
@@ -481,7 +493,7 @@ mod tests {
         };
         held.insert(1, fill(MAPPED), 0, ());
         let stale = held.mark_stale(0x4000_2000, since);
-        assert_eq!(stale, vec![(0, RAM), (0, MAPPED), (1, MAPPED)]);
+        assert_eq!(stale, vec![(0, RAM), (0, MAPPED), (1, RAM), (1, MAPPED)]);
         assert!(held.any_stale());
         held.insert(1, fill(MAPPED), 2, ());
         assert!(held.any_stale(), "CPU 0's entries are still stale");
