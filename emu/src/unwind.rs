@@ -65,11 +65,85 @@ fn read_record(read_u64: impl Fn(u64) -> Option<u64>, at: u64) -> Option<[u64; 2
     Some([read_u64(at)?, read_u64(at.wrapping_add(8))?])
 }
 
+/// Most bytes [`StackWindow`] copies at once: a few frames of a kernel stack.
+const STACK_SPAN: usize = 512;
+
+/// Frame records read through a stopped core's MMU, from one copy of the stack
+/// above the first record where the chain stays in it.
+///
+/// A chain's records lie close together up one stack, and one engine read costs
+/// many times a copy of a few hundred bytes, so each read copies on to the end of
+/// its target page (at most [`STACK_SPAN`] bytes). It never copies past that page:
+/// the engine translates, and fills its TLB for, exactly the pages that reading
+/// the records one by one would. Kept only while the core is stopped in a hook,
+/// when its memory cannot change.
+pub(crate) struct StackWindow<'a, 'u: 'a> {
+    uc: &'a Unicorn<'u, ()>,
+    /// The engine's target page size (a power of two), 0 to read each record alone.
+    page_size: u64,
+    start: u64,
+    len: usize,
+    bytes: [u8; STACK_SPAN],
+}
+
+impl<'a, 'u> StackWindow<'a, 'u> {
+    pub(crate) fn new(uc: &'a Unicorn<'u, ()>, page_size: u64) -> Self {
+        Self {
+            uc,
+            page_size,
+            start: 0,
+            len: 0,
+            bytes: [0; STACK_SPAN],
+        }
+    }
+
+    /// The 16-byte frame record at `at`.
+    pub(crate) fn record(&mut self, at: u64) -> Option<[u64; 2]> {
+        let mut buf = [0; 16];
+        if !self.copied(at, 16) {
+            let page_left = self
+                .page_size
+                .wrapping_sub(at & self.page_size.wrapping_sub(1));
+            let len = page_left.min(STACK_SPAN as u64) as usize;
+            if self.page_size.is_power_of_two()
+                && len >= buf.len()
+                && self
+                    .uc
+                    .vmem_read(at, Prot::READ, &mut self.bytes[..len])
+                    .is_ok()
+            {
+                (self.start, self.len) = (at, len);
+            } else {
+                // Unreadable, or split over two pages: as the walk always read it.
+                self.uc.vmem_read(at, Prot::READ, &mut buf).ok()?;
+                return Some(words(&buf));
+            }
+        }
+        let from = (at - self.start) as usize;
+        buf.copy_from_slice(&self.bytes[from..from + 16]);
+        Some(words(&buf))
+    }
+
+    fn copied(&self, at: u64, len: u64) -> bool {
+        at >= self.start && at.saturating_add(len) <= self.start + self.len as u64
+    }
+}
+
+/// A frame record's (or any 16 bytes') two little-endian u64s.
+pub(crate) fn words(record: &[u8; 16]) -> [u64; 2] {
+    let word = |i: usize| {
+        let mut w = [0; 8];
+        w.copy_from_slice(&record[i..i + 8]);
+        u64::from_le_bytes(w)
+    };
+    [word(0), word(8)]
+}
+
 /// Walks frame records `{caller's frame pointer, return address}` that lie at
 /// `offset` from the frame pointer; `read_record` reads the 16 bytes of one
 /// (in one guest read where that is cheaper than two).
 pub(crate) fn frame_chain_at(
-    read_record: impl Fn(u64) -> Option<[u64; 2]>,
+    mut read_record: impl FnMut(u64) -> Option<[u64; 2]>,
     mut fp: u64,
     offset: i64,
 ) -> Vec<u64> {
@@ -156,6 +230,65 @@ mod tests {
             frame_pointer_chain(&ram, RAM_BASE + 0x10_0000),
             Vec::<u64>::new()
         );
+    }
+
+    /// A chain through a core's memory: through [`StackWindow`], and one record
+    /// per engine read as before it.
+    fn chains_both_ways(uc: &Unicorn<'_, ()>, fp: u64) -> (Vec<u64>, Vec<u64>) {
+        let page = uc.ctl_get_page_size().unwrap().into();
+        let mut window = StackWindow::new(uc, page);
+        let windowed = frame_chain_at(|at| window.record(at), fp, 0);
+        let one_by_one = frame_chain_at(
+            |at| {
+                let mut buf = [0; 16];
+                uc.vmem_read(at, Prot::READ, &mut buf).ok()?;
+                Some(words(&buf))
+            },
+            fp,
+            0,
+        );
+        (windowed, one_by_one)
+    }
+
+    #[test]
+    fn a_windowed_walk_reads_what_a_walk_record_by_record_reads() {
+        let mut uc = Unicorn::new(unicorn_engine::Arch::ARM64, unicorn_engine::Mode::ARM).unwrap();
+        let page = u64::from(uc.ctl_get_page_size().unwrap());
+        // Two mapped pages of 4 KiB (the MMU is off: virtual is physical), then none.
+        let base = 0x10_0000;
+        uc.mem_map(base, 0x2000, Prot::ALL).unwrap();
+        let end = base + 0x2000;
+        let put = |uc: &mut Unicorn<'_, ()>, fp: u64, next: u64, ret: u64| {
+            let mut record = [0; 16];
+            record[..8].copy_from_slice(&next.to_le_bytes());
+            record[8..].copy_from_slice(&ret.to_le_bytes());
+            uc.mem_write(fp, &record).unwrap();
+        };
+        // Frames close together, one far up the stack, one across a target page's
+        // end, and the last record straddling the end of mapped memory.
+        let frames = [
+            base + 0x10,
+            base + 0x40,
+            base + 0x390,
+            base + page - 8,
+            base + 0x1ff0 - 0x400,
+            end - 8,
+        ];
+        for (i, pair) in frames.windows(2).enumerate() {
+            put(&mut uc, pair[0], pair[1], 0x4008_0000 + 4 * i as u64);
+        }
+        let (windowed, one_by_one) = chains_both_ways(&uc, frames[0]);
+        assert_eq!(windowed, one_by_one);
+        // Every record read, up to the one that cannot be (it ends the walk).
+        assert_eq!(windowed.len(), frames.len() - 1, "{windowed:x?}");
+        // A chain that ends with a zero frame pointer, within the window.
+        put(&mut uc, base + 0x40, 0, 0x4009_0000);
+        assert_eq!(
+            chains_both_ways(&uc, frames[0]).0,
+            [0x4008_0000, 0x4009_0000]
+        );
+        // Nothing mapped at the first record.
+        assert_eq!(chains_both_ways(&uc, end + 0x100), (vec![], vec![]));
     }
 
     fn code(words: &[u32]) -> Vec<u8> {

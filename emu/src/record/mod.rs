@@ -71,7 +71,7 @@ pub(crate) mod abi;
 mod linux;
 mod linux_primitives;
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use traces::fx::{FxHashMap, FxHashSet};
 
@@ -87,7 +87,7 @@ use crate::cpu::{Core, SliceCounter};
 use crate::error::{uc_err, EmuError};
 use crate::kernel::KernelImage;
 use crate::observe::RunObserver;
-use crate::unwind::{frame_chain_at, frames_above};
+use crate::unwind::{frame_chain_at, frames_above, StackWindow};
 
 /// Receives the events of each slice, in order, with the run's string table.
 pub type EventSink = Box<dyn FnMut(&[Event], &StringTable)>;
@@ -384,6 +384,8 @@ pub(crate) struct Recorder {
     /// Whether `spin_unlock` has a [`Site::ReleaseStore`]: its `LockRelease` waits
     /// there.
     release_store: bool,
+    /// The engine's target page size (the unit of its TLB), for [`StackWindow`].
+    target_page: Cell<u64>,
 }
 
 /// Reads a little-endian u64 of guest virtual memory through the core's MMU.
@@ -391,6 +393,15 @@ fn read_u64(uc: &Unicorn<'_, ()>, addr: u64) -> Option<u64> {
     let mut buf = [0; 8];
     uc.vmem_read(addr, Prot::READ, &mut buf).ok()?;
     Some(u64::from_le_bytes(buf))
+}
+
+/// The two u64s at `addr` (each 0 if unreadable), in one engine read where it can.
+fn read_u64_pair(uc: &Unicorn<'_, ()>, addr: u64) -> [u64; 2] {
+    let mut buf = [0; 16];
+    match uc.vmem_read(addr, Prot::READ, &mut buf) {
+        Ok(()) => crate::unwind::words(&buf),
+        Err(_) => [addr, addr + 8].map(|at| read_u64(uc, at).unwrap_or(0)),
+    }
 }
 
 impl Recorder {
@@ -537,6 +548,7 @@ impl Recorder {
             release_fs_reclaim_at_reclaim_exit: false,
             ticket_taken_at: None,
             release_store: false,
+            target_page: Cell::new(0),
         }
     }
 
@@ -557,6 +569,10 @@ impl Recorder {
         options: RecordOptions,
     ) -> Result<(), EmuError> {
         let err = uc_err("installing the recording probes");
+        if let Some(core) = cores.first() {
+            self.target_page
+                .set(core.uc.ctl_get_page_size().map_err(&err)?.into());
+        }
         // An interrupt the engine enters itself has masked IRQs before the vector's
         // block starts, and is recorded by the vector's own probe, which runs after
         // the block hook: a sample there would precede its events.
@@ -1046,13 +1062,8 @@ impl Recorder {
     /// records start at `fp`): the frames after `pc` and `caller`, which the event
     /// itself carries (so events of one function share a stack).
     fn stack_id(&self, uc: &Unicorn<'_, ()>, st: &mut State, caller: u64, fp: u64) -> StrId {
-        let read_record = |at| {
-            let mut buf = [0; 16];
-            uc.vmem_read(at, Prot::READ, &mut buf).ok()?;
-            let word = |i: usize| u64::from_le_bytes(buf[i..i + 8].try_into().unwrap_or_default());
-            Some([word(0), word(8)])
-        };
-        let chain = frame_chain_at(read_record, fp, self.abi.frame_record());
+        let mut stack = StackWindow::new(uc, self.target_page.get());
+        let chain = frame_chain_at(|at| stack.record(at), fp, self.abi.frame_record());
         let frames = frames_above(caller, &chain);
         if let Some(&id) = st.stacks.get(frames) {
             return id;
@@ -1101,8 +1112,7 @@ impl Recorder {
     /// The lock at `addr`: its class is its symbol if it is a static lock, else its
     /// name (read through the name pointer at `name_at`).
     fn lock_ref(&self, uc: &Unicorn<'_, ()>, st: &mut State, addr: u64, name_at: u64) -> LockRef {
-        let name_ptr = read_u64(uc, addr + name_at).unwrap_or(0);
-        let name_len = read_u64(uc, addr + name_at + 8).unwrap_or(0);
+        let [name_ptr, name_len] = read_u64_pair(uc, addr + name_at);
         if let Some(&class) = st.classes.get(&(addr, name_ptr, name_len)) {
             return LockRef { addr, class };
         }
