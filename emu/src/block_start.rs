@@ -30,17 +30,36 @@ pub(crate) type BlockStartFn<C> = Box<dyn FnMut(&mut Unicorn<'_, ()>, &C, u64)>;
 /// Bits of the filter, one per 4-byte instruction slot modulo its size.
 const FILTER_BITS: usize = 1 << 14;
 
-/// One core's block-start hooks.
+/// Longest block, in bytes, that [`BlockStartHooks::needs_look`] answers from its
+/// filter: a longer one always gets a look. Blocks are mostly a few instructions.
+const WATCH_REACH: u64 = 256;
+
+/// One core's block-start hooks, and the filter that spares most blocks any look
+/// beyond counting their instructions.
 pub(crate) struct BlockStartHooks<C> {
     /// A bit per hooked address (hashed): clear means no hook there.
     filter: Box<[Cell<u64>]>,
+    /// A bit per block start (hashed) where a block of at most [`WATCH_REACH`]
+    /// bytes may hold a hooked address or a watched instruction: clear means
+    /// neither. One bit test per block where two filters took a dozen instructions.
+    looks: Box<[Cell<u64>]>,
     hooks: RefCell<FxHashMap<u64, Vec<BlockStartFn<C>>>>,
+}
+
+fn empty_filter() -> Box<[Cell<u64>]> {
+    (0..FILTER_BITS / 64).map(|_| Cell::new(0)).collect()
+}
+
+fn set(filter: &[Cell<u64>], addr: u64) {
+    let (word, bit) = slot(addr);
+    filter[word].set(filter[word].get() | bit);
 }
 
 impl<C> Default for BlockStartHooks<C> {
     fn default() -> Self {
         Self {
-            filter: (0..FILTER_BITS / 64).map(|_| Cell::new(0)).collect(),
+            filter: empty_filter(),
+            looks: empty_filter(),
             hooks: RefCell::default(),
         }
     }
@@ -63,9 +82,26 @@ fn slot(addr: u64) -> (usize, u64) {
 impl<C> BlockStartHooks<C> {
     /// Runs `hook` whenever a block starting at `addr` runs.
     pub(crate) fn add(&self, addr: u64, hook: BlockStartFn<C>) {
-        let (word, bit) = slot(addr);
-        self.filter[word].set(self.filter[word].get() | bit);
+        set(&self.filter, addr);
+        set(&self.looks, addr);
         self.hooks.borrow_mut().entry(addr).or_default().push(hook);
+    }
+
+    /// Blocks that hold the instruction at `addr` need a look
+    /// ([`Self::needs_look`]), whatever their start.
+    pub(crate) fn watch(&self, addr: u64) {
+        let aligned = addr & !3;
+        for back in (0..WATCH_REACH).step_by(4) {
+            set(&self.looks, aligned.wrapping_sub(back));
+        }
+    }
+
+    /// Whether the block of `size` bytes at `addr` may start at a hook or hold a
+    /// watched instruction ([`Self::watch`]); false is exact.
+    #[inline]
+    pub(crate) fn needs_look(&self, addr: u64, size: u32) -> bool {
+        let (word, bit) = slot(addr);
+        u64::from(size) > WATCH_REACH || self.looks[word].get() & bit != 0
     }
 
     /// From the block hook: the hooks of `addr`, a block about to run. Inlined
@@ -102,5 +138,31 @@ pub(crate) fn always_starts_block(kernel: &KernelImage, abi: &dyn IsaAbi, addr: 
             .find(|&word| !abi.is_padding(word))
             .is_some_and(|word| abi.never_falls_through(word)),
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_block_that_may_hold_a_watched_instruction_needs_a_look() {
+        let hooks = BlockStartHooks::<()>::default();
+        let site = 0x4008_1000;
+        hooks.watch(site);
+        // Every start from which a block of at most the reach holds the site.
+        for start in (site + 4 - WATCH_REACH..=site).step_by(4) {
+            let size = (site + 4 - start) as u32;
+            assert!(hooks.needs_look(start, size), "{start:#x}");
+        }
+        // Starts just past it, or a reach before it (such a block ends before it).
+        assert!(!hooks.needs_look(site + 4, 4));
+        assert!(!hooks.needs_look(site - WATCH_REACH, WATCH_REACH as u32));
+        // A longer block always gets a look.
+        assert!(hooks.needs_look(site - 0x1000, WATCH_REACH as u32 + 4));
+        // A hook's own start gets one, its next instruction not.
+        hooks.add(0x4009_0000, Box::new(|_, _, _| {}));
+        assert!(hooks.needs_look(0x4009_0000, 4));
+        assert!(!hooks.needs_look(0x4009_0004, 4));
     }
 }

@@ -111,7 +111,13 @@ fn install_block_hook(
             }
             return;
         }
-        if let Some(sites) = c.event_sites.get().filter(|s| s.holds_any(addr, size)) {
+        // Most blocks hold no WFE/SEV and start at no hook: one bit test says so.
+        let look = c.block_starts.needs_look(addr, size);
+        if let Some(sites) = c
+            .event_sites
+            .get()
+            .filter(|s| look && s.holds_any(addr, size))
+        {
             c.wfe_wait
                 .set(sites.block_runs(&mut b.borrow_mut().events, cpu, addr, size));
         }
@@ -130,7 +136,9 @@ fn install_block_hook(
             }
         }
         // Last: the block runs, as a code hook on its first instruction would see.
-        c.block_starts.run(uc, &c, addr);
+        if look {
+            c.block_starts.run(uc, &c, addr);
+        }
     })
     .map_err(uc_err("adding the block hook"))?;
     Ok(())

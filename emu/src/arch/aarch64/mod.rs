@@ -84,6 +84,9 @@ impl Arch for Aarch64 {
     fn install_kernel_hooks(&self, cores: &[Core], kernel: &KernelImage) {
         let sites = std::rc::Rc::new(wfe::EventSites::of(kernel));
         for core in cores {
+            for &site in sites.all() {
+                core.counter.block_starts.watch(site);
+            }
             let _ = core.counter.event_sites.set(sites.clone());
         }
     }

@@ -40,13 +40,9 @@ pub(crate) struct EventSites {
     wait: Vec<u64>,
     signal_all: Vec<u64>,
     signal_self: Vec<u64>,
-    /// Every site, sorted.
+    /// Every site, sorted. The block hook looks here only for blocks its filter
+    /// says may hold one ([`crate::block_start::BlockStartHooks::watch`]).
     all: Vec<u64>,
-    /// [`EventSites::holds_any`] runs at every block, so it looks here first: a bit
-    /// per 64-byte line of code, folded onto 2048 bits, set for the lines that hold
-    /// a site. (A span from the first site to the last took in most of the kernel
-    /// once one lay far from the rest, and sent most blocks to the exact check.)
-    lines: [u64; 32],
 }
 
 impl EventSites {
@@ -64,34 +60,24 @@ impl EventSites {
         sites
     }
 
-    /// Fills `all` and `lines` from the three lists.
+    /// Fills `all` from the three lists.
     fn index(&mut self) {
         self.all = [&self.wait[..], &self.signal_all, &self.signal_self].concat();
         self.all.sort_unstable();
-        for &site in &self.all {
-            let (word, bit) = Self::line_bit(site >> 6);
-            self.lines[word] |= bit;
-        }
     }
 
-    fn line_bit(line: u64) -> (usize, u64) {
-        let folded = (line % 2048) as usize;
-        (folded / 64, 1 << (folded % 64))
+    /// Every site, sorted.
+    pub(crate) fn all(&self) -> &[u64] {
+        &self.all
     }
 
     /// Whether a block of `size` bytes at `start` holds a site.
     pub(crate) fn holds_any(&self, start: u64, size: u32) -> bool {
         let end = start + u64::from(size);
-        let maybe = (start >> 6..=end.saturating_sub(1) >> 6).any(|line| {
-            let (word, bit) = Self::line_bit(line);
-            self.lines[word] & bit != 0
-        });
-        maybe && {
-            let first_at_or_after = self.all.partition_point(|&site| site < start);
-            self.all
-                .get(first_at_or_after)
-                .is_some_and(|&site| site < end)
-        }
+        let first_at_or_after = self.all.partition_point(|&site| site < start);
+        self.all
+            .get(first_at_or_after)
+            .is_some_and(|&site| site < end)
     }
 
     fn any_in(list: &[u64], start: u64, size: u32) -> bool {
@@ -182,10 +168,9 @@ mod tests {
         assert!(sites.holds_any(0x1000, 0x14) && sites.holds_any(0x3000, 4));
         assert!(sites.holds_any(0x2000, 0x10));
         assert!(!sites.holds_any(0x1000, 0x10) && !sites.holds_any(0x3004, 8));
-        // Between two sites (where a span of them reached), and on a line that
-        // folds onto a site's (2048 lines of 64 bytes further on).
+        // Between two sites, and past the last.
         assert!(!sites.holds_any(0x1014, 0x100) && !sites.holds_any(0x2010, 0x80));
-        assert!(!sites.holds_any(0x1000 + (2048 << 6), 0x14));
+        assert!(!sites.holds_any(0x3004, 0x1000));
         let mut events = vec![false, false];
         let mut run = |start, size| {
             let waits = sites.block_runs(&mut events, 0, start, size);
