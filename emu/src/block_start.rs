@@ -38,16 +38,19 @@ const WATCH_REACH: u64 = 256;
 /// beyond counting their instructions.
 pub(crate) struct BlockStartHooks<C> {
     /// A bit per hooked address (hashed): clear means no hook there.
-    filter: Box<[Cell<u64>]>,
+    filter: Bitmap,
     /// A bit per block start (hashed) where a block of at most [`WATCH_REACH`]
     /// bytes may hold a hooked address or a watched instruction: clear means
     /// neither. One bit test per block where two filters took a dozen instructions.
-    looks: Box<[Cell<u64>]>,
+    looks: Bitmap,
     hooks: RefCell<FxHashMap<u64, Vec<BlockStartFn<C>>>>,
 }
 
-fn empty_filter() -> Box<[Cell<u64>]> {
-    (0..FILTER_BITS / 64).map(|_| Cell::new(0)).collect()
+/// [`FILTER_BITS`] bits, inline: the word index of a slot needs no bounds check.
+type Bitmap = [Cell<u64>; FILTER_BITS / 64];
+
+fn empty_filter() -> Bitmap {
+    std::array::from_fn(|_| Cell::new(0))
 }
 
 fn set(filter: &[Cell<u64>], addr: u64) {
