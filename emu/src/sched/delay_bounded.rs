@@ -136,3 +136,15 @@ fn unrank(mut rank: u64, n: u64, size: u32) -> Vec<u64> {
     }
     set
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn binomials_are_exact_until_they_saturate() {
+        assert_eq!(binomial(64, 32), 1_832_624_140_942_590_534);
+        assert_eq!(binomial(70, 35), u64::MAX, "C(70, 35) is about 1.1e20");
+        assert_eq!((binomial(5, 6), binomial(5, 0)), (0, 1));
+    }
+}

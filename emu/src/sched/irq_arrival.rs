@@ -138,6 +138,21 @@ mod tests {
         assert_eq!(at(0, &acquired()), (false, None), "point 5");
     }
 
+    /// The scheduling points an exploration counts are the wrapped strategy's
+    /// (`explore` counts the base run's points through the wrapper).
+    #[test]
+    fn arrivals_count_the_points_of_the_strategy_they_wrap() {
+        let delayed = Box::new(crate::sched::DelayBounded::new(100, vec![]));
+        let mut s = IrqArrivals::new(delayed, vec![2]);
+        for cpu in [0, 1, 0] {
+            s.at_point(&SchedPoint {
+                cpu,
+                kind: &acquired(),
+            });
+        }
+        assert_eq!(s.points(), 3);
+    }
+
     #[test]
     fn an_arrival_lands_at_the_first_acquisition_from_its_point_on() {
         let mut s = IrqArrivals::new(Box::new(RoundRobin::new(100)), vec![3, 2]);

@@ -449,6 +449,25 @@ mod strategy_tests {
         }
     }
 
+    /// A schedule minimised to no change points keeps the drawn priorities and
+    /// never changes them; a point before the first slice (no priorities yet)
+    /// changes nothing either.
+    #[test]
+    fn pct_without_change_points_keeps_its_order() {
+        let all = [0, 1, 2];
+        let mut pct = Pct::with_change_points(9, 100, 1, 100, vec![]);
+        let first = pct.next(&view_of(&all, 3)).cpu;
+        assert!((0..20).all(|_| !point(first, &mut pct)));
+        assert_eq!(pct.next(&view_of(&all, 3)).cpu, first);
+        let mut early = Pct::with_change_points(9, 100, 2, 100, vec![1]);
+        assert!(!point(0, &mut early));
+        assert_eq!(
+            early.next(&view_of(&all, 3)).cpu,
+            first,
+            "same seed, same order"
+        );
+    }
+
     /// However long every CPU stays runnable, none waits more than the bound
     /// for its turn (a CPU made to yield goes below every earlier yielder).
     #[test]
@@ -472,6 +491,44 @@ mod strategy_tests {
                 }
             }
         }
+    }
+
+    /// Synchronisation, sleeping and mapping changes are scheduling points;
+    /// barriers and TLB fills are not (another CPU running first changes nothing).
+    #[test]
+    fn scheduling_points_are_where_another_cpu_can_change_the_outcome() {
+        let lock = traces::LockRef {
+            addr: 0x1000,
+            class: traces::StrId(1),
+        };
+        let flavor = traces::LockFlavor::Spin;
+        for point in [
+            EventKind::LockAttempt { lock, flavor },
+            EventKind::LockAcquired { lock, flavor },
+            EventKind::LockRelease { lock, flavor },
+            EventKind::Sleep,
+        ] {
+            assert!(is_point(&point), "{point:?}");
+        }
+        for other in [
+            EventKind::Isb,
+            EventKind::Dsb {
+                option: traces::BarrierOption::ISH,
+            },
+        ] {
+            assert!(!is_point(&other), "{other:?}");
+        }
+    }
+
+    /// The delay-bounded strategy counts every point it is shown (explore
+    /// enumerates delays among the base run's count).
+    #[test]
+    fn delay_bounded_counts_its_points() {
+        let mut delay = DelayBounded::new(100, vec![2]);
+        delay.next(&view(&[0, 1]));
+        let fired: Vec<bool> = (0..5).map(|_| point(0, &mut delay)).collect();
+        assert_eq!(fired, [false, true, false, false, false]);
+        assert_eq!(delay.points(), 5);
     }
 
     /// Delays given twice are one delay; the later ones still come.
@@ -534,12 +591,17 @@ mod strategy_tests {
             delay_sets(100_000, 3),
             1 + 100_000 + 4_999_950_000 + 166_661_666_700_000
         );
+        // Past u64 the count saturates.
+        assert_eq!(delay_sets(70, 35), u64::MAX);
     }
 
     #[test]
     fn schedule_seeds_differ_by_index_and_exploration_seed() {
         let seeds: std::collections::BTreeSet<_> = (0..1000).map(|i| schedule_seed(0, i)).collect();
         assert_eq!(seeds.len(), 1000);
+        // 63 bits: a seed survives any tool that reads `--sched-seed` as signed.
+        assert!(seeds.iter().all(|&s| s < 1 << 63));
+        assert!(seeds.iter().any(|&s| s >= 1 << 62), "all 63 bits used");
         assert_ne!(schedule_seed(0, 5), schedule_seed(1, 5));
         assert_eq!(schedule_seed(3, 9), schedule_seed(3, 9));
     }
