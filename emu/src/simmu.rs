@@ -46,6 +46,11 @@
 //!   DMBs and other ISBs are not seen.
 //!
 //! The TLB check ([`traces::tlb::TlbCheck`]) needs nothing else.
+//!
+//! The recorder's own reads of guest memory in a probe (backtraces, lock names,
+//! threads) go through [`CoreMmu::host_page`], not through Unicorn's TLB, so every
+//! fill during a slice is the guest's, at the instruction that made it: recording
+//! changes nothing the model sees.
 
 use std::cell::{Cell, OnceCell, RefCell, RefMut};
 use std::rc::Rc;
@@ -59,7 +64,7 @@ use crate::arch::aarch64::mmu::{Access, Fault, TranslationRegs, PAGE_SIZE};
 use crate::cpu::{read_insn, Core, SliceCounter};
 use crate::error::{uc_err, EmuError};
 use crate::kernel::KernelImage;
-use crate::memory::GuestRam;
+use crate::memory::{GuestMemory, GuestRam};
 use crate::record::abi::IsaAbi;
 use crate::record::Recorder;
 use crate::tlb::{At, FillAnswer, Invalidation, MmuModel, RamView, SoftTlbEntry};
@@ -103,6 +108,13 @@ pub(crate) trait IsaMmu: Sync {
         kernel: &KernelImage,
         words: &[(u64, u32)],
     ) -> Result<(), EmuError>;
+}
+
+/// A core's translation registers and privilege, for the host's reads
+/// ([`CoreMmu::host_view`]).
+pub(crate) struct HostView {
+    regs: TranslationRegs,
+    el0: bool,
 }
 
 /// State shared by every core's MMU hooks.
@@ -206,6 +218,46 @@ impl CoreMmu {
         };
         self.hand_over(Some(uc));
         recorder.queue(Some(uc), self.cpu, at.time, at.pc, self.abi.link(uc), kind);
+    }
+
+    /// What [`CoreMmu::host_page`] translates with: this core's translation
+    /// registers and privilege now (read once for a probe's reads).
+    pub(crate) fn host_view(&self, uc: &Unicorn<'_, ()>) -> HostView {
+        HostView {
+            regs: self.regs(uc),
+            el0: self.isa.access_is_el0(uc, false, Access::Read),
+        }
+    }
+
+    /// The physical page the host reads for `va`'s page, as this core translates
+    /// it now: through what the model says its TLB holds, else the tables (the
+    /// answer a fill would get). Unlike a read through the engine it fills no TLB,
+    /// Unicorn's or the model's: the guest's own first access to the page still
+    /// fills it, at its own instruction. None where the core could not read it.
+    pub(crate) fn host_page(&self, view: &HostView, va: u64) -> Option<u64> {
+        let answer = self.shared.model.borrow_mut().fill(
+            &self.shared.ram,
+            &view.regs,
+            va,
+            Access::Read,
+            view.el0,
+            // Not recorded (not the guest's): no time needed.
+            At {
+                cpu: self.cpu,
+                pc: 0,
+                time: 0,
+            },
+            false,
+        );
+        match answer {
+            FillAnswer::Map { pa, read: true, .. } => Some(pa & !(PAGE_SIZE - 1)),
+            _ => None,
+        }
+    }
+
+    /// Guest RAM at physical `pa`; false outside it (device memory is not read).
+    pub(crate) fn read_ram(&self, pa: u64, buf: &mut [u8]) -> bool {
+        self.shared.ram.read(pa, buf).is_ok()
     }
 
     /// Whether this core's Unicorn TLB may hold `entry`.

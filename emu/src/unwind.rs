@@ -77,8 +77,9 @@ const STACK_SPAN: usize = 512;
 /// the engine translates, and fills its TLB for, exactly the pages that reading
 /// the records one by one would. Kept only while the core is stopped in a hook,
 /// when its memory cannot change.
-pub(crate) struct StackWindow<'a, 'u: 'a> {
-    uc: &'a Unicorn<'u, ()>,
+pub(crate) struct StackWindow<R> {
+    /// Reads guest memory as the core does; false where it cannot.
+    read: R,
     /// The engine's target page size (a power of two), 0 to read each record alone.
     page_size: u64,
     start: u64,
@@ -86,10 +87,10 @@ pub(crate) struct StackWindow<'a, 'u: 'a> {
     bytes: [u8; STACK_SPAN],
 }
 
-impl<'a, 'u> StackWindow<'a, 'u> {
-    pub(crate) fn new(uc: &'a Unicorn<'u, ()>, page_size: u64) -> Self {
+impl<R: Fn(u64, &mut [u8]) -> bool> StackWindow<R> {
+    pub(crate) fn new(read: R, page_size: u64) -> Self {
         Self {
-            uc,
+            read,
             page_size,
             start: 0,
             len: 0,
@@ -107,16 +108,12 @@ impl<'a, 'u> StackWindow<'a, 'u> {
             let len = page_left.min(STACK_SPAN as u64) as usize;
             if self.page_size.is_power_of_two()
                 && len >= buf.len()
-                && self
-                    .uc
-                    .vmem_read(at, Prot::READ, &mut self.bytes[..len])
-                    .is_ok()
+                && (self.read)(at, &mut self.bytes[..len])
             {
                 (self.start, self.len) = (at, len);
             } else {
                 // Unreadable, or split over two pages: as the walk always read it.
-                self.uc.vmem_read(at, Prot::READ, &mut buf).ok()?;
-                return Some(words(&buf));
+                return (self.read)(at, &mut buf).then(|| words(&buf));
             }
         }
         let from = (at - self.start) as usize;
@@ -236,7 +233,8 @@ mod tests {
     /// per engine read as before it.
     fn chains_both_ways(uc: &Unicorn<'_, ()>, fp: u64) -> (Vec<u64>, Vec<u64>) {
         let page = uc.ctl_get_page_size().unwrap().into();
-        let mut window = StackWindow::new(uc, page);
+        let read = |at, buf: &mut [u8]| uc.vmem_read(at, Prot::READ, buf).is_ok();
+        let mut window = StackWindow::new(read, page);
         let windowed = frame_chain_at(|at| window.record(at), fp, 0);
         let one_by_one = frame_chain_at(
             |at| {

@@ -979,3 +979,42 @@ fn ipi_sends_are_recorded_and_each_is_taken_by_its_target() {
         assert_eq!(by_msg.len(), 2, "{isa}: {by_msg:?}");
     }
 }
+
+/// The recorder reads guest memory (backtraces, lock names, threads) without
+/// touching a TLB: the simulated MMU sees exactly the fills of a run that does not
+/// record (round-robin: recording does not change the schedule). A read through
+/// the engine's TLB would add fills, counted as the guest's at the probed
+/// instruction, and take away the guest's own.
+#[test]
+fn recording_does_not_change_what_the_mmu_sees() {
+    let Some(arm64) = guest() else { return };
+    let Some(riscv) = riscv_guest() else { return };
+    for (kernel, scenario) in [(&arm64, "storm"), (&arm64, "reclaim"), (&riscv, "reclaim")] {
+        let fills = |record: bool| {
+            let config = MachineConfig {
+                cpus: 4,
+                quantum: 2_000,
+                bootargs: format!("scenario={scenario} seed=3 variant=fixed"),
+                ..MachineConfig::default()
+            };
+            let mut machine = Machine::new(config, kernel).unwrap();
+            let recording = record.then(|| {
+                machine
+                    .record(
+                        RecordOptions::default(),
+                        Box::new(|_: &[Event], _: &StringTable| {}),
+                    )
+                    .unwrap()
+            });
+            let outcome = machine.run(&mut |_, _| {});
+            assert!(
+                matches!(outcome.end, RunEnd::PoweredOff { .. }),
+                "{:?}",
+                outcome.end
+            );
+            drop(recording);
+            machine.mmu_stats().unwrap().tlb_fills
+        };
+        assert_eq!(fills(true), fills(false), "{scenario}");
+    }
+}

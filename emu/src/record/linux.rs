@@ -69,9 +69,9 @@
 
 use traces::fx::{FxHashMap, FxHashSet};
 use traces::{CpuId, EventKind, IrqMaskCause, LockFlavor, LockRef, StrId, TaskId};
-use unicorn_engine::{Prot, RegisterARM64, Unicorn};
+use unicorn_engine::{RegisterARM64, Unicorn};
 
-use super::{read_u64, LinuxLocks, Recorder, Site, State};
+use super::{LinuxLocks, ProbedCore, Recorder, Site, State};
 use crate::arch::aarch64::regs::read_xreg;
 use crate::error::EmuError;
 use crate::kernel::KernelImage;
@@ -365,12 +365,12 @@ impl LockdepLayout {
     /// The subclass a subclass-0 acquisition of `map` takes: that of the class in
     /// the map's `class_cache[0]`, which `lockdep_init_map` with a subclass (what
     /// `lockdep_set_subclass` calls) points at its subclass's class.
-    fn cached_subclass(&self, uc: &Unicorn<'_, ()>, map: u64) -> u32 {
+    fn cached_subclass(&self, uc: &ProbedCore<'_, '_>, map: u64) -> u32 {
         let (Some(cache), Some(subclass)) = (self.map_class_cache, self.class_subclass) else {
             return 0;
         };
-        match read_u64(uc, map + cache) {
-            Some(class) if class != 0 => read_u32(uc, class + subclass).unwrap_or(0),
+        match uc.read_u64(map + cache) {
+            Some(class) if class != 0 => uc.read_u32(class + subclass).unwrap_or(0),
             _ => 0,
         }
     }
@@ -378,15 +378,15 @@ impl LockdepLayout {
 
 impl LinuxProfile {
     /// The pid in the `task_struct` at `tsk`, if the DWARF says where it is.
-    fn pid_of(&self, uc: &Unicorn<'_, ()>, tsk: u64) -> Option<u32> {
-        self.task_pid.and_then(|offset| read_u32(uc, tsk + offset))
+    fn pid_of(&self, uc: &ProbedCore<'_, '_>, tsk: u64) -> Option<u32> {
+        self.task_pid.and_then(|offset| uc.read_u32(tsk + offset))
     }
 
     /// The IPI message whose descriptor is `desc` (its index in `ipi_desc`).
-    fn ipi_message(&self, uc: &Unicorn<'_, ()>, desc: u64) -> Option<u32> {
+    fn ipi_message(&self, uc: &ProbedCore<'_, '_>, desc: u64) -> Option<u32> {
         let (table, count) = self.ipi_desc?;
-        let count = read_u32(uc, count)?.min(16);
-        (0..count).find(|&i| read_u64(uc, table + 8 * u64::from(i)) == Some(desc))
+        let count = uc.read_u32(count)?.min(16);
+        (0..count).find(|&i| uc.read_u64(table + 8 * u64::from(i)) == Some(desc))
     }
 }
 
@@ -410,17 +410,11 @@ pub(super) fn current_task(uc: &Unicorn<'_, ()>) -> TaskId {
     super::linux_primitives::task_of(reg(uc, RegisterARM64::SP_EL0))
 }
 
-pub(super) fn read_c_string(uc: &Unicorn<'_, ()>, addr: u64, max: usize) -> Option<String> {
+pub(super) fn read_c_string(uc: &ProbedCore<'_, '_>, addr: u64, max: usize) -> Option<String> {
     let mut buf = vec![0; max];
-    uc.vmem_read(addr, Prot::READ, &mut buf).ok()?;
+    uc.read(addr, &mut buf).then_some(())?;
     let len = buf.iter().position(|&b| b == 0).unwrap_or(max);
     Some(String::from_utf8_lossy(&buf[..len]).into_owned())
-}
-
-fn read_u32(uc: &Unicorn<'_, ()>, addr: u64) -> Option<u32> {
-    let mut buf = [0; 4];
-    uc.vmem_read(addr, Prot::READ, &mut buf).ok()?;
-    Some(u32::from_le_bytes(buf))
 }
 
 impl Recorder {
@@ -428,7 +422,7 @@ impl Recorder {
     /// `task:<comm>` marker the first time it is seen.
     pub(super) fn linux_task(
         &self,
-        uc: &Unicorn<'_, ()>,
+        uc: &ProbedCore<'_, '_>,
         st: &mut State,
         profile: &LinuxProfile,
         cpu: usize,
@@ -460,7 +454,7 @@ impl Recorder {
 
     pub(super) fn on_linux_site(
         &self,
-        uc: &Unicorn<'_, ()>,
+        uc: &ProbedCore<'_, '_>,
         profile: &LinuxProfile,
         cpu: usize,
         site: LinuxSite,
@@ -529,7 +523,7 @@ impl Recorder {
             LinuxSite::SelftestCaseEnd => {
                 let debug_locks = profile
                     .debug_locks
-                    .and_then(|addr| read_u32(uc, addr))
+                    .and_then(|addr| uc.read_u32(addr))
                     .unwrap_or(1);
                 marker(&mut st, "selftest:end", u64::from(debug_locks));
             }
@@ -544,7 +538,7 @@ impl Recorder {
                     return;
                 };
                 // Our machine has at most 64 CPUs: the mask's first word.
-                let mask = read_u64(uc, x(1)).unwrap_or(0);
+                let mask = uc.read_u64(x(1)).unwrap_or(0);
                 for target in (0..64u16).filter(|&cpu| mask >> cpu & 1 != 0) {
                     let kind = EventKind::IpiSend {
                         target: CpuId(target),
@@ -579,7 +573,7 @@ impl Recorder {
     /// A hooked lockdep entry point (or the self-test's).
     fn on_lockdep_site(
         &self,
-        uc: &Unicorn<'_, ()>,
+        uc: &ProbedCore<'_, '_>,
         st: &mut State,
         profile: &LockdepLayout,
         site: LinuxSite,
@@ -602,7 +596,7 @@ impl Recorder {
                     x(6),
                 );
                 let no_validate = profile.no_validate_key.is_some()
-                    && read_u64(uc, map + profile.map_key) == profile.no_validate_key;
+                    && uc.read_u64(map + profile.map_key) == profile.no_validate_key;
                 if check == 0 || no_validate {
                     st.linux.unchecked.insert(map);
                     return;
@@ -618,9 +612,7 @@ impl Recorder {
                 let lock = self.linux_lock(uc, st, profile, (cpu, now), map, subclass);
                 st.linux.acquired_as.insert(map, lock.class);
                 let mut wait_inner = [0u8];
-                let sleeps = uc
-                    .vmem_read(map + profile.map_wait_inner, Prot::READ, &mut wait_inner)
-                    .is_ok()
+                let sleeps = uc.read(map + profile.map_wait_inner, &mut wait_inner)
                     && wait_inner[0] == profile.wait_sleep;
                 let flavor = if sleeps {
                     LockFlavor::Mutex
@@ -697,7 +689,7 @@ impl Recorder {
             }
             LinuxSite::ResetLock => {
                 let map = x(0);
-                let key = read_u64(uc, map + profile.map_key).unwrap_or(0);
+                let key = uc.read_u64(map + profile.map_key).unwrap_or(0);
                 st.linux.zap(|k| k == key || k == map);
             }
             _ => {}
@@ -709,7 +701,7 @@ impl Recorder {
     #[allow(clippy::too_many_arguments)]
     fn sync_lockdep_context(
         &self,
-        uc: &Unicorn<'_, ()>,
+        uc: &ProbedCore<'_, '_>,
         st: &mut State,
         profile: &LockdepLayout,
         cpu: usize,
@@ -719,10 +711,10 @@ impl Recorder {
     ) {
         let hardirq = profile
             .hardirq_context
-            .and_then(|var| read_u32(uc, var.wrapping_add(reg(uc, RegisterARM64::TPIDR_EL1))));
+            .and_then(|var| uc.read_u32(var.wrapping_add(reg(uc, RegisterARM64::TPIDR_EL1))));
         let softirq = profile
             .task_softirq_context
-            .and_then(|offset| read_u32(uc, reg(uc, RegisterARM64::SP_EL0).wrapping_add(offset)));
+            .and_then(|offset| uc.read_u32(reg(uc, RegisterARM64::SP_EL0).wrapping_add(offset)));
         sync_context(st, (cpu, task, pc, now), hardirq, softirq);
     }
 
@@ -730,7 +722,7 @@ impl Recorder {
     #[allow(clippy::too_many_arguments)]
     fn linux_lock(
         &self,
-        uc: &Unicorn<'_, ()>,
+        uc: &ProbedCore<'_, '_>,
         st: &mut State,
         profile: &LockdepLayout,
         (cpu, now): (usize, u64),
@@ -739,14 +731,15 @@ impl Recorder {
     ) -> LockRef {
         // A static lock's map has no key until lockdep registers it: then its key
         // is the map's own address (lockdep's `static_obj` rule).
-        let key = match read_u64(uc, map + profile.map_key) {
+        let key = match uc.read_u64(map + profile.map_key) {
             Some(0) | None => map,
             Some(key) => key,
         };
         if let Some(&class) = st.linux.classes.get(&(key, subclass)) {
             return LockRef { addr: map, class };
         }
-        let name = read_u64(uc, map + profile.map_name)
+        let name = uc
+            .read_u64(map + profile.map_name)
             .and_then(|ptr| read_c_string(uc, ptr, NAME_MAX))
             .filter(|name| !name.is_empty())
             .unwrap_or_else(|| format!("key@{key:#x}"));
@@ -769,9 +762,7 @@ impl Recorder {
         let class = st.strings.intern(&text);
         st.linux.classes.insert((key, subclass), class);
         let mut lock_type = [0u8];
-        let local = uc
-            .vmem_read(map + profile.map_lock_type, Prot::READ, &mut lock_type)
-            .is_ok()
+        let local = uc.read(map + profile.map_lock_type, &mut lock_type)
             && lock_type[0] == profile.lock_percpu;
         if local {
             let task = st.tasks[cpu].unwrap_or_default();

@@ -63,10 +63,10 @@
 
 use traces::fx::FxHashMap;
 use traces::{EventKind, IrqMaskCause, LockFlavor, LockRef, StrId, StringTable, TaskId};
-use unicorn_engine::{RegisterARM64, Unicorn};
+use unicorn_engine::RegisterARM64;
 
 use super::linux::{sync_context, LinuxSite};
-use super::{read_u64, Recorder, Site, State};
+use super::{ProbedCore, Recorder, Site, State};
 use crate::arch::aarch64::regs::read_xreg;
 use crate::error::EmuError;
 use crate::kernel::KernelImage;
@@ -520,7 +520,7 @@ impl Recorder {
     #[allow(clippy::too_many_arguments)]
     pub(super) fn sync_sampled_context(
         &self,
-        uc: &Unicorn<'_, ()>,
+        uc: &ProbedCore<'_, '_>,
         st: &mut State,
         primitives: &Primitives,
         cpu: usize,
@@ -530,7 +530,7 @@ impl Recorder {
     ) {
         let count = primitives.preempt_count.and_then(|offset| {
             let current = uc.reg_read(RegisterARM64::SP_EL0).unwrap_or(0);
-            read_u64(uc, current.wrapping_add(offset)).map(|v| v as u32)
+            uc.read_u64(current.wrapping_add(offset)).map(|v| v as u32)
         });
         let hardirq = count.map(|c| (c & HARDIRQ_MASK) >> HARDIRQ_SHIFT);
         let serving_softirq = count.map(|c| (c & SOFTIRQ_OFFSET != 0) as u32);
@@ -572,7 +572,7 @@ impl Recorder {
     /// The entry of primitive number `n`.
     pub(super) fn on_primitive_entry(
         &self,
-        uc: &Unicorn<'_, ()>,
+        uc: &ProbedCore<'_, '_>,
         st: &mut State,
         n: u16,
         (cpu, task, pc, now): (usize, TaskId, u64, u64),
@@ -640,7 +640,7 @@ impl Recorder {
     /// A return of a hooked primitive (or of a function one tail-called).
     pub(super) fn on_primitive_return(
         &self,
-        uc: &Unicorn<'_, ()>,
+        uc: &ProbedCore<'_, '_>,
         st: &mut State,
         primitives: &Primitives,
         (cpu, task, now): (usize, TaskId, u64),
@@ -667,7 +667,7 @@ impl Recorder {
                 // the self-test says so: Linux's `read_lock_is_recursive()`.
                 let forced = primitives
                     .force_read_recursive
-                    .and_then(|addr| read_u64(uc, addr))
+                    .and_then(|addr| uc.read_u64(addr))
                     .is_some_and(|v| v as u32 != 0);
                 let in_interrupt = st.linux.hardirq[cpu] > 0
                     || st.linux.primitives.softirqs_off.get(&task) == Some(&true);
@@ -705,7 +705,7 @@ impl Recorder {
     /// `finish_lock_switch` hand them on.
     pub(super) fn on_context_switch(
         &self,
-        uc: &Unicorn<'_, ()>,
+        uc: &ProbedCore<'_, '_>,
         st: &mut State,
         (cpu, pc, now): (usize, u64, u64),
     ) {

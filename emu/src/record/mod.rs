@@ -70,15 +70,18 @@
 pub(crate) mod abi;
 mod linux;
 mod linux_primitives;
+mod probed;
 
-use std::cell::{Cell, RefCell};
-use std::rc::Rc;
+pub(crate) use probed::ProbedCore;
+
+use std::cell::{Cell, OnceCell, RefCell};
+use std::rc::{Rc, Weak};
 use traces::fx::{FxHashMap, FxHashSet};
 
 use traces::{
     CpuId, Event, EventKind, IrqMaskCause, LockFlavor, LockRef, StrId, StringTable, TaskId,
 };
-use unicorn_engine::{Prot, Unicorn};
+use unicorn_engine::Unicorn;
 
 use abi::{IsaAbi, MaskWrite};
 
@@ -87,6 +90,7 @@ use crate::cpu::{Core, SliceCounter};
 use crate::error::{uc_err, EmuError};
 use crate::kernel::KernelImage;
 use crate::observe::RunObserver;
+use crate::simmu::CoreMmu;
 use crate::unwind::{frame_chain_at, frames_above, StackWindow};
 
 /// Receives the events of each slice, in order, with the run's string table.
@@ -386,21 +390,18 @@ pub(crate) struct Recorder {
     release_store: bool,
     /// The engine's target page size (the unit of its TLB), for [`StackWindow`].
     target_page: Cell<u64>,
+    /// Each core's simulated MMU, if it has one: guest memory is read through it
+    /// ([`ProbedCore`]). Weak: each of them holds this recorder.
+    mmus: OnceCell<Vec<Option<Weak<CoreMmu>>>>,
 }
 
-/// Reads a little-endian u64 of guest virtual memory through the core's MMU.
-fn read_u64(uc: &Unicorn<'_, ()>, addr: u64) -> Option<u64> {
-    let mut buf = [0; 8];
-    uc.vmem_read(addr, Prot::READ, &mut buf).ok()?;
-    Some(u64::from_le_bytes(buf))
-}
-
-/// The two u64s at `addr` (each 0 if unreadable), in one engine read where it can.
-fn read_u64_pair(uc: &Unicorn<'_, ()>, addr: u64) -> [u64; 2] {
+/// The two u64s at `addr` (each 0 if unreadable), in one read where it can.
+fn read_u64_pair(core: &ProbedCore<'_, '_>, addr: u64) -> [u64; 2] {
     let mut buf = [0; 16];
-    match uc.vmem_read(addr, Prot::READ, &mut buf) {
-        Ok(()) => crate::unwind::words(&buf),
-        Err(_) => [addr, addr + 8].map(|at| read_u64(uc, at).unwrap_or(0)),
+    if core.read(addr, &mut buf) {
+        crate::unwind::words(&buf)
+    } else {
+        [addr, addr + 8].map(|at| core.read_u64(at).unwrap_or(0))
     }
 }
 
@@ -549,6 +550,7 @@ impl Recorder {
             ticket_taken_at: None,
             release_store: false,
             target_page: Cell::new(0),
+            mmus: OnceCell::new(),
         }
     }
 
@@ -573,6 +575,10 @@ impl Recorder {
             self.target_page
                 .set(core.uc.ctl_get_page_size().map_err(&err)?.into());
         }
+        let mmus = cores
+            .iter()
+            .map(|core| core.mmu.as_ref().map(Rc::downgrade));
+        let _ = self.mmus.set(mmus.collect());
         // An interrupt the engine enters itself has masked IRQs before the vector's
         // block starts, and is recorded by the vector's own probe, which runs after
         // the block hook: a sample there would precede its events.
@@ -661,7 +667,7 @@ impl Recorder {
         caller: u64,
         kind: EventKind,
     ) {
-        let task = uc.map(|uc| self.task(uc, cpu));
+        let task = uc.map(|uc| self.task(&self.probed(uc, cpu), cpu));
         self.queued.borrow_mut().push(Queued {
             event: Event {
                 time,
@@ -675,8 +681,17 @@ impl Recorder {
         });
     }
 
+    /// `cpu`, stopped in a probe with its engine `uc`, as the recorder reads it.
+    fn probed<'a, 'u>(&self, uc: &'a Unicorn<'u, ()>, cpu: usize) -> ProbedCore<'a, 'u> {
+        let mmu = self
+            .mmus
+            .get()
+            .and_then(|mmus| mmus.get(cpu)?.as_ref()?.upgrade());
+        ProbedCore::new(uc, mmu)
+    }
+
     /// The running task of `cpu` (cached; read from the guest the first time).
-    fn task(&self, uc: &Unicorn<'_, ()>, cpu: usize) -> TaskId {
+    fn task(&self, uc: &ProbedCore<'_, '_>, cpu: usize) -> TaskId {
         if self.linux.is_some() {
             return linux::current_task(uc);
         }
@@ -687,7 +702,7 @@ impl Recorder {
         if percpu == 0 {
             return TaskId(0);
         }
-        match read_u64(uc, percpu + PERCPU_CURRENT) {
+        match uc.read_u64(percpu + PERCPU_CURRENT) {
             Some(thread) if thread != 0 => {
                 let task = self.thread_id(uc, thread);
                 self.state.borrow_mut().tasks[cpu] = Some(task);
@@ -706,7 +721,7 @@ impl Recorder {
         pc: u64,
     ) {
         let before = self.state.borrow().pending.len();
-        self.on_site_events(uc, cpu, counter, site, pc);
+        self.on_site_events(&self.probed(uc, cpu), cpu, counter, site, pc);
         // The scheduler sees this CPU's new synchronisation events; ending the slice
         // is using up its budget, so it ends where the next block would start.
         let st = self.state.borrow();
@@ -723,7 +738,7 @@ impl Recorder {
 
     fn on_site_events(
         &self,
-        uc: &mut Unicorn<'_, ()>,
+        uc: &ProbedCore<'_, '_>,
         cpu: usize,
         counter: &SliceCounter,
         site: Site,
@@ -803,7 +818,7 @@ impl Recorder {
     #[allow(clippy::too_many_arguments)]
     fn on_entry(
         &self,
-        uc: &Unicorn<'_, ()>,
+        uc: &ProbedCore<'_, '_>,
         cpu: usize,
         func: Func,
         pc: u64,
@@ -912,8 +927,8 @@ impl Recorder {
                 // Going to sleep: SLEEPING and not left on the run queue (a thread
                 // preempted right after setting SLEEPING stays queued).
                 let field = |offset| x0 + offset + self.abi.thread_field_shift();
-                let state = read_u64(uc, field(THREAD_STATE)).unwrap_or(0) as u32;
-                let queued = read_u64(uc, field(THREAD_QUEUED)).unwrap_or(0) as u8 != 0;
+                let state = uc.read_u64(field(THREAD_STATE)).unwrap_or(0) as u32;
+                let queued = uc.read_u64(field(THREAD_QUEUED)).unwrap_or(0) as u8 != 0;
                 let sleeping = state == THREAD_SLEEPING && !queued;
                 if sleeping {
                     st.push_stacked(stack, now, cpu, from, pc, lr, EventKind::Sleep);
@@ -934,7 +949,7 @@ impl Recorder {
             Func::CsdLockWait => {
                 // A call its target already ran makes no wait (its csd_unlock came
                 // before this entry).
-                let done = read_u64(uc, x0 + CSD_DONE).unwrap_or(0) & 0xff != 0;
+                let done = uc.read_u64(x0 + CSD_DONE).unwrap_or(0) & 0xff != 0;
                 if done {
                     return;
                 }
@@ -983,7 +998,7 @@ impl Recorder {
 
     fn on_return(
         &self,
-        uc: &Unicorn<'_, ()>,
+        uc: &ProbedCore<'_, '_>,
         cpu: usize,
         func: Func,
         call: OpenCall,
@@ -1061,8 +1076,11 @@ impl Recorder {
     /// The interned backtrace above code called from `caller` (whose frame
     /// records start at `fp`): the frames after `pc` and `caller`, which the event
     /// itself carries (so events of one function share a stack).
-    fn stack_id(&self, uc: &Unicorn<'_, ()>, st: &mut State, caller: u64, fp: u64) -> StrId {
-        let mut stack = StackWindow::new(uc, self.target_page.get());
+    fn stack_id(&self, uc: &ProbedCore<'_, '_>, st: &mut State, caller: u64, fp: u64) -> StrId {
+        let mut stack = StackWindow::new(
+            |at, buf: &mut [u8]| uc.read(at, buf),
+            self.target_page.get(),
+        );
         let chain = frame_chain_at(|at| stack.record(at), fp, self.abi.frame_record());
         let frames = frames_above(caller, &chain);
         if let Some(&id) = st.stacks.get(frames) {
@@ -1074,16 +1092,16 @@ impl Recorder {
     }
 
     /// The return address in the frame record at `fp`.
-    fn caller_in_frame(&self, uc: &Unicorn<'_, ()>, fp: u64) -> u64 {
+    fn caller_in_frame(&self, uc: &ProbedCore<'_, '_>, fp: u64) -> u64 {
         let offset = self.abi.frame_record() + 8;
-        read_u64(uc, fp.wrapping_add_signed(offset)).unwrap_or(0)
+        uc.read_u64(fp.wrapping_add_signed(offset)).unwrap_or(0)
     }
 
     /// The thread's name (NUL-padded bytes in the guest).
-    fn thread_name(&self, uc: &Unicorn<'_, ()>, thread: u64) -> String {
+    fn thread_name(&self, uc: &ProbedCore<'_, '_>, thread: u64) -> String {
         let mut buf = [0; THREAD_NAME_LEN];
         let at = thread + THREAD_NAME + self.abi.thread_field_shift();
-        if uc.vmem_read(at, Prot::READ, &mut buf).is_err() {
+        if !uc.read(at, &mut buf) {
             return "?".into();
         }
         let len = buf.iter().position(|&b| b == 0).unwrap_or(THREAD_NAME_LEN);
@@ -1091,11 +1109,11 @@ impl Recorder {
     }
 
     /// The guest's number for the thread at `thread`.
-    fn thread_id(&self, uc: &Unicorn<'_, ()>, thread: u64) -> TaskId {
+    fn thread_id(&self, uc: &ProbedCore<'_, '_>, thread: u64) -> TaskId {
         let shift = self.abi.thread_field_shift();
         match (
-            read_u64(uc, thread + THREAD_ID + shift),
-            read_u64(uc, thread + THREAD_CANARY + shift),
+            uc.read_u64(thread + THREAD_ID + shift),
+            uc.read_u64(thread + THREAD_CANARY + shift),
         ) {
             (Some(id), Some(STACK_CANARY)) if id <= u32::MAX as u64 => TaskId(id as u32),
             _ => TaskId((thread >> 4) as u32),
@@ -1111,7 +1129,13 @@ impl Recorder {
 
     /// The lock at `addr`: its class is its symbol if it is a static lock, else its
     /// name (read through the name pointer at `name_at`).
-    fn lock_ref(&self, uc: &Unicorn<'_, ()>, st: &mut State, addr: u64, name_at: u64) -> LockRef {
+    fn lock_ref(
+        &self,
+        uc: &ProbedCore<'_, '_>,
+        st: &mut State,
+        addr: u64,
+        name_at: u64,
+    ) -> LockRef {
         let [name_ptr, name_len] = read_u64_pair(uc, addr + name_at);
         if let Some(&class) = st.classes.get(&(addr, name_ptr, name_len)) {
             return LockRef { addr, class };
@@ -1126,9 +1150,10 @@ impl Recorder {
             .clone();
         let text = symbol.unwrap_or_else(|| {
             let mut buf = vec![0; name_len.min(256) as usize];
-            match uc.vmem_read(name_ptr, Prot::READ, &mut buf) {
-                Ok(()) if name_len > 0 => String::from_utf8_lossy(&buf).into_owned(),
-                _ => format!("lock@{addr:#x}"),
+            if uc.read(name_ptr, &mut buf) && name_len > 0 {
+                String::from_utf8_lossy(&buf).into_owned()
+            } else {
+                format!("lock@{addr:#x}")
             }
         });
         let class = st.strings.intern(&text);
@@ -1261,7 +1286,7 @@ impl RunObserver for Recorder {
     ) {
         let was_masked = self.abi.masked_before_exception(uc);
         let sp = self.abi.sp(uc);
-        let task = self.task(uc, cpu);
+        let task = self.task(&self.probed(uc, cpu), cpu);
         if self.linux.is_some() {
             // Linux's IRQ state and context are the kernel's (see linux.rs); only
             // the host's own decision is recorded here, and the interrupt kept
