@@ -792,5 +792,49 @@ pub mod backtrace {
             assert_eq!(super::decode("").unwrap(), Vec::<u64>::new());
             assert_eq!(super::decode("pcpu_lock"), None);
         }
+
+        /// The stored form: the string table interns these bytes.
+        #[test]
+        fn frames_are_separated_by_one_space() {
+            assert_eq!(super::encode(&[0x4008_0010, 0xabc]), "40080010 abc");
+            assert_eq!(super::encode(&[]), "");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kind_text(kind: EventKind) -> String {
+        let event = Event {
+            time: 0,
+            cpu: CpuId(0),
+            task: TaskId(0),
+            pc: 0,
+            caller: 0,
+            kind,
+        };
+        event.display_kind(&StringTable::new()).to_string()
+    }
+
+    /// An invalidation of everything (length 0) reads as such, a range as its
+    /// bounds.
+    #[test]
+    fn an_invalidation_shows_all_or_its_range() {
+        let all = kind_text(EventKind::TlbInvalidate {
+            cpus: 0b11,
+            start: 0,
+            len: 0,
+            asid: None,
+        });
+        assert!(all.contains(" all") && !all.contains("len="), "{all}");
+        let range = kind_text(EventKind::TlbInvalidate {
+            cpus: 1,
+            start: 0x4000,
+            len: 0x1000,
+            asid: Some(3),
+        });
+        assert!(range.contains("va=0x4000 len=0x1000 asid=3"), "{range}");
     }
 }

@@ -63,10 +63,6 @@ impl<'a> ByteCursor<'a> {
         self.pos == self.bytes.len()
     }
 
-    pub fn remaining(&self) -> &'a [u8] {
-        &self.bytes[self.pos..]
-    }
-
     pub fn u8(&mut self) -> Result<u8, VarintError> {
         let byte = *self.bytes.get(self.pos).ok_or(VarintError::Truncated)?;
         self.pos += 1;
