@@ -235,6 +235,9 @@ impl Core {
 }
 
 /// Reads the instruction word at virtual address `pc` through the core's MMU.
+// Through the engine: the core has just fetched from that page (it is in the TLB),
+// or the slice has ended, where a fill is the host's and the model ignores it.
+#[allow(clippy::disallowed_methods)]
 pub(crate) fn read_insn<D>(uc: &mut Unicorn<'_, D>, pc: u64) -> Option<u32> {
     let mut word = [0; 4];
     uc.vmem_read(pc, Prot::EXEC, &mut word).ok()?;

@@ -42,6 +42,9 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+// Pure functions of events and bytes: nothing here needs unsafe code.
+#![forbid(unsafe_code)]
+
 pub mod aarch64;
 pub mod analysis;
 mod codec;

@@ -43,6 +43,8 @@ impl<'a, 'u> ProbedCore<'a, 'u> {
     /// could not read it.
     pub(crate) fn read(&self, va: u64, buf: &mut [u8]) -> bool {
         let Some(mmu) = &self.mmu else {
+            // Unicorn's own MMU: no model to take the fill for the guest's.
+            #[allow(clippy::disallowed_methods)]
             return self.uc.vmem_read(va, Prot::READ, buf).is_ok();
         };
         let mut done = 0;

@@ -59,14 +59,12 @@ unsafe extern "C" fn proxy(
     cp: *const RegisterARM64CP,
     user_data: *mut c_void,
 ) -> u32 {
-    // SAFETY: `user_data` is the callback boxed by `add`, alive while the engine is;
-    // `cp` points to the register description for the duration of the call.
+    // SAFETY: `user_data` is the callback boxed by `add`, alive while the engine is.
     let callback = unsafe { &mut *user_data.cast::<Callback>() };
-    let mut access = SysAccess {
-        uc,
-        rt,
-        cp: unsafe { &*cp },
-    };
+    // SAFETY: the engine passes `cp`, the register description, valid for the
+    // duration of the call.
+    let cp = unsafe { &*cp };
+    let mut access = SysAccess { uc, rt, cp };
     callback(&mut access) as u32
 }
 
