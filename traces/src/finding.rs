@@ -205,7 +205,9 @@ mod tests {
     #[test]
     fn a_cause_is_reported_once() {
         let mut findings = Findings::default();
+        assert!(findings.is_empty());
         assert!(findings.report(finding(FindingKind::StaleTlb, "va 0x1000")));
+        assert!(!findings.is_empty());
         assert!(!findings.report(finding(FindingKind::StaleTlb, "va 0x1000")));
         assert!(findings.report(finding(FindingKind::StaleTlb, "va 0x2000")));
         assert!(findings.report(finding(FindingKind::Deadlock, "va 0x1000")));
