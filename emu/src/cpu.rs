@@ -201,6 +201,8 @@ pub(crate) struct Core {
     pub(crate) irqs: u64,
     pub(crate) last_exception: Option<TakenException>,
     pub(crate) counter: Rc<SliceCounter>,
+    /// Hooks on single instructions, from every part of the machine.
+    pub(crate) code_sites: crate::code_sites::CodeSites,
     /// The simulated MMU's hooks on this core (`None`: Unicorn's built-in MMU).
     pub(crate) mmu: Option<Rc<CoreMmu>>,
     /// While waiting in WFE: the exclusive monitor a store may clear.
@@ -228,6 +230,7 @@ impl Core {
             monitor: None,
             timer_pending: false,
             counter,
+            code_sites: Default::default(),
             mmu,
             _keep_alive: keep_alive,
         }

@@ -90,6 +90,7 @@ mod arch;
 pub mod bench;
 mod block_start;
 mod board;
+mod code_sites;
 mod core_setup;
 mod cpu;
 pub mod dwarf;

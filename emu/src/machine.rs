@@ -307,6 +307,7 @@ impl Machine {
         for (cpu, core) in self.hw.cores.iter_mut().enumerate() {
             probe::install(
                 &mut core.uc,
+                &mut core.code_sites,
                 cpu,
                 &core.counter,
                 &call_probe,

@@ -15,6 +15,7 @@ use std::rc::Rc;
 
 use unicorn_engine::{RegisterARM64, RegisterRISCV, Unicorn};
 
+use crate::code_sites::CodeSites;
 use crate::cpu::SliceCounter;
 use crate::error::{uc_err, EmuError};
 
@@ -159,6 +160,7 @@ fn arm64_return_sites(
 /// Hooks `probe` into one core: its entry and each of its returns.
 pub(crate) fn install(
     uc: &mut Unicorn<'static, ()>,
+    code_sites: &mut CodeSites,
     cpu: usize,
     counter: &Rc<SliceCounter>,
     probe: &Rc<CallProbe>,
@@ -169,7 +171,7 @@ pub(crate) fn install(
     let sites = std::iter::once((entry, true)).chain(returns.iter().map(|&r| (r, false)));
     for (addr, is_entry) in sites {
         let (probe, counter) = (probe.clone(), counter.clone());
-        uc.add_code_hook(addr, addr, move |uc, pc, _| {
+        code_sites.add(addr, move |uc, pc| {
             let sp = match isa {
                 Isa::Aarch64 => uc.reg_read(RegisterARM64::SP),
                 Isa::Riscv64 => uc.reg_read(RegisterRISCV::X2),
@@ -181,11 +183,12 @@ pub(crate) fn install(
             } else {
                 probe.leave(cpu, sp, now);
             }
-        })
-        .map_err(uc_err("adding a call probe"))?;
+        });
     }
+    let err = uc_err("adding a call probe");
+    code_sites.install(uc).map_err(&err)?;
     // Code translated before the hooks were added would not call them.
-    uc.ctl_flush_tb().map_err(uc_err("adding a call probe"))?;
+    uc.ctl_flush_tb().map_err(&err)?;
     Ok(())
 }
 

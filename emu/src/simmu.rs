@@ -61,6 +61,7 @@ use unicorn_engine::{MemType, Prot, TlbEntry, TlbType, Unicorn};
 
 use crate::arch::aarch64::exception::Synchronous;
 use crate::arch::aarch64::mmu::{Access, Fault, TranslationRegs, PAGE_SIZE};
+use crate::code_sites::CodeSites;
 use crate::cpu::{read_insn, Core, SliceCounter};
 use crate::error::{uc_err, EmuError};
 use crate::kernel::KernelImage;
@@ -394,21 +395,15 @@ impl CoreMmu {
     }
 
     /// Tells the model of every `free_pages(addr, order)` (entry at `entry`).
-    fn hook_free_pages(
-        self: &Rc<Self>,
-        uc: &mut Unicorn<'static, ()>,
-        entry: u64,
-    ) -> Result<(), EmuError> {
+    fn hook_free_pages(self: &Rc<Self>, sites: &mut CodeSites, entry: u64) {
         let m = self.clone();
-        uc.add_code_hook(entry, entry, move |uc, pc, _| {
+        sites.add(entry, move |uc, pc| {
             let (addr, order) = (m.abi.arg(uc, 0), m.abi.arg(uc, 1).min(20));
             let at = m.at(pc);
             m.model_for(uc)
                 .pages_freed(&m.shared.ram, addr, 4096 << order, at);
             m.hand_over(Some(uc));
-        })
-        .map_err(uc_err("adding the free_pages hook"))?;
-        Ok(())
+        });
     }
 
     /// The abort to enter for a slice that `emu_start` ended with an MMU fault.
@@ -521,14 +516,14 @@ impl SimMmu {
                 .filter(|_| !kernel.is_boot_protocol_image());
             for core in cores.iter_mut() {
                 if let (Some(mmu), Some(entry)) = (&core.mmu, free_pages) {
-                    mmu.hook_free_pages(&mut core.uc, entry)?;
+                    mmu.hook_free_pages(&mut core.code_sites, entry);
                 }
             }
         }
+        let err = uc_err("adding the MMU's code hooks");
         for core in cores.iter_mut() {
-            core.uc
-                .ctl_flush_tb()
-                .map_err(uc_err("adding the MMU's code hooks"))?;
+            core.code_sites.install(&mut core.uc).map_err(&err)?;
+            core.uc.ctl_flush_tb().map_err(&err)?;
         }
         Ok(())
     }

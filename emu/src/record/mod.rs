@@ -608,12 +608,10 @@ impl Recorder {
                     continue;
                 }
                 let counter = core.counter.clone();
-                core.uc
-                    .add_code_hook(addr, addr, move |uc, pc, _| {
-                        rec.on_site(uc, cpu, &counter, site, pc)
-                    })
-                    .map_err(&err)?;
+                core.code_sites
+                    .add(addr, move |uc, pc| rec.on_site(uc, cpu, &counter, site, pc));
             }
+            core.code_sites.install(&mut core.uc).map_err(&err)?;
             if options.sample_irq_mask {
                 let (rec, vectors) = (self.clone(), vectors.clone());
                 core.uc

@@ -12,7 +12,7 @@ use super::mmu::{Access, TranslationRegs};
 use super::regs::{read_xreg, translation_regs};
 use super::syshook::SysAccess;
 use crate::cpu::Core;
-use crate::error::{uc_err, EmuError};
+use crate::error::EmuError;
 use crate::kernel::KernelImage;
 use crate::simmu::{CoreMmu, IsaMmu, SimMmu};
 use crate::tlb::Barrier;
@@ -75,19 +75,17 @@ impl IsaMmu for Aarch64Mmu {
             };
             for &(addr, barrier) in &barriers {
                 let m = mmu.clone();
-                core.uc
-                    .add_code_hook(addr, addr, move |uc, pc, _| {
-                        let at = m.at(pc);
-                        m.model_for(uc).barrier(m.ram(), m.cpu());
-                        let kind = match barrier {
-                            Barrier::Dsb(crm) => EventKind::Dsb {
-                                option: BarrierOption(crm as u8),
-                            },
-                            Barrier::Isb => EventKind::Isb,
-                        };
-                        m.record(uc, at, kind);
-                    })
-                    .map_err(uc_err("adding a barrier hook"))?;
+                core.code_sites.add(addr, move |uc, pc| {
+                    let at = m.at(pc);
+                    m.model_for(uc).barrier(m.ram(), m.cpu());
+                    let kind = match barrier {
+                        Barrier::Dsb(crm) => EventKind::Dsb {
+                            option: BarrierOption(crm as u8),
+                        },
+                        Barrier::Isb => EventKind::Isb,
+                    };
+                    m.record(uc, at, kind);
+                });
             }
         }
         Ok(())

@@ -7,7 +7,7 @@ use unicorn_engine::{RegisterRISCV, Unicorn};
 use super::hart;
 use crate::arch::aarch64::mmu::{Access, TranslationRegs, PAGE_SIZE};
 use crate::cpu::Core;
-use crate::error::{uc_err, EmuError};
+use crate::error::EmuError;
 use crate::kernel::KernelImage;
 use crate::simmu::{IsaMmu, SimMmu};
 use crate::tlb::Invalidation;
@@ -56,11 +56,9 @@ impl IsaMmu for Riscv64Mmu {
             .collect();
         for core in cores.iter_mut() {
             for &addr in &sites {
-                core.uc
-                    .add_code_hook(addr, addr, |uc, _, _| {
-                        let _ = uc.ctl_flush_tlb();
-                    })
-                    .map_err(uc_err("adding a satp hook"))?;
+                core.code_sites.add(addr, |uc, _| {
+                    let _ = uc.ctl_flush_tlb();
+                });
             }
         }
         Ok(())
@@ -86,30 +84,28 @@ impl IsaMmu for Riscv64Mmu {
             };
             for &(addr, rs1, rs2) in &sites {
                 let m = mmu.clone();
-                core.uc
-                    .add_code_hook(addr, addr, move |uc, pc, _| {
-                        // rs1 = x0: every address; rs2 = x0: every ASID.
-                        let (start, len) = match rs1 {
-                            0 => (0, 0),
-                            _ => (hart::xreg(uc, rs1) & !(PAGE_SIZE - 1), PAGE_SIZE),
-                        };
-                        let asid = (rs2 != 0).then(|| hart::xreg(uc, rs2) as u16);
-                        let inv = Invalidation {
-                            cpus: 1 << m.cpu(),
-                            start,
-                            len,
-                            asid,
-                        };
-                        let name = if rs1 == 0 {
-                            "sfence.vma"
-                        } else {
-                            "sfence.vma va"
-                        };
-                        let at = m.at(pc);
-                        m.model_for(uc).invalidate_on(m.ram(), inv, name, at);
-                        m.hand_over(Some(uc));
-                    })
-                    .map_err(uc_err("adding an sfence.vma hook"))?;
+                core.code_sites.add(addr, move |uc, pc| {
+                    // rs1 = x0: every address; rs2 = x0: every ASID.
+                    let (start, len) = match rs1 {
+                        0 => (0, 0),
+                        _ => (hart::xreg(uc, rs1) & !(PAGE_SIZE - 1), PAGE_SIZE),
+                    };
+                    let asid = (rs2 != 0).then(|| hart::xreg(uc, rs2) as u16);
+                    let inv = Invalidation {
+                        cpus: 1 << m.cpu(),
+                        start,
+                        len,
+                        asid,
+                    };
+                    let name = if rs1 == 0 {
+                        "sfence.vma"
+                    } else {
+                        "sfence.vma va"
+                    };
+                    let at = m.at(pc);
+                    m.model_for(uc).invalidate_on(m.ram(), inv, name, at);
+                    m.hand_over(Some(uc));
+                });
             }
         }
         Ok(())
