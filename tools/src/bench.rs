@@ -39,11 +39,32 @@ fn events_text(events: u64) -> String {
     }
 }
 
+/// Wall time of one part of the bench, logged at debug level (`PERCPU_LAB_LOG=debug`)
+/// so that the 30-second budget can be checked part by part.
+struct Section(std::time::Instant);
+
+impl Section {
+    fn start() -> Self {
+        Self(std::time::Instant::now())
+    }
+
+    /// Logs the part that ends now and starts the next.
+    fn done(self, part: &str) -> Self {
+        tracing::debug!(
+            part,
+            seconds = self.0.elapsed().as_secs_f64(),
+            "bench part done"
+        );
+        Self::start()
+    }
+}
+
 pub fn bench(args: &BenchArgs) -> Result<Verdict, BadInput> {
     if args.explore {
         return bench_explore(args);
     }
     let started = std::time::Instant::now();
+    let section = Section::start();
     // `check`'s peak RSS first, while this process is still smaller than `check`
     // (a child's peak includes its parent's: see bench_check).
     if let Some(path) = &args.kernel {
@@ -64,8 +85,10 @@ pub fn bench(args: &BenchArgs) -> Result<Verdict, BadInput> {
             .unwrap_or_else(|_| Err(BadInput("the calibration thread panicked".into())));
         (traces, works)
     });
+    let section = section.done("calibration, and traces for check");
     progress.set_message("bench: check's peak RSS");
     let check = crate::bench_check::measure(&exe, kernel_path, &traces?)?;
+    let section = section.done("check's peak RSS");
     let works = works?;
     let kernel = kernel::load(kernel_path, None)?;
     // QEMU boots the flat Image of the built-in guest (a --kernel ELF has none).
@@ -77,16 +100,22 @@ pub fn bench(args: &BenchArgs) -> Result<Verdict, BadInput> {
         crate::bench_machine::measure(&exe, kernel_path, &kernel, image, &works, &|message| {
             progress.set_message(message)
         })?;
+    let section = section.done("machine, QEMU peer and snapshots");
     progress.set_message("bench: recording");
     let tracing = crate::bench_trace::measure(&kernel, MIN_MEASURE)?;
+    let section = section.done("recording");
     progress.set_message("bench: simulated MMU");
     let mmu = crate::bench_mmu::measure(&kernel, MIN_MEASURE)?;
+    let section = section.done("simulated MMU");
     progress.set_message("bench: allocator");
     let allocator = crate::bench_alloc::measure(&kernel)?;
+    let section = section.done("allocator");
     progress.set_message("bench: lock validator");
     let lockdep = crate::bench_lockdep::measure(&kernel, MIN_MEASURE)?;
+    let section = section.done("lock validator");
     progress.set_message("bench: TLB flush strategies");
     let flush = crate::bench_flush::measure(&kernel)?;
+    section.done("TLB flush strategies");
     progress.finish_and_clear();
 
     match args.report {
