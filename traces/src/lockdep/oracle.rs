@@ -363,4 +363,49 @@ mod tests {
         assert_eq!(case.host_reports, [FindingKind::InconsistentIrqState]);
         assert_eq!(case.verdict(), CaseVerdict::Agree);
     }
+
+    /// The kernel announces its `local_lock_t` classes once, before the cases
+    /// (at boot); every case's fresh validator must know them. lockdep's
+    /// `local_lock_3A` shape: local → B with IRQs on, A taken in a hard IRQ, then
+    /// A → local with IRQs off: no inversion through a local lock, but one through
+    /// an ordinary lock of the same shape.
+    #[test]
+    fn every_case_knows_the_local_lock_classes_announced_before_it() {
+        let mut run = Run::new();
+        let local = run.strings.intern("local_A");
+        run.push(EventKind::LocalLockClass { class: local });
+        let irqs = |masked: bool| EventKind::IrqMask {
+            old: !masked,
+            new: masked,
+            cause: IrqMaskCause::Instruction,
+        };
+        for (case, middle) in [("3A", "local_A"), ("3A_again", "local_A"), ("plain", "M")] {
+            // Expected no report (value bit 0 set) and the kernel made none.
+            run.marker(&format!("selftest:case:{case}"), 1 | 1 << 1)
+                .lock(middle, 0x10)
+                .lock("B", 0xb)
+                .unlock("B", 0xb)
+                .unlock(middle, 0x10)
+                .push(EventKind::HardIrqEnter { intid: 0 })
+                .lock("A", 0xa)
+                .unlock("A", 0xa)
+                .push(EventKind::HardIrqExit { intid: 0 })
+                .push(irqs(true))
+                .lock("A", 0xa)
+                .lock(middle, 0x10)
+                .unlock(middle, 0x10)
+                .unlock("A", 0xa)
+                .push(irqs(false))
+                .marker("selftest:end", 1);
+        }
+        let mut oracle = SelftestOracle::new();
+        oracle.feed(&run.events, &run.strings);
+        let reports: Vec<&[FindingKind]> = oracle
+            .cases()
+            .iter()
+            .map(|c| c.host_reports.as_slice())
+            .collect();
+        let inversion: &[FindingKind] = &[FindingKind::IrqInversion];
+        assert_eq!(reports, [&[][..], &[][..], inversion]);
+    }
 }
