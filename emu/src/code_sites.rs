@@ -8,7 +8,9 @@
 //! or a DSB followed by an ISB, is one hook here instead of two, so every hit
 //! anywhere walks a shorter list.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
+use std::fmt;
 use std::rc::Rc;
 
 use unicorn_engine::{uc_error, UcHookId, Unicorn};
@@ -60,6 +62,64 @@ impl CodeSites {
     #[cfg(test)]
     fn engine_hook_count(&self) -> usize {
         self.engine_hooks.len()
+    }
+}
+
+/// A hook run from an instruction hook, given the core's slice counter `C` (which
+/// holds the hooks: a hook that kept its own reference would keep it alive).
+pub(crate) type InsnSiteFn<C> = Box<dyn Fn(&mut Unicorn<'_, ()>, &C, u64)>;
+
+/// Hooks run from an instruction hook the engine calls anyway, by the
+/// instruction's address: arm64's MSR hook runs those of `msr daif, Xt` sites,
+/// which then need no code hook (nor a place in the list every code hook's hit
+/// walks).
+pub(crate) struct InsnSites<C> {
+    sites: RefCell<BTreeMap<u64, Vec<InsnSiteFn<C>>>>,
+}
+
+impl<C> Default for InsnSites<C> {
+    fn default() -> Self {
+        Self {
+            sites: RefCell::default(),
+        }
+    }
+}
+
+impl<C> InsnSites<C> {
+    /// Runs `hook` when the instruction hook fires at `addr`, after the hooks
+    /// added there before it.
+    pub(crate) fn add(&self, addr: u64, hook: impl Fn(&mut Unicorn<'_, ()>, &C, u64) + 'static) {
+        self.sites
+            .borrow_mut()
+            .entry(addr)
+            .or_default()
+            .push(Box::new(hook));
+    }
+
+    /// No site at all: the instruction hook need not even read its PC.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.sites.borrow().is_empty()
+    }
+
+    /// Whether any hook is at `addr`.
+    pub(crate) fn holds(&self, addr: u64) -> bool {
+        self.sites.borrow().contains_key(&addr)
+    }
+
+    /// Runs the hooks at `pc`. They must not add sites.
+    pub(crate) fn run(&self, uc: &mut Unicorn<'_, ()>, counter: &C, pc: u64) {
+        if let Some(hooks) = self.sites.borrow().get(&pc) {
+            for hook in hooks {
+                hook(uc, counter, pc);
+            }
+        }
+    }
+}
+
+impl<C> fmt::Debug for InsnSites<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let addrs: Vec<u64> = self.sites.borrow().keys().copied().collect();
+        f.debug_struct("InsnSites").field("addrs", &addrs).finish()
     }
 }
 
@@ -140,5 +200,23 @@ mod tests {
             (0x2c, 'e'),
         ];
         assert_eq!(*seen.borrow(), expected);
+    }
+
+    #[test]
+    fn an_instruction_hook_runs_only_the_hooks_at_its_address_in_order() {
+        let mut uc = Unicorn::new(Arch::ARM64, Mode::ARM).unwrap();
+        let sites = InsnSites::<u32>::default();
+        assert!(sites.is_empty());
+        let seen = Rc::new(RefCell::new(Vec::new()));
+        for (addr, tag) in [(0x10, 'a'), (0x20, 'b'), (0x10, 'c')] {
+            let seen = seen.clone();
+            sites.add(addr, move |_, &counter, pc| {
+                seen.borrow_mut().push((pc, tag, counter))
+            });
+        }
+        assert!(!sites.is_empty() && sites.holds(0x10) && !sites.holds(0x14));
+        sites.run(&mut uc, &7, 0x10);
+        sites.run(&mut uc, &7, 0x14);
+        assert_eq!(*seen.borrow(), [(0x10, 'a', 7), (0x10, 'c', 7)]);
     }
 }

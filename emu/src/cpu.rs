@@ -89,6 +89,8 @@ pub(crate) struct SliceCounter {
     pub(crate) interrupts_taken: Cell<u64>,
     /// Hooks the block hook runs where a block starts (see [`crate::block_start`]).
     pub(crate) block_starts: crate::block_start::BlockStartHooks<SliceCounter>,
+    /// arm64: hooks the MSR hook runs at `msr daif, Xt` sites.
+    pub(crate) daif_writes: crate::code_sites::InsnSites<SliceCounter>,
 }
 
 /// Where a slice stops so that an IRQ is taken at its instruction boundary.

@@ -305,16 +305,7 @@ impl Machine {
             .collect();
         let call_probe = Rc::new(CallProbe::new(self.hw.cores.len()));
         for (cpu, core) in self.hw.cores.iter_mut().enumerate() {
-            probe::install(
-                &mut core.uc,
-                &mut core.code_sites,
-                cpu,
-                &core.counter,
-                &call_probe,
-                entry,
-                &returns,
-                isa,
-            )?;
+            probe::install(core, cpu, &call_probe, entry, &returns, isa)?;
         }
         self.probes.push(call_probe);
         Ok(ProbeId(self.probes.len() - 1))

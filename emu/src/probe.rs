@@ -13,10 +13,9 @@
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
-use unicorn_engine::{RegisterARM64, RegisterRISCV, Unicorn};
+use unicorn_engine::{RegisterARM64, RegisterRISCV};
 
-use crate::code_sites::CodeSites;
-use crate::cpu::SliceCounter;
+use crate::cpu::Core;
 use crate::error::{uc_err, EmuError};
 
 use crate::Isa;
@@ -159,10 +158,8 @@ fn arm64_return_sites(
 
 /// Hooks `probe` into one core: its entry and each of its returns.
 pub(crate) fn install(
-    uc: &mut Unicorn<'static, ()>,
-    code_sites: &mut CodeSites,
+    core: &mut Core,
     cpu: usize,
-    counter: &Rc<SliceCounter>,
     probe: &Rc<CallProbe>,
     entry: u64,
     returns: &[u64],
@@ -170,8 +167,8 @@ pub(crate) fn install(
 ) -> Result<(), EmuError> {
     let sites = std::iter::once((entry, true)).chain(returns.iter().map(|&r| (r, false)));
     for (addr, is_entry) in sites {
-        let (probe, counter) = (probe.clone(), counter.clone());
-        code_sites.add(addr, move |uc, pc| {
+        let (probe, counter) = (probe.clone(), core.counter.clone());
+        core.code_sites.add(addr, move |uc, pc| {
             let sp = match isa {
                 Isa::Aarch64 => uc.reg_read(RegisterARM64::SP),
                 Isa::Riscv64 => uc.reg_read(RegisterRISCV::X2),
@@ -186,9 +183,9 @@ pub(crate) fn install(
         });
     }
     let err = uc_err("adding a call probe");
-    code_sites.install(uc).map_err(&err)?;
+    core.code_sites.install(&mut core.uc).map_err(&err)?;
     // Code translated before the hooks were added would not call them.
-    uc.ctl_flush_tb().map_err(&err)?;
+    core.uc.ctl_flush_tb().map_err(&err)?;
     Ok(())
 }
 

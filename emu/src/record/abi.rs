@@ -70,6 +70,12 @@ pub(crate) trait IsaAbi: Sync {
     fn mask_write(&self, word: u32) -> Option<MaskWrite>;
     /// The IRQ mask after `write` runs on a core whose mask is `masked_now`.
     fn mask_after(&self, uc: &Unicorn<'_, ()>, write: MaskWrite, masked_now: bool) -> bool;
+    /// Whether the engine's system-register write hook sees `write` (arm64's
+    /// `msr daif, Xt`): its probe then runs from that hook (see
+    /// `SliceCounter::daif_writes`), not from a code hook.
+    fn mask_write_is_hooked(&self, _write: MaskWrite) -> bool {
+        false
+    }
     /// Whether `word` returns from its function.
     fn is_return(&self, word: u32) -> bool;
     /// Whether Unicorn ends a translation block after `word` whatever it does

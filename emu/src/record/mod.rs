@@ -600,16 +600,22 @@ impl Recorder {
         for (cpu, core) in cores.iter_mut().enumerate() {
             for (&(addr, site), &at_block_start) in sites.iter().zip(&block_start_sites) {
                 let rec = self.clone();
+                let on_site = move |uc: &mut Unicorn<'_, ()>, counter: &SliceCounter, pc| {
+                    rec.on_site(uc, cpu, counter, site, pc)
+                };
+                // An `msr daif` runs the MSR hook anyway: no code hook, whose every
+                // hit walks the engine's whole list of them (see `code_sites`).
+                let msr_hooked = matches!(site, Site::Mask { write, .. }
+                    if self.linux.is_none() && self.abi.mask_write_is_hooked(write));
                 if at_block_start {
-                    let hook = move |uc: &mut Unicorn<'_, ()>, counter: &SliceCounter, pc| {
-                        rec.on_site(uc, cpu, counter, site, pc)
-                    };
-                    core.counter.block_starts.add(addr, Box::new(hook));
-                    continue;
+                    core.counter.block_starts.add(addr, Box::new(on_site));
+                } else if msr_hooked {
+                    core.counter.daif_writes.add(addr, on_site);
+                } else {
+                    let counter = core.counter.clone();
+                    core.code_sites
+                        .add(addr, move |uc, pc| on_site(uc, &counter, pc));
                 }
-                let counter = core.counter.clone();
-                core.code_sites
-                    .add(addr, move |uc, pc| rec.on_site(uc, cpu, &counter, site, pc));
             }
             core.code_sites.install(&mut core.uc).map_err(&err)?;
             if options.sample_irq_mask {

@@ -94,6 +94,10 @@ impl IsaAbi for Aarch64Abi {
         })
     }
 
+    fn mask_write_is_hooked(&self, write: MaskWrite) -> bool {
+        matches!(decode(write.word), Some(DaifWrite::Register(_)))
+    }
+
     fn mask_after(&self, uc: &Unicorn<'_, ()>, write: MaskWrite, masked_now: bool) -> bool {
         match decode(write.word) {
             Some(DaifWrite::Register(reg)) => {

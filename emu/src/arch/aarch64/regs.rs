@@ -136,17 +136,31 @@ pub(crate) fn install_sysreg_hooks(
         if let Some(m) = &m {
             super::simmu::on_msr(m, access);
         }
-        // A DAIF write is left to Unicorn: it ends its block, whose successor's block
-        // hook takes a pending IRQ if the write unmasked it.
         let cp = access.cp;
+        let reg = sysreg(cp);
+        if reg == DAIF {
+            // The write itself is left to Unicorn: it ends its block, whose
+            // successor's block hook takes a pending IRQ if the write unmasked it.
+            if !c.daif_writes.is_empty() {
+                let pc = access.pc();
+                if c.daif_writes.holds(pc) {
+                    if let Some(mut uc) = access.engine() {
+                        c.daif_writes.run(&mut uc, &c, pc);
+                    }
+                }
+            }
+            return false;
+        }
+        if !matches!(reg, CNTV_CTL_EL0 | CNTV_CVAL_EL0 | CNTV_TVAL_EL0) {
+            return false;
+        }
         let mut board = b.borrow_mut();
         let now = board.now_at(c.retired_before(access.pc()));
         let timer = &mut board.timers[cpu];
-        match sysreg(cp) {
+        match reg {
             CNTV_CTL_EL0 => timer.set_ctl(cp.val),
             CNTV_CVAL_EL0 => timer.set_cval(cp.val),
-            CNTV_TVAL_EL0 => timer.set_tval(now, cp.val),
-            _ => return false,
+            _ => timer.set_tval(now, cp.val),
         }
         // The timer's output is a level: reprogramming it lowers (or raises) the PPI
         // now, not at the next slice, or the guest would take the old tick again.
