@@ -261,7 +261,8 @@ impl TlbCheck {
         let shift = level_shift(level);
         let od = self.format.decode(old, level);
         let nd = self.format.decode(new, level);
-        let here = self.place(at.pc);
+        // Named only for a finding: most page-table writes make none.
+        let here = |check: &Self| check.place(at.pc);
         let bbm = self.format.arm_rules();
         match (od.is_valid(), nd.is_valid()) {
             (true, true) if od != nd && bbm => self.report(
@@ -269,7 +270,7 @@ impl TlbCheck {
                 format!("live descriptor for va {va:#x} changed without break-before-make"),
                 format!("bbm {:#x}", at.pc),
                 vec![
-                    format!("cpu{} at {here} replaced {od} by {nd}", at.cpu),
+                    format!("cpu{} at {} replaced {od} by {nd}", at.cpu, here(self)),
                     format!(
                         "descriptor at pa {desc:#x}; it was never made invalid and flushed in between"
                     ),
@@ -308,8 +309,9 @@ impl TlbCheck {
                 let broken = self.broken.remove(&desc);
                 if !holders.is_empty() {
                     let mut details = vec![format!(
-                        "cpu{} at {here} mapped va {va:#x} again ({nd})",
-                        at.cpu
+                        "cpu{} at {} mapped va {va:#x} again ({nd})",
+                        at.cpu,
+                        here(self)
                     )];
                     details.extend(holders.iter().map(|(cpu, hva, pa)| {
                         format!(
@@ -329,7 +331,7 @@ impl TlbCheck {
                         format!("va {va:#x} remapped without a TLBI after the break"),
                         format!("bbm {:#x}", at.pc),
                         vec![
-                            format!("cpu{} at {here} replaced {} by {nd}", at.cpu, b.old),
+                            format!("cpu{} at {} replaced {} by {nd}", at.cpu, here(self), b.old),
                             format!(
                                 "descriptor at pa {desc:#x} was made invalid but no TLBI covered va {:#x} since",
                                 b.va
