@@ -9,8 +9,9 @@ use std::rc::Rc;
 use unicorn_engine::{Prot, Unicorn};
 
 use crate::arch::{Arch, CoreHooks};
+use crate::block_hook::BlockHook;
 use crate::board::{Board, MmioAccess};
-use crate::cpu::{Core, Hooks, IrqStop, SliceCounter};
+use crate::cpu::{Core, Hooks, IrqStop, KeepAlive, SliceCounter};
 use crate::error::{uc_err, EmuError};
 use crate::memory::GuestRam;
 use crate::simmu;
@@ -31,13 +32,13 @@ impl Core {
         unsafe { uc.mem_map_ptr(ram.base(), ram.size(), Prot::ALL, ram.host_ptr().cast()) }
             .map_err(uc_err("mapping guest RAM"))?;
         let counter = Rc::new(SliceCounter::default());
-        install_counting_hooks(&mut uc, cpu, &counter, board, arch, hooks)?;
+        let block_hook = install_counting_hooks(&mut uc, cpu, &counter, board, arch, hooks)?;
         install_devices(&mut uc, cpu, board, &counter)?;
         let mmu = match sim_mmu {
             Some(shared) => Some(simmu::install_core(&mut uc, cpu, shared, &counter, isa)?),
             None => None,
         };
-        let keep_alive = arch.install_core_hooks(&mut CoreHooks {
+        let mut keep_alive = arch.install_core_hooks(&mut CoreHooks {
             uc: &mut uc,
             cpu,
             board,
@@ -45,6 +46,7 @@ impl Core {
             mmu: mmu.clone(),
             hooks,
         })?;
+        keep_alive.extend(block_hook.map(|hook| Box::new(hook) as KeepAlive));
         Ok(Self::with_engine(uc, counter, mmu, keep_alive))
     }
 }
@@ -56,10 +58,10 @@ pub(crate) fn install_counting_hooks(
     board: &Rc<RefCell<Board>>,
     arch: &'static dyn Arch,
     hooks: Hooks,
-) -> Result<(), EmuError> {
-    if hooks != Hooks::Uncounted {
-        install_block_hook(uc, cpu, counter, board, arch)?;
-    }
+) -> Result<Option<BlockHook>, EmuError> {
+    let block_hook = (hooks != Hooks::Uncounted)
+        .then(|| install_block_hook(uc, cpu, counter, board, arch))
+        .transpose()?;
     let (c, b) = (counter.clone(), board.clone());
     uc.add_intr_hook(move |uc, intno| {
         if arch.emulates_in_place(uc, intno, &b, &c) {
@@ -70,7 +72,7 @@ pub(crate) fn install_counting_hooks(
         let _ = uc.emu_stop();
     })
     .map_err(uc_err("adding the exception hook"))?;
-    Ok(())
+    Ok(block_hook)
 }
 
 /// The one block hook of a core: counts instructions, stops the slice at its
@@ -81,67 +83,96 @@ fn install_block_hook(
     counter: &Rc<SliceCounter>,
     board: &Rc<RefCell<Board>>,
     arch: &'static dyn Arch,
-) -> Result<(), EmuError> {
+) -> Result<BlockHook, EmuError> {
     let (c, b) = (counter.clone(), board.clone());
     // Counting per block is nearly free; a per-instruction count hook is not. A stop
     // requested here takes effect before the block runs (measured), so the budget
     // is checked on entry to each block and a block is counted only when it runs.
-    uc.add_block_hook(1, 0, move |uc, addr, size| {
+    crate::block_hook::add(uc, move |uc, addr, size| {
         let insns = size as u64 / 4;
-        if c.stepping.get().is_none() {
-            let over_budget = c.executed.get() >= c.budget.get();
-            // Past the budget only a stop that runs nothing more is wanted.
-            let irq = c
-                .irq_due_by(insns)
-                .then(|| arch.irq_stop(uc, cpu, &b, &c, addr, insns))
-                .flatten()
-                .filter(|&stop| !over_budget || stop == IrqStop::BlockStart);
-            if over_budget || irq.is_some() {
-                c.irq_stop.set(irq);
-                if !c.stop_requested.replace(true) {
-                    let _ = uc.emu_stop();
-                }
-                return;
-            }
+        // Most blocks: nothing due, nothing to look at, nothing to stop for. They
+        // only count, in a few instructions; the rest is out of line.
+        let plain = c.stepping.get().is_none()
+            && c.executed.get() < c.budget.get()
+            && !c.irq_due_by(insns)
+            && !c.wfe_wait.get()
+            && !c.block_starts.needs_look(addr, size)
+            && addr != c.trap_vector.get()
+            && c.churn_every.get() == 0;
+        if plain {
+            c.block_start.set(addr);
+            c.block_size.set(size);
+            c.executed.set(c.executed.get() + insns);
+        } else {
+            block_starts(uc, cpu, &c, &b, arch, addr, size);
         }
-        if c.wfe_wait.get() {
-            // The previous block ended in a WFE with no event: wait from here.
+    })
+    .map_err(uc_err("adding the block hook"))
+}
+
+/// The block hook for a block that is not plain: the same steps whatever holds.
+#[inline(never)]
+fn block_starts(
+    uc: &mut Unicorn<'static, ()>,
+    cpu: usize,
+    c: &SliceCounter,
+    b: &RefCell<Board>,
+    arch: &'static dyn Arch,
+    addr: u64,
+    size: u32,
+) {
+    let insns = size as u64 / 4;
+    if c.stepping.get().is_none() {
+        let over_budget = c.executed.get() >= c.budget.get();
+        // Past the budget only a stop that runs nothing more is wanted.
+        let irq = c
+            .irq_due_by(insns)
+            .then(|| arch.irq_stop(uc, cpu, b, c, addr, insns))
+            .flatten()
+            .filter(|&stop| !over_budget || stop == IrqStop::BlockStart);
+        if over_budget || irq.is_some() {
+            c.irq_stop.set(irq);
             if !c.stop_requested.replace(true) {
                 let _ = uc.emu_stop();
             }
             return;
         }
-        // Most blocks hold no WFE/SEV and start at no hook: one bit test says so.
-        let look = c.block_starts.needs_look(addr, size);
-        if let Some(sites) = c
-            .event_sites
-            .get()
-            .filter(|s| look && s.holds_any(addr, size))
-        {
-            c.wfe_wait
-                .set(sites.block_runs(&mut b.borrow_mut().events, cpu, addr, size));
+    }
+    if c.wfe_wait.get() {
+        // The previous block ended in a WFE with no event: wait from here.
+        if !c.stop_requested.replace(true) {
+            let _ = uc.emu_stop();
         }
-        if addr == c.trap_vector.get() && arch.interrupt_entered(uc) {
-            c.interrupts_taken.set(c.interrupts_taken.get() + 1);
+        return;
+    }
+    // Most blocks hold no WFE/SEV and start at no hook: one bit test says so.
+    let look = c.block_starts.needs_look(addr, size);
+    if let Some(sites) = c
+        .event_sites
+        .get()
+        .filter(|s| look && s.holds_any(addr, size))
+    {
+        c.wfe_wait
+            .set(sites.block_runs(&mut b.borrow_mut().events, cpu, addr, size));
+    }
+    if addr == c.trap_vector.get() && arch.interrupt_entered(uc) {
+        c.interrupts_taken.set(c.interrupts_taken.get() + 1);
+    }
+    c.block_start.set(addr);
+    c.block_size.set(size);
+    c.executed.set(c.executed.get() + insns);
+    let every = c.churn_every.get();
+    if every != 0 {
+        let blocks = c.blocks.get() + 1;
+        c.blocks.set(blocks);
+        if blocks.is_multiple_of(every) {
+            let _ = uc.ctl_flush_tlb();
         }
-        c.block_start.set(addr);
-        c.block_size.set(size);
-        c.executed.set(c.executed.get() + insns);
-        let every = c.churn_every.get();
-        if every != 0 {
-            let blocks = c.blocks.get() + 1;
-            c.blocks.set(blocks);
-            if blocks.is_multiple_of(every) {
-                let _ = uc.ctl_flush_tlb();
-            }
-        }
-        // Last: the block runs, as a code hook on its first instruction would see.
-        if look {
-            c.block_starts.run(uc, &c, addr);
-        }
-    })
-    .map_err(uc_err("adding the block hook"))?;
-    Ok(())
+    }
+    // Last: the block runs, as a code hook on its first instruction would see.
+    if look {
+        c.block_starts.run(uc, c, addr);
+    }
 }
 
 /// Spares each translation of kernel code a scan of the core's whole soft TLB.

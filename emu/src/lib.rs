@@ -88,6 +88,7 @@
 
 mod arch;
 pub mod bench;
+mod block_hook;
 mod block_start;
 mod board;
 mod code_sites;
