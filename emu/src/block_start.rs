@@ -3,8 +3,9 @@
 //!
 //! Unicorn runs code hooks through one helper that walks the engine's whole list
 //! of code hooks at every hit (`helper_uc_tracecode`, checking each hook's
-//! range): a recorded storm run on the checked MMU has 80 of them, hit about
-//! 650 000 times per 100 M guest instructions, which cost about 15% of the run.
+//! range): a recorded storm run on the checked MMU had 80 of them, hit about
+//! 650 000 times per 100 M guest instructions, which cost about 15% of the run
+//! (fewer since: see [`crate::code_sites`]).
 //! An instruction that no translation block can reach but from its own start
 //! is reached only where the block hook runs anyway; a bit test there costs one
 //! load per block.
