@@ -377,17 +377,43 @@ impl AreaMap {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MapProblem {
     /// No entry in use, or more than the storage holds.
-    EntriesInUse { used: usize, alloc: usize },
+    EntriesInUse {
+        /// Entries in use (`map_used`).
+        used: usize,
+        /// Entries the storage holds (`map_alloc`).
+        alloc: usize,
+    },
     /// A block of zero bytes.
-    EmptyBlock { entry: usize },
+    EmptyBlock {
+        /// Its index in the map.
+        entry: usize,
+    },
     /// Two free blocks side by side (`entry` and the next).
-    UnmergedFree { entry: usize },
+    UnmergedFree {
+        /// The first one's index in the map.
+        entry: usize,
+    },
     /// The blocks no longer add up to the bytes the map covers.
-    Span { found: usize, expected: usize },
+    Span {
+        /// Bytes the blocks add up to.
+        found: usize,
+        /// Bytes the map covers.
+        expected: usize,
+    },
     /// `free_size` is not the sum of the free blocks.
-    FreeSize { found: usize, expected: usize },
+    FreeSize {
+        /// `free_size` as kept.
+        found: usize,
+        /// The sum of the free blocks.
+        expected: usize,
+    },
     /// `contig_hint` is below the largest free block.
-    ContigHint { hint: usize, largest: usize },
+    ContigHint {
+        /// `contig_hint` as kept.
+        hint: usize,
+        /// The largest free block's size.
+        largest: usize,
+    },
 }
 
 impl core::fmt::Display for MapProblem {

@@ -505,23 +505,49 @@ impl Index {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum IndexProblem {
     /// A chunk's area map is unsound.
-    Map { chunk: usize, problem: MapProblem },
+    Map {
+        /// The chunk.
+        chunk: usize,
+        /// What is wrong with its map.
+        problem: MapProblem,
+    },
     /// A chunk is on another slot list than its state calls for (`None`:
     /// on no list).
     WrongSlot {
+        /// The chunk.
         chunk: usize,
+        /// The slot whose list holds it.
         listed: Option<usize>,
+        /// The slot its free space calls for.
         expected: Option<usize>,
     },
     /// A slot list's links are inconsistent at this chunk.
-    BrokenList { slot: usize, chunk: usize },
+    BrokenList {
+        /// The slot.
+        slot: usize,
+        /// Where the links disagree.
+        chunk: usize,
+    },
     /// A slot list holds a chunk the index does not (or the reserved one).
-    Unindexed { slot: usize, chunk: usize },
+    Unindexed {
+        /// The slot.
+        slot: usize,
+        /// The chunk not in the index.
+        chunk: usize,
+    },
     /// The slot lists hold another number of chunks than the index (or
     /// loop).
-    ListedCount { listed: usize, expected: usize },
+    ListedCount {
+        /// Chunks counted on the lists (the count stops one past `expected`).
+        listed: usize,
+        /// Chunks in the index.
+        expected: usize,
+    },
     /// The address tree is out of order at this position.
-    Unsorted { position: usize },
+    Unsorted {
+        /// The position in the address-ordered chunk array.
+        position: usize,
+    },
 }
 
 impl core::fmt::Display for IndexProblem {

@@ -177,6 +177,7 @@ impl Inject {
 /// Parameters of `pcpu_setup_first_chunk`, plus the run-time choices.
 #[derive(Clone, Copy, Debug)]
 pub struct Config {
+    /// Which version of the locking to run.
     pub variant: Variant,
     /// Bytes of the kernel's static per-CPU data at the start of every unit
     /// of the first chunk (non-zero).
@@ -221,7 +222,10 @@ impl Config {
 /// (a kernel panics at this point).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum InitError {
+    /// The configuration cannot describe a first chunk; the text says why.
     BadConfig(&'static str),
+    /// The platform refused what the first chunk needs: address space, a page,
+    /// a map or the index's storage.
     NoMemory,
 }
 
@@ -265,10 +269,13 @@ pub enum ChunkKind {
 
 /// A snapshot of one chunk's index state, for checks and statistics.
 pub struct ChunkInfo<'a> {
+    /// Which chunk of the allocator this is.
     pub kind: ChunkKind,
     /// Address of unit 0.
     pub base: usize,
+    /// Free bytes in each unit (`free_size`).
     pub free_size: usize,
+    /// The largest free block may be this big, not bigger (`contig_hint`).
     pub contig_hint: usize,
     /// The area map.
     pub map: &'a [i32],

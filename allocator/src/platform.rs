@@ -57,7 +57,9 @@ pub struct MapError;
 /// Displays as the seed's `WARN` text.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct IllegalRequest {
+    /// Bytes asked for.
     pub size: usize,
+    /// Alignment asked for.
     pub align: usize,
 }
 
