@@ -104,15 +104,16 @@ fn install_block_hook(
             c.block_size.set(size);
             c.executed.set(c.executed.get() + insns);
         } else {
-            block_starts(uc, cpu, &c, &b, arch, addr, size);
+            eventful_block(uc, cpu, &c, &b, arch, addr, size);
         }
     })
     .map_err(uc_err("adding the block hook"))
 }
 
-/// The block hook for a block that is not plain: the same steps whatever holds.
+/// The block hook for a block that is not plain (a stop, a look, a count of
+/// interrupts taken or of blocks): every step, as for any block before.
 #[inline(never)]
-fn block_starts(
+fn eventful_block(
     uc: &mut Unicorn<'static, ()>,
     cpu: usize,
     c: &SliceCounter,
