@@ -13,7 +13,10 @@ pub struct FxHasher(u64);
 
 impl Hasher for FxHasher {
     fn finish(&self) -> u64 {
-        self.0
+        // The product's low bits depend only on the key's low bits, and hashbrown
+        // picks buckets by the low bits: page-aligned keys would all start at
+        // bucket 0. Rotating brings the well-mixed high bits down.
+        self.0.rotate_left(26)
     }
     fn write(&mut self, bytes: &[u8]) {
         // Eight bytes a step (slices of integers hash as their bytes).
@@ -68,5 +71,20 @@ mod tests {
         assert_ne!(hash(&(1usize, 2u64)), hash(&(2usize, 1u64)));
         // Bytes past the last whole word count too.
         assert_ne!(hash(&[1u8, 2, 3][..]), hash(&[1u8, 2, 4][..]));
+    }
+
+    /// Hash maps pick a key's first bucket from the hash's low bits: page
+    /// addresses (twelve low zero bits) must not all start in the same one.
+    #[test]
+    fn page_aligned_keys_spread_over_the_low_bits() {
+        let pages = 256u64;
+        let buckets: FxHashSet<u64> = (0..pages)
+            .map(|page| hash(&(0x4000_0000 + (page << 12))) & (pages - 1))
+            .collect();
+        assert!(
+            buckets.len() > pages as usize / 2,
+            "{} buckets",
+            buckets.len()
+        );
     }
 }
