@@ -143,12 +143,24 @@ pub(crate) fn words(record: &[u8; 16]) -> [u64; 2] {
 /// `offset` from the frame pointer; `read_record` reads the 16 bytes of one
 /// (in one guest read where that is cheaper than two).
 pub(crate) fn frame_chain_at(
+    read_record: impl FnMut(u64) -> Option<[u64; 2]>,
+    fp: u64,
+    offset: i64,
+) -> Vec<u64> {
+    let mut trace = Vec::new();
+    frame_chain_into(&mut trace, read_record, fp, offset);
+    trace
+}
+
+/// [`frame_chain_at`] into `trace` (cleared first): the recorder walks a chain at
+/// every event and keeps one buffer for it.
+pub(crate) fn frame_chain_into(
+    trace: &mut Vec<u64>,
     mut read_record: impl FnMut(u64) -> Option<[u64; 2]>,
     mut fp: u64,
     offset: i64,
-) -> Vec<u64> {
-    // Runs at every recorded event: no allocation but the result's one.
-    let mut trace = Vec::with_capacity(16);
+) {
+    trace.clear();
     let mut seen = [0u64; MAX_FRAMES];
     while fp != 0
         && fp.is_multiple_of(8)
@@ -165,7 +177,6 @@ pub(crate) fn frame_chain_at(
         trace.push(ret);
         fp = next;
     }
-    trace
 }
 
 /// The frames of `chain` (the frame records above code called from `caller`, 0 if

@@ -299,7 +299,7 @@ fn layout(kind: &EventKind) -> Layout {
         EventKind::Marker { label, value } => {
             plain(tag::MARKER, Body::of(&[Uleb(label.0.into()), Uleb(value)]))
         }
-        // A sized kind's body is `sized_body`'s.
+        // A sized kind's body is `sized_body_of`'s.
         crate::format::any_sized_kind!() => {
             let tag = crate::format::sized_tag(kind).expect("a sized kind");
             plain(tag, Body::default())
@@ -327,42 +327,42 @@ fn access_code(access: Access) -> u64 {
     }
 }
 
-/// The body of a sized kind this crate knows (empty for [`EventKind::Unknown`]). Sized
-/// bodies use no delta state, so a reader that skips them stays in step.
-fn sized_body(kind: &EventKind) -> Vec<u8> {
-    let mut body = Vec::new();
+/// Appends the body of a sized kind this crate knows to `body` (nothing for
+/// [`EventKind::Unknown`]). Sized bodies use no delta state, so a reader that skips
+/// them stays in step.
+fn sized_body_of(kind: &EventKind, body: &mut Vec<u8>) {
     match *kind {
         EventKind::TlbFill(fill) => {
-            put_va(&mut body, fill.va);
-            put_uleb(&mut body, fill.pa);
+            put_va(body, fill.va);
+            put_uleb(body, fill.pa);
             let bits = u64::from(fill.level)
                 | u64::from(fill.write) << 2
                 | u64::from(fill.exec) << 3
                 | u64::from(fill.global) << 4;
-            put_uleb(&mut body, bits);
-            put_uleb(&mut body, fill.asid.into());
-            put_uleb(&mut body, fill.walk_len.into());
+            put_uleb(body, bits);
+            put_uleb(body, fill.asid.into());
+            put_uleb(body, fill.walk_len.into());
             for &desc in fill.descriptors() {
-                put_uleb(&mut body, desc);
+                put_uleb(body, desc);
             }
-            put_uleb(&mut body, fill.user.bits());
+            put_uleb(body, fill.user.bits());
         }
         EventKind::PageTablePage { pa, level, va_base } => {
-            put_uleb(&mut body, pa);
-            put_uleb(&mut body, level.into());
-            put_va(&mut body, va_base);
+            put_uleb(body, pa);
+            put_uleb(body, level.into());
+            put_va(body, va_base);
         }
-        EventKind::PageTableRetired { pa } => put_uleb(&mut body, pa),
+        EventKind::PageTableRetired { pa } => put_uleb(body, pa),
         EventKind::TlbInvalidate {
             cpus,
             start,
             len,
             asid,
         } => {
-            put_uleb(&mut body, cpus);
-            put_va(&mut body, start);
-            put_uleb(&mut body, len);
-            put_uleb(&mut body, asid.map_or(0, |a| u64::from(a) + 1));
+            put_uleb(body, cpus);
+            put_va(body, start);
+            put_uleb(body, len);
+            put_uleb(body, asid.map_or(0, |a| u64::from(a) + 1));
         }
         EventKind::StaleTlbUse {
             va,
@@ -370,44 +370,59 @@ fn sized_body(kind: &EventKind) -> Vec<u8> {
             now,
             asid,
         } => {
-            put_va(&mut body, va);
-            put_uleb(&mut body, access_code(access));
+            put_va(body, va);
+            put_uleb(body, access_code(access));
             let (code, value) = match now {
                 WalkResult::Maps(pa) => (0, pa),
                 WalkResult::Faults(status) => (1, status.into()),
             };
-            put_uleb(&mut body, code);
-            put_uleb(&mut body, value);
-            put_uleb(&mut body, asid.map_or(0, |a| u64::from(a) + 1));
+            put_uleb(body, code);
+            put_uleb(body, value);
+            put_uleb(body, asid.map_or(0, |a| u64::from(a) + 1));
         }
-        EventKind::Stack { frames } => put_uleb(&mut body, frames.0.into()),
+        EventKind::Stack { frames } => put_uleb(body, frames.0.into()),
         EventKind::CsdWait { target, csd } => {
-            put_uleb(&mut body, target.0.into());
-            put_va(&mut body, csd);
+            put_uleb(body, target.0.into());
+            put_va(body, csd);
         }
-        EventKind::CsdUnlock { csd } => put_va(&mut body, csd),
+        EventKind::CsdUnlock { csd } => put_va(body, csd),
         EventKind::IpiSend { target, msg, intid } => {
-            put_uleb(&mut body, target.0.into());
-            put_uleb(&mut body, msg.into());
-            put_uleb(&mut body, intid.into());
+            put_uleb(body, target.0.into());
+            put_uleb(body, msg.into());
+            put_uleb(body, intid.into());
         }
-        EventKind::LocalLockClass { class } => put_uleb(&mut body, class.0.into()),
+        EventKind::LocalLockClass { class } => put_uleb(body, class.0.into()),
         EventKind::LockMemoryFreed { addr, len } => {
-            put_va(&mut body, addr);
-            put_uleb(&mut body, len);
+            put_va(body, addr);
+            put_uleb(body, len);
         }
         EventKind::ReadLock {
             lock,
             recursive,
             trylock,
         } => {
-            put_va(&mut body, lock.addr);
-            put_uleb(&mut body, lock.class.0.into());
-            put_uleb(&mut body, u64::from(recursive) | u64::from(trylock) << 1);
+            put_va(body, lock.addr);
+            put_uleb(body, lock.class.0.into());
+            put_uleb(body, u64::from(recursive) | u64::from(trylock) << 1);
         }
         _ => {}
     }
-    body
+}
+
+/// Appends a sized kind's body after its length. Bodies are short: the length
+/// byte is reserved and filled in afterwards, with no buffer of their own.
+fn put_sized_body(kind: &EventKind, out: &mut Vec<u8>) {
+    let at = out.len();
+    out.push(0);
+    sized_body_of(kind, out);
+    let len = out.len() - at - 1;
+    if len < 0x80 {
+        out[at] = len as u8;
+    } else {
+        let mut prefix = Vec::new();
+        put_uleb(&mut prefix, len as u64);
+        out.splice(at..at + 1, prefix);
+    }
 }
 
 /// String id `id` of a sized body, which must be one of the `string_count`
@@ -675,9 +690,7 @@ impl ChunkState {
         }
         if layout.tag >= tag::FIRST_SIZED {
             // A sized kind we know (its own body) or one we know only by tag (empty).
-            let body = sized_body(&event.kind);
-            put_uleb(out, body.len() as u64);
-            out.extend_from_slice(&body);
+            put_sized_body(&event.kind, out);
         }
         for field in &layout.body.fields[..layout.body.len] {
             match *field {

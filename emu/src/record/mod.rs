@@ -91,7 +91,7 @@ use crate::error::{uc_err, EmuError};
 use crate::kernel::KernelImage;
 use crate::observe::RunObserver;
 use crate::simmu::CoreMmu;
-use crate::unwind::{frame_chain_at, frames_above, StackWindow};
+use crate::unwind::{frame_chain_into, frames_above, StackWindow};
 
 /// Receives the events of each slice, in order, with the run's string table.
 pub type EventSink = Box<dyn FnMut(&[Event], &StringTable)>;
@@ -321,6 +321,8 @@ struct State {
     wrapped: FxHashMap<(usize, u64), (LockFlavor, u64, u64)>,
     /// Each distinct backtrace seen, as its interned string.
     stacks: FxHashMap<Vec<u64>, StrId>,
+    /// The buffer [`Recorder::stack_id`] walks each frame chain into.
+    chain: Vec<u64>,
     /// The backtrace each CPU's last `Stack` event named.
     cpu_stack: Vec<Option<StrId>>,
     /// Spin lock events decided at a function's entry and recorded at the
@@ -351,6 +353,7 @@ impl State {
             samples: Vec::new(),
             wrapped: FxHashMap::default(),
             stacks: FxHashMap::default(),
+            chain: Vec::new(),
             cpu_stack: vec![None; cpus],
             named: FxHashSet::default(),
             deferred: FxHashMap::default(),
@@ -1085,13 +1088,23 @@ impl Recorder {
             |at, buf: &mut [u8]| uc.read(at, buf),
             self.target_page.get(),
         );
-        let chain = frame_chain_at(|at| stack.record(at), fp, self.abi.frame_record());
+        let mut chain = std::mem::take(&mut st.chain);
+        frame_chain_into(
+            &mut chain,
+            |at| stack.record(at),
+            fp,
+            self.abi.frame_record(),
+        );
         let frames = frames_above(caller, &chain);
-        if let Some(&id) = st.stacks.get(frames) {
-            return id;
-        }
-        let id = st.strings.intern(&traces::event::backtrace::encode(frames));
-        st.stacks.insert(frames.to_vec(), id);
+        let id = match st.stacks.get(frames) {
+            Some(&id) => id,
+            None => {
+                let id = st.strings.intern(&traces::event::backtrace::encode(frames));
+                st.stacks.insert(frames.to_vec(), id);
+                id
+            }
+        };
+        st.chain = chain;
         id
     }
 
@@ -1171,11 +1184,11 @@ impl State {
     /// time) if given: each keeps its time unless that would make time go back on
     /// its CPU (or pass `next` on the same CPU).
     fn take_queued(&mut self, next: Option<(usize, u64)>) {
-        let queued = std::mem::take(&mut *self.queued.borrow_mut());
+        let mut queued = std::mem::take(&mut *self.queued.borrow_mut());
         for Queued {
             mut event,
             task_known,
-        } in queued
+        } in queued.drain(..)
         {
             let cpu = usize::from(event.cpu.0);
             let last = self.last_time[cpu];
@@ -1189,6 +1202,11 @@ impl State {
             }
             self.last_time[cpu] = event.time;
             self.pending.push(event);
+        }
+        // The emptied buffer goes back for the next events (nothing queued meanwhile).
+        let mut slot = self.queued.borrow_mut();
+        if slot.capacity() == 0 {
+            *slot = queued;
         }
     }
 
