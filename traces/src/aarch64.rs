@@ -13,12 +13,16 @@ pub const PAGE_MASK: u64 = !(PAGE_SIZE - 1);
 /// What an access does to memory, as the permission check sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Access {
+    /// A load.
     Read,
+    /// A store.
     Write,
+    /// An instruction fetch.
     Fetch,
 }
 
 impl Access {
+    /// Every kind of access.
     pub const ALL: [Access; 3] = [Access::Read, Access::Write, Access::Fetch];
 }
 
@@ -31,12 +35,21 @@ pub fn level_shift(level: u8) -> u32 {
 /// address), or a leaf (its output address and the block size it maps).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Descriptor {
+    /// Faults: the walk stops.
     Invalid,
+    /// The next-level table's physical address.
     Table(u64),
-    Leaf { output: u64, level: u8 },
+    /// A page or block.
+    Leaf {
+        /// The physical address it maps to (block-aligned).
+        output: u64,
+        /// The level it sits at (3 for a page, 2 or 1 for a block).
+        level: u8,
+    },
 }
 
 impl Descriptor {
+    /// Reads the descriptor value `desc` found at `level` (4 KiB granule).
     pub fn decode(desc: u64, level: u8) -> Self {
         let valid = desc & 1 != 0;
         let table_or_page = desc & 2 != 0;
@@ -53,6 +66,7 @@ impl Descriptor {
         }
     }
 
+    /// Whether a walk goes on through it or ends at it without a fault.
     pub fn is_valid(&self) -> bool {
         *self != Descriptor::Invalid
     }
@@ -96,15 +110,23 @@ pub enum TlbiScope {
     /// VAE1/VALE1 (`asid` or global entries) and VAAE1/VAALE1 (any ASID: `None`);
     /// the last-level forms are taken as the all-levels ones (they remove at least
     /// as much for the leaf entries modelled).
-    Va { va: u64, asid: Option<u16> },
+    Va {
+        /// The page's virtual address.
+        va: u64,
+        /// The ASID, `None` for any.
+        asid: Option<u16>,
+    },
     /// ASIDE1: non-global entries of one ASID.
     Asid(u16),
     /// The pages of `start..end`, RISC-V's way: of every ASID (`None`), or only the
     /// non-global entries of one (`sfence.vma` and SBI remote fences with an ASID
     /// leave global mappings alone).
     Range {
+        /// First address.
         start: u64,
+        /// One past the last address.
         end: u64,
+        /// The ASID, `None` for every one.
         asid: Option<u16>,
     },
 }
@@ -169,6 +191,7 @@ pub struct DsbReach {
 }
 
 impl DsbReach {
+    /// What a DSB with the CRm `option` waits for.
     pub fn of(option: BarrierOption) -> Self {
         let types = option.0 & 3; // 1 LD, 2 ST, 3 full
         let domain = option.0 >> 2; // 0 OSH, 1 NSH, 2 ISH, 3 SY

@@ -31,17 +31,29 @@ const STOPPED_PREFIX: &str = "stopped: ";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Ending {
     /// PSCI SYSTEM_OFF with this status.
-    PowerOff { status: u64 },
+    PowerOff {
+        /// The status the guest passed.
+        status: u64,
+    },
     /// PSCI SYSTEM_RESET with this status.
-    Reset { status: u64 },
+    Reset {
+        /// The status the guest passed.
+        status: u64,
+    },
     /// Something the guest could not take (the event's CPU and pc say where).
     Fault,
     /// The instruction budget ran out.
-    Watchdog { limit: u64 },
+    Watchdog {
+        /// The budget, in instructions.
+        limit: u64,
+    },
     /// No CPU could run and nothing would wake one.
     Hang,
     /// An analysis of the events had the host stop the run (e.g. at a deadlock).
-    Stopped { reason: String },
+    Stopped {
+        /// What the analysis found.
+        reason: String,
+    },
     /// SIGINT or SIGTERM.
     Interrupted,
 }
@@ -128,11 +140,17 @@ impl ConsoleDigest {
 /// The end of a recorded run, as its last two events store it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunTail {
+    /// How the run ended.
     pub ending: Ending,
+    /// The digest of the guest's console output.
     pub console: ConsoleDigest,
+    /// The virtual time of the end.
     pub time: u64,
+    /// The CPU the end came from (for a fault, the faulting one).
     pub cpu: CpuId,
+    /// The task running there.
     pub task: TaskId,
+    /// Its PC (for a fault, the faulting instruction).
     pub pc: u64,
 }
 

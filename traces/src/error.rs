@@ -7,23 +7,30 @@ use crate::event::{CpuId, StrId};
 /// A trace that cannot be opened at all (the header is unusable). One-line `Display`.
 #[derive(Debug)]
 pub enum OpenError {
+    /// The file could not be read.
     Io(io::Error),
     /// The file does not start with the trace magic.
     BadMagic {
+        /// The file's first bytes.
         found: Vec<u8>,
     },
     /// A format major version this reader does not know.
     UnsupportedVersion {
+        /// The file's major version.
         major: u16,
+        /// The file's minor version.
         minor: u16,
     },
     /// The file ends inside the header.
     HeaderTruncated {
+        /// The file's length.
         len: u64,
+        /// The length the header needs.
         needed: u64,
     },
     /// The header's length or CRC is wrong, or its body does not parse.
     HeaderCorrupt {
+        /// What is wrong with it.
         reason: &'static str,
     },
 }
@@ -71,28 +78,36 @@ impl From<io::Error> for OpenError {
 /// An event the writer refuses, or an I/O failure while writing.
 #[derive(Debug)]
 pub enum WriteError {
+    /// The output could not be written.
     Io(io::Error),
     /// The event's time is before the previous event of the same CPU.
     TimeWentBackwards {
+        /// The CPU.
         cpu: CpuId,
+        /// Its previous event's time.
         previous: u64,
+        /// The refused event's time.
         time: u64,
     },
     /// The event names a string id that was never interned.
     UndefinedString {
+        /// The id.
         id: StrId,
     },
     /// CPU number at or above [`crate::format::MAX_CPUS`].
     CpuOutOfRange {
+        /// The CPU.
         cpu: CpuId,
     },
     /// `EventKind::Unknown` with a tag outside the sized range, or one of a sized
     /// kind this crate knows (its body could not be written).
     NotAnExtensionTag {
+        /// The tag.
         tag: u8,
     },
     /// A barrier option or TLBI encoding that does not fit its field.
     FieldOutOfRange {
+        /// The field's name.
         field: &'static str,
     },
 }
@@ -152,11 +167,16 @@ pub enum DamageCause {
     /// A frame's CRC does not match its bytes.
     CrcMismatch,
     /// A frame header with an impossible kind or length.
-    BadFrameHeader { reason: &'static str },
+    BadFrameHeader {
+        /// What is impossible about it.
+        reason: &'static str,
+    },
     /// A chunk whose CRC is right but whose records do not decode (a writer bug or a
     /// newer major version's record).
     Malformed {
+        /// Where in the chunk's payload decoding failed.
         offset_in_payload: usize,
+        /// What did not decode.
         reason: &'static str,
     },
     /// The file ends after whole chunks but without the trailer (writer killed?).
@@ -166,13 +186,17 @@ pub enum DamageCause {
     /// The trailer's totals disagree with the chunks read.
     TrailerMismatch,
     /// The underlying reader failed.
-    Io { message: String },
+    Io {
+        /// The reader's error.
+        message: String,
+    },
 }
 
 /// What a reader could not use, reported once it stops. Every event before `offset` was
 /// delivered; nothing at or after it was.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Damage {
+    /// What was wrong.
     pub cause: DamageCause,
     /// File offset of the first frame not used.
     pub offset: u64,

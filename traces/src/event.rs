@@ -34,6 +34,7 @@ pub struct Event {
     /// Virtual time: the machine's instruction count when the event happened. Never
     /// decreases along one CPU's events.
     pub time: u64,
+    /// The CPU it happened on.
     pub cpu: CpuId,
     /// The task running on `cpu` (for a context switch: the task switched away from).
     pub task: TaskId,
@@ -41,12 +42,14 @@ pub struct Event {
     pub pc: u64,
     /// The return address into the caller (the call site), 0 when there is none.
     pub caller: u64,
+    /// What happened.
     pub kind: EventKind,
 }
 
 /// A lock as the validator keys it: its address and its class.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct LockRef {
+    /// The lock's address (a pseudo-lock's: its lockdep map's).
     pub addr: u64,
     /// A static lock's symbol, or a dynamic lock's init site (e.g. `"chunk->lock@alloc.rs:40"`),
     /// as lockdep keys classes. A lock taken with a nesting annotation
@@ -67,10 +70,15 @@ pub mod gfp {
     pub const KSWAPD_RECLAIM: u32 = 0x800;
     /// May use the emergency reserve (`__GFP_HIGH`).
     pub const HIGH: u32 = 0x20;
+    /// `GFP_KERNEL`: may sleep, do I/O and enter the filesystem.
     pub const KERNEL: u32 = DIRECT_RECLAIM | KSWAPD_RECLAIM | IO | FS;
+    /// `GFP_NOFS`: may sleep and do I/O, not enter the filesystem.
     pub const NOFS: u32 = DIRECT_RECLAIM | KSWAPD_RECLAIM | IO;
+    /// `GFP_NOIO`: may sleep, no I/O.
     pub const NOIO: u32 = DIRECT_RECLAIM | KSWAPD_RECLAIM;
+    /// `GFP_ATOMIC`: never sleeps; may use the reserve.
     pub const ATOMIC: u32 = HIGH | KSWAPD_RECLAIM;
+    /// `GFP_NOWAIT`: never sleeps.
     pub const NOWAIT: u32 = KSWAPD_RECLAIM;
 
     /// `gfpflags_allow_blocking`: the allocation may sleep.
@@ -101,6 +109,7 @@ pub enum LockFlavor {
 }
 
 impl LockFlavor {
+    /// Every flavor.
     pub const ALL: [LockFlavor; 5] = [
         LockFlavor::Spin,
         LockFlavor::SpinIrq,
@@ -109,6 +118,7 @@ impl LockFlavor {
         LockFlavor::Pseudo,
     ];
 
+    /// A short stable name (for reports and exporters).
     pub fn name(self) -> &'static str {
         match self {
             LockFlavor::Spin => "spin",
@@ -141,8 +151,9 @@ pub struct TlbFill {
     pub pa: u64,
     /// The leaf descriptor's level (3 for a page, 2 or 1 for a block).
     pub level: u8,
-    /// Write and execute permission at EL1 (S-mode); EL1 may always read.
+    /// Write permission at EL1 (S-mode); EL1 may always read.
     pub write: bool,
+    /// Execute permission at EL1 (S-mode).
     pub exec: bool,
     /// What EL0 (U-mode) may do through it.
     pub user: Perms,
@@ -154,6 +165,7 @@ pub struct TlbFill {
     /// Physical addresses of the descriptors the walk read, outermost first, the leaf
     /// last (`walk[..walk_len]`).
     pub walk: [u64; 4],
+    /// How many of `walk` the walk read (1 to 4).
     pub walk_len: u8,
 }
 
@@ -167,8 +179,11 @@ impl TlbFill {
 /// Which accesses a translation allows at one privilege level.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Perms {
+    /// Loads.
     pub read: bool,
+    /// Stores.
     pub write: bool,
+    /// Instruction fetches.
     pub exec: bool,
 }
 
@@ -180,6 +195,7 @@ impl Perms {
         exec: false,
     };
 
+    /// Whether `access` is allowed.
     pub fn allows(&self, access: Access) -> bool {
         match access {
             Access::Read => self.read,
@@ -205,6 +221,7 @@ impl Perms {
         u64::from(self.read) | u64::from(self.write) << 1 | u64::from(self.exec) << 2
     }
 
+    /// The inverse of [`Self::bits`].
     pub fn from_bits(bits: u64) -> Self {
         Perms {
             read: bits & 1 != 0,
@@ -229,84 +246,125 @@ pub enum WalkResult {
 pub enum EventKind {
     /// About to acquire (may spin or sleep before `LockAcquired`).
     LockAttempt {
+        /// The lock.
         lock: LockRef,
+        /// The API used.
         flavor: LockFlavor,
     },
+    /// The lock is now held (after `LockAttempt`).
     LockAcquired {
+        /// The lock.
         lock: LockRef,
+        /// The API used.
         flavor: LockFlavor,
     },
+    /// The lock is released.
     LockRelease {
+        /// The lock.
         lock: LockRef,
+        /// The API used.
         flavor: LockFlavor,
     },
     /// A trylock and whether it took the lock.
     Trylock {
+        /// The lock.
         lock: LockRef,
+        /// The API used.
         flavor: LockFlavor,
+        /// Whether the lock is now held.
         acquired: bool,
     },
     /// `lockdep_assert_held(lock)`.
     AssertHeld {
+        /// The lock.
         lock: LockRef,
     },
     /// DAIF.I changed from `old` to `new` (`true` = IRQs masked).
     IrqMask {
+        /// Masked before.
         old: bool,
+        /// Masked after.
         new: bool,
+        /// What changed it.
         cause: IrqMaskCause,
     },
+    /// The CPU takes a hard interrupt.
     HardIrqEnter {
+        /// The interrupt (the GIC's INTID; RISC-V: the `scause` code).
         intid: u32,
     },
+    /// The hard interrupt's handler returns.
     HardIrqExit {
+        /// The interrupt, as on entry.
         intid: u32,
     },
+    /// The CPU switches tasks.
     ContextSwitch {
+        /// The task switched away from.
         from: TaskId,
+        /// The task now running.
         to: TaskId,
     },
     /// The running task blocks.
     Sleep,
     /// The running task makes `task` runnable.
     Wake {
+        /// The task woken.
         task: TaskId,
     },
     /// A `might_sleep()` point.
     MightSleep,
     /// `preempt_disable()`: the task's preemption count is now `count`.
     PreemptDisable {
+        /// The count after.
         count: u32,
     },
     /// `preempt_enable()`: the task's preemption count is now `count`.
     PreemptEnable {
+        /// The count after.
         count: u32,
     },
     /// Page allocator: `order`, Linux GFP bits ([`gfp`]), resulting physical address (0 = failed).
     PageAlloc {
+        /// Pages allocated: 2^order.
         order: u8,
+        /// The GFP flags.
         gfp: u32,
+        /// The first page's physical address, 0 on failure.
         pa: u64,
     },
+    /// Page allocator: pages freed.
     PageFree {
+        /// The first page's physical address.
         pa: u64,
+        /// Pages freed: 2^order.
         order: u8,
     },
+    /// The task enters direct reclaim.
     ReclaimEnter,
+    /// The task leaves direct reclaim.
     ReclaimExit,
     /// Per-CPU allocation; `addr` 0 = failed.
     PercpuAlloc {
+        /// Bytes asked for.
         size: u64,
+        /// Alignment asked for.
         align: u64,
+        /// The per-CPU address returned, 0 on failure.
         addr: u64,
     },
+    /// A per-CPU area is freed.
     PercpuFree {
+        /// The per-CPU address freed.
         addr: u64,
     },
     /// A store to a page-table descriptor at physical address `desc_pa`.
     PageTableWrite {
+        /// The descriptor's physical address.
         desc_pa: u64,
+        /// Its value before.
         old: u64,
+        /// Its value after.
         new: u64,
     },
     /// The simulated MMU walked the tables on a TLB miss of the event's CPU: its TLB
@@ -315,14 +373,18 @@ pub enum EventKind {
     /// A page found to hold `level` descriptors, the first of which maps `va_base`
     /// (found on a walk, or when a table descriptor pointing to it is stored).
     PageTablePage {
+        /// The page's physical address.
         pa: u64,
+        /// The level of its descriptors (0 to 3).
         level: u8,
+        /// The first address it maps.
         va_base: u64,
     },
     /// Page `pa` stopped being a page table: no CPU's translation registers reach it
     /// and no TLB entry was filled through it, so stores to it (a freed table
     /// reused as data) change no translation.
     PageTableRetired {
+        /// The page's physical address.
         pa: u64,
     },
     /// The first access, after its CPU's TLB entry for the page of `va` went stale,
@@ -330,8 +392,11 @@ pub enum EventKind {
     /// stale, so this moment is fixed by the guest); `now` is what the tables give
     /// this access (a permission they no longer grant is a fault).
     StaleTlbUse {
+        /// The address accessed.
         va: u64,
+        /// What the access did.
         access: Access,
+        /// What the tables give it now.
         now: WalkResult,
         /// The ASID the access was made under (`None` in traces older than 1.7,
         /// which held one entry per page).
@@ -343,37 +408,55 @@ pub enum EventKind {
     /// (`len` 0: every address), for `asid` (`None`: every ASID; one ASID leaves
     /// global entries alone).
     TlbInvalidate {
+        /// The CPUs reached, a bit each.
         cpus: u64,
+        /// First address.
         start: u64,
+        /// Length in bytes; 0 for every address.
         len: u64,
+        /// The ASID; `None` for every ASID.
         asid: Option<u16>,
     },
     /// `tlbi <op>[is], <operand>`; `broadcast` is the inner-shareable (`…is`) form.
     Tlbi {
+        /// The operation.
         op: TlbiOp,
+        /// The inner-shareable form.
         broadcast: bool,
+        /// The register operand (VA and ASID fields, as the instruction has them).
         operand: u64,
     },
+    /// `dsb <option>`.
     Dsb {
+        /// Its domain and access types (CRm).
         option: BarrierOption,
     },
+    /// `dmb <option>`.
     Dmb {
+        /// Its domain and access types (CRm).
         option: BarrierOption,
     },
+    /// `isb`.
     Isb,
     /// The host scheduler runs `cpu` for up to `slice` instructions.
     SchedDecision {
+        /// The CPU that runs next.
         cpu: CpuId,
+        /// The most instructions it runs before the next decision.
         slice: u64,
     },
     /// The host raises interrupt `intid` on `cpu`.
     IrqInject {
+        /// The CPU.
         cpu: CpuId,
+        /// The interrupt.
         intid: u32,
     },
     /// Free-form marker: a label and a value.
     Marker {
+        /// The label.
         label: StrId,
+        /// The value.
         value: u64,
     },
     /// The backtrace of this CPU's events from here until its next `Stack`: the
@@ -381,18 +464,22 @@ pub enum EventKind {
     /// The recorder emits one before a probed event whose stack differs from the
     /// CPU's current one.
     Stack {
+        /// The return addresses ([`backtrace`]).
         frames: StrId,
     },
     /// The task waits (spinning) until CPU `target` has run the cross-CPU call
     /// `csd` it queued and sent an IPI for (Linux's `csd_lock_wait`, recorded only
     /// if the call has not run yet): until that call's [`EventKind::CsdUnlock`].
     CsdWait {
+        /// The CPU that is to run the call.
         target: CpuId,
+        /// The call's `call_single_data` address.
         csd: u64,
     },
     /// The cross-CPU call `csd` has run on this CPU: its sender may go on
     /// (Linux's `csd_unlock`).
     CsdUnlock {
+        /// The call's `call_single_data` address.
         csd: u64,
     },
     /// This CPU sends IPI message `msg` to CPU `target` (one event per target).
@@ -402,20 +489,26 @@ pub enum EventKind {
     /// (arm64: the SGI; RISC-V: the supervisor software interrupt, 1, for every
     /// message), once for all the IPIs sent while one was pending.
     IpiSend {
+        /// The CPU sent to.
         target: CpuId,
+        /// The message.
         msg: u32,
+        /// The interrupt the target takes for it.
         intid: u32,
     },
     /// Lock class `class` is a `local_lock_t` (lockdep's `LD_LOCK_PERCPU`): a
     /// per-CPU lock that is no real lock for IRQ-inversion purposes (recorded once,
     /// before the class's first lock event).
     LocalLockClass {
+        /// The class.
         class: StrId,
     },
     /// Memory `[addr, addr+len)` is freed or re-initialised (lockdep's
     /// `debug_check_no_locks_freed`): a lock the task holds in it is a bug.
     LockMemoryFreed {
+        /// First byte.
         addr: u64,
+        /// Length in bytes.
         len: u64,
     },
     /// `lock` acquired for reading (lockdep's `lock_acquire` with `read` 1, or 2 for
@@ -423,8 +516,11 @@ pub enum EventKind {
     /// `trylock` is recorded only once it succeeded. An ordinary `LockRelease`
     /// releases it.
     ReadLock {
+        /// The lock.
         lock: LockRef,
+        /// A recursive reader.
         recursive: bool,
+        /// Taken by a trylock.
         trylock: bool,
     },
     /// The task enters softirq context (Linux's lockdep: `softirq_context` up).
@@ -439,6 +535,7 @@ pub enum EventKind {
     /// skipped. `tag` is its record tag (0x80..=0xff). Writing it back stores an empty
     /// payload.
     Unknown {
+        /// The record tag.
         tag: u8,
     },
 }
@@ -558,6 +655,7 @@ impl TlbiOp {
 }
 
 impl IrqMaskCause {
+    /// How reports name it.
     pub fn name(self) -> &'static str {
         match self {
             IrqMaskCause::Instruction => "instruction",

@@ -15,8 +15,10 @@ macro_rules! finding_kinds {
         }
 
         impl FindingKind {
+            /// Every kind, in declaration order.
             pub const ALL: &'static [FindingKind] = &[$(FindingKind::$kind,)+];
 
+            /// The kind's report name.
             pub fn as_str(self) -> &'static str {
                 match self {
                     $(FindingKind::$kind => $name,)+
@@ -27,21 +29,40 @@ macro_rules! finding_kinds {
 }
 
 finding_kinds! {
+    /// Lock classes taken in an order that closes a cycle in the dependency graph
+    /// (lockdep's "possible circular locking dependency").
     CircularDependency => "circular-dependency",
+    /// A lock taken with IRQs enabled ordered against one taken in hard-IRQ context
+    /// (lockdep's "HARDIRQ-safe -> HARDIRQ-unsafe lock order").
     IrqInversion => "irq-inversion",
+    /// One lock class used both in hard-IRQ context and with IRQs enabled
+    /// (lockdep's "inconsistent lock state").
     InconsistentIrqState => "inconsistent-irq-state",
+    /// A hard-IRQ handler enabled IRQs.
     IrqsEnabledInHardirq => "irqs-enabled-in-hardirq",
+    /// A task slept while it held a spin lock, had IRQs or preemption off, or ran
+    /// in an interrupt.
     SleepInAtomic => "sleep-in-atomic",
+    /// A task took a lock class it already holds (lockdep's "possible recursive
+    /// locking").
     RecursiveLocking => "recursive-locking",
+    /// A release of a lock the task does not hold.
     BadUnlock => "bad-unlock",
     /// Memory freed or re-initialised while the task holds a lock in it (lockdep's
     /// `debug_check_no_locks_freed`).
     HeldLockFreed => "held-lock-freed",
     /// A `CONTEXT:` claim (assert-held) the guest made that did not hold.
     ContextViolation => "context-violation",
+    /// CPUs that waited for each other until nothing could run: a real deadlock
+    /// in this run, not a possible one.
     Deadlock => "deadlock",
+    /// A CPU used a TLB entry after the tables stopped giving it.
     StaleTlb => "stale-tlb",
+    /// An address mapped again while some CPU's TLB still holds its old
+    /// translation (no TLBI reached that CPU since the unmap).
     MissingTlbFlush => "missing-tlb-flush",
+    /// A live descriptor replaced without break-before-make: made invalid, then
+    /// invalidated by a TLBI, and only then given its new value.
     BreakBeforeMake => "break-before-make",
     /// A descriptor store not ordered before its TLBI (`dsb ishst`), or a TLBI not
     /// completed (`dsb ish`) before the mapping is relied on.
@@ -52,6 +73,7 @@ finding_kinds! {
 }
 
 impl FindingKind {
+    /// The kind whose report name is `name`.
     pub fn from_name(name: &str) -> Option<FindingKind> {
         FindingKind::ALL
             .iter()
@@ -85,8 +107,11 @@ pub struct FindingSite {
     pub role: String,
     /// The lock class involved, if any.
     pub lock: Option<String>,
+    /// The CPU.
     pub cpu: Option<u32>,
+    /// The task running there.
     pub task: Option<u32>,
+    /// The virtual time.
     pub time: Option<u64>,
     /// The hard IRQ being handled there, if any.
     pub irq: Option<u32>,
@@ -97,13 +122,16 @@ pub struct FindingSite {
 /// A task a finding involves.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FindingTask {
+    /// The guest's number for it.
     pub id: u32,
+    /// Its name, where known.
     pub name: Option<String>,
 }
 
 /// One finding, reported once per distinct cause.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Finding {
+    /// What kind of problem.
     pub kind: FindingKind,
     /// The headline, one line (e.g. "possible circular locking dependency").
     pub title: String,
@@ -151,6 +179,7 @@ impl Finding {
         cpus
     }
 
+    /// Whether the two are the same finding (kind and key).
     pub fn same_cause(&self, other: &Finding) -> bool {
         self.kind == other.kind && self.key == other.key
     }
@@ -173,10 +202,12 @@ impl Findings {
         true
     }
 
+    /// The findings, in the order they were made.
     pub fn as_slice(&self) -> &[Finding] {
         &self.list
     }
 
+    /// Whether there are none.
     pub fn is_empty(&self) -> bool {
         self.list.is_empty()
     }

@@ -27,11 +27,15 @@ impl ElfHash {
 /// Everything needed to re-run the recorded run, stored in the header.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct TraceConfig {
+    /// SHA-256 of the guest kernel's file.
     pub guest_elf: ElfHash,
+    /// Number of emulated CPUs.
     pub cpus: u32,
     /// Allocator variant (`fine`, `irq`, `mutex`).
     pub variant: String,
+    /// The guest's workload.
     pub scenario: String,
+    /// The run's seed (workload, and scheduler unless a `sched-seed` says otherwise).
     pub seed: u64,
     /// Host scheduler (`rr`, `random`, `pct`, …).
     pub scheduler: String,
@@ -44,8 +48,11 @@ pub struct TraceConfig {
 /// A parsed header: the format version found and the configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Header {
+    /// The format's major version (a reader refuses another).
     pub major: u16,
+    /// The format's minor version (additions an older reader skips).
     pub minor: u16,
+    /// What was run.
     pub config: TraceConfig,
     /// Total header size in bytes (frames start here).
     pub len: usize,

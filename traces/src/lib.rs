@@ -44,6 +44,9 @@
 
 // Pure functions of events and bytes: nothing here needs unsafe code.
 #![forbid(unsafe_code)]
+// The crate is the seam between the recorder, the trace file and the analyses:
+// everything it exports says what it is.
+#![deny(missing_docs)]
 
 pub mod aarch64;
 pub mod analysis;

@@ -40,14 +40,19 @@ pub enum Completion {
 pub enum Maintenance {
     /// Translations of `scope` leave the TLBs `reach` names.
     Invalidate {
+        /// Which CPUs' TLBs.
         reach: Reach,
+        /// Which translations.
         scope: TlbiScope,
+        /// When the removal is complete.
         completion: Completion,
     },
     /// A barrier: what it orders (`reach`), and whether it also waits for the
     /// issuing CPU's earlier maintenance to complete (a DSB does, a DMB does not).
     Barrier {
+        /// What it orders, and how far.
         reach: DsbReach,
+        /// Whether it waits for earlier maintenance.
         completes_maintenance: bool,
     },
     /// Context synchronisation: later instructions see the effects of earlier

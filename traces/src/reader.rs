@@ -16,7 +16,9 @@ use crate::varint::ByteCursor;
 
 /// Bytes pulled from a [`ByteSource`]: possibly fewer than asked for at the end of input.
 pub struct Taken<'a> {
+    /// The bytes.
     pub bytes: &'a [u8],
+    /// Whether they are all that was asked for.
     pub complete: bool,
 }
 
@@ -117,8 +119,11 @@ impl<R: Read> ByteSource for StreamSource<R> {
 /// Totals from the trailer of a cleanly finished trace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Trailer {
+    /// Events written.
     pub events: u64,
+    /// Chunks written.
     pub chunks: u64,
+    /// Strings defined.
     pub strings: u64,
 }
 
@@ -196,6 +201,7 @@ impl<S: ByteSource> TraceReader<S> {
         })
     }
 
+    /// The trace's header.
     pub fn header(&self) -> &Header {
         &self.header
     }
@@ -396,10 +402,15 @@ fn decode_chunk(
 /// A whole trace read into memory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Trace {
+    /// What was run.
     pub header: Header,
+    /// Every string the events refer to.
     pub strings: StringTable,
+    /// The events, in the order they were written.
     pub events: Vec<Event>,
+    /// The totals, if the trace was finished cleanly.
     pub trailer: Option<Trailer>,
+    /// What could not be read, if anything.
     pub damage: Option<Damage>,
 }
 

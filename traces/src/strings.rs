@@ -18,6 +18,7 @@ pub struct StringTable {
 }
 
 impl StringTable {
+    /// An empty table.
     pub fn new() -> Self {
         Self::default()
     }
@@ -37,14 +38,17 @@ impl StringTable {
         self.ids.get(text).copied()
     }
 
+    /// The string with id `id`.
     pub fn get(&self, id: StrId) -> Option<&str> {
         self.strings.get(id.0 as usize).map(|text| &**text)
     }
 
+    /// How many strings it holds (ids are `0..len`).
     pub fn len(&self) -> usize {
         self.strings.len()
     }
 
+    /// Whether it holds none.
     pub fn is_empty(&self) -> bool {
         self.strings.is_empty()
     }

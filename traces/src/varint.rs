@@ -50,6 +50,7 @@ pub struct ByteCursor<'a> {
 }
 
 impl<'a> ByteCursor<'a> {
+    /// A cursor at the start of `bytes`.
     pub fn new(bytes: &'a [u8]) -> Self {
         ByteCursor { bytes, pos: 0 }
     }
@@ -59,16 +60,19 @@ impl<'a> ByteCursor<'a> {
         self.pos
     }
 
+    /// Whether every byte was consumed.
     pub fn is_empty(&self) -> bool {
         self.pos == self.bytes.len()
     }
 
+    /// One byte.
     pub fn u8(&mut self) -> Result<u8, VarintError> {
         let byte = *self.bytes.get(self.pos).ok_or(VarintError::Truncated)?;
         self.pos += 1;
         Ok(byte)
     }
 
+    /// The next `len` bytes.
     pub fn take(&mut self, len: usize) -> Result<&'a [u8], VarintError> {
         let end = self.pos.checked_add(len).ok_or(VarintError::Truncated)?;
         let slice = self
@@ -79,6 +83,7 @@ impl<'a> ByteCursor<'a> {
         Ok(slice)
     }
 
+    /// An unsigned LEB128 value of at most 64 bits.
     pub fn uleb(&mut self) -> Result<u64, VarintError> {
         let mut value = 0u64;
         for shift in (0..64).step_by(7) {
@@ -95,6 +100,7 @@ impl<'a> ByteCursor<'a> {
         Err(VarintError::Overflow)
     }
 
+    /// A zigzag-encoded signed value (in LEB128).
     pub fn zigzag(&mut self) -> Result<i64, VarintError> {
         self.uleb().map(unzigzag)
     }

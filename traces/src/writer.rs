@@ -31,8 +31,11 @@ impl Default for WriterOptions {
 /// Totals of a finished trace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct WriteSummary {
+    /// Events written.
     pub events: u64,
+    /// Chunks written.
     pub chunks: u64,
+    /// Strings defined.
     pub strings: u64,
     /// File size including header and trailer.
     pub bytes: u64,

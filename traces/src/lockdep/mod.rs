@@ -108,10 +108,15 @@ pub type Symbolizer = Box<dyn Fn(u64, bool) -> Option<String>>;
 /// Where something happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Site {
+    /// Virtual time.
     pub time: u64,
+    /// The CPU.
     pub cpu: u16,
+    /// The task running there.
     pub task: u32,
+    /// The event's PC.
     pub pc: u64,
+    /// The event's caller (return address), 0 if none.
     pub caller: u64,
     /// The frames above `pc` and `caller` (a `Stack` event's string), if recorded.
     pub stack: Option<StrId>,
@@ -351,11 +356,17 @@ struct Edge {
 /// Counters for reports and benchmarks.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Stats {
+    /// Events fed.
     pub events: u64,
+    /// Of those, lock operations.
     pub lock_events: u64,
+    /// Lock classes seen.
     pub classes: u64,
+    /// Distinct dependencies (class A held while B was taken).
     pub dependencies: u64,
+    /// Distinct held-lock chains (lockdep's chain cache).
     pub chains: u64,
+    /// Acquisitions whose chain was already known, so needed no graph search.
     pub chain_cache_hits: u64,
 }
 
@@ -413,6 +424,7 @@ fn is_spin(flavor: LockFlavor) -> bool {
 }
 
 impl Validator {
+    /// A validator that has seen nothing.
     pub fn new() -> Self {
         let mut v = Validator {
             symbolize: None,
@@ -472,6 +484,7 @@ impl Validator {
         self.deadlocked
     }
 
+    /// Its counters so far.
     pub fn stats(&self) -> Stats {
         let mut stats = self.stats;
         stats.classes = self.classes.len() as u64;

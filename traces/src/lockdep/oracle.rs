@@ -62,16 +62,19 @@ pub struct CaseResult {
 pub enum CaseVerdict {
     /// Our validator reported exactly when the kernel's lockdep did.
     Agree,
+    /// One reported and the other did not.
     Disagree,
     /// The case used lock types or contexts the validator does not model.
     Unmodelled,
 }
 
 impl CaseResult {
+    /// Whether our validator reported anything in the case.
     pub fn host_reported(&self) -> bool {
         !self.host_reports.is_empty()
     }
 
+    /// How the case came out.
     pub fn verdict(&self) -> CaseVerdict {
         if !self.unmodelled.is_empty() {
             CaseVerdict::Unmodelled
@@ -103,6 +106,7 @@ pub struct SelftestOracle {
 }
 
 impl SelftestOracle {
+    /// An oracle before the first case.
     pub fn new() -> Self {
         Self::default()
     }

@@ -100,6 +100,7 @@ pub struct TlbCheck {
 }
 
 impl TlbCheck {
+    /// A check that names code by address only.
     pub fn new() -> Self {
         Self::default()
     }

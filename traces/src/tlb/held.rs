@@ -10,18 +10,24 @@ use crate::event::TlbFill;
 /// When, where and by whom a held translation was made stale.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StaleSince {
+    /// The virtual time of the store that made it stale.
     pub time: u64,
+    /// The CPU that made it.
     pub cpu: usize,
+    /// The storing instruction.
     pub pc: u64,
 }
 
 /// One translation a CPU holds, with `T`: what its owner keeps beside it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HeldEntry<T = ()> {
+    /// The translation, as the walk gave it.
     pub fill: TlbFill,
+    /// The virtual time it was filled.
     pub filled_at: u64,
     /// Set when the tables stopped giving this translation.
     pub stale: Option<StaleSince>,
+    /// What the owner keeps beside it.
     pub tag: T,
 }
 
@@ -106,6 +112,7 @@ fn position<T>(entries: &[HeldEntry<T>], asid: Option<u16>) -> Option<usize> {
 }
 
 impl<T> HeldTlbs<T> {
+    /// Empty TLBs for `cpus` CPUs.
     pub fn new(cpus: usize) -> Self {
         let mut held = Self::default();
         held.tlbs.resize_with(cpus, FxHashMap::default);
@@ -163,6 +170,7 @@ impl<T> HeldTlbs<T> {
         position(entries, asid).map(|i| &entries[i])
     }
 
+    /// [`Self::get`], to change.
     pub fn get_mut(&mut self, cpu: usize, va: u64, asid: Option<u16>) -> Option<&mut HeldEntry<T>> {
         let entries = self.tlbs.get_mut(cpu)?.get_mut(&(va & PAGE_MASK))?;
         position(entries, asid).map(move |i| &mut entries[i])
