@@ -14,10 +14,12 @@
 use crate::kernel::KernelImage;
 use crate::machine::{EmuError, Hooks, Machine, MachineConfig, RunEnd};
 
+/// What one raw run did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RawRun {
     /// Instructions this call executed.
     pub insns: u64,
+    /// How it ended.
     pub end: RunEnd,
     /// Where the CPU was when the run ended.
     pub pc: u64,
@@ -33,6 +35,7 @@ pub struct RawInstance {
 }
 
 impl RawInstance {
+    /// The boot CPU alone with its block-counting hook.
     pub fn new(kernel: &KernelImage, bootargs: &str) -> Result<Self, EmuError> {
         Self::with_hooks(kernel, bootargs, Hooks::CountOnly)
     }

@@ -15,6 +15,7 @@ use crate::simmu::CoreMmu;
 pub enum CpuState {
     /// Not started yet, or stopped with PSCI CPU_OFF.
     Off,
+    /// Runnable.
     Running,
     /// In WFI until an interrupt is pending for it.
     WaitingForInterrupt,
@@ -27,7 +28,9 @@ pub enum CpuState {
 pub struct TakenException {
     /// "SVC", "BRK", "undefined instruction", "data abort", "instruction abort".
     pub kind: &'static str,
+    /// The syndrome (ESR_EL1).
     pub esr: u64,
+    /// The faulting address (FAR_EL1), for an abort.
     pub far: Option<u64>,
     /// Preferred return address (ELR_EL1).
     pub elr: u64,

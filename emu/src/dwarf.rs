@@ -13,6 +13,7 @@ type Reader<'a> = EndianSlice<'a, LittleEndian>;
 /// them).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StructLayout {
+    /// `sizeof` the struct.
     pub size: u64,
     members: HashMap<String, u64>,
 }

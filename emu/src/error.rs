@@ -8,9 +8,17 @@ use crate::kernel::KernelError;
 /// Why a machine could not be built.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EmuError {
+    /// The configuration asks for what the machine cannot be.
     Config(String),
+    /// The kernel cannot be loaded.
     Kernel(KernelError),
-    Unicorn { during: &'static str, error: String },
+    /// The engine refused a call.
+    Unicorn {
+        /// What the machine was doing.
+        during: &'static str,
+        /// The engine's error.
+        error: String,
+    },
 }
 
 impl fmt::Display for EmuError {

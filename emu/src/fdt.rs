@@ -16,9 +16,13 @@ pub const DTB_MAX_SIZE: u64 = 2 << 20;
 
 /// What a board's device tree describes beyond its fixed devices.
 pub struct BoardDescription<'a> {
+    /// Number of CPUs.
     pub cpus: usize,
+    /// RAM's physical address.
     pub ram_base: u64,
+    /// RAM's size in bytes.
     pub ram_size: u64,
+    /// The kernel command line (`/chosen/bootargs`).
     pub bootargs: &'a str,
     /// The initrd's physical `[start, end)`, if there is one.
     pub initrd: Option<(u64, u64)>,

@@ -34,22 +34,33 @@ pub(crate) struct Hardware {
 /// How a run ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RunEnd {
+    /// A CPU asked for power-off (PSCI SYSTEM_OFF, SBI shutdown).
     PoweredOff {
+        /// The CPU.
         cpu: usize,
+        /// The status the guest passed.
         status: u64,
     },
+    /// A CPU asked for a reset (PSCI SYSTEM_RESET, SBI reset).
     Reset {
+        /// The CPU.
         cpu: usize,
+        /// The status the guest passed.
         status: u64,
     },
     /// Something the guest could not take: an emulator error (such as a fetch from
     /// unmapped memory) or an exception with no vector table.
     Fault {
+        /// The CPU.
         cpu: usize,
+        /// Its PC.
         pc: u64,
+        /// What went wrong.
         what: String,
     },
+    /// The instruction budget ran out.
     Watchdog {
+        /// The budget, over all CPUs.
         limit: u64,
     },
     /// No CPU can run and nothing will wake one.
@@ -57,6 +68,7 @@ pub enum RunEnd {
     /// An analysis of the recorded events asked to stop ([`crate::Machine::stop_request`]),
     /// e.g. on a real deadlock.
     Stopped {
+        /// What the analysis found.
         reason: String,
     },
 }

@@ -42,38 +42,60 @@ const KERNEL_HALF: u64 = 0xffff_0000_0000_0000;
 /// Why a file cannot be used as the guest kernel.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KernelError {
+    /// The file could not be read.
     Unreadable {
+        /// The file.
         path: String,
+        /// The OS's error.
         reason: String,
     },
+    /// Neither an ELF nor an arm64 `Image`.
     NotElf,
+    /// A 32-bit ELF.
     Not64Bit,
+    /// A big-endian ELF.
     NotLittleEndian,
+    /// An ELF for another machine.
     WrongMachine {
+        /// The machine it names.
         machine: String,
     },
+    /// No PT_LOAD segment.
     NoLoadableSegment,
+    /// A segment that does not fit in guest RAM.
     SegmentOutsideRam {
+        /// Its physical address.
         paddr: u64,
+        /// Its size in memory.
         size: u64,
     },
     /// `e_type` is not ET_EXEC (a relocatable object or a shared/PIE object).
     NotExecutable {
+        /// What it is instead.
         kind: &'static str,
     },
+    /// The entry point is in no executable segment.
     EntryOutsideCode {
+        /// The entry point.
         entry: u64,
     },
+    /// Two PT_LOAD segments overlap.
     OverlappingSegments {
+        /// Where: `virtual` or `physical`.
         space: &'static str,
+        /// The first segment's start.
         first: u64,
+        /// The second segment's start.
         second: u64,
     },
     /// A function the recorder probes lies outside the executable segments.
     ProbeOutsideCode {
+        /// The function.
         name: String,
+        /// Its address.
         addr: u64,
     },
+    /// The ELF or `Image` does not parse; what the parser said.
     Malformed(String),
     /// `--symbols` given for a kernel that is an ELF (it has its own).
     SymbolsForElf,
@@ -203,6 +225,7 @@ pub enum ImageSymbols<'a> {
 }
 
 impl KernelImage {
+    /// Loads the kernel file at `path` (an ELF, or an arm64 `Image`).
     pub fn from_path(path: &Path) -> Result<Self, KernelError> {
         Self::from_bytes(read(path)?)
     }
@@ -569,6 +592,7 @@ impl KernelImage {
         }
     }
 
+    /// The address of the symbol `name`.
     pub fn symbol_address(&self, name: &str) -> Option<u64> {
         self.find(name).map(|s| s.addr)
     }

@@ -86,6 +86,10 @@
 //!   only the first. The fill answer for a load or store leaves execute out on pages
 //!   outside the kernel's executable segments; a fetch there fills the page again.
 
+// The machine is the seam the CLI, the bench and the tests build on: everything
+// it exports says what it is.
+#![deny(missing_docs)]
+
 mod arch;
 pub mod bench;
 mod block_hook;

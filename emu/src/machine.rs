@@ -29,19 +29,25 @@ use crate::uart::Uart;
 mod snapshot;
 pub use snapshot::Snapshot;
 
+/// What to build and how to run it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MachineConfig {
+    /// Number of emulated CPUs.
     pub cpus: usize,
+    /// Guest RAM in bytes.
     pub ram_size: u64,
+    /// The host scheduling strategy.
     pub sched: SchedulerKind,
     /// Scheduling points at which a timer arrival is armed (see
     /// [`crate::sched::IrqArrivals`]); empty: the clock alone decides.
     pub irq_points: Vec<u64>,
+    /// The scheduler's seed.
     pub seed: u64,
     /// Slice length in instructions (the random scheduler varies it around this).
     pub quantum: u64,
     /// Watchdog: instructions over all CPUs before the run is stopped.
     pub max_insns: u64,
+    /// The kernel command line, in the device tree's `/chosen`.
     pub bootargs: String,
     /// An initial RAM disk, placed in RAM after the device tree and named in its
     /// `/chosen` (`linux,initrd-start`/`-end`), as QEMU's `-initrd` does.
@@ -96,14 +102,19 @@ impl StopRequest {
     }
 }
 
+/// One CPU at the end of a run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CpuReport {
+    /// Its number.
     pub cpu: usize,
+    /// Whether it was running, waiting or off.
     pub state: CpuState,
+    /// Where it stopped.
     pub pc: u64,
     /// Instructions retired: SVC, HVC and WFI count; an instruction that faults
     /// (abort, UDF, BRK) does not, as it did not complete.
     pub insns: u64,
+    /// Interrupts it took.
     pub irqs: u64,
     /// Return addresses from the frame-pointer chain, innermost first.
     pub backtrace: Vec<u64>,
@@ -112,11 +123,16 @@ pub struct CpuReport {
     pub last_exception: Option<TakenException>,
 }
 
+/// What a run did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunOutcome {
+    /// How it ended.
     pub end: RunEnd,
+    /// Each CPU at the end.
     pub cpus: Vec<CpuReport>,
+    /// Instructions retired over all CPUs.
     pub total_insns: u64,
+    /// Scheduler slices run.
     pub slices: u64,
 }
 
@@ -134,6 +150,8 @@ enum SliceEnd {
     Error(String),
 }
 
+/// The emulated board: its CPUs (one Unicorn instance each), shared RAM, devices
+/// and the host scheduler that takes turns among the CPUs.
 pub struct Machine {
     /// What the instruction set's code acts on; dropped first (its cores map RAM
     /// that it drops last).
@@ -153,6 +171,7 @@ pub struct Machine {
 }
 
 impl Machine {
+    /// Builds the machine and loads `kernel` into it, with every hook.
     pub fn new(config: MachineConfig, kernel: &KernelImage) -> Result<Self, EmuError> {
         Self::with_hooks(config, kernel, Hooks::Full)
     }
@@ -369,6 +388,7 @@ impl Machine {
         }
     }
 
+    /// What it was built with.
     pub fn config(&self) -> &MachineConfig {
         &self.config
     }

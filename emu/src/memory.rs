@@ -13,7 +13,9 @@ const PAGE_SIZE: usize = 4096;
 /// An access that does not fall entirely inside guest memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OutOfRam {
+    /// The access's address.
     pub addr: u64,
+    /// Its length in bytes.
     pub len: u64,
 }
 
@@ -32,14 +34,18 @@ impl std::error::Error for OutOfRam {}
 /// Byte-level access to guest memory at guest addresses (physical for [`GuestRam`],
 /// virtual for a core's view through its MMU).
 pub trait GuestMemory {
+    /// Fills `buf` from `addr`.
     fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), OutOfRam>;
+    /// Stores `data` at `addr`.
     fn write(&mut self, addr: u64, data: &[u8]) -> Result<(), OutOfRam>;
 
+    /// The little-endian u32 at `addr`.
     fn read_u32(&self, addr: u64) -> Result<u32, OutOfRam> {
         let mut b = [0; 4];
         self.read(addr, &mut b)?;
         Ok(u32::from_le_bytes(b))
     }
+    /// The little-endian u64 at `addr`.
     fn read_u64(&self, addr: u64) -> Result<u64, OutOfRam> {
         let mut b = [0; 8];
         self.read(addr, &mut b)?;
@@ -51,9 +57,11 @@ pub trait GuestMemory {
         self.read(addr, &mut bytes[..size.min(8)]).ok()?;
         Some(u64::from_le_bytes(bytes))
     }
+    /// Stores `value` little-endian at `addr`.
     fn write_u32(&mut self, addr: u64, value: u32) -> Result<(), OutOfRam> {
         self.write(addr, &value.to_le_bytes())
     }
+    /// Stores `value` little-endian at `addr`.
     fn write_u64(&mut self, addr: u64, value: u64) -> Result<(), OutOfRam> {
         self.write(addr, &value.to_le_bytes())
     }
@@ -98,14 +106,17 @@ impl GuestRam {
         Some(Self { base, ptr, size })
     }
 
+    /// The guest physical address of its first byte.
     pub fn base(&self) -> u64 {
         self.base
     }
 
+    /// Its size in bytes.
     pub fn size(&self) -> u64 {
         self.size as u64
     }
 
+    /// Whether `len` bytes at `addr` lie inside it.
     pub fn contains(&self, addr: u64, len: u64) -> bool {
         addr >= self.base
             && addr

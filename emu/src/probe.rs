@@ -34,6 +34,7 @@ pub struct CallStats {
 }
 
 impl CallStats {
+    /// The mean instructions per call, if there was one.
     pub fn insns_per_call(&self) -> Option<f64> {
         (self.calls > 0).then(|| self.insns as f64 / self.calls as f64)
     }

@@ -17,6 +17,7 @@ pub struct VirtualClock {
 }
 
 impl VirtualClock {
+    /// The time, in ticks.
     pub fn now(&self) -> u64 {
         self.now
     }
@@ -32,6 +33,7 @@ impl VirtualClock {
         (t.saturating_sub(self.now) * running.max(1)).saturating_sub(self.remainder)
     }
 
+    /// A slice that ran `insns` instructions while `running` cores were running.
     pub fn advance(&mut self, insns: u64, running: u64) {
         let running = running.max(1);
         let total = self.remainder + insns;
@@ -60,15 +62,19 @@ pub struct VirtualTimer {
 }
 
 impl VirtualTimer {
+    /// `CNTV_CTL_EL0` at time `now` (ISTATUS as the compare makes it).
     pub fn ctl(&self, now: u64) -> u64 {
         self.ctl | if self.condition(now) { CTL_ISTATUS } else { 0 }
     }
+    /// A write of `CNTV_CTL_EL0` (ENABLE and IMASK are kept).
     pub fn set_ctl(&mut self, value: u64) {
         self.ctl = value & (CTL_ENABLE | CTL_IMASK);
     }
+    /// `CNTV_CVAL_EL0`.
     pub fn cval(&self) -> u64 {
         self.cval
     }
+    /// A write of `CNTV_CVAL_EL0`.
     pub fn set_cval(&mut self, value: u64) {
         self.cval = value;
     }
@@ -76,6 +82,8 @@ impl VirtualTimer {
     pub fn tval(&self, now: u64) -> u64 {
         self.cval.wrapping_sub(now) as u32 as i32 as i64 as u64
     }
+    /// A write of `CNTV_TVAL_EL0` at time `now`: the compare value becomes `now`
+    /// plus its signed 32 bits.
     pub fn set_tval(&mut self, now: u64, value: u64) {
         self.cval = now.wrapping_add(value as u32 as i32 as i64 as u64);
     }

@@ -57,6 +57,7 @@ pub enum StaleReport {
     /// The CPU's Unicorn TLB was flushed since the entry went stale: the next access
     /// through it comes to the model.
     Armed,
+    /// Its first use since it went stale was recorded.
     Reported,
 }
 
@@ -99,6 +100,7 @@ fn answer(pa: u64, perms: Perms, level: u8, access: Access) -> FillAnswer {
 pub enum Barrier {
     /// `dsb` with its CRm option.
     Dsb(u32),
+    /// `isb`.
     Isb,
 }
 
@@ -138,11 +140,15 @@ pub struct MmuStats {
     pub tlbi_by_kind: BTreeMap<String, u64>,
     /// Broadcast (…IS) invalidations.
     pub broadcast_invalidations: u64,
-    /// Page-table stores by change: valid→invalid, invalid→valid, valid→valid, other.
+    /// Page-table stores that made a valid descriptor invalid.
     pub pt_writes_valid_to_invalid: u64,
+    /// Page-table stores that made an invalid descriptor valid.
     pub pt_writes_invalid_to_valid: u64,
+    /// Page-table stores that left a valid descriptor valid.
     pub pt_writes_valid_to_valid: u64,
+    /// Page-table stores that left an invalid descriptor invalid.
     pub pt_writes_other: u64,
+    /// Pages found to be page tables.
     pub pt_pages: u64,
     /// Page-table pages no longer in use when next stored to (a freed table reused).
     pub pt_pages_retired: u64,
@@ -150,21 +156,28 @@ pub struct MmuStats {
     pub stale_accesses: u64,
     /// Faults delivered to the guest by the walker.
     pub faults: u64,
-    /// Pages freed while a stale translation still reached them, and the longest
-    /// time (instructions, all CPUs) one stayed reachable after being freed.
+    /// Pages freed while a stale translation still reached them.
     pub freed_while_reachable: u64,
+    /// The longest time (instructions, all CPUs) one stayed reachable after being
+    /// freed.
     pub longest_reachable_window: u64,
 }
 
 /// What a fill gives Unicorn.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FillAnswer {
+    /// The access goes on: this page, with these permissions for the level asked.
     Map {
+        /// The physical page.
         pa: u64,
+        /// Loads allowed.
         read: bool,
+        /// Stores allowed.
         write: bool,
+        /// Instruction fetches allowed.
         exec: bool,
     },
+    /// The access faults.
     Fault(Fault),
 }
 
@@ -173,24 +186,33 @@ pub enum FillAnswer {
 /// leaves global entries alone).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Invalidation {
+    /// The CPUs reached, a bit each.
     pub cpus: u64,
+    /// First address.
     pub start: u64,
+    /// Length in bytes, 0 for every address.
     pub len: u64,
+    /// The ASID, `None` for every one.
     pub asid: Option<u16>,
 }
 
 /// Who made an event: CPU, PC and virtual time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct At {
+    /// The CPU.
     pub cpu: usize,
+    /// Its instruction.
     pub pc: u64,
+    /// The virtual time.
     pub time: u64,
 }
 
 /// A change of the model, kept for the recorder.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ModelEvent {
+    /// Who made it.
     pub at: At,
+    /// What it was.
     pub kind: EventKind,
 }
 
@@ -203,6 +225,8 @@ pub enum SoftTlbEntry {
     WritableFrame(u64),
 }
 
+/// The simulated MMU's state: each CPU's modelled TLB, the page-table pages
+/// found, and the checks on their maintenance.
 #[derive(Clone)]
 pub struct MmuModel {
     held: HeldTlbs<StaleReport>,
@@ -230,6 +254,7 @@ pub struct MmuModel {
     checks: bool,
     /// The format of the guest's tables.
     format: PageTableFormat,
+    /// Counts for the report.
     pub stats: MmuStats,
     /// Changes not yet taken by the recorder (`None`: not recording).
     log: Option<Vec<ModelEvent>>,
@@ -290,6 +315,7 @@ impl MmuModel {
         stats
     }
 
+    /// Whether the machine checks TLB maintenance.
     pub fn checks(&self) -> bool {
         self.checks
     }
@@ -347,10 +373,12 @@ impl MmuModel {
         }
     }
 
+    /// Whether the page at `pa` is known to hold page-table descriptors.
     pub fn is_page_table(&self, pa: u64) -> bool {
         self.pt_pages.contains_key(&(pa & PAGE_MASK))
     }
 
+    /// Whether page-table pages were found since the last [`Self::take_new_pt_pages`].
     pub fn has_new_pt_pages(&self) -> bool {
         !self.new_pt_pages.is_empty()
     }

@@ -1,7 +1,9 @@
 //! PL011 UART, transmit side only: bytes are collected per CPU and each finished line
 //! is queued for the host's console callback with the CPU that wrote it.
 
+/// Where the `virt` board has it.
 pub const UART_BASE: u64 = 0x0900_0000;
+/// Its register window.
 pub const UART_SIZE: u64 = 0x1000;
 
 /// The data register: a store transmits its low byte.
@@ -21,6 +23,7 @@ const PERIPH_ID: [(u64, u64); 8] = [
     (0xffc, 0xb1),
 ];
 
+/// The UART's state: each CPU's line so far, and the lines finished.
 #[derive(Debug, Clone, Default)]
 pub struct Uart {
     partial: Vec<Vec<u8>>,
@@ -28,6 +31,7 @@ pub struct Uart {
 }
 
 impl Uart {
+    /// A UART written by `ncpus` CPUs.
     pub fn new(ncpus: usize) -> Self {
         Self {
             partial: vec![Vec::new(); ncpus],
@@ -35,6 +39,7 @@ impl Uart {
         }
     }
 
+    /// A load of the register at `offset`.
     pub fn read(&self, offset: u64) -> u64 {
         match offset {
             UARTFR => FR_IDLE,
@@ -45,6 +50,7 @@ impl Uart {
         }
     }
 
+    /// A store by `cpu` of `value` to the register at `offset`.
     pub fn write(&mut self, cpu: usize, offset: u64, value: u64) {
         if offset != UARTDR {
             return; // control registers: nothing to model

@@ -13,6 +13,7 @@ pub struct CoreView<'a> {
 }
 
 impl<'a> CoreView<'a> {
+    /// The view of the core whose engine is `uc`.
     pub fn new(uc: &'a mut Unicorn<'static, ()>) -> Self {
         Self { uc }
     }

@@ -129,9 +129,13 @@ pub struct RecordOptions {
 /// (all CPUs) when `cpu` started the block.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MaskSample {
+    /// The CPU.
     pub cpu: usize,
+    /// Events recorded before the block started.
     pub events_before: u64,
+    /// The block's address.
     pub pc: u64,
+    /// PSTATE.I: IRQs masked.
     pub masked: bool,
 }
 

@@ -10,6 +10,7 @@
 
 use super::{SchedPoint, SchedView, Scheduler, Slice, Starvation};
 
+/// Delay-bounded scheduling (see the module doc).
 #[derive(Debug, Clone)]
 pub struct DelayBounded {
     quantum: u64,
@@ -23,6 +24,8 @@ pub struct DelayBounded {
 }
 
 impl DelayBounded {
+    /// Slices of `quantum` instructions, passing over the running CPU at the
+    /// scheduling points `delays` (1-based).
     pub fn new(quantum: u64, mut delays: Vec<u64>) -> Self {
         delays.sort_unstable();
         delays.dedup();

@@ -52,7 +52,9 @@ use traces::EventKind;
 /// for where it may end earlier).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Slice {
+    /// The CPU to run.
     pub cpu: usize,
+    /// Its budget in instructions.
     pub insns: u64,
 }
 
@@ -72,7 +74,9 @@ pub struct SchedView<'a> {
 /// A synchronisation event of the running CPU (see [`is_point`]).
 #[derive(Debug, Clone, Copy)]
 pub struct SchedPoint<'a> {
+    /// The CPU that made the event.
     pub cpu: usize,
+    /// The event.
     pub kind: &'a EventKind,
 }
 
@@ -101,6 +105,7 @@ pub trait Scheduler: BoxedClone {
 /// A copy of a scheduler with its state (for machine snapshots); every `Clone`
 /// scheduler has it.
 pub trait BoxedClone {
+    /// A boxed copy.
     fn boxed_clone(&self) -> Box<dyn Scheduler>;
 }
 
@@ -134,11 +139,14 @@ pub fn is_point(kind: &EventKind) -> bool {
 /// Which strategy a run uses (the CLI's `--sched` and its parameters).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum SchedulerKind {
+    /// CPUs take turns in order ([`RoundRobin`]).
     #[default]
     RoundRobin,
+    /// A seeded random CPU and slice length each time ([`SeededRandom`]).
     Random,
     /// Probabilistic concurrency testing (see [`Pct`]).
     Pct {
+        /// d: the bugs of depth d it aims at (d − 1 priority change points).
         depth: u32,
         /// How many scheduling points the change points are drawn from.
         steps: u64,
@@ -148,6 +156,7 @@ pub enum SchedulerKind {
     /// Run each CPU until it stops, skipping it at these points (see
     /// [`DelayBounded`]).
     DelayBounded {
+        /// The scheduling points (1-based) at which the running CPU is passed over.
         delays: Vec<u64>,
     },
 }

@@ -17,6 +17,7 @@
 
 use super::{SchedPoint, SchedView, Scheduler, Slice, Starvation, Xoshiro256};
 
+/// Probabilistic concurrency testing (see the module doc).
 #[derive(Debug, Clone)]
 pub struct Pct {
     quantum: u64,

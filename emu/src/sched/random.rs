@@ -11,6 +11,7 @@ pub struct SeededRandom {
 }
 
 impl SeededRandom {
+    /// Choices drawn from `seed`, slices around `quantum` instructions.
     pub fn new(seed: u64, quantum: u64) -> Self {
         Self {
             quantum: quantum.max(1),

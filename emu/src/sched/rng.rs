@@ -8,6 +8,7 @@ pub struct Xoshiro256 {
 }
 
 impl Xoshiro256 {
+    /// A generator whose state is `seed` spread by SplitMix64.
     pub fn seed_from(seed: u64) -> Self {
         let mut sm = seed;
         let mut next = || {
@@ -22,6 +23,7 @@ impl Xoshiro256 {
         }
     }
 
+    /// The next 64 random bits.
     pub fn next_u64(&mut self) -> u64 {
         let s = &mut self.s;
         let result = s[1].wrapping_mul(5).rotate_left(7).wrapping_mul(9);

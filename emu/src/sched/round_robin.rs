@@ -10,6 +10,7 @@ pub struct RoundRobin {
 }
 
 impl RoundRobin {
+    /// Turns of `quantum` instructions.
     pub fn new(quantum: u64) -> Self {
         Self {
             quantum: quantum.max(1),
