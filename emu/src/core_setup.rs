@@ -11,10 +11,11 @@ use unicorn_engine::{Prot, Unicorn};
 use crate::arch::{Arch, CoreHooks};
 use crate::block_hook::BlockHook;
 use crate::board::{Board, MmioAccess};
-use crate::cpu::{Core, Hooks, IrqStop, KeepAlive, SliceCounter};
+use crate::cpu::{Core, Hooks, KeepAlive};
 use crate::error::{uc_err, EmuError};
 use crate::memory::GuestRam;
 use crate::simmu;
+use crate::slice_counter::{IrqStop, SliceCounter};
 
 impl Core {
     pub(crate) fn new(
@@ -22,7 +23,7 @@ impl Core {
         ram: &GuestRam,
         board: &Rc<RefCell<Board>>,
         hooks: Hooks,
-        sim_mmu: Option<&Rc<simmu::Shared>>,
+        sim_mmu: Option<&Rc<crate::core_mmu::Shared>>,
     ) -> Result<Self, EmuError> {
         let isa = board.borrow().isa;
         let arch = isa.arch();

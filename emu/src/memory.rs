@@ -1,8 +1,11 @@
 //! Guest physical memory: one host allocation shared by every core's Unicorn instance,
-//! and the narrow [`GuestMemory`] trait everything else on the host uses to touch it.
+//! and the narrow [`GuestMemory`] trait everything else on the host uses to touch it;
+//! and an instruction word as a core fetches it.
 
 use std::fmt;
 use std::ptr::NonNull;
+
+use unicorn_engine::{Prot, Unicorn};
 
 /// Guest physical address of the first byte of RAM (QEMU `virt`).
 pub const RAM_BASE: u64 = 0x4000_0000;
@@ -232,6 +235,16 @@ impl Drop for GuestRam {
         // are gone (see the type's documentation).
         unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.size) };
     }
+}
+
+/// Reads the instruction word at virtual address `pc` through the core's MMU.
+// Through the engine: the core has just fetched from that page (it is in the TLB),
+// or the slice has ended, where a fill is the host's and the model ignores it.
+#[allow(clippy::disallowed_methods)]
+pub(crate) fn read_insn<D>(uc: &mut Unicorn<'_, D>, pc: u64) -> Option<u32> {
+    let mut word = [0; 4];
+    uc.vmem_read(pc, Prot::EXEC, &mut word).ok()?;
+    Some(u32::from_le_bytes(word))
 }
 
 #[cfg(test)]

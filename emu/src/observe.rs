@@ -4,6 +4,7 @@
 //! system-register writes, TLB maintenance) an observer sees through hooks it
 //! installs on the cores itself when it attaches.
 
+use traces::EventKind;
 use unicorn_engine::Unicorn;
 
 /// What [`crate::Machine`]'s run loop tells an observer, in run order.
@@ -27,4 +28,20 @@ pub(crate) trait RunObserver {
     /// A slice has ended and been accounted: whatever the observer gathered during
     /// it is due now (before the run may stop).
     fn slice_ended(&self);
+}
+
+/// Where a part of the machine other than the run loop (the simulated MMU) puts
+/// what it sees inside a slice, for the observer to take into its stream in order.
+pub(crate) trait EventQueue {
+    /// `kind`, seen on `cpu` at virtual `time` at `pc` (`caller`: the return
+    /// address, 0 if none); `uc` is given where guest memory may be read.
+    fn queue(
+        &self,
+        uc: Option<&Unicorn<'_, ()>>,
+        cpu: usize,
+        time: u64,
+        pc: u64,
+        caller: u64,
+        kind: EventKind,
+    );
 }

@@ -15,12 +15,13 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use crate::board::{Board, BoardKind};
-use crate::cpu::{Core, Hooks, IrqStop, KeepAlive, SliceCounter};
+use crate::cpu::{Core, Hooks, KeepAlive};
 use crate::error::EmuError;
 use crate::hardware::{Hardware, RunEnd};
 use crate::kernel::KernelImage;
 use crate::record::abi::IsaAbi;
-use crate::simmu::IsaMmu;
+use crate::simmu::IsaMmuHooks;
+use crate::slice_counter::{IrqStop, SliceCounter};
 
 pub mod aarch64;
 pub mod riscv64;
@@ -37,7 +38,7 @@ pub(crate) trait Arch: Sync {
     /// What the recorder reads of a core and decodes of the kernel's code.
     fn abi(&self) -> &'static dyn IsaAbi;
     /// How the simulated MMU sees the ISA's translation and TLB maintenance.
-    fn mmu(&self) -> &'static dyn IsaMmu;
+    fn mmu(&self) -> &'static dyn IsaMmuHooks;
     /// The board: its root node, its CPUs and its devices (the bus).
     fn board(&self) -> &'static BoardKind;
     /// A new core's engine, configured as the ISA needs before the machine adds
@@ -141,6 +142,6 @@ pub(crate) struct CoreHooks<'a> {
     pub(crate) board: &'a Rc<RefCell<Board>>,
     pub(crate) counter: &'a Rc<SliceCounter>,
     /// The simulated MMU's view of the core, which sees its maintenance.
-    pub(crate) mmu: Option<Rc<crate::simmu::CoreMmu>>,
+    pub(crate) mmu: Option<Rc<crate::core_mmu::CoreMmu>>,
     pub(crate) hooks: Hooks,
 }

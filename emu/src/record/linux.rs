@@ -71,8 +71,9 @@ use traces::fx::{FxHashMap, FxHashSet};
 use traces::{CpuId, EventKind, IrqMaskCause, LockFlavor, LockRef, StrId, TaskId};
 use unicorn_engine::{RegisterARM64, Unicorn};
 
+use super::linux_shared::{read_c_string, sync_context, task_of, LinuxSite, NAME_MAX};
 use super::{LinuxLocks, ProbedCore, Recorder, Site, State};
-use crate::arch::aarch64::regs::read_xreg;
+use crate::arch::aarch64::core_regs::read_xreg;
 use crate::error::EmuError;
 use crate::kernel::KernelImage;
 
@@ -80,42 +81,11 @@ use crate::kernel::KernelImage;
 const LOCKDEP_COVERAGE: &str =
     "lockdep's lock_acquire/lock_release: every lock type the kernel annotates";
 
-/// Longest lock class or task name read from the guest.
-pub(super) const NAME_MAX: usize = 64;
 /// `task_struct::comm` is `char[TASK_COMM_LEN]`.
 const TASK_COMM_LEN: usize = 16;
 
 /// An address to hook and what it is.
 type HookedSite = (u64, Site);
-
-/// A hooked address of the Linux profile.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum LinuxSite {
-    LockAcquire,
-    LockRelease,
-    MemoryFreed,
-    HardirqsOn,
-    HardirqsOff,
-    SoftirqsOn,
-    SoftirqsOff,
-    LockdepReset,
-    FreeKeyRange,
-    ResetLock,
-    SelftestCase,
-    SelftestCaseEnd,
-    SelftestDone,
-    SetTaskComm,
-    IpiSendMask,
-    /// The entry of lock primitive number n (see [`super::linux_primitives`]).
-    PrimitiveEntry(u16),
-    /// Where a lock primitive's call returns (its own `ret`s and those of the
-    /// functions it tail-calls).
-    PrimitiveReturn,
-    /// `cpu_switch_to(prev, next)` (when the primitives are hooked).
-    ContextSwitch,
-    /// An `eret`: the exception the host entered last on this CPU may be over.
-    ExceptionReturn,
-}
 
 /// Where the profile reads the kernel's data (link addresses and offsets).
 #[derive(Debug, Clone)]
@@ -189,7 +159,7 @@ pub(super) struct LinuxState {
     /// with, until a hard-IRQ context takes it or its exception returns.
     pub(super) injected: Vec<Option<(u32, u64)>>,
     /// The interrupt of each hard-IRQ context each CPU is in, innermost last.
-    irq_contexts: Vec<Vec<u32>>,
+    pub(super) irq_contexts: Vec<Vec<u32>>,
     /// The pid each task was last seen with.
     pids: FxHashMap<TaskId, u32>,
     /// The lock primitives' state (when they are what is hooked).
@@ -399,7 +369,7 @@ fn first_indirect_call(code: &[u8]) -> Option<u64> {
         .map(|i| 4 * i as u64)
 }
 
-/// A NUL-terminated string of guest virtual memory (at most `max` bytes).
+/// A general or system register of the core (0 where it cannot be read).
 fn reg(uc: &Unicorn<'_, ()>, r: RegisterARM64) -> u64 {
     uc.reg_read(r).unwrap_or(0)
 }
@@ -407,14 +377,7 @@ fn reg(uc: &Unicorn<'_, ()>, r: RegisterARM64) -> u64 {
 /// The running task: arm64 Linux keeps `current` in SP_EL0 (its `task_struct`,
 /// 16-byte aligned, so shifted to fit a task id).
 pub(super) fn current_task(uc: &Unicorn<'_, ()>) -> TaskId {
-    super::linux_primitives::task_of(reg(uc, RegisterARM64::SP_EL0))
-}
-
-pub(super) fn read_c_string(uc: &ProbedCore<'_, '_>, addr: u64, max: usize) -> Option<String> {
-    let mut buf = vec![0; max];
-    uc.read(addr, &mut buf).then_some(())?;
-    let len = buf.iter().position(|&b| b == 0).unwrap_or(max);
-    Some(String::from_utf8_lossy(&buf[..len]).into_owned())
+    task_of(reg(uc, RegisterARM64::SP_EL0))
 }
 
 impl Recorder {
@@ -553,7 +516,7 @@ impl Recorder {
                 // forked shell becomes `mount`) is named again.
                 let (tsk, buf) = (x(0), x(1));
                 if let Some(comm) = read_c_string(uc, buf, TASK_COMM_LEN - 1) {
-                    let named = super::linux_primitives::task_of(tsk);
+                    let named = task_of(tsk);
                     st.named.insert(named.0);
                     // Its pid too, if this is the first word of it.
                     let pid = profile
@@ -781,53 +744,13 @@ fn name_task(
     comm: &str,
     pid: Option<u32>,
 ) {
-    let value = u64::from(super::linux_primitives::task_of(tsk).0);
+    let value = u64::from(task_of(tsk).0);
     let label = st.strings.intern(&format!("task:{comm}"));
     st.push(now, cpu, task, pc, 0, EventKind::Marker { label, value });
     if let Some(pid) = pid {
         let label = format!("{}{pid}", traces::lockdep::TASK_PID_MARKER_PREFIX);
         let label = st.strings.intern(&label);
         st.push(now, cpu, task, pc, 0, EventKind::Marker { label, value });
-    }
-}
-
-/// Deepest hard-IRQ or softirq nesting believed (a deeper count read is not the
-/// kernel's: ignored rather than turned into that many events).
-const MAX_CONTEXT_DEPTH: u32 = 64;
-
-/// Records the hard-IRQ context (`hardirq`: the CPU's depth now) and the task's
-/// softirq context (`softirq`: its depth now) entered or left since the last look,
-/// when known.
-pub(super) fn sync_context(
-    st: &mut State,
-    (cpu, task, pc, now): (usize, TaskId, u64, u64),
-    hardirq: Option<u32>,
-    softirq: Option<u32>,
-) {
-    let plausible = |depth: Option<u32>| depth.filter(|&d| d <= MAX_CONTEXT_DEPTH);
-    let (hardirq, softirq) = (plausible(hardirq), plausible(softirq));
-    if let Some(depth) = hardirq {
-        let seen = std::mem::replace(&mut st.linux.hardirq[cpu], depth);
-        for _ in seen..depth {
-            // The interrupt the host entered, if this context is its; 0 for one
-            // the kernel only says it is in (the self-test's simulated ones).
-            let intid = st.linux.injected[cpu].take().map_or(0, |(intid, _)| intid);
-            st.linux.irq_contexts[cpu].push(intid);
-            st.push(now, cpu, task, pc, 0, EventKind::HardIrqEnter { intid });
-        }
-        for _ in depth..seen {
-            let intid = st.linux.irq_contexts[cpu].pop().unwrap_or(0);
-            st.push(now, cpu, task, pc, 0, EventKind::HardIrqExit { intid });
-        }
-    }
-    if let Some(depth) = softirq {
-        let seen = st.linux.softirq.insert(task, depth).unwrap_or(0);
-        for _ in seen..depth {
-            st.push(now, cpu, task, pc, 0, EventKind::SoftIrqEnter);
-        }
-        for _ in depth..seen {
-            st.push(now, cpu, task, pc, 0, EventKind::SoftIrqExit);
-        }
     }
 }
 

@@ -65,9 +65,9 @@ use traces::fx::FxHashMap;
 use traces::{EventKind, IrqMaskCause, LockFlavor, LockRef, StrId, StringTable, TaskId};
 use unicorn_engine::RegisterARM64;
 
-use super::linux::{sync_context, LinuxSite};
+use super::linux_shared::{read_c_string, sync_context, task_of, LinuxSite, NAME_MAX};
 use super::{ProbedCore, Recorder, Site, State};
-use crate::arch::aarch64::regs::read_xreg;
+use crate::arch::aarch64::core_regs::read_xreg;
 use crate::error::EmuError;
 use crate::kernel::KernelImage;
 
@@ -582,7 +582,7 @@ impl Recorder {
         };
         let (lock_addr, lr, fp) = (read_xreg(uc, 0), read_xreg(uc, 30), read_xreg(uc, 29));
         if primitive.op == Op::Init {
-            let name = super::linux::read_c_string(uc, read_xreg(uc, 1), super::linux::NAME_MAX);
+            let name = read_c_string(uc, read_xreg(uc, 1), NAME_MAX);
             st.linux.primitives.renew(lock_addr, &primitive, name);
             return;
         }
@@ -756,12 +756,6 @@ impl Recorder {
         let class = (st.linux.primitives).class(&mut st.strings, at, symbol);
         LockRef { addr, class }
     }
-}
-
-/// The task whose `task_struct` is at `addr` (as [`super::linux::current_task`]
-/// numbers them).
-pub(super) fn task_of(addr: u64) -> TaskId {
-    TaskId((addr >> 4) as u32)
 }
 
 #[cfg(test)]

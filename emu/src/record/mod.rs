@@ -70,6 +70,7 @@
 pub(crate) mod abi;
 mod linux;
 mod linux_primitives;
+mod linux_shared;
 mod probed;
 
 pub(crate) use probed::ProbedCore;
@@ -86,11 +87,12 @@ use unicorn_engine::Unicorn;
 use abi::{IsaAbi, MaskWrite};
 
 use crate::block_start::always_starts_block;
-use crate::cpu::{Core, SliceCounter};
+use crate::core_mmu::CoreMmu;
+use crate::cpu::Core;
 use crate::error::{uc_err, EmuError};
 use crate::kernel::KernelImage;
-use crate::observe::RunObserver;
-use crate::simmu::CoreMmu;
+use crate::observe::{EventQueue, RunObserver};
+use crate::slice_counter::SliceCounter;
 use crate::unwind::{frame_chain_into, frames_above, StackWindow};
 
 /// Receives the events of each slice, in order, with the run's string table.
@@ -256,7 +258,7 @@ enum Site {
     /// RISC-V's store after `fence rw, w`).
     ReleaseStore,
     /// A hooked address of the Linux profile.
-    Linux(linux::LinuxSite),
+    Linux(linux_shared::LinuxSite),
 }
 
 fn is_attempt(kind: &EventKind) -> bool {
@@ -663,33 +665,6 @@ impl Recorder {
         };
         let d = queue.remove(at);
         st.push_stacked(d.stack, now, cpu, task, d.pc, d.caller, d.kind);
-    }
-
-    /// Queues an event another part of the machine saw on `cpu` at virtual `time`
-    /// (the simulated MMU's, see [`crate::simmu`]). It enters the stream before the
-    /// recorder's next event, attributed to the running task; `uc` is given where
-    /// guest memory may be read to find that task (not from inside a TLB fill).
-    pub(crate) fn queue(
-        &self,
-        uc: Option<&Unicorn<'_, ()>>,
-        cpu: usize,
-        time: u64,
-        pc: u64,
-        caller: u64,
-        kind: EventKind,
-    ) {
-        let task = uc.map(|uc| self.task(&self.probed(uc, cpu), cpu));
-        self.queued.borrow_mut().push(Queued {
-            event: Event {
-                time,
-                cpu: CpuId(cpu as u16),
-                task: task.unwrap_or_default(),
-                pc,
-                caller,
-                kind,
-            },
-            task_known: task.is_some(),
-        });
     }
 
     /// `cpu`, stopped in a probe with its engine `uc`, as the recorder reads it.
@@ -1278,6 +1253,35 @@ fn needs_stack(kind: &EventKind) -> bool {
             | EventKind::PageAlloc { .. }
             | EventKind::IrqMask { new: false, .. }
     )
+}
+
+impl EventQueue for Recorder {
+    /// Queues an event another part of the machine saw on `cpu` at virtual `time`
+    /// (the simulated MMU's, see [`crate::simmu`]). It enters the stream before the
+    /// recorder's next event, attributed to the running task; `uc` is given where
+    /// guest memory may be read to find that task (not from inside a TLB fill).
+    fn queue(
+        &self,
+        uc: Option<&Unicorn<'_, ()>>,
+        cpu: usize,
+        time: u64,
+        pc: u64,
+        caller: u64,
+        kind: EventKind,
+    ) {
+        let task = uc.map(|uc| self.task(&self.probed(uc, cpu), cpu));
+        self.queued.borrow_mut().push(Queued {
+            event: Event {
+                time,
+                cpu: CpuId(cpu as u16),
+                task: task.unwrap_or_default(),
+                pc,
+                caller,
+                kind,
+            },
+            task_known: task.is_some(),
+        });
+    }
 }
 
 impl RunObserver for Recorder {

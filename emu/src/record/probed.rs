@@ -7,7 +7,7 @@ use std::rc::Rc;
 use unicorn_engine::{Prot, Unicorn};
 
 use crate::arch::aarch64::mmu::PAGE_SIZE;
-use crate::simmu::{CoreMmu, HostView};
+use crate::core_mmu::{CoreMmu, HostView};
 
 /// A core stopped in a probe: its registers through the engine (this derefs to
 /// it); its memory through [`ProbedCore::read`].

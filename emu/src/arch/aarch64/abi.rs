@@ -3,8 +3,8 @@
 
 use unicorn_engine::{RegisterARM64, Unicorn};
 
+use super::core_regs::read_xreg;
 use super::exception::{self, PSTATE_I};
-use super::regs::read_xreg;
 use crate::record::abi::{word_at, words, IsaAbi, MaskWrite, TicketSite};
 
 /// arm64's [`IsaAbi`].

@@ -9,19 +9,22 @@ use unicorn_engine::{Arm64CpuModel, Mode, RegisterARM64, Unicorn};
 
 use crate::arch::{Arch, CoreHooks};
 use crate::board::{Board, BoardKind};
-use crate::cpu::{read_insn, Core, Hooks, IrqStop, KeepAlive, SliceCounter};
+use crate::cpu::{Core, Hooks, KeepAlive};
 use crate::cpu::{CpuState, TakenException};
 use crate::error::{uc_err, EmuError};
 use crate::hardware::{Hardware, RunEnd};
 use crate::kernel::KernelImage;
+use crate::memory::read_insn;
 use crate::memory::GuestMemory;
+use crate::slice_counter::{IrqStop, SliceCounter};
 use crate::unwind;
+use core_regs::{read_xreg, translation_regs, SCTLR_EL1};
 use exception::{Kind, Synchronous, PSTATE_EL1H_MASKED, PSTATE_I};
 use mmu::Access;
-use regs::{read_xreg, translation_regs, SCTLR_EL1};
 
 pub(crate) mod abi;
 pub(crate) mod board;
+pub(crate) mod core_regs;
 pub(crate) mod debug_state;
 pub(crate) mod exception;
 pub(crate) mod gic;
@@ -42,7 +45,7 @@ impl Arch for Aarch64 {
         &abi::Aarch64Abi
     }
 
-    fn mmu(&self) -> &'static dyn crate::simmu::IsaMmu {
+    fn mmu(&self) -> &'static dyn crate::simmu::IsaMmuHooks {
         &simmu::Aarch64Mmu
     }
 

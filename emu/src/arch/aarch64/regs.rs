@@ -1,5 +1,4 @@
 //! The arm64 core's system registers as the host sees them: encodings, the
-//! translation registers the MMU walk needs, general registers by number, the
 //! firmware's reset of EL2/EL3, and the MRS/MSR/SYS hooks for the registers the
 //! host models (the generic timer, MPIDR) and for broadcast maintenance.
 
@@ -8,13 +7,12 @@ use std::rc::Rc;
 
 use unicorn_engine::{Arm64Insn, RegisterARM64, RegisterARM64CP, Unicorn};
 
-use super::mmu::TranslationRegs;
 use super::psci;
 use super::syshook::{self, SysHook};
 use crate::board::Board;
-use crate::cpu::SliceCounter;
+use crate::core_mmu::CoreMmu;
 use crate::error::{uc_err, EmuError};
-use crate::simmu::CoreMmu;
+use crate::slice_counter::SliceCounter;
 use crate::timer::CNTFRQ_HZ;
 
 // System register encodings (op0, op1, CRn, CRm, op2).
@@ -28,10 +26,6 @@ pub(crate) const CNTVCT_EL0: SysReg = (3, 3, 14, 0, 2);
 pub(crate) const CNTV_TVAL_EL0: SysReg = (3, 3, 14, 3, 0);
 pub(crate) const CNTV_CTL_EL0: SysReg = (3, 3, 14, 3, 1);
 pub(crate) const CNTV_CVAL_EL0: SysReg = (3, 3, 14, 3, 2);
-pub(crate) const SCTLR_EL1: RegisterARM64CP =
-    RegisterARM64CP::new().op0(3).op1(0).crn(1).crm(0).op2(0);
-pub(crate) const TCR_EL1: RegisterARM64CP =
-    RegisterARM64CP::new().op0(3).op1(0).crn(2).crm(0).op2(2);
 
 /// The register of encoding `reg`, to read or write from the host.
 pub(crate) const fn cp((op0, op1, crn, crm, op2): SysReg) -> RegisterARM64CP {
@@ -61,31 +55,6 @@ pub(crate) fn declare_lower_els_aarch64(uc: &mut Unicorn<'static, ()>) -> Result
             .map_err(uc_err("setting SCR_EL3/HCR_EL2.RW"))?;
     }
     Ok(())
-}
-
-pub(crate) fn translation_regs<D>(uc: &Unicorn<'_, D>) -> TranslationRegs {
-    let cp = |reg: RegisterARM64CP| {
-        let mut reg = reg;
-        uc.reg_read_arm64_coproc(&mut reg).map_or(0, |()| reg.val)
-    };
-    crate::arch::aarch64::mmu::VmsaRegs {
-        sctlr: cp(SCTLR_EL1),
-        tcr: cp(TCR_EL1),
-        ttbr0: uc.reg_read(RegisterARM64::TTBR0_EL1).unwrap_or(0),
-        ttbr1: uc.reg_read(RegisterARM64::TTBR1_EL1).unwrap_or(0),
-    }
-    .into()
-}
-
-/// General register `n` (31 = SP, as a load/store base).
-pub(crate) fn read_xreg<D>(uc: &Unicorn<'_, D>, n: u32) -> u64 {
-    let reg = match n {
-        0..=28 => RegisterARM64::X0 as i32 + n as i32,
-        29 => RegisterARM64::X29 as i32,
-        30 => RegisterARM64::X30 as i32,
-        _ => RegisterARM64::SP as i32,
-    };
-    uc.reg_read(reg).unwrap_or(0)
 }
 
 /// MRS/MSR hooks for the registers the host models (the timer, MPIDR), and the SYS hook

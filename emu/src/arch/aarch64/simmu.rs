@@ -7,14 +7,15 @@ use traces::aarch64::TlbiScope;
 use traces::{BarrierOption, EventKind};
 use unicorn_engine::{RegisterARM64, Unicorn};
 
+use super::core_regs::{read_xreg, translation_regs};
 use super::insn;
 use super::mmu::{Access, TranslationRegs};
-use super::regs::{read_xreg, translation_regs};
 use super::syshook::SysAccess;
+use crate::core_mmu::{CoreMmu, IsaMmu};
 use crate::cpu::Core;
 use crate::error::EmuError;
 use crate::kernel::KernelImage;
-use crate::simmu::{CoreMmu, IsaMmu, SimMmu};
+use crate::simmu::{IsaMmuHooks, SimMmu};
 use crate::tlb::Barrier;
 
 /// arm64's [`IsaMmu`].
@@ -52,7 +53,9 @@ impl IsaMmu for Aarch64Mmu {
             .map(|&(addr, _)| addr)
             .collect()
     }
+}
 
+impl IsaMmuHooks for Aarch64Mmu {
     /// Code hooks on every DSB and the ISBs near maintenance, at the kernel's
     /// link address and where it runs before the MMU is on (a boot-protocol
     /// kernel's physical alias). TLBIs come from the SYS hook ([`on_sys`]).

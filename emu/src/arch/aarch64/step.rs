@@ -24,7 +24,8 @@ use unicorn_engine::{uc_error, RegisterARM64, RegisterARM64CP, Unicorn};
 
 use super::debug_state::{GuestDebug, PSTATE_D};
 use super::regs;
-use crate::cpu::{Core, IrqStop};
+use crate::cpu::Core;
+use crate::slice_counter::IrqStop;
 
 /// PSTATE.SS (software step).
 const PSTATE_SS: u64 = 1 << 21;

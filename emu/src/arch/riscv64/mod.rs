@@ -10,10 +10,12 @@ use unicorn_engine::Unicorn;
 use crate::arch::aarch64::exception::Synchronous;
 use crate::arch::Arch;
 use crate::board::{Board, BoardKind};
-use crate::cpu::{read_insn, Core, IrqStop, SliceCounter};
+use crate::cpu::Core;
 use crate::cpu::{CpuState, TakenException};
 use crate::error::{uc_err, EmuError};
 use crate::hardware::{Hardware, RunEnd};
+use crate::memory::read_insn;
+use crate::slice_counter::{IrqStop, SliceCounter};
 use crate::unwind;
 
 pub(crate) mod abi;
@@ -34,7 +36,7 @@ impl Arch for Riscv64 {
         &abi::Riscv64Abi
     }
 
-    fn mmu(&self) -> &'static dyn crate::simmu::IsaMmu {
+    fn mmu(&self) -> &'static dyn crate::simmu::IsaMmuHooks {
         &simmu::Riscv64Mmu
     }
 

@@ -6,10 +6,11 @@ use unicorn_engine::{RegisterRISCV, Unicorn};
 
 use super::hart;
 use crate::arch::aarch64::mmu::{Access, TranslationRegs, PAGE_SIZE};
+use crate::core_mmu::IsaMmu;
 use crate::cpu::Core;
 use crate::error::EmuError;
 use crate::kernel::KernelImage;
-use crate::simmu::{IsaMmu, SimMmu};
+use crate::simmu::{IsaMmuHooks, SimMmu};
 use crate::tlb::Invalidation;
 
 /// RISC-V's [`IsaMmu`].
@@ -36,7 +37,9 @@ impl IsaMmu for Riscv64Mmu {
     fn data_access_address(&self, uc: &Unicorn<'_, ()>, word: u32) -> Option<u64> {
         hart::access_address(uc, word)
     }
+}
 
+impl IsaMmuHooks for Riscv64Mmu {
     /// Unicorn's soft TLB is flushed at every CSR instruction on `satp`. QEMU
     /// keeps it across a change of mode, so the fetches between turning
     /// translation on and the `sfence.vma` after it would reach the model only
