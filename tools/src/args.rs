@@ -163,6 +163,14 @@ impl Arch {
     }
 }
 
+/// An independent judge of the run's analyses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Oracle {
+    /// Linux's locking self-test (`CONFIG_DEBUG_LOCKING_API_SELFTESTS`): each case
+    /// judged by a fresh validator and compared with the kernel's lockdep.
+    LockdepSelftest,
+}
+
 #[derive(Args, Debug, Clone)]
 pub struct RunArgs {
     /// Instruction set of the built-in guest (default aarch64); with `--kernel`,
@@ -237,7 +245,7 @@ pub struct RunArgs {
     /// Judge the lock validator against an independent oracle instead of
     /// reporting the run's findings.
     #[arg(long, value_enum)]
-    pub oracle: Option<crate::oracle::Oracle>,
+    pub oracle: Option<Oracle>,
     /// Where the recorder sees a Linux kernel's locking: lockdep's entry points
     /// (a kernel built with lockdep and DWARF), the out-of-line lock primitives
     /// (any kernel; partial: lock instances as classes, IRQ state sampled at lock

@@ -85,7 +85,7 @@ pub fn symbols_digest(path: &Path) -> Result<String, BadInput> {
 
 /// Refuses a `--symbols` file other than the one a trace was recorded with
 /// (`--symbols-sha256`, which replay passes back from the header).
-pub fn check_symbols_digest(args: &crate::run::RunArgs) -> Result<(), BadInput> {
+pub fn check_symbols_digest(args: &crate::args::RunArgs) -> Result<(), BadInput> {
     let (Some(path), Some(recorded)) = (&args.symbols, &args.symbols_sha256) else {
         return Ok(());
     };

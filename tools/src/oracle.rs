@@ -7,21 +7,12 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
-use clap::ValueEnum;
 use emu::{KernelImage, Machine, RunEnd};
 use serde_json::json;
 use traces::lockdep::oracle::{tally, CaseResult, CaseVerdict, SelftestOracle};
 
 use crate::args::{ReportFormat, RunArgs};
 use crate::{interrupt, report, BadInput, Verdict};
-
-/// An independent judge of the run's analyses.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Oracle {
-    /// Linux's locking self-test (`CONFIG_DEBUG_LOCKING_API_SELFTESTS`): each case
-    /// judged by a fresh validator and compared with the kernel's lockdep.
-    LockdepSelftest,
-}
 
 /// The symbol a kernel with the locking self-test has (one call per case).
 const SELFTEST_CASE_SYMBOL: &str = "dotest";
@@ -64,8 +55,7 @@ pub fn run(args: &RunArgs, kernel: &KernelImage) -> Result<Verdict, BadInput> {
     );
     let sink = interrupt::stop_on_signal(machine.stop_request(), sink);
     machine.record(args.record_options(), sink)?;
-    let outcome =
-        machine.run(&mut |cpu, line| crate::run::print_console_line(args.report, cpu, line));
+    let outcome = machine.run(&mut |cpu, line| report::print_console_line(args.report, cpu, line));
     crate::end_quietly_on_closed_stdout();
     let oracle = oracle.borrow();
     let finished = oracle.done();

@@ -1,5 +1,7 @@
 //! How a run is reported: text for people, one JSON object for tools (DESIGN.md).
 
+use std::io::Write;
+
 use clap::ValueEnum;
 use emu::{CpuReport, KernelImage, RunEnd, RunOutcome};
 use serde_json::{json, Value};
@@ -161,4 +163,14 @@ fn json_report(
             "lockdep": analysis::stats_json(&locks.stats, locks.coverage.as_deref()),
         },
     })
+}
+
+/// Prints a guest console line as `[cpuN] line`: on stdout, or on stderr when
+/// stdout carries a JSON report. A reader that went away (`| head`) is ignored:
+/// the run goes on.
+pub fn print_console_line(format: ReportFormat, cpu: usize, line: &str) {
+    let _ = match format {
+        ReportFormat::Json => writeln!(std::io::stderr(), "[cpu{cpu}] {line}"),
+        ReportFormat::Text => writeln!(std::io::stdout(), "[cpu{cpu}] {line}"),
+    };
 }

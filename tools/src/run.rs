@@ -1,10 +1,7 @@
 //! `percpu-lab run`: boot the guest with one scenario and report how it ended.
 
-use std::io::Write;
-
 use emu::Machine;
 
-use crate::args::ReportFormat;
 pub use crate::args::{
     check_inject_with_flush, Flush, Inject, RunArgs, Variant, DEFAULT_MAX_INSNS, DEFAULT_PCT_DEPTH,
     DEFAULT_QUANTUM,
@@ -13,19 +10,9 @@ use crate::mmu_report::MmuRun;
 use crate::report;
 use crate::{analysis, interrupt, kernel, tracefile, BadInput, Verdict};
 
-/// Prints a guest console line as `[cpuN] line`: on stdout, or on stderr when
-/// stdout carries a JSON report. A reader that went away (`| head`) is ignored:
-/// the run goes on.
-pub fn print_console_line(format: ReportFormat, cpu: usize, line: &str) {
-    let _ = match format {
-        ReportFormat::Json => writeln!(std::io::stderr(), "[cpu{cpu}] {line}"),
-        ReportFormat::Text => writeln!(std::io::stdout(), "[cpu{cpu}] {line}"),
-    };
-}
-
 /// `run --bare`: what the machine costs with nothing watching it.
 fn bare_run(args: &RunArgs, kernel: &emu::KernelImage, machine: &mut Machine) -> Verdict {
-    let outcome = machine.run(&mut |cpu, line| print_console_line(args.report, cpu, line));
+    let outcome = machine.run(&mut |cpu, line| report::print_console_line(args.report, cpu, line));
     let (mmu, locks) = (MmuRun::default(), analysis::LockRun::default());
     crate::end_quietly_on_closed_stdout();
     report::print(args, kernel, &outcome, &mmu, &locks);
@@ -166,7 +153,7 @@ pub fn run(args: &RunArgs) -> Result<Verdict, BadInput> {
         if let Some(recording) = &recording {
             recording.console_line(cpu, line);
         }
-        print_console_line(args.report, cpu, line);
+        report::print_console_line(args.report, cpu, line);
     };
     let outcome = machine.run(&mut console);
     progress.finish_and_clear();
