@@ -127,7 +127,7 @@ pub fn bench(args: &BenchArgs) -> Result<Verdict, BadInput> {
                 tracing.runs
             );
             println!(
-                "  {:.0} events/s recorded, {:.2} bytes/event (goal <= 8), overhead {:.2}x (goal <= 1.3)",
+                "  {:.0} events/s recorded, {:.2} bytes/event (goal <= 8), overhead {:.2}x (goal <= 1.3; median of the pairs)",
                 tracing.events_per_second(),
                 tracing.bytes_per_event(),
                 tracing.overhead()
@@ -135,7 +135,7 @@ pub fn bench(args: &BenchArgs) -> Result<Verdict, BadInput> {
             println!("simulated MMU (walker, TLB model, checks) vs built-in, 4 cpus:");
             for cost in &mmu {
                 println!(
-                    "  {}: {:.2}x host CPU time per guest instruction (goal <= 1.3, {} runs each)",
+                    "  {}: {:.2}x host CPU time per guest instruction (goal <= 1.3; median of {} interleaved pairs)",
                     cost.scenario,
                     cost.ratio(),
                     cost.runs
@@ -147,7 +147,7 @@ pub fn bench(args: &BenchArgs) -> Result<Verdict, BadInput> {
                 lockdep.runs
             );
             println!(
-                "  offline analysis {:.1} M events/s (goal >= 10), online cost {:.2}x the bare run",
+                "  offline analysis {:.1} M events/s (goal >= 10), online cost {:.2}x the bare run (median of the pairs)",
                 lockdep.events_per_second() / 1e6,
                 lockdep.online_overhead()
             );

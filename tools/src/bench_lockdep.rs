@@ -10,7 +10,7 @@ use std::time::Duration;
 use emu::{KernelImage, Machine, RecordOptions};
 use traces::{Event, StringTable, Validator};
 
-use crate::bench_machine::thread_cpu;
+use crate::bench_machine::{median, thread_cpu};
 use crate::BadInput;
 
 /// The run measured: `percpu-lab run --scenario storm` (seed 0, random scheduler).
@@ -24,6 +24,8 @@ pub struct LockdepBench {
     /// Host time of the run with the validator fed online / without recording.
     pub online: Duration,
     pub bare: Duration,
+    /// Each pair's online over bare.
+    pub pair_ratios: Vec<f64>,
     pub runs: u32,
 }
 
@@ -32,54 +34,64 @@ impl LockdepBench {
         self.events as f64 / self.analysis.as_secs_f64()
     }
 
+    /// The run with the validator fed over the bare run: the median of the
+    /// interleaved pairs' ratios.
     pub fn online_overhead(&self) -> f64 {
-        self.online.as_secs_f64() / self.bare.as_secs_f64()
+        median(self.pair_ratios.clone())
     }
+}
+
+/// The events of one recorded run of [`ARGS`], for the offline figure (kept in a
+/// run of their own: keeping them costs what no `percpu-lab run` pays).
+fn recorded_events(
+    kernel: &KernelImage,
+    args: &crate::args::RunArgs,
+) -> Result<(Vec<Event>, StringTable), BadInput> {
+    let mut machine = Machine::new(args.machine_config()?, kernel)?;
+    let kept: Rc<RefCell<(Vec<Event>, StringTable)>> = Rc::default();
+    let keep = kept.clone();
+    machine.record(
+        RecordOptions::default(),
+        Box::new(move |events: &[Event], strings: &StringTable| {
+            let mut keep = keep.borrow_mut();
+            keep.0.extend_from_slice(events);
+            keep.1 = strings.clone();
+        }),
+    )?;
+    let outcome = machine.run(&mut |_, _| {});
+    crate::bench_run::require_clean(&outcome.end, "storm")?;
+    drop(machine);
+    Ok(Rc::try_unwrap(kept).map_or_else(|rc| rc.borrow().clone(), |c| c.into_inner()))
 }
 
 pub fn measure(kernel: &KernelImage, min_time: Duration) -> Result<LockdepBench, BadInput> {
     let args = crate::tracefile::parse_run_args(&ARGS)?;
     let mut bench = LockdepBench::default();
-    let mut recorded: Option<(Vec<Event>, StringTable)> = None;
     while bench.bare < min_time || bench.runs < 2 {
         let mut machine = Machine::new(args.machine_config()?, kernel)?;
         let start = thread_cpu();
         let outcome = machine.run(&mut |_, _| {});
-        bench.bare += thread_cpu() - start;
+        let bare = thread_cpu() - start;
+        bench.bare += bare;
         crate::bench_run::require_clean(&outcome.end, "storm")?;
 
         let mut machine = Machine::new(args.machine_config()?, kernel)?;
         let (online, sink) = crate::analysis::Online::new(kernel, &machine, args.checks_mmu());
-        let kept: Rc<RefCell<(Vec<Event>, StringTable)>> = Rc::default();
-        let keep = recorded.is_none().then(|| kept.clone());
-        let mut sink = sink;
-        machine.record(
-            RecordOptions::default(),
-            Box::new(move |events: &[Event], strings: &StringTable| {
-                sink(events, strings);
-                if let Some(keep) = &keep {
-                    let mut keep = keep.borrow_mut();
-                    keep.0.extend_from_slice(events);
-                    keep.1 = strings.clone();
-                }
-            }),
-        )?;
+        machine.record(RecordOptions::default(), sink)?;
         let start = thread_cpu();
         let outcome = machine.run(&mut |_, _| {});
-        bench.online += thread_cpu() - start;
+        let fed = thread_cpu() - start;
+        bench.online += fed;
+        bench
+            .pair_ratios
+            .push(fed.as_secs_f64() / bare.as_secs_f64());
         crate::bench_run::require_clean(&outcome.end, "storm")?;
         if !online.findings().is_empty() {
             return Err(BadInput("storm has lock findings under bench".into()));
         }
-        if recorded.is_none() {
-            drop(machine);
-            recorded = Some(
-                Rc::try_unwrap(kept).map_or_else(|rc| rc.borrow().clone(), |c| c.into_inner()),
-            );
-        }
         bench.runs += 1;
     }
-    let (events, strings) = recorded.expect("one run recorded");
+    let (events, strings) = recorded_events(kernel, &args)?;
     while bench.analysis < min_time || bench.events == 0 {
         let mut validator = Validator::new();
         let start = thread_cpu();

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use emu::{KernelImage, Machine, MmuMode};
 
-use crate::bench_machine::thread_cpu;
+use crate::bench_machine::{median, thread_cpu};
 use crate::BadInput;
 
 /// The scenarios measured: one that barely touches page tables, one that maps,
@@ -23,13 +23,15 @@ pub struct MmuCost {
     pub checked: Duration,
     pub builtin_insns: u64,
     pub checked_insns: u64,
+    /// Each pair's host time per guest instruction, ours over Unicorn's.
+    pub pair_ratios: Vec<f64>,
 }
 
 impl MmuCost {
-    /// Host time per guest instruction with our MMU over the same with Unicorn's.
+    /// Host time per guest instruction with our MMU over the same with Unicorn's:
+    /// the median of the interleaved pairs' ratios.
     pub fn ratio(&self) -> f64 {
-        let per_insn = |time: Duration, insns: u64| time.as_secs_f64() / insns.max(1) as f64;
-        per_insn(self.checked, self.checked_insns) / per_insn(self.builtin, self.builtin_insns)
+        median(self.pair_ratios.clone())
     }
 }
 
@@ -53,12 +55,15 @@ pub fn measure(kernel: &KernelImage, min_time: Duration) -> Result<Vec<MmuCost>,
             ..MmuCost::default()
         };
         while cost.builtin < min_time || cost.runs < 2 {
-            let (time, insns) = timed(kernel, scenario, MmuMode::Builtin)?;
-            cost.builtin += time;
-            cost.builtin_insns += insns;
-            let (time, insns) = timed(kernel, scenario, MmuMode::Checked)?;
-            cost.checked += time;
-            cost.checked_insns += insns;
+            let (builtin, builtin_insns) = timed(kernel, scenario, MmuMode::Builtin)?;
+            cost.builtin += builtin;
+            cost.builtin_insns += builtin_insns;
+            let (checked, checked_insns) = timed(kernel, scenario, MmuMode::Checked)?;
+            cost.checked += checked;
+            cost.checked_insns += checked_insns;
+            let per_insn = |time: Duration, insns: u64| time.as_secs_f64() / insns.max(1) as f64;
+            cost.pair_ratios
+                .push(per_insn(checked, checked_insns) / per_insn(builtin, builtin_insns));
             cost.runs += 1;
         }
         costs.push(cost);

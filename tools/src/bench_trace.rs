@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use emu::{KernelImage, Machine};
 
-use crate::bench_machine::thread_cpu;
+use crate::bench_machine::{median, thread_cpu};
 use crate::tracefile::{self, Recording};
 use crate::BadInput;
 
@@ -20,6 +20,8 @@ pub struct TraceBench {
     pub bytes: u64,
     pub with_trace: Duration,
     pub without: Duration,
+    /// Each pair's with over without.
+    pub pair_ratios: Vec<f64>,
 }
 
 impl TraceBench {
@@ -31,9 +33,10 @@ impl TraceBench {
         self.bytes as f64 / self.events.max(1) as f64
     }
 
-    /// Host CPU time with `--trace` over host CPU time without.
+    /// Host CPU time with `--trace` over host CPU time without: the median of the
+    /// interleaved pairs' ratios.
     pub fn overhead(&self) -> f64 {
-        self.with_trace.as_secs_f64() / self.without.as_secs_f64()
+        median(self.pair_ratios.clone())
     }
 }
 
@@ -46,7 +49,8 @@ pub fn measure(kernel: &KernelImage, min_time: Duration) -> Result<TraceBench, B
         let mut machine = Machine::new(args.machine_config()?, kernel)?;
         let start = thread_cpu();
         let outcome = machine.run(&mut |_, _| {});
-        bench.without += thread_cpu() - start;
+        let without = thread_cpu() - start;
+        bench.without += without;
         crate::bench_run::require_clean(&outcome.end, "storm")?;
 
         let mut machine = Machine::new(args.machine_config()?, kernel)?;
@@ -55,7 +59,11 @@ pub fn measure(kernel: &KernelImage, min_time: Duration) -> Result<TraceBench, B
         let start = thread_cpu();
         let outcome = machine.run(&mut |_, _| {});
         let (_, summary) = recording.finish(&outcome)?;
-        bench.with_trace += thread_cpu() - start;
+        let with_trace = thread_cpu() - start;
+        bench.with_trace += with_trace;
+        bench
+            .pair_ratios
+            .push(with_trace.as_secs_f64() / without.as_secs_f64());
         crate::bench_run::require_clean(&outcome.end, "storm")?;
         bench.events += summary.events;
         bench.bytes += summary.bytes;
