@@ -409,12 +409,18 @@ fn sized_body_of(kind: &EventKind, body: &mut Vec<u8>) {
     }
 }
 
-/// Appends a sized kind's body after its length. Bodies are short: the length
-/// byte is reserved and filled in afterwards, with no buffer of their own.
+/// Appends a sized kind's body after its length.
 fn put_sized_body(kind: &EventKind, out: &mut Vec<u8>) {
+    put_length_prefixed(out, |out| sized_body_of(kind, out));
+}
+
+/// Appends what `write` appends, after its length (ULEB128). Bodies are short: one
+/// length byte is reserved and filled in afterwards, with no buffer of their own;
+/// a longer body moves over for the longer length.
+fn put_length_prefixed(out: &mut Vec<u8>, write: impl FnOnce(&mut Vec<u8>)) {
     let at = out.len();
     out.push(0);
-    sized_body_of(kind, out);
+    write(out);
     let len = out.len() - at - 1;
     if len < 0x80 {
         out[at] = len as u8;
@@ -979,5 +985,24 @@ impl ChunkState {
         };
         state.after(record_tag, &event);
         Ok(Some(event))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_length_prefix_takes_as_many_bytes_as_the_length_needs() {
+        for len in [0usize, 1, 0x7f, 0x80, 300, 20_000] {
+            let body: Vec<u8> = (0..len).map(|i| i as u8).collect();
+            let mut out = vec![0xee];
+            put_length_prefixed(&mut out, |out| out.extend_from_slice(&body));
+            let mut cursor = ByteCursor::new(&out[1..]);
+            assert_eq!(cursor.uleb().unwrap(), len as u64);
+            assert_eq!(cursor.take(len).unwrap(), &body[..], "{len}");
+            assert!(cursor.is_empty());
+            assert_eq!(out[0], 0xee);
+        }
     }
 }
