@@ -699,7 +699,7 @@ impl MmuModel {
     }
 
     /// A `tlbi` of `scope` executed by `at.cpu` (before it takes effect on Unicorn);
-    /// `name` is its mnemonic.
+    /// `name` is its mnemonic. Returns the pages it removed from `at.cpu`'s TLB.
     pub fn tlbi(
         &mut self,
         mem: &dyn GuestMemory,
@@ -707,7 +707,7 @@ impl MmuModel {
         broadcast: bool,
         name: String,
         at: At,
-    ) {
+    ) -> Vec<u64> {
         self.sync_windows(mem, at.cpu);
         *self.stats.tlbi_by_kind.entry(name).or_default() += 1;
         if broadcast {
@@ -715,6 +715,8 @@ impl MmuModel {
         }
         let removed = self.held.invalidate(at.cpu, broadcast, scope);
         self.forget_removed(&removed, at);
+        let own = removed.iter().filter(|(cpu, _)| *cpu == at.cpu);
+        own.map(|(_, e)| e.fill.va & PAGE_MASK).collect()
     }
 
     /// Invalidation `inv` by `at.cpu` (RISC-V's `sfence.vma`, or an SBI remote fence
@@ -898,8 +900,28 @@ mod tests {
         ram.write_u64(L3, new).unwrap();
     }
 
-    fn tlbi(m: &mut MmuModel, ram: &GuestRam, broadcast: bool, at: At) {
-        m.tlbi(ram, VAAE1, broadcast, TlbiOp::Vaae1.mnemonic(broadcast), at);
+    fn tlbi(m: &mut MmuModel, ram: &GuestRam, broadcast: bool, at: At) -> Vec<u64> {
+        m.tlbi(ram, VAAE1, broadcast, TlbiOp::Vaae1.mnemonic(broadcast), at)
+    }
+
+    /// A TLBI says which pages it took from the issuing CPU's TLB (whose Unicorn
+    /// TLB the machine must then flush: see `on_sys`), not those of the others.
+    #[test]
+    fn a_tlbi_names_the_pages_it_took_from_the_issuing_cpu() {
+        let (ram, regs, mut m) = setup(2);
+        read(&mut m, &ram, &regs, 1);
+        assert!(
+            tlbi(&mut m, &ram, true, at(0, 2)).is_empty(),
+            "CPU 0 held nothing"
+        );
+        assert!(m.held(1, VA, None).is_none(), "broadcast");
+        read(&mut m, &ram, &regs, 0);
+        read(&mut m, &ram, &regs, 1);
+        assert_eq!(tlbi(&mut m, &ram, true, at(0, 4)), vec![VA]);
+        assert!(
+            tlbi(&mut m, &ram, false, at(0, 5)).is_empty(),
+            "nothing left"
+        );
     }
 
     /// The names of the events the model recorded since the last call.

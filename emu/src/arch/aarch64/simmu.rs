@@ -16,7 +16,7 @@ use crate::cpu::Core;
 use crate::error::EmuError;
 use crate::kernel::KernelImage;
 use crate::simmu::{IsaMmuHooks, SimMmu};
-use crate::tlb::Barrier;
+use crate::tlb::{Barrier, SoftTlbEntry};
 
 /// arm64's [`IsaMmu`].
 pub(crate) struct Aarch64Mmu;
@@ -113,13 +113,23 @@ pub(crate) fn on_sys(mmu: &CoreMmu, access: &SysAccess<'_>) {
     }
     let (op, broadcast) = trace_tlbi(cp.op1, cp.crm, cp.op2);
     let at = mmu.at(access.pc());
-    let Some(uc) = access.engine() else {
+    let Some(mut uc) = access.engine() else {
         return;
     };
     if let Some(scope) = TlbiScope::of(op, cp.val) {
         let name = op.mnemonic(broadcast);
-        mmu.model_for(&uc)
+        let removed = mmu
+            .model_for(&uc)
             .tlbi(mmu.ram(), scope, broadcast, name, at);
+        // Unicorn's target pages are 1 KiB, and its TLBI by VA drops only the first
+        // of a 4 KiB page's four: the other three would go on translating with no
+        // fill, past the model (and, the page unmapped, past the tables).
+        if removed
+            .iter()
+            .any(|&va| mmu.may_hold(SoftTlbEntry::Page(va)))
+        {
+            mmu.flush_soft_tlb(&mut uc);
+        }
     }
     let kind = EventKind::Tlbi {
         op,
